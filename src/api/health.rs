@@ -1,0 +1,73 @@
+//! Liveness and readiness: `GET /healthz` (the process answers) and `GET /readyz` (the database
+//! answers and every migration is applied).
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use crate::error::{Error, Problem, Result};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Liveness: the process is up and answering.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive.", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Readiness: the database is reachable and every migration of this build is applied.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to store deliveries.", body = Health),
+        (status = 503, description = "The database is unreachable or not migrated.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again."))),
+    ))]
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
+    let latest = sqlx::migrate!()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or_default();
+    let applied: Option<i64> =
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+            .fetch_one(&app.pool)
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!("the database is not ready: {}", kind_of(&e)))
+            })?;
+    if applied.unwrap_or_default() < latest {
+        return Err(Error::Unavailable(
+            "the database schema is not migrated to this version yet".to_owned(),
+        ));
+    }
+    Ok(Json(Health {
+        status: "ok".to_owned(),
+    }))
+}
+
+/// A short, safe description of why the database did not answer.
+fn kind_of(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::PoolTimedOut => "no connection within the acquire timeout",
+        sqlx::Error::Io(_) => "connection failed",
+        sqlx::Error::Database(_) => "query failed",
+        _ => "unavailable",
+    }
+}

@@ -1,0 +1,146 @@
+//! `POST /webhooks/calry`: the checks of SPEC §3 in their order (size, content type, signature,
+//! JSON, envelope), then the idempotent store through the group-commit queue of [`crate::ingest`].
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use crate::envelope::Envelope;
+use crate::error::{Error, Problem, Result};
+use crate::ingest::{NewEvent, Outcome};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive))
+}
+
+/// The answer to an accepted delivery.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "status": "duplicate", "deliveryCount": 2}))]
+pub struct Receipt {
+    pub hook_id: String,
+    pub status: ReceiptStatus,
+    /// How many deliveries of this event have been received, for a duplicate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_count: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptStatus {
+    Created,
+    Duplicate,
+}
+
+/// Receive one Calry webhook delivery.
+///
+/// Stores the event once per hook id. Answers 2xx only after the event is committed; any other
+/// answer stored nothing, and Calry retries it.
+#[utoipa::path(
+    post,
+    path = "/webhooks/calry",
+    tag = "webhooks",
+    request_body(
+        content = crate::openapi::CalryWebhook,
+        content_type = "application/json",
+        description = "A Calry webhook envelope; every field is kept as sent.",
+    ),
+    responses(
+        (status = 201, description = "New event stored.", body = Receipt,
+            example = json!({"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "status": "created"})),
+        (status = 200, description = "Same hook id and same JSON value: a redelivery, counted.", body = Receipt),
+        (status = 400, description = "The body is not valid UTF-8 JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or overloaded; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
+pub async fn receive(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Receipt>)> {
+    let body = read_body(&headers, body, app.config.max_body_bytes).await?;
+    require_json(&headers)?;
+    let signature_verified = false;
+    let envelope = Envelope::parse(&body)?;
+    let hook_id = envelope.hook_id.clone();
+    let body = String::from_utf8(body.into())
+        .map_err(|_| Error::MalformedBody("the body is not valid UTF-8".to_owned()))?;
+
+    let outcome = app
+        .ingestor
+        .submit(NewEvent {
+            envelope,
+            body,
+            signature_verified,
+        })
+        .await?;
+    tracing::info!(hook.id = %hook_id, ?outcome, "delivery");
+    let (status, receipt_status, delivery_count) = match outcome {
+        Outcome::Created => (StatusCode::CREATED, ReceiptStatus::Created, None),
+        Outcome::Duplicate { delivery_count } => (
+            StatusCode::OK,
+            ReceiptStatus::Duplicate,
+            Some(delivery_count),
+        ),
+        Outcome::Conflict => return Err(Error::Conflict { hook_id }),
+    };
+    Ok((
+        status,
+        Json(Receipt {
+            hook_id,
+            status: receipt_status,
+            delivery_count,
+        }),
+    ))
+}
+
+/// Reads the whole body, refusing it (413) as soon as it is known to exceed `limit`.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            if e.is::<http_body_util::LengthLimitError>() {
+                return Error::PayloadTooLarge { limit };
+            }
+            source = e.source();
+        }
+        Error::MalformedBody(format!("the body could not be read: {err}"))
+    })
+}
+
+/// `application/json`, or any `application/…+json`, with any parameters.
+fn require_json(headers: &HeaderMap) -> Result<()> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = content_type
+        .as_deref()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(e) if e.starts_with("application/") && e.ends_with("+json") => Ok(()),
+        _ => Err(Error::UnsupportedMediaType(format!(
+            "Content-Type must be application/json (got {})",
+            content_type.as_deref().unwrap_or("none")
+        ))),
+    }
+}

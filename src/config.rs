@@ -1,0 +1,154 @@
+//! Command line and configuration: every setting is an environment variable (SPEC §7) mirrored
+//! by a flag. Secrets are wrapped so that `Debug` never prints them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// calry-hooks: receives Calry webhooks, stores every distinct event once in PostgreSQL, and
+/// answers what happened (history) and what state each integration account is in (status).
+#[derive(Debug, Parser)]
+#[command(name = "calry-hooks", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Settings shared by every subcommand; each flag can be given before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL to use; unset: a private cluster under the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<Secret>,
+
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Where the private PostgreSQL cluster keeps its files (in `postgres/` below it).
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// `whsec_…` secrets, separated by spaces or commas; unset: unsigned deliveries are accepted.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_WEBHOOK_SECRETS",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_secrets: Option<Secret>,
+
+    /// Allowed clock skew of `webhook-timestamp`, in seconds, both ways.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub signature_tolerance_secs: u64,
+
+    /// Largest webhook body accepted, in bytes.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_MAX_BODY_BYTES",
+        default_value_t = 262_144,
+        global = true
+    )]
+    pub max_body_bytes: usize,
+
+    /// Log format.
+    #[arg(long, env = "CALRY_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` env-filter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration value that must never reach a log line or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(\"[redacted]\")")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl Config {
+    /// The configuration with every default, as a test or an embedding program starts from.
+    pub fn defaults() -> Config {
+        Cli::parse_from(["calry-hooks"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let mut config = Config::defaults();
+        config.database_url = Some("postgres://user:hunter2@db/x".to_owned().into());
+        config.webhook_secrets = Some("whsec_c2VjcmV0".to_owned().into());
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("whsec_c2VjcmV0"), "{printed}");
+    }
+
+    #[test]
+    fn flags_are_accepted_after_the_subcommand() {
+        let cli = Cli::parse_from(["calry-hooks", "migrate", "--listen", "127.0.0.1:9"]);
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.config.listen.port(), 9);
+    }
+}

@@ -1,0 +1,253 @@
+//! The Calry envelope (SPEC §2), parsed once at the border: raw bytes become a typed [`Envelope`]
+//! or an error naming the JSON syntax problem (400) or the field path (422). Nothing past this
+//! module re-checks the body.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// Longest id (hook, workspace, account) accepted, in characters.
+pub const MAX_ID_CHARS: usize = 255;
+
+/// A delivery's envelope, with the fields the store indexes. The whole body is kept beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub hook_id: String,
+    pub event_type: String,
+    /// `hook.timeStamp` (or `hook.timestamp`).
+    pub occurred_at: DateTime<Utc>,
+    pub source: Option<String>,
+    pub workspace_id: String,
+    pub integration_account_id: Option<String>,
+    pub result: Option<String>,
+}
+
+impl Envelope {
+    /// Parses a webhook body: 400 when it is not UTF-8 JSON (or holds what PostgreSQL cannot
+    /// store), 422 naming the field when the envelope is incomplete or mistyped.
+    pub fn parse(body: &[u8]) -> Result<Envelope, Error> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| Error::MalformedBody(format!("the body is not valid JSON: {e}")))?;
+        if contains_nul(&value) {
+            return Err(Error::MalformedBody(
+                "the body contains a \\u0000 character, which cannot be stored".to_owned(),
+            ));
+        }
+        Envelope::from_value(&value)
+    }
+
+    fn from_value(value: &Value) -> Result<Envelope, Error> {
+        let root = value
+            .as_object()
+            .ok_or_else(|| invalid("$", "the body must be a JSON object"))?;
+        let hook = object(root, "hook", "hook")?;
+        let hook_id = id(hook, "id", "hook.id")?.ok_or_else(|| required("hook.id"))?;
+        let event_type =
+            id(hook, "eventType", "hook.eventType")?.ok_or_else(|| required("hook.eventType"))?;
+        let (time_path, time) = match (hook.get("timeStamp"), hook.get("timestamp")) {
+            (Some(v), _) if !v.is_null() => ("hook.timeStamp", v),
+            (_, Some(v)) if !v.is_null() => ("hook.timestamp", v),
+            _ => {
+                return Err(invalid(
+                    "hook.timeStamp",
+                    "is required (spelled timeStamp or timestamp)",
+                ));
+            }
+        };
+        let time = time
+            .as_str()
+            .ok_or_else(|| invalid(time_path, "must be an RFC 3339 date-time string"))?;
+        let occurred_at = DateTime::parse_from_rfc3339(time)
+            .map_err(|e| invalid(time_path, format!("must be an RFC 3339 date-time ({e})")))?
+            .with_timezone(&Utc);
+        let source = text(hook, "source", "hook.source")?;
+
+        let data = object(root, "data", "data")?;
+        Ok(Envelope {
+            hook_id,
+            event_type,
+            occurred_at,
+            source,
+            workspace_id: id(data, "workspaceId", "data.workspaceId")?
+                .ok_or_else(|| required("data.workspaceId"))?,
+            integration_account_id: id(data, "integrationAccountId", "data.integrationAccountId")?,
+            result: text(data, "result", "data.result")?,
+        })
+    }
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidField {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn required(path: &str) -> Error {
+    invalid(path, "is required")
+}
+
+fn object<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a Map<String, Value>, Error> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Err(required(path)),
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) => Err(invalid(path, "must be an object")),
+    }
+}
+
+/// An optional string field; `null` counts as absent.
+fn text(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, Error> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(path, "must be a string")),
+    }
+}
+
+/// An optional id: a string of 1 to 255 characters.
+fn id(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, Error> {
+    let Some(s) = text(parent, key, path)? else {
+        return Ok(None);
+    };
+    match s.chars().count() {
+        0 => Err(invalid(path, "must not be empty")),
+        n if n > MAX_ID_CHARS => Err(invalid(
+            path,
+            format!("must be at most {MAX_ID_CHARS} characters long (it has {n})"),
+        )),
+        _ => Ok(Some(s)),
+    }
+}
+
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000.
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SEED: &str = r#"{
+"data": {
+"integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+"result": "SUCCESS",
+"workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"
+},
+"hook": {
+"eventType": "sync.complete",
+"id": "c1348091-bd3e-4598-9e7f-5ea457f02e85",
+"timeStamp": "2024-02-09T11:33:41.658Z",
+"source": "CALRY_WEBHOOK"
+}
+}"#;
+
+    fn field_of(body: &str) -> String {
+        match Envelope::parse(body.as_bytes()) {
+            Err(Error::InvalidField { path, .. }) => path,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_example_parses() {
+        let e = Envelope::parse(SEED.as_bytes()).unwrap();
+        assert_eq!(e.hook_id, "c1348091-bd3e-4598-9e7f-5ea457f02e85");
+        assert_eq!(e.event_type, "sync.complete");
+        assert_eq!(e.occurred_at.to_rfc3339(), "2024-02-09T11:33:41.658+00:00");
+        assert_eq!(e.source.as_deref(), Some("CALRY_WEBHOOK"));
+        assert_eq!(e.workspace_id, "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66");
+        assert_eq!(
+            e.integration_account_id.as_deref(),
+            Some("4a905074-4dd9-426a-b5a9-cf7c9bb33034")
+        );
+        assert_eq!(e.result.as_deref(), Some("SUCCESS"));
+    }
+
+    #[test]
+    fn both_spellings_of_the_timestamp_are_accepted() {
+        let lower = SEED.replace("timeStamp", "timestamp");
+        let e = Envelope::parse(lower.as_bytes()).unwrap();
+        assert_eq!(e.occurred_at.timestamp_millis(), 1_707_478_421_658);
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        assert_eq!(field_of(&SEED.replace("\"id\"", "\"x\"")), "hook.id");
+        assert_eq!(
+            field_of(&SEED.replace("\"eventType\"", "\"x\"")),
+            "hook.eventType"
+        );
+        assert_eq!(
+            field_of(&SEED.replace("\"timeStamp\"", "\"x\"")),
+            "hook.timeStamp"
+        );
+        assert_eq!(
+            field_of(&SEED.replace("2024-02-09T", "yesterday ")),
+            "hook.timeStamp"
+        );
+        assert_eq!(
+            field_of(&SEED.replace("\"workspaceId\"", "\"x\"")),
+            "data.workspaceId"
+        );
+        assert_eq!(field_of(&SEED.replace("\"SUCCESS\"", "7")), "data.result");
+        assert_eq!(
+            field_of(&SEED.replace("\"CALRY_WEBHOOK\"", "[]")),
+            "hook.source"
+        );
+        assert_eq!(field_of(r#"{"hook": 1, "data": {}}"#), "hook");
+        assert_eq!(field_of(r#"{"hook": {}}"#), "hook.id");
+        assert_eq!(field_of(&SEED.replace("\"data\"", "\"x\"")), "data");
+        assert_eq!(field_of("[1]"), "$");
+        let long = "x".repeat(256);
+        assert_eq!(
+            field_of(&SEED.replace("c1348091-bd3e-4598-9e7f-5ea457f02e85", &long)),
+            "hook.id"
+        );
+        assert_eq!(
+            field_of(&SEED.replace("c1348091-bd3e-4598-9e7f-5ea457f02e85", "")),
+            "hook.id"
+        );
+    }
+
+    #[test]
+    fn ids_of_255_characters_are_accepted_and_any_format_is_opaque() {
+        let id = "é".repeat(255);
+        let e = Envelope::parse(
+            SEED.replace("6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66", &id)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(e.workspace_id, id);
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent_or_null() {
+        let body = r#"{"hook": {"id": "h", "eventType": "x.y", "timestamp": "2024-01-01T00:00:00Z",
+            "source": null}, "data": {"workspaceId": "w", "integrationAccountId": null}}"#;
+        let e = Envelope::parse(body.as_bytes()).unwrap();
+        assert_eq!(e.source, None);
+        assert_eq!(e.integration_account_id, None);
+        assert_eq!(e.result, None);
+    }
+
+    #[test]
+    fn syntax_errors_encoding_errors_and_nul_characters_are_malformed() {
+        for body in [&b"{"[..], b"", b"\xff\xfe", b"{\"a\": \"\\u0000\"}", b"nul"] {
+            assert!(
+                matches!(Envelope::parse(body), Err(Error::MalformedBody(_))),
+                "{body:?}"
+            );
+        }
+    }
+}

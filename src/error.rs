@@ -1,0 +1,227 @@
+//! The one error type of the HTTP layer and its RFC 9457 `application/problem+json` answer.
+//!
+//! Every kind of error has a stable `type` URI; 5xx bodies are opaque and the cause goes to the
+//! log instead.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Seconds Calry (or any client) is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+
+    #[error("{0}")]
+    Unauthorized(String),
+
+    #[error("{0}")]
+    Forbidden(String),
+
+    #[error("{0}")]
+    MalformedBody(String),
+
+    #[error("{path} {reason}")]
+    InvalidField { path: String, reason: String },
+
+    #[error("hook id {hook_id} was already stored with a different body")]
+    Conflict { hook_id: String },
+
+    #[error("{0}")]
+    NotFound(String),
+
+    #[error("this route does not answer that method")]
+    MethodNotAllowed,
+
+    #[error("{reason}")]
+    BadParameter { name: String, reason: String },
+
+    /// The database cannot be reached or the ingest queue is full: the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
+
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn bad_parameter(name: &str, reason: impl Into<String>) -> Error {
+        Error::BadParameter {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            Error::Unavailable("the database is unavailable; retry later".to_owned())
+        } else {
+            Error::Database(err)
+        }
+    }
+}
+
+/// Errors that say "the database cannot be used right now" rather than "this request is wrong".
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P: operator intervention
+            // (shutdown, statement timeout 57014); 40001/40P01: serialization failure, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "57014"
+                || code == "40001"
+                || code == "40P01"
+                || code == "3D000" // database dropped under us
+        }),
+        _ => false,
+    }
+}
+
+/// The RFC 9457 problem details body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:calry-hooks:problem:hook-id-conflict",
+    "title": "Hook id already stored with a different body",
+    "status": 409,
+    "detail": "hook id c1348091-bd3e-4598-9e7f-5ea457f02e85 was already stored with a different body; the first event stands",
+    "hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85"
+}))]
+pub struct Problem {
+    /// Stable identifier of the kind of error.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+    /// The hook id, for conflicts.
+    #[serde(rename = "hookId", skip_serializing_if = "Option::is_none")]
+    pub hook_id: Option<String>,
+    /// The path of the offending envelope field, e.g. `hook.id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The offending query or path parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+}
+
+impl Error {
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::MalformedBody(_) | Error::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Error::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// (type suffix, title) of each kind of error.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Error::PayloadTooLarge { .. } => ("payload-too-large", "Body too large"),
+            Error::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            Error::Unauthorized(_) => ("unauthorized", "Unauthorized"),
+            Error::Forbidden(_) => ("forbidden", "Forbidden"),
+            Error::MalformedBody(_) => ("malformed-body", "Body is not valid JSON"),
+            Error::InvalidField { .. } => ("invalid-envelope", "Invalid webhook envelope"),
+            Error::Conflict { .. } => (
+                "hook-id-conflict",
+                "Hook id already stored with a different body",
+            ),
+            Error::NotFound(_) => ("not-found", "Not found"),
+            Error::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Error::BadParameter { .. } => ("invalid-parameter", "Invalid parameter"),
+            Error::Unavailable(_) => ("unavailable", "Service unavailable"),
+            Error::Database(_) | Error::Internal(_) => ("internal", "Internal server error"),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (suffix, title) = self.kind();
+        let status = self.status();
+        let detail = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            "the server failed to handle the request; it has been logged".to_owned()
+        } else if let Error::Conflict { hook_id } = self {
+            format!(
+                "hook id {hook_id} was already stored with a different body; the first event stands"
+            )
+        } else {
+            self.to_string()
+        };
+        Problem {
+            kind: format!("urn:calry-hooks:problem:{suffix}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            hook_id: match self {
+                Error::Conflict { hook_id } => Some(hook_id.clone()),
+                _ => None,
+            },
+            field: match self {
+                Error::InvalidField { path, .. } => Some(path.clone()),
+                _ => None,
+            },
+            parameter: match self {
+                Error::BadParameter { name, .. } => Some(name.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut response = (status, problem_json(&self.problem())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+fn problem_json(problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).expect("a problem always serializes");
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
+        body,
+    )
+        .into_response()
+}

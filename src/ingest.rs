@@ -1,0 +1,374 @@
+//! The ingest path behind `POST /webhooks/calry`, after the envelope is parsed: group commit.
+//!
+//! Each delivery is queued with a one-shot reply channel. A few writer tasks take whatever is
+//! queued (up to `max_batch`; when the queue is idle a delivery is written at once, alone) and
+//! store the batch with one set-based SQL statement, run as its own transaction. Each delivery
+//! is answered only after that statement has committed, with its own outcome. Idempotency lives
+//! in the database: the primary key on `hook_id` decides, never a check in memory.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::envelope::Envelope;
+use crate::error::{Error, is_unavailable};
+use crate::status::KNOWN_TYPES;
+
+/// A parsed delivery on its way to the store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub envelope: Envelope,
+    /// The body as received; PostgreSQL stores it as `jsonb`.
+    pub body: String,
+    pub signature_verified: bool,
+}
+
+/// What storing one delivery did (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new hook id: the event is stored.
+    Created,
+    /// The same hook id with the same JSON value: counted, nothing new stored.
+    Duplicate { delivery_count: i64 },
+    /// The same hook id with a different JSON value: refused, the first event stands.
+    Conflict,
+}
+
+/// Sizes of the group-commit machinery.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    /// Deliveries waiting for a writer; when full, new ones are answered 503 at once.
+    pub queue_capacity: usize,
+    /// Most deliveries written in one transaction.
+    pub max_batch: usize,
+    /// Concurrent writer tasks (each holds one connection while it writes).
+    pub writers: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            queue_capacity: 4096,
+            max_batch: 256,
+            writers: 2,
+        }
+    }
+}
+
+struct Pending {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Outcome, Error>>,
+}
+
+/// The sending side of the ingest queue, cloned into every request handler.
+#[derive(Clone)]
+pub struct Ingestor {
+    queue: mpsc::Sender<Pending>,
+}
+
+/// The writer tasks; [`Writers::finish`] waits until everything queued has been written.
+pub struct Writers(JoinSet<()>);
+
+impl Writers {
+    /// Resolves once every [`Ingestor`] clone is dropped and the queue is drained.
+    pub async fn finish(mut self) {
+        while self.0.join_next().await.is_some() {}
+    }
+}
+
+impl Ingestor {
+    pub fn start(pool: PgPool, settings: IngestSettings) -> (Ingestor, Writers) {
+        let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut writers = JoinSet::new();
+        for _ in 0..settings.writers.max(1) {
+            writers.spawn(writer(
+                pool.clone(),
+                receiver.clone(),
+                settings.max_batch.max(1),
+            ));
+        }
+        (Ingestor { queue }, Writers(writers))
+    }
+
+    /// Queues one delivery and waits for its committed outcome.
+    pub async fn submit(&self, event: NewEvent) -> Result<Outcome, Error> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .try_send(Pending { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::Unavailable("the ingest queue is full; retry later".to_owned())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::Unavailable("the service is shutting down; retry later".to_owned())
+                }
+            })?;
+        outcome
+            .await
+            .map_err(|_| Error::Internal("the ingest writer stopped before answering".to_owned()))?
+    }
+
+    /// Deliveries waiting for a writer.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
+    loop {
+        let mut batch = Vec::with_capacity(max_batch);
+        // Holding the lock while waiting is what makes the other writers queue behind this one
+        // instead of splitting a burst into many small transactions.
+        if receiver.lock().await.recv_many(&mut batch, max_batch).await == 0 {
+            return; // every Ingestor is gone and the queue is empty
+        }
+        write(&pool, batch).await;
+    }
+}
+
+/// Rounds of one batch before giving up: a round leaves a delivery unresolved only when another
+/// transaction committed the same hook id after this statement began.
+const MAX_ROUNDS: usize = 8;
+
+/// Stores a batch and answers every delivery in it.
+async fn write(pool: &PgPool, mut batch: Vec<Pending>) {
+    let mut reconnected = false;
+    for _ in 0..MAX_ROUNDS {
+        match store(pool, &batch).await {
+            Ok(outcomes) => {
+                let mut unresolved = Vec::new();
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    match outcome {
+                        Some(outcome) => {
+                            let _ = pending.reply.send(Ok(outcome));
+                        }
+                        None => unresolved.push(pending),
+                    }
+                }
+                if unresolved.is_empty() {
+                    return;
+                }
+                batch = unresolved;
+            }
+            Err(err) if is_contention(&err) => {
+                tracing::debug!(error = %err, "batch contended; retrying");
+            }
+            Err(err) if is_unavailable(&err) => {
+                // A pooled connection may have died with a restarted server: one more try on a
+                // fresh connection before telling Calry to come back later.
+                if !reconnected && matches!(err, sqlx::Error::Io(_)) {
+                    reconnected = true;
+                    continue;
+                }
+                tracing::warn!(error = %err, deliveries = batch.len(), "database unavailable");
+                return answer_all(batch, || {
+                    Error::Unavailable("the database is unavailable; retry later".to_owned())
+                });
+            }
+            Err(err) if batch.len() > 1 => {
+                // One delivery must not fail the others: write the halves apart until the one
+                // that fails is alone with its own answer.
+                tracing::warn!(error = %err, deliveries = batch.len(), "batch failed; isolating");
+                let right = batch.split_off(batch.len() / 2);
+                Box::pin(write(pool, batch)).await;
+                Box::pin(write(pool, right)).await;
+                return;
+            }
+            Err(err) => {
+                let [pending] = <[Pending; 1]>::try_from(batch).ok().expect("one delivery");
+                let _ = pending.reply.send(Err(Error::Database(err)));
+                return;
+            }
+        }
+    }
+    answer_all(batch, || {
+        Error::Unavailable("the hook id is being stored concurrently; retry later".to_owned())
+    });
+}
+
+fn answer_all(batch: Vec<Pending>, error: impl Fn() -> Error) {
+    for pending in batch {
+        let _ = pending.reply.send(Err(error()));
+    }
+}
+
+/// Deadlocks and serialization failures: the same batch may simply run again.
+fn is_contention(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+/// One round: stores what it can of the batch in one statement and returns each delivery's
+/// outcome in batch order, `None` for one that must go again.
+async fn store(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
+    let mut cols = Columns::with_capacity(batch.len());
+    for pending in batch {
+        cols.push(&pending.event);
+    }
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(INSERT_BATCH)
+        .bind(cols.hook_id)
+        .bind(cols.workspace_id)
+        .bind(cols.integration_account_id)
+        .bind(cols.event_type)
+        .bind(cols.source)
+        .bind(cols.result)
+        .bind(cols.occurred_at)
+        .bind(cols.signature_verified)
+        .bind(cols.payload)
+        .bind(&KNOWN_TYPES[..])
+        .fetch_all(pool)
+        .await?;
+
+    let mut outcomes = vec![None; batch.len()];
+    for (ord, outcome, delivery_count) in rows {
+        outcomes[(ord - 1) as usize] = match outcome.as_str() {
+            "created" => Some(Outcome::Created),
+            "duplicate" => Some(Outcome::Duplicate { delivery_count }),
+            "conflict" => Some(Outcome::Conflict),
+            _ => None,
+        };
+    }
+    Ok(outcomes)
+}
+
+/// A batch as one array per column, the shape `unnest` takes.
+#[derive(Default)]
+struct Columns<'a> {
+    hook_id: Vec<&'a str>,
+    workspace_id: Vec<&'a str>,
+    integration_account_id: Vec<Option<&'a str>>,
+    event_type: Vec<&'a str>,
+    source: Vec<Option<&'a str>>,
+    result: Vec<Option<&'a str>>,
+    occurred_at: Vec<DateTime<Utc>>,
+    signature_verified: Vec<bool>,
+    payload: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            hook_id: Vec::with_capacity(n),
+            workspace_id: Vec::with_capacity(n),
+            integration_account_id: Vec::with_capacity(n),
+            event_type: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            result: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            signature_verified: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, event: &'a NewEvent) {
+        let e = &event.envelope;
+        self.hook_id.push(&e.hook_id);
+        self.workspace_id.push(&e.workspace_id);
+        self.integration_account_id
+            .push(e.integration_account_id.as_deref());
+        self.event_type.push(&e.event_type);
+        self.source.push(e.source.as_deref());
+        self.result.push(e.result.as_deref());
+        self.occurred_at.push(e.occurred_at);
+        self.signature_verified.push(event.signature_verified);
+        self.payload.push(&event.body);
+    }
+}
+
+/// The whole write of a batch, as one statement (so one round trip and one transaction).
+///
+/// Every delivery is compared, as `jsonb` (key order and white space do not matter), with its
+/// reference: the stored event when its hook id was already committed, else the first delivery
+/// of that hook id in this batch. Then:
+/// - new hook ids are inserted (in key order, so concurrent batches lock in the same order), with
+///   `delivery_count` = how many deliveries of the batch carried the same value;
+/// - stored hook ids get `delivery_count` and `last_received_at` bumped by their equal deliveries;
+/// - the status keeps, per (workspace, account, known type), the event with the greatest
+///   (occurred_at, hook_id): the batch picks its own winner per key first, then the upsert keeps
+///   the greater of that and the stored one, so arrival order never matters;
+/// - each workspace keeps the greatest occurred_at it has seen.
+///
+/// All sub-statements see the snapshot taken when the statement began. A hook id committed by
+/// another transaction after that is neither "stored" here nor inserted (`on conflict do nothing`
+/// waits for that transaction, then skips): its outcome is `retry`, and the next round sees it.
+const INSERT_BATCH: &str = r#"
+with input as (
+    select t.ord, t.hook_id, t.workspace_id, t.integration_account_id, t.event_type, t.source,
+           t.result, t.occurred_at, t.signature_verified, t.payload::jsonb as payload
+    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::bool[], $9::text[])
+         with ordinality as t(hook_id, workspace_id, integration_account_id, event_type, source,
+                              result, occurred_at, signature_verified, payload, ord)
+),
+first as (
+    select distinct on (hook_id) * from input order by hook_id, ord
+),
+reference as (
+    select f.hook_id, coalesce(e.payload, f.payload) as payload, e.hook_id is not null as stored
+    from first f left join events e on e.hook_id = f.hook_id
+),
+verdict as (
+    select i.ord, i.hook_id, r.stored, i.payload = r.payload as same,
+           row_number() over (partition by i.hook_id, i.payload = r.payload order by i.ord) as nth
+    from input i join reference r on r.hook_id = i.hook_id
+),
+inserted as (
+    insert into events (hook_id, workspace_id, integration_account_id, event_type, source, result,
+                        occurred_at, signature_verified, payload, delivery_count)
+    select f.hook_id, f.workspace_id, f.integration_account_id, f.event_type, f.source, f.result,
+           f.occurred_at, f.signature_verified, f.payload,
+           (select count(*) from verdict v where v.hook_id = f.hook_id and v.same)
+    from first f join reference r on r.hook_id = f.hook_id
+    where not r.stored
+    order by f.hook_id
+    on conflict (hook_id) do nothing
+    returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at
+),
+redelivered as (
+    update events e
+    set delivery_count = e.delivery_count + n.count, last_received_at = now()
+    from (select hook_id, count(*)::int as count from verdict where stored and same
+          group by hook_id) n
+    where e.hook_id = n.hook_id
+    returning e.hook_id, e.delivery_count - n.count as before
+),
+latest as (
+    insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
+                                    result, occurred_at)
+    select distinct on (workspace_id, integration_account_id, event_type)
+           workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+    from inserted
+    where integration_account_id is not null and event_type = any($10::text[])
+    order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
+    on conflict (workspace_id, integration_account_id, event_type) do update
+    set hook_id = excluded.hook_id, result = excluded.result, occurred_at = excluded.occurred_at
+    where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)
+),
+touched as (
+    insert into workspaces as w (workspace_id, last_event_at)
+    select workspace_id, max(occurred_at) from inserted group by workspace_id order by workspace_id
+    on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
+    where excluded.last_event_at > w.last_event_at
+)
+select v.ord,
+       case
+           when v.stored then
+               case when not v.same then 'conflict'
+                    when d.hook_id is not null then 'duplicate'
+                    else 'retry' end
+           when i.hook_id is not null then
+               case when not v.same then 'conflict'
+                    when v.nth = 1 then 'created'
+                    else 'duplicate' end
+           else 'retry'
+       end as outcome,
+       coalesce(d.before, 0) + v.nth as delivery_count
+from verdict v
+left join inserted i on i.hook_id = v.hook_id
+left join redelivered d on d.hook_id = v.hook_id
+"#;

@@ -1,0 +1,354 @@
+//! The private PostgreSQL cluster of the zero-config start (SPEC §7): found among the server
+//! binaries of the machine, initialised once under the data directory, run as a child process
+//! (as an unprivileged user when we are root), reachable only through a Unix socket in a private
+//! directory, and stopped with the service.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+/// The superuser of the private cluster.
+const SUPERUSER: &str = "postgres";
+/// Longest path of a Unix socket file (sun_path holds 108 bytes, with the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found on PATH or under \
+         /usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql) \
+         or set DATABASE_URL"
+    )]
+    NotInstalled,
+    #[error(
+        "running as root, but neither the 'postgres' nor the 'nobody' user exists to run PostgreSQL"
+    )]
+    NoUnprivilegedUser,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let context = context.into();
+    move |source| ClusterError::Io { context, source }
+}
+
+/// A running private cluster; dropping it stops the server.
+#[derive(Debug)]
+pub struct Cluster {
+    child: Mutex<Option<Child>>,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+}
+
+/// The user the server runs as when we are root.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+impl Cluster {
+    /// Initialises the cluster under `data_dir/postgres` if needed, starts it and waits until it
+    /// accepts connections.
+    ///
+    /// The server gets SIGINT (fast shutdown) if the thread that called this dies, so call it
+    /// from a thread that lives as long as the cluster is needed (the main thread).
+    pub async fn start(data_dir: &Path) -> Result<Cluster, ClusterError> {
+        let bin = find_binaries().ok_or(ClusterError::NotInstalled)?;
+        let owner = unprivileged_owner()?;
+        fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
+        let data_dir =
+            fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
+        let pgdata = data_dir.join("postgres");
+        let log_file = data_dir.join("postgres.log");
+        prepare_dir(&pgdata, owner)?;
+        if !pgdata.join("PG_VERSION").exists() {
+            initdb(&bin, &pgdata, owner)?;
+        }
+        let socket_dir = socket_dir_for(&pgdata, owner)?;
+
+        // A server stopped a moment ago (our previous run) may still hold the data directory:
+        // try again for a few seconds before giving up.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = spawn_postgres(&bin, &pgdata, &socket_dir, &log_file, owner)?;
+            let cluster = Cluster {
+                child: Mutex::new(Some(child)),
+                pgdata: pgdata.clone(),
+                socket_dir: socket_dir.clone(),
+                log_file: log_file.clone(),
+            };
+            match cluster.wait_ready(deadline).await {
+                Ok(()) => {
+                    tracing::info!(data = %pgdata.display(), "private PostgreSQL cluster started");
+                    return Ok(cluster);
+                }
+                Err(err) if Instant::now() < deadline && cluster.exited() => {
+                    tracing::debug!(error = %err, "PostgreSQL did not start; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Connection options for `database` on this cluster, as the superuser.
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .username(SUPERUSER)
+            .database(database)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.pgdata
+    }
+
+    async fn wait_ready(&self, deadline: Instant) -> Result<(), ClusterError> {
+        let options = self.connect_options("postgres").disable_statement_logging();
+        loop {
+            match sqlx::PgConnection::connect_with(&options).await {
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+                Err(err) => {
+                    if self.exited() || Instant::now() >= deadline {
+                        return Err(ClusterError::Failed(format!(
+                            "PostgreSQL did not start ({err}); its log {} ends with:\n{}",
+                            self.log_file.display(),
+                            log_tail(&self.log_file)
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn exited(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Stops the server (fast shutdown: open transactions are rolled back, committed ones kept).
+    pub fn stop(&self) {
+        let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                tracing::info!("private PostgreSQL cluster stopped");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!("PostgreSQL did not stop within 30 s; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The directory holding `initdb` and `postgres`: the one on PATH, else the newest version
+/// under /usr/lib/postgresql.
+fn find_binaries() -> Option<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d))
+    {
+        return Some(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// PostgreSQL refuses to run as root: then the cluster belongs to `postgres` (or `nobody`).
+fn unprivileged_owner() -> Result<Option<Owner>, ClusterError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    for name in [c"postgres", c"nobody"] {
+        // SAFETY: getpwnam is given a NUL-terminated name; the record is copied out at once,
+        // before any other call could overwrite it.
+        let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+        if !entry.is_null() {
+            let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+            return Ok(Some(Owner { uid, gid }));
+        }
+    }
+    Err(ClusterError::NoUnprivilegedUser)
+}
+
+/// Creates `dir` with mode 0700 and hands it (and everything in it) to the owner.
+fn prepare_dir(dir: &Path, owner: Option<Owner>) -> Result<(), ClusterError> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(format!("creating {}", dir.display())))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("setting the mode of {}", dir.display())))?;
+    // A tree whose top already belongs to the owner was handed over by an earlier start.
+    if let Some(owner) = owner {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(dir).map_err(io(format!("reading {}", dir.display())))?;
+        if meta.uid() != owner.uid {
+            chown_tree(dir, owner)?;
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, owner: Owner) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path).map_err(io(format!("reading {}", path.display())))?;
+    if meta.uid() != owner.uid || meta.gid() != owner.gid {
+        std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))
+            .map_err(io(format!("changing the owner of {}", path.display())))?;
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(io(format!("reading {}", path.display())))? {
+            let entry = entry.map_err(io(format!("reading {}", path.display())))?;
+            chown_tree(&entry.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
+/// The socket lives in the data directory itself unless that path is too long for a socket.
+fn socket_dir_for(pgdata: &Path, owner: Option<Owner>) -> Result<PathBuf, ClusterError> {
+    let socket_file = ".s.PGSQL.5432";
+    if pgdata.as_os_str().len() + 1 + socket_file.len() <= MAX_SOCKET_PATH {
+        return Ok(pgdata.to_path_buf());
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pgdata.hash(&mut hasher);
+    let dir = std::env::temp_dir().join(format!("calry-hooks-{:016x}", hasher.finish()));
+    prepare_dir(&dir, owner)?;
+    Ok(dir)
+}
+
+fn command(program: PathBuf, owner: Option<Owner>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir("/").env_remove("PGDATA");
+    if let Some(owner) = owner {
+        cmd.uid(owner.uid).gid(owner.gid);
+    }
+    cmd
+}
+
+fn initdb(bin: &Path, pgdata: &Path, owner: Option<Owner>) -> Result<(), ClusterError> {
+    tracing::info!(data = %pgdata.display(), "initialising a private PostgreSQL cluster");
+    let output = command(bin.join("initdb"), owner)
+        .arg("--pgdata")
+        .arg(pgdata)
+        .args([
+            "--username",
+            SUPERUSER,
+            // Only the owner of the private socket directory can connect at all.
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        ])
+        .output()
+        .map_err(io("running initdb"))?;
+    if !output.status.success() {
+        return Err(ClusterError::Failed(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn spawn_postgres(
+    bin: &Path,
+    pgdata: &Path,
+    socket_dir: &Path,
+    log_file: &Path,
+    owner: Option<Owner>,
+) -> Result<Child, ClusterError> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .map_err(io(format!("opening {}", log_file.display())))?;
+    let log_err = log.try_clone().map_err(io("duplicating the log file"))?;
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = command(bin.join("postgres"), owner);
+    cmd.arg("-D")
+        .arg(pgdata)
+        .arg("-k")
+        .arg(socket_dir)
+        .args([
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "unix_socket_permissions=0700",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        // Its own process group: a Ctrl-C in the terminal goes to us, and we stop the server
+        // only after in-flight deliveries are committed.
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec. The death signal is set after
+    // the uid change (which would clear it) and covers a parent that dies without stopping us.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGINT);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(io("starting postgres"))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

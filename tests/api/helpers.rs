@@ -1,0 +1,273 @@
+//! Test harness: one PostgreSQL server per test run (the one `DATABASE_URL` names, else a private
+//! cluster started the way the service starts its own), one fresh database per test, and the
+//! service on a real socket bound to port 0.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use calry_hooks::App;
+use calry_hooks::config::Config;
+use calry_hooks::store::{self, Cluster};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgPool};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Connection options of the test server's maintenance database.
+pub fn server() -> PgConnectOptions {
+    static SERVER: OnceLock<PgConnectOptions> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if std::env::var("TEST_LOG").is_ok() {
+                calry_hooks::telemetry::init(calry_hooks::config::LogFormat::Text, "debug");
+            }
+            match std::env::var("DATABASE_URL") {
+                Ok(url) => PgConnectOptions::from_str(&url).expect("DATABASE_URL is a valid URL"),
+                Err(_) => start_private_cluster(),
+            }
+        })
+        .clone()
+}
+
+/// Starts the test run's cluster on a thread that lives as long as the process: the server is
+/// told to stop (fast shutdown) when that thread, and so the test process, ends.
+fn start_private_cluster() -> PgConnectOptions {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "calry-hooks-tests-{:x}",
+            hash(env!("CARGO_TARGET_TMPDIR"))
+        ));
+        match runtime.block_on(Cluster::start(&dir)) {
+            Ok(cluster) => {
+                tx.send(Ok(cluster.connect_options("postgres"))).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            }
+            Err(err) => tx.send(Err(err.to_string())).unwrap(),
+        }
+    });
+    rx.recv()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"))
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub options: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let server = server();
+        let name = format!("calry_hooks_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect_with(&server).await.unwrap();
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        TestDb {
+            options: server.database(&name),
+            name,
+        }
+    }
+
+    /// A migrated pool on this database, as the service opens it.
+    pub async fn pool(&self) -> PgPool {
+        let pool = store::connect(self.options.clone(), 16);
+        store::migrate(&pool).await.unwrap();
+        pool
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server = server();
+        let name = self.name.clone();
+        // Drop runs inside a test's runtime, which must not be blocked on: use a thread.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect_with(&server).await {
+                    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// The service running on a real socket over its own database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    /// Kept until the app is dropped, then the database is dropped.
+    _db: TestDb,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the service with the configuration adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let mut config = Config::defaults();
+    adjust(&mut config);
+    let app = App::new(pool.clone(), config);
+    serve(app, pool, db).await
+}
+
+/// Runs `app` on a port of its own.
+pub async fn serve(app: App, pool: PgPool, db: TestDb) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (shutdown, signal) = oneshot::channel();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = signal.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        pool,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    /// Posts `body` as JSON to the webhook route.
+    pub async fn deliver(&self, body: &Value) -> reqwest::Response {
+        self.deliver_raw(serde_json::to_vec(body).unwrap(), "application/json")
+            .await
+    }
+
+    pub async fn deliver_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhooks/calry", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.address, path))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Rows in the events table.
+    pub async fn stored_events(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Stops accepting, waits for in-flight requests and queued deliveries, and hands back the
+    /// database (dropped when the caller is done with it).
+    pub async fn stop_keeping_database(mut self) -> TestDb {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        let TestApp { _db, .. } = self;
+        _db
+    }
+}
+
+/// The example payload of Calry's documentation.
+pub fn seed() -> Value {
+    json!({
+        "data": {
+            "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+            "result": "SUCCESS",
+            "workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"
+        },
+        "hook": {
+            "eventType": "sync.complete",
+            "id": "c1348091-bd3e-4598-9e7f-5ea457f02e85",
+            "timeStamp": "2024-02-09T11:33:41.658Z",
+            "source": "CALRY_WEBHOOK"
+        }
+    })
+}
+
+/// A delivery with the given ids, type and time.
+pub fn event(
+    hook_id: &str,
+    workspace: &str,
+    account: Option<&str>,
+    event_type: &str,
+    at: &str,
+) -> Value {
+    let mut data = json!({"workspaceId": workspace, "result": "SUCCESS"});
+    if let Some(account) = account {
+        data["integrationAccountId"] = json!(account);
+    }
+    json!({
+        "hook": {"id": hook_id, "eventType": event_type, "timeStamp": at, "source": "CALRY_WEBHOOK"},
+        "data": data,
+    })
+}
+
+/// Asserts a problem+json answer with `status`, returning its body.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:calry-hooks:problem:")
+    );
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    body
+}
