@@ -43,7 +43,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     }
     tracing::info!(listen = %listener.local_addr()?, "calry-hooks serving");
     let pool = db.pool.clone();
-    App::new(pool.clone(), config)
+    App::new(pool.clone(), config)?
         .serve(listener, shutdown_signal())
         .await?;
     pool.close().await;

@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
+pub mod signature;
 pub mod status;
 pub mod store;
 pub mod telemetry;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use api::AppState;
 use config::Config;
 use ingest::{IngestSettings, Ingestor, Writers};
+use signature::{InvalidSecrets, Verifier};
 
 /// The service: routes over a pool, with the ingest writers behind them.
 pub struct App {
@@ -33,17 +35,20 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the ingest writers; the pool must be migrated already.
-    pub fn new(pool: PgPool, config: Config) -> App {
+    /// Starts the ingest writers; the pool must be migrated already. Fails, before starting
+    /// anything, when a configured webhook secret is unusable.
+    pub fn new(pool: PgPool, config: Config) -> Result<App, InvalidSecrets> {
+        let verifier = Arc::new(Verifier::from_config(&config)?);
         let (ingestor, writers) = Ingestor::start(pool.clone(), IngestSettings::default());
-        App {
+        Ok(App {
             state: AppState {
                 pool,
                 ingestor,
                 config: Arc::new(config),
+                verifier,
             },
             writers,
-        }
+        })
     }
 
     /// The full router, for tests that call it without a socket.

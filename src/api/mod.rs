@@ -19,6 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::error::Error;
 use crate::ingest::Ingestor;
+use crate::signature::Verifier;
 
 /// Everything a handler needs, cloned into each request.
 #[derive(Clone)]
@@ -26,6 +27,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub ingestor: Ingestor,
     pub config: Arc<Config>,
+    pub verifier: Arc<Verifier>,
 }
 
 /// Every documented route, with its part of the OpenAPI document.

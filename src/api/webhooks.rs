@@ -5,6 +5,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -71,7 +72,10 @@ pub async fn receive(
 ) -> Result<(StatusCode, Json<Receipt>)> {
     let body = read_body(&headers, body, app.config.max_body_bytes).await?;
     require_json(&headers)?;
-    let signature_verified = false;
+    let signature_verified = app
+        .verifier
+        .verify(&headers, &body, Utc::now())
+        .inspect_err(|err| tracing::warn!(error = %err, "delivery refused"))?;
     let envelope = Envelope::parse(&body)?;
     let hook_id = envelope.hook_id.clone();
     let body = String::from_utf8(body.into())

@@ -141,7 +141,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let pool = db.pool().await;
     let mut config = Config::defaults();
     adjust(&mut config);
-    let app = App::new(pool.clone(), config);
+    let app = App::new(pool.clone(), config).unwrap();
     serve(app, pool, db).await
 }
 

@@ -288,7 +288,12 @@ async fn an_unreachable_database_answers_503_with_retry_after_and_the_process_st
             .port(1),
         2,
     );
-    let app = serve(App::new(dead.clone(), Config::defaults()), dead, db).await;
+    let app = serve(
+        App::new(dead.clone(), Config::defaults()).unwrap(),
+        dead,
+        db,
+    )
+    .await;
 
     let started = std::time::Instant::now();
     let response = app.deliver(&seed()).await;
