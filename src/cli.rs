@@ -1,4 +1,4 @@
-//! The subcommands of the binary: `serve` (the default), `migrate`, `openapi`.
+//! The subcommands of the binary: `serve` (the default), `migrate`, `openapi`, `rebuild-status`.
 
 use std::error::Error;
 
@@ -23,6 +23,17 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let db = Database::open(&config, 1).await?;
             db.pool.close().await;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::RebuildStatus => {
+            crate::telemetry::init(config.log_format, &config.log_filter);
+            let db = Database::open(&config, 1).await?;
+            let rebuilt = crate::status::rebuild(&db.pool).await?;
+            db.pool.close().await;
+            println!(
+                "status rebuilt from history: {} latest-event rows over {} workspaces",
+                rebuilt.latest_rows, rebuilt.workspaces
+            );
             Ok(())
         }
         Command::Serve => serve(config).await,

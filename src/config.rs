@@ -26,6 +26,8 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Recompute the status tables from the stored history.
+    RebuildStatus,
 }
 
 /// Settings shared by every subcommand; each flag can be given before or after the subcommand.

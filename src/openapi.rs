@@ -14,6 +14,7 @@ use utoipa::{OpenApi, ToSchema};
     ),
     tags(
         (name = "webhooks", description = "Deliveries from Calry."),
+        (name = "status", description = "What state each integration account is in now."),
         (name = "history", description = "What happened: stored events."),
         (name = "operations", description = "Health and readiness."),
     ),

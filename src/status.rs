@@ -1,6 +1,18 @@
-//! The status rules of SPEC §4, in one place: which event types count, which category each belongs
-//! to and what state it means. The store keeps the latest event per (workspace, account, type);
-//! everything here is derived from those rows.
+//! The status rules of SPEC §4, in one place.
+//!
+//! The store keeps, per (workspace, account, known event type), the event with the greatest
+//! (occurredAt, hookId) — written by the ingest statement (`src/ingest.rs`) and by
+//! [`rebuild`]. Everything else is derived here from those rows: a category's state is its latest
+//! row's, sync's `lastCompletedAt` / `lastErrorAt` / `lastPausedAt` are the rows of the three sync
+//! types, an account's `lastEventAt` is the latest of its rows. Since each row is a maximum over
+//! a set, the status depends on the set of events only, never on arrival order.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::api::{rfc3339, rfc3339_opt};
 
 /// The event types that change a status; any other type is stored and shown in history only.
 pub const KNOWN_TYPES: [&str; 9] = [
@@ -15,25 +27,287 @@ pub const KNOWN_TYPES: [&str; 9] = [
     "sync.paused",
 ];
 
-/// The three status categories of an integration account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Category {
-    Account,
-    Link,
-    Sync,
+/// State of the account and link categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LifecycleState {
+    Active,
+    Deleted,
+    Unknown,
 }
 
-/// The category and state a known event type stands for; `None` for an unknown type.
-pub fn category_and_state(event_type: &str) -> Option<(Category, &'static str)> {
+/// State of the sync category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncState {
+    Complete,
+    Error,
+    Paused,
+    Unknown,
+}
+
+impl SyncState {
+    pub fn parse(s: &str) -> Option<SyncState> {
+        Some(match s {
+            "complete" => SyncState::Complete,
+            "error" => SyncState::Error,
+            "paused" => SyncState::Paused,
+            "unknown" => SyncState::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// What a known event type says about its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Account(LifecycleState),
+    Link(LifecycleState),
+    Sync(SyncState),
+}
+
+/// The table of SPEC §4; `None` for a type that changes no status.
+pub fn effect(event_type: &str) -> Option<Effect> {
+    use Effect::*;
     Some(match event_type {
-        "account.created" | "account.updated" => (Category::Account, "active"),
-        "account.deleted" => (Category::Account, "deleted"),
-        "link.created" | "link.updated" => (Category::Link, "active"),
-        "link.deleted" => (Category::Link, "deleted"),
-        "sync.complete" => (Category::Sync, "complete"),
-        "sync.error" => (Category::Sync, "error"),
-        "sync.paused" => (Category::Sync, "paused"),
+        "account.created" | "account.updated" => Account(LifecycleState::Active),
+        "account.deleted" => Account(LifecycleState::Deleted),
+        "link.created" | "link.updated" => Link(LifecycleState::Active),
+        "link.deleted" => Link(LifecycleState::Deleted),
+        "sync.complete" => Sync(SyncState::Complete),
+        "sync.error" => Sync(SyncState::Error),
+        "sync.paused" => Sync(SyncState::Paused),
         _ => return None,
+    })
+}
+
+/// A row of `latest_events`: the latest event of one type for one account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LatestRow {
+    pub integration_account_id: String,
+    pub event_type: String,
+    pub hook_id: String,
+    pub result: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The event that decided a category's state.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastEvent {
+    pub hook_id: String,
+    pub event_type: String,
+    pub result: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl LastEvent {
+    fn key(&self) -> (DateTime<Utc>, &str) {
+        (self.occurred_at, &self.hook_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CategoryStatus {
+    pub state: LifecycleState,
+    pub last_event: Option<LastEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    pub state: SyncState,
+    pub last_event: Option<LastEvent>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub last_completed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub last_paused_at: Option<DateTime<Utc>>,
+}
+
+/// The status of one integration account.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+    "lastEventAt": "2024-02-09T11:33:41.658Z",
+    "account": {"state": "unknown", "lastEvent": null},
+    "link": {"state": "unknown", "lastEvent": null},
+    "sync": {"state": "complete",
+             "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "eventType": "sync.complete",
+                           "result": "SUCCESS", "occurredAt": "2024-02-09T11:33:41.658Z"},
+             "lastCompletedAt": "2024-02-09T11:33:41.658Z", "lastErrorAt": null, "lastPausedAt": null}
+}))]
+pub struct AccountStatus {
+    pub integration_account_id: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_event_at: DateTime<Utc>,
+    pub account: CategoryStatus,
+    pub link: CategoryStatus,
+    pub sync: SyncStatus,
+}
+
+/// Folds the latest rows of accounts, sorted by account id, into their statuses (same order).
+pub fn accounts(rows: impl IntoIterator<Item = LatestRow>) -> Vec<AccountStatus> {
+    let mut out: Vec<AccountStatus> = Vec::new();
+    for row in rows {
+        let Some(effect) = effect(&row.event_type) else {
+            continue;
+        };
+        if out.last().map(|a| &a.integration_account_id) != Some(&row.integration_account_id) {
+            out.push(AccountStatus::empty(
+                row.integration_account_id.clone(),
+                row.occurred_at,
+            ));
+        }
+        let status = out.last_mut().expect("pushed above");
+        status.last_event_at = status.last_event_at.max(row.occurred_at);
+        let event = LastEvent {
+            hook_id: row.hook_id,
+            event_type: row.event_type,
+            result: row.result,
+            occurred_at: row.occurred_at,
+        };
+        match effect {
+            Effect::Account(state) => keep_latest(
+                &mut status.account.last_event,
+                &mut status.account.state,
+                event,
+                state,
+            ),
+            Effect::Link(state) => keep_latest(
+                &mut status.link.last_event,
+                &mut status.link.state,
+                event,
+                state,
+            ),
+            Effect::Sync(state) => {
+                let sync = &mut status.sync;
+                match state {
+                    SyncState::Complete => sync.last_completed_at = Some(event.occurred_at),
+                    SyncState::Error => sync.last_error_at = Some(event.occurred_at),
+                    SyncState::Paused => sync.last_paused_at = Some(event.occurred_at),
+                    SyncState::Unknown => {}
+                }
+                keep_latest(&mut sync.last_event, &mut sync.state, event, state);
+            }
+        }
+    }
+    out
+}
+
+/// Replaces the category's latest event (and state) when `event` is later by (occurredAt, hookId).
+fn keep_latest<S>(latest: &mut Option<LastEvent>, state: &mut S, event: LastEvent, new_state: S) {
+    if latest.as_ref().is_none_or(|l| event.key() > l.key()) {
+        *latest = Some(event);
+        *state = new_state;
+    }
+}
+
+impl AccountStatus {
+    fn empty(integration_account_id: String, at: DateTime<Utc>) -> AccountStatus {
+        let unknown = CategoryStatus {
+            state: LifecycleState::Unknown,
+            last_event: None,
+        };
+        AccountStatus {
+            integration_account_id,
+            last_event_at: at,
+            account: unknown.clone(),
+            link: unknown,
+            sync: SyncStatus {
+                state: SyncState::Unknown,
+                last_event: None,
+                last_completed_at: None,
+                last_error_at: None,
+                last_paused_at: None,
+            },
+        }
+    }
+}
+
+/// Counts over all accounts of a workspace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub accounts: u64,
+    pub accounts_deleted: u64,
+    pub sync: SyncTotals,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct SyncTotals {
+    pub complete: u64,
+    pub error: u64,
+    pub paused: u64,
+    pub unknown: u64,
+}
+
+pub fn totals(accounts: &[AccountStatus]) -> Totals {
+    let mut t = Totals::default();
+    for a in accounts {
+        t.accounts += 1;
+        t.accounts_deleted += u64::from(a.account.state == LifecycleState::Deleted);
+        *match a.sync.state {
+            SyncState::Complete => &mut t.sync.complete,
+            SyncState::Error => &mut t.sync.error,
+            SyncState::Paused => &mut t.sync.paused,
+            SyncState::Unknown => &mut t.sync.unknown,
+        } += 1;
+    }
+    t
+}
+
+/// What `calry-hooks rebuild-status` did.
+#[derive(Debug)]
+pub struct Rebuilt {
+    pub latest_rows: u64,
+    pub workspaces: u64,
+}
+
+/// Recomputes the status tables from the stored history, in one transaction. Concurrent ingest
+/// waits for it (the upserts need the locks taken here) and then merges in as usual.
+pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("lock table latest_events, workspaces in share row exclusive mode")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("delete from latest_events")
+        .execute(&mut *tx)
+        .await?;
+    let latest_rows = sqlx::query(
+        "insert into latest_events (workspace_id, integration_account_id, event_type, hook_id,
+                                    result, occurred_at)
+         select distinct on (workspace_id, integration_account_id, event_type)
+                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+         from events
+         where integration_account_id is not null and event_type = any($1)
+         order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc",
+    )
+    .bind(&KNOWN_TYPES[..])
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("delete from workspaces")
+        .execute(&mut *tx)
+        .await?;
+    let workspaces = sqlx::query(
+        "insert into workspaces (workspace_id, last_event_at)
+         select workspace_id, max(occurred_at) from events group by workspace_id",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Rebuilt {
+        latest_rows,
+        workspaces,
     })
 }
 
@@ -41,13 +315,51 @@ pub fn category_and_state(event_type: &str) -> Option<(Category, &'static str)> 
 mod tests {
     use super::*;
 
+    fn row(account: &str, event_type: &str, hook_id: &str, secs: i64) -> LatestRow {
+        LatestRow {
+            integration_account_id: account.to_owned(),
+            event_type: event_type.to_owned(),
+            hook_id: hook_id.to_owned(),
+            result: None,
+            occurred_at: DateTime::from_timestamp(secs, 0).unwrap(),
+        }
+    }
+
     #[test]
-    fn every_known_type_has_a_category_and_nothing_else_does() {
+    fn every_known_type_has_an_effect_and_nothing_else_does() {
         for t in KNOWN_TYPES {
-            assert!(category_and_state(t).is_some(), "{t}");
+            assert!(effect(t).is_some(), "{t}");
         }
         for t in ["sync", "sync.started", "ACCOUNT.CREATED", ""] {
-            assert!(category_and_state(t).is_none(), "{t}");
+            assert!(effect(t).is_none(), "{t}");
         }
+    }
+
+    #[test]
+    fn the_latest_type_of_a_category_decides_and_ties_go_to_the_greater_hook_id() {
+        let rows = vec![
+            row("a", "account.created", "h1", 10),
+            row("a", "account.deleted", "h2", 20),
+            row("a", "sync.complete", "h3", 30),
+            row("a", "sync.error", "h0", 30),
+            row("a", "sync.paused", "h9", 5),
+            row("b", "link.created", "h5", 7),
+        ];
+        let status = accounts(rows);
+        assert_eq!(status.len(), 2);
+        let a = &status[0];
+        assert_eq!(a.account.state, LifecycleState::Deleted);
+        assert_eq!(a.link.state, LifecycleState::Unknown);
+        assert_eq!(
+            a.sync.state,
+            SyncState::Complete,
+            "h3 > h0 at the same time"
+        );
+        assert_eq!(a.sync.last_paused_at.unwrap().timestamp(), 5);
+        assert_eq!(a.sync.last_error_at.unwrap().timestamp(), 30);
+        assert_eq!(a.last_event_at.timestamp(), 30);
+        let t = totals(&status);
+        assert_eq!((t.accounts, t.accounts_deleted), (2, 1));
+        assert_eq!((t.sync.complete, t.sync.unknown), (1, 1));
     }
 }

@@ -1,19 +1,26 @@
-//! Stored events as the API shows them: `GET /events/{hookId}`.
+//! History (SPEC §5): `GET /workspaces/{workspaceId}/events`, filtered and keyset-paged, and
+//! `GET /events/{hookId}`.
 
 use axum::Json;
-use axum::extract::{Path, State, rejection::PathRejection};
+use axum::extract::{Path, RawQuery, State, rejection::PathRejection};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::types::Json as Jsonb;
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::paging::{EventCursor, Order, Params};
+use super::workspaces::page_end;
 use super::{AppState, rfc3339};
+use crate::envelope::MAX_ID_CHARS;
 use crate::error::{Error, Problem, Result};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_event))
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(get_event))
 }
 
 /// One stored event (SPEC §5).
@@ -70,6 +77,7 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
         example = "c1348091-bd3e-4598-9e7f-5ea457f02e85")),
     responses(
         (status = 200, description = "The event.", body = Event),
+        (status = 400, description = "The hook id is not valid UTF-8.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No event has this hook id.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -87,4 +95,196 @@ pub async fn get_event(
     event
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no event has hook id {hook_id}")))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    pub items: Vec<Event>,
+    /// Pass as `cursor` (with the same `order`) for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The filters and position of one history page.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub workspace_id: String,
+    /// Exact event types to include.
+    pub types: Vec<String>,
+    /// Category prefixes (`sync` for `sync.*`) to include.
+    pub prefixes: Vec<String>,
+    pub integration_account_id: Option<String>,
+    pub result: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub order: Order,
+    pub limit: i64,
+    pub cursor: Option<EventCursor>,
+}
+
+impl HistoryQuery {
+    pub fn parse(workspace_id: String, params: &Params) -> Result<HistoryQuery> {
+        let mut types = Vec::new();
+        let mut prefixes = Vec::new();
+        for item in params.all("eventType").flat_map(|v| v.split(',')) {
+            let item = item.trim();
+            match item.strip_suffix(".*") {
+                Some(prefix) if !prefix.is_empty() && !prefix.contains('*') => {
+                    prefixes.push(prefix.to_owned())
+                }
+                _ if item.is_empty()
+                    || item.contains('*')
+                    || item.chars().count() > MAX_ID_CHARS =>
+                {
+                    return Err(Error::bad_parameter(
+                        "eventType",
+                        format!(
+                            "eventType must list event types (sync.complete) or category \
+                             prefixes (sync.*), separated by commas (got {item:?})"
+                        ),
+                    ));
+                }
+                _ => types.push(item.to_owned()),
+            }
+        }
+        let integration_account_id = params.single("integrationAccountId")?.map(str::to_owned);
+        if let Some(id) = &integration_account_id
+            && (id.is_empty() || id.chars().count() > MAX_ID_CHARS)
+        {
+            return Err(Error::bad_parameter(
+                "integrationAccountId",
+                format!("integrationAccountId must be 1 to {MAX_ID_CHARS} characters long"),
+            ));
+        }
+        let result = match params.single("result")? {
+            None => None,
+            Some(r @ ("SUCCESS" | "FAILURE")) => Some(r.to_owned()),
+            Some(other) => {
+                return Err(Error::bad_parameter(
+                    "result",
+                    format!("result must be SUCCESS or FAILURE (got {other:?})"),
+                ));
+            }
+        };
+        let (from, to) = (params.time("from")?, params.time("to")?);
+        if let (Some(from), Some(to)) = (from, to)
+            && to < from
+        {
+            return Err(Error::bad_parameter("to", "to must not be before from"));
+        }
+        let order = Order::parse(params)?;
+        Ok(HistoryQuery {
+            workspace_id,
+            types,
+            prefixes,
+            integration_account_id,
+            result,
+            from,
+            to,
+            order,
+            limit: params.limit()?,
+            cursor: EventCursor::parse(params, order)?,
+        })
+    }
+
+    /// The page's SQL: one range scan of an index on (workspace, [account,] occurred_at, hook_id)
+    /// from the cursor on, fetching one row more than `limit` to tell whether more follow.
+    pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+        qb.push(format_args!(
+            "select {EVENT_COLUMNS} from events where workspace_id = "
+        ))
+        .push_bind(&self.workspace_id);
+        if !self.types.is_empty() || !self.prefixes.is_empty() {
+            let patterns: Vec<String> = self
+                .prefixes
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}.%",
+                        p.replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_")
+                    )
+                })
+                .collect();
+            qb.push(" and (event_type = any(")
+                .push_bind(&self.types)
+                .push(") or event_type like any(")
+                .push_bind(patterns)
+                .push("))");
+        }
+        if let Some(account) = &self.integration_account_id {
+            qb.push(" and integration_account_id = ").push_bind(account);
+        }
+        if let Some(result) = &self.result {
+            qb.push(" and result = ").push_bind(result);
+        }
+        if let Some(from) = self.from {
+            qb.push(" and occurred_at >= ").push_bind(from);
+        }
+        if let Some(to) = self.to {
+            qb.push(" and occurred_at < ").push_bind(to);
+        }
+        let (after, direction) = match self.order {
+            Order::Desc => ("<", "desc"),
+            Order::Asc => (">", "asc"),
+        };
+        if let Some(cursor) = &self.cursor {
+            qb.push(format_args!(" and (occurred_at, hook_id) {after} ("))
+                .push_bind(cursor.occurred_at)
+                .push(", ")
+                .push_bind(&cursor.hook_id)
+                .push(")");
+        }
+        qb.push(format_args!(
+            " order by occurred_at {direction}, hook_id {direction} limit "
+        ))
+        .push_bind(self.limit + 1);
+    }
+}
+
+/// What happened in a workspace: its events, newest first by (occurredAt, hookId).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{workspaceId}/events",
+    tag = "history",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("eventType" = Option<Vec<String>>, Query, style = Form, explode = true,
+            description = "Event types to include: exact types or category prefixes like `sync.*`; repeatable and comma-separated.",
+            example = json!(["sync.*", "account.deleted"])),
+        ("integrationAccountId" = Option<String>, Query, description = "Only this account's events.",
+            example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        ("result" = Option<String>, Query, description = "`SUCCESS` or `FAILURE`.", pattern = "^(SUCCESS|FAILURE)$", example = "FAILURE"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "occurredAt at or after this time (RFC 3339)."),
+        ("to" = Option<DateTime<Utc>>, Query, description = "occurredAt before this time (RFC 3339)."),
+        ("order" = Option<String>, Query, description = "`desc` (default, newest first) or `asc`.", pattern = "^(asc|desc)$"),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of events; no items when nothing matches.", body = EventPage),
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_events(
+    State(app): State<AppState>,
+    workspace_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EventPage>> {
+    let Path(workspace_id) =
+        workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
+    let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
+    let mut qb = QueryBuilder::new("");
+    query.push_sql(&mut qb);
+    let mut items: Vec<Event> = qb.build_query_as().fetch_all(&app.pool).await?;
+    let next_cursor = page_end(&mut items, query.limit).map(|last| {
+        EventCursor {
+            order: query.order,
+            occurred_at: last.occurred_at,
+            hook_id: last.hook_id.clone(),
+        }
+        .encode()
+    });
+    Ok(Json(EventPage { items, next_cursor }))
 }

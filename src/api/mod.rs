@@ -3,7 +3,9 @@
 
 pub mod events;
 pub mod health;
+pub mod paging;
 pub mod webhooks;
+pub mod workspaces;
 
 use std::sync::Arc;
 
@@ -36,6 +38,7 @@ fn routes() -> OpenApiRouter<AppState> {
     doc.info.license = None; // utoipa fills it from Cargo.toml, which names none
     OpenApiRouter::with_openapi(doc)
         .merge(webhooks::router())
+        .merge(workspaces::router())
         .merge(events::router())
         .merge(health::router())
 }

@@ -82,6 +82,23 @@ impl Cluster {
         }
         let socket_dir = socket_dir_for(&pgdata, owner)?;
 
+        // Already running (the service, while an operator runs `calry-hooks token create`):
+        // use it as it is, and leave it running.
+        let attached = Cluster {
+            child: Mutex::new(None),
+            pgdata: pgdata.clone(),
+            socket_dir: socket_dir.clone(),
+            log_file: log_file.clone(),
+        };
+        if socket_dir.join(".s.PGSQL.5432").exists()
+            && sqlx::PgConnection::connect_with(&attached.connect_options("postgres"))
+                .await
+                .is_ok()
+        {
+            tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster already running");
+            return Ok(attached);
+        }
+
         // A server stopped a moment ago (our previous run) may still hold the data directory:
         // try again for a few seconds before giving up.
         let deadline = Instant::now() + Duration::from_secs(30);

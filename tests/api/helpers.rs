@@ -33,18 +33,27 @@ pub fn server() -> PgConnectOptions {
 }
 
 /// Starts the test run's cluster on a thread that lives as long as the process: the server is
-/// told to stop (fast shutdown) when that thread, and so the test process, ends.
+/// told to stop (fast shutdown) when that thread, and so the test process, ends. Each test
+/// process has a cluster of its own (test runs may overlap); those of finished runs are removed.
 fn start_private_cluster() -> PgConnectOptions {
+    let base = std::env::temp_dir();
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("calry-hooks-tests-")
+            .and_then(|p| p.parse::<u32>().ok())
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = base.join(format!("calry-hooks-tests-{}", std::process::id()));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "calry-hooks-tests-{:x}",
-            hash(env!("CARGO_TARGET_TMPDIR"))
-        ));
         match runtime.block_on(Cluster::start(&dir)) {
             Ok(cluster) => {
                 tx.send(Ok(cluster.connect_options("postgres"))).unwrap();
@@ -58,13 +67,6 @@ fn start_private_cluster() -> PgConnectOptions {
     rx.recv()
         .unwrap()
         .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"))
-}
-
-fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 /// A database of its own for one test, dropped when the test ends.
@@ -270,4 +272,66 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert!(!body["title"].as_str().unwrap().is_empty());
     assert!(!body["detail"].as_str().unwrap().is_empty());
     body
+}
+
+/// A small seeded generator (splitmix64) for the randomised tests: a failing case prints its seed
+/// and replays exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Delivers every body with `concurrency` requests in flight, returning the statuses in order.
+pub async fn deliver_all(app: &TestApp, bodies: Vec<Value>, concurrency: usize) -> Vec<u16> {
+    let url = format!("{}/webhooks/calry", app.address);
+    let bodies = std::sync::Arc::new(bodies);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, bodies, next) = (
+            app.client.clone(),
+            url.clone(),
+            bodies.clone(),
+            next.clone(),
+        );
+        workers.spawn(async move {
+            let mut answers = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let status = client.post(&url).json(body).send().await.unwrap().status();
+                answers.push((i, status.as_u16()));
+            }
+            answers
+        });
+    }
+    let mut answers: Vec<(usize, u16)> = workers.join_all().await.into_iter().flatten().collect();
+    answers.sort();
+    answers.into_iter().map(|(_, s)| s).collect()
 }

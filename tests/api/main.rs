@@ -3,6 +3,9 @@
 
 mod crash;
 mod helpers;
+mod history;
 mod ingest;
+mod openapi;
 mod signature;
+mod status;
 mod store;

@@ -1,0 +1,250 @@
+//! Query parameters and keyset paging, shared by every listing route: the raw query string read
+//! once (repeated parameters allowed where documented), `limit`, and the opaque cursor that
+//! carries the position after the last item of a page.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+/// The parameters of a query string, in order, repeated ones included.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Result<Params> {
+        serde_urlencoded::from_str(raw.unwrap_or(""))
+            .map(Params)
+            .map_err(|e| {
+                Error::bad_parameter("query", format!("the query string is malformed: {e}"))
+            })
+    }
+
+    /// A parameter that may be given once.
+    pub fn single<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>> {
+        let mut values = self.all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Error::bad_parameter(
+                name,
+                format!("{name} may be given only once"),
+            ));
+        }
+        Ok(first)
+    }
+
+    /// Every value of a repeatable parameter.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `limit`: 1 to 500, default 50.
+    pub fn limit(&self) -> Result<i64> {
+        let Some(raw) = self.single("limit")? else {
+            return Ok(DEFAULT_LIMIT);
+        };
+        match raw.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(Error::bad_parameter(
+                "limit",
+                format!("limit must be an integer from 1 to {MAX_LIMIT} (got {raw:?})"),
+            )),
+        }
+    }
+
+    /// An RFC 3339 time.
+    pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        self.single(name)?
+            .map(|raw| {
+                DateTime::parse_from_rfc3339(raw)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        Error::bad_parameter(
+                            name,
+                            format!("{name} must be an RFC 3339 date-time (got {raw:?}: {e})"),
+                        )
+                    })
+            })
+            .transpose()
+    }
+}
+
+/// Direction of a history listing, by (occurredAt, hookId).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    pub fn parse(params: &Params) -> Result<Order> {
+        match params.single("order")? {
+            None | Some("desc") => Ok(Order::Desc),
+            Some("asc") => Ok(Order::Asc),
+            Some(other) => Err(Error::bad_parameter(
+                "order",
+                format!("order must be asc or desc (got {other:?})"),
+            )),
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        }
+    }
+}
+
+/// Position after the last event of a history page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    pub order: Order,
+    pub occurred_at: DateTime<Utc>,
+    pub hook_id: String,
+}
+
+impl EventCursor {
+    pub fn encode(&self) -> String {
+        let micros = self.occurred_at.timestamp_micros();
+        encode(&format!(
+            "e1:{}:{micros}:{}",
+            self.order.tag(),
+            self.hook_id
+        ))
+    }
+
+    /// The `cursor` parameter of a page listed in `order`.
+    pub fn parse(params: &Params, order: Order) -> Result<Option<EventCursor>> {
+        let Some(raw) = params.single("cursor")? else {
+            return Ok(None);
+        };
+        let text = decode(raw)?;
+        let mut parts = text.splitn(4, ':');
+        let (Some("e1"), Some(tag), Some(micros), Some(hook_id)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad_cursor());
+        };
+        if tag != order.tag() {
+            return Err(Error::bad_parameter(
+                "cursor",
+                format!(
+                    "this cursor belongs to a listing in {tag} order; pass order={tag} or start over"
+                ),
+            ));
+        }
+        let occurred_at = micros
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_micros)
+            .ok_or_else(bad_cursor)?;
+        Ok(Some(EventCursor {
+            order,
+            occurred_at,
+            hook_id: hook_id.to_owned(),
+        }))
+    }
+}
+
+/// Position after the last workspace of a `GET /workspaces` page.
+#[derive(Debug)]
+pub struct WorkspaceCursor(pub String);
+
+impl WorkspaceCursor {
+    pub fn encode(&self) -> String {
+        encode(&format!("w1:{}", self.0))
+    }
+
+    pub fn parse(params: &Params) -> Result<Option<WorkspaceCursor>> {
+        let Some(raw) = params.single("cursor")? else {
+            return Ok(None);
+        };
+        decode(raw)?
+            .strip_prefix("w1:")
+            .map(|id| Some(WorkspaceCursor(id.to_owned())))
+            .ok_or_else(bad_cursor)
+    }
+}
+
+fn encode(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+fn decode(raw: &str) -> Result<String> {
+    URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(bad_cursor)
+}
+
+fn bad_cursor() -> Error {
+    Error::bad_parameter(
+        "cursor",
+        "cursor is not one this service issued; use the nextCursor of the previous page",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Params {
+        Params::parse(Some(q)).unwrap()
+    }
+
+    fn bad(result: Result<impl std::fmt::Debug>) -> String {
+        match result {
+            Err(Error::BadParameter { name, .. }) => name,
+            other => panic!("expected a bad parameter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_cursor_survives_the_round_trip() {
+        let cursor = EventCursor {
+            order: Order::Asc,
+            occurred_at: DateTime::from_timestamp_micros(1_707_478_421_658_123).unwrap(),
+            hook_id: "id:with:colons/ünïcode".to_owned(),
+        };
+        let p = params(&format!("cursor={}", cursor.encode()));
+        assert_eq!(EventCursor::parse(&p, Order::Asc).unwrap(), Some(cursor));
+        assert_eq!(bad(EventCursor::parse(&p, Order::Desc)), "cursor");
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        assert_eq!(bad(params("limit=0").limit()), "limit");
+        assert_eq!(bad(params("limit=501").limit()), "limit");
+        assert_eq!(bad(params("limit=ten").limit()), "limit");
+        assert_eq!(bad(params("limit=1&limit=2").limit()), "limit");
+        assert_eq!(
+            bad(params("order=up")
+                .single("order")
+                .and_then(|_| Order::parse(&params("order=up")))),
+            "order"
+        );
+        assert_eq!(bad(params("from=yesterday").time("from")), "from");
+        assert_eq!(
+            bad(EventCursor::parse(&params("cursor=!!"), Order::Desc)),
+            "cursor"
+        );
+        assert_eq!(
+            bad(EventCursor::parse(&params("cursor=aGVsbG8"), Order::Desc)),
+            "cursor"
+        );
+        assert_eq!(
+            bad(WorkspaceCursor::parse(&params("cursor=aGVsbG8"))),
+            "cursor"
+        );
+        assert_eq!(params("limit=500").limit().unwrap(), 500);
+        assert_eq!(params("").limit().unwrap(), DEFAULT_LIMIT);
+    }
+}

@@ -1,0 +1,209 @@
+//! Status queries (SPEC §4) and the workspace list (SPEC §5): `GET /workspaces`,
+//! `GET /workspaces/{workspaceId}/status`, `GET /workspaces/{workspaceId}/accounts/{integrationAccountId}`.
+//! The rules that turn stored rows into states are in `crate::status`.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State, rejection::PathRejection};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::paging::{Params, WorkspaceCursor};
+use super::{AppState, rfc3339};
+use crate::error::{Error, Problem, Result};
+use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_workspaces))
+        .routes(routes!(workspace_status))
+        .routes(routes!(account_status))
+}
+
+/// The current status of every integration account of a workspace.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceStatus {
+    pub workspace_id: String,
+    /// The greatest `occurredAt` of any event of the workspace.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_event_at: DateTime<Utc>,
+    /// Counts over all accounts, whatever the `syncState` filter.
+    pub totals: Totals,
+    /// Sorted by `integrationAccountId`.
+    pub accounts: Vec<AccountStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSummary {
+    pub workspace_id: String,
+    /// Accounts in the workspace's status.
+    pub accounts: i64,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_event_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspacePage {
+    pub items: Vec<WorkspaceSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The workspaces that have sent events, ordered by `workspaceId`.
+#[utoipa::path(
+    get,
+    path = "/workspaces",
+    tag = "status",
+    params(
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of workspaces.", body = WorkspacePage),
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_workspaces(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<WorkspacePage>> {
+    let params = Params::parse(query.as_deref())?;
+    let limit = params.limit()?;
+    let cursor = WorkspaceCursor::parse(&params)?;
+    let mut qb = QueryBuilder::new("");
+    push_workspaces_query(&mut qb, cursor.as_ref().map(|c| c.0.as_str()), limit);
+    let mut items: Vec<WorkspaceSummary> = qb.build_query_as().fetch_all(&app.pool).await?;
+    let next_cursor =
+        page_end(&mut items, limit).map(|last| WorkspaceCursor(last.workspace_id.clone()).encode());
+    Ok(Json(WorkspacePage { items, next_cursor }))
+}
+
+/// The query of a workspace page, fetching one item more than `limit` to tell if more follow.
+pub fn push_workspaces_query(qb: &mut QueryBuilder<'_, Postgres>, after: Option<&str>, limit: i64) {
+    qb.push(
+        "select w.workspace_id, w.last_event_at,
+                (select count(distinct l.integration_account_id) from latest_events l
+                 where l.workspace_id = w.workspace_id) as accounts
+         from workspaces w where true",
+    );
+    if let Some(after) = after {
+        qb.push(" and w.workspace_id > ")
+            .push_bind(after.to_owned());
+    }
+    qb.push(" order by w.workspace_id limit ")
+        .push_bind(limit + 1);
+}
+
+/// Trims a page fetched with one extra row; returns the last kept item when more follow.
+pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last()
+    } else {
+        None
+    }
+}
+
+/// The current account / link / sync state of every integration account of a workspace.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{workspaceId}/status",
+    tag = "status",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("syncState" = Option<String>, Query, description = "Only accounts whose sync state is this one (totals still cover all).",
+            example = "error", pattern = "^(complete|error|paused|unknown)$"),
+    ),
+    responses(
+        (status = 200, description = "The workspace's status.", body = WorkspaceStatus),
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn workspace_status(
+    State(app): State<AppState>,
+    workspace_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<WorkspaceStatus>> {
+    let Path(workspace_id) =
+        workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
+    let params = Params::parse(query.as_deref())?;
+    let sync_state = params
+        .single("syncState")?
+        .map(|raw| {
+            SyncState::parse(raw).ok_or_else(|| {
+                Error::bad_parameter(
+                    "syncState",
+                    format!("syncState must be complete, error, paused or unknown (got {raw:?})"),
+                )
+            })
+        })
+        .transpose()?;
+
+    let last_event_at: Option<DateTime<Utc>> =
+        sqlx::query_scalar("select last_event_at from workspaces where workspace_id = $1")
+            .bind(&workspace_id)
+            .fetch_optional(&app.pool)
+            .await?;
+    let last_event_at = last_event_at
+        .ok_or_else(|| Error::NotFound(format!("workspace {workspace_id} has no events")))?;
+    let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_WORKSPACE)
+        .bind(&workspace_id)
+        .fetch_all(&app.pool)
+        .await?;
+    let mut accounts = status::accounts(rows);
+    let totals = status::totals(&accounts);
+    if let Some(wanted) = sync_state {
+        accounts.retain(|a| a.sync.state == wanted);
+    }
+    Ok(Json(WorkspaceStatus {
+        workspace_id,
+        last_event_at,
+        totals,
+        accounts,
+    }))
+}
+
+pub const LATEST_ROWS_OF_WORKSPACE: &str = "select integration_account_id, event_type, hook_id, \
+    result, occurred_at from latest_events where workspace_id = $1 order by integration_account_id";
+
+pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_type, hook_id, \
+    result, occurred_at from latest_events where workspace_id = $1 and integration_account_id = $2";
+
+/// The current status of one integration account.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}",
+    tag = "status",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("integrationAccountId" = String, Path, description = "The integration account.", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+    ),
+    responses(
+        (status = 200, description = "The account's status.", body = AccountStatus),
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn account_status(
+    State(app): State<AppState>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<AccountStatus>> {
+    let Path((workspace_id, account_id)) =
+        ids.map_err(|e| Error::bad_parameter("integrationAccountId", e.body_text()))?;
+    let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
+        .bind(&workspace_id)
+        .bind(&account_id)
+        .fetch_all(&app.pool)
+        .await?;
+    status::accounts(rows).pop().map(Json).ok_or_else(|| {
+        Error::NotFound(format!(
+            "integration account {account_id} has no status in workspace {workspace_id}"
+        ))
+    })
+}

@@ -1,0 +1,434 @@
+//! History (SPEC §5): filters, keyset paging that yields every event exactly once and in order
+//! (also while events arrive), 400 problems naming the bad parameter, and the query plans.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Rng, TestApp, deliver_all, event, problem, spawn_app};
+
+/// One stored event of the 1,000-event workspace: (occurredAt, hookId, type, account, result).
+#[derive(Clone, Debug)]
+struct Row {
+    at: String,
+    id: String,
+    event_type: &'static str,
+    account: Option<String>,
+    result: &'static str,
+}
+
+const TYPES: [&str; 6] = [
+    "sync.complete",
+    "sync.error",
+    "account.created",
+    "link.deleted",
+    "calendar.synced",
+    "sync.paused",
+];
+
+fn time(minute: usize) -> String {
+    format!(
+        "2024-06-{:02}T{:02}:{:02}:00.000Z",
+        1 + minute / 1440,
+        (minute / 60) % 24,
+        minute % 60
+    )
+}
+
+async fn fill(app: &TestApp, rng: &mut Rng, n: usize, prefix: &str) -> Vec<Row> {
+    let rows: Vec<Row> = (0..n)
+        .map(|i| Row {
+            // 200 distinct times for 1,000 events: ties on occurredAt everywhere.
+            at: time(rng.below(200) * 7),
+            id: format!("{prefix}{:04x}-{i}", rng.next_u64() % 65536),
+            event_type: rng.pick(&TYPES),
+            account: (rng.below(5) > 0).then(|| format!("a-{}", rng.below(4))),
+            result: rng.pick(&["SUCCESS", "FAILURE"]),
+        })
+        .collect();
+    let bodies = rows
+        .iter()
+        .map(|r| {
+            let mut b = event(&r.id, "w", r.account.as_deref(), r.event_type, &r.at);
+            b["data"]["result"] = json!(r.result);
+            b
+        })
+        .collect();
+    let statuses = deliver_all(app, bodies, 16).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    rows
+}
+
+/// Walks every page of `query` with `limit`, returning the hook ids in the order served.
+async fn walk(app: &TestApp, query: &str, limit: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("/workspaces/w/events?limit={limit}{query}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let response = app.get(&url).await;
+        assert_eq!(response.status(), 200, "{url}");
+        let page: Value = response.json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= limit);
+        for item in items {
+            out.push((
+                item["occurredAt"].as_str().unwrap().to_owned(),
+                item["hookId"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => {
+                assert_eq!(items.len(), limit, "a page that is not the last is full");
+                cursor = Some(c.to_owned());
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The filters exercised, each with the predicate that says which rows it keeps.
+type Filter = (&'static str, Box<dyn Fn(&Row) -> bool>);
+
+fn filters() -> Vec<Filter> {
+    vec![
+        ("", Box::new(|_| true)),
+        (
+            "&eventType=sync.*",
+            Box::new(|r| r.event_type.starts_with("sync.")),
+        ),
+        (
+            "&eventType=account.created,link.deleted&eventType=sync.error",
+            Box::new(|r| ["account.created", "link.deleted", "sync.error"].contains(&r.event_type)),
+        ),
+        (
+            "&integrationAccountId=a-1",
+            Box::new(|r| r.account.as_deref() == Some("a-1")),
+        ),
+        (
+            "&result=FAILURE&eventType=sync.*",
+            Box::new(|r| r.result == "FAILURE" && r.event_type.starts_with("sync.")),
+        ),
+        (
+            "&from=2024-06-01T05:00:00Z&to=2024-06-01T15:00:00.000Z",
+            Box::new(|r| {
+                r.at.as_str() >= "2024-06-01T05:00:00.000Z"
+                    && r.at.as_str() < "2024-06-01T15:00:00.000Z"
+            }),
+        ),
+    ]
+}
+
+fn sorted(rows: &[Row], keep: &dyn Fn(&Row) -> bool, asc: bool) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| keep(r))
+        .map(|r| (r.at.clone(), r.id.clone()))
+        .collect();
+    out.sort();
+    if !asc {
+        out.reverse();
+    }
+    out
+}
+
+#[tokio::test]
+async fn walking_all_pages_yields_every_event_once_in_order_for_every_limit_filter_and_order() {
+    let app = spawn_app().await;
+    let mut rng = Rng::new(7);
+    let rows = fill(&app, &mut rng, 1000, "h").await;
+    // Another workspace's events never show up.
+    app.deliver(&event(
+        "other",
+        "w2",
+        Some("a-1"),
+        "sync.error",
+        "2024-06-01T05:00:00Z",
+    ))
+    .await;
+
+    for (query, keep) in filters() {
+        for order in ["desc", "asc"] {
+            let want = sorted(&rows, keep.as_ref(), order == "asc");
+            for limit in [1, 7, 50, 500] {
+                if limit == 1 && !query.is_empty() {
+                    continue; // limit 1 is walked once, unfiltered, to keep the test quick
+                }
+                let got = walk(&app, &format!("{query}&order={order}"), limit).await;
+                assert_eq!(got, want, "query {query:?} order {order} limit {limit}");
+            }
+        }
+    }
+    // The default order is newest first.
+    assert_eq!(walk(&app, "", 100).await, sorted(&rows, &|_| true, false));
+}
+
+#[tokio::test]
+async fn walking_pages_while_events_arrive_still_yields_every_event_once() {
+    let app = Arc::new(spawn_app().await);
+    let mut rng = Rng::new(11);
+    let rows = fill(&app, &mut rng, 1000, "h").await;
+
+    // New events, at times all over the range, keep arriving during the walks.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng::new(99);
+            let mut added = 0;
+            while !stop.load(Ordering::Relaxed) {
+                fill(&app, &mut rng, 10, &format!("new{added}-")).await;
+                added += 10;
+            }
+            added
+        })
+    };
+    for (query, keep) in filters().into_iter().take(4) {
+        for order in ["desc", "asc"] {
+            let got = walk(&app, &format!("{query}&order={order}"), 37).await;
+            let ids: Vec<&String> = got.iter().map(|(_, id)| id).collect();
+            let unique: HashSet<&&String> = ids.iter().collect();
+            assert_eq!(unique.len(), ids.len(), "no event twice ({query} {order})");
+            let mut in_order = got.clone();
+            in_order.sort();
+            if order == "desc" {
+                in_order.reverse();
+            }
+            assert_eq!(got, in_order, "served in order ({query} {order})");
+            for want in sorted(&rows, keep.as_ref(), order == "asc") {
+                assert!(
+                    unique.contains(&&want.1),
+                    "{} missing ({query} {order})",
+                    want.1
+                );
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let added = writer.await.unwrap();
+    assert!(added > 0, "events arrived during the walks");
+}
+
+#[tokio::test]
+async fn every_bad_parameter_is_a_400_naming_it() {
+    let app = spawn_app().await;
+    app.deliver(&event(
+        "h",
+        "w",
+        Some("a"),
+        "sync.error",
+        "2024-06-01T05:00:00Z",
+    ))
+    .await;
+    let desc_cursor = {
+        app.deliver(&event(
+            "h2",
+            "w",
+            Some("a"),
+            "sync.error",
+            "2024-06-01T06:00:00Z",
+        ))
+        .await;
+        let page: Value = app
+            .get("/workspaces/w/events?limit=1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["nextCursor"].as_str().unwrap().to_owned()
+    };
+    let cases = [
+        ("/workspaces/w/events?eventType=*", "eventType"),
+        (
+            "/workspaces/w/events?eventType=sync.complete,,sync.error",
+            "eventType",
+        ),
+        ("/workspaces/w/events?eventType=sy*nc", "eventType"),
+        ("/workspaces/w/events?eventType=.*", "eventType"),
+        (
+            "/workspaces/w/events?integrationAccountId=",
+            "integrationAccountId",
+        ),
+        (
+            "/workspaces/w/events?integrationAccountId=a&integrationAccountId=b",
+            "integrationAccountId",
+        ),
+        ("/workspaces/w/events?result=MAYBE", "result"),
+        ("/workspaces/w/events?result=success", "result"),
+        ("/workspaces/w/events?from=yesterday", "from"),
+        ("/workspaces/w/events?to=2024-13-01T00:00:00Z", "to"),
+        (
+            "/workspaces/w/events?from=2024-06-02T00:00:00Z&to=2024-06-01T00:00:00Z",
+            "to",
+        ),
+        ("/workspaces/w/events?order=sideways", "order"),
+        ("/workspaces/w/events?limit=0", "limit"),
+        ("/workspaces/w/events?limit=501", "limit"),
+        ("/workspaces/w/events?limit=many", "limit"),
+        ("/workspaces/w/events?cursor=not-a-cursor", "cursor"),
+        (
+            &format!("/workspaces/w/events?order=asc&cursor={desc_cursor}"),
+            "cursor",
+        ),
+        ("/workspaces?limit=-1", "limit"),
+        ("/workspaces?cursor=%%%", "cursor"),
+        ("/workspaces?cursor=abc", "cursor"),
+        ("/workspaces/w/status?syncState=ok", "syncState"),
+    ];
+    for (url, parameter) in cases {
+        let body = problem(app.get(url).await, 400).await;
+        assert_eq!(body["parameter"], parameter, "{url}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(parameter),
+            "{url}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_workspace_without_matching_events_gives_an_empty_page() {
+    let app = spawn_app().await;
+    let page: Value = app
+        .get("/workspaces/none/events")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page, json!({"items": [], "nextCursor": null}));
+}
+
+/// Walks a plan (EXPLAIN's JSON) and collects every node that scans `events` sequentially.
+fn seq_scans_of_events(plan: &Value, found: &mut Vec<String>) {
+    if let Some(obj) = plan.as_object() {
+        if obj.get("Node Type") == Some(&json!("Seq Scan"))
+            && obj.get("Relation Name") == Some(&json!("events"))
+        {
+            found.push(plan.to_string());
+        }
+        for v in obj.values() {
+            seq_scans_of_events(v, found);
+        }
+    } else if let Some(items) = plan.as_array() {
+        for v in items {
+            seq_scans_of_events(v, found);
+        }
+    }
+}
+
+/// `[Index Scan of events using events_workspace_history]` for every scan node of a plan.
+fn scans_in(plan: &Value) -> String {
+    let mut out = String::new();
+    if let Some(obj) = plan.as_object() {
+        if obj.contains_key("Relation Name") || obj.contains_key("Index Name") {
+            let (relation, index) = (obj.get("Relation Name"), obj.get("Index Name"));
+            out.push_str(&format!(
+                " [{} of {} using {}]",
+                obj["Node Type"],
+                relation.unwrap_or(&json!("-")),
+                index.unwrap_or(&json!("-"))
+            ));
+        }
+        obj.values().for_each(|v| out.push_str(&scans_in(v)));
+    } else if let Some(items) = plan.as_array() {
+        items.iter().for_each(|v| out.push_str(&scans_in(v)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_query_route_scans_the_events_table_sequentially() {
+    use calry_hooks::api::events::HistoryQuery;
+    use calry_hooks::api::paging::Params;
+    use sqlx::QueryBuilder;
+
+    let app = spawn_app().await;
+    // 50,000 events over 500 workspaces × 7 accounts, then the status tables from them.
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type, source,
+                             result, occurred_at, signature_verified, payload)
+         select 'h' || g, 'w' || (g % 500), 'a' || (g % 7),
+                (array['sync.complete','sync.error','account.created','link.deleted'])[1 + g % 4],
+                'CALRY_WEBHOOK', 'SUCCESS', timestamptz '2024-01-01' + g * interval '1 minute',
+                false, jsonb_build_object('n', g)
+         from generate_series(1, 50000) g",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    sqlx::query("analyze").execute(&app.pool).await.unwrap();
+
+    let deep = calry_hooks::api::paging::EventCursor {
+        order: calry_hooks::api::paging::Order::Desc,
+        occurred_at: "2024-01-10T00:00:00Z".parse().unwrap(),
+        hook_id: "h12345".to_owned(),
+    }
+    .encode();
+    let mut plans: Vec<(String, Value)> = Vec::new();
+    for query in [
+        String::new(),
+        format!("cursor={deep}"),
+        "integrationAccountId=a3".to_owned(),
+        "eventType=sync.*&eventType=account.created".to_owned(),
+        "result=FAILURE&from=2024-01-05T00:00:00Z&to=2024-01-20T00:00:00Z&order=asc".to_owned(),
+    ] {
+        let history =
+            HistoryQuery::parse("w42".to_owned(), &Params::parse(Some(&query)).unwrap()).unwrap();
+        let mut qb = QueryBuilder::new("explain (format json) ");
+        history.push_sql(&mut qb);
+        let plan: Value = qb.build_query_scalar().fetch_one(&app.pool).await.unwrap();
+        plans.push((format!("GET /workspaces/w42/events?{query}"), plan));
+    }
+    let mut qb = QueryBuilder::new("explain (format json) ");
+    calry_hooks::api::workspaces::push_workspaces_query(&mut qb, Some("w250"), 50);
+    plans.push((
+        "GET /workspaces".to_owned(),
+        qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
+    ));
+    for (route, sql, binds) in [
+        (
+            "GET /events/{hookId}",
+            "select * from events where hook_id = $1",
+            vec!["h777"],
+        ),
+        (
+            "GET /workspaces/{id}/status (workspace)",
+            "select last_event_at from workspaces where workspace_id = $1",
+            vec!["w42"],
+        ),
+        (
+            "GET /workspaces/{id}/status (accounts)",
+            calry_hooks::api::workspaces::LATEST_ROWS_OF_WORKSPACE,
+            vec!["w42"],
+        ),
+        (
+            "GET /workspaces/{id}/accounts/{account}",
+            calry_hooks::api::workspaces::LATEST_ROWS_OF_ACCOUNT,
+            vec!["w42", "a3"],
+        ),
+    ] {
+        let explain = format!("explain (format json) {sql}");
+        let mut q = sqlx::query_scalar(&explain);
+        for b in binds {
+            q = q.bind(b);
+        }
+        plans.push((route.to_owned(), q.fetch_one(&app.pool).await.unwrap()));
+    }
+
+    for (route, plan) in &plans {
+        println!("{route}:{}", scans_in(plan));
+        let mut scans = Vec::new();
+        seq_scans_of_events(plan, &mut scans);
+        assert!(
+            scans.is_empty(),
+            "{route} scans events sequentially: {plan:#}"
+        );
+        let text = plan.to_string();
+        assert!(text.contains("Index"), "{route} uses no index: {plan:#}");
+    }
+}

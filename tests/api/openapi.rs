@@ -1,0 +1,60 @@
+//! The OpenAPI document: the committed copy matches what the code generates, and the running
+//! service serves that same document and the Swagger UI.
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+const COMMITTED: &str = include_str!("../../openapi/openapi.json");
+
+#[test]
+fn the_committed_openapi_document_is_the_generated_one() {
+    let generated = calry_hooks::api::openapi().to_pretty_json().unwrap();
+    assert!(
+        generated.trim_end() == COMMITTED.trim_end(),
+        "openapi/openapi.json is stale: regenerate it with\n    cargo run -- openapi > openapi/openapi.json"
+    );
+}
+
+#[test]
+fn every_operation_documents_its_problem_answers_and_has_a_summary() {
+    let doc: Value = serde_json::from_str(COMMITTED).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/webhooks/calry",
+        "/events/{hookId}",
+        "/workspaces",
+        "/workspaces/{workspaceId}/status",
+        "/workspaces/{workspaceId}/accounts/{integrationAccountId}",
+        "/workspaces/{workspaceId}/events",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op["summary"].is_string(), "{method} {path} has no summary");
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        answer["content"]["application/problem+json"].is_object(),
+                        "{method} {path} {status} is not a problem answer"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_service_serves_the_generated_document_and_the_docs_page() {
+    let app = spawn_app().await;
+    let served: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let committed: Value = serde_json::from_str(COMMITTED).unwrap();
+    assert_eq!(served, committed);
+    let docs = app.get("/docs/").await;
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}

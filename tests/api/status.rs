@@ -1,0 +1,340 @@
+//! Status (SPEC §4): a pure function of the set of events, whatever the arrival order, the
+//! redeliveries and the batching; `rebuild-status` gives the same tables back.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Rng, TestApp, deliver_all, event, problem, spawn_app};
+
+const TYPES: [&str; 10] = [
+    "account.created",
+    "account.updated",
+    "account.deleted",
+    "link.created",
+    "link.updated",
+    "link.deleted",
+    "sync.complete",
+    "sync.error",
+    "sync.paused",
+    "calendar.synced", // unknown: history only
+];
+
+/// One generated event: (hook id, account, type, occurredAt, result).
+#[derive(Clone, Debug)]
+struct Ev {
+    id: String,
+    account: Option<String>,
+    event_type: &'static str,
+    at: String,
+    result: &'static str,
+}
+
+impl Ev {
+    fn body(&self, workspace: &str) -> Value {
+        let mut body = event(
+            &self.id,
+            workspace,
+            self.account.as_deref(),
+            self.event_type,
+            &self.at,
+        );
+        body["data"]["result"] = json!(self.result);
+        body
+    }
+}
+
+/// The expected status, computed from the set of events directly from the SPEC's words.
+fn expected_status(workspace: &str, events: &[Ev], sync_filter: Option<&str>) -> Value {
+    let category = |t: &str| -> Option<(&'static str, &'static str)> {
+        Some(match t {
+            "account.created" | "account.updated" => ("account", "active"),
+            "account.deleted" => ("account", "deleted"),
+            "link.created" | "link.updated" => ("link", "active"),
+            "link.deleted" => ("link", "deleted"),
+            "sync.complete" => ("sync", "complete"),
+            "sync.error" => ("sync", "error"),
+            "sync.paused" => ("sync", "paused"),
+            _ => return None,
+        })
+    };
+    let mut by_account: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
+    for e in events {
+        if let (Some(a), Some(_)) = (&e.account, category(e.event_type)) {
+            by_account.entry(a.clone()).or_default().push(e);
+        }
+    }
+    let mut accounts = Vec::new();
+    let (mut deleted, mut sync_counts) = (
+        0,
+        BTreeMap::from([("complete", 0), ("error", 0), ("paused", 0), ("unknown", 0)]),
+    );
+    for (account, evs) in &by_account {
+        let latest = |cat: &str| {
+            evs.iter()
+                .filter(|e| category(e.event_type).unwrap().0 == cat)
+                .max_by(|a, b| (&a.at, a.id.as_bytes()).cmp(&(&b.at, b.id.as_bytes())))
+                .copied()
+        };
+        let last_of = |t: &str| {
+            evs.iter()
+                .filter(|e| e.event_type == t)
+                .map(|e| e.at.clone())
+                .max()
+        };
+        let describe = |cat: &str| match latest(cat) {
+            None => json!({"state": "unknown", "lastEvent": null}),
+            Some(e) => json!({"state": category(e.event_type).unwrap().1, "lastEvent": {
+                "hookId": e.id, "eventType": e.event_type, "result": e.result, "occurredAt": e.at}}),
+        };
+        let mut sync = describe("sync");
+        sync["lastCompletedAt"] = json!(last_of("sync.complete"));
+        sync["lastErrorAt"] = json!(last_of("sync.error"));
+        sync["lastPausedAt"] = json!(last_of("sync.paused"));
+        let account_status = describe("account");
+        if account_status["state"] == "deleted" {
+            deleted += 1;
+        }
+        let sync_state = sync["state"].as_str().unwrap().to_owned();
+        *sync_counts.get_mut(sync_state.as_str()).unwrap() += 1;
+        if sync_filter.is_none_or(|f| f == sync_state) {
+            accounts.push(json!({
+                "integrationAccountId": account,
+                "lastEventAt": evs.iter().map(|e| e.at.clone()).max(),
+                "account": account_status,
+                "link": describe("link"),
+                "sync": sync,
+            }));
+        }
+    }
+    json!({
+        "workspaceId": workspace,
+        "lastEventAt": events.iter().map(|e| e.at.clone()).max(),
+        "totals": {"accounts": by_account.len(), "accountsDeleted": deleted, "sync": sync_counts},
+        "accounts": accounts,
+    })
+}
+
+/// A random set of events for a few accounts, with times drawn from a handful of minutes so that
+/// ties on occurredAt are frequent.
+fn random_events(rng: &mut Rng, case: usize) -> Vec<Ev> {
+    let accounts = ["acc-1", "acc-2", "acc-3", "ACC-0"];
+    (0..(5 + rng.below(30)))
+        .map(|i| Ev {
+            // Hook ids that sort in every which way against the insertion order.
+            id: format!("{:x}-{case}-{i}", rng.next_u64() % 4096),
+            account: (rng.below(10) > 0).then(|| rng.pick(&accounts).to_string()),
+            event_type: rng.pick(&TYPES),
+            at: format!(
+                "2024-05-01T10:0{}:00.{:03}Z",
+                rng.below(4),
+                rng.below(2) * 500
+            ),
+            result: rng.pick(&["SUCCESS", "FAILURE"]),
+        })
+        .collect()
+}
+
+async fn status_of(app: &TestApp, workspace: &str, query: &str) -> Value {
+    let response = app
+        .get(&format!("/workspaces/{workspace}/status{query}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn status_is_a_function_of_the_set_of_events_whatever_the_order_and_redeliveries() {
+    let app = spawn_app().await;
+    let seed: u64 = std::env::var("STATUS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_241_127);
+    let mut rng = Rng::new(seed);
+    let mut workspaces = Vec::new();
+    for case in 0..60 {
+        let workspace = format!("ws-{case}");
+        let events = random_events(&mut rng, case);
+        // Every event once, some of them up to three times, all shuffled; delivered with 8 in
+        // flight so that batches of the group commit mix orders and redeliveries.
+        let mut deliveries: Vec<Value> = Vec::new();
+        for e in &events {
+            for _ in 0..(1 + rng.below(3)) {
+                deliveries.push(e.body(&workspace));
+            }
+        }
+        rng.shuffle(&mut deliveries);
+        let statuses = deliver_all(&app, deliveries, 8).await;
+        assert!(
+            statuses.iter().all(|s| *s == 201 || *s == 200),
+            "seed {seed} case {case}: {statuses:?}"
+        );
+
+        let got = status_of(&app, &workspace, "").await;
+        let want = expected_status(&workspace, &events, None);
+        assert_eq!(got, want, "seed {seed} case {case}: events {events:#?}");
+        for filter in ["complete", "error", "paused", "unknown"] {
+            let got = status_of(&app, &workspace, &format!("?syncState={filter}")).await;
+            assert_eq!(
+                got,
+                expected_status(&workspace, &events, Some(filter)),
+                "seed {seed} case {case} {filter}"
+            );
+        }
+        for account in want["accounts"].as_array().unwrap() {
+            let id = account["integrationAccountId"].as_str().unwrap();
+            let one: Value = app
+                .get(&format!("/workspaces/{workspace}/accounts/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(&one, account);
+        }
+        workspaces.push((workspace, want));
+    }
+
+    // Rebuilding from history gives back exactly the incrementally maintained tables.
+    let before = status_tables(&app).await;
+    let rebuilt = calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    assert!(rebuilt.latest_rows > 0);
+    assert_eq!(status_tables(&app).await, before);
+    for (workspace, want) in workspaces {
+        assert_eq!(status_of(&app, &workspace, "").await, want);
+    }
+}
+
+/// Both status tables, in key order.
+async fn status_tables(
+    app: &TestApp,
+) -> (
+    Vec<(String, String, String, String, Option<String>, String)>,
+    Vec<(String, String)>,
+) {
+    let latest = sqlx::query_as(
+        "select workspace_id, integration_account_id, event_type, hook_id, result, occurred_at::text
+         from latest_events order by 1, 2, 3",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let workspaces =
+        sqlx::query_as("select workspace_id, last_event_at::text from workspaces order by 1")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    (latest, workspaces)
+}
+
+#[tokio::test]
+async fn the_seed_example_gives_a_complete_sync_and_unknown_account_and_link() {
+    let app = spawn_app().await;
+    app.deliver(&crate::helpers::seed()).await;
+    let status = status_of(&app, "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66", "").await;
+    assert_eq!(
+        status,
+        json!({
+            "workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66",
+            "lastEventAt": "2024-02-09T11:33:41.658Z",
+            "totals": {"accounts": 1, "accountsDeleted": 0,
+                       "sync": {"complete": 1, "error": 0, "paused": 0, "unknown": 0}},
+            "accounts": [{
+                "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+                "lastEventAt": "2024-02-09T11:33:41.658Z",
+                "account": {"state": "unknown", "lastEvent": null},
+                "link": {"state": "unknown", "lastEvent": null},
+                "sync": {"state": "complete",
+                         "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85",
+                                       "eventType": "sync.complete", "result": "SUCCESS",
+                                       "occurredAt": "2024-02-09T11:33:41.658Z"},
+                         "lastCompletedAt": "2024-02-09T11:33:41.658Z",
+                         "lastErrorAt": null, "lastPausedAt": null}
+            }]
+        })
+    );
+}
+
+#[tokio::test]
+async fn unknown_workspaces_and_accounts_are_404_and_events_without_accounts_count_only_for_the_workspace()
+ {
+    let app = spawn_app().await;
+    problem(app.get("/workspaces/nobody/status").await, 404).await;
+    problem(app.get("/workspaces/nobody/accounts/x").await, 404).await;
+
+    // A workspace whose events name no account, or only unknown types, has a status with no accounts.
+    app.deliver(&event(
+        "h1",
+        "w",
+        None,
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    ))
+    .await;
+    app.deliver(&event(
+        "h2",
+        "w",
+        Some("a"),
+        "calendar.synced",
+        "2024-01-02T00:00:00Z",
+    ))
+    .await;
+    let status = status_of(&app, "w", "").await;
+    assert_eq!(status["accounts"], json!([]));
+    assert_eq!(status["totals"]["accounts"], 0);
+    assert_eq!(status["lastEventAt"], "2024-01-02T00:00:00.000Z");
+    problem(app.get("/workspaces/w/accounts/a").await, 404).await;
+
+    let bad = problem(app.get("/workspaces/w/status?syncState=broken").await, 400).await;
+    assert_eq!(bad["parameter"], "syncState");
+}
+
+#[tokio::test]
+async fn workspaces_are_listed_in_id_order_page_by_page_with_their_account_counts() {
+    let app = spawn_app().await;
+    let mut bodies = Vec::new();
+    for w in 0..23 {
+        for a in 0..(w % 4) {
+            bodies.push(event(
+                &format!("h-{w}-{a}"),
+                &format!("w{w:02}"),
+                Some(&format!("a{a}")),
+                "link.created",
+                "2024-01-01T00:00:00Z",
+            ));
+        }
+        bodies.push(event(
+            &format!("h-{w}"),
+            &format!("w{w:02}"),
+            None,
+            "sync.error",
+            &format!("2024-01-{:02}T00:00:00Z", 1 + w),
+        ));
+    }
+    deliver_all(&app, bodies, 8).await;
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("/workspaces?limit=5&cursor={c}"),
+            None => "/workspaces?limit=5".to_owned(),
+        };
+        let page: Value = app.get(&query).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item.clone());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 23);
+    for (w, item) in seen.iter().enumerate() {
+        assert_eq!(item["workspaceId"], format!("w{w:02}"));
+        assert_eq!(item["accounts"], w % 4);
+        assert_eq!(
+            item["lastEventAt"],
+            format!("2024-01-{:02}T00:00:00.000Z", 1 + w)
+        );
+    }
+}
