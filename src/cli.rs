@@ -1,11 +1,14 @@
-//! The subcommands of the binary: `serve` (the default), `migrate`, `openapi`, `rebuild-status`.
+//! The subcommands of the binary: `serve` (the default), `migrate`, `openapi`, `rebuild-status`,
+//! `token create|list|revoke`.
 
 use std::error::Error;
 
 use tokio::net::TcpListener;
 
 use crate::App;
-use crate::config::{Cli, Command, Config};
+use crate::auth;
+use crate::config::{Cli, Command, Config, TokenCommand};
+use crate::signature::Verifier;
 use crate::store::Database;
 
 /// Connections of the service's pool: the ingest writers plus the query routes.
@@ -14,44 +17,101 @@ pub const POOL_SIZE: u32 = 16;
 pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
         Command::Openapi => {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(())
         }
         Command::Migrate => {
-            crate::telemetry::init(config.log_format, &config.log_filter);
-            let db = Database::open(&config, 1).await?;
-            db.pool.close().await;
+            let db = open(&config).await?;
             tracing::info!("migrations applied");
-            Ok(())
+            close(db).await
         }
         Command::RebuildStatus => {
-            crate::telemetry::init(config.log_format, &config.log_filter);
-            let db = Database::open(&config, 1).await?;
+            let db = open(&config).await?;
             let rebuilt = crate::status::rebuild(&db.pool).await?;
-            db.pool.close().await;
             println!(
                 "status rebuilt from history: {} latest-event rows over {} workspaces",
                 rebuilt.latest_rows, rebuilt.workspaces
             );
-            Ok(())
+            close(db).await
         }
-        Command::Serve => serve(config).await,
+        Command::Token(command) => {
+            let db = open(&config).await?;
+            token(&db, command).await?;
+            close(db).await
+        }
     }
+}
+
+/// The database for a one-off command (the private cluster is started, or joined if running).
+async fn open(config: &Config) -> Result<Database, Box<dyn Error>> {
+    crate::telemetry::init(config.log_format, &config.log_filter);
+    Ok(Database::open(config, 1).await?)
+}
+
+async fn close(db: Database) -> Result<(), Box<dyn Error>> {
+    db.pool.close().await;
+    Ok(())
+}
+
+async fn token(db: &Database, command: TokenCommand) -> Result<(), Box<dyn Error>> {
+    match command {
+        TokenCommand::Create {
+            workspaces,
+            all_workspaces,
+            name,
+        } => {
+            let created = auth::create(&db.pool, &name, all_workspaces, &workspaces).await?;
+            println!("{}", created.token);
+            let scope = if all_workspaces {
+                "every workspace".to_owned()
+            } else {
+                format!("workspaces {}", workspaces.join(", "))
+            };
+            eprintln!(
+                "token {} created for {scope}; it is shown only this once. Use it as \
+                 `Authorization: Bearer <token>`; revoke it with `calry-hooks token revoke {}`.",
+                created.id, created.id
+            );
+        }
+        TokenCommand::List => {
+            for token in auth::list(&db.pool).await? {
+                println!("{token}");
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !auth::revoke(&db.pool, id).await? {
+                return Err(format!("no live token has id {id}").into());
+            }
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     crate::telemetry::init(config.log_format, &config.log_filter);
-    let db = Database::open(&config, POOL_SIZE).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     if config.webhook_secrets.is_none() {
+        if !config.listen.ip().is_loopback() && !config.allow_unsigned {
+            return Err(format!(
+                "refusing to listen on {} with no webhook secret: anyone could write events; set \
+                 CALRY_HOOKS_WEBHOOK_SECRETS, or pass --allow-unsigned",
+                config.listen
+            )
+            .into());
+        }
         tracing::warn!(
             "no webhook secret configured (CALRY_HOOKS_WEBHOOK_SECRETS): unsigned deliveries \
              are accepted and recorded with signatureVerified: false"
         );
     }
+    // An unusable secret is reported before any database is started.
+    Verifier::from_config(&config)?;
+    let db = Database::open(&config, POOL_SIZE).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "calry-hooks serving");
     let pool = db.pool.clone();
     App::new(pool.clone(), config)?

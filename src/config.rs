@@ -28,6 +28,33 @@ pub enum Command {
     Openapi,
     /// Recompute the status tables from the stored history.
     RebuildStatus,
+    /// Manage the bearer tokens of the query API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once, alone on the first line of standard output.
+    Create {
+        /// A workspace the token may read (repeatable).
+        #[arg(
+            long = "workspace",
+            value_name = "ID",
+            required_unless_present = "all_workspaces"
+        )]
+        workspaces: Vec<String>,
+        /// The token may read every workspace.
+        #[arg(long, conflicts_with = "workspaces")]
+        all_workspaces: bool,
+        /// A name to recognise the token by in `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the live tokens: id, name, scope, creation time (never the token itself).
+    List,
+    /// Revoke a token by its id; it stops working at once.
+    Revoke { id: i64 },
 }
 
 /// Settings shared by every subcommand; each flag can be given before or after the subcommand.
@@ -85,6 +112,10 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "CALRY_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Start on a non-loopback address even with no webhook secret (deliveries unsigned).
+    #[arg(long, env = "CALRY_HOOKS_ALLOW_UNSIGNED", global = true)]
+    pub allow_unsigned: bool,
 
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]

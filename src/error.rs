@@ -101,13 +101,6 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 
 /// The RFC 9457 problem details body.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "type": "urn:calry-hooks:problem:hook-id-conflict",
-    "title": "Hook id already stored with a different body",
-    "status": 409,
-    "detail": "hook id c1348091-bd3e-4598-9e7f-5ea457f02e85 was already stored with a different body; the first event stands",
-    "hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85"
-}))]
 pub struct Problem {
     /// Stable identifier of the kind of error.
     #[serde(rename = "type")]

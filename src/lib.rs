@@ -5,6 +5,7 @@
 //! until a shutdown future resolves (tests bind port 0 and call the same function).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod envelope;

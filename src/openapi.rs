@@ -2,7 +2,10 @@
 //! envelope. The paths come from the route modules through `utoipa-axum`.
 
 use serde_json::{Value, json};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::error::Error;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,9 +21,95 @@ use utoipa::{OpenApi, ToSchema};
         (name = "history", description = "What happened: stored events."),
         (name = "operations", description = "Health and readiness."),
     ),
-    components(schemas(crate::error::Problem))
+    components(schemas(crate::error::Problem)),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+/// The `bearerAuth` scheme of the query routes (SPEC §3.2).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `calry-hooks token create`, required once any token exists \
+                         or when the service listens on a non-loopback address.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The example of a problem answer, made by the service's own error type.
+pub fn problem(kind: &str) -> Value {
+    const HOOK: &str = "c1348091-bd3e-4598-9e7f-5ea457f02e85";
+    const WORKSPACE: &str = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66";
+    let err = match kind {
+        "malformed-body" => Error::MalformedBody(
+            "the body is not valid JSON: EOF while parsing an object at line 1 column 9".into(),
+        ),
+        "signature" => Error::Unauthorized(
+            "the webhook-signature header (or svix-signature) is missing; deliveries must be \
+             signed because webhook secrets are configured"
+                .into(),
+        ),
+        "token" => Error::Unauthorized(
+            "this route requires `Authorization: Bearer <token>`; create one with \
+             `calry-hooks token create`"
+                .into(),
+        ),
+        "forbidden" => Error::Forbidden(format!(
+            "this token does not give access to workspace {WORKSPACE}"
+        )),
+        "conflict" => Error::Conflict {
+            hook_id: HOOK.into(),
+        },
+        "too-large" => Error::PayloadTooLarge { limit: 262_144 },
+        "media-type" => Error::UnsupportedMediaType(
+            "Content-Type must be application/json (got text/plain)".into(),
+        ),
+        "envelope" => Error::InvalidField {
+            path: "hook.id".into(),
+            reason: "is required".into(),
+        },
+        "parameter" => Error::bad_parameter(
+            "limit",
+            "limit must be an integer from 1 to 500 (got \"0\")",
+        ),
+        "no-event" => Error::NotFound(format!("no event has hook id {HOOK}")),
+        "no-workspace" => Error::NotFound(format!("workspace {WORKSPACE} has no events")),
+        "no-account" => Error::NotFound(format!(
+            "integration account 4a905074-4dd9-426a-b5a9-cf7c9bb33034 has no status in \
+             workspace {WORKSPACE}"
+        )),
+        _ => Error::Unavailable("the database is unavailable; retry later".into()),
+    };
+    serde_json::to_value(err.problem()).expect("a problem serializes")
+}
+
+/// `order` of a history listing (documentation only).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum OrderParam {
+    Desc,
+    Asc,
+}
+
+/// `result` filter of a history listing (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum ResultParam {
+    SUCCESS,
+    FAILURE,
+}
 
 /// The example payload of Calry's webhook documentation.
 pub fn seed_example() -> Value {
@@ -36,6 +125,38 @@ pub fn seed_example() -> Value {
             "timeStamp": "2024-02-09T11:33:41.658Z",
             "source": "CALRY_WEBHOOK"
         }
+    })
+}
+
+/// An Event as the API shows the seed example.
+pub fn event_example() -> Value {
+    json!({
+    "hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85",
+    "eventType": "sync.complete",
+    "source": "CALRY_WEBHOOK",
+    "workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66",
+    "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+    "result": "SUCCESS",
+    "occurredAt": "2024-02-09T11:33:41.658Z",
+    "receivedAt": "2024-02-09T11:33:42.001Z",
+    "lastReceivedAt": "2024-02-09T11:33:42.001Z",
+    "deliveryCount": 1,
+    "signatureVerified": true,
+    "payload": seed_example()
+    })
+}
+
+/// The status of the seed example's account.
+pub fn account_example() -> Value {
+    json!({
+    "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+    "lastEventAt": "2024-02-09T11:33:41.658Z",
+    "account": {"state": "unknown", "lastEvent": null},
+    "link": {"state": "unknown", "lastEvent": null},
+    "sync": {"state": "complete",
+             "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "eventType": "sync.complete",
+                           "result": "SUCCESS", "occurredAt": "2024-02-09T11:33:41.658Z"},
+             "lastCompletedAt": "2024-02-09T11:33:41.658Z", "lastErrorAt": null, "lastPausedAt": null}
     })
 }
 

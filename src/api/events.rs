@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::paging::{EventCursor, Order, Params};
 use super::workspaces::page_end;
 use super::{AppState, rfc3339};
+use crate::auth::Access;
 use crate::envelope::MAX_ID_CHARS;
 use crate::error::{Error, Problem, Result};
 
@@ -26,20 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// One stored event (SPEC §5).
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({
-    "hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85",
-    "eventType": "sync.complete",
-    "source": "CALRY_WEBHOOK",
-    "workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66",
-    "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
-    "result": "SUCCESS",
-    "occurredAt": "2024-02-09T11:33:41.658Z",
-    "receivedAt": "2024-02-09T11:33:42.001Z",
-    "lastReceivedAt": "2024-02-09T11:33:42.001Z",
-    "deliveryCount": 1,
-    "signatureVerified": true,
-    "payload": crate::openapi::seed_example()
-}))]
+#[schema(example = crate::openapi::event_example)]
 pub struct Event {
     pub hook_id: String,
     pub event_type: String,
@@ -77,12 +65,15 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
         example = "c1348091-bd3e-4598-9e7f-5ea457f02e85")),
     responses(
         (status = 200, description = "The event.", body = Event),
-        (status = 400, description = "The hook id is not valid UTF-8.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No event has this hook id.", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 400, description = "The hook id is not valid UTF-8.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
+        (status = 404, description = "No event has this hook id (in the token's scope).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-event"))),
+    ),
+    security((), ("bearerAuth" = []))
 )]
 pub async fn get_event(
     State(app): State<AppState>,
+    access: Access,
     hook_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Event>> {
     let Path(hook_id) = hook_id.map_err(|e| Error::bad_parameter("hookId", e.body_text()))?;
@@ -92,13 +83,19 @@ pub async fn get_event(
     .bind(&hook_id)
     .fetch_optional(&app.pool)
     .await?;
+    // An event of a workspace outside the token's scope is answered as if it did not exist.
     event
+        .filter(|e| access.allows(&e.workspace_id))
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no event has hook id {hook_id}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "items": [crate::openapi::event_example()],
+    "nextCursor": "ZTE6ZGVzYzoxNzA3NDc4NDIxNjU4MDAwOmMxMzQ4MDkxLWJkM2UtNDU5OC05ZTdmLTVlYTQ1N2YwMmU4NQ"
+}))]
 pub struct EventPage {
     pub items: Vec<Event>,
     /// Pass as `cursor` (with the same `order`) for the next page; `null` on the last page.
@@ -255,25 +252,30 @@ impl HistoryQuery {
             example = json!(["sync.*", "account.deleted"])),
         ("integrationAccountId" = Option<String>, Query, description = "Only this account's events.",
             example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
-        ("result" = Option<String>, Query, description = "`SUCCESS` or `FAILURE`.", pattern = "^(SUCCESS|FAILURE)$", example = "FAILURE"),
+        ("result" = inline(Option<crate::openapi::ResultParam>), Query, description = "Only events with this result."),
         ("from" = Option<DateTime<Utc>>, Query, description = "occurredAt at or after this time (RFC 3339)."),
         ("to" = Option<DateTime<Utc>>, Query, description = "occurredAt before this time (RFC 3339)."),
-        ("order" = Option<String>, Query, description = "`desc` (default, newest first) or `asc`.", pattern = "^(asc|desc)$"),
+        ("order" = inline(Option<crate::openapi::OrderParam>), Query, description = "`desc` (default, newest first) or `asc`."),
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
     ),
     responses(
         (status = 200, description = "One page of events; no items when nothing matches.", body = EventPage),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
+        (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
+    ),
+    security((), ("bearerAuth" = []))
 )]
 pub async fn list_events(
     State(app): State<AppState>,
+    access: Access,
     workspace_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>> {
     let Path(workspace_id) =
         workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
+    access.require(&workspace_id)?;
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
     let mut qb = QueryBuilder::new("");
     query.push_sql(&mut qb);

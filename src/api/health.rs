@@ -37,7 +37,7 @@ pub async fn healthz() -> Json<Health> {
     responses(
         (status = 200, description = "Ready to store deliveries.", body = Health),
         (status = 503, description = "The database is unreachable or not migrated.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait before asking again."))),
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::problem("unavailable"))),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
     let latest = sqlx::migrate!()

@@ -53,7 +53,12 @@ pub fn openapi() -> OpenApiDoc {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
     api.with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", doc)
+                // No badge that sends the document's address to validator.swagger.io.
+                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+        )
         .fallback(|| async { Error::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }

@@ -55,14 +55,14 @@ pub enum ReceiptStatus {
         (status = 201, description = "New event stored.", body = Receipt,
             example = json!({"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "status": "created"})),
         (status = 200, description = "Same hook id and same JSON value: a redelivery, counted.", body = Receipt),
-        (status = 400, description = "The body is not valid UTF-8 JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not valid UTF-8 JSON.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("malformed-body"))),
+        (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("signature"))),
+        (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("conflict"))),
+        (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("too-large"))),
+        (status = 415, description = "Content-Type is not JSON.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("media-type"))),
+        (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("envelope"))),
         (status = 503, description = "Database unavailable or overloaded; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")), example = json!(crate::openapi::problem("unavailable"))),
     )
 )]
 pub async fn receive(

@@ -12,6 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::paging::{Params, WorkspaceCursor};
 use super::{AppState, rfc3339};
+use crate::auth::Access;
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
 
@@ -25,6 +26,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The current status of every integration account of a workspace.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66",
+    "lastEventAt": "2024-02-09T11:33:41.658Z",
+    "totals": {"accounts": 1, "accountsDeleted": 0,
+               "sync": {"complete": 1, "error": 0, "paused": 0, "unknown": 0}},
+    "accounts": [crate::openapi::account_example()]
+}))]
 pub struct WorkspaceStatus {
     pub workspace_id: String,
     /// The greatest `occurredAt` of any event of the workspace.
@@ -38,6 +46,8 @@ pub struct WorkspaceStatus {
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66", "accounts": 1,
+                          "lastEventAt": "2024-02-09T11:33:41.658Z"}))]
 pub struct WorkspaceSummary {
     pub workspace_id: String,
     /// Accounts in the workspace's status.
@@ -48,6 +58,11 @@ pub struct WorkspaceSummary {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "items": [{"workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66", "accounts": 1,
+               "lastEventAt": "2024-02-09T11:33:41.658Z"}],
+    "nextCursor": "dzE6NmZkMjE2MGMtM2VhNi00MmMyLWJjZGQtMmVlZjg5ZjVjYTY2"
+}))]
 pub struct WorkspacePage {
     pub items: Vec<WorkspaceSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
@@ -65,18 +80,26 @@ pub struct WorkspacePage {
     ),
     responses(
         (status = 200, description = "One page of workspaces.", body = WorkspacePage),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
+    ),
+    security((), ("bearerAuth" = []))
 )]
 pub async fn list_workspaces(
     State(app): State<AppState>,
+    access: Access,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspacePage>> {
     let params = Params::parse(query.as_deref())?;
     let limit = params.limit()?;
     let cursor = WorkspaceCursor::parse(&params)?;
     let mut qb = QueryBuilder::new("");
-    push_workspaces_query(&mut qb, cursor.as_ref().map(|c| c.0.as_str()), limit);
+    push_workspaces_query(
+        &mut qb,
+        cursor.as_ref().map(|c| c.0.as_str()),
+        access.scope(),
+        limit,
+    );
     let mut items: Vec<WorkspaceSummary> = qb.build_query_as().fetch_all(&app.pool).await?;
     let next_cursor =
         page_end(&mut items, limit).map(|last| WorkspaceCursor(last.workspace_id.clone()).encode());
@@ -84,7 +107,12 @@ pub async fn list_workspaces(
 }
 
 /// The query of a workspace page, fetching one item more than `limit` to tell if more follow.
-pub fn push_workspaces_query(qb: &mut QueryBuilder<'_, Postgres>, after: Option<&str>, limit: i64) {
+pub fn push_workspaces_query<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    after: Option<&'a str>,
+    scope: Option<&'a [String]>,
+    limit: i64,
+) {
     qb.push(
         "select w.workspace_id, w.last_event_at,
                 (select count(distinct l.integration_account_id) from latest_events l
@@ -92,8 +120,12 @@ pub fn push_workspaces_query(qb: &mut QueryBuilder<'_, Postgres>, after: Option<
          from workspaces w where true",
     );
     if let Some(after) = after {
-        qb.push(" and w.workspace_id > ")
-            .push_bind(after.to_owned());
+        qb.push(" and w.workspace_id > ").push_bind(after);
+    }
+    if let Some(scope) = scope {
+        qb.push(" and w.workspace_id = any(")
+            .push_bind(scope)
+            .push(")");
     }
     qb.push(" order by w.workspace_id limit ")
         .push_bind(limit + 1);
@@ -116,22 +148,26 @@ pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
     tag = "status",
     params(
         ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
-        ("syncState" = Option<String>, Query, description = "Only accounts whose sync state is this one (totals still cover all).",
-            example = "error", pattern = "^(complete|error|paused|unknown)$"),
+        ("syncState" = inline(Option<SyncState>), Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
     ),
     responses(
         (status = 200, description = "The workspace's status.", body = WorkspaceStatus),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
+        (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
+        (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-workspace"))),
+    ),
+    security((), ("bearerAuth" = []))
 )]
 pub async fn workspace_status(
     State(app): State<AppState>,
+    access: Access,
     workspace_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspaceStatus>> {
     let Path(workspace_id) =
         workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
+    access.require(&workspace_id)?;
     let params = Params::parse(query.as_deref())?;
     let sync_state = params
         .single("syncState")?
@@ -186,16 +222,21 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_t
     ),
     responses(
         (status = 200, description = "The account's status.", body = AccountStatus),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
+        (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
+        (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-account"))),
+    ),
+    security((), ("bearerAuth" = []))
 )]
 pub async fn account_status(
     State(app): State<AppState>,
+    access: Access,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<AccountStatus>> {
     let Path((workspace_id, account_id)) =
         ids.map_err(|e| Error::bad_parameter("integrationAccountId", e.body_text()))?;
+    access.require(&workspace_id)?;
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)
         .bind(&account_id)

@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestDb, event};
+use crate::helpers::{TestDb, event, server_url};
 
 /// Where a service process keeps its data: its own private cluster, or (when the tests run
 /// against `DATABASE_URL`) a database of its own on that server.
@@ -76,9 +76,7 @@ async fn start(storage: &Storage, log: &Path) -> Service {
 async fn storage() -> Storage {
     if std::env::var("DATABASE_URL").is_ok() {
         let db = TestDb::create().await;
-        let mut url = reqwest::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
-        url.set_path(&db.name);
-        let url = url.to_string();
+        let url = server_url(&db.name);
         Storage::Database {
             _db: Box::new(db),
             url,

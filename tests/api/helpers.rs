@@ -69,6 +69,26 @@ fn start_private_cluster() -> PgConnectOptions {
         .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"))
 }
 
+/// A URL for `database` on the test server (through its socket directory, or `DATABASE_URL`'s
+/// host), for the service binary run as a child process.
+pub fn server_url(database: &str) -> String {
+    let server = server();
+    match server.get_socket() {
+        Some(dir) => format!(
+            "postgres://{}@localhost/{database}?host={}",
+            server.get_username(),
+            dir.display()
+        ),
+        None => {
+            let base = std::env::var("DATABASE_URL")
+                .expect("a server without a socket came from DATABASE_URL");
+            let mut url = reqwest::Url::parse(&base).unwrap();
+            url.set_path(database);
+            url.to_string()
+        }
+    }
+}
+
 /// A database of its own for one test, dropped when the test ends.
 pub struct TestDb {
     pub name: String,

@@ -384,12 +384,18 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         let plan: Value = qb.build_query_scalar().fetch_one(&app.pool).await.unwrap();
         plans.push((format!("GET /workspaces/w42/events?{query}"), plan));
     }
-    let mut qb = QueryBuilder::new("explain (format json) ");
-    calry_hooks::api::workspaces::push_workspaces_query(&mut qb, Some("w250"), 50);
-    plans.push((
-        "GET /workspaces".to_owned(),
-        qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
-    ));
+    let scope = ["w42".to_owned(), "w7".to_owned()];
+    for (route, scope) in [
+        ("GET /workspaces", None),
+        ("GET /workspaces (scoped token)", Some(&scope[..])),
+    ] {
+        let mut qb = QueryBuilder::new("explain (format json) ");
+        calry_hooks::api::workspaces::push_workspaces_query(&mut qb, Some("w250"), scope, 50);
+        plans.push((
+            route.to_owned(),
+            qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
+        ));
+    }
     for (route, sql, binds) in [
         (
             "GET /events/{hookId}",

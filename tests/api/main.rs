@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a file per feature, every test over a real socket against
 //! a real PostgreSQL.
 
+mod auth;
 mod crash;
 mod helpers;
 mod history;

@@ -16,7 +16,7 @@ const MSG_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
 const HOOK_ID: &str = "c1348091-bd3e-4598-9e7f-5ea457f02e85";
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, as Svix signs.
-fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     let key = STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();

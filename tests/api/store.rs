@@ -4,13 +4,13 @@ use calry_hooks::config::Config;
 use calry_hooks::store::Database;
 use sqlx::Connection;
 
-use crate::helpers::server;
+use crate::helpers::{server, server_url};
 
 #[tokio::test]
 async fn a_configured_database_that_does_not_exist_is_created_and_migrated() {
     let server = server();
     let name = format!("calry_hooks_created_{}", uuid::Uuid::new_v4().simple());
-    let url = server_url(&server, &name);
+    let url = server_url(&name);
     let mut config = Config::defaults();
     config.database_url = Some(url.into());
 
@@ -36,22 +36,4 @@ async fn a_configured_database_that_does_not_exist_is_created_and_migrated() {
         .execute(&mut admin)
         .await
         .unwrap();
-}
-
-/// A URL for `database` on the test server (a socket directory or a host).
-fn server_url(server: &sqlx::postgres::PgConnectOptions, database: &str) -> String {
-    let user = server.get_username();
-    match server.get_socket() {
-        Some(dir) => format!(
-            "postgres://{user}@localhost/{database}?host={}",
-            dir.display()
-        ),
-        None => {
-            let base = std::env::var("DATABASE_URL")
-                .expect("a server without a socket came from DATABASE_URL");
-            let mut url = reqwest::Url::parse(&base).unwrap();
-            url.set_path(database);
-            url.to_string()
-        }
-    }
 }

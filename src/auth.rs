@@ -1,0 +1,229 @@
+//! Access to the query API (SPEC §3.2): bearer tokens, stored as SHA-256 hashes, scoped to some
+//! workspaces or to all, and the [`Access`] extractor every query route takes.
+//!
+//! A token is required as soon as one live token exists or the service listens on a
+//! non-loopback address. Out of scope is answered without revealing anything about what lies
+//! outside: `403` for a workspace named in the path (answered before any lookup), `404` for an
+//! event of another workspace (as if it did not exist), and `GET /workspaces` lists only the
+//! workspaces in scope.
+
+use std::fmt;
+
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::api::AppState;
+use crate::error::Error;
+
+/// What the caller of a query route may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Every workspace: a token scoped to all, or no token required at all.
+    All,
+    /// Only these workspaces.
+    Workspaces(Vec<String>),
+}
+
+impl Access {
+    /// 403 unless `workspace_id` is in scope.
+    pub fn require(&self, workspace_id: &str) -> Result<(), Error> {
+        if self.allows(workspace_id) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "this token does not give access to workspace {workspace_id}"
+            )))
+        }
+    }
+
+    pub fn allows(&self, workspace_id: &str) -> bool {
+        match self {
+            Access::All => true,
+            Access::Workspaces(ids) => ids.iter().any(|id| id == workspace_id),
+        }
+    }
+
+    /// The workspaces in scope, `None` for all.
+    pub fn scope(&self) -> Option<&[String]> {
+        match self {
+            Access::All => None,
+            Access::Workspaces(ids) => Some(ids),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Access {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Access, Error> {
+        let presented = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(bearer(value.as_bytes()).ok_or_else(|| {
+                Error::Unauthorized("the Authorization header must be `Bearer <token>`".to_owned())
+            })?),
+        };
+        let (any_live, scope): (bool, Option<(bool, Vec<String>)>) = match presented {
+            Some(token) => {
+                let row: Option<(bool, Vec<String>)> = sqlx::query_as(
+                    "select all_workspaces, workspaces from tokens
+                     where token_hash = $1 and revoked_at is null",
+                )
+                .bind(hash(token))
+                .fetch_optional(&app.pool)
+                .await?;
+                (true, row)
+            }
+            None => {
+                let any: bool = sqlx::query_scalar(
+                    "select exists (select 1 from tokens where revoked_at is null)",
+                )
+                .fetch_one(&app.pool)
+                .await?;
+                (any, None)
+            }
+        };
+        match (presented, scope) {
+            (Some(_), Some((true, _))) => Ok(Access::All),
+            (Some(_), Some((false, workspaces))) => Ok(Access::Workspaces(workspaces)),
+            (Some(_), None) => Err(Error::Unauthorized(
+                "the bearer token is unknown or revoked".to_owned(),
+            )),
+            (None, _) if any_live || !app.config.listen.ip().is_loopback() => {
+                Err(Error::Unauthorized(
+                    "this route requires `Authorization: Bearer <token>`; create one with \
+                     `calry-hooks token create`"
+                        .to_owned(),
+                ))
+            }
+            (None, _) => Ok(Access::All),
+        }
+    }
+}
+
+fn bearer(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A token as `token create` returns it: shown once, never stored.
+pub struct NewToken {
+    pub id: i64,
+    pub token: String,
+}
+
+impl fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewToken")
+            .field("id", &self.id)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Creates a token for `workspaces`, or for every workspace.
+pub async fn create(
+    pool: &PgPool,
+    name: &str,
+    all_workspaces: bool,
+    workspaces: &[String],
+) -> Result<NewToken, sqlx::Error> {
+    // 244 random bits from the operating system's generator, through uuid's v4.
+    let token = format!(
+        "chk_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let id = sqlx::query_scalar(
+        "insert into tokens (name, token_hash, all_workspaces, workspaces)
+         values ($1, $2, $3, $4) returning id",
+    )
+    .bind(name)
+    .bind(hash(&token))
+    .bind(all_workspaces)
+    .bind(workspaces)
+    .fetch_one(pool)
+    .await?;
+    Ok(NewToken { id, token })
+}
+
+/// A live token as `token list` shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub all_workspaces: bool,
+    pub workspaces: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Display for TokenInfo {
+    /// `id name scope created`, separated by white space; a name with white space is quoted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if self.name.is_empty() {
+            "-".to_owned()
+        } else if self.name.chars().any(char::is_whitespace) {
+            format!("{:?}", self.name)
+        } else {
+            self.name.clone()
+        };
+        let scope = if self.all_workspaces {
+            "all-workspaces".to_owned()
+        } else {
+            format!("workspaces={}", self.workspaces.join(","))
+        };
+        let created = self
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        write!(f, "{}\t{name}\t{scope}\t{created}", self.id)
+    }
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<TokenInfo>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, name, all_workspaces, workspaces, created_at from tokens
+         where revoked_at is null order by id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes a live token; `false` when there is no live token with this id.
+pub async fn revoke(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("update tokens set revoked_at = now() where id = $1 and revoked_at is null")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        assert_eq!(bearer(b"Bearer chk_abc"), Some("chk_abc"));
+        assert_eq!(bearer(b"bearer   chk_abc "), Some("chk_abc"));
+        assert_eq!(bearer(b"Basic dXNlcg=="), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"chk_abc"), None);
+    }
+
+    #[test]
+    fn access_is_checked_per_workspace() {
+        let scoped = Access::Workspaces(vec!["a".to_owned()]);
+        assert!(scoped.require("a").is_ok());
+        assert!(matches!(scoped.require("b"), Err(Error::Forbidden(_))));
+        assert!(Access::All.require("b").is_ok());
+    }
+}

@@ -1,0 +1,404 @@
+//! Access to the query API (SPEC §3.2): scoped bearer tokens, revocation, when a token is
+//! required, the `token` subcommands, the refusal to start exposed and unsigned, and logs that
+//! never carry a secret or a token.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use calry_hooks::auth;
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::helpers::{TestApp, TestDb, event, problem, server_url, spawn_app, spawn_app_with};
+
+async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{}", app.address, path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn two_workspaces(app: &TestApp) {
+    for (id, ws) in [("hook-a", "A"), ("hook-b", "B")] {
+        let response = app
+            .deliver(&event(
+                id,
+                ws,
+                Some("acc"),
+                "sync.error",
+                "2024-01-01T00:00:00Z",
+            ))
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+}
+
+#[tokio::test]
+async fn a_token_for_workspace_a_cannot_read_workspace_b() {
+    let app = spawn_app().await;
+    two_workspaces(&app).await;
+    let token = auth::create(&app.pool, "reader-a", false, &["A".to_owned()])
+        .await
+        .unwrap()
+        .token;
+
+    for path in [
+        "/workspaces/A/status",
+        "/workspaces/A/accounts/acc",
+        "/workspaces/A/events",
+        "/events/hook-a",
+    ] {
+        assert_eq!(get_with(&app, path, &token).await.status(), 200, "{path}");
+    }
+    for path in [
+        "/workspaces/B/status",
+        "/workspaces/B/accounts/acc",
+        "/workspaces/B/events",
+    ] {
+        problem(get_with(&app, path, &token).await, 403).await;
+    }
+    // An event of another workspace does not exist, as far as this token can tell.
+    problem(get_with(&app, "/events/hook-b", &token).await, 404).await;
+    let listed: Value = get_with(&app, "/workspaces", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workspaceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["A"]);
+
+    let all = auth::create(&app.pool, "reader-all", true, &[])
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(
+        get_with(&app, "/workspaces/B/status", &all).await.status(),
+        200
+    );
+    assert_eq!(get_with(&app, "/events/hook-b", &all).await.status(), 200);
+    let listed: Value = get_with(&app, "/workspaces", &all)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_at_once() {
+    let app = spawn_app().await;
+    two_workspaces(&app).await;
+    let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
+    assert_eq!(
+        get_with(&app, "/workspaces/A/status", &created.token)
+            .await
+            .status(),
+        200
+    );
+    assert!(auth::revoke(&app.pool, created.id).await.unwrap());
+    problem(
+        get_with(&app, "/workspaces/A/status", &created.token).await,
+        401,
+    )
+    .await;
+    assert!(
+        !auth::revoke(&app.pool, created.id).await.unwrap(),
+        "revoked only once"
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_queries_are_refused_once_a_token_exists_and_open_routes_stay_open() {
+    let app = spawn_app().await;
+    two_workspaces(&app).await;
+    assert_eq!(
+        app.get("/workspaces/A/status").await.status(),
+        200,
+        "no token yet on loopback"
+    );
+
+    auth::create(&app.pool, "", true, &[]).await.unwrap();
+    for path in [
+        "/workspaces",
+        "/workspaces/A/status",
+        "/workspaces/A/accounts/acc",
+        "/workspaces/A/events",
+        "/events/hook-a",
+    ] {
+        problem(app.get(path).await, 401).await;
+        problem(get_with(&app, path, "chk_not-a-token").await, 401).await;
+    }
+    let basic = app
+        .client
+        .get(format!("{}/workspaces", app.address))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    problem(basic, 401).await;
+    for path in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path} stays open");
+    }
+    let delivered = app
+        .deliver(&event(
+            "hook-c",
+            "A",
+            None,
+            "sync.complete",
+            "2024-01-02T00:00:00Z",
+        ))
+        .await;
+    assert_eq!(
+        delivered.status(),
+        201,
+        "deliveries are authenticated by signature, not token"
+    );
+}
+
+#[tokio::test]
+async fn on_a_non_loopback_address_a_token_is_required_even_before_one_exists() {
+    let app = spawn_app_with(|c| c.listen = "0.0.0.0:8080".parse().unwrap()).await;
+    two_workspaces(&app).await;
+    problem(app.get("/workspaces/A/status").await, 401).await;
+    let token = auth::create(&app.pool, "", false, &["A".to_owned()])
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(
+        get_with(&app, "/workspaces/A/status", &token)
+            .await
+            .status(),
+        200
+    );
+}
+
+/// The binary, with nothing from this process's environment that could change its behaviour.
+fn binary(database: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_calry-hooks"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", server_url(database))
+        .current_dir(std::env::temp_dir())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+
+    let out = binary(&db.name)
+        .args([
+            "token",
+            "create",
+            "--workspace",
+            "A",
+            "--workspace",
+            "B",
+            "--name",
+            "ops team",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the token on standard output: {stdout:?}"
+    );
+    let token = lines[0];
+    assert!(token.starts_with("chk_") && token.len() > 40);
+
+    let out = binary(&db.name)
+        .args(["token", "create", "--all-workspaces"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let none = binary(&db.name)
+        .args(["token", "create"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!none.status.success(), "a scope is required");
+
+    let out = binary(&db.name)
+        .args(["token", "list"])
+        .output()
+        .await
+        .unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(!listing.contains(token), "{listing}");
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{listing}");
+    assert_eq!(rows[0][1..3], ["\"ops", "team\""]);
+    assert_eq!(rows[0][3], "workspaces=A,B");
+    assert_eq!(rows[1][2], "all-workspaces");
+    let first_id = rows[0][0];
+
+    let out = binary(&db.name)
+        .args(["token", "revoke", first_id])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let again = binary(&db.name)
+        .args(["token", "revoke", first_id])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "a revoked token cannot be revoked again"
+    );
+    let out = binary(&db.name)
+        .args(["token", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    let hashes: Vec<Vec<u8>> = sqlx::query_scalar("select token_hash from tokens")
+        .fetch_all(&db.pool().await)
+        .await
+        .unwrap();
+    assert!(
+        hashes
+            .iter()
+            .all(|h| h.len() == 32 && !token.as_bytes().windows(32).any(|w| w == h.as_slice()))
+    );
+}
+
+#[tokio::test]
+async fn the_service_refuses_to_listen_exposed_and_unsigned_unless_told() {
+    let db = TestDb::create().await;
+    let out = binary(&db.name)
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("--allow-unsigned") && last.contains("CALRY_HOOKS_WEBHOOK_SECRETS"),
+        "{stderr}"
+    );
+
+    let mut child = binary(&db.name)
+        .args(["--listen", "0.0.0.0:0", "--allow-unsigned"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "with --allow-unsigned it serves"
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let token = auth::create(&pool, "", true, &[]).await.unwrap().token;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::env::temp_dir().join(format!("calry-hooks-log-{port}.txt"));
+    let mut child = binary(&db.name)
+        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CALRY_HOOKS_WEBHOOK_SECRETS", SECRET)
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let body = serde_json::to_vec(&event(
+        "logged",
+        "A",
+        Some("acc"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    ))
+    .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let signature = crate::signature::sign(SECRET, "msg_1", now, &body);
+    let delivered = client
+        .post(format!("{address}/webhooks/calry"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_1")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", &signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 201);
+    let queried = client
+        .get(format!("{address}/events/logged"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queried.status(), 200);
+    let status = client
+        .get(format!("{address}/workspaces/A/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        logs.contains("logged"),
+        "the delivery was logged at all: {logs}"
+    );
+    for secret in [
+        SECRET,
+        SECRET.trim_start_matches("whsec_"),
+        token.as_str(),
+        token.trim_start_matches("chk_"),
+    ] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}
