@@ -72,7 +72,7 @@ impl FromRequestParts<AppState> for Access {
                      where token_hash = $1 and revoked_at is null",
                 )
                 .bind(hash(token))
-                .fetch_optional(&app.pool)
+                .fetch_optional(&mut *app.pool.acquire().await?)
                 .await?;
                 (true, row)
             }
@@ -80,7 +80,7 @@ impl FromRequestParts<AppState> for Access {
                 let any: bool = sqlx::query_scalar(
                     "select exists (select 1 from tokens where revoked_at is null)",
                 )
-                .fetch_one(&app.pool)
+                .fetch_one(&mut *app.pool.acquire().await?)
                 .await?;
                 (any, None)
             }

@@ -1,5 +1,5 @@
 //! The subcommands of the binary: `serve` (the default), `migrate`, `openapi`, `rebuild-status`,
-//! `token create|list|revoke`.
+//! `prune`, `token create|list|revoke`.
 
 use std::error::Error;
 
@@ -34,6 +34,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 "status rebuilt from history: {} latest-event rows over {} workspaces",
                 rebuilt.latest_rows, rebuilt.workspaces
             );
+            close(db).await
+        }
+        Command::Prune { older_than } => {
+            let db = open(&config).await?;
+            let cutoff = chrono::Utc::now() - older_than;
+            let deleted = crate::store::prune(&db.pool, cutoff).await?;
+            println!("deleted {deleted} events that occurred before {cutoff}");
             close(db).await
         }
         Command::Token(command) => {

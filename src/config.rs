@@ -28,6 +28,12 @@ pub enum Command {
     Openapi,
     /// Recompute the status tables from the stored history.
     RebuildStatus,
+    /// Delete history older than an age; statuses are never changed (the events they name are kept).
+    Prune {
+        /// Age of the oldest history to keep, by occurredAt: a number with d, h, m or s (`90d`).
+        #[arg(long, value_parser = parse_age)]
+        older_than: chrono::TimeDelta,
+    },
     /// Manage the bearer tokens of the query API.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -157,6 +163,23 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// `90d`, `12h`, `30m`, `45s`.
+pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
+    let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
+    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (number, unit) = s.split_at(unit_at);
+    let n: i64 = number.parse().map_err(|_| err())?;
+    let age = match unit {
+        "d" => chrono::TimeDelta::try_days(n),
+        "h" => chrono::TimeDelta::try_hours(n),
+        "m" => chrono::TimeDelta::try_minutes(n),
+        "s" => chrono::TimeDelta::try_seconds(n),
+        _ => None,
+    };
+    age.filter(|a| *a > chrono::TimeDelta::zero())
+        .ok_or_else(err)
+}
+
 impl Config {
     /// The configuration with every default, as a test or an embedding program starts from.
     pub fn defaults() -> Config {
@@ -176,6 +199,27 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("whsec_c2VjcmV0"), "{printed}");
+    }
+
+    #[test]
+    fn ages_are_days_hours_minutes_or_seconds() {
+        assert_eq!(parse_age("90d").unwrap().num_days(), 90);
+        assert_eq!(parse_age("12h").unwrap().num_hours(), 12);
+        assert_eq!(parse_age("30m").unwrap().num_minutes(), 30);
+        assert_eq!(parse_age("45s").unwrap().num_seconds(), 45);
+        for bad in [
+            "",
+            "d",
+            "90",
+            "-1d",
+            "0d",
+            "1w",
+            "1.5d",
+            "99999999999999d",
+            "9é",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

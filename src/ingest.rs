@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::store::Pool;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -80,7 +80,7 @@ impl Writers {
 }
 
 impl Ingestor {
-    pub fn start(pool: PgPool, settings: IngestSettings) -> (Ingestor, Writers) {
+    pub fn start(pool: Pool, settings: IngestSettings) -> (Ingestor, Writers) {
         let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let mut writers = JoinSet::new();
@@ -118,7 +118,7 @@ impl Ingestor {
     }
 }
 
-async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
+async fn writer(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
     loop {
         let mut batch = Vec::with_capacity(max_batch);
         // Holding the lock while waiting is what makes the other writers queue behind this one
@@ -135,7 +135,7 @@ async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max
 const MAX_ROUNDS: usize = 8;
 
 /// Stores a batch and answers every delivery in it.
-async fn write(pool: &PgPool, mut batch: Vec<Pending>) {
+async fn write(pool: &Pool, mut batch: Vec<Pending>) {
     let mut reconnected = false;
     for _ in 0..MAX_ROUNDS {
         match store(pool, &batch).await {
@@ -205,7 +205,7 @@ fn is_contention(err: &sqlx::Error) -> bool {
 
 /// One round: stores what it can of the batch in one statement and returns each delivery's
 /// outcome in batch order, `None` for one that must go again.
-async fn store(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
+async fn store(pool: &Pool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
     let mut cols = Columns::with_capacity(batch.len());
     for pending in batch {
         cols.push(&pending.event);
@@ -221,7 +221,7 @@ async fn store(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>,
         .bind(cols.signature_verified)
         .bind(cols.payload)
         .bind(&KNOWN_TYPES[..])
-        .fetch_all(pool)
+        .fetch_all(&mut *pool.acquire().await?)
         .await?;
 
     let mut outcomes = vec![None; batch.len()];

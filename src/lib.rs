@@ -11,6 +11,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod openapi;
 pub mod signature;
 pub mod status;
@@ -19,15 +20,22 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use api::AppState;
 use config::Config;
 use ingest::{IngestSettings, Ingestor, Writers};
+use metrics::Metrics;
 use signature::{InvalidSecrets, Verifier};
+use store::Pool;
+
+/// Longest a graceful shutdown waits for in-flight requests and queued deliveries.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The service: routes over a pool, with the ingest writers behind them.
 pub struct App {
@@ -39,11 +47,23 @@ impl App {
     /// Starts the ingest writers; the pool must be migrated already. Fails, before starting
     /// anything, when a configured webhook secret is unusable.
     pub fn new(pool: PgPool, config: Config) -> Result<App, InvalidSecrets> {
+        App::with_settings(pool, config, IngestSettings::default())
+    }
+
+    /// [`App::new`] with the group-commit sizes given.
+    pub fn with_settings(
+        pool: PgPool,
+        config: Config,
+        settings: IngestSettings,
+    ) -> Result<App, InvalidSecrets> {
         let verifier = Arc::new(Verifier::from_config(&config)?);
-        let (ingestor, writers) = Ingestor::start(pool.clone(), IngestSettings::default());
+        let metrics = Arc::new(Metrics::default());
+        let pool = Pool::new(pool, metrics.pool_waiting.clone());
+        let (ingestor, writers) = Ingestor::start(pool.clone(), settings);
         Ok(App {
             state: AppState {
                 pool,
+                metrics,
                 ingestor,
                 config: Arc::new(config),
                 verifier,
@@ -58,7 +78,9 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
-    /// and returns once every queued delivery is committed and answered.
+    /// and returns once every queued delivery is committed and answered — or, if that takes
+    /// longer than [`SHUTDOWN_TIMEOUT`], returns anyway (what is not committed was not answered
+    /// 2xx, so Calry retries it).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -67,10 +89,31 @@ impl App {
         let router = self.router();
         let App { state, writers } = self;
         drop(state);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        writers.finish().await;
-        Ok(())
+        let (stopping, mut stop_requested) = watch::channel(false);
+        let mut graceful = stop_requested.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        });
+        let drain = async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = graceful.wait_for(|stop| *stop).await;
+                })
+                .await?;
+            writers.finish().await;
+            Ok(())
+        };
+        let deadline = async move {
+            let _ = stop_requested.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_TIMEOUT).await;
+        };
+        tokio::select! {
+            result = drain => result,
+            () = deadline => {
+                tracing::warn!(timeout = ?SHUTDOWN_TIMEOUT, "shutdown timed out with requests in flight");
+                Ok(())
+            }
+        }
     }
 }

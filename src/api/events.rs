@@ -81,7 +81,7 @@ pub async fn get_event(
         "select {EVENT_COLUMNS} from events where hook_id = $1"
     ))
     .bind(&hook_id)
-    .fetch_optional(&app.pool)
+    .fetch_optional(&mut *app.pool.acquire().await?)
     .await?;
     // An event of a workspace outside the token's scope is answered as if it did not exist.
     event
@@ -279,7 +279,10 @@ pub async fn list_events(
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
     let mut qb = QueryBuilder::new("");
     query.push_sql(&mut qb);
-    let mut items: Vec<Event> = qb.build_query_as().fetch_all(&app.pool).await?;
+    let mut items: Vec<Event> = qb
+        .build_query_as()
+        .fetch_all(&mut *app.pool.acquire().await?)
+        .await?;
     let next_cursor = page_end(&mut items, query.limit).map(|last| {
         EventCursor {
             order: query.order,

@@ -1,8 +1,10 @@
-//! Liveness and readiness: `GET /healthz` (the process answers) and `GET /readyz` (the database
-//! answers and every migration is applied).
+//! Operations: `GET /healthz` (the process answers), `GET /readyz` (the database answers and
+//! every migration is applied) and `GET /metrics` (Prometheus / OpenMetrics text).
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -14,6 +16,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,7 +50,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
         .unwrap_or_default();
     let applied: Option<i64> =
         sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-            .fetch_one(&app.pool)
+            .fetch_one(&mut *app.pool.acquire().await?)
             .await
             .map_err(|e| {
                 Error::Unavailable(format!("the database is not ready: {}", kind_of(&e)))
@@ -60,6 +63,21 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
     Ok(Json(Health {
         status: "ok".to_owned(),
     }))
+}
+
+/// The content type of `/metrics`: OpenMetrics text, which Prometheus scrapes natively.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Metrics: deliveries by outcome, ingest latency, requests in flight, ingest queue, pool.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric, in OpenMetrics text (Prometheus scrapes it as is).",
+        body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        example = "# TYPE calry_hooks_webhooks counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n# EOF\n")))]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        app.metrics.render(&app),
+    )
 }
 
 /// A short, safe description of why the database did not answer.

@@ -9,10 +9,11 @@ pub mod workspaces;
 
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
+use crate::store::Pool;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serializer;
-use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,7 +27,8 @@ use crate::signature::Verifier;
 /// Everything a handler needs, cloned into each request.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: PgPool,
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
     pub ingestor: Ingestor,
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
@@ -52,15 +54,19 @@ pub fn openapi() -> OpenApiDoc {
 /// anything unmatched.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
-    api.with_state(state)
-        .merge(
-            SwaggerUi::new("/docs")
-                .url("/openapi.json", doc)
-                // No badge that sends the document's address to validator.swagger.io.
-                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
-        )
-        .fallback(|| async { Error::NotFound("no such route".to_owned()) })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track_in_flight,
+    ))
+    .with_state(state)
+    .merge(
+        SwaggerUi::new("/docs")
+            .url("/openapi.json", doc)
+            // No badge that sends the document's address to validator.swagger.io.
+            .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+    )
+    .fallback(|| async { Error::NotFound("no such route".to_owned()) })
+    .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }
 
 /// Times in answers: RFC 3339 UTC with milliseconds, or microseconds when there are any.

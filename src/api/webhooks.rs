@@ -2,6 +2,8 @@
 //! JSON, envelope), then the idempotent store through the group-commit queue of [`crate::ingest`].
 
 use axum::Json;
+use std::time::Instant;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -67,6 +69,22 @@ pub enum ReceiptStatus {
 )]
 pub async fn receive(
     State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Receipt>)> {
+    let started = Instant::now();
+    let answer = deliver(&app, headers, body).await;
+    let status = match &answer {
+        Ok((status, _)) => *status,
+        Err(err) => err.status(),
+    };
+    app.metrics.delivery(status, started.elapsed());
+    answer
+}
+
+/// The checks and the store of one delivery, in the order of SPEC §3.
+async fn deliver(
+    app: &AppState,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {

@@ -100,7 +100,10 @@ pub async fn list_workspaces(
         access.scope(),
         limit,
     );
-    let mut items: Vec<WorkspaceSummary> = qb.build_query_as().fetch_all(&app.pool).await?;
+    let mut items: Vec<WorkspaceSummary> = qb
+        .build_query_as()
+        .fetch_all(&mut *app.pool.acquire().await?)
+        .await?;
     let next_cursor =
         page_end(&mut items, limit).map(|last| WorkspaceCursor(last.workspace_id.clone()).encode());
     Ok(Json(WorkspacePage { items, next_cursor }))
@@ -184,13 +187,13 @@ pub async fn workspace_status(
     let last_event_at: Option<DateTime<Utc>> =
         sqlx::query_scalar("select last_event_at from workspaces where workspace_id = $1")
             .bind(&workspace_id)
-            .fetch_optional(&app.pool)
+            .fetch_optional(&mut *app.pool.acquire().await?)
             .await?;
     let last_event_at = last_event_at
         .ok_or_else(|| Error::NotFound(format!("workspace {workspace_id} has no events")))?;
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_WORKSPACE)
         .bind(&workspace_id)
-        .fetch_all(&app.pool)
+        .fetch_all(&mut *app.pool.acquire().await?)
         .await?;
     let mut accounts = status::accounts(rows);
     let totals = status::totals(&accounts);
@@ -240,7 +243,7 @@ pub async fn account_status(
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)
         .bind(&account_id)
-        .fetch_all(&app.pool)
+        .fetch_all(&mut *app.pool.acquire().await?)
         .await?;
     status::accounts(rows).pop().map(Json).ok_or_else(|| {
         Error::NotFound(format!(

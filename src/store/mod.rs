@@ -4,10 +4,16 @@
 pub mod cluster;
 
 use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgPool, Postgres};
+
+use crate::metrics::GaugeGuard;
 
 use crate::config::Config;
 pub use cluster::{Cluster, ClusterError};
@@ -36,6 +42,29 @@ pub enum StoreError {
     },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The service's connection pool, counting the requests that wait for a connection.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: PgPool,
+    waiting: Gauge,
+}
+
+impl Pool {
+    pub fn new(inner: PgPool, waiting: Gauge) -> Pool {
+        Pool { inner, waiting }
+    }
+
+    pub fn inner(&self) -> &PgPool {
+        &self.inner
+    }
+
+    /// A connection, within [`ACQUIRE_TIMEOUT`].
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let _waiting = GaugeGuard::new(&self.waiting);
+        self.inner.acquire().await
+    }
 }
 
 /// An open database: the pool, and the private cluster behind it when there is one.
@@ -115,4 +144,46 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Deletes the events that occurred before `cutoff`, one workspace at a time (short
+/// transactions, each an index range scan), and returns how many went.
+///
+/// Kept whatever their age: every event a status row names (so each account's latest event per
+/// type, hence every state and `last…At`, still resolves), and each workspace's latest events
+/// (its `lastEventAt`). Statuses are never touched, and `rebuild-status` after a prune gives the
+/// same tables back.
+pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    let mut after = String::new();
+    loop {
+        let workspaces: Vec<String> = sqlx::query_scalar(
+            "select workspace_id from workspaces where workspace_id > $1 order by workspace_id limit 500",
+        )
+        .bind(&after)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = workspaces.last() else {
+            return Ok(deleted);
+        };
+        after = last.clone();
+        for workspace in &workspaces {
+            deleted += sqlx::query(
+                "delete from events e
+                 using workspaces w
+                 where e.workspace_id = $1 and w.workspace_id = $1
+                   and e.occurred_at < $2 and e.occurred_at < w.last_event_at
+                   and not exists (
+                       select 1 from latest_events l
+                       where l.workspace_id = e.workspace_id
+                         and l.integration_account_id = e.integration_account_id
+                         and l.event_type = e.event_type and l.hook_id = e.hook_id)",
+            )
+            .bind(workspace)
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+    }
 }

@@ -149,8 +149,9 @@ pub struct TestApp {
     pub pool: PgPool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    /// Kept until the app is dropped, then the database is dropped.
-    _db: TestDb,
+    /// Kept until the app is dropped, then the database is dropped (none when the database
+    /// belongs to the test).
+    _db: Option<TestDb>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -164,11 +165,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::defaults();
     adjust(&mut config);
     let app = App::new(pool.clone(), config).unwrap();
-    serve(app, pool, db).await
+    serve(app, pool, Some(db)).await
 }
 
 /// Runs `app` on a port of its own.
-pub async fn serve(app: App, pool: PgPool, db: TestDb) -> TestApp {
+pub async fn serve(app: App, pool: PgPool, db: Option<TestDb>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (shutdown, signal) = oneshot::channel();
@@ -217,6 +218,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The value of one sample of `/metrics`, e.g. `calry_hooks_webhooks_total{outcome="created"}`
+    /// (0 when the sample is absent, as for a counter never incremented).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
     /// Rows in the events table.
     pub async fn stored_events(&self) -> i64 {
         sqlx::query_scalar("select count(*) from events")
@@ -227,7 +237,7 @@ impl TestApp {
 
     /// Stops accepting, waits for in-flight requests and queued deliveries, and hands back the
     /// database (dropped when the caller is done with it).
-    pub async fn stop_keeping_database(mut self) -> TestDb {
+    pub async fn stop_keeping_database(mut self) -> Option<TestDb> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

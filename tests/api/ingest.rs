@@ -291,7 +291,7 @@ async fn an_unreachable_database_answers_503_with_retry_after_and_the_process_st
     let app = serve(
         App::new(dead.clone(), Config::defaults()).unwrap(),
         dead,
-        db,
+        Some(db),
     )
     .await;
 

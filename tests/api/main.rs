@@ -7,6 +7,7 @@ mod helpers;
 mod history;
 mod ingest;
 mod openapi;
+mod operations;
 mod signature;
 mod status;
 mod store;

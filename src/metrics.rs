@@ -1,0 +1,143 @@
+//! Prometheus metrics (SPEC §6): deliveries by outcome, ingest latency, requests in flight, the
+//! ingest queue and the database pool. One registry per [`crate::App`], so a test reads exactly
+//! what its own service did.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The service's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<OutcomeLabel, Counter>,
+    ingest_seconds: Histogram,
+    in_flight: Gauge,
+    queue_depth: Gauge,
+    pool_size: Gauge,
+    pool_idle: Gauge,
+    /// Requests waiting for a pooled connection, kept by [`crate::store::Pool`].
+    pub pool_waiting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("calry_hooks"),
+            webhooks: Family::default(),
+            // 0.5 ms to ~4 s.
+            ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            in_flight: Gauge::default(),
+            queue_depth: Gauge::default(),
+            pool_size: Gauge::default(),
+            pool_idle: Gauge::default(),
+            pool_waiting: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "webhooks",
+            "Webhook deliveries answered, by outcome (created, duplicate, conflict, invalid, unauthorized, unavailable, error)",
+            m.webhooks.clone(),
+        );
+        r.register(
+            "ingest_duration_seconds",
+            "Time from receiving a webhook delivery to answering it",
+            m.ingest_seconds.clone(),
+        );
+        r.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "ingest_queue_depth",
+            "Deliveries waiting for an ingest writer",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "db_pool_connections",
+            "Open database connections",
+            m.pool_size.clone(),
+        );
+        r.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            m.pool_idle.clone(),
+        );
+        r.register(
+            "db_pool_waiting",
+            "Requests waiting for a database connection",
+            m.pool_waiting.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    /// Records one answered webhook delivery: its latency, and its outcome by status code.
+    pub fn delivery(&self, status: StatusCode, elapsed: Duration) {
+        self.ingest_seconds.observe(elapsed.as_secs_f64());
+        let outcome = match status {
+            StatusCode::CREATED => "created",
+            StatusCode::OK => "duplicate",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "invalid",
+            _ => "error",
+        };
+        self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The OpenMetrics text of every metric, with the gauges read now.
+    pub fn render(&self, app: &AppState) -> String {
+        self.queue_depth.set(app.ingestor.queue_depth() as i64);
+        self.pool_size.set(i64::from(app.pool.inner().size()));
+        self.pool_idle.set(app.pool.inner().num_idle() as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Counts every request in flight (also one whose client went away mid-way).
+pub async fn track_in_flight(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _in_flight = GaugeGuard::new(&app.metrics.in_flight);
+    next.run(request).await
+}
+
+/// Holds a gauge one higher for as long as it lives.
+pub struct GaugeGuard<'a>(&'a Gauge);
+
+impl<'a> GaugeGuard<'a> {
+    pub fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

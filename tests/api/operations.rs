@@ -1,0 +1,498 @@
+//! Operations (SPEC §6, issue 5): metrics, a database outage under load, two instances on one
+//! database, prune, and the request id in JSON logs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use calry_hooks::App;
+use calry_hooks::config::Config;
+use calry_hooks::store::{self, Cluster};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::helpers::{TestApp, TestDb, event, seed, serve, spawn_app, spawn_app_with};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+async fn post_signed(app: &TestApp, body: &[u8], content_type: &str) -> u16 {
+    let now = chrono::Utc::now().timestamp();
+    let id = uuid::Uuid::new_v4().to_string();
+    app.client
+        .post(format!("{}/webhooks/calry", app.address))
+        .header("content-type", content_type)
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", now.to_string())
+        .header(
+            "webhook-signature",
+            crate::signature::sign(SECRET, &id, now, body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_sequence_of_deliveries() {
+    let app = spawn_app_with(|c| c.webhook_secrets = Some(SECRET.to_owned().into())).await;
+    let json = |v: &Value| serde_json::to_vec(v).unwrap();
+    let mut changed = seed();
+    changed["data"]["result"] = json!("FAILURE");
+    let mut answers = vec![
+        post_signed(&app, &json(&seed()), "application/json").await, // created
+        post_signed(
+            &app,
+            &json(&event("h2", "w", None, "x.y", "2024-01-01T00:00:00Z")),
+            "application/json",
+        )
+        .await, // created
+        post_signed(&app, &json(&seed()), "application/json").await, // duplicate
+        post_signed(&app, &json(&changed), "application/json").await, // conflict
+        post_signed(&app, b"{not json", "application/json").await,   // invalid (400)
+        post_signed(&app, b"{}", "application/json").await,          // invalid (422)
+        post_signed(&app, &json(&seed()), "text/plain").await,       // invalid (415)
+    ];
+    answers.push(app.deliver(&seed()).await.status().as_u16()); // unauthorized: unsigned
+    answers.push(app.deliver(&changed).await.status().as_u16()); // unauthorized
+    assert_eq!(answers, [201, 201, 200, 409, 400, 422, 415, 401, 401]);
+
+    let response = app.get("/metrics").await;
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    for (outcome, count) in [
+        ("created", 2.0),
+        ("duplicate", 1.0),
+        ("conflict", 1.0),
+        ("invalid", 3.0),
+        ("unauthorized", 2.0),
+        ("unavailable", 0.0),
+    ] {
+        let sample = format!("calry_hooks_webhooks_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(app.metric(&sample).await, count, "{sample}");
+    }
+    assert_eq!(
+        app.metric("calry_hooks_ingest_duration_seconds_count")
+            .await,
+        9.0
+    );
+    assert_eq!(app.metric("calry_hooks_ingest_queue_depth").await, 0.0);
+    assert_eq!(app.metric("calry_hooks_db_pool_waiting").await, 0.0);
+    assert!(app.metric("calry_hooks_db_pool_connections").await >= 1.0);
+    // The scrape itself is the one request in flight.
+    assert_eq!(app.metric("calry_hooks_http_requests_in_flight").await, 1.0);
+}
+
+#[tokio::test]
+async fn deliveries_refused_for_an_unreachable_database_are_counted_unavailable() {
+    let db = TestDb::create().await;
+    let dead = store::connect(
+        sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1),
+        2,
+    );
+    let app = serve(
+        App::new(dead.clone(), Config::defaults()).unwrap(),
+        dead,
+        Some(db),
+    )
+    .await;
+    assert_eq!(app.deliver(&seed()).await.status(), 503);
+    assert_eq!(
+        app.metric("calry_hooks_webhooks_total{outcome=\"unavailable\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_store_each_id_once_with_one_201() {
+    let db = TestDb::create().await;
+    let (pool_a, pool_b) = (db.pool().await, db.pool().await);
+    let a = serve(
+        App::new(pool_a.clone(), Config::defaults()).unwrap(),
+        pool_a,
+        None,
+    )
+    .await;
+    let b = serve(
+        App::new(pool_b.clone(), Config::defaults()).unwrap(),
+        pool_b,
+        Some(db),
+    )
+    .await;
+
+    let mut tasks = JoinSet::new();
+    for i in 0..400 {
+        for app in [&a, &b] {
+            let (client, url) = (
+                app.client.clone(),
+                format!("{}/webhooks/calry", app.address),
+            );
+            tasks.spawn(async move {
+                let body = event(
+                    &format!("both-{i}"),
+                    &format!("w{}", i % 5),
+                    Some("acc"),
+                    "sync.complete",
+                    "2024-01-01T00:00:00Z",
+                );
+                (
+                    i,
+                    client
+                        .post(url)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                )
+            });
+        }
+    }
+    let mut by_id: HashMap<i32, Vec<u16>> = HashMap::new();
+    for (i, status) in tasks.join_all().await {
+        by_id.entry(i).or_default().push(status);
+    }
+    for (i, mut statuses) in by_id {
+        statuses.sort();
+        assert_eq!(statuses, [200, 201], "both-{i}");
+    }
+    assert_eq!(a.stored_events().await, 400);
+    let counts: Vec<i32> = sqlx::query_scalar("select distinct delivery_count from events")
+        .fetch_all(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(counts, [2]);
+}
+
+/// One client's record: (hook id, answer or the error, time taken).
+type Record = (String, Result<u16, String>, Duration);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "calry-hooks-outage-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cluster = Cluster::start(&dir).await.unwrap();
+    let options = cluster.connect_options("outage");
+    store::create_database_if_missing(&options).await.unwrap();
+    let pool = store::connect(options, 16);
+    store::migrate(&pool).await.unwrap();
+    let app = Arc::new(
+        serve(
+            App::new(pool.clone(), Config::defaults()).unwrap(),
+            pool.clone(),
+            None,
+        )
+        .await,
+    );
+
+    let records = Arc::new(Mutex::new(Vec::<Record>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = JoinSet::new();
+    for worker in 0..16 {
+        let (app, records, stop) = (app.clone(), records.clone(), stop.clone());
+        clients.spawn(async move {
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = format!("outage-{worker}-{i}");
+                let started = Instant::now();
+                let response = app
+                    .client
+                    .post(format!("{}/webhooks/calry", app.address))
+                    .json(&event(
+                        &id,
+                        "w",
+                        Some("a"),
+                        "sync.complete",
+                        "2024-01-01T00:00:00Z",
+                    ))
+                    .send()
+                    .await;
+                let answer = response
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string());
+                records.lock().await.push((id, answer, started.elapsed()));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "the process stays up"
+    );
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        503,
+        "not ready without a database"
+    );
+
+    let restarted = Cluster::start(&dir).await.unwrap();
+    let recovered_at = Instant::now();
+    loop {
+        let recent_created = records
+            .lock()
+            .await
+            .iter()
+            .rev()
+            .take(16)
+            .any(|(_, a, _)| *a == Ok(201));
+        if recent_created && app.get("/readyz").await.status() == 200 {
+            break;
+        }
+        assert!(
+            recovered_at.elapsed() < Duration::from_secs(30),
+            "no recovery without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    clients.join_all().await;
+
+    let records = records.lock().await.clone();
+    let refused = records.iter().filter(|(_, a, _)| *a == Ok(503)).count();
+    let acknowledged: Vec<&String> = records
+        .iter()
+        .filter(|(_, a, _)| *a == Ok(201))
+        .map(|(id, _, _)| id)
+        .collect();
+    let slowest = records.iter().map(|(_, _, t)| *t).max().unwrap();
+    println!(
+        "outage: {} deliveries, {} acknowledged, {refused} answered 503, slowest answer {slowest:?}",
+        records.len(),
+        acknowledged.len()
+    );
+    let others: Vec<&Record> = records
+        .iter()
+        .filter(|(_, a, _)| !matches!(a, Ok(201) | Ok(503)))
+        .collect();
+    assert!(others.is_empty(), "only 201 or 503: {others:?}");
+    assert!(refused > 0, "the outage was seen");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "no request hung: {slowest:?}"
+    );
+    let stored: Vec<String> = sqlx::query_scalar("select hook_id from events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for id in acknowledged {
+        assert!(stored.contains(id), "{id} acknowledged but lost");
+    }
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn prune_deletes_old_history_and_never_changes_a_status() {
+    let app = spawn_app().await;
+    let mut bodies = Vec::new();
+    for (i, (account, event_type)) in [
+        (Some("a"), "sync.complete"),
+        (Some("a"), "sync.error"),
+        (Some("a"), "sync.complete"),
+        (Some("a"), "account.created"),
+        (Some("b"), "link.created"),
+        (None, "sync.complete"),
+        (Some("a"), "calendar.synced"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // All of them a year old or more, one per day.
+        bodies.push(event(
+            &format!("old-{i}"),
+            "w",
+            account,
+            event_type,
+            &format!("2020-01-{:02}T00:00:00Z", 1 + i),
+        ));
+    }
+    bodies.push(event(
+        "new-0",
+        "w",
+        Some("a"),
+        "sync.paused",
+        &chrono::Utc::now().to_rfc3339(),
+    ));
+    bodies.push(event(
+        "quiet-0",
+        "quiet",
+        None,
+        "x.y",
+        "2020-01-01T00:00:00Z",
+    ));
+    bodies.push(event(
+        "quiet-1",
+        "quiet",
+        None,
+        "x.y",
+        "2020-02-01T00:00:00Z",
+    ));
+    for body in &bodies {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+    let status_before: Value = app.get("/workspaces/w/status").await.json().await.unwrap();
+    let quiet_before: Value = app
+        .get("/workspaces/quiet/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let deleted = store::prune(&app.pool, chrono::Utc::now() - chrono::TimeDelta::days(90))
+        .await
+        .unwrap();
+
+    let mut left: Vec<String> = sqlx::query_scalar("select hook_id from events")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    left.sort();
+    // Kept: the latest sync.complete (old-2), sync.error (old-1), account.created (old-3) of a,
+    // link.created of b (old-4), the new event, and quiet's latest event.
+    assert_eq!(
+        left,
+        ["new-0", "old-1", "old-2", "old-3", "old-4", "quiet-1"]
+    );
+    assert_eq!(deleted, 4);
+    assert_eq!(
+        app.get("/workspaces/w/status")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        status_before
+    );
+    assert_eq!(
+        app.get("/workspaces/quiet/status")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        quiet_before
+    );
+    // Every event a status names still resolves, and rebuilding from what is left changes nothing.
+    for hook in ["old-1", "old-2", "old-3", "old-4", "new-0"] {
+        assert_eq!(app.get(&format!("/events/{hook}")).await.status(), 200);
+    }
+    calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    assert_eq!(
+        app.get("/workspaces/w/status")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        status_before
+    );
+    assert_eq!(
+        app.get("/workspaces/quiet/status")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        quiet_before
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::env::temp_dir().join(format!("calry-hooks-json-{port}.log"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_calry-hooks"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", crate::helpers::server_url(&db.name))
+        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CALRY_HOOKS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,calry_hooks=debug")
+        .current_dir(std::env::temp_dir())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let address = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = client
+        .post(format!("{address}/webhooks/calry"))
+        .header("x-request-id", "req-42-abc")
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "req-42-abc");
+    let generated = client
+        .post(format!("{address}/webhooks/calry"))
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    let generated_id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let of_request = |id: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l.to_string().contains(id))
+            .collect()
+    };
+    let first = of_request("req-42-abc");
+    assert!(first.iter().any(|l| l["message"] == "delivery"), "{text}");
+    assert!(
+        of_request(&generated_id)
+            .iter()
+            .any(|l| l["message"] == "delivery"),
+        "{text}"
+    );
+    // Every line logged about a delivery belongs to a request and names its id.
+    for line in lines.iter().filter(|l| l["message"] == "delivery") {
+        assert!(line["span"]["request_id"].is_string(), "{line}");
+    }
+}
