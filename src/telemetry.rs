@@ -1,6 +1,8 @@
 //! Logs: `tracing` to standard error, text or JSON lines, and a request id on every line of a
 //! request (taken from `x-request-id` when the client sent one, else generated, and echoed).
 
+use std::io::IsTerminal;
+
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use tower_http::request_id::{
@@ -18,6 +20,8 @@ pub fn init(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

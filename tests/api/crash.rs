@@ -190,3 +190,121 @@ async fn stop_gracefully(mut service: Service) {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none() {
+    let storage = storage().await;
+    let log = std::env::temp_dir().join(format!(
+        "calry-hooks-term-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let service = start(&storage, &log).await;
+    let pid = service.child.id().unwrap() as libc::pid_t;
+
+    // 64 clients, a fresh connection per delivery, until the service is gone.
+    let answers = Arc::new(Mutex::new(Vec::<(String, Result<u16, String>)>::new()));
+    let mut clients = JoinSet::new();
+    for worker in 0..64 {
+        let url = format!("{}/webhooks/calry", service.address);
+        let answers = answers.clone();
+        clients.spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            for i in 0.. {
+                let id = format!("term-{worker}-{i}");
+                let body = event(
+                    &id,
+                    "w-term",
+                    Some("a"),
+                    "sync.complete",
+                    "2024-02-09T11:33:41.658Z",
+                );
+                let answer = client.post(&url).json(&body).send().await;
+                let refused = matches!(&answer, Err(e) if e.is_connect());
+                answers.lock().await.push((
+                    id,
+                    answer
+                        .map(|r| r.status().as_u16())
+                        .map_err(|e| e.to_string()),
+                ));
+                if refused {
+                    break; // the listener is closed
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answers.lock().await.len() < 500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut child = service.child;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    clients.join_all().await;
+    let answers = answers.lock().await.clone();
+
+    // Every delivery the service handled (it logs each after its commit) got its answer.
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let answered: std::collections::HashMap<&str, &Result<u16, String>> =
+        answers.iter().map(|(id, a)| (id.as_str(), a)).collect();
+    let mut handled = 0;
+    for line in logs.lines().filter(|l| l.contains("hook.id=term-")) {
+        let Some(id) = line
+            .split("hook.id=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        else {
+            continue;
+        };
+        handled += 1;
+        assert!(
+            matches!(answered.get(id), Some(Ok(201))),
+            "{id} was handled but its client got {:?}",
+            answered.get(id)
+        );
+    }
+    let acknowledged: Vec<&String> = answers
+        .iter()
+        .filter(|(_, a)| *a == Ok(201))
+        .map(|(id, _)| id)
+        .collect();
+    let unanswered: Vec<&(String, Result<u16, String>)> =
+        answers.iter().filter(|(_, a)| a.is_err()).collect();
+    println!(
+        "SIGTERM during a burst: {} deliveries sent, {} acknowledged, {handled} handled by the \
+         service, {} refused or cut off at the socket",
+        answers.len(),
+        acknowledged.len(),
+        unanswered.len()
+    );
+    assert_eq!(
+        handled,
+        acknowledged.len(),
+        "every acknowledgement comes from a handled delivery"
+    );
+
+    // Restarted, every acknowledged delivery is stored.
+    let service = start(&storage, &log).await;
+    let client = reqwest::Client::new();
+    for id in acknowledged {
+        let status = client
+            .get(format!("{}/events/{id}", service.address))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{id} acknowledged but lost");
+    }
+    stop_gracefully(service).await;
+    if let Storage::DataDir(dir) = &storage {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&log);
+}

@@ -227,6 +227,15 @@ impl TestApp {
             .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
+    /// Connection options of this app's own database.
+    pub fn db_options(&self) -> PgConnectOptions {
+        self._db
+            .as_ref()
+            .expect("the app owns its database")
+            .options
+            .clone()
+    }
+
     /// Rows in the events table.
     pub async fn stored_events(&self) -> i64 {
         sqlx::query_scalar("select count(*) from events")

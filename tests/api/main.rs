@@ -3,6 +3,7 @@
 
 mod auth;
 mod crash;
+mod group_commit;
 mod helpers;
 mod history;
 mod ingest;

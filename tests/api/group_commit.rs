@@ -1,0 +1,323 @@
+//! Group commit (issue 6): deliveries queued behind a busy writer are written together in one
+//! statement, and each still gets its own true answer — in-batch duplicates and conflicts,
+//! several events for one account, and a batch where one delivery fails.
+//!
+//! To make a batch deterministic, a test holds a lock on `workspaces` from another transaction:
+//! the single writer's first statement waits on it, the next deliveries queue up (watched through
+//! `/metrics`), and when the lock is released they are written as one batch — which the shared
+//! `received_at` (the transaction's `now()`) then shows.
+
+use std::time::{Duration, Instant};
+
+use calry_hooks::App;
+use calry_hooks::config::Config;
+use calry_hooks::ingest::IngestSettings;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use tokio::task::JoinHandle;
+
+use crate::helpers::{TestApp, TestDb, event, serve};
+
+async fn single_writer_app() -> TestApp {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let settings = IngestSettings {
+        writers: 1,
+        ..IngestSettings::default()
+    };
+    let app = App::with_settings(pool.clone(), Config::defaults(), settings).unwrap();
+    serve(app, pool, Some(db)).await
+}
+
+/// Holds the writer: a transaction locking the table every batch upserts into.
+async fn hold_writer(app: &TestApp) -> PgConnection {
+    let mut conn = PgConnection::connect_with(&app.db_options()).await.unwrap();
+    sqlx::query("begin").execute(&mut conn).await.unwrap();
+    sqlx::query("lock table workspaces in exclusive mode")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+async fn release_writer(mut conn: PgConnection) {
+    sqlx::query("commit").execute(&mut conn).await.unwrap();
+}
+
+async fn wait_for_queue(app: &TestApp, depth: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.metric("calry_hooks_ingest_queue_depth").await != depth {
+        assert!(Instant::now() < deadline, "the queue never reached {depth}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `body` without waiting for its answer.
+fn send(app: &TestApp, body: &Value) -> JoinHandle<(u16, Value)> {
+    let (client, url, body) = (
+        app.client.clone(),
+        format!("{}/webhooks/calry", app.address),
+        body.clone(),
+    );
+    tokio::spawn(async move {
+        let response = client.post(url).json(&body).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    })
+}
+
+/// Sends the bodies as one batch, in this order, behind a first delivery that keeps the writer
+/// busy; returns their answers in the same order.
+async fn deliver_as_one_batch(app: &TestApp, bodies: &[Value]) -> Vec<(u16, Value)> {
+    let lock = hold_writer(app).await;
+    let opener_id = format!("opener-{}", uuid::Uuid::new_v4());
+    let opener = send(
+        app,
+        &event(&opener_id, "w-opener", None, "x.y", "2024-01-01T00:00:00Z"),
+    );
+    // The writer took the opener, and its statement waits on the lock.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut pending = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        pending.push(send(app, body));
+        wait_for_queue(app, (i + 1) as f64).await; // queued in this order
+    }
+    release_writer(lock).await;
+    assert_eq!(opener.await.unwrap().0, 201);
+    let mut answers = Vec::new();
+    for p in pending {
+        answers.push(p.await.unwrap());
+    }
+    answers
+}
+
+async fn distinct_received_at(app: &TestApp, ids: &[&str]) -> i64 {
+    sqlx::query_scalar("select count(distinct received_at) from events where hook_id = any($1)")
+        .bind(ids)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn duplicates_inside_one_batch_give_one_201_and_counted_200s() {
+    let app = single_writer_app().await;
+    let body = event(
+        "dup",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    // The same value with its keys in another order is the same event.
+    let reordered: Value = serde_json::from_str(
+        r#"{"data": {"result": "SUCCESS", "integrationAccountId": "a", "workspaceId": "w"},
+            "hook": {"source": "CALRY_WEBHOOK", "timeStamp": "2024-01-01T00:00:00Z",
+                     "eventType": "sync.complete", "id": "dup"}}"#,
+    )
+    .unwrap();
+    assert_eq!(reordered, body);
+    let others: Vec<Value> = (0..3)
+        .map(|i| {
+            event(
+                &format!("other-{i}"),
+                "w",
+                Some("b"),
+                "link.created",
+                "2024-01-01T00:00:00Z",
+            )
+        })
+        .collect();
+    let batch = vec![
+        body.clone(),
+        others[0].clone(),
+        reordered,
+        others[1].clone(),
+        body.clone(),
+        others[2].clone(),
+        body,
+    ];
+
+    let answers = deliver_as_one_batch(&app, &batch).await;
+
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [201, 201, 200, 201, 200, 201, 200]);
+    let counts: Vec<&Value> = [2, 4, 6]
+        .iter()
+        .map(|&i| &answers[i].1["deliveryCount"])
+        .collect();
+    assert_eq!(counts, [&json!(2), &json!(3), &json!(4)]);
+    let stored: i32 = sqlx::query_scalar("select delivery_count from events where hook_id = 'dup'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 4);
+    assert_eq!(
+        distinct_received_at(&app, &["dup", "other-0", "other-1", "other-2"]).await,
+        1,
+        "one batch"
+    );
+}
+
+#[tokio::test]
+async fn conflicts_inside_one_batch_are_judged_against_the_first_delivery() {
+    let app = single_writer_app().await;
+    let first = event("c", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    let mut changed = first.clone();
+    changed["data"]["result"] = json!("FAILURE");
+    let batch = vec![first.clone(), changed.clone(), first.clone(), changed];
+
+    let answers = deliver_as_one_batch(&app, &batch).await;
+
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [201, 409, 200, 409]);
+    assert_eq!(answers[1].1["hookId"], "c");
+    assert_eq!(answers[2].1["deliveryCount"], 2);
+    let stored: Value = app.get("/events/c").await.json().await.unwrap();
+    assert_eq!(stored["payload"], first);
+    assert_eq!(stored["deliveryCount"], 2);
+    // A stored event meets a batch with a redelivery and a conflicting body.
+    let answers = deliver_as_one_batch(&app, &[batch[1].clone(), first]).await;
+    assert_eq!(
+        answers.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [409, 200]
+    );
+    assert_eq!(answers[1].1["deliveryCount"], 3);
+}
+
+#[tokio::test]
+async fn several_events_for_one_account_in_one_batch_leave_the_latest_status() {
+    let app = single_writer_app().await;
+    // Newest first, with a tie on occurredAt that the greater hook id wins.
+    let batch = vec![
+        event("s-3", "w", Some("a"), "sync.paused", "2024-01-03T00:00:00Z"),
+        event("s-4", "w", Some("a"), "sync.error", "2024-01-03T00:00:00Z"),
+        event(
+            "s-2",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-02T00:00:00Z",
+        ),
+        event("s-1", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z"),
+        event(
+            "a-1",
+            "w",
+            Some("a"),
+            "account.created",
+            "2024-01-01T00:00:00Z",
+        ),
+        event(
+            "a-2",
+            "w",
+            Some("a"),
+            "account.deleted",
+            "2023-12-31T00:00:00Z",
+        ),
+    ];
+    let answers = deliver_as_one_batch(&app, &batch).await;
+    assert!(answers.iter().all(|(s, _)| *s == 201));
+    assert_eq!(
+        distinct_received_at(&app, &["s-1", "s-2", "s-3", "s-4", "a-1", "a-2"]).await,
+        1,
+        "one batch"
+    );
+
+    let status: Value = app
+        .get("/workspaces/w/accounts/a")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["sync"]["state"], "error");
+    assert_eq!(status["sync"]["lastEvent"]["hookId"], "s-4");
+    assert_eq!(
+        status["sync"]["lastCompletedAt"],
+        "2024-01-02T00:00:00.000Z"
+    );
+    assert_eq!(status["sync"]["lastErrorAt"], "2024-01-03T00:00:00.000Z");
+    assert_eq!(status["sync"]["lastPausedAt"], "2024-01-03T00:00:00.000Z");
+    assert_eq!(status["account"]["state"], "active");
+    assert_eq!(status["lastEventAt"], "2024-01-03T00:00:00.000Z");
+}
+
+#[tokio::test]
+async fn a_failing_delivery_does_not_fail_the_others_in_its_batch() {
+    let app = single_writer_app().await;
+    // A delivery the database refuses although it is valid: a trigger stands for any failure
+    // that only the database can see.
+    sqlx::query(
+        "create function refuse_poison() returns trigger language plpgsql as $$
+         begin if new.hook_id = 'poison' then raise exception 'poisoned'; end if; return new; end $$",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("create trigger poison before insert on events for each row execute function refuse_poison()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut batch: Vec<Value> = (0..7)
+        .map(|i| {
+            event(
+                &format!("ok-{i}"),
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-01-01T00:00:00Z",
+            )
+        })
+        .collect();
+    batch.insert(
+        3,
+        event(
+            "poison",
+            "w",
+            Some("a"),
+            "sync.error",
+            "2024-01-02T00:00:00Z",
+        ),
+    );
+
+    let answers = deliver_as_one_batch(&app, &batch).await;
+
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [201, 201, 201, 500, 201, 201, 201, 201]);
+    assert_eq!(answers[3].1["type"], "urn:calry-hooks:problem:internal");
+    assert!(
+        !answers[3].1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("poisoned"),
+        "5xx bodies are opaque"
+    );
+    assert_eq!(app.stored_events().await, 8, "the seven and the opener");
+    problem_free_status(&app).await;
+}
+
+/// The status saw the innocent deliveries only.
+async fn problem_free_status(app: &TestApp) {
+    let status: Value = app
+        .get("/workspaces/w/accounts/a")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["sync"]["state"], "complete");
+}
