@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The ingest benchmark of issue 6: calry-hooks against pgbench running the equivalent one-event
+# transaction (bench/pgbench-ingest.sql), on the same fresh PostgreSQL, in the same invocation.
+#
+#   bench/run.sh            # full run: 20 s per step at c = 1, 16, 64 (about 3 minutes + build)
+#   bench/run.sh --quick    # smoke run: 3 s per step
+#
+# Options (also as environment variables, in brackets):
+#   --quick                 3 s per step instead of 20
+#   --duration SECS         seconds per step [DURATION, default 20]
+#   --concurrency "C…"      concurrencies [CONCURRENCY, default "1 16 64"]
+#   --redeliver SHARE       share of loadgen requests that redeliver an acknowledged id
+#                           [REDELIVER, default 0.05]
+#   --secret whsec_…        configure the service with this secret and sign every delivery
+#                           [SECRET, default unset: unsigned]
+#   --results FILE          where the JSON lines go [RESULTS, default
+#                           target/bench/results-<date>.jsonl]
+#   --keep                  keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
+#   --no-build              use the binaries already in target/bench [NO_BUILD=1]
+#   --pg-log-statements     log every statement's duration (PostgreSQL log_min_duration_statement
+#                           = 0) to see batch sizes; slows PostgreSQL, not for figures
+#
+# What it does: builds calry-hooks and examples/loadgen (release, into target/bench, or
+# $CARGO_TARGET_DIR), initialises a PostgreSQL cluster in a temporary directory (initdb; the
+# server runs as user postgres when we are root; default settings, so fsync and
+# synchronous_commit are on; Unix socket only), then for each concurrency c:
+#   a. starts calry-hooks (release) on a fresh database svc_c<c> through DATABASE_URL, runs the
+#      load generator at c for the duration, which then verifies through SQL that exactly the
+#      acknowledged set is stored, and stops the service (its peak RSS is VmHWM, read just before);
+#   b. creates a fresh database pgb_c<c> with the same schema (`calry-hooks migrate`) and runs
+#      pgbench with bench/pgbench-ingest.sql at c for the same duration (-M prepared, -l logs for
+#      the latency percentiles).
+# A CHECKPOINT precedes every step. At the end it prints one table (loadgen table) and stops
+# everything it started.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-20}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+REDELIVER=${REDELIVER:-0.05}
+SECRET=${SECRET:-}
+KEEP=${KEEP:-0}
+NO_BUILD=${NO_BUILD:-0}
+PG_LOG_STATEMENTS=0
+WORKSPACES=10000
+ACCOUNTS=10
+PORT=${PORT:-18080}
+RESULTS=${RESULTS:-}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) DURATION=3 ;;
+        --duration) DURATION=$2; shift ;;
+        --concurrency) CONCURRENCY=$2; shift ;;
+        --redeliver) REDELIVER=$2; shift ;;
+        --secret) SECRET=$2; shift ;;
+        --results) RESULTS=$2; shift ;;
+        --keep) KEEP=1 ;;
+        --no-build) NO_BUILD=1 ;;
+        --pg-log-statements) PG_LOG_STATEMENTS=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
+BIN=$TARGET_DIR/release/calry-hooks
+LOADGEN=$TARGET_DIR/release/examples/loadgen
+RESULTS=${RESULTS:-$TARGET_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ ! -x "$PGBIN/initdb" ] || ! command -v pgbench >/dev/null; then
+    echo "bench/run.sh: needs the PostgreSQL server binaries (PGBIN=$PGBIN) and pgbench" >&2
+    exit 1
+fi
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+if [ "$NO_BUILD" != 1 ]; then
+    log "building release binaries into $TARGET_DIR"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks --example loadgen)
+fi
+
+WORK=$(mktemp -d /tmp/calry-bench.XXXXXX)
+chmod 755 "$WORK"
+PGDATA=$WORK/pgdata
+SOCK=$WORK/sock
+mkdir -p "$SOCK"
+SERVICE_PID=
+PG_STARTED=0
+
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+        kill -TERM "$SERVICE_PID" 2>/dev/null || true
+        wait "$SERVICE_PID" 2>/dev/null || true
+    fi
+    if [ "$PG_STARTED" = 1 ]; then
+        as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "bench/run.sh: kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$(id -u)" = 0 ]; then chown postgres: "$SOCK" "$WORK"; fi
+
+log "PostgreSQL: initdb in $PGDATA"
+as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+    >"$WORK/initdb.log" 2>&1
+PG_OPTS="-c listen_addresses= -k $SOCK"
+if [ "$PG_LOG_STATEMENTS" = 1 ]; then
+    PG_OPTS="$PG_OPTS -c log_min_duration_statement=0"
+fi
+as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -o "$PG_OPTS" start >/dev/null
+PG_STARTED=1
+POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
+psql_() { psql -X -q -h "$SOCK" -U postgres -v ON_ERROR_STOP=1 "$@"; }
+db_url() { echo "postgres://postgres@localhost/$1?host=$SOCK"; }
+psql_ -d postgres -At -c "select 'PostgreSQL ' || current_setting('server_version') || ': fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', shared_buffers=' || current_setting('shared_buffers') || ', max_wal_size=' || current_setting('max_wal_size')" >&2
+
+{
+    echo "machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), $(free -g | awk '/^Mem:/ {print $2}') GiB memory"
+    echo "run: duration ${DURATION}s, concurrency $CONCURRENCY, redeliveries $REDELIVER, $WORKSPACES workspaces x $ACCOUNTS accounts, ${SECRET:+signed}${SECRET:-unsigned}"
+} >&2
+: >"$RESULTS"
+REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml 2>/dev/null)" ]; then
+    REVISION="$REVISION+uncommitted changes in src/"
+fi
+echo "calry-hooks: $REVISION" >&2
+printf '{"kind":"meta","revision":"%s","duration_s":%s,"redeliver_share":%s,"signed":%s,"nproc":%s}\n' \
+    "$REVISION" "$DURATION" "$REDELIVER" "$([ -n "$SECRET" ] && echo true || echo false)" "$(nproc)" \
+    >>"$RESULTS"
+
+if [ -n "$SECRET" ]; then
+    export CALRY_HOOKS_WEBHOOK_SECRETS=$SECRET
+    SIGN=(--secret "$SECRET")
+else
+    unset CALRY_HOOKS_WEBHOOK_SECRETS
+    SIGN=()
+fi
+
+for c in $CONCURRENCY; do
+    # a. the service.
+    log "c=$c: calry-hooks, ${DURATION}s"
+    psql_ -d postgres -c checkpoint
+    # Started in $WORK so that no .env of the repository configures it.
+    (cd "$WORK" && DATABASE_URL=$(db_url "svc_c$c") CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
+        exec "$BIN" serve >"$WORK/service_c$c.log" 2>&1) &
+    SERVICE_PID=$!
+    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" \
+        --redeliver "$REDELIVER" --workspaces "$WORKSPACES" --accounts "$ACCOUNTS" "${SIGN[@]}" \
+        --database-url "$(db_url "svc_c$c")" --service-pid "$SERVICE_PID" \
+        --postgres-pid "$POSTMASTER_PID" --label "service c=$c" --json-out "$RESULTS" >/dev/null \
+        || echo "bench/run.sh: loadgen at c=$c failed (see above)" >&2
+    kill -TERM "$SERVICE_PID"
+    wait "$SERVICE_PID" || echo "bench/run.sh: the service exited with $? (log: $WORK/service_c$c.log)" >&2
+    SERVICE_PID=
+
+    # b. pgbench, same concurrency and duration, fresh database with the same schema.
+    log "c=$c: pgbench, ${DURATION}s"
+    (cd "$WORK" && DATABASE_URL=$(db_url "pgb_c$c") "$BIN" migrate >"$WORK/migrate_c$c.log" 2>&1)
+    psql_ -d postgres -c checkpoint
+    threads=$(( c < 2 ? 1 : 2 ))
+    (cd "$WORK" && "$LOADGEN" pgbench --output "$WORK/pgbench_c$c.out" \
+        --log-prefix "$WORK/pgbench_c$c" -c "$c" --postgres-pid "$POSTMASTER_PID" \
+        --database-url "$(db_url "pgb_c$c")" --label "pgbench c=$c" --json-out "$RESULTS" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j "$threads" -T "$DURATION" \
+        -D workspaces=$WORKSPACES -D accounts=$ACCOUNTS -f "$ROOT/bench/pgbench-ingest.sql" \
+        -l --log-prefix "$WORK/pgbench_c$c" "pgb_c$c" >/dev/null)
+    rm -f "$WORK"/pgbench_c"$c".[0-9]*
+done
+
+log "results (JSON lines: $RESULTS)"
+"$LOADGEN" table "$RESULTS"
