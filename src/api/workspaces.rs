@@ -69,7 +69,7 @@ pub struct WorkspacePage {
     pub next_cursor: Option<String>,
 }
 
-/// The workspaces that have sent events, ordered by `workspaceId`.
+/// The workspaces that have sent events, ordered by workspace id.
 #[utoipa::path(
     get,
     path = "/workspaces",
