@@ -6,6 +6,7 @@ mod crash;
 mod group_commit;
 mod helpers;
 mod history;
+mod hostile;
 mod ingest;
 mod openapi;
 mod operations;
