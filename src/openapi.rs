@@ -2,6 +2,8 @@
 //! envelope. The paths come from the route modules through `utoipa-axum`.
 
 use serde_json::{Value, json};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -21,7 +23,7 @@ use crate::error::Error;
         (name = "history", description = "What happened: stored events."),
         (name = "operations", description = "Health and readiness."),
     ),
-    components(schemas(crate::error::Problem)),
+    components(schemas(crate::error::Problem, EventTypeFilter)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -102,6 +104,40 @@ pub enum OrderParam {
     Desc,
     Asc,
 }
+
+/// One value of the `eventType` filter of a history listing (documentation only): event types
+/// (1 to 255 characters) or category prefixes (`sync.*`), separated by commas, white space
+/// around each ignored, and no other `*` (as `HistoryQuery::parse` reads it).
+pub struct EventTypeFilter;
+
+/// [`EventTypeFilter`] as a regular expression.
+fn event_type_filter_pattern() -> String {
+    // The white space `str::trim` removes (Unicode White_Space), spelled out: `\s` means other
+    // characters in other regex engines.
+    const WS: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+    // One item, trimmed: a type of 1 to 255 characters with no `,` or `*`, or a prefix and `.*`;
+    // never U+0000 (a 400: PostgreSQL's text cannot hold it).
+    let item = format!(
+        r"(?:[^,*\u0000{WS}](?:[^,*\u0000]{{0,253}}[^,*\u0000{WS}])?|[^,*\u0000{WS}][^,*\u0000]*\.\*)"
+    );
+    format!("^[{WS}]*{item}[{WS}]*(?:,[{WS}]*{item}[{WS}]*)*$")
+}
+
+impl utoipa::PartialSchema for EventTypeFilter {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Event types (`sync.complete`, 1 to 255 characters) or category prefixes \
+                 (`sync.*`), separated by commas; white space around each is ignored.",
+            ))
+            .pattern(Some(event_type_filter_pattern()))
+            .examples(["sync.*,account.deleted"])
+            .into()
+    }
+}
+
+impl ToSchema for EventTypeFilter {}
 
 /// `result` filter of a history listing (documentation only).
 #[derive(ToSchema)]

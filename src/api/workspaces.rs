@@ -150,7 +150,7 @@ pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
     path = "/workspaces/{workspaceId}/status",
     tag = "status",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("syncState" = inline(Option<SyncState>), Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
     ),
     responses(
@@ -220,8 +220,8 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_t
     path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}",
     tag = "status",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
-        ("integrationAccountId" = String, Path, description = "The integration account.", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("integrationAccountId" = String, Path, description = "The integration account.", pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
     ),
     responses(
         (status = 200, description = "The account's status.", body = AccountStatus),
