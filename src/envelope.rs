@@ -2,7 +2,7 @@
 //! or an error naming the JSON syntax problem (400) or the field path (422). Nothing past this
 //! module re-checks the body.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -61,6 +61,14 @@ impl Envelope {
         let occurred_at = DateTime::parse_from_rfc3339(time)
             .map_err(|e| invalid(time_path, format!("must be an RFC 3339 date-time ({e})")))?
             .with_timezone(&Utc);
+        // RFC 3339 has four-digit years; an offset must not carry the time outside them in UTC,
+        // where every answer shows it.
+        if !(0..=9999).contains(&occurred_at.year()) {
+            return Err(invalid(
+                time_path,
+                "must fall within the years 0000 to 9999 once converted to UTC",
+            ));
+        }
         let source = text(hook, "source", "hook.source")?;
 
         let data = object(root, "data", "data")?;
@@ -172,6 +180,18 @@ mod tests {
             Some("4a905074-4dd9-426a-b5a9-cf7c9bb33034")
         );
         assert_eq!(e.result.as_deref(), Some("SUCCESS"));
+    }
+
+    #[test]
+    fn times_that_leave_the_years_0000_to_9999_in_utc_are_refused() {
+        for edge in ["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"] {
+            let body = SEED.replace("2024-02-09T11:33:41.658Z", edge);
+            assert_eq!(field_of(&body), "hook.timeStamp", "{edge}");
+        }
+        for fine in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+            let body = SEED.replace("2024-02-09T11:33:41.658Z", fine);
+            assert!(Envelope::parse(body.as_bytes()).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -180,7 +180,7 @@ async fn write(pool: &Pool, mut batch: Vec<Pending>) {
             }
             Err(err) => {
                 let [pending] = <[Pending; 1]>::try_from(batch).ok().expect("one delivery");
-                let _ = pending.reply.send(Err(Error::Database(err)));
+                let _ = pending.reply.send(Err(refused_by_database(err)));
                 return;
             }
         }
@@ -188,6 +188,19 @@ async fn write(pool: &Pool, mut batch: Vec<Pending>) {
     answer_all(batch, || {
         Error::Unavailable("the hook id is being stored concurrently; retry later".to_owned())
     });
+}
+
+/// The answer for a delivery that fails alone: a data exception (SQLSTATE class 22) means
+/// PostgreSQL cannot store something the body holds — a number with more than 16383 decimal
+/// places, say — which is the sender's to fix (400); anything else is the service's (500).
+fn refused_by_database(err: sqlx::Error) -> Error {
+    match err.as_database_error().and_then(|db| db.code()) {
+        Some(code) if code.starts_with("22") => Error::MalformedBody(format!(
+            "the body holds a value PostgreSQL cannot store (SQLSTATE {code}), such as a \
+             number with more than 16383 decimal places"
+        )),
+        _ => Error::Database(err),
+    }
 }
 
 fn answer_all(batch: Vec<Pending>, error: impl Fn() -> Error) {

@@ -11,7 +11,7 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::paging::{EventCursor, Order, Params};
+use super::paging::{EventCursor, Order, Params, reject_nul};
 use super::workspaces::page_end;
 use super::{AppState, rfc3339};
 use crate::auth::Access;
@@ -77,6 +77,7 @@ pub async fn get_event(
     hook_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Event>> {
     let Path(hook_id) = hook_id.map_err(|e| Error::bad_parameter("hookId", e.body_text()))?;
+    reject_nul("hookId", &hook_id)?;
     let event: Option<Event> = sqlx::query_as(&format!(
         "select {EVENT_COLUMNS} from events where hook_id = $1"
     ))
@@ -275,6 +276,7 @@ pub async fn list_events(
 ) -> Result<Json<EventPage>> {
     let Path(workspace_id) =
         workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
+    reject_nul("workspaceId", &workspace_id)?;
     access.require(&workspace_id)?;
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
     let mut qb = QueryBuilder::new("");

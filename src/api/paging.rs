@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::error::{Error, Result};
 
@@ -12,15 +12,19 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
 /// The parameters of a query string, in order, repeated ones included.
+#[derive(Debug)]
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn parse(raw: Option<&str>) -> Result<Params> {
-        serde_urlencoded::from_str(raw.unwrap_or(""))
-            .map(Params)
-            .map_err(|e| {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
                 Error::bad_parameter("query", format!("the query string is malformed: {e}"))
-            })
+            })?;
+        for (name, value) in &pairs {
+            reject_nul(name, value)?;
+        }
+        Ok(Params(pairs))
     }
 
     /// A parameter that may be given once.
@@ -73,6 +77,18 @@ impl Params {
             })
             .transpose()
     }
+}
+
+/// A path or query parameter: 400 naming it when it holds U+0000, which PostgreSQL's text
+/// cannot hold (so no stored id does).
+pub fn reject_nul(name: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::bad_parameter(
+            name,
+            format!("{name} must not contain the character U+0000"),
+        ));
+    }
+    Ok(())
 }
 
 /// Direction of a history listing, by (occurredAt, hookId).
@@ -140,10 +156,12 @@ impl EventCursor {
                 ),
             ));
         }
+        // Every stored occurredAt falls within the years 0000 to 9999 (see `envelope`).
         let occurred_at = micros
             .parse::<i64>()
             .ok()
             .and_then(DateTime::from_timestamp_micros)
+            .filter(|t| (0..=9999).contains(&t.year()))
             .ok_or_else(bad_cursor)?;
         Ok(Some(EventCursor {
             order,
@@ -182,6 +200,7 @@ fn decode(raw: &str) -> Result<String> {
         .decode(raw)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|text| !text.contains('\0'))
         .ok_or_else(bad_cursor)
 }
 
@@ -244,6 +263,17 @@ mod tests {
             bad(WorkspaceCursor::parse(&params("cursor=aGVsbG8"))),
             "cursor"
         );
+        assert_eq!(
+            bad(Params::parse(Some("integrationAccountId=a%00b"))),
+            "integrationAccountId"
+        );
+        for text in ["e1:desc:0:a\0b", "e1:desc:-210000000000000000:h"] {
+            let cursor = format!("cursor={}", URL_SAFE_NO_PAD.encode(text));
+            assert_eq!(
+                bad(EventCursor::parse(&params(&cursor), Order::Desc)),
+                "cursor"
+            );
+        }
         assert_eq!(params("limit=500").limit().unwrap(), 500);
         assert_eq!(params("").limit().unwrap(), DEFAULT_LIMIT);
     }

@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::paging::{Params, WorkspaceCursor};
+use super::paging::{Params, WorkspaceCursor, reject_nul};
 use super::{AppState, rfc3339};
 use crate::auth::Access;
 use crate::error::{Error, Problem, Result};
@@ -170,6 +170,7 @@ pub async fn workspace_status(
 ) -> Result<Json<WorkspaceStatus>> {
     let Path(workspace_id) =
         workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
+    reject_nul("workspaceId", &workspace_id)?;
     access.require(&workspace_id)?;
     let params = Params::parse(query.as_deref())?;
     let sync_state = params
@@ -239,6 +240,8 @@ pub async fn account_status(
 ) -> Result<Json<AccountStatus>> {
     let Path((workspace_id, account_id)) =
         ids.map_err(|e| Error::bad_parameter("integrationAccountId", e.body_text()))?;
+    reject_nul("workspaceId", &workspace_id)?;
+    reject_nul("integrationAccountId", &account_id)?;
     access.require(&workspace_id)?;
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)

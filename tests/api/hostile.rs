@@ -11,8 +11,8 @@
 //!
 //! Every case has its own seed, printed when it fails; `HOSTILE_SEED=<n>` changes the base seed
 //! and `HOSTILE_SCALE=<k>` multiplies the number of cases (CI runs the default: ~2 s of work).
-//! `HOSTILE_KNOWN_BUGS=1` also generates the inputs of the bugs listed in [`KNOWN_BUGS`] (each
-//! has an `#[ignore]`d regression test below); turn it on by default once they are fixed.
+//! The inputs of the bugs these properties found (listed below, all fixed) are
+//! generated too, and each has a regression test at the end.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,22 +41,15 @@ const SIGNATURE_CASES: usize = 6_000;
 /// Signed deliveries over HTTP with hostile header values.
 const HTTP_SIGNATURE_CASES: usize = 100;
 
-/// Inputs that make the service answer 5xx today, left out of the generated cases unless
-/// `HOSTILE_KNOWN_BUGS=1` (each has an ignored regression test below).
-pub const KNOWN_BUGS: &[&str] = &[
-    // PostgreSQL's numeric keeps at most 16383 digits after the decimal point: serde_json reads
-    // such a number (as 0.0), the jsonb cast of the stored payload refuses it (22003): 500.
-    "a number with more than 16383 decimal places, e.g. 1e-16384",
-    // chrono reads years 0000-9999 with any offset; in UTC that is year -0001 or +10000, which
-    // the answers then show as `-0001-12-31T23:00:00.000Z`, not RFC 3339.
-    "hook.timeStamp 0000-01-01T00:00:00+01:00 or 9999-12-31T23:59:59-01:00",
-    // PostgreSQL's text cannot hold U+0000: a %00 in a path segment or query value that reaches
-    // a query (GET /events/%00, /workspaces/%00/status, ?integrationAccountId=%00, …) is a 500.
-    "%00 in a path or query parameter of the query routes",
-    // A cursor is not authenticated: one whose time is beyond PostgreSQL's timestamptz range
-    // (4713 BC) reaches the query and fails there (22008): 500.
-    "a cursor holding a time before 4713 BC",
-];
+// The bugs these properties found, all fixed; their inputs are generated again, and each has a
+// regression test at the end of this file:
+// - a number with more than 16383 decimal places (`1e-16384`): serde_json reads it (as 0.0), the
+//   jsonb cast refuses it (22003): was a 500, now a 400;
+// - `hook.timeStamp` `0000-01-01T00:00:00+01:00` or `9999-12-31T23:59:59-01:00`: in UTC year -0001
+//   or +10000, shown as `-0001-12-31T23:00:00.000Z`, not RFC 3339: now a 422;
+// - `%00` in a path or query parameter of the query routes: PostgreSQL's text cannot hold U+0000
+//   (22021): was a 500, now a 400 naming the parameter;
+// - a cursor holding a time before 4713 BC, beyond timestamptz (22008): was a 500, now a 400.
 
 fn scale() -> usize {
     std::env::var("HOSTILE_SCALE")
@@ -70,10 +63,6 @@ fn base_seed() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_ca11)
-}
-
-fn known_bugs() -> bool {
-    std::env::var("HOSTILE_KNOWN_BUGS").is_ok_and(|v| v == "1")
 }
 
 /// The seed of case `i` of the property named `what`.
@@ -135,7 +124,7 @@ const TIMES: &[&str] = &[
     "+002024-02-09T11:33:41Z",
 ];
 
-/// Times that are RFC 3339 but leave years 0000-9999 in UTC (see [`KNOWN_BUGS`]).
+/// Times that are RFC 3339 but leave years 0000-9999 in UTC (see the found bugs below).
 const EDGE_TIMES: &[&str] = &["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"];
 
 const STRINGS: &[&str] = &[
@@ -198,7 +187,7 @@ const NUMBERS: &[&str] = &[
     "0x10",
 ];
 
-/// Numbers PostgreSQL's numeric cannot hold (see [`KNOWN_BUGS`]).
+/// Numbers PostgreSQL's numeric cannot hold (see the found bugs below).
 const NUMBERS_OVER_NUMERIC: &[&str] = &["1e-16384", "-0.5e-99999", "0e-20000"];
 
 /// String spellings (as JSON text), valid or not.
@@ -226,14 +215,12 @@ const STRING_TOKENS: &[&[u8]] = &[
 
 struct Gen {
     rng: Rng,
-    known_bugs: bool,
 }
 
 impl Gen {
     fn new(seed: u64) -> Gen {
         Gen {
             rng: Rng::new(seed),
-            known_bugs: known_bugs(),
         }
     }
 
@@ -269,7 +256,7 @@ impl Gen {
     }
 
     fn time(&mut self) -> String {
-        if self.known_bugs && self.chance(3) {
+        if self.chance(3) {
             return self.rng.pick(EDGE_TIMES).to_owned();
         }
         if self.chance(70) {
@@ -482,7 +469,7 @@ impl Gen {
     /// A number or string token that may not be JSON.
     fn token(&mut self, out: &mut Vec<u8>) {
         if self.chance(50) {
-            if self.known_bugs && self.chance(10) {
+            if self.chance(10) {
                 out.extend_from_slice(self.rng.pick(NUMBERS_OVER_NUMERIC).as_bytes());
             } else {
                 out.extend_from_slice(self.rng.pick(NUMBERS).as_bytes());
@@ -858,9 +845,6 @@ fn the_envelope_parser_survives_hostile_bodies_and_agrees_with_the_spec() {
         "envelope parser: {cases} generated cases ({counts:?}) and {} fixed ones",
         fixed.len()
     );
-    if !known_bugs() {
-        eprintln!("left out of the HTTP cases until fixed (HOSTILE_KNOWN_BUGS=1): {KNOWN_BUGS:?}");
-    }
     // The generator reaches every outcome often.
     for kind in ["400", "422", "valid"] {
         assert!(
@@ -1356,7 +1340,7 @@ async fn the_service_answers_hostile_signature_headers_with_401_or_2xx() {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Regression tests for the bugs these properties found (see KNOWN_BUGS).
+// Regression tests for the bugs these properties found (see the found bugs above).
 
 fn envelope_with(extra: &str, time: &str) -> Vec<u8> {
     format!(
@@ -1368,7 +1352,6 @@ fn envelope_with(extra: &str, time: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "known bug (KNOWN_BUGS[0]): 500 for numbers PostgreSQL's numeric cannot hold"]
 async fn a_number_beyond_postgresql_numeric_is_refused_not_a_500() {
     let app = spawn_app().await;
     for n in NUMBERS_OVER_NUMERIC {
@@ -1382,7 +1365,6 @@ async fn a_number_beyond_postgresql_numeric_is_refused_not_a_500() {
 }
 
 #[tokio::test]
-#[ignore = "known bug (KNOWN_BUGS[1]): occurredAt outside years 0000-9999 is not RFC 3339"]
 async fn times_at_the_edge_of_rfc_3339_are_refused_or_shown_as_rfc_3339() {
     let app = spawn_app().await;
     for time in EDGE_TIMES {
@@ -1429,8 +1411,6 @@ pub const QUERY_ROUTE_BUG_REQUESTS: &[&str] = &[
 ];
 
 #[tokio::test]
-#[ignore = "known bugs (KNOWN_BUGS[2], [3]): 500 for %00 in query-route parameters and for \
-            cursors before 4713 BC"]
 async fn query_routes_refuse_what_postgresql_cannot_take_without_a_500() {
     let app = spawn_app().await;
     app.deliver(&seed()).await;
