@@ -3,13 +3,15 @@
 //! never carry a secret or a token.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use calry_hooks::auth;
 use serde_json::Value;
-use tokio::process::Command;
 
-use crate::helpers::{TestApp, TestDb, event, problem, server_url, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestDb, binary, event, free_port, problem, spawn_app, spawn_app_with,
+    wait_until_serving,
+};
 
 async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
     app.client
@@ -179,23 +181,12 @@ async fn on_a_non_loopback_address_a_token_is_required_even_before_one_exists() 
     );
 }
 
-/// The binary, with nothing from this process's environment that could change its behaviour.
-fn binary(database: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_calry-hooks"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", server_url(database))
-        .current_dir(std::env::temp_dir())
-        .kill_on_drop(true);
-    cmd
-}
-
 #[tokio::test]
 async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
 
-    let out = binary(&db.name)
+    let out = binary(Some(&db.name))
         .args([
             "token",
             "create",
@@ -224,20 +215,20 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
     let token = lines[0];
     assert!(token.starts_with("chk_") && token.len() > 40);
 
-    let out = binary(&db.name)
+    let out = binary(Some(&db.name))
         .args(["token", "create", "--all-workspaces"])
         .output()
         .await
         .unwrap();
     assert!(out.status.success());
-    let none = binary(&db.name)
+    let none = binary(Some(&db.name))
         .args(["token", "create"])
         .output()
         .await
         .unwrap();
     assert!(!none.status.success(), "a scope is required");
 
-    let out = binary(&db.name)
+    let out = binary(Some(&db.name))
         .args(["token", "list"])
         .output()
         .await
@@ -254,13 +245,13 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
     assert_eq!(rows[1][2], "all-workspaces");
     let first_id = rows[0][0];
 
-    let out = binary(&db.name)
+    let out = binary(Some(&db.name))
         .args(["token", "revoke", first_id])
         .output()
         .await
         .unwrap();
     assert!(out.status.success());
-    let again = binary(&db.name)
+    let again = binary(Some(&db.name))
         .args(["token", "revoke", first_id])
         .output()
         .await
@@ -269,7 +260,7 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
         !again.status.success(),
         "a revoked token cannot be revoked again"
     );
-    let out = binary(&db.name)
+    let out = binary(Some(&db.name))
         .args(["token", "list"])
         .output()
         .await
@@ -289,7 +280,7 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
 #[tokio::test]
 async fn the_service_refuses_to_listen_exposed_and_unsigned_unless_told() {
     let db = TestDb::create().await;
-    let out = binary(&db.name)
+    let out = binary(Some(&db.name))
         .args(["--listen", "0.0.0.0:0"])
         .output()
         .await
@@ -302,7 +293,7 @@ async fn the_service_refuses_to_listen_exposed_and_unsigned_unless_told() {
         "{stderr}"
     );
 
-    let mut child = binary(&db.name)
+    let mut child = binary(Some(&db.name))
         .args(["--listen", "0.0.0.0:0", "--allow-unsigned"])
         .stderr(Stdio::piped())
         .spawn()
@@ -322,13 +313,9 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
     let token = auth::create(&pool, "", true, &[]).await.unwrap().token;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let log = std::env::temp_dir().join(format!("calry-hooks-log-{port}.txt"));
-    let mut child = binary(&db.name)
+    let mut child = binary(Some(&db.name))
         .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
         .env("CALRY_HOOKS_WEBHOOK_SECRETS", SECRET)
         .env("RUST_LOG", "trace")
@@ -336,17 +323,8 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
         .spawn()
         .unwrap();
     let address = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&address, &log).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{address}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the service did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let body = serde_json::to_vec(&event(
         "logged",

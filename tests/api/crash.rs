@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestDb, event, server_url};
+use crate::helpers::{TestDb, binary, event, free_port, wait_until_serving};
 
 /// Where a service process keeps its data: its own private cluster, or (when the tests run
 /// against `DATABASE_URL`) a database of its own on that server.
 enum Storage {
     DataDir(PathBuf),
-    Database { _db: Box<TestDb>, url: String },
+    Database { db: Box<TestDb> },
 }
 
 struct Service {
@@ -25,20 +25,14 @@ struct Service {
     address: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(storage: &Storage, log: &Path) -> Service {
     let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_calry-hooks"));
+    let database = match storage {
+        Storage::DataDir(_) => None,
+        Storage::Database { db } => Some(db.name.as_str()),
+    };
+    let mut cmd = binary(database);
     cmd.env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("CALRY_HOOKS_WEBHOOK_SECRETS")
-        .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(
             std::fs::OpenOptions::new()
@@ -46,40 +40,20 @@ async fn start(storage: &Storage, log: &Path) -> Service {
                 .append(true)
                 .open(log)
                 .unwrap(),
-        )
-        .kill_on_drop(true);
-    match storage {
-        Storage::DataDir(dir) => cmd
-            .env_remove("DATABASE_URL")
-            .env("CALRY_HOOKS_DATA_DIR", dir),
-        Storage::Database { url, .. } => cmd.env("DATABASE_URL", url),
-    };
+        );
+    if let Storage::DataDir(dir) = storage {
+        cmd.env("CALRY_HOOKS_DATA_DIR", dir);
+    }
     let child = cmd.spawn().unwrap();
     let address = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(r) = client.get(format!("{address}/healthz")).send().await
-            && r.status() == 200
-        {
-            return Service { child, address };
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service did not start; its log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_serving(&address, log).await;
+    Service { child, address }
 }
 
 async fn storage() -> Storage {
     if std::env::var("DATABASE_URL").is_ok() {
-        let db = TestDb::create().await;
-        let url = server_url(&db.name);
         Storage::Database {
-            _db: Box::new(db),
-            url,
+            db: Box::new(TestDb::create().await),
         }
     } else {
         let dir = std::env::temp_dir().join(format!(

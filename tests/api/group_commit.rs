@@ -189,7 +189,7 @@ async fn conflicts_inside_one_batch_are_judged_against_the_first_delivery() {
     assert_eq!(statuses, [201, 409, 200, 409]);
     assert_eq!(answers[1].1["hookId"], "c");
     assert_eq!(answers[2].1["deliveryCount"], 2);
-    let stored: Value = app.get("/events/c").await.json().await.unwrap();
+    let stored: Value = app.get_json("/events/c").await;
     assert_eq!(stored["payload"], first);
     assert_eq!(stored["deliveryCount"], 2);
     // A stored event meets a batch with a redelivery and a conflicting body.
@@ -239,12 +239,7 @@ async fn several_events_for_one_account_in_one_batch_leave_the_latest_status() {
         "one batch"
     );
 
-    let status: Value = app
-        .get("/workspaces/w/accounts/a")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/workspaces/w/accounts/a").await;
     assert_eq!(status["sync"]["state"], "error");
     assert_eq!(status["sync"]["lastEvent"]["hookId"], "s-4");
     assert_eq!(
@@ -313,11 +308,6 @@ async fn a_failing_delivery_does_not_fail_the_others_in_its_batch() {
 
 /// The status saw the innocent deliveries only.
 async fn problem_free_status(app: &TestApp) {
-    let status: Value = app
-        .get("/workspaces/w/accounts/a")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/workspaces/w/accounts/a").await;
     assert_eq!(status["sync"]["state"], "complete");
 }

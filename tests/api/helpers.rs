@@ -218,6 +218,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The JSON body of a GET.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
     /// The value of one sample of `/metrics`, e.g. `calry_hooks_webhooks_total{outcome="created"}`
     /// (0 when the sample is absent, as for a counter never incremented).
     pub async fn metric(&self, sample: &str) -> f64 {
@@ -255,6 +260,56 @@ impl TestApp {
         }
         let TestApp { _db, .. } = self;
         _db
+    }
+}
+
+/// The service with a pool aimed at a port where nothing listens: a database that is down.
+pub async fn spawn_app_without_database() -> TestApp {
+    let db = TestDb::create().await;
+    let dead = store::connect(PgConnectOptions::new().host("127.0.0.1").port(1), 2);
+    let app = App::new(dead.clone(), Config::defaults()).unwrap();
+    serve(app, dead, Some(db)).await
+}
+
+/// The built binary, given only `PATH` from this process's environment and, when `database`
+/// is named, `DATABASE_URL` for that database of the test server.
+pub fn binary(database: Option<&str>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_calry-hooks"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
+        .kill_on_drop(true);
+    if let Some(database) = database {
+        cmd.env("DATABASE_URL", server_url(database));
+    }
+    cmd
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the service at `address` answers `/healthz`; `log` is shown if it never does.
+pub async fn wait_until_serving(address: &str, log: &std::path::Path) {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(r) = client.get(format!("{address}/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

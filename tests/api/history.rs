@@ -234,12 +234,7 @@ async fn every_bad_parameter_is_a_400_naming_it() {
             "2024-06-01T06:00:00Z",
         ))
         .await;
-        let page: Value = app
-            .get("/workspaces/w/events?limit=1")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json("/workspaces/w/events?limit=1").await;
         page["nextCursor"].as_str().unwrap().to_owned()
     };
     let cases = [
@@ -293,12 +288,7 @@ async fn every_bad_parameter_is_a_400_naming_it() {
 #[tokio::test]
 async fn a_workspace_without_matching_events_gives_an_empty_page() {
     let app = spawn_app().await;
-    let page: Value = app
-        .get("/workspaces/none/events")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/workspaces/none/events").await;
     assert_eq!(page, json!({"items": [], "nextCursor": null}));
 }
 

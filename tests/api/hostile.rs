@@ -1375,12 +1375,7 @@ async fn times_at_the_edge_of_rfc_3339_are_refused_or_shown_as_rfc_3339() {
             .to_owned();
         let (status, answer) = post(&app, body, "application/json", time).await;
         if status == 201 {
-            let event: Value = app
-                .get(&format!("/events/{hook_id}"))
-                .await
-                .json()
-                .await
-                .unwrap();
+            let event: Value = app.get_json(&format!("/events/{hook_id}")).await;
             let shown = event["occurredAt"].as_str().unwrap();
             assert!(
                 DateTime::parse_from_rfc3339(shown).is_ok(),

@@ -4,12 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use calry_hooks::App;
-use calry_hooks::config::Config;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestDb, event, problem, seed, serve, spawn_app, spawn_app_with};
+use crate::helpers::{event, problem, seed, spawn_app, spawn_app_with, spawn_app_without_database};
 
 #[tokio::test]
 async fn the_seed_example_is_created_then_counted_as_a_duplicate() {
@@ -32,11 +30,8 @@ async fn the_seed_example_is_created_then_counted_as_a_duplicate() {
     );
 
     let stored: Value = app
-        .get("/events/c1348091-bd3e-4598-9e7f-5ea457f02e85")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/events/c1348091-bd3e-4598-9e7f-5ea457f02e85")
+        .await;
     assert_eq!(stored["payload"], seed());
     assert_eq!(stored["eventType"], "sync.complete");
     assert_eq!(stored["source"], "CALRY_WEBHOOK");
@@ -118,11 +113,8 @@ async fn the_same_hook_id_with_a_different_body_is_a_conflict_and_the_first_stan
     );
 
     let stored: Value = app
-        .get("/events/c1348091-bd3e-4598-9e7f-5ea457f02e85")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/events/c1348091-bd3e-4598-9e7f-5ea457f02e85")
+        .await;
     assert_eq!(stored["payload"], seed());
     assert_eq!(stored["deliveryCount"], 1);
 }
@@ -280,20 +272,7 @@ async fn checks_run_in_the_order_of_the_spec() {
 
 #[tokio::test]
 async fn an_unreachable_database_answers_503_with_retry_after_and_the_process_stays_up() {
-    let db = TestDb::create().await;
-    // A pool aimed at a port where nothing listens.
-    let dead = calry_hooks::store::connect(
-        sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(1),
-        2,
-    );
-    let app = serve(
-        App::new(dead.clone(), Config::defaults()).unwrap(),
-        dead,
-        Some(db),
-    )
-    .await;
+    let app = spawn_app_without_database().await;
 
     let started = std::time::Instant::now();
     let response = app.deliver(&seed()).await;
@@ -321,7 +300,7 @@ async fn unknown_event_types_and_unknown_fields_are_stored_as_sent() {
     body["top"] = json!("level");
     assert_eq!(app.deliver(&body).await.status(), 201);
 
-    let stored: Value = app.get("/events/h-unknown").await.json().await.unwrap();
+    let stored: Value = app.get_json("/events/h-unknown").await;
     assert_eq!(stored["eventType"], "calendar.synced");
     assert_eq!(stored["payload"], body);
     // Microseconds survive; answers always carry at least milliseconds.
@@ -340,11 +319,8 @@ async fn the_lowercase_timestamp_spelling_is_accepted() {
     body["hook"]["timestamp"] = time;
     assert_eq!(app.deliver(&body).await.status(), 201);
     let stored: Value = app
-        .get("/events/c1348091-bd3e-4598-9e7f-5ea457f02e85")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/events/c1348091-bd3e-4598-9e7f-5ea457f02e85")
+        .await;
     assert_eq!(stored["occurredAt"], "2024-02-09T11:33:41.658Z");
 }
 
@@ -430,7 +406,7 @@ async fn many_concurrent_distinct_deliveries_all_land_exactly_once() {
 #[tokio::test]
 async fn healthz_answers_and_readyz_sees_the_migrated_database() {
     let app = spawn_app().await;
-    let health: Value = app.get("/healthz").await.json().await.unwrap();
+    let health: Value = app.get_json("/healthz").await;
     assert_eq!(health, json!({"status": "ok"}));
     assert_eq!(app.get("/readyz").await.status(), 200);
 }

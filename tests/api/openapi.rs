@@ -51,7 +51,7 @@ fn every_operation_documents_its_problem_answers_and_has_a_summary() {
 #[tokio::test]
 async fn the_service_serves_the_generated_document_and_the_docs_page() {
     let app = spawn_app().await;
-    let served: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let served: Value = app.get_json("/openapi.json").await;
     let committed: Value = serde_json::from_str(COMMITTED).unwrap();
     assert_eq!(served, committed);
     let docs = app.get("/docs/").await;

@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestApp, TestDb, event, seed, serve, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestDb, binary, event, free_port, seed, serve, spawn_app, spawn_app_with,
+    spawn_app_without_database, wait_until_serving,
+};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -93,19 +96,7 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
 
 #[tokio::test]
 async fn deliveries_refused_for_an_unreachable_database_are_counted_unavailable() {
-    let db = TestDb::create().await;
-    let dead = store::connect(
-        sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(1),
-        2,
-    );
-    let app = serve(
-        App::new(dead.clone(), Config::defaults()).unwrap(),
-        dead,
-        Some(db),
-    )
-    .await;
+    let app = spawn_app_without_database().await;
     assert_eq!(app.deliver(&seed()).await.status(), 503);
     assert_eq!(
         app.metric("calry_hooks_webhooks_total{outcome=\"unavailable\"}")
@@ -352,13 +343,8 @@ async fn prune_deletes_old_history_and_never_changes_a_status() {
     for body in &bodies {
         assert_eq!(app.deliver(body).await.status(), 201);
     }
-    let status_before: Value = app.get("/workspaces/w/status").await.json().await.unwrap();
-    let quiet_before: Value = app
-        .get("/workspaces/quiet/status")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status_before: Value = app.get_json("/workspaces/w/status").await;
+    let quiet_before: Value = app.get_json("/workspaces/quiet/status").await;
 
     let deleted = store::prune(&app.pool, chrono::Utc::now() - chrono::TimeDelta::days(90))
         .await
@@ -376,79 +362,33 @@ async fn prune_deletes_old_history_and_never_changes_a_status() {
         ["new-0", "old-1", "old-2", "old-3", "old-4", "quiet-1"]
     );
     assert_eq!(deleted, 4);
-    assert_eq!(
-        app.get("/workspaces/w/status")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-        status_before
-    );
-    assert_eq!(
-        app.get("/workspaces/quiet/status")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-        quiet_before
-    );
+    assert_eq!(app.get_json("/workspaces/w/status").await, status_before);
+    assert_eq!(app.get_json("/workspaces/quiet/status").await, quiet_before);
     // Every event a status names still resolves, and rebuilding from what is left changes nothing.
     for hook in ["old-1", "old-2", "old-3", "old-4", "new-0"] {
         assert_eq!(app.get(&format!("/events/{hook}")).await.status(), 200);
     }
     calry_hooks::status::rebuild(&app.pool).await.unwrap();
-    assert_eq!(
-        app.get("/workspaces/w/status")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-        status_before
-    );
-    assert_eq!(
-        app.get("/workspaces/quiet/status")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-        quiet_before
-    );
+    assert_eq!(app.get_json("/workspaces/w/status").await, status_before);
+    assert_eq!(app.get_json("/workspaces/quiet/status").await, quiet_before);
 }
 
 #[tokio::test]
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let log = std::env::temp_dir().join(format!("calry-hooks-json-{port}.log"));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_calry-hooks"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", crate::helpers::server_url(&db.name))
+    let mut child = binary(Some(&db.name))
         .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
         .env("CALRY_HOOKS_LOG_FORMAT", "json")
         .env("RUST_LOG", "info,calry_hooks=debug")
-        .current_dir(std::env::temp_dir())
         .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
     let address = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{address}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_serving(&address, &log).await;
+    let client = reqwest::Client::new();
     let response = client
         .post(format!("{address}/webhooks/calry"))
         .header("x-request-id", "req-42-abc")

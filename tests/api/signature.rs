@@ -91,12 +91,7 @@ async fn a_signed_delivery_is_stored_as_verified_and_a_resigned_redelivery_is_a_
     assert_eq!(receipt["status"], "duplicate");
     assert_eq!(receipt["deliveryCount"], 2);
 
-    let stored: Value = app
-        .get(&format!("/events/{HOOK_ID}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = app.get_json(&format!("/events/{HOOK_ID}")).await;
     assert_eq!(stored["signatureVerified"], true);
     assert_eq!(app.stored_events().await, 1);
 }

@@ -184,11 +184,8 @@ async fn status_is_a_function_of_the_set_of_events_whatever_the_order_and_redeli
         for account in want["accounts"].as_array().unwrap() {
             let id = account["integrationAccountId"].as_str().unwrap();
             let one: Value = app
-                .get(&format!("/workspaces/{workspace}/accounts/{id}"))
-                .await
-                .json()
-                .await
-                .unwrap();
+                .get_json(&format!("/workspaces/{workspace}/accounts/{id}"))
+                .await;
             assert_eq!(&one, account);
         }
         workspaces.push((workspace, want));
@@ -319,7 +316,7 @@ async fn workspaces_are_listed_in_id_order_page_by_page_with_their_account_count
             Some(c) => format!("/workspaces?limit=5&cursor={c}"),
             None => "/workspaces?limit=5".to_owned(),
         };
-        let page: Value = app.get(&query).await.json().await.unwrap();
+        let page: Value = app.get_json(&query).await;
         for item in page["items"].as_array().unwrap() {
             seen.push(item.clone());
         }
