@@ -58,61 +58,24 @@ if [ ! -x "$BIN" ]; then
     log "$BIN is missing: cargo build"
     cargo build
 fi
+source .ci/lib/service.sh
 
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS"/docs.png "$ARTIFACTS"/docs-expanded.png "$ARTIFACTS"/docs.html
-tmp=$(mktemp -d -t calry-hooks-docs-browser.XXXXXX)
-# The private cluster runs as an unprivileged user when we are root: it must reach its data dir.
-chmod 755 "$tmp"
 service_log="$ARTIFACTS/docs-browser-service.log"
-service_pid=""
-
+: >"$service_log"
 cleanup() {
     local rc=$?
-    if [ -n "$service_pid" ] && kill -0 "$service_pid" 2>/dev/null; then
-        kill -TERM "$service_pid" 2>/dev/null || true
-        # Graceful shutdown stops the private PostgreSQL too; wait for it (at most 30 s).
-        for _ in $(seq 300); do
-            kill -0 "$service_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$service_pid" 2>/dev/null; then
-            log "the service did not stop on SIGTERM within 30 s; killing it"
-            kill -KILL "$service_pid" 2>/dev/null || true
-        fi
-        wait "$service_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
+    service_cleanup
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+base="$SERVICE_URL"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-base="http://127.0.0.1:$port"
-
-log "starting $BIN on 127.0.0.1:$port (private PostgreSQL in $tmp)"
-env -u DATABASE_URL \
-    CALRY_HOOKS_DATA_DIR="$tmp/data" \
-    CALRY_HOOKS_LISTEN="127.0.0.1:$port" \
-    "$BIN" >"$service_log" 2>&1 &
-service_pid=$!
-
-deadline=$((SECONDS + 90))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/healthz" || true)" = 200 ]; do
-    if ! kill -0 "$service_pid" 2>/dev/null; then
-        log "FAIL: the service exited before answering /healthz; its log:"
-        tail -n 40 "$service_log"
-        exit 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        log "FAIL: /healthz did not answer 200 within 90 s; the service's log:"
-        tail -n 40 "$service_log"
-        exit 1
-    fi
-    sleep 0.2
-done
+log "starting the service on $base (private PostgreSQL in $SERVICE_DIR)"
+service_start "$service_log" || { log "FAIL: the service did not start"; exit 1; }
 log "service up ($base/healthz = 200)"
 
 # GET /docs (as typed) must lead to the UI: served, or redirected to /docs/.

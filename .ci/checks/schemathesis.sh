@@ -42,71 +42,27 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('schemath
 fi
 
 cargo build --quiet --bin calry-hooks
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/calry-hooks"
+source .ci/lib/service.sh
 
 mkdir -p "$ARTIFACTS"
 REPORT_DIR="$(realpath "$ARTIFACTS")/schemathesis-report"
 rm -rf "$REPORT_DIR"
 SERVICE_LOG="$(realpath "$ARTIFACTS")/schemathesis-service.log"
-WORK=$(mktemp -d -t calry-hooks-schemathesis.XXXXXX)
-chmod 755 "$WORK" # the private cluster runs as an unprivileged user when we are root
-PID=""
-
+: >"$SERVICE_LOG"
 cleanup() {
     local rc=$?
-    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        # Graceful shutdown stops the private PostgreSQL too; wait for it (at most 30 s).
-        for _ in $(seq 1 60); do
-            kill -0 "$PID" 2>/dev/null || break
-            sleep 0.5
-        done
-        if kill -0 "$PID" 2>/dev/null; then
-            log "the service did not stop within 30 s of SIGTERM; killing it"
-            kill -KILL "$PID" 2>/dev/null || true
-        fi
-        wait "$PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
+    service_cleanup
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+URL="$SERVICE_URL"
 
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-URL="http://127.0.0.1:$PORT"
-
-# Started from the temporary directory, so that no .env of the checkout configures it, and with
-# no database, webhook secret or token from the environment.
-log "starting $BIN on 127.0.0.1:$PORT (private PostgreSQL in $WORK)"
-(
-    cd "$WORK"
-    exec env -u DATABASE_URL -u CALRY_HOOKS_WEBHOOK_SECRETS -u CALRY_HOOKS_MAX_BODY_BYTES \
-        -u CALRY_HOOKS_ALLOW_UNSIGNED \
-        CALRY_HOOKS_DATA_DIR="$WORK/data" \
-        CALRY_HOOKS_LISTEN="127.0.0.1:$PORT" \
-        RUST_LOG=info \
-        "$BIN"
-) >"$SERVICE_LOG" 2>&1 &
-PID=$!
-
-for _ in $(seq 1 240); do
-    if "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-        "$URL/readyz" 2>/dev/null; then
-        break
-    fi
-    if ! kill -0 "$PID" 2>/dev/null; then
-        log "FAIL: the service exited before it was ready; its log:"
-        tail -n 40 "$SERVICE_LOG"
-        PID=""
-        exit 1
-    fi
-    sleep 0.5
-done
-"$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$URL/readyz" \
-    || { log "FAIL: /readyz did not answer 200 within 120 s"; tail -n 40 "$SERVICE_LOG"; exit 1; }
-log "service ready ($URL/readyz = 200)"
+# No database, webhook secret or token from the environment: the query routes are open.
+log "starting the service on $URL (private PostgreSQL in $SERVICE_DIR)"
+service_start "$SERVICE_LOG" RUST_LOG=info
+log "service ready ($URL/healthz = 200)"
 
 # Real data for the positive cases: the seed document's example (delivered twice: a duplicate),
 # and events of every category for two workspaces, with and without an account.
