@@ -4,6 +4,7 @@
 #
 #   bench/run.sh            # full run: 20 s per step at c = 1, 16, 64 (about 3 minutes + build)
 #   bench/run.sh --quick    # smoke run: 3 s per step
+#   bench/run.sh --repeat 3 # each step 3 times (alternating order), medians in the table
 #
 # Options (also as environment variables, in brackets):
 #   --quick                 3 s per step instead of 20
@@ -13,6 +14,11 @@
 #                           [REDELIVER, default 0.05]
 #   --secret whsec_…        configure the service with this secret and sign every delivery
 #                           [SECRET, default unset: unsigned]
+#   --prefill N             events bench/seed.sql puts in each database (service's and
+#                           pgbench's alike) before its step, then VACUUM ANALYZE [PREFILL,
+#                           default 100000]; 0 starts both on an empty store
+#   --repeat N              run every step N times, alternating which side goes first; the
+#                           table shows medians [REPEAT, default 1]
 #   --results FILE          where the JSON lines go [RESULTS, default
 #                           target/bench/results-<date>.jsonl]
 #   --keep                  keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
@@ -24,14 +30,16 @@
 # $CARGO_TARGET_DIR), initialises a PostgreSQL cluster in a temporary directory (initdb; the
 # server runs as user postgres when we are root; default settings, so fsync and
 # synchronous_commit are on; Unix socket only), then for each concurrency c:
-#   a. starts calry-hooks (release) on a fresh database svc_c<c> through DATABASE_URL, runs the
+#   a. creates a fresh database svc_c<c> (`calry-hooks migrate`), fills it with --prefill events
+#      (bench/seed.sql), starts calry-hooks (release) on it through DATABASE_URL, runs the
 #      load generator at c for the duration, which then verifies through SQL that exactly the
 #      acknowledged set is stored, and stops the service (its peak RSS is VmHWM, read just before);
-#   b. creates a fresh database pgb_c<c> with the same schema (`calry-hooks migrate`) and runs
+#   b. creates a fresh database pgb_c<c> with the same schema and prefill, and runs
 #      pgbench with bench/pgbench-ingest.sql at c for the same duration (-M prepared, -l logs for
 #      the latency percentiles).
-# A CHECKPOINT precedes every step. At the end it prints one table (loadgen table) and stops
-# everything it started.
+# A CHECKPOINT precedes every step. With --repeat N the whole sequence runs N times, even runs
+# taking pgbench first. At the end it prints one table (loadgen table) and stops everything it
+# started.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +49,8 @@ REDELIVER=${REDELIVER:-0.05}
 SECRET=${SECRET:-}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
+REPEAT=${REPEAT:-1}
+PREFILL=${PREFILL:-100000}
 PG_LOG_STATEMENTS=0
 WORKSPACES=10000
 ACCOUNTS=10
@@ -54,6 +64,8 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY=$2; shift ;;
         --redeliver) REDELIVER=$2; shift ;;
         --secret) SECRET=$2; shift ;;
+        --prefill) PREFILL=$2; shift ;;
+        --repeat) REPEAT=$2; shift ;;
         --results) RESULTS=$2; shift ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
@@ -131,7 +143,7 @@ psql_ -d postgres -At -c "select 'PostgreSQL ' || current_setting('server_versio
 
 {
     echo "machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), $(free -g | awk '/^Mem:/ {print $2}') GiB memory"
-    echo "run: duration ${DURATION}s, concurrency $CONCURRENCY, redeliveries $REDELIVER, $WORKSPACES workspaces x $ACCOUNTS accounts, ${SECRET:+signed}${SECRET:-unsigned}"
+    echo "run: duration ${DURATION}s x $REPEAT, concurrency $CONCURRENCY, redeliveries $REDELIVER, prefill $PREFILL events, $WORKSPACES workspaces x $ACCOUNTS accounts, ${SECRET:+signed}${SECRET:-unsigned}"
 } >&2
 : >"$RESULTS"
 REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -139,8 +151,8 @@ if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml 2>/dev
     REVISION="$REVISION+uncommitted changes in src/"
 fi
 echo "calry-hooks: $REVISION" >&2
-printf '{"kind":"meta","revision":"%s","duration_s":%s,"redeliver_share":%s,"signed":%s,"nproc":%s}\n' \
-    "$REVISION" "$DURATION" "$REDELIVER" "$([ -n "$SECRET" ] && echo true || echo false)" "$(nproc)" \
+printf '{"kind":"meta","revision":"%s","duration_s":%s,"redeliver_share":%s,"prefill":%s,"signed":%s,"nproc":%s}\n' \
+    "$REVISION" "$DURATION" "$REDELIVER" "$PREFILL" "$([ -n "$SECRET" ] && echo true || echo false)" "$(nproc)" \
     >>"$RESULTS"
 
 if [ -n "$SECRET" ]; then
@@ -151,35 +163,66 @@ else
     SIGN=()
 fi
 
-for c in $CONCURRENCY; do
-    # a. the service.
-    log "c=$c: calry-hooks, ${DURATION}s"
+# A fresh database with the schema and the prefill.
+new_db() {
+    (cd "$WORK" && DATABASE_URL=$(db_url "$1") "$BIN" migrate >"$WORK/migrate_$1.log" 2>&1)
+    if [ "$PREFILL" -gt 0 ]; then
+        psql_ -d "$1" -v events="$PREFILL" -v workspaces=$WORKSPACES -v accounts=$ACCOUNTS \
+            -f "$ROOT/bench/seed.sql" >"$WORK/seed_$1.log" 2>&1 \
+            || { cat "$WORK/seed_$1.log" >&2; exit 1; }
+    fi
+}
+
+# a. the service at concurrency $1, run $2.
+run_service() {
+    local c=$1 db=svc_c$1_r$2
+    log "c=$c: calry-hooks, ${DURATION}s (run $2 of $REPEAT)"
+    new_db "$db"
     psql_ -d postgres -c checkpoint
     # Started in $WORK so that no .env of the repository configures it.
-    (cd "$WORK" && DATABASE_URL=$(db_url "svc_c$c") CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
-        exec "$BIN" serve >"$WORK/service_c$c.log" 2>&1) &
+    (cd "$WORK" && DATABASE_URL=$(db_url "$db") CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
+        exec "$BIN" serve >"$WORK/service_$db.log" 2>&1) &
     SERVICE_PID=$!
     "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" \
         --redeliver "$REDELIVER" --workspaces "$WORKSPACES" --accounts "$ACCOUNTS" "${SIGN[@]}" \
-        --database-url "$(db_url "svc_c$c")" --service-pid "$SERVICE_PID" \
-        --postgres-pid "$POSTMASTER_PID" --label "service c=$c" --json-out "$RESULTS" >/dev/null \
-        || echo "bench/run.sh: loadgen at c=$c failed (see above)" >&2
+        --database-url "$(db_url "$db")" --service-pid "$SERVICE_PID" \
+        --postgres-pid "$POSTMASTER_PID" --label "service c=$c run $2" --json-out "$RESULTS" \
+        >/dev/null || echo "bench/run.sh: loadgen at c=$c failed (see above)" >&2
     kill -TERM "$SERVICE_PID"
-    wait "$SERVICE_PID" || echo "bench/run.sh: the service exited with $? (log: $WORK/service_c$c.log)" >&2
+    wait "$SERVICE_PID" || echo "bench/run.sh: the service exited with $? (log: $WORK/service_$db.log)" >&2
     SERVICE_PID=
+    psql_ -d postgres -c "drop database $db"
+}
 
-    # b. pgbench, same concurrency and duration, fresh database with the same schema.
-    log "c=$c: pgbench, ${DURATION}s"
-    (cd "$WORK" && DATABASE_URL=$(db_url "pgb_c$c") "$BIN" migrate >"$WORK/migrate_c$c.log" 2>&1)
+# b. pgbench at concurrency $1, run $2: same duration, fresh database with the same schema and
+# prefill.
+run_pgbench() {
+    local c=$1 db=pgb_c$1_r$2
+    log "c=$c: pgbench, ${DURATION}s (run $2 of $REPEAT)"
+    new_db "$db"
     psql_ -d postgres -c checkpoint
-    threads=$(( c < 2 ? 1 : 2 ))
-    (cd "$WORK" && "$LOADGEN" pgbench --output "$WORK/pgbench_c$c.out" \
-        --log-prefix "$WORK/pgbench_c$c" -c "$c" --postgres-pid "$POSTMASTER_PID" \
-        --database-url "$(db_url "pgb_c$c")" --label "pgbench c=$c" --json-out "$RESULTS" -- \
+    local threads=$(( c < 2 ? 1 : 2 ))
+    (cd "$WORK" && "$LOADGEN" pgbench --output "$WORK/pgbench_$db.out" \
+        --log-prefix "$WORK/pgbench_$db" -c "$c" --postgres-pid "$POSTMASTER_PID" \
+        --database-url "$(db_url "$db")" --label "pgbench c=$c run $2" --json-out "$RESULTS" -- \
         pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j "$threads" -T "$DURATION" \
         -D workspaces=$WORKSPACES -D accounts=$ACCOUNTS -f "$ROOT/bench/pgbench-ingest.sql" \
-        -l --log-prefix "$WORK/pgbench_c$c" "pgb_c$c" >/dev/null)
-    rm -f "$WORK"/pgbench_c"$c".[0-9]*
+        -l --log-prefix "$WORK/pgbench_$db" "$db" >/dev/null)
+    rm -f "$WORK"/pgbench_"$db".[0-9]*
+    # The databases of finished steps are not needed any more.
+    psql_ -d postgres -c "drop database $db"
+}
+
+for rep in $(seq 1 "$REPEAT"); do
+    for c in $CONCURRENCY; do
+        # Odd runs measure the service first, even runs pgbench first: a drift of the machine's
+        # background load does not favour one side.
+        if [ $(( rep % 2 )) = 1 ]; then
+            run_service "$c" "$rep"; run_pgbench "$c" "$rep"
+        else
+            run_pgbench "$c" "$rep"; run_service "$c" "$rep"
+        fi
+    done
 done
 
 log "results (JSON lines: $RESULTS)"

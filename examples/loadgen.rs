@@ -72,6 +72,9 @@ enum Command {
     Pgbench(PgbenchArgs),
     /// Print the service-versus-pgbench table from the JSON lines of a run.
     Table(TableArgs),
+    /// Query latency (status, history first page, a deep history page through the cursor, event
+    /// by id) at a fixed concurrency while ingest runs at a fixed rate.
+    Query(QueryArgs),
 }
 
 #[derive(Args, Clone)]
@@ -168,6 +171,67 @@ struct PgbenchArgs {
 }
 
 #[derive(Args)]
+struct QueryArgs {
+    /// Base URL of the service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Concurrent query workers, each with one keep-alive connection.
+    #[arg(short = 'c', long, default_value_t = 16)]
+    concurrency: u32,
+    /// Seconds of measured load.
+    #[arg(short = 'd', long, default_value_t = 20.0)]
+    duration: f64,
+    /// Deliveries per second sent meanwhile (new events; 0: none).
+    #[arg(long, default_value_t = 1000.0)]
+    ingest_rate: f64,
+    /// Connections the ingest load uses (each has one delivery in flight: enough of them that
+    /// the rate holds while deliveries wait for their commit).
+    #[arg(long, default_value_t = 32)]
+    ingest_concurrency: u32,
+    /// Sign the deliveries with this Standard Webhooks secret (`whsec_…`).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Workspaces of the store (as seeded by bench/seed.sql and sent by `ingest`).
+    #[arg(long, default_value_t = 10_000)]
+    workspaces: u64,
+    /// Integration accounts per workspace.
+    #[arg(long, default_value_t = 10)]
+    accounts: u64,
+    /// `limit` of the history pages.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// The deep page is the one after this many pages, reached by following `nextCursor`.
+    #[arg(long, default_value_t = 10)]
+    deep_pages: u32,
+    /// Workspaces whose deep-page cursor is prepared before the measured part.
+    #[arg(long, default_value_t = 200)]
+    samples: u32,
+    /// The service's database: random hook ids for event-by-id are sampled from it, the ingest
+    /// is verified, and the store's size per event is reported.
+    #[arg(long, env = "LOADGEN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Bearer token for the query API.
+    #[arg(long, env = "LOADGEN_TOKEN")]
+    token: Option<String>,
+    /// Process id of the service: its resident memory is sampled.
+    #[arg(long)]
+    service_pid: Option<u32>,
+    /// Process id of the PostgreSQL postmaster, for the CPU split.
+    #[arg(long)]
+    postgres_pid: Option<u32>,
+    /// Seconds to wait for GET /healthz to answer 200 before starting.
+    #[arg(long, default_value_t = 60.0)]
+    wait_ready: f64,
+    /// Tokio worker threads of the generator (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long, default_value = "")]
+    label: String,
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct TableArgs {
     /// The JSON lines of a run (ingest and pgbench).
     results: PathBuf,
@@ -177,6 +241,7 @@ fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Ingest(args) => args.threads,
+        Command::Query(args) => args.threads,
         _ => 1,
     };
     let runtime = if threads <= 1 {
@@ -194,6 +259,7 @@ fn main() -> Result<(), BoxError> {
             Command::Ingest(args) => ingest(args).await,
             Command::Pgbench(args) => pgbench(args).await,
             Command::Table(args) => table(&args.results),
+            Command::Query(args) => query(args).await,
         }
     })
 }
@@ -345,7 +411,8 @@ fn scatter_inverse() -> u64 {
 }
 
 /// The ids of one run: UUID-shaped, `<run prefix>-xxxx-4xxx-8xxx-xxxxxxxxxxxx`, the prefix
-/// (8 hex digits) distinct per run so that the SQL verification finds exactly this run's ids.
+/// (8 hex digits, the first one 0-7) distinct per run so that the SQL verification finds exactly
+/// this run's ids.
 #[derive(Clone, Copy)]
 struct Ids {
     run: u32,
@@ -677,7 +744,8 @@ async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
     let target = Target::parse(&args.url).await?;
     wait_ready(&target, args.wait_ready).await?;
     let key = args.secret.as_deref().map(secret_key).transpose()?;
-    let run = (splitmix(unix_ms() as u64 ^ u64::from(std::process::id())) >> 32) as u32;
+    // The first hex digit of a run prefix is 0-7; bench/seed.sql's ids start with 8-f.
+    let run = (splitmix(unix_ms() as u64 ^ u64::from(std::process::id())) >> 33) as u32;
     let ids = Ids {
         run,
         inverse: scatter_inverse(),
@@ -799,7 +867,10 @@ async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
     let method = match (args.verify, &args.database_url) {
         (Verify::None, _) => None,
         (Verify::Sql, None) => return Err("--verify sql needs --database-url".into()),
-        (Verify::Sql | Verify::Auto, Some(url)) => Some(Method::Sql(url.clone())),
+        (Verify::Sql | Verify::Auto, Some(url)) => Some(Method::Sql {
+            url: url.clone(),
+            status: true,
+        }),
         (Verify::Api | Verify::Auto, _) => Some(Method::Api),
     };
     let verification = match method {
@@ -909,7 +980,12 @@ async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
 }
 
 enum Method {
-    Sql(String),
+    /// Through SQL; `status` also recomputes the status tables from the whole history (a full
+    /// scan of `events`: left out on a seeded store of millions).
+    Sql {
+        url: String,
+        status: bool,
+    },
     Api,
 }
 
@@ -919,7 +995,7 @@ async fn verify(plan: &Plan, logs: &[WorkerLog], method: Method) -> Result<Verif
     // Stored delivery_count per (worker, seq); None: not stored.
     let mut stored: Vec<Vec<Option<i64>>> = logs.iter().map(|l| vec![None; l.sent.len()]).collect();
     match method {
-        Method::Sql(url) => {
+        Method::Sql { url, status } => {
             v.method = "sql";
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
@@ -954,10 +1030,14 @@ async fn verify(plan: &Plan, logs: &[WorkerLog], method: Method) -> Result<Verif
                 }
             }
             // The status is a pure function of the stored events (SPEC §4): recompute it.
-            let (status, workspaces): (i64, i64) = sqlx::query_as(STATUS_CHECK)
-                .bind(&KNOWN_TYPES[..])
-                .fetch_one(&pool)
-                .await?;
+            if status {
+                let (status, workspaces): (i64, i64) = sqlx::query_as(STATUS_CHECK)
+                    .bind(&KNOWN_TYPES[..])
+                    .fetch_one(&pool)
+                    .await?;
+                v.status_mismatch = Some(status as u64);
+                v.workspace_mismatch = Some(workspaces as u64);
+            }
             let (transactions, mean, p50, p90, max): (i64, f64, i64, i64, i64) =
                 sqlx::query_as(BATCHES)
                     .bind(&prefix)
@@ -971,8 +1051,6 @@ async fn verify(plan: &Plan, logs: &[WorkerLog], method: Method) -> Result<Verif
                 p90,
                 max,
             });
-            v.status_mismatch = Some(status as u64);
-            v.workspace_mismatch = Some(workspaces as u64);
             pool.close().await;
         }
         Method::Api => {
@@ -1218,6 +1296,7 @@ fn emit(report: &Value, json_out: Option<&Path>) -> Result<(), BoxError> {
 async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
     let out = std::fs::File::create(&args.output)?;
     let before = CpuSnapshot::take(None, args.postgres_pid);
+    let started_ms = unix_ms();
     // Run to completion and waited for: its CPU time lands in our cutime / cstime.
     let status = std::process::Command::new(&args.command[0])
         .args(&args.command[1..])
@@ -1288,9 +1367,13 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
                 .max_connections(1)
                 .connect(url)
                 .await?;
-            let (n,): (i64,) = sqlx::query_as("select count(*) from events")
-                .fetch_one(&pool)
-                .await?;
+            // The events pgbench committed (a prefill was received long before).
+            let (n,): (i64,) = sqlx::query_as(
+                "select count(*) from events where received_at >= to_timestamp($1 / 1000.0)",
+            )
+            .bind(started_ms as f64)
+            .fetch_one(&pool)
+            .await?;
             pool.close().await;
             Some(n as u64)
         }
@@ -1338,22 +1421,33 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
 
 fn table(path: &Path) -> Result<(), BoxError> {
     let text = std::fs::read_to_string(path)?;
-    let mut service: BTreeMap<u64, Value> = BTreeMap::new();
-    let mut pgbench: BTreeMap<u64, Value> = BTreeMap::new();
+    // Every step of the run, in order; with --repeat, several per concurrency.
+    let mut service: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    let mut pgbench: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with('{')) {
         let v: Value = serde_json::from_str(line)?;
         let c = v["concurrency"].as_u64().unwrap_or(0);
         match v["kind"].as_str() {
-            Some("ingest") => {
-                service.insert(c, v);
-            }
-            Some("pgbench") => {
-                pgbench.insert(c, v);
-            }
+            Some("ingest") => service.entry(c).or_default().push(v),
+            Some("pgbench") => pgbench.entry(c).or_default().push(v),
             _ => {}
         }
     }
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    let median = |mut xs: Vec<f64>| -> f64 {
+        xs.retain(|x| !x.is_nan());
+        if xs.is_empty() {
+            return f64::NAN;
+        }
+        xs.sort_by(|a, b| a.total_cmp(b));
+        let n = xs.len();
+        if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        }
+    };
     // Share of the machine's CPU used by processes outside the measured step (other builds and
     // tests on a shared machine): the noise each figure was taken under.
     let background = |v: &Value| {
@@ -1361,9 +1455,22 @@ fn table(path: &Path) -> Result<(), BoxError> {
         let ours = f(&cpu["loadgen"])
             + cpu["postgres"].as_f64().unwrap_or(0.0)
             + cpu["service"].as_f64().unwrap_or(0.0);
-        let share = (f(&cpu["machine_busy"]) - ours) / f(&cpu["machine_capacity"]);
-        format!("{:.0}%", (share * 100.0).max(0.0))
+        ((f(&cpu["machine_busy"]) - ours) / f(&cpu["machine_capacity"]) * 100.0).max(0.0)
     };
+    let repeats = service
+        .values()
+        .chain(pgbench.values())
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0);
+    if repeats > 1 {
+        println!(
+            "Medians of {repeats} runs per concurrency; the ratio is the median of the per-run \
+             ratios (service run i / pgbench run i), with their range; non-2xx and lost / doubled \
+             are totals."
+        );
+        println!();
+    }
     println!(
         "| c | service deliveries/s | service p50 / p99 ms | pgbench tps | pgbench p50 / p99 ms \
          | ratio service/pgbench | non-2xx | lost / doubled | service RSS MiB \
@@ -1373,61 +1480,104 @@ fn table(path: &Path) -> Result<(), BoxError> {
     let mut peak_rss = 0u64;
     let concurrencies: std::collections::BTreeSet<u64> =
         service.keys().chain(pgbench.keys()).copied().collect();
+    let empty = Vec::new();
     for c in concurrencies {
-        let s = service.get(&c);
-        let p = pgbench.get(&c);
-        let cell = |v: Option<String>| v.unwrap_or_else(|| "–".to_owned());
-        let rss = s.and_then(|s| s["service_rss"]["vmhwm_kib"].as_u64());
+        let s = service.get(&c).unwrap_or(&empty);
+        let p = pgbench.get(&c).unwrap_or(&empty);
+        let med =
+            |list: &[Value], get: &dyn Fn(&Value) -> f64| median(list.iter().map(get).collect());
+        let cell = |present: bool, text: String| if present { text } else { "–".to_owned() };
+        let rss = s
+            .iter()
+            .filter_map(|s| s["service_rss"]["vmhwm_kib"].as_u64())
+            .max();
         peak_rss = peak_rss.max(rss.unwrap_or(0));
-        let lost = s.map(|s| {
-            let v = &s["verify"];
-            if v.is_null() {
-                "not verified".to_owned()
-            } else {
-                let extra = v["stored_unacknowledged"].as_u64().unwrap_or(0)
-                    + v["delivery_count_mismatch"].as_u64().unwrap_or(0)
-                    + v["status_mismatch"].as_u64().unwrap_or(0)
-                    + v["workspace_mismatch"].as_u64().unwrap_or(0);
-                format!(
-                    "{} / {}{}",
-                    v["lost"],
-                    v["doubled"],
-                    if extra > 0 {
-                        format!(" (+{extra} other mismatches)")
-                    } else {
-                        String::new()
-                    }
-                )
-            }
-        });
-        let batches = s.and_then(|s| {
-            let b = &s["verify"]["batches"];
-            (!b.is_null()).then(|| format!("{:.1} / {}", f(&b["mean"]), b["max"]))
-        });
+        let verified: Vec<&Value> = s
+            .iter()
+            .map(|s| &s["verify"])
+            .filter(|v| !v.is_null())
+            .collect();
+        let lost = if s.is_empty() {
+            "–".to_owned()
+        } else if verified.len() < s.len() {
+            "not verified".to_owned()
+        } else {
+            let sum = |key: &str| verified.iter().map(|v| u(&v[key])).sum::<u64>();
+            let extra = sum("stored_unacknowledged")
+                + sum("delivery_count_mismatch")
+                + sum("status_mismatch")
+                + sum("workspace_mismatch");
+            format!(
+                "{} / {}{}",
+                sum("lost"),
+                sum("doubled"),
+                if extra > 0 {
+                    format!(" (+{extra} other mismatches)")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let ratios: Vec<f64> = s
+            .iter()
+            .zip(p)
+            .map(|(s, p)| f(&s["deliveries_per_s"]) / f(&p["tps"]))
+            .collect();
+        let ratio = if ratios.is_empty() {
+            "–".to_owned()
+        } else if ratios.len() == 1 {
+            format!("{:.2}×", ratios[0])
+        } else {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:.2}× ({lo:.2}–{hi:.2})", median(ratios.clone()))
+        };
+        let batches = verified
+            .iter()
+            .map(|v| &v["batches"])
+            .filter(|b| !b.is_null())
+            .collect::<Vec<_>>();
         println!(
-            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-            cell(s.map(|s| format!("{:.0}", f(&s["deliveries_per_s"])))),
-            cell(s.map(|s| format!(
-                "{:.2} / {:.2}",
-                f(&s["latency_ms"]["p50"]),
-                f(&s["latency_ms"]["p99"])
-            ))),
-            cell(p.map(|p| format!("{:.0}", f(&p["tps"])))),
-            cell(p.map(|p| format!(
-                "{:.2} / {:.2}",
-                f(&p["latency_ms"]["p50"]),
-                f(&p["latency_ms"]["p99"])
-            ))),
+            "| {c} | {} | {} | {} | {} | {ratio} | {} | {lost} | {} | {} | {} / {} |",
             cell(
-                s.zip(p)
-                    .map(|(s, p)| format!("{:.2}×", f(&s["deliveries_per_s"]) / f(&p["tps"])))
+                !s.is_empty(),
+                format!("{:.0}", med(s, &|v| f(&v["deliveries_per_s"])))
             ),
-            cell(s.map(|s| s["non_2xx"].to_string())),
-            cell(lost),
-            cell(rss.map(|kib| format!("{:.1}", kib as f64 / 1024.0))),
-            cell(batches),
-            cell(s.map(background)),
-            cell(p.map(background)),
+            cell(
+                !s.is_empty(),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(s, &|v| f(&v["latency_ms"]["p50"])),
+                    med(s, &|v| f(&v["latency_ms"]["p99"]))
+                )
+            ),
+            cell(!p.is_empty(), format!("{:.0}", med(p, &|v| f(&v["tps"])))),
+            cell(
+                !p.is_empty(),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(p, &|v| f(&v["latency_ms"]["p50"])),
+                    med(p, &|v| f(&v["latency_ms"]["p99"]))
+                )
+            ),
+            cell(
+                !s.is_empty(),
+                s.iter().map(|s| u(&s["non_2xx"])).sum::<u64>().to_string()
+            ),
+            cell(
+                rss.is_some(),
+                format!("{:.1}", rss.unwrap_or(0) as f64 / 1024.0)
+            ),
+            cell(
+                !batches.is_empty(),
+                format!(
+                    "{:.1} / {}",
+                    median(batches.iter().map(|b| f(&b["mean"])).collect()),
+                    batches.iter().map(|b| u(&b["max"])).max().unwrap_or(0)
+                )
+            ),
+            cell(!s.is_empty(), format!("{:.0}%", med(s, &background))),
+            cell(!p.is_empty(), format!("{:.0}%", med(p, &background))),
         );
     }
     println!();
@@ -1435,5 +1585,499 @@ fn table(path: &Path) -> Result<(), BoxError> {
         "service peak RSS (VmHWM, largest of the runs): {:.1} MiB",
         peak_rss as f64 / 1024.0
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The query benchmark.
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Status,
+    FirstPage,
+    DeepPage,
+    ById,
+}
+
+const KINDS: [Kind; 4] = [Kind::Status, Kind::FirstPage, Kind::DeepPage, Kind::ById];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Status => "status",
+            Kind::FirstPage => "history_first_page",
+            Kind::DeepPage => "history_deep_page",
+            Kind::ById => "event_by_id",
+        }
+    }
+
+    /// The p99 issue 6 asks for, in milliseconds.
+    fn target_p99_ms(self) -> f64 {
+        match self {
+            Kind::Status => 5.0,
+            Kind::FirstPage | Kind::DeepPage => 10.0,
+            Kind::ById => 3.0,
+        }
+    }
+}
+
+fn history_path(w: u64, limit: u32, cursor: Option<&str>) -> String {
+    // Cursors are URL-safe base64: no escaping needed.
+    match cursor {
+        Some(c) => format!(
+            "/workspaces/{}/events?limit={limit}&cursor={c}",
+            workspace_id(w)
+        ),
+        None => format!("/workspaces/{}/events?limit={limit}", workspace_id(w)),
+    }
+}
+
+async fn get(conn: &mut Conn, path: &str, token: Option<&str>) -> Result<Answer, BoxError> {
+    let mut request = conn.request("GET", path);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    conn.send(request.body(Full::new(Bytes::new()))?).await
+}
+
+/// What the query workers ask for: workspaces with a prepared deep cursor, and hook ids.
+struct QueryPlan {
+    deep: Vec<(u64, String)>,
+    ids: Vec<String>,
+    workspaces: u64,
+    limit: u32,
+    token: Option<String>,
+    stop_at: Instant,
+}
+
+#[derive(Default)]
+struct QueryLog {
+    latencies: [Vec<u32>; 4],
+    statuses: [BTreeMap<u16, u64>; 4],
+    last_done: Option<Instant>,
+}
+
+async fn query_worker(plan: Arc<QueryPlan>, worker: u32, mut conn: Conn) -> QueryLog {
+    let mut log = QueryLog::default();
+    let mut rng = Rng::new(0x9e77 ^ u64::from(worker));
+    let mut i = worker as usize;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= plan.stop_at {
+            break;
+        }
+        let k = i % KINDS.len();
+        i += 1;
+        let path = match KINDS[k] {
+            Kind::Status => format!(
+                "/workspaces/{}/status",
+                workspace_id(rng.below(plan.workspaces))
+            ),
+            Kind::FirstPage => history_path(rng.below(plan.workspaces), plan.limit, None),
+            Kind::DeepPage => {
+                let (w, cursor) = &plan.deep[rng.below(plan.deep.len() as u64) as usize];
+                history_path(*w, plan.limit, Some(cursor))
+            }
+            Kind::ById => format!(
+                "/events/{}",
+                plan.ids[rng.below(plan.ids.len() as u64) as usize]
+            ),
+        };
+        let status = match get(&mut conn, &path, plan.token.as_deref()).await {
+            Ok(a) => a.status,
+            Err(_) => 0,
+        };
+        let done = Instant::now();
+        log.latencies[k].push((done - t0).as_micros().min(u128::from(u32::MAX)) as u32);
+        *log.statuses[k].entry(status).or_default() += 1;
+        log.last_done = Some(done);
+        if status == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    log
+}
+
+async fn query(args: QueryArgs) -> Result<(), BoxError> {
+    let target = Target::parse(&args.url).await?;
+    wait_ready(&target, args.wait_ready).await?;
+    let token = args.token.as_deref();
+
+    // Preparation (not measured): deep cursors by walking pages, and hook ids to look up.
+    eprintln!(
+        "loadgen query: preparing {} deep cursors ({} pages of {} deep)…",
+        args.samples, args.deep_pages, args.limit
+    );
+    let mut rng = Rng::new(unix_ms() as u64);
+    let mut conn = Conn::new(target.clone());
+    let mut deep = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..args.samples {
+        let w = rng.below(args.workspaces);
+        let mut cursor: Option<String> = None;
+        for _ in 0..args.deep_pages {
+            let answer = get(
+                &mut conn,
+                &history_path(w, args.limit, cursor.as_deref()),
+                token,
+            )
+            .await?;
+            if answer.status != 200 {
+                return Err(format!(
+                    "GET history of workspace {} answered {}: {}",
+                    workspace_id(w),
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                )
+                .into());
+            }
+            let page: Value = serde_json::from_slice(&answer.body)?;
+            if ids.len() < 20_000 {
+                ids.extend(
+                    page["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["hookId"].as_str().map(str::to_owned)),
+                );
+            }
+            cursor = page["nextCursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if let Some(c) = cursor {
+            deep.push((w, c));
+        }
+    }
+    if deep.is_empty() {
+        return Err(format!(
+            "no sampled workspace has more than {} events: seed the store first (bench/seed.sql)",
+            args.deep_pages * args.limit
+        )
+        .into());
+    }
+    let pool = match &args.database_url {
+        Some(url) => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await?,
+        ),
+        None => None,
+    };
+    if let Some(pool) = &pool {
+        // Random events from all over the store, not only the newest ones the pages showed.
+        let sampled: Vec<(String,)> =
+            sqlx::query_as("select hook_id from events tablesample system (0.1) limit 20000")
+                .fetch_all(pool)
+                .await?;
+        if sampled.len() >= 1000 {
+            ids = sampled.into_iter().map(|(id,)| id).collect();
+        }
+    }
+    if ids.is_empty() {
+        return Err("no hook id to look up".into());
+    }
+
+    // The ingest load, paced, as `loadgen ingest --rate` sends it.
+    let ingest_args = IngestArgs {
+        url: args.url.clone(),
+        concurrency: args.ingest_concurrency.max(1),
+        duration: args.duration,
+        warmup: 0.0,
+        redeliver: 0.0,
+        secret: args.secret.clone(),
+        workspaces: args.workspaces,
+        accounts: args.accounts,
+        rate: Some(args.ingest_rate.max(0.001)),
+        database_url: None,
+        verify: Verify::None,
+        token: None,
+        service_pid: None,
+        postgres_pid: None,
+        wait_ready: 0.0,
+        threads: 1,
+        label: String::new(),
+        json_out: None,
+    };
+    let run = (splitmix(unix_ms() as u64 ^ 0x0051) >> 33) as u32;
+    let ids_gen = Ids {
+        run,
+        inverse: scatter_inverse(),
+    };
+    let mut ingest_conns = Vec::new();
+    if args.ingest_rate > 0.0 {
+        for _ in 0..ingest_args.concurrency {
+            let mut c = Conn::new(target.clone());
+            c.connect().await?;
+            ingest_conns.push(c);
+        }
+    }
+    let mut query_conns = Vec::new();
+    for _ in 0..args.concurrency {
+        let mut c = Conn::new(target.clone());
+        c.connect().await?;
+        query_conns.push(c);
+    }
+
+    let start = Instant::now();
+    let stop_at = start + Duration::from_secs_f64(args.duration);
+    let cpu_start = CpuSnapshot::take(args.service_pid, args.postgres_pid);
+    let key = args.secret.as_deref().map(secret_key).transpose()?;
+    let ingest_plan = Arc::new(Plan {
+        period: Some(Duration::from_secs_f64(
+            f64::from(ingest_args.concurrency) / ingest_args.rate.unwrap_or(1.0),
+        )),
+        args: ingest_args,
+        ids: ids_gen,
+        target: target.clone(),
+        key,
+        measure_from: start,
+        stop_at,
+    });
+    let query_plan = Arc::new(QueryPlan {
+        deep,
+        ids,
+        workspaces: args.workspaces,
+        limit: args.limit,
+        token: args.token.clone(),
+        stop_at,
+    });
+    eprintln!(
+        "loadgen query: {} query workers for {}s while ingest runs at {}/s over {} connections \
+         ({} deep cursors, {} ids to look up)",
+        args.concurrency,
+        args.duration,
+        args.ingest_rate,
+        ingest_conns.len(),
+        query_plan.deep.len(),
+        query_plan.ids.len()
+    );
+    let mut ingest_tasks = tokio::task::JoinSet::new();
+    for (n, c) in ingest_conns.into_iter().enumerate() {
+        let plan = ingest_plan.clone();
+        ingest_tasks.spawn(async move { (n, worker(plan, n as u32, c).await) });
+    }
+    let mut query_tasks = tokio::task::JoinSet::new();
+    for (n, c) in query_conns.into_iter().enumerate() {
+        query_tasks.spawn(query_worker(query_plan.clone(), n as u32, c));
+    }
+    let mut qlogs = Vec::new();
+    while let Some(log) = query_tasks.join_next().await {
+        qlogs.push(log?);
+    }
+    let mut ilogs = Vec::new();
+    while let Some(log) = ingest_tasks.join_next().await {
+        ilogs.push(log?);
+    }
+    let cpu = CpuSnapshot::take(args.service_pid, args.postgres_pid).since(&cpu_start);
+    let vmhwm = args
+        .service_pid
+        .and_then(|pid| proc_status_kib(pid, "VmHWM"));
+    ilogs.sort_by_key(|(n, _)| *n);
+    let ilogs: Vec<WorkerLog> = ilogs.into_iter().map(|(_, l)| l).collect();
+
+    let mut elapsed = 0.0f64;
+    let mut per_kind = serde_json::Map::new();
+    let mut rows = Vec::new();
+    let mut total = 0u64;
+    for (k, kind) in KINDS.iter().enumerate() {
+        let mut lat: Vec<u32> = qlogs
+            .iter()
+            .flat_map(|l| l.latencies[k].iter().copied())
+            .collect();
+        let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+        for l in &qlogs {
+            for (s, n) in &l.statuses[k] {
+                *statuses.entry(*s).or_default() += n;
+            }
+        }
+        let count = lat.len() as u64;
+        total += count;
+        let non_2xx: u64 = statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum();
+        let l = latency(&mut lat);
+        rows.push((*kind, count, non_2xx, l.p50, l.p90, l.p99, l.max));
+        per_kind.insert(
+            kind.name().to_owned(),
+            json!({
+                "requests": count,
+                "non_2xx": non_2xx,
+                "status": statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+                "latency_ms": l,
+                "target_p99_ms": kind.target_p99_ms(),
+            }),
+        );
+    }
+    for l in &qlogs {
+        if let Some(d) = l.last_done {
+            elapsed = elapsed.max((d - start).as_secs_f64());
+        }
+    }
+
+    // The ingest that ran meanwhile.
+    let mut ingest_lat: Vec<u32> = ilogs
+        .iter()
+        .flat_map(|l| l.latencies.iter().copied())
+        .collect();
+    let ingest_2xx: u64 = ilogs
+        .iter()
+        .flat_map(|l| l.statuses.iter())
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    let ingest_non_2xx = ingest_lat.len() as u64 - ingest_2xx;
+    let ingest_latency = latency(&mut ingest_lat);
+    let ingest_verify = match &args.database_url {
+        Some(url) if args.ingest_rate > 0.0 => Some(
+            verify(
+                &ingest_plan,
+                &ilogs,
+                Method::Sql {
+                    url: url.clone(),
+                    status: false,
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+
+    // Bytes per event of the store.
+    let store = match &pool {
+        Some(pool) => {
+            let (events, heap, toast, indexes, total_events, status_tables): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = sqlx::query_as(
+                "select (select count(*) from events),
+                        pg_relation_size('events'),
+                        pg_total_relation_size('events') - pg_relation_size('events')
+                            - pg_indexes_size('events'),
+                        pg_indexes_size('events'),
+                        pg_total_relation_size('events'),
+                        pg_total_relation_size('latest_events')
+                            + pg_total_relation_size('workspaces')",
+            )
+            .fetch_one(pool)
+            .await?;
+            let per = |b: i64| b as f64 / events.max(1) as f64;
+            Some(json!({
+                "events": events,
+                "events_bytes": total_events,
+                "status_tables_bytes": status_tables,
+                "bytes_per_event": {
+                    "heap": per(heap),
+                    "toast": per(toast),
+                    "indexes": per(indexes),
+                    "events_total": per(total_events),
+                    "with_status_tables": per(total_events + status_tables),
+                },
+            }))
+        }
+        None => None,
+    };
+    if let Some(pool) = pool {
+        pool.close().await;
+    }
+
+    let report = json!({
+        "kind": "query",
+        "label": args.label,
+        "concurrency": args.concurrency,
+        "duration_s": elapsed,
+        "limit": args.limit,
+        "deep_page": args.deep_pages + 1,
+        "queries_per_s": total as f64 / elapsed.max(1e-9),
+        "queries": per_kind,
+        "ingest": {
+            "rate_target": args.ingest_rate,
+            "deliveries_per_s": ingest_2xx as f64 / elapsed.max(1e-9),
+            "non_2xx": ingest_non_2xx,
+            "latency_ms": ingest_latency,
+            "verify": ingest_verify,
+        },
+        "store": store,
+        "service_rss": { "vmhwm_kib": vmhwm },
+        "cpu_s": cpu,
+    });
+
+    eprintln!(
+        "  {total} queries in {elapsed:.2}s ({:.0}/s) at c={}; ingest meanwhile {:.0} deliveries/s \
+         (target {}), p50 {:.2} ms, p99 {:.2} ms, non-2xx {ingest_non_2xx}",
+        total as f64 / elapsed.max(1e-9),
+        args.concurrency,
+        ingest_2xx as f64 / elapsed.max(1e-9),
+        args.ingest_rate,
+        ingest_latency.p50,
+        ingest_latency.p99
+    );
+    if let Some(v) = report["ingest"]["verify"].as_object() {
+        eprintln!(
+            "  ingest verify (sql): {} acknowledged, lost {}, doubled {}, stored unacknowledged {} → {}",
+            v["acknowledged"],
+            v["lost"],
+            v["doubled"],
+            v["stored_unacknowledged"],
+            if v["ok"] == true { "OK" } else { "FAILED" }
+        );
+    }
+    eprintln!(
+        "  CPU seconds: service {}, PostgreSQL {}, loadgen {:.2}, whole machine {:.2} of {:.2}",
+        cpu.service.map(|s| format!("{s:.2}")).unwrap_or("?".into()),
+        cpu.postgres
+            .map(|s| format!("{s:.2}"))
+            .unwrap_or("?".into()),
+        cpu.loadgen,
+        cpu.machine_busy,
+        cpu.machine_capacity
+    );
+    eprintln!(
+        "| query (c={}, ingest {}/s) | requests | p50 ms | p90 ms | p99 ms | max ms | non-2xx | target p99 |",
+        args.concurrency, args.ingest_rate
+    );
+    eprintln!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for (kind, count, non_2xx, p50, p90, p99, max) in rows {
+        let target = kind.target_p99_ms();
+        eprintln!(
+            "| {} | {count} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {non_2xx} | ≤ {target} ms: {} |",
+            kind.name(),
+            if p99 <= target { "met" } else { "missed" }
+        );
+    }
+    if let Some(s) = report["store"].as_object() {
+        let b = &s["bytes_per_event"];
+        eprintln!();
+        eprintln!(
+            "store: {} events; bytes per event: events table total {:.0} (heap {:.0}, TOAST {:.0}, \
+             indexes {:.0}); with the status tables {:.0}",
+            s["events"],
+            b["events_total"].as_f64().unwrap_or(0.0),
+            b["heap"].as_f64().unwrap_or(0.0),
+            b["toast"].as_f64().unwrap_or(0.0),
+            b["indexes"].as_f64().unwrap_or(0.0),
+            b["with_status_tables"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(kib) = vmhwm {
+        eprintln!("service peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+    }
+    let line = serde_json::to_string(&report)?;
+    if let Some(path) = &args.json_out {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(file, "{line}")?;
+    }
+    println!("{line}");
     Ok(())
 }

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The query benchmark of issue 6: a store seeded with 10M events (bench/seed.sql: 10k workspaces
+# x 10 accounts), then p50/p99 of status, history first page, a deep history page reached through
+# the cursor, and event by id at c=16 while ingest runs at 1,000 deliveries/s; plus the table and
+# index bytes per event.
+#
+#   bench/query.sh                  # 10M events (seeding takes minutes), 20 s of queries
+#   bench/query.sh --events 1000000 --duration 10
+#
+# Options (environment variables in brackets):
+#   --events N          events to seed [EVENTS, default 10000000]
+#   --duration SECS     seconds of measured queries [DURATION, default 20]
+#   --concurrency C     query workers [CONCURRENCY, default 16]
+#   --ingest-rate R     deliveries/s sent meanwhile [INGEST_RATE, default 1000]
+#   --deep-pages N      the deep page is the one after N pages of 50 [DEEP_PAGES, default 10]
+#   --results FILE      where the JSON line goes [RESULTS, default
+#                       target/bench/query-<date>.jsonl]
+#   --keep              keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
+#   --no-build          use the binaries already in target/bench [NO_BUILD=1]
+#
+# Like bench/run.sh: builds release binaries into target/bench (or $CARGO_TARGET_DIR), runs a
+# PostgreSQL of its own in a temporary directory (default settings: fsync and synchronous_commit
+# on; as user postgres when we are root; Unix socket only), migrates and seeds one database, starts
+# calry-hooks (release) on it, runs `loadgen query`, and stops everything it started.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+EVENTS=${EVENTS:-10000000}
+DURATION=${DURATION:-20}
+CONCURRENCY=${CONCURRENCY:-16}
+INGEST_RATE=${INGEST_RATE:-1000}
+DEEP_PAGES=${DEEP_PAGES:-10}
+KEEP=${KEEP:-0}
+NO_BUILD=${NO_BUILD:-0}
+RESULTS=${RESULTS:-}
+WORKSPACES=10000
+ACCOUNTS=10
+PORT=${PORT:-18081}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --events) EVENTS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --concurrency) CONCURRENCY=$2; shift ;;
+        --ingest-rate) INGEST_RATE=$2; shift ;;
+        --deep-pages) DEEP_PAGES=$2; shift ;;
+        --results) RESULTS=$2; shift ;;
+        --keep) KEEP=1 ;;
+        --no-build) NO_BUILD=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/query.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
+BIN=$TARGET_DIR/release/calry-hooks
+LOADGEN=$TARGET_DIR/release/examples/loadgen
+RESULTS=${RESULTS:-$TARGET_DIR/query-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ ! -x "$PGBIN/initdb" ]; then
+    echo "bench/query.sh: needs the PostgreSQL server binaries (PGBIN=$PGBIN)" >&2
+    exit 1
+fi
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+if [ "$NO_BUILD" != 1 ]; then
+    log "building release binaries into $TARGET_DIR"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks --example loadgen)
+fi
+
+WORK=$(mktemp -d /tmp/calry-query.XXXXXX)
+chmod 755 "$WORK"
+PGDATA=$WORK/pgdata
+SOCK=$WORK/sock
+mkdir -p "$SOCK"
+SERVICE_PID=
+PG_STARTED=0
+
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+        kill -TERM "$SERVICE_PID" 2>/dev/null || true
+        wait "$SERVICE_PID" 2>/dev/null || true
+    fi
+    if [ "$PG_STARTED" = 1 ]; then
+        as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "bench/query.sh: kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$(id -u)" = 0 ]; then chown postgres: "$SOCK" "$WORK"; fi
+
+log "PostgreSQL: initdb in $PGDATA"
+as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+    >"$WORK/initdb.log" 2>&1
+as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w \
+    -o "-c listen_addresses= -k $SOCK" start >/dev/null
+PG_STARTED=1
+POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
+URL="postgres://postgres@localhost/calry_hooks?host=$SOCK"
+
+REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml 2>/dev/null)" ]; then
+    REVISION="$REVISION+uncommitted changes in src/"
+fi
+echo "calry-hooks: $REVISION; machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB" >&2
+
+log "seeding $EVENTS events ($WORKSPACES workspaces x $ACCOUNTS accounts)"
+(cd "$WORK" && DATABASE_URL=$URL "$BIN" migrate >"$WORK/migrate.log" 2>&1)
+SEED_START=$(date +%s)
+psql -X -q -h "$SOCK" -U postgres -v ON_ERROR_STOP=1 -v events="$EVENTS" \
+    -v workspaces=$WORKSPACES -v accounts=$ACCOUNTS -f "$ROOT/bench/seed.sql" calry_hooks >&2
+echo "seeded in $(( $(date +%s) - SEED_START )) s" >&2
+psql -X -q -h "$SOCK" -U postgres -d postgres -c checkpoint
+
+log "calry-hooks on the seeded store; loadgen query c=$CONCURRENCY, ingest $INGEST_RATE/s, ${DURATION}s"
+(cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
+    exec "$BIN" serve >"$WORK/service.log" 2>&1) &
+SERVICE_PID=$!
+"$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$CONCURRENCY" -d "$DURATION" \
+    --ingest-rate "$INGEST_RATE" --deep-pages "$DEEP_PAGES" --workspaces $WORKSPACES \
+    --accounts $ACCOUNTS --database-url "$URL" --service-pid "$SERVICE_PID" \
+    --postgres-pid "$POSTMASTER_PID" --label "query $EVENTS events, seeded in $(( $(date +%s) - SEED_START )) s" \
+    --json-out "$RESULTS" >/dev/null
+echo "bench/query.sh: JSON line in $RESULTS" >&2
