@@ -123,6 +123,33 @@ pub struct Config {
     #[arg(long, env = "CALRY_HOOKS_ALLOW_UNSIGNED", global = true)]
     pub allow_unsigned: bool,
 
+    /// Ingest writer tasks, each writing one batch (one transaction) at a time.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_INGEST_WRITERS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub ingest_writers: usize,
+
+    /// Most deliveries written in one transaction.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_INGEST_MAX_BATCH",
+        default_value_t = 256,
+        global = true
+    )]
+    pub ingest_max_batch: usize,
+
+    /// Deliveries that may wait for a writer; beyond that, deliveries are answered 503 at once.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_INGEST_QUEUE",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub ingest_queue: usize,
+
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log_filter: String,

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::error::{Error, is_unavailable};
 use crate::status::KNOWN_TYPES;
@@ -37,7 +38,7 @@ pub enum Outcome {
     Conflict,
 }
 
-/// Sizes of the group-commit machinery.
+/// Sizes of the group-commit machinery (`CALRY_HOOKS_INGEST_*`).
 #[derive(Debug, Clone, Copy)]
 pub struct IngestSettings {
     /// Deliveries waiting for a writer; when full, new ones are answered 503 at once.
@@ -48,12 +49,12 @@ pub struct IngestSettings {
     pub writers: usize,
 }
 
-impl Default for IngestSettings {
-    fn default() -> Self {
+impl IngestSettings {
+    pub fn from_config(config: &Config) -> IngestSettings {
         IngestSettings {
-            queue_capacity: 4096,
-            max_batch: 256,
-            writers: 2,
+            queue_capacity: config.ingest_queue,
+            max_batch: config.ingest_max_batch,
+            writers: config.ingest_writers,
         }
     }
 }

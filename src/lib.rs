@@ -47,19 +47,11 @@ impl App {
     /// Starts the ingest writers; the pool must be migrated already. Fails, before starting
     /// anything, when a configured webhook secret is unusable.
     pub fn new(pool: PgPool, config: Config) -> Result<App, InvalidSecrets> {
-        App::with_settings(pool, config, IngestSettings::default())
-    }
-
-    /// [`App::new`] with the group-commit sizes given.
-    pub fn with_settings(
-        pool: PgPool,
-        config: Config,
-        settings: IngestSettings,
-    ) -> Result<App, InvalidSecrets> {
         let verifier = Arc::new(Verifier::from_config(&config)?);
         let metrics = Arc::new(Metrics::default());
         let pool = Pool::new(pool, metrics.pool_waiting.clone());
-        let (ingestor, writers) = Ingestor::start(pool.clone(), settings);
+        let (ingestor, writers) =
+            Ingestor::start(pool.clone(), IngestSettings::from_config(&config));
         Ok(App {
             state: AppState {
                 pool,

@@ -9,24 +9,14 @@
 
 use std::time::{Duration, Instant};
 
-use calry_hooks::App;
-use calry_hooks::config::Config;
-use calry_hooks::ingest::IngestSettings;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{TestApp, TestDb, event, serve};
+use crate::helpers::{TestApp, event, spawn_app_with};
 
 async fn single_writer_app() -> TestApp {
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    let settings = IngestSettings {
-        writers: 1,
-        ..IngestSettings::default()
-    };
-    let app = App::with_settings(pool.clone(), Config::defaults(), settings).unwrap();
-    serve(app, pool, Some(db)).await
+    spawn_app_with(|c| c.ingest_writers = 1).await
 }
 
 /// Holds the writer: a transaction locking the table every batch upserts into.
