@@ -301,3 +301,73 @@ async fn problem_free_status(app: &TestApp) {
     let status: Value = app.get_json("/workspaces/w/accounts/a").await;
     assert_eq!(status["sync"]["state"], "complete");
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_503_at_once_instead_of_waiting() {
+    let app = spawn_app_with(|c| {
+        c.ingest_writers = 1;
+        c.ingest_queue = 3;
+    })
+    .await;
+    let lock = hold_writer(&app).await;
+    let first = send(
+        &app,
+        &event("first", "w", None, "x.y", "2024-01-01T00:00:00Z"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.metric("calry_hooks_ingest_queue_depth").await != 0.0
+        || sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+            == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued: Vec<_> = (0..3)
+        .map(|i| {
+            send(
+                &app,
+                &event(
+                    &format!("queued-{i}"),
+                    "w",
+                    None,
+                    "x.y",
+                    "2024-01-01T00:00:00Z",
+                ),
+            )
+        })
+        .collect();
+    wait_for_queue(&app, 3.0).await;
+
+    // The queue is full: the next delivery is refused at once, with Retry-After.
+    let started = Instant::now();
+    let refused = app
+        .deliver(&event("refused", "w", None, "x.y", "2024-01-01T00:00:00Z"))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(refused.headers()["retry-after"], "5");
+    crate::helpers::problem(refused, 503).await;
+
+    release_writer(lock).await;
+    assert_eq!(first.await.unwrap().0, 201);
+    for q in queued {
+        assert_eq!(q.await.unwrap().0, 201);
+    }
+    // Calry's retry of the refused delivery is stored.
+    let retried = app
+        .deliver(&event("refused", "w", None, "x.y", "2024-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(retried.status(), 201);
+}
