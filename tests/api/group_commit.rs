@@ -34,6 +34,28 @@ async fn release_writer(mut conn: PgConnection) {
     sqlx::query("commit").execute(&mut conn).await.unwrap();
 }
 
+/// Waits until the writer took its delivery and its statement waits on the lock.
+async fn wait_for_writer_on_lock(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_for_queue(app: &TestApp, depth: f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while app.metric("calry_hooks_ingest_queue_depth").await != depth {
@@ -64,25 +86,7 @@ async fn deliver_as_one_batch(app: &TestApp, bodies: &[Value]) -> Vec<(u16, Valu
         app,
         &event(&opener_id, "w-opener", None, "x.y", "2024-01-01T00:00:00Z"),
     );
-    // The writer took the opener, and its statement waits on the lock.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the writer never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_writer_on_lock(app).await;
     let mut pending = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
         pending.push(send(app, body));
@@ -314,23 +318,7 @@ async fn a_full_queue_answers_503_at_once_instead_of_waiting() {
         &app,
         &event("first", "w", None, "x.y", "2024-01-01T00:00:00Z"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.metric("calry_hooks_ingest_queue_depth").await != 0.0
-        || sqlx::query_scalar::<_, i64>(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-            == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the writer never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_writer_on_lock(&app).await;
     let queued: Vec<_> = (0..3)
         .map(|i| {
             send(
