@@ -6,11 +6,13 @@
 #
 #   bench/query.sh                  # 10M events (seeding takes minutes), 20 s of queries
 #   bench/query.sh --events 1000000 --duration 10
+#   bench/query.sh --concurrency "16 4 1"   # the same store at several concurrencies
 #
 # Options (environment variables in brackets):
 #   --events N          events to seed [EVENTS, default 10000000]
 #   --duration SECS     seconds of measured queries [DURATION, default 20]
-#   --concurrency C     query workers [CONCURRENCY, default 16]
+#   --concurrency "C…"  query workers; several values run one after the other on the same
+#                       seeded store, e.g. "16 1" [CONCURRENCY, default 16]
 #   --ingest-rate R     deliveries/s sent meanwhile [INGEST_RATE, default 1000]
 #   --deep-pages N      the deep page is the one after N pages of 50 [DEEP_PAGES, default 10]
 #   --results FILE      where the JSON line goes [RESULTS, default
@@ -127,13 +129,16 @@ psql -X -q -h "$SOCK" -U postgres -v ON_ERROR_STOP=1 -v events="$EVENTS" \
 echo "seeded in $(( $(date +%s) - SEED_START )) s" >&2
 psql -X -q -h "$SOCK" -U postgres -d postgres -c checkpoint
 
-log "calry-hooks on the seeded store; loadgen query c=$CONCURRENCY, ingest $INGEST_RATE/s, ${DURATION}s"
+log "calry-hooks on the seeded store"
 (cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
     exec "$BIN" serve >"$WORK/service.log" 2>&1) &
 SERVICE_PID=$!
-"$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$CONCURRENCY" -d "$DURATION" \
-    --ingest-rate "$INGEST_RATE" --deep-pages "$DEEP_PAGES" --workspaces $WORKSPACES \
-    --accounts $ACCOUNTS --database-url "$URL" --service-pid "$SERVICE_PID" \
-    --postgres-pid "$POSTMASTER_PID" --label "query $EVENTS events, seeded in $(( $(date +%s) - SEED_START )) s" \
-    --json-out "$RESULTS" >/dev/null
-echo "bench/query.sh: JSON line in $RESULTS" >&2
+for c in $CONCURRENCY; do
+    log "loadgen query: c=$c, ingest $INGEST_RATE/s, ${DURATION}s"
+    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" \
+        --ingest-rate "$INGEST_RATE" --deep-pages "$DEEP_PAGES" --workspaces $WORKSPACES \
+        --accounts $ACCOUNTS --database-url "$URL" --service-pid "$SERVICE_PID" \
+        --postgres-pid "$POSTMASTER_PID" --label "query c=$c, $EVENTS events seeded" \
+        --json-out "$RESULTS" >/dev/null
+done
+echo "bench/query.sh: JSON lines in $RESULTS" >&2
