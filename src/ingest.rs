@@ -68,6 +68,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct Ingestor {
     queue: mpsc::Sender<Pending>,
+    pool: Pool,
 }
 
 /// The writer tasks; [`Writers::finish`] waits until everything queued has been written.
@@ -92,7 +93,7 @@ impl Ingestor {
                 settings.max_batch.max(1),
             ));
         }
-        (Ingestor { queue }, Writers(writers))
+        (Ingestor { queue, pool }, Writers(writers))
     }
 
     /// Queues one delivery and waits for its committed outcome.
@@ -111,6 +112,11 @@ impl Ingestor {
         outcome
             .await
             .map_err(|_| Error::Internal("the ingest writer stopped before answering".to_owned()))?
+    }
+
+    /// The writers' connections.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Deliveries waiting for a writer.

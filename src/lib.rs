@@ -49,9 +49,13 @@ impl App {
     pub fn new(pool: PgPool, config: Config) -> Result<App, InvalidSecrets> {
         let verifier = Arc::new(Verifier::from_config(&config)?);
         let metrics = Arc::new(Metrics::default());
+        let settings = IngestSettings::from_config(&config);
+        let writer_pool = store::writer_pool(&pool, settings.writers.max(1) as u32);
+        let (ingestor, writers) = Ingestor::start(
+            Pool::new(writer_pool, metrics.pool_waiting.clone()),
+            settings,
+        );
         let pool = Pool::new(pool, metrics.pool_waiting.clone());
-        let (ingestor, writers) =
-            Ingestor::start(pool.clone(), IngestSettings::from_config(&config));
         Ok(App {
             state: AppState {
                 pool,

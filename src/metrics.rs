@@ -71,12 +71,12 @@ impl Default for Metrics {
         );
         r.register(
             "db_pool_connections",
-            "Open database connections",
+            "Open database connections (query routes and ingest writers)",
             m.pool_size.clone(),
         );
         r.register(
             "db_pool_idle_connections",
-            "Idle database connections",
+            "Idle database connections (query routes and ingest writers)",
             m.pool_idle.clone(),
         );
         r.register(
@@ -107,8 +107,9 @@ impl Metrics {
     /// The OpenMetrics text of every metric, with the gauges read now.
     pub fn render(&self, app: &AppState) -> String {
         self.queue_depth.set(app.ingestor.queue_depth() as i64);
-        self.pool_size.set(i64::from(app.pool.inner().size()));
-        self.pool_idle.set(app.pool.inner().num_idle() as i64);
+        let pools = [app.pool.inner(), app.ingestor.pool().inner()];
+        self.pool_size.set(pools.iter().map(|p| i64::from(p.size())).sum());
+        self.pool_idle.set(pools.iter().map(|p| p.num_idle() as i64).sum());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -106,6 +106,23 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
+/// The ingest writers' own connections, one per writer, so that no query ever holds up a
+/// delivery. Hash and merge joins are off on them: the ingest statement joins at most a batch of
+/// rows against primary keys, where nested loops over index probes are right whatever the
+/// statistics say — and a plan cached while `events` was nearly empty would otherwise hash-join
+/// a full scan of `events` on every batch until the next ANALYZE.
+pub fn writer_pool(queries: &PgPool, writers: u32) -> PgPool {
+    let options = (*queries.connect_options())
+        .clone()
+        .options([("enable_hashjoin", "off"), ("enable_mergejoin", "off")]);
+    PgPoolOptions::new()
+        .max_connections(writers)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A broken connection is found by the batch itself, which then tries once more.
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!().run(pool).await
 }
