@@ -185,18 +185,15 @@ pub async fn workspace_status(
         })
         .transpose()?;
 
-    let last_event_at: Option<DateTime<Utc>> =
-        sqlx::query_scalar("select last_event_at from workspaces where workspace_id = $1")
-            .bind(&workspace_id)
-            .fetch_optional(&mut *app.pool.acquire().await?)
-            .await?;
-    let last_event_at = last_event_at
-        .ok_or_else(|| Error::NotFound(format!("workspace {workspace_id} has no events")))?;
-    let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_WORKSPACE)
+    let rows: Vec<StatusRow> = sqlx::query_as(WORKSPACE_STATUS)
         .bind(&workspace_id)
         .fetch_all(&mut *app.pool.acquire().await?)
         .await?;
-    let mut accounts = status::accounts(rows);
+    let last_event_at = rows
+        .first()
+        .map(|r| r.last_event_at)
+        .ok_or_else(|| Error::NotFound(format!("workspace {workspace_id} has no events")))?;
+    let mut accounts = status::accounts(rows.into_iter().filter_map(StatusRow::latest));
     let totals = status::totals(&accounts);
     if let Some(wanted) = sync_state {
         accounts.retain(|a| a.sync.state == wanted);
@@ -209,8 +206,34 @@ pub async fn workspace_status(
     }))
 }
 
-pub const LATEST_ROWS_OF_WORKSPACE: &str = "select integration_account_id, event_type, hook_id, \
-    result, occurred_at from latest_events where workspace_id = $1 order by integration_account_id";
+/// A workspace and its latest rows in one round trip: no row for an unknown workspace, one row of
+/// nulls beside `last_event_at` for a workspace with no account.
+pub const WORKSPACE_STATUS: &str = "select w.last_event_at, l.integration_account_id, \
+    l.event_type, l.hook_id, l.result, l.occurred_at \
+    from workspaces w left join latest_events l on l.workspace_id = w.workspace_id \
+    where w.workspace_id = $1 order by l.integration_account_id";
+
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    last_event_at: DateTime<Utc>,
+    integration_account_id: Option<String>,
+    event_type: Option<String>,
+    hook_id: Option<String>,
+    result: Option<String>,
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+impl StatusRow {
+    fn latest(self) -> Option<LatestRow> {
+        Some(LatestRow {
+            integration_account_id: self.integration_account_id?,
+            event_type: self.event_type?,
+            hook_id: self.hook_id?,
+            result: self.result,
+            occurred_at: self.occurred_at?,
+        })
+    }
+}
 
 pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_type, hook_id, \
     result, occurred_at from latest_events where workspace_id = $1 and integration_account_id = $2";

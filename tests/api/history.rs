@@ -393,13 +393,8 @@ async fn no_query_route_scans_the_events_table_sequentially() {
             vec!["h777"],
         ),
         (
-            "GET /workspaces/{id}/status (workspace)",
-            "select last_event_at from workspaces where workspace_id = $1",
-            vec!["w42"],
-        ),
-        (
-            "GET /workspaces/{id}/status (accounts)",
-            calry_hooks::api::workspaces::LATEST_ROWS_OF_WORKSPACE,
+            "GET /workspaces/{id}/status",
+            calry_hooks::api::workspaces::WORKSPACE_STATUS,
             vec!["w42"],
         ),
         (
