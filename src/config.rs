@@ -132,11 +132,12 @@ pub struct Config {
     )]
     pub ingest_writers: usize,
 
-    /// Most deliveries written in one transaction.
+    /// Most deliveries written in one transaction. Small batches keep both writers busy under
+    /// load (a writer that takes the whole queue leaves the other a crumb): see docs/BENCHMARKS.md.
     #[arg(
         long,
         env = "CALRY_HOOKS_INGEST_MAX_BATCH",
-        default_value_t = 256,
+        default_value_t = 32,
         global = true
     )]
     pub ingest_max_batch: usize,
