@@ -108,8 +108,10 @@ impl Metrics {
     pub fn render(&self, app: &AppState) -> String {
         self.queue_depth.set(app.ingestor.queue_depth() as i64);
         let pools = [app.pool.inner(), app.ingestor.pool().inner()];
-        self.pool_size.set(pools.iter().map(|p| i64::from(p.size())).sum());
-        self.pool_idle.set(pools.iter().map(|p| p.num_idle() as i64).sum());
+        self.pool_size
+            .set(pools.iter().map(|p| i64::from(p.size())).sum());
+        self.pool_idle
+            .set(pools.iter().map(|p| p.num_idle() as i64).sum());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
