@@ -55,79 +55,21 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
-BIN=$TARGET_DIR/release/calry-hooks
-LOADGEN=$TARGET_DIR/release/examples/loadgen
+source "$ROOT/bench/lib.sh"
 RESULTS=${RESULTS:-$TARGET_DIR/query-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-if [ ! -x "$PGBIN/initdb" ]; then
-    echo "bench/query.sh: needs the PostgreSQL server binaries (PGBIN=$PGBIN)" >&2
-    exit 1
-fi
+bench_postgres calry-query
+URL=$(db_url calry_hooks)
 
-log() { printf '\n== %s\n' "$*" >&2; }
-
-if [ "$NO_BUILD" != 1 ]; then
-    log "building release binaries into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks --example loadgen)
-fi
-
-WORK=$(mktemp -d /tmp/calry-query.XXXXXX)
-chmod 755 "$WORK"
-PGDATA=$WORK/pgdata
-SOCK=$WORK/sock
-mkdir -p "$SOCK"
-SERVICE_PID=
-PG_STARTED=0
-
-as_postgres() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
-        kill -TERM "$SERVICE_PID" 2>/dev/null || true
-        wait "$SERVICE_PID" 2>/dev/null || true
-    fi
-    if [ "$PG_STARTED" = 1 ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    if [ "$KEEP" = 1 ]; then
-        echo "bench/query.sh: kept $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ "$(id -u)" = 0 ]; then chown postgres: "$SOCK" "$WORK"; fi
-
-log "PostgreSQL: initdb in $PGDATA"
-as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
-    >"$WORK/initdb.log" 2>&1
-as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w \
-    -o "-c listen_addresses= -k $SOCK" start >/dev/null
-PG_STARTED=1
-POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
-URL="postgres://postgres@localhost/calry_hooks?host=$SOCK"
-
-REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml 2>/dev/null)" ]; then
-    REVISION="$REVISION+uncommitted changes in src/"
-fi
+REVISION=$(bench_revision)
 echo "calry-hooks: $REVISION; machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB" >&2
 
 log "seeding $EVENTS events ($WORKSPACES workspaces x $ACCOUNTS accounts)"
 (cd "$WORK" && DATABASE_URL=$URL "$BIN" migrate >"$WORK/migrate.log" 2>&1)
 SEED_START=$(date +%s)
-psql -X -q -h "$SOCK" -U postgres -v ON_ERROR_STOP=1 -v events="$EVENTS" \
+psql_ -v events="$EVENTS" \
     -v workspaces=$WORKSPACES -v accounts=$ACCOUNTS -f "$ROOT/bench/seed.sql" calry_hooks >&2
 echo "seeded in $(( $(date +%s) - SEED_START )) s" >&2
-psql -X -q -h "$SOCK" -U postgres -d postgres -c checkpoint
+psql_ -d postgres -c checkpoint
 
 log "calry-hooks on the seeded store"
 (cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \

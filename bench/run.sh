@@ -76,69 +76,17 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
-BIN=$TARGET_DIR/release/calry-hooks
-LOADGEN=$TARGET_DIR/release/examples/loadgen
+source "$ROOT/bench/lib.sh"
 RESULTS=${RESULTS:-$TARGET_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-if [ ! -x "$PGBIN/initdb" ] || ! command -v pgbench >/dev/null; then
-    echo "bench/run.sh: needs the PostgreSQL server binaries (PGBIN=$PGBIN) and pgbench" >&2
+if ! command -v pgbench >/dev/null; then
+    echo "bench/run.sh: needs pgbench (apt-get install postgresql)" >&2
     exit 1
 fi
-
-log() { printf '\n== %s\n' "$*" >&2; }
-
-if [ "$NO_BUILD" != 1 ]; then
-    log "building release binaries into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks --example loadgen)
-fi
-
-WORK=$(mktemp -d /tmp/calry-bench.XXXXXX)
-chmod 755 "$WORK"
-PGDATA=$WORK/pgdata
-SOCK=$WORK/sock
-mkdir -p "$SOCK"
-SERVICE_PID=
-PG_STARTED=0
-
-as_postgres() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
-        kill -TERM "$SERVICE_PID" 2>/dev/null || true
-        wait "$SERVICE_PID" 2>/dev/null || true
-    fi
-    if [ "$PG_STARTED" = 1 ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    if [ "$KEEP" = 1 ]; then
-        echo "bench/run.sh: kept $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ "$(id -u)" = 0 ]; then chown postgres: "$SOCK" "$WORK"; fi
-
-log "PostgreSQL: initdb in $PGDATA"
-as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
-    >"$WORK/initdb.log" 2>&1
-PG_OPTS="-c listen_addresses= -k $SOCK"
+PG_OPTS=()
 if [ "$PG_LOG_STATEMENTS" = 1 ]; then
-    PG_OPTS="$PG_OPTS -c log_min_duration_statement=0"
+    PG_OPTS=(-c log_min_duration_statement=0)
 fi
-as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -o "$PG_OPTS" start >/dev/null
-PG_STARTED=1
-POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
-psql_() { psql -X -q -h "$SOCK" -U postgres -v ON_ERROR_STOP=1 "$@"; }
-db_url() { echo "postgres://postgres@localhost/$1?host=$SOCK"; }
+bench_postgres calry-bench "${PG_OPTS[@]+"${PG_OPTS[@]}"}"
 psql_ -d postgres -At -c "select 'PostgreSQL ' || current_setting('server_version') || ': fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', shared_buffers=' || current_setting('shared_buffers') || ', max_wal_size=' || current_setting('max_wal_size')" >&2
 
 {
@@ -146,10 +94,7 @@ psql_ -d postgres -At -c "select 'PostgreSQL ' || current_setting('server_versio
     echo "run: duration ${DURATION}s x $REPEAT, concurrency $CONCURRENCY, redeliveries $REDELIVER, prefill $PREFILL events, $WORKSPACES workspaces x $ACCOUNTS accounts, ${SECRET:+signed}${SECRET:-unsigned}"
 } >&2
 : >"$RESULTS"
-REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml 2>/dev/null)" ]; then
-    REVISION="$REVISION+uncommitted changes in src/"
-fi
+REVISION=$(bench_revision)
 echo "calry-hooks: $REVISION" >&2
 printf '{"kind":"meta","revision":"%s","duration_s":%s,"redeliver_share":%s,"prefill":%s,"signed":%s,"nproc":%s}\n' \
     "$REVISION" "$DURATION" "$REDELIVER" "$PREFILL" "$([ -n "$SECRET" ] && echo true || echo false)" "$(nproc)" \

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use calry_hooks::status::KNOWN_TYPES;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
@@ -42,19 +43,6 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 
 type BoxError = Box<dyn Error + Send + Sync>;
-
-/// The event types of SPEC §2 that change a status.
-const KNOWN_TYPES: [&str; 9] = [
-    "account.created",
-    "account.updated",
-    "account.deleted",
-    "link.created",
-    "link.updated",
-    "link.deleted",
-    "sync.complete",
-    "sync.error",
-    "sync.paused",
-];
 
 #[derive(Parser)]
 #[command(about = "Load generator and report tools of the calry-hooks benchmark (bench/run.sh)")]

@@ -1,0 +1,84 @@
+# Sourced by bench/run.sh and bench/query.sh once they have read their options (ROOT, NO_BUILD,
+# KEEP set): the binaries, a release build, and a PostgreSQL of the benchmark's own in a temporary
+# directory (default settings, so fsync and synchronous_commit are on; as user postgres when we
+# are root; Unix socket only), stopped on exit together with the service (SERVICE_PID).
+#
+#   bench_postgres NAME [-c setting=value …]  initdb and start; sets WORK, PGDATA, SOCK,
+#                                             POSTMASTER_PID (WORK is /tmp/NAME.XXXXXX)
+#   db_url DB                                 the URL of database DB on it
+#   psql_ ARGS…                               psql on it
+#   bench_revision                            the git revision, marked when src/ has changes
+
+BENCH="bench/$(basename "$0")"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
+BIN=$TARGET_DIR/release/calry-hooks
+LOADGEN=$TARGET_DIR/release/examples/loadgen
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ ! -x "$PGBIN/initdb" ]; then
+    echo "$BENCH: needs the PostgreSQL server binaries (PGBIN=$PGBIN)" >&2
+    exit 1
+fi
+SERVICE_PID=
+PG_STARTED=0
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+if [ "$NO_BUILD" != 1 ]; then
+    log "building release binaries into $TARGET_DIR"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks --example loadgen)
+fi
+
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+bench_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+        kill -TERM "$SERVICE_PID" 2>/dev/null || true
+        wait "$SERVICE_PID" 2>/dev/null || true
+    fi
+    if [ "$PG_STARTED" = 1 ]; then
+        as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ -n "${WORK:-}" ]; then
+        if [ "$KEEP" = 1 ]; then
+            echo "$BENCH: kept $WORK" >&2
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+bench_postgres() {
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    shift
+    chmod 755 "$WORK"
+    PGDATA=$WORK/pgdata
+    SOCK=$WORK/sock
+    mkdir -p "$SOCK"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$SOCK" "$WORK"; fi
+    log "PostgreSQL: initdb in $PGDATA"
+    as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+        >"$WORK/initdb.log" 2>&1
+    as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w \
+        -o "-c listen_addresses= -k $SOCK $*" start >/dev/null
+    PG_STARTED=1
+    POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
+}
+
+db_url() { echo "postgres://postgres@localhost/$1?host=$SOCK"; }
+psql_() { psql -X -q -h "$SOCK" -U postgres -v ON_ERROR_STOP=1 "$@"; }
+
+bench_revision() {
+    local revision
+    revision="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml 2>/dev/null)" ]; then
+        revision="$revision+uncommitted changes in src/"
+    fi
+    echo "$revision"
+}
