@@ -17,7 +17,14 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Installs the global subscriber; a second call (tests) leaves the first in place.
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's notices (migrations' "already exists, skipping" on every start) are noise,
+    // unless the filter asks for sqlx by name.
+    if let Ok(quiet) = "sqlx::postgres::notice=warn".parse()
+        && !filter.to_string().contains("sqlx")
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colours only for a person at a terminal, never in a log file.
