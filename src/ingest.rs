@@ -1,14 +1,14 @@
 //! The ingest path behind `POST /webhooks/calry`, after the envelope is parsed: group commit.
 //!
-//! Each delivery is queued with a one-shot reply channel. A few writer tasks take whatever is
-//! queued (up to `max_batch`; when the queue is idle a delivery is written at once, alone) and
-//! store the batch with one set-based SQL statement, run as its own transaction. Each delivery
+//! Each delivery is queued with a one-shot reply channel. A few writer tasks, each on a database
+//! connection of its own, take whatever is queued (up to `max_batch`; when the queue is idle a
+//! delivery is written at once, alone) and store the batch with one set-based SQL statement, run
+//! as its own transaction. Each delivery
 //! is answered only after that statement has committed, with its own outcome. Idempotency lives
 //! in the database: the primary key on `hook_id` decides, never a check in memory.
 
 use std::sync::Arc;
 
-use crate::store::Pool;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::error::{Error, is_unavailable};
 use crate::status::KNOWN_TYPES;
+use crate::store::Pool;
 
 /// A parsed delivery on its way to the store.
 #[derive(Debug, Clone)]
