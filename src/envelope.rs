@@ -27,7 +27,14 @@ impl Envelope {
     /// Parses a webhook body: 400 when it is not UTF-8 JSON (or holds what PostgreSQL cannot
     /// store), 422 naming the field when the envelope is incomplete or mistyped.
     pub fn parse(body: &[u8]) -> Result<Envelope, Error> {
-        let value: Value = serde_json::from_slice(body)
+        let text = std::str::from_utf8(body)
+            .map_err(|e| Error::MalformedBody(format!("the body is not valid UTF-8: {e}")))?;
+        Envelope::parse_str(text)
+    }
+
+    /// [`Envelope::parse`] of a body already known to be UTF-8.
+    pub fn parse_str(body: &str) -> Result<Envelope, Error> {
+        let value: Value = serde_json::from_str(body)
             .map_err(|e| Error::MalformedBody(format!("the body is not valid JSON: {e}")))?;
         if contains_nul(&value) {
             return Err(Error::MalformedBody(

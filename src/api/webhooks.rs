@@ -94,10 +94,12 @@ async fn deliver(
         .verifier
         .verify(&headers, &body, Utc::now())
         .inspect_err(|err| tracing::warn!(error = %err, "delivery refused"))?;
-    let envelope = Envelope::parse(&body)?;
+    // UTF-8 is checked once, here; the text is what the store keeps.
+    let body = String::from_utf8(Vec::from(body)).map_err(|e| {
+        Error::MalformedBody(format!("the body is not valid UTF-8: {}", e.utf8_error()))
+    })?;
+    let envelope = Envelope::parse_str(&body)?;
     let hook_id = envelope.hook_id.clone();
-    let body = String::from_utf8(body.into())
-        .map_err(|_| Error::MalformedBody("the body is not valid UTF-8".to_owned()))?;
 
     let outcome = app
         .ingestor
