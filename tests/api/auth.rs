@@ -9,8 +9,7 @@ use calry_hooks::auth;
 use serde_json::Value;
 
 use crate::helpers::{
-    TestApp, TestDb, binary, event, free_port, problem, spawn_app, spawn_app_with,
-    wait_until_serving,
+    TestApp, TestDb, binary, event, problem, spawn_app, spawn_app_with, start_binary,
 };
 
 async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
@@ -313,17 +312,11 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
     let token = auth::create(&pool, "", true, &[]).await.unwrap().token;
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("calry-hooks-log-{port}.txt"));
-    let mut child = binary(Some(&db.name))
-        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CALRY_HOOKS_WEBHOOK_SECRETS", SECRET)
-        .env("RUST_LOG", "trace")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    wait_until_serving(&address, &log).await;
+    let log = std::env::temp_dir().join(format!("calry-hooks-log-{}.txt", db.name));
+    let mut cmd = binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_WEBHOOK_SECRETS", SECRET)
+        .env("RUST_LOG", "trace");
+    let (mut child, address) = start_binary(cmd, &log).await;
     let client = reqwest::Client::new();
 
     let body = serde_json::to_vec(&event(

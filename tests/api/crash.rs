@@ -2,7 +2,6 @@
 //! delivery it answered 2xx is there.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use tokio::process::Child;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestDb, binary, event, free_port, wait_until_serving};
+use crate::helpers::{TestDb, binary, event, start_binary};
 
 /// Where a service process keeps its data: its own private cluster, or (when the tests run
 /// against `DATABASE_URL`) a database of its own on that server.
@@ -26,27 +25,15 @@ struct Service {
 }
 
 async fn start(storage: &Storage, log: &Path) -> Service {
-    let port = free_port();
     let database = match storage {
         Storage::DataDir(_) => None,
         Storage::Database { db } => Some(db.name.as_str()),
     };
     let mut cmd = binary(database);
-    cmd.env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        );
     if let Storage::DataDir(dir) = storage {
         cmd.env("CALRY_HOOKS_DATA_DIR", dir);
     }
-    let child = cmd.spawn().unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    wait_until_serving(&address, log).await;
+    let (child, address) = start_binary(cmd, log).await;
     Service { child, address }
 }
 

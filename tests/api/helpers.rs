@@ -294,6 +294,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the service command `cmd` (see [`binary`]) on a free loopback port, appending its
+/// standard error to `log`, and waits until it serves; returns it and its address.
+pub async fn start_binary(
+    mut cmd: tokio::process::Command,
+    log: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = cmd
+        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&address, log).await;
+    (child, address)
+}
+
 /// Waits until the service at `address` answers `/healthz`; `log` is shown if it never does.
 pub async fn wait_until_serving(address: &str, log: &std::path::Path) {
     let client = reqwest::Client::new();

@@ -14,8 +14,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    TestApp, TestDb, binary, event, free_port, seed, serve, spawn_app, spawn_app_with,
-    spawn_app_without_database, wait_until_serving,
+    TestApp, TestDb, binary, event, seed, serve, spawn_app, spawn_app_with,
+    spawn_app_without_database, start_binary,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -377,17 +377,11 @@ async fn prune_deletes_old_history_and_never_changes_a_status() {
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("calry-hooks-json-{port}.log"));
-    let mut child = binary(Some(&db.name))
-        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CALRY_HOOKS_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,calry_hooks=debug")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    wait_until_serving(&address, &log).await;
+    let log = std::env::temp_dir().join(format!("calry-hooks-json-{}.log", db.name));
+    let mut cmd = binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,calry_hooks=debug");
+    let (mut child, address) = start_binary(cmd, &log).await;
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{address}/webhooks/calry"))
