@@ -64,14 +64,6 @@ mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS"/docs.png "$ARTIFACTS"/docs-expanded.png "$ARTIFACTS"/docs.html
 service_log="$ARTIFACTS/docs-browser-service.log"
 : >"$service_log"
-cleanup() {
-    local rc=$?
-    service_cleanup
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 base="$SERVICE_URL"
 
 log "starting the service on $base (private PostgreSQL in $SERVICE_DIR)"

@@ -49,14 +49,6 @@ REPORT_DIR="$(realpath "$ARTIFACTS")/schemathesis-report"
 rm -rf "$REPORT_DIR"
 SERVICE_LOG="$(realpath "$ARTIFACTS")/schemathesis-service.log"
 : >"$SERVICE_LOG"
-cleanup() {
-    local rc=$?
-    service_cleanup
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 URL="$SERVICE_URL"
 
 # No database, webhook secret or token from the environment: the query routes are open.

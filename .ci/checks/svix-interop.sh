@@ -21,7 +21,6 @@ fi
 cargo build --quiet --bin calry-hooks
 source .ci/lib/service.sh
 LOG="$SERVICE_DIR/service.log"
-trap service_cleanup EXIT
 
 new_secret() { "$PY" -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(24)).decode())'; }
 export SECRET_OLD SECRET_NEW SECRET_OTHER TOLERANCE_SECS

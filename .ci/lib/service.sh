@@ -7,7 +7,8 @@
 #                                    and waits for /healthz (the database is open by then)
 #   service_stop                     SIGTERM, at most 30 s for it (and its PostgreSQL) to stop,
 #                                    then SIGKILL
-#   service_cleanup                  service_stop, then removes the temporary directory
+#   service_cleanup                  service_stop, then removes the temporary directory; run on
+#                                    exit (the check's exit status is kept) and on Ctrl-C or SIGTERM
 #
 # Sets SERVICE_URL (http://127.0.0.1:<port>), SERVICE_DIR and SERVICE_PID. The data directory
 # survives service_stop, so a check may restart the service on the same data.
@@ -68,3 +69,7 @@ service_cleanup() {
     service_stop
     rm -rf "$SERVICE_DIR"
 }
+
+trap service_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
