@@ -191,6 +191,9 @@ struct QueryArgs {
     /// The deep page is the one after this many pages, reached by following `nextCursor`.
     #[arg(long, default_value_t = 10)]
     deep_pages: u32,
+    /// The queries each worker sends, in turn (comma-separated; default: all four, mixed).
+    #[arg(long, value_delimiter = ',', default_values = ["status", "first-page", "deep-page", "by-id"])]
+    kinds: Vec<Kind>,
     /// Workspaces whose deep-page cursor is prepared before the measured part.
     #[arg(long, default_value_t = 200)]
     samples: u32,
@@ -1579,7 +1582,7 @@ fn table(path: &Path) -> Result<(), BoxError> {
 // ---------------------------------------------------------------------------------------------
 // The query benchmark.
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Kind {
     Status,
     FirstPage,
@@ -1630,6 +1633,7 @@ async fn get(conn: &mut Conn, path: &str, token: Option<&str>) -> Result<Answer,
 
 /// What the query workers ask for: workspaces with a prepared deep cursor, and hook ids.
 struct QueryPlan {
+    kinds: Vec<Kind>,
     deep: Vec<(u64, String)>,
     ids: Vec<String>,
     workspaces: u64,
@@ -1654,9 +1658,10 @@ async fn query_worker(plan: Arc<QueryPlan>, worker: u32, mut conn: Conn) -> Quer
         if t0 >= plan.stop_at {
             break;
         }
-        let k = i % KINDS.len();
+        let kind = plan.kinds[i % plan.kinds.len()];
+        let k = kind as usize;
         i += 1;
-        let path = match KINDS[k] {
+        let path = match kind {
             Kind::Status => format!(
                 "/workspaces/{}/status",
                 workspace_id(rng.below(plan.workspaces))
@@ -1825,6 +1830,7 @@ async fn query(args: QueryArgs) -> Result<(), BoxError> {
         stop_at,
     });
     let query_plan = Arc::new(QueryPlan {
+        kinds: args.kinds.clone(),
         deep,
         ids,
         workspaces: args.workspaces,
@@ -1871,6 +1877,9 @@ async fn query(args: QueryArgs) -> Result<(), BoxError> {
     let mut rows = Vec::new();
     let mut total = 0u64;
     for (k, kind) in KINDS.iter().enumerate() {
+        if !args.kinds.contains(kind) {
+            continue;
+        }
         let mut lat: Vec<u32> = qlogs
             .iter()
             .flat_map(|l| l.latencies[k].iter().copied())
@@ -1981,6 +1990,7 @@ async fn query(args: QueryArgs) -> Result<(), BoxError> {
         "kind": "query",
         "label": args.label,
         "concurrency": args.concurrency,
+        "sent": args.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "duration_s": elapsed,
         "limit": args.limit,
         "deep_page": args.deep_pages + 1,

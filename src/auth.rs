@@ -1,5 +1,5 @@
 //! Access to the query API (SPEC §3.2): bearer tokens, stored as SHA-256 hashes, scoped to some
-//! workspaces or to all, and the [`Access`] extractor every query route takes.
+//! workspaces or to all, and the [`Reader`] extractor every query route takes.
 //!
 //! A token is required as soon as one live token exists or the service listens on a
 //! non-loopback address. Out of scope is answered without revealing anything about what lies
@@ -13,7 +13,8 @@ use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 
 use crate::api::AppState;
 use crate::error::Error;
@@ -55,51 +56,61 @@ impl Access {
     }
 }
 
-impl FromRequestParts<AppState> for Access {
+/// A caller of a query route whose token (or the lack of one) was accepted: what it may read,
+/// and the pooled connection the check ran on, for the route's own query — one connection and
+/// no second wait for one per request.
+pub struct Reader {
+    pub access: Access,
+    pub db: PoolConnection<Postgres>,
+}
+
+impl FromRequestParts<AppState> for Reader {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Access, Error> {
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Reader, Error> {
         let presented = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
             Some(value) => Some(bearer(value.as_bytes()).ok_or_else(|| {
                 Error::Unauthorized("the Authorization header must be `Bearer <token>`".to_owned())
             })?),
         };
-        let (any_live, scope): (bool, Option<(bool, Vec<String>)>) = match presented {
+        let mut db = app.pool.acquire().await?;
+        let access = match presented {
             Some(token) => {
                 let row: Option<(bool, Vec<String>)> = sqlx::query_as(
                     "select all_workspaces, workspaces from tokens
                      where token_hash = $1 and revoked_at is null",
                 )
                 .bind(hash(token))
-                .fetch_optional(&mut *app.pool.acquire().await?)
+                .fetch_optional(&mut *db)
                 .await?;
-                (true, row)
+                match row {
+                    Some((true, _)) => Access::All,
+                    Some((false, workspaces)) => Access::Workspaces(workspaces),
+                    None => {
+                        return Err(Error::Unauthorized(
+                            "the bearer token is unknown or revoked".to_owned(),
+                        ));
+                    }
+                }
             }
             None => {
-                let any: bool = sqlx::query_scalar(
+                let any_live: bool = sqlx::query_scalar(
                     "select exists (select 1 from tokens where revoked_at is null)",
                 )
-                .fetch_one(&mut *app.pool.acquire().await?)
+                .fetch_one(&mut *db)
                 .await?;
-                (any, None)
+                if any_live || !app.config.listen.ip().is_loopback() {
+                    return Err(Error::Unauthorized(
+                        "this route requires `Authorization: Bearer <token>`; create one with \
+                         `calry-hooks token create`"
+                            .to_owned(),
+                    ));
+                }
+                Access::All
             }
         };
-        match (presented, scope) {
-            (Some(_), Some((true, _))) => Ok(Access::All),
-            (Some(_), Some((false, workspaces))) => Ok(Access::Workspaces(workspaces)),
-            (Some(_), None) => Err(Error::Unauthorized(
-                "the bearer token is unknown or revoked".to_owned(),
-            )),
-            (None, _) if any_live || !app.config.listen.ip().is_loopback() => {
-                Err(Error::Unauthorized(
-                    "this route requires `Authorization: Bearer <token>`; create one with \
-                     `calry-hooks token create`"
-                        .to_owned(),
-                ))
-            }
-            (None, _) => Ok(Access::All),
-        }
+        Ok(Reader { access, db })
     }
 }
 

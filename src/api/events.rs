@@ -2,7 +2,7 @@
 //! `GET /events/{hookId}`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State, rejection::PathRejection};
+use axum::extract::{Path, RawQuery, rejection::PathRejection};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::paging::{EventCursor, Order, Params, reject_nul};
 use super::workspaces::page_end;
 use super::{AppState, rfc3339};
-use crate::auth::Access;
+use crate::auth::Reader;
 use crate::envelope::MAX_ID_CHARS;
 use crate::error::{Error, Problem, Result};
 
@@ -72,8 +72,7 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
     security((), ("bearerAuth" = []))
 )]
 pub async fn get_event(
-    State(app): State<AppState>,
-    access: Access,
+    Reader { access, mut db }: Reader,
     hook_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Event>> {
     let Path(hook_id) = hook_id.map_err(|e| Error::bad_parameter("hookId", e.body_text()))?;
@@ -82,7 +81,7 @@ pub async fn get_event(
         "select {EVENT_COLUMNS} from events where hook_id = $1"
     ))
     .bind(&hook_id)
-    .fetch_optional(&mut *app.pool.acquire().await?)
+    .fetch_optional(&mut *db)
     .await?;
     // An event of a workspace outside the token's scope is answered as if it did not exist.
     event
@@ -269,8 +268,7 @@ impl HistoryQuery {
     security((), ("bearerAuth" = []))
 )]
 pub async fn list_events(
-    State(app): State<AppState>,
-    access: Access,
+    Reader { access, mut db }: Reader,
     workspace_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>> {
@@ -281,10 +279,7 @@ pub async fn list_events(
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
     let mut qb = QueryBuilder::new("");
     query.push_sql(&mut qb);
-    let mut items: Vec<Event> = qb
-        .build_query_as()
-        .fetch_all(&mut *app.pool.acquire().await?)
-        .await?;
+    let mut items: Vec<Event> = qb.build_query_as().fetch_all(&mut *db).await?;
     let next_cursor = page_end(&mut items, query.limit).map(|last| {
         EventCursor {
             order: query.order,

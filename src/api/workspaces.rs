@@ -3,7 +3,7 @@
 //! The rules that turn stored rows into states are in `crate::status`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State, rejection::PathRejection};
+use axum::extract::{Path, RawQuery, rejection::PathRejection};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::paging::{Params, WorkspaceCursor, reject_nul};
 use super::{AppState, rfc3339};
-use crate::auth::Access;
+use crate::auth::Reader;
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
 
@@ -86,8 +86,7 @@ pub struct WorkspacePage {
     security((), ("bearerAuth" = []))
 )]
 pub async fn list_workspaces(
-    State(app): State<AppState>,
-    access: Access,
+    Reader { access, mut db }: Reader,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspacePage>> {
     let params = Params::parse(query.as_deref())?;
@@ -100,10 +99,7 @@ pub async fn list_workspaces(
         access.scope(),
         limit,
     );
-    let mut items: Vec<WorkspaceSummary> = qb
-        .build_query_as()
-        .fetch_all(&mut *app.pool.acquire().await?)
-        .await?;
+    let mut items: Vec<WorkspaceSummary> = qb.build_query_as().fetch_all(&mut *db).await?;
     let next_cursor =
         page_end(&mut items, limit).map(|last| WorkspaceCursor(last.workspace_id.clone()).encode());
     Ok(Json(WorkspacePage { items, next_cursor }))
@@ -163,8 +159,7 @@ pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
     security((), ("bearerAuth" = []))
 )]
 pub async fn workspace_status(
-    State(app): State<AppState>,
-    access: Access,
+    Reader { access, mut db }: Reader,
     workspace_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspaceStatus>> {
@@ -187,7 +182,7 @@ pub async fn workspace_status(
 
     let rows: Vec<StatusRow> = sqlx::query_as(WORKSPACE_STATUS)
         .bind(&workspace_id)
-        .fetch_all(&mut *app.pool.acquire().await?)
+        .fetch_all(&mut *db)
         .await?;
     let last_event_at = rows
         .first()
@@ -257,8 +252,7 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_t
     security((), ("bearerAuth" = []))
 )]
 pub async fn account_status(
-    State(app): State<AppState>,
-    access: Access,
+    Reader { access, mut db }: Reader,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<AccountStatus>> {
     let Path((workspace_id, account_id)) =
@@ -269,7 +263,7 @@ pub async fn account_status(
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)
         .bind(&account_id)
-        .fetch_all(&mut *app.pool.acquire().await?)
+        .fetch_all(&mut *db)
         .await?;
     status::accounts(rows).pop().map(Json).ok_or_else(|| {
         Error::NotFound(format!(

@@ -23,6 +23,8 @@ const PRIVATE_DATABASE: &str = "calry_hooks";
 
 /// Longest a request waits for a pooled connection before answering 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A pooled connection idle this long is pinged before it is used.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Longest a statement of the service may run.
 pub const STATEMENT_TIMEOUT: &str = "10s";
 
@@ -103,6 +105,18 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // sqlx pings each connection as it goes back to the pool; pinging it again when it is
+        // taken out would add a round trip to every query. Only one idle for a while (the
+        // database may have restarted since) is pinged first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 
