@@ -13,11 +13,11 @@ use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 
 use crate::api::AppState;
 use crate::error::Error;
+use crate::store::ReadConnection;
 
 /// What the caller of a query route may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Access {
 /// no second wait for one per request.
 pub struct Reader {
     pub access: Access,
-    pub db: PoolConnection<Postgres>,
+    pub db: ReadConnection,
 }
 
 impl FromRequestParts<AppState> for Reader {
@@ -74,43 +74,67 @@ impl FromRequestParts<AppState> for Reader {
                 Error::Unauthorized("the Authorization header must be `Bearer <token>`".to_owned())
             })?),
         };
-        let mut db = app.pool.acquire().await?;
-        let access = match presented {
-            Some(token) => {
-                let row: Option<(bool, Vec<String>)> = sqlx::query_as(
-                    "select all_workspaces, workspaces from tokens
-                     where token_hash = $1 and revoked_at is null",
-                )
-                .bind(hash(token))
-                .fetch_optional(&mut *db)
-                .await?;
-                match row {
-                    Some((true, _)) => Access::All,
-                    Some((false, workspaces)) => Access::Workspaces(workspaces),
-                    None => {
-                        return Err(Error::Unauthorized(
-                            "the bearer token is unknown or revoked".to_owned(),
-                        ));
+        // The check is the first statement on the connection: if it fails there (the database
+        // dropped the connection, say, as it restarted), it is tried once more on another.
+        let mut db = app.readers.acquire().await?;
+        let (any_live, scope) = match lookup(&mut db, presented).await {
+            Ok(found) => found,
+            Err(_) => {
+                app.readers.discard(db);
+                db = app.readers.acquire().await?;
+                match lookup(&mut db, presented).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        app.readers.discard(db);
+                        return Err(e.into());
                     }
                 }
             }
-            None => {
-                let any_live: bool = sqlx::query_scalar(
-                    "select exists (select 1 from tokens where revoked_at is null)",
-                )
-                .fetch_one(&mut *db)
-                .await?;
-                if any_live || !app.config.listen.ip().is_loopback() {
-                    return Err(Error::Unauthorized(
-                        "this route requires `Authorization: Bearer <token>`; create one with \
-                         `calry-hooks token create`"
-                            .to_owned(),
-                    ));
-                }
-                Access::All
+        };
+        let access = match (presented, scope) {
+            (Some(_), Some((true, _))) => Access::All,
+            (Some(_), Some((false, workspaces))) => Access::Workspaces(workspaces),
+            (Some(_), None) => {
+                return Err(Error::Unauthorized(
+                    "the bearer token is unknown or revoked".to_owned(),
+                ));
             }
+            (None, _) if any_live || !app.config.listen.ip().is_loopback() => {
+                return Err(Error::Unauthorized(
+                    "this route requires `Authorization: Bearer <token>`; create one with \
+                     `calry-hooks token create`"
+                        .to_owned(),
+                ));
+            }
+            (None, _) => Access::All,
         };
         Ok(Reader { access, db })
+    }
+}
+
+/// Whether any live token exists, and the scope of the presented token if it is live.
+async fn lookup(
+    db: &mut PgConnection,
+    presented: Option<&str>,
+) -> Result<(bool, Option<(bool, Vec<String>)>), sqlx::Error> {
+    match presented {
+        Some(token) => {
+            let scope = sqlx::query_as(
+                "select all_workspaces, workspaces from tokens
+                 where token_hash = $1 and revoked_at is null",
+            )
+            .bind(hash(token))
+            .fetch_optional(db)
+            .await?;
+            Ok((true, scope))
+        }
+        None => {
+            let any_live =
+                sqlx::query_scalar("select exists (select 1 from tokens where revoked_at is null)")
+                    .fetch_one(db)
+                    .await?;
+            Ok((any_live, None))
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use config::Config;
 use ingest::{IngestSettings, Ingestor, Writers};
 use metrics::Metrics;
 use signature::{InvalidSecrets, Verifier};
-use store::Pool;
+use store::{Pool, Readers};
 
 /// Longest a graceful shutdown waits for in-flight requests and queued deliveries.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,10 +55,14 @@ impl App {
             Pool::new(writer_pool, metrics.pool_waiting.clone()),
             settings,
         );
-        let pool = Pool::new(pool, metrics.pool_waiting.clone());
+        let readers = Readers::new(
+            &pool,
+            pool.options().get_max_connections() as usize,
+            metrics.pool_waiting.clone(),
+        );
         Ok(App {
             state: AppState {
-                pool,
+                readers,
                 metrics,
                 ingestor,
                 config: Arc::new(config),

@@ -107,11 +107,12 @@ impl Metrics {
     /// The OpenMetrics text of every metric, with the gauges read now.
     pub fn render(&self, app: &AppState) -> String {
         self.queue_depth.set(app.ingestor.queue_depth() as i64);
-        let pools = [app.pool.inner(), app.ingestor.pool().inner()];
+        let (readers, idle_readers) = app.readers.counts();
+        let writers = app.ingestor.pool().inner();
         self.pool_size
-            .set(pools.iter().map(|p| i64::from(p.size())).sum());
+            .set(readers as i64 + i64::from(writers.size()));
         self.pool_idle
-            .set(pools.iter().map(|p| p.num_idle() as i64).sum());
+            .set((idle_readers + writers.num_idle()) as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

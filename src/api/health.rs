@@ -48,13 +48,21 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
         .map(|m| m.version)
         .max()
         .unwrap_or_default();
+    let mut db = app.readers.acquire().await?;
     let applied: Option<i64> =
-        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-            .fetch_one(&mut *app.pool.acquire().await?)
+        match sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+            .fetch_one(&mut *db)
             .await
-            .map_err(|e| {
-                Error::Unavailable(format!("the database is not ready: {}", kind_of(&e)))
-            })?;
+        {
+            Ok(applied) => applied,
+            Err(e) => {
+                app.readers.discard(db);
+                return Err(Error::Unavailable(format!(
+                    "the database is not ready: {}",
+                    kind_of(&e)
+                )));
+            }
+        };
     if applied.unwrap_or_default() < latest {
         return Err(Error::Unavailable(
             "the database schema is not migrated to this version yet".to_owned(),

@@ -10,7 +10,7 @@ pub mod workspaces;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
-use crate::store::Pool;
+use crate::store::Readers;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serializer;
@@ -27,7 +27,7 @@ use crate::signature::Verifier;
 /// Everything a handler needs, cloned into each request.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: Pool,
+    pub readers: Readers,
     pub metrics: Arc<Metrics>,
     pub ingestor: Ingestor,
     pub config: Arc<Config>,

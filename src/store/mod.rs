@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool, Postgres};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 
 use crate::metrics::GaugeGuard;
 
@@ -69,6 +69,82 @@ impl Pool {
     }
 }
 
+/// The query routes' connections. sqlx's own pool pings every connection it takes back: a round
+/// trip on each request, as costly as the query of a lookup by id. This one takes connections
+/// back as they are and pings only one that sat idle for a while (the database may have
+/// restarted since) before handing it out again; a connection whose statement failed is
+/// [`Readers::discard`]ed by the caller that saw it fail.
+#[derive(Clone)]
+pub struct Readers {
+    pool: deadpool::managed::Pool<Connector>,
+    waiting: Gauge,
+}
+
+/// A connection of [`Readers`]; it goes back to them when dropped.
+pub type ReadConnection = deadpool::managed::Object<Connector>;
+
+/// Opens and recycles the connections of [`Readers`].
+pub struct Connector(PgConnectOptions);
+
+impl deadpool::managed::Manager for Connector {
+    type Type = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        self.0.connect().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConnection,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<sqlx::Error> {
+        if metrics.last_used() >= PING_IF_IDLE_FOR {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Readers {
+    /// Up to `size` connections like `like`'s, opened when first needed.
+    pub fn new(like: &PgPool, size: usize, waiting: Gauge) -> Readers {
+        let pool = deadpool::managed::Pool::builder(Connector((*like.connect_options()).clone()))
+            .max_size(size)
+            .wait_timeout(Some(ACQUIRE_TIMEOUT))
+            .create_timeout(Some(ACQUIRE_TIMEOUT))
+            .recycle_timeout(Some(ACQUIRE_TIMEOUT))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("timeouts are allowed with a runtime");
+        Readers { pool, waiting }
+    }
+
+    /// A connection, within [`ACQUIRE_TIMEOUT`].
+    pub async fn acquire(&self) -> Result<ReadConnection, sqlx::Error> {
+        let _waiting = GaugeGuard::new(&self.waiting);
+        self.pool.get().await.map_err(|e| match e {
+            deadpool::managed::PoolError::Backend(e) => e,
+            deadpool::managed::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+            _ => sqlx::Error::PoolClosed,
+        })
+    }
+
+    /// Drops a connection whose statement failed instead of handing it out again, and the idle
+    /// ones with it: when one failed, the database has most likely dropped them all (it
+    /// restarted), and the next caller should get a new one.
+    pub fn discard(&self, conn: ReadConnection) {
+        drop(deadpool::managed::Object::take(conn));
+        self.pool.retain(|_, _| false);
+    }
+
+    /// Open and idle connections.
+    pub fn counts(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+}
+
 /// An open database: the pool, and the private cluster behind it when there is one.
 pub struct Database {
     pub pool: PgPool,
@@ -105,18 +181,6 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        // sqlx pings each connection as it goes back to the pool; pinging it again when it is
-        // taken out would add a round trip to every query. Only one idle for a while (the
-        // database may have restarted since) is pinged first.
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_lazy_with(options)
 }
 

@@ -106,6 +106,48 @@ async fn deliveries_refused_for_an_unreachable_database_are_counted_unavailable(
 }
 
 #[tokio::test]
+async fn queries_answer_at_once_after_the_database_drops_the_service_connections() {
+    let app = spawn_app().await;
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let hook_id = seed()["hook"]["id"].as_str().unwrap().to_owned();
+    let paths = [
+        "/workspaces".to_owned(),
+        format!("/events/{hook_id}"),
+        "/readyz".to_owned(),
+    ];
+    for round in 0..3 {
+        for path in &paths {
+            assert_eq!(app.get(path).await.status(), 200, "{path} before, {round}");
+        }
+        // What a restart or an administrator does to every connection, in use or idle. The
+        // query connections were used a moment ago, so none of them is pinged before reuse.
+        let ended: i64 = sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()) ended",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert!(ended >= 1, "the service had connections to end");
+        for path in &paths {
+            assert_eq!(app.get(path).await.status(), 200, "{path} after, {round}");
+        }
+    }
+    assert_eq!(
+        app.deliver(&event(
+            "after-the-drop",
+            "A",
+            Some("acc"),
+            "sync.complete",
+            "2026-01-01T00:00:00Z"
+        ))
+        .await
+        .status(),
+        201
+    );
+}
+
+#[tokio::test]
 async fn two_instances_on_one_database_store_each_id_once_with_one_201() {
     let db = TestDb::create().await;
     let (pool_a, pool_b) = (db.pool().await, db.pool().await);
