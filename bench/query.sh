@@ -2,11 +2,15 @@
 # The query benchmark of issue 6: a store seeded with 10M events (bench/seed.sql: 10k workspaces
 # x 10 accounts), then p50/p99 of status, history first page, a deep history page reached through
 # the cursor, and event by id at c=16 while ingest runs at 1,000 deliveries/s; plus the table and
-# index bytes per event.
+# index bytes per event. Three measurements, each while the service ingests at the same rate:
+#   1. the four queries mixed: each of the c workers sends them in turn;
+#   2. each query alone at the same concurrency;
+#   3. the floor: PostgreSQL alone, pgbench running the routes' own statements
+#      (bench/pgbench-query/*.sql) mixed at the same concurrency, no HTTP and no service between.
 #
-#   bench/query.sh                  # 10M events (seeding takes minutes), 20 s of queries
+#   bench/query.sh                  # 10M events (seeding takes minutes), 20 s per measurement
 #   bench/query.sh --events 1000000 --duration 10
-#   bench/query.sh --concurrency "16 4 1"   # the same store at several concurrencies
+#   bench/query.sh --concurrency "16 1"   # the same store at several concurrencies
 #
 # Options (environment variables in brackets):
 #   --events N          events to seed [EVENTS, default 10000000]
@@ -15,6 +19,7 @@
 #                       seeded store, e.g. "16 1" [CONCURRENCY, default 16]
 #   --ingest-rate R     deliveries/s sent meanwhile [INGEST_RATE, default 1000]
 #   --deep-pages N      the deep page is the one after N pages of 50 [DEEP_PAGES, default 10]
+#   --mixed-only        skip measurements 2 and 3 [MIXED_ONLY=1]
 #   --results FILE      where the JSON line goes [RESULTS, default
 #                       target/bench/query-<date>.jsonl]
 #   --keep              keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
@@ -32,6 +37,7 @@ DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-16}
 INGEST_RATE=${INGEST_RATE:-1000}
 DEEP_PAGES=${DEEP_PAGES:-10}
+MIXED_ONLY=${MIXED_ONLY:-0}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 RESULTS=${RESULTS:-}
@@ -46,6 +52,7 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY=$2; shift ;;
         --ingest-rate) INGEST_RATE=$2; shift ;;
         --deep-pages) DEEP_PAGES=$2; shift ;;
+        --mixed-only) MIXED_ONLY=1 ;;
         --results) RESULTS=$2; shift ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
@@ -75,12 +82,46 @@ log "calry-hooks on the seeded store"
 (cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
     exec "$BIN" serve >"$WORK/service.log" 2>&1) &
 SERVICE_PID=$!
-for c in $CONCURRENCY; do
-    log "loadgen query: c=$c, ingest $INGEST_RATE/s, ${DURATION}s"
-    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" \
+query() {
+    local c=$1 kinds=$2 label=$3
+    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" --kinds "$kinds" \
         --ingest-rate "$INGEST_RATE" --deep-pages "$DEEP_PAGES" --workspaces $WORKSPACES \
         --accounts $ACCOUNTS --database-url "$URL" --service-pid "$SERVICE_PID" \
-        --postgres-pid "$POSTMASTER_PID" --label "query c=$c, $EVENTS events seeded" \
+        --postgres-pid "$POSTMASTER_PID" --label "$label, $EVENTS events seeded" \
         --json-out "$RESULTS" >/dev/null
+}
+
+if [ "$MIXED_ONLY" != 1 ]; then
+    psql_ -v deep_pages="$DEEP_PAGES" -v limit=50 -f "$ROOT/bench/query-floor.sql" calry_hooks
+fi
+for c in $CONCURRENCY; do
+    log "loadgen query: c=$c, the four queries mixed, ingest $INGEST_RATE/s, ${DURATION}s"
+    query "$c" status,first-page,deep-page,by-id "query c=$c mixed"
+    [ "$MIXED_ONLY" = 1 ] && continue
+    for kind in status first-page deep-page by-id; do
+        log "loadgen query: c=$c, $kind alone, ingest $INGEST_RATE/s, ${DURATION}s"
+        query "$c" "$kind" "query c=$c $kind alone"
+    done
+    log "the floor: pgbench with the routes' statements, mixed, c=$c, while the service ingests \
+$INGEST_RATE/s, ${DURATION}s"
+    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate "$INGEST_RATE" \
+        --redeliver 0 --workspaces $WORKSPACES --accounts $ACCOUNTS --verify none \
+        >"$WORK/floor-ingest-c$c.log" 2>&1 &
+    INGEST_PID=$!
+    "$LOADGEN" pgbench --output "$WORK/floor-c$c.out" --log-prefix "$WORK/floor-c$c" -c "$c" \
+        --postgres-pid "$POSTMASTER_PID" --scripts \
+        status,history_first_page,history_deep_page,event_by_id \
+        --label "PostgreSQL alone c=$c, ingest $INGEST_RATE/s" --json-out "$RESULTS" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j $(( c < 2 ? 1 : 2 )) \
+        -T "$DURATION" -D limit=50 \
+        -D workspaces="$(psql_ -At -c 'select count(*) from bench_workspaces' calry_hooks)" \
+        -D deep="$(psql_ -At -c 'select count(*) from bench_deep' calry_hooks)" \
+        -D ids="$(psql_ -At -c 'select count(*) from bench_ids' calry_hooks)" \
+        -f "$ROOT/bench/pgbench-query/status.sql" -f "$ROOT/bench/pgbench-query/first-page.sql" \
+        -f "$ROOT/bench/pgbench-query/deep-page.sql" -f "$ROOT/bench/pgbench-query/by-id.sql" \
+        -l --log-prefix "$WORK/floor-c$c" calry_hooks >/dev/null
+    wait "$INGEST_PID" || { cat "$WORK/floor-ingest-c$c.log" >&2; exit 1; }
+    rm -f "$WORK"/floor-c"$c".[0-9]*
 done
-echo "bench/query.sh: JSON lines in $RESULTS" >&2
+log "results (JSON lines: $RESULTS)"
+"$LOADGEN" query-table "$RESULTS"

@@ -60,6 +60,9 @@ enum Command {
     Pgbench(PgbenchArgs),
     /// Print the service-versus-pgbench table from the JSON lines of a run.
     Table(TableArgs),
+    /// Print the query table from the JSON lines of `bench/query.sh`: each query's p50 / p99 in
+    /// the mix, alone, and for PostgreSQL alone (pgbench with the same statements).
+    QueryTable(TableArgs),
     /// Query latency (status, history first page, a deep history page through the cursor, event
     /// by id) at a fixed concurrency while ingest runs at a fixed rate.
     Query(QueryArgs),
@@ -152,6 +155,10 @@ struct PgbenchArgs {
     /// Database pgbench wrote to: its events are counted against the committed transactions.
     #[arg(long)]
     database_url: Option<String>,
+    /// Names of the scripts (`-f`), in order, when there are several: latencies are also
+    /// reported per script.
+    #[arg(long, value_delimiter = ',')]
+    scripts: Vec<String>,
     #[arg(long, default_value = "")]
     label: String,
     #[arg(long)]
@@ -250,6 +257,7 @@ fn main() -> Result<(), BoxError> {
             Command::Ingest(args) => ingest(args).await,
             Command::Pgbench(args) => pgbench(args).await,
             Command::Table(args) => table(&args.results),
+            Command::QueryTable(args) => query_table(&args.results),
             Command::Query(args) => query(args).await,
         }
     })
@@ -1328,6 +1336,7 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
         .to_string_lossy()
         .into_owned();
     let mut latencies = Vec::new();
+    let mut by_script: Vec<Vec<u32>> = vec![Vec::new(); args.scripts.len()];
     let mut files = 0;
     let mut not_completed = 0u64;
     for entry in std::fs::read_dir(dir)? {
@@ -1341,8 +1350,16 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
         }
         files += 1;
         for line in std::fs::read_to_string(entry.path())?.lines() {
-            match line.split_whitespace().nth(2).map(str::parse::<u64>) {
-                Some(Ok(us)) => latencies.push(us.min(u64::from(u32::MAX)) as u32),
+            let mut fields = line.split_whitespace().skip(2);
+            match fields.next().map(str::parse::<u64>) {
+                Some(Ok(us)) => {
+                    let us = us.min(u64::from(u32::MAX)) as u32;
+                    latencies.push(us);
+                    let script = fields.next().and_then(|n| n.parse::<usize>().ok());
+                    if let Some(l) = script.and_then(|n| by_script.get_mut(n)) {
+                        l.push(us);
+                    }
+                }
                 _ => not_completed += 1, // "failed" or "skipped"
             }
         }
@@ -1351,6 +1368,18 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
         return Err(format!("no pgbench log files {}.*", args.log_prefix.display()).into());
     }
     let lat = latency(&mut latencies);
+    let per_script: serde_json::Map<String, Value> = args
+        .scripts
+        .iter()
+        .zip(&mut by_script)
+        .map(|(name, l)| {
+            let requests = l.len();
+            (
+                name.clone(),
+                json!({ "requests": requests, "latency_ms": latency(l) }),
+            )
+        })
+        .collect();
 
     let stored = match &args.database_url {
         Some(url) => {
@@ -1380,6 +1409,7 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
         "logged": latencies.len(),
         "not_completed": not_completed,
         "latency_ms": lat,
+        "scripts": per_script,
         "events_stored": stored,
         "cpu_s": cpu,
     });
@@ -1395,6 +1425,17 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
             .map(|n| format!("; {n} events stored"))
             .unwrap_or_default()
     );
+    for (name, s) in &per_script {
+        let l = &s["latency_ms"];
+        eprintln!(
+            "    {name}: {} transactions, latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            s["requests"],
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p90"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            l["max"].as_f64().unwrap_or(0.0),
+        );
+    }
     eprintln!(
         "  CPU seconds: PostgreSQL {}, pgbench {:.2}, whole machine {:.2} of {:.2} available",
         cpu.postgres
@@ -1405,6 +1446,85 @@ async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
         cpu.machine_capacity
     );
     emit(&report, args.json_out.as_deref())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The query table.
+
+fn query_table(path: &Path) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(path)?;
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let p50_p99 = |l: &Value| {
+        format!(
+            "{:.2} / {:.2}",
+            l["p50"].as_f64().unwrap_or(f64::NAN),
+            l["p99"].as_f64().unwrap_or(f64::NAN)
+        )
+    };
+    for mix in lines
+        .iter()
+        .filter(|v| v["kind"] == "query" && v["sent"].as_array().is_some_and(|k| k.len() > 1))
+    {
+        let c = &mix["concurrency"];
+        let alone = |name: &str| {
+            lines.iter().find(|v| {
+                v["kind"] == "query"
+                    && v["concurrency"] == *c
+                    && v["sent"].as_array().is_some_and(|k| k.len() == 1)
+                    && v["queries"][name].is_object()
+            })
+        };
+        let floor = lines
+            .iter()
+            .find(|v| v["kind"] == "pgbench" && v["concurrency"] == *c);
+        println!(
+            "c={c} while ingest runs at {:.0}/s: the service {:.0} queries/s mixed; PostgreSQL alone \
+             (pgbench, the same statements, mixed) {} transactions/s",
+            mix["ingest"]["rate_target"].as_f64().unwrap_or(0.0),
+            mix["queries_per_s"].as_f64().unwrap_or(0.0),
+            floor.map_or("-".to_owned(), |f| format!(
+                "{:.0}",
+                f["tps"].as_f64().unwrap_or(0.0)
+            ))
+        );
+        println!(
+            "| query | mixed p50 / p99 ms | alone p50 / p99 ms (queries/s) | PostgreSQL alone p50 / p99 ms | target p99 |"
+        );
+        println!("|---|---:|---:|---:|---|");
+        for kind in KINDS {
+            let name = kind.name();
+            let mixed = &mix["queries"][name]["latency_ms"];
+            let target = kind.target_p99_ms();
+            let met = |l: &Value| l["p99"].as_f64().is_some_and(|p| p <= target);
+            let (alone_cell, alone_met) = match alone(name) {
+                Some(a) => {
+                    let l = &a["queries"][name]["latency_ms"];
+                    (
+                        format!(
+                            "{} ({:.0}/s)",
+                            p50_p99(l),
+                            a["queries_per_s"].as_f64().unwrap_or(0.0)
+                        ),
+                        if met(l) { "met" } else { "missed" },
+                    )
+                }
+                None => ("-".to_owned(), "-"),
+            };
+            let floor_cell = floor
+                .map(|f| p50_p99(&f["scripts"][name]["latency_ms"]))
+                .unwrap_or_else(|| "-".to_owned());
+            println!(
+                "| {name} | {} | {alone_cell} | {floor_cell} | ≤ {target} ms: mixed {}, alone {alone_met} |",
+                p50_p99(mixed),
+                if met(mixed) { "met" } else { "missed" },
+            );
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
