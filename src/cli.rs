@@ -11,9 +11,6 @@ use crate::config::{Cli, Command, Config, TokenCommand};
 use crate::signature::Verifier;
 use crate::store::Database;
 
-/// Connections of the service's pool: the ingest writers plus the query routes.
-pub const POOL_SIZE: u32 = 16;
-
 pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
@@ -115,7 +112,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     }
     // An unusable secret is reported before any database is started.
     Verifier::from_config(&config)?;
-    let db = Database::open(&config, POOL_SIZE).await?;
+    let db = Database::open(&config, config.query_connections).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -151,9 +151,28 @@ pub struct Config {
     )]
     pub ingest_queue: usize,
 
+    /// Database connections of the query routes: at most this many queries run at once, the
+    /// others wait for a connection. Fewer connections than clients is faster when the database
+    /// shares the machine's cores: see docs/BENCHMARKS.md.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_QUERY_CONNECTIONS",
+        default_value_t = default_query_connections(),
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub query_connections: u32,
+
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log_filter: String,
+}
+
+/// Two per CPU core, plus two: as many statements as the cores can run, and some to spare for
+/// those waiting on the disk.
+fn default_query_connections() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores + 2).min(64) as u32
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

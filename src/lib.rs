@@ -57,7 +57,7 @@ impl App {
         );
         let readers = Readers::new(
             &pool,
-            pool.options().get_max_connections() as usize,
+            config.query_connections as usize,
             metrics.pool_waiting.clone(),
         );
         Ok(App {
