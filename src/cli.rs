@@ -112,7 +112,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     }
     // An unusable secret is reported before any database is started.
     Verifier::from_config(&config)?;
-    let db = Database::open(&config, config.query_connections).await?;
+    // This pool only migrates and lends its connection settings: the query routes have their
+    // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
+    let db = Database::open(&config, 1).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
