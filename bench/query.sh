@@ -11,6 +11,7 @@
 #   bench/query.sh                  # 10M events (seeding takes minutes), 20 s per measurement
 #   bench/query.sh --events 1000000 --duration 10
 #   bench/query.sh --concurrency "16 1"   # the same store at several concurrencies
+#   bench/query.sh --repeat 3             # each measurement 3 times, medians in the table
 #
 # Options (environment variables in brackets):
 #   --events N          events to seed [EVENTS, default 10000000]
@@ -20,6 +21,8 @@
 #   --ingest-rate R     deliveries/s sent meanwhile [INGEST_RATE, default 1000]
 #   --deep-pages N      the deep page is the one after N pages of 50 [DEEP_PAGES, default 10]
 #   --mixed-only        skip measurements 2 and 3 [MIXED_ONLY=1]
+#   --repeat N          take every measurement N times (the floor first in every other round);
+#                       the table gives medians and the range of p99 [REPEAT, default 1]
 #   --results FILE      where the JSON line goes [RESULTS, default
 #                       target/bench/query-<date>.jsonl]
 #   --keep              keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
@@ -38,6 +41,7 @@ CONCURRENCY=${CONCURRENCY:-16}
 INGEST_RATE=${INGEST_RATE:-1000}
 DEEP_PAGES=${DEEP_PAGES:-10}
 MIXED_ONLY=${MIXED_ONLY:-0}
+REPEAT=${REPEAT:-1}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 RESULTS=${RESULTS:-}
@@ -53,6 +57,7 @@ while [ $# -gt 0 ]; do
         --ingest-rate) INGEST_RATE=$2; shift ;;
         --deep-pages) DEEP_PAGES=$2; shift ;;
         --mixed-only) MIXED_ONLY=1 ;;
+        --repeat) REPEAT=$2; shift ;;
         --results) RESULTS=$2; shift ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
@@ -94,16 +99,21 @@ query() {
 if [ "$MIXED_ONLY" != 1 ]; then
     psql_ -v deep_pages="$DEEP_PAGES" -v limit=50 -f "$ROOT/bench/query-floor.sql" calry_hooks
 fi
-for c in $CONCURRENCY; do
-    log "loadgen query: c=$c, the four queries mixed, ingest $INGEST_RATE/s, ${DURATION}s"
+service_measurements() {
+    local c=$1 run=$2
+    log "loadgen query: c=$c, the four queries mixed, ingest $INGEST_RATE/s, ${DURATION}s$run"
     query "$c" status,first-page,deep-page,by-id "query c=$c mixed"
-    [ "$MIXED_ONLY" = 1 ] && continue
+    [ "$MIXED_ONLY" = 1 ] && return
     for kind in status first-page deep-page by-id; do
-        log "loadgen query: c=$c, $kind alone, ingest $INGEST_RATE/s, ${DURATION}s"
+        log "loadgen query: c=$c, $kind alone, ingest $INGEST_RATE/s, ${DURATION}s$run"
         query "$c" "$kind" "query c=$c $kind alone"
     done
+}
+floor() {
+    local c=$1 run=$2
+    [ "$MIXED_ONLY" = 1 ] && return
     log "the floor: pgbench with the routes' statements, mixed, c=$c, while the service ingests \
-$INGEST_RATE/s, ${DURATION}s"
+$INGEST_RATE/s, ${DURATION}s$run"
     "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate "$INGEST_RATE" \
         --redeliver 0 --workspaces $WORKSPACES --accounts $ACCOUNTS --verify none \
         >"$WORK/floor-ingest-c$c.log" 2>&1 &
@@ -122,6 +132,18 @@ $INGEST_RATE/s, ${DURATION}s"
         -l --log-prefix "$WORK/floor-c$c" calry_hooks >/dev/null
     wait "$INGEST_PID" || { cat "$WORK/floor-ingest-c$c.log" >&2; exit 1; }
     rm -f "$WORK"/floor-c"$c".[0-9]*
+}
+for c in $CONCURRENCY; do
+    for r in $(seq 1 "$REPEAT"); do
+        run=""
+        [ "$REPEAT" -gt 1 ] && run=" (run $r of $REPEAT)"
+        # With repeats, the floor goes first in every other run, as in bench/run.sh.
+        if (( r % 2 == 1 )); then
+            service_measurements "$c" "$run"; floor "$c" "$run"
+        else
+            floor "$c" "$run"; service_measurements "$c" "$run"
+        fi
+    done
 done
 log "results (JSON lines: $RESULTS)"
 "$LOADGEN" query-table "$RESULTS"

@@ -1458,38 +1458,68 @@ fn query_table(path: &Path) -> Result<(), BoxError> {
         .filter(|l| l.starts_with('{'))
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
-    let p50_p99 = |l: &Value| {
-        format!(
-            "{:.2} / {:.2}",
-            l["p50"].as_f64().unwrap_or(f64::NAN),
-            l["p99"].as_f64().unwrap_or(f64::NAN)
+    let is_mix = |v: &Value| v["sent"].as_array().is_some_and(|k| k.len() > 1);
+    let mut concurrencies: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["kind"] == "query" && is_mix(v))
+        .filter_map(|v| v["concurrency"].as_u64())
+        .collect();
+    concurrencies.dedup();
+    // With --repeat, each measurement is there several times: medians, and the range of p99.
+    let cell = |runs: &[&Value], latency: &dyn Fn(&Value) -> Value| {
+        if runs.is_empty() {
+            return "-".to_owned();
+        }
+        let of = |key: &str| -> Vec<f64> {
+            runs.iter()
+                .map(|r| latency(r)[key].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        };
+        let p99 = of("p99");
+        let range = if runs.len() > 1 {
+            let lo = p99.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = p99.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(" ({lo:.2}–{hi:.2})")
+        } else {
+            String::new()
+        };
+        format!("{:.2} / {:.2}{range}", median(of("p50")), median(p99))
+    };
+    let rate = |runs: &[&Value], key: &str| {
+        median(
+            runs.iter()
+                .map(|r| r[key].as_f64().unwrap_or(f64::NAN))
+                .collect(),
         )
     };
-    for mix in lines
-        .iter()
-        .filter(|v| v["kind"] == "query" && v["sent"].as_array().is_some_and(|k| k.len() > 1))
-    {
-        let c = &mix["concurrency"];
-        let alone = |name: &str| {
-            lines.iter().find(|v| {
-                v["kind"] == "query"
-                    && v["concurrency"] == *c
-                    && v["sent"].as_array().is_some_and(|k| k.len() == 1)
-                    && v["queries"][name].is_object()
-            })
-        };
-        let floor = lines
+    for c in concurrencies {
+        let at_c = |v: &&Value| v["concurrency"].as_u64() == Some(c);
+        let mixes: Vec<&Value> = lines
             .iter()
-            .find(|v| v["kind"] == "pgbench" && v["concurrency"] == *c);
+            .filter(at_c)
+            .filter(|v| v["kind"] == "query" && is_mix(v))
+            .collect();
+        let floors: Vec<&Value> = lines
+            .iter()
+            .filter(at_c)
+            .filter(|v| v["kind"] == "pgbench")
+            .collect();
+        if mixes.len() > 1 {
+            println!(
+                "Medians of {} runs of each measurement, the range of p99 in brackets.",
+                mixes.len()
+            );
+        }
         println!(
             "c={c} while ingest runs at {:.0}/s: the service {:.0} queries/s mixed; PostgreSQL alone \
              (pgbench, the same statements, mixed) {} transactions/s",
-            mix["ingest"]["rate_target"].as_f64().unwrap_or(0.0),
-            mix["queries_per_s"].as_f64().unwrap_or(0.0),
-            floor.map_or("-".to_owned(), |f| format!(
-                "{:.0}",
-                f["tps"].as_f64().unwrap_or(0.0)
-            ))
+            mixes[0]["ingest"]["rate_target"].as_f64().unwrap_or(0.0),
+            rate(&mixes, "queries_per_s"),
+            if floors.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", rate(&floors, "tps"))
+            }
         );
         println!(
             "| query | mixed p50 / p99 ms | alone p50 / p99 ms (queries/s) | PostgreSQL alone p50 / p99 ms | target p99 |"
@@ -1497,34 +1527,62 @@ fn query_table(path: &Path) -> Result<(), BoxError> {
         println!("|---|---:|---:|---:|---|");
         for kind in KINDS {
             let name = kind.name();
-            let mixed = &mix["queries"][name]["latency_ms"];
+            let latency = |v: &Value| v["queries"][name]["latency_ms"].clone();
+            let alones: Vec<&Value> = lines
+                .iter()
+                .filter(at_c)
+                .filter(|v| v["kind"] == "query" && !is_mix(v) && v["queries"][name].is_object())
+                .collect();
             let target = kind.target_p99_ms();
-            let met = |l: &Value| l["p99"].as_f64().is_some_and(|p| p <= target);
-            let (alone_cell, alone_met) = match alone(name) {
-                Some(a) => {
-                    let l = &a["queries"][name]["latency_ms"];
-                    (
-                        format!(
-                            "{} ({:.0}/s)",
-                            p50_p99(l),
-                            a["queries_per_s"].as_f64().unwrap_or(0.0)
-                        ),
-                        if met(l) { "met" } else { "missed" },
-                    )
+            let met = |runs: &[&Value]| {
+                let p99 = median(
+                    runs.iter()
+                        .map(|r| latency(r)["p99"].as_f64().unwrap_or(f64::NAN))
+                        .collect(),
+                );
+                if runs.is_empty() {
+                    "-"
+                } else if p99 <= target {
+                    "met"
+                } else {
+                    "missed"
                 }
-                None => ("-".to_owned(), "-"),
             };
-            let floor_cell = floor
-                .map(|f| p50_p99(&f["scripts"][name]["latency_ms"]))
-                .unwrap_or_else(|| "-".to_owned());
+            let alone_cell = if alones.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} ({:.0}/s)",
+                    cell(&alones, &latency),
+                    rate(&alones, "queries_per_s")
+                )
+            };
             println!(
-                "| {name} | {} | {alone_cell} | {floor_cell} | ≤ {target} ms: mixed {}, alone {alone_met} |",
-                p50_p99(mixed),
-                if met(mixed) { "met" } else { "missed" },
+                "| {name} | {} | {alone_cell} | {} | ≤ {target} ms: mixed {}, alone {} |",
+                cell(&mixes, &latency),
+                cell(&floors, &|v: &Value| v["scripts"][name]["latency_ms"]
+                    .clone()),
+                met(&mixes),
+                met(&alones),
             );
         }
     }
     Ok(())
+}
+
+/// The median of the figures that are numbers; NaN when none is.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.retain(|x| !x.is_nan());
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1546,19 +1604,6 @@ fn table(path: &Path) -> Result<(), BoxError> {
     }
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let u = |v: &Value| v.as_u64().unwrap_or(0);
-    let median = |mut xs: Vec<f64>| -> f64 {
-        xs.retain(|x| !x.is_nan());
-        if xs.is_empty() {
-            return f64::NAN;
-        }
-        xs.sort_by(|a, b| a.total_cmp(b));
-        let n = xs.len();
-        if n % 2 == 1 {
-            xs[n / 2]
-        } else {
-            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-        }
-    };
     // Share of the machine's CPU used by processes outside the measured step (other builds and
     // tests on a shared machine): the noise each figure was taken under.
     let background = |v: &Value| {
