@@ -23,13 +23,16 @@ pub struct Envelope {
     pub result: Option<String>,
 }
 
+/// The answer to a body that is not UTF-8 (400).
+pub fn not_utf8(err: std::str::Utf8Error) -> Error {
+    Error::MalformedBody(format!("the body is not valid UTF-8: {err}"))
+}
+
 impl Envelope {
     /// Parses a webhook body: 400 when it is not UTF-8 JSON (or holds what PostgreSQL cannot
     /// store), 422 naming the field when the envelope is incomplete or mistyped.
     pub fn parse(body: &[u8]) -> Result<Envelope, Error> {
-        let text = std::str::from_utf8(body)
-            .map_err(|e| Error::MalformedBody(format!("the body is not valid UTF-8: {e}")))?;
-        Envelope::parse_str(text)
+        Envelope::parse_str(std::str::from_utf8(body).map_err(not_utf8)?)
     }
 
     /// [`Envelope::parse`] of a body already known to be UTF-8.

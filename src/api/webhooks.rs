@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, not_utf8};
 use crate::error::{Error, Problem, Result};
 use crate::ingest::{NewEvent, Outcome};
 
@@ -95,9 +95,7 @@ async fn deliver(
         .verify(&headers, &body, Utc::now())
         .inspect_err(|err| tracing::warn!(error = %err, "delivery refused"))?;
     // UTF-8 is checked once, here; the text is what the store keeps.
-    let body = String::from_utf8(Vec::from(body)).map_err(|e| {
-        Error::MalformedBody(format!("the body is not valid UTF-8: {}", e.utf8_error()))
-    })?;
+    let body = String::from_utf8(Vec::from(body)).map_err(|e| not_utf8(e.utf8_error()))?;
     let envelope = Envelope::parse_str(&body)?;
     let hook_id = envelope.hook_id.clone();
 
