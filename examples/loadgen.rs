@@ -1466,16 +1466,16 @@ fn query_table(path: &Path) -> Result<(), BoxError> {
         .collect();
     concurrencies.dedup();
     // With --repeat, each measurement is there several times: medians, and the range of p99.
+    let figures = |runs: &[&Value], latency: &dyn Fn(&Value) -> Value, key: &str| -> Vec<f64> {
+        runs.iter()
+            .map(|r| latency(r)[key].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
     let cell = |runs: &[&Value], latency: &dyn Fn(&Value) -> Value| {
         if runs.is_empty() {
             return "-".to_owned();
         }
-        let of = |key: &str| -> Vec<f64> {
-            runs.iter()
-                .map(|r| latency(r)[key].as_f64().unwrap_or(f64::NAN))
-                .collect()
-        };
-        let p99 = of("p99");
+        let p99 = figures(runs, latency, "p99");
         let range = if runs.len() > 1 {
             let lo = p99.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = p99.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -1483,7 +1483,11 @@ fn query_table(path: &Path) -> Result<(), BoxError> {
         } else {
             String::new()
         };
-        format!("{:.2} / {:.2}{range}", median(of("p50")), median(p99))
+        format!(
+            "{:.2} / {:.2}{range}",
+            median(figures(runs, latency, "p50")),
+            median(p99)
+        )
     };
     let rate = |runs: &[&Value], key: &str| {
         median(
@@ -1535,11 +1539,7 @@ fn query_table(path: &Path) -> Result<(), BoxError> {
                 .collect();
             let target = kind.target_p99_ms();
             let met = |runs: &[&Value]| {
-                let p99 = median(
-                    runs.iter()
-                        .map(|r| latency(r)["p99"].as_f64().unwrap_or(f64::NAN))
-                        .collect(),
-                );
+                let p99 = median(figures(runs, &latency, "p99"));
                 if runs.is_empty() {
                     "-"
                 } else if p99 <= target {
