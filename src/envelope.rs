@@ -7,8 +7,31 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-/// Longest id (hook, workspace, account) accepted, in characters.
+/// Longest id (hook, event type, workspace, account) accepted, in characters.
 pub const MAX_ID_CHARS: usize = 255;
+/// Longest id accepted, in bytes of UTF-8. Three ids and a time make one row of the account
+/// history index, and PostgreSQL refuses an index row over 2704 bytes: 255 characters of four
+/// bytes each would not fit, 512 bytes each always do (with room for one more id).
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Why `id` is not an acceptable id (empty, too many characters or too many bytes), if it is not.
+pub fn id_problem(id: &str) -> Option<String> {
+    let chars = id.chars().count();
+    if id.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if chars > MAX_ID_CHARS {
+        Some(format!(
+            "must be at most {MAX_ID_CHARS} characters long (it has {chars})"
+        ))
+    } else if id.len() > MAX_ID_BYTES {
+        Some(format!(
+            "must be at most {MAX_ID_BYTES} bytes long in UTF-8 (it has {})",
+            id.len()
+        ))
+    } else {
+        None
+    }
+}
 
 /// A delivery's envelope, with the fields the store indexes. The whole body is kept beside it.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,18 +150,14 @@ fn text(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Str
     }
 }
 
-/// An optional id: a string of 1 to 255 characters.
+/// An optional id: a string of 1 to 255 characters and at most 512 bytes.
 fn id(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, Error> {
     let Some(s) = text(parent, key, path)? else {
         return Ok(None);
     };
-    match s.chars().count() {
-        0 => Err(invalid(path, "must not be empty")),
-        n if n > MAX_ID_CHARS => Err(invalid(
-            path,
-            format!("must be at most {MAX_ID_CHARS} characters long (it has {n})"),
-        )),
-        _ => Ok(Some(s)),
+    match id_problem(&s) {
+        Some(reason) => Err(invalid(path, reason)),
+        None => Ok(Some(s)),
     }
 }
 
@@ -259,6 +278,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.workspace_id, id);
+    }
+
+    #[test]
+    fn ids_over_512_bytes_are_refused_naming_the_field() {
+        // 255 characters, but 1,020 bytes: one index row of three such ids would not fit.
+        let wide = "\u{1F600}".repeat(255);
+        assert_eq!(
+            field_of(&SEED.replace("4a905074-4dd9-426a-b5a9-cf7c9bb33034", &wide)),
+            "data.integrationAccountId"
+        );
+        let fits = "\u{1F600}".repeat(128);
+        assert!(id_problem(&fits).is_none(), "512 bytes fit");
+        assert!(
+            id_problem(&format!("{fits}x")).is_some(),
+            "513 bytes do not"
+        );
     }
 
     #[test]

@@ -198,15 +198,18 @@ async fn write(pool: &Pool, mut batch: Vec<Pending>) {
     });
 }
 
-/// The answer for a delivery that fails alone: a data exception (SQLSTATE class 22) means
-/// PostgreSQL cannot store something the body holds — a number with more than 16383 decimal
-/// places, say — which is the sender's to fix (400); anything else is the service's (500).
+/// The answer for a delivery that fails alone: a data exception (SQLSTATE class 22) or a
+/// program limit exceeded (class 54) means PostgreSQL cannot store something the body holds — a
+/// number with more than 16383 decimal places, a value too large for an index row — which is
+/// the sender's to fix (400); anything else is the service's (500).
 fn refused_by_database(err: sqlx::Error) -> Error {
     match err.as_database_error().and_then(|db| db.code()) {
-        Some(code) if code.starts_with("22") => Error::MalformedBody(format!(
-            "the body holds a value PostgreSQL cannot store (SQLSTATE {code}), such as a \
-             number with more than 16383 decimal places"
-        )),
+        Some(code) if code.starts_with("22") || code.starts_with("54") => {
+            Error::MalformedBody(format!(
+                "the body holds a value PostgreSQL cannot store (SQLSTATE {code}), such as a \
+                 number with more than 16383 decimal places or a value too large to index"
+            ))
+        }
         _ => Error::Database(err),
     }
 }

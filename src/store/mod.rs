@@ -107,9 +107,15 @@ impl deadpool::managed::Manager for Connector {
 }
 
 impl Readers {
-    /// Up to `size` connections like `like`'s, opened when first needed.
-    pub fn new(like: &PgPool, size: usize, waiting: Gauge) -> Readers {
-        let pool = deadpool::managed::Pool::builder(Connector((*like.connect_options()).clone()))
+    /// Up to `size` connections like `like`'s, opened when first needed, on which a statement
+    /// may run for at most `statement_timeout`.
+    pub fn new(like: &PgPool, size: usize, statement_timeout: Duration, waiting: Gauge) -> Readers {
+        // A later setting of the same name wins over the pool's own.
+        let options = (*like.connect_options()).clone().options([(
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis()),
+        )]);
+        let pool = deadpool::managed::Pool::builder(Connector(options))
             .max_size(size)
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
             .create_timeout(Some(ACQUIRE_TIMEOUT))
@@ -234,8 +240,15 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
             tracing::info!(database = %name, "created the database");
             Ok(())
         }
-        // Another instance created it at the same moment.
-        Err(err) if err.as_database_error().and_then(|e| e.code()).as_deref() == Some("42P04") => {
+        // Another instance created it at the same moment: PostgreSQL says so with 42P04
+        // (duplicate_database) or, when both commands ran at once, with 23505 (the unique index
+        // of pg_database).
+        Err(err)
+            if matches!(
+                err.as_database_error().and_then(|e| e.code()).as_deref(),
+                Some("42P04" | "23505")
+            ) =>
+        {
             Ok(())
         }
         Err(source) => Err(StoreError::Create { name, source }),

@@ -19,7 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use calry_hooks::envelope::{Envelope, MAX_ID_CHARS};
+use calry_hooks::envelope::{Envelope, MAX_ID_BYTES, MAX_ID_CHARS};
 use calry_hooks::error::Error;
 use calry_hooks::signature::Verifier;
 use chrono::{DateTime, Datelike, Utc};
@@ -311,7 +311,7 @@ impl Gen {
     fn envelope(&mut self, unique: &str) -> Value {
         let mut hook_id = format!("hostile-{unique}");
         if self.chance(30) {
-            // Ids are opaque: any characters, up to 255 of them.
+            // Ids are opaque: any characters, up to 255 of them (and far fewer than 512 bytes).
             let extra: String = (0..self.rng.below(40)).map(|_| self.char()).collect();
             hook_id.push_str(&extra.replace('\0', "0"));
             hook_id = hook_id.chars().take(MAX_ID_CHARS).collect();
@@ -697,8 +697,9 @@ fn model(value: &Value) -> Expected {
     };
     let absent = |map: &Map<String, Value>, key: &str| map.get(key).is_none_or(Value::is_null);
     let id_ok = |v: &Value| {
-        v.as_str()
-            .is_some_and(|s| (1..=MAX_ID_CHARS).contains(&s.chars().count()))
+        v.as_str().is_some_and(|s| {
+            (1..=MAX_ID_CHARS).contains(&s.chars().count()) && s.len() <= MAX_ID_BYTES
+        })
     };
     // An optional id: absent, null, or an id.
     let opt_id = |map: &Map<String, Value>, key: &str| absent(map, key) || id_ok(&map[key]);

@@ -37,3 +37,25 @@ async fn a_configured_database_that_does_not_exist_is_created_and_migrated() {
         .await
         .unwrap();
 }
+
+/// Several instances started at once on a database that does not exist yet: PostgreSQL 15
+/// answers the losers of the race with 23505 rather than 42P04, and each must take it as
+/// "another instance made it" and go on.
+#[tokio::test]
+async fn instances_started_at_the_same_moment_on_a_new_database_all_start() {
+    let name = format!("calry_hooks_race_{}", uuid::Uuid::new_v4().simple());
+    let mut config = Config::defaults();
+    config.database_url = Some(server_url(&name).into());
+    let opened = futures_util::future::join_all((0..8).map(|_| Database::open(&config, 1))).await;
+    for db in opened {
+        db.expect("every instance opens the database")
+            .pool
+            .close()
+            .await;
+    }
+    let mut admin = sqlx::PgConnection::connect_with(&server()).await.unwrap();
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
