@@ -68,6 +68,19 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Reader, Error> {
+        // Two Authorization headers: which one to trust is not ours to guess.
+        if parts
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(Error::bad_parameter(
+                "Authorization",
+                "the Authorization header is given more than once; send one",
+            ));
+        }
         let presented = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
             Some(value) => Some(bearer(value.as_bytes()).ok_or_else(|| {

@@ -119,8 +119,9 @@ impl Verifier {
         if !self.is_enabled() {
             return Ok(false);
         }
-        let id = header(headers, "id")?;
-        let timestamp = header(headers, "timestamp")?;
+        let id = single(&header(headers, "id")?, "id")?;
+        let timestamp = single(&header(headers, "timestamp")?, "timestamp")?;
+        // Every value of the header counts: a proxy may have split the list over several lines.
         let signatures = header(headers, "signature")?;
 
         let seconds: i64 = timestamp.parse().map_err(|_| {
@@ -156,7 +157,7 @@ impl Verifier {
             })
             .collect();
         let mut v1 = 0;
-        for entry in signatures.split(' ') {
+        for entry in signatures.iter().flat_map(|value| value.split(' ')) {
             let Some(("v1", encoded)) = entry.split_once(',') else {
                 continue; // another version, or not an entry at all
             };
@@ -182,20 +183,37 @@ impl Verifier {
     }
 }
 
-/// The `webhook-{name}` header, else `svix-{name}`, as text.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Error> {
-    let value = headers
-        .get(format!("webhook-{name}"))
-        .or_else(|| headers.get(format!("svix-{name}")))
-        .ok_or_else(|| {
-            unauthorized(format!(
-                "the webhook-{name} header (or svix-{name}) is missing; deliveries must be \
-                 signed because webhook secrets are configured"
-            ))
-        })?;
-    value
-        .to_str()
-        .map_err(|_| unauthorized(format!("the webhook-{name} header is not ASCII text")))
+/// Every value of the `webhook-{name}` header, else of `svix-{name}`, as text.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Vec<&'a str>, Error> {
+    let mut values = headers.get_all(format!("webhook-{name}")).iter().peekable();
+    if values.peek().is_none() {
+        values = headers.get_all(format!("svix-{name}")).iter().peekable();
+    }
+    let values = values
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| unauthorized(format!("the webhook-{name} header is not ASCII text")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if values.is_empty() {
+        return Err(unauthorized(format!(
+            "the webhook-{name} header (or svix-{name}) is missing; deliveries must be signed \
+             because webhook secrets are configured"
+        )));
+    }
+    Ok(values)
+}
+
+/// The one value of a header that must not be repeated (which of two ids would be signed?).
+fn single<'a>(values: &[&'a str], name: &str) -> Result<&'a str, Error> {
+    match values {
+        [value] => Ok(value),
+        _ => Err(unauthorized(format!(
+            "the webhook-{name} header is given {} times; send it once",
+            values.len()
+        ))),
+    }
 }
 
 fn unauthorized(detail: String) -> Error {
@@ -306,6 +324,22 @@ mod tests {
                 .verify(&headers, BODY_1, at(TS_1))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn every_webhook_signature_header_is_read() {
+        // The matching signature in a second header line, after one that matches nothing.
+        let mut headers = headers("webhook", ID_1, &TS_1.to_string(), "v1,Zm9vYmFyYmF6");
+        headers.append("webhook-signature", HeaderValue::from_static(SIG_1));
+        assert!(
+            verifier(SECRET_1)
+                .verify(&headers, BODY_1, at(TS_1))
+                .unwrap()
+        );
+        // A repeated webhook-id is refused: which of the two was signed?
+        headers.append("webhook-id", HeaderValue::from_static("msg_other"));
+        let detail = refused(verifier(SECRET_1).verify(&headers, BODY_1, at(TS_1)));
+        assert!(detail.contains("given 2 times"), "{detail}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Logs: `tracing` to standard error, text or JSON lines, and a request id on every line of a
 //! request (taken from `x-request-id` when the client sent one, else generated, and echoed).
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use axum::Router;
@@ -10,6 +11,9 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format;
 
 use crate::config::LogFormat;
 
@@ -31,9 +35,48 @@ pub fn init(format: LogFormat, filter: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The text format's fields (`name=value`, the message bare) with every control character
+/// escaped, whoever wrote the value: a hook id or a header a client sent cannot end a line and
+/// forge the next one, or carry a terminal escape. (JSON lines escape them already.)
+fn escaped_fields() -> impl for<'w> FormatFields<'w> + 'static {
+    format::debug_fn(|writer, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` with control characters, line and paragraph separators and bidirectional overrides
+/// written as Rust escapes (`\n`, `\u{1b}`).
+fn escape_controls(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if escaped(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Wraps the router with the request id and a span per request that carries it.
@@ -49,4 +92,18 @@ pub fn with_request_tracing(router: Router) -> Router {
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            escape_controls("a\nb\u{1b}[31mc\r\u{2028}é"),
+            "a\\nb\\u{1b}[31mc\\r\\u{2028}é"
+        );
+        assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
+    }
 }
