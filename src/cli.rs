@@ -110,6 +110,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
              are accepted and recorded with signatureVerified: false"
         );
     }
+    if let Some(open_files) = crate::server::raise_open_file_limit() {
+        tracing::debug!(open_files, "open-file limit");
+    }
     // An unusable secret is reported before any database is started.
     Verifier::from_config(&config)?;
     // This pool only migrates and lends its connection settings: the query routes have their

@@ -163,6 +163,62 @@ pub struct Config {
     )]
     pub query_connections: u32,
 
+    /// Longest a query statement may run, in milliseconds; a query that takes longer is
+    /// stopped and answered 400 (narrow it), never retried as it is.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_QUERY_TIMEOUT_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub query_timeout_ms: u64,
+
+    /// Seconds a client has to send a whole request head (request line and headers), counted
+    /// from the moment the connection is ready for one and the first byte of it arrives.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a webhook delivery has to send its whole body once its head has arrived;
+    /// slower ones are answered 408.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_BODY_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub body_timeout_secs: u64,
+
+    /// Seconds a connection may sit with no request (new, or kept alive after an answer) before
+    /// it is closed.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_IDLE_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub idle_timeout_secs: u64,
+
+    /// Most client connections served at once; a few more are let in to answer `/healthz` and
+    /// `/readyz` (and 503 to anything else), and beyond those a connection is closed at once.
+    /// Lowered at start-up when the open-file limit cannot hold it.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub max_connections: u32,
+
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log_filter: String,

@@ -45,6 +45,17 @@ pub enum Error {
     #[error("{reason}")]
     BadParameter { name: String, reason: String },
 
+    /// A query statement ran past `CALRY_HOOKS_QUERY_TIMEOUT_MS`: the same query would again.
+    #[error(
+        "the query ran longer than a query may (CALRY_HOOKS_QUERY_TIMEOUT_MS) and was stopped; \
+         narrow it rather than retrying it: name an integrationAccountId, give a from/to range, \
+         list fewer eventType values, or ask for a smaller limit"
+    )]
+    QueryTooCostly,
+
+    #[error("the body did not arrive within {secs} s (CALRY_HOOKS_BODY_TIMEOUT_SECS)")]
+    BodyTimeout { secs: u64 },
+
     /// The database cannot be reached or the ingest queue is full: the client should retry.
     #[error("{0}")]
     Unavailable(String),
@@ -67,13 +78,24 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if is_unavailable(&err) {
+        if is_query_canceled(&err) {
+            Error::QueryTooCostly
+        } else if is_unavailable(&err) {
             tracing::warn!(error = %err, "database unavailable");
             Error::Unavailable("the database is unavailable; retry later".to_owned())
         } else {
             Error::Database(err)
         }
     }
+}
+
+/// A statement stopped by `statement_timeout` (SQLSTATE 57014, query_canceled). On the query
+/// routes that is the query's cost, not an outage: a 400 rather than a 503 that asks for the same
+/// query again.
+fn is_query_canceled(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "57014")
 }
 
 /// Errors that say "the database cannot be used right now" rather than "this request is wrong".
@@ -127,7 +149,10 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::MalformedBody(_) | Error::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Error::MalformedBody(_) | Error::BadParameter { .. } | Error::QueryTooCostly => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -153,6 +178,8 @@ impl Error {
             Error::NotFound(_) => ("not-found", "Not found"),
             Error::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Error::BadParameter { .. } => ("invalid-parameter", "Invalid parameter"),
+            Error::QueryTooCostly => ("query-too-costly", "Query too costly"),
+            Error::BodyTimeout { .. } => ("body-timeout", "Body too slow"),
             Error::Unavailable(_) => ("unavailable", "Service unavailable"),
             Error::Database(_) | Error::Internal(_) => ("internal", "Internal server error"),
         }
@@ -198,6 +225,13 @@ impl IntoResponse for Error {
             tracing::error!(error = ?self, "request failed");
         }
         let mut response = (status, problem_json(&self.problem())).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body may still come: this connection cannot carry another
+            // request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

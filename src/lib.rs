@@ -13,6 +13,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod server;
 pub mod signature;
 pub mod status;
 pub mod store;
@@ -58,6 +59,7 @@ impl App {
         let readers = Readers::new(
             &pool,
             config.query_connections as usize,
+            Duration::from_millis(config.query_timeout_ms),
             metrics.pool_waiting.clone(),
         );
         Ok(App {
@@ -87,20 +89,18 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
+        let overflow = telemetry::with_request_tracing(api::overflow_router(self.state.clone()));
+        let limits = server::Limits::from_config(&self.state.config);
         let App { state, writers } = self;
         drop(state);
         let (stopping, mut stop_requested) = watch::channel(false);
-        let mut graceful = stop_requested.clone();
+        let graceful = stop_requested.clone();
         tokio::spawn(async move {
             shutdown.await;
             let _ = stopping.send(true);
         });
         let drain = async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = graceful.wait_for(|stop| *stop).await;
-                })
-                .await?;
+            server::serve(listener, router, overflow, limits, graceful).await?;
             writers.finish().await;
             Ok(())
         };

@@ -74,6 +74,8 @@ pub fn problem(kind: &str) -> Value {
             hook_id: HOOK.into(),
         },
         "too-large" => Error::PayloadTooLarge { limit: 262_144 },
+        "body-timeout" => Error::BodyTimeout { secs: 10 },
+        "query-too-costly" => Error::QueryTooCostly,
         "media-type" => Error::UnsupportedMediaType(
             "Content-Type must be application/json (got text/plain)".into(),
         ),
@@ -106,7 +108,7 @@ pub enum OrderParam {
 }
 
 /// One value of the `eventType` filter of a history listing (documentation only): event types
-/// (1 to 255 characters) or category prefixes (`sync.*`), separated by commas, white space
+/// (1 to 255 characters, at most 512 bytes) or category prefixes (`sync.*`), separated by commas, white space
 /// around each ignored, and no other `*` (as `HistoryQuery::parse` reads it).
 pub struct EventTypeFilter;
 
@@ -128,8 +130,9 @@ impl utoipa::PartialSchema for EventTypeFilter {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some(
-                "Event types (`sync.complete`, 1 to 255 characters) or category prefixes \
-                 (`sync.*`), separated by commas; white space around each is ignored.",
+                "Event types (`sync.complete`, 1 to 255 characters and at most 512 bytes of \
+                 UTF-8) or category prefixes (`sync.*`), separated by commas; white space \
+                 around each is ignored; at most 32 values in all.",
             ))
             .pattern(Some(event_type_filter_pattern()))
             .examples(["sync.*,account.deleted"])
@@ -211,12 +214,13 @@ pub struct CalryWebhook {
 #[allow(dead_code)]
 #[allow(non_snake_case)]
 struct Hook {
-    /// The idempotency key: 1 to 255 characters.
+    /// The idempotency key: 1 to 255 characters and at most 512 bytes of UTF-8 (like every id
+    /// of the envelope; a longer one is a 422 naming it).
     #[schema(min_length = 1, max_length = 255)]
     id: String,
     /// `account.created`, `account.updated`, `account.deleted`, `link.created`,
     /// `link.updated`, `link.deleted`, `sync.complete`, `sync.error`, `sync.paused`; other types
-    /// are stored and shown in history.
+    /// are stored and shown in history. 1 to 255 characters, at most 512 bytes of UTF-8.
     #[schema(min_length = 1, max_length = 255, example = "sync.complete")]
     eventType: String,
     /// When the event occurred (RFC 3339). Also accepted spelled `timestamp`.
@@ -230,9 +234,10 @@ struct Hook {
 #[allow(dead_code)]
 #[allow(non_snake_case)]
 struct Data {
+    /// 1 to 255 characters, at most 512 bytes of UTF-8.
     #[schema(min_length = 1, max_length = 255)]
     workspaceId: String,
-    /// Events without it appear in history only.
+    /// Events without it appear in history only. 1 to 255 characters, at most 512 bytes of UTF-8.
     #[schema(min_length = 1, max_length = 255)]
     integrationAccountId: Option<String>,
     /// `SUCCESS` or `FAILURE` as sent; any other string is stored as sent.

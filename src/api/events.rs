@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, rejection::PathRejection};
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::types::Json as Jsonb;
@@ -12,11 +13,14 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::paging::{EventCursor, Order, Params, reject_nul};
-use super::workspaces::page_end;
 use super::{AppState, rfc3339};
 use crate::auth::Reader;
-use crate::envelope::MAX_ID_CHARS;
+use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
+
+/// Most bytes of payloads in one history page: a page stops before the event that would go past
+/// it (but always holds one event), and its `nextCursor` goes on from there.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -65,7 +69,7 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
         example = "c1348091-bd3e-4598-9e7f-5ea457f02e85")),
     responses(
         (status = 200, description = "The event.", body = Event),
-        (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
         (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
         (status = 404, description = "No event has this hook id (in the token's scope).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-event"))),
     ),
@@ -97,10 +101,16 @@ pub async fn get_event(
     "nextCursor": "ZTE6ZGVzYzoxNzA3NDc4NDIxNjU4MDAwOmMxMzQ4MDkxLWJkM2UtNDU5OC05ZTdmLTVlYTQ1N2YwMmU4NQ"
 }))]
 pub struct EventPage {
+    /// At most `limit` events, and fewer when their payloads add up to more than 4 MiB: a page
+    /// ends before the event that would take it past that (one event is always shown).
     pub items: Vec<Event>,
-    /// Pass as `cursor` (with the same `order`) for the next page; `null` on the last page.
+    /// Pass as `cursor` (with the same `order`) for the next page; `null` on the last page. A
+    /// page cut short by the size of its payloads has a `nextCursor` like a full one.
     pub next_cursor: Option<String>,
 }
+
+/// Most values of `eventType` in one query (Calry has nine types in three categories).
+pub const MAX_EVENT_TYPES: usize = 32;
 
 /// The filters and position of one history page.
 #[derive(Debug, Clone)]
@@ -123,16 +133,23 @@ impl HistoryQuery {
     pub fn parse(workspace_id: String, params: &Params) -> Result<HistoryQuery> {
         let mut types = Vec::new();
         let mut prefixes = Vec::new();
-        for item in params.all("eventType").flat_map(|v| v.split(',')) {
+        let items: Vec<&str> = params.all("eventType").flat_map(|v| v.split(',')).collect();
+        if items.len() > MAX_EVENT_TYPES {
+            return Err(Error::bad_parameter(
+                "eventType",
+                format!(
+                    "eventType may list at most {MAX_EVENT_TYPES} types and prefixes; use a \
+                     category prefix (sync.*) to cover several types"
+                ),
+            ));
+        }
+        for item in items {
             let item = item.trim();
             match item.strip_suffix(".*") {
                 Some(prefix) if !prefix.is_empty() && !prefix.contains('*') => {
                     prefixes.push(prefix.to_owned())
                 }
-                _ if item.is_empty()
-                    || item.contains('*')
-                    || item.chars().count() > MAX_ID_CHARS =>
-                {
+                _ if item.contains('*') || id_problem(item).is_some() => {
                     return Err(Error::bad_parameter(
                         "eventType",
                         format!(
@@ -145,12 +162,10 @@ impl HistoryQuery {
             }
         }
         let integration_account_id = params.single("integrationAccountId")?.map(str::to_owned);
-        if let Some(id) = &integration_account_id
-            && (id.is_empty() || id.chars().count() > MAX_ID_CHARS)
-        {
+        if let Some(problem) = integration_account_id.as_deref().and_then(id_problem) {
             return Err(Error::bad_parameter(
                 "integrationAccountId",
-                format!("integrationAccountId must be 1 to {MAX_ID_CHARS} characters long"),
+                format!("integrationAccountId {problem}"),
             ));
         }
         let result = match params.single("result")? {
@@ -261,7 +276,7 @@ impl HistoryQuery {
     ),
     responses(
         (status = 200, description = "One page of events; no items when nothing matches.", body = EventPage),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
         (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
         (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
     ),
@@ -279,8 +294,24 @@ pub async fn list_events(
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
     let mut qb = QueryBuilder::new("");
     query.push_sql(&mut qb);
-    let mut items: Vec<Event> = qb.build_query_as().fetch_all(&mut *db).await?;
-    let next_cursor = page_end(&mut items, query.limit).map(|last| {
+    // Rows are read one at a time, so a page never holds more than `MAX_PAGE_BYTES` of payloads
+    // (and one more payload) in memory; what the statement still sends is read and dropped.
+    let mut rows = qb.build_query_as::<Event>().fetch(&mut *db);
+    let mut items = Vec::new();
+    let mut bytes = 0;
+    let mut more = false;
+    while let Some(event) = rows.try_next().await? {
+        let size = event.payload.get().len();
+        if items.len() as i64 == query.limit || (!items.is_empty() && bytes + size > MAX_PAGE_BYTES)
+        {
+            more = true;
+            break;
+        }
+        bytes += size;
+        items.push(event);
+    }
+    drop(rows);
+    let next_cursor = more.then(|| items.last()).flatten().map(|last| {
         EventCursor {
             order: query.order,
             occurred_at: last.occurred_at,

@@ -69,6 +69,16 @@ pub fn router(state: AppState) -> Router {
     .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }
 
+/// What a connection let in past `CALRY_HOOKS_MAX_CONNECTIONS` is answered: the operations
+/// routes as usual, so that health checks still pass while the cap is reached, and a 503 for
+/// anything else.
+pub fn overflow_router(state: AppState) -> Router {
+    let (operations, _) = health::router().split_for_parts();
+    operations.with_state(state).fallback(|| async {
+        Error::Unavailable("too many connections are open; retry later".to_owned())
+    })
+}
+
 /// Times in answers: RFC 3339 UTC with milliseconds, or microseconds when there are any.
 pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     let format = if time.timestamp_subsec_nanos().is_multiple_of(1_000_000) {

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
+/// Longest query string read, in bytes: room for every filter at its longest, percent-encoded.
+pub const MAX_QUERY_BYTES: usize = 8192;
 
 /// The parameters of a query string, in order, repeated ones included.
 #[derive(Debug)]
@@ -17,6 +19,12 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn parse(raw: Option<&str>) -> Result<Params> {
+        if raw.is_some_and(|raw| raw.len() > MAX_QUERY_BYTES) {
+            return Err(Error::bad_parameter(
+                "query",
+                format!("the query string is longer than {MAX_QUERY_BYTES} bytes"),
+            ));
+        }
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
                 Error::bad_parameter("query", format!("the query string is malformed: {e}"))

@@ -2,7 +2,7 @@
 //! JSON, envelope), then the idempotent store through the group-commit queue of [`crate::ingest`].
 
 use axum::Json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -42,8 +42,10 @@ pub enum ReceiptStatus {
 
 /// Receive one Calry webhook delivery.
 ///
-/// Stores the event once per hook id. Answers 2xx only after the event is committed; any other
-/// answer stored nothing, and Calry retries it.
+/// Stores the event once per hook id. Answers 2xx only after the event is committed. A 4xx
+/// stored nothing. A 503 stored nothing either, except when the database failed in the very
+/// moment of committing, when the outcome cannot be known: Calry retries, and if the event was
+/// in fact stored the retry is answered `200` duplicate — never stored twice, never lost.
 #[utoipa::path(
     post,
     path = "/webhooks/calry",
@@ -57,13 +59,14 @@ pub enum ReceiptStatus {
         (status = 201, description = "New event stored.", body = Receipt,
             example = json!({"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "status": "created"})),
         (status = 200, description = "Same hook id and same JSON value: a redelivery, counted.", body = Receipt),
-        (status = 400, description = "The body is not valid UTF-8 JSON.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("malformed-body"))),
+        (status = 400, description = "The body is not valid UTF-8 JSON, or holds a value PostgreSQL cannot store (U+0000, a number with over 16383 decimal places).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("malformed-body"))),
         (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("signature"))),
+        (status = 408, description = "The body did not arrive within `CALRY_HOOKS_BODY_TIMEOUT_SECS` of the head; the connection is closed.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("body-timeout"))),
         (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("conflict"))),
         (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("too-large"))),
         (status = 415, description = "Content-Type is not JSON.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("media-type"))),
         (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("envelope"))),
-        (status = 503, description = "Database unavailable or overloaded; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "Database unavailable or overloaded; retry after `Retry-After` seconds. Nothing was stored, unless the database failed in the very moment of committing: then the retry is answered `200` duplicate.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")), example = json!(crate::openapi::problem("unavailable"))),
     )
 )]
@@ -88,7 +91,15 @@ async fn deliver(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {
-    let body = read_body(&headers, body, app.config.max_body_bytes).await?;
+    let timeout = Duration::from_secs(app.config.body_timeout_secs);
+    let body = tokio::time::timeout(
+        timeout,
+        read_body(&headers, body, app.config.max_body_bytes),
+    )
+    .await
+    .map_err(|_| Error::BodyTimeout {
+        secs: timeout.as_secs(),
+    })??;
     require_json(&headers)?;
     let signature_verified = app
         .verifier

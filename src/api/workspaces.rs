@@ -80,7 +80,7 @@ pub struct WorkspacePage {
     ),
     responses(
         (status = 200, description = "One page of workspaces.", body = WorkspacePage),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
         (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
     ),
     security((), ("bearerAuth" = []))
@@ -151,7 +151,7 @@ pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
     ),
     responses(
         (status = 200, description = "The workspace's status.", body = WorkspaceStatus),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
         (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
         (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
         (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-workspace"))),
@@ -244,7 +244,7 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_t
     ),
     responses(
         (status = 200, description = "The account's status.", body = AccountStatus),
-        (status = 400, description = "A parameter is invalid; `parameter` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
+        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
         (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
         (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
         (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-account"))),

@@ -2,8 +2,10 @@
 //! a real PostgreSQL.
 
 mod auth;
+mod connections;
 mod crash;
 mod group_commit;
+mod hardening;
 mod helpers;
 mod history;
 mod hostile;

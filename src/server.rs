@@ -1,0 +1,410 @@
+//! The HTTP server under the router: it accepts connections, at most `max_connections` at once,
+//! and closes any connection that holds the service without using it (docs/SECURITY.md).
+//!
+//! - A request head (request line and headers) must arrive whole within `header_timeout`:
+//!   counted from the opening of a new connection, or on a kept-alive one from the first byte of
+//!   the next request.
+//! - A kept-alive connection may sit with no request for `idle_timeout`.
+//! - Past `max_connections`, up to [`OVERFLOW`] more connections are served one request each with
+//!   a short head timeout: `/healthz` and `/readyz` as usual, `503` to anything else. Past those,
+//!   a connection is closed as soon as it is accepted.
+//!
+//! The body of a webhook has its own timeout, in the route (`CALRY_HOOKS_BODY_TIMEOUT_SECS`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::Request;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::Config;
+
+/// Connections let in past `max_connections`, to answer the health routes while the cap is
+/// reached.
+pub const OVERFLOW: usize = 32;
+/// The head timeout of an overflow connection.
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// File descriptors kept for everything but client connections: database connections, the log,
+/// the private cluster's pipes.
+const RESERVED_FDS: u64 = 128;
+
+/// The connection limits of `CALRY_HOOKS_*_TIMEOUT_SECS` and `CALRY_HOOKS_MAX_CONNECTIONS`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The configured limits, with `max_connections` lowered to what the process's open-file
+    /// limit can hold (with a warning when it is).
+    pub fn from_config(config: &Config) -> Limits {
+        let wanted = config.max_connections as usize;
+        let max_connections = match open_file_limit() {
+            Some(fds) => {
+                let room = fds.saturating_sub(RESERVED_FDS + OVERFLOW as u64).max(1) as usize;
+                if room < wanted {
+                    tracing::warn!(
+                        open_file_limit = fds,
+                        max_connections = room,
+                        configured = wanted,
+                        "the open-file limit cannot hold CALRY_HOOKS_MAX_CONNECTIONS: serving \
+                         fewer connections at once (raise the limit with `ulimit -n`)"
+                    );
+                }
+                room.min(wanted)
+            }
+            None => wanted,
+        };
+        Limits {
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            max_connections,
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit, so that the connection cap, rather
+/// than `accept` failing with "too many open files", decides what is served. Returns the soft
+/// limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        // An unlimited hard limit is still bounded by the kernel (fs.nr_open).
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur < target {
+            let raised = libc::rlimit {
+                rlim_cur: target,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = target;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then stops accepting, lets every
+/// connection finish its request in flight, and returns once all are closed. `overflow` answers
+/// the connections let in past the cap.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    overflow: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let regular = Arc::new(Semaphore::new(limits.max_connections));
+    let extra = Arc::new(Semaphore::new(OVERFLOW));
+    let overflow_limits = Limits {
+        header_timeout: limits.header_timeout.min(OVERFLOW_HEADER_TIMEOUT),
+        ..limits
+    };
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors (or a connection reset before it was accepted):
+                    // wait a moment rather than spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        if let Ok(permit) = regular.clone().try_acquire_owned() {
+            tokio::spawn(connection(
+                stream,
+                app.clone(),
+                limits,
+                true,
+                permit,
+                stop.clone(),
+            ));
+        } else if let Ok(permit) = extra.clone().try_acquire_owned() {
+            tokio::spawn(connection(
+                stream,
+                overflow.clone(),
+                overflow_limits,
+                false,
+                permit,
+                stop.clone(),
+            ));
+        } else {
+            drop(stream);
+        }
+    }
+    drop(listener);
+    // Every connection holds a permit until it is closed.
+    let _all = regular
+        .acquire_many(limits.max_connections as u32)
+        .await
+        .map_err(io::Error::other)?;
+    let _all = extra
+        .acquire_many(OVERFLOW as u32)
+        .await
+        .map_err(io::Error::other)?;
+    Ok(())
+}
+
+/// One connection, until the client closes it, a timeout of [`Limits`] passes, or the service
+/// stops.
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    limits: Limits,
+    keep_alive: bool,
+    _permit: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+) {
+    let clock = Arc::new(Clock::new());
+    let service = {
+        let clock = clock.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let busy = Busy::start(clock.clone());
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request.map(Body::new)).await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Body::new(Tracked { body, _busy: busy })),
+                )
+            }
+        })
+    };
+    let io = TokioIo::new(Watched {
+        stream,
+        clock: clock.clone(),
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(keep_alive)
+        // The head timeout is the clock's: hyper's would also end idle kept-alive connections.
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let deadline = clock.deadline(&limits);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = clock.changed.notified() => {}
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                if clock.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!("connection closed: no request within the timeout");
+                    return;
+                }
+            }
+            () = stopped(&mut stop), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Resolves once the service is asked to stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// When a connection last became ready for a request, and whether one is in progress.
+struct Clock {
+    state: Mutex<ClockState>,
+    /// Woken when the deadline may have moved earlier or ended.
+    changed: Notify,
+}
+
+struct ClockState {
+    /// Requests whose answer is not yet fully sent.
+    busy: usize,
+    /// When the connection was last left with nothing to do.
+    idle_since: Instant,
+    /// When the head now awaited began to arrive (for a new connection: when it was opened).
+    head_started: Option<Instant>,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let now = Instant::now();
+        Clock {
+            state: Mutex::new(ClockState {
+                busy: 0,
+                idle_since: now,
+                head_started: Some(now),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the connection is to be closed unless something happens; `None` while it answers.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let state = self.state();
+        if state.busy > 0 {
+            return None;
+        }
+        Some(match state.head_started {
+            Some(started) => started + limits.header_timeout,
+            None => state.idle_since + limits.idle_timeout,
+        })
+    }
+
+    /// Bytes came in: when the connection was idle, the head timeout now runs.
+    fn bytes_arrived(&self) {
+        let mut state = self.state();
+        if state.busy == 0 && state.head_started.is_none() {
+            state.head_started = Some(Instant::now());
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// A request in progress on a connection, from its head until its answer is fully sent.
+struct Busy(Arc<Clock>);
+
+impl Busy {
+    fn start(clock: Arc<Clock>) -> Busy {
+        {
+            let mut state = clock.state();
+            state.busy += 1;
+            state.head_started = None;
+        }
+        clock.changed.notify_one();
+        Busy(clock)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.busy -= 1;
+        if state.busy == 0 {
+            state.idle_since = Instant::now();
+            state.head_started = None;
+        }
+        drop(state);
+        self.0.changed.notify_one();
+    }
+}
+
+/// An answer's body, holding its request's [`Busy`] until it is sent (or dropped).
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client's socket, telling the [`Clock`] when bytes arrive.
+struct Watched {
+    stream: TcpStream,
+    clock: Arc<Clock>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.clock.bytes_arrived();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

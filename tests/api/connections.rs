@@ -1,0 +1,298 @@
+//! Clients that hold the service without using it (issue 11): slow heads, stalled bodies, idle
+//! connections and more connections than it serves, against the real binary over real sockets.
+//! Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestDb, binary, start_binary};
+
+/// The service binary on a database of its own, with `settings` in its environment; `limit`
+/// sets its open-file limit (soft, hard) before it starts.
+async fn service(
+    name: &str,
+    settings: &[(&str, &str)],
+    limit: Option<(u64, u64)>,
+) -> (tokio::process::Child, String, TestDb, std::path::PathBuf) {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let log = std::env::temp_dir().join(format!("calry-hooks-{name}-{}.log", db.name));
+    let mut cmd = binary(Some(&db.name));
+    cmd.envs(settings.iter().copied());
+    if let Some((soft, hard)) = limit {
+        // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let (child, address) = start_binary(cmd, &log).await;
+    (child, address, db, log)
+}
+
+fn host(address: &str) -> &str {
+    address.trim_start_matches("http://")
+}
+
+/// Reads until the peer closes the connection (or resets it), for at most `within`; returns how
+/// long that took and what arrived, or `None` if it stayed open.
+async fn wait_closed(stream: &mut TcpStream, within: Duration) -> Option<(Duration, Vec<u8>)> {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((started.elapsed(), received)),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One request on an open connection: the status line's code of the answer.
+async fn request(stream: &mut TcpStream, host: &str, path: &str) -> u16 {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n == 1, "closed before answering");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let length: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    text[9..12].parse().unwrap()
+}
+
+/// A new connection's answer to one GET, retried while the service closes new connections at
+/// once (past its cap and overflow) for at most `within`.
+async fn get_status(address: &str, path: &str, within: Duration) -> u16 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        match client.get(format!("{address}{path}")).send().await {
+            Ok(response) => return response.status().as_u16(),
+            Err(err) if started.elapsed() < within => {
+                eprintln!("retrying {path}: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("{path} did not answer within {within:?}: {err}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_head_is_disconnected_at_the_header_timeout() {
+    let (_child, address, _db, _log) =
+        service("trickle", &[("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "1")], None).await;
+    let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // One header line every 200 ms, never the blank line that ends the head.
+    let mut closed_at = None;
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if stream
+            .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed_at = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
+        {
+            closed_at = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_at = closed_at.expect("the connection is closed within 10 s");
+    assert!(
+        closed_at >= Duration::from_millis(900) && closed_at < Duration::from_secs(4),
+        "closed after {closed_at:?}, the header timeout being 1 s"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
+    let (_child, address, _db, _log) = service(
+        "idle",
+        &[
+            ("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "1"),
+            ("CALRY_HOOKS_IDLE_TIMEOUT_SECS", "3"),
+        ],
+        None,
+    )
+    .await;
+    let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+    assert_eq!(request(&mut stream, host(&address), "/healthz").await, 200);
+    // Idle for twice the header timeout: still open, since it is waiting for a request, not
+    // reading one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(request(&mut stream, host(&address), "/healthz").await, 200);
+    let (after, _) = wait_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("closed within 10 s");
+    assert!(
+        after >= Duration::from_millis(2800) && after < Duration::from_secs(6),
+        "closed after {after:?} idle, the idle timeout being 3 s"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_body_that_stalls_is_answered_408_and_the_connection_closed() {
+    let (_child, address, _db, _log) =
+        service("stall", &[("CALRY_HOOKS_BODY_TIMEOUT_SECS", "1")], None).await;
+    let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /webhooks/calry HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+                 content-length: 1000\r\n\r\n{}",
+                host(&address),
+                " ".repeat(999)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (after, answer) = wait_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("answered and closed within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("urn:calry-hooks:problem:body-timeout"),
+        "{answer}"
+    );
+    assert!(after < Duration::from_secs(4), "answered after {after:?}");
+}
+
+#[tokio::test]
+async fn health_routes_answer_while_the_connection_cap_is_reached() {
+    let (_child, address, _db, _log) = service(
+        "cap",
+        &[
+            ("CALRY_HOOKS_MAX_CONNECTIONS", "16"),
+            ("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "60"),
+        ],
+        None,
+    )
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(TcpStream::connect(host(&address)).await.unwrap());
+    }
+    // The service has taken them all in once a request on a new connection meets the cap.
+    let started = Instant::now();
+    while get_status(&address, "/workspaces", Duration::from_secs(5)).await != 503 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cap is never reached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get_status(&address, "/healthz", Duration::from_secs(5)).await,
+        200
+    );
+    assert_eq!(
+        get_status(&address, "/readyz", Duration::from_secs(5)).await,
+        200
+    );
+    drop(silent);
+    let started = Instant::now();
+    while get_status(&address, "/workspaces", Duration::from_secs(5)).await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "connections are served again once the silent ones are gone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_and_silent_connections_past_it_starve_nothing() {
+    // The scene of the finding: a service started under `ulimit -n 1024`-like limits, and
+    // 1,100 TCP connections that never send a byte.
+    let (child, address, _db, _log) = service(
+        "fds",
+        &[("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "60")],
+        Some((256, 1024)),
+    )
+    .await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &open_files[3..5],
+        ["1024", "1024"],
+        "soft limit raised to the hard one: {limits}"
+    );
+
+    let mut silent = Vec::new();
+    for _ in 0..1100 {
+        silent.push(TcpStream::connect(host(&address)).await.unwrap());
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            get_status(&address, path, Duration::from_secs(10)).await,
+            200
+        );
+    }
+    // Not a hang: anything else is told at once to come back.
+    assert_eq!(
+        get_status(&address, "/workspaces", Duration::from_secs(10)).await,
+        503
+    );
+    drop(silent);
+    let started = Instant::now();
+    while get_status(&address, "/workspaces", Duration::from_secs(10)).await != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(&_log).unwrap();
+    assert!(
+        !log.contains("Too many open files"),
+        "accept never ran out of descriptors:\n{log}"
+    );
+}

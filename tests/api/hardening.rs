@@ -1,0 +1,319 @@
+//! Issue 11's findings that a single request can reach: ids too large to index, values PostgreSQL
+//! refuses, queries and pages without bounds, repeated credentials. (Slow clients and the
+//! connection cap are in `connections.rs`, over the real binary.)
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Rng, TestApp, event, problem, spawn_app, spawn_app_with};
+
+const WORKSPACE: &str = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66";
+
+#[tokio::test]
+async fn an_id_of_255_four_byte_characters_is_stored_or_refused_with_422() {
+    let app = spawn_app().await;
+    // 255 characters, 1,020 bytes: three of them made an index row PostgreSQL refused (a 500
+    // that Calry would have retried for ever).
+    let wide = "\u{1F600}".repeat(255);
+    let mut all_wide = event(
+        &wide,
+        &wide,
+        Some(&wide),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    let body = problem(app.deliver(&all_wide).await, 422).await;
+    assert_eq!(body["field"], "hook.id");
+    assert!(
+        body["detail"].as_str().unwrap().contains("512 bytes"),
+        "{body}"
+    );
+    all_wide["hook"]["id"] = json!("h-1");
+    assert_eq!(
+        problem(app.deliver(&all_wide).await, 422).await["field"],
+        "data.workspaceId"
+    );
+    all_wide["data"]["workspaceId"] = json!(WORKSPACE);
+    assert_eq!(
+        problem(app.deliver(&all_wide).await, 422).await["field"],
+        "data.integrationAccountId"
+    );
+    assert_eq!(app.stored_events().await, 0);
+
+    // At the limit, 512 bytes in every id at once: stored, and found again.
+    let widest = "\u{1F600}".repeat(128);
+    let stored = event(
+        &widest,
+        &widest,
+        Some(&widest),
+        &widest,
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&stored).await.status(), 201);
+    assert_eq!(app.deliver(&stored).await.status(), 200);
+    let page = app
+        .client
+        .get(format!(
+            "{}/workspaces/{widest}/events?{}",
+            app.address,
+            serde_urlencoded::to_string([("integrationAccountId", &widest)]).unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page["items"][0]["hookId"], widest.as_str());
+}
+
+#[tokio::test]
+async fn a_value_postgresql_cannot_index_is_a_400_and_the_rest_of_its_batch_is_stored() {
+    let app = spawn_app().await;
+    // No input of today's schema can overflow an index any more, so the test gives the store
+    // one that can: a row PostgreSQL refuses with SQLSTATE 54000 (program limit exceeded).
+    sqlx::query("create index payload_note on events ((payload->'data'->>'note'))")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut rng = Rng::new(11);
+    let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    let note: String = (0..8000).map(|_| rng.pick(&alphabet)).collect();
+    let mut refused = event("too-big", WORKSPACE, None, "x.y", "2024-01-01T00:00:00Z");
+    refused["data"]["note"] = json!(note);
+    let others: Vec<Value> = (0..15)
+        .map(|i| {
+            event(
+                &format!("ok-{i}"),
+                WORKSPACE,
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            )
+        })
+        .collect();
+    let (refused_answer, other_answers) = tokio::join!(
+        app.deliver(&refused),
+        futures_util::future::join_all(others.iter().map(|body| app.deliver(body)))
+    );
+    let body = problem(refused_answer, 400).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("SQLSTATE 54000"),
+        "{body}"
+    );
+    for answer in other_answers {
+        assert_eq!(answer.status(), 201);
+    }
+    assert_eq!(app.stored_events().await, 15);
+}
+
+async fn history(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .get(format!(
+            "{}/workspaces/{WORKSPACE}/events?{}",
+            app.address,
+            serde_urlencoded::to_string(query).unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn event_type_lists_and_query_strings_are_bounded() {
+    let app = spawn_app().await;
+    let types: Vec<String> = (0..33).map(|i| format!("t{i}.*")).collect();
+    let body = problem(history(&app, &[("eventType", &types.join(","))]).await, 400).await;
+    assert_eq!(body["parameter"], "eventType");
+    assert_eq!(
+        history(&app, &[("eventType", &types[..32].join(","))])
+            .await
+            .status(),
+        200
+    );
+    // The same limit counts repeated parameters.
+    let repeated: Vec<(&str, &str)> = types.iter().map(|t| ("eventType", t.as_str())).collect();
+    assert_eq!(
+        problem(history(&app, &repeated).await, 400).await["parameter"],
+        "eventType"
+    );
+    let long = "x".repeat(8200);
+    assert_eq!(
+        problem(history(&app, &[("integrationAccountId", &long)]).await, 400).await["parameter"],
+        "query"
+    );
+}
+
+#[tokio::test]
+async fn a_query_that_runs_past_its_budget_is_a_400_that_says_what_to_narrow() {
+    let app = spawn_app_with(|c| c.query_timeout_ms = 30).await;
+    // A large workspace where a filter matches nothing: the history index is walked to its end.
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type, result,
+                             occurred_at, signature_verified, payload)
+         select 'h' || g, $1, 'a' || (g % 10), 'sync.complete', 'SUCCESS',
+                timestamptz '2024-01-01' + g * interval '1 second', false, '{}'
+         from generate_series(1, 400000) g",
+    )
+    .bind(WORKSPACE)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let body = problem(history(&app, &[("eventType", "nothing.*")]).await, 400).await;
+    assert_eq!(body["type"], "urn:calry-hooks:problem:query-too-costly");
+    assert!(
+        body["detail"].as_str().unwrap().contains("narrow"),
+        "{body}"
+    );
+    // The connection that ran it serves the next query as usual.
+    for _ in 0..3 {
+        let page: Value = history(&app, &[("limit", "1")]).await.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_history_page_holds_at_most_4_mib_of_payloads_and_pages_on_from_there() {
+    let app = spawn_app().await;
+    let filler = "f".repeat(200_000);
+    let bodies: Vec<Value> = (0..40)
+        .map(|i| {
+            let mut body = event(
+                &format!("big-{i:02}"),
+                WORKSPACE,
+                Some("a"),
+                "sync.complete",
+                &format!("2024-01-01T00:00:{i:02}Z"),
+            );
+            body["data"]["filler"] = json!(filler);
+            body
+        })
+        .collect();
+    for body in &bodies {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "500".to_owned())];
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let response = app
+            .client
+            .get(format!(
+                "{}/workspaces/{WORKSPACE}/events?{}",
+                app.address,
+                serde_urlencoded::to_string(&query).unwrap()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.unwrap();
+        assert!(
+            bytes.len() < 4 * 1024 * 1024 + 300_000,
+            "a page of {} bytes",
+            bytes.len()
+        );
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(!items.is_empty() && items.len() <= 20, "{}", items.len());
+        seen.extend(
+            items
+                .iter()
+                .map(|e| e["hookId"].as_str().unwrap().to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..40).rev().map(|i| format!("big-{i:02}")).collect();
+    assert_eq!(seen, expected, "every event once, newest first");
+    expected.dedup();
+    assert_eq!(expected.len(), 40);
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_with_400() {
+    let app = spawn_app().await;
+    let token = calry_hooks::auth::create(&app.pool, "t", true, &[])
+        .await
+        .unwrap()
+        .token;
+    let response = app
+        .client
+        .get(format!("{}/workspaces", app.address))
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", "Bearer chk_forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(response, 400).await["parameter"], "Authorization");
+    let one = app
+        .client
+        .get(format!("{}/workspaces", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+}
+
+#[tokio::test]
+async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
+    let db = crate::helpers::TestDb::create().await;
+    db.pool().await.close().await;
+    let log = std::env::temp_dir().join(format!("calry-hooks-text-{}.log", db.name));
+    let mut cmd = crate::helpers::binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_LOG_FORMAT", "text")
+        .env("RUST_LOG", "info");
+    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let forged = "x\n2026-12-01T00:00:00.000000Z  INFO calry_hooks: forged \u{1b}[31mred\u{2028}";
+    let mut body = event(forged, WORKSPACE, None, "x.y", "2024-01-01T00:00:00Z");
+    let response = reqwest::Client::new()
+        .post(format!("{address}/webhooks/calry"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // Also through an error's text: a conflict names the hook id.
+    body["data"]["result"] = json!("FAILURE");
+    let response = reqwest::Client::new()
+        .post(format!("{address}/webhooks/calry"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape byte reached the log:\n{text}"
+    );
+    assert!(
+        !text.contains('\u{2028}'),
+        "a raw line separator reached the log:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.starts_with("2026-12-01T00:00:00.000000Z")),
+        "a forged line:\n{text}"
+    );
+    assert!(
+        text.contains(r"x\n2026-12-01T00:00:00.000000Z  INFO calry_hooks: forged \u{1b}[31mred"),
+        "the hook id is logged, escaped:\n{text}"
+    );
+}
