@@ -1,5 +1,5 @@
 //! Access to the query API (SPEC §3.2): bearer tokens, stored as SHA-256 hashes, scoped to some
-//! workspaces or to all, and the [`Reader`] extractor every query route takes.
+//! workspaces or to all. The extractor every query route takes is `api::extract::Caller`.
 //!
 //! A token is required as soon as one live token exists or the service listens on a
 //! non-loopback address. Out of scope is answered without revealing anything about what lies
@@ -9,15 +9,12 @@
 
 use std::fmt;
 
-use axum::extract::FromRequestParts;
-use axum::http::{header, request::Parts};
+use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
-use crate::api::AppState;
 use crate::error::Error;
-use crate::store::ReadConnection;
 
 /// What the caller of a query route may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,80 +53,55 @@ impl Access {
     }
 }
 
-/// A caller of a query route whose token (or the lack of one) was accepted: what it may read,
-/// and the pooled connection the check ran on, for the route's own query — one connection and
-/// no second wait for one per request.
-pub struct Reader {
-    pub access: Access,
-    pub db: ReadConnection,
+/// The `Authorization` header's bearer token, if one was presented: `400` when the header is
+/// given twice (which one to trust is not ours to guess), `401` when it is not `Bearer <token>`.
+pub fn presented(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::bad_parameter(
+            "Authorization",
+            "the Authorization header is given more than once; send one",
+        ));
+    }
+    bearer(value.as_bytes()).map(Some).ok_or_else(|| {
+        Error::Unauthorized("the Authorization header must be `Bearer <token>`".to_owned())
+    })
 }
 
-impl FromRequestParts<AppState> for Reader {
-    type Rejection = Error;
+/// What the token check found in the database.
+#[derive(Debug)]
+pub struct Lookup {
+    /// Whether any live token exists.
+    any_live: bool,
+    /// The presented token's scope when it is live: every workspace, or these.
+    scope: Option<(bool, Vec<String>)>,
+}
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Reader, Error> {
-        // Two Authorization headers: which one to trust is not ours to guess.
-        if parts
-            .headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .nth(1)
-            .is_some()
-        {
-            return Err(Error::bad_parameter(
-                "Authorization",
-                "the Authorization header is given more than once; send one",
-            ));
+impl Lookup {
+    /// What the caller may read: `token_required` when the service listens on a non-loopback
+    /// address (a token is then required even before one exists).
+    pub fn access(self, presented: bool, token_required: bool) -> Result<Access, Error> {
+        match (presented, self.scope) {
+            (true, Some((true, _))) => Ok(Access::All),
+            (true, Some((false, workspaces))) => Ok(Access::Workspaces(workspaces)),
+            (true, None) => Err(Error::Unauthorized(
+                "the bearer token is unknown or revoked".to_owned(),
+            )),
+            (false, _) if self.any_live || token_required => Err(Error::Unauthorized(
+                "this route requires `Authorization: Bearer <token>`; create one with \
+                 `calry-hooks token create`"
+                    .to_owned(),
+            )),
+            (false, _) => Ok(Access::All),
         }
-        let presented = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(value) => Some(bearer(value.as_bytes()).ok_or_else(|| {
-                Error::Unauthorized("the Authorization header must be `Bearer <token>`".to_owned())
-            })?),
-        };
-        // The check is the first statement on the connection: if it fails there (the database
-        // dropped the connection, say, as it restarted), it is tried once more on another.
-        let mut db = app.readers.acquire().await?;
-        let (any_live, scope) = match lookup(&mut db, presented).await {
-            Ok(found) => found,
-            Err(_) => {
-                app.readers.discard(db);
-                db = app.readers.acquire().await?;
-                match lookup(&mut db, presented).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        app.readers.discard(db);
-                        return Err(e.into());
-                    }
-                }
-            }
-        };
-        let access = match (presented, scope) {
-            (Some(_), Some((true, _))) => Access::All,
-            (Some(_), Some((false, workspaces))) => Access::Workspaces(workspaces),
-            (Some(_), None) => {
-                return Err(Error::Unauthorized(
-                    "the bearer token is unknown or revoked".to_owned(),
-                ));
-            }
-            (None, _) if any_live || !app.config.listen.ip().is_loopback() => {
-                return Err(Error::Unauthorized(
-                    "this route requires `Authorization: Bearer <token>`; create one with \
-                     `calry-hooks token create`"
-                        .to_owned(),
-                ));
-            }
-            (None, _) => Access::All,
-        };
-        Ok(Reader { access, db })
     }
 }
 
-/// Whether any live token exists, and the scope of the presented token if it is live.
-async fn lookup(
-    db: &mut PgConnection,
-    presented: Option<&str>,
-) -> Result<(bool, Option<(bool, Vec<String>)>), sqlx::Error> {
+/// Looks the presented token up (or, with none, whether any live token exists): one statement.
+pub async fn lookup(db: &mut PgConnection, presented: Option<&str>) -> Result<Lookup, sqlx::Error> {
     match presented {
         Some(token) => {
             let scope = sqlx::query_as(
@@ -139,14 +111,20 @@ async fn lookup(
             .bind(hash(token))
             .fetch_optional(db)
             .await?;
-            Ok((true, scope))
+            Ok(Lookup {
+                any_live: true,
+                scope,
+            })
         }
         None => {
             let any_live =
                 sqlx::query_scalar("select exists (select 1 from tokens where revoked_at is null)")
                     .fetch_one(db)
                     .await?;
-            Ok((any_live, None))
+            Ok(Lookup {
+                any_live,
+                scope: None,
+            })
         }
     }
 }

@@ -55,7 +55,7 @@ async fn open(config: &Config) -> Result<Database, Box<dyn Error>> {
 }
 
 async fn close(db: Database) -> Result<(), Box<dyn Error>> {
-    db.pool.close().await;
+    db.close().await;
     Ok(())
 }
 
@@ -122,12 +122,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "calry-hooks serving");
-    let pool = db.pool.clone();
-    App::new(pool.clone(), config)?
+    App::new(db.pool.clone(), config)?
         .serve(listener, shutdown_signal())
         .await?;
-    pool.close().await;
-    drop(db); // stops the private cluster, if any
+    db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

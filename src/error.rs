@@ -21,8 +21,13 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedMediaType(String),
 
+    /// No usable bearer token (answered with `WWW-Authenticate: Bearer`).
     #[error("{0}")]
     Unauthorized(String),
+
+    /// A webhook signature is required and missing, invalid or stale.
+    #[error("{0}")]
+    BadSignature(String),
 
     #[error("{0}")]
     Forbidden(String),
@@ -57,14 +62,22 @@ pub enum Error {
     BodyTimeout { secs: u64 },
 
     /// The database cannot be reached or the ingest queue is full: the client should retry.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        #[source]
+        source: Option<sqlx::Error>,
+    },
 
     #[error("database error")]
     Database(#[source] sqlx::Error),
 
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {detail}")]
+    Internal {
+        detail: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl Error {
@@ -74,6 +87,14 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// A 503 whose cause was logged where it happened (or needs no log: a full queue).
+    pub fn unavailable(detail: impl Into<String>) -> Error {
+        Error::Unavailable {
+            detail: detail.into(),
+            source: None,
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -81,8 +102,10 @@ impl From<sqlx::Error> for Error {
         if is_query_canceled(&err) {
             Error::QueryTooCostly
         } else if is_unavailable(&err) {
-            tracing::warn!(error = %err, "database unavailable");
-            Error::Unavailable("the database is unavailable; retry later".to_owned())
+            Error::Unavailable {
+                detail: "the database is unavailable; retry later".to_owned(),
+                source: Some(err),
+            }
         } else {
             Error::Database(err)
         }
@@ -147,7 +170,7 @@ impl Error {
         match self {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized(_) | Error::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::MalformedBody(_) | Error::BadParameter { .. } | Error::QueryTooCostly => {
                 StatusCode::BAD_REQUEST
@@ -157,8 +180,8 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -167,7 +190,7 @@ impl Error {
         match self {
             Error::PayloadTooLarge { .. } => ("payload-too-large", "Body too large"),
             Error::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
-            Error::Unauthorized(_) => ("unauthorized", "Unauthorized"),
+            Error::Unauthorized(_) | Error::BadSignature(_) => ("unauthorized", "Unauthorized"),
             Error::Forbidden(_) => ("forbidden", "Forbidden"),
             Error::MalformedBody(_) => ("malformed-body", "Body is not valid JSON"),
             Error::InvalidField { .. } => ("invalid-envelope", "Invalid webhook envelope"),
@@ -180,8 +203,8 @@ impl Error {
             Error::BadParameter { .. } => ("invalid-parameter", "Invalid parameter"),
             Error::QueryTooCostly => ("query-too-costly", "Query too costly"),
             Error::BodyTimeout { .. } => ("body-timeout", "Body too slow"),
-            Error::Unavailable(_) => ("unavailable", "Service unavailable"),
-            Error::Database(_) | Error::Internal(_) => ("internal", "Internal server error"),
+            Error::Unavailable { .. } => ("unavailable", "Service unavailable"),
+            Error::Database(_) | Error::Internal { .. } => ("internal", "Internal server error"),
         }
     }
 
@@ -221,10 +244,23 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = ?self, "request failed");
+        // The one place a failure's cause is logged: where its answer is made.
+        match &self {
+            Error::Unavailable {
+                detail,
+                source: Some(source),
+            } => tracing::warn!(error = %source, detail, "database unavailable"),
+            _ if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::error!(error = ?self, "request failed");
+            }
+            _ => {}
         }
         let mut response = (status, problem_json(&self.problem())).into_response();
+        if status == StatusCode::UNAUTHORIZED && matches!(self, Error::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if status == StatusCode::REQUEST_TIMEOUT {
             // What is left of the body may still come: this connection cannot carry another
             // request.

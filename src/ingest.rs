@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::error::{Error, is_unavailable};
 use crate::status::KNOWN_TYPES;
-use crate::store::Pool;
+use crate::store::WriterPool;
 
 /// A parsed delivery on its way to the store.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct Ingestor {
     queue: mpsc::Sender<Pending>,
-    pool: Pool,
+    pool: WriterPool,
 }
 
 /// The writer tasks; [`Writers::finish`] waits until everything queued has been written.
@@ -83,7 +83,7 @@ impl Writers {
 }
 
 impl Ingestor {
-    pub fn start(pool: Pool, settings: IngestSettings) -> (Ingestor, Writers) {
+    pub fn start(pool: WriterPool, settings: IngestSettings) -> (Ingestor, Writers) {
         let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let mut writers = JoinSet::new();
@@ -104,19 +104,20 @@ impl Ingestor {
             .try_send(Pending { event, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    Error::Unavailable("the ingest queue is full; retry later".to_owned())
+                    Error::unavailable("the ingest queue is full; retry later")
                 }
                 mpsc::error::TrySendError::Closed(_) => {
-                    Error::Unavailable("the service is shutting down; retry later".to_owned())
+                    Error::unavailable("the service is shutting down; retry later")
                 }
             })?;
-        outcome
-            .await
-            .map_err(|_| Error::Internal("the ingest writer stopped before answering".to_owned()))?
+        outcome.await.map_err(|e| Error::Internal {
+            detail: "the ingest writer stopped before answering".to_owned(),
+            source: Some(Box::new(e)),
+        })?
     }
 
     /// The writers' connections.
-    pub fn pool(&self) -> &Pool {
+    pub fn pool(&self) -> &WriterPool {
         &self.pool
     }
 
@@ -126,7 +127,7 @@ impl Ingestor {
     }
 }
 
-async fn writer(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
+async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
     loop {
         let mut batch = Vec::with_capacity(max_batch);
         // Holding the lock while waiting is what makes the other writers queue behind this one
@@ -143,7 +144,7 @@ async fn writer(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_b
 const MAX_ROUNDS: usize = 8;
 
 /// Stores a batch and answers every delivery in it.
-async fn write(pool: &Pool, mut batch: Vec<Pending>) {
+async fn write(pool: &WriterPool, mut batch: Vec<Pending>) {
     let mut reconnected = false;
     for _ in 0..MAX_ROUNDS {
         match store(pool, &batch).await {
@@ -174,7 +175,7 @@ async fn write(pool: &Pool, mut batch: Vec<Pending>) {
                 }
                 tracing::warn!(error = %err, deliveries = batch.len(), "database unavailable");
                 return answer_all(batch, || {
-                    Error::Unavailable("the database is unavailable; retry later".to_owned())
+                    Error::unavailable("the database is unavailable; retry later")
                 });
             }
             Err(err) if batch.len() > 1 => {
@@ -194,7 +195,7 @@ async fn write(pool: &Pool, mut batch: Vec<Pending>) {
         }
     }
     answer_all(batch, || {
-        Error::Unavailable("the hook id is being stored concurrently; retry later".to_owned())
+        Error::unavailable("the hook id is being stored concurrently; retry later")
     });
 }
 
@@ -229,7 +230,7 @@ fn is_contention(err: &sqlx::Error) -> bool {
 
 /// One round: stores what it can of the batch in one statement and returns each delivery's
 /// outcome in batch order, `None` for one that must go again.
-async fn store(pool: &Pool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
+async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
     let mut cols = Columns::with_capacity(batch.len());
     for pending in batch {
         cols.push(&pending.event);

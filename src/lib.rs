@@ -18,6 +18,7 @@ pub mod signature;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use config::Config;
 use ingest::{IngestSettings, Ingestor, Writers};
 use metrics::Metrics;
 use signature::{InvalidSecrets, Verifier};
-use store::{Pool, Readers};
+use store::{Readers, WriterPool};
 
 /// Longest a graceful shutdown waits for in-flight requests and queued deliveries.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,7 +54,7 @@ impl App {
         let settings = IngestSettings::from_config(&config);
         let writer_pool = store::writer_pool(&pool, settings.writers.max(1) as u32);
         let (ingestor, writers) = Ingestor::start(
-            Pool::new(writer_pool, metrics.pool_waiting.clone()),
+            WriterPool::new(writer_pool, metrics.pool_waiting.clone()),
             settings,
         );
         let readers = Readers::new(

@@ -1,7 +1,7 @@
 use clap::Parser;
 
-/// mimalloc rather than the C library's allocator: in the query benchmark glibc's malloc and free
-/// took 14 % of the service's CPU, and mimalloc gave 6–18 % more queries/s (docs/BENCHMARKS.md).
+/// mimalloc rather than the C library's allocator: the query routes allocate many small, short-lived
+/// buffers, where glibc's malloc and free showed up in profiles (figures in docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

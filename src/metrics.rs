@@ -4,18 +4,13 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::api::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -31,7 +26,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     pool_size: Gauge,
     pool_idle: Gauge,
-    /// Requests waiting for a pooled connection, kept by [`crate::store::Pool`].
+    /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Readers`].
     pub pool_waiting: Gauge,
 }
 
@@ -104,30 +99,27 @@ impl Metrics {
         self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// The OpenMetrics text of every metric, with the gauges read now.
-    pub fn render(&self, app: &AppState) -> String {
-        self.queue_depth.set(app.ingestor.queue_depth() as i64);
-        let (readers, idle_readers) = app.readers.counts();
-        let writers = app.ingestor.pool().inner();
-        self.pool_size
-            .set(readers as i64 + i64::from(writers.size()));
-        self.pool_idle
-            .set((idle_readers + writers.num_idle()) as i64);
+    /// The OpenMetrics text of every metric, with the gauges read now: deliveries waiting for a
+    /// writer, and the open and idle database connections (query routes and writers together).
+    pub fn render(
+        &self,
+        queue_depth: usize,
+        connections: usize,
+        idle_connections: usize,
+    ) -> String {
+        self.queue_depth.set(queue_depth as i64);
+        self.pool_size.set(connections as i64);
+        self.pool_idle.set(idle_connections as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
     }
-}
 
-/// Counts every request in flight (also one whose client went away mid-way).
-pub async fn track_in_flight(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let _in_flight = GaugeGuard::new(&app.metrics.in_flight);
-    next.run(request).await
+    /// Counts one request in flight for as long as the guard lives.
+    pub fn in_flight(&self) -> GaugeGuard<'_> {
+        GaugeGuard::new(&self.in_flight)
+    }
 }
 
 /// Holds a gauge one higher for as long as it lives.

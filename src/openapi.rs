@@ -7,8 +7,6 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::error::Error;
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -49,53 +47,141 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The example of a problem answer, made by the service's own error type.
-pub fn problem(kind: &str) -> Value {
+/// The example problem answers of the document, each made by the service's own error type (a
+/// function per kind, so that a misspelt one does not compile).
+pub mod example {
+    use serde_json::Value;
+
+    use crate::error::Error;
+
     const HOOK: &str = "c1348091-bd3e-4598-9e7f-5ea457f02e85";
     const WORKSPACE: &str = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66";
-    let err = match kind {
-        "malformed-body" => Error::MalformedBody(
+
+    fn of(err: Error) -> Value {
+        serde_json::to_value(err.problem()).expect("a problem serializes")
+    }
+
+    pub fn malformed_body() -> Value {
+        of(Error::MalformedBody(
             "the body is not valid JSON: EOF while parsing an object at line 1 column 9".into(),
-        ),
-        "signature" => Error::Unauthorized(
+        ))
+    }
+
+    pub fn signature() -> Value {
+        of(Error::BadSignature(
             "the webhook-signature header (or svix-signature) is missing; deliveries must be \
              signed because webhook secrets are configured"
                 .into(),
-        ),
-        "token" => Error::Unauthorized(
+        ))
+    }
+
+    pub fn token() -> Value {
+        of(Error::Unauthorized(
             "this route requires `Authorization: Bearer <token>`; create one with \
              `calry-hooks token create`"
                 .into(),
-        ),
-        "forbidden" => Error::Forbidden(format!(
+        ))
+    }
+
+    pub fn forbidden() -> Value {
+        of(Error::Forbidden(format!(
             "this token does not give access to workspace {WORKSPACE}"
-        )),
-        "conflict" => Error::Conflict {
+        )))
+    }
+
+    pub fn conflict() -> Value {
+        of(Error::Conflict {
             hook_id: HOOK.into(),
-        },
-        "too-large" => Error::PayloadTooLarge { limit: 262_144 },
-        "body-timeout" => Error::BodyTimeout { secs: 10 },
-        "query-too-costly" => Error::QueryTooCostly,
-        "media-type" => Error::UnsupportedMediaType(
+        })
+    }
+
+    pub fn too_large() -> Value {
+        of(Error::PayloadTooLarge { limit: 262_144 })
+    }
+
+    pub fn body_timeout() -> Value {
+        of(Error::BodyTimeout { secs: 10 })
+    }
+
+    pub fn media_type() -> Value {
+        of(Error::UnsupportedMediaType(
             "Content-Type must be application/json (got text/plain)".into(),
-        ),
-        "envelope" => Error::InvalidField {
+        ))
+    }
+
+    pub fn envelope() -> Value {
+        of(Error::InvalidField {
             path: "hook.id".into(),
             reason: "is required".into(),
-        },
-        "parameter" => Error::bad_parameter(
+        })
+    }
+
+    pub fn parameter() -> Value {
+        of(Error::bad_parameter(
             "limit",
             "limit must be an integer from 1 to 500 (got \"0\")",
-        ),
-        "no-event" => Error::NotFound(format!("no event has hook id {HOOK}")),
-        "no-workspace" => Error::NotFound(format!("workspace {WORKSPACE} has no events")),
-        "no-account" => Error::NotFound(format!(
+        ))
+    }
+
+    pub fn no_event() -> Value {
+        of(Error::NotFound(format!("no event has hook id {HOOK}")))
+    }
+
+    pub fn no_workspace() -> Value {
+        of(Error::NotFound(format!(
+            "workspace {WORKSPACE} has no events"
+        )))
+    }
+
+    pub fn no_account() -> Value {
+        of(Error::NotFound(format!(
             "integration account 4a905074-4dd9-426a-b5a9-cf7c9bb33034 has no status in \
              workspace {WORKSPACE}"
-        )),
-        _ => Error::Unavailable("the database is unavailable; retry later".into()),
-    };
-    serde_json::to_value(err.problem()).expect("a problem serializes")
+        )))
+    }
+
+    pub fn unavailable() -> Value {
+        of(Error::unavailable(
+            "the database is unavailable; retry later",
+        ))
+    }
+}
+
+/// The answers every query route may give besides its own, declared once for all of them.
+pub mod answers {
+    use utoipa::IntoResponses;
+
+    use crate::error::Problem;
+
+    /// A parameter is invalid, or the query costs too much.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 400,
+        description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).",
+        content_type = "application/problem+json",
+        example = json!(super::example::parameter())
+    )]
+    pub struct BadQuery(#[allow(dead_code)] Problem);
+
+    /// No usable token.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 401,
+        description = "A bearer token is required and missing, unknown or revoked.",
+        content_type = "application/problem+json",
+        example = json!(super::example::token())
+    )]
+    pub struct NoToken(#[allow(dead_code)] Problem);
+
+    /// The workspace of the path is outside the token's scope.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 403,
+        description = "The token does not give access to this workspace.",
+        content_type = "application/problem+json",
+        example = json!(super::example::forbidden())
+    )]
+    pub struct OutOfScope(#[allow(dead_code)] Problem);
 }
 
 /// `order` of a history listing (documentation only).

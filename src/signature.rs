@@ -109,7 +109,7 @@ impl Verifier {
     }
 
     /// `Ok(true)`: signed by a configured secret within the tolerance; `Ok(false)`: no secret is
-    /// configured, so the delivery is accepted unsigned; `Err(Unauthorized)` otherwise.
+    /// configured, so the delivery is accepted unsigned; `Err(BadSignature)` otherwise.
     pub fn verify(
         &self,
         headers: &HeaderMap,
@@ -217,7 +217,7 @@ fn single<'a>(values: &[&'a str], name: &str) -> Result<&'a str, Error> {
 }
 
 fn unauthorized(detail: String) -> Error {
-    Error::Unauthorized(detail)
+    Error::BadSignature(detail)
 }
 
 #[cfg(test)]
@@ -261,7 +261,7 @@ mod tests {
 
     fn refused(result: Result<bool, Error>) -> String {
         match result {
-            Err(Error::Unauthorized(detail)) => {
+            Err(Error::BadSignature(detail)) => {
                 assert!(!detail.contains("MfKQ9r8G"), "{detail}");
                 detail
             }

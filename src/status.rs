@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::api::{rfc3339, rfc3339_opt};
+use crate::time::{rfc3339, rfc3339_opt};
 
 /// The event types that change a status; any other type is stored and shown in history only.
 pub const KNOWN_TYPES: [&str; 9] = [

@@ -2,9 +2,8 @@
 //! `GET /events/{hookId}`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, rejection::PathRejection};
+use axum::extract::RawQuery;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::types::Json as Jsonb;
@@ -12,11 +11,12 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::paging::{EventCursor, Order, Params, reject_nul};
-use super::{AppState, rfc3339};
-use crate::auth::Reader;
+use super::AppState;
+use super::extract::{Caller, HookPath, WorkspacePath};
+use super::paging::{EventCursor, Order, Page, Params, push_event_keyset};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
+use crate::time::rfc3339;
 
 /// Most bytes of payloads in one history page: a page stops before the event that would go past
 /// it (but always holds one event), and its `nextCursor` goes on from there.
@@ -69,18 +69,16 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
         example = "c1348091-bd3e-4598-9e7f-5ea457f02e85")),
     responses(
         (status = 200, description = "The event.", body = Event),
-        (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
-        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
-        (status = 404, description = "No event has this hook id (in the token's scope).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-event"))),
+        (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::parameter())),
+        crate::openapi::answers::NoToken,
+        (status = 404, description = "No event has this hook id (in the token's scope).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_event())),
     ),
     security((), ("bearerAuth" = []))
 )]
 pub async fn get_event(
-    Reader { access, mut db }: Reader,
-    hook_id: Result<Path<String>, PathRejection>,
+    Caller { access, mut db }: Caller,
+    HookPath(hook_id): HookPath,
 ) -> Result<Json<Event>> {
-    let Path(hook_id) = hook_id.map_err(|e| Error::bad_parameter("hookId", e.body_text()))?;
-    reject_nul("hookId", &hook_id)?;
     let event: Option<Event> = sqlx::query_as(&format!(
         "select {EVENT_COLUMNS} from events where hook_id = $1"
     ))
@@ -237,21 +235,7 @@ impl HistoryQuery {
         if let Some(to) = self.to {
             qb.push(" and occurred_at < ").push_bind(to);
         }
-        let (after, direction) = match self.order {
-            Order::Desc => ("<", "desc"),
-            Order::Asc => (">", "asc"),
-        };
-        if let Some(cursor) = &self.cursor {
-            qb.push(format_args!(" and (occurred_at, hook_id) {after} ("))
-                .push_bind(cursor.occurred_at)
-                .push(", ")
-                .push_bind(&cursor.hook_id)
-                .push(")");
-        }
-        qb.push(format_args!(
-            " order by occurred_at {direction}, hook_id {direction} limit "
-        ))
-        .push_bind(self.limit + 1);
+        push_event_keyset(qb, self.order, self.cursor.as_ref(), self.limit);
     }
 }
 
@@ -276,42 +260,31 @@ impl HistoryQuery {
     ),
     responses(
         (status = 200, description = "One page of events; no items when nothing matches.", body = EventPage),
-        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
-        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
-        (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
     ),
     security((), ("bearerAuth" = []))
 )]
 pub async fn list_events(
-    Reader { access, mut db }: Reader,
-    workspace_id: Result<Path<String>, PathRejection>,
+    WorkspacePath {
+        caller: Caller { mut db, .. },
+        workspace_id,
+    }: WorkspacePath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>> {
-    let Path(workspace_id) =
-        workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
-    reject_nul("workspaceId", &workspace_id)?;
-    access.require(&workspace_id)?;
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
     let mut qb = QueryBuilder::new("");
     query.push_sql(&mut qb);
-    // Rows are read one at a time, so a page never holds more than `MAX_PAGE_BYTES` of payloads
-    // (and one more payload) in memory; what the statement still sends is read and dropped.
-    let mut rows = qb.build_query_as::<Event>().fetch(&mut *db);
-    let mut items = Vec::new();
-    let mut bytes = 0;
-    let mut more = false;
-    while let Some(event) = rows.try_next().await? {
-        let size = event.payload.get().len();
-        if items.len() as i64 == query.limit || (!items.is_empty() && bytes + size > MAX_PAGE_BYTES)
-        {
-            more = true;
-            break;
-        }
-        bytes += size;
-        items.push(event);
-    }
-    drop(rows);
-    let next_cursor = more.then(|| items.last()).flatten().map(|last| {
+    // At most MAX_PAGE_BYTES of payloads (and one more) are held in memory, whatever `limit`.
+    let page = Page::read(
+        qb.build_query_as::<Event>().fetch(&mut *db),
+        query.limit,
+        MAX_PAGE_BYTES,
+        |event| event.payload.get().len(),
+    )
+    .await?;
+    let next_cursor = page.next_cursor(|last| {
         EventCursor {
             order: query.order,
             occurred_at: last.occurred_at,
@@ -319,5 +292,8 @@ pub async fn list_events(
         }
         .encode()
     });
-    Ok(Json(EventPage { items, next_cursor }))
+    Ok(Json(EventPage {
+        items: page.items,
+        next_cursor,
+    }))
 }

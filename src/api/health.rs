@@ -40,7 +40,7 @@ pub async fn healthz() -> Json<Health> {
     responses(
         (status = 200, description = "Ready to store deliveries.", body = Health),
         (status = 503, description = "The database is unreachable or not migrated.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::problem("unavailable"))),
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::example::unavailable())),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
     let latest = sqlx::migrate!()
@@ -48,24 +48,23 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
         .map(|m| m.version)
         .max()
         .unwrap_or_default();
-    let mut db = app.readers.acquire().await?;
-    let applied: Option<i64> =
-        match sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-            .fetch_one(&mut *db)
-            .await
-        {
-            Ok(applied) => applied,
-            Err(e) => {
-                app.readers.discard(db);
-                return Err(Error::Unavailable(format!(
-                    "the database is not ready: {}",
-                    kind_of(&e)
-                )));
-            }
-        };
+    let (_db, applied): (_, Option<i64>) = app
+        .readers
+        .with_first(|mut db| async move {
+            let applied =
+                sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+                    .fetch_one(&mut *db)
+                    .await;
+            (db, applied)
+        })
+        .await
+        .map_err(|e| Error::Unavailable {
+            detail: format!("the database is not ready: {}", kind_of(&e)),
+            source: Some(e),
+        })?;
     if applied.unwrap_or_default() < latest {
-        return Err(Error::Unavailable(
-            "the database schema is not migrated to this version yet".to_owned(),
+        return Err(Error::unavailable(
+            "the database schema is not migrated to this version yet",
         ));
     }
     Ok(Json(Health {
@@ -82,10 +81,15 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
         body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
         example = "# TYPE calry_hooks_webhooks counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n# EOF\n")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS)],
-        app.metrics.render(&app),
-    )
+    ([(header::CONTENT_TYPE, OPENMETRICS)], {
+        let (readers, idle_readers) = app.readers.counts();
+        let writers = app.ingestor.pool().inner();
+        app.metrics.render(
+            app.ingestor.queue_depth(),
+            readers + writers.size() as usize,
+            idle_readers + writers.num_idle(),
+        )
+    })
 }
 
 /// A short, safe description of why the database did not answer.

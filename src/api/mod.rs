@@ -1,7 +1,8 @@
-//! The HTTP surface: shared state, the router that nests every route module, and the helpers
-//! the route modules share (time format, problem answers for unmatched routes).
+//! The HTTP surface: shared state, the router that nests every route module, and problem
+//! answers for unmatched routes.
 
 pub mod events;
+pub mod extract;
 pub mod health;
 pub mod paging;
 pub mod webhooks;
@@ -12,8 +13,9 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::store::Readers;
 use axum::Router;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serializer;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa_axum::router::OpenApiRouter;
@@ -56,7 +58,7 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::metrics::track_in_flight,
+        track_in_flight,
     ))
     .with_state(state)
     .merge(
@@ -69,33 +71,18 @@ pub fn router(state: AppState) -> Router {
     .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }
 
+/// Counts every request in flight (also one whose client went away mid-way).
+async fn track_in_flight(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let _in_flight = app.metrics.in_flight();
+    next.run(request).await
+}
+
 /// What a connection let in past `CALRY_HOOKS_MAX_CONNECTIONS` is answered: the operations
 /// routes as usual, so that health checks still pass while the cap is reached, and a 503 for
 /// anything else.
 pub fn overflow_router(state: AppState) -> Router {
     let (operations, _) = health::router().split_for_parts();
-    operations.with_state(state).fallback(|| async {
-        Error::Unavailable("too many connections are open; retry later".to_owned())
-    })
-}
-
-/// Times in answers: RFC 3339 UTC with milliseconds, or microseconds when there are any.
-pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    let format = if time.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
-        SecondsFormat::Millis
-    } else {
-        SecondsFormat::Micros
-    };
-    serializer.serialize_str(&time.to_rfc3339_opts(format, true))
-}
-
-/// [`rfc3339`] for an optional time.
-pub fn rfc3339_opt<S: Serializer>(
-    time: &Option<DateTime<Utc>>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match time {
-        Some(time) => rfc3339(time, serializer),
-        None => serializer.serialize_none(),
-    }
+    operations
+        .with_state(state)
+        .fallback(|| async { Error::unavailable("too many connections are open; retry later") })
 }

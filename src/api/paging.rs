@@ -1,10 +1,13 @@
 //! Query parameters and keyset paging, shared by every listing route: the raw query string read
-//! once (repeated parameters allowed where documented), `limit`, and the opaque cursor that
-//! carries the position after the last item of a page.
+//! once (repeated parameters allowed where documented), `limit`, the opaque cursors that carry
+//! the position after the last item of a page, the keyset tail of each listing's statement (after
+//! the cursor, in order, one row more than the page), and the reading of a page from its rows.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike, Utc};
+use futures_util::{Stream, TryStreamExt};
+use sqlx::{Postgres, QueryBuilder};
 
 use crate::error::{Error, Result};
 
@@ -123,6 +126,86 @@ impl Order {
             Order::Asc => "asc",
             Order::Desc => "desc",
         }
+    }
+}
+
+/// The keyset tail of a history statement, whose filters are already pushed: events after
+/// `cursor` in `order` by (occurred_at, hook_id) — a range scan of an index ending in those two
+/// columns — and one row more than `limit`, to tell whether more follow.
+pub fn push_event_keyset<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    order: Order,
+    cursor: Option<&'a EventCursor>,
+    limit: i64,
+) {
+    let (after, direction) = match order {
+        Order::Desc => ("<", "desc"),
+        Order::Asc => (">", "asc"),
+    };
+    if let Some(cursor) = cursor {
+        qb.push(format_args!(" and (occurred_at, hook_id) {after} ("))
+            .push_bind(cursor.occurred_at)
+            .push(", ")
+            .push_bind(&cursor.hook_id)
+            .push(")");
+    }
+    qb.push(format_args!(
+        " order by occurred_at {direction}, hook_id {direction} limit "
+    ))
+    .push_bind(limit + 1);
+}
+
+/// The keyset tail of a workspace listing, whose filters are already pushed: workspaces after
+/// `cursor` by `column` (the workspace id), and one row more than `limit`.
+pub fn push_workspace_keyset<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    column: &str,
+    cursor: Option<&'a WorkspaceCursor>,
+    limit: i64,
+) {
+    if let Some(cursor) = cursor {
+        qb.push(format_args!(" and {column} > "))
+            .push_bind(&cursor.0);
+    }
+    qb.push(format_args!(" order by {column} limit "))
+        .push_bind(limit + 1);
+}
+
+/// One page of a listing, read from a statement with a keyset tail.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Whether the listing goes on after the last item.
+    pub more: bool,
+}
+
+impl<T> Page<T> {
+    /// Reads `rows` one at a time: at most `limit` items and, past the first, at most
+    /// `max_bytes` by `size` (what the page holds in memory). Rows after those are not kept:
+    /// the statement's remaining rows are read and dropped with the stream.
+    pub async fn read(
+        rows: impl Stream<Item = Result<T, sqlx::Error>>,
+        limit: i64,
+        max_bytes: usize,
+        size: impl Fn(&T) -> usize,
+    ) -> Result<Page<T>> {
+        let mut rows = std::pin::pin!(rows);
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        while let Some(item) = rows.try_next().await? {
+            let item_bytes = size(&item);
+            if items.len() as i64 == limit || (!items.is_empty() && bytes + item_bytes > max_bytes)
+            {
+                return Ok(Page { items, more: true });
+            }
+            bytes += item_bytes;
+            items.push(item);
+        }
+        Ok(Page { items, more: false })
+    }
+
+    /// The cursor of the next page, from the last item, when more follow.
+    pub fn next_cursor(&self, cursor: impl FnOnce(&T) -> String) -> Option<String> {
+        self.items.last().filter(|_| self.more).map(cursor)
     }
 }
 

@@ -59,15 +59,15 @@ pub enum ReceiptStatus {
         (status = 201, description = "New event stored.", body = Receipt,
             example = json!({"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "status": "created"})),
         (status = 200, description = "Same hook id and same JSON value: a redelivery, counted.", body = Receipt),
-        (status = 400, description = "The body is not valid UTF-8 JSON, or holds a value PostgreSQL cannot store (U+0000, a number with over 16383 decimal places).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("malformed-body"))),
-        (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("signature"))),
-        (status = 408, description = "The body did not arrive within `CALRY_HOOKS_BODY_TIMEOUT_SECS` of the head; the connection is closed.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("body-timeout"))),
-        (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("conflict"))),
-        (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("too-large"))),
-        (status = 415, description = "Content-Type is not JSON.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("media-type"))),
-        (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("envelope"))),
+        (status = 400, description = "The body is not valid UTF-8 JSON, or holds a value PostgreSQL cannot store (U+0000, a number with over 16383 decimal places).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::malformed_body())),
+        (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::signature())),
+        (status = 408, description = "The body did not arrive within `CALRY_HOOKS_BODY_TIMEOUT_SECS` of the head; the connection is closed.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::body_timeout())),
+        (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::conflict())),
+        (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::too_large())),
+        (status = 415, description = "Content-Type is not JSON.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::media_type())),
+        (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::envelope())),
         (status = 503, description = "Database unavailable or overloaded; retry after `Retry-After` seconds. Nothing was stored, unless the database failed in the very moment of committing: then the retry is answered `200` duplicate.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")), example = json!(crate::openapi::problem("unavailable"))),
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")), example = json!(crate::openapi::example::unavailable())),
     )
 )]
 pub async fn receive(

@@ -3,18 +3,19 @@
 //! The rules that turn stored rows into states are in `crate::status`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, rejection::PathRejection};
+use axum::extract::RawQuery;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::paging::{Params, WorkspaceCursor, reject_nul};
-use super::{AppState, rfc3339};
-use crate::auth::Reader;
+use super::AppState;
+use super::extract::{AccountPath, Caller, WorkspacePath};
+use super::paging::{Page, Params, WorkspaceCursor, push_workspace_keyset};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
+use crate::time::rfc3339;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,35 +81,38 @@ pub struct WorkspacePage {
     ),
     responses(
         (status = 200, description = "One page of workspaces.", body = WorkspacePage),
-        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
-        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
     ),
     security((), ("bearerAuth" = []))
 )]
 pub async fn list_workspaces(
-    Reader { access, mut db }: Reader,
+    Caller { access, mut db }: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspacePage>> {
     let params = Params::parse(query.as_deref())?;
     let limit = params.limit()?;
     let cursor = WorkspaceCursor::parse(&params)?;
     let mut qb = QueryBuilder::new("");
-    push_workspaces_query(
-        &mut qb,
-        cursor.as_ref().map(|c| c.0.as_str()),
-        access.scope(),
+    push_workspaces_query(&mut qb, cursor.as_ref(), access.scope(), limit);
+    let page = Page::read(
+        qb.build_query_as::<WorkspaceSummary>().fetch(&mut *db),
         limit,
-    );
-    let mut items: Vec<WorkspaceSummary> = qb.build_query_as().fetch_all(&mut *db).await?;
-    let next_cursor =
-        page_end(&mut items, limit).map(|last| WorkspaceCursor(last.workspace_id.clone()).encode());
-    Ok(Json(WorkspacePage { items, next_cursor }))
+        usize::MAX,
+        |_| 0,
+    )
+    .await?;
+    let next_cursor = page.next_cursor(|last| WorkspaceCursor(last.workspace_id.clone()).encode());
+    Ok(Json(WorkspacePage {
+        items: page.items,
+        next_cursor,
+    }))
 }
 
 /// The query of a workspace page, fetching one item more than `limit` to tell if more follow.
 pub fn push_workspaces_query<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
-    after: Option<&'a str>,
+    after: Option<&'a WorkspaceCursor>,
     scope: Option<&'a [String]>,
     limit: i64,
 ) {
@@ -118,26 +122,12 @@ pub fn push_workspaces_query<'a>(
                  where l.workspace_id = w.workspace_id) as accounts
          from workspaces w where true",
     );
-    if let Some(after) = after {
-        qb.push(" and w.workspace_id > ").push_bind(after);
-    }
     if let Some(scope) = scope {
         qb.push(" and w.workspace_id = any(")
             .push_bind(scope)
             .push(")");
     }
-    qb.push(" order by w.workspace_id limit ")
-        .push_bind(limit + 1);
-}
-
-/// Trims a page fetched with one extra row; returns the last kept item when more follow.
-pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
-    if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last()
-    } else {
-        None
-    }
+    push_workspace_keyset(qb, "w.workspace_id", after, limit);
 }
 
 /// The current account / link / sync state of every integration account of a workspace.
@@ -151,22 +141,20 @@ pub fn page_end<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
     ),
     responses(
         (status = 200, description = "The workspace's status.", body = WorkspaceStatus),
-        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
-        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
-        (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
-        (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-workspace"))),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
+        (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_workspace())),
     ),
     security((), ("bearerAuth" = []))
 )]
 pub async fn workspace_status(
-    Reader { access, mut db }: Reader,
-    workspace_id: Result<Path<String>, PathRejection>,
+    WorkspacePath {
+        caller: Caller { mut db, .. },
+        workspace_id,
+    }: WorkspacePath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspaceStatus>> {
-    let Path(workspace_id) =
-        workspace_id.map_err(|e| Error::bad_parameter("workspaceId", e.body_text()))?;
-    reject_nul("workspaceId", &workspace_id)?;
-    access.require(&workspace_id)?;
     let params = Params::parse(query.as_deref())?;
     let sync_state = params
         .single("syncState")?
@@ -244,22 +232,20 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_t
     ),
     responses(
         (status = 200, description = "The account's status.", body = AccountStatus),
-        (status = 400, description = "A parameter is invalid (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("parameter"))),
-        (status = 401, description = "A bearer token is required and missing, unknown or revoked.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("token"))),
-        (status = 403, description = "The token does not give access to this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("forbidden"))),
-        (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::problem("no-account"))),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
+        (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_account())),
     ),
     security((), ("bearerAuth" = []))
 )]
 pub async fn account_status(
-    Reader { access, mut db }: Reader,
-    ids: Result<Path<(String, String)>, PathRejection>,
+    AccountPath {
+        caller: Caller { mut db, .. },
+        workspace_id,
+        integration_account_id: account_id,
+    }: AccountPath,
 ) -> Result<Json<AccountStatus>> {
-    let Path((workspace_id, account_id)) =
-        ids.map_err(|e| Error::bad_parameter("integrationAccountId", e.body_text()))?;
-    reject_nul("workspaceId", &workspace_id)?;
-    reject_nul("integrationAccountId", &account_id)?;
-    access.require(&workspace_id)?;
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)
         .bind(&account_id)

@@ -50,7 +50,6 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError
 #[derive(Debug)]
 pub struct Cluster {
     child: Mutex<Option<Child>>,
-    pgdata: PathBuf,
     socket_dir: PathBuf,
     log_file: PathBuf,
 }
@@ -86,7 +85,6 @@ impl Cluster {
         // use it as it is, and leave it running.
         let attached = Cluster {
             child: Mutex::new(None),
-            pgdata: pgdata.clone(),
             socket_dir: socket_dir.clone(),
             log_file: log_file.clone(),
         };
@@ -106,7 +104,6 @@ impl Cluster {
             let child = spawn_postgres(&bin, &pgdata, &socket_dir, &log_file, owner)?;
             let cluster = Cluster {
                 child: Mutex::new(Some(child)),
-                pgdata: pgdata.clone(),
                 socket_dir: socket_dir.clone(),
                 log_file: log_file.clone(),
             };
@@ -130,10 +127,6 @@ impl Cluster {
             .socket(&self.socket_dir)
             .username(SUPERUSER)
             .database(database)
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.pgdata
     }
 
     async fn wait_ready(&self, deadline: Instant) -> Result<(), ClusterError> {
@@ -165,21 +158,32 @@ impl Cluster {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    /// Stops the server (fast shutdown: open transactions are rolled back, committed ones kept).
-    pub fn stop(&self) {
-        let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    /// The server this cluster started, if it is still ours to stop, after asking it to stop
+    /// (fast shutdown: open transactions are rolled back, committed ones kept).
+    fn signal_stop(&self) -> Option<std::process::Child> {
+        let child = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        Some(child)
+    }
+
+    /// Stops the server and waits until it has exited (at most 30 s, then kills it). A cluster
+    /// that was already running when [`Cluster::start`] joined it is left running.
+    pub async fn stop(self) {
+        let Some(mut child) = self.signal_stop() else {
             return;
         };
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(pid, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 tracing::info!("private PostgreSQL cluster stopped");
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::warn!("PostgreSQL did not stop within 30 s; killing it");
         let _ = child.kill();
@@ -188,8 +192,10 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// A cluster dropped without [`Cluster::stop`] (an error on the way out) is still asked to
+    /// stop, without waiting: a destructor must not block the thread it runs on.
     fn drop(&mut self) {
-        self.stop();
+        self.signal_stop();
     }
 }
 

@@ -46,16 +46,16 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// The service's connection pool, counting the requests that wait for a connection.
+/// The ingest writers' connections (see [`writer_pool`]), counting the writers that wait for one.
 #[derive(Clone, Debug)]
-pub struct Pool {
+pub struct WriterPool {
     inner: PgPool,
     waiting: Gauge,
 }
 
-impl Pool {
-    pub fn new(inner: PgPool, waiting: Gauge) -> Pool {
-        Pool { inner, waiting }
+impl WriterPool {
+    pub fn new(inner: PgPool, waiting: Gauge) -> WriterPool {
+        WriterPool { inner, waiting }
     }
 
     pub fn inner(&self) -> &PgPool {
@@ -136,6 +136,30 @@ impl Readers {
         })
     }
 
+    /// A connection, with what `first` — the request's first statement — returned on it. If that
+    /// statement fails (the database dropped the connection, say, as it restarted), the
+    /// connection is [`Readers::discard`]ed and `first` runs once more on a new one.
+    ///
+    /// `first` takes the connection and gives it back with its result, so that what it runs
+    /// owns everything it uses.
+    pub async fn with_first<T, F, Fut>(&self, first: F) -> Result<(ReadConnection, T), sqlx::Error>
+    where
+        F: Fn(ReadConnection) -> Fut,
+        Fut: Future<Output = (ReadConnection, Result<T, sqlx::Error>)>,
+    {
+        match first(self.acquire().await?).await {
+            (db, Ok(found)) => return Ok((db, found)),
+            (db, Err(_)) => self.discard(db),
+        }
+        match first(self.acquire().await?).await {
+            (db, Ok(found)) => Ok((db, found)),
+            (db, Err(err)) => {
+                self.discard(db);
+                Err(err)
+            }
+        }
+    }
+
     /// Drops a connection whose statement failed instead of handing it out again, and the idle
     /// ones with it: when one failed, the database has most likely dropped them all (it
     /// restarted), and the next caller should get a new one.
@@ -158,6 +182,14 @@ pub struct Database {
 }
 
 impl Database {
+    /// Closes the pool, then stops the private cluster, if any, and waits for it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.cluster {
+            cluster.stop().await;
+        }
+    }
+
     /// Connects as configured, creates the database if it is missing, and applies migrations.
     pub async fn open(config: &Config, pool_size: u32) -> Result<Database, StoreError> {
         let (options, cluster) = match &config.database_url {
@@ -197,7 +229,7 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
 /// a full scan of `events` on every batch until the next ANALYZE. With only nested loops left,
 /// the statement's generic plan is the right one for every batch, so it is planned once per
 /// connection: left to choose, PostgreSQL kept planning it anew for each batch, which cost more
-/// than running it (660 µs of PostgreSQL CPU per delivery at 1,000/s, 350 µs without).
+/// than running it (measured in docs/BENCHMARKS.md).
 pub fn writer_pool(queries: &PgPool, writers: u32) -> PgPool {
     let options = (*queries.connect_options()).clone().options([
         ("enable_hashjoin", "off"),

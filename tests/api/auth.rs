@@ -2,14 +2,12 @@
 //! required, the `token` subcommands, the refusal to start exposed and unsigned, and logs that
 //! never carry a secret or a token.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use calry_hooks::auth;
 use serde_json::Value;
 
 use crate::helpers::{
-    TestApp, TestDb, binary, event, problem, spawn_app, spawn_app_with, start_binary,
+    TestApp, TestDb, binary, event, free_port, problem, spawn_app, spawn_app_with, start_binary,
+    wait_until_serving,
 };
 
 async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
@@ -133,8 +131,17 @@ async fn unauthenticated_queries_are_refused_once_a_token_exists_and_open_routes
         "/workspaces/A/events",
         "/events/hook-a",
     ] {
-        problem(app.get(path).await, 401).await;
-        problem(get_with(&app, path, "chk_not-a-token").await, 401).await;
+        for response in [
+            app.get(path).await,
+            get_with(&app, path, "chk_not-a-token").await,
+        ] {
+            assert_eq!(
+                response.headers()["www-authenticate"],
+                "Bearer",
+                "a 401 says which scheme to use"
+            );
+            problem(response, 401).await;
+        }
     }
     let basic = app
         .client
@@ -292,18 +299,18 @@ async fn the_service_refuses_to_listen_exposed_and_unsigned_unless_told() {
         "{stderr}"
     );
 
+    // With --allow-unsigned it serves (on every address, so on loopback too).
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("calry-hooks-exposed-{}.log", db.name));
     let mut child = binary(Some(&db.name))
-        .args(["--listen", "0.0.0.0:0", "--allow-unsigned"])
-        .stderr(Stdio::piped())
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--allow-unsigned"])
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "with --allow-unsigned it serves"
-    );
+    wait_until_serving(&format!("http://127.0.0.1:{port}"), &log).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+    let _ = std::fs::remove_file(&log);
 }
 
 #[tokio::test]

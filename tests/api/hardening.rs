@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rng, TestApp, event, problem, spawn_app, spawn_app_with};
+use crate::helpers::{Rng, TestApp, event, fill_workspace, problem, spawn_app, spawn_app_with};
 
 const WORKSPACE: &str = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66";
 
@@ -146,21 +146,7 @@ async fn event_type_lists_and_query_strings_are_bounded() {
 async fn a_query_that_runs_past_its_budget_is_a_400_that_says_what_to_narrow() {
     let app = spawn_app_with(|c| c.query_timeout_ms = 30).await;
     // A large workspace where a filter matches nothing: the history index is walked to its end.
-    sqlx::query(
-        "insert into events (hook_id, workspace_id, integration_account_id, event_type, result,
-                             occurred_at, signature_verified, payload)
-         select 'h' || g, $1, 'a' || (g % 10), 'sync.complete', 'SUCCESS',
-                timestamptz '2024-01-01' + g * interval '1 second', false, '{}'
-         from generate_series(1, 400000) g",
-    )
-    .bind(WORKSPACE)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("analyze events")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    fill_workspace(&app, WORKSPACE, 400_000).await;
 
     let body = problem(history(&app, &[("eventType", "nothing.*")]).await, 400).await;
     assert_eq!(body["type"], "urn:calry-hooks:problem:query-too-costly");
@@ -275,23 +261,20 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
         .env("RUST_LOG", "info");
     let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
     let forged = "x\n2026-12-01T00:00:00.000000Z  INFO calry_hooks: forged \u{1b}[31mred\u{2028}";
+    let deliver = async |body: &Value| {
+        reqwest::Client::new()
+            .post(format!("{address}/webhooks/calry"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
     let mut body = event(forged, WORKSPACE, None, "x.y", "2024-01-01T00:00:00Z");
-    let response = reqwest::Client::new()
-        .post(format!("{address}/webhooks/calry"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(deliver(&body).await, 201);
     // Also through an error's text: a conflict names the hook id.
     body["data"]["result"] = json!("FAILURE");
-    let response = reqwest::Client::new()
-        .post(format!("{address}/webhooks/calry"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 409);
+    assert_eq!(deliver(&body).await, 409);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
     child.wait().await.unwrap();

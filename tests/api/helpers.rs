@@ -371,6 +371,33 @@ pub fn event(
     })
 }
 
+/// Stores `n` events `h1`…`hn` (one a second from 2024-01-01, all `sync.complete` of account
+/// `a`) in `workspace` straight through SQL, for the tests that need a large workspace fast.
+pub async fn fill_workspace(app: &TestApp, workspace: &str, n: usize) {
+    let mut conn = app.pool.acquire().await.unwrap();
+    // However slow the machine: this is set-up, not a statement of the service.
+    sqlx::query("set statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type, result,
+                             occurred_at, signature_verified, payload)
+         select 'h' || g, $1, 'a', 'sync.complete', 'SUCCESS',
+                timestamptz '2024-01-01' + g * interval '1 second', false, '{}'
+         from generate_series(1, $2::int) g",
+    )
+    .bind(workspace)
+    .bind(n as i32)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("analyze events")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
 /// Asserts a problem+json answer with `status`, returning its body.
 pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);

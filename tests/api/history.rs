@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rng, TestApp, deliver_all, event, problem, spawn_app};
+use crate::helpers::{Rng, TestApp, deliver_all, event, fill_workspace, problem, spawn_app};
 
 /// One stored event of the 1,000-event workspace: (occurredAt, hookId, type, account, result).
 #[derive(Clone, Debug)]
@@ -274,6 +274,13 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         ("/workspaces?cursor=%%%", "cursor"),
         ("/workspaces?cursor=abc", "cursor"),
         ("/workspaces/w/status?syncState=ok", "syncState"),
+        // A path segment that is not UTF-8 is named, whichever it is.
+        ("/workspaces/%FF/events", "workspaceId"),
+        ("/workspaces/%FF/status", "workspaceId"),
+        ("/workspaces/%FF/accounts/a", "workspaceId"),
+        ("/workspaces/w/accounts/%FF", "integrationAccountId"),
+        ("/workspaces/w/accounts/a%00", "integrationAccountId"),
+        ("/events/%FF", "hookId"),
     ];
     for (url, parameter) in cases {
         let body = problem(app.get(url).await, 400).await;
@@ -375,12 +382,13 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         plans.push((format!("GET /workspaces/w42/events?{query}"), plan));
     }
     let scope = ["w42".to_owned(), "w7".to_owned()];
+    let after = calry_hooks::api::paging::WorkspaceCursor("w250".to_owned());
     for (route, scope) in [
         ("GET /workspaces", None),
         ("GET /workspaces (scoped token)", Some(&scope[..])),
     ] {
         let mut qb = QueryBuilder::new("explain (format json) ");
-        calry_hooks::api::workspaces::push_workspaces_query(&mut qb, Some("w250"), scope, 50);
+        calry_hooks::api::workspaces::push_workspaces_query(&mut qb, Some(&after), scope, 50);
         plans.push((
             route.to_owned(),
             qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
@@ -421,5 +429,51 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         );
         let text = plan.to_string();
         assert!(text.contains("Index"), "{route} uses no index: {plan:#}");
+    }
+}
+
+/// The query routes' connections go back to their pool as they are (no ping on return): one left
+/// in the middle of a statement by a client that went away must still serve the next request
+/// right, on the same connection.
+#[tokio::test]
+async fn a_query_abandoned_by_its_client_leaves_its_connection_fit_for_the_next_request() {
+    let app = crate::helpers::spawn_app_with(|c| c.query_connections = 1).await;
+    fill_workspace(&app, "big", 400_000).await;
+    let known = event(
+        "known",
+        "w",
+        Some("a"),
+        "sync.error",
+        "2024-06-01T05:00:00Z",
+    );
+    assert_eq!(app.deliver(&known).await.status(), 201);
+
+    for round in 0..3 {
+        // A filter that matches nothing walks the whole workspace: a slow statement, cut off
+        // by its client long before it ends.
+        let impatient = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(30 + 20 * round))
+            .build()
+            .unwrap();
+        let abandoned = impatient
+            .get(format!(
+                "{}/workspaces/big/events?eventType=nothing.*",
+                app.address
+            ))
+            .send()
+            .await;
+        assert!(abandoned.is_err(), "round {round}: the client gave up");
+
+        let one: Value = app.get_json("/events/known").await;
+        assert_eq!(one["hookId"], "known", "round {round}: {one}");
+        assert_eq!(one["eventType"], "sync.error");
+        let page: Value = app.get_json("/workspaces/big/events?limit=2").await;
+        let ids: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["hookId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["h400000", "h399999"], "round {round}");
     }
 }

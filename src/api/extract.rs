@@ -1,0 +1,123 @@
+//! The extractors of the query routes: who is asking ([`Caller`]: the token check, and the
+//! connection it ran on for the route's own statements), and the path parameters checked once —
+//! a bad segment is a `400` naming its parameter, U+0000 (which no stored id holds) is refused,
+//! and a workspace outside the token's scope is `403` before any lookup.
+
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::paging::reject_nul;
+use crate::auth::{self, Access};
+use crate::error::Error;
+use crate::store::ReadConnection;
+
+/// A caller of a query route whose token (or the lack of one) was accepted: what it may read,
+/// and the pooled connection the check ran on, for the route's own statements — one connection
+/// and no second wait for one per request.
+pub struct Caller {
+    pub access: Access,
+    pub db: ReadConnection,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller, Error> {
+        let presented = auth::presented(&parts.headers)?.map(str::to_owned);
+        let (db, found) = app
+            .readers
+            .with_first(|mut db| {
+                let presented = presented.clone();
+                async move {
+                    let found = auth::lookup(&mut db, presented.as_deref()).await;
+                    (db, found)
+                }
+            })
+            .await?;
+        let token_required = !app.config.listen.ip().is_loopback();
+        let access = found.access(presented.is_some(), token_required)?;
+        Ok(Caller { access, db })
+    }
+}
+
+/// `/workspaces/{workspaceId}/…`, for a caller allowed to read that workspace.
+pub struct WorkspacePath {
+    pub caller: Caller,
+    pub workspace_id: String,
+}
+
+impl FromRequestParts<AppState> for WorkspacePath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        let workspace_id: String = path(parts, "workspaceId").await?;
+        reject_nul("workspaceId", &workspace_id)?;
+        caller.access.require(&workspace_id)?;
+        Ok(WorkspacePath {
+            caller,
+            workspace_id,
+        })
+    }
+}
+
+/// `/workspaces/{workspaceId}/accounts/{integrationAccountId}…`, for a caller allowed to read
+/// that workspace.
+pub struct AccountPath {
+    pub caller: Caller,
+    pub workspace_id: String,
+    pub integration_account_id: String,
+}
+
+impl FromRequestParts<AppState> for AccountPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        let (workspace_id, integration_account_id): (String, String) =
+            path(parts, "integrationAccountId").await?;
+        reject_nul("workspaceId", &workspace_id)?;
+        reject_nul("integrationAccountId", &integration_account_id)?;
+        caller.access.require(&workspace_id)?;
+        Ok(AccountPath {
+            caller,
+            workspace_id,
+            integration_account_id,
+        })
+    }
+}
+
+/// `/events/{hookId}`: the hook id (scope is the route's to check, as `404`).
+pub struct HookPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for HookPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let hook_id: String = path(parts, "hookId").await?;
+        reject_nul("hookId", &hook_id)?;
+        Ok(HookPath(hook_id))
+    }
+}
+
+/// The path parameters as `T`: a `400` naming the segment that is not UTF-8, or `last` (the
+/// path's last parameter) when the rejection names none.
+async fn path<T: DeserializeOwned + Send>(parts: &mut Parts, last: &str) -> Result<T, Error> {
+    match Path::<T>::from_request_parts(parts, &()).await {
+        Ok(Path(value)) => Ok(value),
+        Err(rejection) => {
+            let name = match &rejection {
+                PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => key.clone(),
+                    _ => last.to_owned(),
+                },
+                _ => last.to_owned(),
+            };
+            Err(Error::bad_parameter(&name, rejection.body_text()))
+        }
+    }
+}
