@@ -451,7 +451,15 @@ async fn stopping_the_service_answers_every_delivery_it_accepted() {
             (id, status)
         });
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Stop once deliveries are being stored: some are then in flight, others queued or not sent.
+    let waiting = std::time::Instant::now();
+    while app.stored_events().await == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "nothing stored"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let pool = app.pool.clone();
     let _db = app.stop_keeping_database().await;
 

@@ -265,18 +265,35 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
         });
     }
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    cluster.stop();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let created = async |records: &Mutex<Vec<Record>>| {
+        records
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, a, _)| *a == Ok(201))
+            .count()
+    };
+    let waiting = Instant::now();
+    while created(&records).await < 32 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "no delivery stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.stop().await;
+    let waiting = Instant::now();
+    while app.get("/readyz").await.status() != 503 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "not ready without a database"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         app.get("/healthz").await.status(),
         200,
         "the process stays up"
-    );
-    assert_eq!(
-        app.get("/readyz").await.status(),
-        503,
-        "not ready without a database"
     );
 
     let restarted = Cluster::start(&dir).await.unwrap();
@@ -298,7 +315,16 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Deliveries go on being stored after the recovery.
+    let before = created(&records).await;
+    let waiting = Instant::now();
+    while created(&records).await < before + 32 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "no delivery stored after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     clients.join_all().await;
 
