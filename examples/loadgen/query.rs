@@ -1,0 +1,505 @@
+//! The query benchmark.
+
+use crate::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Kind {
+    Status,
+    FirstPage,
+    DeepPage,
+    ById,
+}
+
+pub(crate) const KINDS: [Kind; 4] = [Kind::Status, Kind::FirstPage, Kind::DeepPage, Kind::ById];
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Status => "status",
+            Kind::FirstPage => "history_first_page",
+            Kind::DeepPage => "history_deep_page",
+            Kind::ById => "event_by_id",
+        }
+    }
+
+    /// The p99 issue 6 asks for, in milliseconds.
+    pub(crate) fn target_p99_ms(self) -> f64 {
+        match self {
+            Kind::Status => 5.0,
+            Kind::FirstPage | Kind::DeepPage => 10.0,
+            Kind::ById => 3.0,
+        }
+    }
+}
+
+pub(crate) fn history_path(w: u64, limit: u32, cursor: Option<&str>) -> String {
+    // Cursors are URL-safe base64: no escaping needed.
+    match cursor {
+        Some(c) => format!(
+            "/workspaces/{}/events?limit={limit}&cursor={c}",
+            workspace_id(w)
+        ),
+        None => format!("/workspaces/{}/events?limit={limit}", workspace_id(w)),
+    }
+}
+
+pub(crate) async fn get(
+    conn: &mut Conn,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Answer, BoxError> {
+    let mut request = conn.request("GET", path);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    conn.send(request.body(Full::new(Bytes::new()))?).await
+}
+
+/// What the query workers ask for: workspaces with a prepared deep cursor, and hook ids.
+pub(crate) struct QueryPlan {
+    pub(crate) kinds: Vec<Kind>,
+    pub(crate) deep: Vec<(u64, String)>,
+    pub(crate) ids: Vec<String>,
+    pub(crate) workspaces: u64,
+    pub(crate) limit: u32,
+    pub(crate) token: Option<String>,
+    pub(crate) stop_at: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct QueryLog {
+    pub(crate) latencies: [Vec<u32>; 4],
+    pub(crate) statuses: [BTreeMap<u16, u64>; 4],
+    pub(crate) last_done: Option<Instant>,
+}
+
+pub(crate) async fn query_worker(plan: Arc<QueryPlan>, worker: u32, mut conn: Conn) -> QueryLog {
+    let mut log = QueryLog::default();
+    let mut rng = Rng::new(0x9e77 ^ u64::from(worker));
+    let mut i = worker as usize;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= plan.stop_at {
+            break;
+        }
+        let kind = plan.kinds[i % plan.kinds.len()];
+        let k = kind as usize;
+        i += 1;
+        let path = match kind {
+            Kind::Status => format!(
+                "/workspaces/{}/status",
+                workspace_id(rng.below(plan.workspaces))
+            ),
+            Kind::FirstPage => history_path(rng.below(plan.workspaces), plan.limit, None),
+            Kind::DeepPage => {
+                let (w, cursor) = &plan.deep[rng.below(plan.deep.len() as u64) as usize];
+                history_path(*w, plan.limit, Some(cursor))
+            }
+            Kind::ById => format!(
+                "/events/{}",
+                plan.ids[rng.below(plan.ids.len() as u64) as usize]
+            ),
+        };
+        let status = match get(&mut conn, &path, plan.token.as_deref()).await {
+            Ok(a) => a.status,
+            Err(_) => 0,
+        };
+        let done = Instant::now();
+        log.latencies[k].push((done - t0).as_micros().min(u128::from(u32::MAX)) as u32);
+        *log.statuses[k].entry(status).or_default() += 1;
+        log.last_done = Some(done);
+        if status == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    log
+}
+
+pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
+    let target = Target::parse(&args.url).await?;
+    wait_ready(&target, args.wait_ready).await?;
+    let token = args.token.as_deref();
+
+    // Preparation (not measured): deep cursors by walking pages, and hook ids to look up.
+    eprintln!(
+        "loadgen query: preparing {} deep cursors ({} pages of {} deep)…",
+        args.samples, args.deep_pages, args.limit
+    );
+    let mut rng = Rng::new(unix_ms() as u64);
+    let mut conn = Conn::new(target.clone());
+    let mut deep = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..args.samples {
+        let w = rng.below(args.workspaces);
+        let mut cursor: Option<String> = None;
+        for _ in 0..args.deep_pages {
+            let answer = get(
+                &mut conn,
+                &history_path(w, args.limit, cursor.as_deref()),
+                token,
+            )
+            .await?;
+            if answer.status != 200 {
+                return Err(format!(
+                    "GET history of workspace {} answered {}: {}",
+                    workspace_id(w),
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                )
+                .into());
+            }
+            let page: Value = serde_json::from_slice(&answer.body)?;
+            if ids.len() < 20_000 {
+                ids.extend(
+                    page["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["hookId"].as_str().map(str::to_owned)),
+                );
+            }
+            cursor = page["nextCursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if let Some(c) = cursor {
+            deep.push((w, c));
+        }
+    }
+    if deep.is_empty() {
+        return Err(format!(
+            "no sampled workspace has more than {} events: seed the store first (bench/seed.sql)",
+            args.deep_pages * args.limit
+        )
+        .into());
+    }
+    let pool = match &args.database_url {
+        Some(url) => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await?,
+        ),
+        None => None,
+    };
+    if let Some(pool) = &pool {
+        // Random events from all over the store, not only the newest ones the pages showed.
+        let sampled: Vec<(String,)> =
+            sqlx::query_as("select hook_id from events tablesample system (0.1) limit 20000")
+                .fetch_all(pool)
+                .await?;
+        if sampled.len() >= 1000 {
+            ids = sampled.into_iter().map(|(id,)| id).collect();
+        }
+    }
+    if ids.is_empty() {
+        return Err("no hook id to look up".into());
+    }
+
+    // The ingest load, paced, as `loadgen ingest --rate` sends it.
+    let ingest_args = IngestArgs {
+        url: args.url.clone(),
+        concurrency: args.ingest_concurrency.max(1),
+        duration: args.duration,
+        warmup: 0.0,
+        redeliver: 0.0,
+        secret: args.secret.clone(),
+        workspaces: args.workspaces,
+        accounts: args.accounts,
+        rate: Some(args.ingest_rate.max(0.001)),
+        database_url: None,
+        verify: Verify::None,
+        token: None,
+        service_pid: None,
+        postgres_pid: None,
+        wait_ready: 0.0,
+        threads: 1,
+        label: String::new(),
+        json_out: None,
+    };
+    let run = (splitmix(unix_ms() as u64 ^ 0x0051) >> 33) as u32;
+    let ids_gen = Ids {
+        run,
+        inverse: scatter_inverse(),
+    };
+    let mut ingest_conns = Vec::new();
+    if args.ingest_rate > 0.0 {
+        for _ in 0..ingest_args.concurrency {
+            let mut c = Conn::new(target.clone());
+            c.connect().await?;
+            ingest_conns.push(c);
+        }
+    }
+    let mut query_conns = Vec::new();
+    for _ in 0..args.concurrency {
+        let mut c = Conn::new(target.clone());
+        c.connect().await?;
+        query_conns.push(c);
+    }
+
+    let start = Instant::now();
+    let stop_at = start + Duration::from_secs_f64(args.duration);
+    let cpu_start = CpuSnapshot::take(args.service_pid, args.postgres_pid);
+    let key = args.secret.as_deref().map(secret_key).transpose()?;
+    let ingest_plan = Arc::new(Plan {
+        period: Some(Duration::from_secs_f64(
+            f64::from(ingest_args.concurrency) / ingest_args.rate.unwrap_or(1.0),
+        )),
+        args: ingest_args,
+        ids: ids_gen,
+        target: target.clone(),
+        key,
+        measure_from: start,
+        stop_at,
+    });
+    let query_plan = Arc::new(QueryPlan {
+        kinds: args.kinds.clone(),
+        deep,
+        ids,
+        workspaces: args.workspaces,
+        limit: args.limit,
+        token: args.token.clone(),
+        stop_at,
+    });
+    eprintln!(
+        "loadgen query: {} query workers for {}s while ingest runs at {}/s over {} connections \
+         ({} deep cursors, {} ids to look up)",
+        args.concurrency,
+        args.duration,
+        args.ingest_rate,
+        ingest_conns.len(),
+        query_plan.deep.len(),
+        query_plan.ids.len()
+    );
+    let mut ingest_tasks = tokio::task::JoinSet::new();
+    for (n, c) in ingest_conns.into_iter().enumerate() {
+        let plan = ingest_plan.clone();
+        ingest_tasks.spawn(async move { (n, worker(plan, n as u32, c).await) });
+    }
+    let mut query_tasks = tokio::task::JoinSet::new();
+    for (n, c) in query_conns.into_iter().enumerate() {
+        query_tasks.spawn(query_worker(query_plan.clone(), n as u32, c));
+    }
+    let mut qlogs = Vec::new();
+    while let Some(log) = query_tasks.join_next().await {
+        qlogs.push(log?);
+    }
+    let mut ilogs = Vec::new();
+    while let Some(log) = ingest_tasks.join_next().await {
+        ilogs.push(log?);
+    }
+    let cpu = CpuSnapshot::take(args.service_pid, args.postgres_pid).since(&cpu_start);
+    let vmhwm = args
+        .service_pid
+        .and_then(|pid| proc_status_kib(pid, "VmHWM"));
+    ilogs.sort_by_key(|(n, _)| *n);
+    let ilogs: Vec<WorkerLog> = ilogs.into_iter().map(|(_, l)| l).collect();
+
+    let mut elapsed = 0.0f64;
+    let mut per_kind = serde_json::Map::new();
+    let mut rows = Vec::new();
+    let mut total = 0u64;
+    for (k, kind) in KINDS.iter().enumerate() {
+        if !args.kinds.contains(kind) {
+            continue;
+        }
+        let mut lat: Vec<u32> = qlogs
+            .iter()
+            .flat_map(|l| l.latencies[k].iter().copied())
+            .collect();
+        let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+        for l in &qlogs {
+            for (s, n) in &l.statuses[k] {
+                *statuses.entry(*s).or_default() += n;
+            }
+        }
+        let count = lat.len() as u64;
+        total += count;
+        let non_2xx: u64 = statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum();
+        let l = latency(&mut lat);
+        rows.push((*kind, count, non_2xx, l.p50, l.p90, l.p99, l.max));
+        per_kind.insert(
+            kind.name().to_owned(),
+            json!({
+                "requests": count,
+                "non_2xx": non_2xx,
+                "status": statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+                "latency_ms": l,
+                "target_p99_ms": kind.target_p99_ms(),
+            }),
+        );
+    }
+    for l in &qlogs {
+        if let Some(d) = l.last_done {
+            elapsed = elapsed.max((d - start).as_secs_f64());
+        }
+    }
+
+    // The ingest that ran meanwhile.
+    let mut ingest_lat: Vec<u32> = ilogs
+        .iter()
+        .flat_map(|l| l.latencies.iter().copied())
+        .collect();
+    let ingest_2xx: u64 = ilogs
+        .iter()
+        .flat_map(|l| l.statuses.iter())
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    let ingest_non_2xx = ingest_lat.len() as u64 - ingest_2xx;
+    let ingest_latency = latency(&mut ingest_lat);
+    let ingest_verify = match &args.database_url {
+        Some(url) if args.ingest_rate > 0.0 => Some(
+            verify(
+                &ingest_plan,
+                &ilogs,
+                Method::Sql {
+                    url: url.clone(),
+                    status: false,
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+
+    // Bytes per event of the store.
+    let store = match &pool {
+        Some(pool) => {
+            let (events, heap, toast, indexes, total_events, status_tables): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = sqlx::query_as(
+                "select (select count(*) from events),
+                        pg_relation_size('events'),
+                        pg_total_relation_size('events') - pg_relation_size('events')
+                            - pg_indexes_size('events'),
+                        pg_indexes_size('events'),
+                        pg_total_relation_size('events'),
+                        pg_total_relation_size('latest_events')
+                            + pg_total_relation_size('workspaces')",
+            )
+            .fetch_one(pool)
+            .await?;
+            let per = |b: i64| b as f64 / events.max(1) as f64;
+            Some(json!({
+                "events": events,
+                "events_bytes": total_events,
+                "status_tables_bytes": status_tables,
+                "bytes_per_event": {
+                    "heap": per(heap),
+                    "toast": per(toast),
+                    "indexes": per(indexes),
+                    "events_total": per(total_events),
+                    "with_status_tables": per(total_events + status_tables),
+                },
+            }))
+        }
+        None => None,
+    };
+    if let Some(pool) = pool {
+        pool.close().await;
+    }
+
+    let report = json!({
+        "kind": "query",
+        "label": args.label,
+        "concurrency": args.concurrency,
+        "sent": args.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "duration_s": elapsed,
+        "limit": args.limit,
+        "deep_page": args.deep_pages + 1,
+        "queries_per_s": total as f64 / elapsed.max(1e-9),
+        "queries": per_kind,
+        "ingest": {
+            "rate_target": args.ingest_rate,
+            "deliveries_per_s": ingest_2xx as f64 / elapsed.max(1e-9),
+            "non_2xx": ingest_non_2xx,
+            "latency_ms": ingest_latency,
+            "verify": ingest_verify,
+        },
+        "store": store,
+        "service_rss": { "vmhwm_kib": vmhwm },
+        "cpu_s": cpu,
+    });
+
+    eprintln!(
+        "  {total} queries in {elapsed:.2}s ({:.0}/s) at c={}; ingest meanwhile {:.0} deliveries/s \
+         (target {}), p50 {:.2} ms, p99 {:.2} ms, non-2xx {ingest_non_2xx}",
+        total as f64 / elapsed.max(1e-9),
+        args.concurrency,
+        ingest_2xx as f64 / elapsed.max(1e-9),
+        args.ingest_rate,
+        ingest_latency.p50,
+        ingest_latency.p99
+    );
+    if let Some(v) = report["ingest"]["verify"].as_object() {
+        eprintln!(
+            "  ingest verify (sql): {} acknowledged, lost {}, doubled {}, stored unacknowledged {} → {}",
+            v["acknowledged"],
+            v["lost"],
+            v["doubled"],
+            v["stored_unacknowledged"],
+            if v["ok"] == true { "OK" } else { "FAILED" }
+        );
+    }
+    eprintln!(
+        "  CPU seconds: service {}, PostgreSQL {}, loadgen {:.2}, whole machine {:.2} of {:.2}",
+        cpu.service.map(|s| format!("{s:.2}")).unwrap_or("?".into()),
+        cpu.postgres
+            .map(|s| format!("{s:.2}"))
+            .unwrap_or("?".into()),
+        cpu.loadgen,
+        cpu.machine_busy,
+        cpu.machine_capacity
+    );
+    eprintln!(
+        "| query (c={}, ingest {}/s) | requests | p50 ms | p90 ms | p99 ms | max ms | non-2xx | target p99 |",
+        args.concurrency, args.ingest_rate
+    );
+    eprintln!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for (kind, count, non_2xx, p50, p90, p99, max) in rows {
+        let target = kind.target_p99_ms();
+        eprintln!(
+            "| {} | {count} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {non_2xx} | ≤ {target} ms: {} |",
+            kind.name(),
+            if p99 <= target { "met" } else { "missed" }
+        );
+    }
+    if let Some(s) = report["store"].as_object() {
+        let b = &s["bytes_per_event"];
+        eprintln!();
+        eprintln!(
+            "store: {} events; bytes per event: events table total {:.0} (heap {:.0}, TOAST {:.0}, \
+             indexes {:.0}); with the status tables {:.0}",
+            s["events"],
+            b["events_total"].as_f64().unwrap_or(0.0),
+            b["heap"].as_f64().unwrap_or(0.0),
+            b["toast"].as_f64().unwrap_or(0.0),
+            b["indexes"].as_f64().unwrap_or(0.0),
+            b["with_status_tables"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(kib) = vmhwm {
+        eprintln!("service peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+    }
+    let line = serde_json::to_string(&report)?;
+    if let Some(path) = &args.json_out {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(file, "{line}")?;
+    }
+    println!("{line}");
+    Ok(())
+}

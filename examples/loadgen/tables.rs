@@ -1,0 +1,293 @@
+//! The comparison tables printed from the JSON lines of a run (ingest, and queries).
+
+use crate::*;
+
+pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(path)?;
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let is_mix = |v: &Value| v["sent"].as_array().is_some_and(|k| k.len() > 1);
+    let mut concurrencies: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["kind"] == "query" && is_mix(v))
+        .filter_map(|v| v["concurrency"].as_u64())
+        .collect();
+    concurrencies.dedup();
+    // With --repeat, each measurement is there several times: medians, and the range of p99.
+    let figures = |runs: &[&Value], latency: &dyn Fn(&Value) -> Value, key: &str| -> Vec<f64> {
+        runs.iter()
+            .map(|r| latency(r)[key].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let cell = |runs: &[&Value], latency: &dyn Fn(&Value) -> Value| {
+        if runs.is_empty() {
+            return "-".to_owned();
+        }
+        let p99 = figures(runs, latency, "p99");
+        let range = if runs.len() > 1 {
+            let lo = p99.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = p99.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(" ({lo:.2}–{hi:.2})")
+        } else {
+            String::new()
+        };
+        format!(
+            "{:.2} / {:.2}{range}",
+            median(figures(runs, latency, "p50")),
+            median(p99)
+        )
+    };
+    let rate = |runs: &[&Value], key: &str| {
+        median(
+            runs.iter()
+                .map(|r| r[key].as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        )
+    };
+    for c in concurrencies {
+        let at_c = |v: &&Value| v["concurrency"].as_u64() == Some(c);
+        let mixes: Vec<&Value> = lines
+            .iter()
+            .filter(at_c)
+            .filter(|v| v["kind"] == "query" && is_mix(v))
+            .collect();
+        let floors: Vec<&Value> = lines
+            .iter()
+            .filter(at_c)
+            .filter(|v| v["kind"] == "pgbench")
+            .collect();
+        if mixes.len() > 1 {
+            println!(
+                "Medians of {} runs of each measurement, the range of p99 in brackets.",
+                mixes.len()
+            );
+        }
+        println!(
+            "c={c} while ingest runs at {:.0}/s: the service {:.0} queries/s mixed; PostgreSQL alone \
+             (pgbench, the same statements, mixed) {} transactions/s",
+            mixes[0]["ingest"]["rate_target"].as_f64().unwrap_or(0.0),
+            rate(&mixes, "queries_per_s"),
+            if floors.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", rate(&floors, "tps"))
+            }
+        );
+        println!(
+            "| query | mixed p50 / p99 ms | alone p50 / p99 ms (queries/s) | PostgreSQL alone p50 / p99 ms | target p99 |"
+        );
+        println!("|---|---:|---:|---:|---|");
+        for kind in KINDS {
+            let name = kind.name();
+            let latency = |v: &Value| v["queries"][name]["latency_ms"].clone();
+            let alones: Vec<&Value> = lines
+                .iter()
+                .filter(at_c)
+                .filter(|v| v["kind"] == "query" && !is_mix(v) && v["queries"][name].is_object())
+                .collect();
+            let target = kind.target_p99_ms();
+            let met = |runs: &[&Value]| {
+                let p99 = median(figures(runs, &latency, "p99"));
+                if runs.is_empty() {
+                    "-"
+                } else if p99 <= target {
+                    "met"
+                } else {
+                    "missed"
+                }
+            };
+            let alone_cell = if alones.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} ({:.0}/s)",
+                    cell(&alones, &latency),
+                    rate(&alones, "queries_per_s")
+                )
+            };
+            println!(
+                "| {name} | {} | {alone_cell} | {} | ≤ {target} ms: mixed {}, alone {} |",
+                cell(&mixes, &latency),
+                cell(&floors, &|v: &Value| v["scripts"][name]["latency_ms"]
+                    .clone()),
+                met(&mixes),
+                met(&alones),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The median of the figures that are numbers; NaN when none is.
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    xs.retain(|x| !x.is_nan());
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(path)?;
+    // Every step of the run, in order; with --repeat, several per concurrency.
+    let mut service: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    let mut pgbench: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let v: Value = serde_json::from_str(line)?;
+        let c = v["concurrency"].as_u64().unwrap_or(0);
+        match v["kind"].as_str() {
+            Some("ingest") => service.entry(c).or_default().push(v),
+            Some("pgbench") => pgbench.entry(c).or_default().push(v),
+            _ => {}
+        }
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    // Share of the machine's CPU used by processes outside the measured step (other builds and
+    // tests on a shared machine): the noise each figure was taken under.
+    let background = |v: &Value| {
+        let cpu = &v["cpu_s"];
+        let ours = f(&cpu["loadgen"])
+            + cpu["postgres"].as_f64().unwrap_or(0.0)
+            + cpu["service"].as_f64().unwrap_or(0.0);
+        ((f(&cpu["machine_busy"]) - ours) / f(&cpu["machine_capacity"]) * 100.0).max(0.0)
+    };
+    let repeats = service
+        .values()
+        .chain(pgbench.values())
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0);
+    if repeats > 1 {
+        println!(
+            "Medians of {repeats} runs per concurrency; the ratio is the median of the per-run \
+             ratios (service run i / pgbench run i), with their range; non-2xx and lost / doubled \
+             are totals."
+        );
+        println!();
+    }
+    println!(
+        "| c | service deliveries/s | service p50 / p99 ms | pgbench tps | pgbench p50 / p99 ms \
+         | ratio service/pgbench | non-2xx | lost / doubled | service RSS MiB \
+         | events per commit (mean / max) | background CPU svc / pgb |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut peak_rss = 0u64;
+    let concurrencies: std::collections::BTreeSet<u64> =
+        service.keys().chain(pgbench.keys()).copied().collect();
+    let empty = Vec::new();
+    for c in concurrencies {
+        let s = service.get(&c).unwrap_or(&empty);
+        let p = pgbench.get(&c).unwrap_or(&empty);
+        let med =
+            |list: &[Value], get: &dyn Fn(&Value) -> f64| median(list.iter().map(get).collect());
+        let cell = |present: bool, text: String| if present { text } else { "–".to_owned() };
+        let rss = s
+            .iter()
+            .filter_map(|s| s["service_rss"]["vmhwm_kib"].as_u64())
+            .max();
+        peak_rss = peak_rss.max(rss.unwrap_or(0));
+        let verified: Vec<&Value> = s
+            .iter()
+            .map(|s| &s["verify"])
+            .filter(|v| !v.is_null())
+            .collect();
+        let lost = if s.is_empty() {
+            "–".to_owned()
+        } else if verified.len() < s.len() {
+            "not verified".to_owned()
+        } else {
+            let sum = |key: &str| verified.iter().map(|v| u(&v[key])).sum::<u64>();
+            let extra = sum("stored_unacknowledged")
+                + sum("delivery_count_mismatch")
+                + sum("status_mismatch")
+                + sum("workspace_mismatch");
+            format!(
+                "{} / {}{}",
+                sum("lost"),
+                sum("doubled"),
+                if extra > 0 {
+                    format!(" (+{extra} other mismatches)")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let ratios: Vec<f64> = s
+            .iter()
+            .zip(p)
+            .map(|(s, p)| f(&s["deliveries_per_s"]) / f(&p["tps"]))
+            .collect();
+        let ratio = if ratios.is_empty() {
+            "–".to_owned()
+        } else if ratios.len() == 1 {
+            format!("{:.2}×", ratios[0])
+        } else {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:.2}× ({lo:.2}–{hi:.2})", median(ratios.clone()))
+        };
+        let batches = verified
+            .iter()
+            .map(|v| &v["batches"])
+            .filter(|b| !b.is_null())
+            .collect::<Vec<_>>();
+        println!(
+            "| {c} | {} | {} | {} | {} | {ratio} | {} | {lost} | {} | {} | {} / {} |",
+            cell(
+                !s.is_empty(),
+                format!("{:.0}", med(s, &|v| f(&v["deliveries_per_s"])))
+            ),
+            cell(
+                !s.is_empty(),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(s, &|v| f(&v["latency_ms"]["p50"])),
+                    med(s, &|v| f(&v["latency_ms"]["p99"]))
+                )
+            ),
+            cell(!p.is_empty(), format!("{:.0}", med(p, &|v| f(&v["tps"])))),
+            cell(
+                !p.is_empty(),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(p, &|v| f(&v["latency_ms"]["p50"])),
+                    med(p, &|v| f(&v["latency_ms"]["p99"]))
+                )
+            ),
+            cell(
+                !s.is_empty(),
+                s.iter().map(|s| u(&s["non_2xx"])).sum::<u64>().to_string()
+            ),
+            cell(
+                rss.is_some(),
+                format!("{:.1}", rss.unwrap_or(0) as f64 / 1024.0)
+            ),
+            cell(
+                !batches.is_empty(),
+                format!(
+                    "{:.1} / {}",
+                    median(batches.iter().map(|b| f(&b["mean"])).collect()),
+                    batches.iter().map(|b| u(&b["max"])).max().unwrap_or(0)
+                )
+            ),
+            cell(!s.is_empty(), format!("{:.0}%", med(s, &background))),
+            cell(!p.is_empty(), format!("{:.0}%", med(p, &background))),
+        );
+    }
+    println!();
+    println!(
+        "service peak RSS (VmHWM, largest of the runs): {:.1} MiB",
+        peak_rss as f64 / 1024.0
+    );
+    Ok(())
+}
