@@ -3,11 +3,14 @@
 # block for every operation of /openapi.json, with the API's title, and every documented response
 # of each operation once opened.
 #
-# Starts the built service (target/debug/calry-hooks) on a free loopback port with a private
-# PostgreSQL in a fresh temporary directory, then drives headless Chromium over the DevTools
-# protocol (.ci/checks/docs_browser.py, standard library only). Installs Debian's chromium when
-# /usr/bin/chromium is missing. Artifacts: target/ci-artifacts/docs.png (the page as first shown),
-# docs-expanded.png (every operation open), docs.html (the rendered DOM), docs-browser-service.log.
+# Installs a pinned Playwright from PyPI into its own virtual environment
+# (target/ci-venv-playwright, like schemathesis.sh's target/ci-venv-schemathesis), starts the
+# built service (target/debug/calry-hooks) on a free loopback port with a private PostgreSQL in a
+# fresh temporary directory, then drives Debian's headless Chromium (/usr/bin/chromium, installed
+# with apt when missing) with Playwright (.ci/checks/docs_browser.py). Playwright's own browser
+# downloads are never used (no `playwright install`). Artifacts: target/ci-artifacts/docs.png
+# (the page as first shown), docs-expanded.png (every operation open), docs.html (the rendered
+# DOM), docs-browser-service.log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -36,6 +39,8 @@ PROBE_HOST="calry-hooks.test"
 # Every other operation the document holds is checked too: the list grows with the document.
 # ------------------------------------------------------------------------------------------------
 
+PLAYWRIGHT_VERSION=1.65.2
+VENV=target/ci-venv-playwright
 ARTIFACTS=target/ci-artifacts
 CHROMIUM=/usr/bin/chromium
 BIN=target/debug/calry-hooks
@@ -53,6 +58,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 "$CHROMIUM" --version 2>/dev/null || true
+
+# Playwright (the Python client and its driver; the browser is Debian's, above).
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
+    log "installing playwright $PLAYWRIGHT_VERSION into $VENV"
+    "$PY" -m pip install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+fi
 
 if [ ! -x "$BIN" ]; then
     log "$BIN is missing: cargo build"
@@ -85,7 +100,7 @@ for r in "${SPEC_ROUTES_WARN_ONLY[@]+"${SPEC_ROUTES_WARN_ONLY[@]}"}"; do args+=(
 [ "${DOCS_BROWSER_PROBE_STRICT:-1}" = 1 ] && args+=(--probe-host-strict)
 
 rc=0
-timeout 300 python3 .ci/checks/docs_browser.py "${args[@]}" || rc=$?
+timeout 300 "$PY" .ci/checks/docs_browser.py "${args[@]}" || rc=$?
 if [ "$rc" -ne 0 ]; then
     log "FAIL (exit $rc); screenshots and DOM in $ARTIFACTS/, the service's log in $service_log"
     exit 1
