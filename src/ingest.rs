@@ -135,7 +135,25 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
         if receiver.lock().await.recv_many(&mut batch, max_batch).await == 0 {
             return; // every Ingestor is gone and the queue is empty
         }
-        write(&pool, batch).await;
+        if write(&pool, batch).await {
+            announce(&pool).await;
+        }
+    }
+}
+
+/// Tells every instance following the store (`crate::feed`) that new events are there. Sent after
+/// the batch's commit, as a statement of its own: a NOTIFY inside the batch's transaction would
+/// make every ingest commit wait for PostgreSQL's notification-queue lock, one at a time.
+async fn announce(pool: &WriterPool) {
+    let sent = async {
+        sqlx::query("select pg_notify($1, '')")
+            .bind(crate::feed::CHANNEL)
+            .execute(&mut *pool.acquire().await?)
+            .await
+    };
+    if let Err(err) = sent.await {
+        // Followers then find the events at their next re-check.
+        tracing::debug!(error = %err, "could not announce new events");
     }
 }
 
@@ -143,14 +161,16 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
 /// transaction committed the same hook id after this statement began.
 const MAX_ROUNDS: usize = 8;
 
-/// Stores a batch and answers every delivery in it.
-async fn write(pool: &WriterPool, mut batch: Vec<Pending>) {
-    let mut reconnected = false;
+/// Stores a batch and answers every delivery in it; true when it stored a new event.
+async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
+    let mut reconnects = 0;
+    let mut created = false;
     for _ in 0..MAX_ROUNDS {
         match store(pool, &batch).await {
             Ok(outcomes) => {
                 let mut unresolved = Vec::new();
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    created |= outcome == Some(Outcome::Created);
                     match outcome {
                         Some(outcome) => {
                             let _ = pending.reply.send(Ok(outcome));
@@ -159,7 +179,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) {
                     }
                 }
                 if unresolved.is_empty() {
-                    return;
+                    return created;
                 }
                 batch = unresolved;
             }
@@ -167,36 +187,38 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) {
                 tracing::debug!(error = %err, "batch contended; retrying");
             }
             Err(err) if is_unavailable(&err) => {
-                // A pooled connection may have died with a restarted server: one more try on a
-                // fresh connection before telling Calry to come back later.
-                if !reconnected && matches!(err, sqlx::Error::Io(_)) {
-                    reconnected = true;
+                // Pooled connections may have died with a restarted server: try again on each
+                // of them (the next may be a fresh one) before telling Calry to come back later.
+                if reconnects <= pool.inner().size() && matches!(err, sqlx::Error::Io(_)) {
+                    reconnects += 1;
                     continue;
                 }
                 tracing::warn!(error = %err, deliveries = batch.len(), "database unavailable");
-                return answer_all(batch, || {
+                answer_all(batch, || {
                     Error::unavailable("the database is unavailable; retry later")
                 });
+                return created;
             }
             Err(err) if batch.len() > 1 => {
                 // One delivery must not fail the others: write the halves apart until the one
                 // that fails is alone with its own answer.
                 tracing::warn!(error = %err, deliveries = batch.len(), "batch failed; isolating");
                 let right = batch.split_off(batch.len() / 2);
-                Box::pin(write(pool, batch)).await;
-                Box::pin(write(pool, right)).await;
-                return;
+                let left_created = Box::pin(write(pool, batch)).await;
+                let right_created = Box::pin(write(pool, right)).await;
+                return created | left_created | right_created;
             }
             Err(err) => {
                 let [pending] = <[Pending; 1]>::try_from(batch).ok().expect("one delivery");
                 let _ = pending.reply.send(Err(refused_by_database(err)));
-                return;
+                return created;
             }
         }
     }
     answer_all(batch, || {
         Error::unavailable("the hook id is being stored concurrently; retry later")
     });
+    created
 }
 
 /// The answer for a delivery that fails alone: a data exception (SQLSTATE class 22) or a

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod feed;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
@@ -63,8 +64,10 @@ impl App {
             Duration::from_millis(config.query_timeout_ms),
             metrics.pool_waiting.clone(),
         );
+        let notifier = feed::Notifier::start((*pool.connect_options()).clone());
         Ok(App {
             state: AppState {
+                notifier,
                 readers,
                 metrics,
                 ingestor,

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "webhooks", description = "Deliveries from Calry."),
         (name = "status", description = "What state each integration account is in now."),
         (name = "history", description = "What happened: stored events."),
+        (name = "feed", description = "Following the store: every event once, in the order it became visible."),
         (name = "operations", description = "Health and readiness."),
     ),
     components(schemas(crate::error::Problem, EventTypeFilter)),
@@ -269,6 +270,13 @@ pub fn event_example() -> Value {
     "signatureVerified": true,
     "payload": seed_example()
     })
+}
+
+/// A feed item as the API shows the seed example.
+pub fn feed_item_example() -> Value {
+    let mut item = event_example();
+    item["position"] = json!("cDE6ODc0MjoxMjA0");
+    item
 }
 
 /// The status of the seed example's account.

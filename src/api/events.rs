@@ -110,25 +110,18 @@ pub struct EventPage {
 /// Most values of `eventType` in one query (Calry has nine types in three categories).
 pub const MAX_EVENT_TYPES: usize = 32;
 
-/// The filters and position of one history page.
-#[derive(Debug, Clone)]
-pub struct HistoryQuery {
-    pub workspace_id: String,
+/// The `eventType` and `integrationAccountId` filters, as history and the feed read them.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
     /// Exact event types to include.
     pub types: Vec<String>,
     /// Category prefixes (`sync` for `sync.*`) to include.
     pub prefixes: Vec<String>,
     pub integration_account_id: Option<String>,
-    pub result: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub order: Order,
-    pub limit: i64,
-    pub cursor: Option<EventCursor>,
 }
 
-impl HistoryQuery {
-    pub fn parse(workspace_id: String, params: &Params) -> Result<HistoryQuery> {
+impl EventFilter {
+    pub fn parse(params: &Params) -> Result<EventFilter> {
         let mut types = Vec::new();
         let mut prefixes = Vec::new();
         let items: Vec<&str> = params.all("eventType").flat_map(|v| v.split(',')).collect();
@@ -166,44 +159,31 @@ impl HistoryQuery {
                 format!("integrationAccountId {problem}"),
             ));
         }
-        let result = match params.single("result")? {
-            None => None,
-            Some(r @ ("SUCCESS" | "FAILURE")) => Some(r.to_owned()),
-            Some(other) => {
-                return Err(Error::bad_parameter(
-                    "result",
-                    format!("result must be SUCCESS or FAILURE (got {other:?})"),
-                ));
-            }
-        };
-        let (from, to) = (params.time("from")?, params.time("to")?);
-        if let (Some(from), Some(to)) = (from, to)
-            && to < from
-        {
-            return Err(Error::bad_parameter("to", "to must not be before from"));
-        }
-        let order = Order::parse(params)?;
-        Ok(HistoryQuery {
-            workspace_id,
+        Ok(EventFilter {
             types,
             prefixes,
             integration_account_id,
-            result,
-            from,
-            to,
-            order,
-            limit: params.limit()?,
-            cursor: EventCursor::parse(params, order)?,
         })
     }
 
-    /// The page's SQL: one range scan of an index on (workspace, [account,] occurred_at, hook_id)
-    /// from the cursor on, fetching one row more than `limit` to tell whether more follow.
+    /// Whether an event of this type and account passes the filter.
+    pub fn passes(&self, event_type: &str, integration_account_id: Option<&str>) -> bool {
+        let type_passes = (self.types.is_empty() && self.prefixes.is_empty())
+            || self.types.iter().any(|t| t == event_type)
+            || self.prefixes.iter().any(|p| {
+                event_type
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+            });
+        type_passes
+            && self
+                .integration_account_id
+                .as_deref()
+                .is_none_or(|wanted| integration_account_id == Some(wanted))
+    }
+
+    /// ` and …` for each filter given.
     pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
-        qb.push(format_args!(
-            "select {EVENT_COLUMNS} from events where workspace_id = "
-        ))
-        .push_bind(&self.workspace_id);
         if !self.types.is_empty() || !self.prefixes.is_empty() {
             let patterns: Vec<String> = self
                 .prefixes
@@ -226,6 +206,62 @@ impl HistoryQuery {
         if let Some(account) = &self.integration_account_id {
             qb.push(" and integration_account_id = ").push_bind(account);
         }
+    }
+}
+
+/// The filters and position of one history page.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub workspace_id: String,
+    pub filter: EventFilter,
+    pub result: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub order: Order,
+    pub limit: i64,
+    pub cursor: Option<EventCursor>,
+}
+
+impl HistoryQuery {
+    pub fn parse(workspace_id: String, params: &Params) -> Result<HistoryQuery> {
+        let filter = EventFilter::parse(params)?;
+        let result = match params.single("result")? {
+            None => None,
+            Some(r @ ("SUCCESS" | "FAILURE")) => Some(r.to_owned()),
+            Some(other) => {
+                return Err(Error::bad_parameter(
+                    "result",
+                    format!("result must be SUCCESS or FAILURE (got {other:?})"),
+                ));
+            }
+        };
+        let (from, to) = (params.time("from")?, params.time("to")?);
+        if let (Some(from), Some(to)) = (from, to)
+            && to < from
+        {
+            return Err(Error::bad_parameter("to", "to must not be before from"));
+        }
+        let order = Order::parse(params)?;
+        Ok(HistoryQuery {
+            workspace_id,
+            filter,
+            result,
+            from,
+            to,
+            order,
+            limit: params.limit()?,
+            cursor: EventCursor::parse(params, order)?,
+        })
+    }
+
+    /// The page's SQL: one range scan of an index on (workspace, [account,] occurred_at, hook_id)
+    /// from the cursor on, fetching one row more than `limit` to tell whether more follow.
+    pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+        qb.push(format_args!(
+            "select {EVENT_COLUMNS} from events where workspace_id = "
+        ))
+        .push_bind(&self.workspace_id);
+        self.filter.push_sql(qb);
         if let Some(result) = &self.result {
             qb.push(" and result = ").push_bind(result);
         }

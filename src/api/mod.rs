@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod extract;
+pub mod feed;
 pub mod health;
 pub mod paging;
 pub mod webhooks;
@@ -23,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::feed::Notifier;
 use crate::ingest::Ingestor;
 use crate::signature::Verifier;
 
@@ -34,6 +36,8 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
+    /// News of new events, for long polls and streams.
+    pub notifier: Notifier,
 }
 
 /// Every documented route, with its part of the OpenAPI document.
@@ -44,6 +48,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(workspaces::router())
         .merge(events::router())
+        .merge(feed::router())
         .merge(health::router())
 }
 

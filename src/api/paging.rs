@@ -61,14 +61,19 @@ impl Params {
 
     /// `limit`: 1 to 500, default 50.
     pub fn limit(&self) -> Result<i64> {
+        self.limit_within(DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    /// `limit`: 1 to `max`, `default` when absent.
+    pub fn limit_within(&self, default: i64, max: i64) -> Result<i64> {
         let Some(raw) = self.single("limit")? else {
-            return Ok(DEFAULT_LIMIT);
+            return Ok(default);
         };
         match raw.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(Error::bad_parameter(
                 "limit",
-                format!("limit must be an integer from 1 to {MAX_LIMIT} (got {raw:?})"),
+                format!("limit must be an integer from 1 to {max} (got {raw:?})"),
             )),
         }
     }
@@ -260,6 +265,63 @@ impl EventCursor {
             hook_id: hook_id.to_owned(),
         }))
     }
+}
+
+/// A position in the feed (SPEC §9): the id of the transaction that stored an event and the
+/// sequence value it took; [`FeedPosition::BEGINNING`] is before every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedPosition {
+    pub xid: i64,
+    pub seq: i64,
+}
+
+impl FeedPosition {
+    pub const BEGINNING: FeedPosition = FeedPosition { xid: 0, seq: 0 };
+
+    pub fn encode(&self) -> String {
+        encode(&format!("p1:{}:{}", self.xid, self.seq))
+    }
+
+    /// A position this service gave out: `400` naming `name` for anything else.
+    pub fn decode(name: &str, raw: &str) -> Result<FeedPosition> {
+        let bad = || {
+            Error::bad_parameter(
+                name,
+                format!(
+                    "{name} is not a position this service gave out; use `next` of an earlier answer"
+                ),
+            )
+        };
+        let text = decode(raw).map_err(|_| bad())?;
+        let mut parts = text.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("p1"), Some(xid), Some(seq)) => {
+                let (xid, seq) = (
+                    xid.parse().map_err(|_| bad())?,
+                    seq.parse().map_err(|_| bad())?,
+                );
+                if xid < 0 || seq < 0 {
+                    return Err(bad());
+                }
+                Ok(FeedPosition { xid, seq })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The keyset tail of a feed statement, whose filters are already pushed: events after `after`
+/// in position order, only those of transactions older than every one still running (below the
+/// snapshot's xmin: they will never be joined by an event at a smaller position), and one row
+/// more than `limit`.
+pub fn push_feed_keyset<'a>(qb: &mut QueryBuilder<'a, Postgres>, after: FeedPosition, limit: i64) {
+    qb.push(" and feed_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        .push(" and (feed_xid, feed_seq) > (")
+        .push_bind(after.xid)
+        .push(", ")
+        .push_bind(after.seq)
+        .push(") order by feed_xid, feed_seq limit ")
+        .push_bind(limit + 1);
 }
 
 /// Position after the last workspace of a `GET /workspaces` page.

@@ -449,20 +449,29 @@ async fn a_query_abandoned_by_its_client_leaves_its_connection_fit_for_the_next_
     assert_eq!(app.deliver(&known).await.status(), 201);
 
     for round in 0..3 {
-        // A filter that matches nothing walks the whole workspace: a slow statement, cut off
-        // by its client long before it ends.
-        let impatient = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_millis(30 + 20 * round))
-            .build()
+        // A filter that matches nothing walks the whole workspace: a slow statement, whose
+        // client goes away once PostgreSQL is running it.
+        let url = format!("{}/workspaces/big/events?eventType=nothing.*", app.address);
+        let abandoned = tokio::spawn(async move { reqwest::get(url).await });
+        let started = std::time::Instant::now();
+        loop {
+            let running: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity where datname = current_database()
+                 and pid <> pg_backend_pid() and state = 'active'
+                 and query like '%event_type like any%'",
+            )
+            .fetch_one(&app.pool)
+            .await
             .unwrap();
-        let abandoned = impatient
-            .get(format!(
-                "{}/workspaces/big/events?eventType=nothing.*",
-                app.address
-            ))
-            .send()
-            .await;
-        assert!(abandoned.is_err(), "round {round}: the client gave up");
+            if running > 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "round {round}: the statement never ran"
+            );
+        }
+        abandoned.abort();
 
         let one: Value = app.get_json("/events/known").await;
         assert_eq!(one["hookId"], "known", "round {round}: {one}");

@@ -4,6 +4,7 @@
 mod auth;
 mod connections;
 mod crash;
+mod feed;
 mod group_commit;
 mod hardening;
 mod helpers;

@@ -1,0 +1,273 @@
+//! The feed (SPEC §9): `GET /feed` and `GET /workspaces/{workspaceId}/feed`, every event once,
+//! in the order it became visible, with long polling.
+//!
+//! Positions are (transaction id, sequence value) and the feed only shows events of transactions
+//! older than every transaction still running (`paging::push_feed_keyset`): that is what keeps
+//! an event committed late from ever appearing behind a position already given out.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use serde::Serialize;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use super::events::{EVENT_COLUMNS, Event, EventFilter, MAX_PAGE_BYTES};
+use super::extract::{Caller, WorkspacePath};
+use super::paging::{FeedPosition, Page, Params, push_feed_keyset};
+use crate::error::{Error, Result};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(feed))
+        .routes(routes!(workspace_feed))
+}
+
+/// Items per answer: 1 to 1000, 100 by default.
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+/// Longest long poll.
+pub const MAX_WAIT_SECS: u64 = 30;
+/// While a long poll waits, it asks again at least this often, notification or not (an event
+/// can become visible without one: when an older transaction that stored nothing ends).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// An event of the feed, with its position.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedItem {
+    #[serde(flatten)]
+    pub event: Event,
+    /// This event's place in the feed (the same in `/feed` and its workspace's feed, for ever);
+    /// pass it as `after` to go on after it.
+    pub position: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct FeedRow {
+    #[sqlx(flatten)]
+    event: Event,
+    feed_xid: i64,
+    feed_seq: i64,
+}
+
+impl FeedRow {
+    fn position(&self) -> FeedPosition {
+        FeedPosition {
+            xid: self.feed_xid,
+            seq: self.feed_seq,
+        }
+    }
+}
+
+/// One answer of the feed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "items": [crate::openapi::feed_item_example()],
+    "next": "cDE6ODc0MjoxMjA0"
+}))]
+pub struct FeedPage {
+    /// At most `limit` events (fewer when their payloads pass 4 MiB), in feed order.
+    pub items: Vec<FeedItem>,
+    /// Always present: pass it as `after` next time. The last item's position; with no items,
+    /// the `after` given, or the beginning.
+    pub next: String,
+}
+
+/// The query parameters of both feed routes (documentation only: `FeedQuery::parse` reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FeedParams {
+    /// `next` of an earlier answer (or an item's `position`); absent: from the beginning of what
+    /// is kept.
+    after: Option<String>,
+    /// Items per answer, 1–1000.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
+    limit: Option<i64>,
+    /// Event types to include: exact types or category prefixes like `sync.*`; repeatable and
+    /// comma-separated.
+    #[param(style = Form, explode, value_type = Option<Vec<crate::openapi::EventTypeFilter>>)]
+    eventType: Option<Vec<String>>,
+    /// Only this account's events.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$")]
+    integrationAccountId: Option<String>,
+    /// Seconds (0–30) to hold the request when nothing is there yet (long poll).
+    #[param(minimum = 0, maximum = 30, example = 20)]
+    wait: Option<u64>,
+}
+
+/// What one feed request asks for.
+#[derive(Debug)]
+pub struct FeedQuery {
+    /// One workspace, or (None) every workspace in `scope`.
+    pub workspace_id: Option<String>,
+    /// The token's workspaces, `None` for all.
+    pub scope: Option<Vec<String>>,
+    pub filter: EventFilter,
+    pub after: FeedPosition,
+    pub limit: i64,
+    pub wait: Duration,
+}
+
+impl FeedQuery {
+    pub fn parse(
+        workspace_id: Option<String>,
+        scope: Option<&[String]>,
+        params: &Params,
+    ) -> Result<FeedQuery> {
+        let after = match params.single("after")? {
+            Some(raw) => FeedPosition::decode("after", raw)?,
+            None => FeedPosition::BEGINNING,
+        };
+        let wait = match params.single("wait")? {
+            None => 0,
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| *secs <= MAX_WAIT_SECS)
+                .ok_or_else(|| {
+                    Error::bad_parameter(
+                        "wait",
+                        format!(
+                            "wait must be whole seconds from 0 to {MAX_WAIT_SECS} (got {raw:?})"
+                        ),
+                    )
+                })?,
+        };
+        Ok(FeedQuery {
+            workspace_id,
+            scope: scope.map(<[String]>::to_vec),
+            filter: EventFilter::parse(params)?,
+            after,
+            limit: params.limit_within(DEFAULT_LIMIT, MAX_LIMIT)?,
+            wait: Duration::from_secs(wait),
+        })
+    }
+
+    /// One range scan of `events_feed` (or `events_workspace_feed`) from `after` on.
+    fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+        qb.push(format_args!(
+            "select {EVENT_COLUMNS}, feed_xid, feed_seq from events where true"
+        ));
+        if let Some(workspace_id) = &self.workspace_id {
+            qb.push(" and workspace_id = ").push_bind(workspace_id);
+        } else if let Some(scope) = &self.scope {
+            qb.push(" and workspace_id = any(")
+                .push_bind(scope)
+                .push(")");
+        }
+        self.filter.push_sql(qb);
+        push_feed_keyset(qb, self.after, self.limit);
+    }
+
+    /// The events there are now after `after`.
+    async fn read(&self, db: &mut PgConnection) -> Result<FeedPage> {
+        let mut qb = QueryBuilder::new("");
+        self.push_sql(&mut qb);
+        let page = Page::read(
+            qb.build_query_as::<FeedRow>().fetch(db),
+            self.limit,
+            MAX_PAGE_BYTES,
+            |row| row.event.payload.get().len(),
+        )
+        .await?;
+        let next = page.items.last().map_or(self.after, FeedRow::position);
+        Ok(FeedPage {
+            items: page
+                .items
+                .into_iter()
+                .map(|row| FeedItem {
+                    position: row.position().encode(),
+                    event: row.event,
+                })
+                .collect(),
+            next: next.encode(),
+        })
+    }
+}
+
+/// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive or
+/// `wait` has passed. No connection is held while waiting.
+async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json<FeedPage>> {
+    let deadline = Instant::now() + query.wait;
+    let mut changes = app.notifier.subscribe();
+    let mut db = caller.db;
+    loop {
+        let page = query.read(&mut db).await?;
+        let now = Instant::now();
+        if !page.items.is_empty() || now >= deadline {
+            return Ok(Json(page));
+        }
+        drop(db);
+        tokio::select! {
+            () = changes.next() => {}
+            () = tokio::time::sleep(RECHECK.min(deadline - now)) => {}
+        }
+        db = app.readers.acquire().await?;
+    }
+}
+
+/// Every event of every workspace in the token's scope, in the order they became visible.
+///
+/// A consumer that keeps calling with `after` = the previous `next` receives every event stored
+/// after its starting point exactly once, in one fixed order, whatever the number of writers and
+/// instances. Redeliveries do not appear; an event appears at most 1 s after its `201`.
+#[utoipa::path(
+    get,
+    path = "/feed",
+    tag = "feed",
+    params(FeedParams),
+    responses(
+        (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+    ),
+    security((), ("bearerAuth" = []))
+)]
+pub async fn feed(
+    State(app): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<FeedPage>> {
+    let query = FeedQuery::parse(
+        None,
+        caller.access.scope(),
+        &Params::parse(query.as_deref())?,
+    )?;
+    follow(&app, caller, query).await
+}
+
+/// One workspace's events, in the order they became visible; positions are those of `/feed`.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{workspaceId}/feed",
+    tag = "feed",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        FeedParams,
+    ),
+    responses(
+        (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
+    ),
+    security((), ("bearerAuth" = []))
+)]
+pub async fn workspace_feed(
+    State(app): State<AppState>,
+    WorkspacePath {
+        caller,
+        workspace_id,
+    }: WorkspacePath,
+    RawQuery(query): RawQuery,
+) -> Result<Json<FeedPage>> {
+    let query = FeedQuery::parse(Some(workspace_id), None, &Params::parse(query.as_deref())?)?;
+    follow(&app, caller, query).await
+}

@@ -1,0 +1,92 @@
+//! News of the store: each instance listens once on the database for the notification an ingest
+//! writer sends (`ingest::announce`) after a batch that stored new events commits — from any
+//! instance — and tells whoever waits for new events (long polls of the feed, streams) that they
+//! may ask again. Waiters never rely on it alone: a lost notification (a reconnect, say)
+//! costs them at most their own re-check interval.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::watch;
+
+/// The channel the ingest writers notify.
+pub const CHANNEL: &str = "calry_hooks_events";
+
+/// The sending side lives in a task of its own; this is what waiters subscribe to.
+#[derive(Clone)]
+pub struct Notifier {
+    changes: watch::Receiver<u64>,
+}
+
+/// One waiter's view of the notifications.
+pub struct Changes(watch::Receiver<u64>);
+
+impl Changes {
+    /// Resolves at the next notification after the last one seen (or never, once the listener
+    /// has stopped: the waiter's own timer then decides).
+    pub async fn next(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Notifier {
+    /// Starts listening on a connection of its own (made like `options`'); the task ends when
+    /// the last [`Notifier`] is dropped.
+    pub fn start(options: PgConnectOptions) -> Notifier {
+        let (news, changes) = watch::channel(0u64);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = listen(options, &news) => {}
+                () = news.closed() => {}
+            }
+        });
+        Notifier { changes }
+    }
+
+    /// Notifications from now on.
+    pub fn subscribe(&self) -> Changes {
+        let mut changes = self.changes.clone();
+        changes.mark_unchanged();
+        Changes(changes)
+    }
+}
+
+async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>) {
+    let bump = || news.send_modify(|n| *n = n.wrapping_add(1));
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.application_name("calry-hooks listener"));
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for new events; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %err, "cannot listen for new events; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Listening now: whatever was committed while we were not is asked for again.
+        bump();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => bump(),
+                // The connection was lost and is made again on the next call; something may
+                // have been missed meanwhile.
+                Ok(None) => bump(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "listening for new events failed; reconnecting");
+                    bump();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The feed (SPEC §9): every event once, in one fixed order, to every consumer, however the
+//! commits of concurrent writers and instances interleave.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use calry_hooks::App;
+use calry_hooks::config::Config;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{Rng, TestApp, TestDb, event, problem, serve, spawn_app};
+
+/// One answer of `path` (a feed route with its query), as (hook ids with positions, next).
+async fn read(app: &TestApp, path: &str) -> (Vec<(String, String)>, String) {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let page: Value = response.json().await.unwrap();
+    let items = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["hookId"].as_str().unwrap().to_owned(),
+                e["position"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (
+        items,
+        page["next"]
+            .as_str()
+            .expect("next is always present")
+            .to_owned(),
+    )
+}
+
+/// Reads `route` from the beginning until it holds `n` events (at most 30 s): an event shows in
+/// the feed once every transaction older than its own has ended, and the tests of this run share
+/// one PostgreSQL, whose other databases' transactions count too.
+async fn read_until(app: &TestApp, route: &str, n: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let ids = read_all(app, route).await;
+        if ids.len() >= n || started.elapsed() > Duration::from_secs(30) {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `&after=…`, or nothing at the start.
+fn after_param(after: &str) -> String {
+    if after.is_empty() {
+        String::new()
+    } else {
+        format!("&after={after}")
+    }
+}
+
+/// Everything `route` holds from the beginning, page after page, as hook ids.
+async fn read_all(app: &TestApp, route: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    loop {
+        let sep = if route.contains('?') { '&' } else { '?' };
+        let (items, next) = read(
+            app,
+            &format!("{route}{sep}limit=1000{}", after_param(&after)),
+        )
+        .await;
+        if items.is_empty() {
+            return ids;
+        }
+        ids.extend(items.into_iter().map(|(id, _)| id));
+        after = next;
+    }
+}
+
+#[tokio::test]
+async fn the_feed_gives_each_new_event_once_with_a_position_and_always_a_next() {
+    let app = spawn_app().await;
+    let (empty, beginning) = read(&app, "/feed").await;
+    assert!(empty.is_empty());
+    for (i, w) in ["w1", "w2", "w1"].iter().enumerate() {
+        let body = event(
+            &format!("h{i}"),
+            w,
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    // A redelivery is not a new event.
+    let again = event(
+        "h0",
+        "w1",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&again).await.status(), 200);
+
+    assert_eq!(
+        read_until(&app, "/feed", 3).await,
+        ["h0", "h1", "h2"],
+        "in the order stored"
+    );
+    let (items, next) = read(&app, &format!("/feed?after={beginning}")).await;
+    assert_eq!(next, items[2].1, "next is the last item's position");
+    let (two, next_of_two) = read(&app, "/feed?limit=2").await;
+    assert_eq!(two, items[..2]);
+    let (rest, _) = read(&app, &format!("/feed?after={next_of_two}")).await;
+    assert_eq!(rest, items[2..]);
+    let (none, same) = read(&app, &format!("/feed?after={next}")).await;
+    assert!(none.is_empty());
+    assert_eq!(same, next, "with no items, next is the after given");
+
+    // A workspace's feed: its events, at the same positions.
+    let (w1, _) = read(&app, "/workspaces/w1/feed").await;
+    assert_eq!(w1, [items[0].clone(), items[2].clone()]);
+    let (w1_types, _) = read(&app, "/workspaces/w1/feed?eventType=link.*").await;
+    assert!(w1_types.is_empty());
+    let (by_account, _) = read(&app, "/feed?integrationAccountId=a&eventType=sync.*").await;
+    assert_eq!(by_account, items);
+
+    for (path, parameter) in [
+        ("/feed?after=nonsense", "after"),
+        ("/feed?after=cDE6LTE6Mw", "after"),
+        ("/feed?wait=31", "wait"),
+        ("/feed?wait=-1", "wait"),
+        ("/feed?limit=1001", "limit"),
+        ("/feed?limit=0", "limit"),
+    ] {
+        assert_eq!(
+            problem(app.get(path).await, 400).await["parameter"],
+            parameter,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_sees_the_feed_of_its_workspaces_only() {
+    let app = spawn_app().await;
+    for (i, w) in ["A", "B", "A"].iter().enumerate() {
+        let body = event(&format!("h{i}"), w, None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    assert_eq!(read_until(&app, "/feed", 3).await.len(), 3);
+    let token = calry_hooks::auth::create(&app.pool, "", false, &["A".to_owned()])
+        .await
+        .unwrap()
+        .token;
+    let get = async |path: &str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let page: Value = get("/feed").await.json().await.unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["hookId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["h0", "h2"]);
+    problem(get("/workspaces/B/feed").await, 403).await;
+    problem(app.get("/feed").await, 401).await;
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
+    let app = spawn_app().await;
+    let (_, next) = read(&app, "/feed").await;
+    let started = Instant::now();
+    let deadline = Duration::from_secs(20);
+    let path = format!("/feed?after={next}&wait=20");
+    let poll = read(&app, &path);
+    let deliver = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = event("late", "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    };
+    let ((items, _), ()) = tokio::join!(poll, deliver);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].0, "late");
+    // Answered when the event showed, not at the end of its wait (how soon depends on every
+    // transaction of the shared test server: see `read_until`).
+    assert!(
+        started.elapsed() < deadline - Duration::from_secs(5),
+        "answered {:?} after it was asked",
+        started.elapsed()
+    );
+    // With nothing new, it waits its time out and answers no items.
+    let started = Instant::now();
+    let (none, _) = read(&app, &format!("/feed?after={}&wait=1", items[0].1)).await;
+    assert!(none.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_consumer_resumes_after_a_restart_of_the_service_where_it_stopped() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let first = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        None,
+    )
+    .await;
+    for i in 0..3 {
+        let body = event(
+            &format!("before-{i}"),
+            "w",
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(first.deliver(&body).await.status(), 201);
+    }
+    assert_eq!(read_until(&first, "/feed", 3).await.len(), 3);
+    let (seen, next) = read(&first, "/feed").await;
+    assert_eq!(seen.len(), 3);
+    first.stop_keeping_database().await;
+
+    let second = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool,
+        Some(db),
+    )
+    .await;
+    let body = event("after-0", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(second.deliver(&body).await.status(), 201);
+    let (rest, _) = read(&second, &format!("/feed?after={next}&wait=20")).await;
+    let ids: Vec<&str> = rest.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["after-0"]);
+}
+
+/// In the test database only: every insert statement into `events` sleeps 0–39 ms after its
+/// rows (and so their positions) exist and before its transaction commits, so transactions
+/// commit in an order unrelated to their positions.
+async fn hold_back_commits(pool: &PgPool) {
+    sqlx::raw_sql(
+        "create function hold_commit() returns trigger language plpgsql as $$
+         begin
+             perform pg_sleep((abs(hashtext((select min(hook_id) from inserted))) % 40) / 1000.0);
+             return null;
+         end $$;
+         create trigger hold_commit after insert on events referencing new table as inserted
+             for each statement execute function hold_commit();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A consumer following `route` from the beginning until `done` and then the feed's end:
+/// every hook id in the order given. Its limits and waits vary with `rng`.
+async fn follow(app: &TestApp, route: &str, mut rng: Rng, done: &AtomicBool) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    let sep = if route.contains('?') { '&' } else { '?' };
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        let limit = rng.pick(&[1, 3, 7, 50, 1000]);
+        let wait = if finished { 0 } else { rng.pick(&[0, 1]) };
+        let (items, next) = read(
+            app,
+            &format!(
+                "{route}{sep}limit={limit}&wait={wait}{}",
+                after_param(&after)
+            ),
+        )
+        .await;
+        if items.is_empty() && finished {
+            return ids;
+        }
+        ids.extend(items.into_iter().map(|(id, _)| id));
+        after = next;
+    }
+}
+
+/// The promise of SPEC §9 under the conditions that break naive designs: two instances, three
+/// writer tasks each, commits held back at random, and consumers following from the start while
+/// the events are stored. Every consumer receives every acknowledged event exactly once, all in
+/// the same order, the order a reading from the beginning gives afterwards: an event that had
+/// appeared behind a position already given out would be missing from some consumer's sequence.
+#[tokio::test]
+async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interleave() {
+    let seed = std::env::var("FEED_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xfeed_0001_u64);
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    hold_back_commits(&pool).await;
+    let mut config = Config::defaults();
+    config.ingest_writers = 3;
+    config.ingest_max_batch = 4;
+    let one = Arc::new(
+        serve(
+            App::new(pool.clone(), config.clone()).unwrap(),
+            pool.clone(),
+            None,
+        )
+        .await,
+    );
+    let two = Arc::new(
+        serve(
+            App::new(pool.clone(), config).unwrap(),
+            pool.clone(),
+            Some(db),
+        )
+        .await,
+    );
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut consumers = Vec::new();
+    for (c, route) in ["/feed", "/feed", "/feed", "/workspaces/w0/feed"]
+        .into_iter()
+        .enumerate()
+    {
+        let (app, done) = (
+            if c % 2 == 0 { one.clone() } else { two.clone() },
+            done.clone(),
+        );
+        let rng = Rng::new(seed ^ (c as u64 + 1) << 32);
+        consumers.push(tokio::spawn(async move {
+            follow(&app, route, rng, &done).await
+        }));
+    }
+
+    let mut producers = Vec::new();
+    for p in 0..12u64 {
+        let app = if p % 2 == 0 { one.clone() } else { two.clone() };
+        let mut rng = Rng::new(seed ^ (p + 100));
+        producers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..30 {
+                let id = format!("p{p}-{i}");
+                let w = format!("w{}", rng.below(3));
+                let body = event(&id, &w, Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+                let status = app.deliver(&body).await.status().as_u16();
+                assert_eq!(status, 201, "{id}");
+                acknowledged.push((id, w));
+                if rng.below(10) == 0 {
+                    // A redelivery: answered 200, never a second feed item.
+                    assert_eq!(app.deliver(&body).await.status(), 200);
+                }
+            }
+            acknowledged
+        }));
+    }
+    let started = Instant::now();
+    let mut acknowledged = Vec::new();
+    for producer in producers {
+        acknowledged.extend(producer.await.unwrap());
+    }
+    // Once a reading from the beginning holds every event, every later reading does too: only
+    // then may a consumer take an empty answer for the end.
+    let reference = read_until(&one, "/feed", acknowledged.len()).await;
+    done.store(true, Ordering::SeqCst);
+    let mut sequences = Vec::new();
+    for consumer in consumers {
+        sequences.push(
+            tokio::time::timeout(Duration::from_secs(60), consumer)
+                .await
+                .expect("consumers catch up")
+                .unwrap(),
+        );
+    }
+
+    let expected: HashSet<&str> = acknowledged.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        reference.len(),
+        expected.len(),
+        "every event once (seed {seed})"
+    );
+    assert_eq!(
+        reference.iter().map(String::as_str).collect::<HashSet<_>>(),
+        expected,
+        "exactly the acknowledged events (seed {seed})"
+    );
+    for (c, sequence) in sequences[..3].iter().enumerate() {
+        assert_eq!(sequence, &reference, "consumer {c} (seed {seed})");
+    }
+    let in_w0: HashSet<&str> = acknowledged
+        .iter()
+        .filter(|(_, w)| w == "w0")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let w0_reference: Vec<String> = reference
+        .iter()
+        .filter(|id| in_w0.contains(id.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        sequences[3], w0_reference,
+        "the workspace consumer (seed {seed})"
+    );
+    println!(
+        "feed: {} events from 2 instances, {} consumers agreed, in {:?}",
+        reference.len(),
+        sequences.len(),
+        started.elapsed()
+    );
+}
