@@ -26,6 +26,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     pool_size: Gauge,
     pool_idle: Gauge,
+    feed_waiting: Gauge,
+    feed_items: Counter,
     /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Readers`].
     pub pool_waiting: Gauge,
 }
@@ -42,6 +44,8 @@ impl Default for Metrics {
             pool_size: Gauge::default(),
             pool_idle: Gauge::default(),
             pool_waiting: Gauge::default(),
+            feed_waiting: Gauge::default(),
+            feed_items: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -73,6 +77,16 @@ impl Default for Metrics {
             "db_pool_idle_connections",
             "Idle database connections (query routes and ingest writers)",
             m.pool_idle.clone(),
+        );
+        r.register(
+            "feed_waiting",
+            "Feed requests holding for new events (long polls)",
+            m.feed_waiting.clone(),
+        );
+        r.register(
+            "feed_items",
+            "Events given out by the feed routes",
+            m.feed_items.clone(),
         );
         r.register(
             "db_pool_waiting",
@@ -114,6 +128,16 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Counts one long poll waiting for as long as the guard lives.
+    pub fn feed_waiting(&self) -> GaugeGuard<'_> {
+        GaugeGuard::new(&self.feed_waiting)
+    }
+
+    /// Counts events given out by the feed.
+    pub fn feed_items(&self, n: usize) {
+        self.feed_items.inc_by(n as u64);
     }
 
     /// Counts one request in flight for as long as the guard lives.

@@ -98,7 +98,7 @@ pub struct FeedParams {
     #[param(min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$")]
     integrationAccountId: Option<String>,
     /// Seconds (0–30) to hold the request when nothing is there yet (long poll).
-    #[param(minimum = 0, maximum = 30, example = 20)]
+    #[param(minimum = 0, maximum = 30, example = 5)]
     wait: Option<u64>,
 }
 
@@ -151,7 +151,7 @@ impl FeedQuery {
     }
 
     /// One range scan of `events_feed` (or `events_workspace_feed`) from `after` on.
-    fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+    pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
         qb.push(format_args!(
             "select {EVENT_COLUMNS}, feed_xid, feed_seq from events where true"
         ));
@@ -202,9 +202,11 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
         let page = query.read(&mut db).await?;
         let now = Instant::now();
         if !page.items.is_empty() || now >= deadline {
+            app.metrics.feed_items(page.items.len());
             return Ok(Json(page));
         }
         drop(db);
+        let _waiting = app.metrics.feed_waiting();
         tokio::select! {
             () = changes.next() => {}
             () = tokio::time::sleep(RECHECK.min(deadline - now)) => {}

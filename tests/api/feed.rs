@@ -199,6 +199,7 @@ async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
         "answered {:?} after it was asked",
         started.elapsed()
     );
+    assert!(app.metric("calry_hooks_feed_items_total").await >= 1.0);
     // With nothing new, it waits its time out and answers no items.
     let started = Instant::now();
     let (none, _) = read(&app, &format!("/feed?after={}&wait=1", items[0].1)).await;

@@ -382,6 +382,57 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         plans.push((format!("GET /workspaces/w42/events?{query}"), plan));
     }
     let scope = ["w42".to_owned(), "w7".to_owned()];
+    let deep_position = calry_hooks::api::paging::FeedPosition {
+        xid: 0,
+        seq: 30_000,
+    }
+    .encode();
+    for (route, workspace, scope, query) in [
+        ("GET /feed", None, None, String::new()),
+        (
+            "GET /feed?after=…",
+            None,
+            None,
+            format!("after={deep_position}"),
+        ),
+        (
+            "GET /feed (scoped token)",
+            None,
+            Some(&scope[..]),
+            String::new(),
+        ),
+        (
+            "GET /feed?eventType=sync.*",
+            None,
+            None,
+            "eventType=sync.*".to_owned(),
+        ),
+        (
+            "GET /workspaces/w42/feed?after=…",
+            Some("w42"),
+            None,
+            format!("after={deep_position}"),
+        ),
+        (
+            "GET /workspaces/w42/feed?integrationAccountId=a3",
+            Some("w42"),
+            None,
+            "integrationAccountId=a3".to_owned(),
+        ),
+    ] {
+        let feed = calry_hooks::api::feed::FeedQuery::parse(
+            workspace.map(str::to_owned),
+            scope,
+            &Params::parse(Some(&query)).unwrap(),
+        )
+        .unwrap();
+        let mut qb = QueryBuilder::new("explain (format json) ");
+        feed.push_sql(&mut qb);
+        plans.push((
+            route.to_owned(),
+            qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
+        ));
+    }
     let after = calry_hooks::api::paging::WorkspaceCursor("w250".to_owned());
     for (route, scope) in [
         ("GET /workspaces", None),
