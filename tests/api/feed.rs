@@ -11,7 +11,7 @@ use calry_hooks::config::Config;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{Rng, TestApp, TestDb, event, problem, serve, spawn_app};
+use crate::helpers::{Rng, TestApp, TestDb, event, hook_ids, problem, serve, spawn_app};
 
 /// One answer of `path` (a feed route with its query), as (hook ids with positions, next).
 async fn read(app: &TestApp, path: &str) -> (Vec<(String, String)>, String) {
@@ -165,13 +165,7 @@ async fn a_token_sees_the_feed_of_its_workspaces_only() {
             .unwrap()
     };
     let page: Value = get("/feed").await.json().await.unwrap();
-    let ids: Vec<&str> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["hookId"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["h0", "h2"]);
+    assert_eq!(hook_ids(&page), ["h0", "h2"]);
     problem(get("/workspaces/B/feed").await, 403).await;
     problem(app.get("/feed").await, 401).await;
 }

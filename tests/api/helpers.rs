@@ -398,6 +398,16 @@ pub async fn fill_workspace(app: &TestApp, workspace: &str, n: usize) {
         .unwrap();
 }
 
+/// The hook ids of a page's `items`, in order.
+pub fn hook_ids(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .expect("a page has items")
+        .iter()
+        .map(|e| e["hookId"].as_str().unwrap())
+        .collect()
+}
+
 /// Asserts a problem+json answer with `status`, returning its body.
 pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);

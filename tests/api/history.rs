@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rng, TestApp, deliver_all, event, fill_workspace, problem, spawn_app};
+use crate::helpers::{
+    Rng, TestApp, deliver_all, event, fill_workspace, hook_ids, problem, spawn_app,
+};
 
 /// One stored event of the 1,000-event workspace: (occurredAt, hookId, type, account, result).
 #[derive(Clone, Debug)]
@@ -528,12 +530,6 @@ async fn a_query_abandoned_by_its_client_leaves_its_connection_fit_for_the_next_
         assert_eq!(one["hookId"], "known", "round {round}: {one}");
         assert_eq!(one["eventType"], "sync.error");
         let page: Value = app.get_json("/workspaces/big/events?limit=2").await;
-        let ids: Vec<&str> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["hookId"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["h400000", "h399999"], "round {round}");
+        assert_eq!(hook_ids(&page), ["h400000", "h399999"], "round {round}");
     }
 }
