@@ -65,8 +65,10 @@ impl App {
             metrics.pool_waiting.clone(),
         );
         let notifier = feed::Notifier::start((*pool.connect_options()).clone());
+        let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone());
         Ok(App {
             state: AppState {
+                tailer,
                 notifier,
                 readers,
                 metrics,

@@ -104,8 +104,9 @@ log "$OPERATIONS"
 # Every check schemathesis has, none excluded (.ci/checks/schemathesis.toml sets the statuses
 # expected of positive and negative cases). With no token configured, ignored_auth and
 # object_level_authorization have no credentials to test and pass without finding anything;
-# tests/api/auth.rs covers tokens and scopes.
-log "schemathesis $SCHEMATHESIS_VERSION: every operation, --checks all, --max-examples $MAX_EXAMPLES, \
+# tests/api/auth.rs covers tokens and scopes. The two stream routes are left out: a stream's
+# answer never ends, and schemathesis reads an answer whole (tests/api/stream.rs covers them).
+log "schemathesis $SCHEMATHESIS_VERSION: every operation but the streams, --checks all, --max-examples $MAX_EXAMPLES, \
 --seed $SEED, $WORKERS worker(s)"
 rc=0
 PYTHONPATH=.ci/checks SCHEMATHESIS_HOOKS=schemathesis_hooks \
@@ -116,6 +117,7 @@ PYTHONPATH=.ci/checks SCHEMATHESIS_HOOKS=schemathesis_hooks \
     --workers "$WORKERS" \
     --generation-database none \
     --request-timeout 10 \
+    --exclude-path-regex '/stream$' \
     --continue-on-failure \
     --report junit,pytest \
     --report-dir "$REPORT_DIR" \

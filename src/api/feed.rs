@@ -47,16 +47,17 @@ pub struct FeedItem {
     pub position: String,
 }
 
+/// A stored event with its position, as the feed statements return it.
 #[derive(sqlx::FromRow)]
-struct FeedRow {
+pub struct FeedRow {
     #[sqlx(flatten)]
-    event: Event,
-    feed_xid: i64,
-    feed_seq: i64,
+    pub event: Event,
+    pub feed_xid: i64,
+    pub feed_seq: i64,
 }
 
 impl FeedRow {
-    fn position(&self) -> FeedPosition {
+    pub fn position(&self) -> FeedPosition {
         FeedPosition {
             xid: self.feed_xid,
             seq: self.feed_seq,
@@ -166,8 +167,8 @@ impl FeedQuery {
         push_feed_keyset(qb, self.after, self.limit);
     }
 
-    /// The events there are now after `after`.
-    async fn read(&self, db: &mut PgConnection) -> Result<FeedPage> {
+    /// The rows there are now after `after` (at most `limit`, and 4 MiB of payloads).
+    pub async fn rows(&self, db: &mut PgConnection) -> Result<Vec<FeedRow>> {
         let mut qb = QueryBuilder::new("");
         self.push_sql(&mut qb);
         let page = Page::read(
@@ -177,6 +178,15 @@ impl FeedQuery {
             |row| row.event.payload.get().len(),
         )
         .await?;
+        Ok(page.items)
+    }
+
+    /// The events there are now after `after`.
+    async fn read(&self, db: &mut PgConnection) -> Result<FeedPage> {
+        let page = Page {
+            items: self.rows(db).await?,
+            more: false,
+        };
         let next = page.items.last().map_or(self.after, FeedRow::position);
         Ok(FeedPage {
             items: page

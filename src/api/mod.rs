@@ -6,6 +6,7 @@ pub mod extract;
 pub mod feed;
 pub mod health;
 pub mod paging;
+pub mod stream;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// News of new events, for long polls and streams.
     pub notifier: Notifier,
+    /// The follower of the whole feed behind every stream of this instance.
+    pub tailer: stream::Tailer,
 }
 
 /// Every documented route, with its part of the OpenAPI document.
@@ -49,6 +52,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(workspaces::router())
         .merge(events::router())
         .merge(feed::router())
+        .merge(stream::router())
         .merge(health::router())
 }
 

@@ -16,3 +16,4 @@ mod operations;
 mod signature;
 mod status;
 mod store;
+mod stream;

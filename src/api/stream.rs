@@ -1,0 +1,543 @@
+//! The live stream (SPEC §10): `GET /stream` and `GET /workspaces/{workspaceId}/stream`,
+//! server-sent events on top of the feed.
+//!
+//! One [`Tailer`] per instance follows the whole feed (woken by the store's notifications) and
+//! broadcasts each event, with its `status` message when it has one, to every stream of the
+//! instance. A stream subscribes first, then catches up from the store up to the tailer's
+//! position at that moment, then takes the broadcast items after its own position: no gap and
+//! no duplicate at the seam. A stream that falls behind the broadcast (a slow client) goes back
+//! to the store from its position, so a slow client costs no memory but its own small queue.
+//!
+//! Whether an event changes its account's status is a function of the feed up to the event: the
+//! event is the latest of its category (by occurredAt, hookId) among the account's events at its
+//! position or before, and the one before it in that order had another state (or there was none:
+//! a change from `unknown`). Live and replayed streams therefore agree.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Serialize;
+use sqlx::PgConnection;
+use tokio::sync::{broadcast, mpsc};
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use super::events::EventFilter;
+use super::extract::{Caller, WorkspacePath};
+use super::feed::{FeedItem, FeedQuery, FeedRow};
+use super::paging::{FeedPosition, Params};
+use super::workspaces::LATEST_ROWS_OF_ACCOUNT;
+use crate::error::{Error, Result};
+use crate::feed::Notifier;
+use crate::status::{self, AccountStatus, Effect, LatestRow};
+use crate::store::Readers;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stream))
+        .routes(routes!(workspace_stream))
+}
+
+/// Broadcast items kept for streams that are a little behind; past that, a stream goes back to
+/// the store.
+const BROADCAST: usize = 1024;
+/// Messages waiting to be written to one client.
+const CLIENT_QUEUE: usize = 64;
+/// Events read from the store at a time.
+const BATCH: i64 = 200;
+/// The tailer asks again at least this often, notification or not.
+const RECHECK: Duration = Duration::from_millis(250);
+/// A comment line at least this often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One stored event as streams send it: its messages, already written out.
+#[derive(Debug)]
+pub struct Item {
+    pub position: FeedPosition,
+    pub workspace_id: String,
+    pub event_type: String,
+    pub integration_account_id: Option<String>,
+    /// The `event` message's data: the Event with its position.
+    pub event: String,
+    /// The `status` message's data, when the event changes its account's status.
+    pub status: Option<String>,
+}
+
+/// The `status` message.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusMessage<'a> {
+    workspace_id: &'a str,
+    integration_account_id: &'a str,
+    status: &'a AccountStatus,
+    caused_by: &'a str,
+}
+
+/// Which events one stream sends.
+struct Selection {
+    workspace_id: Option<String>,
+    scope: Option<Vec<String>>,
+    filter: EventFilter,
+}
+
+impl Selection {
+    fn passes(&self, item: &Item) -> bool {
+        self.workspace_id
+            .as_deref()
+            .is_none_or(|w| w == item.workspace_id)
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|scope| scope.contains(&item.workspace_id))
+            && self
+                .filter
+                .passes(&item.event_type, item.integration_account_id.as_deref())
+    }
+
+    fn query(&self, after: FeedPosition) -> FeedQuery {
+        FeedQuery {
+            workspace_id: self.workspace_id.clone(),
+            scope: self.scope.clone(),
+            filter: self.filter.clone(),
+            after,
+            limit: BATCH,
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Turns feed rows into stream items: decides which change their account's status (one
+/// statement for the whole batch) and writes out every message.
+pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item>> {
+    let changed = status_changes(db, &rows).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (row, changed) in rows.into_iter().zip(changed) {
+        let position = row.position();
+        let status = match (changed, &row.event.integration_account_id) {
+            (true, Some(account)) => {
+                let latest: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
+                    .bind(&row.event.workspace_id)
+                    .bind(account)
+                    .fetch_all(&mut *db)
+                    .await?;
+                status::accounts(latest).pop().map(|entry| {
+                    serde_json::to_string(&StatusMessage {
+                        workspace_id: &row.event.workspace_id,
+                        integration_account_id: account,
+                        status: &entry,
+                        caused_by: &row.event.hook_id,
+                    })
+                    .expect("a status serializes")
+                })
+            }
+            _ => None,
+        };
+        let (workspace_id, event_type, integration_account_id) = (
+            row.event.workspace_id.clone(),
+            row.event.event_type.clone(),
+            row.event.integration_account_id.clone(),
+        );
+        let event = serde_json::to_string(&FeedItem {
+            position: position.encode(),
+            event: row.event,
+        })
+        .expect("an event serializes");
+        items.push(Item {
+            position,
+            workspace_id,
+            event_type,
+            integration_account_id,
+            event,
+            status,
+        });
+    }
+    Ok(items)
+}
+
+/// For each row, whether its event changes its account's status (see the module's doc).
+async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<bool>> {
+    let mut asked = Vec::new();
+    let (mut ws, mut account, mut types, mut xid, mut seq) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, row) in rows.iter().enumerate() {
+        let (Some(effect), Some(acct)) = (
+            status::effect(&row.event.event_type),
+            &row.event.integration_account_id,
+        ) else {
+            continue;
+        };
+        asked.push(i);
+        ws.push(row.event.workspace_id.as_str());
+        account.push(acct.as_str());
+        types.push(category_types(effect).join(","));
+        xid.push(row.feed_xid);
+        seq.push(row.feed_seq);
+    }
+    let mut changed = vec![false; rows.len()];
+    if asked.is_empty() {
+        return Ok(changed);
+    }
+    let found: Vec<(i64, Vec<String>, Vec<String>)> = sqlx::query_as(
+        "select p.ord, l.hooks, l.types
+         from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+              with ordinality p(ws, acct, types, xid, seq, ord)
+         cross join lateral (
+             select coalesce(array_agg(x.hook_id order by x.occurred_at desc, x.hook_id desc), '{}') as hooks,
+                    coalesce(array_agg(x.event_type order by x.occurred_at desc, x.hook_id desc), '{}') as types
+             from (select e.hook_id, e.event_type, e.occurred_at from events e
+                   where e.workspace_id = p.ws and e.integration_account_id = p.acct
+                     and e.event_type = any(string_to_array(p.types, ','))
+                     and (e.feed_xid, e.feed_seq) <= (p.xid, p.seq)
+                   order by e.occurred_at desc, e.hook_id desc limit 2) x
+         ) l",
+    )
+    .bind(&ws)
+    .bind(&account)
+    .bind(&types)
+    .bind(&xid)
+    .bind(&seq)
+    .fetch_all(&mut *db)
+    .await?;
+    for (ord, hooks, types) in found {
+        let i = asked[(ord - 1) as usize];
+        let row = &rows[i];
+        let is_latest = hooks.first() == Some(&row.event.hook_id);
+        let before = types.get(1).and_then(|t| status::effect(t));
+        changed[i] = is_latest && before != status::effect(&row.event.event_type);
+    }
+    Ok(changed)
+}
+
+/// The known types of an effect's category.
+fn category_types(effect: Effect) -> Vec<&'static str> {
+    let category = |t: &&str| {
+        std::mem::discriminant(&status::effect(t).expect("a known type"))
+            == std::mem::discriminant(&effect)
+    };
+    status::KNOWN_TYPES
+        .iter()
+        .copied()
+        .filter(|t| category(t))
+        .collect()
+}
+
+/// Follows the whole feed for the streams of this instance.
+#[derive(Clone)]
+pub struct Tailer(Arc<Mutex<Tail>>);
+
+struct Tail {
+    /// Whether `position` has been read from the store yet.
+    started: bool,
+    /// Every item after this position is, or will be, broadcast.
+    position: FeedPosition,
+    sender: broadcast::Sender<Arc<Item>>,
+}
+
+impl Tailer {
+    /// Starts following the feed from its end; the task ends when the last [`Tailer`] is dropped.
+    pub fn start(readers: Readers, notifier: Notifier) -> Tailer {
+        let (sender, _) = broadcast::channel(BROADCAST);
+        let tail = Arc::new(Mutex::new(Tail {
+            started: false,
+            position: FeedPosition::BEGINNING,
+            sender,
+        }));
+        tokio::spawn(follow_feed(Arc::downgrade(&tail), readers, notifier));
+        Tailer(tail)
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver of every item after the returned position, once the tailer knows where the
+    /// feed ends.
+    async fn subscribe(&self) -> (broadcast::Receiver<Arc<Item>>, FeedPosition) {
+        loop {
+            {
+                let tail = self.tail();
+                if tail.started {
+                    return (tail.sender.subscribe(), tail.position);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifier) {
+    let mut changes = notifier.subscribe();
+    loop {
+        let Some(shared) = tail.upgrade() else {
+            return;
+        };
+        let tailer = Tailer(shared);
+        let (listening, position) = {
+            let tail = tailer.tail();
+            (
+                tail.started && tail.sender.receiver_count() > 0,
+                tail.position,
+            )
+        };
+        let read = async {
+            let mut db = readers.acquire().await?;
+            if !listening {
+                // Nobody to tell (no stream can subscribe before the first pass): keep up with
+                // the end of the feed, cheaply.
+                let end = feed_end(&mut db).await?;
+                let mut tail = tailer.tail();
+                if !tail.started || tail.sender.receiver_count() == 0 {
+                    tail.position = end;
+                    tail.started = true;
+                }
+                return Ok::<usize, Error>(0);
+            }
+            let rows = FeedQuery {
+                workspace_id: None,
+                scope: None,
+                filter: EventFilter::default(),
+                after: position,
+                limit: BATCH,
+                wait: Duration::ZERO,
+            }
+            .rows(&mut db)
+            .await?;
+            let n = rows.len();
+            let items = items(&mut db, rows).await?;
+            let mut tail = tailer.tail();
+            for item in items {
+                tail.position = item.position;
+                let _ = tail.sender.send(Arc::new(item));
+            }
+            Ok(n)
+        };
+        let got = match read.await {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::warn!(error = %err, "the stream's tailer could not read the feed");
+                0
+            }
+        };
+        drop(tailer);
+        if got < BATCH as usize {
+            tokio::select! {
+                () = changes.next() => {}
+                () = tokio::time::sleep(RECHECK) => {}
+            }
+        }
+    }
+}
+
+/// The position of the last event the feed shows now.
+async fn feed_end(db: &mut PgConnection) -> Result<FeedPosition> {
+    let end: Option<(i64, i64)> = sqlx::query_as(
+        "select feed_xid, feed_seq from events
+         where feed_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+         order by feed_xid desc, feed_seq desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(
+        end.map_or(FeedPosition::BEGINNING, |(xid, seq)| FeedPosition {
+            xid,
+            seq,
+        }),
+    )
+}
+
+/// The query parameters of both stream routes (documentation only).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct StreamParams {
+    /// Resume after this position (as `Last-Event-ID` does); absent, and no `Last-Event-ID`: live
+    /// from the moment the stream opens.
+    after: Option<String>,
+    /// Event types to send: exact types or category prefixes like `sync.*`; repeatable and
+    /// comma-separated. A `status` message is sent only for an event that passes.
+    #[param(style = Form, explode, value_type = Option<Vec<crate::openapi::EventTypeFilter>>)]
+    eventType: Option<Vec<String>>,
+    /// Only this account's events.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$")]
+    integrationAccountId: Option<String>,
+}
+
+/// Where a stream starts: `Last-Event-ID`, else `after`, else live.
+fn start(headers: &HeaderMap, params: &Params) -> Result<Option<FeedPosition>> {
+    if let Some(id) = headers.get("last-event-id") {
+        let id = id
+            .to_str()
+            .map_err(|_| Error::bad_parameter("Last-Event-ID", "Last-Event-ID is not text"))?;
+        return FeedPosition::decode("Last-Event-ID", id).map(Some);
+    }
+    params
+        .single("after")?
+        .map(|raw| FeedPosition::decode("after", raw))
+        .transpose()
+}
+
+fn open(
+    app: AppState,
+    caller: Caller,
+    workspace_id: Option<String>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>> + use<>>> {
+    let params = Params::parse(query)?;
+    let start = start(headers, &params)?;
+    let selection = Selection {
+        scope: if workspace_id.is_some() {
+            None
+        } else {
+            caller.access.scope().map(<[String]>::to_vec)
+        },
+        workspace_id,
+        filter: EventFilter::parse(&params)?,
+    };
+    drop(caller); // the connection goes back: a stream takes one only to catch up
+    let (out, messages) = mpsc::channel(CLIENT_QUEUE);
+    tokio::spawn(send(app, selection, start, out));
+    let stream = futures_util::stream::unfold(messages, |mut messages| async move {
+        messages.recv().await.map(|m| (Ok(m), messages))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+/// Writes one stream's messages until its client goes away.
+async fn send(
+    app: AppState,
+    selection: Selection,
+    start: Option<FeedPosition>,
+    out: mpsc::Sender<SseEvent>,
+) {
+    let (mut receiver, mut tail_position) = app.tailer.subscribe().await;
+    let mut position = start.unwrap_or(tail_position);
+    loop {
+        // From the store, up to where the broadcast takes over.
+        while position < tail_position {
+            let caught_up = async {
+                let mut db = app.readers.acquire().await?;
+                let rows = selection.query(position).rows(&mut db).await?;
+                let last = rows.len() < BATCH as usize;
+                Ok::<_, Error>((items(&mut db, rows).await?, last))
+            };
+            match caught_up.await {
+                Ok((items, last)) => {
+                    for item in &items {
+                        if !write(&out, item).await {
+                            return;
+                        }
+                        position = item.position;
+                    }
+                    if last {
+                        position = position.max(tail_position);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "a stream could not catch up; closing it");
+                    return;
+                }
+            }
+        }
+        // Live.
+        loop {
+            match receiver.recv().await {
+                Ok(item) => {
+                    if item.position <= position {
+                        continue;
+                    }
+                    if selection.passes(&item) && !write(&out, &item).await {
+                        return;
+                    }
+                    position = item.position;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Behind the broadcast: back to the store from where this stream is.
+                    (receiver, tail_position) = app.tailer.subscribe().await;
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Sends an event's messages, the `id:` on its last; false once the client is gone.
+async fn write(out: &mpsc::Sender<SseEvent>, item: &Item) -> bool {
+    let id = item.position.encode();
+    let event = SseEvent::default().event("event").data(&item.event);
+    match &item.status {
+        None => out.send(event.id(id)).await.is_ok(),
+        Some(status) => {
+            out.send(event).await.is_ok()
+                && out
+                    .send(SseEvent::default().event("status").data(status).id(id))
+                    .await
+                    .is_ok()
+        }
+    }
+}
+
+/// Every stored event of the token's workspaces, live, as server-sent events.
+///
+/// Each event is an `event: event` message (the Event with its `position`); when it changes its
+/// account's status, an `event: status` message follows (`workspaceId`, `integrationAccountId`,
+/// `status`, `causedBy`). The `id:` is on the last message of each event: resume with
+/// `Last-Event-ID` (or `after`) and the stream replays from the store everything after it, then
+/// goes on live. A `: keep-alive` comment comes at least every 15 s.
+#[utoipa::path(
+    get,
+    path = "/stream",
+    tag = "feed",
+    params(StreamParams),
+    responses(
+        (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
+            example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+    ),
+    security((), ("bearerAuth" = []))
+)]
+pub async fn stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    open(app, caller, None, &headers, query.as_deref())
+}
+
+/// One workspace's events, live, as server-sent events; the same messages as `/stream`.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{workspaceId}/stream",
+    tag = "feed",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        StreamParams,
+    ),
+    responses(
+        (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
+    ),
+    security((), ("bearerAuth" = []))
+)]
+pub async fn workspace_stream(
+    State(app): State<AppState>,
+    WorkspacePath {
+        caller,
+        workspace_id,
+    }: WorkspacePath,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    open(app, caller, Some(workspace_id), &headers, query.as_deref())
+}
