@@ -53,6 +53,9 @@ const CLIENT_QUEUE: usize = 64;
 const BATCH: i64 = 200;
 /// The tailer asks again at least this often, notification or not.
 const RECHECK: Duration = Duration::from_millis(250);
+/// With no stream open, the tailer only moves its position to the feed's end, this often: a stream
+/// that opens then may be sent up to this much of the events stored just before it opened.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// A comment line at least this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -289,7 +292,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             let mut db = readers.acquire().await?;
             if !listening {
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
-                // the end of the feed, cheaply.
+                // the end of the feed, cheaply and not at every notification.
                 let end = feed_end(&mut db).await?;
                 let mut tail = tailer.tail();
                 if !tail.started || tail.sender.receiver_count() == 0 {
@@ -325,7 +328,9 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             }
         };
         drop(tailer);
-        if got < BATCH as usize {
+        if !listening {
+            tokio::time::sleep(IDLE_RECHECK).await;
+        } else if got < BATCH as usize {
             tokio::select! {
                 () = changes.next() => {}
                 () = tokio::time::sleep(RECHECK) => {}
