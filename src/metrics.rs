@@ -28,6 +28,9 @@ pub struct Metrics {
     pool_idle: Gauge,
     feed_waiting: Gauge,
     feed_items: Counter,
+    stream_open: Gauge,
+    stream_messages: Counter,
+    stream_lag_seconds: Histogram,
     /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Readers`].
     pub pool_waiting: Gauge,
 }
@@ -46,6 +49,10 @@ impl Default for Metrics {
             pool_waiting: Gauge::default(),
             feed_waiting: Gauge::default(),
             feed_items: Counter::default(),
+            stream_open: Gauge::default(),
+            stream_messages: Counter::default(),
+            // 1 ms to ~16 s.
+            stream_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
         };
         let r = &mut m.registry;
         r.register(
@@ -87,6 +94,21 @@ impl Default for Metrics {
             "feed_items",
             "Events given out by the feed routes",
             m.feed_items.clone(),
+        );
+        r.register(
+            "stream_subscribers",
+            "Streams open (GET /stream and /workspaces/{id}/stream)",
+            m.stream_open.clone(),
+        );
+        r.register(
+            "stream_messages",
+            "Messages (event and status) written to streams",
+            m.stream_messages.clone(),
+        );
+        r.register(
+            "stream_lag_seconds",
+            "Time from an event's storing to its live message being written to a stream",
+            m.stream_lag_seconds.clone(),
         );
         r.register(
             "db_pool_waiting",
@@ -138,6 +160,19 @@ impl Metrics {
     /// Counts events given out by the feed.
     pub fn feed_items(&self, n: usize) {
         self.feed_items.inc_by(n as u64);
+    }
+
+    /// Counts one open stream for as long as the guard lives.
+    pub fn stream_open(&self) -> GaugeGuard<'_> {
+        GaugeGuard::new(&self.stream_open)
+    }
+
+    /// Counts messages written to a stream; `lag` is how long ago a live event was stored.
+    pub fn stream_sent(&self, messages: u64, lag: Option<Duration>) {
+        self.stream_messages.inc_by(messages);
+        if let Some(lag) = lag {
+            self.stream_lag_seconds.observe(lag.as_secs_f64());
+        }
     }
 
     /// Counts one request in flight for as long as the guard lives.

@@ -63,6 +63,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub struct Item {
     pub position: FeedPosition,
+    /// When the event was stored.
+    pub received_at: chrono::DateTime<chrono::Utc>,
     pub workspace_id: String,
     pub event_type: String,
     pub integration_account_id: Option<String>,
@@ -141,6 +143,7 @@ pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item
             }
             _ => None,
         };
+        let received_at = row.event.received_at;
         let (workspace_id, event_type, integration_account_id) = (
             row.event.workspace_id.clone(),
             row.event.event_type.clone(),
@@ -153,6 +156,7 @@ pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item
         .expect("an event serializes");
         items.push(Item {
             position,
+            received_at,
             workspace_id,
             event_type,
             integration_account_id,
@@ -421,6 +425,7 @@ async fn send(
     start: Option<FeedPosition>,
     out: mpsc::Sender<SseEvent>,
 ) {
+    let _open = app.metrics.stream_open();
     let (mut receiver, mut tail_position) = app.tailer.subscribe().await;
     let mut position = start.unwrap_or(tail_position);
     loop {
@@ -438,6 +443,8 @@ async fn send(
                         if !write(&out, item).await {
                             return;
                         }
+                        app.metrics
+                            .stream_sent(1 + item.status.is_some() as u64, None);
                         position = item.position;
                     }
                     if last {
@@ -457,8 +464,13 @@ async fn send(
                     if item.position <= position {
                         continue;
                     }
-                    if selection.passes(&item) && !write(&out, &item).await {
-                        return;
+                    if selection.passes(&item) {
+                        if !write(&out, &item).await {
+                            return;
+                        }
+                        let lag = (chrono::Utc::now() - item.received_at).to_std().ok();
+                        app.metrics
+                            .stream_sent(1 + item.status.is_some() as u64, lag);
                     }
                     position = item.position;
                 }

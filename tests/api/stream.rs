@@ -149,6 +149,12 @@ async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
         .map(|(e, h, id)| (e.as_str(), h.as_str(), *id))
         .collect();
     assert_eq!(seen, expected);
+    assert_eq!(app.metric("calry_hooks_stream_subscribers").await, 1.0);
+    assert_eq!(app.metric("calry_hooks_stream_messages_total").await, 6.0);
+    assert_eq!(
+        app.metric("calry_hooks_stream_lag_seconds_count").await,
+        4.0
+    );
 }
 
 #[tokio::test]
