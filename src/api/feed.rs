@@ -183,14 +183,10 @@ impl FeedQuery {
 
     /// The events there are now after `after`.
     async fn read(&self, db: &mut PgConnection) -> Result<FeedPage> {
-        let page = Page {
-            items: self.rows(db).await?,
-            more: false,
-        };
-        let next = page.items.last().map_or(self.after, FeedRow::position);
+        let rows = self.rows(db).await?;
+        let next = rows.last().map_or(self.after, FeedRow::position);
         Ok(FeedPage {
-            items: page
-                .items
+            items: rows
                 .into_iter()
                 .map(|row| FeedItem {
                     position: row.position().encode(),

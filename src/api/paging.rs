@@ -1,7 +1,7 @@
 //! Query parameters and keyset paging, shared by every listing route: the raw query string read
 //! once (repeated parameters allowed where documented), `limit`, the opaque cursors that carry
-//! the position after the last item of a page, the keyset tail of each listing's statement (after
-//! the cursor, in order, one row more than the page), and the reading of a page from its rows.
+//! the position after the last item of a page, the keyset tail of each statement (after the
+//! cursor, in order; a listing's with one row more than its page), and the reading of a page.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -312,8 +312,8 @@ impl FeedPosition {
 
 /// The keyset tail of a feed statement, whose filters are already pushed: events after `after`
 /// in position order, only those of transactions older than every one still running (below the
-/// snapshot's xmin: they will never be joined by an event at a smaller position), and one row
-/// more than `limit`.
+/// snapshot's xmin: they will never be joined by an event at a smaller position), and at most
+/// `limit` of them (a feed answer needs no look-ahead row: `next` is always given).
 pub fn push_feed_keyset<'a>(qb: &mut QueryBuilder<'a, Postgres>, after: FeedPosition, limit: i64) {
     qb.push(" and feed_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
         .push(" and (feed_xid, feed_seq) > (")
@@ -321,7 +321,7 @@ pub fn push_feed_keyset<'a>(qb: &mut QueryBuilder<'a, Postgres>, after: FeedPosi
         .push(", ")
         .push_bind(after.seq)
         .push(") order by feed_xid, feed_seq limit ")
-        .push_bind(limit + 1);
+        .push_bind(limit);
 }
 
 /// Position after the last workspace of a `GET /workspaces` page.

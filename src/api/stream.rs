@@ -84,7 +84,8 @@ struct StatusMessage<'a> {
     caused_by: &'a str,
 }
 
-/// Which events one stream sends.
+/// Which events one stream sends (by default: every event, as the tailer reads them).
+#[derive(Default)]
 struct Selection {
     workspace_id: Option<String>,
     scope: Option<Vec<String>>,
@@ -305,16 +306,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 }
                 return Ok::<usize, Error>(0);
             }
-            let rows = FeedQuery {
-                workspace_id: None,
-                scope: None,
-                filter: EventFilter::default(),
-                after: position,
-                limit: BATCH,
-                wait: Duration::ZERO,
-            }
-            .rows(&mut db)
-            .await?;
+            let rows = Selection::default().query(position).rows(&mut db).await?;
             let n = rows.len();
             let items = items(&mut db, rows).await?;
             let mut tail = tailer.tail();
