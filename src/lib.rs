@@ -44,6 +44,8 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct App {
     state: AppState,
     writers: Writers,
+    /// Tells the server, long polls and streams that the service is stopping.
+    stop: watch::Sender<bool>,
 }
 
 impl App {
@@ -66,8 +68,11 @@ impl App {
         );
         let notifier = feed::Notifier::start((*pool.connect_options()).clone());
         let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone());
+        let (stop, stopping) = watch::channel(false);
         Ok(App {
+            stop,
             state: AppState {
+                stopping,
                 tailer,
                 notifier,
                 readers,
@@ -97,13 +102,17 @@ impl App {
         let router = self.router();
         let overflow = telemetry::with_request_tracing(api::overflow_router(self.state.clone()));
         let limits = server::Limits::from_config(&self.state.config);
-        let App { state, writers } = self;
+        let App {
+            state,
+            writers,
+            stop,
+        } = self;
         drop(state);
-        let (stopping, mut stop_requested) = watch::channel(false);
+        let mut stop_requested = stop.subscribe();
         let graceful = stop_requested.clone();
         tokio::spawn(async move {
             shutdown.await;
-            let _ = stopping.send(true);
+            let _ = stop.send(true);
         });
         let drain = async move {
             server::serve(listener, router, overflow, limits, graceful).await?;

@@ -66,6 +66,24 @@ pub enum Effect {
     Sync(SyncState),
 }
 
+impl Effect {
+    /// The category the effect is on: `account`, `link` or `sync`.
+    pub fn category(self) -> &'static str {
+        match self {
+            Effect::Account(_) => "account",
+            Effect::Link(_) => "link",
+            Effect::Sync(_) => "sync",
+        }
+    }
+}
+
+/// The known types of a category.
+pub fn types_of(category: &str) -> impl Iterator<Item = &'static str> + '_ {
+    KNOWN_TYPES
+        .into_iter()
+        .filter(move |t| effect(t).map(Effect::category) == Some(category))
+}
+
 /// The table of SPEC §4; `None` for a type that changes no status.
 pub fn effect(event_type: &str) -> Option<Effect> {
     use Effect::*;
@@ -324,6 +342,19 @@ mod tests {
         for t in ["sync", "sync.started", "ACCOUNT.CREATED", ""] {
             assert!(effect(t).is_none(), "{t}");
         }
+    }
+
+    #[test]
+    fn a_category_holds_the_types_named_after_it() {
+        for category in ["account", "link", "sync"] {
+            let types: Vec<&str> = types_of(category).collect();
+            let named: Vec<&str> = KNOWN_TYPES
+                .into_iter()
+                .filter(|t| t.split('.').next() == Some(category))
+                .collect();
+            assert_eq!(types, named, "{category}");
+        }
+        assert_eq!(types_of("nothing").count(), 0);
     }
 
     #[test]

@@ -198,10 +198,10 @@ impl FeedQuery {
     }
 }
 
-/// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive or
-/// `wait` has passed. No connection is held while waiting.
+/// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive,
+/// `wait` has passed or the service is stopping. No connection is held while waiting.
 async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json<FeedPage>> {
-    let deadline = Instant::now() + query.wait;
+    let mut deadline = Instant::now() + query.wait;
     let mut changes = app.notifier.subscribe();
     let mut db = caller.db;
     loop {
@@ -216,6 +216,7 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
         tokio::select! {
             () = changes.next() => {}
             () = tokio::time::sleep(RECHECK.min(deadline - now)) => {}
+            () = app.stopping() => deadline = Instant::now(),
         }
         db = app.readers.acquire().await?;
     }

@@ -41,6 +41,17 @@ pub struct AppState {
     pub notifier: Notifier,
     /// The follower of the whole feed behind every stream of this instance.
     pub tailer: stream::Tailer,
+    /// Becomes true when the service is asked to stop: long polls answer and streams end then,
+    /// so that they do not hold the shutdown.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Resolves once the service is asked to stop.
+    pub async fn stopping(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
 }
 
 /// Every documented route, with its part of the OpenAPI document.

@@ -2,8 +2,9 @@
 //! server-sent events on top of the feed.
 //!
 //! One [`Tailer`] per instance follows the whole feed (woken by the store's notifications) and
-//! broadcasts each event, with its `status` message when it has one, to every stream of the
-//! instance. A stream subscribes first, then catches up from the store up to the tailer's
+//! broadcasts each event, with its `status` message when it has one, to the streams of the
+//! instance: those of every workspace, and those of the event's own workspace (a workspace's
+//! stream is never woken by another workspace's events). A stream subscribes first, then catches up from the store up to the tailer's
 //! position at that moment, then takes the broadcast items after its own position: no gap and
 //! no duplicate at the seam. A stream that falls behind the broadcast (a slow client) goes back
 //! to the store from its position, so a slow client costs no memory but its own small queue.
@@ -11,8 +12,12 @@
 //! Whether an event changes its account's status is a function of the feed up to the event: the
 //! event is the latest of its category (by occurredAt, hookId) among the account's events at its
 //! position or before, and the one before it in that order had another state (or there was none:
-//! a change from `unknown`). Live and replayed streams therefore agree.
+//! a change from `unknown`). Its `status` message holds the account's entry as of that position
+//! too (not as of whatever was stored since). Live and replayed streams therefore agree.
+//!
+//! A stopping service ends its streams at once; clients resume with `Last-Event-ID`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -23,7 +28,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Serialize;
 use sqlx::PgConnection;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -32,10 +37,9 @@ use super::events::EventFilter;
 use super::extract::{Caller, WorkspacePath};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
-use super::workspaces::LATEST_ROWS_OF_ACCOUNT;
 use crate::error::{Error, Result};
 use crate::feed::Notifier;
-use crate::status::{self, AccountStatus, Effect, LatestRow};
+use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Readers;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -47,6 +51,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Broadcast items kept for streams that are a little behind; past that, a stream goes back to
 /// the store.
 const BROADCAST: usize = 1024;
+/// The same for the streams of one workspace (there is one such channel per followed workspace).
+const WORKSPACE_BROADCAST: usize = 128;
 /// Messages waiting to be written to one client.
 const CLIENT_QUEUE: usize = 64;
 /// Events read from the store at a time.
@@ -118,32 +124,23 @@ impl Selection {
     }
 }
 
-/// Turns feed rows into stream items: decides which change their account's status (one
-/// statement for the whole batch) and writes out every message.
+/// Turns feed rows into stream items: decides which change their account's status and writes
+/// out every message (two statements for the whole batch, whatever its size).
 pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item>> {
     let changed = status_changes(db, &rows).await?;
+    let mut entries = entries_after(db, &rows, &changed).await?;
     let mut items = Vec::with_capacity(rows.len());
-    for (row, changed) in rows.into_iter().zip(changed) {
+    for (i, row) in rows.into_iter().enumerate() {
         let position = row.position();
-        let status = match (changed, &row.event.integration_account_id) {
-            (true, Some(account)) => {
-                let latest: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
-                    .bind(&row.event.workspace_id)
-                    .bind(account)
-                    .fetch_all(&mut *db)
-                    .await?;
-                status::accounts(latest).pop().map(|entry| {
-                    serde_json::to_string(&StatusMessage {
-                        workspace_id: &row.event.workspace_id,
-                        integration_account_id: account,
-                        status: &entry,
-                        caused_by: &row.event.hook_id,
-                    })
-                    .expect("a status serializes")
-                })
-            }
-            _ => None,
-        };
+        let status = entries[i].take().map(|entry| {
+            serde_json::to_string(&StatusMessage {
+                workspace_id: &row.event.workspace_id,
+                integration_account_id: &entry.integration_account_id,
+                status: &entry,
+                caused_by: &row.event.hook_id,
+            })
+            .expect("a status serializes")
+        });
         let received_at = row.event.received_at;
         let (workspace_id, event_type, integration_account_id) = (
             row.event.workspace_id.clone(),
@@ -183,7 +180,11 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
         asked.push(i);
         ws.push(row.event.workspace_id.as_str());
         account.push(acct.as_str());
-        types.push(category_types(effect).join(","));
+        types.push(
+            status::types_of(effect.category())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         xid.push(row.feed_xid);
         seq.push(row.feed_seq);
     }
@@ -222,17 +223,70 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
     Ok(changed)
 }
 
-/// The known types of an effect's category.
-fn category_types(effect: Effect) -> Vec<&'static str> {
-    let category = |t: &&str| {
-        std::mem::discriminant(&status::effect(t).expect("a known type"))
-            == std::mem::discriminant(&effect)
-    };
-    status::KNOWN_TYPES
-        .iter()
-        .copied()
-        .filter(|t| category(t))
-        .collect()
+/// A `latest_events` row as it was at one feed position, for the `ord`-th row asked.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    ord: i64,
+    #[sqlx(flatten)]
+    latest: LatestRow,
+}
+
+/// For each changed row, its account's entry right after its event: built from the latest event
+/// of each known type among the account's events at the event's feed position or before. The
+/// account's current latest row of a type answers when it is at or before that position (live, it
+/// nearly always is); only a type whose latest event came later is looked up in the history.
+async fn entries_after(
+    db: &mut PgConnection,
+    rows: &[FeedRow],
+    changed: &[bool],
+) -> Result<Vec<Option<AccountStatus>>> {
+    let mut entries = vec![None; rows.len()];
+    let asked: Vec<usize> = (0..rows.len()).filter(|&i| changed[i]).collect();
+    if asked.is_empty() {
+        return Ok(entries);
+    }
+    let pick =
+        |f: fn(&FeedRow) -> &str| -> Vec<&str> { asked.iter().map(|&i| f(&rows[i])).collect() };
+    let found: Vec<EntryRow> = sqlx::query_as(
+        "select p.ord, le.integration_account_id, le.event_type, x.hook_id, x.result, x.occurred_at
+         from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+              with ordinality p(ws, acct, xid, seq, ord)
+         join latest_events le on le.workspace_id = p.ws and le.integration_account_id = p.acct
+         join events c on c.hook_id = le.hook_id
+         cross join lateral (
+             (select le.hook_id, le.result, le.occurred_at
+              where (c.feed_xid, c.feed_seq) <= (p.xid, p.seq))
+             union all
+             (select e.hook_id, e.result, e.occurred_at from events e
+              where e.workspace_id = p.ws and e.integration_account_id = p.acct
+                and e.event_type = le.event_type
+                and (e.feed_xid, e.feed_seq) <= (p.xid, p.seq)
+              order by e.occurred_at desc, e.hook_id desc limit 1)
+             limit 1
+         ) x
+         order by p.ord",
+    )
+    .bind(pick(|r| &r.event.workspace_id))
+    .bind(pick(|r| {
+        r.event
+            .integration_account_id
+            .as_deref()
+            .unwrap_or_default()
+    }))
+    .bind(asked.iter().map(|&i| rows[i].feed_xid).collect::<Vec<_>>())
+    .bind(asked.iter().map(|&i| rows[i].feed_seq).collect::<Vec<_>>())
+    .fetch_all(&mut *db)
+    .await?;
+    let mut found = found.into_iter().peekable();
+    while let Some(first) = found.next() {
+        let ord = first.ord;
+        let mut latest = vec![first.latest];
+        while let Some(next) = found.next_if(|r| r.ord == ord) {
+            latest.push(next.latest);
+        }
+        entries[asked[(ord - 1) as usize]] = status::accounts(latest).pop();
+    }
+    Ok(entries)
 }
 
 /// Follows the whole feed for the streams of this instance.
@@ -244,17 +298,42 @@ struct Tail {
     started: bool,
     /// Every item after this position is, or will be, broadcast.
     position: FeedPosition,
-    sender: broadcast::Sender<Arc<Item>>,
+    /// To the streams of every workspace (`/stream`).
+    all: broadcast::Sender<Arc<Item>>,
+    /// To the streams of one workspace, for the workspaces that have one open: a workspace's
+    /// stream is woken only by its own workspace's events.
+    workspaces: HashMap<String, broadcast::Sender<Arc<Item>>>,
+    /// Wakes an idle tailer when a stream subscribes.
+    subscribed: Arc<Notify>,
+}
+
+impl Tail {
+    /// Whether any stream is open (and forgets the workspaces that have none left).
+    fn listened(&mut self) -> bool {
+        self.workspaces
+            .retain(|_, sender| sender.receiver_count() > 0);
+        self.all.receiver_count() > 0 || !self.workspaces.is_empty()
+    }
+
+    fn broadcast(&mut self, item: Item) {
+        self.position = item.position;
+        let item = Arc::new(item);
+        if let Some(sender) = self.workspaces.get(&item.workspace_id) {
+            let _ = sender.send(item.clone());
+        }
+        let _ = self.all.send(item);
+    }
 }
 
 impl Tailer {
     /// Starts following the feed from its end; the task ends when the last [`Tailer`] is dropped.
     pub fn start(readers: Readers, notifier: Notifier) -> Tailer {
-        let (sender, _) = broadcast::channel(BROADCAST);
         let tail = Arc::new(Mutex::new(Tail {
             started: false,
             position: FeedPosition::BEGINNING,
-            sender,
+            all: broadcast::channel(BROADCAST).0,
+            workspaces: HashMap::new(),
+            subscribed: Arc::new(Notify::new()),
         }));
         tokio::spawn(follow_feed(Arc::downgrade(&tail), readers, notifier));
         Tailer(tail)
@@ -264,14 +343,29 @@ impl Tailer {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A receiver of every item after the returned position, once the tailer knows where the
-    /// feed ends.
-    async fn subscribe(&self) -> (broadcast::Receiver<Arc<Item>>, FeedPosition) {
+    /// A receiver of every item after the returned position (of one workspace, or of all), once
+    /// the tailer knows where the feed ends.
+    async fn subscribe(
+        &self,
+        workspace_id: Option<&str>,
+    ) -> (broadcast::Receiver<Arc<Item>>, FeedPosition) {
         loop {
             {
-                let tail = self.tail();
+                let mut tail = self.tail();
                 if tail.started {
-                    return (tail.sender.subscribe(), tail.position);
+                    let receiver = match workspace_id {
+                        None => tail.all.subscribe(),
+                        Some(id) => match tail.workspaces.get(id) {
+                            Some(sender) => sender.subscribe(),
+                            None => {
+                                let (sender, receiver) = broadcast::channel(WORKSPACE_BROADCAST);
+                                tail.workspaces.insert(id.to_owned(), sender);
+                                receiver
+                            }
+                        },
+                    };
+                    tail.subscribed.notify_one();
+                    return (receiver, tail.position);
                 }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -286,12 +380,10 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             return;
         };
         let tailer = Tailer(shared);
-        let (listening, position) = {
-            let tail = tailer.tail();
-            (
-                tail.started && tail.sender.receiver_count() > 0,
-                tail.position,
-            )
+        let (listening, position, subscribed) = {
+            let mut tail = tailer.tail();
+            let listening = tail.started && tail.listened();
+            (listening, tail.position, tail.subscribed.clone())
         };
         let read = async {
             let mut db = readers.acquire().await?;
@@ -300,7 +392,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 // the end of the feed, cheaply and not at every notification.
                 let end = feed_end(&mut db).await?;
                 let mut tail = tailer.tail();
-                if !tail.started || tail.sender.receiver_count() == 0 {
+                if !tail.started || !tail.listened() {
                     tail.position = end;
                     tail.started = true;
                 }
@@ -311,8 +403,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             let items = items(&mut db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {
-                tail.position = item.position;
-                let _ = tail.sender.send(Arc::new(item));
+                tail.broadcast(item);
             }
             Ok(n)
         };
@@ -325,7 +416,10 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
         };
         drop(tailer);
         if !listening {
-            tokio::time::sleep(IDLE_RECHECK).await;
+            tokio::select! {
+                () = subscribed.notified() => {}
+                () = tokio::time::sleep(IDLE_RECHECK) => {}
+            }
         } else if got < BATCH as usize {
             tokio::select! {
                 () = changes.next() => {}
@@ -403,7 +497,14 @@ fn open(
     };
     drop(caller); // the connection goes back: a stream takes one only to catch up
     let (out, messages) = mpsc::channel(CLIENT_QUEUE);
-    tokio::spawn(send(app, selection, start, out));
+    tokio::spawn(async move {
+        // A stopping service ends its streams (their clients resume elsewhere or after the
+        // restart with Last-Event-ID) rather than holding the shutdown.
+        tokio::select! {
+            () = send(&app, selection, start, out) => {}
+            () = app.stopping() => {}
+        }
+    });
     let stream = futures_util::stream::unfold(messages, |mut messages| async move {
         messages.recv().await.map(|m| (Ok(m), messages))
     });
@@ -412,13 +513,14 @@ fn open(
 
 /// Writes one stream's messages until its client goes away.
 async fn send(
-    app: AppState,
+    app: &AppState,
     selection: Selection,
     start: Option<FeedPosition>,
     out: mpsc::Sender<SseEvent>,
 ) {
     let _open = app.metrics.stream_open();
-    let (mut receiver, mut tail_position) = app.tailer.subscribe().await;
+    let workspace_id = selection.workspace_id.as_deref();
+    let (mut receiver, mut tail_position) = app.tailer.subscribe(workspace_id).await;
     let mut position = start.unwrap_or(tail_position);
     loop {
         // From the store, up to where the broadcast takes over.
@@ -468,7 +570,7 @@ async fn send(
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Behind the broadcast: back to the store from where this stream is.
-                    (receiver, tail_position) = app.tailer.subscribe().await;
+                    (receiver, tail_position) = app.tailer.subscribe(workspace_id).await;
                     break;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

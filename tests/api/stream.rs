@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, event, problem, spawn_app};
+use crate::helpers::{TestDb, binary, event, problem, spawn_app, start_binary};
 
 /// One server-sent message.
 #[derive(Debug)]
@@ -23,15 +23,12 @@ struct Reader {
 }
 
 impl Reader {
-    async fn open(app: &TestApp, path: &str, last_event_id: Option<&str>) -> Reader {
-        let mut request = app.client.get(format!("{}{path}", app.address));
+    async fn open(address: &str, path: &str, last_event_id: Option<&str>) -> Reader {
+        let mut request = reqwest::Client::new().get(format!("{address}{path}"));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = reqwest::Client::new()
-            .execute(request.build().unwrap())
-            .await
-            .unwrap();
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(
             response.headers()["content-type"].to_str().unwrap(),
@@ -45,6 +42,12 @@ impl Reader {
 
     /// The next message within `within`, or `None`.
     async fn next(&mut self, within: Duration) -> Option<Message> {
+        self.next_or_end(within).await.ok().flatten()
+    }
+
+    /// The next message within `within` (`Ok(None)`: none came), or `Err(())` when the stream
+    /// ended.
+    async fn next_or_end(&mut self, within: Duration) -> Result<Option<Message>, ()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
@@ -60,18 +63,17 @@ impl Reader {
                     }
                 }
                 if let Some(event) = event {
-                    return Some(Message {
+                    return Ok(Some(Message {
                         event,
                         data: serde_json::from_str(&data).unwrap(),
                         id,
-                    });
+                    }));
                 }
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
-                Ok(Some(chunk)) => self
-                    .buffer
-                    .push_str(std::str::from_utf8(&chunk.unwrap()).unwrap()),
-                _ => return None,
+                Ok(Some(Ok(chunk))) => self.buffer.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Ok(Some(Err(_)) | None) => return Err(()),
+                Err(_) => return Ok(None),
             }
         }
     }
@@ -82,7 +84,7 @@ const SOON: Duration = Duration::from_secs(15);
 #[tokio::test]
 async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
     let app = spawn_app().await;
-    let mut stream = Reader::open(&app, "/stream", None).await;
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
     // Give the stream a moment to subscribe: it starts live from the moment it opens.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -175,7 +177,7 @@ async fn a_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
     }
     let second = feed["items"][1]["position"].as_str().unwrap().to_owned();
 
-    let mut stream = Reader::open(&app, "/stream", Some(&second)).await;
+    let mut stream = Reader::open(&app.address, "/stream", Some(&second)).await;
     for expected in ["r2", "r3", "r4"] {
         let m = stream.next(SOON).await.expect("replayed");
         assert_eq!(m.data["hookId"], expected);
@@ -191,14 +193,14 @@ async fn a_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
 
     // `?after=` does the same; a workspace stream and filters select events.
     let mut other = Reader::open(
-        &app,
+        &app.address,
         &format!("/workspaces/w/stream?after={second}&eventType=x.*"),
         None,
     )
     .await;
     assert_eq!(other.next(SOON).await.unwrap().data["hookId"], "r2");
     let mut none = Reader::open(
-        &app,
+        &app.address,
         &format!("/stream?after={second}&eventType=sync.*"),
         None,
     )
@@ -226,7 +228,7 @@ async fn a_stream_sends_what_another_instance_stores() {
         Some(db),
     )
     .await;
-    let mut stream = Reader::open(&one, "/stream", None).await;
+    let mut stream = Reader::open(&one.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let body = event("elsewhere", "w", None, "x.y", "2024-01-01T00:00:00Z");
     assert_eq!(two.deliver(&body).await.status(), 201);
@@ -239,7 +241,7 @@ async fn a_stream_sends_what_another_instance_stores() {
 #[tokio::test]
 async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     let app = spawn_app().await;
-    let mut stream = Reader::open(&app, "/stream", None).await;
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let bodies: Vec<Value> = (0..2500)
         .map(|i| {
@@ -289,4 +291,268 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     };
     assert_eq!(seen.len(), 2500, "every event");
     assert_eq!(seen, feed, "in feed order, once each");
+}
+
+/// A `status` message carries the account's entry right after its event, replayed or live, even
+/// when later events of the account are already stored by the time it is sent.
+#[tokio::test]
+async fn a_status_message_carries_the_entry_right_after_its_event() {
+    let app = spawn_app().await;
+    let beginning = app.get_json("/workspaces/nobody/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for body in [
+        event(
+            "t1",
+            "w",
+            Some("a"),
+            "sync.error",
+            "2024-01-02T00:00:00.000Z",
+        ),
+        event(
+            "t2",
+            "w",
+            Some("a"),
+            "link.created",
+            "2024-01-01T00:00:00.000Z",
+        ),
+        event(
+            "t3",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-03T00:00:00.000Z",
+        ),
+        event("t4", "w", Some("a"), "sync.paused", "2023-12-31T00:00:00Z"),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let mut stream = Reader::open(&app.address, &format!("/stream?after={beginning}"), None).await;
+    let mut statuses = Vec::new();
+    while let Some(m) = stream.next(SOON).await {
+        if m.event == "status" {
+            statuses.push(m.data);
+        } else if m.data["hookId"] == "t4" {
+            break;
+        }
+    }
+    // Live: both stored before the tailer reads either.
+    for body in [
+        event(
+            "t5",
+            "w",
+            Some("a"),
+            "sync.error",
+            "2024-01-04T00:00:00.000Z",
+        ),
+        event(
+            "t6",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-05T00:00:00.000Z",
+        ),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    while let Some(m) = stream.next(SOON).await {
+        if m.event == "status" {
+            statuses.push(m.data);
+            if statuses.len() == 5 {
+                break;
+            }
+        }
+    }
+    let seen: Vec<(&str, &str, &str, &str, &str)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s["causedBy"].as_str().unwrap(),
+                s["status"]["sync"]["state"].as_str().unwrap(),
+                s["status"]["link"]["state"].as_str().unwrap(),
+                s["status"]["lastEventAt"].as_str().unwrap(),
+                s["status"]["sync"]["lastErrorAt"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "t1",
+                "error",
+                "unknown",
+                "2024-01-02T00:00:00.000Z",
+                "2024-01-02T00:00:00.000Z"
+            ),
+            (
+                "t2",
+                "error",
+                "active",
+                "2024-01-02T00:00:00.000Z",
+                "2024-01-02T00:00:00.000Z"
+            ),
+            (
+                "t3",
+                "complete",
+                "active",
+                "2024-01-03T00:00:00.000Z",
+                "2024-01-02T00:00:00.000Z"
+            ),
+            (
+                "t5",
+                "error",
+                "active",
+                "2024-01-04T00:00:00.000Z",
+                "2024-01-04T00:00:00.000Z"
+            ),
+            (
+                "t6",
+                "complete",
+                "active",
+                "2024-01-05T00:00:00.000Z",
+                "2024-01-04T00:00:00.000Z"
+            ),
+        ]
+    );
+    assert!(statuses.iter().all(|s| s["integrationAccountId"] == "a"));
+}
+
+/// Live, a workspace's stream is sent its own workspace's events only, and `/stream` all of them.
+#[tokio::test]
+async fn workspace_streams_are_sent_their_own_events_live() {
+    let app = spawn_app().await;
+    let mut one = Reader::open(&app.address, "/workspaces/w1/stream", None).await;
+    let mut two = Reader::open(&app.address, "/workspaces/w2/stream", None).await;
+    let mut all = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, ws) in [("l1", "w1"), ("l2", "w2"), ("l3", "w1"), ("l4", "w3")] {
+        let body = event(id, ws, None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let read = async |reader: &mut Reader, n: usize| {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            match reader.next(SOON).await {
+                Some(m) => ids.push(m.data["hookId"].as_str().unwrap().to_owned()),
+                None => break,
+            }
+        }
+        assert!(
+            reader.next(Duration::from_millis(500)).await.is_none(),
+            "{ids:?} and more"
+        );
+        ids
+    };
+    assert_eq!(read(&mut one, 2).await, ["l1", "l3"]);
+    assert_eq!(read(&mut two, 1).await, ["l2"]);
+    assert_eq!(read(&mut all, 4).await, ["l1", "l2", "l3", "l4"]);
+}
+
+/// A stopping service ends its streams and answers its long polls at once instead of waiting on
+/// them, and a client that
+/// resumes with its `Last-Event-ID` on the restarted service receives every event stored since,
+/// once each: also those stored while it was away.
+#[tokio::test]
+async fn a_stream_resumes_across_a_restart_of_the_service() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let log = std::env::temp_dir().join(format!("calry-hooks-restart-{}.log", db.name));
+    let client = reqwest::Client::new();
+    let deliver = async |address: &str, id: &str| {
+        let body = event(id, "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+        let response = client
+            .post(format!("{address}/webhooks/calry"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{id}");
+    };
+
+    let (mut first, address) = start_binary(binary(Some(&db.name)), &log).await;
+    let mut stream = Reader::open(&address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in ["q1", "q2", "q3"] {
+        deliver(&address, id).await;
+    }
+    let mut last_id = None;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = stream.next(SOON).await.expect("a live event");
+        if m.event == "event" {
+            seen.push(m.data["hookId"].as_str().unwrap().to_owned());
+        }
+        last_id = m.id.or(last_id);
+    }
+
+    // A long poll waiting at the end of the feed, too.
+    let mut next = String::new();
+    loop {
+        let after = if next.is_empty() {
+            String::new()
+        } else {
+            format!("&after={next}")
+        };
+        let page: serde_json::Value = client
+            .get(format!("{address}/feed?limit=1000{after}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        next = page["next"].as_str().unwrap().to_owned();
+        if page["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+    }
+    let poll = tokio::spawn(
+        client
+            .get(format!("{address}/feed?wait=30&after={next}"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let asked = std::time::Instant::now();
+    let pid = first.id().unwrap() as libc::pid_t;
+    // SAFETY: a plain signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(
+        stream.next_or_end(SOON).await.err(),
+        Some(()),
+        "the stream ends when the service stops"
+    );
+    let exit = tokio::time::timeout(SOON, first.wait()).await;
+    assert!(
+        exit.is_ok_and(|status| status.unwrap().success()),
+        "the service stops at once with a stream open"
+    );
+    let stopped_in = asked.elapsed();
+    let poll = poll.await.unwrap().unwrap();
+    assert_eq!(poll.status(), 200, "the long poll is answered");
+    let poll: serde_json::Value = poll.json().await.unwrap();
+    assert_eq!(poll["items"], serde_json::json!([]));
+    assert_eq!(poll["next"], next.as_str());
+
+    let (_second, address) = start_binary(binary(Some(&db.name)), &log).await;
+    for id in ["q4", "q5"] {
+        deliver(&address, id).await;
+    }
+    let mut stream = Reader::open(&address, "/workspaces/w/stream", last_id.as_deref()).await;
+    deliver(&address, "q6").await;
+    while let Some(m) = stream.next(Duration::from_secs(3)).await {
+        if m.event == "event" {
+            seen.push(m.data["hookId"].as_str().unwrap().to_owned());
+        }
+        if seen.len() == 7 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        ["q1", "q2", "q3", "q4", "q5", "q6"],
+        "stopped in {stopped_in:?}"
+    );
 }
