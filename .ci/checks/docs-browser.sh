@@ -4,7 +4,7 @@
 # of each operation once opened.
 #
 # Installs a pinned Playwright from PyPI into its own virtual environment
-# (target/ci-venv-playwright, like schemathesis.sh's target/ci-venv-schemathesis), starts the
+# (target/ci-venv-playwright, shared with stream-browser.sh; .ci/lib/browser.sh), starts the
 # built service (target/debug/calry-hooks) on a free loopback port with a private PostgreSQL in a
 # fresh temporary directory, then drives Debian's headless Chromium (/usr/bin/chromium, installed
 # with apt when missing) with Playwright (.ci/checks/docs_browser.py). Playwright's own browser
@@ -39,35 +39,13 @@ PROBE_HOST="calry-hooks.test"
 # Every other operation the document holds is checked too: the list grows with the document.
 # ------------------------------------------------------------------------------------------------
 
-PLAYWRIGHT_VERSION=1.65.2
-VENV=target/ci-venv-playwright
 ARTIFACTS=target/ci-artifacts
-CHROMIUM=/usr/bin/chromium
 BIN=target/debug/calry-hooks
 
 log() { printf 'docs-browser: %s\n' "$*"; }
 
-# Prerequisites: chromium (and python3 and curl, present on CI's machine; installed if not).
-missing=()
-[ -x "$CHROMIUM" ] || missing+=(chromium)
-command -v python3 >/dev/null || missing+=(python3)
-command -v curl >/dev/null || missing+=(curl)
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
-"$CHROMIUM" --version 2>/dev/null || true
-
-# Playwright (the Python client and its driver; the browser is Debian's, above).
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
-    log "installing playwright $PLAYWRIGHT_VERSION into $VENV"
-    "$PY" -m pip install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
-fi
+# Chromium and Playwright: sets CHROMIUM and PY.
+source .ci/lib/browser.sh
 
 if [ ! -x "$BIN" ]; then
     log "$BIN is missing: cargo build"

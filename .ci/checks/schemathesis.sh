@@ -32,14 +32,8 @@ CONFIG=.ci/checks/schemathesis.toml # expected statuses of positive and negative
 
 log() { printf 'schemathesis: %s\n' "$*"; }
 
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
-    log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
-    "$PY" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-fi
+source .ci/lib/venv.sh
+PY=$(venv_python "$VENV" "schemathesis==$SCHEMATHESIS_VERSION")
 
 cargo build --quiet --bin calry-hooks
 source .ci/lib/service.sh

@@ -10,13 +10,8 @@ SVIX_VERSION=2.9.1
 VENV=target/ci-venv
 TOLERANCE_SECS=300
 
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('svix') != '$SVIX_VERSION')" 2>/dev/null; then
-    "$PY" -m pip install --quiet --disable-pip-version-check "svix==$SVIX_VERSION"
-fi
+source .ci/lib/venv.sh
+PY=$(venv_python "$VENV" "svix==$SVIX_VERSION")
 
 cargo build --quiet --bin calry-hooks
 source .ci/lib/service.sh
