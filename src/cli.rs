@@ -28,8 +28,9 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let db = open(&config).await?;
             let rebuilt = crate::status::rebuild(&db.pool).await?;
             println!(
-                "status rebuilt from history: {} latest-event rows over {} workspaces",
-                rebuilt.latest_rows, rebuilt.workspaces
+                "status rebuilt from history: {} latest-event rows over {} workspaces, {} accounts, \
+                 {} state changes",
+                rebuilt.latest_rows, rebuilt.workspaces, rebuilt.accounts, rebuilt.state_changes
             );
             close(db).await
         }

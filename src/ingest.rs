@@ -7,6 +7,7 @@
 //! is answered only after that statement has committed, with its own outcome. Idempotency lives
 //! in the database: the primary key on `hook_id` decides, never a check in memory.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -257,6 +258,35 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
     for pending in batch {
         cols.push(&pending.event);
     }
+    let refresh = cols
+        .event_type
+        .iter()
+        .zip(&cols.integration_account_id)
+        .any(|(t, account)| account.is_some() && KNOWN_TYPES.contains(t));
+    let mut conn = pool.acquire().await?;
+    if !refresh {
+        return insert_batch(&mut conn, cols, batch.len()).await;
+    }
+    // Events of known types also change `accounts` and `state_changes`, in a second statement of
+    // the same transaction.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let outcomes = insert_batch(&mut tx, cols, batch.len()).await?;
+    let created = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| **outcome == Some(Outcome::Created))
+        .map(|(pending, _)| &pending.event.envelope);
+    refresh_accounts(&mut tx, created).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Runs INSERT_BATCH: each delivery's outcome in batch order, `None` for one that must go again.
+async fn insert_batch(
+    db: &mut sqlx::PgConnection,
+    cols: Columns<'_>,
+    n: usize,
+) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
     let rows: Vec<(i64, String, i64)> = sqlx::query_as(INSERT_BATCH)
         .bind(cols.hook_id)
         .bind(cols.workspace_id)
@@ -268,10 +298,9 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
         .bind(cols.signature_verified)
         .bind(cols.payload)
         .bind(&KNOWN_TYPES[..])
-        .fetch_all(&mut *pool.acquire().await?)
+        .fetch_all(db)
         .await?;
-
-    let mut outcomes = vec![None; batch.len()];
+    let mut outcomes = vec![None; n];
     for (ord, outcome, delivery_count) in rows {
         outcomes[(ord - 1) as usize] = match outcome.as_str() {
             "created" => Some(Outcome::Created),
@@ -282,6 +311,141 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
     }
     Ok(outcomes)
 }
+
+/// Recomputes `state_changes` and `accounts` for every (account, category) that `created` adds
+/// an event to, from the earliest of its new events on: a run can only start or end at or after
+/// it. The batch statement holds each account's lock by now, so this statement's snapshot holds
+/// every event of those accounts committed by others, and no other transaction can add one
+/// before this one commits.
+async fn refresh_accounts<'a>(
+    db: &mut sqlx::PgConnection,
+    created: impl Iterator<Item = &'a Envelope>,
+) -> Result<(), sqlx::Error> {
+    let mut earliest: BTreeMap<(&str, &str, &str), (DateTime<Utc>, &str)> = BTreeMap::new();
+    for event in created {
+        let (Some(effect), Some(account)) = (
+            crate::status::effect(&event.event_type),
+            event.integration_account_id.as_deref(),
+        ) else {
+            continue;
+        };
+        let key = (event.workspace_id.as_str(), account, effect.category());
+        let at = (event.occurred_at, event.hook_id.as_str());
+        earliest
+            .entry(key)
+            .and_modify(|e| *e = (*e).min(at))
+            .or_insert(at);
+    }
+    if earliest.is_empty() {
+        return Ok(());
+    }
+    let (mut ws, mut account, mut category, mut at, mut hook) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((w, a, c), (t, h)) in earliest {
+        ws.push(w);
+        account.push(a);
+        category.push(c);
+        at.push(t);
+        hook.push(h);
+    }
+    sqlx::query(REFRESH_ACCOUNTS)
+        .bind(ws)
+        .bind(account)
+        .bind(category)
+        .bind(at)
+        .bind(hook)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The refresh of `refresh_accounts`: for each (workspace, account, category, earliest new
+/// event), the state before that event (the latest run started before it), the category's events
+/// from it on with the state each says, the first of every run among them (a change from the
+/// state before it), written over the `state_changes` rows at or after the earliest new event;
+/// then the category's current state and `since` (its latest run start) into `accounts`. A
+/// category not in the batch keeps its columns (a touched one always has a since: that is how
+/// the update tells them apart). The cost is the account's events from its
+/// earliest new one on: a few for events that arrive in order.
+const REFRESH_ACCOUNTS: &str = r#"
+with touched as (
+    select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
+        as t(ws, acct, category, at, hook)
+),
+before as (
+    select t.*, p.to_state as prev_state, p.occurred_at as prev_at, p.hook_id as prev_hook
+    from touched t
+    left join lateral (
+        select c.to_state, c.occurred_at, c.hook_id from state_changes c
+        where c.workspace_id = t.ws and c.integration_account_id = t.acct
+          and c.category = t.category and (c.occurred_at, c.hook_id) < (t.at, t.hook)
+        order by c.occurred_at desc, c.hook_id desc limit 1
+    ) p on true
+),
+runs as (
+    select b.ws, b.acct, b.category, e.occurred_at, e.hook_id, s.state,
+           lag(s.state, 1, coalesce(b.prev_state, 'unknown')) over (
+               partition by b.ws, b.acct, b.category order by e.occurred_at, e.hook_id
+           ) as from_state
+    from before b
+    join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
+                 and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+    join event_states s on s.event_type = e.event_type and s.category = b.category
+),
+changes as (
+    select ws, acct, category, occurred_at, hook_id, from_state, state as to_state
+    from runs where from_state <> state
+),
+removed as (
+    delete from state_changes c using before b
+    where c.workspace_id = b.ws and c.integration_account_id = b.acct
+      and c.category = b.category and (c.occurred_at, c.hook_id) >= (b.at, b.hook)
+      and not exists (select from changes n
+                      where n.ws = c.workspace_id and n.acct = c.integration_account_id
+                        and n.category = c.category and n.occurred_at = c.occurred_at
+                        and n.hook_id = c.hook_id)
+),
+added as (
+    insert into state_changes as c (workspace_id, integration_account_id, category, occurred_at,
+                                    hook_id, from_state, to_state)
+    select ws, acct, category, occurred_at, hook_id, from_state, to_state from changes
+    order by ws, acct, category, occurred_at, hook_id
+    on conflict (workspace_id, integration_account_id, category, occurred_at, hook_id) do update
+    set from_state = excluded.from_state, to_state = excluded.to_state
+    where (c.from_state, c.to_state) is distinct from (excluded.from_state, excluded.to_state)
+),
+current as (
+    select distinct on (ws, acct, category) ws, acct, category, state, since
+    from (select ws, acct, category, to_state as state, occurred_at as since, hook_id
+          from changes
+          union all
+          select ws, acct, category, prev_state, prev_at, prev_hook
+          from before where prev_state is not null) starts
+    order by ws, acct, category, since desc, hook_id desc
+)
+insert into accounts as a (workspace_id, integration_account_id, account_state, account_since,
+                           link_state, link_since, sync_state, sync_since)
+select ws, acct,
+       coalesce(max(state) filter (where category = 'account'), 'unknown'),
+       max(since) filter (where category = 'account'),
+       coalesce(max(state) filter (where category = 'link'), 'unknown'),
+       max(since) filter (where category = 'link'),
+       coalesce(max(state) filter (where category = 'sync'), 'unknown'),
+       max(since) filter (where category = 'sync')
+from current
+group by ws, acct
+order by ws, acct
+on conflict (workspace_id, integration_account_id) do update
+set account_state = case when excluded.account_since is null then a.account_state
+                         else excluded.account_state end,
+    account_since = coalesce(excluded.account_since, a.account_since),
+    link_state = case when excluded.link_since is null then a.link_state
+                      else excluded.link_state end,
+    link_since = coalesce(excluded.link_since, a.link_since),
+    sync_state = case when excluded.sync_since is null then a.sync_state
+                      else excluded.sync_state end,
+    sync_since = coalesce(excluded.sync_since, a.sync_since)
+"#;
 
 /// A batch as one array per column, the shape `unnest` takes.
 #[derive(Default)]
@@ -355,6 +519,16 @@ with input as (
 first as (
     select distinct on (hook_id) * from input order by hook_id, ord
 ),
+-- One lock per account with an event of a known type, taken in one order by every batch before
+-- it writes: the accounts refresh that follows in the same transaction (REFRESH_ACCOUNTS) then
+-- sees every event of those accounts that another transaction committed.
+locks as (
+    select count(pg_advisory_xact_lock(k)) as n
+    from (select distinct hashtextextended(workspace_id || chr(31) || integration_account_id, 0) as k
+          from input
+          where integration_account_id is not null and event_type = any($10::text[])
+          order by 1) keys
+),
 reference as (
     select f.hook_id, coalesce(e.payload, f.payload) as payload, e.hook_id is not null as stored
     from first f left join events e on e.hook_id = f.hook_id
@@ -371,7 +545,7 @@ inserted as (
            f.occurred_at, f.signature_verified, f.payload,
            (select count(*) from verdict v where v.hook_id = f.hook_id and v.same)
     from first f join reference r on r.hook_id = f.hook_id
-    where not r.stored
+    where not r.stored and (select n from locks) >= 0
     order by f.hook_id
     on conflict (hook_id) do nothing
     returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at

@@ -284,9 +284,9 @@ pub fn account_example() -> Value {
     json!({
     "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
     "lastEventAt": "2024-02-09T11:33:41.658Z",
-    "account": {"state": "unknown", "lastEvent": null},
-    "link": {"state": "unknown", "lastEvent": null},
-    "sync": {"state": "complete",
+    "account": {"state": "unknown", "since": null, "lastEvent": null},
+    "link": {"state": "unknown", "since": null, "lastEvent": null},
+    "sync": {"state": "complete", "since": "2024-02-09T11:33:41.658Z",
              "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "eventType": "sync.complete",
                            "result": "SUCCESS", "occurredAt": "2024-02-09T11:33:41.658Z"},
              "lastCompletedAt": "2024-02-09T11:33:41.658Z", "lastErrorAt": null, "lastPausedAt": null}

@@ -75,6 +75,20 @@ impl Effect {
             Effect::Sync(_) => "sync",
         }
     }
+
+    /// The state the effect sets, as the status names it.
+    pub fn state(self) -> &'static str {
+        use LifecycleState as L;
+        match self {
+            Effect::Account(L::Active) | Effect::Link(L::Active) => "active",
+            Effect::Account(L::Deleted) | Effect::Link(L::Deleted) => "deleted",
+            Effect::Account(L::Unknown) | Effect::Link(L::Unknown) => "unknown",
+            Effect::Sync(SyncState::Complete) => "complete",
+            Effect::Sync(SyncState::Error) => "error",
+            Effect::Sync(SyncState::Paused) => "paused",
+            Effect::Sync(SyncState::Unknown) => "unknown",
+        }
+    }
 }
 
 /// The known types of a category.
@@ -107,6 +121,9 @@ pub struct LatestRow {
     pub hook_id: String,
     pub result: Option<String>,
     pub occurred_at: DateTime<Utc>,
+    /// When the current state of the row's category began (`accounts`), where the query reads it.
+    #[sqlx(default)]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// The event that decided a category's state.
@@ -130,6 +147,11 @@ impl LastEvent {
 #[serde(rename_all = "camelCase")]
 pub struct CategoryStatus {
     pub state: LifecycleState,
+    /// When the current state began: the `occurredAt` of the first event of the unbroken run of
+    /// this state that ends with `lastEvent`; null while `unknown`.
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
     pub last_event: Option<LastEvent>,
 }
 
@@ -137,6 +159,10 @@ pub struct CategoryStatus {
 #[serde(rename_all = "camelCase")]
 pub struct SyncStatus {
     pub state: SyncState,
+    /// When the current state began (as for the other categories); null while `unknown`.
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
     pub last_event: Option<LastEvent>,
     #[serde(serialize_with = "rfc3339_opt")]
     pub last_completed_at: Option<DateTime<Utc>>,
@@ -174,6 +200,7 @@ pub fn accounts(rows: impl IntoIterator<Item = LatestRow>) -> Vec<AccountStatus>
         }
         let status = out.last_mut().expect("pushed above");
         status.last_event_at = status.last_event_at.max(row.occurred_at);
+        let since = row.since;
         let event = LastEvent {
             hook_id: row.hook_id,
             event_type: row.event_type,
@@ -181,18 +208,28 @@ pub fn accounts(rows: impl IntoIterator<Item = LatestRow>) -> Vec<AccountStatus>
             occurred_at: row.occurred_at,
         };
         match effect {
-            Effect::Account(state) => keep_latest(
-                &mut status.account.last_event,
-                &mut status.account.state,
-                event,
-                state,
-            ),
-            Effect::Link(state) => keep_latest(
-                &mut status.link.last_event,
-                &mut status.link.state,
-                event,
-                state,
-            ),
+            Effect::Account(state) => {
+                let account = &mut status.account;
+                keep_latest(
+                    &mut account.last_event,
+                    &mut account.state,
+                    &mut account.since,
+                    event,
+                    state,
+                    since,
+                )
+            }
+            Effect::Link(state) => {
+                let link = &mut status.link;
+                keep_latest(
+                    &mut link.last_event,
+                    &mut link.state,
+                    &mut link.since,
+                    event,
+                    state,
+                    since,
+                )
+            }
             Effect::Sync(state) => {
                 let sync = &mut status.sync;
                 match state {
@@ -201,18 +238,34 @@ pub fn accounts(rows: impl IntoIterator<Item = LatestRow>) -> Vec<AccountStatus>
                     SyncState::Paused => sync.last_paused_at = Some(event.occurred_at),
                     SyncState::Unknown => {}
                 }
-                keep_latest(&mut sync.last_event, &mut sync.state, event, state);
+                keep_latest(
+                    &mut sync.last_event,
+                    &mut sync.state,
+                    &mut sync.since,
+                    event,
+                    state,
+                    since,
+                );
             }
         }
     }
     out
 }
 
-/// Replaces the category's latest event (and state) when `event` is later by (occurredAt, hookId).
-fn keep_latest<S>(latest: &mut Option<LastEvent>, state: &mut S, event: LastEvent, new_state: S) {
+/// Replaces the category's latest event (and state and since) when `event` is later by
+/// (occurredAt, hookId).
+fn keep_latest<S>(
+    latest: &mut Option<LastEvent>,
+    state: &mut S,
+    since: &mut Option<DateTime<Utc>>,
+    event: LastEvent,
+    new_state: S,
+    new_since: Option<DateTime<Utc>>,
+) {
     if latest.as_ref().is_none_or(|l| event.key() > l.key()) {
         *latest = Some(event);
         *state = new_state;
+        *since = new_since;
     }
 }
 
@@ -220,6 +273,7 @@ impl AccountStatus {
     fn empty(integration_account_id: String, at: DateTime<Utc>) -> AccountStatus {
         let unknown = CategoryStatus {
             state: LifecycleState::Unknown,
+            since: None,
             last_event: None,
         };
         AccountStatus {
@@ -229,6 +283,7 @@ impl AccountStatus {
             link: unknown,
             sync: SyncStatus {
                 state: SyncState::Unknown,
+                since: None,
                 last_event: None,
                 last_completed_at: None,
                 last_error_at: None,
@@ -275,6 +330,8 @@ pub fn totals(accounts: &[AccountStatus]) -> Totals {
 pub struct Rebuilt {
     pub latest_rows: u64,
     pub workspaces: u64,
+    pub accounts: u64,
+    pub state_changes: u64,
 }
 
 /// Recomputes the status tables from the stored history, in one transaction. Concurrent ingest
@@ -284,9 +341,11 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     sqlx::query("set local statement_timeout = 0")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("lock table latest_events, workspaces in share row exclusive mode")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "lock table latest_events, workspaces, accounts, state_changes in share row exclusive mode",
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("delete from latest_events")
         .execute(&mut *tx)
         .await?;
@@ -313,10 +372,20 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    sqlx::query("select rebuild_accounts()")
+        .execute(&mut *tx)
+        .await?;
+    let (accounts, state_changes): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from accounts), (select count(*) from state_changes)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Rebuilt {
         latest_rows,
         workspaces,
+        accounts: accounts as u64,
+        state_changes: state_changes as u64,
     })
 }
 
@@ -331,6 +400,7 @@ mod tests {
             hook_id: hook_id.to_owned(),
             result: None,
             occurred_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            since: Some(DateTime::from_timestamp(secs - 1, 0).unwrap()),
         }
     }
 
@@ -380,6 +450,10 @@ mod tests {
         assert_eq!(a.sync.last_paused_at.unwrap().timestamp(), 5);
         assert_eq!(a.sync.last_error_at.unwrap().timestamp(), 30);
         assert_eq!(a.last_event_at.timestamp(), 30);
+        // Each category's since is its deciding row's.
+        assert_eq!(a.account.since.unwrap().timestamp(), 19);
+        assert_eq!(a.sync.since.unwrap().timestamp(), 29);
+        assert_eq!(a.link.since, None);
         let t = totals(&status);
         assert_eq!((t.accounts, t.accounts_deleted), (2, 1));
         assert_eq!((t.sync.complete, t.sync.unknown), (1, 1));

@@ -1,6 +1,7 @@
 //! The HTTP surface: shared state, the router that nests every route module, and problem
 //! answers for unmatched routes.
 
+pub mod accounts;
 pub mod events;
 pub mod extract;
 pub mod feed;
@@ -61,6 +62,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(doc)
         .merge(webhooks::router())
         .merge(workspaces::router())
+        .merge(accounts::router())
         .merge(events::router())
         .merge(feed::router())
         .merge(stream::router())

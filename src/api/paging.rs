@@ -344,6 +344,103 @@ impl WorkspaceCursor {
     }
 }
 
+/// Position after the last account of a `GET /accounts` page: its `sync.since` (none while its
+/// sync is unknown), workspace and account.
+#[derive(Debug)]
+pub struct AccountCursor {
+    pub since: Option<DateTime<Utc>>,
+    pub workspace_id: String,
+    pub integration_account_id: String,
+}
+
+impl AccountCursor {
+    pub fn encode(&self) -> String {
+        let since = self
+            .since
+            .map_or("-".to_owned(), |t| t.timestamp_micros().to_string());
+        encode(&format!(
+            "a1:{since}:{}:{}{}",
+            self.workspace_id.len(),
+            self.workspace_id,
+            self.integration_account_id
+        ))
+    }
+
+    pub fn parse(params: &Params) -> Result<Option<AccountCursor>> {
+        let Some(raw) = params.single("cursor")? else {
+            return Ok(None);
+        };
+        let text = decode(raw)?;
+        let mut parts = text.splitn(4, ':');
+        let (Some("a1"), Some(since), Some(len), Some(ids)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad_cursor());
+        };
+        let since = match since {
+            "-" => None,
+            micros => Some(
+                micros
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(DateTime::from_timestamp_micros)
+                    .filter(|t| (0..=9999).contains(&t.year()))
+                    .ok_or_else(bad_cursor)?,
+            ),
+        };
+        let len: usize = len.parse().map_err(|_| bad_cursor())?;
+        if !ids.is_char_boundary(len.min(ids.len())) || len > ids.len() {
+            return Err(bad_cursor());
+        }
+        let (workspace_id, integration_account_id) = ids.split_at(len);
+        Ok(Some(AccountCursor {
+            since,
+            workspace_id: workspace_id.to_owned(),
+            integration_account_id: integration_account_id.to_owned(),
+        }))
+    }
+}
+
+/// The keyset tail of one sync-state branch of an accounts listing (filters already pushed):
+/// accounts after `cursor` by (`sync_since` newest first, workspace, account) — a range scan of
+/// `accounts_by_sync` — and one row more than `limit`. `known`: whether the branch's accounts
+/// have a sync state (and so a since); those of `unknown` come after all of them.
+pub fn push_account_keyset<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    known: bool,
+    cursor: Option<&'a AccountCursor>,
+    limit: i64,
+) {
+    let after_ids = |qb: &mut QueryBuilder<'a, Postgres>, c: &'a AccountCursor| {
+        qb.push("(workspace_id, integration_account_id) > (")
+            .push_bind(&c.workspace_id)
+            .push(", ")
+            .push_bind(&c.integration_account_id)
+            .push(")");
+    };
+    match cursor.map(|c| (c, known, c.since)) {
+        None | Some((_, false, Some(_))) => {} // the unknown all follow the known
+        Some((_, true, None)) => {
+            qb.push(" and false"); // the known all come before the unknown
+        }
+        Some((c, true, Some(since))) => {
+            qb.push(" and sync_since <= ")
+                .push_bind(since)
+                .push(" and (sync_since < ")
+                .push_bind(since)
+                .push(" or ");
+            after_ids(qb, c);
+            qb.push(")");
+        }
+        Some((c, false, None)) => {
+            qb.push(" and ");
+            after_ids(qb, c);
+        }
+    }
+    qb.push(" order by sync_since desc, workspace_id, integration_account_id limit ")
+        .push_bind(limit + 1);
+}
+
 fn encode(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text)
 }

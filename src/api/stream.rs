@@ -235,6 +235,8 @@ struct EntryRow {
 /// of each known type among the account's events at the event's feed position or before. The
 /// account's current latest row of a type answers when it is at or before that position (live, it
 /// nearly always is); only a type whose latest event came later is looked up in the history.
+/// Each category's `since` is the start of the run that holds its latest event there, from the
+/// timeline as it is now (an event stored later inside that run could have split it).
 async fn entries_after(
     db: &mut PgConnection,
     rows: &[FeedRow],
@@ -248,7 +250,8 @@ async fn entries_after(
     let pick =
         |f: fn(&FeedRow) -> &str| -> Vec<&str> { asked.iter().map(|&i| f(&rows[i])).collect() };
     let found: Vec<EntryRow> = sqlx::query_as(
-        "select p.ord, le.integration_account_id, le.event_type, x.hook_id, x.result, x.occurred_at
+        "select p.ord, le.integration_account_id, le.event_type, x.hook_id, x.result, x.occurred_at,
+                r.since
          from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
               with ordinality p(ws, acct, xid, seq, ord)
          join latest_events le on le.workspace_id = p.ws and le.integration_account_id = p.acct
@@ -264,6 +267,14 @@ async fn entries_after(
               order by e.occurred_at desc, e.hook_id desc limit 1)
              limit 1
          ) x
+         join event_states t on t.event_type = le.event_type
+         left join lateral (
+             select c.occurred_at as since from state_changes c
+             where c.workspace_id = p.ws and c.integration_account_id = p.acct
+               and c.category = t.category
+               and (c.occurred_at, c.hook_id) <= (x.occurred_at, x.hook_id)
+             order by c.occurred_at desc, c.hook_id desc limit 1
+         ) r on true
          order by p.ord",
     )
     .bind(pick(|r| &r.event.workspace_id))

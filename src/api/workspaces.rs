@@ -192,8 +192,13 @@ pub async fn workspace_status(
 /// A workspace and its latest rows in one round trip: no row for an unknown workspace, one row of
 /// nulls beside `last_event_at` for a workspace with no account.
 pub const WORKSPACE_STATUS: &str = "select w.last_event_at, l.integration_account_id, \
-    l.event_type, l.hook_id, l.result, l.occurred_at \
+    l.event_type, l.hook_id, l.result, l.occurred_at, \
+    case s.category when 'account' then a.account_since when 'link' then a.link_since \
+                    else a.sync_since end as since \
     from workspaces w left join latest_events l on l.workspace_id = w.workspace_id \
+    left join event_states s on s.event_type = l.event_type \
+    left join accounts a on a.workspace_id = l.workspace_id \
+                        and a.integration_account_id = l.integration_account_id \
     where w.workspace_id = $1 order by l.integration_account_id";
 
 #[derive(sqlx::FromRow)]
@@ -204,6 +209,7 @@ struct StatusRow {
     hook_id: Option<String>,
     result: Option<String>,
     occurred_at: Option<DateTime<Utc>>,
+    since: Option<DateTime<Utc>>,
 }
 
 impl StatusRow {
@@ -214,12 +220,20 @@ impl StatusRow {
             hook_id: self.hook_id?,
             result: self.result,
             occurred_at: self.occurred_at?,
+            since: self.since,
         })
     }
 }
 
-pub const LATEST_ROWS_OF_ACCOUNT: &str = "select integration_account_id, event_type, hook_id, \
-    result, occurred_at from latest_events where workspace_id = $1 and integration_account_id = $2";
+/// One account's latest rows, each with its category's `since`.
+pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.event_type, \
+    l.hook_id, l.result, l.occurred_at, \
+    case s.category when 'account' then a.account_since when 'link' then a.link_since \
+                    else a.sync_since end as since \
+    from latest_events l join event_states s on s.event_type = l.event_type \
+    left join accounts a on a.workspace_id = l.workspace_id \
+                        and a.integration_account_id = l.integration_account_id \
+    where l.workspace_id = $1 and l.integration_account_id = $2";
 
 /// The current status of one integration account.
 #[utoipa::path(

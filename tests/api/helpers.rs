@@ -489,3 +489,22 @@ pub async fn deliver_all(app: &TestApp, bodies: Vec<Value>, concurrency: usize) 
     answers.sort();
     answers.into_iter().map(|(_, s)| s).collect()
 }
+
+/// Every item of a paged listing (`items`, `nextCursor`), following the cursor from `path`.
+pub async fn read_pages(app: &TestApp, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}cursor={c}"),
+            None => path.to_owned(),
+        };
+        let page: Value = app.get_json(&url).await;
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}

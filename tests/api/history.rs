@@ -301,11 +301,15 @@ async fn a_workspace_without_matching_events_gives_an_empty_page() {
     assert_eq!(page, json!({"items": [], "nextCursor": null}));
 }
 
-/// Walks a plan (EXPLAIN's JSON) and collects every node that scans `events` sequentially.
+/// Walks a plan (EXPLAIN's JSON) and collects every node that scans a table that grows with the
+/// store (`events`, `accounts`, `state_changes`) sequentially.
 fn seq_scans_of_events(plan: &Value, found: &mut Vec<String>) {
     if let Some(obj) = plan.as_object() {
         if obj.get("Node Type") == Some(&json!("Seq Scan"))
-            && obj.get("Relation Name") == Some(&json!("events"))
+            && obj
+                .get("Relation Name")
+                .and_then(Value::as_str)
+                .is_some_and(|r| ["events", "accounts", "state_changes"].contains(&r))
         {
             found.push(plan.to_string());
         }
@@ -435,6 +439,58 @@ async fn no_query_route_scans_the_events_table_sequentially() {
             qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
         ));
     }
+    let deep_account = calry_hooks::api::paging::AccountCursor {
+        since: Some("2024-01-10T00:00:00Z".parse().unwrap()),
+        workspace_id: "w42".to_owned(),
+        integration_account_id: "a3".to_owned(),
+    }
+    .encode();
+    for (route, scope, query) in [
+        (
+            "GET /accounts?syncState=error",
+            None,
+            "syncState=error".to_owned(),
+        ),
+        (
+            "GET /accounts?syncState=error&cursor=…",
+            None,
+            format!("syncState=error&cursor={deep_account}"),
+        ),
+        ("GET /accounts", None, String::new()),
+        (
+            "GET /accounts?syncState=error,complete&linkState=deleted",
+            None,
+            "syncState=error,complete&linkState=deleted".to_owned(),
+        ),
+        (
+            "GET /accounts?workspaceId=w42",
+            None,
+            "workspaceId=w42".to_owned(),
+        ),
+        (
+            "GET /accounts (scoped token)",
+            Some(&scope[..]),
+            String::new(),
+        ),
+    ] {
+        let accounts = calry_hooks::api::accounts::AccountsQuery::parse(
+            scope,
+            &Params::parse(Some(&query)).unwrap(),
+        )
+        .unwrap();
+        let mut qb = QueryBuilder::new("explain (format json) ");
+        accounts.push_sql(&mut qb);
+        plans.push((
+            route.to_owned(),
+            qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
+        ));
+    }
+    let mut qb = QueryBuilder::new("explain (format json) ");
+    calry_hooks::api::accounts::push_timeline_sql(&mut qb, "w42", "a3", None, 50);
+    plans.push((
+        "GET /workspaces/w42/accounts/a3/timeline".to_owned(),
+        qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
+    ));
     let after = calry_hooks::api::paging::WorkspaceCursor("w250".to_owned());
     for (route, scope) in [
         ("GET /workspaces", None),
@@ -478,7 +534,7 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         seq_scans_of_events(plan, &mut scans);
         assert!(
             scans.is_empty(),
-            "{route} scans events sequentially: {plan:#}"
+            "{route} scans a table sequentially: {plan:#}"
         );
         let text = plan.to_string();
         assert!(text.contains("Index"), "{route} uses no index: {plan:#}");

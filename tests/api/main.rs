@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a file per feature, every test over a real socket against
 //! a real PostgreSQL.
 
+mod accounts;
 mod auth;
 mod connections;
 mod crash;

@@ -44,20 +44,67 @@ impl Ev {
     }
 }
 
+/// What a known type says: (category, state).
+fn category(t: &str) -> Option<(&'static str, &'static str)> {
+    Some(match t {
+        "account.created" | "account.updated" => ("account", "active"),
+        "account.deleted" => ("account", "deleted"),
+        "link.created" | "link.updated" => ("link", "active"),
+        "link.deleted" => ("link", "deleted"),
+        "sync.complete" => ("sync", "complete"),
+        "sync.error" => ("sync", "error"),
+        "sync.paused" => ("sync", "paused"),
+        _ => return None,
+    })
+}
+
+/// The changes of one account's category (SPEC §11), oldest first: its events in (occurredAt,
+/// hookId) order, each whose state differs from the one before it (or is the first).
+fn changes(evs: &[&Ev], cat: &str) -> Vec<Value> {
+    let mut ordered: Vec<&&Ev> = evs
+        .iter()
+        .filter(|e| category(e.event_type).is_some_and(|(c, _)| c == cat))
+        .collect();
+    ordered.sort_by(|a, b| (&a.at, a.id.as_bytes()).cmp(&(&b.at, b.id.as_bytes())));
+    let mut out = Vec::new();
+    let mut before = "unknown";
+    for e in ordered {
+        let state = category(e.event_type).unwrap().1;
+        if state != before {
+            out.push(
+                json!({"at": e.at, "category": cat, "from": before, "to": state,
+                            "hookId": e.id}),
+            );
+        }
+        before = state;
+    }
+    out
+}
+
+/// The expected timeline of one account, newest first.
+fn expected_timeline(events: &[Ev], account: &str) -> Vec<Value> {
+    let evs: Vec<&Ev> = events
+        .iter()
+        .filter(|e| e.account.as_deref() == Some(account))
+        .collect();
+    let mut all: Vec<Value> = ["account", "link", "sync"]
+        .into_iter()
+        .flat_map(|cat| changes(&evs, cat))
+        .collect();
+    all.sort_by(|a, b| {
+        let key = |v: &Value| {
+            (
+                v["at"].as_str().unwrap().to_owned(),
+                v["hookId"].as_str().unwrap().to_owned(),
+            )
+        };
+        key(b).cmp(&key(a))
+    });
+    all
+}
+
 /// The expected status, computed from the set of events directly from the SPEC's words.
 fn expected_status(workspace: &str, events: &[Ev], sync_filter: Option<&str>) -> Value {
-    let category = |t: &str| -> Option<(&'static str, &'static str)> {
-        Some(match t {
-            "account.created" | "account.updated" => ("account", "active"),
-            "account.deleted" => ("account", "deleted"),
-            "link.created" | "link.updated" => ("link", "active"),
-            "link.deleted" => ("link", "deleted"),
-            "sync.complete" => ("sync", "complete"),
-            "sync.error" => ("sync", "error"),
-            "sync.paused" => ("sync", "paused"),
-            _ => return None,
-        })
-    };
     let mut by_account: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
     for e in events {
         if let (Some(a), Some(_)) = (&e.account, category(e.event_type)) {
@@ -83,8 +130,10 @@ fn expected_status(workspace: &str, events: &[Ev], sync_filter: Option<&str>) ->
                 .max()
         };
         let describe = |cat: &str| match latest(cat) {
-            None => json!({"state": "unknown", "lastEvent": null}),
-            Some(e) => json!({"state": category(e.event_type).unwrap().1, "lastEvent": {
+            None => json!({"state": "unknown", "since": null, "lastEvent": null}),
+            Some(e) => json!({"state": category(e.event_type).unwrap().1,
+                "since": changes(evs, cat).last().map(|c| c["at"].clone()),
+                "lastEvent": {
                 "hookId": e.id, "eventType": e.event_type, "result": e.result, "occurredAt": e.at}}),
         };
         let mut sync = describe("sync");
@@ -187,7 +236,50 @@ async fn status_is_a_function_of_the_set_of_events_whatever_the_order_and_redeli
                 .get_json(&format!("/workspaces/{workspace}/accounts/{id}"))
                 .await;
             assert_eq!(&one, account);
+            // The timeline, read two changes a page.
+            let path = format!("/workspaces/{workspace}/accounts/{id}/timeline?limit=2");
+            let got = crate::helpers::read_pages(&app, &path).await;
+            assert_eq!(
+                got,
+                expected_timeline(&events, id),
+                "seed {seed} case {case} timeline of {id}"
+            );
         }
+        // The same entries across workspaces, with theirs.
+        let path = format!("/accounts?workspaceId={workspace}&limit=3");
+        let mut across = crate::helpers::read_pages(&app, &path).await;
+        for item in &mut across {
+            assert_eq!(item["workspaceId"], workspace.as_str());
+            item.as_object_mut().unwrap().remove("workspaceId");
+        }
+        let mut by_id = across.clone();
+        by_id.sort_by(|a, b| {
+            a["integrationAccountId"]
+                .as_str()
+                .cmp(&b["integrationAccountId"].as_str())
+        });
+        assert_eq!(
+            &Value::from(by_id),
+            &want["accounts"],
+            "seed {seed} case {case}"
+        );
+        let order: Vec<(Option<&str>, &str)> = across
+            .iter()
+            .map(|a| {
+                (
+                    a["sync"]["since"].as_str(),
+                    a["integrationAccountId"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) => y.cmp(x).then(a.1.cmp(b.1)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(b.1),
+        });
+        assert_eq!(order, sorted, "newest sync.since first, unknown last");
         workspaces.push((workspace, want));
     }
 
@@ -201,13 +293,29 @@ async fn status_is_a_function_of_the_set_of_events_whatever_the_order_and_redeli
     }
 }
 
-/// Both status tables, in key order.
+/// The status tables, in key order.
 async fn status_tables(
     app: &TestApp,
 ) -> (
     Vec<(String, String, String, String, Option<String>, String)>,
     Vec<(String, String)>,
+    Vec<(String, String, String)>,
+    Vec<(String, String, String, String, String, String, String)>,
 ) {
+    let accounts = sqlx::query_as(
+        "select workspace_id, integration_account_id, accounts::text from accounts order by 1, 2",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let changes = sqlx::query_as(
+        "select workspace_id, integration_account_id, category, occurred_at::text, hook_id,
+                from_state, to_state
+         from state_changes order by 1, 2, 3, 4, 5",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     let latest = sqlx::query_as(
         "select workspace_id, integration_account_id, event_type, hook_id, result, occurred_at::text
          from latest_events order by 1, 2, 3",
@@ -220,7 +328,7 @@ async fn status_tables(
             .fetch_all(&app.pool)
             .await
             .unwrap();
-    (latest, workspaces)
+    (latest, workspaces, accounts, changes)
 }
 
 #[tokio::test]
@@ -238,9 +346,9 @@ async fn the_seed_example_gives_a_complete_sync_and_unknown_account_and_link() {
             "accounts": [{
                 "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
                 "lastEventAt": "2024-02-09T11:33:41.658Z",
-                "account": {"state": "unknown", "lastEvent": null},
-                "link": {"state": "unknown", "lastEvent": null},
-                "sync": {"state": "complete",
+                "account": {"state": "unknown", "since": null, "lastEvent": null},
+                "link": {"state": "unknown", "since": null, "lastEvent": null},
+                "sync": {"state": "complete", "since": "2024-02-09T11:33:41.658Z",
                          "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85",
                                        "eventType": "sync.complete", "result": "SUCCESS",
                                        "occurredAt": "2024-02-09T11:33:41.658Z"},
@@ -334,4 +442,68 @@ async fn workspaces_are_listed_in_id_order_page_by_page_with_their_account_count
             format!("2024-01-{:02}T00:00:00.000Z", 1 + w)
         );
     }
+}
+
+/// Concurrent batches with events of the same account: each batch's refresh of `accounts` and
+/// `state_changes` sees the others' committed events (the per-account lock), so the result is
+/// what a rebuild from the history gives.
+#[tokio::test]
+async fn concurrent_batches_of_one_account_leave_what_a_rebuild_gives() {
+    // One delivery a batch and many writers: batches of one account with different types run
+    // side by side (the same type would wait on its `latest_events` row).
+    let db = crate::helpers::TestDb::create().await;
+    let pool = db.pool().await;
+    // In the test database only: every transaction that changes `accounts` waits a little at its
+    // commit, after its refresh, so that transactions overlap there.
+    sqlx::raw_sql(
+        "create function hold_commit() returns trigger language plpgsql as $$
+         begin perform pg_sleep(random() / 50); return null; end $$;
+         create constraint trigger hold_commit after insert or update on accounts
+             deferrable initially deferred for each row execute function hold_commit();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut config = calry_hooks::config::Config::defaults();
+    config.ingest_max_batch = 1;
+    config.ingest_writers = 16;
+    let app = crate::helpers::serve(
+        calry_hooks::App::new(pool.clone(), config).unwrap(),
+        pool,
+        Some(db),
+    )
+    .await;
+    // Each account: a first event, then three of other types at later times, all at once: no
+    // later event of the account comes to recompute what a refresh got wrong.
+    let accounts: Vec<String> = (0..40).map(|i| format!("acct-{i}")).collect();
+    let first: Vec<Value> = accounts
+        .iter()
+        .map(|a| {
+            event(
+                &format!("{a}-0"),
+                "w",
+                Some(a),
+                "sync.complete",
+                "2024-05-01T10:00:00Z",
+            )
+        })
+        .collect();
+    assert!(deliver_all(&app, first, 8).await.iter().all(|s| *s == 201));
+    let mut rng = Rng::new(7);
+    let mut burst: Vec<Value> = Vec::new();
+    for a in &accounts {
+        for (i, t) in ["sync.error", "sync.paused", "sync.complete"]
+            .iter()
+            .enumerate()
+        {
+            let at = format!("2024-05-01T10:0{}:00Z", i + 1);
+            burst.push(event(&format!("{a}-{}", i + 1), "w", Some(a), t, &at));
+        }
+    }
+    rng.shuffle(&mut burst);
+    let statuses = deliver_all(&app, burst, 64).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let incremental = status_tables(&app).await;
+    calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    assert_eq!(status_tables(&app).await, incremental);
 }

@@ -1,0 +1,398 @@
+//! Accounts across workspaces and their timelines (SPEC §11): `GET /accounts` and
+//! `GET /workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline`, both keyset-paged
+//! from the tables ingest keeps (`accounts`, `state_changes`; see migrations/0004_accounts.sql).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::RawQuery;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use super::extract::{AccountPath, Caller};
+use super::paging::{
+    AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
+};
+use crate::error::{Error, Problem, Result};
+use crate::status::{self, AccountStatus, LatestRow, LifecycleState, SyncState};
+use crate::time::rfc3339;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_accounts))
+        .routes(routes!(timeline))
+}
+
+const SYNC_STATES: [&str; 4] = ["complete", "error", "paused", "unknown"];
+const LIFECYCLE_STATES: [&str; 3] = ["active", "deleted", "unknown"];
+const CATEGORIES: [&str; 3] = ["account", "link", "sync"];
+
+/// An account's entry (as in a workspace's status) with its workspace.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountItem {
+    pub workspace_id: String,
+    #[serde(flatten)]
+    pub status: AccountStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountPage {
+    /// Newest `sync.since` first; accounts whose sync is `unknown` last; ties by workspace, then
+    /// account.
+    pub items: Vec<AccountItem>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A row of `accounts`.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    workspace_id: String,
+    integration_account_id: String,
+    account_since: Option<DateTime<Utc>>,
+    link_since: Option<DateTime<Utc>>,
+    sync_since: Option<DateTime<Utc>>,
+}
+
+impl AccountRow {
+    fn since(&self, category: &str) -> Option<DateTime<Utc>> {
+        match category {
+            "account" => self.account_since,
+            "link" => self.link_since,
+            _ => self.sync_since,
+        }
+    }
+}
+
+/// A `GET /accounts` listing: its filters, page size and cursor.
+pub struct AccountsQuery {
+    /// The sync states wanted, in [`SYNC_STATES`] order.
+    sync: Vec<&'static str>,
+    account: Option<Vec<String>>,
+    link: Option<Vec<String>>,
+    workspace_id: Option<String>,
+    scope: Option<Vec<String>>,
+    cursor: Option<AccountCursor>,
+    limit: i64,
+}
+
+impl AccountsQuery {
+    pub fn parse(scope: Option<&[String]>, params: &Params) -> Result<AccountsQuery> {
+        let sync = states(params, "syncState", &SYNC_STATES)?;
+        Ok(AccountsQuery {
+            sync: SYNC_STATES
+                .into_iter()
+                .filter(|s| sync.as_ref().is_none_or(|w| w.iter().any(|w| w == s)))
+                .collect(),
+            account: states(params, "accountState", &LIFECYCLE_STATES)?,
+            link: states(params, "linkState", &LIFECYCLE_STATES)?,
+            workspace_id: params.single("workspaceId")?.map(str::to_owned),
+            scope: scope.map(<[String]>::to_vec),
+            cursor: AccountCursor::parse(params)?,
+            limit: params.limit()?,
+        })
+    }
+
+    /// The statement of a page: one branch per sync state, each a range of `accounts_by_sync`
+    /// in page order, and the page the first of their union (one row more than `limit`).
+    pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+        qb.push("select * from (");
+        for (i, state) in self.sync.iter().enumerate() {
+            if i > 0 {
+                qb.push(" union all ");
+            }
+            qb.push(
+                "(select workspace_id, integration_account_id, account_since, link_since, \
+                 sync_since from accounts where ",
+            );
+            qb.push("sync_state = ").push_bind(*state);
+            match (&self.workspace_id, &self.scope) {
+                (Some(workspace), _) => {
+                    qb.push(" and workspace_id = ").push_bind(workspace);
+                }
+                (None, Some(scope)) => {
+                    qb.push(" and workspace_id = any(")
+                        .push_bind(scope)
+                        .push(")");
+                }
+                (None, None) => {}
+            }
+            for (column, wanted) in [("account_state", &self.account), ("link_state", &self.link)] {
+                if let Some(wanted) = wanted {
+                    qb.push(format_args!(" and {column} = any("))
+                        .push_bind(wanted)
+                        .push(")");
+                }
+            }
+            push_account_keyset(qb, *state != "unknown", self.cursor.as_ref(), self.limit);
+            qb.push(")");
+        }
+        qb.push(
+            ") page order by sync_since desc nulls last, workspace_id, integration_account_id \
+             limit ",
+        )
+        .push_bind(self.limit + 1);
+    }
+}
+
+/// The states a filter names (repeatable and comma-separated), checked against `allowed`.
+fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<String>>> {
+    let mut wanted: Vec<String> = Vec::new();
+    for value in params.all(name).flat_map(|v| v.split(',')) {
+        if !allowed.contains(&value) {
+            return Err(Error::bad_parameter(
+                name,
+                format!(
+                    "{name} must be one of {} (got {value:?})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if !wanted.iter().any(|w| w == value) {
+            wanted.push(value.to_owned());
+        }
+    }
+    Ok((!wanted.is_empty()).then_some(wanted))
+}
+
+/// Integration accounts across every workspace the token may read, newest sync state first.
+///
+/// Each item is the account's entry of `GET /workspaces/{workspaceId}/status` plus its
+/// `workspaceId`. `?syncState=error` answers "which accounts are failing right now, newest
+/// failures first", from an index whatever the number of workspaces.
+#[utoipa::path(
+    get,
+    path = "/accounts",
+    tag = "status",
+    params(
+        ("syncState" = Option<Vec<SyncState>>, Query, description = "Only accounts whose sync state is one of these; repeatable and comma-separated.", style = Form, explode, example = json!(["error"])),
+        ("accountState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose account state is one of these; repeatable and comma-separated.", style = Form, explode),
+        ("linkState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose link state is one of these; repeatable and comma-separated.", style = Form, explode),
+        ("workspaceId" = Option<String>, Query, description = "Only this workspace's accounts (`403` outside the token's scope).", pattern = r"^[^\u0000]*$"),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of accounts.", body = AccountPage),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
+    ),
+    security((), ("bearerAuth" = []))
+)]
+pub async fn list_accounts(
+    Caller { access, mut db }: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AccountPage>> {
+    let params = Params::parse(query.as_deref())?;
+    let query = AccountsQuery::parse(access.scope(), &params)?;
+    if let Some(workspace) = &query.workspace_id {
+        access.require(workspace)?;
+    }
+    let limit = query.limit;
+    let mut qb = QueryBuilder::new("");
+    query.push_sql(&mut qb);
+    let page = Page::read(
+        qb.build_query_as::<AccountRow>().fetch(&mut *db),
+        limit,
+        usize::MAX,
+        |_| 0,
+    )
+    .await?;
+
+    let (ws, acct): (Vec<&str>, Vec<&str>) = page
+        .items
+        .iter()
+        .map(|a| (a.workspace_id.as_str(), a.integration_account_id.as_str()))
+        .unzip();
+    let mut latest: HashMap<(String, String), Vec<(String, LatestRow)>> = HashMap::new();
+    let rows: Vec<LatestOf> = sqlx::query_as(
+        "select l.workspace_id, l.integration_account_id, l.event_type, l.hook_id, l.result,
+                l.occurred_at, s.category
+         from unnest($1::text[], $2::text[]) p(ws, acct)
+         join latest_events l on l.workspace_id = p.ws and l.integration_account_id = p.acct
+         join event_states s on s.event_type = l.event_type",
+    )
+    .bind(&ws)
+    .bind(&acct)
+    .fetch_all(&mut *db)
+    .await?;
+    for r in rows {
+        latest
+            .entry((r.workspace_id, r.row.integration_account_id.clone()))
+            .or_default()
+            .push((r.category, r.row));
+    }
+
+    let next_cursor = page.next_cursor(|last| {
+        AccountCursor {
+            since: last.sync_since,
+            workspace_id: last.workspace_id.clone(),
+            integration_account_id: last.integration_account_id.clone(),
+        }
+        .encode()
+    });
+    let items = page
+        .items
+        .into_iter()
+        .filter_map(|a| {
+            let rows = latest
+                .remove(&(a.workspace_id.clone(), a.integration_account_id.clone()))?
+                .into_iter()
+                .map(|(category, row)| LatestRow {
+                    since: a.since(&category),
+                    ..row
+                });
+            let status = status::accounts(rows).pop()?;
+            Some(AccountItem {
+                workspace_id: a.workspace_id,
+                status,
+            })
+        })
+        .collect();
+    Ok(Json(AccountPage { items, next_cursor }))
+}
+
+#[derive(sqlx::FromRow)]
+struct LatestOf {
+    workspace_id: String,
+    category: String,
+    #[sqlx(flatten)]
+    row: LatestRow,
+}
+
+/// One change of state in an account's timeline.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"at": "2024-02-09T11:33:41.658Z", "category": "sync", "from": "complete",
+                          "to": "error", "hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85"}))]
+pub struct Change {
+    /// The `occurredAt` of the event that began the new state.
+    #[serde(serialize_with = "rfc3339")]
+    #[sqlx(rename = "occurred_at")]
+    pub at: DateTime<Utc>,
+    /// `account`, `link` or `sync`.
+    pub category: String,
+    /// The state before (`unknown` for the category's first event).
+    #[sqlx(rename = "from_state")]
+    pub from: String,
+    #[sqlx(rename = "to_state")]
+    pub to: String,
+    /// The event that began the new state.
+    pub hook_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    /// Newest first, by (`at`, `hookId`).
+    pub items: Vec<Change>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An account's changes of state over time, newest first.
+///
+/// In each category, the account's events (in `occurredAt`, `hookId` order) form runs of one
+/// state; each run's first event is a change from the state before it. Like the status, the
+/// timeline depends only on the set of events received, and its latest change in each category
+/// is the status's `since`.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
+    tag = "status",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("integrationAccountId" = String, Path, description = "The integration account.", pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of the account's timeline.", body = Timeline),
+        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::NoToken,
+        crate::openapi::answers::OutOfScope,
+        (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_account())),
+    ),
+    security((), ("bearerAuth" = []))
+)]
+pub async fn timeline(
+    AccountPath {
+        caller: Caller { mut db, .. },
+        workspace_id,
+        integration_account_id,
+    }: AccountPath,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Timeline>> {
+    let params = Params::parse(query.as_deref())?;
+    let limit = params.limit()?;
+    let cursor = EventCursor::parse(&params, Order::Desc)?;
+    let mut qb = QueryBuilder::new("");
+    push_timeline_sql(
+        &mut qb,
+        &workspace_id,
+        &integration_account_id,
+        cursor.as_ref(),
+        limit,
+    );
+    let page = Page::read(
+        qb.build_query_as::<Change>().fetch(&mut *db),
+        limit,
+        usize::MAX,
+        |_| 0,
+    )
+    .await?;
+    if page.items.is_empty() && cursor.is_none() {
+        return Err(Error::NotFound(format!(
+            "integration account {integration_account_id} has no status in workspace {workspace_id}"
+        )));
+    }
+    let next_cursor = page.next_cursor(|last| {
+        EventCursor {
+            order: Order::Desc,
+            occurred_at: last.at,
+            hook_id: last.hook_id.clone(),
+        }
+        .encode()
+    });
+    Ok(Json(Timeline {
+        items: page.items,
+        next_cursor,
+    }))
+}
+
+/// The statement of a timeline page: one branch per category, each a range of the primary key of
+/// `state_changes`, and the page the first of their union (one row more than `limit`).
+pub fn push_timeline_sql<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    workspace_id: &'a str,
+    integration_account_id: &'a str,
+    cursor: Option<&'a EventCursor>,
+    limit: i64,
+) {
+    qb.push("select * from (");
+    for (i, category) in CATEGORIES.into_iter().enumerate() {
+        if i > 0 {
+            qb.push(" union all ");
+        }
+        qb.push(
+            "(select category, occurred_at, hook_id, from_state, to_state from state_changes \
+             where workspace_id = ",
+        )
+        .push_bind(workspace_id)
+        .push(" and integration_account_id = ")
+        .push_bind(integration_account_id)
+        .push(" and category = ")
+        .push_bind(category);
+        push_event_keyset(qb, Order::Desc, cursor, limit);
+        qb.push(")");
+    }
+    qb.push(") changes order by occurred_at desc, hook_id desc limit ")
+        .push_bind(limit + 1);
+}
