@@ -8,6 +8,7 @@ pub mod feed;
 pub mod health;
 pub mod paging;
 pub mod stream;
+pub mod ui;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
             // No badge that sends the document's address to validator.swagger.io.
             .config(utoipa_swagger_ui::Config::default().validator_url("none")),
     )
+    .merge(ui::router())
     .fallback(|| async { Error::NotFound("no such route".to_owned()) })
     .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# CI check (SPEC §12): the dashboard at /ui in a real browser. Each page (overview, workspace,
+# account) renders at 1440 px and 390 px with no console error and no request to another host; a
+# delivery made while a workspace page is open shows up within 2 s; once a token exists, the page
+# asks for it, refuses a wrong one, and works with the right one (its stream read through fetch).
+# .ci/checks/dashboard_browser.py says exactly what it asserts.
+#
+# Like stream-browser.sh: Debian's Chromium and a pinned Playwright (.ci/lib/browser.sh, venv
+# target/ci-venv-playwright), and the built service (target/debug/calry-hooks) on a free loopback
+# port with a private PostgreSQL in a fresh temporary directory and no webhook secret. The sample
+# data is scripts/demo.sh's. The token is made with `calry-hooks token create` against the running
+# service's cluster, which switches the query routes to tokens at once: no restart.
+# Artifacts in target/ci-artifacts/: dashboard-*.png (every page at both widths, the token form,
+# the live and token-protected workspace pages), dashboard-browser-service.log.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ARTIFACTS=target/ci-artifacts
+BIN=target/debug/calry-hooks
+
+log() { printf 'dashboard-browser: %s\n' "$*"; }
+
+# Chromium and Playwright: sets CHROMIUM and PY.
+source .ci/lib/browser.sh
+
+if [ ! -x "$BIN" ]; then
+    log "$BIN is missing: cargo build"
+    cargo build
+fi
+source .ci/lib/service.sh
+
+mkdir -p "$ARTIFACTS"
+rm -f "$ARTIFACTS"/dashboard-*.png
+service_log="$PWD/$ARTIFACTS/dashboard-browser-service.log"
+: >"$service_log"
+
+log "starting the service on $SERVICE_URL (private PostgreSQL in $SERVICE_DIR)"
+service_start "$service_log" || { log "FAIL: the service did not start"; exit 1; }
+log "service up ($SERVICE_URL/healthz = 200)"
+
+log "sample data: scripts/demo.sh $SERVICE_URL"
+bash scripts/demo.sh "$SERVICE_URL" || { log "FAIL: scripts/demo.sh could not post its deliveries"; exit 1; }
+
+run() {
+    local rc=0
+    timeout 180 "$PY" .ci/checks/dashboard_browser.py --base "$SERVICE_URL" --chromium "$CHROMIUM" \
+        --artifacts "$ARTIFACTS" --within 2 "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        log "FAIL (exit $rc); screenshots in $ARTIFACTS/dashboard-*.png, the service's log in" \
+            "$service_log; its last lines:"
+        tail -n 20 "$service_log"
+        exit 1
+    fi
+}
+
+run --phase open
+
+# From here on the query routes need a token (one exists).
+token=$(cd "$SERVICE_DIR" && env -u DATABASE_URL CALRY_HOOKS_DATA_DIR="$SERVICE_DIR/data" \
+    "$SERVICE_BIN" token create --all-workspaces --name ci-dashboard 2>>"$service_log" | head -n 1)
+[ -n "$token" ] || { log "FAIL: calry-hooks token create printed no token (see $service_log)"; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' "$SERVICE_URL/workspaces")
+[ "$code" = 401 ] || { log "FAIL: with a token made, GET /workspaces without one answered $code, not 401"; exit 1; }
+log "a token exists: GET /workspaces without it answers 401"
+DASHBOARD_TOKEN="$token" run --phase token
+
+log "PASS; screenshots: $(cd "$ARTIFACTS" && ls dashboard-*.png | tr '\n' ' ')"

@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""Check the dashboard at /ui (SPEC §12) the way a person uses it: in headless Chromium.
+
+Driven by .ci/checks/dashboard-browser.sh, which installs a pinned Playwright into
+target/ci-venv-playwright, starts the service, posts scripts/demo.sh's sample data and runs this
+twice; usable alone against any such instance (run with any python3, it re-runs itself with that
+virtual environment's python):
+
+    python3 .ci/checks/dashboard_browser.py --base http://127.0.0.1:8080 --phase open
+    DASHBOARD_TOKEN=chk_… python3 .ci/checks/dashboard_browser.py --base … --phase token
+
+``--phase open`` (no token exists; the query routes are open):
+
+1. the overview, a workspace page and an account page each render (their headings, tables and
+   no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
+   exception and no request to any other host; screenshots dashboard-<page>-<width>.png;
+2. on the account page, an event's payload opens on request as formatted JSON;
+3. with a workspace page open, a delivery for a new account (posted from here) shows up as that
+   account's row, in state ``error``, and in the recent events, within ``--within`` s (2) of
+   its 201;
+4. an unknown /ui path answers 404 with a page that says so and links back to the overview.
+
+``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token;
+a wrong one is refused (the form says so and asks again); the right one makes the page work,
+kept in sessionStorage and never put in a URL; a workspace page then follows the stream with
+that token (fetch and a reader) and shows a delivery within ``--within`` s. Screenshots
+dashboard-token-form-<width>.png and dashboard-token-workspace-1440.png.
+
+Until the service has GET /accounts and the timeline route (SPEC §11; read from
+/openapi.json), their 404s are tolerated (with a warning) and the page must say so in words.
+Exit status 0 = pass, 1 = fail, 2 = could not run (browser, Playwright or service unusable).
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+
+try:
+    from playwright.sync_api import Error as PlaywrightError, TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    VENV_PY = os.path.join(os.path.dirname(__file__), "../../target/ci-venv-playwright/bin/python")
+    if os.path.exists(VENV_PY) and not os.environ.get("DASHBOARD_BROWSER_REEXEC"):
+        os.environ["DASHBOARD_BROWSER_REEXEC"] = "1"
+        os.execv(VENV_PY, [VENV_PY, *sys.argv])
+    print("dashboard-browser: ERROR: Playwright is not installed (.ci/checks/dashboard-browser.sh "
+          "installs it into target/ci-venv-playwright)", flush=True)
+    sys.exit(2)
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
+WIDTHS = {1440: 900, 390: 844}  # width: height of the viewport (screenshots are full pages)
+
+# The page has drawn what it loads: a heading, and no "Loading…" left in it.
+RENDERED_JS = """() => !!document.querySelector('#main h1')
+    && !document.querySelector('#main .note-loading')"""
+
+
+class Fail(Exception):
+    """The dashboard did not behave as SPEC §12 says."""
+
+
+class Unusable(Exception):
+    """The check could not run at all."""
+
+
+def log(msg):
+    print(f"dashboard-browser: {msg}", flush=True)
+
+
+def iso(t):
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def get_json(url, token=None):
+    headers = {"accept": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return json.load(r)
+    except (OSError, ValueError) as e:
+        raise Unusable(f"GET {url}: {e}") from None
+
+
+class Check:
+    def __init__(self, browser, args):
+        self.browser = browser
+        self.base = args.base.rstrip("/")
+        self.origin = urllib.parse.urlsplit(self.base)
+        self.artifacts = args.artifacts
+        self.within = args.within
+        self.timeout = args.timeout * 1000
+        self.warnings = []
+        paths = get_json(self.base + "/openapi.json").get("paths", {})
+        # Routes of SPEC §11 still being built: their 404s are expected until they exist.
+        self.pending = [p for p in ("/accounts",
+                                    "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline")
+                        if p not in paths]
+        for p in self.pending:
+            self.warn(f"the service has no {p} yet (not in /openapi.json): its 404s are tolerated")
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+        log(f"warning: {msg}")
+
+    # ---- pages ----
+
+    def page(self, width, tolerate=()):
+        """A page in a fresh context (a fresh sessionStorage) that records what goes wrong."""
+        context = self.browser.new_context(viewport={"width": width, "height": WIDTHS[width]})
+        page = context.new_page()
+        page.errors = []
+        page.requested = []
+
+        def on_console(m):
+            if m.type != "error":
+                return
+            where = (m.location or {}).get("url", "")
+            # Chromium logs every answer >= 400 as "Failed to load resource"; some are expected.
+            if "Failed to load resource" in m.text and any(t(m.text, where) for t in tolerate):
+                return
+            page.errors.append(f"console error: {m.text} ({where})")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda e: page.errors.append(f"uncaught exception: {e}"))
+        page.on("request", lambda r: page.requested.append(r.url))
+        return page
+
+    def pending_404(self, text, where):
+        """A 404 of a route of SPEC §11 not there yet."""
+        if "404" not in text:
+            return False
+        path = urllib.parse.urlsplit(where).path
+        return (("/accounts" in self.pending and path == "/accounts")
+                or (any(p.endswith("/timeline") for p in self.pending) and path.endswith("/timeline")))
+
+    def clean(self, page, what):
+        """No console error, no exception, no request to any other host."""
+        foreign = [u for u in page.requested
+                   if urllib.parse.urlsplit(u).scheme not in ("data", "blob")
+                   and urllib.parse.urlsplit(u).netloc != self.origin.netloc]
+        if foreign:
+            raise Fail(f"{what}: requests to other hosts: {foreign[:5]}")
+        if page.errors:
+            raise Fail(f"{what}: {'; '.join(page.errors[:5])}")
+        if any("token" in urllib.parse.urlsplit(u).query.lower() for u in page.requested):
+            raise Fail(f"{what}: a request carried a token in its URL")
+
+    def open(self, page, path, what):
+        try:
+            response = page.goto(self.base + path, wait_until="load", timeout=self.timeout)
+        except PlaywrightError as e:
+            raise Unusable(f"cannot open {path}: {e.message.splitlines()[0]}") from None
+        if not response or response.status != 200:
+            raise Fail(f"{what} ({path}) answered {response and response.status}")
+        csp = response.headers.get("content-security-policy", "")
+        if "default-src 'self'" not in csp:
+            raise Fail(f"{what}: no Content-Security-Policy limited to 'self' (got {csp!r})")
+        self.rendered(page, what)
+
+    def rendered(self, page, what):
+        try:
+            page.wait_for_function(RENDERED_JS, timeout=self.timeout, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what} did not finish loading within {self.timeout / 1000:.0f} s; it shows: "
+                       f"{page.inner_text('#main')[:400]!r}") from None
+        errors = page.locator("#main .note-error")
+        if errors.count():
+            raise Fail(f"{what} shows an error: {errors.first.inner_text()!r}")
+
+    def shot(self, page, name):
+        path = os.path.join(self.artifacts, f"dashboard-{name}.png")
+        page.screenshot(path=path, full_page=True)
+        return path
+
+    # ---- deliveries ----
+
+    def deliver(self, workspace, account, event_type):
+        hook_id = f"ci-dashboard-{uuid.uuid4()}"
+        body = {"hook": {"id": hook_id, "eventType": event_type, "source": "CALRY_WEBHOOK",
+                         "timeStamp": iso(datetime.now(timezone.utc))},
+                "data": {"workspaceId": workspace, "integrationAccountId": account,
+                         "result": "FAILURE" if event_type == "sync.error" else "SUCCESS"}}
+        request = urllib.request.Request(self.base + "/webhooks/calry", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except OSError as e:
+            raise Unusable(f"POST /webhooks/calry: {e}") from None
+        if status != 201:
+            raise Fail(f"POST /webhooks/calry answered {status}, expected 201")
+        return hook_id, time.time()
+
+    def live(self, page, workspace, what):
+        """A delivery for a new account shows up on the open workspace page within `within` s."""
+        account = f"ci-live-{uuid.uuid4()}"
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+        hook_id, acked = self.deliver(workspace, account, "sync.error")
+        row = f'#main tr[data-key="{account}"]'
+        try:
+            page.wait_for_function(
+                """([row, hook]) => {
+                     const r = document.querySelector(row);
+                     return r && r.textContent.includes('error')
+                       && document.querySelector(`#main tr[data-key="${hook}"]`);
+                   }""",
+                arg=[row, hook_id], timeout=self.within * 1000, polling=20)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the delivery of {hook_id} (account {account}) did not show up within "
+                       f"{self.within} s of its 201") from None
+        took = time.time() - acked
+        log(f"{what}: a delivery showed up {took * 1000:.0f} ms after its 201 "
+            f"(its account's row in state error, and in the recent events)")
+        return took
+
+    # ---- phases ----
+
+    def sample(self, token=None):
+        ws = get_json(self.base + "/workspaces?limit=500", token)["items"]
+        if not ws:
+            raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
+        # The workspace with the most accounts, and in it an account with a sync error.
+        workspace = max(ws, key=lambda w: (w["accounts"], w["workspaceId"]))["workspaceId"]
+        status = get_json(f"{self.base}/workspaces/{urllib.parse.quote(workspace, safe='')}/status", token)
+        accounts = status["accounts"]
+        failing = [a for a in accounts if a["sync"]["state"] == "error"]
+        return workspace, (failing or accounts)[0]["integrationAccountId"]
+
+    def phase_open(self):
+        workspace, account = self.sample()
+        q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
+        pages = {
+            "overview": ("/ui", "Overview"),
+            "workspace": (f"/ui/workspaces/{q(workspace)}", f"Workspace {workspace}"),
+            "account": (f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", f"Account {account}"),
+        }
+        for name, (path, title) in pages.items():
+            for width in WIDTHS:
+                page = self.page(width, tolerate=[self.pending_404])
+                what = f"the {name} page at {width} px"
+                self.open(page, path, what)
+                heading = page.inner_text("#main h1")
+                if not heading.startswith(title.split(" ")[0]):
+                    raise Fail(f"{what}: heading {heading!r}, expected {title!r}")
+                if name != "overview" and page.locator("#main tbody tr").count() == 0:
+                    raise Fail(f"{what}: no table rows")
+                if width == 390:
+                    wide = page.evaluate("() => document.documentElement.scrollWidth")
+                    if wide > width + 1:
+                        raise Fail(f"{what}: the page is {wide} px wide (it scrolls sideways)")
+                if name == "account" and width == 1440:
+                    self.payload(page, what)
+                if name == "workspace" and width == 1440:
+                    self.keyboard(page, what)
+                self.clean(page, what)
+                log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
+                page.context.close()
+
+        # Live: a delivery shows up on an open workspace page.
+        page = self.page(1440, tolerate=[self.pending_404])
+        self.open(page, pages["workspace"][0], "the workspace page")
+        self.live(page, workspace, "the workspace page (EventSource, no token)")
+        self.clean(page, "the live workspace page")
+        self.shot(page, "workspace-live-1440")
+        page.context.close()
+
+        # An unknown page says so.
+        page = self.page(1440, tolerate=[lambda t, w: "404" in t and "/ui/" in w])
+        response = page.goto(self.base + "/ui/no/such/page", wait_until="load")
+        if response.status != 404:
+            raise Fail(f"/ui/no/such/page answered {response.status}, expected 404")
+        page.wait_for_function("() => document.querySelector('#main h1')?.textContent === 'No such page'",
+                               timeout=self.timeout)
+        if not page.locator('#main a[href="/ui"]').count():
+            raise Fail("the page for an unknown /ui path has no link to the overview")
+        self.clean(page, "an unknown /ui path")
+        log("an unknown /ui path: 404, says 'No such page', links to the overview")
+        page.context.close()
+
+    def keyboard(self, page, what):
+        """Tab reaches the skip link first; the sync filter `error`, pressed from the keyboard,
+        keeps only failing accounts and goes into the URL, which shows the same view again."""
+        page.keyboard.press("Tab")
+        if not page.evaluate("() => document.activeElement.classList.contains('skip')"):
+            raise Fail(f"{what}: the first Tab does not reach the 'Skip to content' link")
+        toggle = page.locator('#main button[data-filter="sync:error"]')
+        toggle.focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => new URL(location.href).searchParams.get('sync') === 'error'",
+                               timeout=self.timeout)
+        states = page.locator("#main section[aria-labelledby=accounts-title] tbody td[data-label=Sync] .badge")
+        shown = states.all_inner_texts()
+        if not shown or any(s != "error" for s in shown):
+            raise Fail(f"{what}: with the sync filter 'error', the rows' sync states are {shown}")
+        if toggle.get_attribute("aria-pressed") != "true":
+            raise Fail(f"{what}: the pressed filter does not say so (aria-pressed)")
+        page.reload(wait_until="load")
+        self.rendered(page, what + " (filtered, reloaded)")
+        again = page.locator("#main section[aria-labelledby=accounts-title] tbody td[data-label=Sync] .badge")
+        if again.all_inner_texts() != shown:
+            raise Fail(f"{what}: the filtered URL does not show the same accounts again")
+        page.goto(page.url.split("?")[0], wait_until="load")
+        self.rendered(page, what)
+        log(f"{what}: Tab reaches the skip link; the 'error' filter works from the keyboard and "
+            f"lives in the URL ({len(shown)} failing account(s))")
+
+    def payload(self, page, what):
+        """The first event's payload opens, as JSON."""
+        button = page.locator("#main section[aria-labelledby=events-title] button", has_text="Payload").first
+        button.click()
+        pre = page.locator("#main tr.detail pre").first
+        try:
+            pre.wait_for(timeout=self.timeout)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the payload did not open") from None
+        try:
+            body = json.loads(pre.inner_text())
+        except ValueError:
+            raise Fail(f"{what}: the payload shown is not JSON: {pre.inner_text()[:200]!r}") from None
+        if "hook" not in body:
+            raise Fail(f"{what}: the payload shown is not a Calry envelope: {body!r:.200}")
+        if button.get_attribute("aria-expanded") != "true":
+            raise Fail(f"{what}: the payload button does not say it is expanded (aria-expanded)")
+        log(f"{what}: an event's payload opens as formatted JSON")
+
+    def phase_token(self, token):
+        self_401 = lambda t, w: "401" in t and urllib.parse.urlsplit(w).netloc == self.origin.netloc  # noqa: E731
+        tolerate = [self.pending_404, self_401]
+        for width in WIDTHS:
+            page = self.page(width, tolerate)
+            page.goto(self.base + "/ui", wait_until="load")
+            dialog = page.locator("#token-dialog")
+            try:
+                dialog.wait_for(state="visible", timeout=self.timeout)
+            except PlaywrightTimeout:
+                raise Fail(f"the overview at {width} px did not ask for a token once the service "
+                           f"needs one; it shows {page.inner_text('#main')[:300]!r}") from None
+            self.shot(page, f"token-form-{width}")
+            if width == 390:
+                self.clean(page, "the token form at 390 px")
+                page.context.close()
+                continue
+            # A wrong token: refused, and asked again.
+            page.fill("#token-input", "chk_not-a-token")
+            page.click("#token-dialog button[type=submit]")
+            try:
+                page.wait_for_function(
+                    "() => document.getElementById('token-dialog').open"
+                    " && /refused/.test(document.getElementById('token-title').textContent)",
+                    timeout=self.timeout, polling=50)
+            except PlaywrightTimeout:
+                raise Fail("a refused token did not bring the form back saying it was refused") from None
+            log(f"a wrong token: refused, the form says {page.inner_text('#token-title')!r} and asks again")
+            # The right one.
+            page.fill("#token-input", token)
+            page.click("#token-dialog button[type=submit]")
+            self.rendered(page, "the overview with a token")
+            if page.locator("#token-dialog").is_visible():
+                raise Fail("the token form is still open after the right token")
+            kept = page.evaluate("() => sessionStorage.getItem('calry-hooks.token')")
+            if kept != token:
+                raise Fail("the token is not kept in sessionStorage")
+            if page.evaluate("() => localStorage.length"):
+                raise Fail("the dashboard wrote to localStorage (the token belongs in sessionStorage only)")
+            log("the right token: the overview renders; the token is in sessionStorage only")
+            # Same tab, another page: no new question, and the stream read with the token.
+            workspace, _ = self.sample(token)
+            page.goto(f"{self.base}/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", wait_until="load")
+            self.rendered(page, "the workspace page with a token")
+            if page.locator("#token-dialog").is_visible():
+                raise Fail("the workspace page asked for the token again in the same tab")
+            self.live(page, workspace, "the workspace page (fetch stream, with a token)")
+            self.shot(page, "token-workspace-1440")
+            if any(token in u for u in page.requested):
+                raise Fail("the token appeared in a URL")
+            self.clean(page, "the dashboard with a token")
+            page.context.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, help="the service, e.g. http://127.0.0.1:8080")
+    ap.add_argument("--phase", choices=["open", "token"], required=True)
+    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--artifacts", default="target/ci-artifacts")
+    ap.add_argument("--within", type=float, default=2.0,
+                    help="seconds from a delivery's 201 by which the open page must show it")
+    ap.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for anything else")
+    args = ap.parse_args()
+    os.makedirs(args.artifacts, exist_ok=True)
+    started = time.monotonic()
+    token = os.environ.get("DASHBOARD_TOKEN")
+    if args.phase == "token" and not token:
+        log("ERROR: --phase token needs the token in $DASHBOARD_TOKEN")
+        return 2
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS)
+            log(f"chromium {browser.version} (Playwright, {args.chromium}); phase {args.phase}")
+            check = Check(browser, args)
+            try:
+                check.phase_open() if args.phase == "open" else check.phase_token(token)
+            except Fail as e:
+                log(f"FAIL: {e}")
+                return 1
+            finally:
+                browser.close()
+    except (Unusable, PlaywrightError) as e:
+        log(f"ERROR: {e}")
+        return 2
+    log(f"PASS ({args.phase}): {time.monotonic() - started:.1f} s"
+        + (f"; {len(check.warnings)} warning(s)" if check.warnings else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    # On SIGTERM (e.g. from `timeout`), unwind so that Playwright closes the browser too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())

@@ -1,0 +1,226 @@
+// An account (/ui/workspaces/{id}/accounts/{account}): its three categories, its timeline of
+// state changes (SPEC §11) and its recent events, any event's payload on request; live from the
+// workspace's stream filtered to the account.
+
+import { ApiError, api, p, q } from './api.js';
+import { follow } from './stream.js';
+import {
+  SINCE_MISSING, copyButton, eventType, fill, h, id, json, lacksSince, note, problemNote, rel, section,
+  stateCell, table, uiWorkspace, utc,
+} from './view.js';
+
+const EVENTS_PAGE = 25;
+const TIMELINE_PAGE = 50;
+
+export default function accountPage(main, { conn }, ws, acc) {
+  document.title = `Account ${acc} · calry-hooks`;
+  const base = p('workspaces', ws, 'accounts', acc);
+  const cards = h('div', { class: 'cards' }, note('loading', 'Loading the account…'));
+  const notice = h('div');
+  const timelineBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the timeline…'));
+  const eventsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the recent events…'));
+  fill(main,
+    h('div', { class: 'title' }, h('h1', {}, 'Account ', id(acc)), copyButton(acc)),
+    h('p', { class: 'sub' }, 'in workspace ', id(ws, uiWorkspace(ws))),
+    cards,
+    notice,
+    h('div', { class: 'columns' },
+      section('Timeline', { id: 'timeline-title' }, h('p', { class: 'sub' }, 'Changes of state, newest first.'), timelineBody),
+      section('Recent events', { id: 'events-title', wide: true }, eventsBody)));
+
+  const timeline = { items: [], nextCursor: null, error: null };
+  const events = { items: [], nextCursor: null, error: null };
+  let entryMissing = null;
+
+  // ---- the account ----
+
+  function drawEntry(entry) {
+    if (!entry) {
+      fill(cards, note('empty', `No account ${acc} in this workspace yet (the service answered 404: ${entryMissing}). `
+        + 'This page shows it as soon as an event of a known type arrives for it.'));
+      fill(notice);
+      return;
+    }
+    const card = (title, cat, extra) => h('section', { class: 'card', 'aria-label': title },
+      h('h2', {}, title),
+      stateCell(cat),
+      h('dl', {},
+        h('dt', {}, 'Latest event'),
+        h('dd', {}, cat.lastEvent ? [eventType(cat.lastEvent.eventType), ' ', rel(cat.lastEvent.occurredAt)] : h('span', { class: 'muted' }, 'none')),
+        extra));
+    const at = (label, ts) => [h('dt', {}, label), h('dd', {}, rel(ts))];
+    fill(cards,
+      card('Account', entry.account),
+      card('Link', entry.link),
+      card('Sync', entry.sync, [
+        at('Last complete', entry.sync.lastCompletedAt),
+        at('Last error', entry.sync.lastErrorAt),
+        at('Last paused', entry.sync.lastPausedAt),
+      ]));
+    fill(notice, lacksSince(entry) ? note('empty', SINCE_MISSING) : null);
+  }
+
+  async function loadEntry() {
+    try {
+      const entry = await api(base);
+      entryMissing = null;
+      drawEntry(entry);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        entryMissing = err.problem.detail || 'not found';
+        drawEntry(null);
+      } else fill(cards, problemNote(err, 'This account cannot be shown'));
+    }
+  }
+
+  // ---- payloads on request ----
+
+  /** A button that opens a row with the event's payload under `tr` (fetched when not known). */
+  function payloadButton(hookId, known) {
+    const b = h('button', { type: 'button', class: 'small', 'aria-expanded': 'false' }, 'Payload');
+    b.addEventListener('click', async () => {
+      const tr = b.closest('tr');
+      const open = tr.nextElementSibling?.classList.contains('detail') ? tr.nextElementSibling : null;
+      if (open) {
+        open.remove();
+        b.setAttribute('aria-expanded', 'false');
+        return;
+      }
+      const cell = h('td', { colspan: tr.children.length }, note('loading', 'Loading the payload…'));
+      tr.after(h('tr', { class: 'detail' }, cell));
+      b.setAttribute('aria-expanded', 'true');
+      try {
+        const event = known || (await api(p('events', hookId)));
+        fill(cell,
+          h('p', { class: 'sub' }, 'Hook ', id(hookId), ` · received ${utc(event.receivedAt)}`,
+            event.deliveryCount > 1 ? ` · delivered ${event.deliveryCount} times, last ${utc(event.lastReceivedAt)}` : '',
+            event.signatureVerified ? ' · signature verified' : ' · unsigned'),
+          json(event.payload));
+      } catch (err) {
+        fill(cell, problemNote(err, 'The payload cannot be shown'));
+      }
+    });
+    return b;
+  }
+
+  // ---- the timeline ----
+
+  function drawTimeline() {
+    if (timeline.error) {
+      const err = timeline.error;
+      if (err.status === 404 && !entryMissing) {
+        fill(timelineBody, note('empty', 'This service does not keep timelines yet: GET …/timeline answered 404',
+          err.problem?.detail ? ` (${err.problem.detail})` : '', '. The current states are above, the events beside.'));
+      } else if (err.status === 404) fill(timelineBody, note('empty', 'No changes yet.'));
+      else fill(timelineBody, problemNote(err, 'The timeline cannot be shown'));
+      return;
+    }
+    if (!timeline.items.length) {
+      fill(timelineBody, note('empty', 'No changes of state yet.'));
+      return;
+    }
+    fill(timelineBody,
+      table([
+        { label: 'When', cell: (c) => rel(c.at) },
+        { label: 'Category', cell: (c) => h('span', { class: 'category' }, c.category) },
+        { label: 'Change', cls: 'col-wide', cell: (c) => h('span', { class: 'change' }, stateCell({ state: c.from }), h('span', { class: 'arrow', 'aria-label': 'to' }, '→'), stateCell({ state: c.to })) },
+        { label: 'Event', cell: (c) => payloadButton(c.hookId, events.items.find((e) => e.hookId === c.hookId)) },
+      ], timeline.items, { caption: 'Timeline', key: (c) => `${c.at} ${c.category} ${c.hookId}` }),
+      timeline.nextCursor && h('button', { type: 'button', class: 'more', onclick: () => loadTimeline(true) }, 'Show older changes'));
+  }
+
+  /** The next page, or (again) as many of the newest changes as are shown: an event that
+   * arrived late can change older entries too. */
+  async function loadTimeline(more) {
+    const limit = more ? TIMELINE_PAGE : Math.min(500, Math.max(TIMELINE_PAGE, timeline.items.length));
+    try {
+      const page = await api(q(`${base}/timeline`, { limit, cursor: more ? timeline.nextCursor : null }));
+      timeline.items = more ? [...timeline.items, ...page.items] : page.items;
+      timeline.nextCursor = page.nextCursor;
+      timeline.error = null;
+    } catch (err) {
+      timeline.error = err;
+    }
+    drawTimeline();
+  }
+
+  // ---- the events ----
+
+  function drawEvents() {
+    if (events.error) {
+      fill(eventsBody, problemNote(events.error, 'The events cannot be shown'));
+      return;
+    }
+    if (!events.items.length) {
+      fill(eventsBody, note('empty', 'No events of this account.'));
+      return;
+    }
+    fill(eventsBody,
+      table([
+        { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
+        { label: 'Type', cell: (e) => eventType(e.eventType) },
+        { label: 'Result', cell: (e) => h('span', { class: 'result' }, e.result || '—') },
+        { label: 'Deliveries', cls: 'col-num', cell: (e) => h('span', { class: 'num' }, String(e.deliveryCount)) },
+        { label: 'Hook id', cls: 'col-id', cell: (e) => id(e.hookId) },
+        { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton(e.hookId, e) },
+      ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) }),
+      events.nextCursor && h('button', { type: 'button', class: 'more', onclick: loadMoreEvents }, 'Show older events'));
+    for (const e of events.items) delete e.fresh;
+  }
+
+  async function loadEvents() {
+    try {
+      const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE }));
+      Object.assign(events, page, { error: null });
+    } catch (err) {
+      events.error = err;
+    }
+    drawEvents();
+  }
+
+  async function loadMoreEvents() {
+    const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor: events.nextCursor }));
+    events.items.push(...page.items);
+    events.nextCursor = page.nextCursor;
+    drawEvents();
+  }
+
+  // ---- live ----
+
+  let pending = null;
+  function later() {
+    pending ??= setTimeout(async () => {
+      pending = null;
+      await Promise.all([loadEntry(), loadTimeline(false)]);
+    }, 300);
+  }
+
+  let loaded = false;
+  let missed = false;
+  follow(q(p('workspaces', ws, 'stream'), { integrationAccountId: acc }), {
+    onMessage: (type, data) => {
+      if (!loaded) {
+        missed = true; // read again once the first load is done
+        return;
+      }
+      if (type === 'status' && data.status) drawEntry(data.status);
+      if (type === 'event' && !events.items.some((e) => e.hookId === data.hookId)) {
+        events.items = [{ ...data, fresh: true }, ...events.items]
+          .sort((a, b) => (a.occurredAt < b.occurredAt ? 1 : a.occurredAt > b.occurredAt ? -1 : 0));
+        drawEvents();
+      }
+      later();
+    },
+    onState: conn,
+  });
+
+  (async () => {
+    await loadEntry();
+    await Promise.all([loadTimeline(false), loadEvents()]);
+    loaded = true;
+    if (missed) {
+      await loadEvents();
+      later();
+    }
+  })();
+}

@@ -1,0 +1,162 @@
+// Every call to the JSON API goes through here: the bearer token (asked for once, on the first
+// 401, and kept in sessionStorage only), retries while the service cannot be reached, and
+// problem+json errors turned into ApiError.
+
+const KEY = 'calry-hooks.token';
+const RETRY_SECS = 5;
+
+export const token = {
+  get: () => sessionStorage.getItem(KEY),
+  set: (t) => sessionStorage.setItem(KEY, t),
+  clear: () => sessionStorage.removeItem(KEY),
+};
+
+/** An answer other than 2xx (401 and 503 excepted: those are handled here). */
+export class ApiError extends Error {
+  constructor(status, problem, path) {
+    super(`The service answered ${status}${problem.detail ? `: ${problem.detail}` : ''}`);
+    this.status = status;
+    this.problem = problem;
+    this.path = path;
+  }
+}
+
+const listeners = new Set();
+/** Calls `fn({auth, offline})` whenever what is known about the token or the service changes. */
+export function onChange(fn) {
+  listeners.add(fn);
+}
+export const state = { auth: 'unknown', offline: null };
+function changed(patch) {
+  Object.assign(state, patch);
+  for (const fn of listeners) fn(state);
+}
+
+export function authHeaders() {
+  const t = token.get();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+/** GET `path` (with query) and parse its JSON, waiting for a token or for the service as needed. */
+export async function api(path) {
+  for (;;) {
+    const used = token.get();
+    let res;
+    try {
+      res = await fetch(path, { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store' });
+    } catch {
+      await unreachable('Cannot reach the service');
+      continue;
+    }
+    if (res.status === 401) {
+      await tokenRefused(used, (await problemOf(res)).detail);
+      continue;
+    }
+    if (res.status === 503) {
+      await unreachable('The service is unavailable (503)');
+      continue;
+    }
+    if (state.offline) changed({ offline: null });
+    if (state.auth !== (used ? 'token' : 'open')) changed({ auth: used ? 'token' : 'open' });
+    if (!res.ok) throw new ApiError(res.status, await problemOf(res), path);
+    return res.json();
+  }
+}
+
+export async function problemOf(res) {
+  try {
+    const body = await res.json();
+    return body && typeof body === 'object' ? body : {};
+  } catch {
+    return { detail: res.statusText };
+  }
+}
+
+// One countdown for every call that is waiting for the service.
+let waiting = null;
+export function unreachable(what) {
+  waiting ??= (async () => {
+    for (let left = RETRY_SECS; left > 0; left--) {
+      changed({ offline: `${what}; retrying in ${left} s.` });
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    changed({ offline: `${what}; retrying now…` });
+  })().finally(() => (waiting = null));
+  return waiting;
+}
+
+// One prompt for every call that met a 401; they all go on with the token given. Once the
+// person cancels it, later 401s are not asked about again (the page offers a button instead).
+let prompt = null;
+let declined = false;
+/**
+ * A 401 answered a request made with `used` (a token, or null): forget a refused token and ask
+ * for one. Resolves once a token is given; rejects (ApiError 401) when the person cancels.
+ */
+export function tokenRefused(used, detail) {
+  const now = token.get();
+  if (now && now !== used) return Promise.resolve(); // another call got a new one meanwhile
+  if (used) token.clear();
+  changed({ auth: used ? 'refused' : 'needed' });
+  if (declined) return Promise.reject(new ApiError(401, { detail: 'no token was given' }, null));
+  prompt ??= ask(used, detail).finally(() => (prompt = null));
+  return prompt;
+}
+
+function ask(used, detail) {
+  const dialog = document.getElementById('token-dialog');
+  const form = document.getElementById('token-form');
+  const input = document.getElementById('token-input');
+  const cancel = document.getElementById('token-cancel');
+  document.getElementById('token-title').textContent = used ? 'The token was refused' : 'A token is needed';
+  document.getElementById('token-reason').textContent = used
+    ? 'The service answered 401 to the token in use: it was revoked, or mistyped. Enter another.'
+    : 'The service answered 401: its query routes need a bearer token.';
+  const said = document.getElementById('token-detail');
+  said.hidden = !detail;
+  said.textContent = detail ? `The service said: “${detail}”` : '';
+  input.value = '';
+  return new Promise((resolve, reject) => {
+    const done = (given) => {
+      form.removeEventListener('submit', submit);
+      cancel.removeEventListener('click', quit);
+      dialog.removeEventListener('cancel', quit);
+      if (dialog.open) dialog.close();
+      if (given) {
+        token.set(given);
+        changed({ auth: 'token' });
+        resolve();
+      } else {
+        declined = true;
+        reject(new ApiError(401, { detail: 'no token was given' }, null));
+      }
+    };
+    const submit = (e) => {
+      e.preventDefault();
+      const given = input.value.trim();
+      if (given) done(given);
+    };
+    const quit = (e) => {
+      e.preventDefault();
+      done(null);
+    };
+    form.addEventListener('submit', submit);
+    cancel.addEventListener('click', quit);
+    dialog.addEventListener('cancel', quit);
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+/** A path with its query string: `q('/x', {a: 1, b: null})` → `/x?a=1`. */
+export function q(path, params = {}) {
+  const search = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== '') search.set(k, v);
+  const s = search.toString();
+  return s ? `${path}?${s}` : path;
+}
+
+/** `/a/{b}` with each segment encoded. */
+export function p(...segments) {
+  return '/' + segments.map(encodeURIComponent).join('/');
+}

@@ -1,0 +1,80 @@
+// The dashboard's entry: picks the page from the path, and keeps the header (where you are, the
+// connection, the token) and the banner (the service cannot be reached) up to date.
+
+import { onChange, state, token } from './api.js';
+import { fill, h, id, rel, tick, uiWorkspace } from './view.js';
+import overview from './overview.js';
+import workspace from './workspace.js';
+import account from './account.js';
+
+const main = document.getElementById('main');
+const crumbs = document.getElementById('crumbs');
+const connEl = document.getElementById('conn');
+const authEl = document.getElementById('auth');
+const banner = document.getElementById('banner');
+
+/** What the page knows about its data: 'live', 'reconnecting', 'stopped' or 'polled'. */
+let lastUpdate = null;
+function conn(kind) {
+  if (kind === 'live' || kind === 'polled') lastUpdate = new Date().toISOString();
+  const dot = (tone) => h('span', { class: `dot dot-${tone}`, 'aria-hidden': 'true' });
+  const since = lastUpdate ? ['last update ', rel(lastUpdate)] : [];
+  if (kind === 'live') fill(connEl, dot('ok'), 'live');
+  else if (kind === 'polled') fill(connEl, dot('ok'), 'updated ', rel(lastUpdate), ' · every 15 s');
+  else if (kind === 'stopped') fill(connEl, dot('none'), 'not live', since.length ? ' · ' : '', since);
+  else fill(connEl, dot('none'), 'reconnecting…', since.length ? ' · ' : '', since);
+}
+
+function showAuth({ auth, offline }) {
+  if (auth === 'open') fill(authEl, 'no token needed');
+  else if (auth === 'token') {
+    fill(authEl, 'token in use ',
+      h('button', { type: 'button', class: 'link', onclick: () => { token.clear(); location.reload(); } }, 'Forget'));
+  } else if (auth === 'needed' || auth === 'refused') fill(authEl, h('span', { class: 'warn-text' }, 'token needed'));
+  else fill(authEl);
+  banner.hidden = !offline;
+  banner.textContent = offline || '';
+}
+
+function route(pathname) {
+  if (pathname === '/ui' || pathname === '/ui/') return { page: overview, args: [] };
+  let parts;
+  try {
+    parts = pathname.split('/').slice(2).map(decodeURIComponent);
+  } catch {
+    return null;
+  }
+  if (parts.length === 2 && parts[0] === 'workspaces' && parts[1]) return { page: workspace, args: [parts[1]] };
+  if (parts.length === 4 && parts[0] === 'workspaces' && parts[2] === 'accounts' && parts[1] && parts[3]) {
+    return { page: account, args: [parts[1], parts[3]] };
+  }
+  return null;
+}
+
+function crumbsFor(pathname, args) {
+  const items = [h('a', { href: '/ui' }, 'Overview')];
+  if (args.length >= 1) items.push(h('span', { class: 'crumb-kind' }, 'workspace'), id(args[0], args.length > 1 ? uiWorkspace(args[0]) : null));
+  if (args.length >= 2) items.push(h('span', { class: 'crumb-kind' }, 'account'), id(args[1]));
+  return items;
+}
+
+function notFound(pathname) {
+  document.title = 'No such page · calry-hooks';
+  fill(main,
+    h('h1', {}, 'No such page'),
+    h('p', { class: 'note note-empty' }, 'There is no dashboard page at ', h('code', {}, pathname), '. ',
+      h('a', { href: '/ui' }, 'Go to the overview'), '.'));
+}
+
+onChange(showAuth);
+showAuth(state);
+setInterval(tick, 1000);
+
+const found = route(location.pathname);
+if (!found) {
+  fill(crumbs, h('a', { href: '/ui' }, 'Overview'));
+  notFound(location.pathname);
+} else {
+  fill(crumbs, crumbsFor(location.pathname, found.args));
+  found.page(main, { conn }, ...found.args);
+}

@@ -1,0 +1,199 @@
+// The overview (/ui): the figures, the accounts failing right now across every workspace
+// (GET /accounts?syncState=error, newest failures first) and the workspaces with their numbers of
+// failing and paused accounts (GET /workspaces, then each one's status totals). Refreshed every
+// 15 s.
+
+import { api, p, q } from './api.js';
+import { badge, figure, fill, h, id, note, problemNote, rel, section, table, uiAccount, uiWorkspace } from './view.js';
+
+const REFRESH_MS = 15000;
+const WORKSPACES_PAGE = 100;
+const FAILING_PAGE = 50;
+const AT_ONCE = 6; // status requests in flight at a time
+
+/** Up to `pages` pages of a listing, as one: {items, nextCursor}. */
+async function walk(path, params, pages) {
+  const items = [];
+  let cursor = null;
+  for (let i = 0; i < pages; i++) {
+    const page = await api(q(path, { ...params, cursor }));
+    items.push(...page.items);
+    cursor = page.nextCursor;
+    if (!cursor) break;
+  }
+  return { items, nextCursor: cursor };
+}
+
+/** `fn` over `items`, `n` at a time; each result as {ok} or {err}. */
+async function pool(items, n, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const k = next++;
+      try {
+        out[k] = { ok: await fn(items[k]) };
+      } catch (err) {
+        out[k] = { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+const SORTS = {
+  workspace: (a, b) => (a.workspaceId < b.workspaceId ? -1 : a.workspaceId > b.workspaceId ? 1 : 0),
+  accounts: (a, b) => a.accounts - b.accounts,
+  failing: (a, b) => (a.error ?? -1) - (b.error ?? -1),
+  paused: (a, b) => (a.paused ?? -1) - (b.paused ?? -1),
+  last: (a, b) => Date.parse(a.lastEventAt) - Date.parse(b.lastEventAt),
+};
+
+export default function overview(main, { conn }) {
+  document.title = 'Overview · calry-hooks';
+  const figures = h('div', { class: 'figures four' });
+  const failing = h('div', { class: 'panel-body' }, note('loading', 'Loading the accounts failing now…'));
+  const workspaces = h('div', { class: 'panel-body' }, note('loading', 'Loading the workspaces…'));
+  fill(main,
+    h('h1', {}, 'Overview'),
+    figures,
+    section('Failing now', { id: 'failing-title' }, h('p', { class: 'sub' }, 'Accounts whose latest sync is an error, newest failures first, across every workspace.'), failing),
+    section('Workspaces', { id: 'workspaces-title' }, workspaces));
+
+  const view = { wsPages: 1, failPages: 1, sort: { key: 'failing', desc: true } };
+  let shown = { failing: '', workspaces: '', figures: '' };
+  let data = null;
+
+  // Redraws a part only when what it shows changed, so a refresh does not move the focus.
+  const put = (el, key, signature, draw) => {
+    if (shown[key] === signature) return;
+    shown[key] = signature;
+    fill(el, draw());
+  };
+
+  async function load() {
+    const [ws, fail] = await Promise.allSettled([
+      walk('/workspaces', { limit: WORKSPACES_PAGE }, view.wsPages),
+      walk('/accounts', { syncState: 'error', limit: FAILING_PAGE }, view.failPages),
+    ]);
+    let rows = [];
+    if (ws.status === 'fulfilled') {
+      const totals = await pool(ws.value.items, AT_ONCE, (w) => api(q(p('workspaces', w.workspaceId, 'status'), { syncState: 'error' })));
+      rows = ws.value.items.map((w, i) => ({
+        ...w,
+        error: totals[i].ok?.totals.sync.error,
+        paused: totals[i].ok?.totals.sync.paused,
+        problem: totals[i].err,
+      }));
+    }
+    data = { ws, fail, rows };
+    draw();
+    conn(ws.status === 'fulfilled' ? 'polled' : 'stopped');
+    return !(ws.status === 'rejected' && ws.reason.status === 401); // no token given: stop asking
+  }
+
+  function draw() {
+    const { ws, fail, rows } = data;
+    const more = ws.status === 'fulfilled' && ws.value.nextCursor;
+    const lastEventAt = rows.reduce((m, r) => (!m || r.lastEventAt > m ? r.lastEventAt : m), null);
+
+    put(figures, 'figures', JSON.stringify([rows, more]), () => {
+      if (ws.status === 'rejected') return [];
+      const sum = (k) => rows.reduce((n, r) => n + (r[k] ?? 0), 0);
+      const failingNow = sum('error');
+      return [
+        figure(more ? 'workspaces (more not shown)' : 'workspaces', `${rows.length}${more ? '+' : ''}`),
+        figure('accounts', sum('accounts')),
+        figure('failing now', failingNow, failingNow ? 'bad' : null),
+        figure('paused', sum('paused'), sum('paused') ? 'warn' : null),
+      ];
+    });
+
+    put(failing, 'failing', JSON.stringify([fail.status, fail.value, fail.reason?.message, lastEventAt]), () => {
+      if (fail.status === 'rejected') {
+        const err = fail.reason;
+        if (err.status === 404) {
+          return note('empty', 'This service cannot list failing accounts across workspaces yet: GET /accounts answered 404',
+            err.problem?.detail ? ` (${err.problem.detail})` : '', '. Each workspace below shows its number of failing accounts.');
+        }
+        return problemNote(err, 'The failing accounts cannot be shown');
+      }
+      const { items, nextCursor } = fail.value;
+      if (!items.length) {
+        return note('empty', 'No account is failing.', lastEventAt ? [' Last event ', rel(lastEventAt), '.'] : '');
+      }
+      return [
+        table([
+          { label: 'Integration account', cls: 'col-id', cell: (a) => id(a.integrationAccountId, uiAccount(a.workspaceId, a.integrationAccountId)) },
+          { label: 'Workspace', cls: 'col-id', cell: (a) => id(a.workspaceId, uiWorkspace(a.workspaceId)) },
+          { label: 'Failing for', cell: (a) => since(a.sync) },
+          { label: 'Last error', cell: (a) => lastError(a.sync) },
+          { label: 'Account', cls: 'col-state', cell: (a) => badge(a.account.state) },
+          { label: 'Link', cls: 'col-state', cell: (a) => badge(a.link.state) },
+        ], items, { caption: 'Accounts failing now', key: (a) => `${a.workspaceId}\u0000${a.integrationAccountId}` }),
+        nextCursor && h('button', { type: 'button', class: 'more', onclick: () => { view.failPages++; load(); } }, 'Show more failing accounts'),
+      ];
+    });
+
+    put(workspaces, 'workspaces', JSON.stringify([ws.status, rows, more, view.sort, ws.reason?.message]), () => {
+      if (ws.status === 'rejected') return problemNote(ws.reason, 'The workspaces cannot be shown');
+      if (!rows.length) {
+        return note('empty', 'No workspace has sent an event yet. Point Calry\u2019s webhooks at ',
+          h('code', {}, 'POST /webhooks/calry'), ', or post sample data with ', h('code', {}, 'scripts/demo.sh'), '.');
+      }
+      const sorted = [...rows].sort((a, b) => {
+        const d = SORTS[view.sort.key](a, b) || SORTS.workspace(a, b);
+        return view.sort.desc ? -d : d;
+      });
+      const head = (label, key, numeric) => {
+        const active = view.sort.key === key;
+        return h('button', {
+          type: 'button', class: `sort${active ? ' active' : ''}`,
+          title: `Sort by ${label.toLowerCase()}`,
+          onclick: () => {
+            view.sort = { key, desc: active ? !view.sort.desc : numeric };
+            draw();
+            workspaces.querySelector('button.sort.active')?.focus();
+          },
+        }, label, h('span', { class: 'sort-mark', 'aria-hidden': 'true' }, active ? (view.sort.desc ? ' ▼' : ' ▲') : ''));
+      };
+      const count = (n, tone) => (n === undefined ? h('span', { class: 'muted' }, '—') : h('span', { class: n ? `num tone-${tone}` : 'num muted' }, String(n)));
+      const t = table([
+        { label: 'Workspace', head: head('Workspace', 'workspace', false), cls: 'col-id', cell: (w) => id(w.workspaceId, uiWorkspace(w.workspaceId)) },
+        { label: 'Accounts', head: head('Accounts', 'accounts', true), cls: 'col-num', cell: (w) => h('span', { class: 'num' }, String(w.accounts)) },
+        { label: 'Failing', head: head('Failing', 'failing', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted', title: w.problem.message }, 'n/a') : count(w.error, 'bad')) },
+        { label: 'Paused', head: head('Paused', 'paused', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted' }, 'n/a') : count(w.paused, 'warn')) },
+        { label: 'Last event', head: head('Last event', 'last', true), cell: (w) => rel(w.lastEventAt) },
+      ], sorted, { caption: 'Workspaces', key: (w) => w.workspaceId, rowClass: (w) => (w.error ? 'row-bad' : null) });
+      for (const th of t.querySelectorAll('th')) {
+        const b = th.querySelector('button.active');
+        th.setAttribute('aria-sort', b ? (view.sort.desc ? 'descending' : 'ascending') : 'none');
+      }
+      return [t, more && h('button', { type: 'button', class: 'more', onclick: () => { view.wsPages++; load(); } }, 'Show more workspaces')];
+    });
+  }
+
+  const loop = async () => {
+    try {
+      if (!(await load())) return;
+    } catch (err) {
+      fill(workspaces, problemNote(err, 'The overview cannot be shown'));
+    }
+    setTimeout(loop, REFRESH_MS);
+  };
+  loop();
+}
+
+/** When the current sync state began (SPEC §11), or the latest error while `since` is not there. */
+function since(sync) {
+  if (sync.since !== undefined) return rel(sync.since, 'for');
+  return h('span', { class: 'fallback', title: 'This service does not report since when a state holds (SPEC §11): the latest error is shown instead.' },
+    'latest ', rel(sync.lastErrorAt));
+}
+
+function lastError(sync) {
+  const e = sync.lastEvent;
+  if (!e) return h('span', { class: 'muted' }, '—');
+  return h('span', {}, h('span', { class: 'result' }, e.result || 'no result'), ' · ', rel(e.occurredAt));
+}

@@ -1,0 +1,135 @@
+// Following the live stream (SPEC §10). Without a token: the browser's EventSource, which
+// reconnects with Last-Event-ID by itself. With one: fetch and a reader (EventSource cannot send
+// an Authorization header), reconnecting with Last-Event-ID the same way.
+
+import { api, authHeaders, problemOf, token, tokenRefused } from './api.js';
+
+const RETRY_MS = 5000;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Follows `path` (a stream route, with its query): `onMessage(type, data)` for each `event` and
+ * `status` message, `onState('live' | 'reconnecting' | 'stopped')` as the connection changes.
+ * Returns a function that stops following.
+ */
+export function follow(path, { onMessage, onState }) {
+  let lastId = null;
+  let stopped = false;
+  let current = null;
+
+  const deliver = (type, raw, id) => {
+    let data;
+    try {
+      data = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    onMessage(type, data);
+    onState('live'); // and the time of the last update
+    if (id) lastId = id;
+  };
+
+  const start = () => {
+    if (!stopped) current = token.get() ? viaFetch() : viaEventSource();
+  };
+
+  // EventSource gives up for good on an answer other than 200 (a 401 once tokens exist, say):
+  // ask the API why (a 401 brings up the token form there), then start again.
+  const refused = async () => {
+    current.close();
+    onState('reconnecting');
+    await sleep(RETRY_MS);
+    try {
+      await api('/workspaces?limit=1');
+    } catch (e) {
+      if (e.status === 401) {
+        onState('stopped'); // no token was given: the page says so
+        return;
+      }
+      // Anything else, the page shows; keep trying the stream.
+    }
+    start();
+  };
+
+  const viaEventSource = () => {
+    const url = new URL(path, location.origin);
+    if (lastId) url.searchParams.set('after', lastId);
+    const es = new EventSource(url.pathname + url.search);
+    es.onopen = () => onState('live');
+    es.onerror = () => (es.readyState === EventSource.CLOSED ? refused() : onState('reconnecting'));
+    for (const type of ['event', 'status']) {
+      es.addEventListener(type, (e) => deliver(type, e.data, e.lastEventId));
+    }
+    return { close: () => es.close() };
+  };
+
+  const viaFetch = () => {
+    const abort = new AbortController();
+    (async () => {
+      while (!abort.signal.aborted) {
+        const used = token.get();
+        try {
+          const headers = { Accept: 'text/event-stream', ...authHeaders() };
+          if (lastId) headers['Last-Event-ID'] = lastId;
+          const res = await fetch(path, { headers, signal: abort.signal, cache: 'no-store' });
+          if (res.status === 401) {
+            onState('reconnecting');
+            await tokenRefused(used, (await problemOf(res)).detail);
+            continue;
+          }
+          if (res.ok && res.body) {
+            onState('live');
+            await read(res.body, deliver);
+          }
+        } catch (e) {
+          if (abort.signal.aborted) return;
+          if (e.status === 401) {
+            onState('stopped');
+            return;
+          }
+        }
+        onState('reconnecting');
+        await sleep(RETRY_MS);
+      }
+    })();
+    return { close: () => abort.abort() };
+  };
+
+  start();
+  return () => {
+    stopped = true;
+    current?.close();
+  };
+}
+
+/** Reads server-sent events from `body` until it ends, calling `deliver(type, data, id)`. */
+async function read(body, deliver) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  let type = '';
+  let data = [];
+  let id = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, end).replace(/\r$/, '');
+      buffer = buffer.slice(end + 1);
+      if (line === '') {
+        if (data.length) deliver(type || 'message', data.join('\n'), id);
+        type = '';
+        data = [];
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const val = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'event') type = val;
+      else if (field === 'data') data.push(val);
+      else if (field === 'id') id = val;
+    }
+  }
+}

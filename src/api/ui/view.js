@@ -1,0 +1,207 @@
+// Small helpers that build the pages' DOM. Text always goes in as text (never as HTML): ids and
+// payloads come from whoever sent the webhooks.
+
+/** `h('a', {href, class: 'x', onclick}, 'text', child…)`: an element. */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  el.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+/** Replaces the children of `el`. */
+export const fill = (el, ...children) => {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+};
+
+// ---- paths of the dashboard itself -----------------------------------------------------------
+
+export const uiWorkspace = (ws) => `/ui/workspaces/${encodeURIComponent(ws)}`;
+export const uiAccount = (ws, acc) => `${uiWorkspace(ws)}/accounts/${encodeURIComponent(acc)}`;
+
+// ---- ids -------------------------------------------------------------------------------------
+
+/**
+ * An id in monospace, truncated in the middle by CSS when there is no room (the head shrinks
+ * with an ellipsis, the tail stays), the full id on hover; a link when `href` is given.
+ */
+export function id(value, href) {
+  const tail = value.length > 14 ? value.slice(-6) : '';
+  const parts = [h('span', { class: 'id-head' }, tail ? value.slice(0, -6) : value), tail && h('span', { class: 'id-tail' }, tail)];
+  return href ? h('a', { class: 'id', href, title: value }, parts) : h('span', { class: 'id', title: value }, parts);
+}
+
+/** A button that copies `text`, saying so for a moment. */
+export function copyButton(text, label = 'Copy') {
+  const b = h('button', { type: 'button', class: 'copy', title: `Copy ${label === 'Copy' ? 'the id' : ''}`.trim() }, label);
+  b.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      b.textContent = 'Copied';
+    } catch {
+      b.textContent = 'Select and copy';
+    }
+    setTimeout(() => (b.textContent = label), 1500);
+  });
+  return b;
+}
+
+// ---- states ----------------------------------------------------------------------------------
+
+const TONE = { error: 'bad', paused: 'warn', complete: 'ok', active: 'ok', deleted: 'gone', unknown: 'none' };
+
+/** The colour family of a state: ok, warn, bad, gone or none. */
+export const toneOf = (state) => TONE[state] || 'none';
+
+/** A state in colour and in words. */
+export function badge(state) {
+  const s = state || 'unknown';
+  return h('span', { class: `badge tone-${TONE[s] || 'none'}` }, s);
+}
+
+// ---- times -----------------------------------------------------------------------------------
+
+/** `2024-02-09 11:33:41.658 UTC`. */
+export function utc(ts) {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? String(ts) : d.toISOString().replace('T', ' ').replace('Z', ' UTC');
+}
+
+/** A duration in its two largest units: `3 h 12 min`, `45 s`, `4 d 2 h`. */
+export function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const units = [
+    ['d', 86400],
+    ['h', 3600],
+    ['min', 60],
+    ['s', 1],
+  ];
+  const i = units.findIndex(([, n]) => s >= n);
+  if (i < 0) return '<1 s';
+  const [u1, n1] = units[i];
+  const first = `${Math.floor(s / n1)} ${u1}`;
+  if (i === units.length - 1) return first;
+  const [u2, n2] = units[i + 1];
+  const rest = Math.floor((s % n1) / n2);
+  return rest ? `${first} ${rest} ${u2}` : first;
+}
+
+function relText(ts, mode) {
+  const ms = Date.now() - new Date(ts).getTime();
+  if (ms < -1000) return `in ${duration(-ms)}`;
+  if (mode === 'ago' && ms < 1000) return 'just now';
+  return mode === 'ago' ? `${duration(ms)} ago` : duration(ms);
+}
+
+/**
+ * A time shown relative to now (`3 h 12 min`, or `… ago` with mode 'ago'), the exact UTC time in
+ * its title and `datetime`; kept current by `tick`.
+ */
+export function rel(ts, mode = 'ago') {
+  if (!ts) return h('span', { class: 'muted' }, '—');
+  return h('time', { datetime: ts, title: utc(ts), 'data-rel': mode }, relText(ts, mode));
+}
+
+/** Brings every relative time on the page up to date. */
+export function tick() {
+  for (const t of document.querySelectorAll('time[data-rel]')) {
+    t.textContent = relText(t.getAttribute('datetime'), t.dataset.rel);
+  }
+}
+
+// ---- blocks ----------------------------------------------------------------------------------
+
+/** A message where data would be: kind 'empty', 'loading' or 'error'. */
+export function note(kind, ...text) {
+  return h('p', { class: `note note-${kind}`, role: kind === 'error' ? 'alert' : null }, ...text);
+}
+
+/** A message for an API error: what the service said, in words. */
+export function problemNote(err, what) {
+  if (err && err.status === 401) {
+    return note('error', `${what}: the service needs a token (401) and none was given. `,
+      h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token'));
+  }
+  if (err && err.status === 403) {
+    return note('error', `${what}: the token in use does not cover this workspace (403${err.problem.detail ? `: ${err.problem.detail}` : ''}).`);
+  }
+  if (err && err.status) return note('error', `${what}: ${err.message}.`);
+  return note('error', `${what}: ${err && err.message ? err.message : 'something went wrong'}.`);
+}
+
+/**
+ * A table that becomes stacked cards on narrow screens: each cell carries its column's label.
+ * `columns`: [{label, cls, cell(row) → node}]; `key(row)` names each row (data-key).
+ */
+export function table(columns, rows, { caption, key, rowClass, compact } = {}) {
+  return h('div', { class: 'table-wrap' },
+    h('table', { class: compact ? 'grid compact' : 'grid' },
+      caption && h('caption', { class: 'sr-only' }, caption),
+      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.cls }, c.head || c.label)))),
+      h('tbody', {}, rows.map((r) => tableRow(columns, r, key, rowClass)))));
+}
+
+export function tableRow(columns, row, key, rowClass) {
+  return h('tr', { 'data-key': key ? key(row) : null, class: rowClass ? rowClass(row) : null },
+    columns.map((c) => h('td', { class: c.cls, 'data-label': c.label }, c.cell(row))));
+}
+
+/** A section with a heading and an optional line of actions. */
+export function section(title, { id: sid, actions, wide } = {}, ...body) {
+  return h('section', { class: `panel${wide ? ' wide' : ''}`, 'aria-labelledby': sid },
+    h('div', { class: 'panel-head' }, h('h2', { id: sid }, title), actions),
+    ...body);
+}
+
+/** One figure of a row of figures: a number and what it counts. */
+export function figure(label, value, tone) {
+  return h('div', { class: `figure${tone ? ` tone-${tone}` : ''}` },
+    h('span', { class: 'figure-value' }, value),
+    h('span', { class: 'figure-label' }, label));
+}
+
+/** Formatted JSON in a block, with a button to copy it. */
+export function json(value) {
+  const text = JSON.stringify(value, null, 2);
+  return h('div', { class: 'json' }, copyButton(text, 'Copy JSON'), h('pre', { tabindex: 0 }, text));
+}
+
+// ---- accounts and events ---------------------------------------------------------------------
+
+const EVENT_STATE = {
+  'account.created': 'active', 'account.updated': 'active', 'account.deleted': 'deleted',
+  'link.created': 'active', 'link.updated': 'active', 'link.deleted': 'deleted',
+  'sync.complete': 'complete', 'sync.error': 'error', 'sync.paused': 'paused',
+};
+
+/** Whether an event type is one that can change a status (SPEC §4). */
+export const knownType = (type) => Object.hasOwn(EVENT_STATE, type);
+
+/** An event type, tinted like the state it leads to. */
+export function eventType(type) {
+  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}` }, type);
+}
+
+/** One category of an account entry: its state, and since when it holds. */
+export function stateCell(cat) {
+  return h('div', { class: 'state' }, badge(cat.state), sinceLine(cat));
+}
+
+function sinceLine(cat) {
+  if (!cat || cat.state === 'unknown') return null;
+  if (cat.since !== undefined) return cat.since ? h('span', { class: 'since' }, 'for ', rel(cat.since, 'for')) : null;
+  const at = cat.lastEvent?.occurredAt;
+  return at ? h('span', { class: 'since fallback' }, 'latest ', rel(at)) : null;
+}
+
+/** True when the service does not send `since` (SPEC §11) in this entry. */
+export const lacksSince = (entry) => ['account', 'link', 'sync'].some((c) => entry[c] && entry[c].since === undefined);
+
+export const SINCE_MISSING = 'This service does not report since when each state holds (SPEC §11) yet: '
+  + 'under each state is the time of its latest event instead.';

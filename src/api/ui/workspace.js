@@ -1,0 +1,252 @@
+// A workspace (/ui/workspaces/{id}): its accounts with each category's state and since when it
+// holds, filters by state kept in the URL, and its recent events; live from the workspace's
+// stream (SPEC §10): a `status` message replaces its account's row at once, and an event that
+// changed no state (a second sync.error, say) has its account's entry read again.
+
+import { ApiError, api, p, q } from './api.js';
+import { follow } from './stream.js';
+import {
+  SINCE_MISSING, copyButton, eventType, figure, fill, h, id, knownType, lacksSince, note, problemNote,
+  rel, section, stateCell, table, tableRow, toneOf, uiAccount,
+} from './view.js';
+
+const RECENT = 25;
+const STATES = {
+  sync: ['error', 'paused', 'complete', 'unknown'],
+  account: ['active', 'deleted', 'unknown'],
+  link: ['active', 'deleted', 'unknown'],
+};
+const FLASH_MS = 2500;
+
+export default function workspacePage(main, { conn }, ws) {
+  document.title = `Workspace ${ws} · calry-hooks`;
+  const url = new URL(location.href);
+  const filter = { q: url.searchParams.get('q') || '' };
+  for (const cat of Object.keys(STATES)) {
+    filter[cat] = new Set((url.searchParams.get(cat) || '').split(',').filter((s) => STATES[cat].includes(s)));
+  }
+
+  const accounts = new Map(); // integrationAccountId → entry
+  let events = [];
+  let lastEventAt = null;
+  let missing = null; // the 404 of a workspace with no events yet
+  let loaded = false;
+  const queued = [];
+
+  const figures = h('div', { class: 'figures' });
+  const notice = h('div');
+  const filters = h('div', { class: 'filters', role: 'group', 'aria-label': 'Filter the accounts by state' });
+  const accountsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the accounts…'));
+  const eventsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the recent events…'));
+  const panels = h('div', { class: 'columns' },
+    section('Accounts', { id: 'accounts-title', wide: true }, filters, accountsBody),
+    section('Recent events', { id: 'events-title' }, eventsBody));
+  fill(main,
+    h('div', { class: 'title' }, h('h1', {}, 'Workspace ', id(ws)), copyButton(ws)),
+    figures,
+    notice,
+    panels);
+
+  // ---- drawing ----
+
+  const passes = (a) => Object.keys(STATES).every((cat) => !filter[cat].size || filter[cat].has(a[cat].state))
+    && (!filter.q || a.integrationAccountId.toLowerCase().includes(filter.q.toLowerCase()));
+
+  const columns = [
+    { label: 'Integration account', cls: 'col-id', cell: (a) => id(a.integrationAccountId, uiAccount(ws, a.integrationAccountId)) },
+    { label: 'Account', cls: 'col-state', cell: (a) => stateCell(a.account) },
+    { label: 'Link', cls: 'col-state', cell: (a) => stateCell(a.link) },
+    { label: 'Sync', cls: 'col-state', cell: (a) => stateCell(a.sync) },
+    { label: 'Last event', cell: (a) => rel(a.lastEventAt) },
+  ];
+  const row = (a) => tableRow(columns, a, (x) => x.integrationAccountId, (x) => (x.sync.state === 'error' ? 'row-bad' : null));
+
+  function drawFigures() {
+    const all = [...accounts.values()];
+    const count = (cat, state) => all.filter((a) => a[cat].state === state).length;
+    const failing = count('sync', 'error');
+    const paused = count('sync', 'paused');
+    fill(figures,
+      figure('accounts', all.length),
+      figure('failing now', failing, failing ? 'bad' : null),
+      figure('paused', paused, paused ? 'warn' : null),
+      figure('sync complete', count('sync', 'complete')),
+      figure('deleted', count('account', 'deleted')),
+      h('div', { class: 'figure' }, h('span', { class: 'figure-value small' }, lastEventAt ? rel(lastEventAt) : '—'), h('span', { class: 'figure-label' }, 'last event')));
+    fill(notice, all.some(lacksSince) ? note('empty', SINCE_MISSING) : null);
+    drawFilters(all);
+  }
+
+  function drawFilters(all) {
+    const focused = document.activeElement?.dataset?.filter;
+    const groups = Object.entries(STATES).map(([cat, states]) => h('div', { class: 'filter-group' },
+      h('span', { class: 'filter-label' }, cat),
+      states.map((s) => h('button', {
+        type: 'button', class: 'toggle', 'aria-pressed': String(filter[cat].has(s)), 'data-filter': `${cat}:${s}`,
+        title: `Only accounts whose ${cat} is ${s}`,
+        onclick: () => {
+          filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
+          changedFilter();
+        },
+      }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, h('span', { class: 'count' }, String(all.filter((a) => a[cat].state === s).length))))));
+    const search = filters.querySelector('input') || h('input', {
+      type: 'search', class: 'search', placeholder: 'Find an account id', 'aria-label': 'Find an account id', value: filter.q,
+      oninput: (e) => {
+        filter.q = e.target.value.trim();
+        changedFilter();
+      },
+    });
+    const any = filter.q || Object.keys(STATES).some((c) => filter[c].size);
+    fill(filters, groups, search, any && h('button', {
+      type: 'button', class: 'link', 'data-filter': 'clear',
+      onclick: () => {
+        for (const c of Object.keys(STATES)) filter[c].clear();
+        filter.q = '';
+        search.value = '';
+        changedFilter();
+      },
+    }, 'Clear filters'));
+    if (focused) filters.querySelector(`[data-filter="${focused}"]`)?.focus();
+  }
+
+  function changedFilter() {
+    const u = new URL(location.href);
+    for (const c of Object.keys(STATES)) {
+      if (filter[c].size) u.searchParams.set(c, [...filter[c]].join(','));
+      else u.searchParams.delete(c);
+    }
+    if (filter.q) u.searchParams.set('q', filter.q);
+    else u.searchParams.delete('q');
+    history.replaceState(null, '', u);
+    drawFigures();
+    drawAccounts();
+  }
+
+  function drawAccounts(flash) {
+    if (missing && !accounts.size) {
+      fill(accountsBody, note('empty', `No event from this workspace has arrived yet (the service answered 404: ${missing}). `
+        + 'This page shows its accounts as soon as one does.'));
+      return;
+    }
+    if (!accounts.size) {
+      fill(accountsBody, note('empty', 'No integration account in this workspace yet: none of its events names one.'));
+      return;
+    }
+    const shown = [...accounts.values()].filter(passes);
+    if (!shown.length) {
+      fill(accountsBody, note('empty', `No account matches these filters (${accounts.size} in all).`));
+      return;
+    }
+    fill(accountsBody, table(columns, shown, { caption: 'Accounts', key: (a) => a.integrationAccountId, rowClass: (a) => (a.sync.state === 'error' ? 'row-bad' : null) }));
+    if (flash) flashRow(flash);
+  }
+
+  function flashRow(key) {
+    const tr = [...accountsBody.querySelectorAll('tr[data-key]')].find((t) => t.dataset.key === key);
+    if (!tr) return;
+    tr.classList.add('flash');
+    setTimeout(() => tr.classList.remove('flash'), FLASH_MS);
+  }
+
+  function drawEvents() {
+    if (!events.length) {
+      fill(eventsBody, note('empty', missing ? 'No events yet.' : 'No events.'));
+      return;
+    }
+    fill(eventsBody, table([
+      { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
+      { label: 'Type', cell: (e) => eventType(e.eventType) },
+      { label: 'Account', cls: 'col-id', cell: (e) => (e.integrationAccountId ? id(e.integrationAccountId, uiAccount(ws, e.integrationAccountId)) : h('span', { class: 'muted' }, '—')) },
+      { label: 'Result', cell: (e) => h('span', { class: 'result' }, e.result || '—') },
+    ], events, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) }));
+    for (const e of events) delete e.fresh;
+  }
+
+  // ---- changes ----
+
+  /** An account's entry, as of now: replace its row in place, or draw the table anew. */
+  function put(entry) {
+    const key = entry.integrationAccountId;
+    const isNew = !accounts.has(key);
+    accounts.set(key, entry);
+    if (isNew) {
+      const sorted = [...accounts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      accounts.clear();
+      for (const [k, v] of sorted) accounts.set(k, v);
+    }
+    drawFigures();
+    const tr = [...accountsBody.querySelectorAll('tr[data-key]')].find((t) => t.dataset.key === key);
+    if (tr && passes(entry)) {
+      const fresh = row(entry);
+      tr.replaceWith(fresh);
+      flashRow(key);
+    } else {
+      drawAccounts(key);
+    }
+  }
+
+  // Accounts whose entry is read again (after an event that may not have changed their state),
+  // at most once a second each.
+  const rereading = new Set();
+  function reread(account) {
+    if (rereading.has(account)) return;
+    rereading.add(account);
+    setTimeout(async () => {
+      rereading.delete(account);
+      try {
+        put(await api(p('workspaces', ws, 'accounts', account)));
+      } catch {
+        // A 404 (no event of a known type yet) or an error: the next message tries again.
+      }
+    }, 300);
+  }
+
+  function apply(type, data) {
+    if (type === 'status' && data.status) {
+      missing = null;
+      put(data.status);
+    } else if (type === 'event') {
+      if (!lastEventAt || data.occurredAt > lastEventAt) lastEventAt = data.occurredAt;
+      if (!events.some((e) => e.hookId === data.hookId)) {
+        events = [{ ...data, fresh: true }, ...events]
+          .sort((a, b) => (a.occurredAt < b.occurredAt ? 1 : a.occurredAt > b.occurredAt ? -1 : 0))
+          .slice(0, RECENT);
+        drawEvents();
+      }
+      if (data.integrationAccountId && knownType(data.eventType)) reread(data.integrationAccountId);
+      drawFigures();
+    }
+  }
+
+  // ---- loading ----
+
+  follow(p('workspaces', ws, 'stream'), {
+    onMessage: (type, data) => (loaded ? apply(type, data) : queued.push([type, data])),
+    onState: conn,
+  });
+
+  (async () => {
+    try {
+      const [status, recent] = await Promise.all([
+        api(p('workspaces', ws, 'status')).catch((e) => {
+          if (e instanceof ApiError && e.status === 404) return { missing: e.problem.detail || 'no such workspace' };
+          throw e;
+        }),
+        api(q(p('workspaces', ws, 'events'), { limit: RECENT })),
+      ]);
+      if (status.missing) missing = status.missing;
+      else {
+        lastEventAt = status.lastEventAt;
+        for (const a of status.accounts) accounts.set(a.integrationAccountId, a);
+      }
+      events = recent.items;
+      loaded = true;
+      drawFigures();
+      drawAccounts();
+      drawEvents();
+      for (const [type, data] of queued.splice(0)) apply(type, data);
+    } catch (err) {
+      fill(panels, h('div', { class: 'panel' }, problemNote(err, 'This workspace cannot be shown')));
+    }
+  })();
+}
