@@ -17,7 +17,7 @@
 //!
 //! A stopping service ends its streams at once; clients resume with `Last-Event-ID`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use super::events::EventFilter;
+use super::events::{Event, EventFilter};
 use super::extract::{Caller, WorkspacePath};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
@@ -129,40 +129,53 @@ impl Selection {
 pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item>> {
     let changed = status_changes(db, &rows).await?;
     let mut entries = entries_after(db, &rows, &changed).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for (i, row) in rows.into_iter().enumerate() {
-        let position = row.position();
-        let status = entries[i].take().map(|entry| {
-            serde_json::to_string(&StatusMessage {
-                workspace_id: &row.event.workspace_id,
-                integration_account_id: &entry.integration_account_id,
-                status: &entry,
-                caused_by: &row.event.hook_id,
-            })
-            .expect("a status serializes")
-        });
-        let received_at = row.event.received_at;
-        let (workspace_id, event_type, integration_account_id) = (
-            row.event.workspace_id.clone(),
-            row.event.event_type.clone(),
-            row.event.integration_account_id.clone(),
-        );
-        let event = serde_json::to_string(&FeedItem {
-            position: position.encode(),
-            event: row.event,
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let status = entries[i]
+                .take()
+                .map(|entry| write_status(&row.event, &entry));
+            item(row, status)
         })
-        .expect("an event serializes");
-        items.push(Item {
-            position,
-            received_at,
-            workspace_id,
-            event_type,
-            integration_account_id,
+        .collect())
+}
+
+/// The `status` message of an event, from its account's entry right after it.
+fn write_status(event: &Event, entry: &AccountStatus) -> String {
+    serde_json::to_string(&StatusMessage {
+        workspace_id: &event.workspace_id,
+        integration_account_id: &entry.integration_account_id,
+        status: entry,
+        caused_by: &event.hook_id,
+    })
+    .expect("a status serializes")
+}
+
+/// The `status` message of an event, from its account's latest rows right after it.
+fn status_message(event: &Event, latest: Vec<LatestRow>) -> Option<String> {
+    status::accounts(latest)
+        .pop()
+        .map(|entry| write_status(event, &entry))
+}
+
+/// An event's stream item, its messages written out.
+fn item(row: FeedRow, status: Option<String>) -> Item {
+    let position = row.position();
+    let event = row.event;
+    Item {
+        position,
+        received_at: event.received_at,
+        workspace_id: event.workspace_id.clone(),
+        event_type: event.event_type.clone(),
+        integration_account_id: event.integration_account_id.clone(),
+        event: serde_json::to_string(&FeedItem {
+            position: position.encode(),
             event,
-            status,
-        });
+        })
+        .expect("an event serializes"),
+        status,
     }
-    Ok(items)
 }
 
 /// For each row, whether its event changes its account's status (see the module's doc).
@@ -231,25 +244,41 @@ struct EntryRow {
     latest: LatestRow,
 }
 
-/// For each changed row, its account's entry right after its event: built from the latest event
-/// of each known type among the account's events at the event's feed position or before. The
-/// account's current latest row of a type answers when it is at or before that position (live, it
-/// nearly always is); only a type whose latest event came later is looked up in the history.
-/// Each category's `since` is the start of the run that holds its latest event there, from the
-/// timeline as it is now (an event stored later inside that run could have split it).
+/// For each changed row, its account's entry right after its event (see [`latest_rows_at`]).
 async fn entries_after(
     db: &mut PgConnection,
     rows: &[FeedRow],
     changed: &[bool],
 ) -> Result<Vec<Option<AccountStatus>>> {
-    let mut entries = vec![None; rows.len()];
     let asked: Vec<usize> = (0..rows.len()).filter(|&i| changed[i]).collect();
-    if asked.is_empty() {
-        return Ok(entries);
+    let mut entries = vec![None; rows.len()];
+    let latest = latest_rows_at(db, rows, &asked, true).await?;
+    for (i, latest) in asked.into_iter().zip(latest) {
+        entries[i] = status::accounts(latest).pop();
     }
+    Ok(entries)
+}
+
+/// For each asked row, its account's latest row of each known type at the row's feed position
+/// (`inclusive`) or just before it: the latest event of that type among the account's events at
+/// positions up to there. The account's current latest row of a type answers when it is within
+/// them (live, it nearly always is); only a type whose latest event came later is looked up in
+/// the history. Each row's `since` is the start of the run that holds it, from the timeline as it
+/// is now (an event stored later inside that run could have split it).
+async fn latest_rows_at(
+    db: &mut PgConnection,
+    rows: &[FeedRow],
+    asked: &[usize],
+    inclusive: bool,
+) -> Result<Vec<Vec<LatestRow>>> {
+    let mut latest = vec![Vec::new(); asked.len()];
+    if asked.is_empty() {
+        return Ok(latest);
+    }
+    let op = if inclusive { "<=" } else { "<" };
     let pick =
         |f: fn(&FeedRow) -> &str| -> Vec<&str> { asked.iter().map(|&i| f(&rows[i])).collect() };
-    let found: Vec<EntryRow> = sqlx::query_as(
+    let found: Vec<EntryRow> = sqlx::query_as(&format!(
         "select p.ord, le.integration_account_id, le.event_type, x.hook_id, x.result, x.occurred_at,
                 r.since
          from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
@@ -258,12 +287,12 @@ async fn entries_after(
          join events c on c.hook_id = le.hook_id
          cross join lateral (
              (select le.hook_id, le.result, le.occurred_at
-              where (c.feed_xid, c.feed_seq) <= (p.xid, p.seq))
+              where (c.feed_xid, c.feed_seq) {op} (p.xid, p.seq))
              union all
              (select e.hook_id, e.result, e.occurred_at from events e
               where e.workspace_id = p.ws and e.integration_account_id = p.acct
                 and e.event_type = le.event_type
-                and (e.feed_xid, e.feed_seq) <= (p.xid, p.seq)
+                and (e.feed_xid, e.feed_seq) {op} (p.xid, p.seq)
               order by e.occurred_at desc, e.hook_id desc limit 1)
              limit 1
          ) x
@@ -274,9 +303,8 @@ async fn entries_after(
                and c.category = t.category
                and (c.occurred_at, c.hook_id) <= (x.occurred_at, x.hook_id)
              order by c.occurred_at desc, c.hook_id desc limit 1
-         ) r on true
-         order by p.ord",
-    )
+         ) r on true"
+    ))
     .bind(pick(|r| &r.event.workspace_id))
     .bind(pick(|r| {
         r.event
@@ -288,16 +316,137 @@ async fn entries_after(
     .bind(asked.iter().map(|&i| rows[i].feed_seq).collect::<Vec<_>>())
     .fetch_all(&mut *db)
     .await?;
-    let mut found = found.into_iter().peekable();
-    while let Some(first) = found.next() {
-        let ord = first.ord;
-        let mut latest = vec![first.latest];
-        while let Some(next) = found.next_if(|r| r.ord == ord) {
-            latest.push(next.latest);
-        }
-        entries[asked[(ord - 1) as usize]] = status::accounts(latest).pop();
+    for row in found {
+        latest[(row.ord - 1) as usize].push(row.latest);
     }
-    Ok(entries)
+    Ok(latest)
+}
+
+/// Accounts most the tailer keeps in [`Known`]; past it, it forgets them all and loads again.
+const KNOWN_ACCOUNTS: usize = 50_000;
+
+/// The tailer's memory of accounts' latest rows (with `since`) as of its position in the feed,
+/// for the accounts it met lately. The tailer reads every event in feed order, so applying each
+/// to its account's rows keeps them exactly what the store's rows at that position are: live
+/// status messages need no statement for an account it knows. An account it does not know is
+/// loaded as of just before its first event of the batch.
+#[derive(Default)]
+struct Known(HashMap<(String, String), Vec<LatestRow>>);
+
+impl Known {
+    /// Stream items of a batch of rows read by the tailer: the same messages as [`items`].
+    async fn items(&mut self, db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item>> {
+        if self.0.len() > KNOWN_ACCOUNTS {
+            self.0.clear();
+        }
+        let mut first = HashSet::new();
+        let asked: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                let event = &rows[i].event;
+                let Some(account) = &event.integration_account_id else {
+                    return false;
+                };
+                let key = (event.workspace_id.clone(), account.clone());
+                status::effect(&event.event_type).is_some()
+                    && !self.0.contains_key(&key)
+                    && first.insert(key)
+            })
+            .collect();
+        for (i, latest) in asked
+            .iter()
+            .zip(latest_rows_at(db, &rows, &asked, false).await?)
+        {
+            let event = &rows[*i].event;
+            let account = event.integration_account_id.clone().unwrap_or_default();
+            self.0.insert((event.workspace_id.clone(), account), latest);
+        }
+        let mut late = Vec::new();
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let event = &row.event;
+                let status = match (
+                    status::effect(&event.event_type),
+                    &event.integration_account_id,
+                ) {
+                    (Some(effect), Some(account)) => {
+                        let key = (event.workspace_id.clone(), account.clone());
+                        let latest = self.0.get_mut(&key).expect("loaded above");
+                        match apply(latest, event, effect) {
+                            Applied::Changed => status_message(event, latest.clone()),
+                            Applied::Same => None,
+                            Applied::Late => {
+                                late.push(key);
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                item(row, status)
+            })
+            .collect();
+        // A late event may have split a run: its account's `since` is loaded again next time.
+        for key in late {
+            self.0.remove(&key);
+        }
+        Ok(items)
+    }
+}
+
+enum Applied {
+    /// The event is its category's latest and its state differs from the one before.
+    Changed,
+    /// The event is its category's latest, in the same state.
+    Same,
+    /// An event of the category came later by (occurredAt, hookId): no change.
+    Late,
+}
+
+/// Applies an event of a known type to its account's latest rows.
+fn apply(latest: &mut Vec<LatestRow>, event: &Event, effect: status::Effect) -> Applied {
+    let category = effect.category();
+    let in_category = |r: &LatestRow| {
+        status::effect(&r.event_type).map(status::Effect::category) == Some(category)
+    };
+    let key = (event.occurred_at, event.hook_id.as_str());
+    let before = latest
+        .iter()
+        .filter(|r| in_category(r))
+        .max_by(|a, b| (a.occurred_at, &a.hook_id).cmp(&(b.occurred_at, &b.hook_id)));
+    let applied = match before {
+        Some(b) if (b.occurred_at, b.hook_id.as_str()) > key => Applied::Late,
+        Some(b)
+            if status::effect(&b.event_type).map(status::Effect::state) == Some(effect.state()) =>
+        {
+            Applied::Same
+        }
+        _ => Applied::Changed,
+    };
+    let since = match applied {
+        Applied::Changed => Some(event.occurred_at),
+        _ => before.and_then(|b| b.since),
+    };
+    match latest.iter_mut().find(|r| r.event_type == event.event_type) {
+        Some(r) if (r.occurred_at, r.hook_id.as_str()) < key => {
+            r.hook_id.clone_from(&event.hook_id);
+            r.result.clone_from(&event.result);
+            r.occurred_at = event.occurred_at;
+        }
+        Some(_) => {}
+        None => latest.push(LatestRow {
+            integration_account_id: event.integration_account_id.clone().unwrap_or_default(),
+            event_type: event.event_type.clone(),
+            hook_id: event.hook_id.clone(),
+            result: event.result.clone(),
+            occurred_at: event.occurred_at,
+            since: None,
+        }),
+    }
+    for r in latest.iter_mut().filter(|r| in_category(r)) {
+        r.since = since;
+    }
+    applied
 }
 
 /// Follows the whole feed for the streams of this instance.
@@ -386,6 +535,7 @@ impl Tailer {
 
 async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifier) {
     let mut changes = notifier.subscribe();
+    let mut known = Known::default();
     loop {
         let Some(shared) = tail.upgrade() else {
             return;
@@ -402,6 +552,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
                 // the end of the feed, cheaply and not at every notification.
                 let end = feed_end(&mut db).await?;
+                known.0.clear(); // the events skipped are not applied to it
                 let mut tail = tailer.tail();
                 if !tail.started || !tail.listened() {
                     tail.position = end;
@@ -411,7 +562,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             }
             let rows = Selection::default().query(position).rows(&mut db).await?;
             let n = rows.len();
-            let items = items(&mut db, rows).await?;
+            let items = known.items(&mut db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {
                 tail.broadcast(item);

@@ -556,3 +556,79 @@ async fn a_stream_resumes_across_a_restart_of_the_service() {
         "stopped in {stopped_in:?}"
     );
 }
+
+/// The live stream (whose tailer keeps accounts' rows in memory) and a replay from the store (which
+/// reads them at each position) send the same messages, for random events of a few accounts
+/// arriving in any order, with ties and redeliveries, from several writers at once.
+#[tokio::test]
+async fn live_and_replayed_streams_send_the_same_messages() {
+    let app = spawn_app().await;
+    let beginning = app.get_json("/workspaces/nobody/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut live = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rng = crate::helpers::Rng::new(13);
+    let types = [
+        "account.created",
+        "account.deleted",
+        "link.created",
+        "link.deleted",
+        "sync.complete",
+        "sync.error",
+        "sync.paused",
+        "calendar.synced",
+    ];
+    let mut bodies = Vec::new();
+    for i in 0..400 {
+        let body = event(
+            &format!("{:x}-{i}", rng.next_u64() % 4096),
+            rng.pick(&["w1", "w2"]),
+            Some(rng.pick(&["a", "b", "c"])),
+            rng.pick(&types),
+            &format!("2024-05-01T10:0{}:00Z", rng.below(6)),
+        );
+        for _ in 0..(1 + rng.below(2)) {
+            bodies.push(body.clone());
+        }
+    }
+    rng.shuffle(&mut bodies);
+    let statuses = crate::helpers::deliver_all(&app, bodies, 16).await;
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 200));
+
+    // What a message says, `since` aside (see the stream module's doc).
+    let describe = |m: &Message| -> String {
+        if m.event == "event" {
+            return format!("event {}", m.data["hookId"]);
+        }
+        let s = &m.data["status"];
+        let category = |c: &str| format!("{}/{}", s[c]["state"], s[c]["lastEvent"]["hookId"]);
+        format!(
+            "status of {}/{} by {}: {} {} {} {} {} {} {}",
+            m.data["workspaceId"],
+            m.data["integrationAccountId"],
+            m.data["causedBy"],
+            category("account"),
+            category("link"),
+            category("sync"),
+            s["lastEventAt"],
+            s["sync"]["lastCompletedAt"],
+            s["sync"]["lastErrorAt"],
+            s["sync"]["lastPausedAt"],
+        )
+    };
+    let read_all = async |reader: &mut Reader| {
+        let mut seen = Vec::new();
+        while let Some(m) = reader.next(Duration::from_secs(3)).await {
+            seen.push(describe(&m));
+        }
+        seen
+    };
+    let live = read_all(&mut live).await;
+    let mut replay = Reader::open(&app.address, &format!("/stream?after={beginning}"), None).await;
+    let replay = read_all(&mut replay).await;
+    assert!(live.len() > 400, "{} messages", live.len());
+    assert!(live.iter().any(|m| m.starts_with("status")));
+    assert_eq!(live, replay);
+}
