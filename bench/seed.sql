@@ -1,7 +1,8 @@
 -- Fills an empty calry-hooks store with synthetic events, set-based (issue 6: 10M events over
 -- 10k workspaces × 10 accounts in minutes), and the status tables consistently with the ingest
 -- rules (SPEC §4): for each (workspace, account, known type) the event with the greatest
--- (occurred_at, hook_id); for each workspace the greatest occurred_at.
+-- (occurred_at, hook_id); for each workspace the greatest occurred_at; the runs of SPEC §11
+-- (rebuild_accounts()).
 --
 --   psql -v events=10000000 -v workspaces=10000 -v accounts=10 -f bench/seed.sql <database>
 --
@@ -99,13 +100,20 @@ select workspace_id, max(occurred_at) from events group by workspace_id
 on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
 where excluded.last_event_at > w.last_event_at;
 
+\echo accounts and state_changes: runs of one state, as ingest keeps them (SPEC §11)
+select rebuild_accounts();
+
 \echo vacuum analyze
 vacuum (analyze) events;
 vacuum (analyze) latest_events;
 vacuum (analyze) workspaces;
+vacuum (analyze) accounts;
+vacuum (analyze) state_changes;
 
 select count(*) as events,
        pg_size_pretty(pg_total_relation_size('events')) as events_size,
        (select count(*) from latest_events) as status_rows,
-       (select count(*) from workspaces) as workspaces
+       (select count(*) from workspaces) as workspaces,
+       (select count(*) from accounts) as accounts,
+       (select count(*) from state_changes) as state_changes
 from events;

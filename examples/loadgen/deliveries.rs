@@ -112,7 +112,7 @@ pub(crate) fn body(
     occurred_ms: i64,
 ) -> String {
     let mut h = splitmix(Ids::key(worker, seq) ^ 0x5eed);
-    let w = h % args.workspaces.max(1);
+    let w = workspace_of(worker, seq, args.workspaces);
     h = splitmix(h);
     let a = h % args.accounts.max(1);
     h = splitmix(h);
@@ -131,6 +131,12 @@ pub(crate) fn body(
         account = account_id(w, a),
         workspace = workspace_id(w),
     )
+}
+
+/// The workspace number (see [`workspace_id`]) of delivery (worker, seq) among `workspaces`:
+/// uniform, and what [`body`] puts in the delivery.
+pub(crate) fn workspace_of(worker: u32, seq: u64, workspaces: u64) -> u64 {
+    splitmix(Ids::key(worker, seq) ^ 0x5eed) % workspaces.max(1)
 }
 
 /// `v1,<base64>` of Standard Webhooks: HMAC-SHA256 of `{id}.{timestamp}.{body}`, keyed by the

@@ -10,6 +10,9 @@
 //! `loadgen pgbench-summary` turns a pgbench run (its output and `-l` transaction logs) into the
 //! same kind of JSON line; `loadgen table` prints the comparison table from those lines.
 //!
+//! `loadgen stream` (`bench/stream.sh`) is the stream benchmark of issue 13: stream clients on one
+//! instance while ingest runs, with the latency from `201` to each client (see `stream.rs`).
+//!
 //! Every run prints a human-readable report on standard error and one JSON line on standard
 //! output (and appends it to `--json-out` when given).
 //!
@@ -48,6 +51,7 @@ mod ingest;
 mod measure;
 mod pgbench;
 mod query;
+mod stream;
 mod tables;
 
 use deliveries::*;
@@ -56,6 +60,7 @@ use ingest::*;
 use measure::*;
 use pgbench::*;
 use query::*;
+use stream::*;
 use tables::*;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -82,6 +87,10 @@ pub(crate) enum Command {
     /// Query latency (status, history first page, a deep history page through the cursor, event
     /// by id) at a fixed concurrency while ingest runs at a fixed rate.
     Query(QueryArgs),
+    /// The stream benchmark (issue 13): stream clients on one instance while ingest runs, the
+    /// latency from `201` to each client, the service's memory, ingest at c with clients against
+    /// without, and a `/feed` follower.
+    Stream(StreamArgs),
 }
 
 #[derive(Args, Clone)]
@@ -256,6 +265,7 @@ fn main() -> Result<(), BoxError> {
     let threads = match &cli.command {
         Command::Ingest(args) => args.threads,
         Command::Query(args) => args.threads,
+        Command::Stream(args) => args.threads,
         _ => 1,
     };
     let runtime = if threads <= 1 {
@@ -275,6 +285,7 @@ fn main() -> Result<(), BoxError> {
             Command::Table(args) => table(&args.results),
             Command::QueryTable(args) => query_table(&args.results),
             Command::Query(args) => query(args).await,
+            Command::Stream(args) => stream(args).await,
         }
     })
 }
