@@ -445,6 +445,15 @@ set account_state = case when excluded.account_since is null then a.account_stat
     sync_state = case when excluded.sync_since is null then a.sync_state
                       else excluded.sync_state end,
     sync_since = coalesce(excluded.sync_since, a.sync_since)
+-- Most events repeat their account's state: then the row stays as it is (no new row version, no
+-- index entry).
+where (excluded.account_since is not null
+       and (a.account_state, a.account_since)
+           is distinct from (excluded.account_state, excluded.account_since))
+   or (excluded.link_since is not null
+       and (a.link_state, a.link_since) is distinct from (excluded.link_state, excluded.link_since))
+   or (excluded.sync_since is not null
+       and (a.sync_state, a.sync_since) is distinct from (excluded.sync_state, excluded.sync_since))
 "#;
 
 /// A batch as one array per column, the shape `unnest` takes.
