@@ -23,6 +23,8 @@
 #   --settle SECS       pause after the baseline and after the clients opened (a stream opened
 #                       on an idle service may start from up to 1 s back) [SETTLE, default 2]
 #   --results FILE      where the JSON line goes [RESULTS, default target/bench/stream-<date>.jsonl]
+#   --statements        load pg_stat_statements and print the statements that took PostgreSQL
+#                       the most time over the whole run, at the end [STATEMENTS=1]
 #   --keep              keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
 #   --no-build          use the binaries already in target/bench [NO_BUILD=1]
 #
@@ -37,9 +39,11 @@
 #   c. paced: 1,000 deliveries/s (open loop) into the followed workspaces for the duration; the
 #      p99 from each delivery's 201 to its message arriving at each client following its
 #      workspace (target ≤ 100 ms); every expected message must arrive, and only once;
-#   d. closed-loop ingest at c=64 again with the clients connected and reading, against the
-#      baseline (target ≥ 0.90), and a consumer following GET /feed with wait=30 meanwhile, which
-#      must see every event acknowledged in the phase and catch up within 1 s of ingest stopping.
+#   d. closed-loop ingest at c=64 again with the clients connected and reading, and a consumer
+#      following GET /feed with wait=30 meanwhile, which must see every event acknowledged in the
+#      phase and catch up within 1 s of ingest stopping;
+#   e. the clients closed, c=64 once more: phase d against the mean of a and e (target ≥ 0.90),
+#      which cancels the slowing of a later phase by itself (a larger store; seen with 1 client).
 # The service's RSS is sampled during b–d (target ≤ 200 MiB). The report, each figure beside its
 # target, goes to standard error; a missing or doubled message makes the run fail. It stops
 # everything it started.
@@ -59,6 +63,7 @@ NO_BUILD=${NO_BUILD:-0}
 RESULTS=${RESULTS:-}
 SETTLE=${SETTLE:-2}
 NO_FOLLOWER=${NO_FOLLOWER:-0}
+STATEMENTS=${STATEMENTS:-0}
 ACCOUNTS=10
 PORT=${PORT:-18082}
 
@@ -75,6 +80,7 @@ while [ $# -gt 0 ]; do
         --settle) SETTLE=$2; shift ;;
         --no-follower) NO_FOLLOWER=1 ;;
         --results) RESULTS=$2; shift ;;
+        --statements) STATEMENTS=1 ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -85,7 +91,11 @@ done
 
 source "$ROOT/bench/lib.sh"
 RESULTS=${RESULTS:-$TARGET_DIR/stream-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
-bench_postgres calry-stream
+if [ "$STATEMENTS" = 1 ]; then
+    bench_postgres calry-stream -c shared_preload_libraries=pg_stat_statements
+else
+    bench_postgres calry-stream
+fi
 DB=calry_hooks
 URL=$(db_url $DB)
 
@@ -111,6 +121,8 @@ if [ "$PREFILL" -gt 0 ]; then
         -f "$ROOT/bench/seed.sql" >"$WORK/seed.log" 2>&1 || { cat "$WORK/seed.log" >&2; exit 1; }
 fi
 psql_ -d postgres -c checkpoint
+[ "$STATEMENTS" = 1 ] && psql_ -d $DB -c 'create extension pg_stat_statements' \
+    -c 'select pg_stat_statements_reset()' >/dev/null
 
 # Every stream holds a connection: room for the clients, the ingest workers and some to spare
 # (the service lowers it to what its open-file limit can hold).
@@ -141,6 +153,13 @@ if grep -E ' (WARN|ERROR) ' "$WORK/service.log" | grep -qv 'no webhook secret co
     echo "bench/stream.sh: the service logged warnings or errors:" >&2
     grep -E ' (WARN|ERROR) ' "$WORK/service.log" | grep -v 'no webhook secret configured' \
         | head -n 20 >&2
+fi
+if [ "$STATEMENTS" = 1 ]; then
+    log "the statements that took PostgreSQL the most time (all phases)"
+    psql_ -d $DB -c "select calls, round(total_exec_time) as total_ms,
+            round((total_exec_time / calls)::numeric, 3) as mean_ms, rows,
+            left(regexp_replace(query, '\s+', ' ', 'g'), 100) as query
+        from pg_stat_statements order by total_exec_time desc limit 15" >&2
 fi
 log "results (JSON line: $RESULTS)"
 exit "$STATUS"

@@ -1,5 +1,5 @@
 //! The stream benchmark of issue 13 (`bench/stream.sh` drives it): many server-sent-event clients
-//! on one instance while ingest runs, in four phases on one service and one database:
+//! on one instance while ingest runs, in five phases on one service and one database:
 //!
 //! a. baseline: closed-loop ingest at c (64) with no stream open, the same workers as
 //!    `loadgen ingest` (deliveries/s, p50/p99);
@@ -9,7 +9,10 @@
 //!    each (client, event) pair is the arrival of its `event` message at the client minus the
 //!    arrival of the event's `201` at the sender; every expected message must arrive, once;
 //! d. closed-loop ingest at c again with the clients connected and reading (and a `/feed` follower
-//!    with `wait`): deliveries/s against the baseline, and whether the follower keeps up.
+//!    with `wait`): whether the follower keeps up;
+//! e. the clients closed, closed-loop ingest at c once more: phase d's deliveries/s are compared
+//!    with the mean of a's and e's, which cancels the slowing a later phase shows anyway (a larger
+//!    store, a warmer or busier machine).
 //!
 //! The service's resident memory is sampled throughout b–d. Each figure is printed beside its
 //! target from the issue. Per message a client does no JSON parsing and no allocation: it splits
@@ -855,7 +858,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     let key = args.secret.as_deref().map(secret_key).transpose()?;
     // One id prefix per phase (the first hex digit 0-7, as `loadgen ingest`'s).
     let run = (splitmix(unix_ms() as u64 ^ u64::from(std::process::id()) ^ 0x57ea) >> 33) as u32;
-    let ids = [0, 1, 2].map(|k| Ids {
+    let ids = [0, 1, 2, 3].map(|k| Ids {
         run: run ^ k,
         inverse: scatter_inverse(),
     });
@@ -912,7 +915,11 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         args.clients, args.global
     );
     let shared = Arc::new(Shared {
-        prefixes: ids.map(|i| i.prefix().as_bytes()[..8].try_into().expect("8 hex digits")),
+        prefixes: [0, 1, 2].map(|k| {
+            ids[k].prefix().as_bytes()[..8]
+                .try_into()
+                .expect("8 hex digits")
+        }),
         events: Default::default(),
         statuses: AtomicU64::new(0),
         comments: AtomicU64::new(0),
@@ -1086,7 +1093,6 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     })
     .await;
     print_closed_loop("with clients", &with_clients);
-    let ratio = with_clients.deliveries_per_s / baseline.deliveries_per_s.max(1e-9);
     eprintln!(
         "  messages: {} of {d_expected} expected in after {d_grace:.2}s of grace",
         shared.events[2].load(Relaxed)
@@ -1103,6 +1109,16 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         client_logs.push(log?);
     }
     client_logs.sort_by_key(|(n, _)| *n);
+
+    // e. The baseline again, every stream closed, on a store as large as phase d's: phase d is
+    // compared with the mean of a and e, since the store's growth and the phases between slow a
+    // later phase by themselves (seen with one client: 0.85 of a).
+    eprintln!("\n== e. c={} again, every stream closed", args.concurrency);
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let after = closed_loop(&args, &target, ids[3], key.clone()).await?;
+    print_closed_loop("after", &after);
+    let without = (baseline.deliveries_per_s + after.deliveries_per_s) / 2.0;
+    let ratio = with_clients.deliveries_per_s / without.max(1e-9);
     let vmhwm = args
         .service_pid
         .and_then(|pid| proc_status_kib(pid, "VmHWM"));
@@ -1272,7 +1288,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     let follower_complete = follower_report
         .as_ref()
         .is_none_or(|f| f["missing"] == 0 && f["duplicates"] == 0);
-    let verified = [&baseline.report, &with_clients.report]
+    let verified = [&baseline.report, &with_clients.report, &after.report]
         .iter()
         .all(|r| r["verify"]["ok"] != false);
 
@@ -1311,6 +1327,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         },
         "with_clients": with_clients.report,
         "with_clients_messages": &with_d,
+        "after": after.report,
         "ratio_to_baseline": ratio,
         "follower": follower_report,
         "messages_before_open": before_open,
@@ -1412,12 +1429,15 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         }
     );
     eprintln!(
-        "| c={} deliveries/s with clients / without | {:.0} / {:.0} = {ratio:.3} (p99 {:.2} / {:.2} ms) | ≥ {TARGET_RATIO} | {} |",
+        "| c={} deliveries/s with clients / without (mean of a {:.0} and e {:.0}) | {:.0} / {:.0} = {ratio:.3} (p99 {:.2} / {:.2} and {:.2} ms) | ≥ {TARGET_RATIO} | {} |",
         args.concurrency,
-        with_clients.deliveries_per_s,
         baseline.deliveries_per_s,
+        after.deliveries_per_s,
+        with_clients.deliveries_per_s,
+        without,
         with_clients.latency.p99,
         baseline.latency.p99,
+        after.latency.p99,
         verdict(ratio_met)
     );
     if let Some(f) = report["follower"].as_object() {
