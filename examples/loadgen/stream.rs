@@ -144,30 +144,6 @@ impl StreamArgs {
     }
 }
 
-/// Raises the soft open-file limit to the hard one; the limit in force.
-fn raise_nofile_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    Some(limit.rlim_cur)
-}
-
 fn cpu_line(cpu: &CpuSeconds) -> String {
     let opt = |v: Option<f64>| v.map(|s| format!("{s:.2}")).unwrap_or("?".into());
     format!(
@@ -845,7 +821,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         return Err("--redeliver is a share between 0 and 1".into());
     }
     let sockets = u64::from(args.clients + args.global + args.concurrency + args.senders) + 32;
-    let nofile = raise_nofile_limit();
+    let nofile = calry_hooks::server::raise_open_file_limit();
     if nofile.is_some_and(|n| n < sockets) {
         return Err(format!(
             "the open-file limit ({}) cannot hold {sockets} connections: raise the hard limit",
