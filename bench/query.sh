@@ -3,7 +3,9 @@
 # x 10 accounts), then p50/p99 of status, history first page, a deep history page reached through
 # the cursor, and event by id at c=16 while ingest runs at 1,000 deliveries/s; plus the table and
 # index bytes per event. Three measurements, each while the service ingests at the same rate:
-#   1. the four queries mixed: each of the c workers sends them in turn;
+#   1. the four queries mixed: each of the c workers sends them in turn; then status mixed with
+#      GET /accounts?syncState=error, first page and the page after --deep-pages pages (issue 14:
+#      each p99 within 1.5× of status's, printed under its table);
 #   2. each query alone at the same concurrency;
 #   3. the floor: PostgreSQL alone, pgbench running the routes' own statements
 #      (bench/pgbench-query/*.sql) mixed at the same concurrency, no HTTP and no service between.
@@ -103,6 +105,9 @@ service_measurements() {
     local c=$1 run=$2
     log "loadgen query: c=$c, the four queries mixed, ingest $INGEST_RATE/s, ${DURATION}s$run"
     query "$c" status,first-page,deep-page,by-id "query c=$c mixed"
+    log "loadgen query: c=$c, status and /accounts?syncState=error (first and deep page) mixed, \
+ingest $INGEST_RATE/s, ${DURATION}s$run"
+    query "$c" status,accounts-first-page,accounts-deep-page "query c=$c status and accounts"
     [ "$MIXED_ONLY" = 1 ] && return
     for kind in status first-page deep-page by-id; do
         log "loadgen query: c=$c, $kind alone, ingest $INGEST_RATE/s, ${DURATION}s$run"
