@@ -22,10 +22,12 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Serialize;
 use sqlx::PgConnection;
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -74,10 +76,12 @@ pub struct Item {
     pub workspace_id: String,
     pub event_type: String,
     pub integration_account_id: Option<String>,
-    /// The `event` message's data: the Event with its position.
-    pub event: String,
-    /// The `status` message's data, when the event changes its account's status.
-    pub status: Option<String>,
+    /// Messages the event causes: its `event` message, and its `status` message when it changes
+    /// its account's status.
+    pub messages: u64,
+    /// Those messages as a stream sends them, the `id:` on the last: written once for every
+    /// stream that sends them.
+    pub frame: Bytes,
 }
 
 /// The `status` message.
@@ -159,22 +163,37 @@ fn status_message(event: &Event, latest: Vec<LatestRow>) -> Option<String> {
         .map(|entry| write_status(event, &entry))
 }
 
-/// An event's stream item, its messages written out.
+/// An event's stream item, its messages written out (JSON written by serde_json holds no line
+/// break, so each data is one `data:` line).
 fn item(row: FeedRow, status: Option<String>) -> Item {
     let position = row.position();
+    let id = position.encode();
     let event = row.event;
+    let (received_at, workspace_id, event_type, integration_account_id) = (
+        event.received_at,
+        event.workspace_id.clone(),
+        event.event_type.clone(),
+        event.integration_account_id.clone(),
+    );
+    let data = serde_json::to_string(&FeedItem {
+        position: id.clone(),
+        event,
+    })
+    .expect("an event serializes");
+    let frame = match &status {
+        None => format!("event: event\ndata: {data}\nid: {id}\n\n"),
+        Some(status) => {
+            format!("event: event\ndata: {data}\n\nevent: status\ndata: {status}\nid: {id}\n\n")
+        }
+    };
     Item {
         position,
-        received_at: event.received_at,
-        workspace_id: event.workspace_id.clone(),
-        event_type: event.event_type.clone(),
-        integration_account_id: event.integration_account_id.clone(),
-        event: serde_json::to_string(&FeedItem {
-            position: position.encode(),
-            event,
-        })
-        .expect("an event serializes"),
-        status,
+        received_at,
+        workspace_id,
+        event_type,
+        integration_account_id,
+        messages: 1 + u64::from(status.is_some()),
+        frame: Bytes::from(frame),
     }
 }
 
@@ -645,7 +664,7 @@ fn open(
     workspace_id: Option<String>,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>> + use<>>> {
+) -> Result<Response> {
     let params = Params::parse(query)?;
     let start = start(headers, &params)?;
     let selection = Selection {
@@ -658,7 +677,7 @@ fn open(
         filter: EventFilter::parse(&params)?,
     };
     drop(caller); // the connection goes back: a stream takes one only to catch up
-    let (out, messages) = mpsc::channel(CLIENT_QUEUE);
+    let (out, messages) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
     tokio::spawn(async move {
         // A stopping service ends its streams (their clients resume elsewhere or after the
         // restart with Last-Event-ID) rather than holding the shutdown.
@@ -667,10 +686,22 @@ fn open(
             () = app.stopping() => {}
         }
     });
-    let stream = futures_util::stream::unfold(messages, |mut messages| async move {
-        messages.recv().await.map(|m| (Ok(m), messages))
+    let body = futures_util::stream::unfold(messages, |mut messages| async move {
+        let frame = match tokio::time::timeout(KEEP_ALIVE, messages.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, Infallible>(frame), messages))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// Writes one stream's messages until its client goes away.
@@ -678,7 +709,7 @@ async fn send(
     app: &AppState,
     selection: Selection,
     start: Option<FeedPosition>,
-    out: mpsc::Sender<SseEvent>,
+    out: mpsc::Sender<Bytes>,
 ) {
     let _open = app.metrics.stream_open();
     let workspace_id = selection.workspace_id.as_deref();
@@ -699,8 +730,7 @@ async fn send(
                         if !write(&out, item).await {
                             return;
                         }
-                        app.metrics
-                            .stream_sent(1 + item.status.is_some() as u64, None);
+                        app.metrics.stream_sent(item.messages, None);
                         position = item.position;
                     }
                     if last {
@@ -725,8 +755,7 @@ async fn send(
                             return;
                         }
                         let lag = (chrono::Utc::now() - item.received_at).to_std().ok();
-                        app.metrics
-                            .stream_sent(1 + item.status.is_some() as u64, lag);
+                        app.metrics.stream_sent(item.messages, lag);
                     }
                     position = item.position;
                 }
@@ -741,20 +770,9 @@ async fn send(
     }
 }
 
-/// Sends an event's messages, the `id:` on its last; false once the client is gone.
-async fn write(out: &mpsc::Sender<SseEvent>, item: &Item) -> bool {
-    let id = item.position.encode();
-    let event = SseEvent::default().event("event").data(&item.event);
-    match &item.status {
-        None => out.send(event.id(id)).await.is_ok(),
-        Some(status) => {
-            out.send(event).await.is_ok()
-                && out
-                    .send(SseEvent::default().event("status").data(status).id(id))
-                    .await
-                    .is_ok()
-        }
-    }
+/// Sends an event's messages; false once the client is gone.
+async fn write(out: &mpsc::Sender<Bytes>, item: &Item) -> bool {
+    out.send(item.frame.clone()).await.is_ok()
 }
 
 /// Every stored event of the token's workspaces, live, as server-sent events.
@@ -782,7 +800,7 @@ pub async fn stream(
     caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+) -> Result<Response> {
     open(app, caller, None, &headers, query.as_deref())
 }
 
@@ -811,6 +829,6 @@ pub async fn workspace_stream(
     }: WorkspacePath,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+) -> Result<Response> {
     open(app, caller, Some(workspace_id), &headers, query.as_deref())
 }
