@@ -131,8 +131,10 @@ impl Selection {
 /// Turns feed rows into stream items: decides which change their account's status and writes
 /// out every message (two statements for the whole batch, whatever its size).
 pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item>> {
-    let changed = status_changes(db, &rows).await?;
-    let mut entries = entries_after(db, &rows, &changed).await?;
+    let mut tx = generic_plans(db).await?;
+    let changed = status_changes(&mut tx, &rows).await?;
+    let mut entries = entries_after(&mut tx, &rows, &changed).await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .enumerate()
@@ -143,6 +145,19 @@ pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item
             item(row, status)
         })
         .collect())
+}
+
+/// A transaction in which PostgreSQL plans each statement once. The statements here take arrays
+/// (one element per event or account) and PostgreSQL, left to choose, plans them anew at every
+/// call: its estimate of a generic plan (100 rows an array) always looks worse than a custom one
+/// with the array's real length, and planning them took longer than running them
+/// (docs/BENCHMARKS.md).
+async fn generic_plans(db: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    let mut tx = sqlx::Connection::begin(db).await?;
+    sqlx::query("set local plan_cache_mode = force_generic_plan")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// The `status` message of an event, from its account's entry right after it.
@@ -371,10 +386,15 @@ impl Known {
                     && first.insert(key)
             })
             .collect();
-        for (i, latest) in asked
-            .iter()
-            .zip(latest_rows_at(db, &rows, &asked, false).await?)
-        {
+        let loaded = if asked.is_empty() {
+            Vec::new()
+        } else {
+            let mut tx = generic_plans(db).await?;
+            let loaded = latest_rows_at(&mut tx, &rows, &asked, false).await?;
+            tx.commit().await?;
+            loaded
+        };
+        for (i, latest) in asked.iter().zip(loaded) {
             let event = &rows[*i].event;
             let account = event.integration_account_id.clone().unwrap_or_default();
             self.0.insert((event.workspace_id.clone(), account), latest);
