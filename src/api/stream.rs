@@ -61,6 +61,9 @@ const CLIENT_QUEUE: usize = 64;
 const BATCH: i64 = 200;
 /// The tailer asks again at least this often, notification or not.
 const RECHECK: Duration = Duration::from_millis(250);
+/// After a notification, the tailer waits this long before reading, so that one read serves the
+/// commits of several batches.
+const GATHER: Duration = Duration::from_millis(20);
 /// With no stream open, the tailer only moves its position to the feed's end, this often: a stream
 /// that opens then may be sent up to this much of the events stored just before it opened.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
@@ -623,7 +626,10 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             }
         } else if got < BATCH as usize {
             tokio::select! {
-                () = changes.next() => {}
+                () = changes.next() => {
+                    // Let the commits of this moment gather: one read for several of them.
+                    tokio::time::sleep(GATHER).await;
+                }
                 () = tokio::time::sleep(RECHECK) => {}
             }
         }
