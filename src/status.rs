@@ -46,15 +46,43 @@ pub enum SyncState {
     Unknown,
 }
 
+impl LifecycleState {
+    pub const ALL: [LifecycleState; 3] = [
+        LifecycleState::Active,
+        LifecycleState::Deleted,
+        LifecycleState::Unknown,
+    ];
+
+    /// The state's name, as answers spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LifecycleState::Active => "active",
+            LifecycleState::Deleted => "deleted",
+            LifecycleState::Unknown => "unknown",
+        }
+    }
+}
+
 impl SyncState {
+    pub const ALL: [SyncState; 4] = [
+        SyncState::Complete,
+        SyncState::Error,
+        SyncState::Paused,
+        SyncState::Unknown,
+    ];
+
+    /// The state's name, as answers spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncState::Complete => "complete",
+            SyncState::Error => "error",
+            SyncState::Paused => "paused",
+            SyncState::Unknown => "unknown",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<SyncState> {
-        Some(match s {
-            "complete" => SyncState::Complete,
-            "error" => SyncState::Error,
-            "paused" => SyncState::Paused,
-            "unknown" => SyncState::Unknown,
-            _ => return None,
-        })
+        SyncState::ALL.into_iter().find(|state| state.name() == s)
     }
 }
 
@@ -78,15 +106,9 @@ impl Effect {
 
     /// The state the effect sets, as the status names it.
     pub fn state(self) -> &'static str {
-        use LifecycleState as L;
         match self {
-            Effect::Account(L::Active) | Effect::Link(L::Active) => "active",
-            Effect::Account(L::Deleted) | Effect::Link(L::Deleted) => "deleted",
-            Effect::Account(L::Unknown) | Effect::Link(L::Unknown) => "unknown",
-            Effect::Sync(SyncState::Complete) => "complete",
-            Effect::Sync(SyncState::Error) => "error",
-            Effect::Sync(SyncState::Paused) => "paused",
-            Effect::Sync(SyncState::Unknown) => "unknown",
+            Effect::Account(state) | Effect::Link(state) => state.name(),
+            Effect::Sync(state) => state.name(),
         }
     }
 }
@@ -412,6 +434,18 @@ mod tests {
         for t in ["sync", "sync.started", "ACCOUNT.CREATED", ""] {
             assert!(effect(t).is_none(), "{t}");
         }
+    }
+
+    #[test]
+    fn state_names_are_the_ones_answers_carry() {
+        for state in LifecycleState::ALL {
+            assert_eq!(serde_json::json!(state), state.name());
+        }
+        for state in SyncState::ALL {
+            assert_eq!(serde_json::json!(state), state.name());
+            assert_eq!(SyncState::parse(state.name()), Some(state));
+        }
+        assert_eq!(SyncState::parse("failing"), None);
     }
 
     #[test]

@@ -27,8 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(timeline))
 }
 
-const SYNC_STATES: [&str; 4] = ["complete", "error", "paused", "unknown"];
-const LIFECYCLE_STATES: [&str; 3] = ["active", "deleted", "unknown"];
 const CATEGORIES: [&str; 3] = ["account", "link", "sync"];
 
 /// An account's entry (as in a workspace's status) with its workspace.
@@ -72,7 +70,7 @@ impl AccountRow {
 
 /// A `GET /accounts` listing: its filters, page size and cursor.
 pub struct AccountsQuery {
-    /// The sync states wanted, in [`SYNC_STATES`] order.
+    /// The sync states wanted, in [`SyncState::ALL`] order.
     sync: Vec<&'static str>,
     account: Option<Vec<String>>,
     link: Option<Vec<String>>,
@@ -84,14 +82,16 @@ pub struct AccountsQuery {
 
 impl AccountsQuery {
     pub fn parse(scope: Option<&[String]>, params: &Params) -> Result<AccountsQuery> {
-        let sync = states(params, "syncState", &SYNC_STATES)?;
+        let sync_states = SyncState::ALL.map(SyncState::name);
+        let lifecycle_states = LifecycleState::ALL.map(LifecycleState::name);
+        let sync = states(params, "syncState", &sync_states)?;
         Ok(AccountsQuery {
-            sync: SYNC_STATES
+            sync: sync_states
                 .into_iter()
                 .filter(|s| sync.as_ref().is_none_or(|w| w.iter().any(|w| w == s)))
                 .collect(),
-            account: states(params, "accountState", &LIFECYCLE_STATES)?,
-            link: states(params, "linkState", &LIFECYCLE_STATES)?,
+            account: states(params, "accountState", &lifecycle_states)?,
+            link: states(params, "linkState", &lifecycle_states)?,
             workspace_id: params.single("workspaceId")?.map(str::to_owned),
             scope: scope.map(<[String]>::to_vec),
             cursor: AccountCursor::parse(params)?,

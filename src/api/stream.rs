@@ -4,9 +4,9 @@
 //! One [`Tailer`] per instance follows the whole feed (woken by the store's notifications) and
 //! broadcasts each event, with its `status` message when it has one, to the streams of the
 //! instance: those of every workspace, and those of the event's own workspace (a workspace's
-//! stream is never woken by another workspace's events). A stream subscribes first, then catches up from the store up to the tailer's
-//! position at that moment, then takes the broadcast items after its own position: no gap and
-//! no duplicate at the seam. A stream that falls behind the broadcast (a slow client) goes back
+//! stream is never woken by another workspace's events). A stream subscribes first, then
+//! catches up from the store up to the tailer's position at that moment, then takes the
+//! broadcast items after its own position: no gap and no duplicate at the seam. A stream that falls behind the broadcast (a slow client) goes back
 //! to the store from its position, so a slow client costs no memory but its own small queue.
 //!
 //! Whether an event changes its account's status is a function of the feed up to the event: the
