@@ -43,33 +43,9 @@ import urllib.request
 import uuid
 from datetime import datetime, timezone
 
-try:
-    from playwright.sync_api import Error as PlaywrightError, TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    VENV_PY = os.path.join(os.path.dirname(__file__), "../../target/ci-venv-playwright/bin/python")
-    if os.path.exists(VENV_PY) and not os.environ.get("DASHBOARD_BROWSER_REEXEC"):
-        os.environ["DASHBOARD_BROWSER_REEXEC"] = "1"
-        os.execv(VENV_PY, [VENV_PY, *sys.argv])
-    print("dashboard-browser: ERROR: Playwright is not installed (.ci/checks/dashboard-browser.sh "
-          "installs it into target/ci-venv-playwright)", flush=True)
-    sys.exit(2)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../lib"))
+from ci_browser import CHROMIUM_FLAGS, PlaywrightError, PlaywrightTimeout, sync_playwright  # noqa: E402
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--mute-audio",
-]
 WIDTHS = {1440: 900, 390: 844}  # width: height of the viewport (screenshots are full pages)
 
 # The page has drawn what it loads: a heading, and no "Loading…" left in it.

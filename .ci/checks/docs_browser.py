@@ -44,34 +44,11 @@ import time
 import urllib.parse
 import urllib.request
 
-try:
-    from playwright.sync_api import Error as PlaywrightError, sync_playwright
-except ImportError:
-    VENV_PY = os.path.join(os.path.dirname(__file__), "../../target/ci-venv-playwright/bin/python")
-    if os.path.exists(VENV_PY) and not os.environ.get("DOCS_BROWSER_REEXEC"):
-        os.environ["DOCS_BROWSER_REEXEC"] = "1"
-        os.execv(VENV_PY, [VENV_PY, *sys.argv])
-    print("docs-browser: ERROR: Playwright is not installed (.ci/checks/docs-browser.sh "
-          "installs it into target/ci-venv-playwright)", flush=True)
-    sys.exit(2)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../lib"))
+from ci_browser import CHROMIUM_FLAGS, PlaywrightError, sync_playwright  # noqa: E402
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 VIEWPORT = {"width": 1280, "height": 2000}
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--mute-audio",
-]
 
 # Collects what Swagger UI rendered. Paths come from `data-path` (the visible text has <wbr>s).
 COLLECT_JS = r"""

@@ -49,32 +49,9 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 
-try:
-    from playwright.sync_api import Error as PlaywrightError, TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    VENV_PY = os.path.join(os.path.dirname(__file__), "../../target/ci-venv-playwright/bin/python")
-    if os.path.exists(VENV_PY) and not os.environ.get("STREAM_BROWSER_REEXEC"):
-        os.environ["STREAM_BROWSER_REEXEC"] = "1"
-        os.execv(VENV_PY, [VENV_PY, *sys.argv])
-    print("stream-browser: ERROR: Playwright is not installed (.ci/checks/stream-browser.sh "
-          "installs it into target/ci-venv-playwright)", flush=True)
-    sys.exit(2)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../lib"))
+from ci_browser import CHROMIUM_FLAGS, PlaywrightError, PlaywrightTimeout, sync_playwright  # noqa: E402
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--disable-dev-shm-usage",
-    "--mute-audio",
-]
 
 # Opens one EventSource per stream and records, with the page's wall clock (Date.now(), the same
 # clock as Python's time.time()), every connection event and every message of the named types
