@@ -79,6 +79,7 @@ pub fn openapi() -> OpenApiDoc {
 /// anything unmatched.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
+    let metrics = state.metrics.clone();
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         track_in_flight,
@@ -93,6 +94,11 @@ pub fn router(state: AppState) -> Router {
     .merge(ui::router())
     .fallback(|| async { Error::NotFound("no such route".to_owned()) })
     .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+    // Last, so that it times every route and both fallbacks.
+    .layer(axum::middleware::from_fn_with_state(
+        metrics,
+        crate::metrics::time_request,
+    ))
 }
 
 /// Counts every request in flight (also one whose client went away mid-way).

@@ -1,7 +1,7 @@
 //! Operations (SPEC §6, issue 5): metrics, a database outage under load, two instances on one
 //! database, prune, and the request id in JSON logs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -506,4 +506,123 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     for line in lines.iter().filter(|l| l["message"] == "delivery") {
         assert!(line["span"]["request_id"].is_string(), "{line}");
     }
+}
+
+/// `calry_hooks_http_request_duration_seconds_count` per (route, method, status class).
+async fn request_counts(app: &TestApp) -> BTreeMap<(String, String, String), f64> {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("calry_hooks_http_request_duration_seconds_count{")
+        else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").unwrap();
+        let labels: HashMap<&str, &str> = labels
+            .split(',')
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap();
+                (name, value.trim_matches('"'))
+            })
+            .collect();
+        assert_eq!(labels.len(), 3, "{line}");
+        let key = |name: &str| labels[name].to_owned();
+        counts.insert(
+            (key("route"), key("method"), key("status_class")),
+            value.trim().parse().unwrap(),
+        );
+    }
+    counts
+}
+
+#[tokio::test]
+async fn request_durations_are_counted_by_route_template_method_and_status_class() {
+    let app = spawn_app().await;
+    let before = request_counts(&app).await;
+    assert!(before.is_empty(), "no request was answered yet: {before:?}");
+
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let hook_id = seed()["hook"]["id"].as_str().unwrap().to_owned();
+    let workspace = seed()["data"]["workspaceId"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/events/{hook_id}"),
+        format!("/events/{hook_id}"),
+        format!("/workspaces/{workspace}/status"),
+        "/workspaces".to_owned(),
+    ] {
+        assert_eq!(app.get(&path).await.status(), 200, "{path}");
+    }
+    assert_eq!(app.get("/events/no-such-hook").await.status(), 404);
+    assert_eq!(app.get("/no/such/route").await.status(), 404);
+    assert_eq!(app.get("/no-such-route-either").await.status(), 404);
+    let delete = app
+        .client
+        .delete(format!("{}/workspaces", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 405);
+    // A stream is counted once its headers are sent, while it is still open.
+    let stream = app.get("/stream").await;
+    assert_eq!(stream.status(), 200);
+
+    let after = request_counts(&app).await;
+    let series = |route: &str, method: &str, class: &str| {
+        (route.to_owned(), method.to_owned(), class.to_owned())
+    };
+    let expected = BTreeMap::from([
+        (series("/webhooks/calry", "POST", "2xx"), 1.0),
+        (series("/events/{hookId}", "GET", "2xx"), 2.0),
+        (series("/events/{hookId}", "GET", "4xx"), 1.0),
+        (
+            series("/workspaces/{workspaceId}/status", "GET", "2xx"),
+            1.0,
+        ),
+        (series("/workspaces", "GET", "2xx"), 1.0),
+        (series("/workspaces", "DELETE", "4xx"), 1.0),
+        (series("unmatched", "GET", "4xx"), 2.0),
+        (series("/stream", "GET", "2xx"), 1.0),
+        // The first scrape, answered before the second one read the counts.
+        (series("/metrics", "GET", "2xx"), 1.0),
+    ]);
+    assert_eq!(after, expected);
+    drop(stream);
+
+    // Every series is a whole histogram: cumulative buckets from 0.25 ms to 30 s, the +Inf one
+    // holding its count.
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !text.contains(&hook_id) && !text.contains("/no/such"),
+        "{text}"
+    );
+    let labels = r#"route="/events/{hookId}",method="GET",status_class="2xx""#;
+    let buckets: Vec<(&str, f64)> = text
+        .lines()
+        .filter_map(|line| {
+            let rest =
+                line.strip_prefix("calry_hooks_http_request_duration_seconds_bucket{le=\"")?;
+            let (le, rest) = rest.split_once("\",")?;
+            let value = rest.strip_prefix(labels)?.strip_prefix("} ")?;
+            Some((le, value.parse().unwrap()))
+        })
+        .collect();
+    let bounds: Vec<&str> = buckets.iter().map(|(le, _)| *le).collect();
+    assert_eq!(
+        bounds,
+        [
+            "0.00025", "0.0005", "0.001", "0.002", "0.003", "0.005", "0.01", "0.02", "0.05", "0.1",
+            "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "+Inf"
+        ],
+        "{text}"
+    );
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, 2.0);
+    let sum = format!("calry_hooks_http_request_duration_seconds_sum{{{labels}}} ");
+    let sum: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&sum))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sum > 0.0);
 }
