@@ -45,6 +45,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::net::TcpStream;
 
+mod batch_script;
 pub(crate) mod deliveries;
 mod http;
 mod ingest;
@@ -54,6 +55,7 @@ mod query;
 mod stream;
 mod tables;
 
+use batch_script::*;
 use deliveries::*;
 use http::*;
 use ingest::*;
@@ -91,6 +93,9 @@ pub(crate) enum Command {
     /// latency from `201` to each client, the service's memory, ingest at c with clients against
     /// without, and a `/feed` follower.
     Stream(StreamArgs),
+    /// Print a pgbench script running the service's own batch transaction with full batches (the
+    /// database's share of ingest, with no HTTP; see `batch_script.rs`).
+    BatchScript(BatchScriptArgs),
 }
 
 #[derive(Args, Clone)]
@@ -286,6 +291,7 @@ fn main() -> Result<(), BoxError> {
             Command::QueryTable(args) => query_table(&args.results),
             Command::Query(args) => query(args).await,
             Command::Stream(args) => stream(args).await,
+            Command::BatchScript(args) => batch_script(args),
         }
     })
 }
