@@ -70,6 +70,17 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<Secret>,
 
+    /// A streaming replica of that PostgreSQL for the status, history and accounts routes
+    /// (ingest, the feed, the stream and token checks stay on the primary); unreachable: reads
+    /// go to the primary.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_READ_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub read_database_url: Option<Secret>,
+
     /// Address to listen on.
     #[arg(
         long,
@@ -298,9 +309,11 @@ mod tests {
     fn secrets_are_redacted_in_debug_output() {
         let mut config = Config::defaults();
         config.database_url = Some("postgres://user:hunter2@db/x".to_owned().into());
+        config.read_database_url = Some("postgres://user:hunter3@replica/x".to_owned().into());
         config.webhook_secrets = Some("whsec_c2VjcmV0".to_owned().into());
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("hunter3"), "{printed}");
         assert!(!printed.contains("whsec_c2VjcmV0"), "{printed}");
     }
 

@@ -35,10 +35,19 @@ use config::Config;
 use ingest::{IngestSettings, Ingestor, Writers};
 use metrics::Metrics;
 use signature::{InvalidSecrets, Verifier};
-use store::{Readers, WriterPool};
+use store::{ReadReplica, Readers, StoreError, WriterPool};
 
 /// Longest a graceful shutdown waits for in-flight requests and queued deliveries.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the service cannot start with its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Secrets(#[from] InvalidSecrets),
+    #[error(transparent)]
+    ReadReplica(#[from] StoreError),
+}
 
 /// The service: routes over a pool, with the ingest writers behind them.
 pub struct App {
@@ -50,10 +59,15 @@ pub struct App {
 
 impl App {
     /// Starts the ingest writers; the pool must be migrated already. Fails, before starting
-    /// anything, when a configured webhook secret is unusable.
-    pub fn new(pool: PgPool, config: Config) -> Result<App, InvalidSecrets> {
+    /// anything, when a configured webhook secret or the read replica's URL is unusable.
+    pub fn new(pool: PgPool, config: Config) -> Result<App, StartError> {
         let verifier = Arc::new(Verifier::from_config(&config)?);
-        let metrics = Arc::new(Metrics::default());
+        let replica_options = ReadReplica::options(&config)?;
+        let mut metrics = Metrics::default();
+        if replica_options.is_some() {
+            metrics.watch_replica();
+        }
+        let metrics = Arc::new(metrics);
         let settings = IngestSettings::from_config(&config);
         let writer_pool = store::writer_pool(&pool, settings.writers.max(1) as u32);
         let (ingestor, writers) = Ingestor::start(
@@ -66,6 +80,14 @@ impl App {
             Duration::from_millis(config.query_timeout_ms),
             metrics.pool_waiting.clone(),
         );
+        let replica = replica_options.map(|options| {
+            ReadReplica::new(
+                options,
+                config.query_connections as usize,
+                Duration::from_millis(config.query_timeout_ms),
+                metrics.pool_waiting.clone(),
+            )
+        });
         let notifier = feed::Notifier::start((*pool.connect_options()).clone());
         let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone());
         let (stop, stopping) = watch::channel(false);
@@ -76,6 +98,7 @@ impl App {
                 tailer,
                 notifier,
                 readers,
+                replica,
                 metrics,
                 ingestor,
                 config: Arc::new(config),

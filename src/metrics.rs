@@ -21,6 +21,11 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseLabel {
+    database: &'static str,
+}
+
 /// The labels of a request's duration: bounded sets only, so no client can add series by
 /// sending raw paths or invented methods.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +66,10 @@ pub struct Metrics {
     stream_open: Gauge,
     stream_messages: Counter,
     stream_lag_seconds: Histogram,
+    query_reads: Family<DatabaseLabel, Counter>,
+    replica_reachable: Gauge,
+    replica_lag_bytes: Gauge<f64, std::sync::atomic::AtomicU64>,
+    replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Readers`].
     pub pool_waiting: Gauge,
 }
@@ -84,6 +93,10 @@ impl Default for Metrics {
             stream_messages: Counter::default(),
             // 1 ms to ~16 s.
             stream_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            query_reads: Family::default(),
+            replica_reachable: Gauge::default(),
+            replica_lag_bytes: Gauge::default(),
+            replica_lag_seconds: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -149,6 +162,13 @@ impl Default for Metrics {
             "stream_lag_seconds",
             "Time from an event's storing to its live message being written to a stream",
             m.stream_lag_seconds.clone(),
+        );
+        r.register(
+            "query_reads",
+            "Requests of the status, history and accounts routes by the database they read \
+             from (primary or replica; a read the replica failed and the primary answered counts \
+             on both)",
+            m.query_reads.clone(),
         );
         r.register(
             "db_pool_waiting",
@@ -225,6 +245,44 @@ impl Metrics {
         if let Some(lag) = lag {
             self.stream_lag_seconds.observe(lag.as_secs_f64());
         }
+    }
+
+    /// Counts one read of the status, history and accounts routes from `database` (`primary` or
+    /// `replica`).
+    pub fn query_read(&self, database: &'static str) {
+        self.query_reads
+            .get_or_create(&DatabaseLabel { database })
+            .inc();
+    }
+
+    /// Adds the read replica's gauges, for a service that has one.
+    pub fn watch_replica(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "replica_reachable",
+            "1 when the read replica answered its latest check, else 0 (reads go to the primary)",
+            self.replica_reachable.clone(),
+        );
+        r.register(
+            "replica_replay_lag_bytes",
+            "WAL the primary had flushed that the read replica had not replayed, at its latest \
+             check (NaN when unknown)",
+            self.replica_lag_bytes.clone(),
+        );
+        r.register(
+            "replica_replay_lag_seconds",
+            "How far the read replica's replay was behind, at its latest check: 0 when caught \
+             up, else the age of the latest transaction it replayed (NaN when unknown)",
+            self.replica_lag_seconds.clone(),
+        );
+    }
+
+    /// Records a check of the read replica: whether it answered, and its lag when known.
+    pub fn replica_checked(&self, reachable: bool, bytes: Option<u64>, seconds: Option<f64>) {
+        self.replica_reachable.set(reachable.into());
+        self.replica_lag_bytes
+            .set(bytes.map_or(f64::NAN, |b| b as f64));
+        self.replica_lag_seconds.set(seconds.unwrap_or(f64::NAN));
     }
 
     /// Counts one request in flight for as long as the guard lives.

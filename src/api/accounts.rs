@@ -17,6 +17,7 @@ use super::extract::{AccountPath, Caller};
 use super::paging::{
     AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
 };
+use super::replica::{ReadFromHeader, Replica, retry_on_primary};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, LifecycleState, SyncState};
 use crate::time::rfc3339;
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_accounts))
         .routes(routes!(timeline))
+        .route_layer(axum::middleware::from_fn(retry_on_primary))
 }
 
 const CATEGORIES: [&str; 3] = ["account", "link", "sync"];
@@ -177,6 +179,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
         ("workspaceId" = Option<String>, Query, description = "Only this workspace's accounts (`403` outside the token's scope).", pattern = r"^[^\u0000]*$"),
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        ReadFromHeader,
     ),
     responses(
         (status = 200, description = "One page of accounts.", body = AccountPage),
@@ -187,7 +190,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
     security((), ("bearerAuth" = []))
 )]
 pub async fn list_accounts(
-    Caller { access, mut db }: Caller,
+    Caller { access, mut db, .. }: Caller<Replica>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AccountPage>> {
     let params = Params::parse(query.as_deref())?;
@@ -312,6 +315,7 @@ pub struct Timeline {
         ("integrationAccountId" = String, Path, description = "The integration account.", pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        ReadFromHeader,
     ),
     responses(
         (status = 200, description = "One page of the account's timeline.", body = Timeline),
@@ -327,7 +331,7 @@ pub async fn timeline(
         caller: Caller { mut db, .. },
         workspace_id,
         integration_account_id,
-    }: AccountPath,
+    }: AccountPath<Replica>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Timeline>> {
     let params = Params::parse(query.as_deref())?;

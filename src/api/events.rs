@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::extract::{Caller, HookPath, WorkspacePath};
 use super::paging::{EventCursor, Order, Page, Params, push_event_keyset};
+use super::replica::{ReadFromHeader, Replica, retry_on_primary};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
 use crate::time::rfc3339;
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events))
         .routes(routes!(get_event))
+        .route_layer(axum::middleware::from_fn(retry_on_primary))
 }
 
 /// One stored event (SPEC §5).
@@ -66,7 +68,7 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
     path = "/events/{hookId}",
     tag = "history",
     params(("hookId" = String, Path, description = "The hook id of the event.", pattern = r"^[^\u0000]*$",
-        example = "c1348091-bd3e-4598-9e7f-5ea457f02e85")),
+        example = "c1348091-bd3e-4598-9e7f-5ea457f02e85"), ReadFromHeader),
     responses(
         (status = 200, description = "The event.", body = Event),
         (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::parameter())),
@@ -76,7 +78,7 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
     security((), ("bearerAuth" = []))
 )]
 pub async fn get_event(
-    Caller { access, mut db }: Caller,
+    Caller { access, mut db, .. }: Caller<Replica>,
     HookPath(hook_id): HookPath,
 ) -> Result<Json<Event>> {
     let event: Option<Event> = sqlx::query_as(&format!(
@@ -293,6 +295,7 @@ impl HistoryQuery {
         ("order" = inline(Option<crate::openapi::OrderParam>), Query, description = "`desc` (default, newest first) or `asc`."),
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        ReadFromHeader,
     ),
     responses(
         (status = 200, description = "One page of events; no items when nothing matches.", body = EventPage),
@@ -306,7 +309,7 @@ pub async fn list_events(
     WorkspacePath {
         caller: Caller { mut db, .. },
         workspace_id,
-    }: WorkspacePath,
+    }: WorkspacePath<Replica>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>> {
     let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;

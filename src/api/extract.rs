@@ -1,32 +1,39 @@
 //! The extractors of the query routes: who is asking ([`Caller`]: the token check, and the
-//! connection it ran on for the route's own statements), and the path parameters checked once —
-//! a bad segment is a `400` naming its parameter, U+0000 (which no stored id holds) is refused,
-//! and a workspace outside the token's scope is `403` before any lookup.
+//! connection for the route's own statements), and the path parameters checked once — a bad
+//! segment is a `400` naming its parameter, U+0000 (which no stored id holds) is refused, and a
+//! workspace outside the token's scope is `403` before any lookup.
+//!
+//! Each extractor takes the [`Source`] of the route's statements: [`Primary`] (the default) or
+//! [`Replica`](super::replica::Replica). The token check always runs on the primary, so that a
+//! token created or revoked counts at once.
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 
 use super::AppState;
 use super::paging::reject_nul;
+use super::replica::{self, Primary, Source};
 use crate::auth::{self, Access};
 use crate::error::Error;
 use crate::store::ReadConnection;
 
 /// A caller of a query route whose token (or the lack of one) was accepted: what it may read,
-/// and the pooled connection the check ran on, for the route's own statements — one connection
-/// and no second wait for one per request.
-pub struct Caller {
+/// and a pooled connection for the route's own statements. On the primary, that is the one the
+/// check ran on — one connection and no second wait for one per request.
+pub struct Caller<S = Primary> {
     pub access: Access,
     pub db: ReadConnection,
+    source: PhantomData<S>,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Source> FromRequestParts<AppState> for Caller<S> {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller, Error> {
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller<S>, Error> {
         let presented = auth::presented(&parts.headers)?.map(str::to_owned);
         let (db, found) = app
             .readers
@@ -40,17 +47,26 @@ impl FromRequestParts<AppState> for Caller {
             .await?;
         let token_required = !app.config.listen.ip().is_loopback();
         let access = found.access(presented.is_some(), token_required)?;
-        Ok(Caller { access, db })
+        let db = if S::MAY_USE_REPLICA {
+            replica::connection(parts, app, db).await?
+        } else {
+            db
+        };
+        Ok(Caller {
+            access,
+            db,
+            source: PhantomData,
+        })
     }
 }
 
 /// `/workspaces/{workspaceId}/…`, for a caller allowed to read that workspace.
-pub struct WorkspacePath {
-    pub caller: Caller,
+pub struct WorkspacePath<S = Primary> {
+    pub caller: Caller<S>,
     pub workspace_id: String,
 }
 
-impl FromRequestParts<AppState> for WorkspacePath {
+impl<S: Source> FromRequestParts<AppState> for WorkspacePath<S> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
@@ -67,13 +83,13 @@ impl FromRequestParts<AppState> for WorkspacePath {
 
 /// `/workspaces/{workspaceId}/accounts/{integrationAccountId}…`, for a caller allowed to read
 /// that workspace.
-pub struct AccountPath {
-    pub caller: Caller,
+pub struct AccountPath<S = Primary> {
+    pub caller: Caller<S>,
     pub workspace_id: String,
     pub integration_account_id: String,
 }
 
-impl FromRequestParts<AppState> for AccountPath {
+impl<S: Source> FromRequestParts<AppState> for AccountPath<S> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {

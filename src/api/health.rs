@@ -1,5 +1,8 @@
 //! Operations: `GET /healthz` (the process answers), `GET /readyz` (the database answers and
-//! every migration is applied) and `GET /metrics` (Prometheus / OpenMetrics text).
+//! every migration is applied; the read replica's state and replay lag, when there is one) and
+//! `GET /metrics` (Prometheus / OpenMetrics text).
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -35,20 +38,100 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database is reachable and every migration of this build is applied.
+/// What `/readyz` answers when ready.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok",
+    "replica": {"status": "ok", "standby": true, "replayLagBytes": 0, "replayLagSeconds": 0.0}}))]
+pub struct Readiness {
+    /// Always `ok`.
+    pub status: String,
+    /// The read replica (`CALRY_HOOKS_READ_DATABASE_URL`); absent when none is configured. An
+    /// unreachable replica does not make the service unready: reads go to the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub replica: Option<ReplicaHealth>,
+}
+
+/// The read replica, as `/readyz` saw it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaHealth {
+    pub status: ReplicaStatus,
+    /// Whether it replays a primary's WAL (is in recovery); `null` when unreachable. When it is
+    /// not, reads still go to it, and its lag is unknown.
+    #[schema(required = true)]
+    pub standby: Option<bool>,
+    /// WAL the primary had flushed when asked that the replica has not replayed yet: `0` means
+    /// every write acknowledged before the request is visible on the replica. `null` when
+    /// unknown.
+    #[schema(required = true)]
+    pub replay_lag_bytes: Option<u64>,
+    /// `0` when caught up, else the age of the latest transaction the replica replayed (an
+    /// upper bound, measured by the replica's clock). `null` when unknown.
+    #[schema(required = true)]
+    pub replay_lag_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaStatus {
+    /// It answered: reads go to it.
+    Ok,
+    /// It failed lately (refused, silent for 1 s, or a read on it failed less than 5 s ago):
+    /// reads go to the primary.
+    Unreachable,
+}
+
+/// Longest `/readyz` and `/metrics` wait for the replica's answer.
+const REPLICA_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The read replica's state and lag, also recorded in the metrics; `None` when there is no
+/// replica. `primary` is a connection to the primary (its WAL position is the reference).
+async fn check_replica(
+    app: &AppState,
+    primary: &mut sqlx::PgConnection,
+) -> Result<Option<ReplicaHealth>, sqlx::Error> {
+    let Some(replica) = &app.replica else {
+        return Ok(None);
+    };
+    let lag = match tokio::time::timeout(REPLICA_CHECK_TIMEOUT, replica.lag(primary)).await {
+        Ok(lag) => lag?,
+        Err(_) => {
+            replica.failed(&format_args!("no answer within {REPLICA_CHECK_TIMEOUT:?}"));
+            None
+        }
+    };
+    app.metrics.replica_checked(
+        lag.is_some(),
+        lag.and_then(|l| l.bytes),
+        lag.and_then(|l| l.seconds),
+    );
+    Ok(Some(ReplicaHealth {
+        status: match lag {
+            Some(_) => ReplicaStatus::Ok,
+            None => ReplicaStatus::Unreachable,
+        },
+        standby: lag.map(|l| l.standby),
+        replay_lag_bytes: lag.and_then(|l| l.bytes),
+        replay_lag_seconds: lag.and_then(|l| l.seconds),
+    }))
+}
+
+/// Readiness: the database is reachable and every migration of this build is applied. With a
+/// read replica, also its state and replay lag, which never make the service unready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready to store deliveries.", body = Health),
+        (status = 200, description = "Ready to store deliveries; with a read replica, how it is.", body = Readiness),
         (status = 503, description = "The database is unreachable or not migrated.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::example::unavailable())),
     ))]
-pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     let latest = sqlx::migrate!()
         .iter()
         .map(|m| m.version)
         .max()
         .unwrap_or_default();
-    let (_db, applied): (_, Option<i64>) = app
+    let (mut db, applied): (_, Option<i64>) = app
         .readers
         .with_first(|mut db| async move {
             let applied =
@@ -67,8 +150,16 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>> {
             "the database schema is not migrated to this version yet",
         ));
     }
-    Ok(Json(Health {
+    let replica = check_replica(&app, &mut db).await.map_err(|e| {
+        app.readers.discard(db);
+        Error::Unavailable {
+            detail: format!("the database is not ready: {}", kind_of(&e)),
+            source: Some(e),
+        }
+    })?;
+    Ok(Json(Readiness {
         status: "ok".to_owned(),
+        replica,
     }))
 }
 
@@ -81,6 +172,15 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
         body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
         example = "# TYPE calry_hooks_webhooks counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n# EOF\n")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    if app.replica.is_some() {
+        // The replica's gauges are read now, like the others; a primary that does not answer
+        // in time leaves them as last seen.
+        let check = async {
+            let mut db = app.readers.acquire().await?;
+            check_replica(&app, &mut db).await
+        };
+        let _ = tokio::time::timeout(REPLICA_CHECK_TIMEOUT, check).await;
+    }
     ([(header::CONTENT_TYPE, OPENMETRICS)], {
         let (readers, idle_readers) = app.readers.counts();
         let writers = app.ingestor.pool().inner();

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod feed;
 pub mod health;
 pub mod paging;
+pub mod replica;
 pub mod stream;
 pub mod ui;
 pub mod webhooks;
@@ -15,7 +16,7 @@ pub mod workspaces;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
-use crate::store::Readers;
+use crate::store::{ReadReplica, Readers};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -35,6 +36,8 @@ use crate::signature::Verifier;
 #[derive(Clone)]
 pub struct AppState {
     pub readers: Readers,
+    /// The read replica of the status, history and accounts routes, when one is configured.
+    pub replica: Option<ReadReplica>,
     pub metrics: Arc<Metrics>,
     pub ingestor: Ingestor,
     pub config: Arc<Config>,

@@ -13,6 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::extract::{AccountPath, Caller, WorkspacePath};
 use super::paging::{Page, Params, WorkspaceCursor, push_workspace_keyset};
+use super::replica::{ReadFromHeader, Replica, retry_on_primary};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
 use crate::time::rfc3339;
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_workspaces))
         .routes(routes!(workspace_status))
         .routes(routes!(account_status))
+        .route_layer(axum::middleware::from_fn(retry_on_primary))
 }
 
 /// The current status of every integration account of a workspace.
@@ -78,6 +80,7 @@ pub struct WorkspacePage {
     params(
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        ReadFromHeader,
     ),
     responses(
         (status = 200, description = "One page of workspaces.", body = WorkspacePage),
@@ -87,7 +90,7 @@ pub struct WorkspacePage {
     security((), ("bearerAuth" = []))
 )]
 pub async fn list_workspaces(
-    Caller { access, mut db }: Caller,
+    Caller { access, mut db, .. }: Caller<Replica>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspacePage>> {
     let params = Params::parse(query.as_deref())?;
@@ -138,6 +141,7 @@ pub fn push_workspaces_query<'a>(
     params(
         ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("syncState" = inline(Option<SyncState>), Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
+        ReadFromHeader,
     ),
     responses(
         (status = 200, description = "The workspace's status.", body = WorkspaceStatus),
@@ -152,7 +156,7 @@ pub async fn workspace_status(
     WorkspacePath {
         caller: Caller { mut db, .. },
         workspace_id,
-    }: WorkspacePath,
+    }: WorkspacePath<Replica>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WorkspaceStatus>> {
     let params = Params::parse(query.as_deref())?;
@@ -243,6 +247,7 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.eve
     params(
         ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("integrationAccountId" = String, Path, description = "The integration account.", pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        ReadFromHeader,
     ),
     responses(
         (status = 200, description = "The account's status.", body = AccountStatus),
@@ -258,7 +263,7 @@ pub async fn account_status(
         caller: Caller { mut db, .. },
         workspace_id,
         integration_account_id: account_id,
-    }: AccountPath,
+    }: AccountPath<Replica>,
 ) -> Result<Json<AccountStatus>> {
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)

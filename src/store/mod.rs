@@ -2,6 +2,7 @@
 //! the database if missing, the connection pool, and the embedded migrations.
 
 pub mod cluster;
+pub mod replica;
 
 use std::str::FromStr;
 
@@ -17,6 +18,7 @@ use crate::metrics::GaugeGuard;
 
 use crate::config::Config;
 pub use cluster::{Cluster, ClusterError};
+pub use replica::{ReadReplica, ReplayLag};
 
 /// Name of the database in the private cluster.
 const PRIVATE_DATABASE: &str = "calry_hooks";
@@ -34,6 +36,8 @@ pub enum StoreError {
     Cluster(#[from] ClusterError),
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     Url(#[source] sqlx::Error),
+    #[error("CALRY_HOOKS_READ_DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    ReadUrl(#[source] sqlx::Error),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("cannot create database {name}: {source}")]
@@ -110,16 +114,29 @@ impl Readers {
     /// Up to `size` connections like `like`'s, opened when first needed, on which a statement
     /// may run for at most `statement_timeout`.
     pub fn new(like: &PgPool, size: usize, statement_timeout: Duration, waiting: Gauge) -> Readers {
+        let options = (*like.connect_options()).clone();
+        Readers::with_options(options, size, statement_timeout, ACQUIRE_TIMEOUT, waiting)
+    }
+
+    /// Up to `size` connections with `options`, each opened (or, after a second idle, pinged)
+    /// within `connect_timeout`, on which a statement may run for at most `statement_timeout`.
+    pub fn with_options(
+        options: PgConnectOptions,
+        size: usize,
+        statement_timeout: Duration,
+        connect_timeout: Duration,
+        waiting: Gauge,
+    ) -> Readers {
         // A later setting of the same name wins over the pool's own.
-        let options = (*like.connect_options()).clone().options([(
+        let options = options.options([(
             "statement_timeout",
             format!("{}ms", statement_timeout.as_millis()),
         )]);
         let pool = deadpool::managed::Pool::builder(Connector(options))
             .max_size(size)
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
-            .create_timeout(Some(ACQUIRE_TIMEOUT))
-            .recycle_timeout(Some(ACQUIRE_TIMEOUT))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("timeouts are allowed with a runtime");
@@ -165,6 +182,11 @@ impl Readers {
     /// restarted), and the next caller should get a new one.
     pub fn discard(&self, conn: ReadConnection) {
         drop(deadpool::managed::Object::take(conn));
+        self.discard_idle();
+    }
+
+    /// Drops the idle connections, so that the next caller gets a new one.
+    pub fn discard_idle(&self) {
         self.pool.retain(|_, _| false);
     }
 

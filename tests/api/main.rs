@@ -14,6 +14,7 @@ mod hostile;
 mod ingest;
 mod openapi;
 mod operations;
+mod replica;
 mod signature;
 mod status;
 mod store;

@@ -1,0 +1,155 @@
+//! Reading from the replica (SPEC §13): which routes may (those whose extractor is
+//! `Caller<Replica>`: status, history and accounts; ingest, the feed, the stream and token checks
+//! always use the primary), the header a reader sends to ask for the primary, and the retry on
+//! the primary of a read the replica failed. The replica's connections and back-off are
+//! [`crate::store::ReadReplica`]'s.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use crate::error::Error;
+use crate::store::{ReadConnection, ReadReplica};
+
+/// The request header by which a reader asks for the primary: `Calry-Hooks-Read-From: primary`.
+pub const READ_FROM: &str = "calry-hooks-read-from";
+
+/// Which database a query route runs its statements on: [`Primary`] or [`Replica`].
+pub trait Source: Send + Sync + 'static {
+    const MAY_USE_REPLICA: bool;
+}
+
+/// The primary, always.
+pub enum Primary {}
+
+impl Source for Primary {
+    const MAY_USE_REPLICA: bool = false;
+}
+
+/// The read replica, when one is configured and reachable and the request did not ask for the
+/// primary; else the primary.
+pub enum Replica {}
+
+impl Source for Replica {
+    const MAY_USE_REPLICA: bool = true;
+}
+
+/// Values of `Calry-Hooks-Read-From`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// The primary: sees every write acknowledged before the request.
+    Primary,
+    /// The read replica when one is configured and reachable (the default).
+    Replica,
+}
+
+impl ReadFrom {
+    fn of(headers: &HeaderMap) -> Result<ReadFrom, Error> {
+        let mut values = headers.get_all(READ_FROM).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return if headers.contains_key(READ_FROM) {
+                Err(Error::bad_parameter(
+                    "Calry-Hooks-Read-From",
+                    "the Calry-Hooks-Read-From header is given more than once; send one",
+                ))
+            } else {
+                Ok(ReadFrom::Replica)
+            };
+        };
+        match value.as_bytes().trim_ascii() {
+            v if v.eq_ignore_ascii_case(b"primary") => Ok(ReadFrom::Primary),
+            v if v.eq_ignore_ascii_case(b"replica") => Ok(ReadFrom::Replica),
+            _ => Err(Error::bad_parameter(
+                "Calry-Hooks-Read-From",
+                "Calry-Hooks-Read-From must be primary or replica",
+            )),
+        }
+    }
+}
+
+/// The header as the OpenAPI document shows it on the routes that may read from the replica.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ReadFromHeader {
+    /// `primary` reads from the primary even when a read replica is configured
+    /// (`CALRY_HOOKS_READ_DATABASE_URL`): for a read that must see what was just written, such
+    /// as an event answered `201` a moment ago, which the replica may not have replayed yet.
+    /// Default: the replica when one is configured and reachable.
+    #[param(rename = "Calry-Hooks-Read-From", inline, required = false)]
+    read_from: ReadFrom,
+}
+
+/// The connection the statements of a [`Replica`] route run on: the replica's when there is one
+/// to use, else the primary's (`primary` is the one its token check ran on).
+pub(super) async fn connection(
+    parts: &Parts,
+    app: &AppState,
+    primary: ReadConnection,
+) -> Result<ReadConnection, Error> {
+    let read_from = ReadFrom::of(&parts.headers)?;
+    // No attempt to record: the route is not under `retry_on_primary`, or this is the retry.
+    let (Some(replica), ReadFrom::Replica, Some(attempt)) =
+        (&app.replica, read_from, parts.extensions.get::<Attempt>())
+    else {
+        app.metrics.query_read("primary");
+        return Ok(primary);
+    };
+    // Given back while waiting for the replica's, so that a busy replica holds none of the
+    // primary's connections.
+    drop(primary);
+    match replica.acquire().await {
+        Some(db) => {
+            attempt.record(replica, parts);
+            app.metrics.query_read("replica");
+            Ok(db)
+        }
+        None => {
+            app.metrics.query_read("primary");
+            Ok(app.readers.acquire().await?)
+        }
+    }
+}
+
+/// What a request under [`retry_on_primary`] needs to be answered again: the replica that took
+/// it, and the request as its routes saw it.
+#[derive(Clone, Default)]
+struct Attempt(Arc<Mutex<Option<(ReadReplica, Parts)>>>);
+
+impl Attempt {
+    fn record(&self, replica: &ReadReplica, parts: &Parts) {
+        let mut parts = parts.clone();
+        parts.extensions.remove::<Attempt>();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((replica.clone(), parts));
+    }
+
+    fn take(&self) -> Option<(ReadReplica, Parts)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Middleware of the routes that may read from the replica: a read the replica answered with a
+/// 5xx (it went away mid-way, or cancelled the statement for a conflict with its replay) is
+/// answered again from the primary, and the replica is left alone for a while. The routes are
+/// GETs: their request is their head.
+pub async fn retry_on_primary(mut request: Request, next: Next) -> Response {
+    let attempt = Attempt::default();
+    request.extensions_mut().insert(attempt.clone());
+    let response = next.clone().run(request).await;
+    match attempt.take() {
+        Some((replica, parts)) if response.status().is_server_error() => {
+            replica.failed(&format_args!("a read on it answered {}", response.status()));
+            next.run(Request::from_parts(parts, Body::empty())).await
+        }
+        _ => response,
+    }
+}

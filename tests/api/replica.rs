@@ -1,0 +1,395 @@
+//! Reading from a streaming replica (SPEC §13): the test starts a primary and a standby of its
+//! own (`pg_basebackup -R` from the primary), serves the status, history and accounts routes
+//! from the standby, holds its replay back to tell the two apart, then stops it and restarts it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use calry_hooks::App;
+use calry_hooks::auth;
+use calry_hooks::config::Config;
+use calry_hooks::store::{self, Cluster};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::{TestApp, event, hook_ids, problem, serve};
+
+const DATABASE: &str = "calry_hooks";
+const REPLICA_READS: &str = "calry_hooks_query_reads_total{database=\"replica\"}";
+const PRIMARY_READS: &str = "calry_hooks_query_reads_total{database=\"primary\"}";
+
+/// A primary and its standby under one temporary directory: both are stopped (immediate
+/// shutdown) and the directory removed when this is dropped, a failed test included.
+struct Clusters {
+    dir: PathBuf,
+    primary: Option<Cluster>,
+    standby: Option<Cluster>,
+}
+
+impl Clusters {
+    fn pgdata(&self, which: &str) -> PathBuf {
+        self.dir.join(which).join("postgres")
+    }
+
+    /// Starts the primary, creates and migrates the service's database on it, copies it with
+    /// `pg_basebackup -R` and starts the copy as a hot standby streaming from it.
+    async fn start() -> Clusters {
+        let dir = std::env::temp_dir().join(format!(
+            "calry-hooks-replica-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut clusters = Clusters {
+            dir,
+            primary: None,
+            standby: None,
+        };
+        let primary = Cluster::start(&clusters.dir.join("primary"))
+            .await
+            .unwrap_or_else(|e| panic!("the replica test needs PostgreSQL's server binaries: {e}"));
+        let options = primary.connect_options(DATABASE);
+        store::create_database_if_missing(&options).await.unwrap();
+        let pool = store::connect(options, 1);
+        store::migrate(&pool).await.unwrap();
+        pool.close().await;
+        let mut admin = PgConnection::connect_with(&primary.connect_options("postgres"))
+            .await
+            .unwrap();
+        let bin: String = sqlx::query_scalar("select setting from pg_config where name = 'BINDIR'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let socket = primary.connect_options("postgres");
+        let socket = socket
+            .get_socket()
+            .expect("the private cluster has a socket");
+        clusters.primary = Some(primary);
+        // Made here, open to all, so that an unprivileged server (when we are root) can reach
+        // the data directory pg_basebackup makes inside it.
+        std::fs::create_dir_all(clusters.dir.join("standby")).unwrap();
+        let output = tokio::process::Command::new(Path::new(&bin).join("pg_basebackup"))
+            .arg("--pgdata")
+            .arg(clusters.pgdata("standby"))
+            .arg("--host")
+            .arg(socket)
+            .args([
+                "--username=postgres",
+                "--write-recovery-conf",
+                "--wal-method=stream",
+                "--checkpoint=fast",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // The primary's socket lives in its data directory, and so its socket's lock file, which
+        // the copy must not take over (the standby would believe the primary holds its socket).
+        std::fs::remove_file(clusters.pgdata("standby").join(".s.PGSQL.5432.lock")).unwrap();
+        clusters.start_standby().await;
+        clusters
+    }
+
+    async fn start_standby(&mut self) {
+        self.standby = Some(Cluster::start(&self.dir.join("standby")).await.unwrap());
+    }
+
+    fn primary(&self) -> &Cluster {
+        self.primary.as_ref().unwrap()
+    }
+
+    fn standby(&self) -> &Cluster {
+        self.standby.as_ref().unwrap()
+    }
+
+    /// The URL of the service's database on the standby.
+    fn standby_url(&self) -> String {
+        let options = self.standby().connect_options(DATABASE);
+        let socket = options.get_socket().unwrap();
+        format!(
+            "postgres://postgres@localhost/{DATABASE}?host={}",
+            socket.display()
+        )
+    }
+
+    async fn standby_connection(&self) -> PgConnection {
+        PgConnection::connect_with(&self.standby().connect_options(DATABASE))
+            .await
+            .unwrap()
+    }
+
+    /// Stops the standby as `pg_ctl stop -m immediate` does (SIGQUIT: no shutdown checkpoint,
+    /// every connection cut), and waits until it has exited.
+    async fn kill_standby(&mut self) {
+        quit(&self.pgdata("standby"));
+        self.standby.take().unwrap().stop().await;
+    }
+}
+
+/// Sends SIGQUIT (immediate shutdown) to the server running on `pgdata`, if any.
+fn quit(pgdata: &Path) {
+    let pid = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<libc::pid_t>().ok());
+    if let Some(pid) = pid {
+        // SAFETY: signalling a server this test started.
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+    }
+}
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        for which in ["standby", "primary"] {
+            quit(&self.pgdata(which));
+        }
+        self.standby.take();
+        self.primary.take();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ["standby", "primary"]
+            .iter()
+            .any(|which| self.pgdata(which).join("postmaster.pid").exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A GET answered 200, with its JSON body; `primary` sends `Calry-Hooks-Read-From: primary`.
+async fn get(app: &TestApp, path: &str, primary: bool) -> Value {
+    let mut request = app.client.get(format!("{}{path}", app.address));
+    if primary {
+        request = request.header("calry-hooks-read-from", "primary");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
+async fn readyz(app: &TestApp) -> Value {
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Waits until `/readyz` says the replica has replayed everything the primary had flushed.
+async fn wait_until_caught_up(app: &TestApp) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = readyz(app).await;
+        if ready["replica"]["replayLagBytes"] == 0 {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The sync state of `account` in `workspace`'s status.
+fn sync_state<'a>(status: &'a Value, account: &str) -> &'a str {
+    status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["integrationAccountId"] == account)
+        .unwrap_or_else(|| panic!("no account {account} in {status}"))["sync"]["state"]
+        .as_str()
+        .unwrap()
+}
+
+fn account_ids(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["integrationAccountId"].as_str().unwrap())
+        .collect()
+}
+
+/// Every route that may read from the replica, with what the store holds after `h1`…`h4`.
+async fn check_every_replica_route(app: &TestApp, primary: bool) {
+    let status = get(app, "/workspaces/w1/status", primary).await;
+    assert_eq!(sync_state(&status, "a1"), "error");
+    assert_eq!(sync_state(&status, "a2"), "error");
+    let account = get(app, "/workspaces/w1/accounts/a1", primary).await;
+    assert_eq!(account["sync"]["lastEvent"]["hookId"], "h4");
+    let history = get(app, "/workspaces/w1/events", primary).await;
+    assert_eq!(hook_ids(&history), ["h4", "h2", "h1"]);
+    let one = get(app, "/events/h4", primary).await;
+    assert_eq!(one["eventType"], "sync.error");
+    let workspaces = get(app, "/workspaces", primary).await;
+    assert_eq!(workspaces["items"].as_array().unwrap().len(), 2);
+    let failing = get(app, "/accounts?syncState=error", primary).await;
+    assert_eq!(account_ids(&failing), ["a1", "a2"]);
+    let timeline = get(app, "/workspaces/w1/accounts/a1/timeline", primary).await;
+    assert_eq!(hook_ids(&timeline), ["h4", "h1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it_stops() {
+    let started = Instant::now();
+    let mut clusters = Clusters::start().await;
+    let pool = store::connect(clusters.primary().connect_options(DATABASE), 4);
+    let mut config = Config::defaults();
+    config.read_database_url = Some(clusters.standby_url().into());
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+
+    // Events stored through the primary reach the replica, and /readyz says so.
+    for (id, workspace, account, kind, at) in [
+        ("h1", "w1", "a1", "sync.complete", "2024-02-09T10:00:00Z"),
+        ("h2", "w1", "a2", "sync.error", "2024-02-09T10:01:00Z"),
+        ("h3", "w2", "a3", "account.created", "2024-02-09T10:02:00Z"),
+    ] {
+        let body = event(id, workspace, Some(account), kind, at);
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let ready = wait_until_caught_up(&app).await;
+    assert_eq!(ready["status"], "ok");
+    assert_eq!(ready["replica"]["status"], "ok");
+    assert_eq!(ready["replica"]["standby"], true);
+    assert_eq!(ready["replica"]["replayLagSeconds"], 0.0);
+    assert_eq!(app.metric("calry_hooks_replica_reachable").await, 1.0);
+
+    // Replay held back: what the primary stores next is not on the replica.
+    let mut replica = clusters.standby_connection().await;
+    sqlx::query("select pg_wal_replay_pause()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
+        .fetch_one(&mut replica)
+        .await
+        .unwrap()
+        != "paused"
+    {
+        assert!(Instant::now() < deadline, "replay did not pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let late = event("h4", "w1", Some("a1"), "sync.error", "2024-02-09T10:03:00Z");
+    assert_eq!(app.deliver(&late).await.status(), 201);
+
+    // Without the header the query routes answer from the replica, which lacks h4; with it,
+    // from the primary, which has it.
+    let (replica_reads, primary_reads) = (
+        app.metric(REPLICA_READS).await,
+        app.metric(PRIMARY_READS).await,
+    );
+    assert_eq!(app.get("/events/h4").await.status(), 404);
+    let status = get(&app, "/workspaces/w1/status", false).await;
+    assert_eq!(sync_state(&status, "a1"), "complete");
+    let history = get(&app, "/workspaces/w1/events", false).await;
+    assert_eq!(hook_ids(&history), ["h2", "h1"]);
+    let failing = get(&app, "/accounts?syncState=error", false).await;
+    assert_eq!(account_ids(&failing), ["a2"]);
+    let timeline = get(&app, "/workspaces/w1/accounts/a1/timeline", false).await;
+    assert_eq!(hook_ids(&timeline), ["h1"]);
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 5.0);
+    check_every_replica_route(&app, true).await;
+    assert_eq!(app.metric(PRIMARY_READS).await, primary_reads + 7.0);
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 5.0);
+    let bad = app
+        .client
+        .get(format!("{}/workspaces/w1/status", app.address))
+        .header("calry-hooks-read-from", "nearest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(bad, 400).await["parameter"],
+        "Calry-Hooks-Read-From"
+    );
+
+    // /readyz shows the lag in bytes and seconds.
+    let ready = readyz(&app).await;
+    assert_eq!(ready["replica"]["status"], "ok");
+    assert!(
+        ready["replica"]["replayLagBytes"].as_u64().unwrap() > 0,
+        "{ready}"
+    );
+    assert!(
+        ready["replica"]["replayLagSeconds"].as_f64().unwrap() > 0.0,
+        "{ready}"
+    );
+    assert!(app.metric("calry_hooks_replica_replay_lag_bytes").await > 0.0);
+
+    // Tokens are checked on the primary: one created (then revoked) while the replica cannot
+    // see it counts at once.
+    let token = auth::create(&pool, "replica", true, &[]).await.unwrap();
+    let with_token = |path: &str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&token.token)
+    };
+    assert_eq!(app.get("/workspaces/w1/status").await.status(), 401);
+    let status: Value = with_token("/workspaces/w1/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sync_state(&status, "a1"), "complete");
+    assert!(auth::revoke(&pool, token.id).await.unwrap());
+    let revoked = with_token("/workspaces/w1/status").send().await.unwrap();
+    assert_eq!(revoked.status(), 401);
+
+    // Replay resumed, the replica catches up and answers h4 too.
+    sqlx::query("select pg_wal_replay_resume()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    replica.close().await.unwrap();
+    wait_until_caught_up(&app).await;
+    let replica_reads = app.metric(REPLICA_READS).await;
+    check_every_replica_route(&app, false).await;
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 7.0);
+
+    // The replica stops at once, its connections cut under the service: every query route still
+    // answers, from the primary, at once, and /readyz stays ready.
+    // (Metrics read first: /metrics checks the replica, and would find it gone before a read.)
+    let primary_reads = app.metric(PRIMARY_READS).await;
+    get(&app, "/workspaces", false).await;
+    clusters.kill_standby().await;
+    let stopped = Instant::now();
+    for _ in 0..3 {
+        check_every_replica_route(&app, false).await;
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "reads took {:?} with the replica down",
+        stopped.elapsed()
+    );
+    assert_eq!(app.metric(PRIMARY_READS).await, primary_reads + 21.0);
+    let ready = readyz(&app).await;
+    assert_eq!(ready["status"], "ok");
+    assert_eq!(ready["replica"]["status"], "unreachable");
+    assert_eq!(ready["replica"]["standby"], Value::Null);
+    assert_eq!(app.metric("calry_hooks_replica_reachable").await, 0.0);
+
+    // Started again, it catches up, and reads go back to it once its back-off has passed.
+    clusters.start_standby().await;
+    let replica_reads = app.metric(REPLICA_READS).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.metric(REPLICA_READS).await == replica_reads {
+        assert!(
+            Instant::now() < deadline,
+            "reads did not return to the replica"
+        );
+        get(&app, "/workspaces", false).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until_caught_up(&app).await;
+    check_every_replica_route(&app, false).await;
+
+    app.stop_keeping_database().await;
+    pool.close().await;
+    println!("replica test took {:?}", started.elapsed());
+}
