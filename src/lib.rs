@@ -93,7 +93,7 @@ impl App {
         let (stop, stopping) = watch::channel(false);
         Ok(App {
             stop,
-            state: AppState {
+            state: AppState::new(api::Shared {
                 stopping,
                 tailer,
                 notifier,
@@ -103,7 +103,7 @@ impl App {
                 ingestor,
                 config: Arc::new(config),
                 verifier,
-            },
+            }),
             writers,
         })
     }

@@ -32,9 +32,27 @@ use crate::feed::Notifier;
 use crate::ingest::Ingestor;
 use crate::signature::Verifier;
 
-/// Everything a handler needs, cloned into each request.
+/// Everything a handler needs, shared by every request: cloning it (axum does, for each extractor
+/// and middleware that takes it) is one reference count, however many parts it has.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub readers: Readers,
     /// The read replica of the status, history and accounts routes, when one is configured.
     pub replica: Option<ReadReplica>,
@@ -51,7 +69,7 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-impl AppState {
+impl Shared {
     /// Resolves once the service is asked to stop.
     pub async fn stopping(&self) {
         let mut stopping = self.stopping.clone();
