@@ -79,6 +79,12 @@ from (
 select format('alter table events add constraint %I %s', conname, def) from seed_constraints \gexec
 select def from seed_indexes \gexec
 
+\echo hook_ids: the idempotency record of every event, as ingest writes it
+alter table hook_ids drop constraint hook_ids_pkey;
+insert into hook_ids (hook_id, received_at, digest, delivery_count)
+select hook_id, received_at, decode(md5(payload::text), 'hex'), delivery_count from events;
+alter table hook_ids add primary key (hook_id);
+
 \echo status: the latest event per (workspace, account, known type)
 insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
                                 result, occurred_at)
@@ -105,6 +111,7 @@ select rebuild_accounts();
 
 \echo vacuum analyze
 vacuum (analyze) events;
+vacuum (analyze) hook_ids;
 vacuum (analyze) latest_events;
 vacuum (analyze) workspaces;
 vacuum (analyze) accounts;

@@ -502,12 +502,16 @@ impl<'a> Columns<'a> {
 
 /// The whole write of a batch, as one statement (so one round trip and one transaction).
 ///
-/// Every delivery is compared, as `jsonb` (key order and white space do not matter), with its
-/// reference: the stored event when its hook id was already committed, else the first delivery
-/// of that hook id in this batch. Then:
-/// - new hook ids are inserted (in key order, so concurrent batches lock in the same order), with
-///   `delivery_count` = how many deliveries of the batch carried the same value;
-/// - stored hook ids get `delivery_count` and `last_received_at` bumped by their equal deliveries;
+/// Whether a hook id was ever stored is `hook_ids`' to say (migration 0005): it keeps a row for
+/// every event, also once the history no longer holds it. Every delivery is compared, as `jsonb`
+/// (key order and white space do not matter), with its reference: the stored event when its hook
+/// id was already committed, else the first delivery of that hook id in this batch; for an event
+/// the history no longer holds, the digest of its value in `hook_ids`. Then:
+/// - new hook ids go into `hook_ids` (in key order, so concurrent batches lock in the same order),
+///   with `delivery_count` = how many deliveries of the batch carried the same value, and the
+///   events of those that went in into `events`;
+/// - stored hook ids get `delivery_count` bumped by their equal deliveries (in `hook_ids`, and
+///   with `last_received_at` in `events` while the event is there);
 /// - the status keeps, per (workspace, account, known type), the event with the greatest
 ///   (occurred_at, hook_id): the batch picks its own winner per key first, then the upsert keeps
 ///   the greater of that and the stored one, so arrival order never matters;
@@ -515,7 +519,8 @@ impl<'a> Columns<'a> {
 ///
 /// All sub-statements see the snapshot taken when the statement began. A hook id committed by
 /// another transaction after that is neither "stored" here nor inserted (`on conflict do nothing`
-/// waits for that transaction, then skips): its outcome is `retry`, and the next round sees it.
+/// on `hook_ids` waits for that transaction, then skips): its outcome is `retry`, and the next
+/// round sees it.
 const INSERT_BATCH: &str = r#"
 with input as (
     select t.ord, t.hook_id, t.workspace_id, t.integration_account_id, t.event_type, t.source,
@@ -539,33 +544,56 @@ locks as (
           order by 1) keys
 ),
 reference as (
-    select f.hook_id, coalesce(e.payload, f.payload) as payload, e.hook_id is not null as stored
-    from first f left join events e on e.hook_id = f.hook_id
+    select f.hook_id, coalesce(e.payload, f.payload) as payload, k.hook_id is not null as stored,
+           e.hook_id is null and k.hook_id is not null as removed, k.digest
+    from first f
+    left join hook_ids k on k.hook_id = f.hook_id
+    left join events e on e.hook_id = f.hook_id and k.hook_id is not null
 ),
-verdict as (
-    select i.ord, i.hook_id, r.stored, i.payload = r.payload as same,
-           row_number() over (partition by i.hook_id, i.payload = r.payload order by i.ord) as nth
+compared as (
+    select i.ord, i.hook_id, r.stored,
+           case when r.removed then decode(md5(i.payload::text), 'hex') = r.digest
+                else i.payload = r.payload end as same
     from input i join reference r on r.hook_id = i.hook_id
 ),
-inserted as (
-    insert into events (hook_id, workspace_id, integration_account_id, event_type, source, result,
-                        occurred_at, signature_verified, payload, delivery_count)
-    select f.hook_id, f.workspace_id, f.integration_account_id, f.event_type, f.source, f.result,
-           f.occurred_at, f.signature_verified, f.payload,
+verdict as (
+    select c.*, row_number() over (partition by c.hook_id, c.same order by c.ord) as nth
+    from compared c
+),
+keys as (
+    insert into hook_ids (hook_id, received_at, digest, delivery_count)
+    select f.hook_id, now(), decode(md5(f.payload::text), 'hex'),
            (select count(*) from verdict v where v.hook_id = f.hook_id and v.same)
     from first f join reference r on r.hook_id = f.hook_id
     where not r.stored and (select n from locks) >= 0
     order by f.hook_id
     on conflict (hook_id) do nothing
+    returning hook_id, delivery_count
+),
+inserted as (
+    insert into events (hook_id, workspace_id, integration_account_id, event_type, source, result,
+                        occurred_at, signature_verified, payload, delivery_count)
+    select f.hook_id, f.workspace_id, f.integration_account_id, f.event_type, f.source, f.result,
+           f.occurred_at, f.signature_verified, f.payload, k.delivery_count
+    from first f join keys k on k.hook_id = f.hook_id
+    order by f.hook_id
     returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at
 ),
+repeats as (
+    select hook_id, count(*)::int as count from verdict where stored and same group by hook_id
+),
 redelivered as (
+    update hook_ids k
+    set delivery_count = k.delivery_count + n.count
+    from repeats n
+    where k.hook_id = n.hook_id
+    returning k.hook_id, k.delivery_count - n.count as before
+),
+redelivered_kept as (
     update events e
     set delivery_count = e.delivery_count + n.count, last_received_at = now()
-    from (select hook_id, count(*)::int as count from verdict where stored and same
-          group by hook_id) n
+    from repeats n
     where e.hook_id = n.hook_id
-    returning e.hook_id, e.delivery_count - n.count as before
 ),
 latest as (
     insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
@@ -599,6 +627,6 @@ select v.ord,
        end as outcome,
        coalesce(d.before, 0) + v.nth as delivery_count
 from verdict v
-left join inserted i on i.hook_id = v.hook_id
+left join keys i on i.hook_id = v.hook_id
 left join redelivered d on d.hook_id = v.hook_id
 "#;

@@ -451,6 +451,56 @@ async fn prune_deletes_old_history_and_never_changes_a_status() {
 }
 
 #[tokio::test]
+async fn a_pruned_event_keeps_its_idempotency_answers() {
+    let app = spawn_app().await;
+    let gone = event("gone-0", "quiet", None, "x.y", "2020-01-01T00:00:00Z");
+    let kept = event("kept-0", "quiet", None, "x.y", "2020-02-01T00:00:00Z");
+    for body in [&gone, &kept] {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+    assert_eq!(app.deliver(&gone).await.status(), 200);
+    let deleted = store::prune(&app.pool, chrono::Utc::now() - chrono::TimeDelta::days(90))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(app.get("/events/gone-0").await.status(), 404);
+
+    // The same value, as sent, then with other key order and white space: still a duplicate,
+    // counted on from the two deliveries before the prune.
+    let answer = app.deliver(&gone).await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"hookId": "gone-0", "status": "duplicate", "deliveryCount": 3})
+    );
+    let reordered = format!(
+        "{{ \"data\" : {},\n  \"hook\": {} }}",
+        serde_json::to_string_pretty(&gone["data"]).unwrap(),
+        gone["hook"]
+    );
+    let answer = app.deliver_raw(reordered, "application/json").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap()["deliveryCount"], 4);
+
+    // Another value under the same id: refused, and nothing is stored again.
+    let mut changed = gone.clone();
+    changed["data"]["result"] = json!("FAILURE");
+    let answer = app.deliver(&changed).await;
+    assert_eq!(answer.status(), 409);
+    assert_eq!(app.get("/events/gone-0").await.status(), 404);
+    let stored: i64 = sqlx::query_scalar("select count(*) from events where hook_id = 'gone-0'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    // The event still stored answers as before.
+    let answer = app.deliver(&kept).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap()["deliveryCount"], 2);
+}
+
+#[tokio::test]
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
