@@ -1,8 +1,8 @@
 -- The baseline of the ingest benchmark (issue 6; bench/run.sh runs it): what a receiver that
 -- opens one transaction per delivery would run for one new Calry event. The same rows as
 -- calry-hooks' INSERT_BATCH (src/ingest.rs) writes for a single new event of a known type with
--- an account: the event (`on conflict (hook_id) do nothing`, as the service inserts), its
--- idempotency record in hook_ids (the digest of its value, as the service computes it), the status
+-- an account: the event, its idempotency record in hook_ids (`on conflict (hook_id) do nothing`
+-- and the digest of its value, as the service writes it), the status
 -- row of (workspace, account, type) kept at the greatest (occurred_at, hook_id), and the
 -- workspace's last_event_at kept at its maximum.
 --
@@ -38,13 +38,13 @@ from (select gen_random_uuid()::text as id) h,
                             'sync.complete', 'sync.error', 'sync.paused'])[:t::int] as event_type,
                      case when :t::int = 8 then 'FAILURE' else 'SUCCESS' end as result,
                      date_trunc('milliseconds', now()) as at) x
-on conflict (hook_id) do nothing
 returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at,
           md5(payload::text) as digest
 \gset
 
 insert into hook_ids (hook_id, received_at, digest, delivery_count)
-values (:hook_id, now(), decode(:digest, 'hex'), 1);
+values (:hook_id, now(), decode(:digest, 'hex'), 1)
+on conflict (hook_id) do nothing;
 
 insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
                                 result, occurred_at)

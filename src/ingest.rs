@@ -187,6 +187,12 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             Err(err) if is_contention(&err) => {
                 tracing::debug!(error = %err, "batch contended; retrying");
             }
+            Err(err) if crate::store::partitions::is_missing(&err) => {
+                tracing::warn!(error = %err, "no history partition for now; creating it");
+                if let Err(err) = crate::store::partitions::ensure(pool.inner()).await {
+                    tracing::warn!(error = %err, "could not create history partitions");
+                }
+            }
             Err(err) if is_unavailable(&err) => {
                 // Pooled connections may have died with a restarted server: try again on each
                 // of them (the next may be a fresh one) before telling Calry to come back later.

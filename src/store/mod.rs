@@ -2,6 +2,7 @@
 //! the database if missing, the connection pool, and the embedded migrations.
 
 pub mod cluster;
+pub mod partitions;
 pub mod replica;
 
 use std::str::FromStr;

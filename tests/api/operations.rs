@@ -501,6 +501,30 @@ async fn a_pruned_event_keeps_its_idempotency_answers() {
 }
 
 #[tokio::test]
+async fn a_delivery_with_no_partition_for_its_month_creates_it() {
+    let app = spawn_app().await;
+    // As if the store had been migrated long ago and nothing had made this month since.
+    let month: String =
+        sqlx::query_scalar("select 'events_' || to_char(now() at time zone 'UTC', 'YYYYMM')")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    for statement in [
+        format!("alter table events detach partition {month}"),
+        format!("drop table {month}"),
+    ] {
+        sqlx::query(&statement).execute(&app.pool).await.unwrap();
+    }
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let (stored, partition): (i64, String) =
+        sqlx::query_as("select count(*), min(tableoid::regclass::text) from events")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((stored, partition), (1, month));
+}
+
+#[tokio::test]
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let db = TestDb::create().await;
     db.pool().await.close().await;

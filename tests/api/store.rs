@@ -59,3 +59,123 @@ async fn instances_started_at_the_same_moment_on_a_new_database_all_start() {
         .await
         .unwrap();
 }
+
+/// SPEC §13: a store made by the migrations before time partitions (0006) keeps every answer
+/// across `migrate`: its table becomes the first partition, and ingest goes on beside it.
+#[tokio::test]
+async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers() {
+    use crate::helpers::{TestDb, event, seed, serve};
+    use calry_hooks::App;
+    use serde_json::{Value, json};
+
+    let db = TestDb::create().await;
+    let pool = calry_hooks::store::connect(db.options.clone(), 16);
+    let mut before = sqlx::migrate!();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 6)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        None,
+    )
+    .await;
+    let mut bodies = vec![seed()];
+    for i in 0..30 {
+        let (account, kind) = [
+            ("a", "sync.complete"),
+            ("a", "sync.error"),
+            ("b", "account.created"),
+            ("b", "link.deleted"),
+            ("c", "sync.paused"),
+        ][i % 5];
+        bodies.push(event(
+            &format!("old-{i:02}"),
+            if i % 3 == 0 { "w2" } else { "w1" },
+            Some(account),
+            kind,
+            &format!("2026-03-{:02}T10:00:00Z", 1 + i % 28),
+        ));
+    }
+    for body in &bodies {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+    assert_eq!(app.deliver(&bodies[3]).await.status(), 200);
+    let routes = [
+        "/workspaces",
+        "/workspaces/w1/status",
+        "/workspaces/w2/status",
+        "/workspaces/w1/events?limit=7",
+        "/workspaces/w1/events?order=asc&eventType=sync.*",
+        "/workspaces/w2/events?integrationAccountId=a",
+        "/events/old-03",
+        "/accounts",
+        "/accounts?syncState=error",
+        "/workspaces/w1/accounts/a/timeline",
+        "/feed?limit=100",
+        "/workspaces/w1/feed",
+    ];
+    let mut answers = Vec::new();
+    for route in routes {
+        answers.push(app.get_json(route).await);
+    }
+    let kept = app.stop_keeping_database().await;
+    assert!(kept.is_none());
+
+    calry_hooks::store::migrate(&pool).await.unwrap();
+    let partition: String =
+        sqlx::query_scalar("select distinct tableoid::regclass::text from events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(partition, "events_legacy");
+
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        Some(db),
+    )
+    .await;
+    for (route, answer) in routes.iter().zip(&answers) {
+        assert_eq!(&app.get_json(route).await, answer, "{route}");
+    }
+    // Old ids keep their answers; a new event goes to this month's partition and follows the
+    // old ones in the feed.
+    let answer: Value = app.deliver(&bodies[3]).await.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"hookId": "old-02", "status": "duplicate", "deliveryCount": 3})
+    );
+    let mut changed = bodies[5].clone();
+    changed["data"]["result"] = json!("FAILURE");
+    assert_eq!(app.deliver(&changed).await.status(), 409);
+    let new = event(
+        "new-0",
+        "w1",
+        Some("a"),
+        "sync.complete",
+        "2026-03-30T10:00:00Z",
+    );
+    assert_eq!(app.deliver(&new).await.status(), 201);
+    let month: String =
+        sqlx::query_scalar("select tableoid::regclass::text from events where hook_id = 'new-0'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(month.starts_with("events_2"), "{month}");
+    let feed: Value = app.get_json("/feed?limit=100").await;
+    let ids: Vec<&str> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["hookId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), bodies.len() + 1);
+    assert_eq!(ids.last(), Some(&"new-0"));
+}
