@@ -36,9 +36,16 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         }
         Command::Prune { older_than } => {
             let db = open(&config).await?;
-            let cutoff = chrono::Utc::now() - older_than;
-            let deleted = crate::store::prune(&db.pool, cutoff).await?;
-            println!("deleted {deleted} events that occurred before {cutoff}");
+            let cut = chrono::Utc::now() - older_than;
+            let removed = crate::store::partitions::remove_before(&db.pool, cut, true).await?;
+            println!(
+                "removed the events received before {cut}: {} partition(s) dropped ({}) holding \
+                 about {} events, and {} events deleted from the partition the cut falls inside",
+                removed.partitions.len(),
+                removed.partitions.join(", "),
+                removed.events_in_partitions,
+                removed.events_deleted
+            );
             close(db).await
         }
         Command::Token(command) => {

@@ -28,9 +28,10 @@ pub enum Command {
     Openapi,
     /// Recompute the status tables from the stored history.
     RebuildStatus,
-    /// Delete history older than an age; statuses are never changed (the events they name are kept).
+    /// Remove the events received before an age, once (whole partitions where they lie before
+    /// the cut, rows of the one it falls inside); statuses, timelines and idempotency stay.
     Prune {
-        /// Age of the oldest history to keep, by occurredAt: a number with d, h, m or s (`90d`).
+        /// Age of the oldest history to keep, by receivedAt: a number with d, h, m or s (`90d`).
         #[arg(long, value_parser = parse_age)]
         older_than: chrono::TimeDelta,
     },
@@ -230,6 +231,11 @@ pub struct Config {
     )]
     pub max_connections: u32,
 
+    /// How long history is kept, by receivedAt (a number with d, h, m or s, e.g. `90d`); unset:
+    /// for ever. Checked every hour: a month's partition is dropped once all of it is older.
+    #[arg(long, env = "CALRY_HOOKS_RETENTION", value_parser = parse_age, global = true)]
+    pub retention: Option<chrono::TimeDelta>,
+
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log_filter: String,
@@ -277,7 +283,7 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// `90d`, `12h`, `30m`, `45s`.
+/// `90d`, `12h`, `30m`, `45s` (`0s` too).
 pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
     let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
@@ -290,7 +296,7 @@ pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
         "s" => chrono::TimeDelta::try_seconds(n),
         _ => None,
     };
-    age.filter(|a| *a > chrono::TimeDelta::zero())
+    age.filter(|a| *a >= chrono::TimeDelta::zero())
         .ok_or_else(err)
 }
 
@@ -323,17 +329,9 @@ mod tests {
         assert_eq!(parse_age("12h").unwrap().num_hours(), 12);
         assert_eq!(parse_age("30m").unwrap().num_minutes(), 30);
         assert_eq!(parse_age("45s").unwrap().num_seconds(), 45);
-        for bad in [
-            "",
-            "d",
-            "90",
-            "-1d",
-            "0d",
-            "1w",
-            "1.5d",
-            "99999999999999d",
-            "9é",
-        ] {
+        // SPEC §13: `prune --older-than 0s` removes everything received before now.
+        assert_eq!(parse_age("0s").unwrap(), chrono::TimeDelta::zero());
+        for bad in ["", "d", "90", "-1d", "1w", "1.5d", "99999999999999d", "9é"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
     }

@@ -68,7 +68,7 @@ impl App {
             metrics.watch_replica();
         }
         let metrics = Arc::new(metrics);
-        tokio::spawn(store::partitions::keep(pool.clone()));
+        tokio::spawn(store::partitions::keep(pool.clone(), config.retention));
         let settings = IngestSettings::from_config(&config);
         let writer_pool = store::writer_pool(&pool, settings.writers.max(1) as u32);
         let (ingestor, writers) = Ingestor::start(

@@ -7,7 +7,6 @@ pub mod replica;
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -312,46 +311,4 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Deletes the events that occurred before `cutoff`, one workspace at a time (short
-/// transactions, each an index range scan), and returns how many went.
-///
-/// Kept whatever their age: every event a status row names (so each account's latest event per
-/// type, hence every state and `last…At`, still resolves), and each workspace's latest events
-/// (its `lastEventAt`). Statuses are never touched, and `rebuild-status` after a prune gives the
-/// same tables back.
-pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    let mut after = String::new();
-    loop {
-        let workspaces: Vec<String> = sqlx::query_scalar(
-            "select workspace_id from workspaces where workspace_id > $1 order by workspace_id limit 500",
-        )
-        .bind(&after)
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = workspaces.last() else {
-            return Ok(deleted);
-        };
-        after = last.clone();
-        for workspace in &workspaces {
-            deleted += sqlx::query(
-                "delete from events e
-                 using workspaces w
-                 where e.workspace_id = $1 and w.workspace_id = $1
-                   and e.occurred_at < $2 and e.occurred_at < w.last_event_at
-                   and not exists (
-                       select 1 from latest_events l
-                       where l.workspace_id = e.workspace_id
-                         and l.integration_account_id = e.integration_account_id
-                         and l.event_type = e.event_type and l.hook_id = e.hook_id)",
-            )
-            .bind(workspace)
-            .bind(cutoff)
-            .execute(pool)
-            .await?
-            .rows_affected();
-        }
-    }
 }

@@ -1,10 +1,12 @@
 //! The months of `events` (migration 0006): history is partitioned by `received_at`, one
 //! partition per calendar month (UTC). The service keeps the current and the next month there:
 //! at start, every hour, and at once when a delivery finds no partition for its time (a clock
-//! that jumped, a store migrated long ago), so ingest never waits for a calendar.
+//! that jumped, a store migrated long ago), so ingest never waits for a calendar. Retention
+//! (`CALRY_HOOKS_RETENTION`) and `prune` remove history here too, a partition at a time.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// How often the service makes sure the months ahead exist.
@@ -17,13 +19,19 @@ pub async fn ensure(db: impl sqlx::PgExecutor<'_>) -> Result<i32, sqlx::Error> {
         .await
 }
 
-/// Keeps the months ahead, for as long as the service runs.
-pub async fn keep(pool: PgPool) {
+/// Keeps the months ahead and, with a `retention`, drops every month wholly older than it, for
+/// as long as the service runs.
+pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
     loop {
         match ensure(&pool).await {
             Ok(0) => {}
             Ok(created) => tracing::info!(created, "history partitions created"),
             Err(err) => tracing::warn!(error = %err, "could not create history partitions"),
+        }
+        if let Some(retention) = retention
+            && let Err(err) = remove_before(&pool, Utc::now() - retention, false).await
+        {
+            tracing::warn!(error = %err, "could not remove history past the retention");
         }
         tokio::time::sleep(EVERY).await;
     }
@@ -35,4 +43,88 @@ pub fn is_missing(err: &sqlx::Error) -> bool {
         db.code().as_deref() == Some("23514")
             && db.message().starts_with("no partition of relation")
     })
+}
+
+/// What removing history before a cut did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Whole partitions dropped (all of their events were received before the cut).
+    pub partitions: Vec<String>,
+    /// Events those partitions held, as counted by PostgreSQL's statistics (an estimate: counting
+    /// exactly would read every row a drop removes without reading them).
+    pub events_in_partitions: i64,
+    /// Events deleted one by one from the partition the cut falls inside.
+    pub events_deleted: u64,
+}
+
+/// A partition of `events` and the bounds of the `received_at` it holds (`from` is None for
+/// `events_legacy`, which starts at the beginning of time).
+#[derive(Debug, sqlx::FromRow)]
+struct Partition {
+    name: String,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+    rows: f32,
+}
+
+async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
+    sqlx::query_as(
+        r"select c.relname::text as name,
+                 substring(b.bound from $$FROM \('([^']*)'\)$$)::timestamptz as from,
+                 substring(b.bound from $$TO \('([^']*)'\)$$)::timestamptz as to,
+                 c.reltuples as rows
+          from pg_inherits i
+          join pg_class c on c.oid = i.inhrelid
+          cross join lateral (select pg_get_expr(c.relpartbound, c.oid) as bound) b
+          where i.inhparent = 'events'::regclass
+          order by 3",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Removes exactly the events received before `cut` (SPEC §13): drops every partition that lies
+/// wholly before it, and with `straddling` also deletes, in small transactions, the rows before
+/// it in the partition it falls inside. A partition is first detached `concurrently`, which
+/// never holds a lock that stops ingest or queries, then dropped as a table of its own.
+/// `hook_ids`, the status tables, the timelines and `lastEventAt` are left alone.
+pub async fn remove_before(
+    db: &PgPool,
+    cut: DateTime<Utc>,
+    straddling: bool,
+) -> Result<Removed, sqlx::Error> {
+    let mut removed = Removed::default();
+    for partition in partitions(db).await? {
+        if partition.to <= cut {
+            let name = super::quote_ident(&partition.name);
+            sqlx::raw_sql(&format!(
+                "alter table events detach partition {name} concurrently"
+            ))
+            .execute(db)
+            .await?;
+            sqlx::raw_sql(&format!("drop table {name}"))
+                .execute(db)
+                .await?;
+            tracing::info!(partition = %partition.name, "history partition removed");
+            removed.events_in_partitions += partition.rows.max(0.0) as i64;
+            removed.partitions.push(partition.name);
+        } else if straddling && partition.from.is_none_or(|from| from < cut) {
+            let name = super::quote_ident(&partition.name);
+            loop {
+                let deleted = sqlx::query(&format!(
+                    "delete from {name} where ctid = any(array(
+                         select ctid from {name} where received_at < $1 limit 10000))"
+                ))
+                .bind(cut)
+                .execute(db)
+                .await?
+                .rows_affected();
+                removed.events_deleted += deleted;
+                if deleted == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(removed)
 }

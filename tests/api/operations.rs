@@ -371,83 +371,141 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Moves events to the time they were received at (and so to that month's partition).
+async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
+    sqlx::query("select ensure_event_partitions($1::timestamptz, $1::timestamptz)")
+        .bind(at)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update events set received_at = $1::timestamptz, last_received_at = $1::timestamptz
+         where hook_id = any($2)",
+    )
+    .bind(at)
+    .bind(hooks)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
-async fn prune_deletes_old_history_and_never_changes_a_status() {
+async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     let app = spawn_app().await;
-    let mut bodies = Vec::new();
-    for (i, (account, event_type)) in [
-        (Some("a"), "sync.complete"),
-        (Some("a"), "sync.error"),
-        (Some("a"), "sync.complete"),
-        (Some("a"), "account.created"),
-        (Some("b"), "link.created"),
-        (None, "sync.complete"),
-        (Some("a"), "calendar.synced"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        // All of them a year old or more, one per day.
-        bodies.push(event(
-            &format!("old-{i}"),
+    let bodies = [
+        event(
+            "aug-0",
             "w",
-            account,
-            event_type,
-            &format!("2020-01-{:02}T00:00:00Z", 1 + i),
-        ));
-    }
-    bodies.push(event(
-        "new-0",
-        "w",
-        Some("a"),
-        "sync.paused",
-        &chrono::Utc::now().to_rfc3339(),
-    ));
-    bodies.push(event(
-        "quiet-0",
-        "quiet",
-        None,
-        "x.y",
-        "2020-01-01T00:00:00Z",
-    ));
-    bodies.push(event(
-        "quiet-1",
-        "quiet",
-        None,
-        "x.y",
-        "2020-02-01T00:00:00Z",
-    ));
+            Some("a"),
+            "sync.error",
+            "2026-08-10T00:00:00Z",
+        ),
+        event(
+            "aug-1",
+            "w",
+            Some("a"),
+            "account.created",
+            "2026-08-11T00:00:00Z",
+        ),
+        event(
+            "sep-0",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2026-09-05T00:00:00Z",
+        ),
+        event(
+            "sep-1",
+            "w",
+            Some("b"),
+            "link.created",
+            "2026-09-25T00:00:00Z",
+        ),
+        event("now-0", "quiet", None, "x.y", "2026-09-01T00:00:00Z"),
+    ];
     for body in &bodies {
         assert_eq!(app.deliver(body).await.status(), 201);
     }
-    let status_before: Value = app.get_json("/workspaces/w/status").await;
-    let quiet_before: Value = app.get_json("/workspaces/quiet/status").await;
+    received_at(&app, "2026-08-10T00:00:00Z", &["aug-0", "aug-1"]).await;
+    received_at(&app, "2026-09-05T00:00:00Z", &["sep-0"]).await;
+    received_at(&app, "2026-09-25T00:00:00Z", &["sep-1"]).await;
+    let routes = [
+        "/workspaces",
+        "/workspaces/w/status",
+        "/workspaces/w/accounts/a",
+        "/workspaces/w/accounts/a/timeline",
+        "/accounts",
+    ];
+    let mut before = Vec::new();
+    for route in routes {
+        before.push(app.get_json(route).await);
+    }
 
-    let deleted = store::prune(&app.pool, chrono::Utc::now() - chrono::TimeDelta::days(90))
+    let cut = "2026-09-15T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&app.pool, cut, true)
         .await
         .unwrap();
-
+    assert_eq!(removed.partitions, ["events_202608"]);
+    assert_eq!(removed.events_deleted, 1);
     let mut left: Vec<String> = sqlx::query_scalar("select hook_id from events")
         .fetch_all(&app.pool)
         .await
         .unwrap();
     left.sort();
-    // Kept: the latest sync.complete (old-2), sync.error (old-1), account.created (old-3) of a,
-    // link.created of b (old-4), the new event, and quiet's latest event.
-    assert_eq!(
-        left,
-        ["new-0", "old-1", "old-2", "old-3", "old-4", "quiet-1"]
-    );
-    assert_eq!(deleted, 4);
-    assert_eq!(app.get_json("/workspaces/w/status").await, status_before);
-    assert_eq!(app.get_json("/workspaces/quiet/status").await, quiet_before);
-    // Every event a status names still resolves, and rebuilding from what is left changes nothing.
-    for hook in ["old-1", "old-2", "old-3", "old-4", "new-0"] {
-        assert_eq!(app.get(&format!("/events/{hook}")).await.status(), 200);
+    assert_eq!(left, ["now-0", "sep-1"]);
+    // Statuses with their since and last events, timelines and lastEventAt stay as they were.
+    for (route, answer) in routes.iter().zip(&before) {
+        assert_eq!(&app.get_json(route).await, answer, "{route}");
     }
-    calry_hooks::status::rebuild(&app.pool).await.unwrap();
-    assert_eq!(app.get_json("/workspaces/w/status").await, status_before);
-    assert_eq!(app.get_json("/workspaces/quiet/status").await, quiet_before);
+    for hook in ["aug-0", "sep-0"] {
+        assert_eq!(app.get(&format!("/events/{hook}")).await.status(), 404);
+    }
+    // A second run finds nothing more.
+    let again = store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    assert_eq!(again, store::partitions::Removed::default());
+}
+
+#[tokio::test]
+async fn retention_drops_the_months_wholly_older_than_it() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    sqlx::query("select ensure_event_partitions('2025-01-01', '2025-02-01')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, event_type, occurred_at, received_at,
+                             signature_verified, payload)
+         values ('jan', 'w', 'x.y', '2025-01-15', '2025-01-15', false, '{}'),
+                ('feb', 'w', 'x.y', '2025-02-15', '2025-02-15', false, '{}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut config = Config::defaults();
+    config.retention = Some(chrono::TimeDelta::days(90));
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool, Some(db)).await;
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        left = sqlx::query_scalar(
+            "select relname::text from pg_class where relname like 'events_2025%' order by 1",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "{left:?}");
+    let count: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
 }
 
 #[tokio::test]
@@ -459,10 +517,12 @@ async fn a_pruned_event_keeps_its_idempotency_answers() {
         assert_eq!(app.deliver(body).await.status(), 201);
     }
     assert_eq!(app.deliver(&gone).await.status(), 200);
-    let deleted = store::prune(&app.pool, chrono::Utc::now() - chrono::TimeDelta::days(90))
+    received_at(&app, "2026-01-10T00:00:00Z", &["gone-0"]).await;
+    let cut = "2026-02-01T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&app.pool, cut, true)
         .await
         .unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(removed.partitions, ["events_202601"]);
     assert_eq!(app.get("/events/gone-0").await.status(), 404);
 
     // The same value, as sent, then with other key order and white space: still a duplicate,
