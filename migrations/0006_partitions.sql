@@ -49,6 +49,12 @@ create index events_workspace_feed on events (workspace_id, feed_xid, feed_seq);
 -- grows with the table, so a block-range index finds them at a tiny cost to ingest.
 create index events_received on events using brin (received_at);
 
+-- Every removal of history (prune, retention), so that rebuild-status knows what it cannot see.
+create table history_removals (
+    received_before timestamptz not null,
+    removed_at      timestamptz not null default now()
+);
+
 -- Creates (standalone, then attached: attaching takes a lighter lock on `events` than creating a
 -- partition in place, so ingest and queries go on meanwhile) every missing month from the month
 -- of `first` to the month of `last`, and returns how many it created. A month that overlaps a

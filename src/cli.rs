@@ -27,11 +27,28 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::RebuildStatus => {
             let db = open(&config).await?;
             let rebuilt = crate::status::rebuild(&db.pool).await?;
-            println!(
-                "status rebuilt from history: {} latest-event rows over {} workspaces, {} accounts, \
-                 {} state changes",
-                rebuilt.latest_rows, rebuilt.workspaces, rebuilt.accounts, rebuilt.state_changes
-            );
+            match rebuilt.removed_before {
+                None => println!(
+                    "status rebuilt from history: {} latest-event rows over {} workspaces, {} \
+                     accounts, {} state changes",
+                    rebuilt.latest_rows,
+                    rebuilt.workspaces,
+                    rebuilt.accounts,
+                    rebuilt.state_changes
+                ),
+                Some(cut) => println!(
+                    "history received before {cut} was removed, so not everything can be rebuilt \
+                     from it: {} latest-event rows recomputed and {} whose events were removed \
+                     kept as they were; {} workspaces' lastEventAt checked (never moved back); \
+                     the {} accounts' since and their {} state changes (timelines) need the whole \
+                     history and were left as they are",
+                    rebuilt.latest_rows,
+                    rebuilt.latest_rows_kept,
+                    rebuilt.workspaces,
+                    rebuilt.accounts,
+                    rebuilt.state_changes
+                ),
+            }
             close(db).await
         }
         Command::Prune { older_than } => {

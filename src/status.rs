@@ -354,10 +354,19 @@ pub struct Rebuilt {
     pub workspaces: u64,
     pub accounts: u64,
     pub state_changes: u64,
+    /// When history was removed (SPEC §13): the latest cut, before which events are gone.
+    pub removed_before: Option<DateTime<Utc>>,
+    /// Status rows whose event was removed: kept as they were, since nothing left can say them.
+    pub latest_rows_kept: u64,
 }
 
 /// Recomputes the status tables from the stored history, in one transaction. Concurrent ingest
 /// waits for it (the upserts need the locks taken here) and then merges in as usual.
+///
+/// Over a store whose history was partly removed (prune, retention) it rebuilds only what the
+/// remaining history can say: a status row whose event is still stored is recomputed, one whose
+/// event went is kept (and counted), a workspace's `lastEventAt` never goes back, and the
+/// accounts' `since` and timelines, which need the whole history, are left as they are.
 pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("set local statement_timeout = 0")
@@ -368,35 +377,64 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("delete from latest_events")
-        .execute(&mut *tx)
-        .await?;
+    let removed_before: Option<DateTime<Utc>> =
+        sqlx::query_scalar("select max(received_before) from history_removals")
+            .fetch_one(&mut *tx)
+            .await?;
+    let latest_rows_kept = match removed_before {
+        None => {
+            sqlx::query("delete from latest_events")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("delete from workspaces")
+                .execute(&mut *tx)
+                .await?;
+            0
+        }
+        Some(_) => {
+            sqlx::query(
+                "delete from latest_events l
+                 where exists (select 1 from events e where e.hook_id = l.hook_id)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query_scalar::<_, i64>("select count(*) from latest_events")
+                .fetch_one(&mut *tx)
+                .await? as u64
+        }
+    };
+    // A kept row stays unless the remaining history holds a later event of its type.
     let latest_rows = sqlx::query(
-        "insert into latest_events (workspace_id, integration_account_id, event_type, hook_id,
-                                    result, occurred_at)
+        "insert into latest_events as l (workspace_id, integration_account_id, event_type,
+                                         hook_id, result, occurred_at)
          select distinct on (workspace_id, integration_account_id, event_type)
                 workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
          from events
          where integration_account_id is not null and event_type = any($1)
-         order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc",
+         order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
+         on conflict (workspace_id, integration_account_id, event_type) do update
+         set hook_id = excluded.hook_id, result = excluded.result,
+             occurred_at = excluded.occurred_at
+         where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
     )
     .bind(&KNOWN_TYPES[..])
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("delete from workspaces")
-        .execute(&mut *tx)
-        .await?;
     let workspaces = sqlx::query(
-        "insert into workspaces (workspace_id, last_event_at)
-         select workspace_id, max(occurred_at) from events group by workspace_id",
+        "insert into workspaces as w (workspace_id, last_event_at)
+         select workspace_id, max(occurred_at) from events group by workspace_id
+         on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
+         where excluded.last_event_at > w.last_event_at",
     )
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("select rebuild_accounts()")
-        .execute(&mut *tx)
-        .await?;
+    if removed_before.is_none() {
+        sqlx::query("select rebuild_accounts()")
+            .execute(&mut *tx)
+            .await?;
+    }
     let (accounts, state_changes): (i64, i64) = sqlx::query_as(
         "select (select count(*) from accounts), (select count(*) from state_changes)",
     )
@@ -408,6 +446,8 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
         workspaces,
         accounts: accounts as u64,
         state_changes: state_changes as u64,
+        removed_before,
+        latest_rows_kept,
     })
 }
 

@@ -126,5 +126,11 @@ pub async fn remove_before(
             }
         }
     }
+    if removed != Removed::default() {
+        sqlx::query("insert into history_removals (received_before) values ($1)")
+            .bind(cut)
+            .execute(db)
+            .await?;
+    }
     Ok(removed)
 }

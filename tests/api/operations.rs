@@ -465,6 +465,19 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
         .await
         .unwrap();
     assert_eq!(again, store::partitions::Removed::default());
+
+    // rebuild-status over the pruned store says what it cannot rebuild and changes no answer:
+    // a's sync.error, sync.complete and account.created rows name removed events.
+    let rebuilt = calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    assert_eq!(rebuilt.removed_before, Some(cut));
+    assert_eq!(rebuilt.latest_rows_kept, 3);
+    for (route, answer) in routes.iter().zip(&before) {
+        assert_eq!(
+            &app.get_json(route).await,
+            answer,
+            "{route} after rebuild-status"
+        );
+    }
 }
 
 #[tokio::test]
