@@ -4,11 +4,11 @@
 -- (occurred_at, hook_id); for each workspace the greatest occurred_at; the runs of SPEC §11
 -- (rebuild_accounts()).
 --
---   psql -v events=10000000 -v workspaces=10000 -v accounts=10 -f bench/seed.sql <database>
+--   psql -v events=10000000 -v workspaces=10000 -v accounts=10 [-v days=90] -f bench/seed.sql <database>
 --
 -- The database must have the schema (`calry-hooks migrate`) and no events. The events look like
 -- examples/loadgen.rs's deliveries (same workspace and account id strings, the nine known types,
--- the same JSON payload shape, UUID-shaped hook ids) and are spread evenly over the 90 days before
+-- the same JSON payload shape, UUID-shaped hook ids) and are spread evenly over the days (90) before
 -- now, workspaces and accounts interleaved; their hook ids start with a hex digit from 8 to f,
 -- which the load generator's ids never do, so its verification never counts a seeded event.
 -- The indexes of `events` are dropped during the load and rebuilt afterwards from their own
@@ -16,6 +16,11 @@
 -- row by row.
 
 \set ON_ERROR_STOP on
+-- Days the events are spread over, ending now (-v days=400 fills 14 monthly partitions).
+\if :{?days}
+\else
+    \set days 90
+\endif
 \timing on
 set work_mem = '256MB';
 set maintenance_work_mem = '1GB';
@@ -42,7 +47,7 @@ select format('alter table events drop constraint %I', conname) from seed_constr
 select format('drop index %s', name) from seed_indexes \gexec
 
 -- The months the events are received in (one partition each, as the service makes them).
-select ensure_event_partitions(now() - interval '91 days', now() + interval '1 month');
+select ensure_event_partitions(now() - make_interval(days => :days + 1), now() + interval '1 month');
 
 \echo loading :events events over :workspaces workspaces x :accounts accounts
 insert into events (hook_id, workspace_id, integration_account_id, event_type, source, result,
@@ -69,8 +74,9 @@ from (
                       'link.created', 'link.updated', 'link.deleted',
                       'sync.complete', 'sync.error', 'sync.paused'])[1 + t] as event_type,
                date_trunc('milliseconds',
-                          now() - interval '90 days'
-                          + (g - 1) * (interval '90 days' - interval '1 minute') / :events) as at
+                          now() - make_interval(days => :days)
+                          + (g - 1) * (make_interval(days => :days) - interval '1 minute') / :events)
+                   as at
         from generate_series(1::bigint, :events) as g,
              lateral (select abs(hashint8(g)) % :workspaces as w,
                              abs(hashint8(g + 1000000000000)) % :accounts as a,

@@ -54,10 +54,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Prune { older_than } => {
             let db = open(&config).await?;
             let cut = chrono::Utc::now() - older_than;
+            let started = std::time::Instant::now();
             let removed = crate::store::partitions::remove_before(&db.pool, cut, true).await?;
             println!(
-                "removed the events received before {cut}: {} partition(s) dropped ({}) holding \
-                 about {} events, and {} events deleted from the partition the cut falls inside",
+                "removed the events received before {cut} in {:.3} s: {} partition(s) dropped \
+                 ({}) holding about {} events, and {} events deleted from the partition the cut \
+                 falls inside",
+                started.elapsed().as_secs_f64(),
                 removed.partitions.len(),
                 removed.partitions.join(", "),
                 removed.events_in_partitions,

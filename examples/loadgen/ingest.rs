@@ -21,6 +21,8 @@ pub(crate) struct WorkerLog {
     pub(crate) acked: Vec<u64>,
     /// Latency in microseconds of each measured request.
     pub(crate) latencies: Vec<u32>,
+    /// The second of the measured part each of those requests was answered in.
+    pub(crate) seconds: Vec<u32>,
     /// Measured requests by answer (0: transport error).
     pub(crate) statuses: BTreeMap<u16, u64>,
     /// Every request, measured or not, by answer.
@@ -113,6 +115,11 @@ pub(crate) async fn worker(plan: Arc<Plan>, worker: u32, mut conn: Conn) -> Work
         if t0 >= plan.measure_from {
             let us = (done - t0).as_micros().min(u128::from(u32::MAX)) as u32;
             log.latencies.push(us);
+            log.seconds.push(
+                (done - plan.measure_from)
+                    .as_secs()
+                    .min(u64::from(u32::MAX)) as u32,
+            );
             *log.statuses.entry(status).or_default() += 1;
             log.last_done = Some(done);
         }
@@ -345,14 +352,31 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
         .map(|(_, n)| n)
         .sum();
     let non_2xx = measured - ok_2xx;
+    // p99 and max of each second, to see a stall inside the run (a partition dropped meanwhile).
+    let mut per_second: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for log in &logs {
+        for (second, us) in log.seconds.iter().zip(&log.latencies) {
+            per_second.entry(*second).or_default().push(*us);
+        }
+    }
+    let by_second: Vec<Latency> = per_second
+        .into_values()
+        .map(|mut samples| latency(&mut samples))
+        .collect();
     let lat = latency(&mut latencies);
 
     let method = match (args.verify, &args.database_url) {
         (Verify::None, _) => None,
-        (Verify::Sql, None) => return Err("--verify sql needs --database-url".into()),
+        (Verify::Sql | Verify::SqlStored, None) => {
+            return Err("--verify sql needs --database-url".into());
+        }
         (Verify::Sql | Verify::Auto, Some(url)) => Some(Method::Sql {
             url: url.clone(),
             status: true,
+        }),
+        (Verify::SqlStored, Some(url)) => Some(Method::Sql {
+            url: url.clone(),
+            status: false,
         }),
         (Verify::Api | Verify::Auto, _) => Some(Method::Api),
     };
@@ -375,6 +399,7 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
         "new_requests": new_requests,
         "redeliveries": redeliveries,
         "latency_ms": lat,
+        "latency_ms_by_second": by_second,
         "status": statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
         "status_all": all_statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
         "non_2xx": non_2xx,
@@ -394,6 +419,14 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
     eprintln!(
         "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
         lat.p50, lat.p90, lat.p99, lat.max, lat.mean
+    );
+    eprintln!(
+        "  latency ms by second, p99/max: {}",
+        by_second
+            .iter()
+            .map(|l| format!("{:.1}/{:.1}", l.p99, l.max))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     eprintln!(
         "  answers: {}  (non-2xx {non_2xx}, unexpected {unexpected}; 0 = transport error){}",
