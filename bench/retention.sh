@@ -78,6 +78,7 @@ log "prune while ingest runs"
 START=$(date +%s.%N)
 (cd "$WORK" && DATABASE_URL=$(db_url $DB) "$BIN" prune --older-than "${AGE}s" 2>"$WORK/prune.log") \
     || { cat "$WORK/prune.log" >&2; exit 1; }
+grep -h "history partition removed" "$WORK/prune.log" >&2 || true
 END=$(date +%s.%N)
 ELAPSED=$(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.3f", b - a }')
 SECOND=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d / 3 }')

@@ -97,15 +97,22 @@ pub async fn remove_before(
     for partition in partitions(db).await? {
         if partition.to <= cut {
             let name = super::quote_ident(&partition.name);
+            let started = std::time::Instant::now();
             sqlx::raw_sql(&format!(
                 "alter table events detach partition {name} concurrently"
             ))
             .execute(db)
             .await?;
+            let detached = started.elapsed();
             sqlx::raw_sql(&format!("drop table {name}"))
                 .execute(db)
                 .await?;
-            tracing::info!(partition = %partition.name, "history partition removed");
+            tracing::info!(
+                partition = %partition.name,
+                detach_ms = detached.as_millis() as u64,
+                drop_ms = (started.elapsed() - detached).as_millis() as u64,
+                "history partition removed"
+            );
             removed.events_in_partitions += partition.rows.max(0.0) as i64;
             removed.partitions.push(partition.name);
         } else if straddling && partition.from.is_none_or(|from| from < cut) {
