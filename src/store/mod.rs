@@ -237,6 +237,10 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
         ("statement_timeout", STATEMENT_TIMEOUT),
         // A 2xx means committed and flushed, whatever the server's default.
         ("synchronous_commit", "on"),
+        // Every statement here is short and runs again and again; compiling one (as the
+        // server's default does once a plan's estimate passes jit_above_cost, which a large or
+        // many-partition store's estimates can) costs far more than it saves.
+        ("jit", "off"),
     ]);
     PgPoolOptions::new()
         .max_connections(size)
