@@ -117,12 +117,13 @@ async fn check_replica(
     }))
 }
 
-/// Readiness: the database is reachable and every migration of this build is applied. With a
+/// Readiness: the database is reachable, every migration of this build is applied and none of a
+/// newer build (an upgrade under way leaves the old instances unready). With a
 /// read replica, also its state and replay lag, which never make the service unready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready to store deliveries; with a read replica, how it is.", body = Readiness),
-        (status = 503, description = "The database is unreachable or not migrated.", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "The database is unreachable, not migrated, or migrated by a newer version.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::example::unavailable())),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
@@ -148,6 +149,14 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     if applied.unwrap_or_default() < latest {
         return Err(Error::unavailable(
             "the database schema is not migrated to this version yet",
+        ));
+    }
+    if applied.unwrap_or_default() > latest {
+        // A newer version migrated the store under this instance (an upgrade in progress): its
+        // statements may no longer fit the schema, so it should get no traffic.
+        return Err(Error::unavailable(
+            "the database schema was migrated by a newer version of calry-hooks; upgrade this \
+             instance",
         ));
     }
     let replica = check_replica(&app, &mut db).await.map_err(|e| {

@@ -574,6 +574,30 @@ async fn a_pruned_event_keeps_its_idempotency_answers() {
 }
 
 #[tokio::test]
+async fn an_instance_is_unready_once_a_newer_version_migrated_its_database() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    // What `migrate` of a later build leaves: a migration this build does not know.
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
+         values (99999999, 'from a newer build', true, '\\x00', 0)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let answer = app.get("/readyz").await;
+    assert_eq!(answer.status(), 503);
+    let problem: Value = answer.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("newer version"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
 async fn a_delivery_with_no_partition_for_its_month_creates_it() {
     let app = spawn_app().await;
     // As if the store had been migrated long ago and nothing had made this month since.
