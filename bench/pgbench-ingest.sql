@@ -39,11 +39,11 @@ from (select gen_random_uuid()::text as id) h,
                      case when :t::int = 8 then 'FAILURE' else 'SUCCESS' end as result,
                      date_trunc('milliseconds', now()) as at) x
 returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at,
-          md5(payload::text) as digest
+          event_digest(payload) as digest
 \gset
 
 insert into hook_ids (hook_id, received_at, digest, delivery_count)
-values (:hook_id, now(), decode(:digest, 'hex'), 1)
+values (:hook_id, now(), :digest::bytea, 1)
 on conflict (hook_id) do nothing;
 
 insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,

@@ -92,7 +92,7 @@ select replace(def, ' ON ONLY ', ' ON ') from seed_indexes \gexec
 \echo hook_ids: the idempotency record of every event, as ingest writes it
 alter table hook_ids drop constraint hook_ids_pkey;
 insert into hook_ids (hook_id, received_at, digest, delivery_count)
-select hook_id, received_at, decode(md5(payload::text), 'hex'), delivery_count from events;
+select hook_id, received_at, event_digest(payload), delivery_count from events;
 alter table hook_ids add primary key (hook_id);
 
 \echo status: the latest event per (workspace, account, known type)

@@ -558,7 +558,7 @@ reference as (
 ),
 compared as (
     select i.ord, i.hook_id, r.stored,
-           case when r.removed then decode(md5(i.payload::text), 'hex') = r.digest
+           case when r.removed then event_digest(i.payload) = r.digest
                 else i.payload = r.payload end as same
     from input i join reference r on r.hook_id = i.hook_id
 ),
@@ -568,7 +568,7 @@ verdict as (
 ),
 keys as (
     insert into hook_ids (hook_id, received_at, digest, delivery_count)
-    select f.hook_id, now(), decode(md5(f.payload::text), 'hex'),
+    select f.hook_id, now(), event_digest(f.payload),
            (select count(*) from verdict v where v.hook_id = f.hook_id and v.same)
     from first f join reference r on r.hook_id = f.hook_id
     where not r.stored and (select n from locks) >= 0
