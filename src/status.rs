@@ -381,28 +381,21 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
         sqlx::query_scalar("select max(received_before) from history_removals")
             .fetch_one(&mut *tx)
             .await?;
-    let latest_rows_kept = match removed_before {
-        None => {
-            sqlx::query("delete from latest_events")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("delete from workspaces")
-                .execute(&mut *tx)
-                .await?;
-            0
-        }
-        Some(_) => {
-            sqlx::query(
-                "delete from latest_events l
-                 where exists (select 1 from events e where e.hook_id = l.hook_id)",
-            )
+    if removed_before.is_none() {
+        sqlx::query("delete from latest_events")
             .execute(&mut *tx)
             .await?;
-            sqlx::query_scalar::<_, i64>("select count(*) from latest_events")
-                .fetch_one(&mut *tx)
-                .await? as u64
-        }
-    };
+        sqlx::query("delete from workspaces")
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query(
+            "delete from latest_events l
+             where exists (select 1 from events e where e.hook_id = l.hook_id)",
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     // A kept row stays unless the remaining history holds a later event of its type.
     let latest_rows = sqlx::query(
         "insert into latest_events as l (workspace_id, integration_account_id, event_type,
@@ -430,11 +423,22 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if removed_before.is_none() {
+    // With nothing removed, accounts and timelines are rebuilt too. Otherwise they are left
+    // alone, and the status rows whose events went are counted now that the remaining history
+    // has had its say (a row it replaced was not kept).
+    let latest_rows_kept: i64 = if removed_before.is_none() {
         sqlx::query("select rebuild_accounts()")
             .execute(&mut *tx)
             .await?;
-    }
+        0
+    } else {
+        sqlx::query_scalar(
+            "select count(*) from latest_events l
+             where not exists (select 1 from events e where e.hook_id = l.hook_id)",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+    };
     let (accounts, state_changes): (i64, i64) = sqlx::query_as(
         "select (select count(*) from accounts), (select count(*) from state_changes)",
     )
@@ -447,7 +451,7 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
         accounts: accounts as u64,
         state_changes: state_changes as u64,
         removed_before,
-        latest_rows_kept,
+        latest_rows_kept: latest_rows_kept as u64,
     })
 }
 
