@@ -121,15 +121,8 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         "/feed?limit=100",
         "/workspaces/w1/feed",
     ];
-    // The feed shows an event once every older transaction has ended (SPEC §9): compare the
-    // answers once it shows every event.
-    for _ in 0..100 {
-        let feed: Value = app.get_json("/feed?limit=100").await;
-        if feed["items"].as_array().unwrap().len() == bodies.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // Compared once the feed shows every event.
+    assert_eq!(feed_ids(&app, bodies.len()).await.len(), bodies.len());
     let mut answers = Vec::new();
     for route in routes {
         answers.push(app.get_json(route).await);
@@ -178,22 +171,27 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
             .await
             .unwrap();
     assert!(month.starts_with("events_2"), "{month}");
+    let ids = feed_ids(&app, bodies.len() + 1).await;
+    assert_eq!(ids.len(), bodies.len() + 1);
+    assert_eq!(ids.last().map(String::as_str), Some("new-0"));
+}
+
+/// The hook ids of `GET /feed?limit=100`, asked again (for up to 5 s) until it holds `n`: the feed
+/// shows an event once every older transaction has ended (SPEC §9).
+async fn feed_ids(app: &crate::helpers::TestApp, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..100 {
-        let feed: Value = app.get_json("/feed?limit=100").await;
-        ids = feed["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|item| item["hookId"].as_str().unwrap().to_owned())
+        let feed: serde_json::Value = app.get_json("/feed?limit=100").await;
+        ids = crate::helpers::hook_ids(&feed)
+            .into_iter()
+            .map(str::to_owned)
             .collect();
-        if ids.len() > bodies.len() {
+        if ids.len() >= n {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(ids.len(), bodies.len() + 1);
-    assert_eq!(ids.last().map(String::as_str), Some("new-0"));
+    ids
 }
 
 /// The service's statements are short and repeated: no connection of its pools JIT-compiles.
