@@ -4,7 +4,9 @@
 # are root; Unix socket only), stopped on exit together with the service (SERVICE_PID).
 #
 #   bench_postgres NAME [-c setting=value …]  initdb and start; sets WORK, PGDATA, SOCK,
-#                                             POSTMASTER_PID (WORK is /tmp/NAME.XXXXXX)
+#                                             POSTMASTER_PID (WORK is /tmp/NAME.XXXXXX, or
+#                                             $BENCH_DATA when set: a directory kept afterwards,
+#                                             whose cluster is started again if it has one)
 #   db_url DB                                 the URL of database DB on it
 #   psql_ ARGS…                               psql on it
 #   bench_revision                            the git revision, marked when src/ has changes
@@ -55,16 +57,26 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 bench_postgres() {
-    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    if [ -n "${BENCH_DATA:-}" ]; then
+        WORK=$BENCH_DATA
+        KEEP=1
+        mkdir -p "$WORK"
+    else
+        WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    fi
     shift
     chmod 755 "$WORK"
     PGDATA=$WORK/pgdata
     SOCK=$WORK/sock
     mkdir -p "$SOCK"
     if [ "$(id -u)" = 0 ]; then chown postgres: "$SOCK" "$WORK"; fi
-    log "PostgreSQL: initdb in $PGDATA"
-    as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
-        >"$WORK/initdb.log" 2>&1
+    if [ -f "$PGDATA/PG_VERSION" ]; then
+        log "PostgreSQL: the cluster kept in $PGDATA"
+    else
+        log "PostgreSQL: initdb in $PGDATA"
+        as_postgres "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 \
+            --locale=C >"$WORK/initdb.log" 2>&1
+    fi
     as_postgres "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w \
         -o "-c listen_addresses= -k $SOCK $*" start >/dev/null
     PG_STARTED=1

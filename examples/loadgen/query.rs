@@ -446,16 +446,19 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
                 i64,
                 i64,
             ) = sqlx::query_as(
-                "select (select count(*) from events),
-                        pg_relation_size('events'),
-                        pg_total_relation_size('events') - pg_relation_size('events')
-                            - pg_indexes_size('events'),
-                        pg_indexes_size('events'),
-                        pg_total_relation_size('events'),
+                // events is partitioned: its sizes are the sums over its partitions.
+                "with p as (select relid from pg_partition_tree('events') where isleaf)
+                 select (select count(*) from events),
+                        (select sum(pg_relation_size(relid)) from p)::bigint,
+                        (select sum(pg_total_relation_size(relid) - pg_relation_size(relid)
+                                    - pg_indexes_size(relid)) from p)::bigint,
+                        (select sum(pg_indexes_size(relid)) from p)::bigint,
+                        (select sum(pg_total_relation_size(relid)) from p)::bigint,
                         pg_total_relation_size('latest_events')
                             + pg_total_relation_size('workspaces')
                             + pg_total_relation_size('accounts')
-                            + pg_total_relation_size('state_changes')",
+                            + pg_total_relation_size('state_changes')
+                            + pg_total_relation_size('hook_ids')",
             )
             .fetch_one(pool)
             .await?;
@@ -561,7 +564,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         eprintln!();
         eprintln!(
             "store: {} events; bytes per event: events table total {:.0} (heap {:.0}, TOAST {:.0}, \
-             indexes {:.0}); with the status tables {:.0}",
+             indexes {:.0}); with the status tables and hook_ids {:.0}",
             s["events"],
             b["events_total"].as_f64().unwrap_or(0.0),
             b["heap"].as_f64().unwrap_or(0.0),

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Years of history on one PostgreSQL (issue 15): the same harness on a small store and on a large
+# one spread over many monthly partitions, in the same run. For each store, each round: the four
+# queries of bench/query.sh mixed at c=16 while ingest runs at 1,000 deliveries/s, then ingest
+# alone at c=64; the stores alternate which goes first from round to round. Prints each store's
+# medians and the large store's ratio to the small one (target: within 15 %).
+#
+#   bench/years.sh                                   # 1M and 30M events over 400 days
+#   bench/years.sh --data /work/bench-data/years     # seed once, keep, and reuse next time
+#
+# Options (environment variables in brackets):
+#   --small N          events of the small store [SMALL, default 1000000]
+#   --large N          events of the large store [LARGE, default 30000000]
+#   --days D           days both are spread over, ending now: 400 days make 14 monthly
+#                      partitions [DAYS, default 400]
+#   --duration SECS    seconds of each measurement [DURATION, default 20]
+#   --repeat N         rounds; 0 seeds (with --data) and stops [REPEAT, default 3]
+#   --deep-pages N     the deep page is the one after N pages of 50; 1 by default because the
+#                      small store holds 100 events a workspace [DEEP_PAGES, default 1]
+#   --data DIR         keep the cluster in DIR; when DIR already holds one seeded by this script,
+#                      measure it again without seeding [BENCH_DATA]
+#   --results FILE     where the JSON lines go [RESULTS, default target/bench/years-<date>.jsonl]
+#   --no-build         use the binaries already in target/bench [NO_BUILD=1]
+#
+# Both stores have 10k workspaces x 10 accounts, like bench/query.sh. Seeding 30M events takes
+# about 40 minutes on 2 cores and about 45 GB of disk.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SMALL=${SMALL:-1000000}
+LARGE=${LARGE:-30000000}
+DAYS=${DAYS:-400}
+DURATION=${DURATION:-20}
+REPEAT=${REPEAT:-3}
+DEEP_PAGES=${DEEP_PAGES:-1}
+RESULTS=${RESULTS:-}
+KEEP=${KEEP:-0}
+NO_BUILD=${NO_BUILD:-0}
+WORKSPACES=10000
+ACCOUNTS=10
+PORT=${PORT:-18084}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --small) SMALL=$2; shift ;;
+        --large) LARGE=$2; shift ;;
+        --days) DAYS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --repeat) REPEAT=$2; shift ;;
+        --deep-pages) DEEP_PAGES=$2; shift ;;
+        --data) BENCH_DATA=$2; shift ;;
+        --results) RESULTS=$2; shift ;;
+        --no-build) NO_BUILD=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/years.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v jq >/dev/null || { echo "bench/years.sh: needs jq" >&2; exit 1; }
+
+source "$ROOT/bench/lib.sh"
+RESULTS=${RESULTS:-$TARGET_DIR/years-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
+bench_postgres calry-years
+echo "calry-hooks: $(bench_revision); machine: $(nproc) cores" >&2
+
+# small and large: created, migrated and seeded once (a kept cluster skips what it has).
+for store in small large; do
+    events=$SMALL
+    [ $store = large ] && events=$LARGE
+    if [ -f "$WORK/seeded-$store" ]; then
+        log "$store: $(cat "$WORK/seeded-$store") (kept)"
+        continue
+    fi
+    psql_ -d postgres -c "drop database if exists $store" -c "create database $store"
+    (cd "$WORK" && DATABASE_URL=$(db_url $store) "$BIN" migrate >"$WORK/migrate-$store.log" 2>&1)
+    log "$store: seeding $events events over $DAYS days"
+    start=$(date +%s)
+    psql_ -d $store -v events="$events" -v workspaces=$WORKSPACES -v accounts=$ACCOUNTS \
+        -v days="$DAYS" -f "$ROOT/bench/seed.sql" >"$WORK/seed-$store.log" 2>&1 \
+        || { cat "$WORK/seed-$store.log" >&2; exit 1; }
+    psql_ -d postgres -c checkpoint
+    echo "$events events seeded in $(( $(date +%s) - start )) s" >"$WORK/seeded-$store"
+done
+for store in small large; do
+    psql_ -d $store -At -F ' ' -c "
+        select '$store:', count(*) || ' partitions,',
+               pg_size_pretty(sum(pg_total_relation_size(inhrelid))) || ' of history,',
+               pg_size_pretty(pg_database_size(current_database())) || ' in all'
+        from pg_inherits where inhparent = 'events'::regclass" >&2
+done
+[ "$REPEAT" = 0 ] && exit 0
+
+measure() {
+    local store=$1 round=$2 url
+    url=$(db_url $store)
+    (cd "$WORK" && DATABASE_URL=$url CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
+        exec "$BIN" serve >"$WORK/service-$store.log" 2>&1) &
+    SERVICE_PID=$!
+    log "$store, round $round: the four queries mixed at c=16, ingest 1000/s, ${DURATION}s"
+    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c 16 -d "$DURATION" \
+        --kinds status,first-page,deep-page,by-id --ingest-rate 1000 --deep-pages "$DEEP_PAGES" \
+        --workspaces $WORKSPACES --accounts $ACCOUNTS --database-url "$url" \
+        --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
+        --label "$store" --json-out "$RESULTS" >/dev/null
+    log "$store, round $round: ingest at c=64, ${DURATION}s"
+    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 64 -d "$DURATION" \
+        --workspaces $WORKSPACES --accounts $ACCOUNTS --database-url "$url" \
+        --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
+        --label "$store" --json-out "$RESULTS" >/dev/null
+    kill -TERM "$SERVICE_PID"
+    wait "$SERVICE_PID" || true
+    SERVICE_PID=
+}
+for r in $(seq 1 "$REPEAT"); do
+    if (( r % 2 == 1 )); then measure small "$r"; measure large "$r"
+    else measure large "$r"; measure small "$r"; fi
+done
+
+log "results (JSON lines: $RESULTS)"
+jq -rs --arg small "$SMALL" --arg large "$LARGE" '
+    def median: sort | if length == 0 then null
+        elif length % 2 == 1 then .[length / 2 | floor]
+        else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def of($store; $kind; f): [.[] | select(.label == $store and .kind == $kind) | f] | median;
+    def row($name; f; $kind; $better):
+        of("small"; $kind; f) as $s | of("large"; $kind; f) as $l
+        | "| \($name) | \($s * 100 | round / 100) | \($l * 100 | round / 100) | "
+          + "\($l / $s * 1000 | round / 1000) | \($better) |";
+    "Medians of \([.[] | select(.label == "small" and .kind == "query")] | length) rounds; "
+        + "small = \($small) events, large = \($large) events.",
+    "| figure | small | large | large / small | target |",
+    "|---|---|---|---|---|",
+    row("ingest c=64, deliveries/s"; .deliveries_per_s; "ingest"; "≥ 0.85"),
+    row("ingest c=64, p99 ms"; .latency_ms.p99; "ingest"; "-"),
+    (["status", "history_first_page", "history_deep_page", "event_by_id"][] as $q
+        | row("\($q) p99 ms (mixed, c=16)"; .queries[$q].latency_ms.p99; "query"; "≤ 1.15"))
+' "$RESULTS"
