@@ -7,7 +7,10 @@
 //! event of another workspace (as if it did not exist), and `GET /workspaces` lists only the
 //! workspaces in scope.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
@@ -71,13 +74,16 @@ pub fn presented(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     })
 }
 
+/// A live token's scope: every workspace, or these.
+type Scope = (bool, Vec<String>);
+
 /// What the token check found in the database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lookup {
     /// Whether any live token exists.
     any_live: bool,
     /// The presented token's scope when it is live: every workspace, or these.
-    scope: Option<(bool, Vec<String>)>,
+    scope: Option<Scope>,
 }
 
 impl Lookup {
@@ -97,6 +103,83 @@ impl Lookup {
             )),
             (false, _) => Ok(Access::All),
         }
+    }
+}
+
+/// The channel a trigger on `tokens` notifies whenever a token is created, revoked or deleted
+/// (migration 0007), from any process.
+pub const CHANNEL: &str = "calry_hooks_tokens";
+
+/// How long a remembered answer is used at most, even when no notification came (a connection
+/// that died without an error would otherwise keep a revoked token alive).
+const REMEMBER_FOR: Duration = Duration::from_secs(5);
+
+/// What the token checks found, remembered so that most requests need no statement of their own:
+/// the live tokens presented lately and whether any token is live. Forgotten as soon as the
+/// instance hears on [`CHANNEL`] that a token changed; used only while it listens (it does not
+/// know what it missed otherwise). Unknown tokens are never remembered, so memory is bounded by
+/// the live tokens and a new token works at once.
+#[derive(Default)]
+pub struct TokenCache(Mutex<Remembered>);
+
+#[derive(Default)]
+struct Remembered {
+    /// Bumped at every notification: an answer looked up before one is not kept.
+    generation: u64,
+    listening: bool,
+    any_live: Option<(bool, Instant)>,
+    live: HashMap<Vec<u8>, (Scope, Instant)>,
+}
+
+impl TokenCache {
+    /// The remembered answer for `presented`, or the generation to pass to [`TokenCache::keep`]
+    /// after looking it up.
+    pub fn get(&self, presented: Option<&str>) -> Result<Lookup, u64> {
+        let cache = self.0.lock().expect("token cache");
+        let fresh = |at: &Instant| cache.listening && at.elapsed() < REMEMBER_FOR;
+        let found = match presented {
+            Some(token) => cache
+                .live
+                .get(&hash(token))
+                .filter(|(_, at)| fresh(at))
+                .map(|(scope, _)| Lookup {
+                    any_live: true,
+                    scope: Some(scope.clone()),
+                }),
+            None => cache
+                .any_live
+                .filter(|(_, at)| fresh(at))
+                .map(|(any_live, _)| Lookup {
+                    any_live,
+                    scope: None,
+                }),
+        };
+        found.ok_or(cache.generation)
+    }
+
+    /// Remembers what a lookup started at `generation` found, unless a token changed since.
+    pub fn keep(&self, generation: u64, presented: Option<&str>, found: &Lookup) {
+        let mut cache = self.0.lock().expect("token cache");
+        if cache.generation != generation || !cache.listening {
+            return;
+        }
+        let now = Instant::now();
+        match (presented, &found.scope) {
+            (Some(token), Some(scope)) => {
+                cache.live.insert(hash(token), (scope.clone(), now));
+            }
+            (Some(_), None) => {}
+            (None, _) => cache.any_live = Some((found.any_live, now)),
+        }
+    }
+
+    /// Forgets everything: a token changed, or the instance starts or stops listening.
+    pub fn forget(&self, listening: bool) {
+        let mut cache = self.0.lock().expect("token cache");
+        cache.generation = cache.generation.wrapping_add(1);
+        cache.listening = listening;
+        cache.any_live = None;
+        cache.live.clear();
     }
 }
 

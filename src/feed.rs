@@ -3,11 +3,17 @@
 //! instance — and tells whoever waits for new events (long polls of the feed, streams) that they
 //! may ask again. Waiters never rely on it alone: a lost notification (a reconnect, say)
 //! costs them at most their own re-check interval.
+//!
+//! The same connection hears when a token changes (`auth::CHANNEL`), and tells the instance's
+//! [`TokenCache`] to forget what it remembered; the cache is used only while listening.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
+
+use crate::auth::{self, TokenCache};
 
 /// The channel the ingest writers notify.
 pub const CHANNEL: &str = "calry_hooks_events";
@@ -34,13 +40,14 @@ impl Changes {
 impl Notifier {
     /// Starts listening on a connection of its own (made like `options`'); the task ends when
     /// the last [`Notifier`] is dropped.
-    pub fn start(options: PgConnectOptions) -> Notifier {
+    pub fn start(options: PgConnectOptions, tokens: Arc<TokenCache>) -> Notifier {
         let (news, changes) = watch::channel(0u64);
         tokio::spawn(async move {
             tokio::select! {
-                () = listen(options, &news) => {}
+                () = listen(options, &news, &tokens) => {}
                 () = news.closed() => {}
             }
+            tokens.forget(false);
         });
         Notifier { changes }
     }
@@ -53,7 +60,7 @@ impl Notifier {
     }
 }
 
-async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>) {
+async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>, tokens: &TokenCache) {
     let bump = || news.send_modify(|n| *n = n.wrapping_add(1));
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -67,21 +74,30 @@ async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>) {
                 continue;
             }
         };
-        if let Err(err) = listener.listen(CHANNEL).await {
+        if let Err(err) = listener.listen_all([CHANNEL, auth::CHANNEL]).await {
             tracing::warn!(error = %err, "cannot listen for new events; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         // Listening now: whatever was committed while we were not is asked for again.
+        tokens.forget(true);
         bump();
         loop {
             match listener.try_recv().await {
+                Ok(Some(notification)) if notification.channel() == auth::CHANNEL => {
+                    tokens.forget(true);
+                }
                 Ok(Some(_)) => bump(),
-                // The connection was lost and is made again on the next call; something may
-                // have been missed meanwhile.
-                Ok(None) => bump(),
+                // The connection was lost; something may have been missed meanwhile. Listen
+                // again on a new one (the lines above then say when we hear again).
+                Ok(None) => {
+                    tokens.forget(false);
+                    bump();
+                    break;
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "listening for new events failed; reconnecting");
+                    tokens.forget(false);
                     bump();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;

@@ -89,7 +89,8 @@ impl App {
                 metrics.pool_waiting.clone(),
             )
         });
-        let notifier = feed::Notifier::start((*pool.connect_options()).clone());
+        let tokens = Arc::new(auth::TokenCache::default());
+        let notifier = feed::Notifier::start((*pool.connect_options()).clone(), tokens.clone());
         let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone());
         let (stop, stopping) = watch::channel(false);
         Ok(App {
@@ -98,6 +99,7 @@ impl App {
                 stopping,
                 tailer,
                 notifier,
+                tokens,
                 readers,
                 replica,
                 metrics,

@@ -13,11 +13,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::again::answer_again;
 use super::extract::{AccountPath, Caller};
 use super::paging::{
     AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
 };
-use super::replica::{ReadFromHeader, Replica, retry_on_primary};
+use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, LifecycleState, SyncState};
 use crate::time::rfc3339;
@@ -26,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_accounts))
         .routes(routes!(timeline))
-        .route_layer(axum::middleware::from_fn(retry_on_primary))
+        .route_layer(axum::middleware::from_fn(answer_again))
 }
 
 const CATEGORIES: [&str; 3] = ["account", "link", "sync"];

@@ -12,9 +12,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::again::answer_again;
 use super::extract::{Caller, HookPath, WorkspacePath};
 use super::paging::{EventCursor, Order, Page, Params, push_event_keyset};
-use super::replica::{ReadFromHeader, Replica, retry_on_primary};
+use super::replica::{ReadFromHeader, Replica};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
 use crate::time::rfc3339;
@@ -27,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events))
         .routes(routes!(get_event))
-        .route_layer(axum::middleware::from_fn(retry_on_primary))
+        .route_layer(axum::middleware::from_fn(answer_again))
 }
 
 /// One stored event (SPEC §5).

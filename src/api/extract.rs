@@ -4,8 +4,9 @@
 //! workspace outside the token's scope is `403` before any lookup.
 //!
 //! Each extractor takes the [`Source`] of the route's statements: [`Primary`] (the default) or
-//! [`Replica`](super::replica::Replica). The token check always runs on the primary, so that a
-//! token created or revoked counts at once.
+//! [`Replica`](super::replica::Replica). The token check runs on the primary, so that a token
+//! created or revoked counts at once, unless the instance remembers its answer
+//! ([`auth::TokenCache`], forgotten as soon as the instance hears that a token changed).
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 
 use super::AppState;
+use super::again::{Attempt, Risk};
 use super::paging::reject_nul;
 use super::replica::{self, Primary, Source};
 use crate::auth::{self, Access};
@@ -35,16 +37,37 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller<S>, Error> {
         let presented = auth::presented(&parts.headers)?.map(str::to_owned);
-        let (db, found) = app
-            .readers
-            .with_first(|mut db| {
-                let presented = presented.clone();
-                async move {
-                    let found = auth::lookup(&mut db, presented.as_deref()).await;
-                    (db, found)
+        // From memory only where a failure of the unchecked connection is answered again.
+        let attempt = parts.extensions.get::<Attempt>();
+        let remembered = match attempt {
+            Some(_) => app.tokens.get(presented.as_deref()).map_err(Some),
+            None => Err(None),
+        };
+        let (db, found) = match remembered {
+            Ok(found) => {
+                let db = app.readers.acquire().await?;
+                if let Some(attempt) = attempt {
+                    attempt.record(Risk::Remembered(app.readers.clone()), parts);
                 }
-            })
-            .await?;
+                (db, found)
+            }
+            Err(generation) => {
+                let (db, found) = app
+                    .readers
+                    .with_first(|mut db| {
+                        let presented = presented.clone();
+                        async move {
+                            let found = auth::lookup(&mut db, presented.as_deref()).await;
+                            (db, found)
+                        }
+                    })
+                    .await?;
+                if let Some(generation) = generation {
+                    app.tokens.keep(generation, presented.as_deref(), &found);
+                }
+                (db, found)
+            }
+        };
         let token_required = !app.config.listen.ip().is_loopback();
         let access = found.access(presented.is_some(), token_required)?;
         let db = if S::MAY_USE_REPLICA {

@@ -2,6 +2,7 @@
 //! answers for unmatched routes.
 
 pub mod accounts;
+pub mod again;
 pub mod events;
 pub mod extract;
 pub mod feed;
@@ -26,6 +27,7 @@ use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::error::Error;
 use crate::feed::Notifier;
@@ -62,6 +64,8 @@ pub struct Shared {
     pub verifier: Arc<Verifier>,
     /// News of new events, for long polls and streams.
     pub notifier: Notifier,
+    /// The token checks' answers, kept while the notifier listens.
+    pub tokens: Arc<TokenCache>,
     /// The follower of the whole feed behind every stream of this instance.
     pub tailer: stream::Tailer,
     /// Becomes true when the service is asked to stop: long polls answer and streams end then,

@@ -1,23 +1,18 @@
 //! Reading from the replica (SPEC §13): which routes may (those whose extractor is
 //! `Caller<Replica>`: status, history and accounts; ingest, the feed, the stream and token checks
-//! always use the primary), the header a reader sends to ask for the primary, and the retry on
-//! the primary of a read the replica failed. The replica's connections and back-off are
-//! [`crate::store::ReadReplica`]'s.
+//! always use the primary), and the header a reader sends to ask for the primary. A read the
+//! replica failed is answered again from the primary (`super::again`). The replica's connections
+//! and back-off are [`crate::store::ReadReplica`]'s.
 
-use std::sync::{Arc, Mutex};
-
-use axum::body::Body;
-use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::again::{Attempt, Risk};
 use crate::error::Error;
-use crate::store::{ReadConnection, ReadReplica};
+use crate::store::ReadConnection;
 
 /// The request header by which a reader asks for the primary: `Calry-Hooks-Read-From: primary`.
 pub const READ_FROM: &str = "calry-hooks-read-from";
@@ -97,7 +92,7 @@ pub(super) async fn connection(
     primary: ReadConnection,
 ) -> Result<ReadConnection, Error> {
     let read_from = ReadFrom::of(&parts.headers)?;
-    // No attempt to record: the route is not under `retry_on_primary`, or this is the retry.
+    // No attempt to record: the route is not under `answer_again`, or this is the second answer.
     let (Some(replica), ReadFrom::Replica, Some(attempt)) =
         (&app.replica, read_from, parts.extensions.get::<Attempt>())
     else {
@@ -109,7 +104,7 @@ pub(super) async fn connection(
     drop(primary);
     match replica.acquire().await {
         Some(db) => {
-            attempt.record(replica, parts);
+            attempt.record(Risk::Replica(replica.clone()), parts);
             app.metrics.query_read("replica");
             Ok(db)
         }
@@ -117,39 +112,5 @@ pub(super) async fn connection(
             app.metrics.query_read("primary");
             Ok(app.readers.acquire().await?)
         }
-    }
-}
-
-/// What a request under [`retry_on_primary`] needs to be answered again: the replica that took
-/// it, and the request as its routes saw it.
-#[derive(Clone, Default)]
-struct Attempt(Arc<Mutex<Option<(ReadReplica, Parts)>>>);
-
-impl Attempt {
-    fn record(&self, replica: &ReadReplica, parts: &Parts) {
-        let mut parts = parts.clone();
-        parts.extensions.remove::<Attempt>();
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((replica.clone(), parts));
-    }
-
-    fn take(&self) -> Option<(ReadReplica, Parts)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-/// Middleware of the routes that may read from the replica: a read the replica answered with a
-/// 5xx (it went away mid-way, or cancelled the statement for a conflict with its replay) is
-/// answered again from the primary, and the replica is left alone for a while. The routes are
-/// GETs: their request is their head.
-pub async fn retry_on_primary(mut request: Request, next: Next) -> Response {
-    let attempt = Attempt::default();
-    request.extensions_mut().insert(attempt.clone());
-    let response = next.clone().run(request).await;
-    match attempt.take() {
-        Some((replica, parts)) if response.status().is_server_error() => {
-            replica.failed(&format_args!("a read on it answered {}", response.status()));
-            next.run(Request::from_parts(parts, Body::empty())).await
-        }
-        _ => response,
     }
 }

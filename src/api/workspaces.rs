@@ -11,9 +11,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::again::answer_again;
 use super::extract::{AccountPath, Caller, WorkspacePath};
 use super::paging::{Page, Params, WorkspaceCursor, push_workspace_keyset};
-use super::replica::{ReadFromHeader, Replica, retry_on_primary};
+use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
 use crate::time::rfc3339;
@@ -23,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_workspaces))
         .routes(routes!(workspace_status))
         .routes(routes!(account_status))
-        .route_layer(axum::middleware::from_fn(retry_on_primary))
+        .route_layer(axum::middleware::from_fn(answer_again))
 }
 
 /// The current status of every integration account of a workspace.

@@ -19,6 +19,27 @@ async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// A token created or revoked takes effect on an instance as soon as it hears of it (a NOTIFY at
+/// commit): the answer to `path` once it has, within a second.
+async fn answered_soon(app: &TestApp, path: &str, token: Option<&str>, status: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let mut request = app.client.get(format!("{}{}", app.address, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answered = request.send().await.unwrap().status();
+        if answered == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} still answers {answered}, not {status}, a second after the token changed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 async fn two_workspaces(app: &TestApp) {
     for (id, ws) in [("hook-a", "A"), ("hook-b", "B")] {
         let response = app
@@ -102,6 +123,7 @@ async fn a_revoked_token_is_refused_at_once() {
         200
     );
     assert!(auth::revoke(&app.pool, created.id).await.unwrap());
+    answered_soon(&app, "/workspaces/A/status", Some(&created.token), 401).await;
     problem(
         get_with(&app, "/workspaces/A/status", &created.token).await,
         401,
@@ -111,6 +133,85 @@ async fn a_revoked_token_is_refused_at_once() {
         !auth::revoke(&app.pool, created.id).await.unwrap(),
         "revoked only once"
     );
+}
+
+/// The instance answers token checks from memory while it listens, and forgets them when it
+/// hears that a token changed or stops hearing at all. Shown by changing a token behind its back
+/// (the trigger that notifies disabled): the old answer stands until a notification comes, or
+/// until the listening connection is lost.
+#[tokio::test]
+async fn token_checks_are_remembered_until_a_token_changes_or_the_listener_is_lost() {
+    let app = spawn_app().await;
+    two_workspaces(&app).await;
+    let listening = || async {
+        sqlx::query_scalar::<_, i32>(
+            "select pid from pg_stat_activity
+             where application_name = 'calry-hooks listener' and query like '%calry_hooks_tokens%'
+               and state = 'idle' and datname = current_database()",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    // Behind the instance's back: the trigger that notifies it disabled meanwhile.
+    let unheard = |statement: String| {
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            for statement in [
+                "alter table tokens disable trigger tokens_changed",
+                &statement,
+                "alter table tokens enable trigger tokens_changed",
+            ] {
+                sqlx::query(statement).execute(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    };
+    for lost_listener in [false, true] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while listening().await.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the instance never listened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let token = format!("chk_unheard{lost_listener}");
+        unheard(format!(
+            "insert into tokens (name, token_hash, all_workspaces, workspaces)
+             values ('', sha256('{token}'), true, '{{}}')"
+        ))
+        .await;
+        answered_soon(&app, "/workspaces/A/status", Some(&token), 200).await;
+
+        unheard(format!(
+            "update tokens set revoked_at = now() where token_hash = sha256('{token}')"
+        ))
+        .await;
+        assert_eq!(
+            get_with(&app, "/workspaces/A/status", &token)
+                .await
+                .status(),
+            200,
+            "the answer is remembered: no statement checked the token again"
+        );
+        if lost_listener {
+            let pid = listening().await.unwrap();
+            sqlx::query("select pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        } else {
+            sqlx::query("select pg_notify('calry_hooks_tokens', '')")
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+        answered_soon(&app, "/workspaces/A/status", Some(&token), 401).await;
+    }
 }
 
 #[tokio::test]
@@ -124,6 +225,7 @@ async fn unauthenticated_queries_are_refused_once_a_token_exists_and_open_routes
     );
 
     auth::create(&app.pool, "", true, &[]).await.unwrap();
+    answered_soon(&app, "/workspaces/A/status", None, 401).await;
     for path in [
         "/workspaces",
         "/workspaces/A/status",

@@ -120,11 +120,16 @@ async fn queries_answer_at_once_after_the_database_drops_the_service_connections
             assert_eq!(app.get(path).await.status(), 200, "{path} before, {round}");
         }
         // What a restart or an administrator does to every connection, in use or idle. The
-        // query connections were used a moment ago, so none of them is pinged before reuse.
+        // query connections were used a moment ago, so none of them is pinged before reuse. In
+        // round 1 the instance's listening connection is spared: it then still answers token
+        // checks from memory, and a route's own statement is the first to meet a dead
+        // connection.
         let ended: i64 = sqlx::query_scalar(
             "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
-             where datname = current_database() and pid <> pg_backend_pid()) ended",
+             where datname = current_database() and pid <> pg_backend_pid()
+               and (application_name <> 'calry-hooks listener' or $1)) ended",
         )
+        .bind(round != 1)
         .fetch_one(&app.pool)
         .await
         .unwrap();
