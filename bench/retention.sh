@@ -11,6 +11,8 @@
 #   --days D           days they are spread over, ending now [DAYS, default 120]
 #   --duration SECS    seconds of ingest; the prune starts a third of the way in [DURATION, 20]
 #   --concurrency C    load generator workers [CONCURRENCY, default 64]
+#   --rate R           deliveries/s, paced; unset: as fast as answered (saturated: p99 is then
+#                      mostly the queue of C requests, with or without a prune) [RATE]
 #   --keep             keep the temporary directory [KEEP=1]
 #   --no-build         use the binaries already in target/bench [NO_BUILD=1]
 #
@@ -26,6 +28,7 @@ PREFILL=${PREFILL:-3000000}
 DAYS=${DAYS:-120}
 DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-64}
+RATE=${RATE:-}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 PORT=${PORT:-18083}
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
         --days) DAYS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --concurrency) CONCURRENCY=$2; shift ;;
+        --rate) RATE=$2; shift ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -68,7 +72,9 @@ echo "oldest partition: $PARTITION, $ROWS events, $SIZE; prune --older-than ${AG
 (cd "$WORK" && DATABASE_URL=$(db_url $DB) CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
     exec "$BIN" serve >"$WORK/service.log" 2>&1) &
 SERVICE_PID=$!
-"$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c "$CONCURRENCY" -d "$DURATION" --warmup 2 \
+PACE=()
+[ -n "$RATE" ] && PACE=(--rate "$RATE")
+"$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c "$CONCURRENCY" -d "$DURATION" --warmup 2 "${PACE[@]}" \
     --database-url "$(db_url $DB)" --verify sql-stored --service-pid "$SERVICE_PID" \
     --postgres-pid "$POSTMASTER_PID" \
     --label "ingest while a month is removed" >"$WORK/loadgen.json" 2>"$WORK/loadgen.log" &
@@ -86,4 +92,4 @@ wait "$LOADGEN_PID" || echo "bench/retention.sh: loadgen failed" >&2
 cat "$WORK/loadgen.log" >&2
 kill -TERM "$SERVICE_PID"; wait "$SERVICE_PID" || true; SERVICE_PID=
 echo
-echo "prune of $PARTITION ($ROWS events, $SIZE) while ingest ran at c=$CONCURRENCY: ${ELAPSED}s wall (the process, connecting included); it started about second $SECOND of the measured part"
+echo "prune of $PARTITION ($ROWS events, $SIZE) while ingest ran at c=$CONCURRENCY${RATE:+, $RATE/s}: ${ELAPSED}s wall (the process, connecting included); it started about second $SECOND of the measured part"

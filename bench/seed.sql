@@ -75,7 +75,8 @@ from (
                       'sync.complete', 'sync.error', 'sync.paused'])[1 + t] as event_type,
                date_trunc('milliseconds',
                           now() - make_interval(days => :days)
-                          + (g - 1) * (make_interval(days => :days) - interval '1 minute') / :events)
+                          -- in seconds: (g - 1) times an interval overflows past 2^31 days
+                          + make_interval(secs => (g - 1) * ((:days * 86400.0 - 60) / :events)))
                    as at
         from generate_series(1::bigint, :events) as g,
              lateral (select abs(hashint8(g)) % :workspaces as w,
