@@ -445,6 +445,27 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     for route in routes {
         before.push(app.get_json(route).await);
     }
+    let feed = |after: Option<String>| {
+        let app = &app;
+        async move {
+            let path = match after {
+                Some(after) => format!("/feed?after={after}"),
+                None => "/feed".to_owned(),
+            };
+            let page = app.get_json(&path).await;
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| {
+                    let id = item["hookId"].as_str().unwrap().to_owned();
+                    (id, item["position"].as_str().unwrap().to_owned())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let positions = feed(None).await;
+    assert_eq!(positions.len(), bodies.len());
 
     let cut = "2026-09-15T00:00:00Z".parse().unwrap();
     let removed = store::partitions::remove_before(&app.pool, cut, true)
@@ -465,6 +486,25 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     for hook in ["aug-0", "sep-0"] {
         assert_eq!(app.get(&format!("/events/{hook}")).await.status(), 404);
     }
+    // The feed keeps its order and positions: from the beginning it starts at what is kept, and
+    // a consumer whose position lies in removed history goes on with the next event kept.
+    let kept: Vec<_> = positions
+        .iter()
+        .filter(|(id, _)| left.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(feed(None).await, kept);
+    let first_removed = positions.iter().position(|(id, _)| id == "aug-0").unwrap();
+    assert_eq!(
+        feed(Some(positions[first_removed].1.clone())).await,
+        positions[first_removed + 1..]
+            .iter()
+            .filter(|(id, _)| left.contains(id))
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(feed(Some(kept[0].1.clone())).await, kept[1..]);
     // A second run finds nothing more.
     let again = store::partitions::remove_before(&app.pool, cut, true)
         .await
