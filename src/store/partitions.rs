@@ -65,6 +65,9 @@ struct Partition {
     from: Option<DateTime<Utc>>,
     to: DateTime<Utc>,
     rows: f32,
+    /// A removal detached it half-way: the process stopped while the detach waited for older
+    /// transactions. No new query sees its rows any more.
+    pending: bool,
 }
 
 async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
@@ -72,7 +75,8 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
         r"select c.relname::text as name,
                  substring(b.bound from $$FROM \('([^']*)'\)$$)::timestamptz as from,
                  substring(b.bound from $$TO \('([^']*)'\)$$)::timestamptz as to,
-                 c.reltuples as rows
+                 c.reltuples as rows,
+                 i.inhdetachpending as pending
           from pg_inherits i
           join pg_class c on c.oid = i.inhrelid
           cross join lateral (select pg_get_expr(c.relpartbound, c.oid) as bound) b
@@ -86,7 +90,8 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
 /// Removes exactly the events received before `cut` (SPEC §13): drops every partition that lies
 /// wholly before it, and with `straddling` also deletes, in small transactions, the rows before
 /// it in the partition it falls inside. A partition is first detached `concurrently`, which
-/// never holds a lock that stops ingest or queries, then dropped as a table of its own.
+/// never holds a lock that stops ingest or queries, then dropped as a table of its own; one an
+/// earlier removal left detached half-way is finished whatever the cut.
 /// `hook_ids`, the status tables, the timelines and `lastEventAt` are left alone.
 pub async fn remove_before(
     db: &PgPool,
@@ -95,14 +100,17 @@ pub async fn remove_before(
 ) -> Result<Removed, sqlx::Error> {
     let mut removed = Removed::default();
     for partition in partitions(db).await? {
-        if partition.to <= cut {
+        if partition.to <= cut || partition.pending {
             let name = super::quote_ident(&partition.name);
+            let how = if partition.pending {
+                "finalize"
+            } else {
+                "concurrently"
+            };
             let started = std::time::Instant::now();
-            sqlx::raw_sql(&format!(
-                "alter table events detach partition {name} concurrently"
-            ))
-            .execute(db)
-            .await?;
+            sqlx::raw_sql(&format!("alter table events detach partition {name} {how}"))
+                .execute(db)
+                .await?;
             let detached = started.elapsed();
             sqlx::raw_sql(&format!("drop table {name}"))
                 .execute(db)

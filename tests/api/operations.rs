@@ -566,6 +566,85 @@ async fn retention_drops_the_months_wholly_older_than_it() {
     assert_eq!(count, 0);
 }
 
+/// A removal whose detach was stopped half-way (the detach waits for older transactions; the
+/// process may be stopped meanwhile) leaves the partition pending detach; the next removal
+/// finishes it, whatever its cut, instead of failing on it for ever.
+#[tokio::test]
+async fn a_removal_stopped_half_way_is_finished_by_the_next() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    sqlx::query("select ensure_event_partitions('2025-01-01', '2025-02-01')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, event_type, occurred_at, received_at,
+                             signature_verified, payload)
+         values ('jan', 'w', 'x.y', '2025-01-15', '2025-01-15', false, '{}'),
+                ('feb', 'w', 'x.y', '2025-02-15', '2025-02-15', false, '{}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // An older transaction the detach has to wait for.
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("select count(*) from events")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let removal = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let cut = "2025-02-01T00:00:00Z".parse().unwrap();
+            store::partitions::remove_before(&pool, cut, false).await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cancelled: Option<bool> = sqlx::query_scalar(
+            "select pg_cancel_backend(pid) from pg_stat_activity
+             where query like 'alter table events detach partition%' and wait_event_type = 'Lock'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if cancelled == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the detach never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(removal.await.unwrap().is_err(), "the detach was cancelled");
+    older.commit().await.unwrap();
+    let pending: Vec<String> = sqlx::query_scalar(
+        "select inhrelid::regclass::text from pg_inherits
+         where inhparent = 'events'::regclass and inhdetachpending",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, ["events_202501"]);
+
+    // A later removal with a cut before that month still finishes it.
+    let cut = "2024-06-01T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&pool, cut, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.partitions, ["events_202501"]);
+    let left: Vec<String> = sqlx::query_scalar("select hook_id from events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["feb"]);
+    let table: Option<String> = sqlx::query_scalar("select to_regclass('events_202501')::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(table, None);
+    pool.close().await;
+    drop(db);
+}
+
 #[tokio::test]
 async fn a_pruned_event_keeps_its_idempotency_answers() {
     let app = spawn_app().await;
