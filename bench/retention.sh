@@ -13,6 +13,11 @@
 #   --concurrency C    load generator workers [CONCURRENCY, default 64]
 #   --rate R           deliveries/s, paced; unset: as fast as answered (saturated: p99 is then
 #                      mostly the queue of C requests, with or without a prune) [RATE]
+#   --data DIR         use the cluster kept in DIR (bench/years.sh --data, or an earlier run
+#                      with --data), kept afterwards [BENCH_DATA]
+#   --database NAME    the database to prune; one that exists already is used as it is, not
+#                      seeded (e.g. --data /work/bench-data/years --database large: a month of
+#                      the 30M-event store) [DB, default retention]
 #   --keep             keep the temporary directory [KEEP=1]
 #   --no-build         use the binaries already in target/bench [NO_BUILD=1]
 #
@@ -29,6 +34,7 @@ DAYS=${DAYS:-120}
 DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-64}
 RATE=${RATE:-}
+DB=${DB:-retention}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 PORT=${PORT:-18083}
@@ -40,6 +46,8 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift ;;
         --concurrency) CONCURRENCY=$2; shift ;;
         --rate) RATE=$2; shift ;;
+        --data) BENCH_DATA=$2; shift ;;
+        --database) DB=$2; shift ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -50,12 +58,15 @@ done
 
 source "$ROOT/bench/lib.sh"
 bench_postgres calry-retention
-DB=retention
-psql_ -d postgres -c "create database $DB"
-(cd "$WORK" && DATABASE_URL=$(db_url $DB) "$BIN" migrate >"$WORK/migrate.log" 2>&1)
-log "seeding $PREFILL events over $DAYS days"
-psql_ -d $DB -v events="$PREFILL" -v workspaces=10000 -v accounts=10 -v days="$DAYS" \
-    -f "$ROOT/bench/seed.sql" >"$WORK/seed.log" 2>&1 || { cat "$WORK/seed.log" >&2; exit 1; }
+if [ -n "$(psql_ -d postgres -At -c "select 1 from pg_database where datname = '$DB'")" ]; then
+    log "database $DB exists: pruning it as it is"
+else
+    psql_ -d postgres -c "create database $DB"
+    (cd "$WORK" && DATABASE_URL=$(db_url $DB) "$BIN" migrate >"$WORK/migrate.log" 2>&1)
+    log "seeding $PREFILL events over $DAYS days"
+    psql_ -d $DB -v events="$PREFILL" -v workspaces=10000 -v accounts=10 -v days="$DAYS" \
+        -f "$ROOT/bench/seed.sql" >"$WORK/seed.log" 2>&1 || { cat "$WORK/seed.log" >&2; exit 1; }
+fi
 psql_ -d postgres -c checkpoint
 
 # The oldest partition holding events, and the age that puts the cut at its end.

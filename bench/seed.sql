@@ -129,7 +129,8 @@ vacuum (analyze) accounts;
 vacuum (analyze) state_changes;
 
 select count(*) as events,
-       pg_size_pretty(pg_total_relation_size('events')) as events_size,
+       (select pg_size_pretty(sum(pg_total_relation_size(relid)))
+        from pg_partition_tree('events') where isleaf) as events_size,
        (select count(*) from latest_events) as status_rows,
        (select count(*) from workspaces) as workspaces,
        (select count(*) from accounts) as accounts,
