@@ -383,15 +383,18 @@ async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
         .execute(&app.pool)
         .await
         .unwrap();
-    sqlx::query(
+    for statement in [
         "update events set received_at = $1::timestamptz, last_received_at = $1::timestamptz
          where hook_id = any($2)",
-    )
-    .bind(at)
-    .bind(hooks)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+        "update hook_ids set received_at = $1::timestamptz where hook_id = any($2)",
+    ] {
+        sqlx::query(statement)
+            .bind(at)
+            .bind(hooks)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
