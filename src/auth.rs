@@ -107,8 +107,15 @@ impl Lookup {
 }
 
 /// The channel a trigger on `tokens` notifies whenever a token is created, revoked or deleted
-/// (migration 0007), from any process.
+/// (migration 0007), from any process; the payload is the changing transaction's id.
 pub const CHANNEL: &str = "calry_hooks_tokens";
+
+/// The channel on which each instance answers a notification on [`CHANNEL`] (with its payload)
+/// once it has forgotten what it remembered.
+pub const HEARD: &str = "calry_hooks_tokens_heard";
+
+/// How long [`create`] and [`revoke`] wait for every listening instance to answer.
+const HEARD_WITHIN: Duration = Duration::from_secs(5);
 
 /// How long a remembered answer is used at most, even when no notification came (a connection
 /// that died without an error would otherwise keep a revoked token alive).
@@ -238,6 +245,62 @@ impl fmt::Debug for NewToken {
     }
 }
 
+/// Runs `query` (one change to `tokens`) and returns once every instance that listens on this
+/// database has answered that it forgot what it remembered, so that the change counts at once,
+/// everywhere, when this returns (SPEC §3.2). An instance that does not answer within
+/// [`HEARD_WITHIN`] is not waited for longer (it forgets within 5 s in any case).
+async fn change_heard_everywhere<'q, T>(
+    pool: &PgPool,
+    query: sqlx::query::QueryScalar<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(HEARD).await?;
+    // One transaction, for its id (the notification's payload) and the instances listening.
+    sqlx::raw_sql("begin").execute(&mut listener).await?;
+    let changed = async {
+        let changed = query.fetch_optional(&mut listener).await?;
+        let (txid, waiting): (String, Vec<i32>) = sqlx::query_as(
+            "select txid_current()::text, coalesce(array_agg(pid), '{}') from pg_stat_activity
+             where application_name = 'calry-hooks listener' and datname = current_database()",
+        )
+        .fetch_one(&mut listener)
+        .await?;
+        sqlx::raw_sql("commit").execute(&mut listener).await?;
+        Ok((changed, txid, waiting))
+    }
+    .await;
+    let (changed, txid, mut waiting) = match changed {
+        Ok(done) => done,
+        Err(err) => {
+            // The connection goes back to its pool: not in the middle of a transaction.
+            let _ = sqlx::raw_sql("rollback").execute(&mut listener).await;
+            return Err(err);
+        }
+    };
+    let deadline = tokio::time::Instant::now() + HEARD_WITHIN;
+    while !waiting.is_empty() {
+        match tokio::time::timeout_at(deadline, listener.recv()).await {
+            Ok(Ok(heard)) if heard.payload() == txid => {
+                waiting.retain(|pid| *pid as u32 != heard.process_id());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                tracing::warn!(
+                    instances = waiting.len(),
+                    "not every instance said it heard of the token change; it counts there \
+                     within 5 s"
+                );
+                break;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Creates a token for `workspaces`, or for every workspace.
 pub async fn create(
     pool: &PgPool,
@@ -251,16 +314,17 @@ pub async fn create(
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let id = sqlx::query_scalar(
+    let insert = sqlx::query_scalar(
         "insert into tokens (name, token_hash, all_workspaces, workspaces)
          values ($1, $2, $3, $4) returning id",
     )
     .bind(name)
     .bind(hash(&token))
     .bind(all_workspaces)
-    .bind(workspaces)
-    .fetch_one(pool)
-    .await?;
+    .bind(workspaces);
+    let id = change_heard_everywhere(pool, insert)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
     Ok(NewToken { id, token })
 }
 
@@ -307,12 +371,12 @@ pub async fn list(pool: &PgPool) -> Result<Vec<TokenInfo>, sqlx::Error> {
 
 /// Revokes a live token; `false` when there is no live token with this id.
 pub async fn revoke(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
-    let done =
-        sqlx::query("update tokens set revoked_at = now() where id = $1 and revoked_at is null")
-            .bind(id)
-            .execute(pool)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    let update = sqlx::query_scalar(
+        "update tokens set revoked_at = now() where id = $1 and revoked_at is null returning id",
+    )
+    .bind(id);
+    let revoked: Option<i64> = change_heard_everywhere(pool, update).await?;
+    Ok(revoked.is_some())
 }
 
 #[cfg(test)]

@@ -86,6 +86,15 @@ async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>, tokens: &T
             match listener.try_recv().await {
                 Ok(Some(notification)) if notification.channel() == auth::CHANNEL => {
                     tokens.forget(true);
+                    // Forgotten: the token command that made the change may return.
+                    let heard = sqlx::query("select pg_notify($1, $2)")
+                        .bind(auth::HEARD)
+                        .bind(notification.payload())
+                        .execute(&mut listener)
+                        .await;
+                    if let Err(err) = heard {
+                        tracing::warn!(error = %err, "cannot say a token change was heard");
+                    }
                 }
                 Ok(Some(_)) => bump(),
                 // The connection was lost; something may have been missed meanwhile. Listen
