@@ -554,7 +554,8 @@ reference as (
            e.hook_id is null and k.hook_id is not null as removed, k.digest
     from first f
     left join hook_ids k on k.hook_id = f.hook_id
-    left join events e on e.hook_id = f.hook_id and k.hook_id is not null
+    -- received_at too: one partition is searched (pruned at run time), not every one.
+    left join events e on e.hook_id = k.hook_id and e.received_at = k.received_at
 ),
 compared as (
     select i.ord, i.hook_id, r.stored,
@@ -598,8 +599,8 @@ redelivered as (
 redelivered_kept as (
     update events e
     set delivery_count = e.delivery_count + n.count, last_received_at = now()
-    from repeats n
-    where e.hook_id = n.hook_id
+    from repeats n join hook_ids k on k.hook_id = n.hook_id
+    where e.hook_id = n.hook_id and e.received_at = k.received_at
 ),
 latest as (
     insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
