@@ -528,8 +528,9 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     }
 }
 
-#[tokio::test]
-async fn retention_drops_the_months_wholly_older_than_it() {
+/// A new store with one event received in January 2025 (`jan`) and one in February (`feb`), in
+/// partitions of their own.
+async fn a_store_with_events_in_january_and_february_2025() -> (TestDb, sqlx::PgPool) {
     let db = TestDb::create().await;
     let pool = db.pool().await;
     sqlx::query("select ensure_event_partitions('2025-01-01', '2025-02-01')")
@@ -545,6 +546,12 @@ async fn retention_drops_the_months_wholly_older_than_it() {
     .execute(&pool)
     .await
     .unwrap();
+    (db, pool)
+}
+
+#[tokio::test]
+async fn retention_drops_the_months_wholly_older_than_it() {
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
     let mut config = Config::defaults();
     config.retention = Some(chrono::TimeDelta::days(90));
     let app = serve(App::new(pool.clone(), config).unwrap(), pool, Some(db)).await;
@@ -574,21 +581,7 @@ async fn retention_drops_the_months_wholly_older_than_it() {
 /// finishes it, whatever its cut, instead of failing on it for ever.
 #[tokio::test]
 async fn a_removal_stopped_half_way_is_finished_by_the_next() {
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    sqlx::query("select ensure_event_partitions('2025-01-01', '2025-02-01')")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into events (hook_id, workspace_id, event_type, occurred_at, received_at,
-                             signature_verified, payload)
-         values ('jan', 'w', 'x.y', '2025-01-15', '2025-01-15', false, '{}'),
-                ('feb', 'w', 'x.y', '2025-02-15', '2025-02-15', false, '{}')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
     // An older transaction the detach has to wait for.
     let mut older = pool.begin().await.unwrap();
     sqlx::query("select count(*) from events")
