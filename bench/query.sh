@@ -8,12 +8,16 @@
 #      each p99 within 1.5× of status's, printed under its table);
 #   2. each query alone at the same concurrency;
 #   3. the floor: PostgreSQL alone, pgbench running the routes' own statements
-#      (bench/pgbench-query/*.sql) mixed at the same concurrency, no HTTP and no service between.
+#      (bench/pgbench-query/*.sql) mixed at the same concurrency, no HTTP and no service between;
+#   with --paced RATE, also (issue 16) the four queries mixed in open loop: RATE queries/s sent on
+#   a fixed schedule whatever the answers do, latency counted from each query's scheduled time
+#   (targets: status p99 ≤ 5 ms, first and deep page ≤ 10 ms, by id ≤ 3 ms).
 #
 #   bench/query.sh                  # 10M events (seeding takes minutes), 20 s per measurement
 #   bench/query.sh --events 1000000 --duration 10
 #   bench/query.sh --concurrency "16 1"   # the same store at several concurrencies
 #   bench/query.sh --repeat 3             # each measurement 3 times, medians in the table
+#   bench/query.sh --mixed-only --paced 1000   # closed-loop mixes and the open loop at 1,000/s
 #
 # Options (environment variables in brackets):
 #   --events N          events to seed [EVENTS, default 10000000]
@@ -23,6 +27,9 @@
 #   --ingest-rate R     deliveries/s sent meanwhile [INGEST_RATE, default 1000]
 #   --deep-pages N      the deep page is the one after N pages of 50 [DEEP_PAGES, default 10]
 #   --mixed-only        skip measurements 2 and 3 [MIXED_ONLY=1]
+#   --paced RATE        add the open-loop mix at RATE queries/s to every round (over 64
+#                       connections opened beforehand, more if all are busy)
+#                       [PACED, default unset: none]
 #   --repeat N          take every measurement N times (the floor first in every other round);
 #                       the table gives medians and the range of p99 [REPEAT, default 1]
 #   --results FILE      where the JSON line goes [RESULTS, default
@@ -43,6 +50,8 @@ CONCURRENCY=${CONCURRENCY:-16}
 INGEST_RATE=${INGEST_RATE:-1000}
 DEEP_PAGES=${DEEP_PAGES:-10}
 MIXED_ONLY=${MIXED_ONLY:-0}
+PACED=${PACED:-}
+PACED_CONNECTIONS=64
 REPEAT=${REPEAT:-1}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
@@ -59,6 +68,7 @@ while [ $# -gt 0 ]; do
         --ingest-rate) INGEST_RATE=$2; shift ;;
         --deep-pages) DEEP_PAGES=$2; shift ;;
         --mixed-only) MIXED_ONLY=1 ;;
+        --paced) PACED=$2; shift ;;
         --repeat) REPEAT=$2; shift ;;
         --results) RESULTS=$2; shift ;;
         --keep) KEEP=1 ;;
@@ -89,13 +99,15 @@ log "calry-hooks on the seeded store"
 (cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
     exec "$BIN" serve >"$WORK/service.log" 2>&1) &
 SERVICE_PID=$!
+# query C KINDS LABEL [LOADGEN ARGS…]
 query() {
     local c=$1 kinds=$2 label=$3
+    shift 3
     "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" --kinds "$kinds" \
         --ingest-rate "$INGEST_RATE" --deep-pages "$DEEP_PAGES" --workspaces $WORKSPACES \
         --accounts $ACCOUNTS --database-url "$URL" --service-pid "$SERVICE_PID" \
         --postgres-pid "$POSTMASTER_PID" --label "$label, $EVENTS events seeded" \
-        --json-out "$RESULTS" >/dev/null
+        --json-out "$RESULTS" "$@" >/dev/null
 }
 
 if [ "$MIXED_ONLY" != 1 ]; then
@@ -108,6 +120,12 @@ service_measurements() {
     log "loadgen query: c=$c, status and /accounts?syncState=error (first and deep page) mixed, \
 ingest $INGEST_RATE/s, ${DURATION}s$run"
     query "$c" status,accounts-first-page,accounts-deep-page "query c=$c status and accounts"
+    if [ -n "$PACED" ]; then
+        log "loadgen query: the four queries mixed, open loop at $PACED/s, ingest \
+$INGEST_RATE/s, ${DURATION}s$run"
+        query $PACED_CONNECTIONS status,first-page,deep-page,by-id "query open loop $PACED/s mixed" \
+            --rate "$PACED"
+    fi
     [ "$MIXED_ONLY" = 1 ] && return
     for kind in status first-page deep-page by-id; do
         log "loadgen query: c=$c, $kind alone, ingest $INGEST_RATE/s, ${DURATION}s$run"

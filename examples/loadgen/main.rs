@@ -87,8 +87,12 @@ pub(crate) enum Command {
     /// the mix, alone, and for PostgreSQL alone (pgbench with the same statements).
     QueryTable(TableArgs),
     /// Query latency (status, history first page, a deep history page through the cursor, event
-    /// by id) at a fixed concurrency while ingest runs at a fixed rate.
+    /// by id) at a fixed concurrency, or at a fixed rate (`--rate`), while ingest runs at a fixed
+    /// rate.
     Query(QueryArgs),
+    /// Print the table of `bench/growth.sh` from its JSON lines: each workspace's routes, p50 /
+    /// p99 and answer bytes.
+    GrowthTable(TableArgs),
     /// The stream benchmark (issue 13): stream clients on one instance while ingest runs, the
     /// latency from `201` to each client, the service's memory, ingest at c with clients against
     /// without, and a `/feed` follower.
@@ -203,9 +207,15 @@ pub(crate) struct QueryArgs {
     /// Base URL of the service.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub(crate) url: String,
-    /// Concurrent query workers, each with one keep-alive connection.
+    /// Concurrent query workers, each with one keep-alive connection; with --rate, the
+    /// connections opened beforehand (more are opened when all are busy).
     #[arg(short = 'c', long, default_value_t = 16)]
     pub(crate) concurrency: u32,
+    /// Open loop: queries per second in all, sent on a fixed schedule (the kinds in turn),
+    /// whether or not earlier ones were answered; latency counts from the scheduled time.
+    /// Unset: closed loop, each worker sends when its previous query was answered.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
     /// Seconds of measured load.
     #[arg(short = 'd', long, default_value_t = 20.0)]
     pub(crate) duration: f64,
@@ -234,6 +244,10 @@ pub(crate) struct QueryArgs {
     /// The queries each worker sends, in turn (comma-separated; default: all four, mixed).
     #[arg(long, value_delimiter = ',', default_values = ["status", "first-page", "deep-page", "by-id"])]
     pub(crate) kinds: Vec<Kind>,
+    /// Ask status and history pages of this workspace only (its full id), e.g. one of
+    /// bench/growth.sql's; ingest still goes to the --workspaces numbered ones.
+    #[arg(long)]
+    pub(crate) workspace_id: Option<String>,
     /// Workspaces whose deep-page cursor is prepared before the measured part.
     #[arg(long, default_value_t = 200)]
     pub(crate) samples: u32,
@@ -292,6 +306,7 @@ fn main() -> Result<(), BoxError> {
             Command::Pgbench(args) => pgbench(args).await,
             Command::Table(args) => table(&args.results),
             Command::QueryTable(args) => query_table(&args.results),
+            Command::GrowthTable(args) => growth_table(&args.results),
             Command::Query(args) => query(args).await,
             Command::Stream(args) => stream(args).await,
             Command::BatchScript(args) => batch_script(args),

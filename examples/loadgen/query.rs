@@ -48,14 +48,12 @@ impl Kind {
     }
 }
 
-pub(crate) fn history_path(w: u64, limit: u32, cursor: Option<&str>) -> String {
+/// A page of workspace `ws`'s history.
+pub(crate) fn history_path(ws: &str, limit: u32, cursor: Option<&str>) -> String {
     // Cursors are URL-safe base64: no escaping needed.
     match cursor {
-        Some(c) => format!(
-            "/workspaces/{}/events?limit={limit}&cursor={c}",
-            workspace_id(w)
-        ),
-        None => format!("/workspaces/{}/events?limit={limit}", workspace_id(w)),
+        Some(c) => format!("/workspaces/{ws}/events?limit={limit}&cursor={c}"),
+        None => format!("/workspaces/{ws}/events?limit={limit}"),
     }
 }
 
@@ -82,23 +80,82 @@ pub(crate) async fn get(
 /// What the query workers ask for: workspaces with a prepared deep cursor, and hook ids.
 pub(crate) struct QueryPlan {
     pub(crate) kinds: Vec<Kind>,
-    pub(crate) deep: Vec<(u64, String)>,
+    pub(crate) deep: Vec<(String, String)>,
     /// Cursors of `/accounts?syncState=error` pages at `--deep-pages` pages deep or more.
     pub(crate) accounts_deep: Vec<String>,
     pub(crate) ids: Vec<String>,
     pub(crate) workspaces: u64,
+    /// `--workspace-id`: the one workspace status and history pages ask for.
+    pub(crate) workspace: Option<String>,
     pub(crate) limit: u32,
     pub(crate) token: Option<String>,
     pub(crate) stop_at: Instant,
+}
+
+/// The workspace of the next status, first page or deep cursor: `--workspace-id`, else a random
+/// one of the `workspaces` numbered ones.
+fn pick_workspace(fixed: &Option<String>, workspaces: u64, rng: &mut Rng) -> String {
+    match fixed {
+        Some(ws) => ws.clone(),
+        None => workspace_id(rng.below(workspaces)),
+    }
+}
+
+impl QueryPlan {
+    fn workspace(&self, rng: &mut Rng) -> String {
+        pick_workspace(&self.workspace, self.workspaces, rng)
+    }
+
+    /// The path of the next query of this kind.
+    fn path(&self, kind: Kind, rng: &mut Rng) -> String {
+        let mut pick = |n: usize| rng.below(n as u64) as usize;
+        match kind {
+            Kind::Status => format!("/workspaces/{}/status", self.workspace(rng)),
+            Kind::FirstPage => history_path(&self.workspace(rng), self.limit, None),
+            Kind::DeepPage => {
+                let (ws, cursor) = &self.deep[pick(self.deep.len())];
+                history_path(ws, self.limit, Some(cursor))
+            }
+            Kind::ById => format!("/events/{}", self.ids[pick(self.ids.len())]),
+            Kind::AccountsFirstPage => accounts_path(self.limit, None),
+            Kind::AccountsDeepPage => accounts_path(
+                self.limit,
+                Some(&self.accounts_deep[pick(self.accounts_deep.len())]),
+            ),
+        }
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct QueryLog {
     pub(crate) latencies: [Vec<u32>; KINDS.len()],
     pub(crate) statuses: [BTreeMap<u16, u64>; KINDS.len()],
+    /// Body bytes of the answers, summed.
+    pub(crate) bytes: [u64; KINDS.len()],
+    /// Open loop: how long after its scheduled time each request was sent, in microseconds.
+    pub(crate) late: Vec<u32>,
     pub(crate) last_done: Option<Instant>,
 }
 
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+impl QueryLog {
+    /// One answer (or transport error: status 0), its latency counted from `since`.
+    fn record(&mut self, kind: Kind, since: Instant, answer: &Result<Answer, BoxError>) -> u16 {
+        let done = Instant::now();
+        let k = kind as usize;
+        let status = answer.as_ref().map_or(0, |a| a.status);
+        self.latencies[k].push(micros(done - since));
+        *self.statuses[k].entry(status).or_default() += 1;
+        self.bytes[k] += answer.as_ref().map_or(0, |a| a.body.len() as u64);
+        self.last_done = Some(done);
+        status
+    }
+}
+
+/// Closed loop: the worker sends its next query when the previous one was answered.
 pub(crate) async fn query_worker(plan: Arc<QueryPlan>, worker: u32, mut conn: Conn) -> QueryLog {
     let mut log = QueryLog::default();
     let mut rng = Rng::new(0x9e77 ^ u64::from(worker));
@@ -109,41 +166,87 @@ pub(crate) async fn query_worker(plan: Arc<QueryPlan>, worker: u32, mut conn: Co
             break;
         }
         let kind = plan.kinds[i % plan.kinds.len()];
-        let k = kind as usize;
         i += 1;
-        let path = match kind {
-            Kind::Status => format!(
-                "/workspaces/{}/status",
-                workspace_id(rng.below(plan.workspaces))
-            ),
-            Kind::FirstPage => history_path(rng.below(plan.workspaces), plan.limit, None),
-            Kind::DeepPage => {
-                let (w, cursor) = &plan.deep[rng.below(plan.deep.len() as u64) as usize];
-                history_path(*w, plan.limit, Some(cursor))
-            }
-            Kind::ById => format!(
-                "/events/{}",
-                plan.ids[rng.below(plan.ids.len() as u64) as usize]
-            ),
-            Kind::AccountsFirstPage => accounts_path(plan.limit, None),
-            Kind::AccountsDeepPage => accounts_path(
-                plan.limit,
-                Some(&plan.accounts_deep[rng.below(plan.accounts_deep.len() as u64) as usize]),
-            ),
-        };
-        let status = match get(&mut conn, &path, plan.token.as_deref()).await {
-            Ok(a) => a.status,
-            Err(_) => 0,
-        };
-        let done = Instant::now();
-        log.latencies[k].push((done - t0).as_micros().min(u128::from(u32::MAX)) as u32);
-        *log.statuses[k].entry(status).or_default() += 1;
-        log.last_done = Some(done);
-        if status == 0 {
+        let path = plan.path(kind, &mut rng);
+        let answer = get(&mut conn, &path, plan.token.as_deref()).await;
+        if log.record(kind, t0, &answer) == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     log
+}
+
+/// Connections the open loop may open at most (the service's cap is 1,024 by default).
+const OPEN_LOOP_MAX_CONNECTIONS: usize = 512;
+
+/// Open loop (issue 16): query n is due at `start + n / rate`, whether or not the ones before
+/// were answered, and its latency counts from that time, so a slow answer cannot hide the ones
+/// it would have held up (coordinated omission). A thread of its own keeps the schedule (tokio's
+/// timers round up to the millisecond); each query is a task on an idle connection of a pool that
+/// grows when all are busy. Returns the log and the connections opened during the run.
+async fn open_loop(
+    plan: Arc<QueryPlan>,
+    rate: f64,
+    start: Instant,
+    conns: Vec<Conn>,
+    target: Target,
+) -> (QueryLog, usize) {
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let stop_at = plan.stop_at;
+    std::thread::spawn(move || {
+        for n in 0usize.. {
+            let due = start + Duration::from_secs_f64(n as f64 / rate);
+            if due >= stop_at {
+                break;
+            }
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if due_tx.send((n, due)).is_err() {
+                break;
+            }
+        }
+    });
+    let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel::<Conn>();
+    let mut pool = conns.len();
+    for c in conns {
+        let _ = idle_tx.send(c);
+    }
+    let log = Arc::new(std::sync::Mutex::new(QueryLog::default()));
+    let mut rng = Rng::new(0x09e7);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut opened = 0;
+    while let Some((n, due)) = due_rx.recv().await {
+        while tasks.try_join_next().is_some() {}
+        let mut conn = match idle_rx.try_recv() {
+            Ok(c) => c,
+            Err(_) if pool < OPEN_LOOP_MAX_CONNECTIONS => {
+                pool += 1;
+                opened += 1;
+                Conn::new(target.clone())
+            }
+            // Every connection busy: wait for one (the wait counts in the latency).
+            Err(_) => idle_rx
+                .recv()
+                .await
+                .expect("the pool's sender is held here"),
+        };
+        let kind = plan.kinds[n % plan.kinds.len()];
+        let path = plan.path(kind, &mut rng);
+        let (plan, log, idle_tx) = (plan.clone(), log.clone(), idle_tx.clone());
+        tasks.spawn(async move {
+            let late = micros(Instant::now() - due);
+            let answer = get(&mut conn, &path, plan.token.as_deref()).await;
+            let mut log = log.lock().expect("not poisoned");
+            log.record(kind, due, &answer);
+            log.late.push(late);
+            let _ = idle_tx.send(conn);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let log = std::mem::take(&mut *log.lock().expect("not poisoned"));
+    (log, opened)
 }
 
 pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
@@ -152,28 +255,37 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
     let token = args.token.as_deref();
 
     // Preparation (not measured): deep cursors by walking pages, and hook ids to look up.
+    let wants = |k: Kind| args.kinds.contains(&k);
+    // With --workspace-id there is one deep page to prepare; without deep pages or ids, none.
+    let samples = match (
+        &args.workspace_id,
+        wants(Kind::DeepPage) || wants(Kind::ById),
+    ) {
+        (_, false) => 0,
+        (Some(_), true) => 1,
+        (None, true) => args.samples,
+    };
     eprintln!(
-        "loadgen query: preparing {} deep cursors ({} pages of {} deep)…",
-        args.samples, args.deep_pages, args.limit
+        "loadgen query: preparing {samples} deep cursors ({} pages of {} deep)…",
+        args.deep_pages, args.limit
     );
     let mut rng = Rng::new(unix_ms() as u64);
     let mut conn = Conn::new(target.clone());
     let mut deep = Vec::new();
     let mut ids = Vec::new();
-    for _ in 0..args.samples {
-        let w = rng.below(args.workspaces);
+    for _ in 0..samples {
+        let ws = pick_workspace(&args.workspace_id, args.workspaces, &mut rng);
         let mut cursor: Option<String> = None;
         for _ in 0..args.deep_pages {
             let answer = get(
                 &mut conn,
-                &history_path(w, args.limit, cursor.as_deref()),
+                &history_path(&ws, args.limit, cursor.as_deref()),
                 token,
             )
             .await?;
             if answer.status != 200 {
                 return Err(format!(
-                    "GET history of workspace {} answered {}: {}",
-                    workspace_id(w),
+                    "GET history of workspace {ws} answered {}: {}",
                     answer.status,
                     String::from_utf8_lossy(&answer.body)
                 )
@@ -195,10 +307,10 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
             }
         }
         if let Some(c) = cursor {
-            deep.push((w, c));
+            deep.push((ws, c));
         }
     }
-    if deep.is_empty() {
+    if deep.is_empty() && wants(Kind::DeepPage) {
         return Err(format!(
             "no sampled workspace has more than {} events: seed the store first (bench/seed.sql)",
             args.deep_pages * args.limit
@@ -249,7 +361,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         ),
         None => None,
     };
-    if let Some(pool) = &pool {
+    if let (Some(pool), true) = (&pool, wants(Kind::ById)) {
         // Random events from all over the store, not only the newest ones the pages showed.
         let sampled: Vec<(String,)> =
             sqlx::query_as("select hook_id from events tablesample system (0.1) limit 20000")
@@ -259,7 +371,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
             ids = sampled.into_iter().map(|(id,)| id).collect();
         }
     }
-    if ids.is_empty() {
+    if ids.is_empty() && wants(Kind::ById) {
         return Err("no hook id to look up".into());
     }
 
@@ -325,14 +437,21 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         accounts_deep,
         ids,
         workspaces: args.workspaces,
+        workspace: args.workspace_id.clone(),
         limit: args.limit,
         token: args.token.clone(),
         stop_at,
     });
+    let how = match args.rate {
+        Some(rate) => format!(
+            "open loop at {rate} queries/s, {} connections",
+            args.concurrency
+        ),
+        None => format!("{} query workers", args.concurrency),
+    };
     eprintln!(
-        "loadgen query: {} query workers for {}s while ingest runs at {}/s over {} connections \
+        "loadgen query: {how} for {}s while ingest runs at {}/s over {} connections \
          ({} deep cursors, {} ids to look up)",
-        args.concurrency,
         args.duration,
         args.ingest_rate,
         ingest_conns.len(),
@@ -344,14 +463,26 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         let plan = ingest_plan.clone();
         ingest_tasks.spawn(async move { (n, worker(plan, n as u32, c).await) });
     }
-    let mut query_tasks = tokio::task::JoinSet::new();
-    for (n, c) in query_conns.into_iter().enumerate() {
-        query_tasks.spawn(query_worker(query_plan.clone(), n as u32, c));
-    }
     let mut qlogs = Vec::new();
-    while let Some(log) = query_tasks.join_next().await {
-        qlogs.push(log?);
-    }
+    // Open loop: the connections opened during the run, besides the -c ones.
+    let opened = match args.rate {
+        Some(rate) => {
+            let (log, opened) =
+                open_loop(query_plan.clone(), rate, start, query_conns, target).await;
+            qlogs.push(log);
+            opened
+        }
+        None => {
+            let mut query_tasks = tokio::task::JoinSet::new();
+            for (n, c) in query_conns.into_iter().enumerate() {
+                query_tasks.spawn(query_worker(query_plan.clone(), n as u32, c));
+            }
+            while let Some(log) = query_tasks.join_next().await {
+                qlogs.push(log?);
+            }
+            0
+        }
+    };
     let mut ilogs = Vec::new();
     while let Some(log) = ingest_tasks.join_next().await {
         ilogs.push(log?);
@@ -389,12 +520,14 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
             .map(|(_, n)| n)
             .sum();
         let l = latency(&mut lat);
-        rows.push((*kind, count, non_2xx, l.p50, l.p90, l.p99, l.max));
+        let bytes = qlogs.iter().map(|l| l.bytes[k]).sum::<u64>() / count.max(1);
+        rows.push((*kind, count, non_2xx, l.p50, l.p90, l.p99, l.max, bytes));
         per_kind.insert(
             kind.name().to_owned(),
             json!({
                 "requests": count,
                 "non_2xx": non_2xx,
+                "answer_bytes": bytes,
                 "status": statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
                 "latency_ms": l,
                 "target_p99_ms": kind.target_p99_ms(),
@@ -406,6 +539,18 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
             elapsed = elapsed.max((d - start).as_secs_f64());
         }
     }
+    // Open loop: how far behind its schedule the generator sent (late: more than 1 ms).
+    let open_loop = args.rate.map(|rate| {
+        let late = &qlogs[0].late;
+        let late_ms = |us: u32| f64::from(us) / 1000.0;
+        json!({
+            "rate": rate,
+            "scheduled": late.len(),
+            "late_over_1ms": late.iter().filter(|&&us| us > 1000).count(),
+            "max_late_ms": late_ms(late.iter().copied().max().unwrap_or(0)),
+            "connections": args.concurrency as usize + opened,
+        })
+    });
 
     // The ingest that ran meanwhile.
     let mut ingest_lat: Vec<u32> = ilogs
@@ -446,9 +591,12 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
                 i64,
                 i64,
             ) = sqlx::query_as(
-                // events is partitioned: its sizes are the sums over its partitions.
+                // events is partitioned: its sizes are the sums over its partitions. The count
+                // is PostgreSQL's estimate: counting would read every row (30 GB at 30M events)
+                // and evict from memory what the next measurement needs.
                 "with p as (select relid from pg_partition_tree('events') where isleaf)
-                 select (select count(*) from events),
+                 select (select sum(greatest(reltuples, 0))::bigint from pg_class
+                         where oid in (select relid from p)),
                         (select sum(pg_relation_size(relid)) from p)::bigint,
                         (select sum(pg_total_relation_size(relid) - pg_relation_size(relid)
                                     - pg_indexes_size(relid)) from p)::bigint,
@@ -486,6 +634,8 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         "kind": "query",
         "label": args.label,
         "concurrency": args.concurrency,
+        "open_loop": open_loop,
+        "workspace": args.workspace_id,
         "sent": args.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "duration_s": elapsed,
         "limit": args.limit,
@@ -504,11 +654,14 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         "cpu_s": cpu,
     });
 
+    let load = match args.rate {
+        Some(rate) => format!("open loop {rate}/s"),
+        None => format!("c={}", args.concurrency),
+    };
     eprintln!(
-        "  {total} queries in {elapsed:.2}s ({:.0}/s) at c={}; ingest meanwhile {:.0} deliveries/s \
+        "  {total} queries in {elapsed:.2}s ({:.0}/s) at {load}; ingest meanwhile {:.0} deliveries/s \
          (target {}), p50 {:.2} ms, p99 {:.2} ms, non-2xx {ingest_non_2xx}",
         total as f64 / elapsed.max(1e-9),
-        args.concurrency,
         ingest_2xx as f64 / elapsed.max(1e-9),
         args.ingest_rate,
         ingest_latency.p50,
@@ -534,15 +687,22 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
         cpu.machine_busy,
         cpu.machine_capacity
     );
+    if let Some(o) = &open_loop {
+        eprintln!(
+            "  open loop: {} queries scheduled, {} sent more than 1 ms late, at most {:.2} ms; \
+             {} connections; latency counted from the scheduled time",
+            o["scheduled"], o["late_over_1ms"], o["max_late_ms"], o["connections"]
+        );
+    }
     eprintln!(
-        "| query (c={}, ingest {}/s) | requests | p50 ms | p90 ms | p99 ms | max ms | non-2xx | target p99 |",
-        args.concurrency, args.ingest_rate
+        "| query ({load}, ingest {}/s) | requests | p50 ms | p90 ms | p99 ms | max ms | non-2xx | answer bytes | target p99 |",
+        args.ingest_rate
     );
-    eprintln!("|---|---:|---:|---:|---:|---:|---:|---|");
-    for (kind, count, non_2xx, p50, p90, p99, max) in rows {
+    eprintln!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (kind, count, non_2xx, p50, p90, p99, max, bytes) in rows {
         let target = kind.target_p99_ms();
         eprintln!(
-            "| {} | {count} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {non_2xx} | ≤ {target} ms: {} |",
+            "| {} | {count} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {non_2xx} | {bytes} | ≤ {target} ms: {} |",
             kind.name(),
             if p99 <= target { "met" } else { "missed" }
         );
@@ -576,14 +736,5 @@ pub(crate) async fn query(args: QueryArgs) -> Result<(), BoxError> {
     if let Some(kib) = vmhwm {
         eprintln!("service peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
-    let line = serde_json::to_string(&report)?;
-    if let Some(path) = &args.json_out {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        writeln!(file, "{line}")?;
-    }
-    println!("{line}");
-    Ok(())
+    emit(&report, args.json_out.as_deref())
 }

@@ -2,14 +2,22 @@
 
 use crate::*;
 
-pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
+/// The JSON lines of a results file.
+fn json_lines(path: &Path) -> Result<Vec<Value>, BoxError> {
     let text = std::fs::read_to_string(path)?;
-    let lines: Vec<Value> = text
+    let lines = text
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
-    let is_mix = |v: &Value| v["sent"].as_array().is_some_and(|k| k.len() > 1);
+    Ok(lines)
+}
+
+pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
+    let lines = json_lines(path)?;
+    // Closed-loop mixes, by concurrency; the open-loop ones (--rate) have a table of their own.
+    let is_mix =
+        |v: &Value| v["open_loop"].is_null() && v["sent"].as_array().is_some_and(|k| k.len() > 1);
     let mut concurrencies: Vec<u64> = lines
         .iter()
         .filter(|v| v["kind"] == "query" && is_mix(v))
@@ -47,13 +55,32 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
                 .collect(),
         )
     };
+    let latency_of = |name: &'static str| move |v: &Value| v["queries"][name]["latency_ms"].clone();
+    let met = |runs: &[&Value], kind: Kind| {
+        let p99 = median(figures(runs, &latency_of(kind.name()), "p99"));
+        if runs.is_empty() {
+            "-"
+        } else if p99 <= kind.target_p99_ms() {
+            "met"
+        } else {
+            "missed"
+        }
+    };
     for c in concurrencies {
         let at_c = |v: &&Value| v["concurrency"].as_u64() == Some(c);
-        let mixes: Vec<&Value> = lines
-            .iter()
-            .filter(at_c)
-            .filter(|v| v["kind"] == "query" && is_mix(v))
-            .collect();
+        // Two mixes: the four queries, and status with /accounts (its accounts rows).
+        let has_accounts = |v: &Value| v["queries"][Kind::AccountsFirstPage.name()].is_object();
+        let mixes_of = |accounts: bool| -> Vec<&Value> {
+            lines
+                .iter()
+                .filter(at_c)
+                .filter(|v| v["kind"] == "query" && is_mix(v) && has_accounts(v) == accounts)
+                .collect()
+        };
+        let (mixes, accounts_mixes) = (mixes_of(false), mixes_of(true));
+        if mixes.is_empty() {
+            continue;
+        }
         let floors: Vec<&Value> = lines
             .iter()
             .filter(at_c)
@@ -82,22 +109,21 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
         println!("|---|---:|---:|---:|---|");
         for kind in KINDS {
             let name = kind.name();
-            let latency = |v: &Value| v["queries"][name]["latency_ms"].clone();
+            let latency = latency_of(name);
             let alones: Vec<&Value> = lines
                 .iter()
                 .filter(at_c)
-                .filter(|v| v["kind"] == "query" && !is_mix(v) && v["queries"][name].is_object())
+                .filter(|v| {
+                    v["kind"] == "query"
+                        && v["open_loop"].is_null()
+                        && !is_mix(v)
+                        && v["queries"][name].is_object()
+                })
                 .collect();
             let target = kind.target_p99_ms();
-            let met = |runs: &[&Value]| {
-                let p99 = median(figures(runs, &latency, "p99"));
-                if runs.is_empty() {
-                    "-"
-                } else if p99 <= target {
-                    "met"
-                } else {
-                    "missed"
-                }
+            let mixes = match kind {
+                Kind::AccountsFirstPage | Kind::AccountsDeepPage => &accounts_mixes,
+                _ => &mixes,
             };
             let alone_cell = if alones.is_empty() {
                 "-".to_owned()
@@ -110,11 +136,95 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
             };
             println!(
                 "| {name} | {} | {alone_cell} | {} | ≤ {target} ms: mixed {}, alone {} |",
-                cell(&mixes, &latency),
+                cell(mixes, &latency),
                 cell(&floors, &|v: &Value| v["scripts"][name]["latency_ms"]
                     .clone()),
-                met(&mixes),
-                met(&alones),
+                met(mixes, kind),
+                met(&alones, kind),
+            );
+        }
+    }
+    // The open-loop measurements (bench/query.sh --paced), by rate.
+    let mut rates: Vec<f64> = lines
+        .iter()
+        .filter_map(|v| v["open_loop"]["rate"].as_f64())
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    for r in rates {
+        let runs: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v["open_loop"]["rate"].as_f64() == Some(r))
+            .collect();
+        let late = |key: &'static str| {
+            runs.iter()
+                .map(move |v| v["open_loop"][key].as_f64().unwrap_or(0.0))
+        };
+        println!();
+        println!(
+            "Open loop: {r:.0} queries/s on a fixed schedule, the kinds in turn, while ingest runs \
+             at {:.0}/s; latency from each query's scheduled time ({} run(s): {:.0} queries/s \
+             answered; {:.0} sent more than 1 ms late, at most {:.2} ms)",
+            runs[0]["ingest"]["rate_target"].as_f64().unwrap_or(0.0),
+            runs.len(),
+            rate(&runs, "queries_per_s"),
+            late("late_over_1ms").sum::<f64>(),
+            late("max_late_ms").fold(0.0, f64::max),
+        );
+        println!("| query | open loop p50 / p99 ms | non-2xx | target p99 |");
+        println!("|---|---:|---:|---|");
+        for kind in KINDS {
+            let name = kind.name();
+            if !runs[0]["queries"][name].is_object() {
+                continue;
+            }
+            println!(
+                "| {name} | {} | {} | ≤ {} ms: {} |",
+                cell(&runs, &latency_of(name)),
+                runs.iter()
+                    .map(|v| v["queries"][name]["non_2xx"].as_u64().unwrap_or(0))
+                    .sum::<u64>(),
+                kind.target_p99_ms(),
+                met(&runs, kind),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The table of bench/growth.sh: each measurement's label names its workspace; each route's
+/// p50 / p99 and mean answer bytes.
+pub(crate) fn growth_table(path: &Path) -> Result<(), BoxError> {
+    let lines: Vec<Value> = json_lines(path)?
+        .into_iter()
+        .filter(|v| v["kind"] == "query")
+        .collect();
+    let Some(first) = lines.first() else {
+        return Err(format!("no query line in {}", path.display()).into());
+    };
+    println!(
+        "Closed loop at c={} while ingest runs at {:.0}/s on other workspaces",
+        first["concurrency"],
+        first["ingest"]["rate_target"].as_f64().unwrap_or(0.0)
+    );
+    println!("| workspace | route | requests | p50 ms | p99 ms | answer bytes (mean) | non-2xx |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for v in &lines {
+        for kind in KINDS {
+            let q = &v["queries"][kind.name()];
+            if !q.is_object() {
+                continue;
+            }
+            let ms = |p: &str| q["latency_ms"][p].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+                v["label"].as_str().unwrap_or(""),
+                kind.name(),
+                q["requests"],
+                ms("p50"),
+                ms("p99"),
+                q["answer_bytes"],
+                q["non_2xx"],
             );
         }
     }
@@ -137,12 +247,10 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
-    let text = std::fs::read_to_string(path)?;
     // Every step of the run, in order; with --repeat, several per concurrency.
     let mut service: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     let mut pgbench: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with('{')) {
-        let v: Value = serde_json::from_str(line)?;
+    for v in json_lines(path)? {
         let c = v["concurrency"].as_u64().unwrap_or(0);
         match v["kind"].as_str() {
             Some("ingest") => service.entry(c).or_default().push(v),
