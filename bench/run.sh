@@ -37,6 +37,10 @@
 #   b. creates a fresh database pgb_c<c> with the same schema and prefill, and runs
 #      pgbench with bench/pgbench-ingest.sql at c for the same duration (-M prepared, -l logs for
 #      the latency percentiles).
+# and once per round, the limit (issue 16): a fresh database lim_r<n> with the same schema and
+# prefill, and pgbench running the service's own batch transaction with full batches of 32 on as
+# many connections as the service has writers (`loadgen batch-script`, as bench/batch.sh does):
+# what PostgreSQL can store with no HTTP, no parsing and no waiting for batches to fill.
 # A CHECKPOINT precedes every step. With --repeat N the whole sequence runs N times, even runs
 # taking pgbench first. At the end it prints one table (loadgen table) and stops everything it
 # started.
@@ -158,7 +162,27 @@ run_pgbench() {
     psql_ -d postgres -c "drop database $db"
 }
 
+WRITERS=${CALRY_HOOKS_INGEST_WRITERS:-2}
+"$LOADGEN" batch-script --source "$ROOT/src/ingest.rs" --batch 32 --workspaces $WORKSPACES \
+    --accounts $ACCOUNTS >"$WORK/batch.sql"
+run_limit() {
+    local db=lim_r$1
+    log "the limit: pgbench with the service's batch transaction, 32 events each, $WRITERS \
+connections, ${DURATION}s (run $1 of $REPEAT)"
+    new_db "$db"
+    psql_ -d postgres -c checkpoint
+    (cd "$WORK" && "$LOADGEN" pgbench --kind limit --events-per-transaction 32 \
+        --output "$WORK/limit_$db.out" --log-prefix "$WORK/limit_$db" -c "$WRITERS" \
+        --postgres-pid "$POSTMASTER_PID" --label "limit run $1" --json-out "$RESULTS" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$WRITERS" -j "$WRITERS" \
+        -T "$DURATION" --max-tries 10 -f "$WORK/batch.sql" -l --log-prefix "$WORK/limit_$db" \
+        "$db" >/dev/null)
+    rm -f "$WORK"/limit_"$db".[0-9]*
+    psql_ -d postgres -c "drop database $db"
+}
+
 for rep in $(seq 1 "$REPEAT"); do
+    run_limit "$rep"
     for c in $CONCURRENCY; do
         # Odd runs measure the service first, even runs pgbench first: a drift of the machine's
         # background load does not favour one side.

@@ -196,6 +196,13 @@ pub(crate) struct PgbenchArgs {
     /// reported per script.
     #[arg(long, value_delimiter = ',')]
     pub(crate) scripts: Vec<String>,
+    /// The JSON line's kind: `pgbench` (the one-event baseline), or `limit` for the service's
+    /// own batch transaction (`loadgen batch-script`), which the ingest table reads apart.
+    #[arg(long, default_value = "pgbench")]
+    pub(crate) kind: String,
+    /// Events each transaction stores: events/s is tps times this.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) events_per_transaction: u32,
     #[arg(long, default_value = "")]
     pub(crate) label: String,
     #[arg(long)]

@@ -110,10 +110,11 @@ pub(crate) async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
         None => None,
     };
     let report = json!({
-        "kind": "pgbench",
+        "kind": args.kind,
         "label": args.label,
         "concurrency": args.concurrency,
         "tps": tps,
+        "events_per_s": tps * f64::from(args.events_per_transaction),
         "transactions": processed,
         "failed": failed,
         "logged": latencies.len(),

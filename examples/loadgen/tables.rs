@@ -250,11 +250,13 @@ pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
     // Every step of the run, in order; with --repeat, several per concurrency.
     let mut service: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     let mut pgbench: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    let mut limits = Vec::new();
     for v in json_lines(path)? {
         let c = v["concurrency"].as_u64().unwrap_or(0);
         match v["kind"].as_str() {
             Some("ingest") => service.entry(c).or_default().push(v),
             Some("pgbench") => pgbench.entry(c).or_default().push(v),
+            Some("limit") => limits.push(v),
             _ => {}
         }
     }
@@ -397,5 +399,87 @@ pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
         "service peak RSS (VmHWM, largest of the runs): {:.1} MiB",
         peak_rss as f64 / 1024.0
     );
+    ingest_targets(&service, &pgbench, &limits);
     Ok(())
+}
+
+/// Issue 16's ingest targets beside their figures (medians of the runs): against the limit
+/// (PostgreSQL running the service's own batch transaction with full batches and as many
+/// connections as the service has writers) and against the one-event pgbench.
+fn ingest_targets(
+    service: &BTreeMap<u64, Vec<Value>>,
+    pgbench: &BTreeMap<u64, Vec<Value>>,
+    limits: &[Value],
+) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let med = |list: Option<&Vec<Value>>, get: &dyn Fn(&Value) -> f64| {
+        median(list.map_or(Vec::new(), |l| l.iter().map(get).collect()))
+    };
+    let rate = |v: &Value| f(&v["deliveries_per_s"]);
+    let limit = median(limits.iter().map(|v| f(&v["events_per_s"])).collect());
+    println!();
+    if let Some(l) = limits.first() {
+        println!(
+            "The limit: PostgreSQL alone running the service's batch transaction, {:.0} events \
+             per transaction on {} connections: {limit:.0} events/s (median of {}).",
+            f(&l["events_per_s"]) / f(&l["tps"]),
+            l["concurrency"],
+            limits.len()
+        );
+    }
+    println!("| target | figure | |");
+    println!("|---|---:|---|");
+    let row = |target: &str, figure: f64, unit: &str, met: Option<bool>| {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "reported",
+        };
+        if figure.is_nan() {
+            println!("| {target} | – | not measured |");
+        } else {
+            println!("| {target} | {figure:.2}{unit} | {verdict} |");
+        }
+    };
+    let (s64, p64) = (service.get(&64), pgbench.get(&64));
+    let service64 = med(s64, &rate);
+    row(
+        "c=64: service / limit ≥ 0.60",
+        service64 / limit,
+        "",
+        Some(service64 / limit >= 0.6),
+    );
+    let ratio64 = service64 / med(p64, &|v| f(&v["tps"]));
+    row(
+        "c=64: service / one-event pgbench ≥ 4.0",
+        ratio64,
+        "×",
+        Some(ratio64 >= 4.0),
+    );
+    let p99 = med(s64, &|v| f(&v["latency_ms"]["p99"]));
+    row("c=64: service p99 ≤ 20 ms", p99, " ms", Some(p99 <= 20.0));
+    let share = med(s64, &|v| {
+        f(&v["cpu_s"]["loadgen"]) / f(&v["cpu_s"]["machine_capacity"]) * 100.0
+    });
+    row(
+        "c=64: the load generator's share of the machine's CPU",
+        share,
+        " %",
+        None,
+    );
+    let ratio16 = med(service.get(&16), &rate) / med(pgbench.get(&16), &|v| f(&v["tps"]));
+    row(
+        "c=16: service / one-event pgbench ≥ 2.0",
+        ratio16,
+        "×",
+        Some(ratio16 >= 2.0),
+    );
+    let p50 = |list| med(list, &|v: &Value| f(&v["latency_ms"]["p50"]));
+    let gap = p50(service.get(&1)) - p50(pgbench.get(&1));
+    row(
+        "c=1: service p50 − pgbench p50 ≤ 0.2 ms",
+        gap,
+        " ms",
+        Some(gap <= 0.2),
+    );
 }
