@@ -271,29 +271,35 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
         .any(|(t, account)| account.is_some() && KNOWN_TYPES.contains(t));
     let mut conn = pool.acquire().await?;
     if !refresh {
-        return insert_batch(&mut conn, cols, batch.len()).await;
+        return Ok(insert_batch(&mut conn, cols, batch.len()).await?.0);
     }
     // Events of known types also change `accounts` and `state_changes`, in a second statement of
     // the same transaction.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let outcomes = insert_batch(&mut tx, cols, batch.len()).await?;
+    let (outcomes, priors) = insert_batch(&mut tx, cols, batch.len()).await?;
     let created = batch
         .iter()
         .zip(&outcomes)
-        .filter(|(_, outcome)| **outcome == Some(Outcome::Created))
-        .map(|(pending, _)| &pending.event.envelope);
+        .zip(&priors)
+        .filter(|((_, outcome), _)| **outcome == Some(Outcome::Created))
+        .map(|((pending, _), prior)| (&pending.event.envelope, prior));
     refresh_accounts(&mut tx, created).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// Runs INSERT_BATCH: each delivery's outcome in batch order, `None` for one that must go again.
+/// The greatest (occurred_at, hook_id) of a known type its account had before the batch.
+type Prior = Option<(DateTime<Utc>, String)>;
+
+/// Runs INSERT_BATCH: each delivery's outcome in batch order, `None` for one that must go again,
+/// and its account's [`Prior`].
 async fn insert_batch(
     db: &mut sqlx::PgConnection,
     cols: Columns<'_>,
     n: usize,
-) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(INSERT_BATCH)
+) -> Result<(Vec<Option<Outcome>>, Vec<Prior>), sqlx::Error> {
+    type Row = (i64, String, i64, Option<DateTime<Utc>>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(INSERT_BATCH)
         .bind(cols.hook_id)
         .bind(cols.workspace_id)
         .bind(cols.integration_account_id)
@@ -307,15 +313,17 @@ async fn insert_batch(
         .fetch_all(db)
         .await?;
     let mut outcomes = vec![None; n];
-    for (ord, outcome, delivery_count) in rows {
+    let mut priors = vec![None; n];
+    for (ord, outcome, delivery_count, prior_at, prior_hook) in rows {
         outcomes[(ord - 1) as usize] = match outcome.as_str() {
             "created" => Some(Outcome::Created),
             "duplicate" => Some(Outcome::Duplicate { delivery_count }),
             "conflict" => Some(Outcome::Conflict),
             _ => None,
         };
+        priors[(ord - 1) as usize] = prior_at.zip(prior_hook);
     }
-    Ok(outcomes)
+    Ok((outcomes, priors))
 }
 
 /// Recomputes `state_changes` and `accounts` for every (account, category) that `created` adds
@@ -323,18 +331,27 @@ async fn insert_batch(
 /// it. The batch statement holds each account's lock by now, so this statement's snapshot holds
 /// every event of those accounts committed by others, and no other transaction can add one
 /// before this one commits.
+///
+/// Reading an account's events from the earliest new one on, by occurred_at, would probe every
+/// month partition. When every new event of the account comes after its [`Prior`] (events that
+/// arrive in order, the usual case), the only stored ones at or after it are this batch's and
+/// those of transactions that committed since the batch statement began, all received within
+/// the last minute (a writer's transaction is two statements of at most 10 s each): the
+/// statement reads the partitions of that minute only.
 async fn refresh_accounts<'a>(
     db: &mut sqlx::PgConnection,
-    created: impl Iterator<Item = &'a Envelope>,
+    created: impl Iterator<Item = (&'a Envelope, &'a Prior)>,
 ) -> Result<(), sqlx::Error> {
     let mut earliest: BTreeMap<(&str, &str, &str), (DateTime<Utc>, &str)> = BTreeMap::new();
-    for event in created {
+    let mut priors: BTreeMap<(&str, &str), &Prior> = BTreeMap::new();
+    for (event, prior) in created {
         let (Some(effect), Some(account)) = (
             crate::status::effect(&event.event_type),
             event.integration_account_id.as_deref(),
         ) else {
             continue;
         };
+        priors.insert((event.workspace_id.as_str(), account), prior);
         let key = (event.workspace_id.as_str(), account, effect.category());
         let at = (event.occurred_at, event.hook_id.as_str());
         earliest
@@ -345,14 +362,26 @@ async fn refresh_accounts<'a>(
     if earliest.is_empty() {
         return Ok(());
     }
-    let (mut ws, mut account, mut category, mut at, mut hook) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ws, mut account, mut category, mut at, mut hook, mut recent) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for ((w, a, c), (t, h)) in earliest {
+        // Byte order of the hook ids, as `collate "C"` compares them.
+        let after_prior = match priors.get(&(w, a)) {
+            Some(Some((prior_at, prior_hook))) => (t, h) > (*prior_at, prior_hook.as_str()),
+            _ => true,
+        };
         ws.push(w);
         account.push(a);
         category.push(c);
         at.push(t);
         hook.push(h);
+        recent.push(after_prior);
     }
     sqlx::query(REFRESH_ACCOUNTS)
         .bind(ws)
@@ -360,6 +389,7 @@ async fn refresh_accounts<'a>(
         .bind(category)
         .bind(at)
         .bind(hook)
+        .bind(recent)
         .execute(db)
         .await?;
     Ok(())
@@ -375,8 +405,11 @@ async fn refresh_accounts<'a>(
 /// earliest new one on: a few for events that arrive in order.
 const REFRESH_ACCOUNTS: &str = r#"
 with touched as (
-    select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
-        as t(ws, acct, category, at, hook)
+    select ws, acct, category, at, hook,
+           case when recent then now() - interval '1 minute'
+                else '-infinity'::timestamptz end as received_from
+    from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bool[])
+        as t(ws, acct, category, at, hook, recent)
 ),
 before as (
     select t.*, p.to_state as prev_state, p.occurred_at as prev_at, p.hook_id as prev_hook
@@ -396,6 +429,7 @@ runs as (
     from before b
     join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
                  and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+                 and e.received_at >= b.received_from
     join event_states s on s.event_type = e.event_type and s.category = b.category
 ),
 changes as (
@@ -549,6 +583,18 @@ locks as (
           where integration_account_id is not null and event_type = any($10::text[])
           order by 1) keys
 ),
+-- Each account's greatest (occurred_at, hook_id) of a known type before this statement (the
+-- upsert of `latest` below is not visible here): REFRESH_ACCOUNTS reads only recent partitions
+-- for an account whose new events all come after it.
+prior as (
+    select distinct on (l.workspace_id, l.integration_account_id)
+           l.workspace_id, l.integration_account_id, l.occurred_at, l.hook_id
+    from latest_events l
+    where (l.workspace_id, l.integration_account_id) in
+          (select workspace_id, integration_account_id from input
+           where integration_account_id is not null)
+    order by l.workspace_id, l.integration_account_id, l.occurred_at desc, l.hook_id desc
+),
 reference as (
     select f.hook_id, coalesce(e.payload, f.payload) as payload, k.hook_id is not null as stored,
            e.hook_id is null and k.hook_id is not null as removed, k.digest
@@ -632,8 +678,12 @@ select v.ord,
                     else 'duplicate' end
            else 'retry'
        end as outcome,
-       coalesce(d.before, 0) + v.nth as delivery_count
+       coalesce(d.before, 0) + v.nth as delivery_count,
+       p.occurred_at as prior_at, p.hook_id as prior_hook
 from verdict v
 left join keys i on i.hook_id = v.hook_id
 left join redelivered d on d.hook_id = v.hook_id
+left join input n on n.ord = v.ord
+left join prior p on p.workspace_id = n.workspace_id
+                 and p.integration_account_id = n.integration_account_id
 "#;

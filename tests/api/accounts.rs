@@ -216,3 +216,60 @@ async fn the_sql_table_of_event_states_agrees_with_the_status_rules() {
     expected.sort();
     assert_eq!(rows, expected);
 }
+
+/// The accounts refresh reads only the last minute's partitions for an account whose new events
+/// come after everything it had (events in order), and every partition otherwise. Shown with an
+/// event received last year (its month partition an old one) whose occurredAt is later than a
+/// late arrival's: the late arrival must still see it, and an in-order event after both must too.
+#[tokio::test]
+async fn since_counts_events_received_long_ago_that_occurred_later() {
+    let app = spawn_app().await;
+    let deliver = |id: &'static str, t: &'static str, at: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.deliver(&event(id, "w", Some("a"), t, at)).await;
+            assert_eq!(response.status(), 201, "{id}");
+        }
+    };
+    deliver("error-late", "sync.error", "2024-03-01T12:00:00Z").await;
+    // Received a year ago: in a partition of its own, far from the current one.
+    sqlx::query("select ensure_event_partitions(now() - interval '1 year', now())")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for table in ["events", "hook_ids"] {
+        sqlx::query(&format!(
+            "update {table} set received_at = now() - interval '1 year' where hook_id = 'error-late'"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let sync = || async {
+        let status: Value = app.get_json("/workspaces/w/accounts/a").await;
+        (
+            status["sync"]["state"].as_str().unwrap().to_owned(),
+            status["sync"]["since"].as_str().unwrap().to_owned(),
+        )
+    };
+    // Out of order: occurred before the stored error, which stays the latest.
+    deliver("complete-early", "sync.complete", "2024-03-01T11:00:00Z").await;
+    assert_eq!(
+        sync().await,
+        ("error".to_owned(), "2024-03-01T12:00:00.000Z".to_owned())
+    );
+    // In order: after both; the error run before it is the stored one, received a year ago.
+    deliver("error-again", "sync.error", "2024-03-01T13:00:00Z").await;
+    assert_eq!(
+        sync().await,
+        ("error".to_owned(), "2024-03-01T12:00:00.000Z".to_owned())
+    );
+    let timeline: Value = app.get_json("/workspaces/w/accounts/a/timeline").await;
+    let changes: Vec<&str> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["hookId"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["error-late", "complete-early"], "{timeline:#}");
+}
