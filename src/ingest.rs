@@ -592,7 +592,7 @@ prior as (
     from latest_events l
     where (l.workspace_id, l.integration_account_id) in
           (select workspace_id, integration_account_id from input
-           where integration_account_id is not null)
+           where integration_account_id is not null and event_type = any($10::text[]))
     order by l.workspace_id, l.integration_account_id, l.occurred_at desc, l.hook_id desc
 ),
 reference as (
