@@ -248,7 +248,7 @@ impl fmt::Debug for NewToken {
 /// Runs `query` (one change to `tokens`) and returns once every instance that listens on this
 /// database has answered that it forgot what it remembered, so that the change counts at once,
 /// everywhere, when this returns (SPEC §3.2). An instance that does not answer within
-/// [`HEARD_WITHIN`] is not waited for longer (it forgets within 5 s in any case).
+/// [`HEARD_WITHIN`] is not waited for longer (it forgets within [`REMEMBER_FOR`] in any case).
 async fn change_heard_everywhere<'q, T>(
     pool: &PgPool,
     query: sqlx::query::QueryScalar<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
@@ -264,8 +264,9 @@ where
         let changed = query.fetch_optional(&mut listener).await?;
         let (txid, waiting): (String, Vec<i32>) = sqlx::query_as(
             "select txid_current()::text, coalesce(array_agg(pid), '{}') from pg_stat_activity
-             where application_name = 'calry-hooks listener' and datname = current_database()",
+             where application_name = $1 and datname = current_database()",
         )
+        .bind(crate::feed::LISTENER_NAME)
         .fetch_one(&mut listener)
         .await?;
         sqlx::raw_sql("commit").execute(&mut listener).await?;
@@ -292,7 +293,8 @@ where
                 tracing::warn!(
                     instances = waiting.len(),
                     "not every instance said it heard of the token change; it counts there \
-                     within 5 s"
+                     within {} s",
+                    REMEMBER_FOR.as_secs()
                 );
                 break;
             }

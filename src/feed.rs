@@ -18,6 +18,10 @@ use crate::auth::{self, TokenCache};
 /// The channel the ingest writers notify.
 pub const CHANNEL: &str = "calry_hooks_events";
 
+/// The `application_name` of each instance's listening connection, by which `auth` finds the
+/// instances that must hear of a token change.
+pub const LISTENER_NAME: &str = "calry-hooks listener";
+
 /// The sending side lives in a task of its own; this is what waiters subscribe to.
 #[derive(Clone)]
 pub struct Notifier {
@@ -64,7 +68,7 @@ async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>, tokens: &T
     let bump = || news.send_modify(|n| *n = n.wrapping_add(1));
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_lazy_with(options.application_name("calry-hooks listener"));
+        .connect_lazy_with(options.application_name(LISTENER_NAME));
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
