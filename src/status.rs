@@ -332,21 +332,6 @@ pub struct SyncTotals {
     pub unknown: u64,
 }
 
-pub fn totals(accounts: &[AccountStatus]) -> Totals {
-    let mut t = Totals::default();
-    for a in accounts {
-        t.accounts += 1;
-        t.accounts_deleted += u64::from(a.account.state == LifecycleState::Deleted);
-        *match a.sync.state {
-            SyncState::Complete => &mut t.sync.complete,
-            SyncState::Error => &mut t.sync.error,
-            SyncState::Paused => &mut t.sync.paused,
-            SyncState::Unknown => &mut t.sync.unknown,
-        } += 1;
-    }
-    t
-}
-
 /// What `calry-hooks rebuild-status` did.
 #[derive(Debug)]
 pub struct Rebuilt {
@@ -532,8 +517,5 @@ mod tests {
         assert_eq!(a.account.since.unwrap().timestamp(), 19);
         assert_eq!(a.sync.since.unwrap().timestamp(), 29);
         assert_eq!(a.link.since, None);
-        let t = totals(&status);
-        assert_eq!((t.accounts, t.accounts_deleted), (2, 1));
-        assert_eq!((t.sync.complete, t.sync.unknown), (1, 1));
     }
 }

@@ -334,14 +334,33 @@ impl WorkspaceCursor {
     }
 
     pub fn parse(params: &Params) -> Result<Option<WorkspaceCursor>> {
-        let Some(raw) = params.single("cursor")? else {
-            return Ok(None);
-        };
-        decode(raw)?
-            .strip_prefix("w1:")
-            .map(|id| Some(WorkspaceCursor(id.to_owned())))
-            .ok_or_else(bad_cursor)
+        Ok(id_after(params, "w1:")?.map(WorkspaceCursor))
     }
+}
+
+/// Position after the last account of a paged `GET /workspaces/{workspaceId}/status`.
+#[derive(Debug)]
+pub struct StatusCursor(pub String);
+
+impl StatusCursor {
+    pub fn encode(&self) -> String {
+        encode(&format!("s1:{}", self.0))
+    }
+
+    pub fn parse(params: &Params) -> Result<Option<StatusCursor>> {
+        Ok(id_after(params, "s1:")?.map(StatusCursor))
+    }
+}
+
+/// The id of a `cursor` that is `tag` followed by one id.
+fn id_after(params: &Params, tag: &str) -> Result<Option<String>> {
+    let Some(raw) = params.single("cursor")? else {
+        return Ok(None);
+    };
+    decode(raw)?
+        .strip_prefix(tag)
+        .map(|id| Some(id.to_owned()))
+        .ok_or_else(bad_cursor)
 }
 
 /// Position after the last account of a `GET /accounts` page: its `sync.since` (none while its

@@ -3,20 +3,27 @@
 //! The rules that turn stored rows into states are in `crate::status`.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::RawQuery;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::Serialize;
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::again::answer_again;
 use super::extract::{AccountPath, Caller, WorkspacePath};
-use super::paging::{Page, Params, WorkspaceCursor, push_workspace_keyset};
+use super::paging::{
+    MAX_LIMIT, Page, Params, StatusCursor, WorkspaceCursor, push_workspace_keyset,
+};
 use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
-use crate::status::{self, AccountStatus, LatestRow, SyncState, Totals};
+use crate::status::{self, AccountStatus, LatestRow, SyncState, SyncTotals, Totals};
 use crate::time::rfc3339;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,7 +42,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     "lastEventAt": "2024-02-09T11:33:41.658Z",
     "totals": {"accounts": 1, "accountsDeleted": 0,
                "sync": {"complete": 1, "error": 0, "paused": 0, "unknown": 0}},
-    "accounts": [crate::openapi::account_example()]
+    "accounts": [crate::openapi::account_example()],
+    "nextCursor": null
 }))]
 pub struct WorkspaceStatus {
     pub workspace_id: String,
@@ -46,6 +54,9 @@ pub struct WorkspaceStatus {
     pub totals: Totals,
     /// Sorted by `integrationAccountId`.
     pub accounts: Vec<AccountStatus>,
+    /// With `limit`: pass as `cursor` for the next page; `null` on the last page, and always
+    /// without `limit` (the answer then holds every account).
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -135,6 +146,10 @@ pub fn push_workspaces_query<'a>(
 }
 
 /// The current account / link / sync state of every integration account of a workspace.
+///
+/// Without `limit`, every account (SPEC §4), read and written [`STATUS_CHUNK`] accounts at a time
+/// so that the answer is never held in memory whole; with `limit`, one page of accounts and the
+/// `nextCursor` of the next.
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/status",
@@ -142,6 +157,8 @@ pub fn push_workspaces_query<'a>(
     params(
         ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("syncState" = inline(Option<SyncState>), Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
+        ("limit" = Option<i64>, Query, description = "Accounts per page, 1–500; without it, every account of the workspace.", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page (with `limit`)."),
         ReadFromHeader,
     ),
     responses(
@@ -159,7 +176,7 @@ pub async fn workspace_status(
         workspace_id,
     }: WorkspacePath<Replica>,
     RawQuery(query): RawQuery,
-) -> Result<Json<WorkspaceStatus>> {
+) -> Result<Response> {
     let params = Params::parse(query.as_deref())?;
     let sync_state = params
         .single("syncState")?
@@ -172,43 +189,211 @@ pub async fn workspace_status(
             })
         })
         .transpose()?;
+    let paged = params.single("limit")?.is_some();
+    let limit = params.limit_within(STATUS_CHUNK, MAX_LIMIT)?;
+    let cursor = StatusCursor::parse(&params)?;
+    let chunk = StatusChunk {
+        workspace_id: &workspace_id,
+        sync_state,
+        limit,
+    };
 
-    let rows: Vec<StatusRow> = sqlx::query_as(WORKSPACE_STATUS)
-        .bind(&workspace_id)
-        .fetch_all(&mut *db)
-        .await?;
-    let last_event_at = rows
-        .first()
-        .map(|r| r.last_event_at)
+    let (head, first) = chunk
+        .read_first(&mut db, cursor.as_ref().map(|c| c.0.as_str()))
+        .await?
         .ok_or_else(|| Error::NotFound(format!("workspace {workspace_id} has no events")))?;
-    let mut accounts = status::accounts(rows.into_iter().filter_map(StatusRow::latest));
-    let totals = status::totals(&accounts);
-    if let Some(wanted) = sync_state {
-        accounts.retain(|a| a.sync.state == wanted);
+    let after = first.more.then(|| first.last_id()).flatten();
+    if paged || after.is_none() {
+        return Ok(Json(WorkspaceStatus {
+            workspace_id: head.workspace_id,
+            last_event_at: head.last_event_at,
+            totals: head.totals,
+            accounts: first.accounts,
+            next_cursor: after.map(|id| StatusCursor(id).encode()),
+        })
+        .into_response());
     }
-    Ok(Json(WorkspaceStatus {
-        workspace_id,
-        last_event_at,
-        totals,
-        accounts,
-    }))
+
+    // Every account, and more than one chunk of them: the head and the first chunk now, each
+    // next chunk read as the client takes the one before (the connection kept until the end).
+    let mut opening = serde_json::to_vec(&head).expect("the head serializes");
+    opening.pop(); // the head's closing brace: the accounts follow
+    opening.extend_from_slice(b",\"accounts\":[");
+    first.write_json(&mut opening, false);
+    let (workspace_id, sync_state) = (workspace_id.clone(), chunk.sync_state);
+    let rest = futures_util::stream::try_unfold((db, after), move |(mut db, after)| {
+        let workspace_id = workspace_id.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok::<_, Error>(None);
+            };
+            let chunk = StatusChunk {
+                workspace_id: &workspace_id,
+                sync_state,
+                limit: STATUS_CHUNK,
+            };
+            let read = chunk.read_next(&mut db, &after).await.inspect_err(|e| {
+                tracing::warn!(error = %e, workspace_id, "a status answer ended early");
+            })?;
+            let mut bytes = Vec::new();
+            read.write_json(&mut bytes, true);
+            let after = read.more.then(|| read.last_id()).flatten();
+            if after.is_none() {
+                bytes.extend_from_slice(b"],\"nextCursor\":null}");
+            }
+            Ok(Some((Bytes::from(bytes), (db, after))))
+        }
+    });
+    let body = futures_util::stream::once(async { Ok(Bytes::from(opening)) }).chain(rest);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
-/// A workspace and its latest rows in one round trip: no row for an unknown workspace, one row of
-/// nulls beside `last_event_at` for a workspace with no account.
-pub const WORKSPACE_STATUS: &str = "select w.last_event_at, l.integration_account_id, \
-    l.event_type, l.hook_id, l.result, l.occurred_at, \
-    case s.category when 'account' then a.account_since when 'link' then a.link_since \
-                    else a.sync_since end as since \
-    from workspaces w left join latest_events l on l.workspace_id = w.workspace_id \
-    left join event_states s on s.event_type = l.event_type \
-    left join accounts a on a.workspace_id = l.workspace_id \
-                        and a.integration_account_id = l.integration_account_id \
-    where w.workspace_id = $1 order by l.integration_account_id";
+/// Accounts per statement of a whole status answer, and per page by default.
+pub const STATUS_CHUNK: i64 = MAX_LIMIT;
+
+/// What a status answer says before its accounts.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusHead {
+    workspace_id: String,
+    #[serde(serialize_with = "rfc3339")]
+    last_event_at: DateTime<Utc>,
+    totals: Totals,
+}
+
+/// One statement's worth of a workspace's status: up to `limit` accounts by id.
+struct StatusChunk<'a> {
+    workspace_id: &'a str,
+    sync_state: Option<SyncState>,
+    limit: i64,
+}
+
+/// The accounts a [`StatusChunk`] read, and whether more follow.
+struct ChunkRead {
+    accounts: Vec<AccountStatus>,
+    more: bool,
+}
+
+impl StatusChunk<'_> {
+    /// The head and the first accounts (after `after`), or `None` for an unknown workspace.
+    async fn read_first(
+        &self,
+        db: &mut PgConnection,
+        after: Option<&str>,
+    ) -> Result<Option<(StatusHead, ChunkRead)>> {
+        let rows = self.rows(db, true, after.unwrap_or("")).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let head = StatusHead {
+            workspace_id: self.workspace_id.to_owned(),
+            last_event_at: first.last_event_at,
+            totals: Totals {
+                accounts: count(first.accounts),
+                accounts_deleted: count(first.accounts_deleted),
+                sync: SyncTotals {
+                    complete: count(first.sync_complete),
+                    error: count(first.sync_error),
+                    paused: count(first.sync_paused),
+                    unknown: count(first.sync_unknown),
+                },
+            },
+        };
+        Ok(Some((head, self.accounts(rows))))
+    }
+
+    /// The accounts after `after`.
+    async fn read_next(&self, db: &mut PgConnection, after: &str) -> Result<ChunkRead> {
+        let rows = self.rows(db, false, after).await?;
+        Ok(self.accounts(rows))
+    }
+
+    async fn rows(
+        &self,
+        db: &mut PgConnection,
+        totals: bool,
+        after: &str,
+    ) -> Result<Vec<StatusRow>> {
+        Ok(sqlx::query_as(WORKSPACE_STATUS)
+            .bind(self.workspace_id)
+            .bind(totals)
+            .bind(after)
+            .bind(self.sync_state.map(SyncState::name))
+            .bind(self.limit + 1)
+            .fetch_all(db)
+            .await?)
+    }
+
+    /// The rows' accounts: at most `limit`, the one more telling that more follow.
+    fn accounts(&self, rows: Vec<StatusRow>) -> ChunkRead {
+        let mut accounts = status::accounts(rows.into_iter().filter_map(StatusRow::latest));
+        let more = accounts.len() as i64 > self.limit;
+        accounts.truncate(self.limit as usize);
+        ChunkRead { accounts, more }
+    }
+}
+
+impl ChunkRead {
+    fn last_id(&self) -> Option<String> {
+        self.accounts
+            .last()
+            .map(|a| a.integration_account_id.clone())
+    }
+
+    /// The accounts as JSON array elements, after a comma when `after_others`.
+    fn write_json(&self, out: &mut Vec<u8>, after_others: bool) {
+        for (i, account) in self.accounts.iter().enumerate() {
+            if after_others || i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, account).expect("an account serializes");
+        }
+    }
+}
+
+/// A workspace, the totals of its accounts (when `$2`), and the latest rows of up to `$5` of its
+/// accounts after `$3` by id (those in sync state `$4` when it is given), in one round trip: no
+/// row for an unknown workspace, one row of nulls beside the head when no account follows. Each
+/// account's `since` comes with the row of its category.
+pub const WORKSPACE_STATUS: &str = "with t as ( \
+        select count(*) as accounts, \
+               count(*) filter (where account_state = 'deleted') as accounts_deleted, \
+               count(*) filter (where sync_state = 'complete') as sync_complete, \
+               count(*) filter (where sync_state = 'error') as sync_error, \
+               count(*) filter (where sync_state = 'paused') as sync_paused, \
+               count(*) filter (where sync_state = 'unknown') as sync_unknown \
+        from accounts where workspace_id = $1 and $2), \
+    page as ( \
+        select workspace_id, integration_account_id, account_since, link_since, sync_since \
+        from accounts \
+        where workspace_id = $1 and integration_account_id > $3 \
+          and ($4::text is null or sync_state = $4) \
+        order by integration_account_id limit $5) \
+    select w.last_event_at, t.*, p.integration_account_id, l.event_type, l.hook_id, l.result, \
+           l.occurred_at, \
+           case s.category when 'account' then p.account_since when 'link' then p.link_since \
+                           else p.sync_since end as since \
+    from workspaces w cross join t \
+    left join (page p join latest_events l on l.workspace_id = p.workspace_id \
+                                          and l.integration_account_id = p.integration_account_id \
+                      join event_states s on s.event_type = l.event_type) on true \
+    where w.workspace_id = $1 \
+    order by p.integration_account_id";
 
 #[derive(sqlx::FromRow)]
 struct StatusRow {
     last_event_at: DateTime<Utc>,
+    accounts: i64,
+    accounts_deleted: i64,
+    sync_complete: i64,
+    sync_error: i64,
+    sync_paused: i64,
+    sync_unknown: i64,
     integration_account_id: Option<String>,
     event_type: Option<String>,
     hook_id: Option<String>,

@@ -565,11 +565,6 @@ async fn no_query_route_scans_the_events_table_sequentially() {
             vec!["h777"],
         ),
         (
-            "GET /workspaces/{id}/status",
-            calry_hooks::api::workspaces::WORKSPACE_STATUS,
-            vec!["w42"],
-        ),
-        (
             "GET /workspaces/{id}/accounts/{account}",
             calry_hooks::api::workspaces::LATEST_ROWS_OF_ACCOUNT,
             vec!["w42", "a3"],
@@ -581,6 +576,32 @@ async fn no_query_route_scans_the_events_table_sequentially() {
             q = q.bind(b);
         }
         plans.push((route.to_owned(), q.fetch_one(&app.pool).await.unwrap()));
+    }
+
+    // The status: its first statement (with the totals), and a later chunk with a filter.
+    for (route, totals, after, sync_state) in [
+        ("GET /workspaces/{id}/status", true, "", None),
+        (
+            "GET /workspaces/{id}/status?syncState=error, a later chunk",
+            false,
+            "a3",
+            Some("error"),
+        ),
+    ] {
+        let explain = format!(
+            "explain (format json) {}",
+            calry_hooks::api::workspaces::WORKSPACE_STATUS
+        );
+        let plan = sqlx::query_scalar(&explain)
+            .bind("w42")
+            .bind(totals)
+            .bind(after)
+            .bind(sync_state)
+            .bind(501_i64)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        plans.push((route.to_owned(), plan));
     }
 
     // By id, one partition is searched: the others are pruned as the statement runs.

@@ -161,6 +161,7 @@ fn expected_status(workspace: &str, events: &[Ev], sync_filter: Option<&str>) ->
         "lastEventAt": events.iter().map(|e| e.at.clone()).max(),
         "totals": {"accounts": by_account.len(), "accountsDeleted": deleted, "sync": sync_counts},
         "accounts": accounts,
+        "nextCursor": null,
     })
 }
 
@@ -190,6 +191,27 @@ async fn status_of(app: &TestApp, workspace: &str, query: &str) -> Value {
         .await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// A paged status read to its end (`query` holds the `limit`), as one answer: every page's
+/// accounts in order; the head, the same on every page, once.
+async fn status_in_pages(app: &TestApp, workspace: &str, query: &str) -> Value {
+    let mut whole = status_of(app, workspace, &format!("?{query}")).await;
+    let mut accounts = whole["accounts"].as_array().unwrap().clone();
+    while let Some(cursor) = whole["nextCursor"].as_str().map(str::to_owned) {
+        let mut page = status_of(app, workspace, &format!("?{query}&cursor={cursor}")).await;
+        assert!(!page["accounts"].as_array().unwrap().is_empty(), "{page}");
+        accounts.extend(page["accounts"].as_array().unwrap().iter().cloned());
+        page["accounts"] = Value::Null;
+        whole["accounts"] = Value::Null;
+        whole["nextCursor"] = Value::Null;
+        let next = page["nextCursor"].take();
+        page["nextCursor"] = Value::Null;
+        assert_eq!(page, whole, "{query}: each page has the same head");
+        whole["nextCursor"] = next;
+    }
+    whole["accounts"] = Value::Array(accounts);
+    whole
 }
 
 #[tokio::test]
@@ -229,6 +251,12 @@ async fn status_is_a_function_of_the_set_of_events_whatever_the_order_and_redeli
                 expected_status(&workspace, &events, Some(filter)),
                 "seed {seed} case {case} {filter}"
             );
+        }
+        // Paged, with and without a filter, the pages put together are the whole answer.
+        for (filter, limit) in [("", 1 + rng.below(3)), ("&syncState=error", 1)] {
+            let got = status_in_pages(&app, &workspace, &format!("limit={limit}{filter}")).await;
+            let want = expected_status(&workspace, &events, filter.strip_prefix("&syncState="));
+            assert_eq!(got, want, "seed {seed} case {case} limit={limit}{filter}");
         }
         for account in want["accounts"].as_array().unwrap() {
             let id = account["integrationAccountId"].as_str().unwrap();
@@ -354,7 +382,8 @@ async fn the_seed_example_gives_a_complete_sync_and_unknown_account_and_link() {
                                        "occurredAt": "2024-02-09T11:33:41.658Z"},
                          "lastCompletedAt": "2024-02-09T11:33:41.658Z",
                          "lastErrorAt": null, "lastPausedAt": null}
-            }]
+            }],
+            "nextCursor": null
         })
     );
 }
@@ -506,4 +535,84 @@ async fn concurrent_batches_of_one_account_leave_what_a_rebuild_gives() {
     let incremental = status_tables(&app).await;
     calry_hooks::status::rebuild(&app.pool).await.unwrap();
     assert_eq!(status_tables(&app).await, incremental);
+}
+
+/// A workspace of more accounts than one statement reads (500): the whole answer, written chunk
+/// by chunk as the client reads it, is one JSON document equal to its pages put together, with
+/// totals over every account; so is a filtered one that spans chunks too.
+#[tokio::test]
+async fn a_status_larger_than_a_chunk_is_whole_and_agrees_with_its_pages() {
+    let app = spawn_app().await;
+    let n: usize = 1_203;
+    let mut deliveries = Vec::new();
+    for i in 0..n {
+        let account = format!("acc-{i:05}");
+        let sync = if i % 5 == 0 {
+            "sync.complete"
+        } else {
+            "sync.error"
+        };
+        deliveries.push(event(
+            &format!("s{i}"),
+            "big",
+            Some(&account),
+            sync,
+            "2024-05-01T10:00:00Z",
+        ));
+        if i % 7 == 0 {
+            deliveries.push(event(
+                &format!("d{i}"),
+                "big",
+                Some(&account),
+                "account.deleted",
+                "2024-05-01T11:00:00Z",
+            ));
+        }
+    }
+    let statuses = deliver_all(&app, deliveries, 16).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+
+    let response = app.get("/workspaces/big/status").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let whole: Value = response.json().await.unwrap();
+    let ids: Vec<&str> = whole["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["integrationAccountId"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..n).map(|i| format!("acc-{i:05}")).collect();
+    assert_eq!(ids, want);
+    let errors = (0..n).filter(|i| i % 5 != 0).count();
+    assert_eq!(
+        whole["totals"],
+        json!({"accounts": n, "accountsDeleted": n.div_ceil(7),
+               "sync": {"complete": n - errors, "error": errors, "paused": 0, "unknown": 0}})
+    );
+    assert_eq!(whole["lastEventAt"], "2024-05-01T11:00:00.000Z");
+    assert_eq!(whole["nextCursor"], Value::Null);
+    assert_eq!(status_in_pages(&app, "big", "limit=500").await, whole);
+    assert_eq!(status_in_pages(&app, "big", "limit=7").await, whole);
+
+    let failing = status_of(&app, "big", "?syncState=error").await;
+    assert_eq!(failing["accounts"].as_array().unwrap().len(), errors);
+    assert!(
+        failing["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["sync"]["state"] == "error")
+    );
+    assert_eq!(failing["totals"], whole["totals"]);
+    assert_eq!(
+        status_in_pages(&app, "big", "limit=333&syncState=error").await,
+        failing
+    );
+
+    // A page's limit is checked like a history page's; a cursor of another route is refused.
+    for query in ["limit=0", "limit=501", "cursor=dzE6Ymln"] {
+        let response = app.get(&format!("/workspaces/big/status?{query}")).await;
+        assert_eq!(response.status(), 400, "{query}");
+    }
 }
