@@ -17,11 +17,11 @@ page as (
     order by integration_account_id limit 501)
 select w.last_event_at, t.*, p.integration_account_id, l.event_type, l.hook_id, l.result,
        l.occurred_at,
-       case s.category when 'account' then p.account_since when 'link' then p.link_since
-                       else p.sync_since end as since
+       case split_part(l.event_type, '.', 1) when 'account' then p.account_since
+            when 'link' then p.link_since when 'sync' then p.sync_since end as since
 from workspaces w cross join t
 left join (page p join latest_events l on l.workspace_id = p.workspace_id
-                                      and l.integration_account_id = p.integration_account_id
-                  join event_states s on s.event_type = l.event_type) on true
+                                      and l.integration_account_id = p.integration_account_id)
+          on true
 where w.workspace_id = (select workspace_id from bench_workspaces where n = :n)
 order by p.integration_account_id;

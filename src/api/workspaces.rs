@@ -214,35 +214,44 @@ pub async fn workspace_status(
         .into_response());
     }
 
-    // Every account, and more than one chunk of them: the head and the first chunk now, each
-    // next chunk read as the client takes the one before (the connection kept until the end).
+    // Every account, and more than one chunk of them: the head and the first chunk now; a task
+    // reads each next chunk while the client takes the one before (at most one waits), and
+    // keeps the connection until the end.
     let mut opening = serde_json::to_vec(&head).expect("the head serializes");
     opening.pop(); // the head's closing brace: the accounts follow
     opening.extend_from_slice(b",\"accounts\":[");
     first.write_json(&mut opening, false);
-    let (workspace_id, sync_state) = (workspace_id.clone(), chunk.sync_state);
-    let rest = futures_util::stream::try_unfold((db, after), move |(mut db, after)| {
-        let workspace_id = workspace_id.clone();
-        async move {
-            let Some(after) = after else {
-                return Ok::<_, Error>(None);
-            };
+    let (chunks, rest) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
+    let sync_state = chunk.sync_state;
+    tokio::spawn(async move {
+        let mut after = after;
+        while let Some(last) = after.take() {
             let chunk = StatusChunk {
                 workspace_id: &workspace_id,
                 sync_state,
                 limit: STATUS_CHUNK,
             };
-            let read = chunk.read_next(&mut db, &after).await.inspect_err(|e| {
-                tracing::warn!(error = %e, workspace_id, "a status answer ended early");
-            })?;
+            let read = match chunk.read_next(&mut db, &last).await {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(error = %e, workspace_id, "a status answer ended early");
+                    let _ = chunks.send(Err(e)).await;
+                    return;
+                }
+            };
             let mut bytes = Vec::new();
             read.write_json(&mut bytes, true);
-            let after = read.more.then(|| read.last_id()).flatten();
+            after = read.more.then(|| read.last_id()).flatten();
             if after.is_none() {
                 bytes.extend_from_slice(b"],\"nextCursor\":null}");
             }
-            Ok(Some((Bytes::from(bytes), (db, after))))
+            if chunks.send(Ok(Bytes::from(bytes))).await.is_err() {
+                return; // the client went away
+            }
         }
+    });
+    let rest = futures_util::stream::unfold(rest, |mut rest| async move {
+        rest.recv().await.map(|chunk| (chunk, rest))
     });
     let body = futures_util::stream::once(async { Ok(Bytes::from(opening)) }).chain(rest);
     Ok((
@@ -359,7 +368,8 @@ impl ChunkRead {
 /// A workspace, the totals of its accounts (when `$2`), and the latest rows of up to `$5` of its
 /// accounts after `$3` by id (those in sync state `$4` when it is given), in one round trip: no
 /// row for an unknown workspace, one row of nulls beside the head when no account follows. Each
-/// account's `since` comes with the row of its category.
+/// account's `since` comes with the rows of its category (an event type's first segment; rows of
+/// types of no category are left out by `status::accounts`).
 pub const WORKSPACE_STATUS: &str = "with t as ( \
         select count(*) as accounts, \
                count(*) filter (where account_state = 'deleted') as accounts_deleted, \
@@ -376,12 +386,12 @@ pub const WORKSPACE_STATUS: &str = "with t as ( \
         order by integration_account_id limit $5) \
     select w.last_event_at, t.*, p.integration_account_id, l.event_type, l.hook_id, l.result, \
            l.occurred_at, \
-           case s.category when 'account' then p.account_since when 'link' then p.link_since \
-                           else p.sync_since end as since \
+           case split_part(l.event_type, '.', 1) when 'account' then p.account_since \
+                when 'link' then p.link_since when 'sync' then p.sync_since end as since \
     from workspaces w cross join t \
     left join (page p join latest_events l on l.workspace_id = p.workspace_id \
-                                          and l.integration_account_id = p.integration_account_id \
-                      join event_states s on s.event_type = l.event_type) on true \
+                                          and l.integration_account_id = p.integration_account_id) \
+              on true \
     where w.workspace_id = $1 \
     order by p.integration_account_id";
 
