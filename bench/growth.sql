@@ -37,7 +37,7 @@ select count(*) > 0 as seeded from events where workspace_id in (select workspac
     \quit
 \endif
 
-\echo loading the growth workspaces' events
+\echo loading the events of the growth workspaces
 insert into events (hook_id, workspace_id, integration_account_id, event_type, source, result,
                     occurred_at, received_at, last_received_at, delivery_count,
                     signature_verified, payload)
