@@ -11,7 +11,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -295,42 +296,23 @@ impl StatusChunk<'_> {
         after: Option<&str>,
     ) -> Result<Option<(StatusHead, ChunkRead)>> {
         let rows = self.rows(db, true, after.unwrap_or("")).await?;
-        let Some(first) = rows.first() else {
+        // The head row comes first, and only for a known workspace.
+        let Some(head) = rows.first().map(|row| self.head(row)).transpose()? else {
             return Ok(None);
         };
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        let head = StatusHead {
-            workspace_id: self.workspace_id.to_owned(),
-            last_event_at: first.last_event_at,
-            totals: Totals {
-                accounts: count(first.accounts),
-                accounts_deleted: count(first.accounts_deleted),
-                sync: SyncTotals {
-                    complete: count(first.sync_complete),
-                    error: count(first.sync_error),
-                    paused: count(first.sync_paused),
-                    unknown: count(first.sync_unknown),
-                },
-            },
-        };
-        Ok(Some((head, self.accounts(rows))))
+        Ok(Some((head, self.accounts(&rows[1..])?)))
     }
 
     /// The accounts after `after`.
     async fn read_next(&self, db: &mut PgConnection, after: &str) -> Result<ChunkRead> {
         let rows = self.rows(db, false, after).await?;
-        Ok(self.accounts(rows))
+        self.accounts(&rows)
     }
 
-    async fn rows(
-        &self,
-        db: &mut PgConnection,
-        totals: bool,
-        after: &str,
-    ) -> Result<Vec<StatusRow>> {
-        Ok(sqlx::query_as(WORKSPACE_STATUS)
+    async fn rows(&self, db: &mut PgConnection, head: bool, after: &str) -> Result<Vec<PgRow>> {
+        Ok(sqlx::query(WORKSPACE_STATUS)
             .bind(self.workspace_id)
-            .bind(totals)
+            .bind(head)
             .bind(after)
             .bind(self.sync_state.map(SyncState::name))
             .bind(self.limit + 1)
@@ -338,12 +320,46 @@ impl StatusChunk<'_> {
             .await?)
     }
 
-    /// The rows' accounts: at most `limit`, the one more telling that more follow.
-    fn accounts(&self, rows: Vec<StatusRow>) -> ChunkRead {
-        let mut accounts = status::accounts(rows.into_iter().filter_map(StatusRow::latest));
+    /// The head row: the workspace's `lastEventAt` and its totals (columns 0–6).
+    fn head(&self, row: &PgRow) -> Result<StatusHead> {
+        let count =
+            |i: usize| -> Result<u64> { Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0)) };
+        Ok(StatusHead {
+            workspace_id: self.workspace_id.to_owned(),
+            last_event_at: row.try_get(0)?,
+            totals: Totals {
+                accounts: count(1)?,
+                accounts_deleted: count(2)?,
+                sync: SyncTotals {
+                    complete: count(3)?,
+                    error: count(4)?,
+                    paused: count(5)?,
+                    unknown: count(6)?,
+                },
+            },
+        })
+    }
+
+    /// The accounts of latest rows (columns 7–12): at most `limit`, the one more telling that
+    /// more follow. Decoded by position, the by-name lookup being most of a row's decoding.
+    fn accounts(&self, rows: &[PgRow]) -> Result<ChunkRead> {
+        let latest = rows
+            .iter()
+            .map(|row| {
+                Ok(LatestRow {
+                    integration_account_id: row.try_get(7)?,
+                    event_type: row.try_get(8)?,
+                    hook_id: row.try_get(9)?,
+                    result: row.try_get(10)?,
+                    occurred_at: row.try_get(11)?,
+                    since: row.try_get(12)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let mut accounts = status::accounts(latest);
         let more = accounts.len() as i64 > self.limit;
         accounts.truncate(self.limit as usize);
-        ChunkRead { accounts, more }
+        Ok(ChunkRead { accounts, more })
     }
 }
 
@@ -365,65 +381,39 @@ impl ChunkRead {
     }
 }
 
-/// A workspace, the totals of its accounts (when `$2`), and the latest rows of up to `$5` of its
-/// accounts after `$3` by id (those in sync state `$4` when it is given), in one round trip: no
-/// row for an unknown workspace, one row of nulls beside the head when no account follows. Each
-/// account's `since` comes with the rows of its category (an event type's first segment; rows of
-/// types of no category are left out by `status::accounts`).
-pub const WORKSPACE_STATUS: &str = "with t as ( \
+/// A status chunk in one round trip. First, when `$2`, a head row: the workspace's
+/// `last_event_at` and the totals of its accounts (none for an unknown workspace). Then the latest
+/// rows of up to `$5` of its accounts after `$3` by id (those in sync state `$4` when it is given),
+/// each with the `since` of its category (an event type's first segment; rows of types of no
+/// category are left out by `status::accounts`). The head's account columns are null, the rows'
+/// head columns too: each value crosses the wire once.
+pub const WORKSPACE_STATUS: &str = "with page as ( \
+        select workspace_id, integration_account_id, account_since, link_since, sync_since \
+        from accounts \
+        where workspace_id = $1 and integration_account_id > $3 \
+          and ($4::text is null or sync_state = $4) \
+        order by integration_account_id limit $5) \
+    select w.last_event_at, t.accounts, t.accounts_deleted, t.sync_complete, t.sync_error, \
+           t.sync_paused, t.sync_unknown, null::text as integration_account_id, \
+           null::text as event_type, null::text as hook_id, null::text as result, \
+           null::timestamptz as occurred_at, null::timestamptz as since \
+    from workspaces w, lateral ( \
         select count(*) as accounts, \
                count(*) filter (where account_state = 'deleted') as accounts_deleted, \
                count(*) filter (where sync_state = 'complete') as sync_complete, \
                count(*) filter (where sync_state = 'error') as sync_error, \
                count(*) filter (where sync_state = 'paused') as sync_paused, \
                count(*) filter (where sync_state = 'unknown') as sync_unknown \
-        from accounts where workspace_id = $1 and $2), \
-    page as ( \
-        select workspace_id, integration_account_id, account_since, link_since, sync_since \
-        from accounts \
-        where workspace_id = $1 and integration_account_id > $3 \
-          and ($4::text is null or sync_state = $4) \
-        order by integration_account_id limit $5) \
-    select w.last_event_at, t.*, p.integration_account_id, l.event_type, l.hook_id, l.result, \
-           l.occurred_at, \
+        from accounts a where a.workspace_id = w.workspace_id) t \
+    where w.workspace_id = $1 and $2 \
+    union all \
+    select null, null, null, null, null, null, null, p.integration_account_id, l.event_type, \
+           l.hook_id, l.result, l.occurred_at, \
            case split_part(l.event_type, '.', 1) when 'account' then p.account_since \
-                when 'link' then p.link_since when 'sync' then p.sync_since end as since \
-    from workspaces w cross join t \
-    left join (page p join latest_events l on l.workspace_id = p.workspace_id \
-                                          and l.integration_account_id = p.integration_account_id) \
-              on true \
-    where w.workspace_id = $1 \
-    order by p.integration_account_id";
-
-#[derive(sqlx::FromRow)]
-struct StatusRow {
-    last_event_at: DateTime<Utc>,
-    accounts: i64,
-    accounts_deleted: i64,
-    sync_complete: i64,
-    sync_error: i64,
-    sync_paused: i64,
-    sync_unknown: i64,
-    integration_account_id: Option<String>,
-    event_type: Option<String>,
-    hook_id: Option<String>,
-    result: Option<String>,
-    occurred_at: Option<DateTime<Utc>>,
-    since: Option<DateTime<Utc>>,
-}
-
-impl StatusRow {
-    fn latest(self) -> Option<LatestRow> {
-        Some(LatestRow {
-            integration_account_id: self.integration_account_id?,
-            event_type: self.event_type?,
-            hook_id: self.hook_id?,
-            result: self.result,
-            occurred_at: self.occurred_at?,
-            since: self.since,
-        })
-    }
-}
+                when 'link' then p.link_since when 'sync' then p.sync_since end \
+    from page p join latest_events l on l.workspace_id = p.workspace_id \
+                                    and l.integration_account_id = p.integration_account_id \
+    order by integration_account_id nulls first";
 
 /// One account's latest rows, each with its category's `since`.
 pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.event_type, \
