@@ -22,6 +22,9 @@
 #   --results FILE      where the JSON lines go [RESULTS, default target/bench/growth-<date>.jsonl]
 #   --keep              keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
 #   --no-build          use the binaries already in target/bench [NO_BUILD=1]
+#   --baseline BIN      also run another calry-hooks binary (an earlier build, say) on the same
+#                       store, and measure each status workspace on both, in turn: its rows
+#                       are labelled "(baseline)" [BASELINE]
 #
 # Like bench/query.sh: a PostgreSQL of its own in a temporary directory (bench/lib.sh), the
 # release binaries of target/bench (or $CARGO_TARGET_DIR), everything stopped at the end.
@@ -36,6 +39,7 @@ DEEP_PAGES=${DEEP_PAGES:-10}
 RESULTS=${RESULTS:-}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
+BASELINE=${BASELINE:-}
 WORKSPACES=10000
 ACCOUNTS=10
 PORT=${PORT:-18085}
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
         --results) RESULTS=$2; shift ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
+        --baseline) BASELINE=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/growth.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -76,18 +81,36 @@ log "calry-hooks on the seeded store"
 (cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
     exec "$BIN" serve >"$WORK/service.log" 2>&1) &
 SERVICE_PID=$!
+BASELINE_PID=
+if [ -n "$BASELINE" ]; then
+    log "the baseline $BASELINE on the same store"
+    (cd "$WORK" && DATABASE_URL=$URL CALRY_HOOKS_LISTEN=127.0.0.1:$((PORT + 1)) \
+        exec "$BASELINE" serve >"$WORK/baseline.log" 2>&1) &
+    BASELINE_PID=$!
+    trap 'rc=$?; kill "$BASELINE_PID" 2>/dev/null; (exit $rc); bench_cleanup' EXIT
+fi
 
-# measure WORKSPACE KINDS LABEL: one closed-loop measurement of that workspace's routes.
+# measure WORKSPACE KINDS LABEL [PORT PID]: one closed-loop measurement of that workspace's
+# routes, on this build's service or the one at PORT.
 measure() {
     log "loadgen query: $3 ($2), c=$CONCURRENCY, ingest $INGEST_RATE/s, ${DURATION}s"
-    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c "$CONCURRENCY" -d "$DURATION" \
+    "$LOADGEN" query --url "http://127.0.0.1:${4:-$PORT}" -c "$CONCURRENCY" -d "$DURATION" \
         --kinds "$2" --workspace-id "$1" --ingest-rate "$INGEST_RATE" \
         --deep-pages "$DEEP_PAGES" --workspaces $WORKSPACES --accounts $ACCOUNTS \
-        --database-url "$URL" --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
-        --label "$3" --json-out "$RESULTS" >/dev/null
+        --database-url "$URL" --service-pid "${5:-$SERVICE_PID}" \
+        --postgres-pid "$POSTMASTER_PID" --label "$3" --json-out "$RESULTS" >/dev/null
 }
+# With a baseline, the two services take turns at going first.
+turn=0
 for n in 10 100 1000 10000; do
-    measure "6fd2160c-0000-4000-8000-acc$(printf %09d $n)" status "$n accounts"
+    workspace="6fd2160c-0000-4000-8000-acc$(printf %09d $n)"
+    baseline() {
+        [ -z "$BASELINE" ] ||
+            measure "$workspace" status "$n accounts (baseline)" $((PORT + 1)) "$BASELINE_PID"
+    }
+    if (( turn++ % 2 == 0 )); then baseline; fi
+    measure "$workspace" status "$n accounts"
+    if (( turn % 2 == 0 )); then baseline; fi
 done
 for n in 1000 100000 1000000; do
     measure "6fd2160c-0000-4000-8000-e00$(printf %09d $n)" first-page,deep-page "$n events"

@@ -193,7 +193,7 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
 }
 
 /// The table of bench/growth.sh: each measurement's label names its workspace; each route's
-/// p50 / p99 and mean answer bytes.
+/// p50 / p99, mean answer bytes, CPU per request and the service's peak RSS so far.
 pub(crate) fn growth_table(path: &Path) -> Result<(), BoxError> {
     let lines: Vec<Value> = json_lines(path)?
         .into_iter()
@@ -207,8 +207,11 @@ pub(crate) fn growth_table(path: &Path) -> Result<(), BoxError> {
         first["concurrency"],
         first["ingest"]["rate_target"].as_f64().unwrap_or(0.0)
     );
-    println!("| workspace | route | requests | p50 ms | p99 ms | answer bytes (mean) | non-2xx |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| workspace | route | requests | p50 ms | p99 ms | answer bytes (mean) | non-2xx \
+         | service / PostgreSQL CPU ms per request | service peak RSS MiB |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for v in &lines {
         for kind in KINDS {
             let q = &v["queries"][kind.name()];
@@ -216,8 +219,16 @@ pub(crate) fn growth_table(path: &Path) -> Result<(), BoxError> {
                 continue;
             }
             let ms = |p: &str| q["latency_ms"][p].as_f64().unwrap_or(f64::NAN);
+            // CPU of the whole measurement (ingest included) over this route's requests: a
+            // measurement of one workspace sends one route, or two of like cost.
+            let requests: f64 = KINDS
+                .iter()
+                .filter_map(|k| v["queries"][k.name()]["requests"].as_f64())
+                .sum();
+            let per_request =
+                |who: &str| v["cpu_s"][who].as_f64().unwrap_or(f64::NAN) * 1e3 / requests;
             println!(
-                "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} / {:.2} | {:.1} |",
                 v["label"].as_str().unwrap_or(""),
                 kind.name(),
                 q["requests"],
@@ -225,6 +236,9 @@ pub(crate) fn growth_table(path: &Path) -> Result<(), BoxError> {
                 ms("p99"),
                 q["answer_bytes"],
                 q["non_2xx"],
+                per_request("service"),
+                per_request("postgres"),
+                v["service_rss"]["vmhwm_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
             );
         }
     }
