@@ -33,8 +33,12 @@ pub(crate) struct BatchScriptArgs {
 const BATCH_INPUT: &str = "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[],\n                $7::timestamptz[], $8::bool[], $9::text[])\n         with ordinality";
 
-/// The keys of REFRESH_ACCOUNTS, as the service binds them.
+/// The keys of REFRESH_ACCOUNTS, as the service binds them: since 357478a with a sixth array,
+/// whether the key's events all come after what its account had (then only recent partitions
+/// are read); before, without it.
 const REFRESH_INPUT: &str =
+    "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bool[])";
+const REFRESH_INPUT_BEFORE_RECENT: &str =
     "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])";
 
 pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
@@ -57,13 +61,23 @@ pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
     );
     match refresh {
         Some(refresh) => {
-            let keys = "(select distinct on (e.workspace_id, e.integration_account_id, s.category)\n\
-                        e.workspace_id, e.integration_account_id, s.category, e.occurred_at, e.hook_id\n\
-                        from events e join event_states s on s.event_type = e.event_type\n\
-                        where e.feed_xid = pg_current_xact_id()::text::bigint\n\
-                        and e.integration_account_id is not null\n\
-                        order by 1, 2, 3, e.occurred_at, e.hook_id)";
-            let refresh = replace_once(&refresh, REFRESH_INPUT, keys)?;
+            // The generated events occur now, after everything their accounts had: recent.
+            let keys = |recent: &str| {
+                format!(
+                    "(select distinct on (e.workspace_id, e.integration_account_id, s.category)\n\
+                     e.workspace_id, e.integration_account_id, s.category, e.occurred_at, \
+                     e.hook_id{recent}\n\
+                     from events e join event_states s on s.event_type = e.event_type\n\
+                     where e.feed_xid = pg_current_xact_id()::text::bigint\n\
+                     and e.integration_account_id is not null\n\
+                     order by 1, 2, 3, e.occurred_at, e.hook_id)"
+                )
+            };
+            let refresh = if refresh.contains(REFRESH_INPUT) {
+                replace_once(&refresh, REFRESH_INPUT, &keys(", true"))?
+            } else {
+                replace_once(&refresh, REFRESH_INPUT_BEFORE_RECENT, &keys(""))?
+            };
             out += &format!("begin;\n{};\n{};\ncommit;\n", insert.trim(), refresh.trim());
         }
         None => out += &format!("{};\n", insert.trim()),
