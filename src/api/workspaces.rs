@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::RawQuery;
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -13,6 +13,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use std::time::Duration;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -176,6 +178,7 @@ pub async fn workspace_status(
         caller: Caller { mut db, .. },
         workspace_id,
     }: WorkspacePath<Replica>,
+    State(app): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let params = Params::parse(query.as_deref())?;
@@ -222,7 +225,10 @@ pub async fn workspace_status(
     opening.pop(); // the head's closing brace: the accounts follow
     opening.extend_from_slice(b",\"accounts\":[");
     first.write_json(&mut opening, false);
-    let (chunks, rest) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
+    // A client that stops reading must not keep the connection: it has the query timeout to
+    // take each chunk, or the answer is cut off (the HTTP connection aborted: never a clean end).
+    let stall = Duration::from_millis(app.config.query_timeout_ms);
+    let (chunks, rest) = tokio::sync::mpsc::channel::<Result<(Bytes, bool)>>(1);
     let sync_state = chunk.sync_state;
     tokio::spawn(async move {
         let mut after = after;
@@ -246,13 +252,31 @@ pub async fn workspace_status(
             if after.is_none() {
                 bytes.extend_from_slice(b"],\"nextCursor\":null}");
             }
-            if chunks.send(Ok(Bytes::from(bytes))).await.is_err() {
-                return; // the client went away
+            let sent = chunks.send_timeout(Ok((Bytes::from(bytes), after.is_none())), stall);
+            match sent.await {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    tracing::warn!(
+                        workspace_id,
+                        "a status answer was cut off: its client took longer than \
+                         CALRY_HOOKS_QUERY_TIMEOUT_MS to take 500 accounts"
+                    );
+                    return;
+                }
+                Err(SendTimeoutError::Closed(_)) => return, // the client went away
             }
         }
     });
-    let rest = futures_util::stream::unfold(rest, |mut rest| async move {
-        rest.recv().await.map(|chunk| (chunk, rest))
+    let rest = futures_util::stream::unfold((rest, false), |(mut rest, ended)| async move {
+        match rest.recv().await {
+            Some(Ok((chunk, last))) => Some((Ok(chunk), (rest, last))),
+            Some(Err(e)) => Some((Err(e), (rest, true))),
+            None if ended => None,
+            None => Some((
+                Err(Error::unavailable("the status answer was cut off")),
+                (rest, true),
+            )),
+        }
     });
     let body = futures_util::stream::once(async { Ok(Bytes::from(opening)) }).chain(rest);
     Ok((
