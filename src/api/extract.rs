@@ -43,13 +43,16 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             Some(_) => app.tokens.get(presented.as_deref()).map_err(Some),
             None => Err(None),
         };
-        let (db, found) = match remembered {
+        let token_required = !app.config.listen.ip().is_loopback();
+        let (db, access) = match remembered {
             Ok(found) => {
+                // Refused from memory without borrowing a connection.
+                let access = found.access(presented.is_some(), token_required)?;
                 let db = app.readers.acquire().await?;
                 if let Some(attempt) = attempt {
                     attempt.record(Risk::Remembered(app.readers.clone()), parts);
                 }
-                (db, found)
+                (db, access)
             }
             Err(generation) => {
                 let (db, found) = app
@@ -65,11 +68,9 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
                 if let Some(generation) = generation {
                     app.tokens.keep(generation, presented.as_deref(), &found);
                 }
-                (db, found)
+                (db, found.access(presented.is_some(), token_required)?)
             }
         };
-        let token_required = !app.config.listen.ip().is_loopback();
-        let access = found.access(presented.is_some(), token_required)?;
         let db = if S::MAY_USE_REPLICA {
             replica::connection(parts, app, db).await?
         } else {

@@ -167,6 +167,32 @@ async fn token_changes_wait_until_every_listening_instance_heard() {
     );
 }
 
+/// The process id of the instance's listening connection, once it listens for token changes.
+async fn listener_pid(app: &TestApp) -> Option<i32> {
+    sqlx::query_scalar::<_, i32>(
+        "select pid from pg_stat_activity
+         where application_name = 'calry-hooks listener' and state = 'idle'
+           and (query like '%calry_hooks_tokens%' or query like 'select pg_notify%')
+           and datname = current_database()",
+    )
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Waits (at most 10 s) until the instance listens for token changes, and so remembers checks.
+async fn wait_until_listening(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listener_pid(app).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
 /// The instance answers token checks from memory while it listens, and forgets them when it
 /// hears that a token changed or stops hearing at all. Shown by changing a token behind its back
 /// (the trigger that notifies disabled): the old answer stands until a notification comes, or
@@ -175,17 +201,7 @@ async fn token_changes_wait_until_every_listening_instance_heard() {
 async fn token_checks_are_remembered_until_a_token_changes_or_the_listener_is_lost() {
     let app = spawn_app().await;
     two_workspaces(&app).await;
-    let listening = || async {
-        sqlx::query_scalar::<_, i32>(
-            "select pid from pg_stat_activity
-             where application_name = 'calry-hooks listener' and state = 'idle'
-               and (query like '%calry_hooks_tokens%' or query like 'select pg_notify%')
-               and datname = current_database()",
-        )
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap()
-    };
+    let listening = || listener_pid(&app);
     // Behind the instance's back: the trigger that notifies it disabled meanwhile.
     let unheard = |statement: String| {
         let pool = app.pool.clone();
@@ -202,15 +218,7 @@ async fn token_checks_are_remembered_until_a_token_changes_or_the_listener_is_lo
         }
     };
     for lost_listener in [false, true] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while listening().await.is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the instance never listened"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        wait_until_listening(&app).await;
         let token = format!("chk_unheard{lost_listener}");
         unheard(format!(
             "insert into tokens (name, token_hash, all_workspaces, workspaces)
@@ -513,4 +521,32 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
     ] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
+}
+
+/// A request refused from memory (no token, once one exists) borrows no database connection: it
+/// is answered `401` at once while the only query connection is busy, where waiting for it would
+/// give `503` after 3 s.
+#[tokio::test]
+async fn a_refusal_from_memory_borrows_no_connection() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.query_connections = 1;
+        c.query_timeout_ms = 6_000;
+    })
+    .await;
+    crate::helpers::large_workspace(&app).await;
+    wait_until_listening(&app).await;
+    let token = auth::create(&app.pool, "", true, &[]).await.unwrap().token;
+    // The first refusal is looked up, and remembered.
+    answered_soon(&app, "/workspaces/big/status", None, 401).await;
+    let stalled = crate::helpers::stalled_large_status(&app, Some(&token)).await;
+
+    let started = std::time::Instant::now();
+    let refused = app.get("/workspaces/big/status").await;
+    assert_eq!(refused.status(), 401, "after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "waited {:?} for a connection",
+        started.elapsed()
+    );
+    drop(stalled);
 }

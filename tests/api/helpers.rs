@@ -508,3 +508,47 @@ pub async fn read_pages(app: &TestApp, path: &str) -> Vec<Value> {
         }
     }
 }
+
+/// Workspace `big`, of 20,000 accounts (about 9 MB of status), written straight into the tables
+/// the status reads.
+pub async fn large_workspace(app: &TestApp) {
+    for sql in [
+        "insert into workspaces values ('big', '2024-05-01T10:00:00Z')",
+        "insert into accounts select 'big', format('acc-%s', lpad(n::text, 6, '0')), 'unknown',
+                null, 'unknown', null, 'error', '2024-05-01T10:00:00Z'
+         from generate_series(1, 20000) n",
+        "insert into latest_events select 'big', format('acc-%s', lpad(n::text, 6, '0')),
+                'sync.error', format('h%s', n), 'FAILURE', '2024-05-01T10:00:00Z'
+         from generate_series(1, 20000) n",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+}
+
+/// A client with a 4 KB receive buffer that asks for the whole status of [`large_workspace`]
+/// (with `token`, if any), reads the head of a `200` and stops reading. The service's answer,
+/// written 500 accounts at a time, then holds a query connection until the client has been too
+/// slow (the query timeout) — or, without that rule, for as long as the returned socket is open.
+pub async fn stalled_large_status(app: &TestApp, token: Option<&str>) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(address).await.unwrap();
+    let authorization = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    stalled
+        .write_all(
+            format!(
+                "GET /workspaces/big/status HTTP/1.1\r\nhost: calry-hooks\r\n{authorization}\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0; 64];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    stalled
+}

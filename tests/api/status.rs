@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Rng, TestApp, deliver_all, event, problem, spawn_app};
 
@@ -629,30 +628,8 @@ async fn a_client_that_stops_reading_a_large_status_does_not_keep_the_connection
         c.query_timeout_ms = 1_000;
     })
     .await;
-    // 20,000 accounts, about 9 MB of answer, written straight into the tables the route reads.
-    for sql in [
-        "insert into workspaces values ('big', '2024-05-01T10:00:00Z')",
-        "insert into accounts select 'big', format('acc-%s', lpad(n::text, 6, '0')), 'unknown',
-                null, 'unknown', null, 'error', '2024-05-01T10:00:00Z'
-         from generate_series(1, 20000) n",
-        "insert into latest_events select 'big', format('acc-%s', lpad(n::text, 6, '0')),
-                'sync.error', format('h%s', n), 'FAILURE', '2024-05-01T10:00:00Z'
-         from generate_series(1, 20000) n",
-    ] {
-        sqlx::query(sql).execute(&app.pool).await.unwrap();
-    }
-
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let address = app.address.trim_start_matches("http://").parse().unwrap();
-    let mut stalled = socket.connect(address).await.unwrap();
-    stalled
-        .write_all(b"GET /workspaces/big/status HTTP/1.1\r\nhost: calry-hooks\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0; 64];
-    let n = stalled.read(&mut head).await.unwrap();
-    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    crate::helpers::large_workspace(&app).await;
+    let stalled = crate::helpers::stalled_large_status(&app, None).await;
 
     // The stalled answer holds the one connection until its client has been too slow.
     let started = std::time::Instant::now();
