@@ -27,6 +27,7 @@ use super::paging::{
 use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, SyncTotals, Totals};
+use crate::store::ReadConnection;
 use crate::time::rfc3339;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -218,18 +219,29 @@ pub async fn workspace_status(
         .into_response());
     }
 
-    // Every account, and more than one chunk of them: the head and the first chunk now; a task
-    // reads each next chunk while the client takes the one before (at most one waits), and
-    // keeps the connection until the end.
+    let stall = Duration::from_millis(app.config.query_timeout_ms);
+    Ok(whole_answer(head, first, after, db, sync_state, stall))
+}
+
+/// Every account of a workspace of more than one chunk: the head and the first chunk now; a task
+/// reads each next chunk (after `after`) while the client takes the one before (at most one
+/// waits), and keeps the connection until the end. A client that stops reading must not keep the
+/// connection: it has `stall` (the query timeout) to take each chunk, or the answer is cut off
+/// (the HTTP connection aborted: never a clean end).
+fn whole_answer(
+    head: StatusHead,
+    first: ChunkRead,
+    after: Option<String>,
+    mut db: ReadConnection,
+    sync_state: Option<SyncState>,
+    stall: Duration,
+) -> Response {
     let mut opening = serde_json::to_vec(&head).expect("the head serializes");
     opening.pop(); // the head's closing brace: the accounts follow
     opening.extend_from_slice(b",\"accounts\":[");
     first.write_json(&mut opening, false);
-    // A client that stops reading must not keep the connection: it has the query timeout to
-    // take each chunk, or the answer is cut off (the HTTP connection aborted: never a clean end).
-    let stall = Duration::from_millis(app.config.query_timeout_ms);
+    let workspace_id = head.workspace_id;
     let (chunks, rest) = tokio::sync::mpsc::channel::<Result<(Bytes, bool)>>(1);
-    let sync_state = chunk.sync_state;
     tokio::spawn(async move {
         let mut after = after;
         while let Some(last) = after.take() {
@@ -279,14 +291,14 @@ pub async fn workspace_status(
         }
     });
     let body = futures_util::stream::once(async { Ok(Bytes::from(opening)) }).chain(rest);
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response()
 }
 
-/// Accounts per statement of a whole status answer, and per page by default.
+/// Accounts per statement of a whole status answer, and the most a page holds.
 pub const STATUS_CHUNK: i64 = MAX_LIMIT;
 
 /// What a status answer says before its accounts.
