@@ -207,31 +207,28 @@ pub async fn workspace_status(
         .read_first(&mut db, cursor.as_ref().map(|c| c.0.as_str()))
         .await?
         .ok_or_else(|| Error::NotFound(format!("workspace {workspace_id} has no events")))?;
-    let after = first.more.then(|| first.last_id()).flatten();
-    if paged || after.is_none() {
+    if paged || first.next.is_none() {
         return Ok(Json(WorkspaceStatus {
             workspace_id: head.workspace_id,
             last_event_at: head.last_event_at,
             totals: head.totals,
             accounts: first.accounts,
-            next_cursor: after.map(|id| StatusCursor(id).encode()),
+            next_cursor: first.next.map(|id| StatusCursor(id).encode()),
         })
         .into_response());
     }
 
     let stall = Duration::from_millis(app.config.query_timeout_ms);
-    Ok(whole_answer(head, first, after, db, sync_state, stall))
+    Ok(whole_answer(head, first, db, sync_state, stall))
 }
 
 /// Every account of a workspace of more than one chunk: the head and the first chunk now; a task
-/// reads each next chunk (after `after`) while the client takes the one before (at most one
-/// waits), and keeps the connection until the end. A client that stops reading must not keep the
+/// reads each next chunk while the client takes the one before (at most one waits), and keeps the connection until the end. A client that stops reading must not keep the
 /// connection: it has `stall` (the query timeout) to take each chunk, or the answer is cut off
 /// (the HTTP connection aborted: never a clean end).
 fn whole_answer(
     head: StatusHead,
     first: ChunkRead,
-    after: Option<String>,
     mut db: ReadConnection,
     sync_state: Option<SyncState>,
     stall: Duration,
@@ -243,7 +240,7 @@ fn whole_answer(
     let workspace_id = head.workspace_id;
     let (chunks, rest) = tokio::sync::mpsc::channel::<Result<(Bytes, bool)>>(1);
     tokio::spawn(async move {
-        let mut after = after;
+        let mut after = first.next;
         while let Some(last) = after.take() {
             let chunk = StatusChunk {
                 workspace_id: &workspace_id,
@@ -260,7 +257,7 @@ fn whole_answer(
             };
             let mut bytes = Vec::new();
             read.write_json(&mut bytes, true);
-            after = read.more.then(|| read.last_id()).flatten();
+            after = read.next;
             if after.is_none() {
                 bytes.extend_from_slice(b"],\"nextCursor\":null}");
             }
@@ -318,10 +315,10 @@ struct StatusChunk<'a> {
     limit: i64,
 }
 
-/// The accounts a [`StatusChunk`] read, and whether more follow.
+/// The accounts a [`StatusChunk`] read, and the id of the last of them when more follow.
 struct ChunkRead {
     accounts: Vec<AccountStatus>,
-    more: bool,
+    next: Option<String>,
 }
 
 impl StatusChunk<'_> {
@@ -395,17 +392,15 @@ impl StatusChunk<'_> {
         let mut accounts = status::accounts(latest);
         let more = accounts.len() as i64 > self.limit;
         accounts.truncate(self.limit as usize);
-        Ok(ChunkRead { accounts, more })
+        let next = accounts
+            .last()
+            .filter(|_| more)
+            .map(|a| a.integration_account_id.clone());
+        Ok(ChunkRead { accounts, next })
     }
 }
 
 impl ChunkRead {
-    fn last_id(&self) -> Option<String> {
-        self.accounts
-            .last()
-            .map(|a| a.integration_account_id.clone())
-    }
-
     /// The accounts as JSON array elements, after a comma when `after_others`.
     fn write_json(&self, out: &mut Vec<u8>, after_others: bool) {
         for (i, account) in self.accounts.iter().enumerate() {
