@@ -153,7 +153,8 @@ async fn token_changes_wait_until_every_listening_instance_heard() {
     let mut silent = sqlx::postgres::PgListener::connect_with(&app.pool)
         .await
         .unwrap();
-    sqlx::query("set application_name = 'calry-hooks listener'")
+    sqlx::query("select set_config('application_name', $1, false)")
+        .bind(calry_hooks::feed::LISTENER_NAME)
         .execute(&mut silent)
         .await
         .unwrap();
@@ -171,10 +172,11 @@ async fn token_changes_wait_until_every_listening_instance_heard() {
 async fn listener_pid(app: &TestApp) -> Option<i32> {
     sqlx::query_scalar::<_, i32>(
         "select pid from pg_stat_activity
-         where application_name = 'calry-hooks listener' and state = 'idle'
+         where application_name = $1 and state = 'idle'
            and (query like '%calry_hooks_tokens%' or query like 'select pg_notify%')
            and datname = current_database()",
     )
+    .bind(calry_hooks::feed::LISTENER_NAME)
     .fetch_optional(&app.pool)
     .await
     .unwrap()

@@ -127,9 +127,10 @@ async fn queries_answer_at_once_after_the_database_drops_the_service_connections
         let ended: i64 = sqlx::query_scalar(
             "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
              where datname = current_database() and pid <> pg_backend_pid()
-               and (application_name <> 'calry-hooks listener' or $1)) ended",
+               and (application_name <> $2 or $1)) ended",
         )
         .bind(round != 1)
+        .bind(calry_hooks::feed::LISTENER_NAME)
         .fetch_one(&app.pool)
         .await
         .unwrap();
