@@ -100,17 +100,18 @@ measure() {
         --database-url "$URL" --service-pid "${5:-$SERVICE_PID}" \
         --postgres-pid "$POSTMASTER_PID" --label "$3" --json-out "$RESULTS" >/dev/null
 }
+# baseline WORKSPACE N: the status of that workspace of N accounts on the baseline, if any.
+baseline() {
+    [ -z "$BASELINE" ] ||
+        measure "$1" status "$2 accounts (baseline)" $((PORT + 1)) "$BASELINE_PID"
+}
 # With a baseline, the two services take turns at going first.
 turn=0
 for n in 10 100 1000 10000; do
     workspace="6fd2160c-0000-4000-8000-acc$(printf %09d $n)"
-    baseline() {
-        [ -z "$BASELINE" ] ||
-            measure "$workspace" status "$n accounts (baseline)" $((PORT + 1)) "$BASELINE_PID"
-    }
-    if (( turn++ % 2 == 0 )); then baseline; fi
+    if (( turn++ % 2 == 0 )); then baseline "$workspace" "$n"; fi
     measure "$workspace" status "$n accounts"
-    if (( turn % 2 == 0 )); then baseline; fi
+    if (( turn % 2 == 0 )); then baseline "$workspace" "$n"; fi
 done
 for n in 1000 100000 1000000; do
     measure "6fd2160c-0000-4000-8000-e00$(printf %09d $n)" first-page,deep-page "$n events"
