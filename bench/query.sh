@@ -11,7 +11,9 @@
 #      (bench/pgbench-query/*.sql) mixed at the same concurrency, no HTTP and no service between;
 #   with --paced RATE, also (issue 16) the four queries mixed in open loop: RATE queries/s sent on
 #   a fixed schedule whatever the answers do, latency counted from each query's scheduled time
-#   (targets: status p99 ≤ 5 ms, first and deep page ≤ 10 ms, by id ≤ 3 ms).
+#   (targets: status p99 ≤ 5 ms, first and deep page ≤ 10 ms, by id ≤ 3 ms), and its floor:
+#   pgbench running the same statements at the same rate (`pgbench --rate`, whose latencies also
+#   count from each transaction's scheduled start), even with --mixed-only.
 #
 #   bench/query.sh                  # 10M events (seeding takes minutes), 20 s per measurement
 #   bench/query.sh --events 1000000 --duration 10
@@ -110,7 +112,7 @@ query() {
         --json-out "$RESULTS" "$@" >/dev/null
 }
 
-if [ "$MIXED_ONLY" != 1 ]; then
+if [ "$MIXED_ONLY" != 1 ] || [ -n "$PACED" ]; then
     psql_ -v deep_pages="$DEEP_PAGES" -v limit=50 -f "$ROOT/bench/query-floor.sql" calry_hooks
 fi
 service_measurements() {
@@ -132,10 +134,19 @@ $INGEST_RATE/s, ${DURATION}s$run"
         query "$c" "$kind" "query c=$c $kind alone"
     done
 }
+# floor C RUN [RATE]: pgbench with the routes' statements mixed, in a closed loop on C
+# connections, or with RATE in open loop at RATE transactions/s on $PACED_CONNECTIONS.
 floor() {
-    local c=$1 run=$2
-    [ "$MIXED_ONLY" = 1 ] && return
-    log "the floor: pgbench with the routes' statements, mixed, c=$c, while the service ingests \
+    local c=$1 run=$2 rate=${3:-} what paced=()
+    if [ -n "$rate" ]; then
+        what="open loop at $rate/s"
+        c=$PACED_CONNECTIONS
+        paced=(--paced-rate "$rate")
+    else
+        [ "$MIXED_ONLY" = 1 ] && return
+        what="c=$c"
+    fi
+    log "the floor: pgbench with the routes' statements, mixed, $what, while the service ingests \
 $INGEST_RATE/s, ${DURATION}s$run"
     "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate "$INGEST_RATE" \
         --redeliver 0 --workspaces $WORKSPACES --accounts $ACCOUNTS --verify none \
@@ -143,10 +154,10 @@ $INGEST_RATE/s, ${DURATION}s$run"
     INGEST_PID=$!
     "$LOADGEN" pgbench --output "$WORK/floor-c$c.out" --log-prefix "$WORK/floor-c$c" -c "$c" \
         --postgres-pid "$POSTMASTER_PID" --scripts \
-        status,history_first_page,history_deep_page,event_by_id \
-        --label "PostgreSQL alone c=$c, ingest $INGEST_RATE/s" --json-out "$RESULTS" -- \
+        status,history_first_page,history_deep_page,event_by_id "${paced[@]}" \
+        --label "PostgreSQL alone $what, ingest $INGEST_RATE/s" --json-out "$RESULTS" -- \
         pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j $(( c < 2 ? 1 : 2 )) \
-        -T "$DURATION" -D limit=50 \
+        ${rate:+--rate "$rate"} -T "$DURATION" -D limit=50 \
         -D workspaces="$(psql_ -At -c 'select count(*) from bench_workspaces' calry_hooks)" \
         -D deep="$(psql_ -At -c 'select count(*) from bench_deep' calry_hooks)" \
         -D ids="$(psql_ -At -c 'select count(*) from bench_ids' calry_hooks)" \
@@ -163,7 +174,9 @@ for c in $CONCURRENCY; do
         # With repeats, the floor goes first in every other run, as in bench/run.sh.
         if (( r % 2 == 1 )); then
             service_measurements "$c" "$run"; floor "$c" "$run"
+            if [ -n "$PACED" ]; then floor "$c" "$run" "$PACED"; fi
         else
+            if [ -n "$PACED" ]; then floor "$c" "$run" "$PACED"; fi
             floor "$c" "$run"; service_measurements "$c" "$run"
         fi
     done

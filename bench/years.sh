@@ -3,14 +3,22 @@
 # one spread over many monthly partitions, in the same run. For each store, each round: the four
 # queries of bench/query.sh mixed at c=16 while ingest runs at 1,000 deliveries/s, then ingest
 # alone at c=64; the stores alternate which goes first from round to round. Prints each store's
-# medians and the large store's ratio to the small one (target: within 15 %).
+# medians and the large store's ratio to the small one (target: within 15 %). With --medium and
+# --empty, ingest at c=64 is also measured on a store of that size and on an empty one, in the
+# same rounds (issue 16: how ingest's cost grows with the store).
 #
 #   bench/years.sh                                   # 1M and 30M events over 400 days
 #   bench/years.sh --data /work/bench-data/years     # seed once, keep, and reuse next time
+#   bench/years.sh --data /work/bench-data/years --medium 10000000 --empty
+#                                                    # ingest on 0, 10M, 1M and 30M events
 #
 # Options (environment variables in brackets):
 #   --small N          events of the small store [SMALL, default 1000000]
 #   --large N          events of the large store [LARGE, default 30000000]
+#   --medium N         also a store of N events, measured like the other two [MEDIUM, default 0:
+#                      none]
+#   --empty            also ingest at c=64 on an empty store, created afresh every round
+#                      [EMPTY=1]
 #   --days D           days both are spread over, ending now: 400 days make 14 monthly
 #                      partitions [DAYS, default 400]
 #   --duration SECS    seconds of each measurement [DURATION, default 20]
@@ -29,6 +37,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SMALL=${SMALL:-1000000}
 LARGE=${LARGE:-30000000}
+MEDIUM=${MEDIUM:-0}
+EMPTY=${EMPTY:-0}
 DAYS=${DAYS:-400}
 DURATION=${DURATION:-20}
 REPEAT=${REPEAT:-3}
@@ -44,6 +54,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --small) SMALL=$2; shift ;;
         --large) LARGE=$2; shift ;;
+        --medium) MEDIUM=$2; shift ;;
+        --empty) EMPTY=1 ;;
         --days) DAYS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --repeat) REPEAT=$2; shift ;;
@@ -63,10 +75,11 @@ RESULTS=${RESULTS:-$TARGET_DIR/years-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 bench_postgres calry-years
 echo "calry-hooks: $(bench_revision); machine: $(nproc) cores" >&2
 
-# small and large: created, migrated and seeded once (a kept cluster skips what it has).
-for store in small large; do
-    events=$SMALL
-    [ $store = large ] && events=$LARGE
+# The seeded stores: created, migrated and seeded once (a kept cluster skips what it has).
+SEEDED="small large"
+[ "$MEDIUM" != 0 ] && SEEDED="small medium large"
+for store in $SEEDED; do
+    case $store in small) events=$SMALL ;; medium) events=$MEDIUM ;; large) events=$LARGE ;; esac
     if [ -f "$WORK/seeded-$store" ]; then
         log "$store: $(cat "$WORK/seeded-$store") (kept)"
         continue
@@ -81,7 +94,7 @@ for store in small large; do
     psql_ -d postgres -c checkpoint
     echo "$events events seeded in $(( $(date +%s) - start )) s" >"$WORK/seeded-$store"
 done
-for store in small large; do
+for store in $SEEDED; do
     psql_ -d $store -At -F ' ' -c "
         select '$store:', count(*) || ' partitions,',
                pg_size_pretty(sum(pg_total_relation_size(inhrelid))) || ' of history,',
@@ -93,15 +106,14 @@ done
 measure() {
     local store=$1 round=$2 url
     url=$(db_url $store)
+    if [ "$store" = empty ]; then
+        psql_ -d postgres -c "drop database if exists empty" -c "create database empty" >/dev/null
+        (cd "$WORK" && DATABASE_URL=$url "$BIN" migrate >"$WORK/migrate-empty.log" 2>&1)
+    fi
     (cd "$WORK" && DATABASE_URL=$url CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
         exec "$BIN" serve >"$WORK/service-$store.log" 2>&1) &
     SERVICE_PID=$!
-    log "$store, round $round: the four queries mixed at c=16, ingest 1000/s, ${DURATION}s"
-    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c 16 -d "$DURATION" \
-        --kinds status,first-page,deep-page,by-id --ingest-rate 1000 --deep-pages "$DEEP_PAGES" \
-        --workspaces $WORKSPACES --accounts $ACCOUNTS --database-url "$url" \
-        --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
-        --label "$store" --json-out "$RESULTS" >/dev/null
+    [ "$store" = empty ] || query_mix "$store" "$round" "$url"
     log "$store, round $round: ingest at c=64, ${DURATION}s"
     # sql-stored: the status check would read the whole history (30 GB) after each run and
     # evict from memory what the next measurement needs.
@@ -113,13 +125,26 @@ measure() {
     wait "$SERVICE_PID" || true
     SERVICE_PID=
 }
+query_mix() {
+    local store=$1 round=$2 url=$3
+    log "$store, round $round: the four queries mixed at c=16, ingest 1000/s, ${DURATION}s"
+    "$LOADGEN" query --url "http://127.0.0.1:$PORT" -c 16 -d "$DURATION" \
+        --kinds status,first-page,deep-page,by-id --ingest-rate 1000 --deep-pages "$DEEP_PAGES" \
+        --workspaces $WORKSPACES --accounts $ACCOUNTS --database-url "$url" \
+        --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
+        --label "$store" --json-out "$RESULTS" >/dev/null
+}
+STORES=$SEEDED
+[ "$EMPTY" = 1 ] && STORES="empty $STORES"
+REVERSED=$(echo "$STORES" | tr ' ' '\n' | tac | tr '\n' ' ')
 for r in $(seq 1 "$REPEAT"); do
-    if (( r % 2 == 1 )); then measure small "$r"; measure large "$r"
-    else measure large "$r"; measure small "$r"; fi
+    order=$STORES
+    (( r % 2 == 0 )) && order=$REVERSED
+    for store in $order; do measure "$store" "$r"; done
 done
 
 log "results (JSON lines: $RESULTS)"
-jq -rs --arg small "$SMALL" --arg large "$LARGE" '
+jq -rs --arg small "$SMALL" --arg medium "$MEDIUM" --arg large "$LARGE" '
     def median: sort | if length == 0 then null
         elif length % 2 == 1 then .[length / 2 | floor]
         else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -135,5 +160,16 @@ jq -rs --arg small "$SMALL" --arg large "$LARGE" '
     row("ingest c=64, deliveries/s"; .deliveries_per_s; "ingest"; "≥ 0.85"),
     row("ingest c=64, p99 ms"; .latency_ms.p99; "ingest"; "-"),
     (["status", "history_first_page", "history_deep_page", "event_by_id"][] as $q
-        | row("\($q) p99 ms (mixed, c=16)"; .queries[$q].latency_ms.p99; "query"; "≤ 1.15"))
+        | row("\($q) p99 ms (mixed, c=16)"; .queries[$q].latency_ms.p99; "query"; "≤ 1.15")),
+    "", "Ingest at c=64 by the size of the store (medians):",
+    "| store | events | deliveries/s | p99 ms | against the empty store |",
+    "|---|---:|---:|---:|---:|",
+    (. as $all | of("empty"; "ingest"; .deliveries_per_s) as $e
+     | [["empty", "0"], ["small", $small], ["medium", $medium], ["large", $large]][]
+     | select(.[1] != "0" or .[0] == "empty") | . as [$store, $events]
+     | ($all | of($store; "ingest"; .deliveries_per_s)) as $rate
+     | select($rate != null)
+     | "| \($store) | \($events) | \($rate | round) | "
+       + "\($all | of($store; "ingest"; .latency_ms.p99) * 100 | round / 100) | "
+       + "\(if $e == null then "-" else ($rate / $e * 100 | round / 100) end) |")
 ' "$RESULTS"

@@ -203,6 +203,10 @@ pub(crate) struct PgbenchArgs {
     /// Events each transaction stores: events/s is tps times this.
     #[arg(long, default_value_t = 1)]
     pub(crate) events_per_transaction: u32,
+    /// The `--rate` given to pgbench (open loop): its logged latencies then count from each
+    /// transaction's scheduled start, like `loadgen query --rate`.
+    #[arg(long)]
+    pub(crate) paced_rate: Option<f64>,
     #[arg(long, default_value = "")]
     pub(crate) label: String,
     #[arg(long)]

@@ -112,6 +112,7 @@ pub(crate) async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
     let report = json!({
         "kind": args.kind,
         "label": args.label,
+        "paced_rate": args.paced_rate,
         "concurrency": args.concurrency,
         "tps": tps,
         "events_per_s": tps * f64::from(args.events_per_transaction),
