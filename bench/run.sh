@@ -23,6 +23,10 @@
 #                           target/bench/results-<date>.jsonl]
 #   --keep                  keep the temporary directory (PostgreSQL data, logs) [KEEP=1]
 #   --no-build              use the binaries already in target/bench [NO_BUILD=1]
+#   --profile C             during every service step at concurrency C, `perf record -a` (all
+#                           processes, 999 Hz) over its middle, then the share of each process
+#                           and the top functions of the service and of PostgreSQL's backends in
+#                           target/bench/profile-<step>.txt [PROFILE, default unset]
 #   --pg-log-statements     log every statement's duration (PostgreSQL log_min_duration_statement
 #                           = 0) to see batch sizes; slows PostgreSQL, not for figures
 #
@@ -56,6 +60,7 @@ NO_BUILD=${NO_BUILD:-0}
 REPEAT=${REPEAT:-1}
 PREFILL=${PREFILL:-100000}
 PG_LOG_STATEMENTS=0
+PROFILE=${PROFILE:-}
 WORKSPACES=10000
 ACCOUNTS=10
 PORT=${PORT:-18080}
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
         --pg-log-statements) PG_LOG_STATEMENTS=1 ;;
+        --profile) PROFILE=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -132,15 +138,43 @@ run_service() {
     (cd "$WORK" && DATABASE_URL=$(db_url "$db") CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
         exec "$BIN" serve >"$WORK/service_$db.log" 2>&1) &
     SERVICE_PID=$!
+    local perf_pid=
+    if [ "$PROFILE" = "$c" ]; then
+        # After the load generator's start-up, until before its end.
+        (sleep 3 && exec perf record -a -F 999 -o "$WORK/perf_$db.data" -- \
+            sleep $(( DURATION > 8 ? DURATION - 5 : 3 )) 2>"$WORK/perf_$db.log") &
+        perf_pid=$!
+    fi
     "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c "$c" -d "$DURATION" \
         --redeliver "$REDELIVER" --workspaces "$WORKSPACES" --accounts "$ACCOUNTS" "${SIGN[@]}" \
         --database-url "$(db_url "$db")" --service-pid "$SERVICE_PID" \
         --postgres-pid "$POSTMASTER_PID" --label "service c=$c run $2" --json-out "$RESULTS" \
         >/dev/null || echo "bench/run.sh: loadgen at c=$c failed (see above)" >&2
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid"
+        profile_report "$WORK/perf_$db.data" "$SERVICE_PID" "$TARGET_DIR/profile-$db.txt"
+    fi
     kill -TERM "$SERVICE_PID"
     wait "$SERVICE_PID" || echo "bench/run.sh: the service exited with $? (log: $WORK/service_$db.log)" >&2
     SERVICE_PID=
     psql_ -d postgres -c "drop database $db"
+}
+
+# profile_report DATA SERVICE_PID OUT: where the CPU went in a `perf record -a`.
+profile_report() {
+    local data=$1 pid=$2 out=$3 report=(perf report -i "$1" --stdio --no-children -g none)
+    {
+        echo "# the share of each process (all samples of the machine)"
+        "${report[@]}" --sort comm,dso --percent-limit 0.5 2>/dev/null | grep -v '^$'
+        echo "# the service (pid $pid): top functions, as a share of its own samples"
+        "${report[@]}" --pid "$pid" --sort dso,sym --percentage relative --percent-limit 0.5 \
+            2>/dev/null | grep -v '^$' | head -60
+        echo "# PostgreSQL's processes: top functions"
+        "${report[@]}" --comm postgres --sort dso,sym --percentage relative --percent-limit 0.5 2>/dev/null \
+            | grep -v '^$' | head -80
+    } >"$out"
+    log "profile: $out"
+    sed -n '1,25p' "$out" >&2
 }
 
 # b. pgbench at concurrency $1, run $2: same duration, fresh database with the same schema and

@@ -366,9 +366,10 @@ pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
     println!(
         "| c | service deliveries/s | service p50 / p99 ms | pgbench tps | pgbench p50 / p99 ms \
          | ratio service/pgbench | non-2xx | lost / doubled | service RSS MiB \
-         | events per commit (mean / max) | background CPU svc / pgb |"
+         | events per commit (mean / max) | background CPU svc / pgb \
+         | CPU µs per delivery: service, PostgreSQL / pgbench's PostgreSQL |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut peak_rss = 0u64;
     let concurrencies: std::collections::BTreeSet<u64> =
         service.keys().chain(pgbench.keys()).copied().collect();
@@ -429,8 +430,12 @@ pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
             .map(|v| &v["batches"])
             .filter(|b| !b.is_null())
             .collect::<Vec<_>>();
+        // The CPU seconds of the step's processes over what it stored, in µs.
+        let per = |list: &[Value], who: &str, count: &str| {
+            med(list, &|v| f(&v["cpu_s"][who]) * 1e6 / f(&v[count]))
+        };
         println!(
-            "| {c} | {} | {} | {} | {} | {ratio} | {} | {lost} | {} | {} | {} / {} |",
+            "| {c} | {} | {} | {} | {} | {ratio} | {} | {lost} | {} | {} | {} / {} | {} / {} |",
             cell(
                 !s.is_empty(),
                 format!("{:.0}", med(s, &|v| f(&v["deliveries_per_s"])))
@@ -470,6 +475,18 @@ pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
             ),
             cell(!s.is_empty(), format!("{:.0}%", med(s, &background))),
             cell(!p.is_empty(), format!("{:.0}%", med(p, &background))),
+            cell(
+                !s.is_empty(),
+                format!(
+                    "{:.0}, {:.0}",
+                    per(s, "service", "requests"),
+                    per(s, "postgres", "requests")
+                )
+            ),
+            cell(
+                !p.is_empty(),
+                format!("{:.0}", per(p, "postgres", "transactions"))
+            ),
         );
     }
     println!();
