@@ -13,7 +13,8 @@
 #   a fixed schedule whatever the answers do, latency counted from each query's scheduled time
 #   (targets: status p99 ≤ 5 ms, first and deep page ≤ 10 ms, by id ≤ 3 ms), and its floor:
 #   pgbench running the same statements at the same rate (`pgbench --rate`, whose latencies also
-#   count from each transaction's scheduled start), even with --mixed-only.
+#   count from each transaction's scheduled start) on as many connections as the service queries
+#   on (CALRY_HOOKS_QUERY_CONNECTIONS' default, 2 per core plus 2), even with --mixed-only.
 #
 #   bench/query.sh                  # 10M events (seeding takes minutes), 20 s per measurement
 #   bench/query.sh --events 1000000 --duration 10
@@ -54,6 +55,9 @@ DEEP_PAGES=${DEEP_PAGES:-10}
 MIXED_ONLY=${MIXED_ONLY:-0}
 PACED=${PACED:-}
 PACED_CONNECTIONS=64
+# The service's query pool (CALRY_HOOKS_QUERY_CONNECTIONS' default): the paced floor queues on
+# as many backends as the service does.
+PACED_FLOOR_CONNECTIONS=$(( 2 * $(nproc) + 2 > 64 ? 64 : 2 * $(nproc) + 2 ))
 REPEAT=${REPEAT:-1}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
@@ -135,12 +139,12 @@ $INGEST_RATE/s, ${DURATION}s$run"
     done
 }
 # floor C RUN [RATE]: pgbench with the routes' statements mixed, in a closed loop on C
-# connections, or with RATE in open loop at RATE transactions/s on $PACED_CONNECTIONS.
+# connections, or with RATE in open loop at RATE transactions/s on $PACED_FLOOR_CONNECTIONS.
 floor() {
     local c=$1 run=$2 rate=${3:-} what paced=()
     if [ -n "$rate" ]; then
-        what="open loop at $rate/s"
-        c=$PACED_CONNECTIONS
+        c=$PACED_FLOOR_CONNECTIONS
+        what="open loop at $rate/s on $c connections"
         paced=(--paced-rate "$rate")
     else
         [ "$MIXED_ONLY" = 1 ] && return
