@@ -15,8 +15,8 @@
 # Options (environment variables in brackets):
 #   --small N          events of the small store [SMALL, default 1000000]
 #   --large N          events of the large store [LARGE, default 30000000]
-#   --medium N         also a store of N events, measured like the other two [MEDIUM, default 0:
-#                      none]
+#   --medium N         also a store of N events, measured like the other two (10M events take
+#                      about 13 GB of disk and 10 minutes to seed) [MEDIUM, default 0: none]
 #   --empty            also ingest at c=64 on an empty store, created afresh every round
 #                      [EMPTY=1]
 #   --days D           days both are spread over, ending now: 400 days make 14 monthly
