@@ -176,6 +176,18 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
             );
         }
     }
+    let peak_rss = lines
+        .iter()
+        .filter_map(|v| v["service_rss"]["vmhwm_kib"].as_f64())
+        .fold(f64::NAN, f64::max)
+        / 1024.0;
+    if !peak_rss.is_nan() {
+        println!();
+        println!(
+            "service peak RSS over every measurement: {peak_rss:.1} MiB (target ≤ 100 MiB: {})",
+            if peak_rss <= 100.0 { "met" } else { "missed" }
+        );
+    }
     // The open-loop measurements (bench/query.sh --paced), by rate.
     let mut rates: Vec<f64> = lines
         .iter()
@@ -494,7 +506,7 @@ pub(crate) fn table(path: &Path) -> Result<(), BoxError> {
         "service peak RSS (VmHWM, largest of the runs): {:.1} MiB",
         peak_rss as f64 / 1024.0
     );
-    ingest_targets(&service, &pgbench, &limits);
+    ingest_targets(&service, &pgbench, &limits, peak_rss);
     Ok(())
 }
 
@@ -505,6 +517,7 @@ fn ingest_targets(
     service: &BTreeMap<u64, Vec<Value>>,
     pgbench: &BTreeMap<u64, Vec<Value>>,
     limits: &[Value],
+    peak_rss_kib: u64,
 ) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let med = |list: Option<&Vec<Value>>, get: &dyn Fn(&Value) -> f64| {
@@ -576,5 +589,12 @@ fn ingest_targets(
         gap,
         " ms",
         Some(gap <= 0.2),
+    );
+    let rss = peak_rss_kib as f64 / 1024.0;
+    row(
+        "service peak RSS ≤ 100 MiB",
+        rss,
+        " MiB",
+        Some(rss <= 100.0),
     );
 }
