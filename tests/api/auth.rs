@@ -530,12 +530,7 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
 /// give `503` after 3 s.
 #[tokio::test]
 async fn a_refusal_from_memory_borrows_no_connection() {
-    let app = crate::helpers::spawn_app_with(|c| {
-        c.query_connections = 1;
-        c.query_timeout_ms = 6_000;
-    })
-    .await;
-    crate::helpers::large_workspace(&app).await;
+    let app = crate::helpers::one_connection_and_a_large_workspace(6_000).await;
     wait_until_listening(&app).await;
     let token = auth::create(&app.pool, "", true, &[]).await.unwrap().token;
     // The first refusal is looked up, and remembered.

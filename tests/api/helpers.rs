@@ -509,9 +509,21 @@ pub async fn read_pages(app: &TestApp, path: &str) -> Vec<Value> {
     }
 }
 
+/// An instance with a single query connection and the given query timeout, holding
+/// [`large_workspace`]: a [`stalled_large_status`] then holds the only connection it has.
+pub async fn one_connection_and_a_large_workspace(query_timeout_ms: u64) -> TestApp {
+    let app = spawn_app_with(|c| {
+        c.query_connections = 1;
+        c.query_timeout_ms = query_timeout_ms;
+    })
+    .await;
+    large_workspace(&app).await;
+    app
+}
+
 /// Workspace `big`, of 20,000 accounts (about 9 MB of status), written straight into the tables
 /// the status reads.
-pub async fn large_workspace(app: &TestApp) {
+async fn large_workspace(app: &TestApp) {
     for sql in [
         "insert into workspaces values ('big', '2024-05-01T10:00:00Z')",
         "insert into accounts select 'big', format('acc-%s', lpad(n::text, 6, '0')), 'unknown',

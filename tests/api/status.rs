@@ -623,12 +623,7 @@ async fn a_status_larger_than_a_chunk_is_whole_and_agrees_with_its_pages() {
 /// answered, where it would wait for the stalled answer and get a 503.
 #[tokio::test]
 async fn a_client_that_stops_reading_a_large_status_does_not_keep_the_connection() {
-    let app = crate::helpers::spawn_app_with(|c| {
-        c.query_connections = 1;
-        c.query_timeout_ms = 1_000;
-    })
-    .await;
-    crate::helpers::large_workspace(&app).await;
+    let app = crate::helpers::one_connection_and_a_large_workspace(1_000).await;
     let stalled = crate::helpers::stalled_large_status(&app, None).await;
 
     // The stalled answer holds the one connection until its client has been too slow.
