@@ -170,8 +170,8 @@ profile_report() {
         "${report[@]}" --pid "$pid" --sort dso,sym --percentage relative --percent-limit 0.5 \
             2>/dev/null | grep -v '^$' | head -60
         echo "# PostgreSQL's processes: top functions"
-        "${report[@]}" --comm postgres --sort dso,sym --percentage relative --percent-limit 0.5 2>/dev/null \
-            | grep -v '^$' | head -80
+        "${report[@]}" --comm postgres --sort dso,sym --percentage relative --percent-limit 0.5 \
+            2>/dev/null | grep -v '^$' | head -80
     } >"$out"
     log "profile: $out"
     sed -n '1,25p' "$out" >&2

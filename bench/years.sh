@@ -10,7 +10,7 @@
 #   bench/years.sh                                   # 1M and 30M events over 400 days
 #   bench/years.sh --data /work/bench-data/years     # seed once, keep, and reuse next time
 #   bench/years.sh --data /work/bench-data/years --medium 10000000 --empty
-#                                                    # ingest on 0, 10M, 1M and 30M events
+#                                                    # ingest on 0, 1M, 10M and 30M events
 #
 # Options (environment variables in brackets):
 #   --small N          events of the small store [SMALL, default 1000000]

@@ -223,9 +223,10 @@ pub async fn workspace_status(
 }
 
 /// Every account of a workspace of more than one chunk: the head and the first chunk now; a task
-/// reads each next chunk while the client takes the one before (at most one waits), and keeps the connection until the end. A client that stops reading must not keep the
-/// connection: it has `stall` (the query timeout) to take each chunk, or the answer is cut off
-/// (the HTTP connection aborted: never a clean end).
+/// reads each next chunk while the client takes the one before (at most one waits), and keeps
+/// the connection until the end. A client that stops reading must not keep the connection: it
+/// has `stall` (the query timeout) to take each chunk, or the answer is cut off (the HTTP
+/// connection aborted: never a clean end).
 fn whole_answer(
     head: StatusHead,
     first: ChunkRead,
