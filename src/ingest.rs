@@ -2,12 +2,12 @@
 //!
 //! Each delivery is queued with a one-shot reply channel. A few writer tasks, each on a database
 //! connection of its own, take whatever is queued (up to `max_batch`; when the queue is idle a
-//! delivery is written at once, alone) and store the batch with one set-based SQL statement, run
-//! as its own transaction. Each delivery
-//! is answered only after that statement has committed, with its own outcome. Idempotency lives
-//! in the database: the primary key on `hook_id` decides, never a check in memory.
+//! delivery is written at once, alone) and store the batch with one set-based SQL statement
+//! (INSERT_BATCH, after LOCK_ACCOUNTS in the same transaction when the batch changes accounts).
+//! Each delivery is answered only after that transaction has committed, with its own outcome.
+//! Idempotency lives in the database: the primary key of `hook_ids` decides, never a check in
+//! memory.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -257,49 +257,49 @@ fn is_contention(err: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "40P01" || code == "40001")
 }
 
-/// One round: stores what it can of the batch in one statement and returns each delivery's
-/// outcome in batch order, `None` for one that must go again.
+/// One round: stores what it can of the batch and returns each delivery's outcome in batch order,
+/// `None` for one that must go again.
+///
+/// A batch with events of known types for integration accounts changes those accounts' state
+/// (`accounts`, `state_changes`). It first takes one lock per such account (LOCK_ACCOUNTS), then
+/// runs INSERT_BATCH in the same transaction: taken before the statement's snapshot, the locks
+/// make that snapshot hold every event of those accounts that another transaction committed, and
+/// no other transaction can add one before this one commits. Any other batch is one statement.
 async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
     let mut cols = Columns::with_capacity(batch.len());
+    let (mut lock_ws, mut lock_account) = (Vec::new(), Vec::new());
     for pending in batch {
         cols.push(&pending.event);
+        let e = &pending.event.envelope;
+        if let Some(account) = e.integration_account_id.as_deref()
+            && KNOWN_TYPES.contains(&e.event_type.as_str())
+        {
+            lock_ws.push(e.workspace_id.as_str());
+            lock_account.push(account);
+        }
     }
-    let refresh = cols
-        .event_type
-        .iter()
-        .zip(&cols.integration_account_id)
-        .any(|(t, account)| account.is_some() && KNOWN_TYPES.contains(t));
     let mut conn = pool.acquire().await?;
-    if !refresh {
-        return Ok(insert_batch(&mut conn, cols, batch.len()).await?.0);
+    if lock_ws.is_empty() {
+        return insert_batch(&mut conn, cols, batch.len()).await;
     }
-    // Events of known types also change `accounts` and `state_changes`, in a second statement of
-    // the same transaction.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let (outcomes, priors) = insert_batch(&mut tx, cols, batch.len()).await?;
-    let created = batch
-        .iter()
-        .zip(&outcomes)
-        .zip(&priors)
-        .filter(|((_, outcome), _)| **outcome == Some(Outcome::Created))
-        .map(|((pending, _), prior)| (&pending.event.envelope, prior));
-    refresh_accounts(&mut tx, created).await?;
+    sqlx::query(LOCK_ACCOUNTS)
+        .bind(lock_ws)
+        .bind(lock_account)
+        .execute(&mut *tx)
+        .await?;
+    let outcomes = insert_batch(&mut tx, cols, batch.len()).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// The greatest (occurred_at, hook_id) of a known type its account had before the batch.
-type Prior = Option<(DateTime<Utc>, String)>;
-
-/// Runs INSERT_BATCH: each delivery's outcome in batch order, `None` for one that must go again,
-/// and its account's [`Prior`].
+/// Runs INSERT_BATCH: each delivery's outcome in batch order, `None` for one that must go again.
 async fn insert_batch(
     db: &mut sqlx::PgConnection,
     cols: Columns<'_>,
     n: usize,
-) -> Result<(Vec<Option<Outcome>>, Vec<Prior>), sqlx::Error> {
-    type Row = (i64, String, i64, Option<DateTime<Utc>>, Option<String>);
-    let rows: Vec<Row> = sqlx::query_as(INSERT_BATCH)
+) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(INSERT_BATCH)
         .bind(cols.hook_id)
         .bind(cols.workspace_id)
         .bind(cols.integration_account_id)
@@ -313,187 +313,24 @@ async fn insert_batch(
         .fetch_all(db)
         .await?;
     let mut outcomes = vec![None; n];
-    let mut priors = vec![None; n];
-    for (ord, outcome, delivery_count, prior_at, prior_hook) in rows {
+    for (ord, outcome, delivery_count) in rows {
         outcomes[(ord - 1) as usize] = match outcome.as_str() {
             "created" => Some(Outcome::Created),
             "duplicate" => Some(Outcome::Duplicate { delivery_count }),
             "conflict" => Some(Outcome::Conflict),
             _ => None,
         };
-        priors[(ord - 1) as usize] = prior_at.zip(prior_hook);
     }
-    Ok((outcomes, priors))
+    Ok(outcomes)
 }
 
-/// Recomputes `state_changes` and `accounts` for every (account, category) that `created` adds
-/// an event to, from the earliest of its new events on: a run can only start or end at or after
-/// it. The batch statement holds each account's lock by now, so this statement's snapshot holds
-/// every event of those accounts committed by others, and no other transaction can add one
-/// before this one commits.
-///
-/// Reading an account's events from the earliest new one on, by occurred_at, would probe every
-/// month partition. When every new event of the account comes after its [`Prior`] (events that
-/// arrive in order, the usual case), the only stored ones at or after it are this batch's and
-/// those of transactions that committed since the batch statement began, all received within
-/// the last minute (a writer's transaction is two statements of at most 10 s each): the
-/// statement reads the partitions of that minute only.
-async fn refresh_accounts<'a>(
-    db: &mut sqlx::PgConnection,
-    created: impl Iterator<Item = (&'a Envelope, &'a Prior)>,
-) -> Result<(), sqlx::Error> {
-    let mut earliest: BTreeMap<(&str, &str, &str), (DateTime<Utc>, &str)> = BTreeMap::new();
-    let mut priors: BTreeMap<(&str, &str), &Prior> = BTreeMap::new();
-    for (event, prior) in created {
-        let (Some(effect), Some(account)) = (
-            crate::status::effect(&event.event_type),
-            event.integration_account_id.as_deref(),
-        ) else {
-            continue;
-        };
-        priors.insert((event.workspace_id.as_str(), account), prior);
-        let key = (event.workspace_id.as_str(), account, effect.category());
-        let at = (event.occurred_at, event.hook_id.as_str());
-        earliest
-            .entry(key)
-            .and_modify(|e| *e = (*e).min(at))
-            .or_insert(at);
-    }
-    if earliest.is_empty() {
-        return Ok(());
-    }
-    let (mut ws, mut account, mut category, mut at, mut hook, mut recent) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for ((w, a, c), (t, h)) in earliest {
-        // Byte order of the hook ids, as `collate "C"` compares them.
-        let after_prior = match priors.get(&(w, a)) {
-            Some(Some((prior_at, prior_hook))) => (t, h) > (*prior_at, prior_hook.as_str()),
-            _ => true,
-        };
-        ws.push(w);
-        account.push(a);
-        category.push(c);
-        at.push(t);
-        hook.push(h);
-        recent.push(after_prior);
-    }
-    sqlx::query(REFRESH_ACCOUNTS)
-        .bind(ws)
-        .bind(account)
-        .bind(category)
-        .bind(at)
-        .bind(hook)
-        .bind(recent)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-/// The refresh of `refresh_accounts`: for each (workspace, account, category, earliest new
-/// event), the state before that event (the latest run started before it), the category's events
-/// from it on with the state each says, the first of every run among them (a change from the
-/// state before it), written over the `state_changes` rows at or after the earliest new event;
-/// then the category's current state and `since` (its latest run start) into `accounts`. A
-/// category not in the batch keeps its columns (a touched one always has a since: that is how
-/// the update tells them apart). The cost is the account's events from its
-/// earliest new one on: a few for events that arrive in order.
-const REFRESH_ACCOUNTS: &str = r#"
-with touched as (
-    select ws, acct, category, at, hook,
-           case when recent then now() - interval '1 minute'
-                else '-infinity'::timestamptz end as received_from
-    from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bool[])
-        as t(ws, acct, category, at, hook, recent)
-),
-before as (
-    select t.*, p.to_state as prev_state, p.occurred_at as prev_at, p.hook_id as prev_hook
-    from touched t
-    left join lateral (
-        select c.to_state, c.occurred_at, c.hook_id from state_changes c
-        where c.workspace_id = t.ws and c.integration_account_id = t.acct
-          and c.category = t.category and (c.occurred_at, c.hook_id) < (t.at, t.hook)
-        order by c.occurred_at desc, c.hook_id desc limit 1
-    ) p on true
-),
-runs as (
-    select b.ws, b.acct, b.category, e.occurred_at, e.hook_id, s.state,
-           lag(s.state, 1, coalesce(b.prev_state, 'unknown')) over (
-               partition by b.ws, b.acct, b.category order by e.occurred_at, e.hook_id
-           ) as from_state
-    from before b
-    join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
-                 and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
-                 and e.received_at >= b.received_from
-    join event_states s on s.event_type = e.event_type and s.category = b.category
-),
-changes as (
-    select ws, acct, category, occurred_at, hook_id, from_state, state as to_state
-    from runs where from_state <> state
-),
-removed as (
-    delete from state_changes c using before b
-    where c.workspace_id = b.ws and c.integration_account_id = b.acct
-      and c.category = b.category and (c.occurred_at, c.hook_id) >= (b.at, b.hook)
-      and not exists (select from changes n
-                      where n.ws = c.workspace_id and n.acct = c.integration_account_id
-                        and n.category = c.category and n.occurred_at = c.occurred_at
-                        and n.hook_id = c.hook_id)
-),
-added as (
-    insert into state_changes as c (workspace_id, integration_account_id, category, occurred_at,
-                                    hook_id, from_state, to_state)
-    select ws, acct, category, occurred_at, hook_id, from_state, to_state from changes
-    order by ws, acct, category, occurred_at, hook_id
-    on conflict (workspace_id, integration_account_id, category, occurred_at, hook_id) do update
-    set from_state = excluded.from_state, to_state = excluded.to_state
-    where (c.from_state, c.to_state) is distinct from (excluded.from_state, excluded.to_state)
-),
-current as (
-    select distinct on (ws, acct, category) ws, acct, category, state, since
-    from (select ws, acct, category, to_state as state, occurred_at as since, hook_id
-          from changes
-          union all
-          select ws, acct, category, prev_state, prev_at, prev_hook
-          from before where prev_state is not null) starts
-    order by ws, acct, category, since desc, hook_id desc
-)
-insert into accounts as a (workspace_id, integration_account_id, account_state, account_since,
-                           link_state, link_since, sync_state, sync_since)
-select ws, acct,
-       coalesce(max(state) filter (where category = 'account'), 'unknown'),
-       max(since) filter (where category = 'account'),
-       coalesce(max(state) filter (where category = 'link'), 'unknown'),
-       max(since) filter (where category = 'link'),
-       coalesce(max(state) filter (where category = 'sync'), 'unknown'),
-       max(since) filter (where category = 'sync')
-from current
-group by ws, acct
-order by ws, acct
-on conflict (workspace_id, integration_account_id) do update
-set account_state = case when excluded.account_since is null then a.account_state
-                         else excluded.account_state end,
-    account_since = coalesce(excluded.account_since, a.account_since),
-    link_state = case when excluded.link_since is null then a.link_state
-                      else excluded.link_state end,
-    link_since = coalesce(excluded.link_since, a.link_since),
-    sync_state = case when excluded.sync_since is null then a.sync_state
-                      else excluded.sync_state end,
-    sync_since = coalesce(excluded.sync_since, a.sync_since)
--- Most events repeat their account's state: then the row stays as it is (no new row version, no
--- index entry).
-where (excluded.account_since is not null
-       and (a.account_state, a.account_since)
-           is distinct from (excluded.account_state, excluded.account_since))
-   or (excluded.link_since is not null
-       and (a.link_state, a.link_since) is distinct from (excluded.link_state, excluded.link_since))
-   or (excluded.sync_since is not null
-       and (a.sync_state, a.sync_since) is distinct from (excluded.sync_state, excluded.sync_since))
+/// One lock per account (workspace, integration account) of the batch's events of known types,
+/// taken in one order by every batch (so two batches never wait on each other in a cycle).
+const LOCK_ACCOUNTS: &str = r#"
+select count(pg_advisory_xact_lock(k))
+from (select distinct hashtextextended(ws || chr(31) || acct, 0) as k
+      from unnest($1::text[], $2::text[]) as t(ws, acct)
+      order by 1) keys
 "#;
 
 /// A batch as one array per column, the shape `unnest` takes.
@@ -555,7 +392,19 @@ impl<'a> Columns<'a> {
 /// - the status keeps, per (workspace, account, known type), the event with the greatest
 ///   (occurred_at, hook_id): the batch picks its own winner per key first, then the upsert keeps
 ///   the greater of that and the stored one, so arrival order never matters;
-/// - each workspace keeps the greatest occurred_at it has seen.
+/// - each workspace keeps the greatest occurred_at it has seen;
+/// - `state_changes` and `accounts` (SPEC §11) are recomputed for every (account, category) the
+///   new events touch, from the earliest new one on: a run can only start or end at or after it.
+///   The state before it is the latest run started before it; the category's events from it on
+///   are the new ones and, unless every new event of the category comes after all the account
+///   had (its greatest (occurred_at, hook_id) of a known type, `prior`: events that arrive in
+///   order, the usual case), the stored ones from it on. The first event of every run among
+///   them (a change from the state before it) is written over the `state_changes` rows at or
+///   after the earliest new event, then the category's current state and `since` (its latest run
+///   start) into `accounts`. The cost is the category's events from its earliest new one on: the
+///   new ones alone for events that arrive in order, whose stored events are then not read at
+///   all (reading them by occurred_at would probe every month partition). LOCK_ACCOUNTS, run
+///   first in the same transaction, makes the snapshot hold every stored event of those accounts.
 ///
 /// All sub-statements see the snapshot taken when the statement began. A hook id committed by
 /// another transaction after that is neither "stored" here nor inserted (`on conflict do nothing`
@@ -573,19 +422,8 @@ with input as (
 first as (
     select distinct on (hook_id) * from input order by hook_id, ord
 ),
--- One lock per account with an event of a known type, taken in one order by every batch before
--- it writes: the accounts refresh that follows in the same transaction (REFRESH_ACCOUNTS) then
--- sees every event of those accounts that another transaction committed.
-locks as (
-    select count(pg_advisory_xact_lock(k)) as n
-    from (select distinct hashtextextended(workspace_id || chr(31) || integration_account_id, 0) as k
-          from input
-          where integration_account_id is not null and event_type = any($10::text[])
-          order by 1) keys
-),
 -- Each account's greatest (occurred_at, hook_id) of a known type before this statement (the
--- upsert of `latest` below is not visible here): REFRESH_ACCOUNTS reads only recent partitions
--- for an account whose new events all come after it.
+-- upsert of `latest` below is not visible here).
 prior as (
     select distinct on (l.workspace_id, l.integration_account_id)
            l.workspace_id, l.integration_account_id, l.occurred_at, l.hook_id
@@ -618,7 +456,7 @@ keys as (
     select f.hook_id, now(), event_digest(f.payload),
            (select count(*) from verdict v where v.hook_id = f.hook_id and v.same)
     from first f join reference r on r.hook_id = f.hook_id
-    where not r.stored and (select n from locks) >= 0
+    where not r.stored
     order by f.hook_id
     on conflict (hook_id) do nothing
     returning hook_id, delivery_count
@@ -665,6 +503,115 @@ touched as (
     select workspace_id, max(occurred_at) from inserted group by workspace_id order by workspace_id
     on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
     where excluded.last_event_at > w.last_event_at
+),
+-- What each new event of a known type says about its account.
+said as (
+    select i.workspace_id as ws, i.integration_account_id as acct, s.category, s.state,
+           i.occurred_at, i.hook_id
+    from inserted i join event_states s on s.event_type = i.event_type
+    where i.integration_account_id is not null
+),
+-- Per (account, category), the earliest new event, and whether it comes after all the account had.
+earliest as (
+    select distinct on (n.ws, n.acct, n.category)
+           n.ws, n.acct, n.category, n.occurred_at as at, n.hook_id as hook,
+           p.occurred_at is null or (n.occurred_at, n.hook_id) > (p.occurred_at, p.hook_id)
+               as in_order
+    from said n
+    left join prior p on p.workspace_id = n.ws and p.integration_account_id = n.acct
+    order by n.ws, n.acct, n.category, n.occurred_at, n.hook_id
+),
+before as (
+    select t.*, p.to_state as prev_state, p.occurred_at as prev_at, p.hook_id as prev_hook
+    from earliest t
+    left join lateral (
+        select c.to_state, c.occurred_at, c.hook_id from state_changes c
+        where c.workspace_id = t.ws and c.integration_account_id = t.acct
+          and c.category = t.category and (c.occurred_at, c.hook_id) < (t.at, t.hook)
+        order by c.occurred_at desc, c.hook_id desc limit 1
+    ) p on true
+),
+runs as (
+    select ws, acct, category, occurred_at, hook_id, state,
+           lag(state, 1, coalesce(prev_state, 'unknown')) over (
+               partition by ws, acct, category order by occurred_at, hook_id
+           ) as from_state
+    from (select b.ws, b.acct, b.category, b.prev_state, n.occurred_at, n.hook_id, n.state
+          from before b join said n using (ws, acct, category)
+          union all
+          select b.ws, b.acct, b.category, b.prev_state, e.occurred_at, e.hook_id, s.state
+          from before b
+          join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
+                       and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+          join event_states s on s.event_type = e.event_type and s.category = b.category
+          where not b.in_order) category_events
+),
+changes as (
+    select ws, acct, category, occurred_at, hook_id, from_state, state as to_state
+    from runs where from_state <> state
+),
+removed as (
+    delete from state_changes c using before b
+    where not b.in_order
+      and c.workspace_id = b.ws and c.integration_account_id = b.acct
+      and c.category = b.category and (c.occurred_at, c.hook_id) >= (b.at, b.hook)
+      and not exists (select from changes n
+                      where n.ws = c.workspace_id and n.acct = c.integration_account_id
+                        and n.category = c.category and n.occurred_at = c.occurred_at
+                        and n.hook_id = c.hook_id)
+),
+added as (
+    insert into state_changes as c (workspace_id, integration_account_id, category, occurred_at,
+                                    hook_id, from_state, to_state)
+    select ws, acct, category, occurred_at, hook_id, from_state, to_state from changes
+    order by ws, acct, category, occurred_at, hook_id
+    on conflict (workspace_id, integration_account_id, category, occurred_at, hook_id) do update
+    set from_state = excluded.from_state, to_state = excluded.to_state
+    where (c.from_state, c.to_state) is distinct from (excluded.from_state, excluded.to_state)
+),
+current as (
+    select distinct on (ws, acct, category) ws, acct, category, state, since
+    from (select ws, acct, category, to_state as state, occurred_at as since, hook_id
+          from changes
+          union all
+          select ws, acct, category, prev_state, prev_at, prev_hook
+          from before where prev_state is not null) starts
+    order by ws, acct, category, since desc, hook_id desc
+),
+-- A category not in the batch keeps its columns (a touched one always has a since: that is how
+-- the update tells them apart).
+account_rows as (
+    insert into accounts as a (workspace_id, integration_account_id, account_state, account_since,
+                               link_state, link_since, sync_state, sync_since)
+    select ws, acct,
+           coalesce(max(state) filter (where category = 'account'), 'unknown'),
+           max(since) filter (where category = 'account'),
+           coalesce(max(state) filter (where category = 'link'), 'unknown'),
+           max(since) filter (where category = 'link'),
+           coalesce(max(state) filter (where category = 'sync'), 'unknown'),
+           max(since) filter (where category = 'sync')
+    from current
+    group by ws, acct
+    order by ws, acct
+    on conflict (workspace_id, integration_account_id) do update
+    set account_state = case when excluded.account_since is null then a.account_state
+                             else excluded.account_state end,
+        account_since = coalesce(excluded.account_since, a.account_since),
+        link_state = case when excluded.link_since is null then a.link_state
+                          else excluded.link_state end,
+        link_since = coalesce(excluded.link_since, a.link_since),
+        sync_state = case when excluded.sync_since is null then a.sync_state
+                          else excluded.sync_state end,
+        sync_since = coalesce(excluded.sync_since, a.sync_since)
+    -- Most events repeat their account's state: then the row stays as it is (no new row
+    -- version, no index entry).
+    where (excluded.account_since is not null
+           and (a.account_state, a.account_since)
+               is distinct from (excluded.account_state, excluded.account_since))
+       or (excluded.link_since is not null
+           and (a.link_state, a.link_since) is distinct from (excluded.link_state, excluded.link_since))
+       or (excluded.sync_since is not null
+           and (a.sync_state, a.sync_since) is distinct from (excluded.sync_state, excluded.sync_since))
 )
 select v.ord,
        case
@@ -678,12 +625,8 @@ select v.ord,
                     else 'duplicate' end
            else 'retry'
        end as outcome,
-       coalesce(d.before, 0) + v.nth as delivery_count,
-       p.occurred_at as prior_at, p.hook_id as prior_hook
+       coalesce(d.before, 0) + v.nth as delivery_count
 from verdict v
 left join keys i on i.hook_id = v.hook_id
 left join redelivered d on d.hook_id = v.hook_id
-left join input n on n.ord = v.ord
-left join prior p on p.workspace_id = n.workspace_id
-                 and p.integration_account_id = n.integration_account_id
 "#;

@@ -6,10 +6,13 @@
 //! earlier commit can be made from `git show <commit>:src/ingest.rs`. Their array parameters are
 //! replaced by SQL that makes the same rows: `--batch` new events of a known type, each for a
 //! random account of a random workspace (the strings of [`workspace_id`] / [`account_id`]) with
-//! the loadgen's body, `occurred_at` = now(); the accounts refresh takes its keys from the events
-//! the transaction has just stored (by `feed_xid`, through the feed index). The transaction is
-//! the service's: `INSERT_BATCH`, then `REFRESH_ACCOUNTS` in the same transaction when the source
-//! has it, then the notification the writer sends after the commit.
+//! the loadgen's body, `occurred_at` = now(). Each event's workspace, account and type are drawn
+//! once per transaction as pgbench variables, so that every statement sees the same batch. The
+//! transaction is the service's, as the source has it: `LOCK_ACCOUNTS` then `INSERT_BATCH` (since
+//! the accounts refresh went into the batch statement), or `INSERT_BATCH` then `REFRESH_ACCOUNTS`
+//! (issue 14 until then; its keys are taken from the events the transaction has just stored, by
+//! `feed_xid`, through the feed index), or `INSERT_BATCH` alone (before issue 14); then the
+//! notification the writer sends after the commit.
 
 use crate::*;
 
@@ -33,6 +36,9 @@ pub(crate) struct BatchScriptArgs {
 const BATCH_INPUT: &str = "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[],\n                $7::timestamptz[], $8::bool[], $9::text[])\n         with ordinality";
 
+/// The accounts of LOCK_ACCOUNTS, as the service binds them.
+const LOCK_INPUT: &str = "unnest($1::text[], $2::text[])";
+
 /// The keys of REFRESH_ACCOUNTS, as the service binds them: since 357478a with a sixth array,
 /// whether the key's events all come after what its account had (then only recent partitions
 /// are read); before, without it.
@@ -44,6 +50,7 @@ const REFRESH_INPUT_BEFORE_RECENT: &str =
 pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
     let source = std::fs::read_to_string(&args.source)?;
     let insert = constant(&source, "INSERT_BATCH")?.ok_or("the source has no INSERT_BATCH")?;
+    let lock = constant(&source, "LOCK_ACCOUNTS")?;
     let refresh = constant(&source, "REFRESH_ACCOUNTS")?;
     let known = KNOWN_TYPES
         .iter()
@@ -59,8 +66,22 @@ pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
         args.batch,
         args.batch
     );
-    match refresh {
-        Some(refresh) => {
+    let batch = args.batch.max(1);
+    for n in 1..=batch {
+        out += &format!(
+            "\\set w{n} random(0, {})\n\\set a{n} random(0, {})\n\\set t{n} random(1, {})\n",
+            args.workspaces.max(1) - 1,
+            args.accounts.max(1) - 1,
+            KNOWN_TYPES.len()
+        );
+    }
+    match (lock, refresh) {
+        (Some(lock), _) => {
+            let accounts = format!("(select ws, account from {} drawn)", drawn(batch));
+            let lock = replace_once(&lock, LOCK_INPUT, &accounts)?;
+            out += &format!("begin;\n{};\n{};\ncommit;\n", lock.trim(), insert.trim());
+        }
+        (None, Some(refresh)) => {
             // The generated events occur now, after everything their accounts had: recent.
             let keys = |recent: &str| {
                 format!(
@@ -80,11 +101,28 @@ pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
             };
             out += &format!("begin;\n{};\n{};\ncommit;\n", insert.trim(), refresh.trim());
         }
-        None => out += &format!("{};\n", insert.trim()),
+        (None, None) => out += &format!("{};\n", insert.trim()),
     }
     out += &format!("select pg_notify('{}', '');\n", calry_hooks::feed::CHANNEL);
     print!("{out}");
     Ok(())
+}
+
+/// The batch's `n` draws (pgbench variables `w1`, `a1`, `t1`, …) as rows (n, w, a, t, ws,
+/// account): the workspace and account strings are the loadgen's ([`workspace_id`],
+/// [`account_id`]).
+fn drawn(batch: u32) -> String {
+    let rows = (1..=batch)
+        .map(|n| format!("({n}, :w{n}::int, :a{n}::int, :t{n}::int)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "(select d.n, d.w, d.a, d.t,\n\
+         format('6fd2160c-0000-4000-8000-%s', lpad(to_hex(d.w), 12, '0')) as ws,\n\
+         format('4a905074-%s-4000-8000-%s', lpad(to_hex(d.a), 4, '0'), lpad(to_hex(d.w), 12, '0'))\n\
+         as account\n\
+         from (values {rows}) as d(n, w, a, t))"
+    )
 }
 
 /// The rows the service would bind: `--batch` events shaped like the loadgen's deliveries.
@@ -96,21 +134,13 @@ fn generated_batch(args: &BatchScriptArgs, known: &str) -> String {
                g.hook_id, g.event_type, to_json(g.at at time zone 'UTC') #>> '{{}}', g.account,
                g.ws, g.result),
         g.n
- from (select r.n, gen_random_uuid()::text as hook_id,
-              format('6fd2160c-0000-4000-8000-%s', lpad(to_hex(r.w), 12, '0')) as ws,
-              format('4a905074-%s-4000-8000-%s', lpad(to_hex(r.a), 4, '0'),
-                     lpad(to_hex(r.w), 12, '0')) as account,
+ from (select r.n, gen_random_uuid()::text as hook_id, r.ws, r.account,
               (array[{known}])[r.t] as event_type,
               case when (array[{known}])[r.t] = 'sync.error' then 'FAILURE' else 'SUCCESS' end
                   as result,
               date_trunc('milliseconds', now()) as at
-       from (select n, floor(random() * {w})::int as w, floor(random() * {a})::int as a,
-                    1 + floor(random() * {types})::int as t
-             from generate_series(1, {batch}) n) r) g)"#,
-        w = args.workspaces.max(1),
-        a = args.accounts.max(1),
-        types = KNOWN_TYPES.len(),
-        batch = args.batch.max(1),
+       from {drawn} r) g)"#,
+        drawn = drawn(args.batch.max(1)),
     )
 }
 
