@@ -395,16 +395,18 @@ impl<'a> Columns<'a> {
 /// - each workspace keeps the greatest occurred_at it has seen;
 /// - `state_changes` and `accounts` (SPEC §11) are recomputed for every (account, category) the
 ///   new events touch, from the earliest new one on: a run can only start or end at or after it.
-///   The state before it is the latest run started before it; the category's events from it on
-///   are the new ones and, unless every new event of the category comes after all the account
-///   had (its greatest (occurred_at, hook_id) of a known type, `prior`: events that arrive in
-///   order, the usual case), the stored ones from it on. The first event of every run among
-///   them (a change from the state before it) is written over the `state_changes` rows at or
-///   after the earliest new event, then the category's current state and `since` (its latest run
-///   start) into `accounts`. The cost is the category's events from its earliest new one on: the
-///   new ones alone for events that arrive in order, whose stored events are then not read at
-///   all (reading them by occurred_at would probe every month partition). LOCK_ACCOUNTS, run
-///   first in the same transaction, makes the snapshot hold every stored event of those accounts.
+///   When every new event of the category comes after all the account had (its greatest
+///   (occurred_at, hook_id) of a known type, `prior`: events that arrive in order, the usual
+///   case), the state before it is the category's current one (its latest event's, from
+///   `latest_events`) and its events from it on are the new ones; otherwise the state before it
+///   is the latest run started before it, and the stored events from it on count too. The first
+///   event of every run among them (a change from the state before it) is written over the
+///   `state_changes` rows at or after the earliest new event, then the category's current state
+///   and `since` (its latest run start) into `accounts`. The cost is the category's events from
+///   its earliest new one on: for events that arrive in order, the new ones alone (reading the
+///   stored ones by occurred_at would probe every month partition), and no write at all when they
+///   repeat the current state. LOCK_ACCOUNTS, run first in the same transaction, makes the
+///   snapshot hold every stored event of those accounts.
 ///
 /// All sub-statements see the snapshot taken when the statement began. A hook id committed by
 /// another transaction after that is neither "stored" here nor inserted (`on conflict do nothing`
@@ -422,16 +424,24 @@ with input as (
 first as (
     select distinct on (hook_id) * from input order by hook_id, ord
 ),
--- Each account's greatest (occurred_at, hook_id) of a known type before this statement (the
--- upsert of `latest` below is not visible here).
-prior as (
-    select distinct on (l.workspace_id, l.integration_account_id)
-           l.workspace_id, l.integration_account_id, l.occurred_at, l.hook_id
-    from latest_events l
+-- For each account of the batch, per category, its latest event of a known type before this
+-- statement (the upsert of `latest` below is not visible here): the category's current state.
+settled as (
+    select distinct on (l.workspace_id, l.integration_account_id, s.category)
+           l.workspace_id, l.integration_account_id, s.category, s.state, l.occurred_at, l.hook_id
+    from latest_events l join event_states s on s.event_type = l.event_type
     where (l.workspace_id, l.integration_account_id) in
           (select workspace_id, integration_account_id from input
            where integration_account_id is not null and event_type = any($10::text[]))
-    order by l.workspace_id, l.integration_account_id, l.occurred_at desc, l.hook_id desc
+    order by l.workspace_id, l.integration_account_id, s.category, l.occurred_at desc,
+             l.hook_id desc
+),
+-- The greatest of those per account: everything it had came before it.
+prior as (
+    select distinct on (workspace_id, integration_account_id)
+           workspace_id, integration_account_id, occurred_at, hook_id
+    from settled
+    order by workspace_id, integration_account_id, occurred_at desc, hook_id desc
 ),
 reference as (
     select f.hook_id, coalesce(e.payload, f.payload) as payload, k.hook_id is not null as stored,
@@ -521,12 +531,17 @@ earliest as (
     left join prior p on p.workspace_id = n.ws and p.integration_account_id = n.acct
     order by n.ws, n.acct, n.category, n.occurred_at, n.hook_id
 ),
+-- The state before the earliest new event: in order, the category's current state; else the
+-- latest run started before it.
 before as (
-    select t.*, p.to_state as prev_state, p.occurred_at as prev_at, p.hook_id as prev_hook
+    select t.*, coalesce(p.to_state, s.state) as prev_state, p.occurred_at as prev_at,
+           p.hook_id as prev_hook
     from earliest t
+    left join settled s on t.in_order and s.workspace_id = t.ws
+                       and s.integration_account_id = t.acct and s.category = t.category
     left join lateral (
         select c.to_state, c.occurred_at, c.hook_id from state_changes c
-        where c.workspace_id = t.ws and c.integration_account_id = t.acct
+        where not t.in_order and c.workspace_id = t.ws and c.integration_account_id = t.acct
           and c.category = t.category and (c.occurred_at, c.hook_id) < (t.at, t.hook)
         order by c.occurred_at desc, c.hook_id desc limit 1
     ) p on true
@@ -575,11 +590,12 @@ current as (
           from changes
           union all
           select ws, acct, category, prev_state, prev_at, prev_hook
-          from before where prev_state is not null) starts
+          from before where not in_order and prev_state is not null) starts
     order by ws, acct, category, since desc, hook_id desc
 ),
--- A category not in the batch keeps its columns (a touched one always has a since: that is how
--- the update tells them apart).
+-- A category whose new events all came in order and changed nothing has no row here. A category
+-- with no row keeps its columns (one with a row always has a since: that is how the update tells
+-- them apart).
 account_rows as (
     insert into accounts as a (workspace_id, integration_account_id, account_state, account_since,
                                link_state, link_since, sync_state, sync_since)
