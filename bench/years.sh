@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Years of history on one PostgreSQL (issue 15): the same harness on a small store and on a large
 # one spread over many monthly partitions, in the same run. For each store, each round: the four
-# queries of bench/query.sh mixed at c=16 while ingest runs at 1,000 deliveries/s, then ingest
-# alone at c=64; the stores alternate which goes first from round to round. Prints each store's
-# medians and the large store's ratio to the small one (target: within 15 %). With --medium and
+# queries of bench/query.sh mixed at c=16 while ingest runs at 1,000 deliveries/s, then their
+# floor (PostgreSQL alone: pgbench running the routes' statements, bench/pgbench-query/*.sql,
+# mixed at c=16 while the service ingests 1,000/s, as bench/query.sh does), then ingest alone at
+# c=64; the stores alternate which goes first from round to round. Prints each store's medians
+# and the large store's ratio to the small one (target: within 15 %), the floor's beside them. With --medium and
 # --empty, ingest at c=64 is also measured on a store of that size and on an empty one, in the
 # same rounds (issue 16: how ingest's cost grows with the store).
 #
@@ -102,6 +104,13 @@ for store in $SEEDED; do
         from pg_inherits where inhparent = 'events'::regclass" >&2
 done
 [ "$REPEAT" = 0 ] && exit 0
+# The floor's arguments, drawn once per store (bench/query-floor.sql; kept with the store).
+for store in $SEEDED; do
+    if [ -z "$(psql_ -d $store -At -c "select to_regclass('bench_ids')")" ]; then
+        psql_ -d $store -v deep_pages="$DEEP_PAGES" -v limit=50 -f "$ROOT/bench/query-floor.sql" \
+            >/dev/null
+    fi
+done
 
 measure() {
     local store=$1 round=$2 url
@@ -113,7 +122,10 @@ measure() {
     (cd "$WORK" && DATABASE_URL=$url CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
         exec "$BIN" serve >"$WORK/service-$store.log" 2>&1) &
     SERVICE_PID=$!
-    [ "$store" = empty ] || query_mix "$store" "$round" "$url"
+    if [ "$store" != empty ]; then
+        query_mix "$store" "$round" "$url"
+        query_floor "$store" "$round"
+    fi
     log "$store, round $round: ingest at c=64, ${DURATION}s"
     # sql-stored: the status check would read the whole history (30 GB) after each run and
     # evict from memory what the next measurement needs.
@@ -133,6 +145,28 @@ query_mix() {
         --workspaces $WORKSPACES --accounts $ACCOUNTS --database-url "$url" \
         --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
         --label "$store" --json-out "$RESULTS" >/dev/null
+}
+query_floor() {
+    local store=$1 round=$2 ingest
+    log "$store, round $round: the floor, pgbench with the routes' statements mixed at c=16, \
+ingest 1000/s, ${DURATION}s"
+    count() { psql_ -d $store -At -c "select count(*) from $1"; }
+    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate 1000 \
+        --redeliver 0 --workspaces $WORKSPACES --accounts $ACCOUNTS --verify none \
+        >"$WORK/floor-ingest-$store.log" 2>&1 &
+    ingest=$!
+    "$LOADGEN" pgbench --output "$WORK/floor-$store.out" --log-prefix "$WORK/floor-$store" -c 16 \
+        --postgres-pid "$POSTMASTER_PID" --scripts \
+        status,history_first_page,history_deep_page,event_by_id \
+        --label "$store" --json-out "$RESULTS" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c 16 -j 2 -T "$DURATION" -D limit=50 \
+        -D workspaces="$(count bench_workspaces)" -D deep="$(count bench_deep)" \
+        -D ids="$(count bench_ids)" \
+        -f "$ROOT/bench/pgbench-query/status.sql" -f "$ROOT/bench/pgbench-query/first-page.sql" \
+        -f "$ROOT/bench/pgbench-query/deep-page.sql" -f "$ROOT/bench/pgbench-query/by-id.sql" \
+        -l --log-prefix "$WORK/floor-$store" $store >/dev/null
+    wait "$ingest" || { cat "$WORK/floor-ingest-$store.log" >&2; exit 1; }
+    rm -f "$WORK"/floor-"$store".[0-9]*
 }
 STORES=$SEEDED
 [ "$EMPTY" = 1 ] && STORES="empty $STORES"
@@ -160,7 +194,10 @@ jq -rs --arg small "$SMALL" --arg medium "$MEDIUM" --arg large "$LARGE" '
     row("ingest c=64, deliveries/s"; .deliveries_per_s; "ingest"; "≥ 0.85"),
     row("ingest c=64, p99 ms"; .latency_ms.p99; "ingest"; "-"),
     (["status", "history_first_page", "history_deep_page", "event_by_id"][] as $q
-        | row("\($q) p99 ms (mixed, c=16)"; .queries[$q].latency_ms.p99; "query"; "≤ 1.15")),
+        | row("\($q) p99 ms (mixed, c=16)"; .queries[$q].latency_ms.p99; "query"; "≤ 1.15"),
+          row("\($q) p99 ms, PostgreSQL alone"; .scripts[$q].latency_ms.p99; "pgbench"; "-")),
+    row("queries/s (mixed, c=16)"; .queries_per_s; "query"; "-"),
+    row("transactions/s, PostgreSQL alone"; .tps; "pgbench"; "-"),
     "", "Ingest at c=64 by the size of the store (medians):",
     "| store | events | deliveries/s | p99 ms | against the empty store |",
     "|---|---:|---:|---:|---:|",
