@@ -21,7 +21,10 @@
 # Each side gets, in every round, a fresh database with its own revision's migrations (applied
 # with psql) and seed (bench/seed.sql, --prefill events over 10,000 workspaces × 10 accounts),
 # a CHECKPOINT, then `pgbench -M prepared -c CLIENTS -T DURATION` with its batch script. Events/s
-# is pgbench's transactions/s × BATCH (every event of a batch is new).
+# is pgbench's transactions/s × BATCH (every event of a batch is new); CPU µs per event is what
+# PostgreSQL's processes spent meanwhile (from /proc: every backend, and the postmaster's reaped
+# children, so autovacuum counts too) over the events stored. On a machine whose speed moves
+# between runs, the CPU figure moves less than the throughput.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -91,24 +94,43 @@ run_side() {
             || { cat "$WORK/seed_$db.log" >&2; exit 1; }
     fi
     psql_ -d postgres -c checkpoint
+    local ticks_before ticks_after tps processed
+    ticks_before=$(postgres_ticks)
     pgbench -h "$SOCK" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" \
         --max-tries 10 -f "$dir/batch.sql" "$db" >"$WORK/pgbench_$db.out" 2>&1 \
         || { cat "$WORK/pgbench_$db.out" >&2; exit 1; }
+    ticks_after=$(postgres_ticks)
     psql_ -d postgres -c "drop database $db"
-    local tps
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench_$db.out")
-    awk -v tps="$tps" -v batch="$BATCH" 'BEGIN { printf "%.0f\n", tps * batch }'
+    processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
+        "$WORK/pgbench_$db.out")
+    awk -v tps="$tps" -v batch="$BATCH" -v ticks=$((ticks_after - ticks_before)) \
+        -v hz="$(getconf CLK_TCK)" -v n="$processed" \
+        'BEGIN { printf "%.0f %.0f\n", tps * batch, ticks / hz * 1e6 / (n * batch) }'
+}
+# CPU clock ticks spent by PostgreSQL: its live processes, and the children the postmaster reaped.
+postgres_ticks() {
+    local total=0 pid f
+    for pid in $(pgrep -P "$POSTMASTER_PID") "$POSTMASTER_PID"; do
+        f=$(cut -d ')' -f 2- "/proc/$pid/stat" 2>/dev/null) || continue
+        # After the command: state is field 1, utime 12, stime 13, cutime 14, cstime 15.
+        set -- $f
+        total=$((total + ${12} + ${13}))
+        if [ "$pid" = "$POSTMASTER_PID" ]; then total=$((total + ${14} + ${15})); fi
+    done
+    echo "$total"
 }
 
-declare -A RATES
+declare -A RATES CPU
 for rep in $(seq 1 "$REPEAT"); do
     order=("${SIDES[@]}")
     if [ $((rep % 2)) = 0 ] && [ ${#SIDES[@]} = 2 ]; then order=("${SIDES[1]}" "${SIDES[0]}"); fi
     for side in "${order[@]}"; do
         log "round $rep: $side"
-        rate=$(run_side "$side" "$rep")
-        echo "round $rep: $side $rate events/s" >&2
+        read -r rate cpu < <(run_side "$side" "$rep")
+        echo "round $rep: $side $rate events/s, PostgreSQL $cpu µs of CPU per event" >&2
         RATES[$side]="${RATES[$side]:-} $rate"
+        CPU[$side]="${CPU[$side]:-} $cpu"
     done
 done
 
@@ -116,9 +138,15 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR 
 echo
 for side in "${SIDES[@]}"; do
     printf '%-7s events/s:%s (median %s)\n' "$side" "${RATES[$side]}" "$(echo "${RATES[$side]}" | median)"
+    printf '%-7s PostgreSQL CPU µs per event:%s (median %s)\n' "$side" "${CPU[$side]}" \
+        "$(echo "${CPU[$side]}" | median)"
 done
 if [ -n "$BEFORE" ]; then
-    now=$(echo "${RATES[now]}" | median)
-    before=$(echo "${RATES[before]}" | median)
-    awk -v a="$now" -v b="$before" 'BEGIN { printf "now / before: %.2f\n", a / b }'
+    for figure in RATES CPU; do
+        declare -n values=$figure
+        now=$(echo "${values[now]}" | median)
+        before=$(echo "${values[before]}" | median)
+        awk -v a="$now" -v b="$before" -v what="$figure" \
+            'BEGIN { printf "now / before, %s: %.2f\n", what == "RATES" ? "events/s" : "CPU per event", a / b }'
+    done
 fi
