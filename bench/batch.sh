@@ -22,7 +22,7 @@
 # with psql) and seed (bench/seed.sql, --prefill events over 10,000 workspaces × 10 accounts),
 # a CHECKPOINT, then `pgbench -M prepared -c CLIENTS -T DURATION` with its batch script. Events/s
 # is pgbench's transactions/s × BATCH (every event of a batch is new); CPU µs per event is what
-# PostgreSQL's processes spent meanwhile (from /proc: every backend, and the postmaster's reaped
+# PostgreSQL's processes spent meanwhile (`loadgen pgbench --postgres-pid`: the postmaster and its
 # children, so autovacuum counts too) over the events stored. On a machine whose speed moves
 # between runs, the CPU figure moves less than the throughput.
 set -euo pipefail
@@ -55,6 +55,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+command -v jq >/dev/null || { echo "bench/batch.sh: needs jq" >&2; exit 1; }
 source "$ROOT/bench/lib.sh"
 bench_postgres calry-batch
 
@@ -94,31 +95,18 @@ run_side() {
             || { cat "$WORK/seed_$db.log" >&2; exit 1; }
     fi
     psql_ -d postgres -c checkpoint
-    local ticks_before ticks_after tps processed
-    ticks_before=$(postgres_ticks)
-    pgbench -h "$SOCK" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" \
-        --max-tries 10 -f "$dir/batch.sql" "$db" >"$WORK/pgbench_$db.out" 2>&1 \
-        || { cat "$WORK/pgbench_$db.out" >&2; exit 1; }
-    ticks_after=$(postgres_ticks)
+    # loadgen pgbench: pgbench's figures and the CPU PostgreSQL spent meanwhile, as one JSON line.
+    (cd "$WORK" && "$LOADGEN" pgbench --kind limit --events-per-transaction "$BATCH" \
+        --output "$WORK/pgbench_$db.out" --log-prefix "$WORK/pgbench_$db" -c "$CLIENTS" \
+        --postgres-pid "$POSTMASTER_PID" --label "$side round $2" --json-out "$WORK/$db.json" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" \
+        -T "$DURATION" --max-tries 10 -f "$dir/batch.sql" -l --log-prefix "$WORK/pgbench_$db" \
+        "$db" >/dev/null)
+    rm -f "$WORK"/pgbench_"$db".[0-9]*
     psql_ -d postgres -c "drop database $db"
-    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench_$db.out")
-    processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
-        "$WORK/pgbench_$db.out")
-    awk -v tps="$tps" -v batch="$BATCH" -v ticks=$((ticks_after - ticks_before)) \
-        -v hz="$(getconf CLK_TCK)" -v n="$processed" \
-        'BEGIN { printf "%.0f %.0f\n", tps * batch, ticks / hz * 1e6 / (n * batch) }'
-}
-# CPU clock ticks spent by PostgreSQL: its live processes, and the children the postmaster reaped.
-postgres_ticks() {
-    local total=0 pid f
-    for pid in $(pgrep -P "$POSTMASTER_PID") "$POSTMASTER_PID"; do
-        f=$(cut -d ')' -f 2- "/proc/$pid/stat" 2>/dev/null) || continue
-        # After the command: state is field 1, utime 12, stime 13, cutime 14, cstime 15.
-        set -- $f
-        total=$((total + ${12} + ${13}))
-        if [ "$pid" = "$POSTMASTER_PID" ]; then total=$((total + ${14} + ${15})); fi
-    done
-    echo "$total"
+    jq -r --argjson batch "$BATCH" \
+        '"\(.events_per_s | round) \(.cpu_s.postgres * 1e6 / (.transactions * $batch) | round)"' \
+        "$WORK/$db.json"
 }
 
 declare -A RATES CPU
@@ -127,7 +115,8 @@ for rep in $(seq 1 "$REPEAT"); do
     if [ $((rep % 2)) = 0 ] && [ ${#SIDES[@]} = 2 ]; then order=("${SIDES[1]}" "${SIDES[0]}"); fi
     for side in "${order[@]}"; do
         log "round $rep: $side"
-        read -r rate cpu < <(run_side "$side" "$rep")
+        figures=$(run_side "$side" "$rep")
+        read -r rate cpu <<<"$figures"
         echo "round $rep: $side $rate events/s, PostgreSQL $cpu µs of CPU per event" >&2
         RATES[$side]="${RATES[$side]:-} $rate"
         CPU[$side]="${CPU[$side]:-} $cpu"
@@ -141,12 +130,10 @@ for side in "${SIDES[@]}"; do
     printf '%-7s PostgreSQL CPU µs per event:%s (median %s)\n' "$side" "${CPU[$side]}" \
         "$(echo "${CPU[$side]}" | median)"
 done
+ratio() {
+    awk -v a="$1" -v b="$2" -v what="$3" 'BEGIN { printf "now / before, %s: %.2f\n", what, a / b }'
+}
 if [ -n "$BEFORE" ]; then
-    for figure in RATES CPU; do
-        declare -n values=$figure
-        now=$(echo "${values[now]}" | median)
-        before=$(echo "${values[before]}" | median)
-        awk -v a="$now" -v b="$before" -v what="$figure" \
-            'BEGIN { printf "now / before, %s: %.2f\n", what == "RATES" ? "events/s" : "CPU per event", a / b }'
-    done
+    ratio "$(echo "${RATES[now]}" | median)" "$(echo "${RATES[before]}" | median)" events/s
+    ratio "$(echo "${CPU[now]}" | median)" "$(echo "${CPU[before]}" | median)" "CPU per event"
 fi
