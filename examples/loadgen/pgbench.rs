@@ -52,10 +52,16 @@ pub(crate) async fn pgbench(args: PgbenchArgs) -> Result<(), BoxError> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name
+        // Only pgbench's own files: the scripts name --output `<prefix>.out`, beside them.
+        let is_log = name
             .strip_prefix(&stem)
-            .is_some_and(|rest| rest.starts_with('.'))
-        {
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|suffix| {
+                suffix
+                    .split('.')
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+        if !is_log {
             continue;
         }
         files += 1;
