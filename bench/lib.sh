@@ -1,5 +1,4 @@
-# Sourced by bench/run.sh and bench/query.sh once they have read their options (ROOT, NO_BUILD,
-# KEEP set): the binaries, a release build, and a PostgreSQL of the benchmark's own in a temporary
+# Sourced by the bench/ scripts once they have read their options (ROOT, NO_BUILD, KEEP set): the binaries, a release build, and a PostgreSQL of the benchmark's own in a temporary
 # directory (default settings, so fsync and synchronous_commit are on; as user postgres when we
 # are root; Unix socket only), stopped on exit together with the service (SERVICE_PID).
 #
@@ -10,6 +9,14 @@
 #   db_url DB                                 the URL of database DB on it
 #   psql_ ARGS…                               psql on it
 #   bench_revision                            the git revision, marked when src/ has changes
+#   query_floor DB C LABEL INGEST [RATE]      PostgreSQL alone, the floor of the query routes:
+#                                             pgbench running their statements
+#                                             (bench/pgbench-query/*.sql, arguments from the tables
+#                                             bench/query-floor.sql made in DB) mixed on C
+#                                             connections for DURATION s, in closed loop or at RATE
+#                                             transactions/s, while the service on PORT ingests
+#                                             INGEST deliveries/s; its JSON line (loadgen pgbench),
+#                                             labelled LABEL, goes to RESULTS
 
 BENCH="bench/$(basename "$0")"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
@@ -93,4 +100,28 @@ bench_revision() {
         revision="$revision+uncommitted changes in src/"
     fi
     echo "$revision"
+}
+
+query_floor() {
+    local db=$1 c=$2 label=$3 ingest_rate=$4 rate=${5:-} prefix=$WORK/floor-$1-c$2 ingest table
+    local counts=()
+    for table in bench_workspaces bench_deep bench_ids; do
+        counts+=("$(psql_ -At -c "select count(*) from $table" "$db")")
+    done
+    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate "$ingest_rate" \
+        --redeliver 0 --workspaces "$WORKSPACES" --accounts "$ACCOUNTS" --verify none \
+        >"$prefix-ingest.log" 2>&1 &
+    ingest=$!
+    "$LOADGEN" pgbench --output "$prefix.out" --log-prefix "$prefix" -c "$c" \
+        --postgres-pid "$POSTMASTER_PID" --scripts \
+        status,history_first_page,history_deep_page,event_by_id ${rate:+--paced-rate "$rate"} \
+        --label "$label" --json-out "$RESULTS" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j $(( c < 2 ? 1 : 2 )) \
+        ${rate:+--rate "$rate"} -T "$DURATION" -D limit=50 -D workspaces="${counts[0]}" \
+        -D deep="${counts[1]}" -D ids="${counts[2]}" \
+        -f "$ROOT/bench/pgbench-query/status.sql" -f "$ROOT/bench/pgbench-query/first-page.sql" \
+        -f "$ROOT/bench/pgbench-query/deep-page.sql" -f "$ROOT/bench/pgbench-query/by-id.sql" \
+        -l --log-prefix "$prefix" "$db" >/dev/null
+    wait "$ingest" || { cat "$prefix-ingest.log" >&2; exit 1; }
+    rm -f "$prefix".[0-9]*
 }

@@ -141,35 +141,18 @@ $INGEST_RATE/s, ${DURATION}s$run"
 # floor C RUN [RATE]: pgbench with the routes' statements mixed, in a closed loop on C
 # connections, or with RATE in open loop at RATE transactions/s on $PACED_FLOOR_CONNECTIONS.
 floor() {
-    local c=$1 run=$2 rate=${3:-} what paced=()
+    local c=$1 run=$2 rate=${3:-} what
     if [ -n "$rate" ]; then
         c=$PACED_FLOOR_CONNECTIONS
         what="open loop at $rate/s on $c connections"
-        paced=(--paced-rate "$rate")
     else
         [ "$MIXED_ONLY" = 1 ] && return
         what="c=$c"
     fi
     log "the floor: pgbench with the routes' statements, mixed, $what, while the service ingests \
 $INGEST_RATE/s, ${DURATION}s$run"
-    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate "$INGEST_RATE" \
-        --redeliver 0 --workspaces $WORKSPACES --accounts $ACCOUNTS --verify none \
-        >"$WORK/floor-ingest-c$c.log" 2>&1 &
-    INGEST_PID=$!
-    "$LOADGEN" pgbench --output "$WORK/floor-c$c.out" --log-prefix "$WORK/floor-c$c" -c "$c" \
-        --postgres-pid "$POSTMASTER_PID" --scripts \
-        status,history_first_page,history_deep_page,event_by_id "${paced[@]}" \
-        --label "PostgreSQL alone $what, ingest $INGEST_RATE/s" --json-out "$RESULTS" -- \
-        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j $(( c < 2 ? 1 : 2 )) \
-        ${rate:+--rate "$rate"} -T "$DURATION" -D limit=50 \
-        -D workspaces="$(psql_ -At -c 'select count(*) from bench_workspaces' calry_hooks)" \
-        -D deep="$(psql_ -At -c 'select count(*) from bench_deep' calry_hooks)" \
-        -D ids="$(psql_ -At -c 'select count(*) from bench_ids' calry_hooks)" \
-        -f "$ROOT/bench/pgbench-query/status.sql" -f "$ROOT/bench/pgbench-query/first-page.sql" \
-        -f "$ROOT/bench/pgbench-query/deep-page.sql" -f "$ROOT/bench/pgbench-query/by-id.sql" \
-        -l --log-prefix "$WORK/floor-c$c" calry_hooks >/dev/null
-    wait "$INGEST_PID" || { cat "$WORK/floor-ingest-c$c.log" >&2; exit 1; }
-    rm -f "$WORK"/floor-c"$c".[0-9]*
+    query_floor calry_hooks "$c" "PostgreSQL alone $what, ingest $INGEST_RATE/s" "$INGEST_RATE" \
+        "$rate"
 }
 for c in $CONCURRENCY; do
     for r in $(seq 1 "$REPEAT"); do

@@ -124,7 +124,9 @@ measure() {
     SERVICE_PID=$!
     if [ "$store" != empty ]; then
         query_mix "$store" "$round" "$url"
-        query_floor "$store" "$round"
+        log "$store, round $round: the floor, pgbench with the routes' statements mixed at c=16, \
+ingest 1000/s, ${DURATION}s"
+        query_floor "$store" 16 "$store" 1000
     fi
     log "$store, round $round: ingest at c=64, ${DURATION}s"
     # sql-stored: the status check would read the whole history (30 GB) after each run and
@@ -145,28 +147,6 @@ query_mix() {
         --workspaces $WORKSPACES --accounts $ACCOUNTS --database-url "$url" \
         --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" \
         --label "$store" --json-out "$RESULTS" >/dev/null
-}
-query_floor() {
-    local store=$1 round=$2 ingest
-    log "$store, round $round: the floor, pgbench with the routes' statements mixed at c=16, \
-ingest 1000/s, ${DURATION}s"
-    count() { psql_ -d $store -At -c "select count(*) from $1"; }
-    "$LOADGEN" ingest --url "http://127.0.0.1:$PORT" -c 32 -d "$DURATION" --rate 1000 \
-        --redeliver 0 --workspaces $WORKSPACES --accounts $ACCOUNTS --verify none \
-        >"$WORK/floor-ingest-$store.log" 2>&1 &
-    ingest=$!
-    "$LOADGEN" pgbench --output "$WORK/floor-$store.out" --log-prefix "$WORK/floor-$store" -c 16 \
-        --postgres-pid "$POSTMASTER_PID" --scripts \
-        status,history_first_page,history_deep_page,event_by_id \
-        --label "$store" --json-out "$RESULTS" -- \
-        pgbench -h "$SOCK" -U postgres -n -M prepared -c 16 -j 2 -T "$DURATION" -D limit=50 \
-        -D workspaces="$(count bench_workspaces)" -D deep="$(count bench_deep)" \
-        -D ids="$(count bench_ids)" \
-        -f "$ROOT/bench/pgbench-query/status.sql" -f "$ROOT/bench/pgbench-query/first-page.sql" \
-        -f "$ROOT/bench/pgbench-query/deep-page.sql" -f "$ROOT/bench/pgbench-query/by-id.sql" \
-        -l --log-prefix "$WORK/floor-$store" $store >/dev/null
-    wait "$ingest" || { cat "$WORK/floor-ingest-$store.log" >&2; exit 1; }
-    rm -f "$WORK"/floor-"$store".[0-9]*
 }
 STORES=$SEEDED
 [ "$EMPTY" = 1 ] && STORES="empty $STORES"
