@@ -63,8 +63,10 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
     let floor_latency_of =
         |name: &'static str| move |v: &Value| v["scripts"][name]["latency_ms"].clone();
     // The median p99 of `runs` against `kind`'s absolute target.
+    let median_p99 =
+        |runs: &[&Value], latency: &dyn Fn(&Value) -> Value| median(figures(runs, latency, "p99"));
     let met = |runs: &[&Value], latency: &dyn Fn(&Value) -> Value, kind: Kind| {
-        let p99 = median(figures(runs, latency, "p99"));
+        let p99 = median_p99(runs, latency);
         if runs.is_empty() {
             "-"
         } else if p99 <= kind.target_p99_ms() {
@@ -118,8 +120,6 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
              p99 ms | mixed p99 against (target) |"
         );
         println!("|---|---:|---:|---:|---|");
-        let p99_of =
-            |runs: &[&Value], name: &'static str| median(figures(runs, &latency_of(name), "p99"));
         for kind in KINDS {
             let name = kind.name();
             let latency = latency_of(name);
@@ -141,21 +141,19 @@ pub(crate) fn query_table(path: &Path) -> Result<(), BoxError> {
                     format!(
                         "status in its mix: {} (≤ 1.5×)",
                         verdict(
-                            p99_of(&accounts_mixes, name)
-                                / p99_of(&accounts_mixes, Kind::Status.name()),
+                            median_p99(&accounts_mixes, &latency_of(name))
+                                / median_p99(&accounts_mixes, &latency_of(Kind::Status.name())),
                             1.5,
                             true
                         )
                     ),
                 ),
                 _ => {
-                    let floor_p99 = median(figures(&floors, &floor_latency_of(name), "p99"));
+                    let ratio = median_p99(&mixes, &latency_of(name))
+                        / median_p99(&floors, &floor_latency_of(name));
                     (
                         &mixes,
-                        format!(
-                            "PostgreSQL alone: {} (≤ 1.1×)",
-                            verdict(p99_of(&mixes, name) / floor_p99, 1.1, true)
-                        ),
+                        format!("PostgreSQL alone: {} (≤ 1.1×)", verdict(ratio, 1.1, true)),
                     )
                 }
             };
