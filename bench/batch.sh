@@ -95,14 +95,8 @@ run_side() {
             || { cat "$WORK/seed_$db.log" >&2; exit 1; }
     fi
     psql_ -d postgres -c checkpoint
-    # loadgen pgbench: pgbench's figures and the CPU PostgreSQL spent meanwhile, as one JSON line.
-    (cd "$WORK" && "$LOADGEN" pgbench --kind limit --events-per-transaction "$BATCH" \
-        --output "$WORK/pgbench_$db.out" --log-prefix "$WORK/pgbench_$db" -c "$CLIENTS" \
-        --postgres-pid "$POSTMASTER_PID" --label "$side round $2" --json-out "$WORK/$db.json" -- \
-        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" \
-        -T "$DURATION" --max-tries 10 -f "$dir/batch.sql" -l --log-prefix "$WORK/pgbench_$db" \
-        "$db" >/dev/null)
-    rm -f "$WORK"/pgbench_"$db".[0-9]*
+    # pgbench's figures and the CPU PostgreSQL spent meanwhile, as one JSON line.
+    batch_pgbench "$db" "$CLIENTS" "$dir/batch.sql" "$BATCH" "$side round $2" "$WORK/$db.json"
     psql_ -d postgres -c "drop database $db"
     jq -r --argjson batch "$BATCH" \
         '"\(.events_per_s | round) \(.cpu_s.postgres * 1e6 / (.transactions * $batch) | round)"' \

@@ -9,6 +9,12 @@
 #   db_url DB                                 the URL of database DB on it
 #   psql_ ARGS…                               psql on it
 #   bench_revision                            the git revision, marked when src/ has changes
+#   batch_pgbench DB CLIENTS SCRIPT BATCH LABEL OUT
+#                                             pgbench running SCRIPT (`loadgen batch-script`,
+#                                             BATCH events a transaction) on CLIENTS connections
+#                                             for DURATION s, through loadgen pgbench (kind
+#                                             `limit`): its JSON line, labelled LABEL, appended to
+#                                             OUT
 #   query_floor DB C LABEL INGEST [RATE]      PostgreSQL alone, the floor of the query routes:
 #                                             pgbench running their statements
 #                                             (bench/pgbench-query/*.sql, arguments from the tables
@@ -100,6 +106,16 @@ bench_revision() {
         revision="$revision+uncommitted changes in src/"
     fi
     echo "$revision"
+}
+
+batch_pgbench() {
+    local db=$1 clients=$2 script=$3 batch=$4 label=$5 out=$6 prefix=$WORK/batch_$1
+    (cd "$WORK" && "$LOADGEN" pgbench --kind limit --events-per-transaction "$batch" \
+        --output "$prefix.out" --log-prefix "$prefix" -c "$clients" \
+        --postgres-pid "$POSTMASTER_PID" --label "$label" --json-out "$out" -- \
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$clients" -j "$clients" \
+        -T "$DURATION" --max-tries 10 -f "$script" -l --log-prefix "$prefix" "$db" >/dev/null)
+    rm -f "$prefix".[0-9]*
 }
 
 query_floor() {

@@ -205,13 +205,7 @@ run_limit() {
 connections, ${DURATION}s (run $1 of $REPEAT)"
     new_db "$db"
     psql_ -d postgres -c checkpoint
-    (cd "$WORK" && "$LOADGEN" pgbench --kind limit --events-per-transaction 32 \
-        --output "$WORK/limit_$db.out" --log-prefix "$WORK/limit_$db" -c "$WRITERS" \
-        --postgres-pid "$POSTMASTER_PID" --label "limit run $1" --json-out "$RESULTS" -- \
-        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$WRITERS" -j "$WRITERS" \
-        -T "$DURATION" --max-tries 10 -f "$WORK/batch.sql" -l --log-prefix "$WORK/limit_$db" \
-        "$db" >/dev/null)
-    rm -f "$WORK"/limit_"$db".[0-9]*
+    batch_pgbench "$db" "$WRITERS" "$WORK/batch.sql" 32 "limit run $1" "$RESULTS"
     psql_ -d postgres -c "drop database $db"
 }
 
