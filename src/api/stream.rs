@@ -299,9 +299,10 @@ async fn entries_after(
 /// For each asked row, its account's latest row of each known type at the row's feed position
 /// (`inclusive`) or just before it: the latest event of that type among the account's events at
 /// positions up to there. The account's current latest row of a type answers when it is within
-/// them (live, it nearly always is); only a type whose latest event came later is looked up in
-/// the history. Each row's `since` is the start of the run that holds it, from the timeline as it
-/// is now (an event stored later inside that run could have split it).
+/// them (live, it nearly always is; its position is found through `hook_ids`' received_at, so one
+/// partition is searched, not every one); only a type whose latest event came later is looked up
+/// in the history. Each row's `since` is the start of the run that holds it, from the timeline as
+/// it is now (an event stored later inside that run could have split it).
 async fn latest_rows_at(
     db: &mut PgConnection,
     rows: &[FeedRow],
@@ -312,16 +313,38 @@ async fn latest_rows_at(
     if asked.is_empty() {
         return Ok(latest);
     }
-    let op = if inclusive { "<=" } else { "<" };
     let pick =
         |f: fn(&FeedRow) -> &str| -> Vec<&str> { asked.iter().map(|&i| f(&rows[i])).collect() };
-    let found: Vec<EntryRow> = sqlx::query_as(&format!(
+    let found: Vec<EntryRow> = sqlx::query_as(&latest_rows_at_sql(inclusive))
+        .bind(pick(|r| &r.event.workspace_id))
+        .bind(pick(|r| {
+            r.event
+                .integration_account_id
+                .as_deref()
+                .unwrap_or_default()
+        }))
+        .bind(asked.iter().map(|&i| rows[i].feed_xid).collect::<Vec<_>>())
+        .bind(asked.iter().map(|&i| rows[i].feed_seq).collect::<Vec<_>>())
+        .fetch_all(&mut *db)
+        .await?;
+    for row in found {
+        latest[(row.ord - 1) as usize].push(row.latest);
+    }
+    Ok(latest)
+}
+
+/// The statement of [`latest_rows_at`]: per asked (workspace, account, feed position), ordinal
+/// `ord`, the account's latest rows at that position (`inclusive`) or just before it.
+pub fn latest_rows_at_sql(inclusive: bool) -> String {
+    let op = if inclusive { "<=" } else { "<" };
+    format!(
         "select p.ord, le.integration_account_id, le.event_type, x.hook_id, x.result, x.occurred_at,
                 r.since
          from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
               with ordinality p(ws, acct, xid, seq, ord)
          join latest_events le on le.workspace_id = p.ws and le.integration_account_id = p.acct
-         join events c on c.hook_id = le.hook_id
+         join hook_ids k on k.hook_id = le.hook_id
+         join events c on c.hook_id = le.hook_id and c.received_at = k.received_at
          cross join lateral (
              (select le.hook_id, le.result, le.occurred_at
               where (c.feed_xid, c.feed_seq) {op} (p.xid, p.seq))
@@ -341,22 +364,7 @@ async fn latest_rows_at(
                and (c.occurred_at, c.hook_id) <= (x.occurred_at, x.hook_id)
              order by c.occurred_at desc, c.hook_id desc limit 1
          ) r on true"
-    ))
-    .bind(pick(|r| &r.event.workspace_id))
-    .bind(pick(|r| {
-        r.event
-            .integration_account_id
-            .as_deref()
-            .unwrap_or_default()
-    }))
-    .bind(asked.iter().map(|&i| rows[i].feed_xid).collect::<Vec<_>>())
-    .bind(asked.iter().map(|&i| rows[i].feed_seq).collect::<Vec<_>>())
-    .fetch_all(&mut *db)
-    .await?;
-    for row in found {
-        latest[(row.ord - 1) as usize].push(row.latest);
-    }
-    Ok(latest)
+    )
 }
 
 /// Accounts most the tailer keeps in [`Known`]; past it, it forgets them all and loads again.

@@ -616,6 +616,23 @@ async fn no_query_route_scans_the_events_table_sequentially() {
     let searched = scans_in_partitions_run(&by_id);
     assert_eq!(searched.len(), 1, "{by_id:#}");
 
+    // So is it for a stream's first status of an account: a3 of w42 has one event type (the
+    // events of an account are 3,500 apart, a multiple of the 4 types), so one latest row, whose
+    // event is found in its own partition.
+    let first_status: Value = sqlx::query_scalar(&format!(
+        "explain (analyze, format json) {}",
+        calry_hooks::api::stream::latest_rows_at_sql(false)
+    ))
+    .bind(vec!["w42"])
+    .bind(vec!["a3"])
+    .bind(vec![i64::MAX])
+    .bind(vec![i64::MAX])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let searched = scans_in_partitions_run(&first_status);
+    assert_eq!(searched.len(), 1, "{first_status:#}");
+
     for (route, plan) in &plans {
         println!("{route}:{}", scans_in(plan));
         let mut scans = Vec::new();
