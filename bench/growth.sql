@@ -77,9 +77,10 @@ select hook_id, received_at, event_digest(payload), delivery_count
 from events where workspace_id in (select workspace_id from growth);
 
 insert into latest_events (workspace_id, integration_account_id, event_type, hook_id, result,
-                           occurred_at)
+                           occurred_at, feed_xid, feed_seq)
 select distinct on (workspace_id, integration_account_id, event_type)
-       workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+       workspace_id, integration_account_id, event_type, hook_id, result, occurred_at, feed_xid,
+       feed_seq
 from events
 where workspace_id in (select workspace_id from growth)
   and event_type in (select event_type from event_states)

@@ -98,9 +98,10 @@ alter table hook_ids add primary key (hook_id);
 
 \echo status: the latest event per (workspace, account, known type)
 insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
-                                result, occurred_at)
+                                result, occurred_at, feed_xid, feed_seq)
 select distinct on (workspace_id, integration_account_id, event_type)
-       workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+       workspace_id, integration_account_id, event_type, hook_id, result, occurred_at, feed_xid,
+       feed_seq
 from events
 where integration_account_id is not null
   and event_type = any (array['account.created', 'account.updated', 'account.deleted',
@@ -108,7 +109,8 @@ where integration_account_id is not null
                               'sync.complete', 'sync.error', 'sync.paused'])
 order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
 on conflict (workspace_id, integration_account_id, event_type) do update
-set hook_id = excluded.hook_id, result = excluded.result, occurred_at = excluded.occurred_at
+set hook_id = excluded.hook_id, result = excluded.result, occurred_at = excluded.occurred_at,
+    feed_xid = excluded.feed_xid, feed_seq = excluded.feed_seq
 where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id);
 
 \echo workspaces: the greatest occurred_at of each

@@ -390,8 +390,8 @@ impl<'a> Columns<'a> {
 /// - stored hook ids get `delivery_count` bumped by their equal deliveries (in `hook_ids`, and
 ///   with `last_received_at` in `events` while the event is there);
 /// - the status keeps, per (workspace, account, known type), the event with the greatest
-///   (occurred_at, hook_id): the batch picks its own winner per key first, then the upsert keeps
-///   the greater of that and the stored one, so arrival order never matters;
+///   (occurred_at, hook_id), and its feed position: the batch picks its own winner per key first,
+///   then the upsert keeps the greater of that and the stored one, so arrival order never matters;
 /// - each workspace keeps the greatest occurred_at it has seen;
 /// - `state_changes` and `accounts` (SPEC §11) are recomputed for every (account, category) the
 ///   new events touch, from the earliest new one on: a run can only start or end at or after it.
@@ -478,7 +478,8 @@ inserted as (
            f.occurred_at, f.signature_verified, f.payload, k.delivery_count
     from first f join keys k on k.hook_id = f.hook_id
     order by f.hook_id
-    returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at
+    returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at,
+              feed_xid, feed_seq
 ),
 repeats as (
     select hook_id, count(*)::int as count from verdict where stored and same group by hook_id
@@ -498,14 +499,16 @@ redelivered_kept as (
 ),
 latest as (
     insert into latest_events as l (workspace_id, integration_account_id, event_type, hook_id,
-                                    result, occurred_at)
+                                    result, occurred_at, feed_xid, feed_seq)
     select distinct on (workspace_id, integration_account_id, event_type)
-           workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+           workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
+           feed_xid, feed_seq
     from inserted
     where integration_account_id is not null and event_type = any($10::text[])
     order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
     on conflict (workspace_id, integration_account_id, event_type) do update
-    set hook_id = excluded.hook_id, result = excluded.result, occurred_at = excluded.occurred_at
+    set hook_id = excluded.hook_id, result = excluded.result, occurred_at = excluded.occurred_at,
+        feed_xid = excluded.feed_xid, feed_seq = excluded.feed_seq
     where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)
 ),
 touched as (

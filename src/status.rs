@@ -384,15 +384,17 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     // A kept row stays unless the remaining history holds a later event of its type.
     let latest_rows = sqlx::query(
         "insert into latest_events as l (workspace_id, integration_account_id, event_type,
-                                         hook_id, result, occurred_at)
+                                         hook_id, result, occurred_at, feed_xid, feed_seq)
          select distinct on (workspace_id, integration_account_id, event_type)
-                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
+                feed_xid, feed_seq
          from events
          where integration_account_id is not null and event_type = any($1)
          order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
          on conflict (workspace_id, integration_account_id, event_type) do update
          set hook_id = excluded.hook_id, result = excluded.result,
-             occurred_at = excluded.occurred_at
+             occurred_at = excluded.occurred_at, feed_xid = excluded.feed_xid,
+             feed_seq = excluded.feed_seq
          where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
     )
     .bind(&KNOWN_TYPES[..])

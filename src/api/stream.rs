@@ -299,10 +299,11 @@ async fn entries_after(
 /// For each asked row, its account's latest row of each known type at the row's feed position
 /// (`inclusive`) or just before it: the latest event of that type among the account's events at
 /// positions up to there. The account's current latest row of a type answers when it is within
-/// them (live, it nearly always is; its position is found through `hook_ids`' received_at, so one
-/// partition is searched, not every one); only a type whose latest event came later is looked up
-/// in the history. Each row's `since` is the start of the run that holds it, from the timeline as
-/// it is now (an event stored later inside that run could have split it).
+/// them (live, it nearly always is; the row holds its event's position, and for a row written
+/// before migration 0008 the event is looked up through `hook_ids`' received_at, so in one
+/// partition); only a type whose latest event came later is looked up in the history. Each row's
+/// `since` is the start of the run that holds it, from the timeline as it is now (an event stored
+/// later inside that run could have split it).
 async fn latest_rows_at(
     db: &mut PgConnection,
     rows: &[FeedRow],
@@ -343,11 +344,13 @@ pub fn latest_rows_at_sql(inclusive: bool) -> String {
          from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
               with ordinality p(ws, acct, xid, seq, ord)
          join latest_events le on le.workspace_id = p.ws and le.integration_account_id = p.acct
-         join hook_ids k on k.hook_id = le.hook_id
-         join events c on c.hook_id = le.hook_id and c.received_at = k.received_at
+         -- A row from before migration 0008: its event's position, from its own partition.
+         left join hook_ids k on le.feed_xid is null and k.hook_id = le.hook_id
+         left join events c on c.hook_id = k.hook_id and c.received_at = k.received_at
          cross join lateral (
              (select le.hook_id, le.result, le.occurred_at
-              where (c.feed_xid, c.feed_seq) {op} (p.xid, p.seq))
+              where (coalesce(le.feed_xid, c.feed_xid), coalesce(le.feed_seq, c.feed_seq))
+                    {op} (p.xid, p.seq))
              union all
              (select e.hook_id, e.result, e.occurred_at from events e
               where e.workspace_id = p.ws and e.integration_account_id = p.acct

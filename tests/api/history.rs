@@ -616,22 +616,35 @@ async fn no_query_route_scans_the_events_table_sequentially() {
     let searched = scans_in_partitions_run(&by_id);
     assert_eq!(searched.len(), 1, "{by_id:#}");
 
-    // So is it for a stream's first status of an account: a3 of w42 has one event type (the
-    // events of an account are 3,500 apart, a multiple of the 4 types), so one latest row, whose
-    // event is found in its own partition.
-    let first_status: Value = sqlx::query_scalar(&format!(
-        "explain (analyze, format json) {}",
-        calry_hooks::api::stream::latest_rows_at_sql(false)
-    ))
-    .bind(vec!["w42"])
-    .bind(vec!["a3"])
-    .bind(vec![i64::MAX])
-    .bind(vec![i64::MAX])
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let searched = scans_in_partitions_run(&first_status);
-    assert_eq!(searched.len(), 1, "{first_status:#}");
+    // A stream's first status of an account reads its latest rows' positions from the rows
+    // themselves: no event is looked up. A row from before migration 0008 has none, and its event
+    // is looked up in its own partition. a3 of w42 has one event type (its events are 3,500
+    // apart, a multiple of the 4 types), so one latest row.
+    for (rows_without_position, partitions) in [(false, 0), (true, 1)] {
+        if rows_without_position {
+            sqlx::query("update latest_events set feed_xid = null, feed_seq = null")
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+        let first_status: Value = sqlx::query_scalar(&format!(
+            "explain (analyze, format json) {}",
+            calry_hooks::api::stream::latest_rows_at_sql(false)
+        ))
+        .bind(vec!["w42"])
+        .bind(vec!["a3"])
+        .bind(vec![i64::MAX])
+        .bind(vec![i64::MAX])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let searched = scans_in_partitions_run(&first_status);
+        assert_eq!(searched.len(), partitions, "{first_status:#}");
+        assert_eq!(
+            first_status[0]["Plan"]["Actual Rows"], 1,
+            "{first_status:#}"
+        );
+    }
 
     for (route, plan) in &plans {
         println!("{route}:{}", scans_in(plan));
