@@ -7,9 +7,21 @@
 #
 #   bench/batch.sh                         # this tree: events/s at 2 clients, batches of 32
 #   bench/batch.sh --before 4b1ee4b        # this tree against commit 4b1ee4b, 3 rounds
+#   bench/batch.sh --without-accounts --types sync.complete --workspaces 1000 --warmup 10
+#                                          # what issue 14's accounts work costs in steady state
 #
 # Options (also as environment variables, in brackets):
 #   --before REV       also run the statements of commit REV [BEFORE, default unset]
+#   --without-accounts also run this tree's transaction with issue 14's accounts work cut out
+#                      (`loadgen batch-script --without-accounts`), as the "before" side
+#                      [WITHOUT_ACCOUNTS=1]
+#   --types LIST       the event types drawn from, comma-separated [TYPES, default: the nine
+#                      known ones, uniformly]; `sync.complete` after a warm-up: every event
+#                      repeats its account's state, the steady state of accounts syncing
+#   --workspaces N     workspaces of the seed and of the events, 10 accounts each
+#                      [WORKSPACES, default 10000]
+#   --warmup SECS      run the script this long, unmeasured, before each measured run
+#                      [WARMUP, default 0]
 #   --duration SECS    seconds per pgbench run [DURATION, default 10]
 #   --clients N        pgbench connections, the service's writers [CLIENTS, default 2]
 #   --batch N          events per transaction, the service's largest batch [BATCH, default 32]
@@ -36,12 +48,19 @@ PREFILL=${PREFILL:-100000}
 REPEAT=${REPEAT:-3}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
-WORKSPACES=10000
+WITHOUT_ACCOUNTS=${WITHOUT_ACCOUNTS:-0}
+TYPES=${TYPES:-}
+WORKSPACES=${WORKSPACES:-10000}
+WARMUP=${WARMUP:-0}
 ACCOUNTS=10
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --before) BEFORE=$2; shift ;;
+        --without-accounts) WITHOUT_ACCOUNTS=1 ;;
+        --types) TYPES=$2; shift ;;
+        --workspaces) WORKSPACES=$2; shift ;;
+        --warmup) WARMUP=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --clients) CLIENTS=$2; shift ;;
         --batch) BATCH=$2; shift ;;
@@ -62,7 +81,7 @@ bench_postgres calry-batch
 # The files of one side: migrations, seed and the batch script, from REV or from this tree.
 SIDES=(now)
 side_files() {
-    local dir=$WORK/$1 rev=$2
+    local dir=$WORK/$1 rev=$2 cut=${3:-}
     mkdir -p "$dir"
     if [ -z "$rev" ]; then
         cp -r "$ROOT/migrations" "$dir/"
@@ -73,14 +92,22 @@ side_files() {
         git -C "$ROOT" archive "$rev" migrations bench/seed.sql src/ingest.rs | tar -x -C "$dir"
     fi
     "$LOADGEN" batch-script --source "$dir/src/ingest.rs" --batch "$BATCH" \
-        --workspaces $WORKSPACES --accounts $ACCOUNTS >"$dir/batch.sql"
+        --workspaces "$WORKSPACES" --accounts $ACCOUNTS ${TYPES:+--types "$TYPES"} $cut \
+        >"$dir/batch.sql"
 }
 side_files now ""
-if [ -n "$BEFORE" ]; then
+if [ -n "$BEFORE" ] && [ "$WITHOUT_ACCOUNTS" = 1 ]; then
+    echo "bench/batch.sh: --before and --without-accounts both name the other side" >&2
+    exit 2
+elif [ -n "$BEFORE" ]; then
     side_files before "$BEFORE"
     SIDES=(before now)
+elif [ "$WITHOUT_ACCOUNTS" = 1 ]; then
+    side_files before "" --without-accounts
+    SIDES=(before now)
+    BEFORE="this tree without the accounts work"
 fi
-echo "calry-hooks: now = $(bench_revision)${BEFORE:+, before = $BEFORE}; $CLIENTS clients, batches of $BATCH, ${DURATION}s x $REPEAT, prefill $PREFILL" >&2
+echo "calry-hooks: now = $(bench_revision)${BEFORE:+, before = $BEFORE}; $CLIENTS clients, batches of $BATCH, types ${TYPES:-all nine}, $WORKSPACES workspaces, warm-up ${WARMUP}s, ${DURATION}s x $REPEAT, prefill $PREFILL" >&2
 
 # One pgbench run of side $1 in round $2: prints events/s.
 run_side() {
@@ -93,6 +120,11 @@ run_side() {
         psql_ -d "$db" -v events="$PREFILL" -v workspaces=$WORKSPACES -v accounts=$ACCOUNTS \
             -f "$dir/bench/seed.sql" >"$WORK/seed_$db.log" 2>&1 \
             || { cat "$WORK/seed_$db.log" >&2; exit 1; }
+    fi
+    if [ "$WARMUP" -gt 0 ]; then
+        pgbench -h "$SOCK" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$WARMUP" \
+            --max-tries 10 -f "$dir/batch.sql" "$db" >"$WORK/warmup_$db.log" 2>&1 \
+            || { cat "$WORK/warmup_$db.log" >&2; exit 1; }
     fi
     psql_ -d postgres -c checkpoint
     # pgbench's figures and the CPU PostgreSQL spent meanwhile, as one JSON line.
