@@ -395,11 +395,10 @@ impl<'a> Columns<'a> {
 /// - each workspace keeps the greatest occurred_at it has seen;
 /// - `state_changes` and `accounts` (SPEC §11) are recomputed for every (account, category) the
 ///   new events touch, from the earliest new one on: a run can only start or end at or after it.
-///   When every new event of the category comes after all the account had (its greatest
-///   (occurred_at, hook_id) of a known type, `prior`: events that arrive in order, the usual
-///   case), the state before it is the category's current one (its latest event's, from
-///   `latest_events`) and its events from it on are the new ones; otherwise the state before it
-///   is the latest run started before it, and the stored events from it on count too. The first
+///   When every new event of the category comes after all the category had (its latest event,
+///   from `latest_events`: events that arrive in order, the usual case), the state before it is
+///   that event's and its events from it on are the new ones; otherwise the state before it is
+///   the latest run started before it, and the stored events from it on count too. The first
 ///   event of every run among them (a change from the state before it) is written over the
 ///   `state_changes` rows at or after the earliest new event, then the category's current state
 ///   and `since` (its latest run start) into `accounts`. The cost is the category's events from
@@ -435,13 +434,6 @@ settled as (
            where integration_account_id is not null and event_type = any($10::text[]))
     order by l.workspace_id, l.integration_account_id, s.category, l.occurred_at desc,
              l.hook_id desc
-),
--- The greatest of those per account: everything it had came before it.
-prior as (
-    select distinct on (workspace_id, integration_account_id)
-           workspace_id, integration_account_id, occurred_at, hook_id
-    from settled
-    order by workspace_id, integration_account_id, occurred_at desc, hook_id desc
 ),
 reference as (
     select f.hook_id, coalesce(e.payload, f.payload) as payload, k.hook_id is not null as stored,
@@ -524,24 +516,25 @@ said as (
     from inserted i join event_states s on s.event_type = i.event_type
     where i.integration_account_id is not null
 ),
--- Per (account, category), the earliest new event, and whether it comes after all the account had.
+-- Per (account, category), the earliest new event, and whether it comes after everything the
+-- category had (its latest stored event, whose state is the category's current one).
 earliest as (
     select distinct on (n.ws, n.acct, n.category)
            n.ws, n.acct, n.category, n.occurred_at as at, n.hook_id as hook,
            p.occurred_at is null or (n.occurred_at, n.hook_id) > (p.occurred_at, p.hook_id)
-               as in_order
+               as in_order,
+           p.state as current_state
     from said n
-    left join prior p on p.workspace_id = n.ws and p.integration_account_id = n.acct
+    left join settled p on p.workspace_id = n.ws and p.integration_account_id = n.acct
+                       and p.category = n.category
     order by n.ws, n.acct, n.category, n.occurred_at, n.hook_id
 ),
 -- The state before the earliest new event: in order, the category's current state; else the
 -- latest run started before it.
 before as (
-    select t.*, coalesce(p.to_state, s.state) as prev_state, p.occurred_at as prev_at,
-           p.hook_id as prev_hook
+    select t.*, case when t.in_order then t.current_state else p.to_state end as prev_state,
+           p.occurred_at as prev_at, p.hook_id as prev_hook
     from earliest t
-    left join settled s on t.in_order and s.workspace_id = t.ws
-                       and s.integration_account_id = t.acct and s.category = t.category
     left join lateral (
         select c.to_state, c.occurred_at, c.hook_id from state_changes c
         where not t.in_order and c.workspace_id = t.ws and c.integration_account_id = t.acct
