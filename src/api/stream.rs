@@ -344,9 +344,15 @@ pub fn latest_rows_at_sql(inclusive: bool) -> String {
          from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
               with ordinality p(ws, acct, xid, seq, ord)
          join latest_events le on le.workspace_id = p.ws and le.integration_account_id = p.acct
-         -- A row from before migration 0008: its event's position, from its own partition.
-         left join hook_ids k on le.feed_xid is null and k.hook_id = le.hook_id
-         left join events c on c.hook_id = k.hook_id and c.received_at = k.received_at
+         -- A row from before migration 0008: its event's position, looked up in its own
+         -- partition (the fence keeps the planner from probing `hook_ids` for every row, and
+         -- from searching every partition by hook id).
+         left join lateral (
+             select c.feed_xid, c.feed_seq
+             from (select k.hook_id, k.received_at from hook_ids k
+                   where le.feed_xid is null and k.hook_id = le.hook_id offset 0) k
+             join events c on c.hook_id = k.hook_id and c.received_at = k.received_at
+         ) c on true
          cross join lateral (
              (select le.hook_id, le.result, le.occurred_at
               where (coalesce(le.feed_xid, c.feed_xid), coalesce(le.feed_seq, c.feed_seq))

@@ -330,24 +330,26 @@ fn seq_scans_of_events(plan: &Value, found: &mut Vec<String>) {
     }
 }
 
-/// The partitions of `events` an `EXPLAIN ANALYZE` plan scanned (the nodes that ran at least
-/// once).
-fn scans_in_partitions_run(plan: &Value) -> Vec<String> {
+/// The relations an `EXPLAIN ANALYZE` plan scanned (the nodes that ran at least once).
+fn relations_run(plan: &Value) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(obj) = plan.as_object() {
         if let Some(relation) = obj.get("Relation Name").and_then(Value::as_str)
-            && relation.starts_with("events_")
             && obj.get("Actual Loops").and_then(Value::as_u64) > Some(0)
         {
             found.push(relation.to_owned());
         }
-        obj.values()
-            .for_each(|v| found.extend(scans_in_partitions_run(v)));
+        obj.values().for_each(|v| found.extend(relations_run(v)));
     } else if let Some(items) = plan.as_array() {
-        items
-            .iter()
-            .for_each(|v| found.extend(scans_in_partitions_run(v)));
+        items.iter().for_each(|v| found.extend(relations_run(v)));
     }
+    found
+}
+
+/// The partitions of `events` an `EXPLAIN ANALYZE` plan scanned.
+fn scans_in_partitions_run(plan: &Value) -> Vec<String> {
+    let mut found = relations_run(plan);
+    found.retain(|relation| relation.starts_with("events_"));
     found
 }
 
@@ -617,9 +619,9 @@ async fn no_query_route_scans_the_events_table_sequentially() {
     assert_eq!(searched.len(), 1, "{by_id:#}");
 
     // A stream's first status of an account reads its latest rows' positions from the rows
-    // themselves: no event is looked up. A row from before migration 0008 has none, and its event
-    // is looked up in its own partition. a3 of w42 has one event type (its events are 3,500
-    // apart, a multiple of the 4 types), so one latest row.
+    // themselves: no event is looked up, in `hook_ids` or in `events`. A row from before
+    // migration 0008 has none, and its event is looked up in its own partition. a3 of w42 has one
+    // event type (its events are 3,500 apart, a multiple of the 4 types), so one latest row.
     for (rows_without_position, partitions) in [(false, 0), (true, 1)] {
         if rows_without_position {
             sqlx::query("update latest_events set feed_xid = null, feed_seq = null")
@@ -640,6 +642,8 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         .unwrap();
         let searched = scans_in_partitions_run(&first_status);
         assert_eq!(searched.len(), partitions, "{first_status:#}");
+        let looked_up = relations_run(&first_status).contains(&"hook_ids".to_owned());
+        assert_eq!(looked_up, rows_without_position, "{first_status:#}");
         assert_eq!(
             first_status[0]["Plan"]["Actual Rows"], 1,
             "{first_status:#}"
