@@ -1,6 +1,7 @@
-# Sourced by the bench/ scripts once they have read their options (ROOT, NO_BUILD, KEEP set): the binaries, a release build, and a PostgreSQL of the benchmark's own in a temporary
-# directory (default settings, so fsync and synchronous_commit are on; as user postgres when we
-# are root; Unix socket only), stopped on exit together with the service (SERVICE_PID).
+# Sourced by the bench/ scripts once they have read their options (ROOT, NO_BUILD, KEEP set):
+# the binaries, a release build, and a PostgreSQL of the benchmark's own in a temporary directory
+# (default settings, so fsync and synchronous_commit are on; as user postgres when we are root;
+# Unix socket only), stopped on exit together with the service (SERVICE_PID).
 #
 #   bench_postgres NAME [-c setting=value …]  initdb and start; sets WORK, PGDATA, SOCK,
 #                                             POSTMASTER_PID (WORK is /tmp/NAME.XXXXXX, or

@@ -63,11 +63,7 @@ pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
     let insert = constant(&source, "INSERT_BATCH")?.ok_or("the source has no INSERT_BATCH")?;
     let lock = constant(&source, "LOCK_ACCOUNTS")?;
     let refresh = constant(&source, "REFRESH_ACCOUNTS")?;
-    let known = KNOWN_TYPES
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let known = sql_strings(KNOWN_TYPES.iter());
     let types = if args.types.is_empty() {
         KNOWN_TYPES.iter().map(|t| (*t).to_owned()).collect()
     } else {
@@ -79,11 +75,7 @@ pub(crate) fn batch_script(args: BatchScriptArgs) -> Result<(), BoxError> {
     }) {
         return Err(format!("--types: {bad:?} is not an event type").into());
     }
-    let drawn_types = types
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let drawn_types = sql_strings(types.iter());
     let (insert, lock) = if args.without_accounts {
         (without_accounts(&insert)?, None)
     } else {
@@ -169,9 +161,17 @@ fn drawn(batch: u32) -> String {
     )
 }
 
+/// Event types as a list of SQL string literals (`'a', 'b'`); they hold no quote.
+fn sql_strings(types: impl Iterator<Item = impl std::fmt::Display>) -> String {
+    types
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// INSERT_BATCH without the accounts work: the CTEs from `said` to the last before the final
-/// select are cut (the data-modifying ones among them would run unreferenced; the reads before
-/// `said` that only they use, `settled` and `prior`, then do not run).
+/// select are cut (the data-modifying ones among them would run unreferenced; the read before
+/// `said` that only they use, `settled`, then does not run).
 fn without_accounts(insert: &str) -> Result<String, BoxError> {
     let said = insert
         .find("\nsaid as (")
