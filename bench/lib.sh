@@ -109,9 +109,14 @@ bench_revision() {
     echo "$revision"
 }
 
+# The ingest writers' connection settings (src/store/mod.rs: writer_pool), so that pgbench plans
+# the batch statement once per connection as the service does (left to choose, PostgreSQL plans
+# it anew for every batch), and JIT off (see bench/size.sh).
+WRITER_PGOPTIONS="-c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan -c jit=off"
+
 batch_pgbench() {
     local db=$1 clients=$2 script=$3 batch=$4 label=$5 out=$6 prefix=$WORK/batch_$1
-    (cd "$WORK" && "$LOADGEN" pgbench --kind limit --events-per-transaction "$batch" \
+    (cd "$WORK" && PGOPTIONS=$WRITER_PGOPTIONS "$LOADGEN" pgbench --kind limit --events-per-transaction "$batch" \
         --output "$prefix.out" --log-prefix "$prefix" -c "$clients" \
         --postgres-pid "$POSTMASTER_PID" --label "$label" --json-out "$out" -- \
         pgbench -h "$SOCK" -U postgres -n -M prepared -c "$clients" -j "$clients" \

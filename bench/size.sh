@@ -274,7 +274,7 @@ batch_script() {
 pgbench_() {
     local db=$1
     shift
-    PGOPTIONS="-c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan -c synchronous_commit=on -c jit=off" \
+    PGOPTIONS="$WRITER_PGOPTIONS -c synchronous_commit=on" \
         pgbench -h "$SOCK" -U postgres -n -M prepared "$@" "$db"
 }
 
