@@ -122,9 +122,8 @@ run_side() {
             || { cat "$WORK/seed_$db.log" >&2; exit 1; }
     fi
     if [ "$WARMUP" -gt 0 ]; then
-        PGOPTIONS=$WRITER_PGOPTIONS \
-            pgbench -h "$SOCK" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$WARMUP" \
-            --max-tries 10 -f "$dir/batch.sql" "$db" >"$WORK/warmup_$db.log" 2>&1 \
+        writer_pgbench "$db" -c "$CLIENTS" -j "$CLIENTS" -T "$WARMUP" --max-tries 10 \
+            -f "$dir/batch.sql" >"$WORK/warmup_$db.log" 2>&1 \
             || { cat "$WORK/warmup_$db.log" >&2; exit 1; }
     fi
     psql_ -d postgres -c checkpoint

@@ -10,6 +10,8 @@
 #   db_url DB                                 the URL of database DB on it
 #   psql_ ARGS…                               psql on it
 #   bench_revision                            the git revision, marked when src/ has changes
+#   writer_pgbench DB ARGS…                   pgbench ARGS on it with the ingest writers'
+#                                             connection settings (WRITER_PGOPTIONS)
 #   batch_pgbench DB CLIENTS SCRIPT BATCH LABEL OUT
 #                                             pgbench running SCRIPT (`loadgen batch-script`,
 #                                             BATCH events a transaction) on CLIENTS connections
@@ -114,10 +116,16 @@ bench_revision() {
 # it anew for every batch), and JIT off (see bench/size.sh).
 WRITER_PGOPTIONS="-c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan -c jit=off"
 
+writer_pgbench() {
+    local db=$1
+    shift
+    PGOPTIONS=$WRITER_PGOPTIONS pgbench -h "$SOCK" -U postgres -n -M prepared "$@" "$db"
+}
+
 batch_pgbench() {
     local db=$1 clients=$2 script=$3 batch=$4 label=$5 out=$6 prefix=$WORK/batch_$1
-    (cd "$WORK" && PGOPTIONS=$WRITER_PGOPTIONS "$LOADGEN" pgbench --kind limit --events-per-transaction "$batch" \
-        --output "$prefix.out" --log-prefix "$prefix" -c "$clients" \
+    (cd "$WORK" && PGOPTIONS=$WRITER_PGOPTIONS "$LOADGEN" pgbench --kind limit \
+        --events-per-transaction "$batch" --output "$prefix.out" --log-prefix "$prefix" -c "$clients" \
         --postgres-pid "$POSTMASTER_PID" --label "$label" --json-out "$out" -- \
         pgbench -h "$SOCK" -U postgres -n -M prepared -c "$clients" -j "$clients" \
         -T "$DURATION" --max-tries 10 -f "$script" -l --log-prefix "$prefix" "$db" >/dev/null)

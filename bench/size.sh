@@ -272,10 +272,7 @@ batch_script() {
 # row estimates grow with the store until the batch passes jit_above_cost, and then every batch is
 # compiled (1.8 s a batch at 180,000 events, 2026-12-01) — a cost of the script, not of the store.
 pgbench_() {
-    local db=$1
-    shift
-    PGOPTIONS="$WRITER_PGOPTIONS -c synchronous_commit=on" \
-        pgbench -h "$SOCK" -U postgres -n -M prepared "$@" "$db"
+    WRITER_PGOPTIONS="$WRITER_PGOPTIONS -c synchronous_commit=on" writer_pgbench "$@"
 }
 
 # pg_dump, pg_restore and pg_basebackup of database $1.
