@@ -18,6 +18,9 @@
 #   --database NAME    the database to prune; one that exists already is used as it is, not
 #                      seeded (e.g. --data /work/bench-data/years --database large: a month of
 #                      the 30M-event store) [DB, default retention]
+#   --floor            remove no events: at the same moment, `rm` files as large as the oldest
+#                      partition, written beforehand past the page cache, from the cluster's
+#                      filesystem; what the filesystem alone does to ingest [FLOOR=1]
 #   --keep             keep the temporary directory [KEEP=1]
 #   --no-build         use the binaries already in target/bench [NO_BUILD=1]
 #
@@ -36,6 +39,7 @@ CONCURRENCY=${CONCURRENCY:-64}
 RATE=${RATE:-}
 DB=${DB:-retention}
 KEEP=${KEEP:-0}
+FLOOR=${FLOOR:-0}
 NO_BUILD=${NO_BUILD:-0}
 PORT=${PORT:-18083}
 
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE=$2; shift ;;
         --data) BENCH_DATA=$2; shift ;;
         --database) DB=$2; shift ;;
+        --floor) FLOOR=1 ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -79,6 +84,18 @@ read -r PARTITION ROWS SIZE AGE < <(psql_ -d $DB -At -F ' ' -c "
     where i.inhparent = 'events'::regclass and c.reltuples > 0
     order by b.upper limit 1")
 echo "oldest partition: $PARTITION, $ROWS events, $SIZE; prune --older-than ${AGE}s" >&2
+if [ "$FLOOR" = 1 ]; then
+    # Files of the partition's size in 1 GiB segments, as PostgreSQL lays a relation out, written
+    # with O_DIRECT so that they are not in the page cache (an old month of a large store is not).
+    mkdir -p "$WORK/floor"
+    left=${SIZE%MiB} segment=0
+    while [ "$left" -gt 0 ]; do
+        n=$((left > 1024 ? 1024 : left))
+        dd if=/dev/urandom of="$WORK/floor/seg.$segment" bs=1M count="$n" oflag=direct status=none
+        left=$((left - n)) segment=$((segment + 1))
+    done
+    sync
+fi
 
 (cd "$WORK" && DATABASE_URL=$(db_url $DB) CALRY_HOOKS_LISTEN=127.0.0.1:$PORT \
     exec "$BIN" serve >"$WORK/service.log" 2>&1) &
@@ -91,11 +108,18 @@ PACE=()
     --label "ingest while a month is removed" >"$WORK/loadgen.json" 2>"$WORK/loadgen.log" &
 LOADGEN_PID=$!
 sleep "$(awk -v d="$DURATION" 'BEGIN { print 2 + d / 3 }')"
-log "prune while ingest runs"
 START=$(date +%s.%N)
-(cd "$WORK" && DATABASE_URL=$(db_url $DB) "$BIN" prune --older-than "${AGE}s" 2>"$WORK/prune.log") \
-    || { cat "$WORK/prune.log" >&2; exit 1; }
-grep -h "history partition removed" "$WORK/prune.log" >&2 || true
+if [ "$FLOOR" = 1 ]; then
+    log "rm of $SIZE in $(ls "$WORK/floor" | wc -l) files while ingest runs (the floor)"
+    rm -r "$WORK/floor"
+    WHAT="rm of files as large as $PARTITION ($SIZE), no prune,"
+else
+    log "prune while ingest runs"
+    (cd "$WORK" && DATABASE_URL=$(db_url $DB) "$BIN" prune --older-than "${AGE}s" 2>"$WORK/prune.log") \
+        || { cat "$WORK/prune.log" >&2; exit 1; }
+    grep -h "history partition removed" "$WORK/prune.log" >&2 || true
+    WHAT="prune of $PARTITION ($ROWS events, $SIZE; the process's wall time, connecting included)"
+fi
 END=$(date +%s.%N)
 ELAPSED=$(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.3f", b - a }')
 SECOND=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d / 3 }')
@@ -103,4 +127,4 @@ wait "$LOADGEN_PID" || echo "bench/retention.sh: loadgen failed" >&2
 cat "$WORK/loadgen.log" >&2
 kill -TERM "$SERVICE_PID"; wait "$SERVICE_PID" || true; SERVICE_PID=
 echo
-echo "prune of $PARTITION ($ROWS events, $SIZE) while ingest ran at c=$CONCURRENCY${RATE:+, $RATE/s}: ${ELAPSED}s wall (the process, connecting included); it started about second $SECOND of the measured part"
+echo "$WHAT while ingest ran at c=$CONCURRENCY${RATE:+, $RATE/s}: ${ELAPSED}s wall; it started about second $SECOND of the measured part"
