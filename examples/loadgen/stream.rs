@@ -522,6 +522,22 @@ async fn client(path: String, setup: Arc<ClientSetup>) -> ClientLog {
 }
 
 // ---------------------------------------------------------------------------------------------
+/// The runtime the stream clients and the feed follower run on: a current-thread one on a thread
+/// of its own, driven until the sender returned is dropped. On the generator's runtime (one
+/// thread) their reading would hold up the ingest workers' next requests, a slowing of ingest
+/// that is the load generator's, not the service's.
+fn reader_runtime() -> std::io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    let (done, until) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("stream-clients".into())
+        .spawn(move || runtime.block_on(async move { until.await.ok() }))?;
+    Ok((handle, done))
+}
+
 // The paced phase: open-loop ingest.
 
 #[derive(Clone, Copy)]
@@ -921,16 +937,20 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     }
     let cpu_open = args.cpu();
     let open_start = Instant::now();
+    let (readers, readers_done) = reader_runtime()?;
     let mut clients = JoinSet::new();
     for (n, ws) in client_ws.iter().enumerate() {
         let path = match ws {
             Some(w) => format!("/workspaces/{}/stream", workspace_id(*w as u64)),
             None => "/stream".to_owned(),
         };
-        clients.spawn({
-            let setup = setup.clone();
-            async move { (n, client(path, setup).await) }
-        });
+        clients.spawn_on(
+            {
+                let setup = setup.clone();
+                async move { (n, client(path, setup).await) }
+            },
+            &readers,
+        );
     }
     drop(setup);
     let mut open_errors = Vec::new();
@@ -1035,7 +1055,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     let follower_task = if args.feed_follower {
         let (start, pages) = feed_end(&target, args.token.as_deref()).await?;
         eprintln!("  the follower starts at the feed's end ({pages} pages read to find it)");
-        Some(tokio::spawn(follower(
+        Some(readers.spawn(follower(
             target.clone(),
             args.token.clone(),
             start,
@@ -1085,6 +1105,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         client_logs.push(log?);
     }
     client_logs.sort_by_key(|(n, _)| *n);
+    drop(readers_done);
 
     // e. The baseline again, every stream closed, on a store as large as phase d's: phase d is
     // compared with the mean of a and e, since the store's growth and the phases between slow a
