@@ -225,7 +225,7 @@ impl Metrics {
     }
 
     /// Counts one long poll waiting for as long as the guard lives.
-    pub fn feed_waiting(&self) -> GaugeGuard<'_> {
+    pub fn feed_waiting(&self) -> GaugeGuard {
         GaugeGuard::new(&self.feed_waiting)
     }
 
@@ -235,7 +235,7 @@ impl Metrics {
     }
 
     /// Counts one open stream for as long as the guard lives.
-    pub fn stream_open(&self) -> GaugeGuard<'_> {
+    pub fn stream_open(&self) -> GaugeGuard {
         GaugeGuard::new(&self.stream_open)
     }
 
@@ -286,7 +286,7 @@ impl Metrics {
     }
 
     /// Counts one request in flight for as long as the guard lives.
-    pub fn in_flight(&self) -> GaugeGuard<'_> {
+    pub fn in_flight(&self) -> GaugeGuard {
         GaugeGuard::new(&self.in_flight)
     }
 }
@@ -335,16 +335,16 @@ fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// Holds a gauge one higher for as long as it lives.
-pub struct GaugeGuard<'a>(&'a Gauge);
+pub struct GaugeGuard(Gauge);
 
-impl<'a> GaugeGuard<'a> {
-    pub fn new(gauge: &'a Gauge) -> Self {
+impl GaugeGuard {
+    pub fn new(gauge: &Gauge) -> Self {
         gauge.inc();
-        GaugeGuard(gauge)
+        GaugeGuard(gauge.clone())
     }
 }
 
-impl Drop for GaugeGuard<'_> {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -6,8 +6,10 @@
 //! instance: those of every workspace, and those of the event's own workspace (a workspace's
 //! stream is never woken by another workspace's events). A stream subscribes first, then
 //! catches up from the store up to the tailer's position at that moment, then takes the
-//! broadcast items after its own position: no gap and no duplicate at the seam. A stream that falls behind the broadcast (a slow client) goes back
-//! to the store from its position, so a slow client costs no memory but its own small queue.
+//! broadcast items after its own position: no gap and no duplicate at the seam. Each stream is
+//! the body of its answer, read from the store or the broadcast only as fast as its client
+//! reads; one that falls behind the broadcast (a slow client) goes back to the store from its
+//! position, so a slow client holds no memory but its socket's buffers.
 //!
 //! Whether an event changes its account's status is a function of the feed up to the event: the
 //! event is the latest of its category (by occurredAt, hookId) among the account's events at its
@@ -17,7 +19,7 @@
 //!
 //! A stopping service ends its streams at once; clients resume with `Last-Event-ID`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -30,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 use sqlx::PgConnection;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -55,8 +57,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 const BROADCAST: usize = 1024;
 /// The same for the streams of one workspace (there is one such channel per followed workspace).
 const WORKSPACE_BROADCAST: usize = 128;
-/// Messages waiting to be written to one client.
-const CLIENT_QUEUE: usize = 64;
 /// Events read from the store at a time.
 const BATCH: i64 = 200;
 /// The tailer asks again at least this often, notification or not.
@@ -701,7 +701,7 @@ fn start(headers: &HeaderMap, params: &Params) -> Result<Option<FeedPosition>> {
         .transpose()
 }
 
-fn open(
+async fn open(
     app: AppState,
     caller: Caller,
     workspace_id: Option<String>,
@@ -720,22 +720,29 @@ fn open(
         filter: EventFilter::parse(&params)?,
     };
     drop(caller); // the connection goes back: a stream takes one only to catch up
-    let (out, messages) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
-    tokio::spawn(async move {
+    // Subscribed before the answer: whatever is stored once the client has its 200 is sent.
+    let (receiver, tail_position) = app
+        .tailer
+        .subscribe(selection.workspace_id.as_deref())
+        .await;
+    let follow = Follow {
+        _open: app.metrics.stream_open(),
+        position: start.unwrap_or(tail_position),
+        app: app.clone(),
+        selection,
+        receiver,
+        tail_position,
+        backlog: VecDeque::new(),
+    };
+    let body = futures_util::stream::unfold((follow, app), |(mut follow, app)| async move {
         // A stopping service ends its streams (their clients resume elsewhere or after the
         // restart with Last-Event-ID) rather than holding the shutdown.
-        tokio::select! {
-            () = send(&app, selection, start, out) => {}
-            () = app.stopping() => {}
-        }
-    });
-    let body = futures_util::stream::unfold(messages, |mut messages| async move {
-        let frame = match tokio::time::timeout(KEEP_ALIVE, messages.recv()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return None,
-            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok::<_, Infallible>(frame), messages))
+        let frame = tokio::select! {
+            biased;
+            () = app.stopping() => None,
+            frame = follow.next() => frame,
+        }?;
+        Some((Ok::<_, Infallible>(frame), (follow, app)))
     });
     Ok((
         [
@@ -747,75 +754,78 @@ fn open(
         .into_response())
 }
 
-/// Writes one stream's messages until its client goes away.
-async fn send(
-    app: &AppState,
+/// One stream: the body of its answer, polled by the client's connection as the client reads,
+/// so a slow client holds nothing but its place in the broadcast, and, once it falls behind
+/// that, goes back to the store.
+struct Follow {
+    app: AppState,
     selection: Selection,
-    start: Option<FeedPosition>,
-    out: mpsc::Sender<Bytes>,
-) {
-    let _open = app.metrics.stream_open();
-    let workspace_id = selection.workspace_id.as_deref();
-    let (mut receiver, mut tail_position) = app.tailer.subscribe(workspace_id).await;
-    let mut position = start.unwrap_or(tail_position);
-    loop {
-        // From the store, up to where the broadcast takes over.
-        while position < tail_position {
-            let caught_up = async {
-                let mut db = app.readers.acquire().await?;
-                let rows = selection.query(position).rows(&mut db).await?;
-                let last = rows.len() < BATCH as usize;
-                Ok::<_, Error>((items(&mut db, rows).await?, last))
-            };
-            match caught_up.await {
-                Ok((items, last)) => {
-                    for item in &items {
-                        if !write(&out, item).await {
-                            return;
-                        }
-                        app.metrics.stream_sent(item.messages, None);
-                        position = item.position;
-                    }
-                    if last {
-                        position = position.max(tail_position);
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "a stream could not catch up; closing it");
-                    return;
-                }
-            }
-        }
-        // Live.
+    receiver: broadcast::Receiver<Arc<Item>>,
+    /// The last item sent, or about to be (the backlog's last).
+    position: FeedPosition,
+    /// The broadcast holds the items after this position; those before come from the store.
+    tail_position: FeedPosition,
+    /// Items read from the store and not sent yet.
+    backlog: VecDeque<Item>,
+    /// Counts the stream as open while it lives.
+    _open: crate::metrics::GaugeGuard,
+}
+
+impl Follow {
+    /// The next frame to write: the next item's messages, or a keep-alive comment after
+    /// KEEP_ALIVE without one; None ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
-            match receiver.recv().await {
-                Ok(item) => {
-                    if item.position <= position {
-                        continue;
-                    }
-                    if selection.passes(&item) {
-                        if !write(&out, &item).await {
-                            return;
-                        }
+            if let Some(item) = self.backlog.pop_front() {
+                self.app.metrics.stream_sent(item.messages, None);
+                return Some(item.frame);
+            }
+            if self.position < self.tail_position {
+                if let Err(err) = self.catch_up().await {
+                    tracing::warn!(error = %err, "a stream could not catch up; closing it");
+                    return None;
+                }
+                continue;
+            }
+            let received = tokio::time::timeout(KEEP_ALIVE, self.receiver.recv()).await;
+            match received {
+                Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                Ok(Ok(item)) if item.position > self.position => {
+                    self.position = item.position;
+                    if self.selection.passes(&item) {
                         let lag = (chrono::Utc::now() - item.received_at).to_std().ok();
-                        app.metrics.stream_sent(item.messages, lag);
+                        self.app.metrics.stream_sent(item.messages, lag);
+                        return Some(item.frame.clone());
                     }
-                    position = item.position;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(Ok(_)) => {} // sent from the store already
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
                     // Behind the broadcast: back to the store from where this stream is.
-                    (receiver, tail_position) = app.tailer.subscribe(workspace_id).await;
-                    break;
+                    let workspace_id = self.selection.workspace_id.as_deref();
+                    (self.receiver, self.tail_position) =
+                        self.app.tailer.subscribe(workspace_id).await;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
             }
         }
     }
-}
 
-/// Sends an event's messages; false once the client is gone.
-async fn write(out: &mpsc::Sender<Bytes>, item: &Item) -> bool {
-    out.send(item.frame.clone()).await.is_ok()
+    /// Reads the next items from the store into the backlog, up to where the broadcast takes
+    /// over.
+    async fn catch_up(&mut self) -> Result<()> {
+        let mut db = self.app.readers.acquire().await?;
+        let rows = self.selection.query(self.position).rows(&mut db).await?;
+        let last = rows.len() < BATCH as usize;
+        let items = items(&mut db, rows).await?;
+        if let Some(item) = items.last() {
+            self.position = item.position;
+        }
+        if last {
+            self.position = self.position.max(self.tail_position);
+        }
+        self.backlog.extend(items);
+        Ok(())
+    }
 }
 
 /// Every stored event of the token's workspaces, live, as server-sent events.
@@ -844,7 +854,7 @@ pub async fn stream(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    open(app, caller, None, &headers, query.as_deref())
+    open(app, caller, None, &headers, query.as_deref()).await
 }
 
 /// One workspace's events, live, as server-sent events; the same messages as `/stream`.
@@ -873,5 +883,5 @@ pub async fn workspace_stream(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
-    open(app, caller, Some(workspace_id), &headers, query.as_deref())
+    open(app, caller, Some(workspace_id), &headers, query.as_deref()).await
 }

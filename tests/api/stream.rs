@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestDb, binary, event, problem, spawn_app, start_binary};
 
@@ -243,15 +243,19 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     let app = spawn_app().await;
     let mut stream = Reader::open(&app.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // 40 MB of messages the client does not read while they are stored: more than the sockets'
+    // buffers and the broadcast hold, so the stream falls behind and must go back to the store.
     let bodies: Vec<Value> = (0..2500)
         .map(|i| {
-            event(
+            let mut body = event(
                 &format!("slow-{i:04}"),
                 "w",
                 None,
                 "x.y",
                 "2024-01-01T00:00:00Z",
-            )
+            );
+            body["data"]["padding"] = json!("x".repeat(16_000));
+            body
         })
         .collect();
     let statuses = crate::helpers::deliver_all(&app, bodies, 16).await;
