@@ -20,6 +20,9 @@
 #   --secret whsec_…    configure the service with this secret and sign every delivery
 #                       [SECRET, default unset: unsigned]
 #   --no-follower       no /feed follower in phase d (to see what it costs) [NO_FOLLOWER=1]
+#   --floor             phase f after e: c=64 while the load generator itself writes phase d's
+#                       stream traffic (chunks/s, bytes a chunk, connections) over loopback, no
+#                       stream open: what those bytes alone cost ingest on this machine [FLOOR=1]
 #   --settle SECS       pause after the baseline and after the clients opened (a stream opened
 #                       on an idle service may start from up to 1 s back) [SETTLE, default 2]
 #   --results FILE      where the JSON line goes [RESULTS, default target/bench/stream-<date>.jsonl]
@@ -43,7 +46,8 @@
 #      following GET /feed with wait=30 meanwhile, which must see every event acknowledged in the
 #      phase and catch up within 1 s of ingest stopping;
 #   e. the clients closed, c=64 once more: phase d against the mean of a and e (target ≥ 0.90),
-#      which cancels the slowing of a later phase by itself (a larger store; seen with 1 client).
+#      which cancels the slowing of a later phase by itself (a larger store; seen with 1 client);
+#   f. with --floor, c=64 while the load generator writes phase d's traffic itself (see --floor).
 # The service's RSS is sampled during b–d (target ≤ 200 MiB). The report, each figure beside its
 # target, goes to standard error; a missing or doubled message makes the run fail. It stops
 # everything it started.
@@ -63,6 +67,7 @@ NO_BUILD=${NO_BUILD:-0}
 RESULTS=${RESULTS:-}
 SETTLE=${SETTLE:-2}
 NO_FOLLOWER=${NO_FOLLOWER:-0}
+FLOOR=${FLOOR:-0}
 STATEMENTS=${STATEMENTS:-0}
 ACCOUNTS=10
 PORT=${PORT:-18082}
@@ -79,6 +84,7 @@ while [ $# -gt 0 ]; do
         --secret) SECRET=$2; shift ;;
         --settle) SETTLE=$2; shift ;;
         --no-follower) NO_FOLLOWER=1 ;;
+        --floor) FLOOR=1 ;;
         --results) RESULTS=$2; shift ;;
         --statements) STATEMENTS=1 ;;
         --keep) KEEP=1 ;;
@@ -136,10 +142,12 @@ SERVICE_PID=$!
 
 log "loadgen stream"
 STATUS=0
+FLOOR_ARG=()
+[ "$FLOOR" = 1 ] && FLOOR_ARG=(--floor)
 "$LOADGEN" stream --url "http://127.0.0.1:$PORT" --clients "$CLIENTS" --workspaces "$WORKSPACES" \
     --global "$GLOBAL" --rate "$RATE" -c "$CONCURRENCY" -d "$DURATION" --settle "$SETTLE" \
     --accounts $ACCOUNTS --feed-follower "$([ "$NO_FOLLOWER" = 1 ] && echo false || echo true)" \
-    "${SIGN[@]+"${SIGN[@]}"}" --database-url "$URL" --service-pid "$SERVICE_PID" \
+    "${SIGN[@]+"${SIGN[@]}"}" "${FLOOR_ARG[@]+"${FLOOR_ARG[@]}"}" --database-url "$URL" --service-pid "$SERVICE_PID" \
     --postgres-pid "$POSTMASTER_PID" --label "stream $REVISION" --json-out "$RESULTS" \
     >/dev/null || STATUS=$?
 if [ "$STATUS" != 0 ]; then

@@ -1,5 +1,6 @@
 //! The stream benchmark of issue 13 (`bench/stream.sh` drives it): many server-sent-event clients
-//! on one instance while ingest runs, in five phases on one service and one database:
+//! on one instance while ingest runs, in five phases (six with `--floor`) on one service and one
+//! database:
 //!
 //! a. baseline: closed-loop ingest at c (64) with no stream open, the same workers as
 //!    `loadgen ingest` (deliveries/s, p50/p99);
@@ -12,7 +13,9 @@
 //!    with `wait`): whether the follower keeps up;
 //! e. the clients closed, closed-loop ingest at c once more: phase d's deliveries/s are compared
 //!    with the mean of a's and e's, which cancels the slowing a later phase shows anyway (a larger
-//!    store, a warmer or busier machine).
+//!    store, a warmer or busier machine);
+//! f. with `--floor`, closed-loop ingest at c while the load generator writes phase d's traffic
+//!    over loopback itself (`pump.rs`): what those bytes cost ingest before any stream code runs.
 //!
 //! The service's resident memory is sampled throughout b–d. Each figure is printed beside its
 //! target from the issue. Per message a client does no JSON parsing and no allocation: it splits
@@ -81,6 +84,11 @@ pub(crate) struct StreamArgs {
     /// Clients connecting at the same time while they open.
     #[arg(long, default_value_t = 100)]
     pub(crate) connect_parallelism: usize,
+    /// After phase e, phase f: c again while the load generator itself writes phase d's stream
+    /// traffic (as many chunks a second, of the same size on average, over as many loopback
+    /// connections; no stream open): the floor under phase d's ratio.
+    #[arg(long)]
+    pub(crate) floor: bool,
     /// Follow `GET /feed?wait=30` during the last phase (`--feed-follower false`: not).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true")]
@@ -321,6 +329,9 @@ struct Shared {
     events: [AtomicU64; 4],
     statuses: AtomicU64,
     comments: AtomicU64,
+    /// Chunks of body read, and their bytes (the traffic `--floor` makes again).
+    chunks: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// One `event` message at one client: the event's hookId and when its chunk was read.
@@ -504,6 +515,8 @@ async fn client(path: String, setup: Arc<ClientSetup>) -> ClientLog {
             frame = body.frame() => match frame {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
+                        setup.shared.chunks.fetch_add(1, Relaxed);
+                        setup.shared.bytes.fetch_add(data.len() as u64, Relaxed);
                         parser.feed(data, Instant::now(), &setup.shared, &mut log);
                     }
                 }
@@ -850,7 +863,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     let key = args.secret.as_deref().map(secret_key).transpose()?;
     // One id prefix per phase (the first hex digit 0-7, as `loadgen ingest`'s).
     let run = (splitmix(unix_ms() as u64 ^ u64::from(std::process::id()) ^ 0x57ea) >> 33) as u32;
-    let ids = [0, 1, 2, 3].map(|k| Ids {
+    let ids = [0, 1, 2, 3, 4].map(|k| Ids {
         run: run ^ k,
         inverse: scatter_inverse(),
     });
@@ -915,6 +928,8 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         events: Default::default(),
         statuses: AtomicU64::new(0),
         comments: AtomicU64::new(0),
+        chunks: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
@@ -1066,6 +1081,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     } else {
         None
     };
+    let traffic_before = (shared.chunks.load(Relaxed), shared.bytes.load(Relaxed));
     let with_clients = closed_loop(&args, &target, ids[2], key.clone()).await?;
     let d_acked: Vec<(u32, u64)> = with_clients
         .logs
@@ -1089,8 +1105,14 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     })
     .await;
     print_closed_loop("with clients", &with_clients);
+    let d_chunks = shared.chunks.load(Relaxed) - traffic_before.0;
+    let d_bytes = shared.bytes.load(Relaxed) - traffic_before.1;
+    let d_chunks_per_s =
+        d_chunks as f64 / (with_clients.ended - with_clients.started).as_secs_f64();
+    let d_chunk_bytes = d_bytes / d_chunks.max(1);
     eprintln!(
-        "  messages: {} of {d_expected} expected in after {d_grace:.2}s of grace",
+        "  messages: {} of {d_expected} expected in after {d_grace:.2}s of grace; the clients read \
+         {d_chunks} chunks ({d_chunks_per_s:.0}/s, {d_chunk_bytes} bytes each on average)",
         shared.events[2].load(Relaxed)
     );
 
@@ -1105,7 +1127,6 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         client_logs.push(log?);
     }
     client_logs.sort_by_key(|(n, _)| *n);
-    drop(readers_done);
 
     // e. The baseline again, every stream closed, on a store as large as phase d's: phase d is
     // compared with the mean of a and e, since the store's growth and the phases between slow a
@@ -1116,6 +1137,38 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     print_closed_loop("after", &after);
     let without = (baseline.deliveries_per_s + after.deliveries_per_s) / 2.0;
     let ratio = with_clients.deliveries_per_s / without.max(1e-9);
+
+    // f. The floor: phase d's socket traffic without the service's streams.
+    let floor = if args.floor {
+        let connections = (args.clients + args.global) as usize;
+        eprintln!(
+            "\n== f. c={} again while the load generator writes {d_chunks_per_s:.0} chunks/s of \
+             {d_chunk_bytes} bytes over {connections} loopback connections (no stream open)",
+            args.concurrency
+        );
+        tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+        let pump = Pump::start(
+            connections,
+            d_chunks_per_s,
+            d_chunk_bytes as usize,
+            &readers,
+        )
+        .await?;
+        let run = closed_loop(&args, &target, ids[4], key.clone()).await?;
+        let pumped = pump.stop().await?;
+        print_closed_loop("floor", &run);
+        let elapsed = (run.ended - run.started).as_secs_f64();
+        eprintln!(
+            "  the pump wrote {} chunks ({:.0}/s over the phase), its readers read {} bytes",
+            pumped.chunks,
+            pumped.chunks as f64 / elapsed,
+            pumped.bytes
+        );
+        Some((run, pumped))
+    } else {
+        None
+    };
+    drop(readers_done);
     let vmhwm = args
         .service_pid
         .and_then(|pid| proc_status_kib(pid, "VmHWM"));
@@ -1286,7 +1339,8 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         .as_ref()
         .is_none_or(|f| f["missing"] == 0 && f["duplicates"] == 0);
     let verified = [&baseline.report, &with_clients.report, &after.report]
-        .iter()
+        .into_iter()
+        .chain(floor.as_ref().map(|(run, _)| &run.report))
         .all(|r| r["verify"]["ok"] != false);
 
     let report = json!({
@@ -1326,6 +1380,16 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         "with_clients_messages": &with_d,
         "after": after.report,
         "ratio_to_baseline": ratio,
+        "with_clients_traffic": {
+            "chunks": d_chunks, "chunks_per_s": d_chunks_per_s, "bytes_per_chunk": d_chunk_bytes,
+        },
+        "floor": floor.as_ref().map(|(run, pumped)| json!({
+            "run": run.report,
+            "chunks_written": pumped.chunks,
+            "bytes_read": pumped.bytes,
+            "ratio_to_baseline": run.deliveries_per_s / without.max(1e-9),
+            "ratio_to_after": run.deliveries_per_s / after.deliveries_per_s.max(1e-9),
+        })),
         "follower": follower_report,
         "messages_before_open": before_open,
         "messages_foreign": foreign,
@@ -1437,6 +1501,16 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         after.latency.p99,
         verdict(ratio_met)
     );
+    if let Some((run, _)) = &floor {
+        eprintln!(
+            "| floor: c={} with phase d's traffic written by the load generator, no stream (f) | {:.0} / {:.0} = {:.3}; f / e = {:.3} | – | |",
+            args.concurrency,
+            run.deliveries_per_s,
+            without,
+            run.deliveries_per_s / without.max(1e-9),
+            run.deliveries_per_s / after.deliveries_per_s.max(1e-9),
+        );
+    }
     if let Some(f) = report["follower"].as_object() {
         eprintln!(
             "| /feed follower with wait at c={} | {} missing, caught up {:.3}s after ingest stopped, {:.0} items/s vs {:.0} new events/s | all, ≤ {TARGET_CATCH_UP_S} s | {} |",
@@ -1455,8 +1529,16 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         verdict(complete && follower_complete)
     );
     eprintln!(
-        "  loadgen CPU s: baseline {:.2}, opening {:.2}, paced {:.2}, with clients {:.2}",
-        baseline.cpu.loadgen, open_cpu.loadgen, paced.cpu.loadgen, with_clients.cpu.loadgen
+        "  loadgen CPU s: baseline {:.2}, opening {:.2}, paced {:.2}, with clients {:.2}, after {:.2}{}",
+        baseline.cpu.loadgen,
+        open_cpu.loadgen,
+        paced.cpu.loadgen,
+        with_clients.cpu.loadgen,
+        after.cpu.loadgen,
+        floor
+            .as_ref()
+            .map(|(run, _)| format!(", floor {:.2}", run.cpu.loadgen))
+            .unwrap_or_default()
     );
     emit(&report, args.json_out.as_deref())?;
     if !(complete && follower_complete) {
