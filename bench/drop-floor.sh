@@ -83,13 +83,8 @@ for round in $(seq 1 "$ROUNDS"); do
     drop_probe=$(probe_window "$t0" "$t1")
     before_probe=$(probe_window "$(echo "$t0 - 1" | bc)" "$t0")
 
-    mkdir -p "$WORK/files"
-    left=$((bytes / 1048576)) segment=0
-    while [ "$left" -gt 0 ]; do
-        n=$((left > 1024 ? 1024 : left))
-        dd if=/dev/urandom of="$WORK/files/seg.$segment" bs=1M count="$n" status=none
-        left=$((left - n)) segment=$((segment + 1))
-    done
+    segment_files "$WORK/files" $((bytes / 1048576))
+    segments=$(ls "$WORK/files" | wc -l)
     sync
     cat "$WORK"/files/seg.* >/dev/null
     sleep 1
@@ -98,6 +93,6 @@ for round in $(seq 1 "$ROUNDS"); do
     t3=$(now)
     rm_ms=$(echo "($t3 - $t2) * 1000" | bc)
     printf 'round %d: %d MiB. DROP TABLE %.0f ms (commits meanwhile: %s); rm of %d files %.0f ms (%s); the second before the DROP: %s\n' \
-        "$round" $((bytes / 1048576)) "$drop_ms" "$drop_probe" "$segment" "$rm_ms" \
+        "$round" $((bytes / 1048576)) "$drop_ms" "$drop_probe" "$segments" "$rm_ms" \
         "$(probe_window "$t2" "$t3")" "$before_probe"
 done

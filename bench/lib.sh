@@ -10,6 +10,8 @@
 #   db_url DB                                 the URL of database DB on it
 #   psql_ ARGS…                               psql on it
 #   bench_revision                            the git revision, marked when src/ has changes
+#   segment_files DIR MIB [DD_OPERAND…]       MIB MiB of random bytes in DIR/seg.0, seg.1, …,
+#                                             1 GiB each, as PostgreSQL lays out a relation
 #   writer_pgbench DB ARGS…                   pgbench ARGS on it with the ingest writers'
 #                                             connection settings (WRITER_PGOPTIONS)
 #   batch_pgbench DB CLIENTS SCRIPT BATCH LABEL OUT
@@ -109,6 +111,17 @@ bench_revision() {
         revision="$revision+uncommitted changes in src/"
     fi
     echo "$revision"
+}
+
+segment_files() {
+    local dir=$1 left=$2 segment=0 n
+    shift 2
+    mkdir -p "$dir"
+    while [ "$left" -gt 0 ]; do
+        n=$((left > 1024 ? 1024 : left))
+        dd if=/dev/urandom of="$dir/seg.$segment" bs=1M count="$n" status=none "$@"
+        left=$((left - n)) segment=$((segment + 1))
+    done
 }
 
 # The ingest writers' connection settings (src/store/mod.rs: writer_pool), so that pgbench plans

@@ -87,13 +87,7 @@ echo "oldest partition: $PARTITION, $ROWS events, $SIZE; prune --older-than ${AG
 if [ "$FLOOR" = 1 ]; then
     # Files of the partition's size in 1 GiB segments, as PostgreSQL lays a relation out, written
     # with O_DIRECT so that they are not in the page cache (an old month of a large store is not).
-    mkdir -p "$WORK/floor"
-    left=${SIZE%MiB} segment=0
-    while [ "$left" -gt 0 ]; do
-        n=$((left > 1024 ? 1024 : left))
-        dd if=/dev/urandom of="$WORK/floor/seg.$segment" bs=1M count="$n" oflag=direct status=none
-        left=$((left - n)) segment=$((segment + 1))
-    done
+    segment_files "$WORK/floor" "${SIZE%MiB}" oflag=direct
     sync
 fi
 
