@@ -147,9 +147,9 @@ FLOOR_ARG=()
 "$LOADGEN" stream --url "http://127.0.0.1:$PORT" --clients "$CLIENTS" --workspaces "$WORKSPACES" \
     --global "$GLOBAL" --rate "$RATE" -c "$CONCURRENCY" -d "$DURATION" --settle "$SETTLE" \
     --accounts $ACCOUNTS --feed-follower "$([ "$NO_FOLLOWER" = 1 ] && echo false || echo true)" \
-    "${SIGN[@]+"${SIGN[@]}"}" "${FLOOR_ARG[@]+"${FLOOR_ARG[@]}"}" --database-url "$URL" --service-pid "$SERVICE_PID" \
-    --postgres-pid "$POSTMASTER_PID" --label "stream $REVISION" --json-out "$RESULTS" \
-    >/dev/null || STATUS=$?
+    "${SIGN[@]+"${SIGN[@]}"}" "${FLOOR_ARG[@]+"${FLOOR_ARG[@]}"}" --database-url "$URL" \
+    --service-pid "$SERVICE_PID" --postgres-pid "$POSTMASTER_PID" --label "stream $REVISION" \
+    --json-out "$RESULTS" >/dev/null || STATUS=$?
 if [ "$STATUS" != 0 ]; then
     echo "bench/stream.sh: loadgen stream failed (exit $STATUS; service log: $WORK/service.log)" >&2
 fi

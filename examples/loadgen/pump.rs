@@ -22,7 +22,7 @@ pub(crate) struct Pump {
     writer: std::thread::JoinHandle<io::Result<u64>>,
     readers: JoinSet<io::Result<()>>,
     /// Bytes the readers have read.
-    pub(crate) read: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
 }
 
 /// What the pump did: chunks written, bytes read.

@@ -1164,7 +1164,12 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
             pumped.chunks as f64 / elapsed,
             pumped.bytes
         );
-        Some((run, pumped))
+        // Against the same baselines as phase d, and against e, the phase just before.
+        let ratios = (
+            run.deliveries_per_s / without.max(1e-9),
+            run.deliveries_per_s / after.deliveries_per_s.max(1e-9),
+        );
+        Some((run, pumped, ratios))
     } else {
         None
     };
@@ -1340,7 +1345,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         .is_none_or(|f| f["missing"] == 0 && f["duplicates"] == 0);
     let verified = [&baseline.report, &with_clients.report, &after.report]
         .into_iter()
-        .chain(floor.as_ref().map(|(run, _)| &run.report))
+        .chain(floor.as_ref().map(|(run, _, _)| &run.report))
         .all(|r| r["verify"]["ok"] != false);
 
     let report = json!({
@@ -1383,12 +1388,12 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         "with_clients_traffic": {
             "chunks": d_chunks, "chunks_per_s": d_chunks_per_s, "bytes_per_chunk": d_chunk_bytes,
         },
-        "floor": floor.as_ref().map(|(run, pumped)| json!({
+        "floor": floor.as_ref().map(|(run, pumped, (ratio, to_after))| json!({
             "run": run.report,
             "chunks_written": pumped.chunks,
             "bytes_read": pumped.bytes,
-            "ratio_to_baseline": run.deliveries_per_s / without.max(1e-9),
-            "ratio_to_after": run.deliveries_per_s / after.deliveries_per_s.max(1e-9),
+            "ratio_to_baseline": ratio,
+            "ratio_to_after": to_after,
         })),
         "follower": follower_report,
         "messages_before_open": before_open,
@@ -1501,14 +1506,10 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         after.latency.p99,
         verdict(ratio_met)
     );
-    if let Some((run, _)) = &floor {
+    if let Some((run, _, (ratio, to_after))) = &floor {
         eprintln!(
-            "| floor: c={} with phase d's traffic written by the load generator, no stream (f) | {:.0} / {:.0} = {:.3}; f / e = {:.3} | – | |",
-            args.concurrency,
-            run.deliveries_per_s,
-            without,
-            run.deliveries_per_s / without.max(1e-9),
-            run.deliveries_per_s / after.deliveries_per_s.max(1e-9),
+            "| floor: c={} with phase d's traffic written by the load generator, no stream (f) | {:.0} / {:.0} = {ratio:.3}; f / e = {to_after:.3} | – | |",
+            args.concurrency, run.deliveries_per_s, without,
         );
     }
     if let Some(f) = report["follower"].as_object() {
@@ -1537,7 +1538,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         after.cpu.loadgen,
         floor
             .as_ref()
-            .map(|(run, _)| format!(", floor {:.2}", run.cpu.loadgen))
+            .map(|(run, _, _)| format!(", floor {:.2}", run.cpu.loadgen))
             .unwrap_or_default()
     );
     emit(&report, args.json_out.as_deref())?;
