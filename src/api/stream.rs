@@ -773,8 +773,10 @@ struct Follow {
 
 impl Follow {
     /// The next frame to write: the next item's messages, or a keep-alive comment after
-    /// KEEP_ALIVE without one; None ends the stream.
+    /// KEEP_ALIVE without one (however many items not for this stream came meanwhile); None
+    /// ends the stream.
     async fn next(&mut self) -> Option<Bytes> {
+        let keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
         loop {
             if let Some(item) = self.backlog.pop_front() {
                 self.app.metrics.stream_sent(item.messages, None);
@@ -787,7 +789,7 @@ impl Follow {
                 }
                 continue;
             }
-            let received = tokio::time::timeout(KEEP_ALIVE, self.receiver.recv()).await;
+            let received = tokio::time::timeout_at(keep_alive, self.receiver.recv()).await;
             match received {
                 Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 Ok(Ok(item)) if item.position > self.position => {

@@ -300,6 +300,48 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
 /// A `status` message carries the account's entry right after its event, replayed or live, even
 /// when later events of the account are already stored by the time it is sent.
 #[tokio::test]
+async fn a_filtered_stream_gets_its_keep_alive_while_other_events_pass_by() {
+    let app = spawn_app().await;
+    let mut stream = Reader::open(&app.address, "/stream?eventType=sync.*", None).await;
+    let opened = tokio::time::Instant::now();
+    let deadline = opened + Duration::from_secs(20);
+    // An event the stream does not send, every 2 s, for longer than the keep-alive interval.
+    let (mut read, mut sent, mut next_delivery) = (String::new(), 0, opened);
+    while !read.contains(": keep-alive") {
+        let now = tokio::time::Instant::now();
+        assert!(
+            now < deadline,
+            "no keep-alive within 20 s of opening; read {read:?}"
+        );
+        if now >= next_delivery {
+            let body = event(
+                &format!("ka-{sent}"),
+                "w",
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            );
+            assert_eq!(app.deliver(&body).await.status(), 201);
+            sent += 1;
+            next_delivery += Duration::from_secs(2);
+        }
+        match tokio::time::timeout_at(next_delivery.min(deadline), stream.body.next()).await {
+            Ok(Some(Ok(chunk))) => read.push_str(std::str::from_utf8(&chunk).unwrap()),
+            Ok(other) => panic!("the stream ended ({other:?}); read {read:?}"),
+            Err(_) => {} // time for the next delivery, or to give up
+        }
+    }
+    assert!(
+        sent >= 7,
+        "events passed by while the stream waited ({sent})"
+    );
+    assert!(
+        !read.contains("event:"),
+        "nothing passes the filter: {read:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_status_message_carries_the_entry_right_after_its_event() {
     let app = spawn_app().await;
     let beginning = app.get_json("/workspaces/nobody/feed").await["next"]
