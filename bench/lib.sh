@@ -99,6 +99,9 @@ bench_postgres() {
         -o "-c listen_addresses= -k $SOCK $*" start >/dev/null
     PG_STARTED=1
     POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
+    # Commit latency depends on it: ext4's `discard` stalls WAL flushes when files are removed
+    # (docs/BENCHMARKS.md, "Removing a month with and without `discard`").
+    log "PostgreSQL: file system $(findmnt -rn -o SOURCE,FSTYPE,OPTIONS -T "$PGDATA" || echo unknown)"
 }
 
 db_url() { echo "postgres://postgres@localhost/$1?host=$SOCK"; }
