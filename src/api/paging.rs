@@ -28,12 +28,20 @@ impl Params {
                 format!("the query string is longer than {MAX_QUERY_BYTES} bytes"),
             ));
         }
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-                Error::bad_parameter("query", format!("the query string is malformed: {e}"))
+        let mut pairs = Vec::new();
+        for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = form_decode(name).ok_or_else(|| {
+                Error::bad_parameter(
+                    "query",
+                    "a parameter's name in the query is not UTF-8 once decoded",
+                )
             })?;
-        for (name, value) in &pairs {
-            reject_nul(name, value)?;
+            let value = form_decode(value).ok_or_else(|| {
+                Error::bad_parameter(&name, format!("{name} is not UTF-8 once decoded"))
+            })?;
+            reject_nul(&name, &value)?;
+            pairs.push((name, value));
         }
         Ok(Params(pairs))
     }
@@ -93,6 +101,17 @@ impl Params {
             })
             .transpose()
     }
+}
+
+/// One name or value of an `application/x-www-form-urlencoded` query (`+` for a space, then
+/// percent-decoding), or `None` when its bytes are not UTF-8: strictly, where a lossy decoding
+/// would turn `%FF` into U+FFFD and look that up as if it had been sent.
+fn form_decode(part: &str) -> Option<String> {
+    let spaced = part.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
 }
 
 /// A path or query parameter: 400 naming it when it holds U+0000, which PostgreSQL's text

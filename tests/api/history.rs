@@ -283,6 +283,15 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         ("/workspaces/w/accounts/%FF", "integrationAccountId"),
         ("/workspaces/w/accounts/a%00", "integrationAccountId"),
         ("/events/%FF", "hookId"),
+        // So is a query parameter's value, decoded strictly rather than into U+FFFD.
+        (
+            "/workspaces/w/events?integrationAccountId=%FF",
+            "integrationAccountId",
+        ),
+        ("/workspaces/w/events?eventType=sync.%C3", "eventType"),
+        ("/accounts?workspaceId=a%E2%82", "workspaceId"),
+        ("/feed?integrationAccountId=%80", "integrationAccountId"),
+        ("/workspaces?%FF=1", "query"),
     ];
     for (url, parameter) in cases {
         let body = problem(app.get(url).await, 400).await;
