@@ -131,6 +131,9 @@ segment_files() {
 # the batch statement once per connection as the service does (left to choose, PostgreSQL plans
 # it anew for every batch), and JIT off (see bench/size.sh).
 WRITER_PGOPTIONS="-c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan -c jit=off"
+# The query routes' connection settings (src/store/mod.rs: Readers::with_options, connect), for
+# the floor: generic plans, JIT off.
+READER_PGOPTIONS="-c plan_cache_mode=force_generic_plan -c jit=off"
 
 writer_pgbench() {
     local db=$1
@@ -162,6 +165,7 @@ query_floor() {
         --postgres-pid "$POSTMASTER_PID" --scripts \
         status,history_first_page,history_deep_page,event_by_id ${rate:+--paced-rate "$rate"} \
         --label "$label" --json-out "$RESULTS" -- \
+        env PGOPTIONS="$READER_PGOPTIONS" \
         pgbench -h "$SOCK" -U postgres -n -M prepared -c "$c" -j $(( c < 2 ? 1 : 2 )) \
         ${rate:+--rate "$rate"} -T "$DURATION" -D limit=50 -D workspaces="${counts[0]}" \
         -D deep="${counts[1]}" -D ids="${counts[2]}" \

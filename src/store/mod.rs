@@ -127,11 +127,18 @@ impl Readers {
         connect_timeout: Duration,
         waiting: Gauge,
     ) -> Readers {
-        // A later setting of the same name wins over the pool's own.
-        let options = options.options([(
-            "statement_timeout",
-            format!("{}ms", statement_timeout.as_millis()),
-        )]);
+        // A later setting of the same name wins over the pool's own. Generic plans, as on the
+        // writers': left to choose, PostgreSQL kept planning a history page anew each time on a
+        // store of many months (planning every month's partition, which cost more than running
+        // the page), while their generic plans prune the months as they run
+        // (docs/BENCHMARKS.md, "Sealed months").
+        let options = options.options([
+            (
+                "statement_timeout",
+                format!("{}ms", statement_timeout.as_millis()),
+            ),
+            ("plan_cache_mode", "force_generic_plan".to_owned()),
+        ]);
         let pool = deadpool::managed::Pool::builder(Connector(options))
             .max_size(size)
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
