@@ -122,6 +122,13 @@ where excluded.last_event_at > w.last_event_at;
 \echo accounts and state_changes: runs of one state, as ingest keeps them (SPEC §11)
 select rebuild_accounts();
 
+\echo the months wholly past sealed, as the service does at start (migration 0009)
+select begin_sealing_event_partition(name, coalesce(received_from, '-infinity'))
+from event_partitions where received_to <= now() order by received_to;
+select finish_sealing_event_partition(name)
+from event_partitions where received_to <= now() order by received_to;
+select advance_history_sealed();
+
 \echo vacuum analyze
 vacuum (analyze) events;
 vacuum (analyze) hook_ids;

@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::again::answer_again;
 use super::extract::{Caller, HookPath, WorkspacePath};
-use super::paging::{EventCursor, Order, Page, Params, push_event_keyset};
+use super::paging::{EventCursor, Order, Page, Params, push_event_after, push_event_order};
 use super::replica::{ReadFromHeader, Replica};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
@@ -260,13 +260,63 @@ impl HistoryQuery {
         })
     }
 
-    /// The page's SQL: one range scan of an index on (workspace, [account,] occurred_at, hook_id)
-    /// from the cursor on, fetching one row more than `limit` to tell whether more follow.
+    /// The page's SQL: in each month it reads, one range scan of an index on (workspace,
+    /// [account,] occurred_at, hook_id) from the cursor on, fetching one row more than `limit`
+    /// to tell whether more follow.
+    ///
+    /// The months it reads: those not sealed (the current one and the next), and the sealed
+    /// months (migration 0009) whose range of occurred_at can hold an event of the page. First
+    /// the page is looked for in the months not sealed; when they fill it, its last event there
+    /// bounds what a sealed month must hold to take part (newest first: a later occurred_at than
+    /// that event's), and the cursor and `from` / `to` bound it too. PostgreSQL leaves the other
+    /// months unread as the statement runs (`received_at >= …`, run-time partition pruning).
     pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
-        qb.push(format_args!(
-            "select {EVENT_COLUMNS} from events where workspace_id = "
-        ))
-        .push_bind(&self.workspace_id);
+        qb.push(format_args!("select {EVENT_COLUMNS} from events where "));
+        self.push_filters(qb);
+        let (reaches, bound, cursor_side) = match self.order {
+            Order::Desc => (
+                "b.occurred_max >= coalesce(",
+                "'-infinity'",
+                "b.occurred_min <= ",
+            ),
+            Order::Asc => (
+                "b.occurred_min <= coalesce(",
+                "'infinity'",
+                "b.occurred_max >= ",
+            ),
+        };
+        qb.push(
+            " and received_at >= (select coalesce(min(b.received_from), min(s.before), \
+             '-infinity') from history_sealed s left join event_partition_bounds b \
+             on b.sealed and ",
+        )
+        .push(reaches)
+        .push("(select occurred_at from events where ");
+        self.push_filters(qb);
+        qb.push(" and received_at >= (select before from history_sealed)");
+        push_event_order(qb, self.order);
+        qb.push(" offset ")
+            .push_bind(self.limit)
+            .push(format_args!(" limit 1), {bound})"));
+        if let Some(cursor) = &self.cursor {
+            qb.push(" and ")
+                .push(cursor_side)
+                .push_bind(cursor.occurred_at);
+        }
+        if let Some(from) = self.from {
+            qb.push(" and b.occurred_max >= ").push_bind(from);
+        }
+        if let Some(to) = self.to {
+            qb.push(" and b.occurred_min < ").push_bind(to);
+        }
+        qb.push(")");
+        push_event_order(qb, self.order);
+        qb.push(" limit ").push_bind(self.limit + 1);
+    }
+
+    /// The page's conditions but the months: the workspace, the filters and the cursor.
+    fn push_filters<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+        qb.push("workspace_id = ").push_bind(&self.workspace_id);
         self.filter.push_sql(qb);
         if let Some(result) = &self.result {
             qb.push(" and result = ").push_bind(result);
@@ -277,7 +327,7 @@ impl HistoryQuery {
         if let Some(to) = self.to {
             qb.push(" and occurred_at < ").push_bind(to);
         }
-        push_event_keyset(qb, self.order, self.cursor.as_ref(), self.limit);
+        push_event_after(qb, self.order, self.cursor.as_ref());
     }
 }
 

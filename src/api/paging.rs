@@ -162,21 +162,39 @@ pub fn push_event_keyset<'a>(
     cursor: Option<&'a EventCursor>,
     limit: i64,
 ) {
-    let (after, direction) = match order {
-        Order::Desc => ("<", "desc"),
-        Order::Asc => (">", "asc"),
-    };
+    push_event_after(qb, order, cursor);
+    push_event_order(qb, order);
+    qb.push(" limit ").push_bind(limit + 1);
+}
+
+/// ` and …`: the events after `cursor` in `order` (nothing without a cursor).
+pub fn push_event_after<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    order: Order,
+    cursor: Option<&'a EventCursor>,
+) {
     if let Some(cursor) = cursor {
+        let after = match order {
+            Order::Desc => "<",
+            Order::Asc => ">",
+        };
         qb.push(format_args!(" and (occurred_at, hook_id) {after} ("))
             .push_bind(cursor.occurred_at)
             .push(", ")
             .push_bind(&cursor.hook_id)
             .push(")");
     }
+}
+
+/// ` order by …` of a history statement.
+pub fn push_event_order(qb: &mut QueryBuilder<'_, Postgres>, order: Order) {
+    let direction = match order {
+        Order::Desc => "desc",
+        Order::Asc => "asc",
+    };
     qb.push(format_args!(
-        " order by occurred_at {direction}, hook_id {direction} limit "
-    ))
-    .push_bind(limit + 1);
+        " order by occurred_at {direction}, hook_id {direction}"
+    ));
 }
 
 /// The keyset tail of a workspace listing, whose filters are already pushed: workspaces after

@@ -2,7 +2,8 @@
 //! partition per calendar month (UTC). The service keeps the current and the next month there:
 //! at start, every hour, and at once when a delivery finds no partition for its time (a clock
 //! that jumped, a store migrated long ago), so ingest never waits for a calendar. Retention
-//! (`CALRY_HOOKS_RETENTION`) and `prune` remove history here too, a partition at a time.
+//! (`CALRY_HOOKS_RETENTION`) and `prune` remove history here too, a partition at a time, and
+//! months wholly past are sealed (their range of `occurredAt` recorded for history pages).
 
 use std::time::Duration;
 
@@ -33,8 +34,49 @@ pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
         {
             tracing::warn!(error = %err, "could not remove history past the retention");
         }
+        if let Err(err) = seal(&pool).await {
+            tracing::warn!(error = %err, "could not seal the past months of history");
+        }
         tokio::time::sleep(EVERY).await;
     }
+}
+
+/// Seals every month wholly past (migration 0009): records the range of `occurred_at` it holds,
+/// so that history pages read it only when that range can hold one of their events. Each month
+/// is read once, in two steps (the trigger that keeps its range true, then its rows). Returns how
+/// many months it sealed.
+pub async fn seal(db: &PgPool) -> Result<usize, sqlx::Error> {
+    let sealed: Vec<String> =
+        sqlx::query_scalar("select partition from event_partition_bounds where sealed")
+            .fetch_all(db)
+            .await?;
+    let now = Utc::now();
+    let mut count = 0;
+    for partition in partitions(db).await? {
+        if partition.to > now || partition.pending || sealed.contains(&partition.name) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        sqlx::query("select begin_sealing_event_partition($1, coalesce($2, '-infinity'))")
+            .bind(&partition.name)
+            .bind(partition.from)
+            .execute(db)
+            .await?;
+        sqlx::query("select finish_sealing_event_partition($1)")
+            .bind(&partition.name)
+            .execute(db)
+            .await?;
+        tracing::info!(
+            partition = %partition.name,
+            ms = started.elapsed().as_millis() as u64,
+            "history partition sealed"
+        );
+        count += 1;
+    }
+    sqlx::query("select advance_history_sealed()")
+        .execute(db)
+        .await?;
+    Ok(count)
 }
 
 /// Whether a write failed because no partition holds its time yet.
@@ -72,16 +114,8 @@ struct Partition {
 
 async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
     sqlx::query_as(
-        r"select c.relname::text as name,
-                 substring(b.bound from $$FROM \('([^']*)'\)$$)::timestamptz as from,
-                 substring(b.bound from $$TO \('([^']*)'\)$$)::timestamptz as to,
-                 c.reltuples as rows,
-                 i.inhdetachpending as pending
-          from pg_inherits i
-          join pg_class c on c.oid = i.inhrelid
-          cross join lateral (select pg_get_expr(c.relpartbound, c.oid) as bound) b
-          where i.inhparent = 'events'::regclass
-          order by 3",
+        r#"select name, received_from as "from", received_to as "to", rows, pending
+           from event_partitions order by received_to"#,
     )
     .fetch_all(db)
     .await

@@ -170,6 +170,97 @@ async fn walking_all_pages_yields_every_event_once_in_order_for_every_limit_filt
     assert_eq!(walk(&app, "", 100).await, sorted(&rows, &|_| true, false));
 }
 
+/// Past months are sealed (migration 0009), and a page reads a sealed month only when its range
+/// of occurredAt can hold one of the page's events; the pages stay those of every month read.
+/// Two events in three are moved into the months of 2023 in the order of their occurredAt (so
+/// that most months can be left unread), the rest stay in the current month, and after sealing
+/// the ten latest events are moved into June 2023, where the trigger must widen the month's
+/// range (without it, newest-first pages would leave them out).
+#[tokio::test]
+async fn pages_over_sealed_months_are_those_of_every_month_read() {
+    use calry_hooks::api::events::HistoryQuery;
+    use calry_hooks::api::paging::Params;
+
+    let app = spawn_app().await;
+    let mut rng = Rng::new(23);
+    let mut rows = fill(&app, &mut rng, 1000, "h").await;
+    sqlx::query("select ensure_event_partitions('2023-01-01', now())")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let moved = sqlx::query(
+        "with ranked as (
+             select hook_id, rank() over (order by occurred_at, hook_id) as r, count(*) over () as n
+             from events where hashtext(hook_id) % 3 <> 0)
+         update events e
+         set received_at = timestamptz '2023-01-02' + (r.r * 12 / (r.n + 1)) * interval '1 month'
+         from ranked r where e.hook_id = r.hook_id",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert!(moved > 600, "{moved}");
+    let sealed = calry_hooks::store::partitions::seal(&app.pool)
+        .await
+        .unwrap();
+    assert!(sealed >= 12, "{sealed}");
+    sqlx::query(
+        "update events set received_at = '2023-06-15'
+         where hook_id in (select hook_id from events order by occurred_at desc, hook_id desc
+                           limit 10)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (widened, latest): (Option<String>, Option<String>) = sqlx::query_as(
+        "select (select occurred_max::text from event_partition_bounds
+                 where partition = 'events_202306'),
+                (select max(occurred_at)::text from events)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(widened, latest, "the trigger widened June 2023's range");
+    rows.extend(fill(&app, &mut rng, 50, "n").await);
+
+    for (query, keep) in filters() {
+        for order in ["desc", "asc"] {
+            let want = sorted(&rows, keep.as_ref(), order == "asc");
+            for limit in [7, 50] {
+                let got = walk(&app, &format!("{query}&order={order}"), limit).await;
+                assert_eq!(got, want, "query {query:?} order {order} limit {limit}");
+            }
+        }
+    }
+
+    // The first page, newest first, reads June 2023 (the ten latest events) and the months
+    // after it, not the five before: in the generic plan the query routes run (its parameters
+    // are the workspace, again for the months not sealed, the offset of the last event there
+    // and the limit).
+    let history = HistoryQuery::parse("w".to_owned(), &Params::parse(None).unwrap()).unwrap();
+    let mut qb = sqlx::QueryBuilder::new("");
+    history.push_sql(&mut qb);
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "set plan_cache_mode = force_generic_plan; prepare page as {}",
+        qb.sql()
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Value =
+        sqlx::query_scalar("explain (analyze, format json) execute page('w', 'w', 50, 51)")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    let read = scans_in_partitions_run(&plan);
+    assert!(read.contains(&"events_202306".to_owned()), "{plan:#}");
+    for month in ["events_202301", "events_202302", "events_202305"] {
+        assert!(!read.contains(&month.to_owned()), "{month} read: {plan:#}");
+    }
+}
+
 #[tokio::test]
 async fn walking_pages_while_events_arrive_still_yields_every_event_once() {
     let app = Arc::new(spawn_app().await);

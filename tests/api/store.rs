@@ -86,6 +86,18 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         .execute(&pool)
         .await
         .unwrap();
+    // Likewise, today's history pages read which months are sealed (migration 0009): with no
+    // month sealed, every row of the one table.
+    sqlx::raw_sql(
+        "create table history_sealed (before timestamptz not null);
+         insert into history_sealed values ('-infinity');
+         create table event_partition_bounds (partition text collate \"C\" primary key,
+             occurred_min timestamptz, occurred_max timestamptz,
+             received_from timestamptz not null, sealed boolean not null default false)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
 
     let app = serve(
         App::new(pool.clone(), Config::defaults()).unwrap(),
@@ -140,6 +152,10 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::raw_sql("drop table history_sealed; drop table event_partition_bounds")
+        .execute(&pool)
+        .await
+        .unwrap();
 
     calry_hooks::store::migrate(&pool).await.unwrap();
     let partition: String =
@@ -148,6 +164,14 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
             .await
             .unwrap();
     assert_eq!(partition, "events_legacy");
+    // The old table is a month wholly past: sealed, its pages read through its range.
+    calry_hooks::store::partitions::seal(&pool).await.unwrap();
+    let sealed: Vec<String> =
+        sqlx::query_scalar("select partition from event_partition_bounds where sealed")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(sealed, ["events_legacy"]);
 
     let app = serve(
         App::new(pool.clone(), Config::defaults()).unwrap(),
