@@ -267,9 +267,10 @@ impl HistoryQuery {
     /// The months it reads: those not sealed (the current one and the next), and the sealed
     /// months (migration 0009) whose range of occurred_at can hold an event of the page. First
     /// the page is looked for in the months not sealed; when they fill it, its last event there
-    /// bounds what a sealed month must hold to take part (newest first: a later occurred_at than
-    /// that event's), and the cursor and `from` / `to` bound it too. PostgreSQL leaves the other
-    /// months unread as the statement runs (`received_at >= …`, run-time partition pruning).
+    /// bounds what a sealed month must hold to take part (newest first: an occurred_at no
+    /// earlier than that event's, since ties are broken by hook id), and the cursor and `from` /
+    /// `to` bound it too. PostgreSQL leaves the other months unread as the statement runs
+    /// (`received_at >= …`, run-time partition pruning).
     pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
         qb.push(format_args!("select {EVENT_COLUMNS} from events where "));
         self.push_filters(qb);
