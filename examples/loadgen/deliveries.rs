@@ -44,14 +44,18 @@ pub(crate) fn scatter_inverse() -> u64 {
     inv
 }
 
-/// The ids of one run: UUID-shaped, `<run prefix>-xxxx-4xxx-8xxx-xxxxxxxxxxxx`, the prefix
-/// (8 hex digits, the first one 0-7) distinct per run so that the SQL verification finds exactly
-/// this run's ids.
+/// The ids of one run: UUID-shaped and random-looking from their first digit, as Calry's UUIDv4
+/// are, so that they land all over the hook-id indexes of a large store; the run's tag (8 hex
+/// digits) sits at a fixed place near the end, `xxxxxxxx-xxxx-4xxx-8xxx-<tag>xxxx`, so that a
+/// received id tells which run (or phase) sent it.
 #[derive(Clone, Copy)]
 pub(crate) struct Ids {
     pub(crate) run: u32,
     pub(crate) inverse: u64,
 }
+
+/// Where the run's tag sits in an id.
+const TAG: std::ops::Range<usize> = 24..32;
 
 impl Ids {
     pub(crate) fn key(worker: u32, seq: u64) -> u64 {
@@ -60,35 +64,54 @@ impl Ids {
 
     pub(crate) fn hook_id(&self, worker: u32, seq: u64) -> String {
         let x = Ids::key(worker, seq).wrapping_mul(SCATTER);
+        let check = splitmix(x ^ u64::from(self.run));
         format!(
-            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:06x}{:06x}",
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:08x}{:04x}",
+            x >> 32,
+            (x >> 16) & 0xffff,
+            (x >> 4) & 0xfff,
+            ((x & 0xf) << 8) | (check & 0xff),
             self.run,
-            x >> 48,
-            (x >> 36) & 0xfff,
-            (x >> 24) & 0xfff,
-            x & 0xff_ffff,
-            splitmix(x) & 0xff_ffff
+            (check >> 8) & 0xffff
         )
     }
 
     /// `(worker, seq)` of an id this run generated, `None` for anything else.
     pub(crate) fn parse(&self, id: &str) -> Option<(u32, u64)> {
         let b = id.as_bytes();
-        if b.len() != 36 || !id.starts_with(&self.prefix()) || b[14] != b'4' || b[19] != b'8' {
+        if b.len() != 36 || !self.owns(b) || b[14] != b'4' || b[19] != b'8' {
             return None;
         }
         let hex = |s: &str| u64::from_str_radix(s, 16).ok();
-        let x = (hex(id.get(9..13)?)? << 48)
-            | (hex(id.get(15..18)?)? << 36)
-            | (hex(id.get(20..23)?)? << 24)
-            | hex(id.get(24..30)?)?;
+        let x = (hex(id.get(0..8)?)? << 32)
+            | (hex(id.get(9..13)?)? << 16)
+            | (hex(id.get(15..18)?)? << 4)
+            | (hex(id.get(20..23)?)? >> 8);
         let key = x.wrapping_mul(self.inverse);
         let (worker, seq) = ((key >> 40) as u32, key & ((1 << 40) - 1));
         (self.hook_id(worker, seq) == id).then_some((worker, seq))
     }
 
-    pub(crate) fn prefix(&self) -> String {
-        format!("{:08x}-", self.run)
+    /// Whether `id` carries this run's tag.
+    pub(crate) fn owns(&self, id: &[u8]) -> bool {
+        id.get(TAG) == Some(self.tag().as_bytes())
+    }
+
+    /// The run's tag, as it appears in its ids.
+    pub(crate) fn tag(&self) -> String {
+        format!("{:08x}", self.run)
+    }
+
+    /// Every id that workers sending `sent[w]` deliveries each generated, with their
+    /// `(worker, seq)`.
+    pub(crate) fn all(&self, sent: impl IntoIterator<Item = usize>) -> Vec<(String, u32, u64)> {
+        let mut ids = Vec::new();
+        for (w, n) in sent.into_iter().enumerate() {
+            for s in 0..n as u64 {
+                ids.push((self.hook_id(w as u32, s), w as u32, s));
+            }
+        }
+        ids
     }
 }
 

@@ -234,7 +234,7 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
     let target = Target::parse(&args.url).await?;
     wait_ready(&target, args.wait_ready).await?;
     let key = args.secret.as_deref().map(secret_key).transpose()?;
-    // The first hex digit of a run prefix is 0-7; bench/seed.sql's ids start with 8-f.
+    // The run's tag, in each of its ids (`Ids`).
     let run = (splitmix(unix_ms() as u64 ^ u64::from(std::process::id())) >> 33) as u32;
     let ids = Ids {
         run,
@@ -281,7 +281,7 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
         stop_at: measure_from + Duration::from_secs_f64(args.duration),
     });
     eprintln!(
-        "loadgen: {} workers → {}/webhooks/calry for {}s (+{}s warm-up), redeliveries {:.0}%{}{}, ids {}…",
+        "loadgen: {} workers → {}/webhooks/calry for {}s (+{}s warm-up), redeliveries {:.0}%{}{}, ids …-{}…",
         args.concurrency,
         args.url,
         args.duration,
@@ -291,7 +291,7 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
         args.rate
             .map(|r| format!(", paced at {r}/s"))
             .unwrap_or_default(),
-        ids.prefix()
+        ids.tag()
     );
     let mut tasks = tokio::task::JoinSet::new();
     for (n, conn) in conns.into_iter().enumerate() {
@@ -408,7 +408,7 @@ pub(crate) async fn ingest(args: IngestArgs) -> Result<(), BoxError> {
         "verify": verification,
         "service_rss": rss,
         "cpu_s": cpu,
-        "id_prefix": ids.prefix(),
+        "id_tag": ids.tag(),
     });
 
     eprintln!(
@@ -521,32 +521,29 @@ pub(crate) async fn verify(
                 .max_connections(1)
                 .connect(&url)
                 .await?;
-            let prefix = plan.ids.prefix();
-            // '-' + 1 = '.', so [prefix, upper) is exactly the ids starting with the prefix
-            // (the id columns are `collate "C"`: byte order).
-            let upper = format!("{}.", &prefix[..prefix.len() - 1]);
-            let rows: Vec<(String, i32)> = sqlx::query_as(
-                "select hook_id, delivery_count from events where hook_id >= $1 and hook_id < $2",
-            )
-            .bind(&prefix)
-            .bind(&upper)
-            .fetch_all(&pool)
-            .await?;
-            for (id, count) in rows {
-                v.stored += 1;
-                match plan.ids.parse(&id) {
-                    Some((w, s))
-                        if (w as usize) < stored.len()
-                            && (s as usize) < stored[w as usize].len() =>
-                    {
-                        let slot = &mut stored[w as usize][s as usize];
-                        if slot.is_some() {
-                            v.doubled += 1;
-                        }
-                        *slot = Some(i64::from(count));
+            // Every id the workers generated, looked up (their tag sits near the end, so no
+            // range of the index holds exactly this run's ids).
+            let ids = plan.ids.all(logs.iter().map(|l| l.sent.len()));
+            let by_id: std::collections::HashMap<&str, (u32, u64)> = ids
+                .iter()
+                .map(|(id, w, s)| (id.as_str(), (*w, *s)))
+                .collect();
+            let all: Vec<&str> = ids.iter().map(|(id, ..)| id.as_str()).collect();
+            for chunk in all.chunks(10_000) {
+                let rows: Vec<(String, i32)> = sqlx::query_as(
+                    "select hook_id, delivery_count from events where hook_id = any($1)",
+                )
+                .bind(chunk)
+                .fetch_all(&pool)
+                .await?;
+                for (id, count) in rows {
+                    v.stored += 1;
+                    let (w, s) = by_id[id.as_str()];
+                    let slot = &mut stored[w as usize][s as usize];
+                    if slot.is_some() {
+                        v.doubled += 1;
                     }
-                    // An id of this run's shape that no worker sent.
-                    _ => v.stored_unacknowledged += 1,
+                    *slot = Some(i64::from(count));
                 }
             }
             // The status is a pure function of the stored events (SPEC §4): recompute it.
@@ -559,11 +556,7 @@ pub(crate) async fn verify(
                 v.workspace_mismatch = Some(workspaces as u64);
             }
             let (transactions, mean, p50, p90, max): (i64, f64, i64, i64, i64) =
-                sqlx::query_as(BATCHES)
-                    .bind(&prefix)
-                    .bind(&upper)
-                    .fetch_one(&pool)
-                    .await?;
+                sqlx::query_as(BATCHES).bind(&all).fetch_one(&pool).await?;
             v.batches = Some(Batches {
                 transactions,
                 mean,

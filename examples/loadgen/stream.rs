@@ -273,7 +273,7 @@ async fn closed_loop(
         "first_error": first_error,
         "verify": verification,
         "cpu_s": cpu,
-        "id_prefix": ids.prefix(),
+        "id_tag": ids.tag(),
     });
     Ok(ClosedLoop {
         logs,
@@ -323,8 +323,8 @@ fn print_closed_loop(name: &str, run: &ClosedLoop) {
 
 /// What every client adds to as messages arrive (to know when a phase's messages are all in).
 struct Shared {
-    /// The id prefix (8 hex digits) of each phase's deliveries.
-    prefixes: [[u8; 8]; 3],
+    /// The ids of each phase's deliveries.
+    phases: [Ids; 3],
     /// `event` messages received, by phase; [3]: of no phase.
     events: [AtomicU64; 4],
     statuses: AtomicU64,
@@ -414,11 +414,7 @@ impl Parser {
     fn dispatch(&mut self, at: Instant, shared: &Shared, log: &mut ClientLog) {
         match (self.name, self.hook) {
             (Name::Event, Some(id)) => {
-                let phase = shared
-                    .prefixes
-                    .iter()
-                    .position(|p| id[..8] == p[..])
-                    .unwrap_or(3);
+                let phase = shared.phases.iter().position(|p| p.owns(&id)).unwrap_or(3);
                 shared.events[phase].fetch_add(1, Relaxed);
                 log.arrivals.push(Arrival { id, at });
             }
@@ -861,7 +857,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     let target = Target::parse(&args.url).await?;
     wait_ready(&target, args.wait_ready).await?;
     let key = args.secret.as_deref().map(secret_key).transpose()?;
-    // One id prefix per phase (the first hex digit 0-7, as `loadgen ingest`'s).
+    // One id tag per phase.
     let run = (splitmix(unix_ms() as u64 ^ u64::from(std::process::id()) ^ 0x57ea) >> 33) as u32;
     let ids = [0, 1, 2, 3, 4].map(|k| Ids {
         run: run ^ k,
@@ -870,7 +866,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
     let w_count = args.workspaces as usize;
     eprintln!(
         "loadgen stream: {} workspace clients over {} workspaces + {} global clients; phases of {}s: \
-         baseline c={}, paced {}/s on {} connections, c={} with clients{}; ids {}/{}/{}…",
+         baseline c={}, paced {}/s on {} connections, c={} with clients{}; ids …-{}/{}/{}…",
         args.clients,
         args.workspaces,
         args.global,
@@ -884,9 +880,9 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         } else {
             ""
         },
-        ids[0].prefix(),
-        ids[1].prefix(),
-        ids[2].prefix()
+        ids[0].tag(),
+        ids[1].tag(),
+        ids[2].tag()
     );
 
     // a. Baseline.
@@ -920,11 +916,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
         args.clients, args.global
     );
     let shared = Arc::new(Shared {
-        prefixes: [0, 1, 2].map(|k| {
-            ids[k].prefix().as_bytes()[..8]
-                .try_into()
-                .expect("8 hex digits")
-        }),
+        phases: [ids[0], ids[1], ids[2]],
         events: Default::default(),
         statuses: AtomicU64::new(0),
         comments: AtomicU64::new(0),
@@ -1211,7 +1203,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
                 foreign += 1;
                 continue;
             };
-            let phase = shared.prefixes.iter().position(|p| a.id[..8] == p[..]);
+            let phase = shared.phases.iter().position(|p| p.owns(&a.id));
             let parsed = phase.and_then(|p| Some((p, ids[p].parse(id)?)));
             let Some((phase, (worker, seq))) = parsed else {
                 foreign += 1;
@@ -1379,7 +1371,7 @@ pub(crate) async fn stream(args: StreamArgs) -> Result<(), BoxError> {
             "latency_201_to_client_ms": &pair,
             "p99_by_second_ms": &p99_by_second,
             "cpu_s": paced.cpu,
-            "id_prefix": ids[1].prefix(),
+            "id_tag": ids[1].tag(),
         },
         "with_clients": with_clients.report,
         "with_clients_messages": &with_d,
