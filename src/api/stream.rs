@@ -605,12 +605,11 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             let listening = tail.started && tail.listened();
             (listening, tail.position, tail.subscribed.clone())
         };
-        let read = async {
-            let mut db = readers.acquire().await?;
+        let read = readers.with(async |db| {
             if !listening {
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
                 // the end of the feed, cheaply and not at every notification.
-                let end = feed_end(&mut db).await?;
+                let end = feed_end(db).await?;
                 known.0.clear(); // the events skipped are not applied to it
                 let mut tail = tailer.tail();
                 if !tail.started || !tail.listened() {
@@ -619,15 +618,15 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 }
                 return Ok::<usize, Error>(0);
             }
-            let rows = Selection::default().query(position).rows(&mut db).await?;
+            let rows = Selection::default().query(position).rows(db).await?;
             let n = rows.len();
-            let items = known.items(&mut db, rows).await?;
+            let items = known.items(db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {
                 tail.broadcast(item);
             }
             Ok(n)
-        };
+        });
         let got = match read.await {
             Ok(n) => n,
             Err(err) => {
@@ -815,10 +814,16 @@ impl Follow {
     /// Reads the next items from the store into the backlog, up to where the broadcast takes
     /// over.
     async fn catch_up(&mut self) -> Result<()> {
-        let mut db = self.app.readers.acquire().await?;
-        let rows = self.selection.query(self.position).rows(&mut db).await?;
-        let last = rows.len() < BATCH as usize;
-        let items = items(&mut db, rows).await?;
+        let (selection, position) = (&self.selection, self.position);
+        let (items, last) = self
+            .app
+            .readers
+            .with(async |db| {
+                let rows = selection.query(position).rows(db).await?;
+                let last = rows.len() < BATCH as usize;
+                Ok::<_, Error>((items(db, rows).await?, last))
+            })
+            .await?;
         if let Some(item) = items.last() {
             self.position = item.position;
         }

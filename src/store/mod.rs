@@ -184,6 +184,21 @@ impl Readers {
         }
     }
 
+    /// Runs `work` on a connection; if it fails, the connection is [`Readers::discard`]ed (for
+    /// callers that come back on their own, such as the stream's, which no retry of a request
+    /// would otherwise rid of a connection the database dropped).
+    pub async fn with<T, E: From<sqlx::Error>>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut db = self.acquire().await?;
+        let done = work(&mut db).await;
+        if done.is_err() {
+            self.discard(db);
+        }
+        done
+    }
+
     /// Drops a connection whose statement failed instead of handing it out again, and the idle
     /// ones with it: when one failed, the database has most likely dropped them all (it
     /// restarted), and the next caller should get a new one.

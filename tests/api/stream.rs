@@ -6,7 +6,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, binary, event, problem, spawn_app, start_binary};
+use calry_hooks::App;
+use calry_hooks::config::Config;
+use calry_hooks::store::{self, Cluster};
+
+use crate::helpers::{TestDb, binary, event, problem, serve, spawn_app, start_binary};
 
 /// One server-sent message.
 #[derive(Debug)]
@@ -500,6 +504,64 @@ async fn workspace_streams_are_sent_their_own_events_live() {
 /// them, and a client that
 /// resumes with its `Last-Event-ID` on the restarted service receives every event stored since,
 /// once each: also those stored while it was away.
+/// The database restarts under an open stream: the stream's reads meet connections it dropped,
+/// and must not go on meeting them (nothing else here asks the database anything that would
+/// clear them out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_goes_on_live_after_the_database_restarts() {
+    let dir = std::env::temp_dir().join(format!(
+        "calry-hooks-stream-restart-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cluster = Cluster::start(&dir).await.unwrap();
+    let options = cluster.connect_options("stream_restart");
+    store::create_database_if_missing(&options).await.unwrap();
+    let pool = store::connect(options, 4);
+    store::migrate(&pool).await.unwrap();
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool,
+        None,
+    )
+    .await;
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = event("r1", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&before).await.status(), 201);
+    let message = stream
+        .next(SOON)
+        .await
+        .expect("the event before the restart");
+    assert_eq!(message.data["hookId"], "r1");
+    stream.next(SOON).await.expect("its status change");
+
+    cluster.stop().await;
+    let restarted = Cluster::start(&dir).await.unwrap();
+    let after = event(
+        "r2",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-02T00:00:00Z",
+    );
+    let waiting = std::time::Instant::now();
+    while app.deliver(&after).await.status() != 201 {
+        assert!(waiting.elapsed() < SOON, "the delivery is stored again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = std::time::Instant::now();
+    let message = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the event after the restart, within seconds");
+    assert_eq!(message.event, "event");
+    assert_eq!(message.data["hookId"], "r2");
+    println!("streamed {:?} after its 201", stored.elapsed());
+    drop(app);
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_stream_resumes_across_a_restart_of_the_service() {
     let db = TestDb::create().await;
