@@ -398,7 +398,9 @@ impl<'a> Columns<'a> {
 ///   When every new event of the category comes after all the category had (its latest event,
 ///   from `latest_events`: events that arrive in order, the usual case), the state before it is
 ///   that event's and its events from it on are the new ones; otherwise the state before it is
-///   the latest run started before it, and the stored events from it on count too. The first
+///   the latest run started before it, and the stored events from it on count too (with what
+///   is kept of those the history no longer holds: the first event of each run, the latest of
+///   each type; of the others, which start no run, nothing is known). The first
 ///   event of every run among them (a change from the state before it) is written over the
 ///   `state_changes` rows at or after the earliest new event, then the category's current state
 ///   and `since` (its latest run start) into `accounts`. The cost is the category's events from
@@ -550,12 +552,29 @@ runs as (
     from (select b.ws, b.acct, b.category, b.prev_state, n.occurred_at, n.hook_id, n.state
           from before b join said n using (ws, acct, category)
           union all
-          select b.ws, b.acct, b.category, b.prev_state, e.occurred_at, e.hook_id, s.state
-          from before b
-          join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
-                       and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
-          join event_states s on s.event_type = e.event_type and s.category = b.category
-          where not b.in_order) category_events
+          -- The category's events after the earliest new one: those in the history, and of
+          -- those removed from it what is kept (the first event of each run and the latest of
+          -- each type), which are in the history as long as it holds them (`union`: once).
+          (select b.ws, b.acct, b.category, b.prev_state, e.occurred_at, e.hook_id, s.state
+           from before b
+           join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
+                        and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+           join event_states s on s.event_type = e.event_type and s.category = b.category
+           where not b.in_order
+           union
+           select b.ws, b.acct, b.category, b.prev_state, c.occurred_at, c.hook_id, c.to_state
+           from before b
+           join state_changes c on c.workspace_id = b.ws and c.integration_account_id = b.acct
+                               and c.category = b.category
+                               and (c.occurred_at, c.hook_id) >= (b.at, b.hook)
+           where not b.in_order
+           union
+           select b.ws, b.acct, b.category, b.prev_state, l.occurred_at, l.hook_id, s.state
+           from before b
+           join latest_events l on l.workspace_id = b.ws and l.integration_account_id = b.acct
+                               and (l.occurred_at, l.hook_id) >= (b.at, b.hook)
+           join event_states s on s.event_type = l.event_type and s.category = b.category
+           where not b.in_order)) category_events
 ),
 changes as (
     select ws, acct, category, occurred_at, hook_id, from_state, state as to_state

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    TestApp, TestDb, binary, event, seed, serve, spawn_app, spawn_app_with,
+    Rng, TestApp, TestDb, binary, event, seed, serve, spawn_app, spawn_app_with,
     spawn_app_without_database, start_binary,
 };
 
@@ -539,6 +539,158 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
             &app.get_json(route).await,
             answer,
             "{route} after rebuild-status"
+        );
+    }
+}
+
+/// A late event that lands among removed history (its account's later events pruned) gives the
+/// status, `since`, timeline and `/accounts` answers the whole history gives, as long as each
+/// removed event started a run (so that what is kept of them is all there was). Seeded: each
+/// account's sync and link events alternate states, then are all pruned; one late event per
+/// account, of either category, at a random place among them.
+#[tokio::test]
+async fn a_late_event_among_removed_history_answers_as_the_whole_history_does() {
+    let (pruned, whole) = (spawn_app().await, spawn_app().await);
+    let seed: u64 = std::env::var("STATUS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_203);
+    let mut rng = Rng::new(seed);
+    let kinds = [
+        ("sync", ["sync.error", "sync.complete"]),
+        ("link", ["link.created", "link.deleted"]),
+    ];
+    let at = |minute: usize| format!("2026-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60);
+    let accounts = 12;
+    let mut history = Vec::new();
+    for a in 0..accounts {
+        for (category, states) in kinds {
+            let first = rng.below(2);
+            for i in 0..2 + rng.below(4) {
+                let (id, account) = (format!("h-{a}-{category}-{i}"), format!("a{a}"));
+                let event_type = states[(first + i) % 2];
+                history.push(event(
+                    &id,
+                    "w",
+                    Some(&account),
+                    event_type,
+                    &at(10 + 10 * i),
+                ));
+            }
+        }
+    }
+    for app in [&pruned, &whole] {
+        for body in &history {
+            assert_eq!(app.deliver(body).await.status(), 201);
+        }
+    }
+    let cut = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    store::partitions::remove_before(&pruned.pool, cut, true)
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&pruned.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "the history is removed");
+
+    let mut late = Vec::new();
+    for a in 0..accounts {
+        let (category, states) = kinds[rng.below(2)];
+        let account = format!("a{a}");
+        // Before, between or after the account's events (at 10, 20, … minutes), or on one.
+        let minute = 5 + 5 * rng.below(12);
+        let id = format!("late-{a}-{category}");
+        late.push(event(
+            &id,
+            "w",
+            Some(&account),
+            rng.pick(&states),
+            &at(minute),
+        ));
+    }
+    for app in [&pruned, &whole] {
+        for body in &late {
+            assert_eq!(app.deliver(body).await.status(), 201);
+        }
+    }
+    let mut routes = vec![
+        "/workspaces/w/status".to_owned(),
+        "/accounts?workspaceId=w".to_owned(),
+        "/accounts?syncState=error".to_owned(),
+        "/accounts?linkState=active".to_owned(),
+    ];
+    for a in 0..accounts {
+        routes.push(format!("/workspaces/w/accounts/a{a}"));
+        routes.push(format!("/workspaces/w/accounts/a{a}/timeline"));
+    }
+    for route in &routes {
+        assert_eq!(
+            pruned.get_json(route).await,
+            whole.get_json(route).await,
+            "seed {seed}: {route}, late events {late:#?}"
+        );
+    }
+
+    // More late events, now among removed events that started no run (of which nothing is
+    // kept): `since` may then differ from the whole history's, but each account's status and
+    // timeline still agree, and so does `/accounts`.
+    for a in 0..accounts {
+        for n in 0..3 {
+            let (_, states) = kinds[rng.below(2)];
+            let id = format!("later-{a}-{n}");
+            let body = event(
+                &id,
+                "w",
+                Some(&format!("a{a}")),
+                rng.pick(&states),
+                &at(7 + 5 * rng.below(12)),
+            );
+            assert_eq!(pruned.deliver(&body).await.status(), 201);
+        }
+    }
+    let failing = pruned
+        .get_json("/accounts?workspaceId=w&syncState=error")
+        .await;
+    let failing: Vec<&str> = failing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["integrationAccountId"].as_str().unwrap())
+        .collect();
+    for a in 0..accounts {
+        let account = format!("a{a}");
+        let entry = pruned
+            .get_json(&format!("/workspaces/w/accounts/{account}"))
+            .await;
+        let timeline = pruned
+            .get_json(&format!(
+                "/workspaces/w/accounts/{account}/timeline?limit=500"
+            ))
+            .await;
+        for (category, _) in kinds {
+            let last = timeline["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["category"] == category);
+            let (state, since) = match last {
+                Some(change) => (change["to"].clone(), change["at"].clone()),
+                None => (json!("unknown"), Value::Null),
+            };
+            assert_eq!(
+                entry[category]["state"], state,
+                "seed {seed}: {account} {category}: {entry} {timeline}"
+            );
+            assert_eq!(
+                entry[category]["since"], since,
+                "seed {seed}: {account} {category}: {entry} {timeline}"
+            );
+        }
+        assert_eq!(
+            failing.contains(&account.as_str()),
+            entry["sync"]["state"] == "error",
+            "seed {seed}: {account}"
         );
     }
 }
