@@ -26,12 +26,20 @@ pub const LISTENER_NAME: &str = "calry-hooks listener";
 #[derive(Clone)]
 pub struct Notifier {
     changes: watch::Receiver<u64>,
+    token_changes: watch::Receiver<u64>,
 }
 
 /// One waiter's view of the notifications.
 pub struct Changes(watch::Receiver<u64>);
 
 impl Changes {
+    /// Whether a notification came since the last one seen, marking it seen.
+    pub fn came(&mut self) -> bool {
+        let came = self.0.has_changed().unwrap_or(false);
+        self.0.mark_unchanged();
+        came
+    }
+
     /// Resolves at the next notification after the last one seen (or never, once the listener
     /// has stopped: the waiter's own timer then decides).
     pub async fn next(&mut self) {
@@ -46,26 +54,47 @@ impl Notifier {
     /// the last [`Notifier`] is dropped.
     pub fn start(options: PgConnectOptions, tokens: Arc<TokenCache>) -> Notifier {
         let (news, changes) = watch::channel(0u64);
+        let (token_news, token_changes) = watch::channel(0u64);
         tokio::spawn(async move {
             tokio::select! {
-                () = listen(options, &news, &tokens) => {}
+                () = listen(options, &news, &token_news, &tokens) => {}
                 () = news.closed() => {}
             }
             tokens.forget(false);
         });
-        Notifier { changes }
+        Notifier {
+            changes,
+            token_changes,
+        }
     }
 
-    /// Notifications from now on.
+    /// Notifications of new events from now on.
     pub fn subscribe(&self) -> Changes {
         let mut changes = self.changes.clone();
         changes.mark_unchanged();
         Changes(changes)
     }
+
+    /// From now on, each time a token may have changed (heard of, or missed while not
+    /// listening): for those who keep reading on a token already checked (streams).
+    pub fn token_changes(&self) -> Changes {
+        let mut changes = self.token_changes.clone();
+        changes.mark_unchanged();
+        Changes(changes)
+    }
 }
 
-async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>, tokens: &TokenCache) {
+async fn listen(
+    options: PgConnectOptions,
+    news: &watch::Sender<u64>,
+    token_news: &watch::Sender<u64>,
+    tokens: &TokenCache,
+) {
     let bump = || news.send_modify(|n| *n = n.wrapping_add(1));
+    let forget = |listening| {
+        tokens.forget(listening);
+        token_news.send_modify(|n| *n = n.wrapping_add(1));
+    };
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(options.application_name(LISTENER_NAME));
@@ -84,12 +113,12 @@ async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>, tokens: &T
             continue;
         }
         // Listening now: whatever was committed while we were not is asked for again.
-        tokens.forget(true);
+        forget(true);
         bump();
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) if notification.channel() == auth::CHANNEL => {
-                    tokens.forget(true);
+                    forget(true);
                     // Forgotten: the token command that made the change may return.
                     let heard = sqlx::query("select pg_notify($1, $2)")
                         .bind(auth::HEARD)
@@ -104,13 +133,13 @@ async fn listen(options: PgConnectOptions, news: &watch::Sender<u64>, tokens: &T
                 // The connection was lost; something may have been missed meanwhile. Listen
                 // again on a new one (the lines above then say when we hear again).
                 Ok(None) => {
-                    tokens.forget(false);
+                    forget(false);
                     bump();
                     break;
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "listening for new events failed; reconnecting");
-                    tokens.forget(false);
+                    forget(false);
                     bump();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;

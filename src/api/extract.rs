@@ -43,7 +43,7 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             Some(_) => app.tokens.get(presented.as_deref()).map_err(Some),
             None => Err(None),
         };
-        let token_required = !app.config.listen.ip().is_loopback();
+        let token_required = token_required(app);
         let (db, access) = match remembered {
             Ok(found) => {
                 // Refused from memory without borrowing a connection.
@@ -82,6 +82,29 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             source: PhantomData,
         })
     }
+}
+
+/// Whether a token is required even before one exists: on a non-loopback address.
+fn token_required(app: &AppState) -> bool {
+    !app.config.listen.ip().is_loopback()
+}
+
+/// What the caller presenting `presented` may read now, for one that goes on reading after its
+/// request was answered (a stream): from the instance's memory when it remembers, else one
+/// lookup on a connection of its own.
+pub async fn access_now(app: &AppState, presented: Option<&str>) -> Result<Access, Error> {
+    let found = match app.tokens.get(presented) {
+        Ok(found) => found,
+        Err(generation) => {
+            let found = app
+                .readers
+                .with(async |db| auth::lookup(db, presented).await)
+                .await?;
+            app.tokens.keep(generation, presented, &found);
+            found
+        }
+    };
+    found.access(presented.is_some(), token_required(app))
 }
 
 /// `/workspaces/{workspaceId}/…`, for a caller allowed to read that workspace.

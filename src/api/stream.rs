@@ -38,11 +38,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::events::{Event, EventFilter};
-use super::extract::{Caller, WorkspacePath};
+use super::extract::{Caller, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
+use crate::auth;
 use crate::error::{Error, Result};
-use crate::feed::Notifier;
+use crate::feed::{Changes, Notifier};
 use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Readers;
 
@@ -709,6 +710,7 @@ async fn open(
 ) -> Result<Response> {
     let params = Params::parse(query)?;
     let start = start(headers, &params)?;
+    let presented = auth::presented(headers)?.map(str::to_owned);
     let selection = Selection {
         scope: if workspace_id.is_some() {
             None
@@ -726,6 +728,8 @@ async fn open(
         .await;
     let follow = Follow {
         _open: app.metrics.stream_open(),
+        presented,
+        token_changes: app.notifier.token_changes(),
         position: start.unwrap_or(tail_position),
         app: app.clone(),
         selection,
@@ -766,6 +770,10 @@ struct Follow {
     tail_position: FeedPosition,
     /// Items read from the store and not sent yet.
     backlog: VecDeque<Item>,
+    /// The token the stream was opened with, checked again whenever a token may have changed
+    /// and at each keep-alive: a revoked one ends the stream.
+    presented: Option<String>,
+    token_changes: Changes,
     /// Counts the stream as open while it lives.
     _open: crate::metrics::GaugeGuard,
 }
@@ -777,6 +785,9 @@ impl Follow {
     async fn next(&mut self) -> Option<Bytes> {
         let keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
         loop {
+            if self.token_changes.came() && !self.still_allowed().await {
+                return None;
+            }
             if let Some(item) = self.backlog.pop_front() {
                 self.app.metrics.stream_sent(item.messages, None);
                 return Some(item.frame);
@@ -788,8 +799,19 @@ impl Follow {
                 }
                 continue;
             }
-            let received = tokio::time::timeout_at(keep_alive, self.receiver.recv()).await;
+            let received = tokio::select! {
+                // First: nothing is sent on a token after its revocation was heard.
+                biased;
+                () = self.token_changes.next() => {
+                    if !self.still_allowed().await {
+                        return None;
+                    }
+                    continue;
+                }
+                received = tokio::time::timeout_at(keep_alive, self.receiver.recv()) => received,
+            };
             match received {
+                Err(_) if !self.still_allowed().await => return None,
                 Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 Ok(Ok(item)) if item.position > self.position => {
                     self.position = item.position;
@@ -808,6 +830,23 @@ impl Follow {
                 }
                 Ok(Err(broadcast::error::RecvError::Closed)) => return None,
             }
+        }
+    }
+
+    /// Whether the stream's token still lets it read: a token revoked, or one created where
+    /// none was presented, ends it. A check that could not be made (the database is away, and
+    /// the stream gets nothing meanwhile) keeps it: the instance hears of tokens again when it
+    /// listens again, and the stream is checked then.
+    async fn still_allowed(&self) -> bool {
+        match access_now(&self.app, self.presented.as_deref()).await {
+            Err(Error::Unauthorized(reason)) => {
+                tracing::info!(
+                    reason,
+                    "a stream's token no longer lets it read; closing it"
+                );
+                false
+            }
+            Ok(_) | Err(_) => true,
         }
     }
 

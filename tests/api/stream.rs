@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use calry_hooks::App;
+use calry_hooks::auth;
 use calry_hooks::config::Config;
 use calry_hooks::store::{self, Cluster};
 
@@ -32,6 +33,10 @@ impl Reader {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
+        Reader::send(request, path).await
+    }
+
+    async fn send(request: reqwest::RequestBuilder, path: &str) -> Reader {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(
@@ -504,6 +509,51 @@ async fn workspace_streams_are_sent_their_own_events_live() {
 /// them, and a client that
 /// resumes with its `Last-Event-ID` on the restarted service receives every event stored since,
 /// once each: also those stored while it was away.
+/// A token revoked, or created where a stream presented none, ends the streams opened with it
+/// at once (their clients' next request is then refused), not only new requests.
+#[tokio::test]
+async fn a_stream_ends_when_its_token_stops_counting() {
+    let app = spawn_app().await;
+    let mut tokenless = Reader::open(&app.address, "/stream", None).await;
+    let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
+    assert_eq!(
+        tokenless.next_or_end(SOON).await.map(|m| m.is_some()),
+        Err(()),
+        "a token now exists: the stream opened without one ends"
+    );
+
+    let request = reqwest::Client::new()
+        .get(format!("{}/stream", app.address))
+        .bearer_auth(&created.token);
+    let mut stream = Reader::send(request, "/stream").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = event("t1", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&first).await.status(), 201);
+    let message = stream.next(SOON).await.expect("the event");
+    assert_eq!(message.data["hookId"], "t1");
+    stream.next(SOON).await.expect("its status change");
+
+    let revoked_at = std::time::Instant::now();
+    assert!(auth::revoke(&app.pool, created.id).await.unwrap());
+    let second = event(
+        "t2",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-02T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&second).await.status(), 201);
+    assert_eq!(
+        stream.next_or_end(SOON).await.map(|m| m.map(|m| m.data)),
+        Err(()),
+        "the revoked token's stream ends, with nothing more sent"
+    );
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(5),
+        "at once, not at a keep-alive"
+    );
+}
+
 /// The database restarts under an open stream: the stream's reads meet connections it dropped,
 /// and must not go on meeting them (nothing else here asks the database anything that would
 /// clear them out).
