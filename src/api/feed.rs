@@ -204,8 +204,14 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
     let mut deadline = Instant::now() + query.wait;
     let mut changes = app.notifier.subscribe();
     let mut db = caller.db;
+    let mut checked = false;
     loop {
         let page = query.read(&mut db).await?;
+        // Nothing after `after`: it may be no position of this store's (checked once).
+        if page.items.is_empty() && !checked {
+            query.after.check_given("after", &mut db).await?;
+            checked = true;
+        }
         let now = Instant::now();
         if !page.items.is_empty() || now >= deadline {
             app.metrics.feed_items(page.items.len());

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike, Utc};
 use futures_util::{Stream, TryStreamExt};
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::error::{Error, Result};
 
@@ -319,16 +319,19 @@ impl FeedPosition {
         encode(&format!("p1:{}:{}", self.xid, self.seq))
     }
 
+    /// `400` naming `name`: not a position this service gave out.
+    fn not_given(name: &str) -> Error {
+        Error::bad_parameter(
+            name,
+            format!(
+                "{name} is not a position this service gave out; use `next` of an earlier answer"
+            ),
+        )
+    }
+
     /// A position this service gave out: `400` naming `name` for anything else.
     pub fn decode(name: &str, raw: &str) -> Result<FeedPosition> {
-        let bad = || {
-            Error::bad_parameter(
-                name,
-                format!(
-                    "{name} is not a position this service gave out; use `next` of an earlier answer"
-                ),
-            )
-        };
+        let bad = || FeedPosition::not_given(name);
         let text = decode(raw).map_err(|_| bad())?;
         let mut parts = text.splitn(3, ':');
         match (parts.next(), parts.next(), parts.next()) {
@@ -343,6 +346,31 @@ impl FeedPosition {
                 Ok(FeedPosition { xid, seq })
             }
             _ => Err(bad()),
+        }
+    }
+}
+
+impl FeedPosition {
+    /// `400` naming `name` unless this store could have given the position out: its
+    /// transaction had begun and its sequence value had been drawn. A position made up, or
+    /// from another store, would otherwise wait for ever for the events after it. (One of a
+    /// real transaction with a value it did not draw is not told apart.)
+    pub async fn check_given(self, name: &str, db: &mut PgConnection) -> Result<()> {
+        if self == FeedPosition::BEGINNING {
+            return Ok(());
+        }
+        let given: bool = sqlx::query_scalar(
+            "select $1 < pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+                    and $2 <= (select last_value from events_feed_seq)",
+        )
+        .bind(self.xid)
+        .bind(self.seq)
+        .fetch_one(db)
+        .await?;
+        if given {
+            Ok(())
+        } else {
+            Err(FeedPosition::not_given(name))
         }
     }
 }

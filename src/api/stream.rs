@@ -687,17 +687,25 @@ pub struct StreamParams {
     integrationAccountId: Option<String>,
 }
 
-/// Where a stream starts: `Last-Event-ID`, else `after`, else live.
-fn start(headers: &HeaderMap, params: &Params) -> Result<Option<FeedPosition>> {
-    if let Some(id) = headers.get("last-event-id") {
+/// Where a stream starts, and what said so: `Last-Event-ID`, else `after`, else live.
+fn start(headers: &HeaderMap, params: &Params) -> Result<Option<(&'static str, FeedPosition)>> {
+    const HEADER: &str = "Last-Event-ID";
+    let mut ids = headers.get_all(HEADER).iter();
+    if let Some(id) = ids.next() {
+        if ids.next().is_some() {
+            return Err(Error::bad_parameter(
+                HEADER,
+                "Last-Event-ID may be given only once",
+            ));
+        }
         let id = id
             .to_str()
-            .map_err(|_| Error::bad_parameter("Last-Event-ID", "Last-Event-ID is not text"))?;
-        return FeedPosition::decode("Last-Event-ID", id).map(Some);
+            .map_err(|_| Error::bad_parameter(HEADER, "Last-Event-ID is not text"))?;
+        return Ok(Some((HEADER, FeedPosition::decode(HEADER, id)?)));
     }
     params
         .single("after")?
-        .map(|raw| FeedPosition::decode("after", raw))
+        .map(|raw| Ok(("after", FeedPosition::decode("after", raw)?)))
         .transpose()
 }
 
@@ -720,7 +728,12 @@ async fn open(
         workspace_id,
         filter: EventFilter::parse(&params)?,
     };
-    drop(caller); // the connection goes back: a stream takes one only to catch up
+    let mut db = caller.db;
+    if let Some((name, position)) = start {
+        position.check_given(name, &mut db).await?;
+    }
+    let start = start.map(|(_, position)| position);
+    drop(db); // the connection goes back: a stream takes one only to catch up
     // Subscribed before the answer: whatever is stored once the client has its 200 is sent.
     let (receiver, tail_position) = app
         .tailer

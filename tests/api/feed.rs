@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use calry_hooks::App;
 use calry_hooks::config::Config;
 use serde_json::Value;
@@ -128,9 +130,19 @@ async fn the_feed_gives_each_new_event_once_with_a_position_and_always_a_next() 
     let (by_account, _) = read(&app, "/feed?integrationAccountId=a&eventType=sync.*").await;
     assert_eq!(by_account, items);
 
+    // The last event's transaction with a sequence value not drawn yet.
+    let last = String::from_utf8(URL_SAFE_NO_PAD.decode(&items[2].1).unwrap()).unwrap();
+    let xid = last.split(':').nth(1).unwrap();
+    let undrawn = URL_SAFE_NO_PAD.encode(format!("p1:{xid}:999999999999"));
+    let answer = problem(app.get(&format!("/feed?after={undrawn}&wait=5")).await, 400).await;
+    assert_eq!(answer["parameter"], "after");
     for (path, parameter) in [
         ("/feed?after=nonsense", "after"),
         ("/feed?after=cDE6LTE6Mw", "after"),
+        // Well formed, but of a transaction not begun yet, or a sequence value not drawn yet:
+        // no position of this store's (else the consumer would wait for ever).
+        ("/feed?after=cDE6OTk5OTk5OTk5OTk5OjE", "after"),
+        ("/workspaces/w1/feed?after=cDE6OTk5OTk5OTk5OTk5OjE", "after"),
         ("/feed?wait=31", "wait"),
         ("/feed?wait=-1", "wait"),
         ("/feed?limit=1001", "limit"),

@@ -217,6 +217,20 @@ async fn a_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
     assert!(none.next(Duration::from_secs(1)).await.is_none());
 
     problem(app.get("/stream?after=nonsense").await, 400).await;
+    // Well formed, but no position of this store's: refused, not waited on for ever.
+    let answer = problem(app.get("/stream?after=cDE6OTk5OTk5OTk5OTk5OjE").await, 400).await;
+    assert_eq!(answer["parameter"], "after");
+    for ids in [
+        vec!["cDE6OTk5OTk5OTk5OTk5OjE"],
+        vec![second.as_str(), second.as_str()],
+    ] {
+        let mut request = app.client.get(format!("{}/stream", app.address));
+        for id in ids {
+            request = request.header("last-event-id", id);
+        }
+        let answer = problem(request.send().await.unwrap(), 400).await;
+        assert_eq!(answer["parameter"], "Last-Event-ID");
+    }
 }
 
 #[tokio::test]
