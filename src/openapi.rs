@@ -21,11 +21,39 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "history", description = "What happened: stored events."),
         (name = "feed", description = "Following the store: every event once, in the order it became visible."),
         (name = "operations", description = "Health and readiness."),
+        (name = "pages", description = "For people and their browsers: the dashboard and these docs."),
     ),
+    paths(openapi_document, docs_page, dashboard),
     components(schemas(crate::error::Problem, EventTypeFilter)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+// The routes served by utoipa-swagger-ui and by `api::ui`, which are not utoipa routes: their
+// part of the document only.
+
+/// This document (OpenAPI 3.1), as committed in `openapi/openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "pages", responses(
+    (status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object),
+))]
+#[allow(dead_code)]
+fn openapi_document() {}
+
+/// Swagger UI for this document, served from the binary.
+#[utoipa::path(get, path = "/docs", tag = "pages", responses(
+    (status = 303, description = "To `/docs/`, the Swagger UI page."),
+))]
+#[allow(dead_code)]
+fn docs_page() {}
+
+/// The dashboard (SPEC §12): the overview; `/ui/workspaces/{workspaceId}` and
+/// `/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}` are its other pages, the same
+/// HTML, which reads the JSON routes of this document with the token it asks for.
+#[utoipa::path(get, path = "/ui", tag = "pages", responses(
+    (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
+))]
+#[allow(dead_code)]
+fn dashboard() {}
 
 /// The `bearerAuth` scheme of the query routes (SPEC §3.2).
 struct BearerAuth;

@@ -154,6 +154,7 @@ pub struct LatestRow {
 pub struct LastEvent {
     pub hook_id: String,
     pub event_type: String,
+    #[schema(required = true)]
     pub result: Option<String>,
     #[serde(serialize_with = "rfc3339")]
     pub occurred_at: DateTime<Utc>,
@@ -172,8 +173,9 @@ pub struct CategoryStatus {
     /// When the current state began: the `occurredAt` of the first event of the unbroken run of
     /// this state that ends with `lastEvent`; null while `unknown`.
     #[serde(serialize_with = "rfc3339_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub since: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_event: Option<LastEvent>,
 }
 
@@ -183,14 +185,18 @@ pub struct SyncStatus {
     pub state: SyncState,
     /// When the current state began (as for the other categories); null while `unknown`.
     #[serde(serialize_with = "rfc3339_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub since: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_event: Option<LastEvent>,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(required = true)]
     pub last_completed_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(required = true)]
     pub last_error_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(required = true)]
     pub last_paused_at: Option<DateTime<Utc>>,
 }
 

@@ -48,6 +48,7 @@ pub struct AccountPage {
     /// account.
     pub items: Vec<AccountItem>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -298,6 +299,7 @@ pub struct Timeline {
     /// Newest first, by (`at`, `hookId`).
     pub items: Vec<Change>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -38,9 +38,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Event {
     pub hook_id: String,
     pub event_type: String,
+    #[schema(required = true)]
     pub source: Option<String>,
     pub workspace_id: String,
+    #[schema(required = true)]
     pub integration_account_id: Option<String>,
+    #[schema(required = true)]
     pub result: Option<String>,
     /// `hook.timeStamp` of the envelope.
     #[serde(serialize_with = "rfc3339")]
@@ -110,6 +113,7 @@ pub struct EventPage {
     pub items: Vec<Event>,
     /// Pass as `cursor` (with the same `order`) for the next page; `null` on the last page. A
     /// page cut short by the size of its payloads has a `nextCursor` like a full one.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

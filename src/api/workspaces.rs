@@ -60,6 +60,7 @@ pub struct WorkspaceStatus {
     pub accounts: Vec<AccountStatus>,
     /// With `limit`: pass as `cursor` for the next page; `null` on the last page, and always
     /// without `limit` (the answer then holds every account).
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -85,6 +86,7 @@ pub struct WorkspaceSummary {
 pub struct WorkspacePage {
     pub items: Vec<WorkspaceSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -57,4 +57,37 @@ async fn the_service_serves_the_generated_document_and_the_docs_page() {
     let docs = app.get("/docs/").await;
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
+
+    // The pages for people are in the document too, as they answer (redirects not followed).
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut pages = 0;
+    for (path, item) in served["paths"].as_object().unwrap() {
+        let get = &item["get"];
+        if get["tags"][0] != "pages" {
+            continue;
+        }
+        pages += 1;
+        let answer = client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16().to_string();
+        let documented = &get["responses"][&status];
+        assert!(
+            documented.is_object(),
+            "{path} answers {status}, not documented"
+        );
+        if let Some(content) = documented["content"].as_object() {
+            let kind = answer.headers()["content-type"].to_str().unwrap();
+            assert!(
+                content.keys().any(|k| kind.starts_with(k.as_str())),
+                "{path}: {kind}, documented {content:?}"
+            );
+        }
+    }
+    assert_eq!(pages, 3);
 }
