@@ -16,7 +16,8 @@ use super::AppState;
 use super::again::answer_again;
 use super::extract::{AccountPath, Caller};
 use super::paging::{
-    AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
+    AccountCursor, EventCursor, Order, Page, Params, check_id, push_account_keyset,
+    push_event_keyset,
 };
 use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
@@ -96,7 +97,10 @@ impl AccountsQuery {
                 .collect(),
             account: states(params, "accountState", &lifecycle_states)?,
             link: states(params, "linkState", &lifecycle_states)?,
-            workspace_id: params.single("workspaceId")?.map(str::to_owned),
+            workspace_id: match params.single("workspaceId")? {
+                Some(id) => Some(check_id("workspaceId", id).map(|()| id.to_owned())?),
+                None => None,
+            },
             scope: scope.map(<[String]>::to_vec),
             cursor: AccountCursor::parse(params)?,
             limit: params.limit()?,
@@ -178,7 +182,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
         ("syncState" = Option<Vec<SyncState>>, Query, description = "Only accounts whose sync state is one of these; repeatable and comma-separated.", style = Form, explode, example = json!(["error"])),
         ("accountState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose account state is one of these; repeatable and comma-separated.", style = Form, explode),
         ("linkState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose link state is one of these; repeatable and comma-separated.", style = Form, explode),
-        ("workspaceId" = Option<String>, Query, description = "Only this workspace's accounts (`403` outside the token's scope).", pattern = r"^[^\u0000]*$"),
+        ("workspaceId" = Option<String>, Query, description = "Only this workspace's accounts (`403` outside the token's scope).", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$"),
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,
@@ -314,8 +318,8 @@ pub struct Timeline {
     path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
     tag = "status",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
-        ("integrationAccountId" = String, Path, description = "The integration account.", pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("integrationAccountId" = String, Path, description = "The integration account.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,

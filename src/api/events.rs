@@ -14,7 +14,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::again::answer_again;
 use super::extract::{Caller, HookPath, WorkspacePath};
-use super::paging::{EventCursor, Order, Page, Params, push_event_after, push_event_order};
+use super::paging::{
+    EventCursor, Order, Page, Params, check_id, push_event_after, push_event_order,
+};
 use super::replica::{ReadFromHeader, Replica};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
@@ -76,7 +78,7 @@ pub const EVENT_BY_ID: &str = "from events
     get,
     path = "/events/{hookId}",
     tag = "history",
-    params(("hookId" = String, Path, description = "The hook id of the event.", pattern = r"^[^\u0000]*$",
+    params(("hookId" = String, Path, description = "The hook id of the event.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$",
         example = "c1348091-bd3e-4598-9e7f-5ea457f02e85"), ReadFromHeader),
     responses(
         (status = 200, description = "The event.", body = Event),
@@ -163,11 +165,8 @@ impl EventFilter {
             }
         }
         let integration_account_id = params.single("integrationAccountId")?.map(str::to_owned);
-        if let Some(problem) = integration_account_id.as_deref().and_then(id_problem) {
-            return Err(Error::bad_parameter(
-                "integrationAccountId",
-                format!("integrationAccountId {problem}"),
-            ));
+        if let Some(id) = &integration_account_id {
+            check_id("integrationAccountId", id)?;
         }
         Ok(EventFilter {
             types,
@@ -342,7 +341,7 @@ impl HistoryQuery {
     path = "/workspaces/{workspaceId}/events",
     tag = "history",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("eventType" = Option<Vec<crate::openapi::EventTypeFilter>>, Query, style = Form, explode = true,
             description = "Event types to include: exact types or category prefixes like `sync.*`; repeatable and comma-separated.",
             example = json!(["sync.*", "account.deleted"])),

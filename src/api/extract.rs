@@ -17,7 +17,7 @@ use std::marker::PhantomData;
 
 use super::AppState;
 use super::again::{Attempt, Risk};
-use super::paging::reject_nul;
+use super::paging::check_id;
 use super::replica::{self, Primary, Source};
 use crate::auth::{self, Access};
 use crate::error::Error;
@@ -119,7 +119,7 @@ impl<S: Source> FromRequestParts<AppState> for WorkspacePath<S> {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
         let caller = Caller::from_request_parts(parts, app).await?;
         let workspace_id: String = path(parts, "workspaceId").await?;
-        reject_nul("workspaceId", &workspace_id)?;
+        check_id("workspaceId", &workspace_id)?;
         caller.access.require(&workspace_id)?;
         Ok(WorkspacePath {
             caller,
@@ -143,8 +143,8 @@ impl<S: Source> FromRequestParts<AppState> for AccountPath<S> {
         let caller = Caller::from_request_parts(parts, app).await?;
         let (workspace_id, integration_account_id): (String, String) =
             path(parts, "integrationAccountId").await?;
-        reject_nul("workspaceId", &workspace_id)?;
-        reject_nul("integrationAccountId", &integration_account_id)?;
+        check_id("workspaceId", &workspace_id)?;
+        check_id("integrationAccountId", &integration_account_id)?;
         caller.access.require(&workspace_id)?;
         Ok(AccountPath {
             caller,
@@ -162,7 +162,7 @@ impl<S: Send + Sync> FromRequestParts<S> for HookPath {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
         let hook_id: String = path(parts, "hookId").await?;
-        reject_nul("hookId", &hook_id)?;
+        check_id("hookId", &hook_id)?;
         Ok(HookPath(hook_id))
     }
 }

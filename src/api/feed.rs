@@ -264,7 +264,7 @@ pub async fn feed(
     path = "/workspaces/{workspaceId}/feed",
     tag = "feed",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         FeedParams,
     ),
     responses(

@@ -9,6 +9,7 @@ use chrono::{DateTime, Datelike, Utc};
 use futures_util::{Stream, TryStreamExt};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use crate::envelope::id_problem;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -124,6 +125,16 @@ pub fn reject_nul(name: &str, value: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `400` naming `name` unless `value` could be an id the service stores (SPEC §2: 1–255
+/// characters, and no U+0000): asked for in a path or a filter, no other can match anything.
+pub fn check_id(name: &str, value: &str) -> Result<()> {
+    reject_nul(name, value)?;
+    match id_problem(value) {
+        Some(problem) => Err(Error::bad_parameter(name, format!("{name} {problem}"))),
+        None => Ok(()),
+    }
 }
 
 /// Direction of a history listing, by (occurredAt, hookId).

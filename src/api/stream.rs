@@ -925,7 +925,7 @@ pub async fn stream(
     path = "/workspaces/{workspaceId}/stream",
     tag = "feed",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects.", example = "cDE6ODc0MjoxMjA0"),
     ),

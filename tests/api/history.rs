@@ -330,6 +330,10 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         let page: Value = app.get_json("/workspaces/w/events?limit=1").await;
         page["nextCursor"].as_str().unwrap().to_owned()
     };
+    let long = "x".repeat(256);
+    let long_workspace_feed = format!("/workspaces/{long}/feed");
+    let long_account = format!("/workspaces/w/accounts/{long}/timeline");
+    let long_hook = format!("/events/{long}");
     let cases = [
         ("/workspaces/w/events?eventType=*", "eventType"),
         (
@@ -383,6 +387,12 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         ("/accounts?workspaceId=a%E2%82", "workspaceId"),
         ("/feed?integrationAccountId=%80", "integrationAccountId"),
         ("/workspaces?%FF=1", "query"),
+        // Ids no event can have (SPEC §2: 1–255 characters), in a path or a filter.
+        ("/accounts?workspaceId=", "workspaceId"),
+        ("/workspaces/w/events?integrationAccountId=", "integrationAccountId"),
+        (&long_workspace_feed, "workspaceId"),
+        (&long_account, "integrationAccountId"),
+        (&long_hook, "hookId"),
     ];
     for (url, parameter) in cases {
         let body = problem(app.get(url).await, 400).await;
