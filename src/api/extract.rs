@@ -95,13 +95,21 @@ fn token_required(app: &AppState) -> bool {
 pub async fn access_now(app: &AppState, presented: Option<&str>) -> Result<Access, Error> {
     let found = match app.tokens.get(presented) {
         Ok(found) => found,
-        Err(generation) => {
-            let found = app
-                .readers
-                .with(async |db| auth::lookup(db, presented).await)
-                .await?;
-            app.tokens.keep(generation, presented, &found);
-            found
+        Err(_) => {
+            app.readers
+                .with(async |db| {
+                    // Streams opened together check together: once one has a connection,
+                    // another's lookup may have filled the memory meanwhile.
+                    match app.tokens.get(presented) {
+                        Ok(found) => Ok::<_, sqlx::Error>(found),
+                        Err(generation) => {
+                            let found = auth::lookup(db, presented).await?;
+                            app.tokens.keep(generation, presented, &found);
+                            Ok(found)
+                        }
+                    }
+                })
+                .await?
         }
     };
     found.access(presented.is_some(), token_required(app))

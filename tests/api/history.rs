@@ -389,7 +389,10 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         ("/workspaces?%FF=1", "query"),
         // Ids no event can have (SPEC §2: 1–255 characters), in a path or a filter.
         ("/accounts?workspaceId=", "workspaceId"),
-        ("/workspaces/w/events?integrationAccountId=", "integrationAccountId"),
+        (
+            "/workspaces/w/events?integrationAccountId=",
+            "integrationAccountId",
+        ),
         (&long_workspace_feed, "workspaceId"),
         (&long_account, "integrationAccountId"),
         (&long_hook, "hookId"),
