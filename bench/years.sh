@@ -31,6 +31,9 @@
 #                      measure it again without seeding [BENCH_DATA]
 #   --results FILE     where the JSON lines go [RESULTS, default target/bench/years-<date>.jsonl]
 #   --no-build         use the binaries already in target/bench [NO_BUILD=1]
+#   --pg NAME=VALUE    start PostgreSQL with this setting (repeatable), e.g. the checkpoint
+#                      settings of docs/OPERATIONS.md §6; default: PostgreSQL's defaults
+#                      [PG_SETTINGS, space-separated NAME=VALUE]
 #
 # Both stores have 10k workspaces x 10 accounts, like bench/query.sh. Seeding 30M events takes
 # about 40 minutes on 2 cores and about 45 GB of disk.
@@ -65,6 +68,7 @@ while [ $# -gt 0 ]; do
         --data) BENCH_DATA=$2; shift ;;
         --results) RESULTS=$2; shift ;;
         --no-build) NO_BUILD=1 ;;
+        --pg) PG_SETTINGS="${PG_SETTINGS:-} $2"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/years.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -74,8 +78,10 @@ command -v jq >/dev/null || { echo "bench/years.sh: needs jq" >&2; exit 1; }
 
 source "$ROOT/bench/lib.sh"
 RESULTS=${RESULTS:-$TARGET_DIR/years-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
-bench_postgres calry-years
-echo "calry-hooks: $(bench_revision); machine: $(nproc) cores" >&2
+PG_OPTS=()
+for setting in ${PG_SETTINGS:-}; do PG_OPTS+=(-c "$setting"); done
+bench_postgres calry-years "${PG_OPTS[@]+"${PG_OPTS[@]}"}"
+echo "calry-hooks: $(bench_revision); machine: $(nproc) cores; PostgreSQL settings: ${PG_SETTINGS:-defaults}" >&2
 
 # The seeded stores: created, migrated and seeded once (a kept cluster skips what it has).
 SEEDED="small large"
