@@ -39,9 +39,9 @@ pub struct ApiDoc;
 #[allow(dead_code)]
 fn openapi_document() {}
 
-/// Swagger UI for this document, served from the binary.
-#[utoipa::path(get, path = "/docs", tag = "pages", responses(
-    (status = 303, description = "To `/docs/`, the Swagger UI page."),
+/// Swagger UI for this document, served from the binary (`/docs` redirects here).
+#[utoipa::path(get, path = "/docs/", tag = "pages", responses(
+    (status = 200, description = "The Swagger UI page.", content_type = "text/html", body = String),
 ))]
 #[allow(dead_code)]
 fn docs_page() {}
