@@ -189,6 +189,31 @@ pub async fn serve(app: App, pool: PgPool, db: Option<TestDb>) -> TestApp {
     }
 }
 
+/// A service on a private cluster of its own, in a new directory (returned) where the test may
+/// stop the cluster and start it again (`Cluster::start`): database `name`, created and migrated,
+/// and `connections` writer connections.
+pub async fn serve_on_own_cluster(
+    name: &str,
+    connections: u32,
+) -> (std::path::PathBuf, Cluster, TestApp) {
+    let dir = std::env::temp_dir().join(format!(
+        "calry-hooks-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cluster = Cluster::start(&dir).await.unwrap();
+    let options = cluster.connect_options(name);
+    store::create_database_if_missing(&options).await.unwrap();
+    let pool = store::connect(options, connections);
+    store::migrate(&pool).await.unwrap();
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool,
+        None,
+    )
+    .await;
+    (dir, cluster, app)
+}
+
 impl TestApp {
     /// Posts `body` as JSON to the webhook route.
     pub async fn deliver(&self, body: &Value) -> reqwest::Response {

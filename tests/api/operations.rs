@@ -14,8 +14,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Rng, TestApp, TestDb, binary, event, seed, serve, spawn_app, spawn_app_with,
-    spawn_app_without_database, start_binary,
+    Rng, TestApp, TestDb, binary, event, seed, serve, serve_on_own_cluster, spawn_app,
+    spawn_app_with, spawn_app_without_database, start_binary,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -220,23 +220,8 @@ type Record = (String, Result<u16, String>, Duration);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a_restart() {
-    let dir = std::env::temp_dir().join(format!(
-        "calry-hooks-outage-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cluster = Cluster::start(&dir).await.unwrap();
-    let options = cluster.connect_options("outage");
-    store::create_database_if_missing(&options).await.unwrap();
-    let pool = store::connect(options, 16);
-    store::migrate(&pool).await.unwrap();
-    let app = Arc::new(
-        serve(
-            App::new(pool.clone(), Config::defaults()).unwrap(),
-            pool.clone(),
-            None,
-        )
-        .await,
-    );
+    let (dir, cluster, app) = serve_on_own_cluster("outage", 16).await;
+    let (pool, app) = (app.pool.clone(), Arc::new(app));
 
     let records = Arc::new(Mutex::new(Vec::<Record>::new()));
     let stop = Arc::new(AtomicBool::new(false));

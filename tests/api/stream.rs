@@ -6,12 +6,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use calry_hooks::App;
 use calry_hooks::auth;
-use calry_hooks::config::Config;
-use calry_hooks::store::{self, Cluster};
+use calry_hooks::store::Cluster;
 
-use crate::helpers::{TestDb, binary, event, problem, serve, spawn_app, start_binary};
+use crate::helpers::{
+    TestDb, binary, event, problem, serve_on_own_cluster, spawn_app, start_binary,
+};
 
 /// One server-sent message.
 #[derive(Debug)]
@@ -573,21 +573,7 @@ async fn a_stream_ends_when_its_token_stops_counting() {
 /// clear them out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_goes_on_live_after_the_database_restarts() {
-    let dir = std::env::temp_dir().join(format!(
-        "calry-hooks-stream-restart-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cluster = Cluster::start(&dir).await.unwrap();
-    let options = cluster.connect_options("stream_restart");
-    store::create_database_if_missing(&options).await.unwrap();
-    let pool = store::connect(options, 4);
-    store::migrate(&pool).await.unwrap();
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool,
-        None,
-    )
-    .await;
+    let (dir, cluster, app) = serve_on_own_cluster("stream_restart", 4).await;
     let mut stream = Reader::open(&app.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = event("r1", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
