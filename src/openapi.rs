@@ -46,7 +46,7 @@ fn openapi_document() {}
 #[allow(dead_code)]
 fn docs_page() {}
 
-/// The dashboard (SPEC §12): the overview; `/ui/workspaces/{workspaceId}` and
+/// The dashboard for people: the overview; `/ui/workspaces/{workspaceId}` and
 /// `/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}` are its other pages, the same
 /// HTML, which reads the JSON routes of this document with the token it asks for.
 #[utoipa::path(get, path = "/ui", tag = "pages", responses(
