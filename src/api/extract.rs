@@ -10,7 +10,7 @@
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, MatchedPath, Path};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -178,6 +178,18 @@ impl<S: Send + Sync> FromRequestParts<S> for HookPath {
 /// The path parameters as `T`: a `400` naming the segment that is not UTF-8, or `last` (the
 /// path's last parameter) when the rejection names none.
 async fn path<T: DeserializeOwned + Send>(parts: &mut Parts, last: &str) -> Result<T, Error> {
+    // A '%' that starts no escape would be taken literally: refused instead, by name.
+    if let Some(route) = parts.extensions.get::<MatchedPath>() {
+        for (template, raw) in route.as_str().split('/').zip(parts.uri.path().split('/')) {
+            let name = template.strip_prefix('{').and_then(|t| t.strip_suffix('}'));
+            if let Some(name) = name.filter(|_| !percent_escapes_only(raw)) {
+                return Err(Error::bad_parameter(
+                    name,
+                    format!("{name} holds a '%' that starts no percent-escape (write '%' as %25)"),
+                ));
+            }
+        }
+    }
     match Path::<T>::from_request_parts(parts, &()).await {
         Ok(Path(value)) => Ok(value),
         Err(rejection) => {
@@ -191,4 +203,14 @@ async fn path<T: DeserializeOwned + Send>(parts: &mut Parts, last: &str) -> Resu
             Err(Error::bad_parameter(&name, rejection.body_text()))
         }
     }
+}
+
+/// Whether every '%' in `segment` starts an escape of two hex digits.
+fn percent_escapes_only(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| {
+        c != b'%'
+            || b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }

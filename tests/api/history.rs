@@ -378,6 +378,13 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         ("/workspaces/w/accounts/%FF", "integrationAccountId"),
         ("/workspaces/w/accounts/a%00", "integrationAccountId"),
         ("/events/%FF", "hookId"),
+        // A '%' that starts no escape is not taken literally.
+        ("/workspaces/%ZZ/feed", "workspaceId"),
+        (
+            "/workspaces/w/accounts/a%2/timeline",
+            "integrationAccountId",
+        ),
+        ("/workspaces/w%/accounts/a", "workspaceId"),
         // So is a query parameter's value, decoded strictly rather than into U+FFFD.
         (
             "/workspaces/w/events?integrationAccountId=%FF",
