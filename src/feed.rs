@@ -33,6 +33,13 @@ pub struct Notifier {
 pub struct Changes(watch::Receiver<u64>);
 
 impl Changes {
+    /// The notifications `on` carries from now on.
+    fn from_now(on: &watch::Receiver<u64>) -> Changes {
+        let mut changes = on.clone();
+        changes.mark_unchanged();
+        Changes(changes)
+    }
+
     /// Whether a notification came since the last one seen, marking it seen.
     pub fn came(&mut self) -> bool {
         let came = self.0.has_changed().unwrap_or(false);
@@ -70,17 +77,13 @@ impl Notifier {
 
     /// Notifications of new events from now on.
     pub fn subscribe(&self) -> Changes {
-        let mut changes = self.changes.clone();
-        changes.mark_unchanged();
-        Changes(changes)
+        Changes::from_now(&self.changes)
     }
 
     /// From now on, each time a token may have changed (heard of, or missed while not
     /// listening): for those who keep reading on a token already checked (streams).
     pub fn token_changes(&self) -> Changes {
-        let mut changes = self.token_changes.clone();
-        changes.mark_unchanged();
-        Changes(changes)
+        Changes::from_now(&self.token_changes)
     }
 }
 
@@ -90,10 +93,11 @@ async fn listen(
     token_news: &watch::Sender<u64>,
     tokens: &TokenCache,
 ) {
-    let bump = || news.send_modify(|n| *n = n.wrapping_add(1));
+    let tell = |whom: &watch::Sender<u64>| whom.send_modify(|n| *n = n.wrapping_add(1));
+    let bump = || tell(news);
     let forget = |listening| {
         tokens.forget(listening);
-        token_news.send_modify(|n| *n = n.wrapping_add(1));
+        tell(token_news);
     };
     let pool = PgPoolOptions::new()
         .max_connections(1)

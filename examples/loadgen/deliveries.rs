@@ -102,14 +102,11 @@ impl Ids {
         format!("{:08x}", self.run)
     }
 
-    /// Every id that workers sending `sent[w]` deliveries each generated, with their
-    /// `(worker, seq)`.
-    pub(crate) fn all(&self, sent: impl IntoIterator<Item = usize>) -> Vec<(String, u32, u64)> {
+    /// Every id that workers sending `sent[w]` deliveries each generated.
+    pub(crate) fn all(&self, sent: impl IntoIterator<Item = usize>) -> Vec<String> {
         let mut ids = Vec::new();
         for (w, n) in sent.into_iter().enumerate() {
-            for s in 0..n as u64 {
-                ids.push((self.hook_id(w as u32, s), w as u32, s));
-            }
+            ids.extend((0..n as u64).map(|s| self.hook_id(w as u32, s)));
         }
         ids
     }

@@ -523,12 +523,7 @@ pub(crate) async fn verify(
                 .await?;
             // Every id the workers generated, looked up (their tag sits near the end, so no
             // range of the index holds exactly this run's ids).
-            let ids = plan.ids.all(logs.iter().map(|l| l.sent.len()));
-            let by_id: std::collections::HashMap<&str, (u32, u64)> = ids
-                .iter()
-                .map(|(id, w, s)| (id.as_str(), (*w, *s)))
-                .collect();
-            let all: Vec<&str> = ids.iter().map(|(id, ..)| id.as_str()).collect();
+            let all = plan.ids.all(logs.iter().map(|l| l.sent.len()));
             for chunk in all.chunks(10_000) {
                 let rows: Vec<(String, i32)> = sqlx::query_as(
                     "select hook_id, delivery_count from events where hook_id = any($1)",
@@ -538,7 +533,7 @@ pub(crate) async fn verify(
                 .await?;
                 for (id, count) in rows {
                     v.stored += 1;
-                    let (w, s) = by_id[id.as_str()];
+                    let (w, s) = plan.ids.parse(&id).expect("an id this run generated");
                     let slot = &mut stored[w as usize][s as usize];
                     if slot.is_some() {
                         v.doubled += 1;

@@ -16,8 +16,7 @@ use super::AppState;
 use super::again::answer_again;
 use super::extract::{AccountPath, Caller};
 use super::paging::{
-    AccountCursor, EventCursor, Order, Page, Params, check_id, push_account_keyset,
-    push_event_keyset,
+    AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
 };
 use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
@@ -97,10 +96,7 @@ impl AccountsQuery {
                 .collect(),
             account: states(params, "accountState", &lifecycle_states)?,
             link: states(params, "linkState", &lifecycle_states)?,
-            workspace_id: match params.single("workspaceId")? {
-                Some(id) => Some(check_id("workspaceId", id).map(|()| id.to_owned())?),
-                None => None,
-            },
+            workspace_id: params.id("workspaceId")?,
             scope: scope.map(<[String]>::to_vec),
             cursor: AccountCursor::parse(params)?,
             limit: params.limit()?,

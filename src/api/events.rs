@@ -14,9 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::again::answer_again;
 use super::extract::{Caller, HookPath, WorkspacePath};
-use super::paging::{
-    EventCursor, Order, Page, Params, check_id, push_event_after, push_event_order,
-};
+use super::paging::{EventCursor, Order, Page, Params, push_event_after, push_event_order};
 use super::replica::{ReadFromHeader, Replica};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
@@ -164,14 +162,10 @@ impl EventFilter {
                 _ => types.push(item.to_owned()),
             }
         }
-        let integration_account_id = params.single("integrationAccountId")?.map(str::to_owned);
-        if let Some(id) = &integration_account_id {
-            check_id("integrationAccountId", id)?;
-        }
         Ok(EventFilter {
             types,
             prefixes,
-            integration_account_id,
+            integration_account_id: params.id("integrationAccountId")?,
         })
     }
 

@@ -60,6 +60,13 @@ impl Params {
         Ok(first)
     }
 
+    /// An id parameter that may be given once, checked as [`check_id`] does.
+    pub fn id(&self, name: &str) -> Result<Option<String>> {
+        let id = self.single(name)?;
+        id.map(|id| check_id(name, id).map(|()| id.to_owned()))
+            .transpose()
+    }
+
     /// Every value of a repeatable parameter.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
         self.0
@@ -359,9 +366,7 @@ impl FeedPosition {
             _ => Err(bad()),
         }
     }
-}
 
-impl FeedPosition {
     /// `400` naming `name` unless this store could have given the position out: its
     /// transaction had begun and its sequence value had been drawn. A position made up, or
     /// from another store, would otherwise wait for ever for the events after it. (One of a
