@@ -197,6 +197,10 @@ class Check:
         account = f"ci-live-{uuid.uuid4()}"
         page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
                                timeout=self.timeout, polling=50)
+        # Someone working with the keyboard keeps their place while the page updates.
+        focused = page.locator("#main section[aria-labelledby=events-title] tbody a").first
+        focused.focus()
+        href = focused.get_attribute("href")
         hook_id, acked = self.deliver(workspace, account, "sync.error")
         row = f'#main tr[data-key="{account}"]'
         try:
@@ -211,8 +215,12 @@ class Check:
             raise Fail(f"{what}: the delivery of {hook_id} (account {account}) did not show up within "
                        f"{self.within} s of its 201") from None
         took = time.time() - acked
+        now = page.evaluate("() => document.activeElement.getAttribute('href')")
+        if now != href:
+            raise Fail(f"{what}: the focus was on the link to {href} and moved (to {now!r}) when the "
+                       "delivery showed up")
         log(f"{what}: a delivery showed up {took * 1000:.0f} ms after its 201 "
-            f"(its account's row in state error, and in the recent events)")
+            f"(its account's row in state error, and in the recent events); the focus stayed put")
         return took
 
     # ---- phases ----
@@ -303,8 +311,17 @@ class Check:
             raise Fail(f"{what}: the filtered URL does not show the same accounts again")
         page.goto(page.url.split("?")[0], wait_until="load")
         self.rendered(page, what)
+        search = page.locator("#main input.search")
+        search.focus()
+        page.keyboard.type("no-such-account", delay=20)
+        typed = search.input_value()
+        if typed != "no-such-account" or not page.evaluate("() => document.activeElement.matches('input.search')"):
+            raise Fail(f"{what}: typing in the search box gave {typed!r} and the focus went elsewhere")
+        if page.locator("#main section[aria-labelledby=accounts-title] tbody tr").count():
+            raise Fail(f"{what}: searching for an account id that does not exist still shows rows")
+        page.locator('#main button[data-filter="clear"]').click()
         log(f"{what}: Tab reaches the skip link; the 'error' filter works from the keyboard and "
-            f"lives in the URL ({len(shown)} failing account(s))")
+            f"lives in the URL ({len(shown)} failing account(s)); the search box takes typing")
 
     def payload(self, page, what):
         """The first event's payload opens, as JSON."""

@@ -90,7 +90,9 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui", get(page))
         .route("/ui/", get(page))
         .route("/ui/workspaces/{workspace}", get(page))
+        .route("/ui/workspaces/{workspace}/", get(page))
         .route("/ui/workspaces/{workspace}/accounts/{account}", get(page))
+        .route("/ui/workspaces/{workspace}/accounts/{account}/", get(page))
         .route("/ui/assets/{version}/{file}", get(asset))
         .route("/ui/{*rest}", get(no_such_page))
 }

@@ -75,32 +75,58 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   // ---- payloads on request ----
 
-  /** A button that opens a row with the event's payload under `tr` (fetched when not known). */
-  function payloadButton(hookId, known) {
-    const b = h('button', { type: 'button', class: 'small', 'aria-expanded': 'false' }, 'Payload');
-    b.addEventListener('click', async () => {
-      const tr = b.closest('tr');
-      const open = tr.nextElementSibling?.classList.contains('detail') ? tr.nextElementSibling : null;
-      if (open) {
-        open.remove();
+  // The payloads open in each table (hook id → the event once read), opened again when a live
+  // update draws the table anew.
+  const opened = { timeline: new Map(), events: new Map() };
+
+  /** A button that opens, under its row, a row with the event's payload (read when not known). */
+  function payloadButton(where, hookId, known, what) {
+    const b = h('button', { type: 'button', class: 'small', 'aria-expanded': 'false', 'aria-label': `Payload of ${what}`, 'data-hook': hookId }, 'Payload');
+    b.addEventListener('click', () => {
+      if (opened[where].has(hookId)) {
+        opened[where].delete(hookId);
+        const next = b.closest('tr').nextElementSibling;
+        if (next?.classList.contains('detail')) next.remove();
         b.setAttribute('aria-expanded', 'false');
-        return;
-      }
-      const cell = h('td', { colspan: tr.children.length }, note('loading', 'Loading the payload…'));
-      tr.after(h('tr', { class: 'detail' }, cell));
-      b.setAttribute('aria-expanded', 'true');
-      try {
-        const event = known || (await api(p('events', hookId)));
-        fill(cell,
-          h('p', { class: 'sub' }, 'Hook ', id(hookId), ` · received ${utc(event.receivedAt)}`,
-            event.deliveryCount > 1 ? ` · delivered ${event.deliveryCount} times, last ${utc(event.lastReceivedAt)}` : '',
-            event.signatureVerified ? ' · signature verified' : ' · unsigned'),
-          json(event.payload));
-      } catch (err) {
-        fill(cell, problemNote(err, 'The payload cannot be shown'));
+      } else {
+        opened[where].set(hookId, known);
+        showPayload(where, b);
       }
     });
     return b;
+  }
+
+  /** The row under `b`'s with its event's payload: at once when the event is known. */
+  async function showPayload(where, b) {
+    const tr = b.closest('tr');
+    const hookId = b.dataset.hook;
+    const cell = h('td', { colspan: tr.children.length });
+    tr.after(h('tr', { class: 'detail', 'data-key': `${tr.dataset.key} payload` }, cell));
+    b.setAttribute('aria-expanded', 'true');
+    let event = opened[where].get(hookId);
+    if (!event) {
+      fill(cell, note('loading', 'Loading the payload…'));
+      try {
+        event = await api(p('events', hookId));
+        if (opened[where].has(hookId)) opened[where].set(hookId, event);
+      } catch (err) {
+        fill(cell, problemNote(err, 'The payload cannot be shown'));
+        return;
+      }
+    }
+    fill(cell,
+      h('p', { class: 'sub' }, 'Hook ', id(hookId), ` · received ${utc(event.receivedAt)}`,
+        event.deliveryCount > 1 ? ` · delivered ${event.deliveryCount} times, last ${utc(event.lastReceivedAt)}` : '',
+        event.signatureVerified ? ' · signature verified' : ' · unsigned'),
+      json(event.payload));
+  }
+
+  /** `t`, a table of `where` just built, with the payloads that were open opened again. */
+  function reopened(where, t) {
+    for (const b of t.querySelectorAll('button[data-hook]')) {
+      if (opened[where].has(b.dataset.hook)) showPayload(where, b);
+    }
+    return t;
   }
 
   // ---- the timeline ----
@@ -120,12 +146,12 @@ export default function accountPage(main, { conn }, ws, acc) {
       return;
     }
     fill(timelineBody,
-      table([
+      reopened('timeline', table([
         { label: 'When', cell: (c) => rel(c.at) },
         { label: 'Category', cell: (c) => h('span', { class: 'category' }, c.category) },
         { label: 'Change', cls: 'col-wide', cell: (c) => h('span', { class: 'change' }, stateCell({ state: c.from }), h('span', { class: 'arrow', 'aria-label': 'to' }, '→'), stateCell({ state: c.to })) },
-        { label: 'Event', cell: (c) => payloadButton(c.hookId, events.items.find((e) => e.hookId === c.hookId)) },
-      ], timeline.items, { caption: 'Timeline', key: (c) => `${c.at} ${c.category} ${c.hookId}` }),
+        { label: 'Event', cell: (c) => payloadButton('timeline', c.hookId, events.items.find((e) => e.hookId === c.hookId), `the change of ${c.category} to ${c.to} at ${utc(c.at)}`) },
+      ], timeline.items, { caption: 'Timeline', key: (c) => `${c.at} ${c.category} ${c.hookId}` })),
       timeline.nextCursor && h('button', { type: 'button', class: 'more', onclick: () => loadTimeline(true) }, 'Show older changes'));
   }
 
@@ -156,14 +182,14 @@ export default function accountPage(main, { conn }, ws, acc) {
       return;
     }
     fill(eventsBody,
-      table([
+      reopened('events', table([
         { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
         { label: 'Type', cell: (e) => eventType(e.eventType) },
         { label: 'Result', cell: (e) => h('span', { class: 'result' }, e.result || '—') },
         { label: 'Deliveries', cls: 'col-num', cell: (e) => h('span', { class: 'num' }, String(e.deliveryCount)) },
         { label: 'Hook id', cls: 'col-id', cell: (e) => id(e.hookId) },
-        { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton(e.hookId, e) },
-      ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) }),
+        { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton('events', e.hookId, e, `the ${e.eventType} event at ${utc(e.occurredAt)}`) },
+      ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) })),
       events.nextCursor && h('button', { type: 'button', class: 'more', onclick: loadMoreEvents }, 'Show older events'));
     for (const e of events.items) delete e.fresh;
   }

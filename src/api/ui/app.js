@@ -10,22 +10,30 @@ import account from './account.js';
 const main = document.getElementById('main');
 const crumbs = document.getElementById('crumbs');
 const connEl = document.getElementById('conn');
+const connTime = document.getElementById('conn-time');
 const authEl = document.getElementById('auth');
 const banner = document.getElementById('banner');
 
-/** What the page knows about its data: 'live', 'reconnecting', 'stopped' or 'polled'. */
+/**
+ * The page's stream: 'live', 'reconnecting' or 'stopped'. Only a change of that is announced
+ * (the live region); the time of the last update beside it is not.
+ */
+let shownKind = null;
 let lastUpdate = null;
 function conn(kind) {
-  if (kind === 'live' || kind === 'polled') lastUpdate = new Date().toISOString();
-  const dot = (tone) => h('span', { class: `dot dot-${tone}`, 'aria-hidden': 'true' });
-  const since = lastUpdate ? ['last update ', rel(lastUpdate)] : [];
-  if (kind === 'live') fill(connEl, dot('ok'), 'live');
-  else if (kind === 'polled') fill(connEl, dot('ok'), 'updated ', rel(lastUpdate), ' · every 15 s');
-  else if (kind === 'stopped') fill(connEl, dot('none'), 'not live', since.length ? ' · ' : '', since);
-  else fill(connEl, dot('none'), 'reconnecting…', since.length ? ' · ' : '', since);
+  if (kind === 'live') lastUpdate = new Date().toISOString();
+  if (kind !== shownKind) {
+    shownKind = kind;
+    const dot = (tone) => h('span', { class: `dot dot-${tone}`, 'aria-hidden': 'true' });
+    if (kind === 'live') fill(connEl, dot('ok'), 'live');
+    else if (kind === 'stopped') fill(connEl, dot('none'), 'not live');
+    else fill(connEl, dot('none'), 'reconnecting…');
+  }
+  fill(connTime, kind !== 'live' && lastUpdate && [' · last update ', rel(lastUpdate)]);
 }
 
 function showAuth({ auth, offline }) {
+  if (offline && shownKind) conn(shownKind === 'stopped' ? 'stopped' : 'reconnecting');
   if (auth === 'open') fill(authEl, 'no token needed');
   else if (auth === 'token') {
     fill(authEl, 'token in use ',
@@ -40,7 +48,7 @@ function route(pathname) {
   if (pathname === '/ui' || pathname === '/ui/') return { page: overview, args: [] };
   let parts;
   try {
-    parts = pathname.split('/').slice(2).map(decodeURIComponent);
+    parts = pathname.replace(/\/$/, '').split('/').slice(2).map(decodeURIComponent);
   } catch {
     return null;
   }

@@ -1,12 +1,17 @@
 // The overview (/ui): the figures, the accounts failing right now across every workspace
 // (GET /accounts?syncState=error, newest failures first) and the workspaces with their numbers of
-// failing and paused accounts (GET /workspaces, then each one's status totals). Refreshed every
-// 15 s.
+// failing and paused accounts (GET /workspaces, then each one's status totals). Read again every
+// 15 s, and soon after the stream of every workspace in view (SPEC §10) says an account's state
+// changed; that stream is also what the header's live dot shows.
 
 import { api, p, q } from './api.js';
-import { badge, figure, fill, h, id, note, problemNote, rel, section, table, uiAccount, uiWorkspace } from './view.js';
+import { follow } from './stream.js';
+import {
+  KNOWN_TYPES, badge, figure, fill, h, id, note, plural, problemNote, rel, section, table, uiAccount, uiWorkspace,
+} from './view.js';
 
 const REFRESH_MS = 15000;
+const CHANGE_DELAY_MS = 2000; // a burst of changes is read once
 const WORKSPACES_PAGE = 100;
 const FAILING_PAGE = 50;
 const AT_ONCE = 6; // status requests in flight at a time
@@ -58,7 +63,7 @@ export default function overview(main, { conn }) {
   fill(main,
     h('h1', {}, 'Overview'),
     figures,
-    section('Failing now', { id: 'failing-title' }, h('p', { class: 'sub' }, 'Accounts whose latest sync is an error, newest failures first, across every workspace.'), failing),
+    section('Failing now', { id: 'failing-title' }, h('p', { class: 'sub' }, 'Accounts whose latest sync is an error, newest failures first, across every workspace this page may read.'), failing),
     section('Workspaces', { id: 'workspaces-title' }, workspaces));
 
   const view = { wsPages: 1, failPages: 1, sort: { key: 'failing', desc: true } };
@@ -89,7 +94,6 @@ export default function overview(main, { conn }) {
     }
     data = { ws, fail, rows };
     draw();
-    conn(ws.status === 'fulfilled' ? 'polled' : 'stopped');
     return !(ws.status === 'rejected' && ws.reason.status === 401); // no token given: stop asking
   }
 
@@ -103,8 +107,8 @@ export default function overview(main, { conn }) {
       const sum = (k) => rows.reduce((n, r) => n + (r[k] ?? 0), 0);
       const failingNow = sum('error');
       return [
-        figure(more ? 'workspaces (more not shown)' : 'workspaces', `${rows.length}${more ? '+' : ''}`),
-        figure('accounts', sum('accounts')),
+        figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), `${rows.length}${more ? '+' : ''}`),
+        figure(plural(sum('accounts'), 'account'), sum('accounts')),
         figure('failing now', failingNow, failingNow ? 'bad' : null),
         figure('paused', sum('paused'), sum('paused') ? 'warn' : null),
       ];
@@ -143,8 +147,8 @@ export default function overview(main, { conn }) {
           h('code', {}, 'POST /webhooks/calry'), ', or post sample data with ', h('code', {}, 'scripts/demo.sh'), '.');
       }
       const sorted = [...rows].sort((a, b) => {
-        const d = SORTS[view.sort.key](a, b) || SORTS.workspace(a, b);
-        return view.sort.desc ? -d : d;
+        const d = SORTS[view.sort.key](a, b);
+        return (view.sort.desc ? -d : d) || SORTS.workspace(a, b);
       });
       const head = (label, key, numeric) => {
         const active = view.sort.key === key;
@@ -165,7 +169,7 @@ export default function overview(main, { conn }) {
         { label: 'Failing', head: head('Failing', 'failing', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted', title: w.problem.message }, 'n/a') : count(w.error, 'bad')) },
         { label: 'Paused', head: head('Paused', 'paused', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted' }, 'n/a') : count(w.paused, 'warn')) },
         { label: 'Last event', head: head('Last event', 'last', true), cell: (w) => rel(w.lastEventAt) },
-      ], sorted, { caption: 'Workspaces', key: (w) => w.workspaceId, rowClass: (w) => (w.error ? 'row-bad' : null) });
+      ], sorted, { caption: 'Workspaces', sortable: true, key: (w) => w.workspaceId, rowClass: (w) => (w.error ? 'row-bad' : null) });
       for (const th of t.querySelectorAll('th')) {
         const b = th.querySelector('button.active');
         th.setAttribute('aria-sort', b ? (view.sort.desc ? 'descending' : 'ascending') : 'none');
@@ -173,6 +177,14 @@ export default function overview(main, { conn }) {
       return [t, more && h('button', { type: 'button', class: 'more', onclick: () => { view.wsPages++; load(); } }, 'Show more workspaces')];
     });
   }
+
+  let soon = null;
+  follow(q('/stream', { eventType: KNOWN_TYPES.join(',') }), {
+    onMessage: (type) => {
+      if (type === 'status') soon ??= setTimeout(() => { soon = null; load(); }, CHANGE_DELAY_MS);
+    },
+    onState: conn,
+  });
 
   const loop = async () => {
     try {

@@ -7,6 +7,21 @@ import { api, authHeaders, problemOf, token, tokenRefused } from './api.js';
 const RETRY_MS = 5000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** An answer that asking again will not change (a 403 or a 404, say): the stream is given up. */
+const final = (status) => status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429;
+
+/** The status the service answers `path` with now (the body is not read), or null. */
+async function answerTo(path) {
+  const abort = new AbortController();
+  try {
+    return (await fetch(path, { headers: { Accept: 'text/event-stream', ...authHeaders() }, signal: abort.signal, cache: 'no-store' })).status;
+  } catch {
+    return null;
+  } finally {
+    abort.abort();
+  }
+}
+
 /**
  * Follows `path` (a stream route, with its query): `onMessage(type, data)` for each `event` and
  * `status` message, `onState('live' | 'reconnecting' | 'stopped')` as the connection changes.
@@ -33,21 +48,27 @@ export function follow(path, { onMessage, onState }) {
     if (!stopped) current = token.get() ? viaFetch() : viaEventSource();
   };
 
-  // EventSource gives up for good on an answer other than 200 (a 401 once tokens exist, say):
-  // ask the API why (a 401 brings up the token form there), then start again.
+  // EventSource gives up for good on an answer other than 200 and does not say which: ask the
+  // service again. A 401 (once tokens exist) goes through the API, which asks for a token; a
+  // final answer stops following (the page shows why from its own requests); else start again.
   const refused = async () => {
     current.close();
     onState('reconnecting');
-    await sleep(RETRY_MS);
-    try {
-      await api('/workspaces?limit=1');
-    } catch (e) {
-      if (e.status === 401) {
-        onState('stopped'); // no token was given: the page says so
-        return;
-      }
-      // Anything else, the page shows; keep trying the stream.
+    const status = await answerTo(path);
+    if (final(status)) {
+      onState('stopped');
+      return;
     }
+    if (status === 401) {
+      try {
+        await api('/workspaces?limit=1'); // resolves once a token is given
+      } catch (e) {
+        if (e.status === 401) {
+          onState('stopped'); // no token was given: the page says so
+          return;
+        }
+      }
+    } else await sleep(RETRY_MS);
     start();
   };
 
@@ -76,6 +97,10 @@ export function follow(path, { onMessage, onState }) {
             onState('reconnecting');
             await tokenRefused(used, (await problemOf(res)).detail);
             continue;
+          }
+          if (final(res.status)) {
+            onState('stopped');
+            return;
           }
           if (res.ok && res.body) {
             onState('live');

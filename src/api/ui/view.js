@@ -14,16 +14,47 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
-/** Replaces the children of `el`. */
+/** Replaces the children of `el`, keeping the keyboard focus where it was (see `swap`). */
 export const fill = (el, ...children) => {
+  const place = focusPlace(el);
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  refocus(el, place);
   return el;
 };
 
+/** Puts `fresh` in the place of `old`, keeping the keyboard focus where it was. */
+export function swap(old, fresh) {
+  const place = focusPlace(old);
+  old.replaceWith(fresh);
+  refocus(fresh, place);
+}
+
+// A live update or a refresh redraws a part of the page while someone may be working in it with
+// the keyboard: the focus goes back to the same control of the same row (`data-key`), or of the
+// part when the row has no key, instead of falling to <body>.
+const FOCUSABLE = 'a[href], button, input, select, textarea, [tabindex]';
+
+function focusPlace(el) {
+  const active = document.activeElement;
+  if (!active || active === el || !el.contains(active)) return null;
+  const keyed = active.closest('[data-key]');
+  const row = keyed && keyed !== el && el.contains(keyed) ? keyed : null;
+  return { key: row ? row.dataset.key : null, index: [...(row || el).querySelectorAll(FOCUSABLE)].indexOf(active) };
+}
+
+function refocus(el, place) {
+  if (!place || el.contains(document.activeElement)) return;
+  const row = place.key === null ? el : [...el.querySelectorAll('[data-key]')].find((r) => r.dataset.key === place.key);
+  row?.querySelectorAll(FOCUSABLE)[place.index]?.focus({ preventScroll: true });
+}
+
 // ---- paths of the dashboard itself -----------------------------------------------------------
 
-export const uiWorkspace = (ws) => `/ui/workspaces/${encodeURIComponent(ws)}`;
-export const uiAccount = (ws, acc) => `${uiWorkspace(ws)}/accounts/${encodeURIComponent(acc)}`;
+// A browser resolves a path segment "." or ".." (even written %2E) away, so an id that is only
+// dots has no page of its own: no link is made to it (null).
+const dots = (s) => s === '.' || s === '..';
+export const uiWorkspace = (ws) => (dots(ws) ? null : `/ui/workspaces/${encodeURIComponent(ws)}`);
+export const uiAccount = (ws, acc) => (dots(ws) || dots(acc) ? null : `${uiWorkspace(ws)}/accounts/${encodeURIComponent(acc)}`);
 
 // ---- ids -------------------------------------------------------------------------------------
 
@@ -33,7 +64,10 @@ export const uiAccount = (ws, acc) => `${uiWorkspace(ws)}/accounts/${encodeURICo
  */
 export function id(value, href) {
   const tail = value.length > 14 ? value.slice(-6) : '';
-  const parts = [h('span', { class: 'id-head' }, tail ? value.slice(0, -6) : value), tail && h('span', { class: 'id-tail' }, tail)];
+  // Read out whole, once: the two visible halves are hidden from screen readers.
+  const parts = [h('span', { class: 'sr-only' }, value),
+    h('span', { class: 'id-head', 'aria-hidden': 'true' }, tail ? value.slice(0, -6) : value),
+    tail && h('span', { class: 'id-tail', 'aria-hidden': 'true' }, tail)];
   return href ? h('a', { class: 'id', href, title: value }, parts) : h('span', { class: 'id', title: value }, parts);
 }
 
@@ -139,9 +173,9 @@ export function problemNote(err, what) {
  * A table that becomes stacked cards on narrow screens: each cell carries its column's label.
  * `columns`: [{label, cls, cell(row) → node}]; `key(row)` names each row (data-key).
  */
-export function table(columns, rows, { caption, key, rowClass, compact } = {}) {
+export function table(columns, rows, { caption, key, rowClass, compact, sortable } = {}) {
   return h('div', { class: 'table-wrap' },
-    h('table', { class: compact ? 'grid compact' : 'grid' },
+    h('table', { class: `grid${compact ? ' compact' : ''}${sortable ? ' sortable' : ''}` },
       caption && h('caption', { class: 'sr-only' }, caption),
       h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.cls }, c.head || c.label)))),
       h('tbody', {}, rows.map((r) => tableRow(columns, r, key, rowClass)))));
@@ -158,6 +192,9 @@ export function section(title, { id: sid, actions, wide } = {}, ...body) {
     h('div', { class: 'panel-head' }, h('h2', { id: sid }, title), actions),
     ...body);
 }
+
+/** The word for `n` of a thing: `plural(1, 'account')` is `account`, else `accounts`. */
+export const plural = (n, one, many = `${one}s`) => (n === 1 ? one : many);
 
 /** One figure of a row of figures: a number and what it counts. */
 export function figure(label, value, tone) {
@@ -182,6 +219,7 @@ const EVENT_STATE = {
 
 /** Whether an event type is one that can change a status (SPEC §4). */
 export const knownType = (type) => Object.hasOwn(EVENT_STATE, type);
+export const KNOWN_TYPES = Object.keys(EVENT_STATE);
 
 /** An event type, tinted like the state it leads to. */
 export function eventType(type) {

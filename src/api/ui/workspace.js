@@ -6,8 +6,8 @@
 import { ApiError, api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, copyButton, eventType, figure, fill, h, id, knownType, lacksSince, note, problemNote,
-  rel, section, stateCell, table, tableRow, toneOf, uiAccount,
+  SINCE_MISSING, copyButton, eventType, figure, fill, h, id, knownType, lacksSince, note, plural,
+  problemNote, rel, section, stateCell, swap, table, tableRow, toneOf, uiAccount,
 } from './view.js';
 
 const RECENT = 25;
@@ -35,7 +35,18 @@ export default function workspacePage(main, { conn }, ws) {
 
   const figures = h('div', { class: 'figures' });
   const notice = h('div');
-  const filters = h('div', { class: 'filters', role: 'group', 'aria-label': 'Filter the accounts by state' });
+  // The toggles and "Clear filters" are drawn again as counts change; the search box stays, so
+  // that typing in it is never interrupted.
+  const toggles = h('div', { class: 'filter-groups' });
+  const clear = h('div', { class: 'filter-clear' });
+  const search = h('input', {
+    type: 'search', class: 'search', placeholder: 'Find an account id', 'aria-label': 'Find an account id', value: filter.q,
+    oninput: () => {
+      filter.q = search.value.trim();
+      changedFilter();
+    },
+  });
+  const filters = h('div', { class: 'filters', role: 'group', 'aria-label': 'Filter the accounts by state' }, toggles, search, clear);
   const accountsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the accounts…'));
   const eventsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the recent events…'));
   const panels = h('div', { class: 'columns' },
@@ -67,7 +78,7 @@ export default function workspacePage(main, { conn }, ws) {
     const failing = count('sync', 'error');
     const paused = count('sync', 'paused');
     fill(figures,
-      figure('accounts', all.length),
+      figure(plural(all.length, 'account'), all.length),
       figure('failing now', failing, failing ? 'bad' : null),
       figure('paused', paused, paused ? 'warn' : null),
       figure('sync complete', count('sync', 'complete')),
@@ -78,35 +89,30 @@ export default function workspacePage(main, { conn }, ws) {
   }
 
   function drawFilters(all) {
-    const focused = document.activeElement?.dataset?.filter;
-    const groups = Object.entries(STATES).map(([cat, states]) => h('div', { class: 'filter-group' },
-      h('span', { class: 'filter-label' }, cat),
-      states.map((s) => h('button', {
-        type: 'button', class: 'toggle', 'aria-pressed': String(filter[cat].has(s)), 'data-filter': `${cat}:${s}`,
-        title: `Only accounts whose ${cat} is ${s}`,
-        onclick: () => {
-          filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
-          changedFilter();
-        },
-      }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, h('span', { class: 'count' }, String(all.filter((a) => a[cat].state === s).length))))));
-    const search = filters.querySelector('input') || h('input', {
-      type: 'search', class: 'search', placeholder: 'Find an account id', 'aria-label': 'Find an account id', value: filter.q,
-      oninput: (e) => {
-        filter.q = e.target.value.trim();
-        changedFilter();
-      },
-    });
+    fill(toggles, Object.entries(STATES).map(([cat, states]) => h('div', { class: 'filter-group', role: 'group', 'aria-label': `${cat} state` },
+      h('span', { class: 'filter-label', 'aria-hidden': 'true' }, cat),
+      states.map((s) => {
+        const n = all.filter((a) => a[cat].state === s).length;
+        return h('button', {
+          type: 'button', class: 'toggle', 'aria-pressed': String(filter[cat].has(s)), 'data-filter': `${cat}:${s}`,
+          title: `Only accounts whose ${cat} is ${s}`, 'aria-label': `${cat} ${s}: ${n} ${plural(n, 'account')}`,
+          onclick: () => {
+            filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
+            changedFilter();
+          },
+        }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, h('span', { class: 'count' }, String(n)));
+      }))));
     const any = filter.q || Object.keys(STATES).some((c) => filter[c].size);
-    fill(filters, groups, search, any && h('button', {
+    fill(clear, any && h('button', {
       type: 'button', class: 'link', 'data-filter': 'clear',
       onclick: () => {
         for (const c of Object.keys(STATES)) filter[c].clear();
         filter.q = '';
         search.value = '';
         changedFilter();
+        search.focus();
       },
     }, 'Clear filters'));
-    if (focused) filters.querySelector(`[data-filter="${focused}"]`)?.focus();
   }
 
   function changedFilter() {
@@ -123,13 +129,13 @@ export default function workspacePage(main, { conn }, ws) {
   }
 
   function drawAccounts(flash) {
-    if (missing && !accounts.size) {
+    if (missing && !accounts.size && !events.length) {
       fill(accountsBody, note('empty', `No event from this workspace has arrived yet (the service answered 404: ${missing}). `
         + 'This page shows its accounts as soon as one does.'));
       return;
     }
     if (!accounts.size) {
-      fill(accountsBody, note('empty', 'No integration account in this workspace yet: none of its events names one.'));
+      fill(accountsBody, note('empty', 'No integration account in this workspace yet: none of its events of a known type names one.'));
       return;
     }
     const shown = [...accounts.values()].filter(passes);
@@ -178,7 +184,7 @@ export default function workspacePage(main, { conn }, ws) {
     const tr = [...accountsBody.querySelectorAll('tr[data-key]')].find((t) => t.dataset.key === key);
     if (tr && passes(entry)) {
       const fresh = row(entry);
-      tr.replaceWith(fresh);
+      swap(tr, fresh);
       flashRow(key);
     } else {
       drawAccounts(key);
@@ -206,6 +212,10 @@ export default function workspacePage(main, { conn }, ws) {
       missing = null;
       put(data.status);
     } else if (type === 'event') {
+      if (missing) {
+        missing = null; // the workspace has an event now, if no account yet
+        drawAccounts();
+      }
       if (!lastEventAt || data.occurredAt > lastEventAt) lastEventAt = data.occurredAt;
       if (!events.some((e) => e.hookId === data.hookId)) {
         events = [{ ...data, fresh: true }, ...events]
