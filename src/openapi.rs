@@ -98,8 +98,8 @@ pub mod example {
 
     pub fn signature() -> Value {
         of(Error::BadSignature(
-            "the webhook-signature header (or svix-signature) is missing; deliveries must be \
-             signed because webhook secrets are configured"
+            "the webhook-signature header is missing; deliveries must be signed because \
+             webhook secrets are configured"
                 .into(),
         ))
     }
@@ -211,6 +211,17 @@ pub mod answers {
         example = json!(super::example::forbidden())
     )]
     pub struct OutOfScope(#[allow(dead_code)] Problem);
+
+    /// The database cannot answer now.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 503,
+        description = "The database is unreachable, or no connection for queries came free within 3 s (`CALRY_HOOKS_MAX_CONNECTIONS`); ask again after `Retry-After` seconds.",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")),
+        example = json!(super::example::unavailable())
+    )]
+    pub struct Unavailable(#[allow(dead_code)] Problem);
 }
 
 /// `order` of a history listing (documentation only).

@@ -119,14 +119,47 @@ impl Verifier {
         if !self.is_enabled() {
             return Ok(false);
         }
-        let id = single(&header(headers, "id")?, "id")?;
-        let timestamp = single(&header(headers, "timestamp")?, "timestamp")?;
+        // Each set of headers present is checked on its own, Standard Webhooks' names first, and
+        // either may verify the delivery (Svix may send both); a set is never mixed with the other.
+        let mut refusal = None;
+        for prefix in ["webhook", "svix"] {
+            let present = ["id", "timestamp", "signature"]
+                .iter()
+                .any(|name| headers.contains_key(format!("{prefix}-{name}")));
+            if present {
+                match self.verify_set(headers, prefix, body, now) {
+                    Ok(()) => return Ok(true),
+                    Err(e) => {
+                        refusal.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        Err(refusal.unwrap_or_else(|| {
+            unauthorized(
+                "the webhook-id, webhook-timestamp and webhook-signature headers (or svix-…) are \
+                 missing; deliveries must be signed because webhook secrets are configured"
+                    .to_owned(),
+            )
+        }))
+    }
+
+    /// The delivery checked against the `{prefix}-…` headers.
+    fn verify_set(
+        &self,
+        headers: &HeaderMap,
+        prefix: &str,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let id = single(&header(headers, prefix, "id")?, prefix, "id")?;
+        let timestamp = single(&header(headers, prefix, "timestamp")?, prefix, "timestamp")?;
         // Every value of the header counts: a proxy may have split the list over several lines.
-        let signatures = header(headers, "signature")?;
+        let signatures = header(headers, prefix, "signature")?;
 
         let seconds: i64 = timestamp.parse().map_err(|_| {
             unauthorized(format!(
-                "webhook-timestamp must be whole seconds since 1970 (got {timestamp:?})"
+                "{prefix}-timestamp must be whole seconds since 1970 (got {timestamp:?})"
             ))
         })?;
         let skew = now.timestamp().saturating_sub(seconds);
@@ -136,7 +169,7 @@ impl Verifier {
                 if skew > 0 { "past" } else { "future" },
             );
             return Err(unauthorized(format!(
-                "webhook-timestamp {seconds} is {how_far} s in the {direction}, beyond the \
+                "{prefix}-timestamp {seconds} is {how_far} s in the {direction}, beyond the \
                  tolerance of {} s: a replayed delivery, or a clock to fix \
                  (CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS)",
                 self.tolerance_secs
@@ -169,48 +202,47 @@ impl Verifier {
                 .iter()
                 .any(|tag| bool::from(tag.as_slice().ct_eq(&signature)))
             {
-                return Ok(true);
+                return Ok(());
             }
         }
         Err(unauthorized(if v1 == 0 {
-            "webhook-signature holds no `v1,<base64>` signature".to_owned()
+            format!("{prefix}-signature holds no `v1,<base64>` signature")
         } else {
-            "no webhook-signature matches the body with any configured secret: check that \
-             CALRY_HOOKS_WEBHOOK_SECRETS holds this endpoint's Signing Secret and that nothing \
-             between Calry and this service changes the body"
-                .to_owned()
+            format!(
+                "no {prefix}-signature matches the body with any configured secret: check that \
+                 CALRY_HOOKS_WEBHOOK_SECRETS holds this endpoint's Signing Secret and that \
+                 nothing between Calry and this service changes the body"
+            )
         }))
     }
 }
 
-/// Every value of the `webhook-{name}` header, else of `svix-{name}`, as text.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Vec<&'a str>, Error> {
-    let mut values = headers.get_all(format!("webhook-{name}")).iter().peekable();
-    if values.peek().is_none() {
-        values = headers.get_all(format!("svix-{name}")).iter().peekable();
-    }
-    let values = values
+/// Every value of the `{prefix}-{name}` header, as text.
+fn header<'a>(headers: &'a HeaderMap, prefix: &str, name: &str) -> Result<Vec<&'a str>, Error> {
+    let values = headers
+        .get_all(format!("{prefix}-{name}"))
+        .iter()
         .map(|value| {
             value
                 .to_str()
-                .map_err(|_| unauthorized(format!("the webhook-{name} header is not ASCII text")))
+                .map_err(|_| unauthorized(format!("the {prefix}-{name} header is not ASCII text")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if values.is_empty() {
         return Err(unauthorized(format!(
-            "the webhook-{name} header (or svix-{name}) is missing; deliveries must be signed \
-             because webhook secrets are configured"
+            "the {prefix}-{name} header is missing; deliveries must be signed because webhook \
+             secrets are configured"
         )));
     }
     Ok(values)
 }
 
 /// The one value of a header that must not be repeated (which of two ids would be signed?).
-fn single<'a>(values: &[&'a str], name: &str) -> Result<&'a str, Error> {
+fn single<'a>(values: &[&'a str], prefix: &str, name: &str) -> Result<&'a str, Error> {
     match values {
         [value] => Ok(value),
         _ => Err(unauthorized(format!(
-            "the webhook-{name} header is given {} times; send it once",
+            "the {prefix}-{name} header is given {} times; send it once",
             values.len()
         ))),
     }
@@ -349,6 +381,33 @@ mod tests {
             verifier(SECRET_1)
                 .verify(&headers, BODY_1, at(TS_1))
                 .unwrap()
+        );
+    }
+
+    #[test]
+    fn either_set_of_header_names_may_verify_and_sets_are_not_mixed() {
+        let v = verifier(SECRET_1);
+        // A good svix- set beside a stale webhook- set: accepted.
+        let mut both = headers(
+            "webhook",
+            ID_1,
+            &(TS_1 - 3600).to_string(),
+            "v1,Zm9vYmFyYmF6",
+        );
+        both.extend(headers("svix", ID_1, &TS_1.to_string(), SIG_1));
+        assert!(v.verify(&both, BODY_1, at(TS_1)).unwrap());
+        // Both sets refused: the webhook- set's reason is given.
+        let mut both = headers("webhook", ID_1, &TS_1.to_string(), "v1,Zm9vYmFyYmF6");
+        both.extend(headers("svix", ID_1, &TS_1.to_string(), "v1,Zm9vYmFyYmF6"));
+        assert!(refused(v.verify(&both, BODY_1, at(TS_1))).contains("no webhook-signature"));
+        // One name of each set makes no set.
+        let mut mixed = vector_1();
+        mixed.remove("webhook-timestamp");
+        mixed.insert("svix-timestamp", HeaderValue::from(TS_1));
+        let detail = refused(v.verify(&mixed, BODY_1, at(TS_1)));
+        assert!(
+            detail.contains("webhook-timestamp header is missing"),
+            "{detail}"
         );
     }
 

@@ -187,6 +187,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
         (status = 200, description = "One page of accounts.", body = AccountPage),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,
     ),
     security((), ("bearerAuth" = []))
@@ -324,6 +325,7 @@ pub struct Timeline {
         (status = 200, description = "One page of the account's timeline.", body = Timeline),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,
         (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_account())),
     ),

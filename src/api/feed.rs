@@ -242,6 +242,7 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
         (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
     ),
     security((), ("bearerAuth" = []))
 )]
@@ -271,6 +272,7 @@ pub async fn feed(
         (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,
     ),
     security((), ("bearerAuth" = []))

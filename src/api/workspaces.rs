@@ -104,6 +104,7 @@ pub struct WorkspacePage {
         (status = 200, description = "One page of workspaces.", body = WorkspacePage),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
     ),
     security((), ("bearerAuth" = []))
 )]
@@ -171,6 +172,7 @@ pub fn push_workspaces_query<'a>(
         (status = 200, description = "The workspace's status.", body = WorkspaceStatus),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,
         (status = 404, description = "The workspace has no events.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_workspace())),
     ),
@@ -473,6 +475,7 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.eve
         (status = 200, description = "The account's status.", body = AccountStatus),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,
         (status = 404, description = "The account has no event of a known type in this workspace.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_account())),
     ),
