@@ -48,7 +48,8 @@ pub enum TokenCommand {
         #[arg(
             long = "workspace",
             value_name = "ID",
-            required_unless_present = "all_workspaces"
+            required_unless_present = "all_workspaces",
+            value_parser = parse_workspace_id
         )]
         workspaces: Vec<String>,
         /// The token may read every workspace.
@@ -123,9 +124,10 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_MAX_BODY_BYTES",
         default_value_t = 262_144,
+        value_parser = clap::value_parser!(u64).range(1..),
         global = true
     )]
-    pub max_body_bytes: usize,
+    pub max_body_bytes: u64,
 
     /// Log format.
     #[arg(long, env = "CALRY_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -237,7 +239,7 @@ pub struct Config {
     pub retention: Option<chrono::TimeDelta>,
 
     /// Log filter, in `tracing` env-filter syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
     pub log_filter: String,
 }
 
@@ -284,6 +286,18 @@ impl std::str::FromStr for Secret {
 }
 
 /// `90d`, `12h`, `30m`, `45s` (`0s` too).
+/// A workspace id as an event can carry it (SPEC §2): any other could never match.
+fn parse_workspace_id(s: &str) -> Result<String, String> {
+    crate::envelope::id_problem(s).map_or_else(|| Ok(s.to_owned()), Err)
+}
+
+/// A log filter `tracing_subscriber` can use (a mistyped one would silently log at `info`).
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("not a log filter ({e}); e.g. `info` or `info,calry_hooks=debug`"))
+}
+
 pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
     let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);

@@ -60,8 +60,20 @@ impl Envelope {
 
     /// [`Envelope::parse`] of a body already known to be UTF-8.
     pub fn parse_str(body: &str) -> Result<Envelope, Error> {
-        let value: Value = serde_json::from_str(body)
-            .map_err(|e| Error::MalformedBody(format!("the body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(body).map_err(|e| {
+            // Two limits of the parser, not of JSON: say so rather than call the body invalid.
+            let text = e.to_string();
+            Error::MalformedBody(
+                if text.starts_with("number out of range") || text.starts_with("recursion limit") {
+                    format!(
+                        "the body is JSON beyond what this service reads: {text} (numbers must \
+                         fit a 64-bit float, and arrays and objects nest at most 128 deep)"
+                    )
+                } else {
+                    format!("the body is not valid JSON: {text}")
+                },
+            )
+        })?;
         if contains_nul(&value) {
             return Err(Error::MalformedBody(
                 "the body contains a \\u0000 character, which cannot be stored".to_owned(),

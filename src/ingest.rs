@@ -64,6 +64,8 @@ impl IngestSettings {
 struct Pending {
     event: NewEvent,
     reply: oneshot::Sender<Result<Outcome, Error>>,
+    /// The request's span (its request id): what the writer logs of a delivery goes there.
+    span: tracing::Span,
 }
 
 /// The sending side of the ingest queue, cloned into every request handler.
@@ -102,7 +104,11 @@ impl Ingestor {
     pub async fn submit(&self, event: NewEvent) -> Result<Outcome, Error> {
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .try_send(Pending { event, reply })
+            .try_send(Pending {
+                event,
+                reply,
+                span: tracing::Span::current(),
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     Error::unavailable("the ingest queue is full; retry later")
@@ -200,7 +206,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                     reconnects += 1;
                     continue;
                 }
-                tracing::warn!(error = %err, deliveries = batch.len(), "database unavailable");
+                warn_each(&batch, &err, "database unavailable");
                 answer_all(batch, || {
                     Error::unavailable("the database is unavailable; retry later")
                 });
@@ -209,7 +215,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             Err(err) if batch.len() > 1 => {
                 // One delivery must not fail the others: write the halves apart until the one
                 // that fails is alone with its own answer.
-                tracing::warn!(error = %err, deliveries = batch.len(), "batch failed; isolating");
+                warn_each(&batch, &err, "batch failed; isolating");
                 let right = batch.split_off(batch.len() / 2);
                 let left_created = Box::pin(write(pool, batch)).await;
                 let right_created = Box::pin(write(pool, right)).await;
@@ -241,6 +247,13 @@ fn refused_by_database(err: sqlx::Error) -> Error {
             ))
         }
         _ => Error::Database(err),
+    }
+}
+
+/// A warning about a batch, once in each delivery's request (so with its request id).
+fn warn_each(batch: &[Pending], err: &sqlx::Error, what: &str) {
+    for pending in batch {
+        tracing::warn!(parent: &pending.span, error = %err, deliveries = batch.len(), "{what}");
     }
 }
 

@@ -102,7 +102,11 @@ async fn deliver(
     let timeout = Duration::from_secs(app.config.body_timeout_secs);
     let body = tokio::time::timeout(
         timeout,
-        read_body(&headers, body, app.config.max_body_bytes),
+        read_body(
+            &headers,
+            body,
+            usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX),
+        ),
     )
     .await
     .map_err(|_| Error::BodyTimeout {
