@@ -209,6 +209,7 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric, with the gauges read now: deliveries waiting for a
     /// writer, and the open and idle database connections (query routes and writers together).
+    /// [`classic`] turns it into Prometheus' older text format.
     pub fn render(
         &self,
         queue_depth: usize,
@@ -347,5 +348,75 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Prometheus' classic text format (0.0.4) of the OpenMetrics text [`Metrics::render`] writes:
+/// the same samples, with each counter's `HELP` and `TYPE` under its samples' `_total` name, and
+/// no `# UNIT` or `# EOF` line. (prometheus-client writes no other type that differs.)
+pub fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(format!("{prefix}{name}{suffix} {tail}").trim_end());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples() {
+        let metrics = Metrics::default();
+        metrics.delivery(StatusCode::CREATED, Duration::from_millis(3));
+        metrics.delivery(StatusCode::CREATED, Duration::from_millis(4));
+        let text = classic(&metrics.render(3, 4, 1));
+        assert!(!text.contains("# EOF"), "{text}");
+        for line in [
+            "# HELP calry_hooks_webhooks_total Webhook deliveries answered, by outcome (created, duplicate, conflict, invalid, unauthorized, unavailable, error).",
+            "# TYPE calry_hooks_webhooks_total counter",
+            "calry_hooks_webhooks_total{outcome=\"created\"} 2",
+            "# TYPE calry_hooks_ingest_queue_depth gauge",
+            "calry_hooks_ingest_queue_depth 3",
+            "# TYPE calry_hooks_ingest_duration_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        // Every sample's family is typed under the sample's own name (or its histogram's).
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+                .unwrap_or(name);
+            assert!(text.contains(&format!("# TYPE {family} ")), "{sample}");
+        }
     }
 }

@@ -10,7 +10,8 @@
 # `up{job="calry-hooks"}` (must be 1), the request counts by route, method and status class
 # (exactly what was driven, under the route templates, never a raw path), and the README's p99 per
 # route over `rate(…[1m])` (a finite value for every route driven). Prints what it saw; fails
-# loudly with it. Both processes are stopped and the directory removed on exit.
+# loudly with it. Then `promtool check metrics` reads /metrics in the classic text format. Both
+# processes are stopped and the directory removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -219,6 +220,20 @@ for route in sorted({key[0] for key in DRIVEN}):
     if value is None or math.isnan(value) or not 0 < value <= 30:
         fail(f"no finite p99 for {route}: {p99}")
 PY
+
+# Without an Accept header /metrics answers Prometheus' classic text format: promtool, which
+# reads that format, must find nothing wrong with it (types and help texts under the samples'
+# names). Prometheus itself asked for OpenMetrics above.
+if [ "$status" -eq 0 ]; then
+    classic="$SERVICE_DIR/metrics-classic.txt"
+    curl -fsS "$SERVICE_URL/metrics" -o "$classic" || status=$?
+    if [ "$status" -eq 0 ] && promtool check metrics <"$classic"; then
+        log "promtool check metrics: the classic text format is clean"
+    else
+        log "promtool check metrics found problems in the classic text format"
+        status=1
+    fi
+fi
 
 if [ "$status" -ne 0 ]; then
     log "FAILED after $((SECONDS - started)) s; Prometheus' log ends with:"

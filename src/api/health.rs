@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -172,15 +172,24 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     }))
 }
 
-/// The content type of `/metrics`: OpenMetrics text, which Prometheus scrapes natively.
+/// The content types of `/metrics`: OpenMetrics text when the client asks for it (Prometheus
+/// does), else Prometheus' classic text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Metrics: deliveries by outcome, ingest latency, requests in flight, ingest queue, pool.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Every metric, in OpenMetrics text (Prometheus scrapes it as is).",
-        body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        example = "# TYPE calry_hooks_webhooks counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n# EOF\n")))]
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, description = "Every metric: in OpenMetrics text when `Accept` names `application/openmetrics-text` (as Prometheus' scrapes do), else in Prometheus' classic text format.",
+        content(
+            (String = "text/plain; version=0.0.4; charset=utf-8", example = "# HELP calry_hooks_webhooks_total Webhook deliveries answered, by outcome.\n# TYPE calry_hooks_webhooks_total counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n"),
+            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8", example = "# HELP calry_hooks_webhooks Webhook deliveries answered, by outcome.\n# TYPE calry_hooks_webhooks counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n# EOF\n"),
+        ))))]
+pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     if app.replica.is_some() {
         // The replica's gauges are read now, like the others; a primary that does not answer
         // in time leaves them as last seen.
@@ -190,15 +199,21 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         };
         let _ = tokio::time::timeout(REPLICA_CHECK_TIMEOUT, check).await;
     }
-    ([(header::CONTENT_TYPE, OPENMETRICS)], {
-        let (readers, idle_readers) = app.readers.counts();
-        let writers = app.ingestor.pool().inner();
-        app.metrics.render(
-            app.ingestor.queue_depth(),
-            readers + writers.size() as usize,
-            idle_readers + writers.num_idle(),
+    let (readers, idle_readers) = app.readers.counts();
+    let writers = app.ingestor.pool().inner();
+    let text = app.metrics.render(
+        app.ingestor.queue_depth(),
+        readers + writers.size() as usize,
+        idle_readers + writers.num_idle(),
+    );
+    if openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], text)
+    } else {
+        (
+            [(header::CONTENT_TYPE, CLASSIC)],
+            crate::metrics::classic(&text),
         )
-    })
+    }
 }
 
 /// A short, safe description of why the database did not answer.

@@ -64,13 +64,40 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
     answers.push(app.deliver(&changed).await.status().as_u16()); // unauthorized
     assert_eq!(answers, [201, 201, 200, 409, 400, 422, 415, 401, 401]);
 
-    let response = app.get("/metrics").await;
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
+    // Prometheus' classic text format, unless the client asks for OpenMetrics (as Prometheus
+    // itself does); the same samples either way.
+    let content_type =
+        |r: &reqwest::Response| r.headers()["content-type"].to_str().unwrap().to_owned();
+    let classic = app.get("/metrics").await;
+    assert_eq!(
+        content_type(&classic),
+        "text/plain; version=0.0.4; charset=utf-8"
     );
+    let classic = classic.text().await.unwrap();
+    let openmetrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .header(
+            "accept",
+            "application/openmetrics-text; version=1.0.0, text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(content_type(&openmetrics).starts_with("application/openmetrics-text"));
+    let openmetrics = openmetrics.text().await.unwrap();
+    assert!(openmetrics.ends_with("# EOF\n") && !classic.contains("# EOF"));
+    let line = "calry_hooks_webhooks_total{outcome=\"created\"} 2";
+    assert!(
+        classic
+            .lines()
+            .chain(openmetrics.lines())
+            .filter(|l| *l == line)
+            .count()
+            == 2
+    );
+    assert!(classic.contains("# TYPE calry_hooks_webhooks_total counter\n"));
+    assert!(openmetrics.contains("# TYPE calry_hooks_webhooks counter\n"));
     for (outcome, count) in [
         ("created", 2.0),
         ("duplicate", 1.0),
