@@ -220,13 +220,44 @@ async fn a_content_type_that_is_not_json_is_a_415() {
         .await
         .unwrap();
     problem(no_type, 415).await;
+    // A compressed body is refused rather than read as the JSON; `identity` is no coding.
+    for coding in ["gzip", "identity, br"] {
+        let compressed = app
+            .client
+            .post(format!("{}/webhooks/calry", app.address))
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(seed.clone())
+            .send()
+            .await
+            .unwrap();
+        let body = problem(compressed, 415).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Encoding"),
+            "{body}"
+        );
+    }
     assert_eq!(app.stored_events().await, 0);
+    let plain = app
+        .client
+        .post(format!("{}/webhooks/calry", app.address))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .body(seed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 201);
+    assert_eq!(app.stored_events().await, 1);
 
-    // JSON with parameters or a +json suffix is JSON.
+    // JSON with parameters is JSON (the same event again: a duplicate).
     let response = app
         .deliver_raw(seed, "Application/JSON; charset=utf-8")
         .await;
-    assert_eq!(response.status(), 201);
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]
