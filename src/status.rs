@@ -368,10 +368,14 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
     )
     .execute(&mut *tx)
     .await?;
-    let removed_before: Option<DateTime<Utc>> =
+    let recorded: Option<DateTime<Utc>> =
         sqlx::query_scalar("select max(received_before) from history_removals")
             .fetch_one(&mut *tx)
             .await?;
+    // A month a removal detached and did not drop, before removals were recorded first, is
+    // history removed too.
+    let left = crate::store::partitions::left_detached(pool).await?;
+    let removed_before = recorded.max(left.into_iter().map(|(_, to)| to).max());
     if removed_before.is_none() {
         sqlx::query("delete from latest_events")
             .execute(&mut *tx)

@@ -93,7 +93,8 @@ pub struct Removed {
     /// Whole partitions dropped (all of their events were received before the cut).
     pub partitions: Vec<String>,
     /// Events those partitions held, as counted by PostgreSQL's statistics (an estimate: counting
-    /// exactly would read every row a drop removes without reading them).
+    /// exactly would read every row a drop removes without reading them), or counted for a
+    /// partition never analysed.
     pub events_in_partitions: i64,
     /// Events deleted one by one from the partition the cut falls inside.
     pub events_deleted: u64,
@@ -125,22 +126,50 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
 /// wholly before it, and with `straddling` also deletes, in small transactions, the rows before
 /// it in the partition it falls inside. A partition is first detached `concurrently`, which
 /// never holds a lock that stops ingest or queries, then dropped as a table of its own; one an
-/// earlier removal left detached half-way is finished whatever the cut.
+/// earlier removal left detached half-way is finished whatever the cut, and one it detached but
+/// did not drop is dropped once the cut lies past it.
 /// `hook_ids`, the status tables, the timelines and `lastEventAt` are left alone.
+///
+/// Each removal is recorded in `history_removals` before it starts, with the end of what it
+/// removes, so that a removal cut short (the process stopped while the detach waited for older
+/// transactions, say) still tells `rebuild-status` that history before it may be missing.
 pub async fn remove_before(
     db: &PgPool,
     cut: DateTime<Utc>,
     straddling: bool,
 ) -> Result<Removed, sqlx::Error> {
     let mut removed = Removed::default();
+    for (name, to) in left_detached(db).await? {
+        if to <= cut {
+            record(db, to).await?;
+            sqlx::raw_sql(&format!("drop table {}", super::quote_ident(&name)))
+                .execute(db)
+                .await?;
+            tracing::info!(partition = %name, "history partition left detached by an earlier removal dropped");
+            removed.partitions.push(name);
+        }
+    }
     for partition in partitions(db).await? {
         if partition.to <= cut || partition.pending {
+            record(db, partition.to).await?;
             let name = super::quote_ident(&partition.name);
             let how = if partition.pending {
                 "finalize"
             } else {
                 "concurrently"
             };
+            // Statistics, or for a month never analysed (a small one), a count.
+            let rows = if partition.rows >= 0.0 {
+                partition.rows as i64
+            } else {
+                sqlx::query_scalar(&format!("select count(*) from {name}"))
+                    .fetch_one(db)
+                    .await?
+            };
+            tracing::info!(
+                partition = %partition.name,
+                "removing a history partition (its detach waits for older transactions)"
+            );
             let started = std::time::Instant::now();
             sqlx::raw_sql(&format!("alter table events detach partition {name} {how}"))
                 .execute(db)
@@ -155,9 +184,10 @@ pub async fn remove_before(
                 drop_ms = (started.elapsed() - detached).as_millis() as u64,
                 "history partition removed"
             );
-            removed.events_in_partitions += partition.rows.max(0.0) as i64;
+            removed.events_in_partitions += rows;
             removed.partitions.push(partition.name);
         } else if straddling && partition.from.is_none_or(|from| from < cut) {
+            record(db, cut).await?;
             let name = super::quote_ident(&partition.name);
             loop {
                 let deleted = sqlx::query(&format!(
@@ -175,11 +205,49 @@ pub async fn remove_before(
             }
         }
     }
-    if removed != Removed::default() {
-        sqlx::query("insert into history_removals (received_before) values ($1)")
-            .bind(cut)
-            .execute(db)
-            .await?;
-    }
     Ok(removed)
+}
+
+/// Records that the events received before `before` may be gone from the history.
+async fn record(db: &PgPool, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into history_removals (received_before) values ($1)")
+        .bind(before)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Months a removal detached but did not drop (the detach went on after the process stopped),
+/// with the end of the `received_at` each can hold: the end of its month, or for
+/// `events_legacy` just after its latest event.
+pub async fn left_detached(db: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    let names: Vec<String> = sqlx::query_scalar(
+        r"select c.relname::text from pg_class c
+          where c.relnamespace = (select relnamespace from pg_class where oid = 'events'::regclass)
+            and c.relkind = 'r' and not c.relispartition
+            and c.relname ~ '^events_([0-9]{6}|legacy)$'",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut found = Vec::new();
+    for name in names {
+        let to: DateTime<Utc> = if name == "events_legacy" {
+            sqlx::query_scalar(
+                "select coalesce(max(received_at) + interval '1 microsecond', '1970-01-01')
+                 from events_legacy",
+            )
+            .fetch_one(db)
+            .await?
+        } else {
+            sqlx::query_scalar(
+                "select (to_date(substr($1, 8), 'YYYYMM') + interval '1 month')::timestamp
+                        at time zone 'UTC'",
+            )
+            .bind(&name)
+            .fetch_one(db)
+            .await?
+        };
+        found.push((name, to));
+    }
+    Ok(found)
 }

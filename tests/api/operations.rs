@@ -555,6 +555,122 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     }
 }
 
+/// A removal cut short while its detach waited for an older transaction (the process stopped, or
+/// an operator's Ctrl-C) leaves its month detached: it was recorded first, so rebuild-status
+/// knows that history is missing and changes no answer, and the next removal drops the month.
+#[tokio::test]
+async fn a_removal_cut_short_is_known_to_rebuild_status_and_finished_by_the_next() {
+    let app = spawn_app().await;
+    let bodies = [
+        event(
+            "aug-0",
+            "old",
+            Some("a"),
+            "sync.error",
+            "2026-08-10T00:00:00Z",
+        ),
+        event(
+            "sep-0",
+            "w",
+            Some("b"),
+            "sync.complete",
+            "2026-09-05T00:00:00Z",
+        ),
+    ];
+    for body in &bodies {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+    received_at(&app, "2026-08-10T00:00:00Z", &["aug-0"]).await;
+    received_at(&app, "2026-09-05T00:00:00Z", &["sep-0"]).await;
+    let routes = ["/workspaces", "/workspaces/old/status", "/accounts"];
+    let mut before = Vec::new();
+    for route in routes {
+        before.push(app.get_json(route).await);
+    }
+
+    // An older transaction holds the detach back; the removal is dropped while it waits.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("select count(*) from events_202608")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let cut = "2026-09-01T00:00:00Z".parse().unwrap();
+    let pool = app.pool.clone();
+    let removal =
+        tokio::spawn(async move { store::partitions::remove_before(&pool, cut, false).await });
+    let waiting = Instant::now();
+    loop {
+        let detaching: bool = sqlx::query_scalar(
+            "select exists (select from pg_stat_activity
+                            where query like 'alter table events detach%'
+                              and wait_event_type = 'Lock')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if detaching {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(20),
+            "the detach never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    removal.abort();
+    let _ = removal.await;
+    blocker.commit().await.unwrap();
+    // PostgreSQL finishes the detach on its own (or leaves it pending): either way the month is
+    // out of the history and still on disk.
+    let waiting = Instant::now();
+    loop {
+        let attached: bool = sqlx::query_scalar(
+            "select exists (select from pg_inherits i
+                            where i.inhrelid = 'events_202608'::regclass
+                              and not i.inhdetachpending)",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if !attached {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(20),
+            "the detach never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let rebuilt = calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    assert_eq!(
+        rebuilt.removed_before,
+        Some("2026-09-01T00:00:00Z".parse().unwrap())
+    );
+    for (route, answer) in routes.iter().zip(&before) {
+        assert_eq!(
+            &app.get_json(route).await,
+            answer,
+            "{route} after rebuild-status"
+        );
+    }
+    let removed = store::partitions::remove_before(&app.pool, cut, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.partitions, ["events_202608"]);
+    let table: Option<String> = sqlx::query_scalar("select to_regclass('events_202608')::text")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(table, None);
+    assert_eq!(
+        store::partitions::remove_before(&app.pool, cut, false)
+            .await
+            .unwrap(),
+        store::partitions::Removed::default()
+    );
+}
+
 /// A late event that lands among removed history (its account's later events pruned) gives the
 /// status, `since`, timeline and `/accounts` answers the whole history gives, as long as each
 /// removed event started a run (so that what is kept of them is all there was). Seeded: each
