@@ -9,7 +9,7 @@ use crate::App;
 use crate::auth;
 use crate::config::{Cli, Command, Config, TokenCommand};
 use crate::signature::Verifier;
-use crate::store::Database;
+use crate::store::{Database, Role};
 
 pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let config = cli.config;
@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
 /// The database for a one-off command (the private cluster is started, or joined if running).
 async fn open(config: &Config) -> Result<Database, Box<dyn Error>> {
     crate::telemetry::init(config.log_format, &config.log_filter);
-    Ok(Database::open(config, 1).await?)
+    Ok(Database::open(config, 1, Role::Command).await?)
 }
 
 async fn close(db: Database) -> Result<(), Box<dyn Error>> {
@@ -146,7 +146,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     crate::store::ReadReplica::options(&config)?;
     // This pool only migrates and lends its connection settings: the query routes have their
     // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
-    let db = Database::open(&config, 1).await?;
+    let db = Database::open(&config, 1, Role::Serve).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

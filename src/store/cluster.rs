@@ -2,6 +2,12 @@
 //! binaries of the machine, initialised once under the data directory, run as a child process
 //! (as an unprivileged user when we are root), reachable only through a Unix socket in a private
 //! directory, and stopped with the service.
+//!
+//! The process that starts the server owns it (an exclusive lock on `postgres.owner` in the data
+//! directory, released when it exits) and stops it when it is done. A one-off command joins a
+//! server the service owns; the service never joins one a command owns (that command would stop
+//! it on exit), it waits until the command is done and starts its own; a second service on the
+//! same data directory is refused.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -52,6 +58,26 @@ pub struct Cluster {
     child: Mutex<Option<Child>>,
     socket_dir: PathBuf,
     log_file: PathBuf,
+    /// `postgres.owner`, locked, while this process owns the server.
+    _owner: Option<fs::File>,
+}
+
+/// What the process using the private cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The service: it runs for as long as it is needed.
+    Serve,
+    /// A one-off command (`migrate`, `token`, `prune`, `rebuild-status`).
+    Command,
+}
+
+impl Role {
+    fn word(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Command => "command",
+        }
+    }
 }
 
 /// The user the server runs as when we are root.
@@ -67,7 +93,7 @@ impl Cluster {
     ///
     /// The server gets SIGINT (fast shutdown) if the thread that called this dies, so call it
     /// from a thread that lives as long as the cluster is needed (the main thread).
-    pub async fn start(data_dir: &Path) -> Result<Cluster, ClusterError> {
+    pub async fn start(data_dir: &Path, role: Role) -> Result<Cluster, ClusterError> {
         let bin = find_binaries().ok_or(ClusterError::NotInstalled)?;
         let owner = unprivileged_owner()?;
         fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
@@ -75,44 +101,106 @@ impl Cluster {
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
         let pgdata = data_dir.join("postgres");
         let log_file = data_dir.join("postgres.log");
+        let socket_dir = socket_dir_for(&pgdata, owner)?;
+        let cluster = |child, owner_lock| Cluster {
+            child: Mutex::new(child),
+            socket_dir: socket_dir.clone(),
+            log_file: log_file.clone(),
+            _owner: owner_lock,
+        };
+
+        let lock_path = data_dir.join("postgres.owner");
+        let mut waiting_told = false;
+        let lock = loop {
+            let lock = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(io(format!("opening {}", lock_path.display())))?;
+            // SAFETY: flock on a descriptor we own; non-blocking.
+            if unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&lock),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            } == 0
+            {
+                lock.set_len(0)
+                    .map_err(io(format!("writing {}", lock_path.display())))?;
+                std::io::Write::write_all(
+                    &mut &lock,
+                    format!("{} {}\n", role.word(), std::process::id()).as_bytes(),
+                )
+                .map_err(io(format!("writing {}", lock_path.display())))?;
+                break lock;
+            }
+            let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+            let mut words = holder.split_whitespace();
+            let (holder_role, pid) = (words.next(), words.next().unwrap_or("?"));
+            match (role, holder_role) {
+                (Role::Serve, Some("serve")) => {
+                    return Err(ClusterError::Failed(format!(
+                        "another calry-hooks service (pid {pid}) runs the private PostgreSQL \
+                         cluster of {}: stop it first, or give every instance the same \
+                         DATABASE_URL to share one PostgreSQL",
+                        data_dir.display()
+                    )));
+                }
+                // The service's server, once it accepts connections: a command uses it as it
+                // is and leaves it running.
+                (Role::Command, Some("serve")) => {
+                    let joined = cluster(None, None);
+                    if sqlx::PgConnection::connect_with(&joined.connect_options("postgres"))
+                        .await
+                        .is_ok()
+                    {
+                        tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster of the running service");
+                        return Ok(joined);
+                    }
+                }
+                // A command's server (or an owner that has not said who it is yet): the command
+                // stops it when it is done, so wait and start one of our own.
+                _ if !waiting_told => {
+                    tracing::info!(owner = %holder.trim(), "waiting for the process that runs the private PostgreSQL cluster to finish with it");
+                    waiting_told = true;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+
         prepare_dir(&pgdata, owner)?;
         if !pgdata.join("PG_VERSION").exists() {
             initdb(&bin, &pgdata, owner)?;
         }
-        let socket_dir = socket_dir_for(&pgdata, owner)?;
-
-        // Already running (the service, while an operator runs `calry-hooks token create`):
-        // use it as it is, and leave it running.
-        let attached = Cluster {
-            child: Mutex::new(None),
-            socket_dir: socket_dir.clone(),
-            log_file: log_file.clone(),
-        };
+        // Already running without an owner (started by an older build): use it as it is, and
+        // leave it running.
+        let running = cluster(None, Some(lock));
         if socket_dir.join(".s.PGSQL.5432").exists()
-            && sqlx::PgConnection::connect_with(&attached.connect_options("postgres"))
+            && sqlx::PgConnection::connect_with(&running.connect_options("postgres"))
                 .await
                 .is_ok()
         {
             tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster already running");
-            return Ok(attached);
+            return Ok(running);
         }
+        let mut lock = running.owner_lock();
 
         // A server stopped a moment ago (our previous run) may still hold the data directory:
         // try again for a few seconds before giving up.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let child = spawn_postgres(&bin, &pgdata, &socket_dir, &log_file, owner)?;
-            let cluster = Cluster {
-                child: Mutex::new(Some(child)),
-                socket_dir: socket_dir.clone(),
-                log_file: log_file.clone(),
-            };
-            match cluster.wait_ready(deadline).await {
+            let started = cluster(Some(child), lock);
+            match started.wait_ready(deadline).await {
                 Ok(()) => {
                     tracing::info!(data = %pgdata.display(), "private PostgreSQL cluster started");
-                    return Ok(cluster);
+                    return Ok(started);
                 }
-                Err(err) if Instant::now() < deadline && cluster.exited() => {
+                Err(err) if Instant::now() < deadline && started.exited() => {
+                    lock = started.owner_lock();
                     tracing::debug!(error = %err, "PostgreSQL did not start; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -149,6 +237,11 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The owner's lock, taken out of a cluster given up (its server did not start).
+    fn owner_lock(mut self) -> Option<fs::File> {
+        self._owner.take()
     }
 
     fn exited(&self) -> bool {

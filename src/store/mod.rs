@@ -17,7 +17,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 use crate::metrics::GaugeGuard;
 
 use crate::config::Config;
-pub use cluster::{Cluster, ClusterError};
+pub use cluster::{Cluster, ClusterError, Role};
 pub use replica::{ReadReplica, ReplayLag};
 
 /// Name of the database in the private cluster.
@@ -235,14 +235,14 @@ impl Database {
     }
 
     /// Connects as configured, creates the database if it is missing, and applies migrations.
-    pub async fn open(config: &Config, pool_size: u32) -> Result<Database, StoreError> {
+    pub async fn open(config: &Config, pool_size: u32, role: Role) -> Result<Database, StoreError> {
         let (options, cluster) = match &config.database_url {
             Some(url) => (
                 PgConnectOptions::from_str(url.expose()).map_err(StoreError::Url)?,
                 None,
             ),
             None => {
-                let cluster = Cluster::start(&config.data_dir).await?;
+                let cluster = Cluster::start(&config.data_dir, role).await?;
                 (cluster.connect_options(PRIVATE_DATABASE), Some(cluster))
             }
         };

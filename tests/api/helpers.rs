@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use calry_hooks::App;
 use calry_hooks::config::Config;
-use calry_hooks::store::{self, Cluster};
+use calry_hooks::store::{self, Cluster, Role};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgPool};
@@ -54,7 +54,7 @@ fn start_private_cluster() -> PgConnectOptions {
             .enable_all()
             .build()
             .unwrap();
-        match runtime.block_on(Cluster::start(&dir)) {
+        match runtime.block_on(Cluster::start(&dir, Role::Serve)) {
             Ok(cluster) => {
                 tx.send(Ok(cluster.connect_options("postgres"))).unwrap();
                 loop {
@@ -200,7 +200,7 @@ pub async fn serve_on_own_cluster(
         "calry-hooks-{name}-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let cluster = Cluster::start(&dir).await.unwrap();
+    let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
     let options = cluster.connect_options(name);
     store::create_database_if_missing(&options).await.unwrap();
     let pool = store::connect(options, connections);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use calry_hooks::App;
 use calry_hooks::config::Config;
-use calry_hooks::store::{self, Cluster};
+use calry_hooks::store::{self, Cluster, Role};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -323,7 +323,7 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let restarted = Cluster::start(&dir).await.unwrap();
+    let restarted = Cluster::start(&dir, Role::Serve).await.unwrap();
     let recovered_at = Instant::now();
     loop {
         let recent_created = records

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use calry_hooks::App;
 use calry_hooks::auth;
 use calry_hooks::config::Config;
-use calry_hooks::store::{self, Cluster};
+use calry_hooks::store::{self, Cluster, Role};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
@@ -43,7 +43,7 @@ impl Clusters {
             primary: None,
             standby: None,
         };
-        let primary = Cluster::start(&clusters.dir.join("primary"))
+        let primary = Cluster::start(&clusters.dir.join("primary"), Role::Serve)
             .await
             .unwrap_or_else(|e| panic!("the replica test needs PostgreSQL's server binaries: {e}"));
         let options = primary.connect_options(DATABASE);
@@ -94,7 +94,11 @@ impl Clusters {
     }
 
     async fn start_standby(&mut self) {
-        self.standby = Some(Cluster::start(&self.dir.join("standby")).await.unwrap());
+        self.standby = Some(
+            Cluster::start(&self.dir.join("standby"), Role::Serve)
+                .await
+                .unwrap(),
+        );
     }
 
     fn primary(&self) -> &Cluster {

@@ -1,7 +1,7 @@
 //! Opening the database: a configured `DATABASE_URL` is used, and its database created if missing.
 
 use calry_hooks::config::Config;
-use calry_hooks::store::Database;
+use calry_hooks::store::{Database, Role};
 use sqlx::Connection;
 
 use crate::helpers::{server, server_url};
@@ -14,7 +14,9 @@ async fn a_configured_database_that_does_not_exist_is_created_and_migrated() {
     let mut config = Config::defaults();
     config.database_url = Some(url.into());
 
-    let db = Database::open(&config, 2).await.expect("opens");
+    let db = Database::open(&config, 2, Role::Serve)
+        .await
+        .expect("opens");
     assert!(
         db.cluster.is_none(),
         "a configured database starts no cluster"
@@ -28,7 +30,9 @@ async fn a_configured_database_that_does_not_exist_is_created_and_migrated() {
     assert_eq!(tables, 3);
     // Opening again finds it and changes nothing.
     db.pool.close().await;
-    let again = Database::open(&config, 2).await.expect("opens again");
+    let again = Database::open(&config, 2, Role::Serve)
+        .await
+        .expect("opens again");
     again.pool.close().await;
 
     let mut admin = sqlx::PgConnection::connect_with(&server).await.unwrap();
@@ -46,7 +50,9 @@ async fn instances_started_at_the_same_moment_on_a_new_database_all_start() {
     let name = format!("calry_hooks_race_{}", uuid::Uuid::new_v4().simple());
     let mut config = Config::defaults();
     config.database_url = Some(server_url(&name).into());
-    let opened = futures_util::future::join_all((0..8).map(|_| Database::open(&config, 1))).await;
+    let opened =
+        futures_util::future::join_all((0..8).map(|_| Database::open(&config, 1, Role::Serve)))
+            .await;
     for db in opened {
         db.expect("every instance opens the database")
             .pool
@@ -239,4 +245,54 @@ async fn the_service_connections_never_jit_compile() {
         .await
         .unwrap();
     assert_eq!(jit, "off");
+}
+
+/// The private cluster is stopped only by the process that started it, so no process is left
+/// using a server that another stops under it: a service does not join a server a one-off
+/// command started (it waits, then starts its own), a second service on the same data directory
+/// is refused, and a command joins the service's server and leaves it running.
+#[tokio::test]
+async fn a_private_cluster_is_shared_only_with_a_process_that_outlives_its_owner() {
+    use calry_hooks::store::Cluster;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!(
+        "calry-hooks-owner-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let command = Cluster::start(&dir, Role::Command).await.unwrap();
+    let serving = tokio::spawn({
+        let dir = dir.clone();
+        async move { Cluster::start(&dir, Role::Serve).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !serving.is_finished(),
+        "the service did not wait for the command's server"
+    );
+    command.stop().await;
+    let service = tokio::time::timeout(Duration::from_secs(60), serving)
+        .await
+        .expect("the service starts once the command is done")
+        .unwrap()
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&service.connect_options("postgres"))
+        .await
+        .unwrap();
+
+    let second = Cluster::start(&dir, Role::Serve).await;
+    let refused = second.expect_err("a second service on the same data directory");
+    assert!(
+        refused.to_string().contains("another calry-hooks service"),
+        "{refused}"
+    );
+    let joined = Cluster::start(&dir, Role::Command).await.unwrap();
+    joined.stop().await;
+    sqlx::query("select 1")
+        .execute(&mut conn)
+        .await
+        .expect("the service's server outlives the command that joined it");
+    conn.close().await.unwrap();
+    service.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

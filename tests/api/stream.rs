@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use calry_hooks::auth;
-use calry_hooks::store::Cluster;
+use calry_hooks::store::{Cluster, Role};
 
 use crate::helpers::{
     TestDb, binary, event, problem, serve_on_own_cluster, spawn_app, start_binary,
@@ -586,7 +586,7 @@ async fn a_stream_goes_on_live_after_the_database_restarts() {
     stream.next(SOON).await.expect("its status change");
 
     cluster.stop().await;
-    let restarted = Cluster::start(&dir).await.unwrap();
+    let restarted = Cluster::start(&dir, Role::Serve).await.unwrap();
     let after = event(
         "r2",
         "w",
