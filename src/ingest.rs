@@ -164,6 +164,12 @@ async fn announce(pool: &WriterPool) {
     }
 }
 
+/// How long one round of a batch may wait for PostgreSQL: its statements' own timeout is the
+/// server's to enforce (`STATEMENT_TIMEOUT`), and a server that does not answer at all enforces
+/// nothing: a round that waits this long is answered `503`, which a sender waiting for the answer
+/// hears before its own timeout gives up on the delivery.
+const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(12);
+
 /// Rounds of one batch before giving up: a round leaves a delivery unresolved only when another
 /// transaction committed the same hook id after this statement began.
 const MAX_ROUNDS: usize = 8;
@@ -202,7 +208,13 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             Err(err) if is_unavailable(&err) => {
                 // Pooled connections may have died with a restarted server: try again on each
                 // of them (the next may be a fresh one) before telling Calry to come back later.
-                if reconnects <= pool.inner().size() && matches!(err, sqlx::Error::Io(_)) {
+                // (Not after a round that waited its whole deadline.)
+                let timed_out =
+                    matches!(&err, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut);
+                if reconnects <= pool.inner().size()
+                    && matches!(err, sqlx::Error::Io(_))
+                    && !timed_out
+                {
                     reconnects += 1;
                     continue;
                 }
@@ -292,18 +304,35 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
         }
     }
     let mut conn = pool.acquire().await?;
-    if lock_ws.is_empty() {
-        return insert_batch(&mut conn, cols, batch.len()).await;
+    let work = async {
+        if lock_ws.is_empty() {
+            return insert_batch(&mut conn, cols, batch.len()).await;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(LOCK_ACCOUNTS)
+            .bind(lock_ws)
+            .bind(lock_account)
+            .execute(&mut *tx)
+            .await?;
+        let outcomes = insert_batch(&mut tx, cols, batch.len()).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    };
+    match tokio::time::timeout(WRITE_DEADLINE, work).await {
+        Ok(done) => done,
+        Err(_) => {
+            // A server that stopped answering (hung, or a network that drops everything): the
+            // connection's state is unknown, so it is not used again.
+            conn.close_on_drop();
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "PostgreSQL did not answer within {} s",
+                    WRITE_DEADLINE.as_secs()
+                ),
+            )))
+        }
     }
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    sqlx::query(LOCK_ACCOUNTS)
-        .bind(lock_ws)
-        .bind(lock_account)
-        .execute(&mut *tx)
-        .await?;
-    let outcomes = insert_batch(&mut tx, cols, batch.len()).await?;
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
 /// Runs INSERT_BATCH: each delivery's outcome in batch order, `None` for one that must go again.

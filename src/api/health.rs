@@ -82,6 +82,9 @@ pub enum ReplicaStatus {
     Unreachable,
 }
 
+/// Longest `/readyz` wait for the database's answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Longest `/readyz` and `/metrics` wait for the replica's answer.
 const REPLICA_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -132,16 +135,21 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
         .map(|m| m.version)
         .max()
         .unwrap_or_default();
-    let (mut db, applied): (_, Option<i64>) = app
-        .readers
-        .with_first(|mut db| async move {
-            let applied =
-                sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-                    .fetch_one(&mut *db)
-                    .await;
-            (db, applied)
-        })
+    let check = app.readers.with_first(|mut db| async move {
+        let applied = sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+            .fetch_one(&mut *db)
+            .await;
+        (db, applied)
+    });
+    // A server that stopped answering (hung) enforces no statement timeout: the check has its own.
+    let (mut db, applied): (_, Option<i64>) = tokio::time::timeout(READY_TIMEOUT, check)
         .await
+        .map_err(|_| {
+            Error::unavailable(format!(
+                "the database did not answer within {} s",
+                READY_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| Error::Unavailable {
             detail: format!("the database is not ready: {}", kind_of(&e)),
             source: Some(e),

@@ -25,6 +25,8 @@ const PRIVATE_DATABASE: &str = "calry_hooks";
 
 /// Longest a request waits for a pooled connection before answering 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the database's first answer at start-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A pooled connection idle this long is pinged before it is used.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Longest a statement of the service may run.
@@ -300,7 +302,19 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// database.
 pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), StoreError> {
     let name = options.get_database().unwrap_or("postgres").to_owned();
-    match sqlx::PgConnection::connect_with(options).await {
+    // A server that accepts the connection and never answers would hold start-up for ever.
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(options))
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the server did not answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            )))
+        });
+    match first {
         Ok(conn) => {
             let _ = conn.close().await;
             return Ok(());

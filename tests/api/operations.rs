@@ -389,6 +389,81 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A database that stops answering altogether (a hung server, or a network that drops
+/// everything) enforces no statement timeout: deliveries are still answered `503` within the
+/// writers' deadline and `/readyz` within its own; once the server answers again, the delivery
+/// is stored, once.
+#[tokio::test]
+async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
+    let (dir, cluster, app) = serve_on_own_cluster("hung", 2).await;
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let pid: i32 = std::fs::read_to_string(dir.join("postgres/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The server and every process it started (each backend leads a process group of its own).
+    let signal = |sig| {
+        let children = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // pid (comm) state ppid …: the command may hold spaces and parentheses.
+                let ppid: i32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == pid).then(|| entry.file_name().to_str()?.parse::<i32>().ok())?
+            });
+        for process in std::iter::once(pid).chain(children) {
+            unsafe { libc::kill(process, sig) };
+        }
+    };
+    signal(libc::SIGSTOP);
+    let body = event(
+        "hung-1",
+        "w",
+        Some("a"),
+        "sync.error",
+        "2024-01-01T00:00:00Z",
+    );
+    let started = Instant::now();
+    let delivered = app.deliver(&body).await.status();
+    let took = started.elapsed();
+    let asked = Instant::now();
+    let ready = app.get("/readyz").await.status();
+    let ready_took = asked.elapsed();
+    signal(libc::SIGCONT);
+    assert_eq!(delivered, 503, "after {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(ready, 503);
+    assert!(ready_took < Duration::from_secs(10), "{ready_took:?}");
+
+    let waiting = Instant::now();
+    loop {
+        match app.deliver(&body).await.status().as_u16() {
+            201 | 200 => break,
+            503 => assert!(waiting.elapsed() < Duration::from_secs(30), "no recovery"),
+            other => panic!("answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from events where hook_id = 'hung-1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    drop(app);
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Moves events to the time they were received at (and so to that month's partition).
 async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
     sqlx::query("select ensure_event_partitions($1::timestamptz, $1::timestamptz)")
