@@ -142,6 +142,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_INGEST_WRITERS",
         default_value_t = 2,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256),
         global = true
     )]
     pub ingest_writers: usize,
@@ -152,6 +153,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_INGEST_MAX_BATCH",
         default_value_t = 32,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000),
         global = true
     )]
     pub ingest_max_batch: usize,
@@ -161,6 +163,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_INGEST_QUEUE",
         default_value_t = 4096,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
         global = true
     )]
     pub ingest_queue: usize,
@@ -183,7 +186,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_QUERY_TIMEOUT_MS",
         default_value_t = 2000,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64),
         global = true
     )]
     pub query_timeout_ms: u64,
@@ -194,7 +197,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_HEADER_TIMEOUT_SECS",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
         global = true
     )]
     pub header_timeout_secs: u64,
@@ -205,7 +208,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_BODY_TIMEOUT_SECS",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
         global = true
     )]
     pub body_timeout_secs: u64,
@@ -216,7 +219,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_IDLE_TIMEOUT_SECS",
         default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
         global = true
     )]
     pub idle_timeout_secs: u64,
@@ -298,6 +301,9 @@ fn parse_log_filter(s: &str) -> Result<String, String> {
         .map_err(|e| format!("not a log filter ({e}); e.g. `info` or `info,calry_hooks=debug`"))
 }
 
+/// The longest age `parse_age` reads: a century.
+const MAX_AGE_DAYS: i64 = 36_500;
+
 pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
     let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
@@ -310,8 +316,14 @@ pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
         "s" => chrono::TimeDelta::try_seconds(n),
         _ => None,
     };
-    age.filter(|a| *a >= chrono::TimeDelta::zero())
-        .ok_or_else(err)
+    let age = age
+        .filter(|a| *a >= chrono::TimeDelta::zero())
+        .ok_or_else(err)?;
+    // Beyond a century, `now - age` would leave the calendar PostgreSQL and chrono share.
+    if age > chrono::TimeDelta::days(MAX_AGE_DAYS) {
+        return Err(format!("{s:?} is more than {MAX_AGE_DAYS}d"));
+    }
+    Ok(age)
 }
 
 impl Config {
