@@ -341,19 +341,28 @@ pub struct TokenInfo {
 }
 
 impl fmt::Display for TokenInfo {
-    /// `id name scope created`, separated by white space; a name with white space is quoted.
+    /// `id name scope created`, separated by white space. A name or workspace id that holds white
+    /// space, a quote or (an id) a comma is quoted, as is a name `-`, which stands for no name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = if self.name.is_empty() {
-            "-".to_owned()
-        } else if self.name.chars().any(char::is_whitespace) {
-            format!("{:?}", self.name)
-        } else {
-            self.name.clone()
+        let quoted = |s: &str, also: &[char]| {
+            if s.chars()
+                .any(|c| c.is_whitespace() || c == '"' || also.contains(&c))
+            {
+                format!("{s:?}")
+            } else {
+                s.to_owned()
+            }
+        };
+        let name = match self.name.as_str() {
+            "" => "-".to_owned(),
+            "-" => "\"-\"".to_owned(),
+            name => quoted(name, &[]),
         };
         let scope = if self.all_workspaces {
             "all-workspaces".to_owned()
         } else {
-            format!("workspaces={}", self.workspaces.join(","))
+            let ids: Vec<String> = self.workspaces.iter().map(|w| quoted(w, &[','])).collect();
+            format!("workspaces={}", ids.join(","))
         };
         let created = self
             .created_at
@@ -384,6 +393,26 @@ pub async fn revoke(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_line_keeps_its_fields_apart() {
+        let info = TokenInfo {
+            id: 7,
+            name: "-".to_owned(),
+            all_workspaces: false,
+            workspaces: vec!["a b".to_owned(), "c,d".to_owned(), "e".to_owned()],
+            created_at: DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        assert_eq!(
+            info.to_string(),
+            "7\t\"-\"\tworkspaces=\"a b\",\"c,d\",e\t1970-01-01T00:00:00Z"
+        );
+        let unnamed = TokenInfo {
+            name: String::new(),
+            ..info
+        };
+        assert!(unnamed.to_string().starts_with("7\t-\t"));
+    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_header() {

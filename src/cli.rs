@@ -15,10 +15,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
-        Command::Openapi => {
-            println!("{}", crate::api::openapi().to_pretty_json()?);
-            Ok(())
-        }
+        Command::Openapi => say(crate::api::openapi().to_pretty_json()?),
         Command::Migrate => {
             let db = open(&config).await?;
             tracing::info!("migrations applied");
@@ -28,18 +25,18 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let db = open(&config).await?;
             let rebuilt = crate::status::rebuild(&db.pool).await?;
             match rebuilt.removed_before {
-                None => println!(
+                None => say(format_args!(
                     "status rebuilt from history: {} latest-event rows over {} workspaces, {} \
                      accounts, {} state changes",
                     rebuilt.latest_rows,
                     rebuilt.workspaces,
                     rebuilt.accounts,
                     rebuilt.state_changes
-                ),
-                Some(cut) => println!(
+                ))?,
+                Some(cut) => say(format_args!(
                     "history received before {cut} was removed, so not everything can be rebuilt \
                      from it: {} latest-event rows recomputed and {} whose events were removed \
-                     kept as they were; {} workspaces' lastEventAt checked (never moved back); \
+                     kept as they were; {} workspaces' lastEventAt moved forward (never back); \
                      the {} accounts' since and their {} state changes (timelines) need the whole \
                      history and were left as they are",
                     rebuilt.latest_rows,
@@ -47,7 +44,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                     rebuilt.workspaces,
                     rebuilt.accounts,
                     rebuilt.state_changes
-                ),
+                ))?,
             }
             close(db).await
         }
@@ -56,7 +53,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let cut = chrono::Utc::now() - older_than;
             let started = std::time::Instant::now();
             let removed = crate::store::partitions::remove_before(&db.pool, cut, true).await?;
-            println!(
+            say(format_args!(
                 "removed the events received before {cut} in {:.3} s: {} partition(s) dropped \
                  ({}) holding about {} events, and {} events deleted from the partition the cut \
                  falls inside",
@@ -65,7 +62,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 removed.partitions.join(", "),
                 removed.events_in_partitions,
                 removed.events_deleted
-            );
+            ))?;
             close(db).await
         }
         Command::Token(command) => {
@@ -95,7 +92,7 @@ async fn token(db: &Database, command: TokenCommand) -> Result<(), Box<dyn Error
             name,
         } => {
             let created = auth::create(&db.pool, &name, all_workspaces, &workspaces).await?;
-            println!("{}", created.token);
+            say(&created.token)?;
             let scope = if all_workspaces {
                 "every workspace".to_owned()
             } else {
@@ -109,7 +106,7 @@ async fn token(db: &Database, command: TokenCommand) -> Result<(), Box<dyn Error
         }
         TokenCommand::List => {
             for token in auth::list(&db.pool).await? {
-                println!("{token}");
+                say(token)?;
             }
         }
         TokenCommand::Revoke { id } => {
@@ -120,6 +117,16 @@ async fn token(db: &Database, command: TokenCommand) -> Result<(), Box<dyn Error
         }
     }
     Ok(())
+}
+
+/// Writes `text` and a line end to standard output. A reader that went away (`| head`) ends the
+/// output, not the command with an error.
+fn say(text: impl std::fmt::Display) -> Result<(), Box<dyn Error>> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
+    }
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn Error>> {

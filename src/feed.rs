@@ -142,7 +142,19 @@ async fn listen(
                     break;
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "listening for new events failed; reconnecting");
+                    // PostgreSQL shutting down (ours, at the end of a run, or a restart) is news,
+                    // not trouble: what fails because of it says so itself.
+                    let shutdown = err
+                        .as_database_error()
+                        .and_then(|e| e.code())
+                        .is_some_and(|code| code == "57P01");
+                    if shutdown {
+                        tracing::info!(
+                            "PostgreSQL is shutting down; listening again once it is back"
+                        );
+                    } else {
+                        tracing::warn!(error = %err, "listening for new events failed; reconnecting");
+                    }
                     forget(false);
                     bump();
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -130,7 +130,6 @@ async fn deliver(
             signature_verified,
         })
         .await?;
-    tracing::info!(hook.id = %hook_id, ?outcome, "delivery");
     let (status, receipt_status, delivery_count) = match outcome {
         Outcome::Created => (StatusCode::CREATED, ReceiptStatus::Created, None),
         Outcome::Duplicate { delivery_count } => (
@@ -138,8 +137,16 @@ async fn deliver(
             ReceiptStatus::Duplicate,
             Some(delivery_count),
         ),
-        Outcome::Conflict => return Err(Error::Conflict { hook_id }),
+        Outcome::Conflict => {
+            tracing::info!(hook.id = %hook_id, outcome = "conflict", "delivery");
+            return Err(Error::Conflict { hook_id });
+        }
     };
+    let word = match receipt_status {
+        ReceiptStatus::Created => "created",
+        ReceiptStatus::Duplicate => "duplicate",
+    };
+    tracing::info!(hook.id = %hook_id, outcome = word, delivery_count, "delivery");
     Ok((
         status,
         Json(Receipt {
