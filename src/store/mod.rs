@@ -240,7 +240,7 @@ impl Database {
     pub async fn open(config: &Config, pool_size: u32, role: Role) -> Result<Database, StoreError> {
         let (options, cluster) = match &config.database_url {
             Some(url) => (
-                PgConnectOptions::from_str(url.expose()).map_err(StoreError::Url)?,
+                options_from_url(url.expose()).map_err(StoreError::Url)?,
                 None,
             ),
             None => {
@@ -253,6 +253,19 @@ impl Database {
         migrate(&pool).await?;
         Ok(Database { pool, cluster })
     }
+}
+
+/// The connection options a PostgreSQL URL names. sqlx reads any scheme as PostgreSQL's (a
+/// `mysql://` URL would fail later as a host that cannot be found): only PostgreSQL's two are
+/// taken.
+pub fn options_from_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+        return Err(sqlx::Error::Configuration(
+            "it must begin with postgres:// or postgresql://".into(),
+        ));
+    }
+    PgConnectOptions::from_str(url)
 }
 
 /// The service's pool: bounded waits, so an outage answers 503 instead of hanging.
@@ -351,4 +364,21 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_postgresql_urls_are_taken() {
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u@h:5433/db",
+            "POSTGRES://h/db",
+        ] {
+            assert!(super::options_from_url(url).is_ok(), "{url}");
+        }
+        for url in ["mysql://u@h/db", "h/db", "http://h/db", ""] {
+            assert!(super::options_from_url(url).is_err(), "{url}");
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! sends reads to the primary for a while once it is found unreachable, and how far its replay
 //! is behind the primary. Which routes read from it is the HTTP layer's business.
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,7 +45,7 @@ impl ReadReplica {
         let Some(url) = &config.read_database_url else {
             return Ok(None);
         };
-        let options = PgConnectOptions::from_str(url.expose()).map_err(StoreError::ReadUrl)?;
+        let options = super::options_from_url(url.expose()).map_err(StoreError::ReadUrl)?;
         Ok(Some(options.application_name("calry-hooks")))
     }
 
