@@ -112,28 +112,7 @@ impl Cluster {
         let lock_path = data_dir.join("postgres.owner");
         let mut waiting_told = false;
         let lock = loop {
-            let lock = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path)
-                .map_err(io(format!("opening {}", lock_path.display())))?;
-            // SAFETY: flock on a descriptor we own; non-blocking.
-            if unsafe {
-                libc::flock(
-                    std::os::fd::AsRawFd::as_raw_fd(&lock),
-                    libc::LOCK_EX | libc::LOCK_NB,
-                )
-            } == 0
-            {
-                lock.set_len(0)
-                    .map_err(io(format!("writing {}", lock_path.display())))?;
-                std::io::Write::write_all(
-                    &mut &lock,
-                    format!("{} {}\n", role.word(), std::process::id()).as_bytes(),
-                )
-                .map_err(io(format!("writing {}", lock_path.display())))?;
+            if let Some(lock) = try_to_own(&lock_path, role)? {
                 break lock;
             }
             let holder = fs::read_to_string(&lock_path).unwrap_or_default();
@@ -290,6 +269,28 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.signal_stop();
     }
+}
+
+/// The lock on `postgres.owner` that makes this process the owner of the server, with `role`
+/// written in it for the others to read; `None` while another process holds it.
+fn try_to_own(path: &Path, role: Role) -> Result<Option<fs::File>, ClusterError> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    // SAFETY: flock on a descriptor we own, without waiting.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(None);
+    }
+    let said = format!("{} {}\n", role.word(), std::process::id());
+    file.set_len(0)
+        .and_then(|()| std::io::Write::write_all(&mut &file, said.as_bytes()))
+        .map_err(io(format!("writing {}", path.display())))?;
+    Ok(Some(file))
 }
 
 /// The directory holding `initdb` and `postgres`: the one on PATH, else the newest version
