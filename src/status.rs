@@ -359,6 +359,9 @@ pub struct Rebuilt {
 /// event went is kept (and counted), a workspace's `lastEventAt` never goes back, and the
 /// accounts' `since` and timelines, which need the whole history, are left as they are.
 pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
+    // A month a removal detached and did not drop, before removals were recorded first, is
+    // history removed too. (Read first: a command's pool has one connection, the transaction's.)
+    let left = crate::store::partitions::left_detached(pool).await?;
     let mut tx = pool.begin().await?;
     sqlx::query("set local statement_timeout = 0")
         .execute(&mut *tx)
@@ -372,9 +375,6 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
         sqlx::query_scalar("select max(received_before) from history_removals")
             .fetch_one(&mut *tx)
             .await?;
-    // A month a removal detached and did not drop, before removals were recorded first, is
-    // history removed too.
-    let left = crate::store::partitions::left_detached(pool).await?;
     let removed_before = recorded.max(left.into_iter().map(|(_, to)| to).max());
     if removed_before.is_none() {
         sqlx::query("delete from latest_events")

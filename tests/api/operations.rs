@@ -1287,3 +1287,20 @@ async fn request_durations_are_counted_by_route_template_method_and_status_class
         .unwrap();
     assert!(sum > 0.0);
 }
+
+/// `calry-hooks rebuild-status` as an operator runs it: a command's pool has one connection.
+#[tokio::test]
+async fn the_rebuild_status_command_runs() {
+    let db = TestDb::create().await;
+    let out = binary(Some(&db.name))
+        .arg("rebuild-status")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status rebuilt from history"));
+}
