@@ -29,6 +29,9 @@ use crate::store::ReadConnection;
 pub struct Caller<S = Primary> {
     pub access: Access,
     pub db: ReadConnection,
+    /// The token presented, for a route that checks it again while it goes on (a long poll, a
+    /// stream: [`access_now`]).
+    pub presented: Option<String>,
     source: PhantomData<S>,
 }
 
@@ -79,6 +82,7 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
         Ok(Caller {
             access,
             db,
+            presented,
             source: PhantomData,
         })
     }
@@ -90,7 +94,7 @@ fn token_required(app: &AppState) -> bool {
 }
 
 /// What the caller presenting `presented` may read now, for one that goes on reading after its
-/// request was answered (a stream): from the instance's memory when it remembers, else one
+/// token was checked (a long poll, a stream): from the instance's memory when it remembers, else one
 /// lookup on a connection of its own.
 pub async fn access_now(app: &AppState, presented: Option<&str>) -> Result<Access, Error> {
     let found = match app.tokens.get(presented) {

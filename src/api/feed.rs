@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::events::{EVENT_COLUMNS, Event, EventFilter, MAX_PAGE_BYTES};
-use super::extract::{Caller, WorkspacePath};
+use super::extract::{Caller, WorkspacePath, access_now};
 use super::paging::{FeedPosition, Page, Params, push_feed_keyset};
 use crate::error::{Error, Result};
 
@@ -199,10 +199,12 @@ impl FeedQuery {
 }
 
 /// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive,
-/// `wait` has passed or the service is stopping. No connection is held while waiting.
+/// `wait` has passed or the service is stopping. No connection is held while waiting, and a
+/// token revoked meanwhile ends the wait with its `401`.
 async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json<FeedPage>> {
     let mut deadline = Instant::now() + query.wait;
     let mut changes = app.notifier.subscribe();
+    let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
     let mut checked = false;
     loop {
@@ -219,10 +221,18 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
         }
         drop(db);
         let _waiting = app.metrics.feed_waiting();
-        tokio::select! {
-            () = changes.next() => {}
-            () = tokio::time::sleep(RECHECK.min(deadline - now)) => {}
-            () = app.stopping() => deadline = Instant::now(),
+        let token_changed = tokio::select! {
+            biased;
+            () = token_changes.next() => true,
+            () = changes.next() => false,
+            () = tokio::time::sleep(RECHECK.min(deadline - now)) => false,
+            () = app.stopping() => {
+                deadline = Instant::now();
+                false
+            }
+        };
+        if token_changed || token_changes.came() {
+            access_now(app, caller.presented.as_deref()).await?;
         }
         db = app.readers.acquire().await?;
     }

@@ -41,7 +41,6 @@ use super::events::{Event, EventFilter};
 use super::extract::{Caller, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
-use crate::auth;
 use crate::error::{Error, Result};
 use crate::feed::{Changes, Notifier};
 use crate::status::{self, AccountStatus, LatestRow};
@@ -718,7 +717,6 @@ async fn open(
 ) -> Result<Response> {
     let params = Params::parse(query)?;
     let start = start(headers, &params)?;
-    let presented = auth::presented(headers)?.map(str::to_owned);
     let selection = Selection {
         scope: if workspace_id.is_some() {
             None
@@ -741,7 +739,7 @@ async fn open(
         .await;
     let follow = Follow {
         _open: app.metrics.stream_open(),
-        presented,
+        presented: caller.presented,
         token_changes: app.notifier.token_changes(),
         position: start.unwrap_or(tail_position),
         app: app.clone(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use calry_hooks::App;
+use calry_hooks::auth;
 use calry_hooks::config::Config;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -180,6 +181,43 @@ async fn a_token_sees_the_feed_of_its_workspaces_only() {
     assert_eq!(hook_ids(&page), ["h0", "h2"]);
     problem(get("/workspaces/B/feed").await, 403).await;
     problem(app.get("/feed").await, 401).await;
+}
+
+/// A token revoked while its long poll waits ends the wait with `401` at once: nothing stored
+/// after the revocation is answered on it, and it is not held to the end of its `wait`.
+#[tokio::test]
+async fn a_long_poll_ends_when_its_token_is_revoked() {
+    let app = spawn_app().await;
+    let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
+    let client = reqwest::Client::new();
+    let poll = |path: String| {
+        client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&created.token)
+            .send()
+    };
+    let first = poll("/feed".into()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let next = first.json::<Value>().await.unwrap()["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let started = Instant::now();
+    let waiting = poll(format!("/feed?after={next}&wait=20"));
+    let revoke_then_deliver = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(auth::revoke(&app.pool, created.id).await.unwrap());
+        let body = event("after-revoke", "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    };
+    let (answer, ()) = tokio::join!(waiting, revoke_then_deliver);
+    problem(answer.unwrap(), 401).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended at the revocation, not at the end of its wait ({:?})",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -519,10 +519,6 @@ async fn workspace_streams_are_sent_their_own_events_live() {
     assert_eq!(read(&mut all, 4).await, ["l1", "l2", "l3", "l4"]);
 }
 
-/// A stopping service ends its streams and answers its long polls at once instead of waiting on
-/// them, and a client that
-/// resumes with its `Last-Event-ID` on the restarted service receives every event stored since,
-/// once each: also those stored while it was away.
 /// A token revoked, or created where a stream presented none, ends the streams opened with it
 /// at once (their clients' next request is then refused), not only new requests.
 #[tokio::test]
@@ -612,6 +608,9 @@ async fn a_stream_goes_on_live_after_the_database_restarts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A stopping service ends its streams and answers its long polls at once instead of waiting on
+/// them, and a client that resumes with its `Last-Event-ID` on the restarted service receives
+/// every event stored since, once each: also those stored while it was away.
 #[tokio::test]
 async fn a_stream_resumes_across_a_restart_of_the_service() {
     let db = TestDb::create().await;
