@@ -419,37 +419,54 @@ impl Known {
             let account = event.integration_account_id.clone().unwrap_or_default();
             self.0.insert((event.workspace_id.clone(), account), latest);
         }
-        let mut late = Vec::new();
-        let items = rows
-            .into_iter()
-            .map(|row| {
-                let event = &row.event;
-                let status = match (
-                    status::effect(&event.event_type),
-                    &event.integration_account_id,
-                ) {
-                    (Some(effect), Some(account)) => {
-                        let key = (event.workspace_id.clone(), account.clone());
-                        let latest = self.0.get_mut(&key).expect("loaded above");
-                        match apply(latest, event, effect) {
-                            Applied::Changed => status_message(event, latest.clone()),
-                            Applied::Same => None,
-                            Applied::Late => {
-                                late.push(key);
-                                None
-                            }
+        // A late event may have split a run or lengthened one: from there on its account's
+        // `since` is not known here. Its account's later messages of the batch are read from
+        // the store, and the account is loaded again next time.
+        let mut late = HashSet::new();
+        let mut reread = Vec::new();
+        let mut statuses = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let event = &row.event;
+            let status = match (
+                status::effect(&event.event_type),
+                &event.integration_account_id,
+            ) {
+                (Some(effect), Some(account)) => {
+                    let key = (event.workspace_id.clone(), account.clone());
+                    let latest = self.0.get_mut(&key).expect("loaded above");
+                    match apply(latest, event, effect) {
+                        Applied::Changed if late.contains(&key) => {
+                            reread.push(i);
+                            None
+                        }
+                        Applied::Changed => status_message(event, latest.clone()),
+                        Applied::Same => None,
+                        Applied::Late => {
+                            late.insert(key);
+                            None
                         }
                     }
-                    _ => None,
-                };
-                item(row, status)
-            })
-            .collect();
-        // A late event may have split a run: its account's `since` is loaded again next time.
+                }
+                _ => None,
+            };
+            statuses.push(status);
+        }
+        if !reread.is_empty() {
+            let mut tx = generic_plans(db).await?;
+            let found = latest_rows_at(&mut tx, &rows, &reread, true).await?;
+            tx.commit().await?;
+            for (i, latest) in reread.into_iter().zip(found) {
+                statuses[i] = status_message(&rows[i].event, latest);
+            }
+        }
         for key in late {
             self.0.remove(&key);
         }
-        Ok(items)
+        Ok(rows
+            .into_iter()
+            .zip(statuses)
+            .map(|(row, status)| item(row, status))
+            .collect())
     }
 }
 

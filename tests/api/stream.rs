@@ -488,6 +488,55 @@ async fn a_status_message_carries_the_entry_right_after_its_event() {
     assert!(statuses.iter().all(|s| s["integrationAccountId"] == "a"));
 }
 
+/// A late event read in the same round of the tailer as a later event of its account: the later
+/// event's status message holds the `since` the late one moved (the status route's), not the
+/// one from before it.
+#[tokio::test]
+async fn a_late_event_moves_since_in_the_messages_read_with_it() {
+    let app = spawn_app().await;
+    let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A transaction with an id holds the feed back: the tailer reads the three events at once.
+    let mut hold = app.pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    for (id, event_type, at) in [
+        ("s1", "sync.error", "2024-01-01T00:00:41Z"),
+        ("s2", "sync.error", "2024-01-01T00:00:34Z"),
+        ("s3", "account.created", "2024-01-01T00:00:50Z"),
+    ] {
+        let body = event(id, "w", Some("a"), event_type, at);
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    hold.commit().await.unwrap();
+    let mut statuses = Vec::new();
+    while let Some(m) = stream.next(SOON).await {
+        if m.event == "status" {
+            statuses.push((
+                m.data["causedBy"].as_str().unwrap().to_owned(),
+                m.data["status"]["sync"]["since"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ));
+            if statuses.len() == 2 {
+                break;
+            }
+        }
+    }
+    let now = app.get_json("/workspaces/w/accounts/a").await;
+    assert_eq!(now["sync"]["since"], "2024-01-01T00:00:34.000Z");
+    assert_eq!(
+        statuses,
+        [
+            ("s1".to_owned(), "2024-01-01T00:00:41.000Z".to_owned()),
+            ("s3".to_owned(), "2024-01-01T00:00:34.000Z".to_owned()),
+        ]
+    );
+}
+
 /// Live, a workspace's stream is sent its own workspace's events only, and `/stream` all of them.
 #[tokio::test]
 async fn workspace_streams_are_sent_their_own_events_live() {
