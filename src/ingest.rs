@@ -529,7 +529,10 @@ redelivered as (
 ),
 redelivered_kept as (
     update events e
-    set delivery_count = e.delivery_count + n.count, last_received_at = now()
+    -- now() is when this transaction began: it may have waited for the one that stored the
+    -- event (LOCK_ACCOUNTS), begun later. lastReceivedAt is never before receivedAt.
+    set delivery_count = e.delivery_count + n.count,
+        last_received_at = greatest(e.last_received_at, now())
     from repeats n join hook_ids k on k.hook_id = n.hook_id
     where e.hook_id = n.hook_id and e.received_at = k.received_at
 ),
