@@ -113,6 +113,8 @@ pub struct FeedQuery {
     pub filter: EventFilter,
     pub after: FeedPosition,
     pub limit: i64,
+    /// Payload bytes read at a time (or one event, when that is larger).
+    pub max_bytes: usize,
     pub wait: Duration,
 }
 
@@ -147,6 +149,7 @@ impl FeedQuery {
             filter: EventFilter::parse(params)?,
             after,
             limit: params.limit_within(DEFAULT_LIMIT, MAX_LIMIT)?,
+            max_bytes: MAX_PAGE_BYTES,
             wait: Duration::from_secs(wait),
         })
     }
@@ -167,23 +170,25 @@ impl FeedQuery {
         push_feed_keyset(qb, self.after, self.limit);
     }
 
-    /// The rows there are now after `after` (at most `limit`, and 4 MiB of payloads).
-    pub async fn rows(&self, db: &mut PgConnection) -> Result<Vec<FeedRow>> {
+    /// The rows there are now after `after` (at most `limit`, and `max_bytes` of payloads), and
+    /// whether the read stopped at one of those bounds (more may follow) rather than at the end.
+    pub async fn rows(&self, db: &mut PgConnection) -> Result<(Vec<FeedRow>, bool)> {
         let mut qb = QueryBuilder::new("");
         self.push_sql(&mut qb);
         let page = Page::read(
             qb.build_query_as::<FeedRow>().fetch(db),
             self.limit,
-            MAX_PAGE_BYTES,
+            self.max_bytes,
             |row| row.event.payload.get().len(),
         )
         .await?;
-        Ok(page.items)
+        let bounded = page.more || page.items.len() as i64 == self.limit;
+        Ok((page.items, bounded))
     }
 
     /// The events there are now after `after`.
     async fn read(&self, db: &mut PgConnection) -> Result<FeedPage> {
-        let rows = self.rows(db).await?;
+        let (rows, _) = self.rows(db).await?;
         let next = rows.last().map_or(self.after, FeedRow::position);
         Ok(FeedPage {
             items: rows

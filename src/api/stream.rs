@@ -37,7 +37,7 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use super::events::{Event, EventFilter};
+use super::events::{Event, EventFilter, MAX_PAGE_BYTES};
 use super::extract::{Caller, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
@@ -59,6 +59,10 @@ const BROADCAST: usize = 1024;
 const WORKSPACE_BROADCAST: usize = 128;
 /// Events read from the store at a time.
 const BATCH: i64 = 200;
+/// Payload bytes a stream reads from the store at a time when it catches up (or one event, when
+/// that is larger): with the message being written, what a stream whose client does not read
+/// holds besides its socket's buffers.
+const CATCH_UP_BYTES: usize = 256 * 1024;
 /// The tailer asks again at least this often, notification or not.
 const RECHECK: Duration = Duration::from_millis(250);
 /// After a notification, the tailer waits this long before reading, so that one read serves the
@@ -119,13 +123,14 @@ impl Selection {
                 .passes(&item.event_type, item.integration_account_id.as_deref())
     }
 
-    fn query(&self, after: FeedPosition) -> FeedQuery {
+    fn query(&self, after: FeedPosition, max_bytes: usize) -> FeedQuery {
         FeedQuery {
             workspace_id: self.workspace_id.clone(),
             scope: self.scope.clone(),
             filter: self.filter.clone(),
             after,
             limit: BATCH,
+            max_bytes,
             wait: Duration::ZERO,
         }
     }
@@ -633,22 +638,24 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                     tail.position = end;
                     tail.started = true;
                 }
-                return Ok::<usize, Error>(0);
+                return Ok::<bool, Error>(false);
             }
-            let rows = Selection::default().query(position).rows(db).await?;
-            let n = rows.len();
+            let (rows, bounded) = Selection::default()
+                .query(position, MAX_PAGE_BYTES)
+                .rows(db)
+                .await?;
             let items = known.items(db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {
                 tail.broadcast(item);
             }
-            Ok(n)
+            Ok(bounded)
         });
-        let got = match read.await {
-            Ok(n) => n,
+        let more = match read.await {
+            Ok(more) => more,
             Err(err) => {
                 tracing::warn!(error = %err, "the stream's tailer could not read the feed");
-                0
+                false
             }
         };
         drop(tailer);
@@ -657,7 +664,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 () = subscribed.notified() => {}
                 () = tokio::time::sleep(IDLE_RECHECK) => {}
             }
-        } else if got < BATCH as usize {
+        } else if !more {
             tokio::select! {
                 () = changes.next() => {
                     // Let the commits of this moment gather: one read for several of them.
@@ -886,9 +893,8 @@ impl Follow {
             .app
             .readers
             .with(async |db| {
-                let rows = selection.query(position).rows(db).await?;
-                let last = rows.len() < BATCH as usize;
-                Ok::<_, Error>((items(db, rows).await?, last))
+                let (rows, bounded) = selection.query(position, CATCH_UP_BYTES).rows(db).await?;
+                Ok::<_, Error>((items(db, rows).await?, !bounded))
             })
             .await?;
         if let Some(item) = items.last() {

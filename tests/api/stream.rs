@@ -320,6 +320,64 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     assert_eq!(seen, feed, "in feed order, once each");
 }
 
+/// A replay of large events, fewer than a read's count but more than its bytes: every event comes,
+/// in feed order (a read cut short by its bytes is not the end of what is stored).
+#[tokio::test]
+async fn a_replay_of_large_events_sends_every_one() {
+    let app = spawn_app().await;
+    let beginning = app.get_json("/workspaces/big/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bodies: Vec<Value> = (0..30)
+        .map(|i| {
+            let mut body = event(
+                &format!("big-{i:02}"),
+                "big",
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            );
+            body["data"]["padding"] = json!("x".repeat(200_000));
+            body
+        })
+        .collect();
+    let statuses = crate::helpers::deliver_all(&app, bodies, 4).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    // The feed's answers stop at 4 MiB of payloads too.
+    let mut expected = Vec::new();
+    let mut after = beginning.clone();
+    loop {
+        let page = app
+            .get_json(&format!("/workspaces/big/feed?after={after}"))
+            .await;
+        let items = page["items"].as_array().unwrap();
+        if items.is_empty() {
+            break;
+        }
+        expected.extend(
+            items
+                .iter()
+                .map(|e| e["hookId"].as_str().unwrap().to_owned()),
+        );
+        after = page["next"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(expected.len(), 30);
+    // Once the tailer is past them all, so that the replay's end is the tailer's position.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut replay = Reader::open(
+        &app.address,
+        &format!("/workspaces/big/stream?after={beginning}"),
+        None,
+    )
+    .await;
+    let mut seen = Vec::new();
+    while let Some(m) = replay.next(Duration::from_secs(3)).await {
+        seen.push(m.data["hookId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, expected);
+}
+
 /// A `status` message carries the account's entry right after its event, replayed or live, even
 /// when later events of the account are already stored by the time it is sent.
 #[tokio::test]
