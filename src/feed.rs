@@ -1,19 +1,22 @@
 //! News of the store: each instance listens once on the database for the notification an ingest
 //! writer sends (`ingest::announce`) after a batch that stored new events commits — from any
 //! instance — and tells whoever waits for new events (long polls of the feed, streams) that they
-//! may ask again. Waiters never rely on it alone: a lost notification (a reconnect, say)
-//! costs them at most their own re-check interval.
+//! may ask again. Notifications lost while the connection was down are made up for by telling
+//! every waiter when it is back; an event that becomes visible with no notification of its own
+//! (when an older transaction ends) is told by [`Horizon`] to long polls, and found by the
+//! stream's tailer, which reads on a timer too.
 //!
 //! The same connection hears when a token changes (`auth::CHANNEL`), and tells the instance's
 //! [`TokenCache`] to forget what it remembered; the cache is used only while listening.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 
 use crate::auth::{self, TokenCache};
+use crate::store::Readers;
 
 /// The channel the ingest writers notify.
 pub const CHANNEL: &str = "calry_hooks_events";
@@ -84,6 +87,60 @@ impl Notifier {
     /// listening): for those who keep reading on a token already checked (streams).
     pub fn token_changes(&self) -> Changes {
         Changes::from_now(&self.token_changes)
+    }
+}
+
+/// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
+const HORIZON_RECHECK: Duration = Duration::from_millis(250);
+
+/// The feed's horizon: the oldest transaction still running, below which the feed shows events
+/// (`paging::push_feed_keyset`). An event can become visible with no notification, when an older
+/// transaction that stored nothing ends; this tells those waiting for events when the horizon
+/// moved, from one look every 250 ms for the whole instance (and none while nobody waits),
+/// instead of each waiter reading the feed again on a timer.
+pub struct Horizon(Arc<watch::Sender<u64>>);
+
+impl Horizon {
+    /// Starts watching with connections of `readers`; the task ends with the [`Horizon`].
+    pub fn start(readers: Readers) -> Horizon {
+        let sender = Arc::new(watch::channel(0u64).0);
+        tokio::spawn(watch_horizon(Arc::downgrade(&sender), readers));
+        Horizon(sender)
+    }
+
+    /// Moves of the horizon from now on. Subscribe before reading the feed: whatever the read
+    /// could not show yet becomes visible at a move that comes after it.
+    pub fn subscribe(&self) -> Changes {
+        Changes(self.0.subscribe())
+    }
+}
+
+async fn watch_horizon(sender: Weak<watch::Sender<u64>>, readers: Readers) {
+    loop {
+        tokio::time::sleep(HORIZON_RECHECK).await;
+        let Some(sender) = sender.upgrade() else {
+            return;
+        };
+        if sender.receiver_count() == 0 {
+            continue;
+        }
+        let xmin = readers
+            .with(async |db| {
+                sqlx::query_scalar::<_, i64>(
+                    "select pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                )
+                .fetch_one(db)
+                .await
+            })
+            .await;
+        match xmin {
+            Ok(xmin) => {
+                let xmin = xmin as u64;
+                sender.send_if_modified(|seen| std::mem::replace(seen, xmin) != xmin);
+            }
+            // The waiters' own reads meet the same trouble and answer it.
+            Err(err) => tracing::debug!(error = %err, "cannot read the feed's horizon"),
+        }
     }
 }
 

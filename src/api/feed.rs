@@ -32,9 +32,6 @@ pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 /// Longest long poll.
 pub const MAX_WAIT_SECS: u64 = 30;
-/// While a long poll waits, it asks again at least this often, notification or not (an event
-/// can become visible without one: when an older transaction that stored nothing ends).
-const RECHECK: Duration = Duration::from_millis(250);
 
 /// An event of the feed, with its position.
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,11 +201,14 @@ impl FeedQuery {
 }
 
 /// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive,
-/// `wait` has passed or the service is stopping. No connection is held while waiting, and a
-/// token revoked meanwhile ends the wait with its `401`.
+/// `wait` has passed or the service is stopping. It reads again when events are stored
+/// (notifications) or the feed's horizon moves ([`crate::feed::Horizon`]), not on a timer of
+/// its own. No connection is held while waiting, and a token revoked meanwhile ends the wait
+/// with its `401`.
 async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json<FeedPage>> {
     let mut deadline = Instant::now() + query.wait;
     let mut changes = app.notifier.subscribe();
+    let mut horizon = app.horizon.subscribe();
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
     let mut checked = false;
@@ -230,7 +230,8 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
             biased;
             () = token_changes.next() => true,
             () = changes.next() => false,
-            () = tokio::time::sleep(RECHECK.min(deadline - now)) => false,
+            () = horizon.next() => false,
+            () = tokio::time::sleep(deadline - now) => false,
             () = app.stopping() => {
                 deadline = Instant::now();
                 false

@@ -62,6 +62,8 @@ pub struct Shared {
     pub ingestor: Ingestor,
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
+    /// Moves of the feed's horizon, for long polls.
+    pub horizon: crate::feed::Horizon,
     /// News of new events, for long polls and streams.
     pub notifier: Notifier,
     /// The token checks' answers, kept while the notifier listens.

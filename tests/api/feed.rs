@@ -220,6 +220,37 @@ async fn a_long_poll_ends_when_its_token_is_revoked() {
     );
 }
 
+/// An event held back by an older transaction becomes visible when that transaction ends, with no
+/// notification of its own: a long poll waiting then answers it at once, not at its `wait`'s end.
+#[tokio::test]
+async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
+    let app = spawn_app().await;
+    let (_, next) = read(&app, "/feed").await;
+    let mut hold = app.pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let body = event("held", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let path = format!("/feed?after={next}&wait=20");
+    let poll = read(&app, &path);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        hold.commit().await.unwrap();
+        Instant::now()
+    };
+    let ((items, _), released) = tokio::join!(poll, release);
+    assert_eq!(items.len(), 1, "answered with the event");
+    assert_eq!(items[0].0, "held");
+    // Other tests' transactions on the shared server can hold it a little longer.
+    assert!(
+        released.elapsed() < Duration::from_secs(10),
+        "answered {:?} after the older transaction ended",
+        released.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
     let app = spawn_app().await;
