@@ -15,7 +15,9 @@
 //! event is the latest of its category (by occurredAt, hookId) among the account's events at its
 //! position or before, and the one before it in that order had another state (or there was none:
 //! a change from `unknown`). Its `status` message holds the account's entry as of that position
-//! too (not as of whatever was stored since). Live and replayed streams therefore agree.
+//! too (not as of whatever was stored since). Live and replayed streams therefore agree, but for
+//! two limits the README states: `since` comes from the timeline as it is when the message is
+//! written, and after a removal the decision sees the kept events and status rows only.
 //!
 //! A stopping service ends its streams at once; clients resume with `Last-Event-ID`.
 
