@@ -4,10 +4,14 @@
 //! - A request head (request line and headers) must arrive whole within `header_timeout`:
 //!   counted from the opening of a new connection, or on a kept-alive one from the first byte of
 //!   the next request.
-//! - A kept-alive connection may sit with no request for `idle_timeout`.
-//! - Past `max_connections`, up to [`OVERFLOW`] more connections are served one request each with
-//!   a short head timeout: `/healthz` and `/readyz` as usual, `503` to anything else. Past those,
-//!   a connection is closed as soon as it is accepted.
+//! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is
+//!   reached: a connection that comes then closes every kept-alive connection sitting idle, and
+//!   takes a freed place (as nginx reuses idle keep-alive connections), so that idle connections
+//!   cannot keep new clients out.
+//! - Past `max_connections` (no place freed within [`RECLAIM_WAIT`]), up to [`OVERFLOW`] more
+//!   connections are served one request each with a short head timeout: `/healthz` and
+//!   `/readyz` as usual, `503` to anything else. Past those, a connection is closed as soon as
+//!   it is accepted.
 //!
 //! The body of a webhook has its own timeout, in the route (`CALRY_HOOKS_BODY_TIMEOUT_SECS`).
 
@@ -36,6 +40,8 @@ use crate::config::Config;
 pub const OVERFLOW: usize = 32;
 /// The head timeout of an overflow connection.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection that finds the cap reached waits for an idle one to make room.
+const RECLAIM_WAIT: Duration = Duration::from_millis(100);
 /// File descriptors kept for everything but client connections: database connections, the log,
 /// the private cluster's pipes.
 const RESERVED_FDS: u64 = 128;
@@ -126,6 +132,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let regular = Arc::new(Semaphore::new(limits.max_connections));
     let extra = Arc::new(Semaphore::new(OVERFLOW));
+    let room_wanted = Arc::new(Notify::new());
     let overflow_limits = Limits {
         header_timeout: limits.header_timeout.min(OVERFLOW_HEADER_TIMEOUT),
         ..limits
@@ -149,19 +156,27 @@ pub async fn serve(
                 stream,
                 app.clone(),
                 limits,
-                true,
+                Some(room_wanted.clone()),
                 permit,
                 stop.clone(),
             ));
-        } else if let Ok(permit) = extra.clone().try_acquire_owned() {
-            tokio::spawn(connection(
-                stream,
-                overflow.clone(),
-                overflow_limits,
-                false,
-                permit,
-                stop.clone(),
-            ));
+        } else if let Ok(extra_permit) = extra.clone().try_acquire_owned() {
+            // Idle kept-alive connections close; one of their places is taken if freed soon.
+            room_wanted.notify_waiters();
+            let (regular, app, overflow) = (regular.clone(), app.clone(), overflow.clone());
+            let (room_wanted, stop) = (room_wanted.clone(), stop.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(RECLAIM_WAIT, regular.acquire_owned()).await {
+                    Ok(Ok(permit)) => {
+                        drop(extra_permit);
+                        connection(stream, app, limits, Some(room_wanted), permit, stop).await;
+                    }
+                    _ => {
+                        connection(stream, overflow, overflow_limits, None, extra_permit, stop)
+                            .await;
+                    }
+                }
+            });
         } else {
             drop(stream);
         }
@@ -179,16 +194,18 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection, until the client closes it, a timeout of [`Limits`] passes, or the service
-/// stops.
+/// One connection, until the client closes it, a timeout of [`Limits`] passes, the service
+/// stops, or (kept alive, when `room_wanted` is given) it sits idle when another needs its
+/// place. A connection without `room_wanted` (an overflow one) answers one request.
 async fn connection(
     stream: TcpStream,
     app: Router,
     limits: Limits,
-    keep_alive: bool,
+    room_wanted: Option<Arc<Notify>>,
     _permit: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
+    let keep_alive = room_wanted.is_some();
     let clock = Arc::new(Clock::new());
     let service = {
         let clock = clock.clone();
@@ -224,6 +241,12 @@ async fn connection(
                 return;
             }
             () = clock.changed.notified() => {}
+            () = wanted(room_wanted.as_deref()) => {
+                if clock.idle() {
+                    tracing::debug!("connection closed: idle while the connection cap is reached");
+                    return;
+                }
+            }
             () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 if clock.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!("connection closed: no request within the timeout");
@@ -235,6 +258,14 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Resolves when a connection wants a place (never without `room_wanted`).
+async fn wanted(room_wanted: Option<&Notify>) {
+    match room_wanted {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -278,6 +309,13 @@ impl Clock {
 
     fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the connection is kept alive with nothing to do: no request in progress, and no
+    /// byte of the next one.
+    fn idle(&self) -> bool {
+        let state = self.state();
+        state.busy == 0 && state.head_started.is_none()
     }
 
     /// When the connection is to be closed unless something happens; `None` while it answers.

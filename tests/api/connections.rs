@@ -250,6 +250,45 @@ async fn health_routes_answer_while_the_connection_cap_is_reached() {
     }
 }
 
+/// Kept-alive connections sitting idle do not keep a new client out: when the cap is reached,
+/// they are closed and the newcomer is served.
+#[tokio::test]
+async fn idle_kept_alive_connections_make_room_when_the_cap_is_reached() {
+    let (_child, address, _db, _log) = service(
+        "reclaim",
+        &[
+            ("CALRY_HOOKS_MAX_CONNECTIONS", "4"),
+            ("CALRY_HOOKS_IDLE_TIMEOUT_SECS", "600"),
+        ],
+        None,
+    )
+    .await;
+    // Four connections that each made a request and now sit idle, kept alive.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+        assert_eq!(request(&mut stream, host(&address), "/healthz").await, 200);
+        idle.push(stream);
+    }
+    // The start-up probe's connection may still hold a place: the newcomer's first answer can
+    // come before every idle one is counted; none may be a 503 once they all are.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            get_status(&address, "/workspaces", Duration::from_secs(5)).await,
+            200,
+            "served, not refused at the cap"
+        );
+    }
+    let mut closed = 0;
+    for stream in &mut idle {
+        if wait_closed(stream, Duration::from_secs(2)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "an idle connection gave up its place");
+}
+
 #[tokio::test]
 async fn the_open_file_limit_is_raised_and_silent_connections_past_it_starve_nothing() {
     // The scene of the finding: a service started under `ulimit -n 1024`-like limits, and
