@@ -434,6 +434,8 @@ impl<'a> Columns<'a> {
 /// - the status keeps, per (workspace, account, known type), the event with the greatest
 ///   (occurred_at, hook_id), and its feed position: the batch picks its own winner per key first,
 ///   then the upsert keeps the greater of that and the stored one, so arrival order never matters;
+/// - each new event of a known type records whether it changes its account's status where it
+///   lands in the feed (`changes_status`, migration 0010, for the stream's `status` messages);
 /// - each workspace keeps the greatest occurred_at it has seen;
 /// - `state_changes` and `accounts` (SPEC §11) are recomputed for every (account, category) the
 ///   new events touch, from the earliest new one on: a run can only start or end at or after it.
@@ -507,12 +509,48 @@ keys as (
     on conflict (hook_id) do nothing
     returning hook_id, delivery_count
 ),
+-- The new events of known types with an account, as their category and state.
+fresh as (
+    select f.hook_id, f.workspace_id as ws, f.integration_account_id as acct, s.category,
+           s.state, f.occurred_at
+    from first f
+    join keys k on k.hook_id = f.hook_id
+    join event_states s on s.event_type = f.event_type
+    where f.integration_account_id is not null
+),
+-- Whether each of them changes its account's status where it lands in the feed: it comes after
+-- every event its category had before it (the latest stored one, `settled`, and the batch's new
+-- ones ahead of it: `inserted` takes them in hook_id order) and the latest of those had another
+-- state, or there was none. The account's lock makes the feed's order of its events this order.
+decided as (
+    select n.hook_id,
+           case when p.hook_id is not null
+                     and (s.hook_id is null
+                          or (p.occurred_at, p.hook_id) > (s.occurred_at, s.hook_id))
+                    then (n.occurred_at, n.hook_id) > (p.occurred_at, p.hook_id)
+                         and n.state <> p.state
+                when s.hook_id is not null
+                    then (n.occurred_at, n.hook_id) > (s.occurred_at, s.hook_id)
+                         and n.state <> s.state
+                else true end as changes
+    from fresh n
+    left join settled s on s.workspace_id = n.ws and s.integration_account_id = n.acct
+                       and s.category = n.category
+    left join lateral (
+        select o.occurred_at, o.hook_id, o.state from fresh o
+        where o.ws = n.ws and o.acct = n.acct and o.category = n.category
+          and o.hook_id < n.hook_id
+        order by o.occurred_at desc, o.hook_id desc limit 1
+    ) p on true
+),
 inserted as (
     insert into events (hook_id, workspace_id, integration_account_id, event_type, source, result,
-                        occurred_at, signature_verified, payload, delivery_count)
+                        occurred_at, signature_verified, payload, delivery_count, changes_status)
     select f.hook_id, f.workspace_id, f.integration_account_id, f.event_type, f.source, f.result,
-           f.occurred_at, f.signature_verified, f.payload, k.delivery_count
+           f.occurred_at, f.signature_verified, f.payload, k.delivery_count,
+           coalesce(d.changes, false)
     from first f join keys k on k.hook_id = f.hook_id
+    left join decided d on d.hook_id = f.hook_id
     order by f.hook_id
     returning hook_id, workspace_id, integration_account_id, event_type, result, occurred_at,
               feed_xid, feed_seq

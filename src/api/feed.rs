@@ -51,6 +51,9 @@ pub struct FeedRow {
     pub event: Event,
     pub feed_xid: i64,
     pub feed_seq: i64,
+    /// Whether the event changed its account's status, as ingest decided it (null for events
+    /// stored before migration 0010).
+    pub changes_status: Option<bool>,
 }
 
 impl FeedRow {
@@ -154,7 +157,7 @@ impl FeedQuery {
     /// One range scan of `events_feed` (or `events_workspace_feed`) from `after` on.
     pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
         qb.push(format_args!(
-            "select {EVENT_COLUMNS}, feed_xid, feed_seq from events where true"
+            "select {EVENT_COLUMNS}, feed_xid, feed_seq, changes_status from events where true"
         ));
         if let Some(workspace_id) = &self.workspace_id {
             qb.push(" and workspace_id = ").push_bind(workspace_id);

@@ -14,10 +14,11 @@
 //! Whether an event changes its account's status is a function of the feed up to the event: the
 //! event is the latest of its category (by occurredAt, hookId) among the account's events at its
 //! position or before, and the one before it in that order had another state (or there was none:
-//! a change from `unknown`). Its `status` message holds the account's entry as of that position
-//! too (not as of whatever was stored since). Live and replayed streams therefore agree, but for
-//! two limits the README states: `since` comes from the timeline as it is when the message is
-//! written, and after a removal the decision sees the kept events and status rows only.
+//! a change from `unknown`). Ingest decides it when it stores the event (`changes_status`, also
+//! right where history was removed); for events stored before migration 0010 it is read from the
+//! feed here. Its `status` message holds the account's entry as of that position too (not as of
+//! whatever was stored since). Live and replayed streams therefore agree, but for `since`, which
+//! comes from the timeline as it is when the message is written.
 //!
 //! A stopping service ends its streams at once; clients resume with `Last-Event-ID`.
 
@@ -222,12 +223,20 @@ fn item(row: FeedRow, status: Option<String>) -> Item {
     }
 }
 
-/// For each row, whether its event changes its account's status (see the module's doc).
+/// For each row, whether its event changes its account's status (see the module's doc): as
+/// ingest recorded it, or for an event stored before migration 0010, from the feed up to it.
 async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<bool>> {
+    let mut changed: Vec<bool> = rows
+        .iter()
+        .map(|row| row.changes_status == Some(true))
+        .collect();
     let mut asked = Vec::new();
     let (mut ws, mut account, mut types, mut xid, mut seq) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, row) in rows.iter().enumerate() {
+        if row.changes_status.is_some() {
+            continue;
+        }
         let (Some(effect), Some(acct)) = (
             status::effect(&row.event.event_type),
             &row.event.integration_account_id,
@@ -245,7 +254,6 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
         xid.push(row.feed_xid);
         seq.push(row.feed_seq);
     }
-    let mut changed = vec![false; rows.len()];
     if asked.is_empty() {
         return Ok(changed);
     }
@@ -441,14 +449,27 @@ impl Known {
                 (Some(effect), Some(account)) => {
                     let key = (event.workspace_id.clone(), account.clone());
                     let latest = self.0.get_mut(&key).expect("loaded above");
-                    match apply(latest, event, effect) {
-                        Applied::Changed if late.contains(&key) => {
+                    let applied = apply(latest, event, effect);
+                    let changed = matches!(applied, Applied::Changed);
+                    match (row.changes_status, applied) {
+                        // Ingest's answer differs from the memory's where history was removed
+                        // (the memory holds what the store kept of it, not its run starts):
+                        // ingest's stands, the entry is read from the store and the account
+                        // loaded again.
+                        (Some(decided), _) if decided != changed => {
+                            late.insert(key);
+                            if decided {
+                                reread.push(i);
+                            }
+                            None
+                        }
+                        (_, Applied::Changed) if late.contains(&key) => {
                             reread.push(i);
                             None
                         }
-                        Applied::Changed => status_message(event, latest.clone()),
-                        Applied::Same => None,
-                        Applied::Late => {
+                        (_, Applied::Changed) => status_message(event, latest.clone()),
+                        (_, Applied::Same) => None,
+                        (_, Applied::Late) => {
                             late.insert(key);
                             None
                         }

@@ -92,6 +92,11 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         .execute(&pool)
         .await
         .unwrap();
+    // And whether each event changed its account's status (migration 0010).
+    sqlx::query("alter table events add column changes_status boolean")
+        .execute(&pool)
+        .await
+        .unwrap();
     // Likewise, today's history pages read which months are sealed (migration 0009): with no
     // month sealed, every row of the one table.
     sqlx::raw_sql(
@@ -155,6 +160,10 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
     let kept = app.stop_keeping_database().await;
     assert!(kept.is_none());
     sqlx::query("alter table latest_events drop column feed_xid, drop column feed_seq")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("alter table events drop column changes_status")
         .execute(&pool)
         .await
         .unwrap();

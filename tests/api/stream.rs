@@ -595,6 +595,80 @@ async fn a_late_event_moves_since_in_the_messages_read_with_it() {
     );
 }
 
+/// After a removal, an event that repeats the state its category had (its earlier events all
+/// removed) sends no `status` message, live or replayed; one that changes it does.
+#[tokio::test]
+async fn after_a_removal_only_real_changes_send_a_status() {
+    let app = spawn_app().await;
+    for body in [
+        event(
+            "p1",
+            "w",
+            Some("a"),
+            "account.created",
+            "2024-01-01T00:00:10Z",
+        ),
+        event(
+            "p2",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:10Z",
+        ),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    calry_hooks::store::partitions::remove_before(&app.pool, chrono::Utc::now(), true)
+        .await
+        .unwrap();
+    let beginning = app.get_json("/workspaces/w/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut live = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for body in [
+        event(
+            "q1",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:20Z",
+        ),
+        event(
+            "q2",
+            "w",
+            Some("a"),
+            "account.updated",
+            "2024-01-01T00:00:30Z",
+        ),
+        event("q3", "w", Some("a"), "sync.error", "2024-01-01T00:00:40Z"),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let statuses = async |reader: &mut Reader| {
+        let mut caused = Vec::new();
+        while let Some(m) = reader.next(Duration::from_secs(2)).await {
+            if m.event == "status" {
+                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
+            }
+        }
+        caused
+    };
+    assert_eq!(statuses(&mut live).await, ["q3"]);
+    let mut replay = Reader::open(
+        &app.address,
+        &format!("/workspaces/w/stream?after={beginning}"),
+        None,
+    )
+    .await;
+    assert_eq!(statuses(&mut replay).await, ["q3"]);
+    let now = app.get_json("/workspaces/w/accounts/a").await;
+    assert_eq!(now["sync"]["since"], "2024-01-01T00:00:40.000Z");
+    assert_eq!(now["account"]["since"], "2024-01-01T00:00:10.000Z");
+}
+
 /// Live, a workspace's stream is sent its own workspace's events only, and `/stream` all of them.
 #[tokio::test]
 async fn workspace_streams_are_sent_their_own_events_live() {
@@ -899,6 +973,12 @@ async fn live_and_replayed_streams_send_the_same_messages() {
     // A store from before migration 0008 holds no feed position in its status rows: the events
     // are looked up instead, with the same messages.
     sqlx::query("update latest_events set feed_xid = null, feed_seq = null")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Nor whether each event changed its account's status (migration 0010): decided from the
+    // feed instead, the same way.
+    sqlx::query("update events set changes_status = null")
         .execute(&app.pool)
         .await
         .unwrap();
