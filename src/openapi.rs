@@ -118,6 +118,10 @@ pub mod example {
         )))
     }
 
+    pub fn not_loopback() -> Value {
+        of(crate::api::extract::not_loopback())
+    }
+
     pub fn conflict() -> Value {
         of(Error::Conflict {
             hook_id: HOOK.into(),
@@ -202,15 +206,27 @@ pub mod answers {
     )]
     pub struct NoToken(#[allow(dead_code)] Problem);
 
-    /// The workspace of the path is outside the token's scope.
+    /// The workspace of the path is outside the token's scope, or the request's host name is
+    /// refused.
     #[derive(IntoResponses)]
     #[response(
         status = 403,
-        description = "The token does not give access to this workspace.",
+        description = "The token does not give access to this workspace; or no token was presented while none is required, and the request's `Host` is not a loopback name (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`): refused so that a web page of another site cannot read the API through DNS rebinding.",
         content_type = "application/problem+json",
         example = json!(super::example::forbidden())
     )]
     pub struct OutOfScope(#[allow(dead_code)] Problem);
+
+    /// No token was presented and none is required, and the request was sent to another name than
+    /// a loopback one.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 403,
+        description = "No token was presented, none is required (no token exists and the service listens on a loopback address), and the request's `Host` is not a loopback name (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`): refused so that a web page of another site cannot read the API through DNS rebinding.",
+        content_type = "application/problem+json",
+        example = json!(super::example::not_loopback())
+    )]
+    pub struct NotLoopback(#[allow(dead_code)] Problem);
 
     /// The database cannot answer now.
     #[derive(IntoResponses)]

@@ -82,6 +82,7 @@ pub const EVENT_BY_ID: &str = "from events
         (status = 200, description = "The event.", body = Event),
         (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::parameter())),
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::NotLoopback,
         crate::openapi::answers::Unavailable,
         (status = 404, description = "No event has this hook id (in the token's scope).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::no_event())),
     ),

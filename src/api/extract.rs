@@ -1,5 +1,5 @@
-//! The extractors of the query routes: who is asking ([`Caller`]: the token check, and the
-//! connection for the route's own statements), and the path parameters checked once — a bad
+//! The extractors of the query routes: who is asking ([`Caller`]: the token check, the host
+//! name check while no token is needed, and the connection for the route's own statements), and the path parameters checked once — a bad
 //! segment is a `400` naming its parameter, U+0000 (which no stored id holds) is refused, and a
 //! workspace outside the token's scope is `403` before any lookup.
 //!
@@ -11,9 +11,12 @@
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, MatchedPath, Path};
+use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::uri::Authority;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::AppState;
 use super::again::{Attempt, Risk};
@@ -74,6 +77,10 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
                 (db, found.access(presented.is_some(), token_required)?)
             }
         };
+        if presented.is_none() {
+            // Open access: served under loopback names only.
+            require_loopback_host(parts)?;
+        }
         let db = if S::MAY_USE_REPLICA {
             replica::connection(parts, app, db).await?
         } else {
@@ -91,6 +98,46 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
 /// Whether a token is required even before one exists: on a non-loopback address.
 fn token_required(app: &AppState) -> bool {
     !app.config.listen.ip().is_loopback()
+}
+
+/// `403` unless every name the request was sent to (its target's authority, its `Host` headers)
+/// is a loopback name: `localhost`, `*.localhost`, `127.x.x.x` or `[::1]`, with any port. While no
+/// token is required, a web page of another site could otherwise rebind its own name to
+/// `127.0.0.1` and read the API from its visitor's browser (DNS rebinding); such a page's requests
+/// carry its name.
+fn require_loopback_host(parts: &Parts) -> Result<(), Error> {
+    let hosts = parts.headers.get_all(header::HOST).iter();
+    let mut names = (parts.uri.authority().cloned().map(Some).into_iter())
+        .chain(hosts.map(|host| host.to_str().ok()?.parse::<Authority>().ok()))
+        .peekable();
+    if names.peek().is_some() && names.all(|name| name.is_some_and(|n| is_loopback(n.host()))) {
+        return Ok(());
+    }
+    Err(not_loopback())
+}
+
+/// The refusal of a request sent to another name while no token exists.
+pub fn not_loopback() -> Error {
+    Error::Forbidden(
+        "the request's host name is not a loopback name: while no token exists, the API answers \
+         only requests sent to localhost, 127.0.0.1 or [::1], so that a web page of another site \
+         cannot read it through DNS rebinding; create a token (`calry-hooks token create`) to \
+         serve the API under other names, to clients that present it"
+            .to_owned(),
+    )
+}
+
+/// `localhost`, `*.localhost`, `127.x.x.x` or `[::1]`.
+fn is_loopback(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+        None => {
+            host == "localhost"
+                || host.ends_with(".localhost")
+                || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    }
 }
 
 /// What the caller presenting `presented` may read now, for one that goes on reading after its

@@ -104,6 +104,7 @@ pub struct WorkspacePage {
         (status = 200, description = "One page of workspaces.", body = WorkspacePage),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
+        crate::openapi::answers::NotLoopback,
         crate::openapi::answers::Unavailable,
     ),
     security((), ("bearerAuth" = []))

@@ -314,6 +314,123 @@ async fn unauthenticated_queries_are_refused_once_a_token_exists_and_open_routes
     );
 }
 
+/// The status of one raw HTTP/1 `request` (with `connection: close`) to `address`.
+async fn raw_status(address: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[9..12]).parse().unwrap()
+}
+
+/// DNS rebinding: a web page of another site rebinds its own name to 127.0.0.1 and reads the
+/// API from its visitor's browser. Its requests carry its name, which is not a loopback one.
+#[tokio::test]
+async fn while_no_token_exists_the_api_answers_only_requests_sent_to_a_loopback_name() {
+    let app = spawn_app().await;
+    two_workspaces(&app).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let rebound = reqwest::Client::builder()
+        .resolve("rebound.example", "127.0.0.1:0".parse().unwrap())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("http://rebound.example:{port}{path}");
+    for path in [
+        "/workspaces",
+        "/workspaces/A/status",
+        "/workspaces/A/accounts/acc",
+        "/workspaces/A/accounts/acc/timeline",
+        "/workspaces/A/events",
+        "/events/hook-a",
+        "/accounts",
+        "/feed",
+        "/workspaces/A/feed",
+        "/stream",
+        "/workspaces/A/stream",
+    ] {
+        let body = problem(rebound.get(url(path)).send().await.unwrap(), 403).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("not a loopback name") && detail.contains("calry-hooks token create"),
+            "{path}: {detail}"
+        );
+    }
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs/",
+        "/ui",
+    ] {
+        let answer = rebound.get(url(path)).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path} stays open under any name");
+    }
+    let delivered = rebound
+        .post(url("/webhooks/calry"))
+        .json(&event("hook-c", "A", None, "x.y", "2024-01-02T00:00:00Z"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 201, "ingest has its own check");
+
+    let loopback = [
+        "localhost".to_owned(),
+        format!("localhost:{port}"),
+        "LocalHost".to_owned(),
+        "dash.localhost:1".to_owned(),
+        "127.0.0.1".to_owned(),
+        "127.8.9.10:80".to_owned(),
+        "[::1]".to_owned(),
+        format!("[::1]:{port}"),
+    ];
+    let other = [
+        "localhost.example",
+        "notlocalhost",
+        "128.0.0.1",
+        "0.0.0.0",
+        "[::2]",
+        "[::ffff:127.0.0.1]",
+        "192.168.1.2:8080",
+    ];
+    let hosts = loopback.iter().map(|h| (h.as_str(), 200));
+    for (host, status) in hosts.chain(other.into_iter().map(|h| (h, 403))) {
+        let answer = app
+            .client
+            .get(format!("{}/workspaces", app.address))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "Host: {host}");
+    }
+    // A target in absolute form names the host instead of `Host`; no name at all is refused.
+    let absolute = format!(
+        "GET http://rebound.example:{port}/workspaces HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         connection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(&app.address, &absolute).await, 403);
+    let nameless = "GET /workspaces HTTP/1.0\r\n\r\n";
+    assert_eq!(raw_status(&app.address, nameless).await, 403);
+
+    // A token lets the API be read under any name, by those who present it.
+    let token = auth::create(&app.pool, "", true, &[]).await.unwrap().token;
+    let read = rebound.get(url("/workspaces/A/status")).bearer_auth(&token);
+    assert_eq!(read.send().await.unwrap().status(), 200);
+    problem(
+        rebound
+            .get(url("/workspaces/A/status"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn on_a_non_loopback_address_a_token_is_required_even_before_one_exists() {
     let app = spawn_app_with(|c| c.listen = "0.0.0.0:8080".parse().unwrap()).await;

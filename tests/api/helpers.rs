@@ -578,7 +578,7 @@ pub async fn stalled_large_status(app: &TestApp, token: Option<&str>) -> tokio::
     stalled
         .write_all(
             format!(
-                "GET /workspaces/big/status HTTP/1.1\r\nhost: calry-hooks\r\n{authorization}\r\n"
+                "GET /workspaces/big/status HTTP/1.1\r\nhost: localhost\r\n{authorization}\r\n"
             )
             .as_bytes(),
         )
