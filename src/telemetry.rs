@@ -1,11 +1,14 @@
 //! Logs: `tracing` to standard error, text or JSON lines, and a request id on every line of a
-//! request (taken from `x-request-id` when the client sent one, else generated, and echoed).
+//! request (taken from `x-request-id` when the client sent an acceptable one, else generated, and
+//! echoed).
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use axum::Router;
-use axum::http::{HeaderName, Request};
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Request};
+use tower::util::MapRequestLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -18,6 +21,9 @@ use tracing_subscriber::fmt::format;
 use crate::config::LogFormat;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `x-request-id` taken from a client, in bytes.
+const MAX_REQUEST_ID: usize = 128;
 
 /// Installs the global subscriber; a second call (tests) leaves the first in place.
 pub fn init(format: LogFormat, filter: &str) {
@@ -92,6 +98,23 @@ pub fn with_request_tracing(router: Router) -> Router {
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(MapRequestLayer::new(drop_unacceptable_request_id))
+}
+
+/// A client's `x-request-id` is kept only when it is short visible ASCII: any other is removed,
+/// so that one is generated instead (the id is echoed and put on every log line of the request).
+fn drop_unacceptable_request_id(mut request: Request<Body>) -> Request<Body> {
+    let acceptable = |id: &HeaderValue| {
+        (1..=MAX_REQUEST_ID).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic)
+    };
+    if request
+        .headers()
+        .get(REQUEST_ID)
+        .is_some_and(|id| !acceptable(id))
+    {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 #[cfg(test)]

@@ -300,3 +300,43 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
         "the hook id is logged, escaped:\n{text}"
     );
 }
+
+#[tokio::test]
+async fn a_request_id_that_is_too_long_or_not_visible_ascii_is_replaced_by_a_generated_one() {
+    let app = spawn_app().await;
+    let answered_id = |id: Vec<u8>| {
+        let request = app.client.get(format!("{}/workspaces", app.address));
+        let id = reqwest::header::HeaderValue::from_bytes(&id).unwrap();
+        async move {
+            let response = request.header("x-request-id", id).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["x-request-id"].as_bytes().to_vec()
+        }
+    };
+    for kept in ["req-42_abc/7:x".to_owned(), "~".repeat(128)] {
+        assert_eq!(
+            answered_id(kept.clone().into_bytes()).await,
+            kept.as_bytes()
+        );
+    }
+    for replaced in [
+        "a".repeat(4000).into_bytes(),
+        "a".repeat(129).into_bytes(),
+        b"two words".to_vec(),
+        b"tab\there".to_vec(),
+        "caf\u{e9}".as_bytes().to_vec(),
+        Vec::new(),
+    ] {
+        let answered = String::from_utf8(answered_id(replaced.clone()).await).unwrap();
+        let sent: String = String::from_utf8_lossy(&replaced)
+            .chars()
+            .take(40)
+            .collect();
+        let shown: String = answered.chars().take(40).collect();
+        assert!(
+            uuid::Uuid::parse_str(&answered).is_ok(),
+            "an id of {} bytes ({sent:?}…) was answered with {shown:?}…, not a generated one",
+            replaced.len()
+        );
+    }
+}
