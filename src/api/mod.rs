@@ -20,8 +20,10 @@ use crate::metrics::Metrics;
 use crate::store::{ReadReplica, Readers};
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa_axum::router::OpenApiRouter;
@@ -112,13 +114,7 @@ pub fn router(state: AppState) -> Router {
         track_in_flight,
     ))
     .with_state(state)
-    .merge(
-        SwaggerUi::new("/docs")
-            .url("/openapi.json", doc)
-            // No badge that sends the document's address to validator.swagger.io.
-            .config(utoipa_swagger_ui::Config::default().validator_url("none")),
-    )
-    .merge(ui::router())
+    .merge(pages(doc))
     .fallback(|| async { Error::NotFound("no such route".to_owned()) })
     .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
     // Last, so that it times every route and both fallbacks.
@@ -126,6 +122,32 @@ pub fn router(state: AppState) -> Router {
         metrics,
         crate::metrics::time_request,
     ))
+}
+
+/// `/docs` (Swagger UI, `/openapi.json`) and `/ui`, never shown in a frame of another page
+/// (clickjacking) nor sniffed as another type. A page's own Content-Security-Policy is kept (the
+/// dashboard's forbids framing too); Swagger UI's pages get only `frame-ancestors`, since they
+/// need inline styles.
+fn pages(doc: OpenApiDoc) -> Router {
+    let docs = SwaggerUi::new("/docs")
+        .url("/openapi.json", doc)
+        // No badge that sends the document's address to validator.swagger.io.
+        .config(utoipa_swagger_ui::Config::default().validator_url("none"));
+    Router::new()
+        .merge(docs)
+        .merge(ui::router())
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
 }
 
 /// Counts every request in flight (also one whose client went away mid-way).

@@ -340,3 +340,29 @@ async fn a_request_id_that_is_too_long_or_not_visible_ascii_is_replaced_by_a_gen
         );
     }
 }
+
+#[tokio::test]
+async fn the_docs_and_the_dashboard_cannot_be_framed_by_another_page_or_sniffed() {
+    let app = spawn_app().await;
+    for path in ["/docs/", "/ui/", "/ui/workspaces/w", "/ui/no/such/page"] {
+        let page = app.get(path).await;
+        let headers = page.headers();
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        if path.starts_with("/ui") {
+            assert!(
+                policy.starts_with("default-src 'self';"),
+                "{path}: {policy}"
+            );
+        } else {
+            // Swagger UI's pages need inline styles: nothing but the frame rule.
+            assert_eq!(policy, "frame-ancestors 'none'", "{path}");
+            assert!(page.text().await.unwrap().contains("swagger-ui"));
+        }
+    }
+}
