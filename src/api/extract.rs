@@ -1,7 +1,8 @@
 //! The extractors of the query routes: who is asking ([`Caller`]: the token check, the host
-//! name check while no token is needed, and the connection for the route's own statements), and the path parameters checked once — a bad
-//! segment is a `400` naming its parameter, U+0000 (which no stored id holds) is refused, and a
-//! workspace outside the token's scope is `403` before any lookup.
+//! name check while no token is needed, and the connection for the route's own statements), and
+//! the path parameters checked once — a bad segment is a `400` naming its parameter, U+0000
+//! (which no stored id holds) is refused, and a workspace outside the token's scope is `403`
+//! before any lookup.
 //!
 //! Each extractor takes the [`Source`] of the route's statements: [`Primary`] (the default) or
 //! [`Replica`](super::replica::Replica). The token check runs on the primary, so that a token

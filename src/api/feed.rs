@@ -262,6 +262,7 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
+        crate::openapi::answers::NotLoopback,
     ),
     security((), ("bearerAuth" = []))
 )]

@@ -952,6 +952,7 @@ impl Follow {
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
+        crate::openapi::answers::NotLoopback,
     ),
     security((), ("bearerAuth" = []))
 )]
