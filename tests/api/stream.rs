@@ -10,7 +10,7 @@ use calry_hooks::auth;
 use calry_hooks::store::{Cluster, Role};
 
 use crate::helpers::{
-    TestDb, binary, event, problem, serve_on_own_cluster, spawn_app, start_binary,
+    TestApp, TestDb, binary, event, problem, serve_on_own_cluster, spawn_app, start_binary,
 };
 
 /// One server-sent message.
@@ -261,6 +261,48 @@ async fn a_stream_sends_what_another_instance_stores() {
 
 /// A client that reads nothing while thousands of events are stored falls behind the broadcast;
 /// it is caught up from the store, and still receives every event once, in order.
+/// `n` events `{prefix}-0000`… of type `x.y` in `workspace`, each padded with `bytes` bytes.
+fn padded_events(prefix: &str, workspace: &str, n: usize, bytes: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut body = event(
+                &format!("{prefix}-{i:04}"),
+                workspace,
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            );
+            body["data"]["padding"] = json!("x".repeat(bytes));
+            body
+        })
+        .collect()
+}
+
+/// The hook ids of every event `route` (a feed route, with its query) holds after `after`
+/// (empty: from the beginning), page after page.
+async fn feed_hook_ids(app: &TestApp, route: &str, after: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = after.to_owned();
+    loop {
+        let path = match (after.is_empty(), route.contains('?')) {
+            (true, _) => route.to_owned(),
+            (false, true) => format!("{route}&after={after}"),
+            (false, false) => format!("{route}?after={after}"),
+        };
+        let page = app.get_json(&path).await;
+        let items = page["items"].as_array().unwrap();
+        if items.is_empty() {
+            return ids;
+        }
+        ids.extend(
+            items
+                .iter()
+                .map(|e| e["hookId"].as_str().unwrap().to_owned()),
+        );
+        after = page["next"].as_str().unwrap().to_owned();
+    }
+}
+
 #[tokio::test]
 async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     let app = spawn_app().await;
@@ -268,19 +310,7 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // 40 MB of messages the client does not read while they are stored: more than the sockets'
     // buffers and the broadcast hold, so the stream falls behind and must go back to the store.
-    let bodies: Vec<Value> = (0..2500)
-        .map(|i| {
-            let mut body = event(
-                &format!("slow-{i:04}"),
-                "w",
-                None,
-                "x.y",
-                "2024-01-01T00:00:00Z",
-            );
-            body["data"]["padding"] = json!("x".repeat(16_000));
-            body
-        })
-        .collect();
+    let bodies = padded_events("slow", "w", 2500, 16_000);
     let statuses = crate::helpers::deliver_all(&app, bodies, 16).await;
     assert!(statuses.iter().all(|s| *s == 201));
     let mut seen = Vec::new();
@@ -290,32 +320,7 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
             break;
         }
     }
-    let feed: Vec<String> = {
-        let mut ids = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page: Value = app
-                .get_json(&format!(
-                    "/feed?limit=1000{}",
-                    if after.is_empty() {
-                        String::new()
-                    } else {
-                        format!("&after={after}")
-                    }
-                ))
-                .await;
-            let items = page["items"].as_array().unwrap();
-            if items.is_empty() {
-                break ids;
-            }
-            ids.extend(
-                items
-                    .iter()
-                    .map(|e| e["hookId"].as_str().unwrap().to_owned()),
-            );
-            after = page["next"].as_str().unwrap().to_owned();
-        }
-    };
+    let feed = feed_hook_ids(&app, "/feed?limit=1000", "").await;
     assert_eq!(seen.len(), 2500, "every event");
     assert_eq!(seen, feed, "in feed order, once each");
 }
@@ -329,39 +334,11 @@ async fn a_replay_of_large_events_sends_every_one() {
         .as_str()
         .unwrap()
         .to_owned();
-    let bodies: Vec<Value> = (0..30)
-        .map(|i| {
-            let mut body = event(
-                &format!("big-{i:02}"),
-                "big",
-                None,
-                "x.y",
-                "2024-01-01T00:00:00Z",
-            );
-            body["data"]["padding"] = json!("x".repeat(200_000));
-            body
-        })
-        .collect();
+    let bodies = padded_events("big", "big", 30, 200_000);
     let statuses = crate::helpers::deliver_all(&app, bodies, 4).await;
     assert!(statuses.iter().all(|s| *s == 201));
     // The feed's answers stop at 4 MiB of payloads too.
-    let mut expected = Vec::new();
-    let mut after = beginning.clone();
-    loop {
-        let page = app
-            .get_json(&format!("/workspaces/big/feed?after={after}"))
-            .await;
-        let items = page["items"].as_array().unwrap();
-        if items.is_empty() {
-            break;
-        }
-        expected.extend(
-            items
-                .iter()
-                .map(|e| e["hookId"].as_str().unwrap().to_owned()),
-        );
-        after = page["next"].as_str().unwrap().to_owned();
-    }
+    let expected = feed_hook_ids(&app, "/workspaces/big/feed", &beginning).await;
     assert_eq!(expected.len(), 30);
     // Once the tailer is past them all, so that the replay's end is the tailer's position.
     tokio::time::sleep(Duration::from_millis(1500)).await;
