@@ -156,7 +156,11 @@ export function q(path, params = {}) {
   return s ? `${path}?${s}` : path;
 }
 
-/** `/a/{b}` with each segment encoded. */
+/** `/a/{b}` with each segment encoded. A segment of only dots throws: a browser resolves `.` and
+ * `..` (also written `%2E`) against the path, so no request could name such an id. */
 export function p(...segments) {
+  if (segments.some((s) => s === '.' || s === '..')) {
+    throw new Error(`the id "${segments.find((s) => s === '.' || s === '..')}" cannot be put in a URL path`);
+  }
   return '/' + segments.map(encodeURIComponent).join('/');
 }

@@ -106,11 +106,14 @@ export default function overview(main, { conn }) {
       if (ws.status === 'rejected') return [];
       const sum = (k) => rows.reduce((n, r) => n + (r[k] ?? 0), 0);
       const failingNow = sum('error');
+      // A workspace whose totals could not be read (n/a below) counts for none: the sums are
+      // then at least.
+      const partly = rows.some((r) => r.problem) ? '+' : '';
       return [
         figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), `${rows.length}${more ? '+' : ''}`),
         figure(plural(sum('accounts'), 'account'), sum('accounts')),
-        figure('failing now', failingNow, failingNow ? 'bad' : null),
-        figure('paused', sum('paused'), sum('paused') ? 'warn' : null),
+        figure('failing now', `${failingNow}${partly}`, failingNow ? 'bad' : null),
+        figure('paused', `${sum('paused')}${partly}`, sum('paused') ? 'warn' : null),
       ];
     });
 
