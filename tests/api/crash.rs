@@ -216,11 +216,11 @@ async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none
     let answered: std::collections::HashMap<&str, &Result<u16, String>> =
         answers.iter().map(|(id, a)| (id.as_str(), a)).collect();
     let mut handled = 0;
-    for line in logs.lines().filter(|l| l.contains("hook.id=term-")) {
+    for line in logs.lines().filter(|l| l.contains("hook.id=\"term-")) {
         let Some(id) = line
-            .split("hook.id=")
+            .split("hook.id=\"")
             .nth(1)
-            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.split('"').next())
         else {
             continue;
         };

@@ -275,6 +275,15 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
     // Also through an error's text: a conflict names the hook id.
     body["data"]["result"] = json!("FAILURE");
     assert_eq!(deliver(&body).await, 409);
+    // Nor a field of its own line: a value a client sent is quoted.
+    let spaced = event(
+        "z outcome=forged",
+        WORKSPACE,
+        None,
+        "x.y",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(deliver(&spaced).await, 201);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
     child.wait().await.unwrap();
@@ -298,6 +307,10 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
     assert!(
         text.contains(r"x\n2026-12-01T00:00:00.000000Z  INFO calry_hooks: forged \u{1b}[31mred"),
         "the hook id is logged, escaped:\n{text}"
+    );
+    assert!(
+        text.contains(r#"hook.id="z outcome=forged" outcome="created""#),
+        "a hook id with a space is logged quoted:\n{text}"
     );
 }
 
