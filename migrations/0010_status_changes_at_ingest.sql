@@ -3,7 +3,8 @@
 -- (or there was none). Ingest decides it in the statement that stores the event, from the status
 -- rows it reads anyway (`latest_events` keeps the latest event of each type, also once history
 -- is removed), holding the account's lock, so the order it decides in is the feed's. Streams send
--- a `status` message for the events marked true, live and replayed alike. Null for the events
--- stored before this migration (the stream decides those from the feed itself). Adding a null
--- column rewrites nothing.
+-- a `status` message for the events marked true, live and replayed alike. Ingest decides only
+-- once history was ever removed (`history_removals`); null before that and for events stored
+-- before this migration, for which the stream decides from the feed itself, which holds every
+-- event that decides it then. Adding a null column rewrites nothing.
 alter table events add column changes_status boolean;

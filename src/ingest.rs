@@ -434,8 +434,9 @@ impl<'a> Columns<'a> {
 /// - the status keeps, per (workspace, account, known type), the event with the greatest
 ///   (occurred_at, hook_id), and its feed position: the batch picks its own winner per key first,
 ///   then the upsert keeps the greater of that and the stored one, so arrival order never matters;
-/// - each new event of a known type records whether it changes its account's status where it
-///   lands in the feed (`changes_status`, migration 0010, for the stream's `status` messages);
+/// - once history was ever removed, each new event records whether it changes its account's
+///   status where it lands in the feed (`changes_status`, migration 0010, for the stream's
+///   `status` messages: the feed no longer holds what decides it);
 /// - each workspace keeps the greatest occurred_at it has seen;
 /// - `state_changes` and `accounts` (SPEC §11) are recomputed for every (account, category) the
 ///   new events touch, from the earliest new one on: a run can only start or end at or after it.
@@ -509,14 +510,20 @@ keys as (
     on conflict (hook_id) do nothing
     returning hook_id, delivery_count
 ),
--- The new events of known types with an account, as their category and state.
+-- Whether history was ever removed: until then the feed holds every event and streams decide
+-- from it whether an event changed its account's status, so ingest need not.
+pruned as (
+    select exists (select from history_removals) as ever
+),
+-- The new events of known types with an account, as their category and state (once history was
+-- removed).
 fresh as (
     select f.hook_id, f.workspace_id as ws, f.integration_account_id as acct, s.category,
            s.state, f.occurred_at
     from first f
     join keys k on k.hook_id = f.hook_id
     join event_states s on s.event_type = f.event_type
-    where f.integration_account_id is not null
+    where f.integration_account_id is not null and (select ever from pruned)
 ),
 -- Whether each of them changes its account's status where it lands in the feed: it comes after
 -- every event its category had before it (the latest stored one, `settled`, and the batch's new
@@ -548,7 +555,7 @@ inserted as (
                         occurred_at, signature_verified, payload, delivery_count, changes_status)
     select f.hook_id, f.workspace_id, f.integration_account_id, f.event_type, f.source, f.result,
            f.occurred_at, f.signature_verified, f.payload, k.delivery_count,
-           coalesce(d.changes, false)
+           case when (select ever from pruned) then coalesce(d.changes, false) end
     from first f join keys k on k.hook_id = f.hook_id
     left join decided d on d.hook_id = f.hook_id
     order by f.hook_id

@@ -14,9 +14,9 @@
 //! Whether an event changes its account's status is a function of the feed up to the event: the
 //! event is the latest of its category (by occurredAt, hookId) among the account's events at its
 //! position or before, and the one before it in that order had another state (or there was none:
-//! a change from `unknown`). Ingest decides it when it stores the event (`changes_status`, also
-//! right where history was removed); for events stored before migration 0010 it is read from the
-//! feed here. Its `status` message holds the account's entry as of that position too (not as of
+//! a change from `unknown`). Once history was ever removed, ingest decides it when it stores the
+//! event (`changes_status`, right also where the feed no longer holds what decides it); for other
+//! events it is read from the feed here. Its `status` message holds the account's entry as of that position too (not as of
 //! whatever was stored since). Live and replayed streams therefore agree, but for `since`, which
 //! comes from the timeline as it is when the message is written.
 //!

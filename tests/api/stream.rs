@@ -877,7 +877,25 @@ async fn a_stream_resumes_across_a_restart_of_the_service() {
 /// arriving in any order, with ties and redeliveries, from several writers at once.
 #[tokio::test]
 async fn live_and_replayed_streams_send_the_same_messages() {
+    live_and_replayed(false).await;
+}
+
+/// The same once history was ever removed, when ingest decides which events change a status
+/// (migration 0010); and those decisions are the ones the feed gives.
+#[tokio::test]
+async fn live_and_replayed_streams_agree_with_ingests_decisions() {
+    live_and_replayed(true).await;
+}
+
+async fn live_and_replayed(decided_at_ingest: bool) {
     let app = spawn_app().await;
+    if decided_at_ingest {
+        // A removal of nothing: ingest decides from now on.
+        sqlx::query("insert into history_removals (received_before) values ('-infinity')")
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
     let beginning = app.get_json("/workspaces/nobody/feed").await["next"]
         .as_str()
         .unwrap()
@@ -955,6 +973,12 @@ async fn live_and_replayed_streams_send_the_same_messages() {
         .unwrap();
     // Nor whether each event changed its account's status (migration 0010): decided from the
     // feed instead, the same way.
+    let decided: i64 =
+        sqlx::query_scalar("select count(*) from events where changes_status is not null")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(decided > 0, decided_at_ingest);
     sqlx::query("update events set changes_status = null")
         .execute(&app.pool)
         .await
