@@ -92,11 +92,16 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         .execute(&pool)
         .await
         .unwrap();
-    // And whether each event changed its account's status (migration 0010).
-    sqlx::query("alter table events add column changes_status boolean")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // And whether each event changed its account's status (migration 0010), once history was
+    // ever removed (0006's `history_removals`).
+    sqlx::raw_sql(
+        "alter table events add column changes_status boolean;
+         create table history_removals (received_before timestamptz not null,
+                                        removed_at timestamptz not null default now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     // Likewise, today's history pages read which months are sealed (migration 0009): with no
     // month sealed, every row of the one table.
     sqlx::raw_sql(
@@ -163,7 +168,7 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("alter table events drop column changes_status")
+    sqlx::raw_sql("alter table events drop column changes_status; drop table history_removals")
         .execute(&pool)
         .await
         .unwrap();
