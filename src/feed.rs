@@ -21,9 +21,12 @@ use crate::store::Readers;
 /// The channel the ingest writers notify.
 pub const CHANNEL: &str = "calry_hooks_events";
 
-/// The `application_name` of each instance's listening connection, by which `auth` finds the
-/// instances that must hear of a token change.
+/// The `application_name` of each instance's listening connection once it listens, by which
+/// `auth` finds the instances that must hear of a token change.
 pub const LISTENER_NAME: &str = "calry-hooks listener";
+/// Its name until then: a connection not listening yet would not hear a change, and is not
+/// waited for (it forgets everything once it listens).
+const STARTING_NAME: &str = "calry-hooks listener (starting)";
 
 /// The sending side lives in a task of its own; this is what waiters subscribe to.
 #[derive(Clone)]
@@ -158,7 +161,7 @@ async fn listen(
     };
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_lazy_with(options.application_name(LISTENER_NAME));
+        .connect_lazy_with(options.application_name(STARTING_NAME));
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
@@ -168,7 +171,14 @@ async fn listen(
                 continue;
             }
         };
-        if let Err(err) = listener.listen_all([CHANNEL, auth::CHANNEL]).await {
+        let listening = async {
+            listener.listen_all([CHANNEL, auth::CHANNEL]).await?;
+            sqlx::query("select set_config('application_name', $1, false)")
+                .bind(LISTENER_NAME)
+                .execute(&mut listener)
+                .await
+        };
+        if let Err(err) = listening.await {
             tracing::warn!(error = %err, "cannot listen for new events; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
