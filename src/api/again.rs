@@ -8,14 +8,30 @@
 //! `Readers::with_first` makes sure of.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-use crate::store::{ReadReplica, Readers};
+use crate::error::Error;
+use crate::store::{ACQUIRE_TIMEOUT, ReadReplica, Readers};
+
+/// How long a request under [`answer_again`] may take to its answer's head, in the request's
+/// extensions (from `CALRY_HOOKS_QUERY_TIMEOUT_MS`): a connection, two statements at the
+/// statement timeout, and a margin. PostgreSQL ends a statement at its timeout, but not while it
+/// does not run at all (a server stopped or cut off): the route then answers `503` instead of
+/// holding its client.
+#[derive(Clone, Copy)]
+pub struct Deadline(pub Duration);
+
+impl Deadline {
+    pub fn for_statements_of(statement_timeout: Duration) -> Deadline {
+        Deadline(ACQUIRE_TIMEOUT + 2 * statement_timeout + Duration::from_secs(5))
+    }
+}
 
 /// The shortcut a request took.
 pub enum Risk {
@@ -47,9 +63,23 @@ impl Attempt {
 /// failed is left alone for a while; after a connection that failed, the idle ones go too (the
 /// database most likely dropped them all).
 pub async fn answer_again(mut request: Request, next: Next) -> Response {
+    let deadline = request.extensions().get::<Deadline>().copied();
     let attempt = Attempt::default();
     request.extensions_mut().insert(attempt.clone());
-    let response = next.clone().run(request).await;
+    let answer = next.clone().run(request);
+    let response = match deadline {
+        Some(Deadline(within)) => match tokio::time::timeout(within, answer).await {
+            Ok(response) => response,
+            Err(_) => {
+                return Error::unavailable(format!(
+                    "PostgreSQL did not answer within {} s",
+                    within.as_secs()
+                ))
+                .into_response();
+            }
+        },
+        None => answer.await,
+    };
     match attempt.take() {
         Some((risk, parts)) if response.status().is_server_error() => {
             match risk {

@@ -109,10 +109,14 @@ pub fn openapi() -> OpenApiDoc {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
     let metrics = state.metrics.clone();
+    let deadline = again::Deadline::for_statements_of(std::time::Duration::from_millis(
+        state.config.query_timeout_ms,
+    ));
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         track_in_flight,
     ))
+    .layer(axum::Extension(deadline))
     .with_state(state)
     .merge(pages(doc))
     .fallback(|| async { Error::NotFound("no such route".to_owned()) })

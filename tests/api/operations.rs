@@ -425,7 +425,15 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
             unsafe { libc::kill(process, sig) };
         }
     };
+    // A query answered just before: the next one's token check is answered from memory and its
+    // connection, used a moment ago, is not pinged first, so its statement is the first to wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.get("/workspaces").await.status(), 200);
     signal(libc::SIGSTOP);
+    // A query route: its statement would wait for ever (the statement timeout is the server's).
+    let asked = Instant::now();
+    let status = app.get("/workspaces").await.status();
+    let status_took = asked.elapsed();
     let body = event(
         "hung-1",
         "w",
@@ -444,6 +452,9 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert_eq!(ready, 503);
     assert!(ready_took < Duration::from_secs(10), "{ready_took:?}");
+    assert_eq!(status, 503, "after {status_took:?}");
+    assert!(status_took < Duration::from_secs(20), "{status_took:?}");
+    println!("a query route answered 503 after {status_took:?}");
 
     let waiting = Instant::now();
     loop {
