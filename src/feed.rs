@@ -93,6 +93,10 @@ impl Notifier {
     }
 }
 
+/// The feed's horizon as SQL: the oldest transaction still running (its id, as `feed_xid` holds
+/// it). The feed shows the events of transactions below it, which no event can join any more.
+pub const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);
 
@@ -129,11 +133,9 @@ async fn watch_horizon(sender: Weak<watch::Sender<u64>>, readers: Readers) {
         }
         let xmin = readers
             .with(async |db| {
-                sqlx::query_scalar::<_, i64>(
-                    "select pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                )
-                .fetch_one(db)
-                .await
+                sqlx::query_scalar::<_, i64>(&format!("select {HORIZON}"))
+                    .fetch_one(db)
+                    .await
             })
             .await;
         match xmin {

@@ -396,7 +396,7 @@ impl FeedPosition {
 /// snapshot's xmin: they will never be joined by an event at a smaller position), and at most
 /// `limit` of them (a feed answer needs no look-ahead row: `next` is always given).
 pub fn push_feed_keyset<'a>(qb: &mut QueryBuilder<'a, Postgres>, after: FeedPosition, limit: i64) {
-    qb.push(" and feed_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    qb.push(format_args!(" and feed_xid < {}", crate::feed::HORIZON))
         .push(" and (feed_xid, feed_seq) > (")
         .push_bind(after.xid)
         .push(", ")

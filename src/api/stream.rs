@@ -16,9 +16,9 @@
 //! position or before, and the one before it in that order had another state (or there was none:
 //! a change from `unknown`). Once history was ever removed, ingest decides it when it stores the
 //! event (`changes_status`, right also where the feed no longer holds what decides it); for other
-//! events it is read from the feed here. Its `status` message holds the account's entry as of that position too (not as of
-//! whatever was stored since). Live and replayed streams therefore agree, but for `since`, which
-//! comes from the timeline as it is when the message is written.
+//! events it is read from the feed here. Its `status` message holds the account's entry as of
+//! that position too (not as of whatever was stored since). Live and replayed streams therefore
+//! agree, but for `since`, which comes from the timeline as it is when the message is written.
 //!
 //! A stopping service ends its streams at once; clients resume with `Last-Event-ID`.
 
@@ -434,10 +434,11 @@ impl Known {
             let account = event.integration_account_id.clone().unwrap_or_default();
             self.0.insert((event.workspace_id.clone(), account), latest);
         }
-        // A late event may have split a run or lengthened one: from there on its account's
-        // `since` is not known here. Its account's later messages of the batch are read from
-        // the store, and the account is loaded again next time.
-        let mut late = HashSet::new();
+        // Accounts whose rows here can no longer be trusted: a late event may have split a run
+        // or lengthened one (its `since` is not known here), or ingest decided otherwise than
+        // these rows would. Their later messages of the batch are read from the store, and they
+        // are loaded again next time.
+        let mut stale = HashSet::new();
         let mut reread = Vec::new();
         let mut statuses = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
@@ -454,23 +455,22 @@ impl Known {
                     match (row.changes_status, applied) {
                         // Ingest's answer differs from the memory's where history was removed
                         // (the memory holds what the store kept of it, not its run starts):
-                        // ingest's stands, the entry is read from the store and the account
-                        // loaded again.
+                        // ingest's stands.
                         (Some(decided), _) if decided != changed => {
-                            late.insert(key);
+                            stale.insert(key);
                             if decided {
                                 reread.push(i);
                             }
                             None
                         }
-                        (_, Applied::Changed) if late.contains(&key) => {
+                        (_, Applied::Changed) if stale.contains(&key) => {
                             reread.push(i);
                             None
                         }
                         (_, Applied::Changed) => status_message(event, latest.clone()),
                         (_, Applied::Same) => None,
                         (_, Applied::Late) => {
-                            late.insert(key);
+                            stale.insert(key);
                             None
                         }
                     }
@@ -487,7 +487,7 @@ impl Known {
                 statuses[i] = status_message(&rows[i].event, latest);
             }
         }
-        for key in late {
+        for key in stale {
             self.0.remove(&key);
         }
         Ok(rows
@@ -701,11 +701,11 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
 
 /// The position of the last event the feed shows now.
 async fn feed_end(db: &mut PgConnection) -> Result<FeedPosition> {
-    let end: Option<(i64, i64)> = sqlx::query_as(
-        "select feed_xid, feed_seq from events
-         where feed_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+    let end: Option<(i64, i64)> = sqlx::query_as(&format!(
+        "select feed_xid, feed_seq from events where feed_xid < {}
          order by feed_xid desc, feed_seq desc limit 1",
-    )
+        crate::feed::HORIZON
+    ))
     .fetch_optional(db)
     .await?;
     Ok(
