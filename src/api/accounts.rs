@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use super::again::answer_again;
+use super::again::{answer_again, in_time};
 use super::extract::{AccountPath, Caller};
 use super::paging::{
     AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_accounts))
         .routes(routes!(timeline))
         .route_layer(axum::middleware::from_fn(answer_again))
+        .route_layer(axum::middleware::from_fn(in_time))
 }
 
 const CATEGORIES: [&str; 3] = ["account", "link", "sync"];

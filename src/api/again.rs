@@ -17,19 +17,35 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
-use crate::store::{ACQUIRE_TIMEOUT, ReadReplica, Readers};
+use crate::store::{ReadReplica, Readers};
 
-/// How long a request under [`answer_again`] may take to its answer's head, in the request's
-/// extensions (from `CALRY_HOOKS_QUERY_TIMEOUT_MS`): a connection, two statements at the
-/// statement timeout, and a margin. PostgreSQL ends a statement at its timeout, but not while it
-/// does not run at all (a server stopped or cut off): the route then answers `503` instead of
-/// holding its client.
+/// How long a query route (status, history, accounts, the feed, the stream's head) may take to
+/// its answer's head, in the request's extensions (from `CALRY_HOOKS_QUERY_TIMEOUT_MS`): the
+/// [`crate::store::deadline`] of its statements. Past it, [`in_time`] answers `503` instead of
+/// holding the client while PostgreSQL does not answer at all.
 #[derive(Clone, Copy)]
 pub struct Deadline(pub Duration);
 
 impl Deadline {
     pub fn for_statements_of(statement_timeout: Duration) -> Deadline {
-        Deadline(ACQUIRE_TIMEOUT + 2 * statement_timeout + Duration::from_secs(5))
+        Deadline(crate::store::deadline(statement_timeout))
+    }
+}
+
+/// Middleware: the answer's head within the request's [`Deadline`], and a long poll's `wait` on
+/// top of it; `503` past that.
+pub async fn in_time(request: Request, next: Next) -> Response {
+    let Some(Deadline(mut within)) = request.extensions().get::<Deadline>().copied() else {
+        return next.run(request).await;
+    };
+    within += super::feed::wait_asked(request.uri().query());
+    match tokio::time::timeout(within, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::unavailable(format!(
+            "PostgreSQL did not answer within {} s",
+            within.as_secs()
+        ))
+        .into_response(),
     }
 }
 
@@ -63,23 +79,9 @@ impl Attempt {
 /// failed is left alone for a while; after a connection that failed, the idle ones go too (the
 /// database most likely dropped them all).
 pub async fn answer_again(mut request: Request, next: Next) -> Response {
-    let deadline = request.extensions().get::<Deadline>().copied();
     let attempt = Attempt::default();
     request.extensions_mut().insert(attempt.clone());
-    let answer = next.clone().run(request);
-    let response = match deadline {
-        Some(Deadline(within)) => match tokio::time::timeout(within, answer).await {
-            Ok(response) => response,
-            Err(_) => {
-                return Error::unavailable(format!(
-                    "PostgreSQL did not answer within {} s",
-                    within.as_secs()
-                ))
-                .into_response();
-            }
-        },
-        None => answer.await,
-    };
+    let response = next.clone().run(request).await;
     match attempt.take() {
         Some((risk, parts)) if response.status().is_server_error() => {
             match risk {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use super::again::answer_again;
+use super::again::{answer_again, in_time};
 use super::extract::{Caller, HookPath, WorkspacePath};
 use super::paging::{EventCursor, Order, Page, Params, push_event_after, push_event_order};
 use super::replica::{ReadFromHeader, Replica};
@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(get_event))
         .route_layer(axum::middleware::from_fn(answer_again))
+        .route_layer(axum::middleware::from_fn(in_time))
 }
 
 /// One stored event (SPEC §5).

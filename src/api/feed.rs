@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(feed))
         .routes(routes!(workspace_feed))
+        .route_layer(axum::middleware::from_fn(super::again::in_time))
 }
 
 /// Items per answer: 1 to 1000, 100 by default.
@@ -118,6 +119,30 @@ pub struct FeedQuery {
     pub wait: Duration,
 }
 
+/// A long poll's `wait`: 0 to [`MAX_WAIT_SECS`] whole seconds, 0 when absent.
+fn wait(params: &Params) -> Result<Duration> {
+    let Some(raw) = params.single("wait")? else {
+        return Ok(Duration::ZERO);
+    };
+    raw.parse::<u64>()
+        .ok()
+        .filter(|secs| *secs <= MAX_WAIT_SECS)
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            Error::bad_parameter(
+                "wait",
+                format!("wait must be whole seconds from 0 to {MAX_WAIT_SECS} (got {raw:?})"),
+            )
+        })
+}
+
+/// The `wait` a request's query asks for, or none (a bad one is the route's to answer).
+pub fn wait_asked(query: Option<&str>) -> Duration {
+    Params::parse(query)
+        .and_then(|params| wait(&params))
+        .unwrap_or_default()
+}
+
 impl FeedQuery {
     pub fn parse(
         workspace_id: Option<String>,
@@ -128,21 +153,6 @@ impl FeedQuery {
             Some(raw) => FeedPosition::decode("after", raw)?,
             None => FeedPosition::BEGINNING,
         };
-        let wait = match params.single("wait")? {
-            None => 0,
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|secs| *secs <= MAX_WAIT_SECS)
-                .ok_or_else(|| {
-                    Error::bad_parameter(
-                        "wait",
-                        format!(
-                            "wait must be whole seconds from 0 to {MAX_WAIT_SECS} (got {raw:?})"
-                        ),
-                    )
-                })?,
-        };
         Ok(FeedQuery {
             workspace_id,
             scope: scope.map(<[String]>::to_vec),
@@ -150,7 +160,7 @@ impl FeedQuery {
             after,
             limit: params.limit_within(DEFAULT_LIMIT, MAX_LIMIT)?,
             max_bytes: MAX_PAGE_BYTES,
-            wait: Duration::from_secs(wait),
+            wait: wait(params)?,
         })
     }
 

@@ -53,6 +53,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stream))
         .routes(routes!(workspace_stream))
+        .route_layer(axum::middleware::from_fn(super::again::in_time))
 }
 
 /// Broadcast items kept for streams that are a little behind; past that, a stream goes back to

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use super::again::answer_again;
+use super::again::{answer_again, in_time};
 use super::extract::{AccountPath, Caller, WorkspacePath};
 use super::paging::{
     MAX_LIMIT, Page, Params, StatusCursor, WorkspaceCursor, push_workspace_keyset,
@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(workspace_status))
         .routes(routes!(account_status))
         .route_layer(axum::middleware::from_fn(answer_again))
+        .route_layer(axum::middleware::from_fn(in_time))
 }
 
 /// The current status of every integration account of a workspace.

@@ -32,6 +32,14 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Longest a statement of the service may run.
 pub const STATEMENT_TIMEOUT: &str = "10s";
 
+/// How long work of a few statements, each under `statement_timeout`, may take with its
+/// connection: one acquired, two statements, and a margin. PostgreSQL ends a statement at its
+/// timeout, but not one it does not run at all (a server stopped, or cut off without a reset):
+/// past this, the work is given up rather than waited on for ever.
+pub fn deadline(statement_timeout: Duration) -> Duration {
+    ACQUIRE_TIMEOUT + 2 * statement_timeout + Duration::from_secs(5)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -84,6 +92,8 @@ impl WriterPool {
 pub struct Readers {
     pool: deadpool::managed::Pool<Connector>,
     waiting: Gauge,
+    /// The [`deadline`] of [`Readers::with`]'s work.
+    deadline: Duration,
 }
 
 /// A connection of [`Readers`]; it goes back to them when dropped.
@@ -149,7 +159,11 @@ impl Readers {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("timeouts are allowed with a runtime");
-        Readers { pool, waiting }
+        Readers {
+            pool,
+            waiting,
+            deadline: deadline(statement_timeout),
+        }
     }
 
     /// A connection, within [`ACQUIRE_TIMEOUT`].
@@ -186,15 +200,27 @@ impl Readers {
         }
     }
 
-    /// Runs `work` on a connection; if it fails, the connection is [`Readers::discard`]ed (for
-    /// callers that come back on their own, such as the stream's, which no retry of a request
-    /// would otherwise rid of a connection the database dropped).
+    /// Runs `work` on a connection, within the [`deadline`] of its statements; if it fails or
+    /// runs out of time, the connection is [`Readers::discard`]ed (for callers that come back
+    /// on their own, such as the stream's, which no retry of a request would otherwise rid of
+    /// a connection the database dropped).
     pub async fn with<T, E: From<sqlx::Error>>(
         &self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut db = self.acquire().await?;
-        let done = work(&mut db).await;
+        let done = tokio::time::timeout(self.deadline, work(&mut db))
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "PostgreSQL did not answer within {} s",
+                        self.deadline.as_secs()
+                    ),
+                ))
+                .into())
+            });
         if done.is_err() {
             self.discard(db);
         }

@@ -589,3 +589,20 @@ pub async fn stalled_large_status(app: &TestApp, token: Option<&str>) -> tokio::
     assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
     stalled
 }
+
+/// `n` events `{prefix}-0000`… of type `x.y` in `workspace`, each padded with `bytes` bytes.
+pub fn padded_events(prefix: &str, workspace: &str, n: usize, bytes: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut body = event(
+                &format!("{prefix}-{i:04}"),
+                workspace,
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            );
+            body["data"]["padding"] = json!("x".repeat(bytes));
+            body
+        })
+        .collect()
+}

@@ -10,12 +10,13 @@ use calry_hooks::App;
 use calry_hooks::config::Config;
 use calry_hooks::store::{self, Cluster, Role};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Rng, TestApp, TestDb, binary, event, seed, serve, serve_on_own_cluster, spawn_app,
-    spawn_app_with, spawn_app_without_database, start_binary,
+    Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, seed, serve,
+    serve_on_own_cluster, spawn_app, spawn_app_with, spawn_app_without_database, start_binary,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -278,7 +279,7 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
                     .map(|r| r.status().as_u16())
                     .map_err(|e| e.to_string());
                 records.lock().await.push((id, answer, started.elapsed()));
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
     }
@@ -391,8 +392,9 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
 
 /// A database that stops answering altogether (a hung server, or a network that drops
 /// everything) enforces no statement timeout: deliveries are still answered `503` within the
-/// writers' deadline and `/readyz` within its own; once the server answers again, the delivery
-/// is stored, once.
+/// writers' deadline, `/readyz` within its own, the query routes and the feed within theirs, and
+/// a stream that has to read the store ends (its client resumes); once the server answers
+/// again, the delivery is stored, once.
 #[tokio::test]
 async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     let (dir, cluster, app) = serve_on_own_cluster("hung", 2).await;
@@ -427,13 +429,54 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     };
     // A query answered just before: the next one's token check is answered from memory and its
     // connection, used a moment ago, is not pinged first, so its statement is the first to wait.
+    // A stream replaying a workspace of large events to a slow reader: it reads the store a
+    // little at a time, on connections used a moment before (not pinged first).
+    let beginning = app.get_json("/workspaces/big/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bodies = padded_events("big", "big", 60, 200_000);
+    assert!(deliver_all(&app, bodies, 4).await.iter().all(|s| *s == 201));
+    // The idle tailer has moved past them: the stream reads them from the store.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A client's socket that takes little at a time: the service cannot write ahead of it by
+    // more than its own send buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let address = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /workspaces/big/stream?after={beginning} HTTP/1.1\r\n\
+                 host: 127.0.0.1\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let stream_read = tokio::spawn(async move {
+        let (mut buffer, mut read) = (vec![0; 64 * 1024], 0);
+        while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+            read += n;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (Instant::now(), read)
+    });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.get("/workspaces").await.status(), 200);
     signal(libc::SIGSTOP);
+    let stopped = Instant::now();
     // A query route: its statement would wait for ever (the statement timeout is the server's).
     let asked = Instant::now();
     let status = app.get("/workspaces").await.status();
     let status_took = asked.elapsed();
+    let asked = Instant::now();
+    let feed = app.get("/feed").await.status();
+    let feed_took = asked.elapsed();
     let body = event(
         "hung-1",
         "w",
@@ -447,7 +490,17 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     let asked = Instant::now();
     let ready = app.get("/readyz").await.status();
     let ready_took = asked.elapsed();
+    let stream_read = tokio::time::timeout(Duration::from_secs(30), stream_read).await;
     signal(libc::SIGCONT);
+    let (stream_ended, read) = stream_read.expect("the stream still waits").unwrap();
+    assert!(
+        read < 60 * 200_000,
+        "the stream was replayed before the stop"
+    );
+    let stream_took = stream_ended.saturating_duration_since(stopped);
+    assert!(stream_took < Duration::from_secs(20), "{stream_took:?}");
+    assert_eq!(feed, 503, "after {feed_took:?}");
+    assert!(feed_took < Duration::from_secs(20), "{feed_took:?}");
     assert_eq!(delivered, 503, "after {took:?}");
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert_eq!(ready, 503);

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use calry_hooks::auth;
 use calry_hooks::store::{Cluster, Role};
 
 use crate::helpers::{
-    TestApp, TestDb, binary, event, problem, serve_on_own_cluster, spawn_app, start_binary,
+    TestApp, TestDb, binary, event, padded_events, problem, serve_on_own_cluster, spawn_app,
+    start_binary,
 };
 
 /// One server-sent message.
@@ -259,25 +260,6 @@ async fn a_stream_sends_what_another_instance_stores() {
     assert_eq!(m.data["hookId"], "elsewhere");
 }
 
-/// A client that reads nothing while thousands of events are stored falls behind the broadcast;
-/// it is caught up from the store, and still receives every event once, in order.
-/// `n` events `{prefix}-0000`… of type `x.y` in `workspace`, each padded with `bytes` bytes.
-fn padded_events(prefix: &str, workspace: &str, n: usize, bytes: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            let mut body = event(
-                &format!("{prefix}-{i:04}"),
-                workspace,
-                None,
-                "x.y",
-                "2024-01-01T00:00:00Z",
-            );
-            body["data"]["padding"] = json!("x".repeat(bytes));
-            body
-        })
-        .collect()
-}
-
 /// The hook ids of every event `route` (a feed route, with its query) holds after `after`
 /// (empty: from the beginning), page after page.
 async fn feed_hook_ids(app: &TestApp, route: &str, after: &str) -> Vec<String> {
@@ -303,6 +285,8 @@ async fn feed_hook_ids(app: &TestApp, route: &str, after: &str) -> Vec<String> {
     }
 }
 
+/// A client that reads nothing while thousands of events are stored falls behind the broadcast;
+/// it is caught up from the store, and still receives every event once, in order.
 #[tokio::test]
 async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
     let app = spawn_app().await;
