@@ -15,8 +15,9 @@
 //! event is the latest of its category (by occurredAt, hookId) among the account's events at its
 //! position or before, and the one before it in that order had another state (or there was none:
 //! a change from `unknown`). Once history was ever removed, ingest decides it when it stores the
-//! event (`changes_status`, right also where the feed no longer holds what decides it); for other
-//! events it is read from the feed here. Its `status` message holds the account's entry as of
+//! event (`changes_status`); for other events it is read from the feed here, with the latest
+//! removed event of each type (`removed_latest`, kept by removals) standing for the history
+//! removed before them. Its `status` message holds the account's entry as of
 //! that position too (not as of whatever was stored since). Live and replayed streams therefore
 //! agree, but for `since`, which comes from the timeline as it is when the message is written.
 //!
@@ -265,11 +266,17 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
          cross join lateral (
              select coalesce(array_agg(x.hook_id order by x.occurred_at desc, x.hook_id desc), '{}') as hooks,
                     coalesce(array_agg(x.event_type order by x.occurred_at desc, x.hook_id desc), '{}') as types
-             from (select e.hook_id, e.event_type, e.occurred_at from events e
-                   where e.workspace_id = p.ws and e.integration_account_id = p.acct
-                     and e.event_type = any(string_to_array(p.types, ','))
-                     and (e.feed_xid, e.feed_seq) <= (p.xid, p.seq)
-                   order by e.occurred_at desc, e.hook_id desc limit 2) x
+             from ((select e.hook_id, e.event_type, e.occurred_at from events e
+                    where e.workspace_id = p.ws and e.integration_account_id = p.acct
+                      and e.event_type = any(string_to_array(p.types, ','))
+                      and (e.feed_xid, e.feed_seq) <= (p.xid, p.seq)
+                    order by e.occurred_at desc, e.hook_id desc limit 2)
+                   union all
+                   -- Removed history, which came before every stored event.
+                   select r.hook_id, r.event_type, r.occurred_at from removed_latest r
+                   where r.workspace_id = p.ws and r.integration_account_id = p.acct
+                     and r.event_type = any(string_to_array(p.types, ','))
+                   order by 3 desc, 1 desc limit 2) x
          ) l",
     )
     .bind(&ws)
@@ -374,11 +381,18 @@ pub fn latest_rows_at_sql(inclusive: bool) -> String {
               where (coalesce(le.feed_xid, c.feed_xid), coalesce(le.feed_seq, c.feed_seq))
                     {op} (p.xid, p.seq))
              union all
-             (select e.hook_id, e.result, e.occurred_at from events e
-              where e.workspace_id = p.ws and e.integration_account_id = p.acct
-                and e.event_type = le.event_type
-                and (e.feed_xid, e.feed_seq) {op} (p.xid, p.seq)
-              order by e.occurred_at desc, e.hook_id desc limit 1)
+             (select * from (
+                  (select e.hook_id, e.result, e.occurred_at from events e
+                   where e.workspace_id = p.ws and e.integration_account_id = p.acct
+                     and e.event_type = le.event_type
+                     and (e.feed_xid, e.feed_seq) {op} (p.xid, p.seq)
+                   order by e.occurred_at desc, e.hook_id desc limit 1)
+                  union all
+                  -- Removed history, which came before every stored event.
+                  select r.hook_id, r.result, r.occurred_at from removed_latest r
+                  where r.workspace_id = p.ws and r.integration_account_id = p.acct
+                    and r.event_type = le.event_type
+              ) h order by h.occurred_at desc, h.hook_id desc limit 1)
              limit 1
          ) x
          join event_states t on t.event_type = le.event_type
@@ -679,6 +693,8 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             Ok(more) => more,
             Err(err) => {
                 tracing::warn!(error = %err, "the stream's tailer could not read the feed");
+                // The batch may be half applied to the memory: it is read again from the store.
+                known.0.clear();
                 false
             }
         };

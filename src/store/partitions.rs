@@ -128,7 +128,9 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
 /// never holds a lock that stops ingest or queries, then dropped as a table of its own; one an
 /// earlier removal left detached half-way is finished whatever the cut, and one it detached but
 /// did not drop is dropped once the cut lies past it.
-/// `hook_ids`, the status tables, the timelines and `lastEventAt` are left alone.
+/// `hook_ids`, the status tables, the timelines and `lastEventAt` are left alone; while events
+/// that ingest did not decide a status change for are kept, the latest removed event of each
+/// type of each account is kept in `removed_latest` for the streams to decide them.
 ///
 /// Each removal is recorded in `history_removals` before it starts, with the end of what it
 /// removes, so that a removal cut short (the process stopped while the detach waited for older
@@ -139,9 +141,13 @@ pub async fn remove_before(
     straddling: bool,
 ) -> Result<Removed, sqlx::Error> {
     let mut removed = Removed::default();
+    let keep_latest = undecided_kept(db, cut).await?;
     for (name, to) in left_detached(db).await? {
         if to <= cut {
             record(db, to).await?;
+            if keep_latest {
+                keep_latest_of(db, &name, None).await?;
+            }
             sqlx::raw_sql(&format!("drop table {}", super::quote_ident(&name)))
                 .execute(db)
                 .await?;
@@ -152,6 +158,9 @@ pub async fn remove_before(
     for partition in partitions(db).await? {
         if partition.to <= cut || partition.pending {
             record(db, partition.to).await?;
+            if keep_latest {
+                keep_latest_of(db, &partition.name, None).await?;
+            }
             let name = super::quote_ident(&partition.name);
             let how = if partition.pending {
                 "finalize"
@@ -187,8 +196,20 @@ pub async fn remove_before(
             removed.events_in_partitions += rows;
             removed.partitions.push(partition.name);
         } else if straddling && partition.from.is_none_or(|from| from < cut) {
-            record(db, cut).await?;
             let name = super::quote_ident(&partition.name);
+            let any: bool = sqlx::query_scalar(&format!(
+                "select exists (select from {name} where received_at < $1)"
+            ))
+            .bind(cut)
+            .fetch_one(db)
+            .await?;
+            if !any {
+                continue;
+            }
+            record(db, cut).await?;
+            if keep_latest {
+                keep_latest_of(db, &partition.name, Some(cut)).await?;
+            }
             loop {
                 let deleted = sqlx::query(&format!(
                     "delete from {name} where ctid = any(array(
@@ -206,6 +227,50 @@ pub async fn remove_before(
         }
     }
     Ok(removed)
+}
+
+/// Whether events that ingest did not decide a status change for (`changes_status` null) may be
+/// kept past `cut`: those received before history was first removed (ingest decides from then
+/// on; a minute allows for batches that began as the first removal was recorded).
+async fn undecided_kept(db: &PgPool, cut: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select $1 < coalesce((select min(removed_at) from history_removals), now())
+                     + interval '1 minute'",
+    )
+    .bind(cut)
+    .fetch_one(db)
+    .await
+}
+
+/// Keeps in `removed_latest` the latest event of each known type of each account among those
+/// `partition` holds (received before `before`), which are about to be removed.
+async fn keep_latest_of(
+    db: &PgPool,
+    partition: &str,
+    before: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "insert into removed_latest as r
+             (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
+         select distinct on (e.workspace_id, e.integration_account_id, e.event_type)
+                e.workspace_id, e.integration_account_id, e.event_type, e.hook_id, e.result,
+                e.occurred_at
+         from {} e
+         where e.integration_account_id is not null
+           and e.event_type in (select event_type from event_states)
+           and ($1::timestamptz is null or e.received_at < $1)
+         order by e.workspace_id, e.integration_account_id, e.event_type,
+                  e.occurred_at desc, e.hook_id desc
+         on conflict (workspace_id, integration_account_id, event_type) do update
+         set hook_id = excluded.hook_id, result = excluded.result,
+             occurred_at = excluded.occurred_at
+         where (excluded.occurred_at, excluded.hook_id) > (r.occurred_at, r.hook_id)",
+        super::quote_ident(partition)
+    ))
+    .bind(before)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Records that the events received before `before` may be gone from the history.

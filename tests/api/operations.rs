@@ -549,6 +549,24 @@ async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
     }
 }
 
+/// A removal that finds nothing before its cut records none: the store is not taken for pruned
+/// (`rebuild-status` still rebuilds everything, ingest does not start deciding status changes).
+#[tokio::test]
+async fn a_prune_that_removes_nothing_leaves_the_store_unpruned() {
+    let app = spawn_app().await;
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let cut = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    let removed = store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    assert_eq!(removed, store::partitions::Removed::default());
+    let removals: i64 = sqlx::query_scalar("select count(*) from history_removals")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(removals, 0);
+}
+
 #[tokio::test]
 async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     let app = spawn_app().await;

@@ -630,6 +630,63 @@ async fn after_a_removal_only_real_changes_send_a_status() {
     assert_eq!(now["account"]["since"], "2024-01-01T00:00:10.000Z");
 }
 
+/// Events stored before history was first removed (ingest decided nothing for them) are decided
+/// with what the removal kept of the history before them: a replay sends a `status` for the
+/// event that changed the status when it was stored, and none for one that did not.
+#[tokio::test]
+async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
+    let app = spawn_app().await;
+    let beginning = app.get_json("/workspaces/w/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let y = event("y", "w", Some("a"), "sync.error", "2024-01-01T10:00:00Z");
+    assert_eq!(app.deliver(&y).await.status(), 201);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for body in [
+        // Late: the status stays `error`.
+        event("z", "w", Some("a"), "sync.complete", "2024-01-01T09:00:00Z"),
+        event("x", "w", Some("a"), "sync.complete", "2024-01-01T11:00:00Z"),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let replayed = async || {
+        let path = format!("/workspaces/w/stream?after={beginning}");
+        let mut reader = Reader::open(&app.address, &path, None).await;
+        let mut caused = Vec::new();
+        while let Some(m) = reader.next(Duration::from_secs(1)).await {
+            if m.event == "status" {
+                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
+            }
+        }
+        caused
+    };
+    assert_eq!(replayed().await, ["y", "x"]);
+    let removed = calry_hooks::store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    assert_eq!(removed.events_deleted, 1);
+    assert_eq!(replayed().await, ["x"]);
+    // Live, an account first met after the removal is known with it too.
+    let mut live = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for body in [
+        event("v", "w", Some("a"), "sync.error", "2024-01-01T10:30:00Z"),
+        event("u", "w", Some("a"), "sync.error", "2024-01-01T12:00:00Z"),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let mut caused = Vec::new();
+    while let Some(m) = live.next(Duration::from_secs(1)).await {
+        if m.event == "status" {
+            caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(caused, ["u"]);
+}
+
 /// Live, a workspace's stream is sent its own workspace's events only, and `/stream` all of them.
 #[tokio::test]
 async fn workspace_streams_are_sent_their_own_events_live() {
