@@ -154,6 +154,21 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     // This pool only migrates and lends its connection settings: the query routes have their
     // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
     let db = Database::open(&config, 1, Role::Serve).await?;
+    if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
+        let data = match &config.database_url {
+            Some(_) => "the server's data directory".to_owned(),
+            None => format!("{}", config.data_dir.join("postgres").display()),
+        };
+        db.close().await;
+        return Err(format!(
+            "the store holds feed positions made of transaction ids this PostgreSQL server has \
+             not reached (was it restored from a dump into another server?): events stored now \
+             would be placed before them, and consumers of the feed would skip them. Stop \
+             PostgreSQL, run `pg_resetwal -e {epoch} {data}` as its user, start it, and start \
+             calry-hooks again (docs/OPERATIONS.md, \"Backups\")"
+        )
+        .into());
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -18,6 +18,23 @@ use tokio::sync::watch;
 use crate::auth::{self, TokenCache};
 use crate::store::Readers;
 
+/// The transaction-id epoch (`pg_resetwal -e`) this server would need for its new events to come
+/// after every position the store holds, when it needs one: positions are made of transaction
+/// ids (SPEC §9, README), and a store restored from a dump into another server, which counts its
+/// ids from the start again, holds positions the server has not reached. Events stored then would
+/// be placed before them, and consumers following the feed would skip them.
+pub async fn epoch_needed(db: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error> {
+    let (last, now): (Option<i64>, i64) = sqlx::query_as(
+        "select (select max(feed_xid) from events),
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(last
+        .filter(|last| *last >= now)
+        .map(|last| (last >> 32) + 1))
+}
+
 /// The channel the ingest writers notify.
 pub const CHANNEL: &str = "calry_hooks_events";
 

@@ -489,3 +489,37 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
         started.elapsed()
     );
 }
+
+/// A store whose positions run ahead of its server's transaction ids (one restored from a dump
+/// into another server) is refused at start with the `pg_resetwal -e` that fixes it: events
+/// stored then would be placed before positions consumers already hold.
+#[tokio::test]
+async fn a_store_with_positions_ahead_of_its_server_is_refused_at_start() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(app.deliver(&crate::helpers::seed()).await.status(), 201);
+    drop(app);
+    // As after a restore into a server whose ids start again: two epochs behind the store.
+    sqlx::query("update events set feed_xid = feed_xid + (2::bigint << 32)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        crate::helpers::binary(Some(&db.name))
+            .env("CALRY_HOOKS_LISTEN", "127.0.0.1:0")
+            .output(),
+    )
+    .await
+    .expect("the service started")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("pg_resetwal -e 3 "), "{stderr}");
+}
