@@ -188,6 +188,11 @@ impl EventFilter {
                 .is_none_or(|wanted| integration_account_id == Some(wanted))
     }
 
+    /// Whether any filter is given.
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.prefixes.is_empty() && self.integration_account_id.is_none()
+    }
+
     /// ` and …` for each filter given.
     pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
         if !self.types.is_empty() || !self.prefixes.is_empty() {

@@ -33,6 +33,11 @@ pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 /// Longest long poll.
 pub const MAX_WAIT_SECS: u64 = 30;
+/// Events of the feed a filtered read looks at past `after` at most (the filters, and a token's
+/// scope on `/feed`, are checked row by row): one whose events all fail them answers no items
+/// and the last of those it looked at as `next`, rather than read on until the query timeout
+/// and answer a `400` that no later call could get past.
+const SCAN: i64 = 20_000;
 
 /// An event of the feed, with its position.
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,7 +82,8 @@ pub struct FeedPage {
     /// At most `limit` events (fewer when their payloads pass 4 MiB), in feed order.
     pub items: Vec<FeedItem>,
     /// Always present: pass it as `after` next time. The last item's position; with no items,
-    /// the `after` given, or the beginning.
+    /// the `after` given, or the beginning (or, for a filtered read that looked at 20,000 events
+    /// past `after` and found none that passes, the last of those).
     pub next: String,
 }
 
@@ -164,8 +170,18 @@ impl FeedQuery {
         })
     }
 
-    /// One range scan of `events_feed` (or `events_workspace_feed`) from `after` on.
-    pub fn push_sql<'a>(&'a self, qb: &mut QueryBuilder<'a, Postgres>) {
+    /// Whether the index the read follows does not pick its events alone.
+    fn filtered(&self) -> bool {
+        !self.filter.is_empty() || (self.workspace_id.is_none() && self.scope.is_some())
+    }
+
+    /// One range scan of `events_feed` (or `events_workspace_feed`) from `after` on, up to
+    /// `until` when given.
+    pub fn push_sql<'a>(
+        &'a self,
+        qb: &mut QueryBuilder<'a, Postgres>,
+        until: Option<FeedPosition>,
+    ) {
         qb.push(format_args!(
             "select {EVENT_COLUMNS}, feed_xid, feed_seq, changes_status from events where true"
         ));
@@ -177,14 +193,50 @@ impl FeedQuery {
                 .push(")");
         }
         self.filter.push_sql(qb);
+        if let Some(until) = until {
+            qb.push(" and (feed_xid, feed_seq) <= (")
+                .push_bind(until.xid)
+                .push(", ")
+                .push_bind(until.seq)
+                .push(")");
+        }
         push_feed_keyset(qb, self.after, self.limit);
     }
 
+    /// The position [`SCAN`] events of the index past `after`, if there are that many.
+    async fn scan_end(&self, db: &mut PgConnection) -> Result<Option<FeedPosition>> {
+        let mut qb = QueryBuilder::new(format!(
+            "select feed_xid, feed_seq from events where feed_xid < {}",
+            crate::feed::HORIZON
+        ));
+        if let Some(workspace_id) = &self.workspace_id {
+            qb.push(" and workspace_id = ").push_bind(workspace_id);
+        }
+        qb.push(" and (feed_xid, feed_seq) > (")
+            .push_bind(self.after.xid)
+            .push(", ")
+            .push_bind(self.after.seq)
+            .push(") order by feed_xid, feed_seq offset ")
+            .push_bind(SCAN - 1)
+            .push(" limit 1");
+        let end: Option<(i64, i64)> = qb.build_query_as().fetch_optional(db).await?;
+        Ok(end.map(|(xid, seq)| FeedPosition { xid, seq }))
+    }
+
     /// The rows there are now after `after` (at most `limit`, and `max_bytes` of payloads), and
-    /// whether the read stopped at one of those bounds (more may follow) rather than at the end.
-    pub async fn rows(&self, db: &mut PgConnection) -> Result<(Vec<FeedRow>, bool)> {
+    /// where to go on from when the read stopped before the end of the feed: at one of those
+    /// bounds (the last row), or, for a filtered read, at the end of the [`SCAN`] it looked at
+    /// (nothing between the last row and there passed).
+    pub async fn rows(
+        &self,
+        db: &mut PgConnection,
+    ) -> Result<(Vec<FeedRow>, Option<FeedPosition>)> {
+        let until = match self.filtered() {
+            true => self.scan_end(db).await?,
+            false => None,
+        };
         let mut qb = QueryBuilder::new("");
-        self.push_sql(&mut qb);
+        self.push_sql(&mut qb, until);
         let page = Page::read(
             qb.build_query_as::<FeedRow>().fetch(db),
             self.limit,
@@ -192,15 +244,23 @@ impl FeedQuery {
             |row| row.event.payload.get().len(),
         )
         .await?;
-        let bounded = page.more || page.items.len() as i64 == self.limit;
-        Ok((page.items, bounded))
+        let more = if page.more || page.items.len() as i64 == self.limit {
+            page.items.last().map(FeedRow::position)
+        } else {
+            until
+        };
+        Ok((page.items, more))
     }
 
-    /// The events there are now after `after`.
-    async fn read(&self, db: &mut PgConnection) -> Result<FeedPage> {
-        let (rows, _) = self.rows(db).await?;
-        let next = rows.last().map_or(self.after, FeedRow::position);
-        Ok(FeedPage {
+    /// The events there are now after `after`, and `next`.
+    async fn read(&self, db: &mut PgConnection) -> Result<(FeedPage, FeedPosition)> {
+        let (rows, more) = self.rows(db).await?;
+        let next = rows
+            .last()
+            .map(FeedRow::position)
+            .or(more)
+            .unwrap_or(self.after);
+        let page = FeedPage {
             items: rows
                 .into_iter()
                 .map(|row| FeedItem {
@@ -209,7 +269,8 @@ impl FeedQuery {
                 })
                 .collect(),
             next: next.encode(),
-        })
+        };
+        Ok((page, next))
     }
 }
 
@@ -218,7 +279,7 @@ impl FeedQuery {
 /// (notifications) or the feed's horizon moves ([`crate::feed::Horizon`]), not on a timer of
 /// its own. No connection is held while waiting, and a token revoked meanwhile ends the wait
 /// with its `401`.
-async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json<FeedPage>> {
+async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<Json<FeedPage>> {
     let mut deadline = Instant::now() + query.wait;
     let mut changes = app.notifier.subscribe();
     let mut horizon = app.horizon.subscribe();
@@ -226,7 +287,7 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
     let mut db = caller.db;
     let mut checked = false;
     loop {
-        let page = query.read(&mut db).await?;
+        let (page, next) = query.read(&mut db).await?;
         // Nothing after `after`: it may be no position of this store's (checked once).
         if page.items.is_empty() && !checked {
             query.after.check_given("after", &mut db).await?;
@@ -237,6 +298,8 @@ async fn follow(app: &AppState, caller: Caller, query: FeedQuery) -> Result<Json
             app.metrics.feed_items(page.items.len());
             return Ok(Json(page));
         }
+        // Nothing passed the filters up to `next`: the next read starts there.
+        query.after = next;
         drop(db);
         let _waiting = app.metrics.feed_waiting();
         let token_changed = tokio::select! {

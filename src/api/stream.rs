@@ -678,7 +678,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 }
                 return Ok::<bool, Error>(false);
             }
-            let (rows, bounded) = Selection::default()
+            let (rows, more) = Selection::default()
                 .query(position, MAX_PAGE_BYTES)
                 .rows(db)
                 .await?;
@@ -687,7 +687,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             for item in items {
                 tail.broadcast(item);
             }
-            Ok(bounded)
+            Ok(more.is_some())
         });
         let more = match read.await {
             Ok(more) => more,
@@ -929,20 +929,20 @@ impl Follow {
     /// over.
     async fn catch_up(&mut self) -> Result<()> {
         let (selection, position) = (&self.selection, self.position);
-        let (items, last) = self
+        let (items, more) = self
             .app
             .readers
             .with(async |db| {
-                let (rows, bounded) = selection.query(position, CATCH_UP_BYTES).rows(db).await?;
-                Ok::<_, Error>((items(db, rows).await?, !bounded))
+                let (rows, more) = selection.query(position, CATCH_UP_BYTES).rows(db).await?;
+                Ok::<_, Error>((items(db, rows).await?, more))
             })
             .await?;
         if let Some(item) = items.last() {
             self.position = item.position;
         }
-        if last {
-            self.position = self.position.max(self.tail_position);
-        }
+        // Read to the end: the broadcast has the rest. Read to where a filtered read stopped
+        // looking: nothing before there passed (however far past the broadcast's start).
+        self.position = self.position.max(more.unwrap_or(self.tail_position));
         self.backlog.extend(items);
         Ok(())
     }

@@ -523,3 +523,81 @@ async fn a_store_with_positions_ahead_of_its_server_is_refused_at_start() {
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("pg_resetwal -e 3 "), "{stderr}");
 }
+
+/// A filtered consumer (a token's scope on `/feed`, an `eventType`, an account) whose next events
+/// lie far behind events it does not take gets past them, however many: a read looks at a
+/// bounded part of the feed and, finding nothing there, answers its end as `next`. It once read
+/// on until the query timeout, answered `400`, and every later call did the same.
+#[tokio::test]
+async fn a_filtered_consumer_gets_past_any_number_of_events_it_does_not_take() {
+    let app = crate::helpers::spawn_app_with(|config| config.query_timeout_ms = 100).await;
+    let first = event(
+        "q1",
+        "quiet",
+        Some("a"),
+        "sync.error",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&first).await.status(), 201);
+    assert_eq!(read_until(&app, "/feed", 1).await, ["q1"]);
+    let after = app.get_json("/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Events of another workspace, account and type, more than a filtered read could look at
+    // within the query timeout.
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
+                             occurred_at, signature_verified, payload)
+         select 'busy-' || i, 'busy', 'b', 'x.y', now(), false, '{}'
+         from generate_series(1, 600000) i",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let second = event(
+        "q2",
+        "quiet",
+        Some("a"),
+        "sync.error",
+        "2024-01-01T00:01:00Z",
+    );
+    assert_eq!(app.deliver(&second).await.status(), 201);
+    let token = auth::create(&app.pool, "", false, &["quiet".to_owned()])
+        .await
+        .unwrap()
+        .token;
+    let all = auth::create(&app.pool, "", true, &[]).await.unwrap().token;
+    for (query, token) in [
+        ("", &token),
+        ("&eventType=sync.*", &all),
+        ("&integrationAccountId=a", &all),
+    ] {
+        let (mut next, mut seen, mut calls) = (after.clone(), Vec::new(), 0);
+        while seen.is_empty() {
+            calls += 1;
+            assert!(calls <= 100, "{query}: no progress");
+            let response = app
+                .client
+                .get(format!("{}/feed?after={next}{query}", app.address))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            let page: Value = response.json().await.unwrap();
+            let moved = page["next"].as_str().unwrap().to_owned();
+            assert!(
+                !hook_ids(&page).is_empty() || moved != next,
+                "{query}: stuck"
+            );
+            seen.extend(hook_ids(&page).into_iter().map(str::to_owned));
+            next = moved;
+        }
+        assert_eq!(seen, ["q2"], "{query}");
+    }
+}

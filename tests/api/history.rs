@@ -610,7 +610,7 @@ async fn no_query_route_scans_the_events_table_sequentially() {
         )
         .unwrap();
         let mut qb = QueryBuilder::new("explain (format json) ");
-        feed.push_sql(&mut qb);
+        feed.push_sql(&mut qb, None);
         plans.push((
             route.to_owned(),
             qb.build_query_scalar().fetch_one(&app.pool).await.unwrap(),
