@@ -285,14 +285,9 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
     let mut horizon = app.horizon.subscribe();
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
-    let mut checked = false;
+    query.after.check_given("after", &mut db).await?;
     loop {
         let (page, next) = query.read(&mut db).await?;
-        // Nothing after `after`: it may be no position of this store's (checked once).
-        if page.items.is_empty() && !checked {
-            query.after.check_given("after", &mut db).await?;
-            checked = true;
-        }
         let now = Instant::now();
         if !page.items.is_empty() || now >= deadline {
             app.metrics.feed_items(page.items.len());

@@ -358,10 +358,12 @@ impl FeedPosition {
                     xid.parse().map_err(|_| bad())?,
                     seq.parse().map_err(|_| bad())?,
                 );
-                if xid < 0 || seq < 0 {
+                let position = FeedPosition { xid, seq };
+                // Only as written out: `p1:+1:0` or `p1:07:1` was never given.
+                if xid < 0 || seq < 0 || text != format!("p1:{xid}:{seq}") {
                     return Err(bad());
                 }
-                Ok(FeedPosition { xid, seq })
+                Ok(position)
             }
             _ => Err(bad()),
         }
@@ -573,6 +575,19 @@ mod tests {
         match result {
             Err(Error::BadParameter { name, .. }) => name,
             other => panic!("expected a bad parameter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_position_is_taken_only_as_it_was_written_out() {
+        let given = FeedPosition { xid: 750, seq: 1 };
+        assert_eq!(
+            FeedPosition::decode("after", &given.encode()).unwrap(),
+            given
+        );
+        for text in ["p1:+750:1", "p1:0750:01", "p1:750:1 ", "p1:-1:0"] {
+            let raw = super::encode(text);
+            assert!(FeedPosition::decode("after", &raw).is_err(), "{text}");
         }
     }
 

@@ -137,6 +137,10 @@ async fn the_feed_gives_each_new_event_once_with_a_position_and_always_a_next() 
     let undrawn = URL_SAFE_NO_PAD.encode(format!("p1:{xid}:999999999999"));
     let answer = problem(app.get(&format!("/feed?after={undrawn}&wait=5")).await, 400).await;
     assert_eq!(answer["parameter"], "after");
+    // The same, with events after it (all three): refused too.
+    let early = URL_SAFE_NO_PAD.encode("p1:1:999999999999");
+    let answer = problem(app.get(&format!("/feed?after={early}")).await, 400).await;
+    assert_eq!(answer["parameter"], "after");
     for (path, parameter) in [
         ("/feed?after=nonsense", "after"),
         ("/feed?after=cDE6LTE6Mw", "after"),
