@@ -794,18 +794,23 @@ async fn open(
     if let Some((name, position)) = start {
         position.check_given(name, &mut db).await?;
     }
-    let start = start.map(|(_, position)| position);
-    drop(db); // the connection goes back: a stream takes one only to catch up
     // Subscribed before the answer: whatever is stored once the client has its 200 is sent.
     let (receiver, tail_position) = app
         .tailer
         .subscribe(selection.workspace_id.as_deref())
         .await;
+    let start = match start {
+        Some((_, position)) => position,
+        // Live from now, not from where an idle tailer last looked (up to a second ago): the
+        // broadcast items up to the feed's end now are not sent.
+        None => tail_position.max(feed_end(&mut db).await?),
+    };
+    drop(db); // the connection goes back: a stream takes one only to catch up
     let follow = Follow {
         _open: app.metrics.stream_open(),
         presented: caller.presented,
         token_changes: app.notifier.token_changes(),
-        position: start.unwrap_or(tail_position),
+        position: start,
         app: app.clone(),
         selection,
         receiver,

@@ -687,6 +687,37 @@ async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
     assert_eq!(caused, ["u"]);
 }
 
+/// A stream opened without a position starts live from the moment it opens: an event stored
+/// just before is not sent, even though the tailer, idle until then, last looked before it.
+#[tokio::test]
+async fn a_live_stream_sends_nothing_stored_before_it_opened() {
+    let app = spawn_app().await;
+    for round in 0..3 {
+        let before = event(
+            &format!("before-{round}"),
+            "w",
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&before).await.status(), 201);
+        let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+        let after = event(
+            &format!("after-{round}"),
+            "w",
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&after).await.status(), 201);
+        let first = stream.next(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(first.data["hookId"], format!("after-{round}"));
+        drop(stream);
+        // The tailer goes idle again.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+}
+
 /// Live, a workspace's stream is sent its own workspace's events only, and `/stream` all of them.
 #[tokio::test]
 async fn workspace_streams_are_sent_their_own_events_live() {
