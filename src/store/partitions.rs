@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Connection;
 use sqlx::PgPool;
 
 /// How often the service makes sure the months ahead exist.
@@ -140,6 +141,23 @@ pub async fn remove_before(
     cut: DateTime<Utc>,
     straddling: bool,
 ) -> Result<Removed, sqlx::Error> {
+    // One removal at a time (a `prune` during the hourly retention pass, or on two instances):
+    // two would detach the same month, and one would fail half-way. A session lock, on a
+    // connection of its own that is closed, not pooled, so that it ends with the removal.
+    let mut turn = db.acquire().await?.detach();
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(REMOVAL_LOCK)
+        .execute(&mut turn)
+        .await?;
+    let removed = remove(db, cut, straddling).await;
+    let _ = turn.close().await;
+    removed
+}
+
+/// The advisory lock key that removals take turns by ("calry-rm").
+const REMOVAL_LOCK: i64 = 0x6361_6c72_792d_726d;
+
+async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Removed, sqlx::Error> {
     let mut removed = Removed::default();
     let keep_latest = undecided_kept(db, cut).await?;
     for (name, to) in left_detached(db).await? {

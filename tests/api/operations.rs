@@ -549,6 +549,34 @@ async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
     }
 }
 
+/// Two removals at once (a `prune` during the hourly retention pass) take turns: both succeed,
+/// and each month goes once.
+#[tokio::test]
+async fn two_removals_at_once_take_turns() {
+    let app = spawn_app().await;
+    for hook in ["jan", "feb"] {
+        let body = event(
+            hook,
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    received_at(&app, "2025-01-15T00:00:00Z", &["jan"]).await;
+    received_at(&app, "2025-02-15T00:00:00Z", &["feb"]).await;
+    let cut = chrono::Utc::now();
+    let (one, two) = tokio::join!(
+        store::partitions::remove_before(&app.pool, cut, true),
+        store::partitions::remove_before(&app.pool, cut, true)
+    );
+    let mut months = [one.unwrap().partitions, two.unwrap().partitions].concat();
+    months.sort();
+    assert_eq!(months, ["events_202501", "events_202502"]);
+    assert_eq!(app.stored_events().await, 0);
+}
+
 /// A removal that finds nothing before its cut records none: the store is not taken for pruned
 /// (`rebuild-status` still rebuilds everything, ingest does not start deciding status changes).
 #[tokio::test]
