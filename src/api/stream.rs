@@ -128,13 +128,13 @@ impl Selection {
                 .passes(&item.event_type, item.integration_account_id.as_deref())
     }
 
-    fn query(&self, after: FeedPosition, max_bytes: usize) -> FeedQuery {
+    fn query(&self, after: FeedPosition, limit: i64, max_bytes: usize) -> FeedQuery {
         FeedQuery {
             workspace_id: self.workspace_id.clone(),
             scope: self.scope.clone(),
             filter: self.filter.clone(),
             after,
-            limit: BATCH,
+            limit,
             max_bytes,
             wait: Duration::ZERO,
         }
@@ -679,7 +679,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 return Ok::<bool, Error>(false);
             }
             let (rows, more) = Selection::default()
-                .query(position, MAX_PAGE_BYTES)
+                .query(position, BATCH, MAX_PAGE_BYTES)
                 .rows(db)
                 .await?;
             let items = known.items(db, rows).await?;
@@ -816,6 +816,7 @@ async fn open(
         receiver,
         tail_position,
         backlog: VecDeque::new(),
+        catch_up_rows: BATCH,
     };
     let body = futures_util::stream::unfold((follow, app), |(mut follow, app)| async move {
         // A stopping service ends its streams (their clients resume elsewhere or after the
@@ -850,6 +851,11 @@ struct Follow {
     tail_position: FeedPosition,
     /// Items read from the store and not sent yet.
     backlog: VecDeque<Item>,
+    /// Rows the next catch-up asks for: one more than the last one kept when its bytes cut it
+    /// short (PostgreSQL sends every row a statement asks for, and the rows past the bound are
+    /// read only to be dropped: a replay of large events would read them again and again),
+    /// twice as many otherwise, up to [`BATCH`].
+    catch_up_rows: i64,
     /// The token the stream was opened with, checked again whenever a token may have changed
     /// and at each keep-alive: a revoked one ends the stream.
     presented: Option<String>,
@@ -933,15 +939,21 @@ impl Follow {
     /// Reads the next items from the store into the backlog, up to where the broadcast takes
     /// over.
     async fn catch_up(&mut self) -> Result<()> {
-        let (selection, position) = (&self.selection, self.position);
+        let (selection, position, limit) = (&self.selection, self.position, self.catch_up_rows);
         let (items, more) = self
             .app
             .readers
             .with(async |db| {
-                let (rows, more) = selection.query(position, CATCH_UP_BYTES).rows(db).await?;
+                let query = selection.query(position, limit, CATCH_UP_BYTES);
+                let (rows, more) = query.rows(db).await?;
                 Ok::<_, Error>((items(db, rows).await?, more))
             })
             .await?;
+        let kept = items.len() as i64;
+        self.catch_up_rows = match items.last() {
+            Some(last) if more == Some(last.position) && kept < limit => kept + 1,
+            _ => (limit * 2).min(BATCH),
+        };
         if let Some(item) = items.last() {
             self.position = item.position;
         }
