@@ -13,7 +13,9 @@ virtual environment's python):
 
 1. the overview, a workspace page and an account page each render (their headings, tables and
    no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
-   exception and no request to any other host; screenshots dashboard-<page>-<width>.png;
+   exception, no request to any other host and no sideways scrolling, though the account has an
+   event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
+   screenshots dashboard-<page>-<width>.png;
 2. on the account page, an event's payload opens on request as formatted JSON;
 3. with a workspace page open, a delivery for a new account (posted from here) shows up as that
    account's row, in state ``error``, and in the recent events, within ``--within`` s (2) of
@@ -173,12 +175,12 @@ class Check:
 
     # ---- deliveries ----
 
-    def deliver(self, workspace, account, event_type):
+    def deliver(self, workspace, account, event_type, result=None):
         hook_id = f"ci-dashboard-{uuid.uuid4()}"
         body = {"hook": {"id": hook_id, "eventType": event_type, "source": "CALRY_WEBHOOK",
                          "timeStamp": iso(datetime.now(timezone.utc))},
                 "data": {"workspaceId": workspace, "integrationAccountId": account,
-                         "result": "FAILURE" if event_type == "sync.error" else "SUCCESS"}}
+                         "result": result or ("FAILURE" if event_type == "sync.error" else "SUCCESS")}}
         request = urllib.request.Request(self.base + "/webhooks/calry", data=json.dumps(body).encode(),
                                          headers={"content-type": "application/json"})
         try:
@@ -238,6 +240,9 @@ class Check:
 
     def phase_open(self):
         workspace, account = self.sample()
+        # Long unbroken values, as a sender may send them: of a type that changes no state.
+        long_type, long_result = "sync." + "x" * 250, "R" * 250
+        self.deliver(workspace, account, long_type, long_result)
         q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
         pages = {
             "overview": ("/ui", "Overview"),
@@ -254,10 +259,11 @@ class Check:
                     raise Fail(f"{what}: heading {heading!r}, expected {title!r}")
                 if name != "overview" and page.locator("#main tbody tr").count() == 0:
                     raise Fail(f"{what}: no table rows")
-                if width == 390:
-                    wide = page.evaluate("() => document.documentElement.scrollWidth")
-                    if wide > width + 1:
-                        raise Fail(f"{what}: the page is {wide} px wide (it scrolls sideways)")
+                if name != "overview" and long_type not in page.inner_text("#main"):
+                    raise Fail(f"{what}: the event of type {long_type[:12]}… is not in the recent events")
+                wide = page.evaluate("() => document.documentElement.scrollWidth")
+                if wide > width + 1:
+                    raise Fail(f"{what}: the page is {wide} px wide (it scrolls sideways)")
                 if name == "account" and width == 1440:
                     self.payload(page, what)
                 if name == "workspace" and width == 1440:

@@ -5,7 +5,7 @@
 import { ApiError, api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, copyButton, eventType, fill, h, id, json, lacksSince, note, problemNote, rel, section,
+  SINCE_MISSING, copyButton, eventType, fill, h, id, json, lacksSince, note, problemNote, rel, result, section,
   stateCell, table, uiWorkspace, utc,
 } from './view.js';
 
@@ -185,7 +185,7 @@ export default function accountPage(main, { conn }, ws, acc) {
       reopened('events', table([
         { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
         { label: 'Type', cell: (e) => eventType(e.eventType) },
-        { label: 'Result', cell: (e) => h('span', { class: 'result' }, e.result || '—') },
+        { label: 'Result', cell: (e) => result(e.result) },
         { label: 'Deliveries', cls: 'col-num', cell: (e) => h('span', { class: 'num' }, String(e.deliveryCount)) },
         { label: 'Hook id', cls: 'col-id', cell: (e) => id(e.hookId) },
         { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton('events', e.hookId, e, `the ${e.eventType} event at ${utc(e.occurredAt)}`) },

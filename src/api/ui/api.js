@@ -56,7 +56,7 @@ export async function api(path) {
       await unreachable('The service is unavailable (503)');
       continue;
     }
-    if (state.offline) changed({ offline: null });
+    reachable();
     if (state.auth !== (used ? 'token' : 'open')) changed({ auth: used ? 'token' : 'open' });
     if (!res.ok) throw new ApiError(res.status, await problemOf(res), path);
     return res.json();
@@ -72,17 +72,24 @@ export async function problemOf(res) {
   }
 }
 
-// One countdown for every call that is waiting for the service.
+// One countdown for every call that is waiting for the service (the banner says so); it ends
+// early once the service answered something else meanwhile (a stream that came back).
 let waiting = null;
 export function unreachable(what) {
   waiting ??= (async () => {
     for (let left = RETRY_SECS; left > 0; left--) {
       changed({ offline: `${what}; retrying in ${left} s.` });
       await new Promise((r) => setTimeout(r, 1000));
+      if (!state.offline) return;
     }
     changed({ offline: `${what}; retrying now…` });
   })().finally(() => (waiting = null));
   return waiting;
+}
+
+/** The service answered: the banner goes. */
+export function reachable() {
+  if (state.offline) changed({ offline: null });
 }
 
 // One prompt for every call that met a 401; they all go on with the token given. Once the

@@ -7,7 +7,7 @@
 import { api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  KNOWN_TYPES, badge, figure, fill, h, id, note, plural, problemNote, rel, section, table, uiAccount, uiWorkspace,
+  KNOWN_TYPES, badge, figure, fill, h, id, note, plural, problemNote, rel, result, section, table, uiAccount, uiWorkspace,
 } from './view.js';
 
 const REFRESH_MS = 15000;
@@ -106,14 +106,19 @@ export default function overview(main, { conn }) {
       if (ws.status === 'rejected') return [];
       const sum = (k) => rows.reduce((n, r) => n + (r[k] ?? 0), 0);
       const failingNow = sum('error');
-      // A workspace whose totals could not be read (n/a below) counts for none: the sums are
-      // then at least.
-      const partly = rows.some((r) => r.problem) ? '+' : '';
+      // Each sum counts only the workspaces listed ("Show more" lists more), and failing and
+      // paused none of a workspace whose totals could not be read (n/a below): such a sum is a
+      // lower bound, shown with a "+" and said so in its title.
+      const unread = rows.some((r) => r.problem);
+      const notAll = more ? `At least: counted over the ${rows.length} workspaces listed, not all.` : null;
+      const partial = unread ? `At least: ${more ? `counted over the ${rows.length} workspaces listed, not all, and ` : ''}`
+        + 'some workspaces’ totals could not be read.' : notAll;
+      const atLeast = (n, why) => (why ? `${n}+` : n);
       return [
-        figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), `${rows.length}${more ? '+' : ''}`),
-        figure(plural(sum('accounts'), 'account'), sum('accounts')),
-        figure('failing now', `${failingNow}${partly}`, failingNow ? 'bad' : null),
-        figure('paused', `${sum('paused')}${partly}`, sum('paused') ? 'warn' : null),
+        figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), atLeast(rows.length, notAll)),
+        figure(plural(sum('accounts'), 'account'), atLeast(sum('accounts'), notAll), null, notAll),
+        figure('failing now', atLeast(failingNow, partial), failingNow ? 'bad' : null, partial),
+        figure('paused', atLeast(sum('paused'), partial), sum('paused') ? 'warn' : null, partial),
       ];
     });
 
@@ -210,5 +215,5 @@ function since(sync) {
 function lastError(sync) {
   const e = sync.lastEvent;
   if (!e) return h('span', { class: 'muted' }, '—');
-  return h('span', {}, h('span', { class: 'result' }, e.result || 'no result'), ' · ', rel(e.occurredAt));
+  return h('span', {}, result(e.result, 'no result'), ' · ', rel(e.occurredAt));
 }

@@ -2,13 +2,18 @@
 // reconnects with Last-Event-ID by itself. With one: fetch and a reader (EventSource cannot send
 // an Authorization header), reconnecting with Last-Event-ID the same way.
 
-import { api, authHeaders, problemOf, token, tokenRefused } from './api.js';
+import { api, authHeaders, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
 
 const RETRY_MS = 5000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** An answer that asking again will not change (a 403 or a 404, say): the stream is given up. */
 const final = (status) => status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429;
+
+/** Waits to try again after `status` (null: no answer): while the service cannot be reached,
+ * with the banner's countdown (shared with the API's calls). */
+const pause = (status) => (status === null ? unreachable('Cannot reach the service')
+  : status === 503 ? unreachable('The service is unavailable (503)') : sleep(RETRY_MS));
 
 /** The status the service answers `path` with now (the body is not read), or null. */
 async function answerTo(path) {
@@ -27,10 +32,16 @@ async function answerTo(path) {
  * `status` message, `onState('live' | 'reconnecting' | 'stopped')` as the connection changes.
  * Returns a function that stops following.
  */
-export function follow(path, { onMessage, onState }) {
+export function follow(path, { onMessage, onState: told }) {
   let lastId = null;
   let stopped = false;
   let current = null;
+  let now = null; // the connection's state
+  const onState = (kind) => {
+    now = kind;
+    if (kind === 'live') reachable();
+    told(kind);
+  };
 
   const deliver = (type, raw, id) => {
     let data;
@@ -68,8 +79,23 @@ export function follow(path, { onMessage, onState }) {
           return;
         }
       }
-    } else await sleep(RETRY_MS);
+    } else await pause(status);
     start();
+  };
+
+  // While an EventSource reconnects by itself it does not say why it cannot: ask the service, so
+  // that the banner says so when it cannot be reached, until the stream is back.
+  let probing = false;
+  const probe = async () => {
+    if (probing) return;
+    probing = true;
+    await sleep(1000); // a stream back at once needs no banner
+    while (!stopped && now === 'reconnecting') {
+      const status = await answerTo(path);
+      if (status !== null && status !== 503) break; // it answers: the EventSource will too
+      await pause(status);
+    }
+    probing = false;
   };
 
   const viaEventSource = () => {
@@ -77,7 +103,11 @@ export function follow(path, { onMessage, onState }) {
     if (lastId) url.searchParams.set('after', lastId);
     const es = new EventSource(url.pathname + url.search);
     es.onopen = () => onState('live');
-    es.onerror = () => (es.readyState === EventSource.CLOSED ? refused() : onState('reconnecting'));
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) return refused();
+      onState('reconnecting');
+      probe();
+    };
     for (const type of ['event', 'status']) {
       es.addEventListener(type, (e) => deliver(type, e.data, e.lastEventId));
     }
@@ -89,10 +119,12 @@ export function follow(path, { onMessage, onState }) {
     (async () => {
       while (!abort.signal.aborted) {
         const used = token.get();
+        let status = null;
         try {
           const headers = { Accept: 'text/event-stream', ...authHeaders() };
           if (lastId) headers['Last-Event-ID'] = lastId;
           const res = await fetch(path, { headers, signal: abort.signal, cache: 'no-store' });
+          status = res.status;
           if (res.status === 401) {
             onState('reconnecting');
             await tokenRefused(used, (await problemOf(res)).detail);
@@ -114,7 +146,7 @@ export function follow(path, { onMessage, onState }) {
           }
         }
         onState('reconnecting');
-        await sleep(RETRY_MS);
+        await pause(status);
       }
     })();
     return { close: () => abort.abort() };

@@ -126,26 +126,37 @@ export function duration(ms) {
   return rest ? `${first} ${rest} ${u2}` : first;
 }
 
+// A time ahead of this browser's clock (a sender's clock runs fast) has no duration yet: it is
+// named instead, `15:04 UTC` (with its date when more than 20 h ahead).
+function ahead(ts, ms) {
+  const exact = utc(ts);
+  return `${-ms < 20 * 3600e3 ? exact.slice(11, 16) : exact.slice(0, 16)} UTC (ahead of this clock)`;
+}
+
+const isAhead = (ts) => new Date(ts).getTime() - Date.now() > 1000;
+
 function relText(ts, mode) {
   const ms = Date.now() - new Date(ts).getTime();
-  if (ms < -1000) return `in ${duration(-ms)}`;
+  if (ms < -1000) return mode === 'ago' ? ahead(ts, ms) : `since ${ahead(ts, ms)}`;
   if (mode === 'ago' && ms < 1000) return 'just now';
-  return mode === 'ago' ? `${duration(ms)} ago` : duration(ms);
+  if (mode === 'ago') return `${duration(ms)} ago`;
+  return mode === 'since' ? `for ${duration(ms)}` : duration(ms);
 }
 
 /**
- * A time shown relative to now (`3 h 12 min`, or `… ago` with mode 'ago'), the exact UTC time in
- * its title and `datetime`; kept current by `tick`.
+ * A time shown relative to now (mode 'ago': `3 h 12 min ago`; 'for': `3 h 12 min`; 'since':
+ * `for 3 h 12 min`), the exact UTC time in its title and `datetime`; kept current by `tick`.
  */
 export function rel(ts, mode = 'ago') {
   if (!ts) return h('span', { class: 'muted' }, '—');
-  return h('time', { datetime: ts, title: utc(ts), 'data-rel': mode }, relText(ts, mode));
+  return h('time', { datetime: ts, title: utc(ts), 'data-rel': mode, class: isAhead(ts) ? 'ahead' : null }, relText(ts, mode));
 }
 
 /** Brings every relative time on the page up to date. */
 export function tick() {
   for (const t of document.querySelectorAll('time[data-rel]')) {
     t.textContent = relText(t.getAttribute('datetime'), t.dataset.rel);
+    t.classList.toggle('ahead', isAhead(t.getAttribute('datetime')));
   }
 }
 
@@ -161,6 +172,13 @@ export function problemNote(err, what) {
   if (err && err.status === 401) {
     return note('error', `${what}: the service needs a token (401) and none was given. `,
       h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token'));
+  }
+  if (err && err.status === 403 && /not a loopback name/.test(err.problem?.detail || '')) {
+    // No token exists, and this page was opened under another name (see not_loopback in the API).
+    return note('error', `${what}: while no token exists, the service answers only requests sent to a loopback `
+      + `name (localhost, 127.0.0.1 or [::1]), and this page was opened as ${location.hostname} (403). Open it `
+      + 'under one of those names, or create a token (', h('code', {}, 'calry-hooks token create'),
+    ') to use the dashboard under other names.');
   }
   if (err && err.status === 403) {
     return note('error', `${what}: the token in use does not cover this workspace (403${err.problem.detail ? `: ${err.problem.detail}` : ''}).`);
@@ -196,9 +214,9 @@ export function section(title, { id: sid, actions, wide } = {}, ...body) {
 /** The word for `n` of a thing: `plural(1, 'account')` is `account`, else `accounts`. */
 export const plural = (n, one, many = `${one}s`) => (n === 1 ? one : many);
 
-/** One figure of a row of figures: a number and what it counts. */
-export function figure(label, value, tone) {
-  return h('div', { class: `figure${tone ? ` tone-${tone}` : ''}` },
+/** One figure of a row of figures: a number and what it counts (`title`: a word on it). */
+export function figure(label, value, tone, title) {
+  return h('div', { class: `figure${tone ? ` tone-${tone}` : ''}`, title },
     h('span', { class: 'figure-value' }, value),
     h('span', { class: 'figure-label' }, label));
 }
@@ -221,9 +239,19 @@ const EVENT_STATE = {
 export const knownType = (type) => Object.hasOwn(EVENT_STATE, type);
 export const KNOWN_TYPES = Object.keys(EVENT_STATE);
 
+// Event types and results come from the sender and may be long (255 characters): the CSS cuts
+// them short with an ellipsis (after 21 and 10 characters in a dense table), the whole text in
+// their title.
+const LONG = 20;
+
 /** An event type, tinted like the state it leads to. */
 export function eventType(type) {
-  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}` }, type);
+  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null }, type);
+}
+
+/** An event's `result`, or `none` (in muted text) when it has none. */
+export function result(text, none = '—') {
+  return h('span', { class: 'result', title: text && text.length > LONG / 2 ? text : null }, text || none);
 }
 
 /** One category of an account entry: its state, and since when it holds. */
@@ -233,7 +261,7 @@ export function stateCell(cat) {
 
 function sinceLine(cat) {
   if (!cat || cat.state === 'unknown') return null;
-  if (cat.since !== undefined) return cat.since ? h('span', { class: 'since' }, 'for ', rel(cat.since, 'for')) : null;
+  if (cat.since !== undefined) return cat.since ? h('span', { class: 'since' }, rel(cat.since, 'since')) : null;
   const at = cat.lastEvent?.occurredAt;
   return at ? h('span', { class: 'since fallback' }, 'latest ', rel(at)) : null;
 }

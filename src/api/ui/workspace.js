@@ -7,7 +7,7 @@ import { ApiError, api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, copyButton, eventType, figure, fill, h, id, knownType, lacksSince, note, plural,
-  problemNote, rel, section, stateCell, swap, table, tableRow, toneOf, uiAccount,
+  problemNote, rel, result, section, stateCell, swap, table, tableRow, toneOf, uiAccount,
 } from './view.js';
 
 const RECENT = 25;
@@ -163,7 +163,7 @@ export default function workspacePage(main, { conn }, ws) {
       { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
       { label: 'Type', cell: (e) => eventType(e.eventType) },
       { label: 'Account', cls: 'col-id', cell: (e) => (e.integrationAccountId ? id(e.integrationAccountId, uiAccount(ws, e.integrationAccountId)) : h('span', { class: 'muted' }, '—')) },
-      { label: 'Result', cell: (e) => h('span', { class: 'result' }, e.result || '—') },
+      { label: 'Result', cell: (e) => result(e.result) },
     ], events, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) }));
     for (const e of events) delete e.fresh;
   }
