@@ -205,6 +205,9 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A stream writes message after message: with Nagle's algorithm each small write would wait
+    // for the client's acknowledgement of the one before (40 ms, delayed).
+    let _ = stream.set_nodelay(true);
     let keep_alive = room_wanted.is_some();
     let clock = Arc::new(Clock::new());
     let service = {
