@@ -67,7 +67,9 @@ async fn instances_started_at_the_same_moment_on_a_new_database_all_start() {
 }
 
 /// SPEC §13: a store made by the migrations before time partitions (0006) keeps every answer
-/// across `migrate`: its table becomes the first partition, and ingest goes on beside it.
+/// and every token across `migrate`: its table becomes the first partition, and ingest goes on
+/// beside it. (Its events are stored by today's ingest, with the columns later migrations add
+/// there while it runs; the status rows and tokens are as an earlier version left them.)
 #[tokio::test]
 async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers() {
     use crate::helpers::{TestDb, event, seed, serve};
@@ -164,6 +166,33 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
     }
     let kept = app.stop_keeping_database().await;
     assert!(kept.is_none());
+    // Tokens, as an earlier version stored them: for every workspace, for w1 only, and revoked.
+    let mut tokens = Vec::new();
+    for (all, scope, revoked) in [
+        (true, vec![], false),
+        (false, vec!["w1"], false),
+        (true, vec![], true),
+    ] {
+        let token = format!(
+            "chk_{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let id: i64 = sqlx::query_scalar(
+            "insert into tokens (name, token_hash, all_workspaces, workspaces, revoked_at)
+             values ('old', sha256(convert_to($1, 'UTF8')), $2, $3,
+                     case when $4 then now() end)
+             returning id",
+        )
+        .bind(&token)
+        .bind(all)
+        .bind(&scope)
+        .bind(revoked)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        tokens.push((id, token));
+    }
     sqlx::query("alter table latest_events drop column feed_xid, drop column feed_seq")
         .execute(&pool)
         .await
@@ -199,8 +228,29 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         Some(db),
     )
     .await;
+    let get = async |route: &str, token: &str| {
+        app.client
+            .get(format!("{}{route}", app.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let [(all_id, all), (w1_id, w1), (_, revoked)] = &tokens[..] else {
+        unreachable!()
+    };
     for (route, answer) in routes.iter().zip(&answers) {
-        assert_eq!(&app.get_json(route).await, answer, "{route}");
+        let response = get(route, all).await;
+        assert_eq!(response.status(), 200, "{route}");
+        assert_eq!(&response.json::<Value>().await.unwrap(), answer, "{route}");
+    }
+    // The tokens kept their scopes and revocations.
+    assert_eq!(get("/workspaces/w1/status", w1).await.status(), 200);
+    assert_eq!(get("/workspaces/w2/status", w1).await.status(), 403);
+    assert_eq!(get("/workspaces", revoked).await.status(), 401);
+    assert_eq!(app.get("/workspaces").await.status(), 401);
+    for id in [all_id, w1_id] {
+        assert!(calry_hooks::auth::revoke(&pool, *id).await.unwrap());
     }
     // Old ids keep their answers; a new event goes to this month's partition and follows the
     // old ones in the feed.
