@@ -1,6 +1,7 @@
 //! The live stream (SPEC §10): events and status changes as server-sent events, resumed with
 //! `Last-Event-ID` with no gap and no duplicate.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -716,6 +717,91 @@ async fn a_live_stream_sends_nothing_stored_before_it_opened() {
         // The tailer goes idle again.
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
+}
+
+/// A removal changes no decision the streams took for the events it keeps: the same random
+/// events, in the same order, go to two stores; one has its older part removed (before ingest
+/// decided anything, and with ingest deciding after), and replays from it send a `status` for
+/// exactly the kept events the other's replay sends one for.
+#[tokio::test]
+async fn a_removal_changes_no_status_decision_of_the_events_it_keeps() {
+    let (pruned, whole) = (spawn_app().await, spawn_app().await);
+    let beginning = pruned.get_json("/workspaces/nobody/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut rng = crate::helpers::Rng::new(29);
+    let types = [
+        "account.created",
+        "account.deleted",
+        "link.created",
+        "link.deleted",
+        "sync.complete",
+        "sync.error",
+        "sync.paused",
+        "calendar.synced",
+    ];
+    let mut parts: Vec<Vec<serde_json::Value>> = vec![Vec::new(); 3];
+    for i in 0..240 {
+        // Mostly later than the events before them, some late, some at the same minute.
+        let minute = i + rng.below(40);
+        let body = event(
+            &format!("{:x}-{i}", rng.next_u64() % 4096),
+            "w",
+            Some(rng.pick(&["a", "b", "c"])),
+            rng.pick(&types),
+            &format!("2024-05-01T{:02}:{:02}:00Z", minute / 60, minute % 60),
+        );
+        let part = i * 3 / 240;
+        parts[part].push(body.clone());
+        if rng.below(4) == 0 {
+            parts[part].push(body);
+        }
+    }
+    let mut removed = HashSet::new();
+    for (i, part) in parts.iter_mut().enumerate() {
+        rng.shuffle(part);
+        if i == 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let cut = chrono::Utc::now();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for body in part.iter() {
+                for app in [&pruned, &whole] {
+                    assert!([200, 201].contains(&app.deliver(body).await.status().as_u16()));
+                }
+            }
+            calry_hooks::store::partitions::remove_before(&pruned.pool, cut, true)
+                .await
+                .unwrap();
+            continue;
+        }
+        for body in part.iter() {
+            if i == 0 {
+                removed.insert(body["hook"]["id"].as_str().unwrap().to_owned());
+            }
+            for app in [&pruned, &whole] {
+                assert!([200, 201].contains(&app.deliver(body).await.status().as_u16()));
+            }
+        }
+    }
+    let caused = async |app: &TestApp| {
+        let path = format!("/workspaces/w/stream?after={beginning}");
+        let mut reader = Reader::open(&app.address, &path, None).await;
+        let mut caused = Vec::new();
+        while let Some(m) = reader.next(Duration::from_secs(2)).await {
+            if m.event == "status" {
+                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
+            }
+        }
+        caused
+    };
+    let expected: Vec<String> = caused(&whole)
+        .await
+        .into_iter()
+        .filter(|id| !removed.contains(id))
+        .collect();
+    assert!(expected.len() > 20, "{} status messages", expected.len());
+    assert_eq!(caused(&pruned).await, expected);
 }
 
 /// Live, a workspace's stream is sent its own workspace's events only, and `/stream` all of them.
