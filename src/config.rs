@@ -308,6 +308,9 @@ pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
     let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
     let (number, unit) = s.split_at(unit_at);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err()); // `+1d` too: i64 would take its sign
+    }
     let n: i64 = number.parse().map_err(|_| err())?;
     let age = match unit {
         "d" => chrono::TimeDelta::try_days(n),
@@ -357,7 +360,7 @@ mod tests {
         assert_eq!(parse_age("45s").unwrap().num_seconds(), 45);
         // SPEC §13: `prune --older-than 0s` removes everything received before now.
         assert_eq!(parse_age("0s").unwrap(), chrono::TimeDelta::zero());
-        for bad in ["", "d", "90", "-1d", "1w", "1.5d", "99999999999999d", "9é"] {
+        for bad in ["", "d", "90", "-1d", "+1d", " 1d", "1w", "1.5d", "99999999999999d", "9é"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
     }
