@@ -360,7 +360,18 @@ mod tests {
         assert_eq!(parse_age("45s").unwrap().num_seconds(), 45);
         // SPEC §13: `prune --older-than 0s` removes everything received before now.
         assert_eq!(parse_age("0s").unwrap(), chrono::TimeDelta::zero());
-        for bad in ["", "d", "90", "-1d", "+1d", " 1d", "1w", "1.5d", "99999999999999d", "9é"] {
+        for bad in [
+            "",
+            "d",
+            "90",
+            "-1d",
+            "+1d",
+            " 1d",
+            "1w",
+            "1.5d",
+            "99999999999999d",
+            "9é",
+        ] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
     }

@@ -211,16 +211,7 @@ impl Readers {
         let mut db = self.acquire().await?;
         let done = tokio::time::timeout(self.deadline, work(&mut db))
             .await
-            .unwrap_or_else(|_| {
-                Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "PostgreSQL did not answer within {} s",
-                        self.deadline.as_secs()
-                    ),
-                ))
-                .into())
-            });
+            .unwrap_or_else(|_| Err(no_answer("PostgreSQL", self.deadline).into()));
         if done.is_err() {
             self.discard(db);
         }
@@ -337,6 +328,14 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!().run(pool).await
 }
 
+/// The error of work that `who` (PostgreSQL) did not answer `within`.
+fn no_answer(who: &str, within: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{who} did not answer within {} s", within.as_secs()),
+    ))
+}
+
 /// When the configured database does not exist, creates it through the server's `postgres`
 /// database.
 pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), StoreError> {
@@ -344,15 +343,7 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
     // A server that accepts the connection and never answers would hold start-up for ever.
     let first = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(options))
         .await
-        .unwrap_or_else(|_| {
-            Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "the server did not answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                ),
-            )))
-        });
+        .unwrap_or_else(|_| Err(no_answer("the server", CONNECT_TIMEOUT)));
     match first {
         Ok(conn) => {
             let _ = conn.close().await;

@@ -606,3 +606,12 @@ pub fn padded_events(prefix: &str, workspace: &str, n: usize, bytes: usize) -> V
         })
         .collect()
 }
+
+/// The `next` a feed route (with its query) answers now: of an empty workspace's feed, the
+/// beginning.
+pub async fn feed_next(app: &TestApp, route: &str) -> String {
+    app.get_json(route).await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

@@ -431,10 +431,7 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     // connection, used a moment ago, is not pinged first, so its statement is the first to wait.
     // A stream replaying a workspace of large events to a slow reader: it reads the store a
     // little at a time, on connections used a moment before (not pinged first).
-    let beginning = app.get_json("/workspaces/big/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/big/feed").await;
     let bodies = padded_events("big", "big", 60, 200_000);
     assert!(deliver_all(&app, bodies, 4).await.iter().all(|s| *s == 201));
     // The idle tailer has moved past them: the stream reads them from the store.

@@ -56,6 +56,17 @@ impl Reader {
         self.next_or_end(within).await.ok().flatten()
     }
 
+    /// The `causedBy` of every `status` message until none comes within `quiet`.
+    async fn caused_by(&mut self, quiet: Duration) -> Vec<String> {
+        let mut caused = Vec::new();
+        while let Some(m) = self.next(quiet).await {
+            if m.event == "status" {
+                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
+            }
+        }
+        caused
+    }
+
     /// The next message within `within` (`Ok(None)`: none came), or `Err(())` when the stream
     /// ended.
     async fn next_or_end(&mut self, within: Duration) -> Result<Option<Message>, ()> {
@@ -315,10 +326,7 @@ async fn a_stream_that_falls_behind_is_caught_up_from_the_store() {
 #[tokio::test]
 async fn a_replay_of_large_events_sends_every_one() {
     let app = spawn_app().await;
-    let beginning = app.get_json("/workspaces/big/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/big/feed").await;
     let bodies = padded_events("big", "big", 30, 200_000);
     let statuses = crate::helpers::deliver_all(&app, bodies, 4).await;
     assert!(statuses.iter().all(|s| *s == 201));
@@ -387,10 +395,7 @@ async fn a_filtered_stream_gets_its_keep_alive_while_other_events_pass_by() {
 #[tokio::test]
 async fn a_status_message_carries_the_entry_right_after_its_event() {
     let app = spawn_app().await;
-    let beginning = app.get_json("/workspaces/nobody/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/nobody/feed").await;
     for body in [
         event(
             "t1",
@@ -584,10 +589,7 @@ async fn after_a_removal_only_real_changes_send_a_status() {
     calry_hooks::store::partitions::remove_before(&app.pool, chrono::Utc::now(), true)
         .await
         .unwrap();
-    let beginning = app.get_json("/workspaces/w/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/w/feed").await;
     let mut live = Reader::open(&app.address, "/workspaces/w/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     for body in [
@@ -609,23 +611,14 @@ async fn after_a_removal_only_real_changes_send_a_status() {
     ] {
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
-    let statuses = async |reader: &mut Reader| {
-        let mut caused = Vec::new();
-        while let Some(m) = reader.next(Duration::from_secs(2)).await {
-            if m.event == "status" {
-                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
-            }
-        }
-        caused
-    };
-    assert_eq!(statuses(&mut live).await, ["q3"]);
+    assert_eq!(live.caused_by(Duration::from_secs(2)).await, ["q3"]);
     let mut replay = Reader::open(
         &app.address,
         &format!("/workspaces/w/stream?after={beginning}"),
         None,
     )
     .await;
-    assert_eq!(statuses(&mut replay).await, ["q3"]);
+    assert_eq!(replay.caused_by(Duration::from_secs(2)).await, ["q3"]);
     let now = app.get_json("/workspaces/w/accounts/a").await;
     assert_eq!(now["sync"]["since"], "2024-01-01T00:00:40.000Z");
     assert_eq!(now["account"]["since"], "2024-01-01T00:00:10.000Z");
@@ -637,10 +630,7 @@ async fn after_a_removal_only_real_changes_send_a_status() {
 #[tokio::test]
 async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
     let app = spawn_app().await;
-    let beginning = app.get_json("/workspaces/w/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/w/feed").await;
     let y = event("y", "w", Some("a"), "sync.error", "2024-01-01T10:00:00Z");
     assert_eq!(app.deliver(&y).await.status(), 201);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -656,13 +646,7 @@ async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
     let replayed = async || {
         let path = format!("/workspaces/w/stream?after={beginning}");
         let mut reader = Reader::open(&app.address, &path, None).await;
-        let mut caused = Vec::new();
-        while let Some(m) = reader.next(Duration::from_secs(1)).await {
-            if m.event == "status" {
-                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
-            }
-        }
-        caused
+        reader.caused_by(Duration::from_secs(1)).await
     };
     assert_eq!(replayed().await, ["y", "x"]);
     let removed = calry_hooks::store::partitions::remove_before(&app.pool, cut, true)
@@ -679,13 +663,7 @@ async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
     ] {
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
-    let mut caused = Vec::new();
-    while let Some(m) = live.next(Duration::from_secs(1)).await {
-        if m.event == "status" {
-            caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
-        }
-    }
-    assert_eq!(caused, ["u"]);
+    assert_eq!(live.caused_by(Duration::from_secs(1)).await, ["u"]);
 }
 
 /// A stream opened without a position starts live from the moment it opens: an event stored
@@ -719,6 +697,18 @@ async fn a_live_stream_sends_nothing_stored_before_it_opened() {
     }
 }
 
+/// Event types of every category, and one of none, for the random tests.
+const TYPES: [&str; 8] = [
+    "account.created",
+    "account.deleted",
+    "link.created",
+    "link.deleted",
+    "sync.complete",
+    "sync.error",
+    "sync.paused",
+    "calendar.synced",
+];
+
 /// A removal changes no decision the streams took for the events it keeps: the same random
 /// events, in the same order, go to two stores; one has its older part removed (before ingest
 /// decided anything, and with ingest deciding after), and replays from it send a `status` for
@@ -726,21 +716,8 @@ async fn a_live_stream_sends_nothing_stored_before_it_opened() {
 #[tokio::test]
 async fn a_removal_changes_no_status_decision_of_the_events_it_keeps() {
     let (pruned, whole) = (spawn_app().await, spawn_app().await);
-    let beginning = pruned.get_json("/workspaces/nobody/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&pruned, "/workspaces/nobody/feed").await;
     let mut rng = crate::helpers::Rng::new(29);
-    let types = [
-        "account.created",
-        "account.deleted",
-        "link.created",
-        "link.deleted",
-        "sync.complete",
-        "sync.error",
-        "sync.paused",
-        "calendar.synced",
-    ];
     let mut parts: Vec<Vec<serde_json::Value>> = vec![Vec::new(); 3];
     for i in 0..240 {
         // Mostly later than the events before them, some late, some at the same minute.
@@ -749,7 +726,7 @@ async fn a_removal_changes_no_status_decision_of_the_events_it_keeps() {
             &format!("{:x}-{i}", rng.next_u64() % 4096),
             "w",
             Some(rng.pick(&["a", "b", "c"])),
-            rng.pick(&types),
+            rng.pick(&TYPES),
             &format!("2024-05-01T{:02}:{:02}:00Z", minute / 60, minute % 60),
         );
         let part = i * 3 / 240;
@@ -787,13 +764,7 @@ async fn a_removal_changes_no_status_decision_of_the_events_it_keeps() {
     let caused = async |app: &TestApp| {
         let path = format!("/workspaces/w/stream?after={beginning}");
         let mut reader = Reader::open(&app.address, &path, None).await;
-        let mut caused = Vec::new();
-        while let Some(m) = reader.next(Duration::from_secs(2)).await {
-            if m.event == "status" {
-                caused.push(m.data["causedBy"].as_str().unwrap().to_owned());
-            }
-        }
-        caused
+        reader.caused_by(Duration::from_secs(2)).await
     };
     let expected: Vec<String> = caused(&whole)
         .await
@@ -1054,30 +1025,17 @@ async fn live_and_replayed(decided_at_ingest: bool) {
             .await
             .unwrap();
     }
-    let beginning = app.get_json("/workspaces/nobody/feed").await["next"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/nobody/feed").await;
     let mut live = Reader::open(&app.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut rng = crate::helpers::Rng::new(13);
-    let types = [
-        "account.created",
-        "account.deleted",
-        "link.created",
-        "link.deleted",
-        "sync.complete",
-        "sync.error",
-        "sync.paused",
-        "calendar.synced",
-    ];
     let mut bodies = Vec::new();
     for i in 0..400 {
         let body = event(
             &format!("{:x}-{i}", rng.next_u64() % 4096),
             rng.pick(&["w1", "w2"]),
             Some(rng.pick(&["a", "b", "c"])),
-            rng.pick(&types),
+            rng.pick(&TYPES),
             &format!("2024-05-01T10:0{}:00Z", rng.below(6)),
         );
         for _ in 0..(1 + rng.below(2)) {
