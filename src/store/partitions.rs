@@ -162,10 +162,7 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
     let keep_latest = undecided_kept(db, cut).await?;
     for (name, to) in left_detached(db).await? {
         if to <= cut {
-            record(db, to).await?;
-            if keep_latest {
-                keep_latest_of(db, &name, None).await?;
-            }
+            about_to_remove(db, &name, None, to, keep_latest).await?;
             sqlx::raw_sql(&format!("drop table {}", super::quote_ident(&name)))
                 .execute(db)
                 .await?;
@@ -175,10 +172,7 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
     }
     for partition in partitions(db).await? {
         if partition.to <= cut || partition.pending {
-            record(db, partition.to).await?;
-            if keep_latest {
-                keep_latest_of(db, &partition.name, None).await?;
-            }
+            about_to_remove(db, &partition.name, None, partition.to, keep_latest).await?;
             let name = super::quote_ident(&partition.name);
             let how = if partition.pending {
                 "finalize"
@@ -214,20 +208,10 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
             removed.events_in_partitions += rows;
             removed.partitions.push(partition.name);
         } else if straddling && partition.from.is_none_or(|from| from < cut) {
-            let name = super::quote_ident(&partition.name);
-            let any: bool = sqlx::query_scalar(&format!(
-                "select exists (select from {name} where received_at < $1)"
-            ))
-            .bind(cut)
-            .fetch_one(db)
-            .await?;
-            if !any {
+            if !about_to_remove(db, &partition.name, Some(cut), cut, keep_latest).await? {
                 continue;
             }
-            record(db, cut).await?;
-            if keep_latest {
-                keep_latest_of(db, &partition.name, Some(cut)).await?;
-            }
+            let name = super::quote_ident(&partition.name);
             loop {
                 let deleted = sqlx::query(&format!(
                     "delete from {name} where ctid = any(array(
@@ -245,6 +229,32 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
         }
     }
     Ok(removed)
+}
+
+/// Before removing what `partition` holds (received before `before`, when given): records the
+/// removal, up to `end`, and keeps the latest removed events (`keep_latest`), when there is
+/// anything to remove; says whether there is. An empty month is removed unrecorded.
+async fn about_to_remove(
+    db: &PgPool,
+    partition: &str,
+    before: Option<DateTime<Utc>>,
+    end: DateTime<Utc>,
+    keep_latest: bool,
+) -> Result<bool, sqlx::Error> {
+    let any: bool = sqlx::query_scalar(&format!(
+        "select exists (select from {} where $1::timestamptz is null or received_at < $1)",
+        super::quote_ident(partition)
+    ))
+    .bind(before)
+    .fetch_one(db)
+    .await?;
+    if any {
+        record(db, end).await?;
+        if keep_latest {
+            keep_latest_of(db, partition, before).await?;
+        }
+    }
+    Ok(any)
 }
 
 /// Whether events that ingest did not decide a status change for (`changes_status` null) may be

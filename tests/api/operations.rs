@@ -574,17 +574,25 @@ async fn two_removals_at_once_take_turns() {
     assert_eq!(app.stored_events().await, 0);
 }
 
-/// A removal that finds nothing before its cut records none: the store is not taken for pruned
-/// (`rebuild-status` still rebuilds everything, ingest does not start deciding status changes).
+/// A removal that finds nothing before its cut records none, also when it drops an empty month:
+/// the store is not taken for pruned (`rebuild-status` still rebuilds everything, ingest does
+/// not start deciding status changes).
 #[tokio::test]
 async fn a_prune_that_removes_nothing_leaves_the_store_unpruned() {
     let app = spawn_app().await;
     assert_eq!(app.deliver(&seed()).await.status(), 201);
+    // A month with no event (the service started in it, and the first delivery came later).
+    sqlx::query("select ensure_event_partitions('2025-01-15', '2025-01-15')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let cut = chrono::Utc::now() - chrono::TimeDelta::hours(1);
     let removed = store::partitions::remove_before(&app.pool, cut, true)
         .await
         .unwrap();
-    assert_eq!(removed, store::partitions::Removed::default());
+    assert_eq!(removed.partitions, ["events_202501"]);
+    assert_eq!(removed.events_deleted, 0);
+    assert_eq!(app.stored_events().await, 1);
     let removals: i64 = sqlx::query_scalar("select count(*) from history_removals")
         .fetch_one(&app.pool)
         .await
