@@ -16,7 +16,8 @@ use super::AppState;
 use super::again::{answer_again, in_time};
 use super::extract::{AccountPath, Caller};
 use super::paging::{
-    AccountCursor, EventCursor, Order, Page, Params, push_account_keyset, push_event_keyset,
+    AccountCursor, EventCursor, Order, Page, Params, bad_cursor, push_account_keyset,
+    push_event_keyset,
 };
 use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
@@ -342,7 +343,9 @@ pub async fn timeline(
 ) -> Result<Json<Timeline>> {
     let params = Params::parse(query.as_deref())?;
     let limit = params.limit()?;
-    let cursor = EventCursor::parse(&params, Order::Desc)?;
+    // A cursor of history listed in ascending order is no cursor of the timeline, which has no
+    // `order` to pass instead.
+    let cursor = EventCursor::parse(&params, Order::Desc).map_err(|_| bad_cursor())?;
     let mut qb = QueryBuilder::new("");
     push_timeline_sql(
         &mut qb,

@@ -556,7 +556,7 @@ fn decode(raw: &str) -> Result<String> {
         .ok_or_else(bad_cursor)
 }
 
-fn bad_cursor() -> Error {
+pub fn bad_cursor() -> Error {
     Error::bad_parameter(
         "cursor",
         "cursor is not one this service issued; use the nextCursor of the previous page",

@@ -185,6 +185,20 @@ async fn a_timeline_lists_the_changes_newest_first_page_by_page() {
         400,
     )
     .await;
+    // A cursor of history in ascending order: the timeline has no `order` to suggest.
+    let history: Value = app.get_json("/workspaces/w/events?order=asc&limit=1").await;
+    let asc = history["nextCursor"].as_str().unwrap();
+    let refused = problem(
+        app.get(&format!("/workspaces/w/accounts/a/timeline?cursor={asc}"))
+            .await,
+        400,
+    )
+    .await;
+    assert_eq!(refused["parameter"], "cursor");
+    assert!(
+        !refused["detail"].as_str().unwrap().contains("order"),
+        "{refused}"
+    );
     problem(
         app.get("/workspaces/w/accounts/a/timeline?limit=0").await,
         400,
