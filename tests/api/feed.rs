@@ -547,11 +547,16 @@ async fn a_filtered_consumer_gets_past_any_number_of_events_it_does_not_take() {
     let after = crate::helpers::feed_next(&app, "/feed").await;
     // Events of another workspace, account and type, more than a filtered read could look at
     // within the query timeout.
-    sqlx::query(
-        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
+    // Set up as the test's own statement, free of the service's statement timeout (a loaded
+    // machine may take longer than it to write these rows).
+    sqlx::raw_sql(
+        "begin;
+         set local statement_timeout = 0;
+         insert into events (hook_id, workspace_id, integration_account_id, event_type,
                              occurred_at, signature_verified, payload)
          select 'busy-' || i, 'busy', 'b', 'x.y', now(), false, '{}'
-         from generate_series(1, 600000) i",
+         from generate_series(1, 600000) i;
+         commit",
     )
     .execute(&app.pool)
     .await
