@@ -205,20 +205,12 @@ impl FeedQuery {
 
     /// The position [`SCAN`] events of the index past `after`, if there are that many.
     async fn scan_end(&self, db: &mut PgConnection) -> Result<Option<FeedPosition>> {
-        let mut qb = QueryBuilder::new(format!(
-            "select feed_xid, feed_seq from events where feed_xid < {}",
-            crate::feed::HORIZON
-        ));
+        let mut qb = QueryBuilder::new("select feed_xid, feed_seq from events where true");
         if let Some(workspace_id) = &self.workspace_id {
             qb.push(" and workspace_id = ").push_bind(workspace_id);
         }
-        qb.push(" and (feed_xid, feed_seq) > (")
-            .push_bind(self.after.xid)
-            .push(", ")
-            .push_bind(self.after.seq)
-            .push(") order by feed_xid, feed_seq offset ")
-            .push_bind(SCAN - 1)
-            .push(" limit 1");
+        push_feed_keyset(&mut qb, self.after, 1);
+        qb.push(" offset ").push_bind(SCAN - 1);
         let end: Option<(i64, i64)> = qb.build_query_as().fetch_optional(db).await?;
         Ok(end.map(|(xid, seq)| FeedPosition { xid, seq }))
     }
