@@ -32,13 +32,17 @@ impl Deadline {
     }
 }
 
-/// Middleware: the answer's head within the request's [`Deadline`], and a long poll's `wait` on
-/// top of it; `503` past that.
+/// Middleware: the answer's head within the request's [`Deadline`]; `503` past that.
 pub async fn in_time(request: Request, next: Next) -> Response {
+    in_time_after(Duration::ZERO, request, next).await
+}
+
+/// [`in_time`] for a route that may first wait `wait` on purpose (a long poll).
+pub async fn in_time_after(wait: Duration, request: Request, next: Next) -> Response {
     let Some(Deadline(mut within)) = request.extensions().get::<Deadline>().copied() else {
         return next.run(request).await;
     };
-    within += super::feed::wait_asked(request.uri().query());
+    within += wait;
     match tokio::time::timeout(within, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Error::unavailable(format!(

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::Serialize;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use tokio::time::Instant;
@@ -25,7 +27,16 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(feed))
         .routes(routes!(workspace_feed))
-        .route_layer(axum::middleware::from_fn(super::again::in_time))
+        .route_layer(axum::middleware::from_fn(in_time))
+}
+
+/// The query routes' deadline, with the long poll's `wait` on top (a bad one is the route's to
+/// answer).
+async fn in_time(request: Request, next: Next) -> Response {
+    let wait = Params::parse(request.uri().query())
+        .and_then(|params| wait(&params))
+        .unwrap_or_default();
+    super::again::in_time_after(wait, request, next).await
 }
 
 /// Items per answer: 1 to 1000, 100 by default.
@@ -140,13 +151,6 @@ fn wait(params: &Params) -> Result<Duration> {
                 format!("wait must be whole seconds from 0 to {MAX_WAIT_SECS} (got {raw:?})"),
             )
         })
-}
-
-/// The `wait` a request's query asks for, or none (a bad one is the route's to answer).
-pub fn wait_asked(query: Option<&str>) -> Duration {
-    Params::parse(query)
-        .and_then(|params| wait(&params))
-        .unwrap_or_default()
 }
 
 impl FeedQuery {
