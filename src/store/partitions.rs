@@ -108,7 +108,6 @@ struct Partition {
     name: String,
     from: Option<DateTime<Utc>>,
     to: DateTime<Utc>,
-    rows: f32,
     /// A removal detached it half-way: the process stopped while the detach waited for older
     /// transactions. No new query sees its rows any more.
     pending: bool,
@@ -116,7 +115,7 @@ struct Partition {
 
 async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
     sqlx::query_as(
-        r#"select name, received_from as "from", received_to as "to", rows, pending
+        r#"select name, received_from as "from", received_to as "to", pending
            from event_partitions order by received_to"#,
     )
     .fetch_all(db)
@@ -179,14 +178,7 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
             } else {
                 "concurrently"
             };
-            // Statistics, or for a month never analysed (a small one), a count.
-            let rows = if partition.rows >= 0.0 {
-                partition.rows as i64
-            } else {
-                sqlx::query_scalar(&format!("select count(*) from {name}"))
-                    .fetch_one(db)
-                    .await?
-            };
+            let rows = events_in(db, &partition.name).await?;
             tracing::info!(
                 partition = %partition.name,
                 "removing a history partition (its detach waits for older transactions)"
@@ -272,33 +264,101 @@ async fn undecided_kept(db: &PgPool, cut: DateTime<Utc>) -> Result<bool, sqlx::E
 
 /// Keeps in `removed_latest` the latest event of each known type of each account among those
 /// `partition` holds (received before `before`), which are about to be removed.
+///
+/// It writes a row for nearly every account and type in the month, which would take a core for
+/// seconds and slow ingest at that moment, so it goes in steps of about [`KEEP_STEP`] events (a
+/// range of workspaces each, one statement without parallel workers), and after each step waits
+/// as long as the step took: it takes longer, and leaves ingest most of the machine. A removal cut
+/// short between steps keeps the rest when it is done again: a row is replaced only by a later
+/// event.
 async fn keep_latest_of(
     db: &PgPool,
     partition: &str,
     before: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "insert into removed_latest as r
-             (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
-         select distinct on (e.workspace_id, e.integration_account_id, e.event_type)
-                e.workspace_id, e.integration_account_id, e.event_type, e.hook_id, e.result,
-                e.occurred_at
-         from {} e
-         where e.integration_account_id is not null
-           and e.event_type in (select event_type from event_states)
-           and ($1::timestamptz is null or e.received_at < $1)
-         order by e.workspace_id, e.integration_account_id, e.event_type,
-                  e.occurred_at desc, e.hook_id desc
-         on conflict (workspace_id, integration_account_id, event_type) do update
-         set hook_id = excluded.hook_id, result = excluded.result,
-             occurred_at = excluded.occurred_at
-         where (excluded.occurred_at, excluded.hook_id) > (r.occurred_at, r.hook_id)",
+    let steps = (events_in(db, partition).await? / KEEP_STEP).max(1);
+    // Every `n`-th workspace, as the ranges' bounds: a step before the first and after the last.
+    let bounds: Vec<String> = sqlx::query_scalar(
+        "select workspace_id from (
+             select workspace_id, row_number() over (order by workspace_id) - 1 as n,
+                    count(*) over () as total
+             from workspaces) w
+         where n > 0 and n % greatest(1, total / $1) = 0
+         order by workspace_id",
+    )
+    .bind(steps)
+    .fetch_all(db)
+    .await?;
+    let mut from = None;
+    for to in bounds.iter().map(Some).chain([None]) {
+        let started = std::time::Instant::now();
+        let mut tx = db.begin().await?;
+        sqlx::query("set local max_parallel_workers_per_gather = 0")
+            .execute(&mut *tx)
+            .await?;
+        // Bounds written in only when there are, so that the range is an index's condition.
+        sqlx::query(&format!(
+            "insert into removed_latest as r
+                 (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
+             select distinct on (e.workspace_id, e.integration_account_id, e.event_type)
+                    e.workspace_id, e.integration_account_id, e.event_type, e.hook_id, e.result,
+                    e.occurred_at
+             from {} e
+             where e.integration_account_id is not null
+               and e.event_type in (select event_type from event_states)
+               and ($1::timestamptz is null or e.received_at < $1) {} {}
+             order by e.workspace_id, e.integration_account_id, e.event_type,
+                      e.occurred_at desc, e.hook_id desc
+             on conflict (workspace_id, integration_account_id, event_type) do update
+             set hook_id = excluded.hook_id, result = excluded.result,
+                 occurred_at = excluded.occurred_at
+             where (excluded.occurred_at, excluded.hook_id) > (r.occurred_at, r.hook_id)",
+            super::quote_ident(partition),
+            if from.is_some() {
+                "and e.workspace_id >= $2"
+            } else {
+                "and $2::text is null"
+            },
+            if to.is_some() {
+                "and e.workspace_id < $3"
+            } else {
+                "and $3::text is null"
+            },
+        ))
+        .bind(before)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if to.is_some() {
+            tokio::time::sleep(started.elapsed()).await;
+        }
+        from = to;
+    }
+    Ok(())
+}
+
+/// About how many events a step of [`keep_latest_of`] reads.
+const KEEP_STEP: i64 = 30_000;
+
+/// How many events `partition` holds: PostgreSQL's statistics, or for a month never analysed (a
+/// small one), a count.
+async fn events_in(db: &PgPool, partition: &str) -> Result<i64, sqlx::Error> {
+    let estimate: f32 =
+        sqlx::query_scalar("select reltuples from pg_class where oid = $1::regclass")
+            .bind(super::quote_ident(partition))
+            .fetch_one(db)
+            .await?;
+    if estimate >= 0.0 {
+        return Ok(estimate as i64);
+    }
+    sqlx::query_scalar(&format!(
+        "select count(*) from {}",
         super::quote_ident(partition)
     ))
-    .bind(before)
-    .execute(db)
+    .fetch_one(db)
     .await
-    .map(drop)
 }
 
 /// Records that the events received before `before` may be gone from the history.

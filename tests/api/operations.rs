@@ -600,6 +600,68 @@ async fn a_prune_that_removes_nothing_leaves_the_store_unpruned() {
     assert_eq!(removals, 0);
 }
 
+/// A removal keeps the latest removed event of each type of each account (`removed_latest`) in
+/// steps over ranges of workspaces: what it keeps is what one statement over all it removes
+/// would, whatever falls on the steps' bounds.
+#[tokio::test]
+async fn a_removal_keeps_the_latest_removed_event_of_each_type_in_steps() {
+    let app = spawn_app().await;
+    // Over three steps' worth (a step reads about 30,000 events), in 40 workspaces; with ties of
+    // occurredAt, events of no account, and types that are no state's. Nothing was removed
+    // before, so nothing was decided at ingest and the removal keeps the latest.
+    sqlx::raw_sql(
+        "begin;
+         set local statement_timeout = 0;
+         insert into events (hook_id, workspace_id, integration_account_id, event_type, result,
+                             occurred_at, signature_verified, payload)
+         select 'k-' || i, 'ws-' || i % 40, case when i % 11 = 0 then null else 'a' || i / 40 % 7 end,
+                t.types[1 + i / 280 % cardinality(t.types)], 'r' || i,
+                timestamptz '2024-01-01' + (i * 7919 % 5000) * interval '1 minute', true, '{}'
+         from generate_series(1, 95000) i,
+              (select array_agg(event_type) || '{x.y}' as types from event_states) t;
+         insert into workspaces (workspace_id, last_event_at)
+         select distinct workspace_id, now() from events;
+         commit;
+         analyze events;",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    type Kept = (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let expected: Vec<Kept> = sqlx::query_as(
+        "select distinct on (workspace_id, integration_account_id, event_type)
+                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+         from events
+         where integration_account_id is not null
+           and event_type in (select event_type from event_states)
+         order by workspace_id, integration_account_id, event_type,
+                  occurred_at desc, hook_id desc",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(expected.len() > 40 * 7 * 3, "{}", expected.len());
+    let removed = store::partitions::remove_before(&app.pool, chrono::Utc::now(), true)
+        .await
+        .unwrap();
+    assert_eq!(removed.events_deleted, 95000);
+    let kept: Vec<Kept> = sqlx::query_as(
+        "select workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+         from removed_latest order by workspace_id, integration_account_id, event_type",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, expected);
+}
+
 #[tokio::test]
 async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     let app = spawn_app().await;
