@@ -206,15 +206,11 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 }
             }
             Err(err) if is_unavailable(&err) => {
-                // Pooled connections may have died with a restarted server: try again on each
-                // of them (the next may be a fresh one) before telling Calry to come back later.
-                // (Not after a round that waited its whole deadline.)
-                let timed_out =
-                    matches!(&err, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut);
-                if reconnects <= pool.inner().size()
-                    && matches!(err, sqlx::Error::Io(_))
-                    && !timed_out
-                {
+                // Pooled connections may have been ended by a restarted server, an administrator
+                // or `idle_session_timeout` while it stays up: try again on each of them (the
+                // next may be a fresh one) before telling Calry to come back later. (Not after a
+                // round that waited its whole deadline.)
+                if reconnects <= pool.inner().size() && crate::error::is_connection_gone(&err) {
                     reconnects += 1;
                     continue;
                 }
@@ -319,6 +315,11 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
         Ok(outcomes)
     };
     match tokio::time::timeout(WRITE_DEADLINE, work).await {
+        Ok(Err(err)) if crate::error::is_connection_gone(&err) => {
+            // Not given back to the pool, where the next batch would meet it again.
+            conn.close_on_drop();
+            Err(err)
+        }
         Ok(done) => done,
         Err(_) => {
             // A server that stopped answering (hung, or a network that drops everything): the

@@ -181,6 +181,84 @@ async fn queries_answer_at_once_after_the_database_drops_the_service_connections
     );
 }
 
+/// A service that reaches PostgreSQL over TCP, as in production: a connection the server ended
+/// is found when its next statement reads the server's last message ("terminating connection
+/// due to administrator command"), where a Unix socket refuses the statement's write.
+async fn spawn_app_over_tcp() -> TestApp {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let server = crate::helpers::server();
+    let mut options = db.options.clone();
+    if let Some(dir) = server.get_socket() {
+        let socket = dir.join(format!(".s.PGSQL.{}", server.get_port()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let mut server = tokio::net::UnixStream::connect(socket).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username(server.get_username())
+            .database(&db.name);
+    }
+    let pool = store::connect(options, 16);
+    let app = App::new(pool.clone(), Config::defaults()).unwrap();
+    serve(app, pool, Some(db)).await
+}
+
+/// Deliveries after the server ended every connection of the service (an administrator, an
+/// `idle_session_timeout`, a pooler's restart) while it stays up are stored, not answered 503:
+/// a batch that meets an ended connection goes again on another.
+#[tokio::test]
+async fn deliveries_after_the_server_ended_the_service_connections_are_stored() {
+    let app = spawn_app_over_tcp().await;
+    for round in 0..3 {
+        let bodies: Vec<Value> = (0..8)
+            .map(|i| {
+                event(
+                    &format!("tcp-{round}-{i}"),
+                    "A",
+                    (i % 2 == 0).then_some("acc"),
+                    "sync.complete",
+                    "2026-01-01T00:00:00Z",
+                )
+            })
+            .collect();
+        // Both writers busy first (a burst), then one by one.
+        let (burst, one_by_one) = bodies.split_at(4);
+        for status in deliver_all(&app, burst.to_vec(), 4).await {
+            assert_eq!(status, 201, "burst, round {round}");
+        }
+        end_connections(&app).await;
+        for body in one_by_one {
+            assert_eq!(app.deliver(body).await.status(), 201, "round {round}");
+        }
+        end_connections(&app).await;
+        for path in ["/workspaces", "/workspaces/A/status", "/feed", "/readyz"] {
+            assert_eq!(app.get(path).await.status(), 200, "{path}, round {round}");
+        }
+    }
+}
+
+/// Ends every connection of the service (all the test database's but the asker's).
+async fn end_connections(app: &TestApp) {
+    let ended: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()) ended",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(ended >= 1, "the service had connections to end");
+}
+
 #[tokio::test]
 async fn two_instances_on_one_database_store_each_id_once_with_one_201() {
     let db = TestDb::create().await;
