@@ -85,7 +85,7 @@ impl Envelope {
     fn from_value(value: &Value) -> Result<Envelope, Error> {
         let root = value
             .as_object()
-            .ok_or_else(|| invalid("$", "the body must be a JSON object"))?;
+            .ok_or_else(|| invalid("$", "is not a JSON object (the body must be one)"))?;
         let hook = object(root, "hook", "hook")?;
         let hook_id = id(hook, "id", "hook.id")?.ok_or_else(|| required("hook.id"))?;
         let event_type =

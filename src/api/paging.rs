@@ -299,6 +299,9 @@ impl EventCursor {
         else {
             return Err(bad_cursor());
         };
+        if ![Order::Asc, Order::Desc].iter().any(|o| o.tag() == tag) {
+            return Err(bad_cursor());
+        }
         if tag != order.tag() {
             return Err(Error::bad_parameter(
                 "cursor",
@@ -601,6 +604,21 @@ mod tests {
         let p = params(&format!("cursor={}", cursor.encode()));
         assert_eq!(EventCursor::parse(&p, Order::Asc).unwrap(), Some(cursor));
         assert_eq!(bad(EventCursor::parse(&p, Order::Desc)), "cursor");
+    }
+
+    #[test]
+    fn a_cursor_of_another_order_names_it_and_one_of_no_order_is_not_ours() {
+        let asc = EventCursor {
+            order: Order::Asc,
+            occurred_at: DateTime::from_timestamp_micros(1).unwrap(),
+            hook_id: "a".to_owned(),
+        };
+        let detail = |text: &str| {
+            let p = params(&format!("cursor={text}"));
+            EventCursor::parse(&p, Order::Desc).unwrap_err().to_string()
+        };
+        assert!(detail(&asc.encode()).contains("pass order=asc"));
+        assert_eq!(detail(&super::encode("e1:x:1:a")), bad_cursor().to_string());
     }
 
     #[test]
