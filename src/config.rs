@@ -18,6 +18,62 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// The command line and the environment as clap reads them. A value that cannot be used ends
+    /// the process with one line naming its variable and flag (exit status 2, as clap's own);
+    /// help, version and other mistakes are printed as clap prints them.
+    pub fn from_env() -> Cli {
+        Cli::try_parse().unwrap_or_else(|err| match unusable_value(&err) {
+            Some(line) => {
+                eprintln!("calry-hooks: {line}");
+                std::process::exit(2);
+            }
+            None => err.exit(),
+        })
+    }
+}
+
+/// The one line for a value clap refused: "CALRY_HOOKS_MAX_BODY_BYTES (--max-body-bytes) cannot
+/// be "abc": invalid digit found in string". A value hidden from `--help` is not repeated.
+fn unusable_value(err: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split(' ').next()?.strip_prefix("--")?;
+    let command = Cli::command();
+    let found = command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
+        .find(|a| a.get_long() == Some(long))?;
+    let name = match found.get_env() {
+        Some(env) => format!("{} (--{long})", env.to_string_lossy()),
+        None => format!("--{long}"),
+    };
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if !found.is_hide_env_values_set() => {
+            format!(" {value:?}")
+        }
+        _ => String::new(),
+    };
+    let reason = match (
+        std::error::Error::source(err),
+        err.get(ContextKind::ValidValue),
+    ) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => format!("it is one of {}", valid.join(", ")),
+        _ => "it cannot be used".to_owned(),
+    };
+    Some(format!("{name} cannot be{value}: {reason}"))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (the default).

@@ -1559,3 +1559,29 @@ async fn the_rebuild_status_command_runs() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("status rebuilt from history"));
 }
+
+/// A value that cannot be used stops the binary with one line naming its variable and flag.
+#[tokio::test]
+async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
+    for (variable, value, reason) in [
+        ("CALRY_HOOKS_MAX_BODY_BYTES", "abc", "invalid digit"),
+        ("CALRY_HOOKS_LOG_FORMAT", "xml", "one of text, json"),
+        ("CALRY_HOOKS_RETENTION", "xx", "not an age"),
+    ] {
+        let out = binary(None)
+            .env(variable, value)
+            .arg("serve")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("calry-hooks: {variable} (--"))
+                && stderr.contains(&format!("\"{value}\""))
+                && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+}
