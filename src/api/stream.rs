@@ -76,8 +76,9 @@ const GATHER: Duration = Duration::from_millis(20);
 /// With no stream open, the tailer only moves its position to the feed's end, this often: a stream
 /// that opens then may be sent up to this much of the events stored just before it opened.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
-/// A comment line at least this often keeps proxies from closing an idle stream.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A comment line this often keeps proxies from closing an idle stream: SPEC §10's "at least
+/// every 15 s" as the client sees it, a second for the frame to get there.
+const KEEP_ALIVE: Duration = Duration::from_secs(14);
 
 /// One stored event as streams send it: its messages, already written out.
 #[derive(Debug)]
@@ -764,7 +765,10 @@ fn start(headers: &HeaderMap, params: &Params) -> Result<Option<(&'static str, F
         let id = id
             .to_str()
             .map_err(|_| Error::bad_parameter(HEADER, "Last-Event-ID is not text"))?;
-        return Ok(Some((HEADER, FeedPosition::decode(HEADER, id)?)));
+        // An empty one is a client's "no last event id" (SSE resets it so): as if absent.
+        if !id.is_empty() {
+            return Ok(Some((HEADER, FeedPosition::decode(HEADER, id)?)));
+        }
     }
     params
         .single("after")?
