@@ -684,7 +684,7 @@ async fn a_prune_that_removes_nothing_leaves_the_store_unpruned() {
 #[tokio::test]
 async fn a_removal_keeps_the_latest_removed_event_of_each_type_in_steps() {
     let app = spawn_app().await;
-    // Over three steps' worth (a step reads about 30,000 events), in 40 workspaces; with ties of
+    // Nine steps' worth (a step reads about 10,000 events), in 40 workspaces; with ties of
     // occurredAt, events of no account, and types that are no state's. Nothing was removed
     // before, so nothing was decided at ingest and the removal keeps the latest.
     sqlx::raw_sql(
