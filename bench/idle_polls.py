@@ -14,7 +14,7 @@ def commits():
 socks = []
 for _ in range(N):
     s = socket.socket(); s.connect(("127.0.0.1", PORT))
-    s.sendall(f"GET /feed?after={end}&wait=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode()); socks.append(s)
+    s.sendall(f"GET /feed?after={end}&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()); socks.append(s)
 time.sleep(2)
 c0, t0 = commits(), time.time()
 time.sleep(SECS)

@@ -207,16 +207,19 @@ impl FeedQuery {
         push_feed_keyset(qb, self.after, self.limit);
     }
 
-    /// The position [`SCAN`] events of the index past `after`, if there are that many.
-    async fn scan_end(&self, db: &mut PgConnection) -> Result<Option<FeedPosition>> {
-        let mut qb = QueryBuilder::new("select feed_xid, feed_seq from events where true");
+    /// The last of the events of the index past `after` that a filtered read looks at (at most
+    /// [`SCAN`] of them), and whether it looks at [`SCAN`] (more may follow).
+    async fn scan_end(&self, db: &mut PgConnection) -> Result<Option<(FeedPosition, bool)>> {
+        let mut qb = QueryBuilder::new("select feed_xid, feed_seq, count(*) over () = ");
+        qb.push_bind(SCAN)
+            .push(" from (select feed_xid, feed_seq from events where true");
         if let Some(workspace_id) = &self.workspace_id {
             qb.push(" and workspace_id = ").push_bind(workspace_id);
         }
-        push_feed_keyset(&mut qb, self.after, 1);
-        qb.push(" offset ").push_bind(SCAN - 1);
-        let end: Option<(i64, i64)> = qb.build_query_as().fetch_optional(db).await?;
-        Ok(end.map(|(xid, seq)| FeedPosition { xid, seq }))
+        push_feed_keyset(&mut qb, self.after, SCAN);
+        qb.push(") s order by feed_xid desc, feed_seq desc limit 1");
+        let end: Option<(i64, i64, bool)> = qb.build_query_as().fetch_optional(db).await?;
+        Ok(end.map(|(xid, seq, full)| (FeedPosition { xid, seq }, full)))
     }
 
     /// The rows there are now after `after` (at most `limit`, and `max_bytes` of payloads), and
@@ -227,10 +230,21 @@ impl FeedQuery {
         &self,
         db: &mut PgConnection,
     ) -> Result<(Vec<FeedRow>, Option<FeedPosition>)> {
-        let until = match self.filtered() {
+        let (rows, more, _) = self.rows_looking(db).await?;
+        Ok((rows, more))
+    }
+
+    /// [`FeedQuery::rows`], and for a filtered read the last position it looked at: every event
+    /// up to there that passes is in the rows, and no event will ever join them there.
+    async fn rows_looking(
+        &self,
+        db: &mut PgConnection,
+    ) -> Result<(Vec<FeedRow>, Option<FeedPosition>, Option<FeedPosition>)> {
+        let scan = match self.filtered() {
             true => self.scan_end(db).await?,
             false => None,
         };
+        let until = scan.map(|(end, _)| end);
         let mut qb = QueryBuilder::new("");
         self.push_sql(&mut qb, until);
         let page = Page::read(
@@ -243,19 +257,26 @@ impl FeedQuery {
         let more = if page.more || page.items.len() as i64 == self.limit {
             page.items.last().map(FeedRow::position)
         } else {
-            until
+            scan.filter(|&(_, full)| full).map(|(end, _)| end)
         };
-        Ok((page.items, more))
+        Ok((page.items, more, until))
     }
 
-    /// The events there are now after `after`, and `next`.
-    async fn read(&self, db: &mut PgConnection) -> Result<(FeedPage, FeedPosition)> {
-        let (rows, more) = self.rows(db).await?;
+    /// The events there are now after `after`, as an answer whose `next` is `otherwise` when
+    /// there are none and the read got to the end of the feed; and, for when there are none,
+    /// where a read that waits for more goes on from: past all this one looked at, or where it
+    /// started when it found nothing to look at.
+    async fn read(
+        &self,
+        db: &mut PgConnection,
+        otherwise: FeedPosition,
+    ) -> Result<(FeedPage, FeedPosition, FeedPosition)> {
+        let (rows, more, looked_to) = self.rows_looking(db).await?;
         let next = rows
             .last()
             .map(FeedRow::position)
             .or(more)
-            .unwrap_or(self.after);
+            .unwrap_or(otherwise);
         let page = FeedPage {
             items: rows
                 .into_iter()
@@ -266,7 +287,7 @@ impl FeedQuery {
                 .collect(),
             next: next.encode(),
         };
-        Ok((page, next))
+        Ok((page, next, looked_to.unwrap_or(self.after)))
     }
 }
 
@@ -282,15 +303,19 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
     query.after.check_given("after", &mut db).await?;
+    let mut otherwise = query.after;
     loop {
-        let (page, next) = query.read(&mut db).await?;
+        let (page, next, looked_to) = query.read(&mut db, otherwise).await?;
         let now = Instant::now();
         if !page.items.is_empty() || now >= deadline {
             app.metrics.feed_items(page.items.len());
             return Ok(Json(page));
         }
-        // Nothing passed the filters up to `next`: the next read starts there.
-        query.after = next;
+        // Nothing passed the filters up to where the read looked: the next read starts there
+        // (a filtered one looks at the events it found failing once, not at every wake), and
+        // answers the same `next` as this one would have if none passes.
+        otherwise = next;
+        query.after = looked_to;
         drop(db);
         let _waiting = app.metrics.feed_waiting();
         let token_changed = tokio::select! {

@@ -607,3 +607,33 @@ async fn a_filtered_consumer_gets_past_any_number_of_events_it_does_not_take() {
         assert_eq!(seen, ["q2"], "{query}");
     }
 }
+
+/// A filtered long poll woken by events that fail its filters answers the one that passes; with
+/// none, its `next` is the `after` given (SPEC §9), though it looks at those events only once.
+#[tokio::test]
+async fn a_filtered_long_poll_answers_what_passes_and_else_the_after_given() {
+    let app = spawn_app().await;
+    let start = crate::helpers::feed_next(&app, "/feed").await;
+    let poll = async |wait: u64| {
+        app.get_json(&format!(
+            "/feed?after={start}&eventType=sync.error&wait={wait}"
+        ))
+        .await
+    };
+    let deliver = async |ids: &[&str], kind: &str| {
+        for id in ids {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let body = event(id, "w", Some("a"), kind, "2024-01-01T00:00:00Z");
+            assert_eq!(app.deliver(&body).await.status(), 201);
+        }
+    };
+    let (none, ()) = tokio::join!(poll(2), deliver(&["f1", "f2", "f3"], "sync.complete"));
+    assert_eq!(none["items"], Value::Array(vec![]));
+    assert_eq!(none["next"], start.as_str());
+    let (one, ()) = tokio::join!(poll(10), async {
+        deliver(&["f4", "f5"], "sync.complete").await;
+        deliver(&["e1"], "sync.error").await;
+    });
+    assert_eq!(hook_ids(&one), ["e1"]);
+    assert_eq!(one["next"], one["items"][0]["position"]);
+}
