@@ -289,6 +289,13 @@ async fn keep_latest_of(
     .bind(steps)
     .fetch_all(db)
     .await?;
+    tracing::info!(
+        partition,
+        steps = bounds.len() + 1,
+        "keeping the latest event of each type of each account before removing them, in \
+         paced steps"
+    );
+    let began = std::time::Instant::now();
     let mut from = None;
     for to in bounds.iter().map(Some).chain([None]) {
         let started = std::time::Instant::now();
@@ -336,6 +343,11 @@ async fn keep_latest_of(
         }
         from = to;
     }
+    tracing::info!(
+        partition,
+        seconds = began.elapsed().as_secs(),
+        "latest removed events kept"
+    );
     Ok(())
 }
 
