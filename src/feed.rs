@@ -24,10 +24,9 @@ use crate::store::Readers;
 /// ids from the start again, holds positions the server has not reached. Events stored then would
 /// be placed before them, and consumers following the feed would skip them.
 pub async fn epoch_needed(db: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error> {
-    let (last, now): (Option<i64>, i64) = sqlx::query_as(
-        "select (select max(feed_xid) from events),
-                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-    )
+    let (last, now): (Option<i64>, i64) = sqlx::query_as(&format!(
+        "select (select max(feed_xid) from events), {NEXT_XID}"
+    ))
     .fetch_one(db)
     .await?;
     Ok(last
@@ -113,6 +112,10 @@ impl Notifier {
 /// The feed's horizon as SQL: the oldest transaction still running (its id, as `feed_xid` holds
 /// it). The feed shows the events of transactions below it, which no event can join any more.
 pub const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// The next transaction id the server will give out, as SQL: every position this store gave out
+/// is below it.
+pub const NEXT_XID: &str = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint";
 
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);

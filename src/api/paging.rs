@@ -380,10 +380,10 @@ impl FeedPosition {
         if self == FeedPosition::BEGINNING {
             return Ok(());
         }
-        let given: bool = sqlx::query_scalar(
-            "select $1 < pg_snapshot_xmax(pg_current_snapshot())::text::bigint
-                    and $2 <= (select last_value from events_feed_seq)",
-        )
+        let given: bool = sqlx::query_scalar(&format!(
+            "select $1 < {} and $2 <= (select last_value from events_feed_seq)",
+            crate::feed::NEXT_XID
+        ))
         .bind(self.xid)
         .bind(self.seq)
         .fetch_one(db)
