@@ -468,6 +468,39 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Sends `sig` to the server `pid` and every process it started (each backend leads a process
+/// group of its own).
+fn signal_server(pid: i32, sig: i32) {
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid …: the command may hold spaces and parentheses.
+            let ppid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then(|| entry.file_name().to_str()?.parse::<i32>().ok())?
+        });
+    for process in std::iter::once(pid).chain(children) {
+        unsafe { libc::kill(process, sig) };
+    }
+}
+
+/// A stopped server (SIGSTOP) goes on when this is dropped: a test that fails while it is
+/// stopped must not leave it so, nor wait for ever to stop it.
+struct GoOnWhenDropped(i32);
+
+impl Drop for GoOnWhenDropped {
+    fn drop(&mut self) {
+        signal_server(self.0, libc::SIGCONT);
+    }
+}
+
 /// A database that stops answering altogether (a hung server, or a network that drops
 /// everything) enforces no statement timeout: deliveries are still answered `503` within the
 /// writers' deadline, `/readyz` within its own, the query routes and the feed within theirs, and
@@ -484,27 +517,7 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
         .unwrap()
         .parse()
         .unwrap();
-    // The server and every process it started (each backend leads a process group of its own).
-    let signal = |sig| {
-        let children = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| {
-                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-                // pid (comm) state ppid …: the command may hold spaces and parentheses.
-                let ppid: i32 = stat
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()?;
-                (ppid == pid).then(|| entry.file_name().to_str()?.parse::<i32>().ok())?
-            });
-        for process in std::iter::once(pid).chain(children) {
-            unsafe { libc::kill(process, sig) };
-        }
-    };
+    let signal = |sig| signal_server(pid, sig);
     // A query answered just before: the next one's token check is answered from memory and its
     // connection, used a moment ago, is not pinged first, so its statement is the first to wait.
     // A stream replaying a workspace of large events to a slow reader: it reads the store a
@@ -544,6 +557,8 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.get("/workspaces").await.status(), 200);
     signal(libc::SIGSTOP);
+    // Whatever fails from here, the server goes on before the test's cluster is stopped.
+    let _go_on = GoOnWhenDropped(pid);
     let stopped = Instant::now();
     // A query route: its statement would wait for ever (the statement timeout is the server's).
     let asked = Instant::now();
