@@ -260,13 +260,13 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
     if asked.is_empty() {
         return Ok(changed);
     }
-    let found: Vec<(i64, Vec<String>, Vec<String>)> = sqlx::query_as(
+    let found: Vec<(i64, Vec<String>, Vec<String>)> = sqlx::query_as(&format!(
         "select p.ord, l.hooks, l.types
          from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
               with ordinality p(ws, acct, types, xid, seq, ord)
          cross join lateral (
-             select coalesce(array_agg(x.hook_id order by x.occurred_at desc, x.hook_id desc), '{}') as hooks,
-                    coalesce(array_agg(x.event_type order by x.occurred_at desc, x.hook_id desc), '{}') as types
+             select coalesce(array_agg(x.hook_id order by x.occurred_at desc, x.hook_id desc), '{{}}') as hooks,
+                    coalesce(array_agg(x.event_type order by x.occurred_at desc, x.hook_id desc), '{{}}') as types
              from ((select e.hook_id, e.event_type, e.occurred_at from events e
                     where e.workspace_id = p.ws and e.integration_account_id = p.acct
                       and e.event_type = any(string_to_array(p.types, ','))
@@ -277,9 +277,10 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
                    select r.hook_id, r.event_type, r.occurred_at from removed_latest r
                    where r.workspace_id = p.ws and r.integration_account_id = p.acct
                      and r.event_type = any(string_to_array(p.types, ','))
+                     and {REMOVED}
                    order by 3 desc, 1 desc limit 2) x
-         ) l",
-    )
+         ) l"
+    ))
     .bind(&ws)
     .bind(&account)
     .bind(&types)
@@ -296,6 +297,13 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
     }
     Ok(changed)
 }
+
+/// Whether the `removed_latest` row `r` stands for removed history: its event is gone. A
+/// removal keeps its rows before it removes their events (in steps, and it may be cut short);
+/// until then the event is in the feed like any other, and the row says nothing.
+const REMOVED: &str = "not exists (select from hook_ids gk join events ge
+                       on ge.hook_id = gk.hook_id and ge.received_at = gk.received_at
+                       where gk.hook_id = r.hook_id)";
 
 /// A `latest_events` row as it was at one feed position, for the `ord`-th row asked.
 #[derive(sqlx::FromRow)]
@@ -392,7 +400,7 @@ pub fn latest_rows_at_sql(inclusive: bool) -> String {
                   -- Removed history, which came before every stored event.
                   select r.hook_id, r.result, r.occurred_at from removed_latest r
                   where r.workspace_id = p.ws and r.integration_account_id = p.acct
-                    and r.event_type = le.event_type
+                    and r.event_type = le.event_type and {REMOVED}
               ) h order by h.occurred_at desc, h.hook_id desc limit 1)
              limit 1
          ) x

@@ -269,8 +269,9 @@ async fn undecided_kept(db: &PgPool, cut: DateTime<Utc>) -> Result<bool, sqlx::E
 /// seconds and slow ingest at that moment, so it goes in steps of about [`KEEP_STEP`] events (a
 /// range of workspaces each, one statement without parallel workers), and after each step waits
 /// three times as long as the step took: it takes four times as long, in the background, and
-/// leaves ingest most of the machine. A removal cut short between steps keeps the rest when it
-/// is done again: a row is replaced only by a later event.
+/// leaves ingest most of the machine. Its rows stand for removed history only once their events
+/// are gone (migration 0012), so that neither the steps nor a removal cut short after them change
+/// what a stream decides; one done again adds nothing it added before.
 async fn keep_latest_of(
     db: &PgPool,
     partition: &str,
@@ -305,7 +306,7 @@ async fn keep_latest_of(
             .await?;
         // Bounds written in only when there are, so that the range is an index's condition.
         sqlx::query(&format!(
-            "insert into removed_latest as r
+            "insert into removed_latest
                  (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
              select distinct on (e.workspace_id, e.integration_account_id, e.event_type)
                     e.workspace_id, e.integration_account_id, e.event_type, e.hook_id, e.result,
@@ -316,10 +317,7 @@ async fn keep_latest_of(
                and ($1::timestamptz is null or e.received_at < $1) {} {}
              order by e.workspace_id, e.integration_account_id, e.event_type,
                       e.occurred_at desc, e.hook_id desc
-             on conflict (workspace_id, integration_account_id, event_type) do update
-             set hook_id = excluded.hook_id, result = excluded.result,
-                 occurred_at = excluded.occurred_at
-             where (excluded.occurred_at, excluded.hook_id) > (r.occurred_at, r.hook_id)",
+             on conflict do nothing",
             super::quote_ident(partition),
             if from.is_some() {
                 "and e.workspace_id >= $2"

@@ -1109,3 +1109,49 @@ async fn live_and_replayed(decided_at_ingest: bool) {
         Reader::open(&app.address, &format!("/stream?after={beginning}"), None).await;
     assert_eq!(read_all(&mut upgraded).await, live);
 }
+
+/// The rows a removal keeps before it removes their events (during its paced steps, or for good
+/// when it is cut short after them) change no stream decision while those events are stored.
+#[tokio::test]
+async fn rows_kept_for_a_removal_not_done_change_no_status_decision() {
+    let (pruned, whole) = (spawn_app().await, spawn_app().await);
+    let beginning = crate::helpers::feed_next(&pruned, "/workspaces/nobody/feed").await;
+    let mut rng = crate::helpers::Rng::new(7);
+    for i in 0..80 {
+        let minute = i + rng.below(20);
+        let body = event(
+            &format!("k{i}"),
+            "w",
+            Some(rng.pick(&["a", "b"])),
+            rng.pick(&TYPES),
+            &format!("2024-05-01T{:02}:{:02}:00Z", minute / 60, minute % 60),
+        );
+        for app in [&pruned, &whole] {
+            assert!([200, 201].contains(&app.deliver(&body).await.status().as_u16()));
+        }
+    }
+    // What a removal cut short after its steps leaves: the latest stored event of each type of
+    // each account.
+    sqlx::query(
+        "insert into removed_latest
+             (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
+         select distinct on (workspace_id, integration_account_id, event_type)
+                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+         from events
+         where integration_account_id is not null
+           and event_type in (select event_type from event_states)
+         order by workspace_id, integration_account_id, event_type,
+                  occurred_at desc, hook_id desc",
+    )
+    .execute(&pruned.pool)
+    .await
+    .unwrap();
+    let caused = async |app: &TestApp| {
+        let path = format!("/workspaces/w/stream?after={beginning}");
+        let mut reader = Reader::open(&app.address, &path, None).await;
+        reader.caused_by(Duration::from_secs(2)).await
+    };
+    let expected = caused(&whole).await;
+    assert!(expected.len() > 5, "{} status messages", expected.len());
+    assert_eq!(caused(&pruned).await, expected);
+}
