@@ -615,3 +615,13 @@ pub async fn feed_next(app: &TestApp, route: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// The latest stored event of each known type of each account: what a removal keeps in
+/// `removed_latest` of the events it removes.
+pub const LATEST_OF_EACH_TYPE: &str =
+    "select distinct on (workspace_id, integration_account_id, event_type)
+        workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+    from events
+    where integration_account_id is not null
+      and event_type in (select event_type from event_states)
+    order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc";

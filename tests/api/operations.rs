@@ -728,18 +728,10 @@ async fn a_removal_keeps_the_latest_removed_event_of_each_type_in_steps() {
         Option<String>,
         chrono::DateTime<chrono::Utc>,
     );
-    let expected: Vec<Kept> = sqlx::query_as(
-        "select distinct on (workspace_id, integration_account_id, event_type)
-                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
-         from events
-         where integration_account_id is not null
-           and event_type in (select event_type from event_states)
-         order by workspace_id, integration_account_id, event_type,
-                  occurred_at desc, hook_id desc",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let expected: Vec<Kept> = sqlx::query_as(crate::helpers::LATEST_OF_EACH_TYPE)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
     assert!(expected.len() > 40 * 7 * 3, "{}", expected.len());
     let removed = store::partitions::remove_before(&app.pool, chrono::Utc::now(), true)
         .await

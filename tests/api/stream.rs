@@ -1132,17 +1132,12 @@ async fn rows_kept_for_a_removal_not_done_change_no_status_decision() {
     }
     // What a removal cut short after its steps leaves: the latest stored event of each type of
     // each account.
-    sqlx::query(
+    sqlx::query(&format!(
         "insert into removed_latest
              (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
-         select distinct on (workspace_id, integration_account_id, event_type)
-                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
-         from events
-         where integration_account_id is not null
-           and event_type in (select event_type from event_states)
-         order by workspace_id, integration_account_id, event_type,
-                  occurred_at desc, hook_id desc",
-    )
+         {}",
+        crate::helpers::LATEST_OF_EACH_TYPE
+    ))
     .execute(&pruned.pool)
     .await
     .unwrap();
