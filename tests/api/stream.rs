@@ -56,6 +56,13 @@ impl Reader {
         self.next_or_end(within).await.ok().flatten()
     }
 
+    /// [`Reader::caused_by`] of a replay of workspace `w`'s stream after `after`.
+    async fn replayed_causes(app: &TestApp, after: &str, quiet: Duration) -> Vec<String> {
+        let path = format!("/workspaces/w/stream?after={after}");
+        let mut reader = Reader::open(&app.address, &path, None).await;
+        reader.caused_by(quiet).await
+    }
+
     /// The `causedBy` of every `status` message until none comes within `quiet`.
     async fn caused_by(&mut self, quiet: Duration) -> Vec<String> {
         let mut caused = Vec::new();
@@ -649,11 +656,7 @@ async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
     ] {
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
-    let replayed = async || {
-        let path = format!("/workspaces/w/stream?after={beginning}");
-        let mut reader = Reader::open(&app.address, &path, None).await;
-        reader.caused_by(Duration::from_secs(1)).await
-    };
+    let replayed = async || Reader::replayed_causes(&app, &beginning, Duration::from_secs(1)).await;
     assert_eq!(replayed().await, ["y", "x"]);
     let removed = calry_hooks::store::partitions::remove_before(&app.pool, cut, true)
         .await
@@ -768,9 +771,7 @@ async fn a_removal_changes_no_status_decision_of_the_events_it_keeps() {
         }
     }
     let caused = async |app: &TestApp| {
-        let path = format!("/workspaces/w/stream?after={beginning}");
-        let mut reader = Reader::open(&app.address, &path, None).await;
-        reader.caused_by(Duration::from_secs(2)).await
+        Reader::replayed_causes(app, &beginning, Duration::from_secs(2)).await
     };
     let expected: Vec<String> = caused(&whole)
         .await
@@ -1142,9 +1143,7 @@ async fn rows_kept_for_a_removal_not_done_change_no_status_decision() {
     .await
     .unwrap();
     let caused = async |app: &TestApp| {
-        let path = format!("/workspaces/w/stream?after={beginning}");
-        let mut reader = Reader::open(&app.address, &path, None).await;
-        reader.caused_by(Duration::from_secs(2)).await
+        Reader::replayed_causes(app, &beginning, Duration::from_secs(2)).await
     };
     let expected = caused(&whole).await;
     assert!(expected.len() > 5, "{} status messages", expected.len());
