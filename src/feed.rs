@@ -9,10 +9,12 @@
 //! The same connection hears when a token changes (`auth::CHANNEL`), and tells the instance's
 //! [`TokenCache`] to forget what it remembered; the cache is used only while listening.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
 use tokio::sync::watch;
 
 use crate::auth::{self, TokenCache};
@@ -113,55 +115,136 @@ impl Notifier {
 /// it). The feed shows the events of transactions below it, which no event can join any more.
 pub const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
-/// The next transaction id the server will give out, as SQL: every position this store gave out
-/// is below it.
+/// The snapshot's xmax as SQL: one past the newest transaction that has ended. Every position
+/// this store gave out is below it.
 pub const NEXT_XID: &str = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint";
+
+/// [`HORIZON`] past the running transactions of an SQL `bigint[]` (ids as `feed_xid` holds them)
+/// written between these two: the oldest running transaction not in it; when every one is, the
+/// snapshot's xmax. With no transaction listed as running (an idle server, or a standby, whose
+/// snapshots list none), [`HORIZON`] itself.
+const PAST_LIST: &str = "coalesce((select min(x::text::bigint)
+                                     from pg_snapshot_xip(pg_current_snapshot()) x
+                                    where x::text::bigint <> all(";
+fn past_list_end() -> String {
+    format!(
+        ")), case when exists (select from pg_snapshot_xip(pg_current_snapshot()))
+                  then {NEXT_XID} else {HORIZON} end)"
+    )
+}
+
+/// One look at the horizon: the running transactions of other databases of the server (the
+/// lock table names the session that holds each id, and the session its database), and the
+/// horizon past them.
+fn look_sql() -> String {
+    format!(
+        "with running as (
+             select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
+         ), elsewhere as (
+             select xid from running
+              where (xid % 4294967296)::text in (
+                    select l.transactionid::text
+                      from pg_locks l join pg_stat_activity a on a.pid = l.pid
+                     where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock'
+                       and l.granted and a.datname <> current_database())
+         )
+         select {PAST_LIST}array(select xid from elsewhere){}, array(select xid from elsewhere)",
+        past_list_end()
+    )
+}
+
+/// Transactions of other databases of the same server that were running at the horizon's last
+/// look (their ids as `feed_xid` holds them). None of them can store an event here, so the
+/// feed's horizon passes over them: otherwise one long transaction anywhere on the server (a
+/// migration, a batch job, another service's stuck session) would hold every event stored here
+/// out of the feed and the streams until it ended. Ids only ever pass from running to ended, so
+/// a list from an earlier look is never wrong, only short of transactions begun since.
+#[derive(Clone, Debug, Default)]
+pub struct Elsewhere(Arc<[i64]>);
+
+impl Elsewhere {
+    /// Pushes the feed's horizon (see [`HORIZON`]), past these transactions.
+    pub fn push_horizon(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+        if self.0.is_empty() {
+            qb.push(HORIZON);
+            return;
+        }
+        qb.push(PAST_LIST)
+            .push_bind(self.0.to_vec())
+            .push(past_list_end());
+    }
+}
 
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);
 
-/// The feed's horizon: the oldest transaction still running, below which the feed shows events
-/// (`paging::push_feed_keyset`). An event can become visible with no notification, when an older
-/// transaction that stored nothing ends; this tells those waiting for events when the horizon
-/// moved, from one look every 250 ms for the whole instance (and none while nobody waits),
-/// instead of each waiter reading the feed again on a timer.
-pub struct Horizon(Arc<watch::Sender<u64>>);
+/// The feed's horizon: the oldest transaction still running of this database, below which the
+/// feed shows events (`paging::push_feed_keyset`). Every 250 ms while someone reads the feed,
+/// one look for the whole instance finds the transactions of other databases it passes over
+/// ([`Elsewhere`]), and tells those waiting for events when the horizon moved: an event can
+/// become visible with no notification, when an older transaction that stored nothing ends.
+/// Waiters do not each read the feed again on a timer, and nobody reading means no look.
+#[derive(Clone)]
+pub struct Horizon(Arc<Watched>);
+
+struct Watched {
+    moves: watch::Sender<u64>,
+    elsewhere: RwLock<Elsewhere>,
+    /// Whether someone read [`Horizon::elsewhere`] since the last look.
+    wanted: AtomicBool,
+}
 
 impl Horizon {
-    /// Starts watching with connections of `readers`; the task ends with the [`Horizon`].
+    /// Starts watching with connections of `readers`; the task ends with the last [`Horizon`].
     pub fn start(readers: Readers) -> Horizon {
-        let sender = Arc::new(watch::channel(0u64).0);
-        tokio::spawn(watch_horizon(Arc::downgrade(&sender), readers));
-        Horizon(sender)
+        let watched = Arc::new(Watched {
+            moves: watch::channel(0u64).0,
+            elsewhere: RwLock::default(),
+            wanted: AtomicBool::new(false),
+        });
+        tokio::spawn(watch_horizon(Arc::downgrade(&watched), readers));
+        Horizon(watched)
     }
 
     /// Moves of the horizon from now on. Subscribe before reading the feed: whatever the read
     /// could not show yet becomes visible at a move that comes after it.
     pub fn subscribe(&self) -> Changes {
-        Changes(self.0.subscribe())
+        Changes(self.0.moves.subscribe())
+    }
+
+    /// What a read of the feed passes over, as of the last look.
+    pub fn elsewhere(&self) -> Elsewhere {
+        self.0.wanted.store(true, Ordering::Relaxed);
+        let elsewhere = self.0.elsewhere.read();
+        elsewhere.unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-async fn watch_horizon(sender: Weak<watch::Sender<u64>>, readers: Readers) {
+async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
+    let look = look_sql();
     loop {
         tokio::time::sleep(HORIZON_RECHECK).await;
-        let Some(sender) = sender.upgrade() else {
+        let Some(watched) = watched.upgrade() else {
             return;
         };
-        if sender.receiver_count() == 0 {
+        let wanted = watched.wanted.swap(false, Ordering::Relaxed);
+        if watched.moves.receiver_count() == 0 && !wanted {
             continue;
         }
-        let xmin = readers
+        let seen = readers
             .with(async |db| {
-                sqlx::query_scalar::<_, i64>(&format!("select {HORIZON}"))
+                sqlx::query_as::<_, (i64, Vec<i64>)>(&look)
                     .fetch_one(db)
                     .await
             })
             .await;
-        match xmin {
-            Ok(xmin) => {
-                let xmin = xmin as u64;
-                sender.send_if_modified(|seen| std::mem::replace(seen, xmin) != xmin);
+        match seen {
+            Ok((horizon, elsewhere)) => {
+                *watched.elsewhere.write().unwrap_or_else(|e| e.into_inner()) =
+                    Elsewhere(elsewhere.into());
+                let horizon = horizon as u64;
+                (watched.moves)
+                    .send_if_modified(|seen| std::mem::replace(seen, horizon) != horizon);
             }
             // The waiters' own reads meet the same trouble and answer it.
             Err(err) => tracing::debug!(error = %err, "cannot read the feed's horizon"),

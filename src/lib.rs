@@ -91,8 +91,8 @@ impl App {
         });
         let tokens = Arc::new(auth::TokenCache::default());
         let notifier = feed::Notifier::start((*pool.connect_options()).clone(), tokens.clone());
-        let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone());
         let horizon = feed::Horizon::start(readers.clone());
+        let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone(), horizon.clone());
         let (stop, stopping) = watch::channel(false);
         Ok(App {
             stop,

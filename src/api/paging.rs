@@ -11,6 +11,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::envelope::id_problem;
 use crate::error::{Error, Result};
+use crate::feed::Elsewhere;
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -397,12 +398,19 @@ impl FeedPosition {
 }
 
 /// The keyset tail of a feed statement, whose filters are already pushed: events after `after`
-/// in position order, only those of transactions older than every one still running (below the
-/// snapshot's xmin: they will never be joined by an event at a smaller position), and at most
-/// `limit` of them (a feed answer needs no look-ahead row: `next` is always given).
-pub fn push_feed_keyset<'a>(qb: &mut QueryBuilder<'a, Postgres>, after: FeedPosition, limit: i64) {
-    qb.push(format_args!(" and feed_xid < {}", crate::feed::HORIZON))
-        .push(" and (feed_xid, feed_seq) > (")
+/// in position order, only those of transactions older than every one of this database still
+/// running (below the feed's horizon: they will never be joined by an event at a smaller
+/// position), and at most `limit` of them (a feed answer needs no look-ahead row: `next` is
+/// always given).
+pub fn push_feed_keyset<'a>(
+    qb: &mut QueryBuilder<'a, Postgres>,
+    elsewhere: &Elsewhere,
+    after: FeedPosition,
+    limit: i64,
+) {
+    qb.push(" and feed_xid < ");
+    elsewhere.push_horizon(qb);
+    qb.push(" and (feed_xid, feed_seq) > (")
         .push_bind(after.xid)
         .push(", ")
         .push_bind(after.seq)

@@ -35,7 +35,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, QueryBuilder};
 use tokio::sync::{Notify, broadcast};
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -46,7 +46,7 @@ use super::extract::{Caller, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
 use crate::error::{Error, Result};
-use crate::feed::{Changes, Notifier};
+use crate::feed::{Changes, Elsewhere, Horizon, Notifier};
 use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Readers;
 
@@ -129,7 +129,13 @@ impl Selection {
                 .passes(&item.event_type, item.integration_account_id.as_deref())
     }
 
-    fn query(&self, after: FeedPosition, limit: i64, max_bytes: usize) -> FeedQuery {
+    fn query(
+        &self,
+        elsewhere: Elsewhere,
+        after: FeedPosition,
+        limit: i64,
+        max_bytes: usize,
+    ) -> FeedQuery {
         FeedQuery {
             workspace_id: self.workspace_id.clone(),
             scope: self.scope.clone(),
@@ -138,6 +144,7 @@ impl Selection {
             limit,
             max_bytes,
             wait: Duration::ZERO,
+            elsewhere,
         }
     }
 }
@@ -615,7 +622,7 @@ impl Tail {
 
 impl Tailer {
     /// Starts following the feed from its end; the task ends when the last [`Tailer`] is dropped.
-    pub fn start(readers: Readers, notifier: Notifier) -> Tailer {
+    pub fn start(readers: Readers, notifier: Notifier, horizon: Horizon) -> Tailer {
         let tail = Arc::new(Mutex::new(Tail {
             started: false,
             position: FeedPosition::BEGINNING,
@@ -623,7 +630,12 @@ impl Tailer {
             workspaces: HashMap::new(),
             subscribed: Arc::new(Notify::new()),
         }));
-        tokio::spawn(follow_feed(Arc::downgrade(&tail), readers, notifier));
+        tokio::spawn(follow_feed(
+            Arc::downgrade(&tail),
+            readers,
+            notifier,
+            horizon,
+        ));
         Tailer(tail)
     }
 
@@ -661,7 +673,12 @@ impl Tailer {
     }
 }
 
-async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifier) {
+async fn follow_feed(
+    tail: Weak<Mutex<Tail>>,
+    readers: Readers,
+    notifier: Notifier,
+    horizon: Horizon,
+) {
     let mut changes = notifier.subscribe();
     let mut known = Known::default();
     loop {
@@ -678,7 +695,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
             if !listening {
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
                 // the end of the feed, cheaply and not at every notification.
-                let end = feed_end(db).await?;
+                let end = feed_end(db, &horizon.elsewhere()).await?;
                 known.0.clear(); // the events skipped are not applied to it
                 let mut tail = tailer.tail();
                 if !tail.started || !tail.listened() {
@@ -688,7 +705,7 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
                 return Ok::<bool, Error>(false);
             }
             let (rows, more) = Selection::default()
-                .query(position, BATCH, MAX_PAGE_BYTES)
+                .query(horizon.elsewhere(), position, BATCH, MAX_PAGE_BYTES)
                 .rows(db)
                 .await?;
             let items = known.items(db, rows).await?;
@@ -726,14 +743,11 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Readers, notifier: Notifi
 }
 
 /// The position of the last event the feed shows now.
-async fn feed_end(db: &mut PgConnection) -> Result<FeedPosition> {
-    let end: Option<(i64, i64)> = sqlx::query_as(&format!(
-        "select feed_xid, feed_seq from events where feed_xid < {}
-         order by feed_xid desc, feed_seq desc limit 1",
-        crate::feed::HORIZON
-    ))
-    .fetch_optional(db)
-    .await?;
+async fn feed_end(db: &mut PgConnection, elsewhere: &Elsewhere) -> Result<FeedPosition> {
+    let mut qb = QueryBuilder::new("select feed_xid, feed_seq from events where feed_xid < ");
+    elsewhere.push_horizon(&mut qb);
+    qb.push(" order by feed_xid desc, feed_seq desc limit 1");
+    let end: Option<(i64, i64)> = qb.build_query_as().fetch_optional(db).await?;
     Ok(
         end.map_or(FeedPosition::BEGINNING, |(xid, seq)| FeedPosition {
             xid,
@@ -815,7 +829,7 @@ async fn open(
         Some((_, position)) => position,
         // Live from now, not from where an idle tailer last looked (up to a second ago): the
         // broadcast items up to the feed's end now are not sent.
-        None => tail_position.max(feed_end(&mut db).await?),
+        None => tail_position.max(feed_end(&mut db, &app.horizon.elsewhere()).await?),
     };
     drop(db); // the connection goes back: a stream takes one only to catch up
     let follow = Follow {
@@ -956,7 +970,8 @@ impl Follow {
             .app
             .readers
             .with(async |db| {
-                let query = selection.query(position, limit, CATCH_UP_BYTES);
+                let elsewhere = self.app.horizon.elsewhere();
+                let query = selection.query(elsewhere, position, limit, CATCH_UP_BYTES);
                 let (rows, more) = query.rows(db).await?;
                 Ok::<_, Error>((items(db, rows).await?, more))
             })

@@ -373,6 +373,8 @@ async fn follow(app: &TestApp, route: &str, mut rng: Rng, done: &AtomicBool) -> 
 /// the events are stored. Every consumer receives every acknowledged event exactly once, all in
 /// the same order, the order a reading from the beginning gives afterwards: an event that had
 /// appeared behind a position already given out would be missing from some consumer's sequence.
+/// A transaction of another database stays open all along, so that the horizon passes over one
+/// (`feed::Elsewhere`) at every read.
 #[tokio::test]
 async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interleave() {
     let seed = std::env::var("FEED_SEED")
@@ -382,6 +384,12 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
     let db = TestDb::create().await;
     let pool = db.pool().await;
     hold_back_commits(&pool).await;
+    let other = TestDb::create().await;
+    let mut elsewhere = other.pool().await.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *elsewhere)
+        .await
+        .unwrap();
     let mut config = Config::defaults();
     config.ingest_writers = 3;
     config.ingest_max_batch = 4;
@@ -486,6 +494,7 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
         sequences[3], w0_reference,
         "the workspace consumer (seed {seed})"
     );
+    elsewhere.rollback().await.unwrap();
     println!(
         "feed: {} events from 2 instances, {} consumers agreed, in {:?}",
         reference.len(),

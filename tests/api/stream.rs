@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use calry_hooks::auth;
 use calry_hooks::store::{Cluster, Role};
+use sqlx::Connection;
 
 use crate::helpers::{
     TestApp, TestDb, binary, event, padded_events, problem, serve_on_own_cluster, spawn_app,
@@ -1148,4 +1149,70 @@ async fn rows_kept_for_a_removal_not_done_change_no_status_decision() {
     let expected = caused(&whole).await;
     assert!(expected.len() > 5, "{} status messages", expected.len());
     assert_eq!(caused(&pruned).await, expected);
+}
+
+/// A transaction of another database of the same server cannot store an event here: the feed
+/// and the streams pass over it (`feed::Elsewhere`), where one of this database holds them
+/// (`feed::a_long_poll_answers_when_an_older_transaction_lets_an_event_show`). Before, any long
+/// transaction anywhere on the server held every new event back until it ended.
+#[tokio::test]
+async fn a_transaction_of_another_database_holds_no_event_back() {
+    let app = spawn_app().await;
+    let other = TestDb::create().await;
+    let mut elsewhere = sqlx::PgConnection::connect_with(&other.options)
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut elsewhere).await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    let within = Duration::from_secs(3);
+
+    // A consumer polling without `wait`.
+    let start = app.get_json("/feed").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = event("p", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let delivered = tokio::time::Instant::now();
+    let items = loop {
+        let page = app.get_json(&format!("/feed?after={start}")).await;
+        let items = page["items"].as_array().unwrap().clone();
+        if !items.is_empty() || delivered.elapsed() > within {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(items.len(), 1, "in the feed within {within:?}");
+    assert_eq!(items[0]["hookId"], "p");
+
+    // A live stream.
+    let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = event("s", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let message = stream.next(within).await.expect("the event on the stream");
+    assert_eq!(message.data["hookId"], "s");
+
+    // A long poll.
+    let path = format!(
+        "/feed?after={}&wait=20",
+        message.data["position"].as_str().unwrap()
+    );
+    let poll = app.get_json(&path);
+    let deliver = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = event("l", "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        tokio::time::Instant::now()
+    };
+    let (page, delivered) = tokio::join!(poll, deliver);
+    assert_eq!(page["items"][0]["hookId"], "l");
+    assert!(delivered.elapsed() < within, "{:?}", delivered.elapsed());
+    sqlx::query("rollback")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
 }
