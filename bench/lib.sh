@@ -1,7 +1,8 @@
 # Sourced by the bench/ scripts once they have read their options (ROOT, NO_BUILD, KEEP set):
 # the binaries, a release build, and a PostgreSQL of the benchmark's own in a temporary directory
 # (default settings, so fsync and synchronous_commit are on; as user postgres when we are root;
-# Unix socket only), stopped on exit together with the service (SERVICE_PID).
+# Unix socket only), stopped on exit together with the service (SERVICE_PID). CALRY_HOOKS_BIN names
+# another calry-hooks binary to run (an earlier build, say) in place of the one built.
 #
 #   bench_postgres NAME [-c setting=value …]  initdb and start; sets WORK, PGDATA, SOCK,
 #                                             POSTMASTER_PID (WORK is /tmp/NAME.XXXXXX, or
@@ -31,7 +32,7 @@
 
 BENCH="bench/$(basename "$0")"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
-BIN=$TARGET_DIR/release/calry-hooks
+BIN=${CALRY_HOOKS_BIN:-$TARGET_DIR/release/calry-hooks}
 LOADGEN=$TARGET_DIR/release/examples/loadgen
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 if [ ! -x "$PGBIN/initdb" ]; then

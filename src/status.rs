@@ -7,11 +7,14 @@
 //! types, an account's `lastEventAt` is the latest of its rows. Since each row is a maximum over
 //! a set, the status depends on the set of events only, never on arrival order.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use utoipa::ToSchema;
 
+use crate::store::ranges::WorkspaceRange;
 use crate::time::{rfc3339, rfc3339_opt};
 
 /// The event types that change a status; any other type is stored and shown in history only.
@@ -341,6 +344,8 @@ pub struct SyncTotals {
 /// What `calry-hooks rebuild-status` did.
 #[derive(Debug)]
 pub struct Rebuilt {
+    /// Ranges of workspaces it went in, a transaction each.
+    pub ranges: usize,
     pub latest_rows: u64,
     pub workspaces: u64,
     pub accounts: u64,
@@ -351,98 +356,97 @@ pub struct Rebuilt {
     pub latest_rows_kept: u64,
 }
 
-/// Recomputes the status tables from the stored history, in one transaction. Concurrent ingest
-/// waits for it (the upserts need the locks taken here) and then merges in as usual.
+/// Recomputes the status tables from the stored history, a range of workspaces at a time (about
+/// [`REBUILD_STEP`] events each), each range in a transaction of its own that holds the tables'
+/// locks: concurrent ingest waits for one range, not the whole store, and then merges in as
+/// usual. No removal runs meanwhile (it waits).
 ///
 /// Over a store whose history was partly removed (prune, retention) it rebuilds only what the
 /// remaining history can say: a status row whose event is still stored is recomputed, one whose
 /// event went is kept (and counted), a workspace's `lastEventAt` never goes back, and the
 /// accounts' `since` and timelines, which need the whole history, are left as they are.
 pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
+    rebuild_in_steps(pool, REBUILD_STEP).await
+}
+
+/// About how many events a range of [`rebuild`] reads.
+pub const REBUILD_STEP: i64 = 1_000;
+
+/// [`rebuild`] in ranges of about `step` events (by PostgreSQL's statistics).
+pub async fn rebuild_in_steps(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error> {
+    let turn = crate::store::partitions::hold_removals(pool).await?;
+    let rebuilt = rebuild_ranges(pool, step).await;
+    let _ = turn.close().await;
+    rebuilt
+}
+
+async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error> {
     // A month a removal detached and did not drop, before removals were recorded first, is
-    // history removed too. (Read first: a command's pool has one connection, the transaction's.)
+    // history removed too.
     let left = crate::store::partitions::left_detached(pool).await?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("set local statement_timeout = 0")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "lock table latest_events, workspaces, accounts, state_changes in share row exclusive mode",
-    )
-    .execute(&mut *tx)
-    .await?;
     let recorded: Option<DateTime<Utc>> =
         sqlx::query_scalar("select max(received_before) from history_removals")
-            .fetch_one(&mut *tx)
+            .fetch_one(pool)
             .await?;
     let removed_before = recorded.max(left.into_iter().map(|(_, to)| to).max());
-    if removed_before.is_none() {
-        sqlx::query("delete from latest_events")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("delete from workspaces")
-            .execute(&mut *tx)
-            .await?;
-    } else {
-        sqlx::query(
-            "delete from latest_events l
-             where exists (select 1 from events e where e.hook_id = l.hook_id)",
-        )
-        .execute(&mut *tx)
-        .await?;
+    let events: i64 = sqlx::query_scalar(
+        "select coalesce(sum(greatest(c.reltuples, 0)), 0)::int8
+         from pg_inherits i join pg_class c on c.oid = i.inhrelid
+         where i.inhparent = 'events'::regclass",
+    )
+    .fetch_one(pool)
+    .await?;
+    let ranges = WorkspaceRange::split(pool, events / step.max(1)).await?;
+    tracing::info!(ranges = ranges.len(), "rebuilding the status tables");
+    let began = std::time::Instant::now();
+    let (mut latest_rows, mut workspaces) = (0, 0);
+    for (i, range) in ranges.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let (rows, touched) = loop {
+            match rebuild_range(pool, range, removed_before.is_some()).await {
+                Err(err) if is_lock_timeout(&err) => {
+                    // Something else holds a lock that ingest does not wait for (autovacuum
+                    // on one of the tables, say): step aside rather than hold ingest back.
+                    tracing::debug!("the status tables' locks are taken; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                done => break done?,
+            }
+        };
+        latest_rows += rows;
+        workspaces += touched;
+        // Ingest catches up between ranges.
+        tokio::time::sleep(started.elapsed()).await;
+        if i % 100 == 99 {
+            tracing::info!(
+                done = i + 1,
+                of = ranges.len(),
+                "rebuilding the status tables"
+            );
+        }
     }
-    // A kept row stays unless the remaining history holds a later event of its type.
-    let latest_rows = sqlx::query(
-        "insert into latest_events as l (workspace_id, integration_account_id, event_type,
-                                         hook_id, result, occurred_at, feed_xid, feed_seq)
-         select distinct on (workspace_id, integration_account_id, event_type)
-                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
-                feed_xid, feed_seq
-         from events
-         where integration_account_id is not null and event_type = any($1)
-         order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
-         on conflict (workspace_id, integration_account_id, event_type) do update
-         set hook_id = excluded.hook_id, result = excluded.result,
-             occurred_at = excluded.occurred_at, feed_xid = excluded.feed_xid,
-             feed_seq = excluded.feed_seq
-         where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
-    )
-    .bind(&KNOWN_TYPES[..])
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let workspaces = sqlx::query(
-        "insert into workspaces as w (workspace_id, last_event_at)
-         select workspace_id, max(occurred_at) from events group by workspace_id
-         on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
-         where excluded.last_event_at > w.last_event_at",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // With nothing removed, accounts and timelines are rebuilt too. Otherwise they are left
+    tracing::info!(seconds = began.elapsed().as_secs(), "status tables rebuilt");
+    // With nothing removed, accounts and timelines were rebuilt too. Otherwise they were left
     // alone, and the status rows whose events went are counted now that the remaining history
     // has had its say (a row it replaced was not kept).
-    let latest_rows_kept: i64 = if removed_before.is_none() {
-        sqlx::query("select rebuild_accounts()")
-            .execute(&mut *tx)
-            .await?;
-        0
-    } else {
-        sqlx::query_scalar(
-            "select count(*) from latest_events l
-             where not exists (select 1 from events e where e.hook_id = l.hook_id)",
-        )
-        .fetch_one(&mut *tx)
-        .await?
+    let latest_rows_kept: i64 = match removed_before {
+        None => 0,
+        Some(_) => {
+            sqlx::query_scalar(
+                "select count(*) from latest_events l
+                 where not exists (select 1 from events e where e.hook_id = l.hook_id)",
+            )
+            .fetch_one(pool)
+            .await?
+        }
     };
     let (accounts, state_changes): (i64, i64) = sqlx::query_as(
         "select (select count(*) from accounts), (select count(*) from state_changes)",
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    tx.commit().await?;
     Ok(Rebuilt {
+        ranges: ranges.len(),
         latest_rows,
         workspaces,
         accounts: accounts as u64,
@@ -450,6 +454,94 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
         removed_before,
         latest_rows_kept: latest_rows_kept as u64,
     })
+}
+
+/// Whether `err` is PostgreSQL's `lock_timeout` running out.
+fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("55P03"))
+}
+
+/// One range of [`rebuild`], in one transaction: the status rows recomputed (or kept, where
+/// `removed` history took their events) and the workspaces touched.
+async fn rebuild_range(
+    pool: &PgPool,
+    range: &WorkspaceRange,
+    removed: bool,
+) -> Result<(u64, u64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Ingest waits behind this lock, also while it waits itself.
+    sqlx::query("set local lock_timeout = '100ms'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "lock table latest_events, workspaces, accounts, state_changes in share row exclusive mode",
+    )
+    .execute(&mut *tx)
+    .await?;
+    for setting in ["statement_timeout", "lock_timeout"] {
+        sqlx::query(&format!("set local {setting} = 0"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !removed {
+        let sql = format!(
+            "delete from latest_events where true {}",
+            range.within("workspace_id", 1, 2)
+        );
+        range.query(&sql).execute(&mut *tx).await?;
+        let sql = format!(
+            "delete from workspaces where true {}",
+            range.within("workspace_id", 1, 2)
+        );
+        range.query(&sql).execute(&mut *tx).await?;
+    } else {
+        let sql = format!(
+            "delete from latest_events l
+             where exists (select 1 from events e where e.hook_id = l.hook_id) {}",
+            range.within("l.workspace_id", 1, 2)
+        );
+        range.query(&sql).execute(&mut *tx).await?;
+    }
+    // A kept row stays unless the remaining history holds a later event of its type.
+    let sql = format!(
+        "insert into latest_events as l (workspace_id, integration_account_id, event_type,
+                                         hook_id, result, occurred_at, feed_xid, feed_seq)
+         select distinct on (workspace_id, integration_account_id, event_type)
+                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
+                feed_xid, feed_seq
+         from events
+         where integration_account_id is not null and event_type = any($3) {}
+         order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
+         on conflict (workspace_id, integration_account_id, event_type) do update
+         set hook_id = excluded.hook_id, result = excluded.result,
+             occurred_at = excluded.occurred_at, feed_xid = excluded.feed_xid,
+             feed_seq = excluded.feed_seq
+         where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
+        range.within("workspace_id", 1, 2)
+    );
+    let latest_rows = range
+        .query(&sql)
+        .bind(&KNOWN_TYPES[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let sql = format!(
+        "insert into workspaces as w (workspace_id, last_event_at)
+         select workspace_id, max(occurred_at) from events where true {} group by workspace_id
+         on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
+         where excluded.last_event_at > w.last_event_at",
+        range.within("workspace_id", 1, 2)
+    );
+    let workspaces = range.query(&sql).execute(&mut *tx).await?.rows_affected();
+    if !removed {
+        range
+            .query("select rebuild_accounts($1, $2)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((latest_rows, workspaces))
 }
 
 #[cfg(test)]

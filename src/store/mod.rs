@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod partitions;
+pub mod ranges;
 pub mod replica;
 
 use std::str::FromStr;

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::PgPool;
 
+use super::ranges::WorkspaceRange;
+
 /// How often the service makes sure the months ahead exist.
 const EVERY: Duration = Duration::from_secs(3600);
 
@@ -141,16 +143,23 @@ pub async fn remove_before(
     straddling: bool,
 ) -> Result<Removed, sqlx::Error> {
     // One removal at a time (a `prune` during the hourly retention pass, or on two instances):
-    // two would detach the same month, and one would fail half-way. A session lock, on a
-    // connection of its own that is closed, not pooled, so that it ends with the removal.
+    // two would detach the same month, and one would fail half-way.
+    let turn = hold_removals(db).await?;
+    let removed = remove(db, cut, straddling).await;
+    let _ = turn.close().await;
+    removed
+}
+
+/// Waits until no removal runs, and keeps any from starting until the connection returned is
+/// closed: a session lock, on a connection of its own that is closed, not pooled, so that it
+/// ends with the work that holds it.
+pub async fn hold_removals(db: &PgPool) -> Result<sqlx::PgConnection, sqlx::Error> {
     let mut turn = db.acquire().await?.detach();
     sqlx::query("select pg_advisory_lock($1)")
         .bind(REMOVAL_LOCK)
         .execute(&mut turn)
         .await?;
-    let removed = remove(db, cut, straddling).await;
-    let _ = turn.close().await;
-    removed
+    Ok(turn)
 }
 
 /// The advisory lock key that removals take turns by ("calry-rm").
@@ -278,33 +287,20 @@ async fn keep_latest_of(
     before: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
     let steps = (events_in(db, partition).await? / KEEP_STEP).max(1);
-    // Every `n`-th workspace, as the ranges' bounds: a step before the first and after the last.
-    let bounds: Vec<String> = sqlx::query_scalar(
-        "select workspace_id from (
-             select workspace_id, row_number() over (order by workspace_id) - 1 as n,
-                    count(*) over () as total
-             from workspaces) w
-         where n > 0 and n % greatest(1, total / $1) = 0
-         order by workspace_id",
-    )
-    .bind(steps)
-    .fetch_all(db)
-    .await?;
+    let ranges = WorkspaceRange::split(db, steps).await?;
     tracing::info!(
         partition,
-        steps = bounds.len() + 1,
+        steps = ranges.len(),
         "keeping the latest event of each type of each account before removing them, in \
          paced steps"
     );
     let began = std::time::Instant::now();
-    let mut from = None;
-    for to in bounds.iter().map(Some).chain([None]) {
+    for (i, range) in ranges.iter().enumerate() {
         let started = std::time::Instant::now();
         let mut tx = db.begin().await?;
         sqlx::query("set local max_parallel_workers_per_gather = 0")
             .execute(&mut *tx)
             .await?;
-        // Bounds written in only when there are, so that the range is an index's condition.
         sqlx::query(&format!(
             "insert into removed_latest
                  (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
@@ -314,32 +310,22 @@ async fn keep_latest_of(
              from {} e
              where e.integration_account_id is not null
                and e.event_type in (select event_type from event_states)
-               and ($1::timestamptz is null or e.received_at < $1) {} {}
+               and ($1::timestamptz is null or e.received_at < $1) {}
              order by e.workspace_id, e.integration_account_id, e.event_type,
                       e.occurred_at desc, e.hook_id desc
              on conflict do nothing",
             super::quote_ident(partition),
-            if from.is_some() {
-                "and e.workspace_id >= $2"
-            } else {
-                "and $2::text is null"
-            },
-            if to.is_some() {
-                "and e.workspace_id < $3"
-            } else {
-                "and $3::text is null"
-            },
+            range.within("e.workspace_id", 2, 3),
         ))
         .bind(before)
-        .bind(from)
-        .bind(to)
+        .bind(&range.from)
+        .bind(&range.to)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        if to.is_some() {
+        if i + 1 < ranges.len() {
             tokio::time::sleep(started.elapsed() * 3).await;
         }
-        from = to;
     }
     tracing::info!(
         partition,

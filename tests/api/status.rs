@@ -2,6 +2,7 @@
 //! redeliveries and the batching; `rebuild-status` gives the same tables back.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -537,6 +538,91 @@ async fn concurrent_batches_of_one_account_leave_what_a_rebuild_gives() {
     let incremental = status_tables(&app).await;
     calry_hooks::status::rebuild(&app.pool).await.unwrap();
     assert_eq!(status_tables(&app).await, incremental);
+}
+
+/// `rebuild-status` goes a range of workspaces at a time while ingest goes on: a range it has
+/// rebuilt takes the events stored meanwhile as ingest merges them in, one it has not reached
+/// takes them from the history. Either way the tables end as one rebuild of the whole history
+/// leaves them, also where they had drifted (rows deleted or changed by hand) at either end.
+#[tokio::test]
+async fn a_rebuild_in_ranges_during_ingest_ends_where_a_whole_rebuild_does() {
+    let app = spawn_app().await;
+    let mut rng = Rng::new(0x5eb1);
+    let mut bodies = Vec::new();
+    for case in 0..30 {
+        for ev in random_events(&mut rng, case) {
+            bodies.push(ev.body(&format!("w{case:02}")));
+        }
+    }
+    rng.shuffle(&mut bodies);
+    let later = bodies.split_off(bodies.len() / 2);
+    assert!(deliver_all(&app, bodies, 8).await.iter().all(|s| *s == 201));
+    sqlx::raw_sql(
+        "delete from latest_events where workspace_id in ('w03', 'w17', 'w29');
+         update accounts set sync_state = 'paused', sync_since = null where workspace_id = 'w11';
+         delete from state_changes where workspace_id >= 'w20';
+         update workspaces set last_event_at = '2000-01-01' where workspace_id = 'w00';
+         analyze events;",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let (rebuilt, statuses) = tokio::join!(
+        calry_hooks::status::rebuild_in_steps(&app.pool, 20),
+        deliver_all(&app, later, 8)
+    );
+    let rebuilt = rebuilt.unwrap();
+    assert!(rebuilt.ranges >= 5, "{rebuilt:?}");
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let ranged = status_tables(&app).await;
+    let whole = calry_hooks::status::rebuild_in_steps(&app.pool, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(whole.ranges, 1);
+    assert_eq!(status_tables(&app).await, ranged);
+}
+
+/// A rebuild's range waits for the status tables' locks, and ingest queues behind it: so while
+/// something that ingest does not wait for holds one of them (autovacuum takes this lock), the
+/// rebuild steps aside and tries again rather than hold every delivery back.
+#[tokio::test]
+async fn a_rebuild_waiting_for_a_lock_does_not_hold_ingest_back() {
+    let app = spawn_app().await;
+    let body = event(
+        "first",
+        "w",
+        Some("a"),
+        "sync.error",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let mut vacuum = app.pool.begin().await.unwrap();
+    sqlx::query("lock table accounts in share update exclusive mode")
+        .execute(&mut *vacuum)
+        .await
+        .unwrap();
+    let pool = app.pool.clone();
+    let rebuild = tokio::spawn(async move { calry_hooks::status::rebuild(&pool).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let body = event(
+        "second",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-02T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "the delivery took {took:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!rebuild.is_finished(), "the rebuild waits for the lock");
+    vacuum.commit().await.unwrap();
+    let rebuilt = rebuild.await.unwrap().unwrap();
+    assert_eq!(rebuilt.accounts, 1);
+    let status = status_of(&app, "w", "").await;
+    assert_eq!(status["accounts"][0]["sync"]["state"], "complete");
 }
 
 /// A workspace of more accounts than one statement reads (500): the whole answer, written chunk
