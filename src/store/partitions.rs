@@ -150,20 +150,30 @@ pub async fn remove_before(
     removed
 }
 
-/// Waits until no removal runs, and keeps any from starting until the connection returned is
-/// closed: a session lock, on a connection of its own that is closed, not pooled, so that it
-/// ends with the work that holds it.
+/// Waits until no removal (nor status rebuild) runs, however long that takes, and keeps any from
+/// starting until the connection returned is closed: a session lock, on a connection of its own
+/// that is closed, not pooled, so that it ends with the work that holds it.
 pub async fn hold_removals(db: &PgPool) -> Result<sqlx::PgConnection, sqlx::Error> {
     let mut turn = db.acquire().await?.detach();
-    sqlx::query("select pg_advisory_lock($1)")
+    let free: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
         .bind(REMOVAL_LOCK)
-        .execute(&mut turn)
+        .fetch_one(&mut turn)
         .await?;
+    if !free {
+        tracing::info!("a removal or a status rebuild is running; waiting for it to end");
+        sqlx::query("set statement_timeout = 0")
+            .execute(&mut turn)
+            .await?;
+        sqlx::query("select pg_advisory_lock($1)")
+            .bind(REMOVAL_LOCK)
+            .execute(&mut turn)
+            .await?;
+    }
     Ok(turn)
 }
 
-/// The advisory lock key that removals take turns by ("calry-rm").
-const REMOVAL_LOCK: i64 = 0x6361_6c72_792d_726d;
+/// The advisory lock key that removals and status rebuilds take turns by ("calry-rm").
+pub const REMOVAL_LOCK: i64 = 0x6361_6c72_792d_726d;
 
 async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Removed, sqlx::Error> {
     let mut removed = Removed::default();

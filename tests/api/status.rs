@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use sqlx::Connection;
+
 use crate::helpers::{Rng, TestApp, deliver_all, event, problem, spawn_app};
 
 const TYPES: [&str; 10] = [
@@ -623,6 +625,36 @@ async fn a_rebuild_waiting_for_a_lock_does_not_hold_ingest_back() {
     assert_eq!(rebuilt.accounts, 1);
     let status = status_of(&app, "w", "").await;
     assert_eq!(status["accounts"][0]["sync"]["state"], "complete");
+}
+
+/// A rebuild waits for a removal that runs (one at a time: a removal between its ranges would
+/// change what the rest can rebuild), for longer than a statement may take, and then runs.
+#[tokio::test]
+async fn a_rebuild_waits_for_a_removal_however_long_it_takes() {
+    let app = spawn_app().await;
+    let body = event("e", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let mut removal = app.pool.acquire().await.unwrap().detach();
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(calry_hooks::store::partitions::REMOVAL_LOCK)
+        .execute(&mut removal)
+        .await
+        .unwrap();
+    let rebuild = calry_hooks::status::rebuild(&app.pool);
+    let removing = async {
+        // Past the service's statement timeout (10 s).
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let ended = Instant::now();
+        removal.close().await.unwrap();
+        ended
+    };
+    let (rebuilt, ended) = tokio::join!(rebuild, removing);
+    let rebuilt = rebuilt.unwrap();
+    assert!(
+        ended.elapsed() < Duration::from_secs(5),
+        "ran once the removal ended"
+    );
+    assert_eq!(rebuilt.accounts, 1);
 }
 
 /// A workspace of more accounts than one statement reads (500): the whole answer, written chunk
