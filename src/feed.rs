@@ -134,8 +134,8 @@ fn past_list_end() -> String {
 }
 
 /// One look at the horizon: the running transactions of other databases of the server (the
-/// lock table names the session that holds each id, and the session its database), and the
-/// horizon past them.
+/// lock table names the session that holds each id, and the session its database; a prepared
+/// transaction has no session, and names its database itself), and the horizon past them.
 fn look_sql() -> String {
     format!(
         "with running as (
@@ -146,7 +146,10 @@ fn look_sql() -> String {
                     select l.transactionid::text
                       from pg_locks l join pg_stat_activity a on a.pid = l.pid
                      where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock'
-                       and l.granted and a.datname <> current_database())
+                       and l.granted and a.datname <> current_database()
+                    union all
+                    select transaction::text from pg_prepared_xacts
+                     where database <> current_database())
          )
          select {PAST_LIST}array(select xid from elsewhere){}, array(select xid from elsewhere)",
         past_list_end()

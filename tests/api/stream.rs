@@ -1216,3 +1216,87 @@ async fn a_transaction_of_another_database_holds_no_event_back() {
         .await
         .unwrap();
 }
+
+/// A transaction of another database that is prepared (two-phase commit) leaves its session but
+/// still cannot store an event here: the feed goes on passing over it, and events it had shown
+/// stay shown.
+#[tokio::test]
+async fn a_prepared_transaction_of_another_database_holds_no_event_back() {
+    let dir = std::env::temp_dir().join(format!(
+        "calry-hooks-prepared-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("alter system set max_prepared_transactions = 2")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    drop(admin);
+    cluster.stop().await;
+    let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
+    let other = cluster.connect_options("other");
+    calry_hooks::store::create_database_if_missing(&other)
+        .await
+        .unwrap();
+    let pool = calry_hooks::store::connect(cluster.connect_options("hooks"), 8);
+    calry_hooks::store::create_database_if_missing(&cluster.connect_options("hooks"))
+        .await
+        .unwrap();
+    calry_hooks::store::migrate(&pool).await.unwrap();
+    let app = crate::helpers::serve(
+        calry_hooks::App::new(pool.clone(), calry_hooks::config::Config::defaults()).unwrap(),
+        pool,
+        None,
+    )
+    .await;
+
+    let mut elsewhere = sqlx::PgConnection::connect_with(&other).await.unwrap();
+    sqlx::query("begin").execute(&mut elsewhere).await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    // Shown within `within` of its delivery, read from the feed's beginning.
+    let shows = async |id: &str| {
+        let body = event(id, "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        let delivered = tokio::time::Instant::now();
+        while delivered.elapsed() < Duration::from_secs(3) {
+            let page = app.get_json("/feed").await;
+            if page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["hookId"] == id)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        shows("before").await,
+        "passed over while its session runs it"
+    );
+    sqlx::query("prepare transaction 'elsewhere'")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let page = app.get_json("/feed").await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    }
+    assert!(shows("after").await, "passed over once prepared");
+    sqlx::query("rollback prepared 'elsewhere'")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    drop(app);
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
