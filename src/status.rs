@@ -484,16 +484,11 @@ async fn rebuild_range(
             .execute(&mut *tx)
             .await?;
     }
+    let within = range.within("workspace_id", 1, 2);
     if !removed {
-        let sql = format!(
-            "delete from latest_events where true {}",
-            range.within("workspace_id", 1, 2)
-        );
+        let sql = format!("delete from latest_events where true {within}");
         range.query(&sql).execute(&mut *tx).await?;
-        let sql = format!(
-            "delete from workspaces where true {}",
-            range.within("workspace_id", 1, 2)
-        );
+        let sql = format!("delete from workspaces where true {within}");
         range.query(&sql).execute(&mut *tx).await?;
     } else {
         let sql = format!(
@@ -518,7 +513,7 @@ async fn rebuild_range(
              occurred_at = excluded.occurred_at, feed_xid = excluded.feed_xid,
              feed_seq = excluded.feed_seq
          where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
-        range.within("workspace_id", 1, 2)
+        within
     );
     let latest_rows = range
         .query(&sql)
@@ -531,7 +526,7 @@ async fn rebuild_range(
          select workspace_id, max(occurred_at) from events where true {} group by workspace_id
          on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
          where excluded.last_event_at > w.last_event_at",
-        range.within("workspace_id", 1, 2)
+        within
     );
     let workspaces = range.query(&sql).execute(&mut *tx).await?.rows_affected();
     if !removed {
