@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgPool};
 use utoipa::ToSchema;
 
-use crate::store::ranges::WorkspaceRange;
+use crate::store::ranges::{AccountRange, Walk};
 use crate::time::{rfc3339, rfc3339_opt};
 
 /// The event types that change a status; any other type is stored and shown in history only.
@@ -356,10 +356,10 @@ pub struct Rebuilt {
     pub latest_rows_kept: u64,
 }
 
-/// Recomputes the status tables from the stored history, a range of workspaces at a time (about
-/// [`REBUILD_STEP`] events each), each range in a transaction of its own that holds the tables'
-/// locks: concurrent ingest waits for one range, not the whole store, and then merges in as
-/// usual. No removal runs meanwhile (it waits).
+/// Recomputes the status tables from the stored history, a range of accounts at a time (about
+/// [`REBUILD_STEP`] events each; see [`crate::store::ranges`]), each range in a transaction of
+/// its own that holds the tables' locks: concurrent ingest waits for one range, not the whole
+/// store, and then merges in as usual. No removal runs meanwhile (it waits).
 ///
 /// Over a store whose history was partly removed (prune, retention) it rebuilds only what the
 /// remaining history can say: a status row whose event is still stored is recomputed, one whose
@@ -372,7 +372,7 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
 /// About how many events a range of [`rebuild`] reads.
 pub const REBUILD_STEP: i64 = 1_000;
 
-/// [`rebuild`] in ranges of about `step` events (by PostgreSQL's statistics).
+/// [`rebuild`] in ranges of about `step` events.
 pub async fn rebuild_in_steps(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error> {
     let turn = crate::store::partitions::hold_removals(pool).await?;
     let rebuilt = rebuild_ranges(pool, step).await;
@@ -389,38 +389,39 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
             .fetch_one(pool)
             .await?;
     let removed_before = recorded.max(left.into_iter().map(|(_, to)| to).max());
-    let events: i64 = sqlx::query_scalar(
-        "select coalesce(sum(greatest(c.reltuples, 0)), 0)::int8
-         from pg_inherits i join pg_class c on c.oid = i.inhrelid
-         where i.inhparent = 'events'::regclass",
-    )
-    .fetch_one(pool)
-    .await?;
-    let ranges = WorkspaceRange::split(pool, events / step.max(1)).await?;
-    tracing::info!(ranges = ranges.len(), "rebuilding the status tables");
+    tracing::info!("rebuilding the status tables");
     let began = std::time::Instant::now();
-    let (mut latest_rows, mut workspaces) = (0, 0);
-    for (i, range) in ranges.iter().enumerate() {
+    let mut walk = Walk::new("events", step);
+    let (mut ranges, mut latest_rows, mut workspaces) = (0, 0, 0);
+    while let Some(range) = walk.next(pool).await? {
         let started = std::time::Instant::now();
+        let mut lost = 0;
         let (rows, touched) = loop {
-            match rebuild_range(pool, range, removed_before.is_some()).await {
+            match rebuild_range(pool, &range, removed_before.is_some()).await {
                 Err(err) if is_lock_timeout(&err) => {
                     // Something else holds a lock that ingest does not wait for (autovacuum
                     // on one of the tables, say): step aside rather than hold ingest back.
                     tracing::debug!("the status tables' locks are taken; trying again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                Err(err) if lost < 3 && is_lost(&err) => {
+                    // This process stood still inside a range (stopped, say) and the server
+                    // ended the range's session to free ingest: the range is done again.
+                    lost += 1;
+                    tracing::warn!(%err, "a range's connection was lost; doing it again");
+                }
                 done => break done?,
             }
         };
+        ranges += 1;
         latest_rows += rows;
         workspaces += touched;
         // Ingest catches up between ranges.
         tokio::time::sleep(started.elapsed()).await;
-        if i % 100 == 99 {
+        if ranges % 100 == 0 {
             tracing::info!(
-                done = i + 1,
-                of = ranges.len(),
+                ranges,
+                workspace = range.to.as_ref().map(|k| k.workspace_id.as_str()),
                 "rebuilding the status tables"
             );
         }
@@ -446,7 +447,7 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
     .fetch_one(pool)
     .await?;
     Ok(Rebuilt {
-        ranges: ranges.len(),
+        ranges,
         latest_rows,
         workspaces,
         accounts: accounts as u64,
@@ -462,39 +463,65 @@ fn is_lock_timeout(err: &sqlx::Error) -> bool {
         .is_some_and(|e| e.code().as_deref() == Some("55P03"))
 }
 
+/// Whether `err` is the connection lost, as when PostgreSQL ends a session that stood still
+/// inside a transaction (`idle_in_transaction_session_timeout`): its next statement finds the
+/// connection closed, or reads why.
+fn is_lost(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(_))
+        || err
+            .as_database_error()
+            .is_some_and(|e| e.code().as_deref() == Some("25P03"))
+}
+
+/// How long a range's transaction may wait for this process between its statements before the
+/// server ends it: a rebuild stopped inside a range (a stopped process, a paused machine) holds
+/// ingest back for this long at most.
+const RANGE_IDLE: &str = "1s";
+
 /// One range of [`rebuild`], in one transaction: the status rows recomputed (or kept, where
 /// `removed` history took their events) and the workspaces touched.
 async fn rebuild_range(
     pool: &PgPool,
-    range: &WorkspaceRange,
+    range: &AccountRange,
     removed: bool,
 ) -> Result<(u64, u64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Ingest waits behind this lock, also while it waits itself.
-    sqlx::query("set local lock_timeout = '100ms'")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "select set_config('lock_timeout', '100ms', true),
+                set_config('idle_in_transaction_session_timeout', $1, true)",
+    )
+    .bind(RANGE_IDLE)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "lock table latest_events, workspaces, accounts, state_changes in share row exclusive mode",
     )
     .execute(&mut *tx)
     .await?;
-    for setting in ["statement_timeout", "lock_timeout"] {
-        sqlx::query(&format!("set local {setting} = 0"))
-            .execute(&mut *tx)
-            .await?;
-    }
-    let within = range.within("workspace_id", 1, 2);
+    sqlx::query(
+        "select set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let within = range.within("workspace_id", "integration_account_id", 1);
+    let whole = range.whole_workspaces("workspace_id", 1);
     if !removed {
         let sql = format!("delete from latest_events where true {within}");
         range.query(&sql).execute(&mut *tx).await?;
-        let sql = format!("delete from workspaces where true {within}");
+        let sql = format!("delete from workspaces where true {whole}");
         range.query(&sql).execute(&mut *tx).await?;
+        if let Some(split) = range.split() {
+            sqlx::query("delete from workspaces where workspace_id = $1")
+                .bind(split)
+                .execute(&mut *tx)
+                .await?;
+        }
     } else {
         let sql = format!(
             "delete from latest_events l
              where exists (select 1 from events e where e.hook_id = l.hook_id) {}",
-            range.within("l.workspace_id", 1, 2)
+            range.within("l.workspace_id", "l.integration_account_id", 1)
         );
         range.query(&sql).execute(&mut *tx).await?;
     }
@@ -506,14 +533,13 @@ async fn rebuild_range(
                 workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
                 feed_xid, feed_seq
          from events
-         where integration_account_id is not null and event_type = any($3) {}
+         where integration_account_id is not null and event_type = any($5) {within}
          order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
          on conflict (workspace_id, integration_account_id, event_type) do update
          set hook_id = excluded.hook_id, result = excluded.result,
              occurred_at = excluded.occurred_at, feed_xid = excluded.feed_xid,
              feed_seq = excluded.feed_seq
-         where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
-        within
+         where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)"
     );
     let latest_rows = range
         .query(&sql)
@@ -521,17 +547,30 @@ async fn rebuild_range(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    // A workspace's row is its latest event's time, also of events without an account: the
+    // whole workspaces' from their events, a split one's from its latest event alone.
+    const RAISE: &str = "on conflict (workspace_id) do update
+         set last_event_at = excluded.last_event_at
+         where excluded.last_event_at > w.last_event_at";
     let sql = format!(
         "insert into workspaces as w (workspace_id, last_event_at)
-         select workspace_id, max(occurred_at) from events where true {} group by workspace_id
-         on conflict (workspace_id) do update set last_event_at = excluded.last_event_at
-         where excluded.last_event_at > w.last_event_at",
-        within
+         select workspace_id, max(occurred_at) from events where true {whole}
+         group by workspace_id {RAISE}"
     );
-    let workspaces = range.query(&sql).execute(&mut *tx).await?.rows_affected();
+    let mut workspaces = range.query(&sql).execute(&mut *tx).await?.rows_affected();
+    if let Some(split) = range.split() {
+        let sql = format!(
+            "insert into workspaces as w (workspace_id, last_event_at)
+             select $1, last from (select max(occurred_at) from events where workspace_id = $1)
+                 latest (last)
+             where last is not null {RAISE}"
+        );
+        let query = sqlx::query(&sql).bind(split);
+        workspaces += query.execute(&mut *tx).await?.rows_affected();
+    }
     if !removed {
         range
-            .query("select rebuild_accounts($1, $2)")
+            .query("select rebuild_accounts($1, $2, $3, $4)")
             .execute(&mut *tx)
             .await?;
     }

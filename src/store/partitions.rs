@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::PgPool;
 
-use super::ranges::WorkspaceRange;
+use super::ranges::Walk;
 
 /// How often the service makes sure the months ahead exist.
 const EVERY: Duration = Duration::from_secs(3600);
@@ -286,7 +286,7 @@ async fn undecided_kept(db: &PgPool, cut: DateTime<Utc>) -> Result<bool, sqlx::E
 ///
 /// It writes a row for nearly every account and type in the month, which would take a core for
 /// seconds and slow ingest at that moment, so it goes in steps of about [`KEEP_STEP`] events (a
-/// range of workspaces each, one statement without parallel workers), and after each step waits
+/// range of accounts each, one statement without parallel workers), and after each step waits
 /// three times as long as the step took: it takes four times as long, in the background, and
 /// leaves ingest most of the machine. Its rows stand for removed history only once their events
 /// are gone (migration 0012), so that neither the steps nor a removal cut short after them change
@@ -296,44 +296,38 @@ async fn keep_latest_of(
     partition: &str,
     before: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    let steps = (events_in(db, partition).await? / KEEP_STEP).max(1);
-    let ranges = WorkspaceRange::split(db, steps).await?;
+    let table = super::quote_ident(partition);
     tracing::info!(
         partition,
-        steps = ranges.len(),
         "keeping the latest event of each type of each account before removing them, in \
          paced steps"
     );
     let began = std::time::Instant::now();
-    for (i, range) in ranges.iter().enumerate() {
+    let mut walk = Walk::new(&table, KEEP_STEP);
+    while let Some(range) = walk.next(db).await? {
         let started = std::time::Instant::now();
         let mut tx = db.begin().await?;
         sqlx::query("set local max_parallel_workers_per_gather = 0")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
+        let sql = format!(
             "insert into removed_latest
                  (workspace_id, integration_account_id, event_type, hook_id, result, occurred_at)
              select distinct on (e.workspace_id, e.integration_account_id, e.event_type)
                     e.workspace_id, e.integration_account_id, e.event_type, e.hook_id, e.result,
                     e.occurred_at
-             from {} e
+             from {table} e
              where e.integration_account_id is not null
                and e.event_type in (select event_type from event_states)
-               and ($1::timestamptz is null or e.received_at < $1) {}
+               and ($5::timestamptz is null or e.received_at < $5) {}
              order by e.workspace_id, e.integration_account_id, e.event_type,
                       e.occurred_at desc, e.hook_id desc
              on conflict do nothing",
-            super::quote_ident(partition),
-            range.within("e.workspace_id", 2, 3),
-        ))
-        .bind(before)
-        .bind(&range.from)
-        .bind(&range.to)
-        .execute(&mut *tx)
-        .await?;
+            range.within("e.workspace_id", "e.integration_account_id", 1),
+        );
+        range.query(&sql).bind(before).execute(&mut *tx).await?;
         tx.commit().await?;
-        if i + 1 < ranges.len() {
+        if range.to.is_some() {
             tokio::time::sleep(started.elapsed() * 3).await;
         }
     }

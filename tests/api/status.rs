@@ -585,6 +585,120 @@ async fn a_rebuild_in_ranges_during_ingest_ends_where_a_whole_rebuild_does() {
     assert_eq!(status_tables(&app).await, ranged);
 }
 
+/// The rebuild's ranges follow the accounts, not the workspaces or the status tables: a store
+/// that is nearly all one workspace goes in many ranges, also with the `workspaces` table emptied
+/// and with rows drifted inside that workspace, and ends as ingest left it. The workspace's own
+/// row, whose latest event has no account, comes back right from a range that holds only part of
+/// its accounts.
+#[tokio::test]
+async fn a_rebuild_splits_a_large_workspace_and_needs_no_workspace_rows() {
+    let app = spawn_app().await;
+    let mut rng = Rng::new(0x5b11);
+    let mut bodies = Vec::new();
+    for case in 0..30 {
+        let workspace = match case {
+            0 => "a",
+            29 => "z",
+            _ => "big",
+        };
+        for mut ev in random_events(&mut rng, case) {
+            ev.account = ev.account.map(|a| format!("{a}-{case:02}"));
+            bodies.push(ev.body(workspace));
+        }
+    }
+    bodies.push(event(
+        "last",
+        "big",
+        None,
+        "calendar.synced",
+        "2024-05-01T10:09:00Z",
+    ));
+    assert!(deliver_all(&app, bodies, 8).await.iter().all(|s| *s == 201));
+    let ingested = status_tables(&app).await;
+    sqlx::raw_sql(
+        "delete from workspaces where workspace_id <> 'big';
+         update workspaces set last_event_at = '2100-01-01';
+         delete from latest_events where integration_account_id like 'acc-2-1%';
+         update accounts set sync_state = 'paused', sync_since = null
+         where integration_account_id like 'ACC-0-2%';
+         delete from state_changes where integration_account_id >= 'acc-3-15';
+         analyze events;",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let rebuilt = calry_hooks::status::rebuild_in_steps(&app.pool, 20)
+        .await
+        .unwrap();
+    assert!(rebuilt.ranges >= 10, "{rebuilt:?}");
+    assert_eq!(status_tables(&app).await, ingested);
+}
+
+/// A rebuild that stands still inside a range (its process stopped, say) holds ingest back for
+/// about a second, not for as long as it stands still: the server ends the range's transaction,
+/// and the rebuild, going on, does that range again and finishes.
+#[tokio::test]
+async fn a_rebuild_standing_still_in_a_range_does_not_hold_ingest_back() {
+    let app = spawn_app().await;
+    let mut rng = Rng::new(0x57a1);
+    let mut bodies = Vec::new();
+    for case in 0..20 {
+        for ev in random_events(&mut rng, case) {
+            bodies.push(ev.body(&format!("w{case:02}")));
+        }
+    }
+    assert!(deliver_all(&app, bodies, 8).await.iter().all(|s| *s == 201));
+    let pool = app.pool.clone();
+    let mut rebuild = Box::pin(calry_hooks::status::rebuild_in_steps(&pool, 5));
+    // Go on with the rebuild until it holds the status tables' locks, then stop polling it: its
+    // connection stands still inside the range's transaction.
+    loop {
+        tokio::select! {
+            done = &mut rebuild => panic!("the rebuild ended before it was seen in a range: {done:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+        let held: bool = sqlx::query_scalar(
+            "select exists (select 1 from pg_locks
+                            where relation = 'accounts'::regclass
+                              and mode = 'ShareRowExclusiveLock' and granted)",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if held {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let body = event(
+        "still",
+        "w05",
+        Some("acc-1"),
+        "sync.error",
+        "2030-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "the delivery took {took:?}");
+
+    let rebuilt = rebuild.await.unwrap();
+    assert!(rebuilt.ranges >= 5, "{rebuilt:?}");
+    let ranged = status_tables(&app).await;
+    calry_hooks::status::rebuild_in_steps(&app.pool, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(status_tables(&app).await, ranged);
+    let status = status_of(&app, "w05", "").await;
+    let account = status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["integrationAccountId"] == "acc-1")
+        .unwrap();
+    assert_eq!(account["sync"]["state"], "error");
+}
+
 /// A rebuild's range waits for the status tables' locks, and ingest queues behind it: so while
 /// something that ingest does not wait for holds one of them (autovacuum takes this lock), the
 /// rebuild steps aside and tries again rather than hold every delivery back.
