@@ -26,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let rebuilt = crate::status::rebuild(&db.pool).await?;
             match rebuilt.removed_before {
                 None => say(format_args!(
-                    "status rebuilt from history in {} ranges of workspaces: {} latest-event \
+                    "status rebuilt from history in {} ranges of accounts: {} latest-event \
                      rows over {} workspaces, {} accounts, {} state changes",
                     rebuilt.ranges,
                     rebuilt.latest_rows,
