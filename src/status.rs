@@ -398,7 +398,7 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
         let mut lost = 0;
         let (rows, touched) = loop {
             match rebuild_range(pool, &range, removed_before.is_some()).await {
-                Err(err) if is_lock_timeout(&err) => {
+                Err(err) if crate::store::partitions::is_lock_timeout(&err) => {
                     // Something else holds a lock that ingest does not wait for (autovacuum
                     // on one of the tables, say): step aside rather than hold ingest back.
                     tracing::debug!("the status tables' locks are taken; trying again");
@@ -455,12 +455,6 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
         removed_before,
         latest_rows_kept: latest_rows_kept as u64,
     })
-}
-
-/// Whether `err` is PostgreSQL's `lock_timeout` running out.
-fn is_lock_timeout(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .is_some_and(|e| e.code().as_deref() == Some("55P03"))
 }
 
 /// Whether `err` is the connection lost, as when PostgreSQL ends a session that stood still

@@ -222,16 +222,8 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
             if !about_to_remove(db, &partition.name, Some(cut), cut, keep_latest).await? {
                 continue;
             }
-            let name = super::quote_ident(&partition.name);
             loop {
-                let deleted = sqlx::query(&format!(
-                    "delete from {name} where ctid = any(array(
-                         select ctid from {name} where received_at < $1 limit 10000))"
-                ))
-                .bind(cut)
-                .execute(db)
-                .await?
-                .rows_affected();
+                let deleted = delete_some(db, &partition.name, cut).await?;
                 removed.events_deleted += deleted;
                 if deleted == 0 {
                     break;
@@ -240,6 +232,47 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
         }
     }
     Ok(removed)
+}
+
+/// Deletes some of `partition`'s events received before `cut` (the rows of the month a cut
+/// falls inside), and says how many. A row another session has locked is waited for however long
+/// that takes, with a word in the log every 10 s, rather than failing half-way at the statement
+/// timeout.
+async fn delete_some(db: &PgPool, partition: &str, cut: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    loop {
+        let mut tx = db.begin().await?;
+        sqlx::query(
+            "select set_config('statement_timeout', '0', true),
+                    set_config('lock_timeout', '10s', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let name = super::quote_ident(partition);
+        let deleted = sqlx::query(&format!(
+            "delete from {name} where ctid = any(array(
+                 select ctid from {name} where received_at < $1 limit 10000))"
+        ))
+        .bind(cut)
+        .execute(&mut *tx)
+        .await;
+        match deleted {
+            Err(err) if is_lock_timeout(&err) => tracing::warn!(
+                partition,
+                "another session holds a lock on events being removed; waiting for it"
+            ),
+            deleted => {
+                let deleted = deleted?.rows_affected();
+                tx.commit().await?;
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+/// Whether `err` is PostgreSQL's `lock_timeout` running out.
+pub fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("55P03"))
 }
 
 /// Before removing what `partition` holds (received before `before`, when given): records the

@@ -667,6 +667,45 @@ async fn two_removals_at_once_take_turns() {
     assert_eq!(app.stored_events().await, 0);
 }
 
+/// A prune whose cut falls inside a month deletes that month's rows before the cut; one of them
+/// locked by another session (`select … for update`) past the statement timeout (10 s) is
+/// waited for, and the prune then finishes, rather than failing half-way.
+#[tokio::test]
+async fn a_prune_waits_for_a_locked_row_however_long_it_takes() {
+    let app = spawn_app().await;
+    for hook in ["early", "late"] {
+        let body = event(
+            hook,
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    received_at(&app, "2025-01-10T00:00:00Z", &["early"]).await;
+    received_at(&app, "2025-01-20T00:00:00Z", &["late"]).await;
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("select 1 from events where hook_id = 'early' for update")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let cut = "2025-01-15T00:00:00Z".parse().unwrap();
+    let prune = store::partitions::remove_before(&app.pool, cut, true);
+    let holding = async {
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        holder.commit().await.unwrap();
+    };
+    let (removed, ()) = tokio::join!(prune, holding);
+    let removed = removed.unwrap();
+    assert_eq!(removed.events_deleted, 1);
+    let left: Vec<String> = sqlx::query_scalar("select hook_id from events")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["late"]);
+}
+
 /// A removal that finds nothing before its cut records none, also when it drops an empty month:
 /// the store is not taken for pruned (`rebuild-status` still rebuilds everything, ingest does
 /// not start deciding status changes).
