@@ -2,19 +2,22 @@
 -- accounts is split between several short transactions. rebuild_accounts(from_ws, from_account,
 -- to_ws, to_account) recomputes state_changes and accounts (as rebuild_accounts() of 0004 does)
 -- for the accounts from (from_ws, from_account) inclusive to (to_ws, to_account) exclusive; a
--- null bound is the start or the end. A bound is written into the statements only when there is
--- one, so that the range is an index's condition, and with it the bound on workspace_id alone:
--- PostgreSQL estimates a row comparison badly (a quarter of the table), and chose to scan
--- state_changes whole for each range without it.
+-- null bound is the start or the end, and an empty account the start of the workspace. A bound
+-- is written into the statements only when there is one, so that the range is an index's
+-- condition; one inside a workspace says the bound on workspace_id alone too, since PostgreSQL
+-- estimates a row comparison badly (a quarter of the table) and chose to scan state_changes
+-- whole for each range without it.
 create function rebuild_accounts(from_ws text, from_account text, to_ws text, to_account text)
 returns void language plpgsql as $$
 declare
     within text := concat(
-        case when from_ws is not null
-             then ' and workspace_id >= $1 and (workspace_id, integration_account_id) >= ($1, $2)'
+        case when from_ws is null then ''
+             when from_account = '' then ' and workspace_id >= $1'
+             else ' and workspace_id >= $1 and (workspace_id, integration_account_id) >= ($1, $2)'
         end,
-        case when to_ws is not null
-             then ' and workspace_id <= $3 and (workspace_id, integration_account_id) < ($3, $4)'
+        case when to_ws is null then ''
+             when to_account = '' then ' and workspace_id < $3'
+             else ' and workspace_id <= $3 and (workspace_id, integration_account_id) < ($3, $4)'
         end);
 begin
     execute 'delete from state_changes where true' || within

@@ -1,11 +1,11 @@
 //! Work over the whole store done a range of accounts at a time, each range in a short
 //! transaction of its own, so that what waits for its locks (ingest) waits for one range's time.
 //!
-//! Ranges follow the order of (workspace id, account id), so a workspace of many accounts is
-//! split between several, and their bounds are found by walking the events' account index as
-//! the work goes: however the events are spread over workspaces, and whatever the status tables
-//! hold, a range reads about as many events as asked (more only where one account alone has
-//! more).
+//! Ranges follow the order of (workspace id, account id), and their bounds are found by walking
+//! the events' account index as the work goes: however the events are spread over workspaces,
+//! and whatever the status tables hold, a range reads about as many events as asked (more only
+//! where one account alone has more). A bound falls at the start of a workspace, and inside one
+//! only where a workspace alone has more events than a range.
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -31,18 +31,25 @@ impl AccountRange {
     /// SQL that keeps rows whose `workspace` and `account` columns are within the range, for a
     /// statement that binds [`AccountRange::bind`] from its parameter `$<first>` on (always
     /// four, also for a bound that is `None`). A bound is written in only when there is one, so
-    /// that the range is an index's condition, and with it the bound on the workspace alone:
-    /// PostgreSQL estimates a row comparison badly (a quarter of the table) and, without it,
-    /// chose to scan a whole status table for each range.
+    /// that the range is an index's condition. A bound at a workspace's start is one on the
+    /// workspace alone; one inside a workspace says the workspace's bound too, since PostgreSQL
+    /// estimates a row comparison badly (a quarter of the table) and, without it, chose to scan
+    /// a whole status table for each range.
     pub fn within(&self, workspace: &str, account: &str, first: u8) -> String {
         let [fw, fa, tw, ta] = [first, first + 1, first + 2, first + 3];
-        let from = match self.from {
+        let from = match &self.from {
+            Some(key) if key.integration_account_id.is_empty() => {
+                format!(" and {workspace} >= ${fw} and ${fa}::text is not null")
+            }
             Some(_) => {
                 format!(" and {workspace} >= ${fw} and ({workspace}, {account}) >= (${fw}, ${fa})")
             }
             None => format!(" and ${fw}::text is null and ${fa}::text is null"),
         };
-        let to = match self.to {
+        let to = match &self.to {
+            Some(key) if key.integration_account_id.is_empty() => {
+                format!(" and {workspace} < ${tw} and ${ta}::text is not null")
+            }
             Some(_) => {
                 format!(" and {workspace} <= ${tw} and ({workspace}, {account}) < (${tw}, ${ta})")
             }
@@ -148,6 +155,15 @@ impl Walk {
             .bind(self.step)
             .fetch_optional(db)
             .await?;
+        // A bound goes to the start of its workspace, unless that is where the range begins:
+        // only a workspace of more than a range's events is split.
+        let to = to.map(|key| match &from {
+            Some(from) if from.workspace_id == key.workspace_id => key,
+            _ => Key {
+                integration_account_id: String::new(),
+                ..key
+            },
+        });
         if to.is_some() {
             self.next = Some(to.clone());
         }
