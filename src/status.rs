@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgPool};
 use utoipa::ToSchema;
 
-use crate::store::ranges::{AccountRange, Walk};
+use crate::store::ranges::{Range, Walk};
 use crate::time::{rfc3339, rfc3339_opt};
 
 /// The event types that change a status; any other type is stored and shown in history only.
@@ -419,11 +419,7 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
         // Ingest catches up between ranges.
         tokio::time::sleep(started.elapsed()).await;
         if ranges % 100 == 0 {
-            tracing::info!(
-                ranges,
-                workspace = range.to.as_ref().map(|k| k.workspace_id.as_str()),
-                "rebuilding the status tables"
-            );
+            tracing::info!(ranges, ?range, "rebuilding the status tables");
         }
     }
     tracing::info!(seconds = began.elapsed().as_secs(), "status tables rebuilt");
@@ -476,7 +472,7 @@ const RANGE_IDLE: &str = "1s";
 /// `removed` history took their events) and the workspaces touched.
 async fn rebuild_range(
     pool: &PgPool,
-    range: &AccountRange,
+    range: &Range,
     removed: bool,
 ) -> Result<(u64, u64), sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -499,12 +495,15 @@ async fn rebuild_range(
     .execute(&mut *tx)
     .await?;
     let within = range.within("workspace_id", "integration_account_id", 1);
-    let whole = range.whole_workspaces("workspace_id", 1);
+    // The workspaces whose rows are rebuilt from their events: those of a range of workspaces.
+    let whole = matches!(range, Range::Workspaces { .. });
     if !removed {
         let sql = format!("delete from latest_events where true {within}");
         range.query(&sql).execute(&mut *tx).await?;
-        let sql = format!("delete from workspaces where true {whole}");
-        range.query(&sql).execute(&mut *tx).await?;
+        if whole {
+            let sql = format!("delete from workspaces where true {within}");
+            range.query(&sql).execute(&mut *tx).await?;
+        }
         if let Some(split) = range.split() {
             sqlx::query("delete from workspaces where workspace_id = $1")
                 .bind(split)
@@ -527,7 +526,7 @@ async fn rebuild_range(
                 workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
                 feed_xid, feed_seq
          from events
-         where integration_account_id is not null and event_type = any($5) {within}
+         where integration_account_id is not null and event_type = any($4) {within}
          order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
          on conflict (workspace_id, integration_account_id, event_type) do update
          set hook_id = excluded.hook_id, result = excluded.result,
@@ -546,12 +545,15 @@ async fn rebuild_range(
     const RAISE: &str = "on conflict (workspace_id) do update
          set last_event_at = excluded.last_event_at
          where excluded.last_event_at > w.last_event_at";
-    let sql = format!(
-        "insert into workspaces as w (workspace_id, last_event_at)
-         select workspace_id, max(occurred_at) from events where true {whole}
-         group by workspace_id {RAISE}"
-    );
-    let mut workspaces = range.query(&sql).execute(&mut *tx).await?.rows_affected();
+    let mut workspaces = 0;
+    if whole {
+        let sql = format!(
+            "insert into workspaces as w (workspace_id, last_event_at)
+             select workspace_id, max(occurred_at) from events where true {within}
+             group by workspace_id {RAISE}"
+        );
+        workspaces += range.query(&sql).execute(&mut *tx).await?.rows_affected();
+    }
     if let Some(split) = range.split() {
         let sql = format!(
             "insert into workspaces as w (workspace_id, last_event_at)
@@ -563,10 +565,13 @@ async fn rebuild_range(
         workspaces += query.execute(&mut *tx).await?.rows_affected();
     }
     if !removed {
-        range
-            .query("select rebuild_accounts($1, $2, $3, $4)")
-            .execute(&mut *tx)
-            .await?;
+        let query = match range {
+            Range::Workspaces { from, to } => sqlx::query("select rebuild_accounts($1, $2)")
+                .bind(from)
+                .bind(to),
+            Range::Accounts { .. } => range.query("select rebuild_accounts_of($1, $2, $3)"),
+        };
+        query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok((latest_rows, workspaces))

@@ -352,7 +352,7 @@ async fn keep_latest_of(
              from {table} e
              where e.integration_account_id is not null
                and e.event_type in (select event_type from event_states)
-               and ($5::timestamptz is null or e.received_at < $5) {}
+               and ($4::timestamptz is null or e.received_at < $4) {}
              order by e.workspace_id, e.integration_account_id, e.event_type,
                       e.occurred_at desc, e.hook_id desc
              on conflict do nothing",
@@ -360,7 +360,7 @@ async fn keep_latest_of(
         );
         range.query(&sql).bind(before).execute(&mut *tx).await?;
         tx.commit().await?;
-        if range.to.is_some() {
+        if !range.is_last() {
             tokio::time::sleep(started.elapsed() * 3).await;
         }
     }

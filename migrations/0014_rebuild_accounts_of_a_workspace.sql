@@ -1,29 +1,19 @@
--- rebuild-status's ranges follow (workspace id, account id), so that a workspace of many
--- accounts is split between several short transactions. rebuild_accounts(from_ws, from_account,
--- to_ws, to_account) recomputes state_changes and accounts (as rebuild_accounts() of 0004 does)
--- for the accounts from (from_ws, from_account) inclusive to (to_ws, to_account) exclusive; a
--- null bound is the start or the end, and an empty account the start of the workspace. A bound
--- is written into the statements only when there is one, so that the range is an index's
--- condition; one inside a workspace says the bound on workspace_id alone too, since PostgreSQL
--- estimates a row comparison badly (a quarter of the table) and chose to scan state_changes
--- whole for each range without it.
-create function rebuild_accounts(from_ws text, from_account text, to_ws text, to_account text)
+-- rebuild-status splits a workspace of more events than a range by accounts, so that one large
+-- workspace is several short transactions. rebuild_accounts_of(workspace, from_account,
+-- to_account) recomputes state_changes and accounts (as rebuild_accounts() of 0004 does) for
+-- the accounts of one workspace from from_account (inclusive) to to_account (exclusive; null:
+-- the end). The bounds are plain conditions on the tables' (workspace, account) indexes.
+create function rebuild_accounts_of(workspace text, from_account text, to_account text)
 returns void language plpgsql as $$
 declare
-    within text := concat(
-        case when from_ws is null then ''
-             when from_account = '' then ' and workspace_id >= $1'
-             else ' and workspace_id >= $1 and (workspace_id, integration_account_id) >= ($1, $2)'
-        end,
-        case when to_ws is null then ''
-             when to_account = '' then ' and workspace_id < $3'
-             else ' and workspace_id <= $3 and (workspace_id, integration_account_id) < ($3, $4)'
-        end);
+    within text := concat(' and workspace_id = $1 and integration_account_id >= $2',
+                          case when to_account is not null
+                               then ' and integration_account_id < $3' end);
 begin
     execute 'delete from state_changes where true' || within
-        using from_ws, from_account, to_ws, to_account;
+        using workspace, from_account, to_account;
     execute 'delete from accounts where true' || within
-        using from_ws, from_account, to_ws, to_account;
+        using workspace, from_account, to_account;
     execute
         'insert into state_changes (workspace_id, integration_account_id, category, occurred_at,
                                     hook_id, from_state, to_state)
@@ -38,7 +28,7 @@ begin
                where e.integration_account_id is not null'
                      || within || ') runs
          where from_state <> state'
-        using from_ws, from_account, to_ws, to_account;
+        using workspace, from_account, to_account;
     execute
         'insert into accounts (workspace_id, integration_account_id, account_state, account_since,
                                link_state, link_since, sync_state, sync_since)
@@ -56,12 +46,5 @@ begin
                order by workspace_id, integration_account_id, category, occurred_at desc,
                         hook_id desc) latest
          group by workspace_id, integration_account_id'
-        using from_ws, from_account, to_ws, to_account;
+        using workspace, from_account, to_account;
 end $$;
-
--- The range of workspaces of 0013: from the start of from_ws to the start of to_ws (no account
--- id sorts before the empty one).
-create or replace function rebuild_accounts(from_ws text, to_ws text) returns void
-language sql as $$
-    select rebuild_accounts(from_ws, '', to_ws, '');
-$$;
