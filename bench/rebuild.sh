@@ -7,6 +7,8 @@
 #
 # Options (environment variables in brackets):
 #   --prefill N        events bench/seed.sql stores in the template database [PREFILL, 1000000]
+#   --workspaces W     workspaces the seeded events are spread over [WORKSPACES, 10000]
+#   --accounts A       accounts of each workspace [ACCOUNTS, 10]
 #   --duration SECS    seconds of ingest; the rebuild starts a third of the way in [DURATION, 30]
 #   --rate R           deliveries/s, paced [RATE, default 1000]
 #   --concurrency C    load generator workers [CONCURRENCY, default 64]
@@ -25,6 +27,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFILL=${PREFILL:-1000000}
+WORKSPACES=${WORKSPACES:-10000}
+ACCOUNTS=${ACCOUNTS:-10}
 DURATION=${DURATION:-30}
 RATE=${RATE:-1000}
 CONCURRENCY=${CONCURRENCY:-64}
@@ -35,6 +39,8 @@ PORT=${PORT:-18084}
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefill) PREFILL=$2; shift ;;
+        --workspaces) WORKSPACES=$2; shift ;;
+        --accounts) ACCOUNTS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --rate) RATE=$2; shift ;;
         --concurrency) CONCURRENCY=$2; shift ;;
@@ -53,7 +59,7 @@ if [ -z "$(psql_ -d postgres -At -c "select 1 from pg_database where datname = '
     psql_ -d postgres -c "create database seeded"
     (cd "$WORK" && DATABASE_URL=$(db_url seeded) "$BIN" migrate >"$WORK/migrate.log" 2>&1)
     log "seeding $PREFILL events"
-    psql_ -d seeded -v events="$PREFILL" -v workspaces=10000 -v accounts=10 \
+    psql_ -d seeded -v events="$PREFILL" -v workspaces="$WORKSPACES" -v accounts="$ACCOUNTS" \
         -f "$ROOT/bench/seed.sql" >"$WORK/seed.log" 2>&1 || { cat "$WORK/seed.log" >&2; exit 1; }
 fi
 psql_ -d postgres -c "drop database if exists run" \
