@@ -115,9 +115,36 @@ impl Walk {
         }
     }
 
+    /// The range of `workspace`'s accounts from `from` to the account `step` events after those
+    /// of `from` (so that it always holds more than `from`'s), or to the workspace's end.
+    async fn accounts(
+        &self,
+        db: &PgPool,
+        workspace: String,
+        from: String,
+    ) -> Result<Range, sqlx::Error> {
+        let sql = format!(
+            "select integration_account_id from {}
+             where workspace_id = $1 and integration_account_id > $2
+             order by integration_account_id
+             offset $3 limit 1",
+            self.table
+        );
+        let to: Option<String> = sqlx::query_scalar(&sql)
+            .bind(&workspace)
+            .bind(&from)
+            .bind(self.step)
+            .fetch_optional(db)
+            .await?;
+        Ok(Range::Accounts {
+            workspace,
+            from,
+            to,
+        })
+    }
+
     /// The next range, or `None` once the last one (open to the end) was given.
     pub async fn next(&mut self, db: &PgPool) -> Result<Option<Range>, sqlx::Error> {
-        let (table, step) = (&self.table, self.step);
         let range = match self.next.take() {
             None => return Ok(None),
             Some(Range::Workspaces { from, .. }) => {
@@ -126,25 +153,22 @@ impl Walk {
                     None => "$1::text is null",
                 };
                 let sql = format!(
-                    "select workspace_id, integration_account_id from {table}
+                    "select workspace_id, integration_account_id from {}
                      where integration_account_id is not null and {from_here}
                      order by workspace_id, integration_account_id
-                     offset $2 limit 1"
+                     offset $2 limit 1",
+                    self.table
                 );
                 let found: Option<(String, String)> = sqlx::query_as(&sql)
                     .bind(&from)
-                    .bind(step)
+                    .bind(self.step)
                     .fetch_optional(db)
                     .await?;
                 match found {
                     None => Range::Workspaces { from, to: None },
-                    // The range would be one workspace's start: it is split by accounts.
-                    Some((workspace, account)) if from.as_ref() == Some(&workspace) => {
-                        Range::Accounts {
-                            workspace,
-                            from: String::new(),
-                            to: Some(account),
-                        }
+                    // The range would be part of one workspace: it is split by accounts.
+                    Some((workspace, _)) if from.as_ref() == Some(&workspace) => {
+                        self.accounts(db, workspace, String::new()).await?
                     }
                     Some((workspace, _)) => Range::Workspaces {
                         from,
@@ -154,25 +178,7 @@ impl Walk {
             }
             Some(Range::Accounts {
                 workspace, from, ..
-            }) => {
-                let sql = format!(
-                    "select integration_account_id from {table}
-                     where workspace_id = $1 and integration_account_id > $2
-                     order by integration_account_id
-                     offset $3 limit 1"
-                );
-                let to: Option<String> = sqlx::query_scalar(&sql)
-                    .bind(&workspace)
-                    .bind(&from)
-                    .bind(step)
-                    .fetch_optional(db)
-                    .await?;
-                Range::Accounts {
-                    workspace,
-                    from,
-                    to,
-                }
-            }
+            }) => self.accounts(db, workspace, from).await?,
         };
         self.next = match &range {
             Range::Workspaces { to: None, .. } => None,

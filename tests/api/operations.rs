@@ -639,12 +639,10 @@ async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
     }
 }
 
-/// Two removals at once (a `prune` during the hourly retention pass) take turns: both succeed,
-/// and each month goes once.
-#[tokio::test]
-async fn two_removals_at_once_take_turns() {
-    let app = spawn_app().await;
-    for hook in ["jan", "feb"] {
+/// Delivers one event per (hook id, time) (account `a` of workspace `w`) and makes it received
+/// at that time.
+async fn deliver_received(app: &TestApp, hooks: &[(&str, &str)]) {
+    for (hook, at) in hooks {
         let body = event(
             hook,
             "w",
@@ -653,9 +651,23 @@ async fn two_removals_at_once_take_turns() {
             "2024-01-01T00:00:00Z",
         );
         assert_eq!(app.deliver(&body).await.status(), 201);
+        received_at(app, at, &[hook]).await;
     }
-    received_at(&app, "2025-01-15T00:00:00Z", &["jan"]).await;
-    received_at(&app, "2025-02-15T00:00:00Z", &["feb"]).await;
+}
+
+/// Two removals at once (a `prune` during the hourly retention pass) take turns: both succeed,
+/// and each month goes once.
+#[tokio::test]
+async fn two_removals_at_once_take_turns() {
+    let app = spawn_app().await;
+    deliver_received(
+        &app,
+        &[
+            ("jan", "2025-01-15T00:00:00Z"),
+            ("feb", "2025-02-15T00:00:00Z"),
+        ],
+    )
+    .await;
     let cut = chrono::Utc::now();
     let (one, two) = tokio::join!(
         store::partitions::remove_before(&app.pool, cut, true),
@@ -673,18 +685,14 @@ async fn two_removals_at_once_take_turns() {
 #[tokio::test]
 async fn a_prune_waits_for_a_locked_row_however_long_it_takes() {
     let app = spawn_app().await;
-    for hook in ["early", "late"] {
-        let body = event(
-            hook,
-            "w",
-            Some("a"),
-            "sync.complete",
-            "2024-01-01T00:00:00Z",
-        );
-        assert_eq!(app.deliver(&body).await.status(), 201);
-    }
-    received_at(&app, "2025-01-10T00:00:00Z", &["early"]).await;
-    received_at(&app, "2025-01-20T00:00:00Z", &["late"]).await;
+    deliver_received(
+        &app,
+        &[
+            ("early", "2025-01-10T00:00:00Z"),
+            ("late", "2025-01-20T00:00:00Z"),
+        ],
+    )
+    .await;
     let mut holder = app.pool.begin().await.unwrap();
     sqlx::query("select 1 from events where hook_id = 'early' for update")
         .execute(&mut *holder)

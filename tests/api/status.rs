@@ -188,6 +188,18 @@ fn random_events(rng: &mut Rng, case: usize) -> Vec<Ev> {
         .collect()
 }
 
+/// The bodies of [`random_events`] for `n` workspaces `w00`, `w01`, …
+fn random_workspaces(rng: &mut Rng, n: usize) -> Vec<Value> {
+    (0..n)
+        .flat_map(|case| {
+            let workspace = format!("w{case:02}");
+            random_events(rng, case)
+                .into_iter()
+                .map(move |ev| ev.body(&workspace))
+        })
+        .collect()
+}
+
 async fn status_of(app: &TestApp, workspace: &str, query: &str) -> Value {
     let response = app
         .get(&format!("/workspaces/{workspace}/status{query}"))
@@ -542,7 +554,7 @@ async fn concurrent_batches_of_one_account_leave_what_a_rebuild_gives() {
     assert_eq!(status_tables(&app).await, incremental);
 }
 
-/// `rebuild-status` goes a range of workspaces at a time while ingest goes on: a range it has
+/// `rebuild-status` goes a range at a time while ingest goes on: a range it has
 /// rebuilt takes the events stored meanwhile as ingest merges them in, one it has not reached
 /// takes them from the history. Either way the tables end as one rebuild of the whole history
 /// leaves them, also where they had drifted (rows deleted or changed by hand) at either end.
@@ -550,12 +562,7 @@ async fn concurrent_batches_of_one_account_leave_what_a_rebuild_gives() {
 async fn a_rebuild_in_ranges_during_ingest_ends_where_a_whole_rebuild_does() {
     let app = spawn_app().await;
     let mut rng = Rng::new(0x5eb1);
-    let mut bodies = Vec::new();
-    for case in 0..30 {
-        for ev in random_events(&mut rng, case) {
-            bodies.push(ev.body(&format!("w{case:02}")));
-        }
-    }
+    let mut bodies = random_workspaces(&mut rng, 30);
     rng.shuffle(&mut bodies);
     let later = bodies.split_off(bodies.len() / 2);
     assert!(deliver_all(&app, bodies, 8).await.iter().all(|s| *s == 201));
@@ -641,13 +648,7 @@ async fn a_rebuild_splits_a_large_workspace_and_needs_no_workspace_rows() {
 #[tokio::test]
 async fn a_rebuild_standing_still_in_a_range_does_not_hold_ingest_back() {
     let app = spawn_app().await;
-    let mut rng = Rng::new(0x57a1);
-    let mut bodies = Vec::new();
-    for case in 0..20 {
-        for ev in random_events(&mut rng, case) {
-            bodies.push(ev.body(&format!("w{case:02}")));
-        }
-    }
+    let bodies = random_workspaces(&mut Rng::new(0x57a1), 20);
     assert!(deliver_all(&app, bodies, 8).await.iter().all(|s| *s == 201));
     let pool = app.pool.clone();
     let mut rebuild = Box::pin(calry_hooks::status::rebuild_in_steps(&pool, 5));

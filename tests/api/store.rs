@@ -360,3 +360,113 @@ async fn a_private_cluster_is_shared_only_with_a_process_that_outlives_its_owner
     service.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The walk of `rebuild-status` and of a removal's keeping gives ranges that hold every event of
+/// an account exactly once and every workspace's row exactly once, each range about the step it
+/// was asked for (more only by its first account's events), whatever the spread: one workspace of
+/// many accounts, many small ones, an account larger than a step, events without an account, and
+/// workspace ids just after a split one's (`big\u{1}`, the least id after `big`).
+#[tokio::test]
+async fn the_walk_covers_every_account_once_in_ranges_of_about_a_step() {
+    use calry_hooks::store::ranges::{Range, Walk};
+    let app = crate::helpers::spawn_app().await;
+    let mut rng = crate::helpers::Rng::new(0x3a1c);
+    let mut workspaces: Vec<String> = vec!["big".into(), "big\u{1}".into(), "big\u{1}x".into()];
+    workspaces.extend((0..12).map(|i| format!("w{i:02}")));
+    let (mut hooks, mut ws, mut accounts) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, workspace) in workspaces.iter().enumerate() {
+        let n_accounts = match i {
+            0 => 40,
+            _ => 1 + rng.below(4),
+        };
+        for a in 0..n_accounts {
+            let events = if i == 0 && a == 7 {
+                60
+            } else {
+                1 + rng.below(6)
+            };
+            for e in 0..events {
+                hooks.push(format!("h-{i}-{a}-{e}"));
+                ws.push(workspace.clone());
+                // Some events have no account; one account's id is empty.
+                accounts.push(match (a, rng.below(8)) {
+                    (_, 0) => None,
+                    (0, _) => Some(String::new()),
+                    _ => Some(format!("acc-{a:02}")),
+                });
+            }
+        }
+    }
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type, result,
+                             occurred_at, signature_verified, payload)
+         select h, w, a, 'sync.complete', 'SUCCESS', timestamptz '2024-01-01', false, '{}'
+         from unnest($1::text[], $2::text[], $3::text[]) as t (h, w, a)",
+    )
+    .bind(&hooks)
+    .bind(&ws)
+    .bind(&accounts)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let with_account: Vec<String> = hooks
+        .iter()
+        .zip(&accounts)
+        .filter(|(_, a)| a.is_some())
+        .map(|(h, _)| h.clone())
+        .collect();
+    let largest_account = 60;
+
+    for step in [1, 5, 17, 50, 100_000] {
+        let mut walk = Walk::new("events", step);
+        let (mut seen, mut rows, mut ranges) = (Vec::new(), Vec::new(), 0);
+        let mut split = false;
+        while let Some(range) = walk.next(&app.pool).await.unwrap() {
+            ranges += 1;
+            assert!(ranges < 10_000, "the walk does not end (step {step})");
+            let sql = format!(
+                "select hook_id from events where integration_account_id is not null {}",
+                range.within("workspace_id", "integration_account_id", 1)
+            );
+            let held = strings(range.query(&sql).fetch_all(&app.pool).await.unwrap());
+            assert!(
+                held.len() as i64 <= step + largest_account,
+                "{range:?} holds {} events (step {step})",
+                held.len()
+            );
+            seen.extend(held);
+            match &range {
+                Range::Workspaces { .. } => {
+                    let sql = format!(
+                        "select distinct workspace_id from events where true {}",
+                        range.within("workspace_id", "integration_account_id", 1)
+                    );
+                    rows.extend(strings(
+                        range.query(&sql).fetch_all(&app.pool).await.unwrap(),
+                    ));
+                }
+                Range::Accounts { .. } => split = true,
+            }
+            rows.extend(range.split().map(str::to_owned));
+        }
+        seen.sort();
+        let mut want = with_account.clone();
+        want.sort();
+        assert_eq!(seen, want, "every account's events once (step {step})");
+        rows.sort();
+        let mut want = workspaces.clone();
+        want.sort();
+        assert_eq!(rows, want, "every workspace's row once (step {step})");
+        assert_eq!(
+            split,
+            step < 100,
+            "a large workspace is split (step {step})"
+        );
+    }
+}
+
+/// The first column of `rows`, as text.
+fn strings(rows: Vec<sqlx::postgres::PgRow>) -> Vec<String> {
+    use sqlx::Row;
+    rows.iter().map(|row| row.get(0)).collect()
+}
