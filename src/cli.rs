@@ -26,8 +26,8 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let rebuilt = crate::status::rebuild(&db.pool).await?;
             match rebuilt.removed_before {
                 None => say(format_args!(
-                    "status rebuilt from history in {} ranges of accounts: {} latest-event \
-                     rows over {} workspaces, {} accounts, {} state changes",
+                    "status rebuilt from history in {} ranges: {} latest-event rows \
+                     over {} workspaces, {} accounts, {} state changes",
                     rebuilt.ranges,
                     rebuilt.latest_rows,
                     rebuilt.workspaces,

@@ -125,12 +125,12 @@ fn is_query_canceled(err: &sqlx::Error) -> bool {
 /// that another connection may well work: an I/O error but a timeout (a server that did not
 /// answer in time may not answer again), a connection exception (SQLSTATE class 08), or the
 /// server ending the session (57P01 an administrator or a shutdown, 57P02 a crash elsewhere,
-/// 57P05 `idle_session_timeout`).
+/// 57P05 `idle_session_timeout`, 25P03 `idle_in_transaction_session_timeout`).
 pub fn is_connection_gone(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(e) => e.kind() != std::io::ErrorKind::TimedOut,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P05")
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P05" | "25P03")
         }),
         _ => false,
     }

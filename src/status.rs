@@ -356,10 +356,11 @@ pub struct Rebuilt {
     pub latest_rows_kept: u64,
 }
 
-/// Recomputes the status tables from the stored history, a range of accounts at a time (about
-/// [`REBUILD_STEP`] events each; see [`crate::store::ranges`]), each range in a transaction of
-/// its own that holds the tables' locks: concurrent ingest waits for one range, not the whole
-/// store, and then merges in as usual. No removal runs meanwhile (it waits).
+/// Recomputes the status tables from the stored history a range at a time (whole workspaces, or
+/// some accounts of a large one; about [`REBUILD_STEP`] events each; see
+/// [`crate::store::ranges`]), each range in a transaction of its own that holds the tables'
+/// locks: concurrent ingest waits for one range, not the whole store, and then merges in as
+/// usual. No removal runs meanwhile (it waits).
 ///
 /// Over a store whose history was partly removed (prune, retention) it rebuilds only what the
 /// remaining history can say: a status row whose event is still stored is recomputed, one whose
@@ -398,13 +399,13 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
         let mut lost = 0;
         let (rows, touched) = loop {
             match rebuild_range(pool, &range, removed_before.is_some()).await {
-                Err(err) if crate::store::partitions::is_lock_timeout(&err) => {
+                Err(err) if crate::store::is_lock_timeout(&err) => {
                     // Something else holds a lock that ingest does not wait for (autovacuum
                     // on one of the tables, say): step aside rather than hold ingest back.
                     tracing::debug!("the status tables' locks are taken; trying again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(err) if lost < 3 && is_lost(&err) => {
+                Err(err) if lost < 3 && crate::error::is_connection_gone(&err) => {
                     // This process stood still inside a range (stopped, say) and the server
                     // ended the range's session to free ingest: the range is done again.
                     lost += 1;
@@ -451,16 +452,6 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
         removed_before,
         latest_rows_kept: latest_rows_kept as u64,
     })
-}
-
-/// Whether `err` is the connection lost, as when PostgreSQL ends a session that stood still
-/// inside a transaction (`idle_in_transaction_session_timeout`): its next statement finds the
-/// connection closed, or reads why.
-fn is_lost(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Io(_))
-        || err
-            .as_database_error()
-            .is_some_and(|e| e.code().as_deref() == Some("25P03"))
 }
 
 /// How long a range's transaction may wait for this process between its statements before the

@@ -384,6 +384,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Whether `err` is PostgreSQL's `lock_timeout` running out (SQLSTATE 55P03).
+pub fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("55P03"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

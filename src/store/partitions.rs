@@ -256,7 +256,7 @@ async fn delete_some(db: &PgPool, partition: &str, cut: DateTime<Utc>) -> Result
         .execute(&mut *tx)
         .await;
         match deleted {
-            Err(err) if is_lock_timeout(&err) => tracing::warn!(
+            Err(err) if super::is_lock_timeout(&err) => tracing::warn!(
                 partition,
                 "another session holds a lock on events being removed; waiting for it"
             ),
@@ -267,12 +267,6 @@ async fn delete_some(db: &PgPool, partition: &str, cut: DateTime<Utc>) -> Result
             }
         }
     }
-}
-
-/// Whether `err` is PostgreSQL's `lock_timeout` running out.
-pub fn is_lock_timeout(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .is_some_and(|e| e.code().as_deref() == Some("55P03"))
 }
 
 /// Before removing what `partition` holds (received before `before`, when given): records the
