@@ -645,27 +645,37 @@ runs as (
           union all
           -- The category's events after the earliest new one: those in the history, and of
           -- those removed from it what is kept (the first event of each run and the latest of
-          -- each type), which are in the history as long as it holds them (`union`: once).
-          (select b.ws, b.acct, b.category, b.prev_state, e.occurred_at, e.hook_id, s.state
-           from before b
-           join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
-                        and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
-           join event_states s on s.event_type = e.event_type and s.category = b.category
-           where not b.in_order
-           union
-           select b.ws, b.acct, b.category, b.prev_state, c.occurred_at, c.hook_id, c.to_state
-           from before b
-           join state_changes c on c.workspace_id = b.ws and c.integration_account_id = b.acct
-                               and c.category = b.category
-                               and (c.occurred_at, c.hook_id) >= (b.at, b.hook)
-           where not b.in_order
-           union
-           select b.ws, b.acct, b.category, b.prev_state, l.occurred_at, l.hook_id, s.state
-           from before b
-           join latest_events l on l.workspace_id = b.ws and l.integration_account_id = b.acct
-                               and (l.occurred_at, l.hook_id) >= (b.at, b.hook)
-           join event_states s on s.event_type = l.event_type and s.category = b.category
-           where not b.in_order)) category_events
+          -- each type), which are in the history as long as it holds them. Each event once,
+          -- and as the history says it where it holds it (a kept row changed by hand says
+          -- nothing then).
+          (select distinct on (ws, acct, category, occurred_at, hook_id)
+                  ws, acct, category, prev_state, occurred_at, hook_id, state
+           from (select b.ws, b.acct, b.category, b.prev_state, e.occurred_at, e.hook_id,
+                        s.state, 1 as source
+                 from before b
+                 join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
+                              and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+                 join event_states s on s.event_type = e.event_type and s.category = b.category
+                 where not b.in_order
+                 union all
+                 select b.ws, b.acct, b.category, b.prev_state, l.occurred_at, l.hook_id,
+                        s.state, 2
+                 from before b
+                 join latest_events l on l.workspace_id = b.ws
+                                     and l.integration_account_id = b.acct
+                                     and (l.occurred_at, l.hook_id) >= (b.at, b.hook)
+                 join event_states s on s.event_type = l.event_type and s.category = b.category
+                 where not b.in_order
+                 union all
+                 select b.ws, b.acct, b.category, b.prev_state, c.occurred_at, c.hook_id,
+                        c.to_state, 3
+                 from before b
+                 join state_changes c on c.workspace_id = b.ws
+                                     and c.integration_account_id = b.acct
+                                     and c.category = b.category
+                                     and (c.occurred_at, c.hook_id) >= (b.at, b.hook)
+                 where not b.in_order) stored
+           order by ws, acct, category, occurred_at, hook_id, source)) category_events
 ),
 changes as (
     select ws, acct, category, occurred_at, hook_id, from_state, state as to_state

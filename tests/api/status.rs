@@ -592,6 +592,82 @@ async fn a_rebuild_in_ranges_during_ingest_ends_where_a_whole_rebuild_does() {
     assert_eq!(status_tables(&app).await, ranged);
 }
 
+/// A late event is merged in from the history, not from what the status tables say of it: a
+/// timeline row changed by hand (its event says `complete`, the row `paused`) neither fails the
+/// delivery nor survives it, and the tables end as a rebuild leaves them.
+#[tokio::test]
+async fn a_late_event_mends_a_timeline_row_that_disagrees_with_its_event() {
+    let app = spawn_app().await;
+    let mut bodies = Vec::new();
+    for account in ["a", "b", "c"] {
+        for (n, t) in ["sync.error", "sync.complete", "sync.error"]
+            .iter()
+            .enumerate()
+        {
+            let at = format!("2024-05-01T10:0{}:00Z", n + 1);
+            bodies.push(event(&format!("{account}{n}"), "w", Some(account), t, &at));
+        }
+    }
+    assert!(deliver_all(&app, bodies, 1).await.iter().all(|s| *s == 201));
+    let drifted = sqlx::query(
+        "update state_changes set to_state = 'paused' where hook_id in ('a1', 'b1', 'c1')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(drifted.rows_affected(), 3);
+
+    for account in ["a", "b"] {
+        let id = format!("{account}-late");
+        let late = event(
+            &id,
+            "w",
+            Some(account),
+            "sync.paused",
+            "2024-05-01T10:00:00Z",
+        );
+        assert_eq!(app.deliver(&late).await.status(), 201);
+    }
+    let merged = status_tables(&app).await;
+    let timeline = |account: &str| {
+        merged
+            .3
+            .iter()
+            .filter(|row| row.1 == account)
+            .map(|row| (row.4.as_str(), row.5.as_str(), row.6.as_str()))
+            .collect::<Vec<_>>()
+    };
+    for account in ["a", "b"] {
+        let id = |n: &str| format!("{account}{n}");
+        let (late, first, second, third) = (id("-late"), id("0"), id("1"), id("2"));
+        assert_eq!(
+            timeline(account),
+            [
+                (late.as_str(), "unknown", "paused"),
+                (first.as_str(), "paused", "error"),
+                (second.as_str(), "error", "complete"),
+                (third.as_str(), "complete", "error"),
+            ]
+        );
+    }
+    // The account no late event reached keeps its drifted row until a rebuild.
+    assert_eq!(timeline("c")[1], ("c1", "error", "paused"));
+    calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    let rebuilt = status_tables(&app).await;
+    assert_eq!(rebuilt.3.iter().filter(|r| r.1 != "c").count(), 8);
+    assert_eq!(
+        (&rebuilt.0, &rebuilt.1, &rebuilt.2),
+        (&merged.0, &merged.1, &merged.2)
+    );
+    let without_c = |rows: &Vec<(String, String, String, String, String, String, String)>| {
+        rows.iter()
+            .filter(|r| r.1 != "c")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_c(&rebuilt.3), without_c(&merged.3));
+}
+
 /// The rebuild's ranges follow the accounts, not the workspaces or the status tables: a store
 /// that is nearly all one workspace goes in many ranges, also with the `workspaces` table emptied
 /// and with rows drifted inside that workspace, and ends as ingest left it. The workspace's own
