@@ -14,6 +14,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgPool};
 use utoipa::ToSchema;
 
+use crate::store::partitions::REMOVED_ROW;
 use crate::store::ranges::{Range, Walk};
 use crate::time::{rfc3339, rfc3339_opt};
 
@@ -509,7 +510,28 @@ async fn rebuild_range(
         );
         range.query(&sql).execute(&mut *tx).await?;
     }
-    // A kept row stays unless the remaining history holds a later event of its type.
+    // A kept row stays unless the remaining history holds a later event of its type. One that
+    // went (deleted by hand, say) comes back from what removals kept of their latest events.
+    let restored = if removed {
+        let sql = format!(
+            "insert into latest_events as l (workspace_id, integration_account_id, event_type,
+                                             hook_id, result, occurred_at)
+             select distinct on (workspace_id, integration_account_id, event_type)
+                    workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+             from removed_latest r
+             where {REMOVED_ROW} {}
+             order by workspace_id, integration_account_id, event_type, occurred_at desc,
+                      hook_id desc
+             on conflict (workspace_id, integration_account_id, event_type) do update
+             set hook_id = excluded.hook_id, result = excluded.result,
+                 occurred_at = excluded.occurred_at, feed_xid = null, feed_seq = null
+             where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
+            range.within("r.workspace_id", "r.integration_account_id", 1)
+        );
+        range.query(&sql).execute(&mut *tx).await?.rows_affected()
+    } else {
+        0
+    };
     let sql = format!(
         "insert into latest_events as l (workspace_id, integration_account_id, event_type,
                                          hook_id, result, occurred_at, feed_xid, feed_seq)
@@ -525,12 +547,13 @@ async fn rebuild_range(
              feed_seq = excluded.feed_seq
          where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)"
     );
-    let latest_rows = range
-        .query(&sql)
-        .bind(&KNOWN_TYPES[..])
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let latest_rows = restored
+        + range
+            .query(&sql)
+            .bind(&KNOWN_TYPES[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     // A workspace's row is its latest event's time, also of events without an account: the
     // whole workspaces' from their events, a split one's from its latest event alone.
     const RAISE: &str = "on conflict (workspace_id) do update

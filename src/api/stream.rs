@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::feed::{Changes, Elsewhere, Horizon, Notifier};
 use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Readers;
+use crate::store::partitions::REMOVED_ROW;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -284,7 +285,7 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
                    select r.hook_id, r.event_type, r.occurred_at from removed_latest r
                    where r.workspace_id = p.ws and r.integration_account_id = p.acct
                      and r.event_type = any(string_to_array(p.types, ','))
-                     and {REMOVED}
+                     and {REMOVED_ROW}
                    order by 3 desc, 1 desc limit 2) x
          ) l"
     ))
@@ -304,13 +305,6 @@ async fn status_changes(db: &mut PgConnection, rows: &[FeedRow]) -> Result<Vec<b
     }
     Ok(changed)
 }
-
-/// Whether the `removed_latest` row `r` stands for removed history: its event is gone. A
-/// removal keeps its rows before it removes their events (in steps, and it may be cut short);
-/// until then the event is in the feed like any other, and the row says nothing.
-const REMOVED: &str = "not exists (select from hook_ids gk join events ge
-                       on ge.hook_id = gk.hook_id and ge.received_at = gk.received_at
-                       where gk.hook_id = r.hook_id)";
 
 /// A `latest_events` row as it was at one feed position, for the `ord`-th row asked.
 #[derive(sqlx::FromRow)]
@@ -407,7 +401,7 @@ pub fn latest_rows_at_sql(inclusive: bool) -> String {
                   -- Removed history, which came before every stored event.
                   select r.hook_id, r.result, r.occurred_at from removed_latest r
                   where r.workspace_id = p.ws and r.integration_account_id = p.acct
-                    and r.event_type = le.event_type and {REMOVED}
+                    and r.event_type = le.event_type and {REMOVED_ROW}
               ) h order by h.occurred_at desc, h.hook_id desc limit 1)
              limit 1
          ) x

@@ -308,6 +308,13 @@ async fn undecided_kept(db: &PgPool, cut: DateTime<Utc>) -> Result<bool, sqlx::E
     .await
 }
 
+/// Whether the `removed_latest` row `r` stands for removed history: its event is gone. A
+/// removal keeps its rows before it removes their events (in steps, and it may be cut short);
+/// until then the event is in the history like any other, and the row says nothing.
+pub const REMOVED_ROW: &str = "not exists (select from hook_ids gk join events ge
+                               on ge.hook_id = gk.hook_id and ge.received_at = gk.received_at
+                               where gk.hook_id = r.hook_id)";
+
 /// Keeps in `removed_latest` the latest event of each known type of each account among those
 /// `partition` holds (received before `before`), which are about to be removed.
 ///

@@ -937,6 +937,24 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
             "{route} after rebuild-status"
         );
     }
+    // Those rows, deleted by hand, come back from what the removal kept.
+    let deleted = sqlx::query(
+        "delete from latest_events l
+         where not exists (select 1 from events e where e.hook_id = l.hook_id)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(deleted.rows_affected(), 3);
+    let rebuilt = calry_hooks::status::rebuild(&app.pool).await.unwrap();
+    assert_eq!(rebuilt.latest_rows_kept, 3);
+    for (route, answer) in routes.iter().zip(&before) {
+        assert_eq!(
+            &app.get_json(route).await,
+            answer,
+            "{route} after rebuild-status of deleted rows"
+        );
+    }
 }
 
 /// A removal cut short while its detach waited for an older transaction (the process stopped, or
