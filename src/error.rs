@@ -25,7 +25,8 @@ pub enum Error {
     #[error("{0}")]
     Unauthorized(String),
 
-    /// A webhook signature is required and missing, invalid or stale.
+    /// A webhook signature is required and missing, invalid or stale (answered with
+    /// `WWW-Authenticate: Svix`).
     #[error("{0}")]
     BadSignature(String),
 
@@ -271,10 +272,18 @@ impl IntoResponse for Error {
             _ => {}
         }
         let mut response = (status, problem_json(&self.problem())).into_response();
-        if status == StatusCode::UNAUTHORIZED && matches!(self, Error::Unauthorized(_)) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        // HTTP asks every 401 to name what would be accepted: a bearer token, or a signature
+        // of Svix's scheme (Standard Webhooks).
+        let challenge = match &self {
+            Error::Unauthorized(_) => Some("Bearer"),
+            Error::BadSignature(_) => Some("Svix"),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if status == StatusCode::REQUEST_TIMEOUT {
             // What is left of the body may still come: this connection cannot carry another

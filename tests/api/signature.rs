@@ -129,7 +129,9 @@ async fn unsigned_badly_signed_or_stale_deliveries_are_401_and_store_nothing() {
         ),
     ];
     for (case, sent, headers) in cases {
-        let answer = problem(post(&app, sent, "application/json", &headers).await, 401).await;
+        let response = post(&app, sent, "application/json", &headers).await;
+        assert_eq!(response.headers()["www-authenticate"], "Svix", "{case}");
+        let answer = problem(response, 401).await;
         assert_eq!(
             answer["type"], "urn:calry-hooks:problem:unauthorized",
             "{case}"
