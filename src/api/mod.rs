@@ -8,6 +8,7 @@ pub mod extract;
 pub mod feed;
 pub mod health;
 pub mod paging;
+pub mod parameters;
 pub mod replica;
 pub mod stream;
 pub mod ui;
@@ -108,11 +109,16 @@ pub fn openapi() -> OpenApiDoc {
 /// anything unmatched.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
+    let documented = parameters::Documented::of(&doc);
     let metrics = state.metrics.clone();
     let deadline = again::Deadline::for_statements_of(std::time::Duration::from_millis(
         state.config.query_timeout_ms,
     ));
-    api.layer(axum::middleware::from_fn_with_state(
+    api.route_layer(axum::middleware::from_fn_with_state(
+        documented,
+        parameters::refuse_unknown,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         track_in_flight,
     ))

@@ -68,6 +68,11 @@ impl Params {
             .transpose()
     }
 
+    /// The names given, in order (a repeated one as often as it is given).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _)| name.as_str())
+    }
+
     /// Every value of a repeatable parameter.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
         self.0

@@ -142,6 +142,78 @@ async fn event_type_lists_and_query_strings_are_bounded() {
     );
 }
 
+/// A query parameter a route does not take (a misspelt filter, above all) is a `400` naming it
+/// and what the route takes, not a filter silently left out. Deliveries, probes and scrapes are
+/// answered whatever their query.
+#[tokio::test]
+async fn a_query_parameter_a_route_does_not_take_is_refused_and_named() {
+    let app = spawn_app().await;
+    let failing = event(
+        "h-1",
+        WORKSPACE,
+        Some("a"),
+        "sync.error",
+        "2024-01-01T00:00:00Z",
+    );
+    let delivered = app
+        .client
+        .post(format!("{}/webhooks/calry?from=calry", app.address))
+        .json(&failing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 201);
+    let fine = event(
+        "h-2",
+        WORKSPACE,
+        Some("b"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&fine).await.status(), 201);
+
+    let body = problem(app.get("/accounts?syncstate=error").await, 400).await;
+    assert_eq!(body["parameter"], "syncstate");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("it takes syncState, accountState"),
+        "{detail}"
+    );
+    let accounts = app.get_json("/accounts?syncState=error").await;
+    assert_eq!(accounts["items"].as_array().unwrap().len(), 1);
+    for (path, named) in [
+        (
+            format!("/workspaces/{WORKSPACE}/events?limit=5&sort=asc"),
+            "sort",
+        ),
+        (
+            format!("/workspaces/{WORKSPACE}/status?limit=5&state=error"),
+            "state",
+        ),
+        ("/events/h-1?pretty".to_owned(), "pretty"),
+        ("/feed?wait=1&since=0".to_owned(), "since"),
+        (format!("/workspaces/{WORKSPACE}/stream?token=x"), "token"),
+    ] {
+        assert_eq!(
+            problem(app.get(&path).await, 400).await["parameter"],
+            named,
+            "{path}"
+        );
+    }
+    let detail = problem(app.get("/events/h-1?pretty").await, 400).await["detail"].clone();
+    assert!(
+        detail.as_str().unwrap().ends_with("it takes none"),
+        "{detail}"
+    );
+    // A query that cannot be read at all is the route's to answer, as before.
+    let body = problem(app.get("/accounts?%FF=1").await, 400).await;
+    assert_eq!(body["parameter"], "query");
+    for path in ["/healthz?probe=1", "/readyz?verbose", "/metrics?name=x"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    assert_eq!(app.stored_events().await, 2);
+}
+
 #[tokio::test]
 async fn a_query_that_runs_past_its_budget_is_a_400_that_says_what_to_narrow() {
     let app = spawn_app_with(|c| c.query_timeout_ms = 30).await;
