@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::RawQuery;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
@@ -196,9 +195,8 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
 )]
 pub async fn list_accounts(
     Caller { access, mut db, .. }: Caller<Replica>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<AccountPage>> {
-    let params = Params::parse(query.as_deref())?;
     let query = AccountsQuery::parse(access.scope(), &params)?;
     if let Some(workspace) = &query.workspace_id {
         access.require(workspace)?;
@@ -339,9 +337,8 @@ pub async fn timeline(
         workspace_id,
         integration_account_id,
     }: AccountPath<Replica>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Timeline>> {
-    let params = Params::parse(query.as_deref())?;
     let limit = params.limit()?;
     // A cursor of history listed in ascending order is no cursor of the timeline, which has no
     // `order` to pass instead.

@@ -2,7 +2,6 @@
 //! `GET /events/{hookId}`.
 
 use axum::Json;
-use axum::extract::RawQuery;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -92,6 +91,8 @@ pub const EVENT_BY_ID: &str = "from events
 pub async fn get_event(
     Caller { access, mut db, .. }: Caller<Replica>,
     HookPath(hook_id): HookPath,
+    // It takes none: read to refuse any.
+    _: Params,
 ) -> Result<Json<Event>> {
     let event: Option<Event> = sqlx::query_as(&format!("select {EVENT_COLUMNS} {EVENT_BY_ID}"))
         .bind(&hook_id)
@@ -371,9 +372,9 @@ pub async fn list_events(
         caller: Caller { mut db, .. },
         workspace_id,
     }: WorkspacePath<Replica>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<EventPage>> {
-    let query = HistoryQuery::parse(workspace_id, &Params::parse(query.as_deref())?)?;
+    let query = HistoryQuery::parse(workspace_id, &params)?;
     let mut qb = QueryBuilder::new("");
     query.push_sql(&mut qb);
     // At most MAX_PAGE_BYTES of payloads (and one more) are held in memory, whatever `limit`.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::Serialize;
@@ -363,13 +363,9 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
 pub async fn feed(
     State(app): State<AppState>,
     caller: Caller,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<FeedPage>> {
-    let query = FeedQuery::parse(
-        None,
-        caller.access.scope(),
-        &Params::parse(query.as_deref())?,
-    )?;
+    let query = FeedQuery::parse(None, caller.access.scope(), &params)?;
     follow(&app, caller, query).await
 }
 
@@ -397,8 +393,8 @@ pub async fn workspace_feed(
         caller,
         workspace_id,
     }: WorkspacePath,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<FeedPage>> {
-    let query = FeedQuery::parse(Some(workspace_id), None, &Params::parse(query.as_deref())?)?;
+    let query = FeedQuery::parse(Some(workspace_id), None, &params)?;
     follow(&app, caller, query).await
 }

@@ -114,24 +114,21 @@ pub fn router(state: AppState) -> Router {
     let deadline = again::Deadline::for_statements_of(std::time::Duration::from_millis(
         state.config.query_timeout_ms,
     ));
-    api.route_layer(axum::middleware::from_fn_with_state(
-        documented,
-        parameters::refuse_unknown,
-    ))
-    .layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        track_in_flight,
-    ))
-    .layer(axum::Extension(deadline))
-    .with_state(state)
-    .merge(pages(doc))
-    .fallback(|| async { Error::NotFound("no such route".to_owned()) })
-    .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-    // Last, so that it times every route and both fallbacks.
-    .layer(axum::middleware::from_fn_with_state(
-        metrics,
-        crate::metrics::time_request,
-    ))
+    api.layer(axum::Extension(documented))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_in_flight,
+        ))
+        .layer(axum::Extension(deadline))
+        .with_state(state)
+        .merge(pages(doc))
+        .fallback(|| async { Error::NotFound("no such route".to_owned()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        // Last, so that it times every route and both fallbacks.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::time_request,
+        ))
 }
 
 /// `/docs` (Swagger UI, `/openapi.json`) and `/ui`, never shown in a frame of another page

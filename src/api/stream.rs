@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -797,9 +797,8 @@ async fn open(
     caller: Caller,
     workspace_id: Option<String>,
     headers: &HeaderMap,
-    query: Option<&str>,
+    params: Params,
 ) -> Result<Response> {
-    let params = Params::parse(query)?;
     let start = start(headers, &params)?;
     let selection = Selection {
         scope: if workspace_id.is_some() {
@@ -1015,9 +1014,9 @@ pub async fn stream(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Response> {
-    open(app, caller, None, &headers, query.as_deref()).await
+    open(app, caller, None, &headers, params).await
 }
 
 /// One workspace's events, live, as server-sent events; the same messages as `/stream`.
@@ -1046,7 +1045,7 @@ pub async fn workspace_stream(
         workspace_id,
     }: WorkspacePath,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Response> {
-    open(app, caller, Some(workspace_id), &headers, query.as_deref()).await
+    open(app, caller, Some(workspace_id), &headers, params).await
 }

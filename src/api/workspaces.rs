@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -112,9 +112,8 @@ pub struct WorkspacePage {
 )]
 pub async fn list_workspaces(
     Caller { access, mut db, .. }: Caller<Replica>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<WorkspacePage>> {
-    let params = Params::parse(query.as_deref())?;
     let limit = params.limit()?;
     let cursor = WorkspaceCursor::parse(&params)?;
     let mut qb = QueryBuilder::new("");
@@ -186,9 +185,8 @@ pub async fn workspace_status(
         workspace_id,
     }: WorkspacePath<Replica>,
     State(app): State<AppState>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Response> {
-    let params = Params::parse(query.as_deref())?;
     let sync_state = params
         .single("syncState")?
         .map(|raw| {
@@ -489,6 +487,8 @@ pub async fn account_status(
         workspace_id,
         integration_account_id: account_id,
     }: AccountPath<Replica>,
+    // It takes none: read to refuse any.
+    _: Params,
 ) -> Result<Json<AccountStatus>> {
     let rows: Vec<LatestRow> = sqlx::query_as(LATEST_ROWS_OF_ACCOUNT)
         .bind(&workspace_id)

@@ -212,6 +212,25 @@ async fn a_query_parameter_a_route_does_not_take_is_refused_and_named() {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
     }
     assert_eq!(app.stored_events().await, 2);
+
+    // The token and its scope are checked first, as for every other parameter.
+    let token = calry_hooks::auth::create(&app.pool, "other", false, &["other".to_owned()])
+        .await
+        .unwrap()
+        .token;
+    let path = format!("/workspaces/{WORKSPACE}/status?state=error");
+    assert_eq!(app.get(&path).await.status(), 401);
+    let scoped = |path: &str| {
+        let request = app.client.get(format!("{}{path}", app.address));
+        request.bearer_auth(&token).send()
+    };
+    assert_eq!(scoped(&path).await.unwrap().status(), 403);
+    let body = problem(
+        scoped("/workspaces/other/events?sort=asc").await.unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(body["parameter"], "sort");
 }
 
 #[tokio::test]
