@@ -20,6 +20,10 @@
 #                      repeats its account's state, the steady state of accounts syncing
 #   --workspaces N     workspaces of the seed and of the events, 10 accounts each
 #                      [WORKSPACES, default 10000]
+#   --late SECS        each event's occurred_at drawn up to SECS seconds before now rather than
+#                      now [LATE, default 0]: with --late 7776000 (the seed's 90 days), about
+#                      half the events come before their account's latest one and take ingest's
+#                      path for late events (the "not in_order" parts of INSERT_BATCH)
 #   --warmup SECS      run the script this long, unmeasured, before each measured run
 #                      [WARMUP, default 0]
 #   --duration SECS    seconds per pgbench run [DURATION, default 10]
@@ -52,6 +56,7 @@ WITHOUT_ACCOUNTS=${WITHOUT_ACCOUNTS:-0}
 TYPES=${TYPES:-}
 WORKSPACES=${WORKSPACES:-10000}
 WARMUP=${WARMUP:-0}
+LATE=${LATE:-0}
 ACCOUNTS=10
 
 while [ $# -gt 0 ]; do
@@ -61,6 +66,7 @@ while [ $# -gt 0 ]; do
         --types) TYPES=$2; shift ;;
         --workspaces) WORKSPACES=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
+        --late) LATE=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --clients) CLIENTS=$2; shift ;;
         --batch) BATCH=$2; shift ;;
@@ -94,6 +100,12 @@ side_files() {
     "$LOADGEN" batch-script --source "$dir/src/ingest.rs" --batch "$BATCH" \
         --workspaces "$WORKSPACES" --accounts $ACCOUNTS ${TYPES:+--types "$TYPES"} $cut \
         >"$dir/batch.sql"
+    if [ "$LATE" != 0 ]; then
+        local now="date_trunc('milliseconds', now())"
+        grep -q "$now" "$dir/batch.sql" || { echo "bench/batch.sh: no $now to make late" >&2; exit 1; }
+        sed -i "s/$now/date_trunc('milliseconds', now() - random() * interval '$LATE seconds')/" \
+            "$dir/batch.sql"
+    fi
 }
 side_files now ""
 if [ -n "$BEFORE" ] && [ "$WITHOUT_ACCOUNTS" = 1 ]; then
