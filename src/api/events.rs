@@ -80,7 +80,7 @@ pub const EVENT_BY_ID: &str = "from events
         example = "c1348091-bd3e-4598-9e7f-5ea457f02e85"), ReadFromHeader),
     responses(
         (status = 200, description = "The event.", body = Event),
-        (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::parameter())),
+        (status = 400, description = "The hook id is not valid UTF-8 or holds U+0000, the query names a parameter (this route takes none), or `Authorization` is given twice.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::parameter())),
         crate::openapi::answers::NoToken,
         crate::openapi::answers::NotLoopback,
         crate::openapi::answers::Unavailable,
