@@ -18,7 +18,7 @@ use crate::error::Error;
 
 /// The query parameters of each documented `GET` route, by its path template; a request
 /// extension of the routes (`api::router`).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Documented(Arc<HashMap<String, Vec<String>>>);
 
 impl Documented {
