@@ -653,8 +653,14 @@ runs as (
            from (select b.ws, b.acct, b.category, b.prev_state, e.occurred_at, e.hook_id,
                         s.state, 1 as source
                  from before b
-                 join events e on e.workspace_id = b.ws and e.integration_account_id = b.acct
-                              and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+                 -- Read for each late category alone (the fence keeps it so), by its account's
+                 -- index: left to choose, and misled by an account that holds most events,
+                 -- PostgreSQL scanned the whole history for every batch.
+                 cross join lateral (
+                     select e.occurred_at, e.hook_id, e.event_type from events e
+                     where e.workspace_id = b.ws and e.integration_account_id = b.acct
+                       and (e.occurred_at, e.hook_id) >= (b.at, b.hook)
+                     offset 0) e
                  join event_states s on s.event_type = e.event_type and s.category = b.category
                  where not b.in_order
                  union all
