@@ -668,6 +668,60 @@ async fn a_late_event_mends_a_timeline_row_that_disagrees_with_its_event() {
     assert_eq!(without_c(&rebuilt.3), without_c(&merged.3));
 }
 
+/// A batch whose events all come in order reads no stored history, also on a store where one
+/// account holds nearly every event: there, the writers' generic plan once drove the read of late
+/// events' history from `events`, a scan of the whole history for every batch. Counted by the
+/// server (`seq_scan` of the month partitions that hold events), which a backend reports at its
+/// next commit a second or more later.
+#[tokio::test]
+async fn a_batch_in_order_reads_no_history_on_a_store_of_one_large_account() {
+    let app = spawn_app().await;
+    crate::helpers::fill_workspace(&app, "big", 200_000).await;
+    let others: Vec<Value> = (0..300)
+        .map(|i| {
+            let account = format!("acc-{i}");
+            event(
+                &format!("o{i}"),
+                &format!("w{i}"),
+                Some(&account),
+                "sync.error",
+                "2024-02-01T00:00:00Z",
+            )
+        })
+        .collect();
+    assert!(deliver_all(&app, others, 8).await.iter().all(|s| *s == 201));
+    sqlx::query("analyze").execute(&app.pool).await.unwrap();
+    // New writer connections plan the batch with these statistics.
+    let app = crate::helpers::serve(
+        calry_hooks::App::new(app.pool.clone(), calry_hooks::config::Config::defaults()).unwrap(),
+        app.pool.clone(),
+        None,
+    )
+    .await;
+    let scans = async || -> i64 {
+        sqlx::query_scalar(
+            "select coalesce(sum(seq_scan), 0)::bigint from pg_stat_user_tables
+             where relname like 'events\\_%' and n_live_tup > 0",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let before = scans().await;
+    for i in 0..3 {
+        let body = event(
+            &format!("n{i}"),
+            &format!("w{i}"),
+            Some("acc-new"),
+            "sync.complete",
+            "2024-03-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(scans().await - before, 0);
+}
+
 /// The rebuild's ranges follow the accounts, not the workspaces or the status tables: a store
 /// that is nearly all one workspace goes in many ranges, also with the `workspaces` table emptied
 /// and with rows drifted inside that workspace, and ends as ingest left it. The workspace's own
