@@ -511,35 +511,28 @@ async fn rebuild_range(
         range.query(&sql).execute(&mut *tx).await?;
     }
     // A kept row stays unless the remaining history holds a later event of its type. One that
-    // went (deleted by hand, say) comes back from what removals kept of their latest events.
-    let restored = if removed {
-        let sql = format!(
-            "insert into latest_events as l (workspace_id, integration_account_id, event_type,
-                                             hook_id, result, occurred_at)
-             select distinct on (workspace_id, integration_account_id, event_type)
-                    workspace_id, integration_account_id, event_type, hook_id, result, occurred_at
+    // went (deleted by hand, say) comes back from what removals kept of their latest events,
+    // without a feed position (a stream looks its event up).
+    let kept = match removed {
+        true => format!(
+            "union all
+             select workspace_id, integration_account_id, event_type, hook_id, result,
+                    occurred_at, null, null
              from removed_latest r
-             where {REMOVED_ROW} {}
-             order by workspace_id, integration_account_id, event_type, occurred_at desc,
-                      hook_id desc
-             on conflict (workspace_id, integration_account_id, event_type) do update
-             set hook_id = excluded.hook_id, result = excluded.result,
-                 occurred_at = excluded.occurred_at, feed_xid = null, feed_seq = null
-             where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)",
+             where {REMOVED_ROW} {}",
             range.within("r.workspace_id", "r.integration_account_id", 1)
-        );
-        range.query(&sql).execute(&mut *tx).await?.rows_affected()
-    } else {
-        0
+        ),
+        false => String::new(),
     };
     let sql = format!(
         "insert into latest_events as l (workspace_id, integration_account_id, event_type,
                                          hook_id, result, occurred_at, feed_xid, feed_seq)
-         select distinct on (workspace_id, integration_account_id, event_type)
-                workspace_id, integration_account_id, event_type, hook_id, result, occurred_at,
-                feed_xid, feed_seq
-         from events
-         where integration_account_id is not null and event_type = any($4) {within}
+         select distinct on (workspace_id, integration_account_id, event_type) *
+         from (select workspace_id, integration_account_id, event_type, hook_id, result,
+                      occurred_at, feed_xid, feed_seq
+               from events
+               where integration_account_id is not null and event_type = any($4) {within}
+               {kept}) latest
          order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc
          on conflict (workspace_id, integration_account_id, event_type) do update
          set hook_id = excluded.hook_id, result = excluded.result,
@@ -547,13 +540,12 @@ async fn rebuild_range(
              feed_seq = excluded.feed_seq
          where (excluded.occurred_at, excluded.hook_id) > (l.occurred_at, l.hook_id)"
     );
-    let latest_rows = restored
-        + range
-            .query(&sql)
-            .bind(&KNOWN_TYPES[..])
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let latest_rows = range
+        .query(&sql)
+        .bind(&KNOWN_TYPES[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     // A workspace's row is its latest event's time, also of events without an account: the
     // whole workspaces' from their events, a split one's from its latest event alone.
     const RAISE: &str = "on conflict (workspace_id) do update
