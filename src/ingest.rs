@@ -459,7 +459,9 @@ impl<'a> Columns<'a> {
 /// another transaction after that is neither "stored" here nor inserted (`on conflict do nothing`
 /// on `hook_ids` waits for that transaction, then skips): its outcome is `retry`, and the next
 /// round sees it.
-const INSERT_BATCH: &str = r#"
+///
+/// Public so that tests can read its plans.
+pub const INSERT_BATCH: &str = r#"
 with input as (
     select t.ord, t.hook_id, t.workspace_id, t.integration_account_id, t.event_type, t.source,
            t.result, t.occurred_at, t.signature_verified, t.payload::jsonb as payload
