@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod feed;
 mod group_commit;
+mod guide;
 mod hardening;
 mod helpers;
 mod history;

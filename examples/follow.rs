@@ -1,0 +1,65 @@
+//! The Rust consumer of docs/FOLLOWING.md, runnable: follows the feed of the service at
+//! `CALRY_HOOKS_URL` (default `http://127.0.0.1:8080`) with the token in `CALRY_HOOKS_TOKEN`, if
+//! any, printing every event's hook id, type and workspace, and resuming from `./position` like
+//! the guide's shell loop. `tests/api/feed.rs` checks that the guide shows this file's `follow`
+//! and runs it against a service. Run it with `cargo run --example follow`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Follows the feed from `after` (None: from the beginning) and hands each event to `handle`,
+/// saving the position after each page with `save`.
+pub async fn follow(
+    base: &str,
+    token: Option<&str>,
+    mut after: Option<String>,
+    mut handle: impl FnMut(&Value),
+    mut save: impl FnMut(&str),
+) -> Result<(), reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40)) // longer than `wait`
+        .build()?;
+    loop {
+        let mut request = client
+            .get(format!("{base}/feed"))
+            .query(&[("wait", "25"), ("limit", "500")]);
+        if let Some(after) = &after {
+            request = request.query(&[("after", after)]);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let page: Value = match request.send().await.and_then(|r| r.error_for_status()) {
+            Ok(response) => response.json().await?,
+            Err(err) => {
+                eprintln!("feed: {err}; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        for event in page["items"].as_array().into_iter().flatten() {
+            handle(event); // idempotent by event["hookId"]
+        }
+        let next = page["next"]
+            .as_str()
+            .expect("next is always present")
+            .to_owned();
+        save(&next);
+        after = Some(next);
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), reqwest::Error> {
+    let base = std::env::var("CALRY_HOOKS_URL").unwrap_or("http://127.0.0.1:8080".into());
+    let token = std::env::var("CALRY_HOOKS_TOKEN").ok();
+    let after = std::fs::read_to_string("position").ok();
+    let handle = |event: &Value| {
+        let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
+        let [hook, kind, workspace] = ["hookId", "eventType", "workspaceId"].map(field);
+        println!("{hook} {kind} {workspace}");
+    };
+    let save = |next: &str| std::fs::write("position", next).expect("./position is writable");
+    follow(&base, token.as_deref(), after, handle, save).await
+}
