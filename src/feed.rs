@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
@@ -135,23 +135,31 @@ fn past_list_end() -> String {
 
 /// One look at the horizon: the running transactions of other databases of the server (the
 /// lock table names the session that holds each id, and the session its database; a prepared
-/// transaction has no session, and names its database itself), and the horizon past them.
+/// transaction has no session, and names its database itself), the horizon past them, and the
+/// oldest transaction of this database that holds an id (which holds the horizon back, whoever
+/// it is), as its id and a description for the log.
 fn look_sql() -> String {
     format!(
         "with running as (
              select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
+         ), ids as (
+             select l.transactionid as xid, l.pid, a.datname = current_database() as here,
+                    format('session %s (application_name %L, user %L)', l.pid,
+                           a.application_name, a.usename) as who
+               from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
+             union all
+             select transaction, null, database = current_database(),
+                    format('prepared transaction %L (owner %L)', gid, owner)
+               from pg_prepared_xacts
          ), elsewhere as (
              select xid from running
-              where (xid % 4294967296)::text in (
-                    select l.transactionid::text
-                      from pg_locks l join pg_stat_activity a on a.pid = l.pid
-                     where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock'
-                       and l.granted and a.datname <> current_database()
-                    union all
-                    select transaction::text from pg_prepared_xacts
-                     where database <> current_database())
+              where (xid % 4294967296)::text in (select xid::text from ids where not here)
+         ), holder as (
+             select xid::text as xid, who from ids where here order by age(xid) desc limit 1
          )
-         select {PAST_LIST}array(select xid from elsewhere){}, array(select xid from elsewhere)",
+         select {PAST_LIST}array(select xid from elsewhere){}, array(select xid from elsewhere),
+                (select xid from holder), (select who from holder)",
         past_list_end()
     )
 }
@@ -181,12 +189,21 @@ impl Elsewhere {
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);
 
+/// How long a transaction of this database may hold the feed back before the log names it: the
+/// time within which SPEC §9 promises an event in the feed.
+const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
+
 /// The feed's horizon: the oldest transaction still running of this database, below which the
 /// feed shows events (`paging::push_feed_keyset`). Every 250 ms while someone reads the feed,
 /// one look for the whole instance finds the transactions of other databases it passes over
 /// ([`Elsewhere`]), and tells those waiting for events when the horizon moved: an event can
 /// become visible with no notification, when an older transaction that stored nothing ends.
 /// Waiters do not each read the feed again on a timer, and nobody reading means no look.
+///
+/// Each look also finds the oldest transaction of this database that holds an id, which holds
+/// the horizon back whoever it is (an operator's `psql` session that wrote something, say). How
+/// long the looks have seen the same one goes to `held_back` (in seconds; 0 when nobody reads),
+/// and past [`HELD_BACK_WARNING`] the log names it, once.
 #[derive(Clone)]
 pub struct Horizon(Arc<Watched>);
 
@@ -195,15 +212,21 @@ struct Watched {
     elsewhere: RwLock<Elsewhere>,
     /// Whether someone read [`Horizon::elsewhere`] since the last look.
     wanted: AtomicBool,
+    held_back: HeldBack,
 }
 
+/// A gauge of seconds.
+pub type HeldBack = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
+
 impl Horizon {
-    /// Starts watching with connections of `readers`; the task ends with the last [`Horizon`].
-    pub fn start(readers: Readers) -> Horizon {
+    /// Starts watching with connections of `readers`, telling how long the feed is held back to
+    /// `held_back`; the task ends with the last [`Horizon`].
+    pub fn start(readers: Readers, held_back: HeldBack) -> Horizon {
         let watched = Arc::new(Watched {
             moves: watch::channel(0u64).0,
             elsewhere: RwLock::default(),
             wanted: AtomicBool::new(false),
+            held_back,
         });
         tokio::spawn(watch_horizon(Arc::downgrade(&watched), readers));
         Horizon(watched)
@@ -223,8 +246,17 @@ impl Horizon {
     }
 }
 
+/// The transaction of this database that held the feed back at the last looks: its id, since
+/// when the looks have seen it, and whether the log has named it.
+struct Holder {
+    xid: String,
+    since: Instant,
+    named: bool,
+}
+
 async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
     let look = look_sql();
+    let mut holder: Option<Holder> = None;
     loop {
         tokio::time::sleep(HORIZON_RECHECK).await;
         let Some(watched) = watched.upgrade() else {
@@ -232,22 +264,49 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
         };
         let wanted = watched.wanted.swap(false, Ordering::Relaxed);
         if watched.moves.receiver_count() == 0 && !wanted {
+            watched.held_back.set(0.0);
+            holder = None;
             continue;
         }
         let seen = readers
             .with(async |db| {
-                sqlx::query_as::<_, (i64, Vec<i64>)>(&look)
+                sqlx::query_as::<_, (i64, Vec<i64>, Option<String>, Option<String>)>(&look)
                     .fetch_one(db)
                     .await
             })
             .await;
         match seen {
-            Ok((horizon, elsewhere)) => {
+            Ok((horizon, elsewhere, xid, who)) => {
                 *watched.elsewhere.write().unwrap_or_else(|e| e.into_inner()) =
                     Elsewhere(elsewhere.into());
                 let horizon = horizon as u64;
                 (watched.moves)
                     .send_if_modified(|seen| std::mem::replace(seen, horizon) != horizon);
+                holder = xid.map(|xid| match holder.take() {
+                    Some(same) if same.xid == xid => same,
+                    _ => Holder {
+                        xid,
+                        since: Instant::now(),
+                        named: false,
+                    },
+                });
+                let held = holder
+                    .as_mut()
+                    .map_or(Duration::ZERO, |h| h.since.elapsed());
+                watched.held_back.set(held.as_secs_f64());
+                if let Some(h) = holder
+                    .as_mut()
+                    .filter(|h| !h.named && held > HELD_BACK_WARNING)
+                {
+                    h.named = true;
+                    tracing::warn!(
+                        transaction = %h.xid,
+                        holder = who.as_deref().unwrap_or_default(),
+                        held_ms = held.as_millis() as u64,
+                        "a transaction of this database is holding the feed and the streams \
+                         back: events stored since it took its id show when it ends"
+                    );
+                }
             }
             // The waiters' own reads meet the same trouble and answer it.
             Err(err) => tracing::debug!(error = %err, "cannot read the feed's horizon"),

@@ -63,6 +63,8 @@ pub struct Metrics {
     pool_idle: Gauge,
     feed_waiting: Gauge,
     feed_items: Counter,
+    /// How long the feed has been held back by one transaction, kept by [`crate::feed::Horizon`].
+    pub feed_held_back: crate::feed::HeldBack,
     stream_open: Gauge,
     stream_messages: Counter,
     stream_lag_seconds: Histogram,
@@ -89,6 +91,7 @@ impl Default for Metrics {
             pool_waiting: Gauge::default(),
             feed_waiting: Gauge::default(),
             feed_items: Counter::default(),
+            feed_held_back: Default::default(),
             stream_open: Gauge::default(),
             stream_messages: Counter::default(),
             // 1 ms to ~16 s.
@@ -147,6 +150,13 @@ impl Default for Metrics {
             "feed_items",
             "Events given out by the feed routes",
             m.feed_items.clone(),
+        );
+        r.register(
+            "feed_held_back_seconds",
+            "While the feed is read, how long the oldest transaction of this database that holds \
+             a transaction id has been seen holding the feed and the streams back (events stored \
+             since it took its id show when it ends)",
+            m.feed_held_back.clone(),
         );
         r.register(
             "stream_subscribers",

@@ -226,8 +226,11 @@ async fn a_long_poll_ends_when_its_token_is_revoked() {
 
 /// An event held back by an older transaction becomes visible when that transaction ends, with no
 /// notification of its own: a long poll waiting then answers it at once, not at its `wait`'s end.
+/// Meanwhile what holds the feed back can be seen: `feed_held_back_seconds` says how long that
+/// transaction has held it, and drops once it ends.
 #[tokio::test]
 async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
+    const HELD: &str = "calry_hooks_feed_held_back_seconds";
     let app = spawn_app().await;
     let (_, next) = read(&app, "/feed").await;
     let mut hold = app.pool.begin().await.unwrap();
@@ -240,11 +243,12 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
     let path = format!("/feed?after={next}&wait=20");
     let poll = read(&app, &path);
     let release = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let held = app.metric(HELD).await;
         hold.commit().await.unwrap();
-        Instant::now()
+        (Instant::now(), held)
     };
-    let ((items, _), released) = tokio::join!(poll, release);
+    let ((items, next), (released, held)) = tokio::join!(poll, release);
     assert_eq!(items.len(), 1, "answered with the event");
     assert_eq!(items[0].0, "held");
     // Other tests' transactions on the shared server can hold it a little longer.
@@ -253,6 +257,12 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
         "answered {:?} after the older transaction ended",
         released.elapsed()
     );
+    assert!((1.0..10.0).contains(&held), "held back for {held} s");
+    // Read on for a second: the looks find only the service's own short transactions.
+    let (items, _) = read(&app, &format!("/feed?after={next}&wait=1")).await;
+    assert!(items.is_empty());
+    let held = app.metric(HELD).await;
+    assert!(held < 0.5, "held back for {held} s after it ended");
 }
 
 #[tokio::test]
