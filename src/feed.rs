@@ -143,13 +143,13 @@ fn look_sql() -> String {
         "with running as (
              select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
          ), ids as (
-             select l.transactionid as xid, l.pid, a.datname = current_database() as here,
+             select l.transactionid as xid, a.datname = current_database() as here,
                     format('session %s (application_name %L, user %L)', l.pid,
                            a.application_name, a.usename) as who
                from pg_locks l join pg_stat_activity a on a.pid = l.pid
               where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
              union all
-             select transaction, null, database = current_database(),
+             select transaction, database = current_database(),
                     format('prepared transaction %L (owner %L)', gid, owner)
                from pg_prepared_xacts
          ), elsewhere as (
