@@ -1,7 +1,7 @@
 //! The Rust consumer of docs/FOLLOWING.md, runnable: follows the feed of the service at
 //! `CALRY_HOOKS_URL` (default `http://127.0.0.1:8080`) with the token in `CALRY_HOOKS_TOKEN`, if
 //! any, printing every event's hook id, type and workspace, and resuming from `./position` like
-//! the guide's shell loop. `tests/api/feed.rs` checks that the guide shows this file's `follow`
+//! the guide's shell loop. `tests/api/guide.rs` checks that the guide shows this file's `follow`
 //! and runs it against a service. Run it with `cargo run --example follow`.
 
 use std::time::Duration;
@@ -50,16 +50,19 @@ pub async fn follow(
     }
 }
 
+/// What the example prints of an event, as the guide's shell loop does: its hook id, type and
+/// workspace.
+pub fn line(event: &Value) -> String {
+    let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
+    ["hookId", "eventType", "workspaceId"].map(field).join(" ")
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), reqwest::Error> {
     let base = std::env::var("CALRY_HOOKS_URL").unwrap_or("http://127.0.0.1:8080".into());
     let token = std::env::var("CALRY_HOOKS_TOKEN").ok();
     let after = std::fs::read_to_string("position").ok();
-    let handle = |event: &Value| {
-        let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
-        let [hook, kind, workspace] = ["hookId", "eventType", "workspaceId"].map(field);
-        println!("{hook} {kind} {workspace}");
-    };
+    let handle = |event: &Value| println!("{}", line(event));
     let save = |next: &str| std::fs::write("position", next).expect("./position is writable");
     follow(&base, token.as_deref(), after, handle, save).await
 }

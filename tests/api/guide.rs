@@ -70,11 +70,7 @@ impl Consumer {
         let (handled, save) = (lines.clone(), saved.clone());
         let base = app.address.clone();
         let task = tokio::spawn(async move {
-            let handle = move |e: &Value| {
-                let field = |name: &str| e[name].as_str().unwrap().to_owned();
-                let line = ["hookId", "eventType", "workspaceId"].map(field).join(" ");
-                handled.lock().unwrap().push(line);
-            };
+            let handle = move |e: &Value| handled.lock().unwrap().push(example::line(e));
             let save = move |next: &str| *save.lock().unwrap() = Some(next.to_owned());
             example::follow(&base, None, after, handle, save)
                 .await
