@@ -138,7 +138,7 @@ async fn deliver(
             Some(delivery_count),
         ),
         Outcome::Conflict => {
-            tracing::info!(hook.id = ?hook_id, outcome = "conflict", "delivery");
+            tracing::info!(hook.id = hook_id.as_str(), outcome = "conflict", "delivery");
             return Err(Error::Conflict { hook_id });
         }
     };
@@ -146,7 +146,12 @@ async fn deliver(
         ReceiptStatus::Created => "created",
         ReceiptStatus::Duplicate => "duplicate",
     };
-    tracing::info!(hook.id = ?hook_id, outcome = word, delivery_count, "delivery");
+    tracing::info!(
+        hook.id = hook_id.as_str(),
+        outcome = word,
+        delivery_count,
+        "delivery"
+    );
     Ok((
         status,
         Json(Receipt {

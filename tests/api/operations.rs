@@ -1485,9 +1485,12 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
             .any(|l| l["message"] == "delivery"),
         "{text}"
     );
-    // Every line logged about a delivery belongs to a request and names its id.
+    // Every line logged about a delivery belongs to a request and names its id, and the hook
+    // id as it was sent (a JSON string, not a quoted one inside it).
+    let hook_id = seed()["hook"]["id"].clone();
     for line in lines.iter().filter(|l| l["message"] == "delivery") {
         assert!(line["span"]["request_id"].is_string(), "{line}");
+        assert_eq!(line["hook.id"], hook_id, "{line}");
     }
 }
 
