@@ -14,6 +14,10 @@ pub const MAX_ID_CHARS: usize = 255;
 /// bytes each would not fit, 512 bytes each always do (with room for one more id).
 pub const MAX_ID_BYTES: usize = 512;
 
+/// How deep arrays and objects nest in a body this service reads, the envelope's object being
+/// the first level: serde_json's parser stops at its recursion limit, one level further.
+const MAX_DEPTH: usize = 127;
+
 /// Why `id` is not an acceptable id (empty, too many characters or too many bytes), if it is not.
 pub fn id_problem(id: &str) -> Option<String> {
     let chars = id.chars().count();
@@ -67,7 +71,7 @@ impl Envelope {
                 if text.starts_with("number out of range") || text.starts_with("recursion limit") {
                     format!(
                         "the body is JSON beyond what this service reads: {text} (numbers must \
-                         fit a 64-bit float, and arrays and objects nest at most 128 deep)"
+                         fit a 64-bit float, and arrays and objects nest at most {MAX_DEPTH} deep)"
                     )
                 } else {
                     format!("the body is not valid JSON: {text}")
@@ -316,6 +320,31 @@ mod tests {
         assert_eq!(e.source, None);
         assert_eq!(e.integration_account_id, None);
         assert_eq!(e.result, None);
+    }
+
+    #[test]
+    fn a_body_nests_at_most_the_depth_its_refusal_names() {
+        // The envelope's object is the first level; `extra` holds the rest.
+        let nested = |depth: usize| {
+            let inner = depth - 1;
+            SEED.replacen(
+                "\"data\"",
+                &format!(
+                    "\"extra\": {}{}, \"data\"",
+                    "[".repeat(inner),
+                    "]".repeat(inner)
+                ),
+                1,
+            )
+        };
+        assert!(Envelope::parse(nested(MAX_DEPTH).as_bytes()).is_ok());
+        match Envelope::parse(nested(MAX_DEPTH + 1).as_bytes()) {
+            Err(Error::MalformedBody(detail)) => assert!(
+                detail.contains(&format!("nest at most {MAX_DEPTH} deep")),
+                "{detail}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
