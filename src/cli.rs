@@ -115,6 +115,15 @@ async fn token(db: &Database, command: TokenCommand) -> Result<(), Box<dyn Error
                 return Err(format!("no live token has id {id}").into());
             }
             eprintln!("token {id} revoked");
+            if auth::list(&db.pool).await?.is_empty() {
+                // SPEC §3.2: the routes require a token as soon as one exists; a revoked one
+                // counts for nothing.
+                eprintln!(
+                    "no live token is left: a service listening on a loopback address answers \
+                     the query routes without a token again (to loopback names only); create \
+                     one to keep them closed"
+                );
+            }
         }
     }
     Ok(())

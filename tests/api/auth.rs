@@ -517,6 +517,8 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
         .await
         .unwrap();
     assert!(out.status.success());
+    const NONE_LEFT: &str = "no live token is left";
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(NONE_LEFT));
     let again = binary(Some(&db.name))
         .args(["token", "revoke", first_id])
         .output()
@@ -541,6 +543,15 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
             .iter()
             .all(|h| h.len() == 32 && !token.as_bytes().windows(32).any(|w| w == h.as_slice()))
     );
+    // Revoking the last live token opens the query routes on loopback again: the command says so.
+    let out = binary(Some(&db.name))
+        .args(["token", "revoke", rows[1][0]])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(NONE_LEFT), "{stderr}");
 }
 
 #[tokio::test]
