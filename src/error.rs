@@ -285,9 +285,12 @@ impl IntoResponse for Error {
                 HeaderValue::from_static(challenge),
             );
         }
-        if status == StatusCode::REQUEST_TIMEOUT {
-            // What is left of the body may still come: this connection cannot carry another
-            // request.
+        if matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            // What is left of the body, unread, may still come: this connection cannot carry
+            // another request.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

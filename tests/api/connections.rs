@@ -197,6 +197,12 @@ async fn a_webhook_body_that_stalls_is_answered_408_and_the_connection_closed() 
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    assert!(
         answer.contains("urn:calry-hooks:problem:body-timeout"),
         "{answer}"
     );
