@@ -144,6 +144,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_LISTEN",
         default_value = "127.0.0.1:8080",
+        value_parser = parse_listen,
         global = true
     )]
     pub listen: SocketAddr,
@@ -355,6 +356,16 @@ fn parse_log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| s.to_owned())
         .map_err(|e| format!("not a log filter ({e}); e.g. `info` or `info,calry_hooks=debug`"))
+}
+
+/// An address and port to listen on. A host name is not looked up: `localhost` may name
+/// IPv4 and IPv6 addresses both, and the loopback checks need the one address listened on.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        "not an IP address and port, such as 127.0.0.1:8080, 0.0.0.0:8080 or [::]:8080 \
+         (a host name is not looked up)"
+            .to_owned()
+    })
 }
 
 /// The longest age `parse_age` reads: a century.

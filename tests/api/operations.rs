@@ -1637,6 +1637,11 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
         ("CALRY_HOOKS_MAX_BODY_BYTES", "abc", "invalid digit"),
         ("CALRY_HOOKS_LOG_FORMAT", "xml", "one of text, json"),
         ("CALRY_HOOKS_RETENTION", "xx", "not an age"),
+        (
+            "CALRY_HOOKS_LISTEN",
+            "localhost:8080",
+            "not an IP address and port",
+        ),
     ] {
         let out = binary(None)
             .env(variable, value)
