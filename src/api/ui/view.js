@@ -244,9 +244,11 @@ export const KNOWN_TYPES = Object.keys(EVENT_STATE);
 // their title.
 const LONG = 20;
 
-/** An event type, tinted like the state it leads to. */
+/** An event type, tinted like the state it leads to. Where it may wrap (a narrow screen), it
+ * wraps after a dot first (`account.` / `created`), mid-word only when a part is too long. */
 export function eventType(type) {
-  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null }, type);
+  const parts = type.split(/(?<=\.)/).flatMap((part, i) => (i ? [h('wbr'), part] : [part]));
+  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null }, parts);
 }
 
 /** An event's `result`, or `none` (in muted text) when it has none. */
