@@ -140,7 +140,7 @@ export default function overview(main, { conn }) {
           { label: 'Integration account', cls: 'col-id', cell: (a) => id(a.integrationAccountId, uiAccount(a.workspaceId, a.integrationAccountId)) },
           { label: 'Workspace', cls: 'col-id', cell: (a) => id(a.workspaceId, uiWorkspace(a.workspaceId)) },
           { label: 'Failing for', cell: (a) => since(a.sync) },
-          { label: 'Last error', cell: (a) => lastError(a.sync) },
+          { label: 'Last error', cls: 'col-wide', cell: (a) => lastError(a.sync) },
           { label: 'Account', cls: 'col-state', cell: (a) => badge(a.account.state) },
           { label: 'Link', cls: 'col-state', cell: (a) => badge(a.link.state) },
         ], items, { caption: 'Accounts failing now', key: (a) => `${a.workspaceId}\u0000${a.integrationAccountId}` }),
@@ -176,7 +176,7 @@ export default function overview(main, { conn }) {
         { label: 'Accounts', head: head('Accounts', 'accounts', true), cls: 'col-num', cell: (w) => h('span', { class: 'num' }, String(w.accounts)) },
         { label: 'Failing', head: head('Failing', 'failing', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted', title: w.problem.message }, 'n/a') : count(w.error, 'bad')) },
         { label: 'Paused', head: head('Paused', 'paused', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted' }, 'n/a') : count(w.paused, 'warn')) },
-        { label: 'Last event', head: head('Last event', 'last', true), cell: (w) => rel(w.lastEventAt) },
+        { label: 'Last event', head: head('Last event', 'last', true), cls: 'col-wide', cell: (w) => rel(w.lastEventAt) },
       ], sorted, { caption: 'Workspaces', sortable: true, key: (w) => w.workspaceId, rowClass: (w) => (w.error ? 'row-bad' : null) });
       for (const th of t.querySelectorAll('th')) {
         const b = th.querySelector('button.active');

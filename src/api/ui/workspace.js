@@ -68,7 +68,7 @@ export default function workspacePage(main, { conn }, ws) {
     { label: 'Account', cls: 'col-state', cell: (a) => stateCell(a.account) },
     { label: 'Link', cls: 'col-state', cell: (a) => stateCell(a.link) },
     { label: 'Sync', cls: 'col-state', cell: (a) => stateCell(a.sync) },
-    { label: 'Last event', cell: (a) => rel(a.lastEventAt) },
+    { label: 'Last event', cls: 'col-wide', cell: (a) => rel(a.lastEventAt) },
   ];
   const row = (a) => tableRow(columns, a, (x) => x.integrationAccountId, (x) => (x.sync.state === 'error' ? 'row-bad' : null));
 
