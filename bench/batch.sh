@@ -31,6 +31,10 @@
 #   --batch N          events per transaction, the service's largest batch [BATCH, default 32]
 #   --prefill N        events bench/seed.sql puts in each database first [PREFILL, default 100000]
 #   --repeat N         rounds, alternating which side goes first [REPEAT, default 3]
+#   --statements       also load pg_stat_statements and print, per batch, the time PostgreSQL
+#                      spent executing the script's statements and the buffers they touched
+#                      (what neither the commit's WAL flush nor the round trips add)
+#                      [STATEMENTS=1]
 #   --keep             keep the temporary directory [KEEP=1]
 #   --no-build         use the binaries already in target/bench [NO_BUILD=1]
 #
@@ -51,6 +55,7 @@ BATCH=${BATCH:-32}
 PREFILL=${PREFILL:-100000}
 REPEAT=${REPEAT:-3}
 KEEP=${KEEP:-0}
+STATEMENTS=${STATEMENTS:-0}
 NO_BUILD=${NO_BUILD:-0}
 WITHOUT_ACCOUNTS=${WITHOUT_ACCOUNTS:-0}
 TYPES=${TYPES:-}
@@ -72,6 +77,7 @@ while [ $# -gt 0 ]; do
         --batch) BATCH=$2; shift ;;
         --prefill) PREFILL=$2; shift ;;
         --repeat) REPEAT=$2; shift ;;
+        --statements) STATEMENTS=1 ;;
         --keep) KEEP=1 ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -82,7 +88,11 @@ done
 
 command -v jq >/dev/null || { echo "bench/batch.sh: needs jq" >&2; exit 1; }
 source "$ROOT/bench/lib.sh"
-bench_postgres calry-batch
+if [ "$STATEMENTS" = 1 ]; then
+    bench_postgres calry-batch -c shared_preload_libraries=pg_stat_statements
+else
+    bench_postgres calry-batch
+fi
 
 # The files of one side: migrations, seed and the batch script, from REV or from this tree.
 SIDES=(now)
@@ -139,25 +149,47 @@ run_side() {
             || { cat "$WORK/warmup_$db.log" >&2; exit 1; }
     fi
     psql_ -d postgres -c checkpoint
+    if [ "$STATEMENTS" = 1 ]; then
+        psql_ -d "$db" -c 'create extension if not exists pg_stat_statements' \
+            -c 'select pg_stat_statements_reset()' >/dev/null
+    fi
     # pgbench's figures and the CPU PostgreSQL spent meanwhile, as one JSON line.
     batch_pgbench "$db" "$CLIENTS" "$dir/batch.sql" "$BATCH" "$side round $2" "$WORK/$db.json"
+    local statements="- -"
+    if [ "$STATEMENTS" = 1 ]; then
+        # Per batch (a call of the statement that stores it): milliseconds spent executing every
+        # statement of the script, and the buffers they touched.
+        statements=$(psql_ -At -F ' ' -d "$db" -c "
+            select round((sum(total_exec_time) / batches)::numeric, 3),
+                   round(sum(shared_blks_hit + shared_blks_read) / batches)
+            from pg_stat_statements,
+                 (select max(calls) as batches from pg_stat_statements
+                  where query like 'with input as%' and dbid = (select oid from pg_database
+                                                                where datname = '$db')) b
+            where dbid = (select oid from pg_database where datname = '$db')
+            group by batches")
+    fi
     psql_ -d postgres -c "drop database $db"
-    jq -r --argjson batch "$BATCH" \
+    echo "$(jq -r --argjson batch "$BATCH" \
         '"\(.events_per_s | round) \(.cpu_s.postgres * 1e6 / (.transactions * $batch) | round)"' \
-        "$WORK/$db.json"
+        "$WORK/$db.json") $statements"
 }
 
-declare -A RATES CPU
+declare -A RATES CPU EXEC BUFFERS
 for rep in $(seq 1 "$REPEAT"); do
     order=("${SIDES[@]}")
     if [ $((rep % 2)) = 0 ] && [ ${#SIDES[@]} = 2 ]; then order=("${SIDES[1]}" "${SIDES[0]}"); fi
     for side in "${order[@]}"; do
         log "round $rep: $side"
         figures=$(run_side "$side" "$rep")
-        read -r rate cpu <<<"$figures"
-        echo "round $rep: $side $rate events/s, PostgreSQL $cpu µs of CPU per event" >&2
+        read -r rate cpu exec_ms buffers <<<"$figures"
+        extra=""
+        [ "$STATEMENTS" = 1 ] && extra=", $exec_ms ms executing and $buffers buffers per batch"
+        echo "round $rep: $side $rate events/s, PostgreSQL $cpu µs of CPU per event$extra" >&2
         RATES[$side]="${RATES[$side]:-} $rate"
         CPU[$side]="${CPU[$side]:-} $cpu"
+        EXEC[$side]="${EXEC[$side]:-} $exec_ms"
+        BUFFERS[$side]="${BUFFERS[$side]:-} $buffers"
     done
 done
 
@@ -167,6 +199,12 @@ for side in "${SIDES[@]}"; do
     printf '%-7s events/s:%s (median %s)\n' "$side" "${RATES[$side]}" "$(echo "${RATES[$side]}" | median)"
     printf '%-7s PostgreSQL CPU µs per event:%s (median %s)\n' "$side" "${CPU[$side]}" \
         "$(echo "${CPU[$side]}" | median)"
+    if [ "$STATEMENTS" = 1 ]; then
+        printf '%-7s ms executing statements per batch:%s (median %s)\n' "$side" \
+            "${EXEC[$side]}" "$(echo "${EXEC[$side]}" | median)"
+        printf '%-7s buffers per batch:%s (median %s)\n' "$side" "${BUFFERS[$side]}" \
+            "$(echo "${BUFFERS[$side]}" | median)"
+    fi
 done
 ratio() {
     awk -v a="$1" -v b="$2" -v what="$3" 'BEGIN { printf "now / before, %s: %.2f\n", what, a / b }'
@@ -174,4 +212,8 @@ ratio() {
 if [ -n "$BEFORE" ]; then
     ratio "$(echo "${RATES[now]}" | median)" "$(echo "${RATES[before]}" | median)" events/s
     ratio "$(echo "${CPU[now]}" | median)" "$(echo "${CPU[before]}" | median)" "CPU per event"
+    if [ "$STATEMENTS" = 1 ]; then
+        ratio "$(echo "${EXEC[now]}" | median)" "$(echo "${EXEC[before]}" | median)" \
+            "time executing statements per batch"
+    fi
 fi
