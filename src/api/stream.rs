@@ -152,11 +152,15 @@ impl Selection {
 
 /// Turns feed rows into stream items: decides which change their account's status and writes
 /// out every message (two statements for the whole batch, whatever its size).
+///
+/// `db` is one of [`Readers`]' connections, which plan every statement once (generic plans):
+/// these statements take arrays, and left to choose, PostgreSQL planned them anew at every call,
+/// which took longer than running them (docs/BENCHMARKS.md). No transaction: a client that goes
+/// away while its stream is read drops this future at any await, and a `BEGIN` cut off there
+/// left its connection inside a transaction that sqlx no longer knew of.
 pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item>> {
-    let mut tx = generic_plans(db).await?;
-    let changed = status_changes(&mut tx, &rows).await?;
-    let mut entries = entries_after(&mut tx, &rows, &changed).await?;
-    tx.commit().await?;
+    let changed = status_changes(db, &rows).await?;
+    let mut entries = entries_after(db, &rows, &changed).await?;
     Ok(rows
         .into_iter()
         .enumerate()
@@ -167,19 +171,6 @@ pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item
             item(row, status)
         })
         .collect())
-}
-
-/// A transaction in which PostgreSQL plans each statement once. The statements here take arrays
-/// (one element per event or account) and PostgreSQL, left to choose, plans them anew at every
-/// call: its estimate of a generic plan (100 rows an array) always looks worse than a custom one
-/// with the array's real length, and planning them took longer than running them
-/// (docs/BENCHMARKS.md).
-async fn generic_plans(db: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
-    let mut tx = sqlx::Connection::begin(db).await?;
-    sqlx::query("set local plan_cache_mode = force_generic_plan")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
 }
 
 /// The `status` message of an event, from its account's entry right after it.
@@ -449,10 +440,7 @@ impl Known {
         let loaded = if asked.is_empty() {
             Vec::new()
         } else {
-            let mut tx = generic_plans(db).await?;
-            let loaded = latest_rows_at(&mut tx, &rows, &asked, false).await?;
-            tx.commit().await?;
-            loaded
+            latest_rows_at(db, &rows, &asked, false).await?
         };
         for (i, latest) in asked.iter().zip(loaded) {
             let event = &rows[*i].event;
@@ -505,9 +493,7 @@ impl Known {
             statuses.push(status);
         }
         if !reread.is_empty() {
-            let mut tx = generic_plans(db).await?;
-            let found = latest_rows_at(&mut tx, &rows, &reread, true).await?;
-            tx.commit().await?;
+            let found = latest_rows_at(db, &rows, &reread, true).await?;
             for (i, latest) in reread.into_iter().zip(found) {
                 statuses[i] = status_message(&rows[i].event, latest);
             }

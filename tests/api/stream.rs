@@ -1300,3 +1300,40 @@ async fn a_prepared_transaction_of_another_database_holds_no_event_back() {
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A client that goes away while its stream is caught up from the store leaves no connection of
+/// the service inside a transaction: one would keep its locks on the history, which removing a
+/// month (`DETACH PARTITION … CONCURRENTLY`) waits for, until the connection's next user ended it
+/// — or ran its own statements inside it. The clients here reset their connections at
+/// spread-out moments of the catch-up, one at a time; after each, nothing else uses the service.
+#[tokio::test]
+async fn streams_dropped_while_catching_up_leave_no_transaction_open() {
+    let app = spawn_app().await;
+    crate::helpers::fill_workspace(&app, "w", 2_000).await;
+    let page = app.get_json("/feed?limit=1").await;
+    let first = page["items"][0]["position"].as_str().unwrap().to_owned();
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let request = format!("GET /stream HTTP/1.1\r\nHost: {host}\r\nLast-Event-ID: {first}\r\n\r\n");
+    for i in 0..200u64 {
+        let mut client = tokio::net::TcpStream::connect(&host).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_micros(i * 7 % 40 * 1_000 + i * 37 % 1_000)).await;
+        client.set_zero_linger().unwrap();
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let open: Vec<(i32, String)> = sqlx::query_as(
+            "select pid, coalesce(query, '') from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()
+               and state like 'idle in transaction%'",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert!(
+            open.is_empty(),
+            "after client {i}, connections left in a transaction: {open:?}"
+        );
+    }
+}
