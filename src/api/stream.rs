@@ -63,6 +63,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 const BROADCAST: usize = 1024;
 /// The same for the streams of one workspace (there is one such channel per followed workspace).
 const WORKSPACE_BROADCAST: usize = 128;
+/// The largest messages an item carries in the broadcast. A client that stops reading keeps the
+/// broadcast's items alive until they are overwritten (every stream of the channel shares them),
+/// so this bounds what such clients can hold: about 16 MiB for `/stream`, 2 MiB for a followed
+/// workspace. A larger event (a payload near the body limit) is broadcast without its messages,
+/// and each stream that sends it reads it from the store.
+const BROADCAST_FRAME_BYTES: usize = 16 * 1024;
 /// Events read from the store at a time.
 const BATCH: i64 = 200;
 /// Payload bytes a stream reads from the store at a time when it catches up (or one event, when
@@ -94,8 +100,11 @@ pub struct Item {
     /// its account's status.
     pub messages: u64,
     /// Those messages as a stream sends them, the `id:` on the last: written once for every
-    /// stream that sends them.
+    /// stream that sends them. Empty in the broadcast for messages over
+    /// [`BROADCAST_FRAME_BYTES`] (`in_store` then).
     pub frame: Bytes,
+    /// The messages are not here: a stream that sends this event reads it from the store.
+    pub in_store: bool,
 }
 
 /// The `status` message.
@@ -222,6 +231,7 @@ fn item(row: FeedRow, status: Option<String>) -> Item {
         integration_account_id,
         messages: 1 + u64::from(status.is_some()),
         frame: Bytes::from(frame),
+        in_store: false,
     }
 }
 
@@ -590,8 +600,12 @@ impl Tail {
         self.all.receiver_count() > 0 || !self.workspaces.is_empty()
     }
 
-    fn broadcast(&mut self, item: Item) {
+    fn broadcast(&mut self, mut item: Item) {
         self.position = item.position;
+        if item.frame.len() > BROADCAST_FRAME_BYTES {
+            item.frame = Bytes::new();
+            item.in_store = true;
+        }
         let item = Arc::new(item);
         if let Some(sender) = self.workspaces.get(&item.workspace_id) {
             let _ = sender.send(item.clone());
@@ -905,8 +919,13 @@ impl Follow {
                 Err(_) if !self.still_allowed().await => return None,
                 Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 Ok(Ok(item)) if item.position > self.position => {
-                    self.position = item.position;
-                    if self.selection.passes(&item) {
+                    if !self.selection.passes(&item) {
+                        self.position = item.position;
+                    } else if item.in_store {
+                        // Read from the store, and with it what follows it there.
+                        self.tail_position = item.position;
+                    } else {
+                        self.position = item.position;
                         let lag = (chrono::Utc::now() - item.received_at).to_std().ok();
                         self.app.metrics.stream_sent(item.messages, lag);
                         return Some(item.frame.clone());
