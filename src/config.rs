@@ -378,22 +378,18 @@ pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err()); // `+1d` too: i64 would take its sign
     }
-    let n: i64 = number.parse().map_err(|_| err())?;
+    // Beyond a century, `now - age` would leave the calendar PostgreSQL and chrono share.
+    let too_long = || format!("{s:?} is more than {MAX_AGE_DAYS}d");
+    let n: i64 = number.parse().map_err(|_| too_long())?; // digits alone: past i64
     let age = match unit {
         "d" => chrono::TimeDelta::try_days(n),
         "h" => chrono::TimeDelta::try_hours(n),
         "m" => chrono::TimeDelta::try_minutes(n),
         "s" => chrono::TimeDelta::try_seconds(n),
-        _ => None,
+        _ => return Err(err()),
     };
-    let age = age
-        .filter(|a| *a >= chrono::TimeDelta::zero())
-        .ok_or_else(err)?;
-    // Beyond a century, `now - age` would leave the calendar PostgreSQL and chrono share.
-    if age > chrono::TimeDelta::days(MAX_AGE_DAYS) {
-        return Err(format!("{s:?} is more than {MAX_AGE_DAYS}d"));
-    }
-    Ok(age)
+    age.filter(|a| *a <= chrono::TimeDelta::days(MAX_AGE_DAYS))
+        .ok_or_else(too_long)
 }
 
 impl Config {
@@ -427,20 +423,24 @@ mod tests {
         assert_eq!(parse_age("45s").unwrap().num_seconds(), 45);
         // SPEC §13: `prune --older-than 0s` removes everything received before now.
         assert_eq!(parse_age("0s").unwrap(), chrono::TimeDelta::zero());
-        for bad in [
-            "",
-            "d",
-            "90",
-            "-1d",
-            "+1d",
-            " 1d",
-            "1w",
-            "1.5d",
-            "99999999999999d",
-            "9é",
-        ] {
-            assert!(parse_age(bad).is_err(), "{bad}");
+        for bad in ["", "d", "90", "-1d", "+1d", " 1d", "1w", "1.5d", "9é"] {
+            let refusal = parse_age(bad).unwrap_err();
+            assert!(
+                refusal.contains("is not an age like 90d"),
+                "{bad}: {refusal}"
+            );
         }
+        // A number of the right form, too large: the refusal says the limit.
+        for long in [
+            "36501d",
+            "99999999999999d",
+            "9223372036854775807s",
+            "99999999999999999999h",
+        ] {
+            let refusal = parse_age(long).unwrap_err();
+            assert!(refusal.contains("is more than 36500d"), "{long}: {refusal}");
+        }
+        assert_eq!(parse_age("36500d").unwrap().num_days(), 36_500);
     }
 
     #[test]
