@@ -32,6 +32,21 @@ impl Deadline {
     }
 }
 
+/// How long a read on the replica may take before it is given up for the primary (from
+/// `CALRY_HOOKS_QUERY_TIMEOUT_MS`): a statement's time, a connection's, and a second to spare. A
+/// replica that stops answering altogether (its host frozen, or a network that drops everything:
+/// its sockets stay open, and it stops no statement) would otherwise hold the read until the
+/// route's [`Deadline`], whose `503` leaves no time to read from the primary.
+#[derive(Clone, Copy)]
+pub struct ReplicaWithin(pub Duration);
+
+impl ReplicaWithin {
+    pub fn for_statements_of(statement_timeout: Duration) -> ReplicaWithin {
+        let connect = crate::store::replica::CONNECT_TIMEOUT;
+        ReplicaWithin(statement_timeout + connect + Duration::from_secs(1))
+    }
+}
+
 /// Middleware: the answer's head within the request's [`Deadline`]; `503` past that.
 pub async fn in_time(request: Request, next: Next) -> Response {
     in_time_after(Duration::ZERO, request, next).await
@@ -77,15 +92,44 @@ impl Attempt {
     fn take(&self) -> Option<(Risk, Parts)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+
+    /// The replica and the request, when the request's statements run on the replica.
+    fn take_replica(&self) -> Option<(ReadReplica, Parts)> {
+        let mut recorded = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match recorded.take() {
+            Some((Risk::Replica(replica), parts)) => Some((replica, parts)),
+            other => {
+                *recorded = other;
+                None
+            }
+        }
+    }
 }
 
-/// Middleware: a 5xx after a shortcut is answered again without shortcuts. A replica that
-/// failed is left alone for a while; after a connection that failed, the idle ones go too (the
-/// database most likely dropped them all).
+/// Middleware: a 5xx after a shortcut is answered again without shortcuts, and so is a read on
+/// the replica that takes longer than [`ReplicaWithin`]. A replica that failed is left alone for
+/// a while; after a connection that failed, the idle ones go too (the database most likely
+/// dropped them all).
 pub async fn answer_again(mut request: Request, next: Next) -> Response {
     let attempt = Attempt::default();
     request.extensions_mut().insert(attempt.clone());
-    let response = next.clone().run(request).await;
+    let within = request.extensions().get::<ReplicaWithin>().map(|w| w.0);
+    let mut first = Box::pin(next.clone().run(request));
+    let response = match within {
+        Some(within) => tokio::select! {
+            response = &mut first => response,
+            () = tokio::time::sleep(within) => match attempt.take_replica() {
+                Some((replica, parts)) => {
+                    // Its connection goes back to the replica's pool, which `failed` empties.
+                    drop(first);
+                    replica.failed(&format_args!("a read on it took more than {within:?}"));
+                    return next.run(Request::from_parts(parts, Body::empty())).await;
+                }
+                None => first.await,
+            },
+        },
+        None => first.await,
+    };
     match attempt.take() {
         Some((risk, parts)) if response.status().is_server_error() => {
             match risk {

@@ -120,6 +120,9 @@ pub fn router(state: AppState) -> Router {
             track_in_flight,
         ))
         .layer(axum::Extension(deadline))
+        .layer(axum::Extension(again::ReplicaWithin::for_statements_of(
+            std::time::Duration::from_millis(state.config.query_timeout_ms),
+        )))
         .with_state(state)
         .merge(pages(doc))
         .fallback(|| async { Error::NotFound("no such route".to_owned()) })

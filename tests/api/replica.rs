@@ -133,14 +133,44 @@ impl Clusters {
     }
 }
 
+/// The postmaster of the server running on `pgdata`, if any.
+fn postmaster(pgdata: &Path) -> Option<libc::pid_t> {
+    std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse().ok())
+}
+
 /// Sends SIGQUIT (immediate shutdown) to the server running on `pgdata`, if any.
 fn quit(pgdata: &Path) {
-    let pid = std::fs::read_to_string(pgdata.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse::<libc::pid_t>().ok());
-    if let Some(pid) = pid {
+    if let Some(pid) = postmaster(pgdata) {
         // SAFETY: signalling a server this test started.
         unsafe { libc::kill(pid, libc::SIGQUIT) };
+    }
+}
+
+/// Sends `signal` to the server running on `pgdata` and to every process it started (its
+/// backends): SIGSTOP freezes it as a stopped host would, its sockets open; SIGCONT thaws it.
+fn signal_server(pgdata: &Path, signal: libc::c_int) {
+    let Some(pid) = postmaster(pgdata) else {
+        return;
+    };
+    let parent = |child: &libc::pid_t| {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<libc::pid_t>()
+            .ok()
+    };
+    let children: Vec<libc::pid_t> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|child| parent(child) == Some(pid))
+        .collect();
+    for process in std::iter::once(pid).chain(children) {
+        // SAFETY: signalling a server this test started, and its children.
+        unsafe { libc::kill(process, signal) };
     }
 }
 
@@ -392,6 +422,23 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     }
     wait_until_caught_up(&app).await;
     check_every_replica_route(&app, false).await;
+
+    // Frozen, its sockets open (a stopped host, a network that drops everything): the read on it
+    // is given up after the statement timeout and a connection's time, and answered from the
+    // primary well within the route's deadline; the next reads go to the primary at once.
+    signal_server(&clusters.pgdata("standby"), libc::SIGSTOP);
+    let frozen = Instant::now();
+    get(&app, "/workspaces", false).await;
+    let waited = frozen.elapsed();
+    assert!(waited < Duration::from_secs(8), "a read took {waited:?}");
+    let next = Instant::now();
+    check_every_replica_route(&app, false).await;
+    assert!(
+        next.elapsed() < Duration::from_secs(2),
+        "then {:?}",
+        next.elapsed()
+    );
+    signal_server(&clusters.pgdata("standby"), libc::SIGCONT);
 
     app.stop_keeping_database().await;
     pool.close().await;
