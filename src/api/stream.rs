@@ -836,6 +836,7 @@ async fn open(
         tail_position,
         backlog: VecDeque::new(),
         catch_up_rows: BATCH,
+        check_token: false,
     };
     let body = futures_util::stream::unfold((follow, app), |(mut follow, app)| async move {
         // A stopping service ends its streams (their clients resume elsewhere or after the
@@ -876,8 +877,12 @@ struct Follow {
     /// twice as many otherwise, up to [`BATCH`].
     catch_up_rows: i64,
     /// The token the stream was opened with, checked again whenever a token may have changed
-    /// and at each keep-alive: a revoked one ends the stream.
+    /// and after each keep-alive: a revoked one ends the stream.
     presented: Option<String>,
+    /// A keep-alive was just sent: the token is checked before anything else. After it, not
+    /// before: the check may wait for a connection (up to 3 s while PostgreSQL does not
+    /// answer), which would make the keep-alive late.
+    check_token: bool,
     token_changes: Changes,
     /// Counts the stream as open while it lives.
     _open: crate::metrics::GaugeGuard,
@@ -889,6 +894,9 @@ impl Follow {
     /// ends the stream.
     async fn next(&mut self) -> Option<Bytes> {
         let keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
+        if std::mem::take(&mut self.check_token) && !self.still_allowed().await {
+            return None;
+        }
         loop {
             if self.token_changes.came() && !self.still_allowed().await {
                 return None;
@@ -916,8 +924,10 @@ impl Follow {
                 received = tokio::time::timeout_at(keep_alive, self.receiver.recv()) => received,
             };
             match received {
-                Err(_) if !self.still_allowed().await => return None,
-                Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                Err(_) => {
+                    self.check_token = true;
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
                 Ok(Ok(item)) if item.position > self.position => {
                     if !self.selection.passes(&item) {
                         self.position = item.position;

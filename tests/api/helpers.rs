@@ -625,3 +625,32 @@ pub const LATEST_OF_EACH_TYPE: &str =
     where integration_account_id is not null
       and event_type in (select event_type from event_states)
     order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc";
+
+/// Sends `signal` to the server running on `pgdata` and to every process it started (its
+/// backends): SIGSTOP freezes it as a stopped host would, its sockets open; SIGCONT thaws it.
+pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
+    let pid = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<libc::pid_t>().ok());
+    let Some(pid) = pid else {
+        return;
+    };
+    let parent = |child: &libc::pid_t| {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<libc::pid_t>()
+            .ok()
+    };
+    let children: Vec<libc::pid_t> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|child| parent(child) == Some(pid))
+        .collect();
+    for process in std::iter::once(pid).chain(children) {
+        // SAFETY: signalling a server this test started, and its children.
+        unsafe { libc::kill(process, signal) };
+    }
+}

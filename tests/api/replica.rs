@@ -148,32 +148,6 @@ fn quit(pgdata: &Path) {
     }
 }
 
-/// Sends `signal` to the server running on `pgdata` and to every process it started (its
-/// backends): SIGSTOP freezes it as a stopped host would, its sockets open; SIGCONT thaws it.
-fn signal_server(pgdata: &Path, signal: libc::c_int) {
-    let Some(pid) = postmaster(pgdata) else {
-        return;
-    };
-    let parent = |child: &libc::pid_t| {
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-        stat.rsplit(')')
-            .next()?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<libc::pid_t>()
-            .ok()
-    };
-    let children: Vec<libc::pid_t> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|child| parent(child) == Some(pid))
-        .collect();
-    for process in std::iter::once(pid).chain(children) {
-        // SAFETY: signalling a server this test started, and its children.
-        unsafe { libc::kill(process, signal) };
-    }
-}
-
 impl Drop for Clusters {
     fn drop(&mut self) {
         for which in ["standby", "primary"] {
@@ -426,7 +400,7 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     // Frozen, its sockets open (a stopped host, a network that drops everything): the read on it
     // is given up after the statement timeout and a connection's time, and answered from the
     // primary well within the route's deadline; the next reads go to the primary at once.
-    signal_server(&clusters.pgdata("standby"), libc::SIGSTOP);
+    crate::helpers::signal_server(&clusters.pgdata("standby"), libc::SIGSTOP);
     let frozen = Instant::now();
     get(&app, "/workspaces", false).await;
     let waited = frozen.elapsed();
@@ -438,7 +412,7 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
         "then {:?}",
         next.elapsed()
     );
-    signal_server(&clusters.pgdata("standby"), libc::SIGCONT);
+    crate::helpers::signal_server(&clusters.pgdata("standby"), libc::SIGCONT);
 
     app.stop_keeping_database().await;
     pool.close().await;

@@ -1459,3 +1459,41 @@ async fn large_live_events_are_sent_in_order_from_the_store() {
     );
     assert_eq!(read(&mut filtered, syncs.len()).await, syncs);
 }
+
+/// While PostgreSQL does not answer at all (its host frozen), an open stream still gets its
+/// keep-alive within 15 s of the last (SPEC §10): the token check that follows each keep-alive
+/// may wait for a connection, but no longer comes before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_stay_on_time_while_the_database_does_not_answer() {
+    let (dir, cluster, app) = serve_on_own_cluster("stream_frozen", 4).await;
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
+    let mut read = String::new();
+    let mut keep_alive = async |stream: &mut Reader, within: Duration| {
+        let deadline = tokio::time::Instant::now() + within;
+        let started = tokio::time::Instant::now();
+        while !read.contains(": keep-alive") {
+            match tokio::time::timeout_at(deadline, stream.body.next()).await {
+                Ok(Some(Ok(chunk))) => read.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Ok(other) => panic!("the stream ended ({other:?}); read {read:?}"),
+                Err(_) => panic!("no keep-alive within {within:?}; read {read:?}"),
+            }
+        }
+        read.clear();
+        started.elapsed()
+    };
+    keep_alive(&mut stream, Duration::from_secs(16)).await;
+    crate::helpers::signal_server(&dir.join("postgres"), libc::SIGSTOP);
+    let waited = keep_alive(&mut stream, Duration::from_secs(20)).await;
+    let second = keep_alive(&mut stream, Duration::from_secs(20)).await;
+    crate::helpers::signal_server(&dir.join("postgres"), libc::SIGCONT);
+    for gap in [waited, second] {
+        assert!(
+            gap <= Duration::from_secs(15),
+            "a keep-alive came {gap:?} after the last"
+        );
+    }
+    drop(stream);
+    app.stop_keeping_database().await;
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
