@@ -64,6 +64,8 @@ impl IngestSettings {
 struct Pending {
     event: NewEvent,
     reply: oneshot::Sender<Result<Outcome, Error>>,
+    /// When it was queued.
+    queued: std::time::Instant,
     /// The request's span (its request id): what the writer logs of a delivery goes there.
     span: tracing::Span,
 }
@@ -107,6 +109,7 @@ impl Ingestor {
             .try_send(Pending {
                 event,
                 reply,
+                queued: std::time::Instant::now(),
                 span: tracing::Span::current(),
             })
             .map_err(|e| match e {
@@ -142,6 +145,21 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
         if receiver.lock().await.recv_many(&mut batch, max_batch).await == 0 {
             return; // every Ingestor is gone and the queue is empty
         }
+        let (late, batch): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|pending| pending.queued.elapsed() > QUEUE_WAIT);
+        if !late.is_empty() {
+            tracing::warn!(
+                deliveries = late.len(),
+                "deliveries waited too long for a writer; answered 503"
+            );
+            answer_all(late, || {
+                Error::unavailable("no writer was free for the delivery in time; retry later")
+            });
+        }
+        if batch.is_empty() {
+            continue;
+        }
         if write(&pool, batch).await {
             announce(&pool).await;
         }
@@ -163,6 +181,12 @@ async fn announce(pool: &WriterPool) {
         tracing::debug!(error = %err, "could not announce new events");
     }
 }
+
+/// How long a delivery may wait in the queue for a writer: past that it is answered `503` with
+/// nothing stored, as when no connection is free within the pool's acquire timeout. Behind
+/// writers held up by PostgreSQL (a lock, a frozen server), a delivery is thus answered within
+/// this and one batch's deadline, not after every batch queued before it.
+const QUEUE_WAIT: std::time::Duration = crate::store::ACQUIRE_TIMEOUT;
 
 /// How long one round of a batch may wait for PostgreSQL: its statements' own timeout is the
 /// server's to enforce (`STATEMENT_TIMEOUT`), and a server that does not answer at all enforces

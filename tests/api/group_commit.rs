@@ -359,3 +359,41 @@ async fn a_full_queue_answers_503_at_once_instead_of_waiting() {
         .await;
     assert_eq!(retried.status(), 201);
 }
+
+/// A delivery queued behind a batch that PostgreSQL holds up is answered within the pool's
+/// acquire time and one batch's deadline, not after every batch queued before it: one that
+/// waited over 3 s for a writer is answered `503` when a writer takes it, with nothing stored
+/// (SPEC §3), and Calry's retry stores it.
+#[tokio::test]
+async fn a_delivery_that_waited_too_long_for_a_writer_is_answered_503_unstored() {
+    let app = single_writer_app().await;
+    let lock = hold_writer(&app).await;
+    let held = Instant::now();
+    let first = send(
+        &app,
+        &event("first", "w", None, "x.y", "2024-01-01T00:00:00Z"),
+    );
+    wait_for_writer_on_lock(&app).await;
+    let body = event("queued", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    let queued_at = Instant::now();
+    let queued = send(&app, &body);
+    wait_for_queue(&app, 1.0).await;
+    // The first batch's statement times out (10 s); the lock is held a while longer, so that a
+    // batch of the queued delivery would wait on it again.
+    assert_eq!(first.await.unwrap().0, 503);
+    let (status, _) = queued.await.unwrap();
+    let answered = queued_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(14).saturating_sub(held.elapsed())).await;
+    release_writer(lock).await;
+    assert_eq!(status, 503, "answered after {answered:?}");
+    assert!(
+        answered < Duration::from_secs(12),
+        "answered after {answered:?}"
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    assert_eq!(app.deliver(&body).await.status(), 201);
+}
