@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use crate::error::{Error, Problem, Result};
+use crate::store::ReadReplica;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -97,8 +98,18 @@ async fn check_replica(
     let Some(replica) = &app.replica else {
         return Ok(None);
     };
-    let lag = match tokio::time::timeout(REPLICA_CHECK_TIMEOUT, replica.lag(primary)).await {
-        Ok(lag) => lag?,
+    // The primary first, on its own time: a primary that does not answer says nothing of the
+    // replica (which would otherwise be marked failed, and its reads sent to that primary).
+    let flushed = tokio::time::timeout(REPLICA_CHECK_TIMEOUT, ReadReplica::flushed(primary))
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the primary did not answer within {REPLICA_CHECK_TIMEOUT:?}"),
+            ))
+        })??;
+    let lag = match tokio::time::timeout(REPLICA_CHECK_TIMEOUT, replica.lag(&flushed)).await {
+        Ok(lag) => lag,
         Err(_) => {
             replica.failed(&format_args!("no answer within {REPLICA_CHECK_TIMEOUT:?}"));
             None

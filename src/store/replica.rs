@@ -113,47 +113,49 @@ impl ReadReplica {
         }
     }
 
-    /// How far the replica is behind the primary whose connection is `primary`: the primary's
-    /// flushed WAL position is read first, then compared with what the replica has replayed,
-    /// so "caught up" means every transaction committed before the call is visible on the
-    /// replica. `None` when the replica is unreachable (it is then marked failed).
-    pub async fn lag(&self, primary: &mut PgConnection) -> Result<Option<ReplayLag>, sqlx::Error> {
-        let flushed: String = sqlx::query_scalar("select pg_current_wal_flush_lsn()::text")
-            .fetch_one(&mut *primary)
-            .await?;
-        let Some(mut replica) = self.acquire().await else {
-            return Ok(None);
-        };
+    /// The primary's flushed WAL position, the reference of [`ReadReplica::lag`]: read first, so
+    /// that "caught up" means every transaction committed before the call is visible on the
+    /// replica.
+    pub async fn flushed(primary: &mut PgConnection) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("select pg_current_wal_flush_lsn()::text")
+            .fetch_one(primary)
+            .await
+    }
+
+    /// How far the replica is behind the primary's WAL position `flushed` ([`Self::flushed`]).
+    /// `None` when the replica is unreachable (it is then marked failed).
+    pub async fn lag(&self, flushed: &str) -> Option<ReplayLag> {
+        let mut replica = self.acquire().await?;
         let measured: Result<(bool, Option<i64>, Option<f64>), _> = sqlx::query_as(
             "select pg_is_in_recovery(),
                     pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn())::bigint,
                     extract(epoch from now() - pg_last_xact_replay_timestamp())::float8",
         )
-        .bind(&flushed)
+        .bind(flushed)
         .fetch_one(&mut *replica)
         .await;
         match measured {
-            Ok((false, ..)) => Ok(Some(ReplayLag {
+            Ok((false, ..)) => Some(ReplayLag {
                 standby: false,
                 bytes: None,
                 seconds: None,
-            })),
+            }),
             Ok((true, bytes, age)) => {
                 // The replica may have replayed past what the primary had flushed when asked.
                 let bytes = bytes.map(|b| b.max(0) as u64);
-                Ok(Some(ReplayLag {
+                Some(ReplayLag {
                     standby: true,
                     bytes,
                     seconds: match bytes {
                         Some(0) => Some(0.0),
                         _ => age.map(|s| s.max(0.0)),
                     },
-                }))
+                })
             }
             Err(err) => {
                 self.readers.discard(replica);
                 self.failed(&err);
-                Ok(None)
+                None
             }
         }
     }

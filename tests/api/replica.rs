@@ -397,6 +397,18 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     wait_until_caught_up(&app).await;
     check_every_replica_route(&app, false).await;
 
+    // The primary frozen for a moment: /metrics leaves the replica's gauges as they were (the
+    // primary's WAL position, read first, does not come), and the replica is not taken for
+    // failed: the next read, the primary thawed, is the replica's.
+    assert_eq!(app.metric("calry_hooks_replica_reachable").await, 1.0);
+    crate::helpers::signal_server(&clusters.pgdata("primary"), libc::SIGSTOP);
+    let reachable = app.metric("calry_hooks_replica_reachable").await;
+    crate::helpers::signal_server(&clusters.pgdata("primary"), libc::SIGCONT);
+    assert_eq!(reachable, 1.0);
+    let replica_reads = app.metric(REPLICA_READS).await;
+    get(&app, "/workspaces", false).await;
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
+
     // Frozen, its sockets open (a stopped host, a network that drops everything): the read on it
     // is given up after the statement timeout and a connection's time, and answered from the
     // primary well within the route's deadline; the next reads go to the primary at once.
