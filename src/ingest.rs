@@ -145,9 +145,12 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
         if receiver.lock().await.recv_many(&mut batch, max_batch).await == 0 {
             return; // every Ingestor is gone and the queue is empty
         }
-        let (late, batch): (Vec<Pending>, Vec<Pending>) = batch
-            .into_iter()
-            .partition(|pending| pending.queued.elapsed() > QUEUE_WAIT);
+        let now = std::time::Instant::now();
+        let late: Vec<Pending> = batch
+            .extract_if(.., |pending| {
+                now.duration_since(pending.queued) > QUEUE_WAIT
+            })
+            .collect();
         if !late.is_empty() {
             tracing::warn!(
                 deliveries = late.len(),
@@ -349,13 +352,7 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
             // A server that stopped answering (hung, or a network that drops everything): the
             // connection's state is unknown, so it is not used again.
             conn.close_on_drop();
-            Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "PostgreSQL did not answer within {} s",
-                    WRITE_DEADLINE.as_secs()
-                ),
-            )))
+            Err(crate::store::no_answer("PostgreSQL", WRITE_DEADLINE))
         }
     }
 }

@@ -102,12 +102,7 @@ async fn check_replica(
     // replica (which would otherwise be marked failed, and its reads sent to that primary).
     let flushed = tokio::time::timeout(REPLICA_CHECK_TIMEOUT, ReadReplica::flushed(primary))
         .await
-        .map_err(|_| {
-            sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the primary did not answer within {REPLICA_CHECK_TIMEOUT:?}"),
-            ))
-        })??;
+        .map_err(|_| crate::store::no_answer("the primary", REPLICA_CHECK_TIMEOUT))??;
     let lag = match tokio::time::timeout(REPLICA_CHECK_TIMEOUT, replica.lag(&flushed)).await {
         Ok(lag) => lag,
         Err(_) => {

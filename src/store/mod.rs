@@ -330,7 +330,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 }
 
 /// The error of work that `who` (PostgreSQL) did not answer `within`.
-fn no_answer(who: &str, within: Duration) -> sqlx::Error {
+pub fn no_answer(who: &str, within: Duration) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!("{who} did not answer within {} s", within.as_secs()),

@@ -626,13 +626,17 @@ pub const LATEST_OF_EACH_TYPE: &str =
       and event_type in (select event_type from event_states)
     order by workspace_id, integration_account_id, event_type, occurred_at desc, hook_id desc";
 
+/// The postmaster of the server running on `pgdata`, if any.
+pub fn postmaster(pgdata: &std::path::Path) -> Option<libc::pid_t> {
+    std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse().ok())
+}
+
 /// Sends `signal` to the server running on `pgdata` and to every process it started (its
 /// backends): SIGSTOP freezes it as a stopped host would, its sockets open; SIGCONT thaws it.
 pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
-    let pid = std::fs::read_to_string(pgdata.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse::<libc::pid_t>().ok());
-    let Some(pid) = pid else {
+    let Some(pid) = postmaster(pgdata) else {
         return;
     };
     let parent = |child: &libc::pid_t| {

@@ -133,16 +133,9 @@ impl Clusters {
     }
 }
 
-/// The postmaster of the server running on `pgdata`, if any.
-fn postmaster(pgdata: &Path) -> Option<libc::pid_t> {
-    std::fs::read_to_string(pgdata.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse().ok())
-}
-
 /// Sends SIGQUIT (immediate shutdown) to the server running on `pgdata`, if any.
 fn quit(pgdata: &Path) {
-    if let Some(pid) = postmaster(pgdata) {
+    if let Some(pid) = crate::helpers::postmaster(pgdata) {
         // SAFETY: signalling a server this test started.
         unsafe { libc::kill(pid, libc::SIGQUIT) };
     }

@@ -1368,7 +1368,7 @@ async fn a_client_that_stops_reading_holds_little_memory_whatever_the_event_size
     tokio::io::AsyncWriteExt::write_all(&mut stalled, request.as_bytes())
         .await
         .unwrap();
-    // A first event through the stream's answer, so that it is open before the rest.
+    // One event first, and a second's wait, so that the stream is open before the rest come.
     let client = reqwest::Client::new();
     let deliver = async |i: usize| {
         let mut body = event(&format!("big{i}"), "w", None, "x.y", "2024-01-01T00:00:00Z");
