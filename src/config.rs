@@ -172,6 +172,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS",
         default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
         global = true
     )]
     pub signature_tolerance_secs: u64,
@@ -227,12 +228,13 @@ pub struct Config {
 
     /// Database connections of the query routes: at most this many queries run at once, the
     /// others wait for a connection. Fewer connections than clients is faster when the database
-    /// shares the machine's cores: see docs/BENCHMARKS.md.
+    /// shares the machine's cores: see docs/BENCHMARKS.md. At most 1,024: a server runs a
+    /// process per connection.
     #[arg(
         long,
         env = "CALRY_HOOKS_QUERY_CONNECTIONS",
         default_value_t = default_query_connections(),
-        value_parser = clap::value_parser!(u32).range(1..),
+        value_parser = clap::value_parser!(u32).range(1..=1024),
         global = true
     )]
     pub query_connections: u32,
@@ -295,7 +297,8 @@ pub struct Config {
 
     /// How long history is kept, by receivedAt (a number with d, h, m or s, e.g. `90d`); unset:
     /// for ever. Checked every hour: a month's partition is dropped once all of it is older.
-    #[arg(long, env = "CALRY_HOOKS_RETENTION", value_parser = parse_age, global = true)]
+    /// Zero is refused: many tools read it as "keep for ever", and here it would keep nothing.
+    #[arg(long, env = "CALRY_HOOKS_RETENTION", value_parser = parse_retention, global = true)]
     pub retention: Option<chrono::TimeDelta>,
 
     /// Log filter, in `tracing` env-filter syntax.
@@ -390,6 +393,17 @@ pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     };
     age.filter(|a| *a <= chrono::TimeDelta::days(MAX_AGE_DAYS))
         .ok_or_else(too_long)
+}
+
+/// An age of history to keep: as [`parse_age`], but not zero.
+fn parse_retention(s: &str) -> Result<chrono::TimeDelta, String> {
+    let age = parse_age(s)?;
+    if age.is_zero() {
+        return Err(format!(
+            "{s:?} would keep no history; to keep all of it, leave it unset"
+        ));
+    }
+    Ok(age)
 }
 
 impl Config {

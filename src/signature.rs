@@ -56,12 +56,13 @@ impl Verifier {
         )
     }
 
-    /// `secrets`: `whsec_…` values separated by spaces or commas; `None`: unsigned accepted.
+    /// `secrets`: `whsec_…` values separated by spaces or commas (or any other whitespace: a
+    /// value read from a file often ends in a newline); `None`: unsigned accepted.
     pub fn new(secrets: Option<&Secret>, tolerance_secs: u64) -> Result<Verifier, InvalidSecrets> {
         let values: Vec<&str> = secrets
             .map(|s| {
                 s.expose()
-                    .split([' ', ','])
+                    .split(|c: char| c == ',' || c.is_whitespace())
                     .filter(|v| !v.is_empty())
                     .collect()
             })
@@ -417,6 +418,17 @@ mod tests {
         assert!(both.verify(&vector_1(), BODY_1, at(TS_1)).unwrap());
         let both = verifier(&format!("{SECRET_1} {SECRET_2}"));
         assert!(both.verify(&vector_1(), BODY_1, at(TS_1)).unwrap());
+        // As a file or a secret store hands them over: a line each, a trailing newline, tabs.
+        for layout in [
+            format!("{SECRET_2}\n{SECRET_1}\n"),
+            format!("\t{SECRET_1}\r\n"),
+        ] {
+            assert!(
+                verifier(&layout)
+                    .verify(&vector_1(), BODY_1, at(TS_1))
+                    .unwrap()
+            );
+        }
     }
 
     #[test]

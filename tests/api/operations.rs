@@ -1637,17 +1637,29 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
         ("CALRY_HOOKS_MAX_BODY_BYTES", "abc", "invalid digit"),
         ("CALRY_HOOKS_LOG_FORMAT", "xml", "one of text, json"),
         ("CALRY_HOOKS_RETENTION", "xx", "not an age"),
+        ("CALRY_HOOKS_RETENTION", "0d", "would keep no history"),
+        (
+            "CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS",
+            "0",
+            "not in 1..=86400",
+        ),
+        ("CALRY_HOOKS_QUERY_CONNECTIONS", "5000", "not in 1..=1024"),
         (
             "CALRY_HOOKS_LISTEN",
             "localhost:8080",
             "not an IP address and port",
         ),
     ] {
-        let out = binary(None)
+        // Were the value taken, the service would start: on a database that is not there (no
+        // private cluster), and stopped by the time limit.
+        let run = binary(None)
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
             .env(variable, value)
             .arg("serve")
-            .output()
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), run)
             .await
+            .unwrap_or_else(|_| panic!("{variable}={value} was taken"))
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{variable}");
         let stderr = String::from_utf8_lossy(&out.stderr);
