@@ -198,14 +198,17 @@ const QUEUE_WAIT: std::time::Duration = crate::store::ACQUIRE_TIMEOUT;
 const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(12);
 
 /// Rounds of one batch before giving up: a round leaves a delivery unresolved only when another
-/// transaction committed the same hook id after this statement began.
+/// transaction committed the same hook id after this statement began. (Rounds that only met an
+/// ended connection do not count: there may be more of those than rounds.)
 const MAX_ROUNDS: usize = 8;
 
 /// Stores a batch and answers every delivery in it; true when it stored a new event.
 async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
     let mut reconnects = 0;
     let mut created = false;
-    for _ in 0..MAX_ROUNDS {
+    let mut rounds = 0;
+    while rounds < MAX_ROUNDS {
+        rounds += 1;
         match store(pool, &batch).await {
             Ok(outcomes) => {
                 let mut unresolved = Vec::new();
@@ -239,6 +242,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 // round that waited its whole deadline.)
                 if reconnects <= pool.inner().size() && crate::error::is_connection_gone(&err) {
                     reconnects += 1;
+                    rounds -= 1;
                     continue;
                 }
                 warn_each(&batch, &err, "database unavailable");

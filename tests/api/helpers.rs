@@ -196,6 +196,15 @@ pub async fn serve_on_own_cluster(
     name: &str,
     connections: u32,
 ) -> (std::path::PathBuf, Cluster, TestApp) {
+    serve_on_own_cluster_with(name, connections, |_| {}).await
+}
+
+/// [`serve_on_own_cluster`] with a configuration `adjust`ed from the defaults.
+pub async fn serve_on_own_cluster_with(
+    name: &str,
+    connections: u32,
+    adjust: impl FnOnce(&mut Config),
+) -> (std::path::PathBuf, Cluster, TestApp) {
     let dir = std::env::temp_dir().join(format!(
         "calry-hooks-{name}-{}",
         uuid::Uuid::new_v4().simple()
@@ -205,12 +214,9 @@ pub async fn serve_on_own_cluster(
     store::create_database_if_missing(&options).await.unwrap();
     let pool = store::connect(options, connections);
     store::migrate(&pool).await.unwrap();
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool,
-        None,
-    )
-    .await;
+    let mut config = Config::defaults();
+    adjust(&mut config);
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool, None).await;
     (dir, cluster, app)
 }
 

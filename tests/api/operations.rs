@@ -15,8 +15,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, seed, serve,
-    serve_on_own_cluster, spawn_app, spawn_app_with, spawn_app_without_database, start_binary,
+    Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, problem, seed, serve,
+    serve_on_own_cluster, serve_on_own_cluster_with, spawn_app, spawn_app_with,
+    spawn_app_without_database, start_binary,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -465,6 +466,74 @@ async fn a_database_outage_under_load_answers_503_quickly_and_recovers_without_a
         assert!(stored.contains(id), "{id} acknowledged but lost");
     }
     drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A delivery after the database stopped is told the database is unavailable, also when the
+/// writers had more connections open than a batch has rounds: each is found ended in turn
+/// before a new one is refused.
+#[tokio::test]
+async fn a_delivery_after_the_database_stopped_is_told_it_is_unavailable() {
+    let (dir, cluster, app) = serve_on_own_cluster_with("stopped", 16, |config| {
+        config.ingest_writers = 12;
+        config.ingest_max_batch = 1;
+    })
+    .await;
+    let warm = (0..96)
+        .map(|i| {
+            event(
+                &format!("warm-{i}"),
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-01-01T00:00:00Z",
+            )
+        })
+        .collect();
+    // Every writer holds a connection at once: their inserts wait for this lock.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("lock table events in share mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let app = Arc::new(app);
+    let burst = tokio::spawn({
+        let app = app.clone();
+        async move { deliver_all(&app, warm, 48).await }
+    });
+    let waiting = Instant::now();
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if held == 12 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "{held} writers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lock.rollback().await.unwrap();
+    assert!(burst.await.unwrap().iter().all(|s| *s == 201));
+    cluster.stop().await;
+    let after = event(
+        "after",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    let refused = problem(app.deliver(&after).await, 503).await;
+    assert_eq!(
+        refused["detail"], "the database is unavailable; retry later",
+        "{refused}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
