@@ -4,6 +4,7 @@
 use std::error::Error;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::App;
 use crate::auth;
@@ -183,30 +184,59 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "calry-hooks serving");
-    App::new(db.pool.clone(), config)?
-        .serve(listener, shutdown_signal())
-        .await?;
+    let mut signals = StopSignals::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = App::new(db.pool.clone(), config)?.serve(listener, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => result?,
+        () = signals.next() => {
+            tracing::info!(
+                "shutting down: finishing in-flight deliveries (a second signal stops at once)"
+            );
+            let _ = stop.send(());
+            tokio::select! {
+                result = serving => result?,
+                // What was not committed was not answered 2xx: Calry sends it again.
+                () = signals.next() => tracing::warn!(
+                    "second signal: stopping without waiting for in-flight requests"
+                ),
+            }
+        }
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Ctrl-C (SIGINT) and SIGTERM, each time one comes.
+struct StopSignals {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        StopSignals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
-    tracing::info!("shutting down: finishing in-flight deliveries");
+
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<Signal>) {
+            if let Some(signal) = signal
+                && signal.recv().await.is_some()
+            {
+                return;
+            }
+            std::future::pending().await
+        }
+        tokio::select! {
+            () = recv(&mut self.interrupt) => {},
+            () = recv(&mut self.terminate) => {},
+        }
+    }
 }

@@ -269,3 +269,71 @@ async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none
     }
     let _ = std::fs::remove_file(&log);
 }
+
+/// A second SIGTERM stops the service at once. The first waits for in-flight work: here a
+/// delivery whose insert waits for a lock the test holds, until the writers' deadline.
+#[tokio::test]
+async fn a_second_sigterm_stops_the_service_at_once() {
+    let db = TestDb::create().await;
+    let log = std::env::temp_dir().join(format!(
+        "calry-hooks-second-term-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (mut child, address) = start_binary(binary(Some(&db.name)), &log).await;
+    let pid = child.id().unwrap() as libc::pid_t;
+    let pool = db.pool().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("lock table events in share mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let delivery = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{address}/webhooks/calry"))
+            .json(&event(
+                "held",
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-02-09T11:33:41.658Z",
+            ))
+            .send(),
+    );
+    let waiting = Instant::now();
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if held == 1 {
+            break;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(10), "not held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first signal waits for the delivery"
+    );
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("stopped within 5 s of the second signal")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let answer = delivery.await.unwrap();
+    assert!(
+        answer.is_err(),
+        "the held delivery was not acknowledged: {answer:?}"
+    );
+    lock.rollback().await.unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("second signal"), "{logs}");
+    let _ = std::fs::remove_file(&log);
+}
