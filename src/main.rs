@@ -5,8 +5,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    // A `.env` beside the binary's working directory fills in what the environment lacks.
-    let _ = dotenvy::dotenv();
+    // A `.env` in the working directory (not above it) fills in what the environment lacks. One
+    // that cannot be read whole stops start-up: the lines after a bad one would be lost.
+    match dotenvy::from_path(".env") {
+        Err(err) if !err.not_found() => {
+            eprintln!("calry-hooks: .env: {err}");
+            std::process::exit(2);
+        }
+        _ => {}
+    }
     let cli = calry_hooks::config::Cli::from_env();
     if let Err(err) = calry_hooks::cli::run(cli).await {
         eprintln!("calry-hooks: {err}");

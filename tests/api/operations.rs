@@ -1699,6 +1699,45 @@ async fn the_rebuild_status_command_runs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("status rebuilt from history"));
 }
 
+/// The `.env` of the working directory is read whole or not at all: one with a line it cannot
+/// read stops the binary (the lines after it, a secret among them, would be lost), and one in a
+/// directory above is not read.
+#[tokio::test]
+async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
+    let dir = std::env::temp_dir().join(format!("calry-hooks-env-{}", uuid::Uuid::new_v4()));
+    let (bad, below) = (dir.join("bad"), dir.join("below"));
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::create_dir_all(&below).unwrap();
+    std::fs::write(dir.join(".env"), "CALRY_HOOKS_LOG_FORMAT=xml\n").unwrap();
+    std::fs::write(
+        bad.join(".env"),
+        "this is not valid\nCALRY_HOOKS_WEBHOOK_SECRETS=whsec_c2VjcmV0\n",
+    )
+    .unwrap();
+    let run = |cwd: std::path::PathBuf| {
+        let mut cmd = binary(None);
+        cmd.current_dir(cwd)
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .arg("migrate");
+        tokio::time::timeout(Duration::from_secs(20), cmd.output())
+    };
+    let out = run(bad).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("calry-hooks: .env: ") && stderr.contains("this is not valid"),
+        "{stderr}"
+    );
+    let out = run(below).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(".env") && !stderr.contains("LOG_FORMAT"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A value that cannot be used stops the binary with one line naming its variable and flag.
 #[tokio::test]
 async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
