@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             close(db).await
         }
         Command::RebuildStatus => {
-            let db = open(&config).await?;
+            let db = open_existing(&config).await?;
             let rebuilt = crate::status::rebuild(&db.pool).await?;
             match rebuilt.removed_before {
                 None => say(format_args!(
@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             close(db).await
         }
         Command::Prune { older_than } => {
-            let db = open(&config).await?;
+            let db = open_existing(&config).await?;
             let cut = chrono::Utc::now() - older_than;
             let started = std::time::Instant::now();
             let removed = crate::store::partitions::remove_before(&db.pool, cut, true).await?;
@@ -68,17 +68,24 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             close(db).await
         }
         Command::Token(command) => {
-            let db = open(&config).await?;
+            let db = open_existing(&config).await?;
             token(&db, command).await?;
             close(db).await
         }
     }
 }
 
-/// The database for a one-off command (the private cluster is started, or joined if running).
+/// The database for `migrate` (the private cluster is started, or joined if running): created
+/// if missing, and migrated.
 async fn open(config: &Config) -> Result<Database, Box<dyn Error>> {
     crate::telemetry::init(config.log_format, &config.log_filter);
     Ok(Database::open(config, 1, Role::Command).await?)
+}
+
+/// The store for the other one-off commands: it must exist and be migrated to this build.
+async fn open_existing(config: &Config) -> Result<Database, Box<dyn Error>> {
+    crate::telemetry::init(config.log_format, &config.log_filter);
+    Ok(Database::open_existing(config, Role::Command).await?)
 }
 
 async fn close(db: Database) -> Result<(), Box<dyn Error>> {

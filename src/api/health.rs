@@ -136,11 +136,7 @@ async fn check_replica(
             headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::example::unavailable())),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
-    let latest = sqlx::migrate!()
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or_default();
+    let latest = crate::store::latest_migration();
     let check = app.readers.with_first(|mut db| async move {
         let applied = sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
             .fetch_one(&mut *db)

@@ -59,6 +59,21 @@ pub enum StoreError {
     },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the store was migrated by a newer version of calry-hooks (migration {applied}; this \
+         build knows up to {known}): run that version or a later one"
+    )]
+    Newer { applied: i64, known: i64 },
+    #[error(
+        "{0} holds no calry-hooks store yet: start the service or run `calry-hooks migrate` \
+         to make one"
+    )]
+    NoStore(String),
+    #[error(
+        "the store is at migration {applied} and this build needs {needed}: run \
+         `calry-hooks migrate` first (docs/OPERATIONS.md, \"Upgrades\")"
+    )]
+    NotMigrated { applied: i64, needed: i64 },
 }
 
 /// The ingest writers' connections (see [`writer_pool`]), counting the writers that wait for one.
@@ -256,7 +271,65 @@ impl Database {
 
     /// Connects as configured, creates the database if it is missing, and applies migrations.
     pub async fn open(config: &Config, pool_size: u32, role: Role) -> Result<Database, StoreError> {
-        let (options, cluster) = match &config.database_url {
+        let (options, cluster) = Database::server(config, role).await?;
+        create_database_if_missing(&options).await?;
+        let pool = connect(options, pool_size);
+        migrate(&pool).await?;
+        Ok(Database { pool, cluster })
+    }
+
+    /// Connects as configured to a store that exists and is migrated to this build, for a
+    /// command that reads or changes what it holds (`token`, `prune`, `rebuild-status`): such a
+    /// command creates nothing and migrates nothing (a mistyped `DATABASE_URL` would otherwise
+    /// get a new store, and an upgrade would happen as a side effect).
+    pub async fn open_existing(config: &Config, role: Role) -> Result<Database, StoreError> {
+        if config.database_url.is_none() && !config.data_dir.join("postgres/PG_VERSION").exists() {
+            let dir = config.data_dir.join("postgres");
+            return Err(StoreError::NoStore(format!("{}", dir.display())));
+        }
+        let (options, cluster) = Database::server(config, role).await?;
+        let name = options.get_database().unwrap_or("postgres").to_owned();
+        let pool = connect(options, 1);
+        let level = schema_level(&pool).await.map_err(|err| {
+            match err.as_database_error().and_then(|e| e.code()).as_deref() {
+                Some("3D000") => StoreError::NoStore(format!("database {name}")),
+                _ => StoreError::Connect(err),
+            }
+        });
+        let level = match level {
+            Ok(level) => level,
+            Err(err) => {
+                Database { pool, cluster }.close().await;
+                return Err(err);
+            }
+        };
+        let needed = latest_migration();
+        let refusal = match level {
+            None => Some(StoreError::NoStore(format!("database {name}"))),
+            Some(applied) if applied < needed => Some(StoreError::NotMigrated { applied, needed }),
+            Some(applied) if applied > needed => Some(StoreError::Newer {
+                applied,
+                known: needed,
+            }),
+            Some(_) => None,
+        };
+        let db = Database { pool, cluster };
+        match refusal {
+            Some(err) => {
+                db.close().await;
+                Err(err)
+            }
+            None => Ok(db),
+        }
+    }
+
+    /// The configured server's connection options, starting (or joining) the private cluster
+    /// when no `DATABASE_URL` is set.
+    async fn server(
+        config: &Config,
+        role: Role,
+    ) -> Result<(PgConnectOptions, Option<Cluster>), StoreError> {
+        Ok(match &config.database_url {
             Some(url) => (
                 options_from_url(url.expose()).map_err(StoreError::Url)?,
                 None,
@@ -265,12 +338,30 @@ impl Database {
                 let cluster = Cluster::start(&config.data_dir, role).await?;
                 (cluster.connect_options(PRIVATE_DATABASE), Some(cluster))
             }
-        };
-        create_database_if_missing(&options).await?;
-        let pool = connect(options, pool_size);
-        migrate(&pool).await?;
-        Ok(Database { pool, cluster })
+        })
     }
+}
+
+/// The newest migration of this build.
+pub fn latest_migration() -> i64 {
+    sqlx::migrate!()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The newest migration applied to the store; `None` when it has none (not a store yet).
+pub async fn schema_level(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    let table: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(pool)
+        .await?;
+    if !table {
+        return Ok(None);
+    }
+    sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await
 }
 
 /// The connection options a PostgreSQL URL names. sqlx reads any scheme as PostgreSQL's (a
@@ -325,8 +416,19 @@ pub fn writer_pool(queries: &PgPool, writers: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!().run(pool).await
+/// Applies this build's migrations that the store lacks.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::migrate!().run(pool).await.map_err(|err| match err {
+        // sqlx says "migration N was previously applied but is missing in the resolved
+        // migrations": what it means is a newer build's store.
+        sqlx::migrate::MigrateError::VersionMissing(applied) if applied > latest_migration() => {
+            StoreError::Newer {
+                applied,
+                known: latest_migration(),
+            }
+        }
+        err => StoreError::Migrate(err),
+    })
 }
 
 /// The error of work that `who` (PostgreSQL) did not answer `within`.

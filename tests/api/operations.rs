@@ -1686,6 +1686,7 @@ async fn request_durations_are_counted_by_route_template_method_and_status_class
 #[tokio::test]
 async fn the_rebuild_status_command_runs() {
     let db = TestDb::create().await;
+    db.pool().await.close().await;
     let out = binary(Some(&db.name))
         .arg("rebuild-status")
         .output()
@@ -1697,6 +1698,99 @@ async fn the_rebuild_status_command_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("status rebuilt from history"));
+}
+
+/// `token`, `prune` and `rebuild-status` work on a store that exists and is migrated to this
+/// build, and on nothing else: they create no database and apply no migration (a mistyped
+/// `DATABASE_URL` would get a new store, an upgrade would happen as a side effect). `migrate`
+/// and the service say plainly when the store is a newer build's.
+#[tokio::test]
+async fn one_off_commands_neither_create_nor_migrate_a_store() {
+    let run = async |db: &str, args: &[&str]| {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            binary(Some(db)).args(args).output(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let commands: [&[&str]; 3] = [
+        &["token", "list"],
+        &["prune", "--older-than", "3650d"],
+        &["rebuild-status"],
+    ];
+    let db = TestDb::create().await;
+    let admin = db.pool().await;
+
+    // A database that is not there stays so.
+    let missing = format!("{}_typo", db.name);
+    for args in commands {
+        let (code, stderr) = run(&missing, args).await;
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("database {missing} holds no calry-hooks store")),
+            "{args:?}: {stderr}"
+        );
+    }
+    let created: i64 = sqlx::query_scalar("select count(*) from pg_database where datname = $1")
+        .bind(&missing)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(created, 0);
+
+    // A store one migration behind is left as it is.
+    let latest = store::latest_migration();
+    let behind: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "delete from _sqlx_migrations where version = $1 returning version, checksum",
+    )
+    .bind(latest)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(behind.len(), 1);
+    for args in commands {
+        let (code, stderr) = run(&db.name, args).await;
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "at migration {} and this build needs {latest}: run `calry-hooks migrate` first",
+                latest - 1
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(store::schema_level(&admin).await.unwrap(), Some(latest - 1));
+
+    // A newer build's store: refused by the commands, by `migrate` and by the service.
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
+         values ($1, 'back', true, $2, 0), ($1 + 1, 'from a newer build', true, $2, 0)",
+    )
+    .bind(latest)
+    .bind(&behind[0].1)
+    .execute(&admin)
+    .await
+    .unwrap();
+    for args in [
+        &["token", "list"][..],
+        &["migrate"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let (code, stderr) = run(&db.name, args).await;
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "migrated by a newer version of calry-hooks (migration {}; this build knows up \
+                 to {latest})",
+                latest + 1
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 /// The `.env` of the working directory is read whole or not at all: one with a line it cannot
