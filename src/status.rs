@@ -391,6 +391,11 @@ async fn rebuild_ranges(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error
             .fetch_one(pool)
             .await?;
     let removed_before = recorded.max(left.into_iter().map(|(_, to)| to).max());
+    if removed_before.is_some() {
+        // Each range reads `removed_latest`; planned from stale statistics (a removal that
+        // filled it before its statistics were kept), a range took seconds with ingest waiting.
+        sqlx::query("analyze removed_latest").execute(pool).await?;
+    }
     tracing::info!("rebuilding the status tables");
     let began = std::time::Instant::now();
     let mut walk = Walk::new("events", step);

@@ -365,6 +365,10 @@ async fn keep_latest_of(
             tokio::time::sleep(started.elapsed() * 3).await;
         }
     }
+    // Its statistics, for the statements that read it next (a rebuild, streams deciding): a
+    // table planned as empty that now holds tens of thousands of rows made a rebuild's range
+    // rescan a join for each of them, for seconds, while ingest waited.
+    sqlx::query("analyze removed_latest").execute(db).await?;
     tracing::info!(
         partition,
         seconds = began.elapsed().as_secs(),
