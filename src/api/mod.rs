@@ -171,7 +171,26 @@ async fn track_in_flight(State(app): State<AppState>, request: Request, next: Ne
 /// anything else.
 pub fn overflow_router(state: AppState) -> Router {
     let (operations, _) = health::router().split_for_parts();
+    let metrics = state.metrics.clone();
     operations
+        // A delivery refused here is counted as any other refused `unavailable`.
+        .route("/webhooks/calry", axum::routing::post(refuse_delivery))
         .with_state(state)
-        .fallback(|| async { Error::unavailable("too many connections are open; retry later") })
+        .fallback(|| async { too_many_connections() })
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::time_request,
+        ))
+}
+
+fn too_many_connections() -> Error {
+    Error::unavailable("too many connections are open; retry later")
+}
+
+async fn refuse_delivery(State(app): State<AppState>) -> Error {
+    app.metrics.delivery(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        std::time::Duration::ZERO,
+    );
+    too_many_connections()
 }

@@ -256,6 +256,55 @@ async fn health_routes_answer_while_the_connection_cap_is_reached() {
     }
 }
 
+/// Deliveries refused at the connection cap are counted like every other refused delivery:
+/// an operator's alert on `unavailable` sees an overload.
+#[tokio::test]
+async fn deliveries_refused_at_the_connection_cap_are_counted() {
+    let (_child, address, _db, _log) =
+        service("capcount", &[("CALRY_HOOKS_MAX_CONNECTIONS", "1")], None).await;
+    // The one place, taken by a request whose head is still coming (not idle: not reclaimed).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut busy = TcpStream::connect(host(&address)).await.unwrap();
+    busy.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let answer = client
+            .post(format!("{address}/webhooks/calry"))
+            .json(&crate::helpers::seed())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503);
+    }
+    let text = client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        sample("calry_hooks_webhooks_total{outcome=\"unavailable\"}"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            "calry_hooks_http_request_duration_seconds_count{route=\"/webhooks/calry\",\
+             method=\"POST\",status_class=\"5xx\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    drop(busy);
+}
+
 /// Kept-alive connections sitting idle do not keep a new client out: when the cap is reached,
 /// they are closed and the newcomer is served.
 #[tokio::test]
