@@ -20,3 +20,4 @@ mod signature;
 mod status;
 mod store;
 mod stream;
+mod tls;
