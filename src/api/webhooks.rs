@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::Utc;
 use serde::Serialize;
+use tracing::Instrument;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -83,14 +84,26 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {
-    let started = Instant::now();
-    let answer = deliver(&app, headers, body).await;
-    let status = match &answer {
-        Ok((status, _)) => *status,
-        Err(err) => err.status(),
+    // A task of its own, so that a delivery whose client went away once its body was in is
+    // still stored, answered and counted: the counters agree with what the store holds.
+    let counted = async move {
+        let started = Instant::now();
+        let answer = deliver(&app, headers, body).await;
+        let status = match &answer {
+            Ok((status, _)) => *status,
+            Err(err) => err.status(),
+        };
+        app.metrics.delivery(status, started.elapsed());
+        answer
     };
-    app.metrics.delivery(status, started.elapsed());
-    answer
+    tokio::spawn(counted.instrument(tracing::Span::current()))
+        .await
+        .unwrap_or_else(|err| {
+            Err(Error::Internal {
+                detail: "the delivery's task failed".to_owned(),
+                source: Some(Box::new(err)),
+            })
+        })
 }
 
 /// The checks and the store of one delivery, in the order of SPEC §3.

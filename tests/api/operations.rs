@@ -123,6 +123,55 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
     assert_eq!(app.metric("calry_hooks_http_requests_in_flight").await, 1.0);
 }
 
+/// Deliveries whose clients hang up as soon as they have sent them are stored and counted all
+/// the same: `created` agrees with the store.
+#[tokio::test]
+async fn deliveries_whose_clients_hang_up_are_counted_as_stored() {
+    let app = spawn_app().await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut sent = JoinSet::new();
+    for i in 0..60 {
+        let host = host.clone();
+        sent.spawn(async move {
+            let body = event(
+                &format!("gone-{i}"),
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-01-01T00:00:00Z",
+            )
+            .to_string();
+            let request = format!(
+                "POST /webhooks/calry HTTP/1.1\r\nHost: {host}\r\nContent-Type: \
+                 application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            // Gone at once: the answer is never read.
+        });
+    }
+    sent.join_all().await;
+    // Settled: the same count twice, half a second apart.
+    let mut last = -1;
+    let waiting = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stored = app.stored_events().await;
+        let created = app
+            .metric("calry_hooks_webhooks_total{outcome=\"created\"}")
+            .await;
+        if stored == last && created == stored as f64 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(20),
+            "{stored} stored, {created} counted created"
+        );
+        last = stored;
+    }
+}
+
 #[tokio::test]
 async fn deliveries_refused_for_an_unreachable_database_are_counted_unavailable() {
     let app = spawn_app_without_database().await;
