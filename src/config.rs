@@ -354,11 +354,34 @@ fn parse_workspace_id(s: &str) -> Result<String, String> {
     crate::envelope::id_problem(s).map_or_else(|| Ok(s.to_owned()), Err)
 }
 
-/// A log filter `tracing_subscriber` can use (a mistyped one would silently log at `info`).
+/// A log filter `tracing_subscriber` can use (a mistyped one would silently log at `info`), and
+/// not one that hides even calry-hooks' errors through a word read as a module's name (`warning`,
+/// `verbose`): that would be a service that never says anything.
 fn parse_log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("not a log filter ({e}); e.g. `info` or `info,calry_hooks=debug`"))
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter = tracing_subscriber::EnvFilter::try_new(s)
+        .map_err(|e| format!("not a log filter ({e}); e.g. `info` or `info,calry_hooks=debug`"))?;
+    let levels = ["trace", "debug", "info", "warn", "error", "off"];
+    let Some(word) = s.split(',').map(str::trim).find(|d| {
+        !d.is_empty()
+            && !d.contains(['=', '['])
+            && !levels.contains(&d.to_ascii_lowercase().as_str())
+    }) else {
+        return Ok(s.to_owned());
+    };
+    let subscriber = tracing_subscriber::registry().with(filter);
+    let shows_errors = tracing::subscriber::with_default(
+        subscriber,
+        || tracing::enabled!(target: "calry_hooks", tracing::Level::ERROR),
+    );
+    if shows_errors {
+        return Ok(s.to_owned());
+    }
+    Err(format!(
+        "`{word}` is read as a module's name, and this filter hides even calry-hooks' errors; \
+         a level is one of {}",
+        levels.join(", ")
+    ))
 }
 
 /// An address and port to listen on. A host name is not looked up: `localhost` may name
@@ -455,6 +478,29 @@ mod tests {
             assert!(refusal.contains("is more than 36500d"), "{long}: {refusal}");
         }
         assert_eq!(parse_age("36500d").unwrap().num_days(), 36_500);
+    }
+
+    #[test]
+    fn log_filters_that_would_hide_every_message_are_refused() {
+        for good in [
+            "info",
+            "WARN",
+            "",
+            "off",
+            "calry_hooks",
+            "info,calry_hooks=debug",
+            "sqlx=debug",
+            "warn,tower_http",
+        ] {
+            assert_eq!(parse_log_filter(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in ["warning", "verbose", "debugg", "sqlx"] {
+            let refusal = parse_log_filter(bad).unwrap_err();
+            assert!(
+                refusal.starts_with(&format!("`{bad}` is read as a module's name")),
+                "{bad}: {refusal}"
+            );
+        }
     }
 
     #[test]

@@ -1897,6 +1897,7 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
         ("CALRY_HOOKS_LOG_FORMAT", "xml", "one of text, json"),
         ("CALRY_HOOKS_RETENTION", "xx", "not an age"),
         ("CALRY_HOOKS_RETENTION", "0d", "would keep no history"),
+        ("RUST_LOG", "warning", "read as a module's name"),
         (
             "CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS",
             "0",
