@@ -68,7 +68,13 @@ fn unusable_value(err: &clap::Error) -> Option<String> {
         err.get(ContextKind::ValidValue),
     ) {
         (Some(source), _) => source.to_string(),
-        (None, Some(ContextValue::Strings(valid))) => format!("it is one of {}", valid.join(", ")),
+        (None, Some(ContextValue::Strings(valid))) if !valid.is_empty() => {
+            format!("it is one of {}", valid.join(", "))
+        }
+        // An empty value where any non-empty one would do (clap lists no valid values then).
+        (None, _) if err.kind() == clap::error::ErrorKind::InvalidValue => {
+            "it must not be empty".to_owned()
+        }
         _ => "it cannot be used".to_owned(),
     };
     Some(format!("{name} cannot be{value}: {reason}"))

@@ -1898,6 +1898,7 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
         ("CALRY_HOOKS_RETENTION", "xx", "not an age"),
         ("CALRY_HOOKS_RETENTION", "0d", "would keep no history"),
         ("RUST_LOG", "warning", "read as a module's name"),
+        ("CALRY_HOOKS_DATA_DIR", "", "must not be empty"),
         (
             "CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS",
             "0",
