@@ -65,6 +65,12 @@ pub enum StoreError {
     )]
     Newer { applied: i64, known: i64 },
     #[error(
+        "migration {0} of the store is not this build's migration {0}: the store was made by a \
+         development build of calry-hooks between releases, which no release can upgrade; \
+         restore a backup made by a release, or start from an empty store"
+    )]
+    Unknown(i64),
+    #[error(
         "{0} holds no calry-hooks store yet: start the service or run `calry-hooks migrate` \
          to make one"
     )]
@@ -427,6 +433,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
                 known: latest_migration(),
             }
         }
+        sqlx::migrate::MigrateError::VersionMismatch(version) => StoreError::Unknown(version),
         err => StoreError::Migrate(err),
     })
 }

@@ -1848,6 +1848,23 @@ async fn one_off_commands_neither_create_nor_migrate_a_store() {
             "{args:?}: {stderr}"
         );
     }
+
+    // A store whose migration differs from this build's (made by a build between releases).
+    sqlx::query("delete from _sqlx_migrations where version > $1")
+        .bind(latest)
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("update _sqlx_migrations set checksum = '\\x00' where version = 5")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (code, stderr) = run(&db.name, &["migrate"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("migration 5 of the store is not this build's migration 5"),
+        "{stderr}"
+    );
 }
 
 /// The `.env` of the working directory is read whole or not at all: one with a line it cannot
