@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI check (SPEC §12): the dashboard at /ui in a real browser. Each page (overview, workspace,
 # account) renders at 1440 px and 390 px with no console error and no request to another host; a
-# delivery made while a workspace page is open shows up within 2 s; once a token exists, the page
+# delivery made while a workspace page is open shows up within 2 s; a page whose stream had no
+# message yet when the service restarted misses nothing after it; once a token exists, the page
 # asks for it, refuses a wrong one, and works with the right one (its stream read through fetch).
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
@@ -54,6 +55,21 @@ run() {
 }
 
 run --phase open
+
+# A page that had no message yet when the service restarted must miss nothing after it: the check
+# opens its pages and says so (ready), the service restarts here (up), the check delivers at once.
+handshake="$SERVICE_DIR/handshake"
+mkdir -p "$handshake"
+run --phase resume --handshake "$handshake" &
+resume=$!
+while [ ! -e "$handshake/ready" ] && kill -0 "$resume" 2>/dev/null; do sleep 0.1; done
+if [ -e "$handshake/ready" ]; then
+    log "restarting the service under the open pages"
+    service_stop
+    service_start "$service_log" || { log "FAIL: the service did not start again"; exit 1; }
+    touch "$handshake/up"
+fi
+wait "$resume" || exit 1
 
 # From here on the query routes need a token (one exists).
 token=$(cd "$SERVICE_DIR" && env -u DATABASE_URL CALRY_HOOKS_DATA_DIR="$SERVICE_DIR/data" \

@@ -22,6 +22,12 @@ virtual environment's python):
    its 201;
 4. an unknown /ui path answers 404 with a page that says so and links back to the overview.
 
+``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
+and an account page are open and have had no message from their streams when this writes
+DIR/ready; the .sh restarts the service and writes DIR/up; a delivery made at once shows up on
+both pages, once, when their streams are back (a stream opened without a position carries nothing
+stored before it opened: the pages must read again).
+
 ``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token;
 a wrong one is refused (the form says so and asks again); the right one makes the page work,
 kept in sessionStorage and never put in a URL; a workspace page then follows the stream with
@@ -329,6 +335,49 @@ class Check:
         log(f"{what}: Tab reaches the skip link; the 'error' filter works from the keyboard and "
             f"lives in the URL ({len(shown)} failing account(s)); the search box takes typing")
 
+    def phase_resume(self, handshake):
+        """Pages whose streams had no message when the service restarted miss nothing after it."""
+        workspace, account = self.sample()
+        q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
+        pages = {"workspace": f"/ui/workspaces/{q(workspace)}",
+                 "account": f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}"}
+        opened = {}
+        for name, path in pages.items():
+            page = self.page(1440)
+            self.open(page, path, f"the {name} page")
+            page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                                   timeout=self.timeout, polling=50)
+            opened[name] = page
+        open(os.path.join(handshake, "ready"), "w").close()
+        up = os.path.join(handshake, "up")
+        deadline = time.time() + 150
+        while not os.path.exists(up):
+            if time.time() > deadline:
+                raise Unusable("the service was not restarted (no DIR/up) within 150 s")
+            time.sleep(0.05)
+        hook_id, acked = self.deliver(workspace, account, "sync.paused")
+        row = f"#main tr[data-key=\"{hook_id}\"]"
+        for name, page in opened.items():
+            what = f"the {name} page, its stream back after a restart"
+            try:
+                page.wait_for_function(
+                    f"() => !!document.querySelector('{row}')"
+                    " && document.getElementById('conn').textContent.startsWith('live')",
+                    timeout=self.timeout, polling=50)
+            except PlaywrightTimeout:
+                raise Fail(f"{what}: the delivery of {hook_id}, made once the service was back, did not "
+                           f"show up within {self.timeout / 1000:.0f} s") from None
+            took = time.time() - acked
+            page.wait_for_timeout(1000)  # a second copy would have come by now
+            copies = page.locator(row).count()
+            if copies != 1:
+                raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
+            uncaught = [e for e in page.errors if e.startswith("uncaught")]
+            if uncaught:
+                raise Fail(f"{what}: {uncaught[:3]}")
+            log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
+            page.context.close()
+
     def payload(self, page, what):
         """The first event's payload opens, as JSON."""
         button = page.locator("#main section[aria-labelledby=events-title] button", has_text="Payload").first
@@ -405,7 +454,8 @@ class Check:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the service, e.g. http://127.0.0.1:8080")
-    ap.add_argument("--phase", choices=["open", "token"], required=True)
+    ap.add_argument("--phase", choices=["open", "token", "resume"], required=True)
+    ap.add_argument("--handshake", help="--phase resume: the directory shared with the .sh")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--artifacts", default="target/ci-artifacts")
     ap.add_argument("--within", type=float, default=2.0,
@@ -424,7 +474,12 @@ def main():
             log(f"chromium {browser.version} (Playwright, {args.chromium}); phase {args.phase}")
             check = Check(browser, args)
             try:
-                check.phase_open() if args.phase == "open" else check.phase_token(token)
+                if args.phase == "open":
+                    check.phase_open()
+                elif args.phase == "resume":
+                    check.phase_resume(args.handshake)
+                else:
+                    check.phase_token(token)
             except Fail as e:
                 log(f"FAIL: {e}")
                 return 1

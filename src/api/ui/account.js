@@ -36,8 +36,8 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   function drawEntry(entry) {
     if (!entry) {
-      fill(cards, note('empty', `No account ${acc} in this workspace yet (the service answered 404: ${entryMissing}). `
-        + 'This page shows it as soon as an event of a known type arrives for it.'));
+      fill(cards, note('empty', 'No account ', h('bdi', {}, acc), ' in this workspace yet (the service answered 404: ',
+        h('bdi', {}, entryMissing), '). This page shows it as soon as an event of a known type arrives for it.'));
       fill(notice);
       return;
     }
@@ -221,12 +221,28 @@ export default function accountPage(main, { conn }, ws, acc) {
     }, 300);
   }
 
+  // Read whenever the stream opens without a position (it carries only what is stored after it
+  // opened), one read after another; a message that comes meanwhile has the events read again.
   let loaded = false;
   let missed = false;
+  let reading = Promise.resolve();
+  const load = () => (reading = reading.then(read));
+  async function read() {
+    loaded = false;
+    missed = false;
+    await loadEntry();
+    await Promise.all([loadTimeline(false), loadEvents()]);
+    loaded = true;
+    if (missed) {
+      await loadEvents();
+      later();
+    }
+  }
+
   follow(q(p('workspaces', ws, 'stream'), { integrationAccountId: acc }), {
     onMessage: (type, data) => {
       if (!loaded) {
-        missed = true; // read again once the first load is done
+        missed = true; // read again once the read is done
         return;
       }
       if (type === 'status' && data.status) drawEntry(data.status);
@@ -237,16 +253,10 @@ export default function accountPage(main, { conn }, ws, acc) {
       }
       later();
     },
-    onState: conn,
+    onState: (kind) => {
+      conn(kind);
+      if (kind === 'stopped' && !loaded) load(); // the page says why from its own read
+    },
+    onOpen: load,
   });
-
-  (async () => {
-    await loadEntry();
-    await Promise.all([loadTimeline(false), loadEvents()]);
-    loaded = true;
-    if (missed) {
-      await loadEvents();
-      later();
-    }
-  })();
 }

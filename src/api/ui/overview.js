@@ -187,11 +187,14 @@ export default function overview(main, { conn }) {
   }
 
   let soon = null;
+  const later = () => (soon ??= setTimeout(() => { soon = null; load(); }, CHANGE_DELAY_MS));
+  let opened = false;
   follow(q('/stream', { eventType: KNOWN_TYPES.join(',') }), {
-    onMessage: (type) => {
-      if (type === 'status') soon ??= setTimeout(() => { soon = null; load(); }, CHANGE_DELAY_MS);
-    },
+    onMessage: (type) => type === 'status' && later(),
     onState: conn,
+    // The stream opened again without a position: what changed meanwhile is read (the first
+    // opening is covered by the first read).
+    onOpen: () => (opened ? later() : (opened = true)),
   });
 
   const loop = async () => {

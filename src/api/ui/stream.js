@@ -1,6 +1,10 @@
 // Following the live stream (SPEC §10). Without a token: the browser's EventSource, which
 // reconnects with Last-Event-ID by itself. With one: fetch and a reader (EventSource cannot send
 // an Authorization header), reconnecting with Last-Event-ID the same way.
+//
+// A connection opened without a position (the first one, or any before a message arrived) starts
+// live from the moment it opens: what was stored before is not in it. `onOpen` says so each
+// time, and the page reads its data then, so that nothing falls between its read and the stream.
 
 import { api, authHeaders, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
 
@@ -29,10 +33,11 @@ async function answerTo(path) {
 
 /**
  * Follows `path` (a stream route, with its query): `onMessage(type, data)` for each `event` and
- * `status` message, `onState('live' | 'reconnecting' | 'stopped')` as the connection changes.
+ * `status` message, `onState('live' | 'reconnecting' | 'stopped')` as the connection changes,
+ * `onOpen()` whenever a connection opens without a position (the page reads its data then).
  * Returns a function that stops following.
  */
-export function follow(path, { onMessage, onState: told }) {
+export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   let lastId = null;
   let stopped = false;
   let current = null;
@@ -102,7 +107,10 @@ export function follow(path, { onMessage, onState: told }) {
     const url = new URL(path, location.origin);
     if (lastId) url.searchParams.set('after', lastId);
     const es = new EventSource(url.pathname + url.search);
-    es.onopen = () => onState('live');
+    es.onopen = () => {
+      onState('live');
+      if (!lastId) onOpen(); // the EventSource reconnects with the last id it was sent: none
+    };
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) return refused();
       onState('reconnecting');
@@ -136,6 +144,7 @@ export function follow(path, { onMessage, onState: told }) {
           }
           if (res.ok && res.body) {
             onState('live');
+            if (!lastId) onOpen();
             await read(res.body, deliver);
           }
         } catch (e) {

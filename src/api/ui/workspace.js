@@ -230,12 +230,24 @@ export default function workspacePage(main, { conn }, ws) {
 
   // ---- loading ----
 
+  // Read whenever the stream opens without a position (it carries only what is stored after it
+  // opened), one read after another; the messages that come meanwhile wait for it. A read sees
+  // what the messages before it said: those are dropped.
+  let reading = Promise.resolve();
+  const load = () => (reading = reading.then(read));
+
   follow(p('workspaces', ws, 'stream'), {
     onMessage: (type, data) => (loaded ? apply(type, data) : queued.push([type, data])),
-    onState: conn,
+    onState: (kind) => {
+      conn(kind);
+      if (kind === 'stopped' && !loaded) load(); // the page says why from its own read
+    },
+    onOpen: load,
   });
 
-  (async () => {
+  async function read() {
+    loaded = false;
+    queued.length = 0;
     try {
       const [status, recent] = await Promise.all([
         api(p('workspaces', ws, 'status')).catch((e) => {
@@ -244,8 +256,9 @@ export default function workspacePage(main, { conn }, ws) {
         }),
         api(q(p('workspaces', ws, 'events'), { limit: RECENT })),
       ]);
-      if (status.missing) missing = status.missing;
-      else {
+      missing = status.missing || null;
+      accounts.clear();
+      if (!missing) {
         lastEventAt = status.lastEventAt;
         for (const a of status.accounts) accounts.set(a.integrationAccountId, a);
       }
@@ -258,5 +271,5 @@ export default function workspacePage(main, { conn }, ws) {
     } catch (err) {
       fill(panels, h('div', { class: 'panel' }, problemNote(err, 'This workspace cannot be shown')));
     }
-  })();
+  }
 }
