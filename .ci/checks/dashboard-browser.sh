@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CI check (SPEC §12): the dashboard at /ui in a real browser. Each page (overview, workspace,
 # account) renders at 1440 px and 390 px with no console error and no request to another host; a
-# delivery made while a workspace page is open shows up within 2 s; a page whose stream had no
-# message yet when the service restarted misses nothing after it; once a token exists, the page
-# asks for it, refuses a wrong one, and works with the right one (its stream read through fetch).
+# delivery made while a workspace page is open shows up within 2 s; a workspace of 3,000 accounts
+# draws a bounded number of rows and stays live; a page whose stream had no message yet when the
+# service restarted misses nothing after it; once a token exists, the page asks for it, refuses a
+# wrong one, and works with the right one (its stream read through fetch).
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
 # Like stream-browser.sh: Debian's Chromium and a pinned Playwright (.ci/lib/browser.sh, venv
@@ -12,7 +13,7 @@
 # data is scripts/demo.sh's. The token is made with `calry-hooks token create` against the running
 # service's cluster, which switches the query routes to tokens at once: no restart.
 # Artifacts in target/ci-artifacts/: dashboard-*.png (every page at both widths, the token form,
-# the live and token-protected workspace pages), dashboard-browser-service.log.
+# the live, large and token-protected workspace pages), dashboard-browser-service.log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

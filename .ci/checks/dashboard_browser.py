@@ -20,7 +20,11 @@ virtual environment's python):
 3. with a workspace page open, a delivery for a new account (posted from here) shows up as that
    account's row, in state ``error``, and in the recent events, within ``--within`` s (2) of
    its 201;
-4. an unknown /ui path answers 404 with a page that says so and links back to the overview.
+4. an unknown /ui path answers 404 with a page that says so and links back to the overview;
+5. a workspace of ``--large`` accounts (3,000, posted from here) draws a bounded number of rows
+   (at most 200) with a button that draws more; deliveries show up within ``--within`` s (a drawn
+   account's row changes; a new account's event is in the recent events and counted), and the
+   search box finds an account that was not drawn; screenshots dashboard-large-<width>.png.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -49,6 +53,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../lib"))
@@ -95,6 +100,7 @@ class Check:
         self.origin = urllib.parse.urlsplit(self.base)
         self.artifacts = args.artifacts
         self.within = args.within
+        self.args = args
         self.timeout = args.timeout * 1000
         self.warnings = []
         paths = get_json(self.base + "/openapi.json").get("paths", {})
@@ -234,7 +240,9 @@ class Check:
     # ---- phases ----
 
     def sample(self, token=None):
-        ws = get_json(self.base + "/workspaces?limit=500", token)["items"]
+        # Not the large workspace of `large`, made for its own check.
+        ws = [w for w in get_json(self.base + "/workspaces?limit=500", token)["items"]
+              if not w["workspaceId"].startswith("ci-large-")]
         if not ws:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
@@ -245,6 +253,7 @@ class Check:
         return workspace, (failing or accounts)[0]["integrationAccountId"]
 
     def phase_open(self):
+        self.large()
         workspace, account = self.sample()
         # Long unbroken values, as a sender may send them: of a type that changes no state.
         long_type, long_result = "sync." + "x" * 250, "R" * 250
@@ -329,11 +338,76 @@ class Check:
         typed = search.input_value()
         if typed != "no-such-account" or not page.evaluate("() => document.activeElement.matches('input.search')"):
             raise Fail(f"{what}: typing in the search box gave {typed!r} and the focus went elsewhere")
-        if page.locator("#main section[aria-labelledby=accounts-title] tbody tr").count():
-            raise Fail(f"{what}: searching for an account id that does not exist still shows rows")
+        try:
+            page.wait_for_function(
+                "() => !document.querySelector('#main section[aria-labelledby=accounts-title] tbody tr')",
+                timeout=self.within * 1000, polling=20)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: searching for an account id that does not exist still shows rows") from None
         page.locator('#main button[data-filter="clear"]').click()
         log(f"{what}: Tab reaches the skip link; the 'error' filter works from the keyboard and "
             f"lives in the URL ({len(shown)} failing account(s)); the search box takes typing")
+
+    ROWS_JS = "() => document.querySelectorAll('#main section[aria-labelledby=accounts-title] tbody tr').length"
+
+    def large(self):
+        """A workspace of thousands of accounts stays usable: bounded rows, search, live updates."""
+        workspace = f"ci-large-{uuid.uuid4().hex[:8]}"
+        accounts = [f"acc-{i:05d}" for i in range(self.args.large)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda a: self.deliver(workspace, a, "sync.complete"), accounts))
+        log(f"a workspace of {len(accounts)} accounts posted: {workspace}")
+        path = f"/ui/workspaces/{workspace}"
+        for width in WIDTHS:
+            page = self.page(width)
+            what = f"the workspace page of {len(accounts)} accounts at {width} px"
+            self.open(page, path, what)
+            rows = page.evaluate(self.ROWS_JS)
+            if not 0 < rows <= 200:
+                raise Fail(f"{what}: {rows} rows drawn (expected at most 200 of the {len(accounts)})")
+            more = page.locator("#main section[aria-labelledby=accounts-title] button.more")
+            if not more.count():
+                raise Fail(f"{what}: {rows} of {len(accounts)} rows drawn and no button to draw more")
+            self.clean(page, what)
+            log(f"{what}: {rows} rows drawn, with {more.inner_text()!r}; {self.shot(page, f'large-{width}')}")
+            if width == 390:
+                page.context.close()
+                continue
+            # More rows on request, the focus on the first new one.
+            more.click()
+            page.wait_for_function(f"() => ({self.ROWS_JS})() > {rows}", timeout=self.timeout)
+            after = page.evaluate(self.ROWS_JS)
+            if after > 2 * rows or not page.evaluate("() => !!document.activeElement.closest('tbody tr')"):
+                raise Fail(f"{what}: 'Show more' drew {after} rows in all and left the focus outside them")
+            # Live: a drawn account's row, and a new account (counted, in the recent events).
+            page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                                   timeout=self.timeout, polling=50)
+            self.deliver(workspace, accounts[0], "sync.error")
+            self.wait(page, what, f"the row of {accounts[0]} in state error",
+                      f"() => document.querySelector('#main tr[data-key=\"{accounts[0]}\"]')"
+                      "?.textContent.includes('error')")
+            hook_id, _ = self.deliver(workspace, "acc-new", "sync.paused")
+            self.wait(page, what, "a new account's event in the recent events and in the count",
+                      f"() => !!document.querySelector('#main tr[data-key=\"{hook_id}\"]')"
+                      f" && document.querySelector('#main .figure-value').textContent === '{len(accounts) + 1}'")
+            # The search box finds any account, not only those drawn.
+            search = page.locator("#main input.search")
+            search.focus()
+            page.keyboard.type(accounts[-1], delay=20)
+            self.wait(page, what, f"the search for {accounts[-1]} leaving its row alone",
+                      f"() => ({self.ROWS_JS})() === 1"
+                      f" && !!document.querySelector('#main tr[data-key=\"{accounts[-1]}\"]')")
+            self.clean(page, what)
+            log(f"{what}: 'Show more' drew {after} rows; deliveries for a drawn and a new account showed "
+                f"within {self.within} s; the search found {accounts[-1]}")
+            page.context.close()
+
+    def wait(self, page, what, thing, js):
+        """`js` becomes true within `within` s."""
+        try:
+            page.wait_for_function(js, timeout=self.within * 1000, polling=20)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: {thing} did not show within {self.within} s") from None
 
     def phase_resume(self, handshake):
         """Pages whose streams had no message when the service restarted miss nothing after it."""
@@ -456,6 +530,7 @@ def main():
     ap.add_argument("--base", required=True, help="the service, e.g. http://127.0.0.1:8080")
     ap.add_argument("--phase", choices=["open", "token", "resume"], required=True)
     ap.add_argument("--handshake", help="--phase resume: the directory shared with the .sh")
+    ap.add_argument("--large", type=int, default=3000, help="accounts of the large workspace (phase open)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--artifacts", default="target/ci-artifacts")
     ap.add_argument("--within", type=float, default=2.0,

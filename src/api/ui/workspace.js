@@ -1,7 +1,9 @@
 // A workspace (/ui/workspaces/{id}): its accounts with each category's state and since when it
 // holds, filters by state kept in the URL, and its recent events; live from the workspace's
 // stream (SPEC §10): a `status` message replaces its account's row at once, and an event that
-// changed no state (a second sync.error, say) has its account's entry read again.
+// changed no state (a second sync.error, say) has its account's entry read again. A workspace may
+// have thousands of accounts: only the first rows that pass the filters are drawn ("Show more"
+// draws more), so a keystroke or a live update costs the same whatever its size.
 
 import { ApiError, api, p, q } from './api.js';
 import { follow } from './stream.js';
@@ -17,6 +19,8 @@ const STATES = {
   link: ['active', 'deleted', 'unknown'],
 };
 const FLASH_MS = 2500;
+const ROWS = 100; // accounts drawn at first, and added by each "Show more"
+const TYPING_MS = 150; // the search applies once typing pauses
 
 export default function workspacePage(main, { conn }, ws) {
   document.title = `Workspace ${ws} · calry-hooks`;
@@ -27,6 +31,8 @@ export default function workspacePage(main, { conn }, ws) {
   }
 
   const accounts = new Map(); // integrationAccountId → entry
+  let ids = []; // the accounts' ids, in order
+  let limit = ROWS; // rows drawn
   let events = [];
   let lastEventAt = null;
   let missing = null; // the 404 of a workspace with no events yet
@@ -39,11 +45,15 @@ export default function workspacePage(main, { conn }, ws) {
   // that typing in it is never interrupted.
   const toggles = h('div', { class: 'filter-groups' });
   const clear = h('div', { class: 'filter-clear' });
+  let typing = null;
   const search = h('input', {
     type: 'search', class: 'search', placeholder: 'Find an account id', 'aria-label': 'Find an account id', value: filter.q,
     oninput: () => {
-      filter.q = search.value.trim();
-      changedFilter();
+      clearTimeout(typing);
+      typing = setTimeout(() => {
+        filter.q = search.value.trim();
+        changedFilter();
+      }, TYPING_MS);
     },
   });
   const filters = h('div', { class: 'filters', role: 'group', 'aria-label': 'Filter the accounts by state' }, toggles, search, clear);
@@ -63,6 +73,18 @@ export default function workspacePage(main, { conn }, ws) {
   const passes = (a) => Object.keys(STATES).every((cat) => !filter[cat].size || filter[cat].has(a[cat].state))
     && (!filter.q || a.integrationAccountId.toLowerCase().includes(filter.q.toLowerCase()));
 
+  /** Adds `key` to `ids`, in order. */
+  function insertId(key) {
+    let lo = 0;
+    let hi = ids.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (ids[mid] < key) lo = mid + 1;
+      else hi = mid;
+    }
+    ids.splice(lo, 0, key);
+  }
+
   const columns = [
     { label: 'Integration account', cls: 'col-id', cell: (a) => id(a.integrationAccountId, uiAccount(ws, a.integrationAccountId)) },
     { label: 'Account', cls: 'col-state', cell: (a) => stateCell(a.account) },
@@ -73,26 +95,27 @@ export default function workspacePage(main, { conn }, ws) {
   const row = (a) => tableRow(columns, a, (x) => x.integrationAccountId, (x) => (x.sync.state === 'error' ? 'row-bad' : null));
 
   function drawFigures() {
-    const all = [...accounts.values()];
-    const count = (cat, state) => all.filter((a) => a[cat].state === state).length;
+    const n = { sync: {}, account: {}, link: {} }; // category → state → accounts, in one pass
+    for (const a of accounts.values()) for (const cat of Object.keys(n)) n[cat][a[cat].state] = (n[cat][a[cat].state] || 0) + 1;
+    const count = (cat, state) => n[cat][state] || 0;
     const failing = count('sync', 'error');
     const paused = count('sync', 'paused');
     fill(figures,
-      figure(plural(all.length, 'account'), all.length),
+      figure(plural(accounts.size, 'account'), accounts.size),
       figure('failing now', failing, failing ? 'bad' : null),
       figure('paused', paused, paused ? 'warn' : null),
       figure('sync complete', count('sync', 'complete')),
       figure('deleted', count('account', 'deleted')),
       h('div', { class: 'figure' }, h('span', { class: 'figure-value small' }, lastEventAt ? rel(lastEventAt) : '—'), h('span', { class: 'figure-label' }, 'last event')));
-    fill(notice, all.some(lacksSince) ? note('empty', SINCE_MISSING) : null);
-    drawFilters(all);
+    fill(notice, [...accounts.values()].some(lacksSince) ? note('empty', SINCE_MISSING) : null);
+    drawFilters(count);
   }
 
-  function drawFilters(all) {
+  function drawFilters(count) {
     fill(toggles, Object.entries(STATES).map(([cat, states]) => h('div', { class: 'filter-group', role: 'group', 'aria-label': `${cat} state` },
       h('span', { class: 'filter-label', 'aria-hidden': 'true' }, cat),
       states.map((s) => {
-        const n = all.filter((a) => a[cat].state === s).length;
+        const n = count(cat, s);
         return h('button', {
           type: 'button', class: 'toggle', 'aria-pressed': String(filter[cat].has(s)), 'data-filter': `${cat}:${s}`,
           title: `Only accounts whose ${cat} is ${s}`, 'aria-label': `${cat} ${s}: ${n} ${plural(n, 'account')}`,
@@ -124,13 +147,14 @@ export default function workspacePage(main, { conn }, ws) {
     if (filter.q) u.searchParams.set('q', filter.q);
     else u.searchParams.delete('q');
     history.replaceState(null, '', u);
+    limit = ROWS;
     drawFigures();
     drawAccounts();
   }
 
   function drawAccounts(flash) {
     if (missing && !accounts.size && !events.length) {
-      fill(accountsBody, note('empty', `No event from this workspace has arrived yet (the service answered 404: ${missing}). `
+      fill(accountsBody, note('empty', 'No event from this workspace has arrived yet (the service answered 404: ', h('bdi', {}, missing), '). '
         + 'This page shows its accounts as soon as one does.'));
       return;
     }
@@ -138,13 +162,28 @@ export default function workspacePage(main, { conn }, ws) {
       fill(accountsBody, note('empty', 'No integration account in this workspace yet: none of its events of a known type names one.'));
       return;
     }
-    const shown = [...accounts.values()].filter(passes);
+    const shown = [];
+    for (const k of ids) if (passes(accounts.get(k))) shown.push(accounts.get(k));
     if (!shown.length) {
       fill(accountsBody, note('empty', `No account matches these filters (${accounts.size} in all).`));
       return;
     }
-    fill(accountsBody, table(columns, shown, { caption: 'Accounts', key: (a) => a.integrationAccountId, rowClass: (a) => (a.sync.state === 'error' ? 'row-bad' : null) }));
+    const rest = shown.length - limit;
+    fill(accountsBody,
+      table(columns, shown.slice(0, limit), { caption: 'Accounts', key: (a) => a.integrationAccountId, rowClass: (a) => (a.sync.state === 'error' ? 'row-bad' : null) }),
+      rest > 0 && h('p', { class: 'more-line' },
+        h('button', { type: 'button', class: 'more', onclick: showMore }, `Show ${Math.min(rest, ROWS)} more`),
+        `${limit.toLocaleString('en')} of ${shown.length.toLocaleString('en')} ${shown.length < accounts.size ? 'matching ' : ''}`
+        + 'accounts shown; the filters and the search above find any of them.'));
     if (flash) flashRow(flash);
+  }
+
+  /** Draws the next rows, and moves the focus to the first of them. */
+  function showMore() {
+    const first = limit;
+    limit += ROWS;
+    drawAccounts();
+    accountsBody.querySelectorAll('tbody tr')[first]?.querySelector('a')?.focus();
   }
 
   function flashRow(key) {
@@ -173,13 +212,8 @@ export default function workspacePage(main, { conn }, ws) {
   /** An account's entry, as of now: replace its row in place, or draw the table anew. */
   function put(entry) {
     const key = entry.integrationAccountId;
-    const isNew = !accounts.has(key);
+    if (!accounts.has(key)) insertId(key);
     accounts.set(key, entry);
-    if (isNew) {
-      const sorted = [...accounts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-      accounts.clear();
-      for (const [k, v] of sorted) accounts.set(k, v);
-    }
     drawFigures();
     const tr = [...accountsBody.querySelectorAll('tr[data-key]')].find((t) => t.dataset.key === key);
     if (tr && passes(entry)) {
@@ -258,9 +292,11 @@ export default function workspacePage(main, { conn }, ws) {
       ]);
       missing = status.missing || null;
       accounts.clear();
+      ids = [];
       if (!missing) {
         lastEventAt = status.lastEventAt;
         for (const a of status.accounts) accounts.set(a.integrationAccountId, a);
+        ids = [...accounts.keys()].sort();
       }
       events = recent.items;
       loaded = true;
