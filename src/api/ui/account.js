@@ -5,7 +5,7 @@
 import { ApiError, api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, copyButton, eventType, fill, h, id, json, lacksSince, note, problemNote, rel, result, section,
+  SINCE_MISSING, copyButton, eventType, fill, h, id, isolated, json, lacksSince, note, problemNote, rel, result, said, section,
   stateCell, table, uiWorkspace, utc,
 } from './view.js';
 
@@ -13,7 +13,7 @@ const EVENTS_PAGE = 25;
 const TIMELINE_PAGE = 50;
 
 export default function accountPage(main, { conn }, ws, acc) {
-  document.title = `Account ${acc} · calry-hooks`;
+  document.title = `Account ${isolated(acc)} · calry-hooks`;
   const base = p('workspaces', ws, 'accounts', acc);
   const cards = h('div', { class: 'cards' }, note('loading', 'Loading the account…'));
   const notice = h('div');
@@ -37,7 +37,7 @@ export default function accountPage(main, { conn }, ws, acc) {
   function drawEntry(entry) {
     if (!entry) {
       fill(cards, note('empty', 'No account ', h('bdi', {}, acc), ' in this workspace yet (the service answered 404: ',
-        h('bdi', {}, entryMissing), '). This page shows it as soon as an event of a known type arrives for it.'));
+        said(entryMissing), '). This page shows it as soon as an event of a known type arrives for it.'));
       fill(notice);
       return;
     }
@@ -136,7 +136,7 @@ export default function accountPage(main, { conn }, ws, acc) {
       const err = timeline.error;
       if (err.status === 404 && !entryMissing) {
         fill(timelineBody, note('empty', 'This service does not keep timelines yet: GET …/timeline answered 404',
-          err.problem?.detail ? ` (${err.problem.detail})` : '', '. The current states are above, the events beside.'));
+          err.problem?.detail ? [' (', said(err.problem.detail), ')'] : '', '. The current states are above, the events beside.'));
       } else if (err.status === 404) fill(timelineBody, note('empty', 'No changes yet.'));
       else fill(timelineBody, problemNote(err, 'The timeline cannot be shown'));
       return;

@@ -2,6 +2,8 @@
 // 401, and kept in sessionStorage only), retries while the service cannot be reached, and
 // problem+json errors turned into ApiError.
 
+import { fill, said as words } from './view.js';
+
 const KEY = 'calry-hooks.token';
 const RETRY_SECS = 5;
 
@@ -121,7 +123,7 @@ function ask(used, detail) {
     : 'The service answered 401: its query routes need a bearer token.';
   const said = document.getElementById('token-detail');
   said.hidden = !detail;
-  said.textContent = detail ? `The service said: “${detail}”` : '';
+  fill(said, detail && ['The service said: “', words(detail), '”']);
   input.value = '';
   return new Promise((resolve, reject) => {
     const done = (given) => {

@@ -70,7 +70,7 @@ function notFound(pathname) {
   document.title = 'No such page · calry-hooks';
   fill(main,
     h('h1', {}, 'No such page'),
-    h('p', { class: 'note note-empty' }, 'There is no dashboard page at ', h('code', {}, pathname), '. ',
+    h('p', { class: 'note note-empty' }, 'There is no dashboard page at ', h('code', {}, h('bdi', {}, pathname)), '. ',
       h('a', { href: '/ui' }, 'Go to the overview'), '.'));
 }
 

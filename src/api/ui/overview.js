@@ -7,7 +7,7 @@
 import { api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  KNOWN_TYPES, badge, figure, fill, h, id, note, plural, problemNote, rel, result, section, table, uiAccount, uiWorkspace,
+  KNOWN_TYPES, badge, figure, fill, h, id, note, plural, problemNote, rel, result, said, section, table, uiAccount, uiWorkspace,
 } from './view.js';
 
 const REFRESH_MS = 15000;
@@ -127,7 +127,7 @@ export default function overview(main, { conn }) {
         const err = fail.reason;
         if (err.status === 404) {
           return note('empty', 'This service cannot list failing accounts across workspaces yet: GET /accounts answered 404',
-            err.problem?.detail ? ` (${err.problem.detail})` : '', '. Each workspace below shows its number of failing accounts.');
+            err.problem?.detail ? [' (', said(err.problem.detail), ')'] : '', '. Each workspace below shows its number of failing accounts.');
         }
         return problemNote(err, 'The failing accounts cannot be shown');
       }

@@ -58,6 +58,14 @@ export const uiAccount = (ws, acc) => (dots(ws) || dots(acc) ? null : `${uiWorks
 
 // ---- ids -------------------------------------------------------------------------------------
 
+// Ids come from senders and may hold right-to-left marks or overrides (U+202E): each one put in a
+// sentence is isolated (<bdi>, or these marks where only text goes), so that it cannot reorder
+// the words around it.
+export const isolated = (text) => `\u2068${text}\u2069`;
+
+/** What the service said (a problem's detail, which may quote ids): each word isolated. */
+export const said = (text) => h('bdi', {}, text.split(/(\s+)/).map((w, i) => (i % 2 ? w : h('bdi', {}, w))));
+
 /**
  * An id in monospace, truncated in the middle by CSS when there is no room (the head shrinks
  * with an ellipsis, the tail stays), the full id on hover; a link when `href` is given.
@@ -181,9 +189,12 @@ export function problemNote(err, what) {
     ') to use the dashboard under other names.');
   }
   if (err && err.status === 403) {
-    return note('error', `${what}: the token in use does not cover this workspace (403${err.problem.detail ? `: ${err.problem.detail}` : ''}).`);
+    return note('error', `${what}: the token in use does not cover this workspace (403`,
+      err.problem.detail ? [': ', said(err.problem.detail)] : '', ').');
   }
-  if (err && err.status) return note('error', `${what}: ${err.message}.`);
+  if (err && err.status) {
+    return note('error', `${what}: the service answered ${err.status}`, err.problem?.detail ? [': ', said(err.problem.detail)] : '', '.');
+  }
   return note('error', `${what}: ${err && err.message ? err.message : 'something went wrong'}.`);
 }
 

@@ -8,8 +8,8 @@
 import { ApiError, api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, copyButton, eventType, figure, fill, h, id, knownType, lacksSince, note, plural,
-  problemNote, rel, result, section, stateCell, swap, table, tableRow, toneOf, uiAccount,
+  SINCE_MISSING, copyButton, eventType, figure, fill, h, id, isolated, knownType, lacksSince, note, plural,
+  problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount,
 } from './view.js';
 
 const RECENT = 25;
@@ -23,7 +23,7 @@ const ROWS = 100; // accounts drawn at first, and added by each "Show more"
 const TYPING_MS = 150; // the search applies once typing pauses
 
 export default function workspacePage(main, { conn }, ws) {
-  document.title = `Workspace ${ws} · calry-hooks`;
+  document.title = `Workspace ${isolated(ws)} · calry-hooks`;
   const url = new URL(location.href);
   const filter = { q: url.searchParams.get('q') || '' };
   for (const cat of Object.keys(STATES)) {
@@ -154,7 +154,7 @@ export default function workspacePage(main, { conn }, ws) {
 
   function drawAccounts(flash) {
     if (missing && !accounts.size && !events.length) {
-      fill(accountsBody, note('empty', 'No event from this workspace has arrived yet (the service answered 404: ', h('bdi', {}, missing), '). '
+      fill(accountsBody, note('empty', 'No event from this workspace has arrived yet (the service answered 404: ', said(missing), '). '
         + 'This page shows its accounts as soon as one does.'));
       return;
     }
