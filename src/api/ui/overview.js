@@ -1,6 +1,7 @@
 // The overview (/ui): the figures, the accounts failing right now across every workspace
 // (GET /accounts?syncState=error, newest failures first) and the workspaces with their numbers of
-// failing and paused accounts (GET /workspaces, then each one's status totals). Read again every
+// failing and paused accounts (GET /workspaces, by id, then each one's status totals: the first
+// account of its failing ones is enough to carry them). Read again every
 // 15 s, and soon after the stream of every workspace in view (SPEC §10) says an account's state
 // changed; that stream is also what the header's live dot shows.
 
@@ -84,7 +85,7 @@ export default function overview(main, { conn }) {
     ]);
     let rows = [];
     if (ws.status === 'fulfilled') {
-      const totals = await pool(ws.value.items, AT_ONCE, (w) => api(q(p('workspaces', w.workspaceId, 'status'), { syncState: 'error' })));
+      const totals = await pool(ws.value.items, AT_ONCE, (w) => api(q(p('workspaces', w.workspaceId, 'status'), { syncState: 'error', limit: 1 })));
       rows = ws.value.items.map((w, i) => ({
         ...w,
         error: totals[i].ok?.totals.sync.error,
@@ -182,7 +183,9 @@ export default function overview(main, { conn }) {
         const b = th.querySelector('button.active');
         th.setAttribute('aria-sort', b ? (view.sort.desc ? 'descending' : 'ascending') : 'none');
       }
-      return [t, more && h('button', { type: 'button', class: 'more', onclick: () => { view.wsPages++; load(); } }, 'Show more workspaces')];
+      return [t, more && h('p', { class: 'more-line' },
+        h('button', { type: 'button', class: 'more', onclick: () => { view.wsPages++; load(); } }, 'Show more workspaces'),
+        `The first ${rows.length} workspaces by id are listed, and only they are sorted.`)];
     });
   }
 
