@@ -2,7 +2,7 @@
 // state changes (SPEC §11) and its recent events, any event's payload on request; live from the
 // workspace's stream filtered to the account.
 
-import { ApiError, api, p, q } from './api.js';
+import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, copyButton, eventType, fill, h, id, isolated, json, lacksSince, note, problemNote, rel, result, said, section,
@@ -259,4 +259,5 @@ export default function accountPage(main, { conn }, ws, acc) {
     },
     onOpen: load,
   });
+  watch('/workspaces?limit=1');
 }

@@ -157,6 +157,20 @@ function ask(used, detail) {
   });
 }
 
+/**
+ * Asks the service for `path` every 15 s while the page is open, so that the banner says when it
+ * cannot answer (and when it can again) though the page's stream stays open and quiet.
+ */
+export function watch(path) {
+  let asking = false;
+  setInterval(async () => {
+    if (asking) return;
+    asking = true;
+    await api(path).catch(() => {});
+    asking = false;
+  }, 15000);
+}
+
 /** A path with its query string: `q('/x', {a: 1, b: null})` → `/x?a=1`. */
 export function q(path, params = {}) {
   const search = new URLSearchParams();

@@ -15,13 +15,23 @@ const authEl = document.getElementById('auth');
 const banner = document.getElementById('banner');
 
 /**
- * The page's stream: 'live', 'reconnecting' or 'stopped'. Only a change of that is announced
- * (the live region); the time of the last update beside it is not.
+ * The page's stream: 'live', 'reconnecting' or 'stopped'; shown as 'reconnecting' while the
+ * service does not answer the page's other calls (a database outage leaves a stream open), and as
+ * the stream is again once it does. Only a change of that is announced (the live region); the
+ * time of the last update beside it is not.
  */
+let streamKind = null;
 let shownKind = null;
 let lastUpdate = null;
 function conn(kind) {
+  streamKind = kind;
   if (kind === 'live') lastUpdate = new Date().toISOString();
+  showConn();
+}
+
+function showConn() {
+  const kind = state.offline && streamKind === 'live' ? 'reconnecting' : streamKind;
+  if (!kind) return;
   if (kind !== shownKind) {
     shownKind = kind;
     const dot = (tone) => h('span', { class: `dot dot-${tone}`, 'aria-hidden': 'true' });
@@ -33,7 +43,7 @@ function conn(kind) {
 }
 
 function showAuth({ auth, offline }) {
-  if (offline && shownKind) conn(shownKind === 'stopped' ? 'stopped' : 'reconnecting');
+  showConn();
   if (auth === 'open') fill(authEl, 'no token needed');
   else if (auth === 'token') {
     fill(authEl, 'token in use ',

@@ -5,7 +5,7 @@
 // have thousands of accounts: only the first rows that pass the filters are drawn ("Show more"
 // draws more), so a keystroke or a live update costs the same whatever its size.
 
-import { ApiError, api, p, q } from './api.js';
+import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, copyButton, eventType, figure, fill, h, id, isolated, knownType, lacksSince, note, plural,
@@ -278,6 +278,7 @@ export default function workspacePage(main, { conn }, ws) {
     },
     onOpen: load,
   });
+  watch('/workspaces?limit=1');
 
   async function read() {
     loaded = false;
