@@ -2,7 +2,7 @@
 // 401, and kept in sessionStorage only), retries while the service cannot be reached, and
 // problem+json errors turned into ApiError.
 
-import { fill, said as words } from './view.js';
+import { fill, h, note, said as words } from './view.js';
 
 const KEY = 'calry-hooks.token';
 const RETRY_SECS = 5;
@@ -60,6 +60,9 @@ export async function api(path) {
     }
     reachable();
     if (state.auth !== (used ? 'token' : 'open')) changed({ auth: used ? 'token' : 'open' });
+    // What is on screen was read with one token (or none): read with another, it all is again.
+    if (readWith !== undefined && used !== readWith) location.reload();
+    readWith = used;
     if (!res.ok) throw new ApiError(res.status, await problemOf(res), path);
     return res.json();
   }
@@ -94,31 +97,45 @@ export function reachable() {
   if (state.offline) changed({ offline: null });
 }
 
+// The token (or null: none) the data on screen was read with; undefined before any read.
+let readWith;
+
 // One prompt for every call that met a 401; they all go on with the token given. Once the
 // person cancels it, later 401s are not asked about again (the page offers a button instead).
 let prompt = null;
 let declined = false;
+let refused = null; // what the service said when it refused a token, since the last one given
 /**
- * A 401 answered a request made with `used` (a token, or null): forget a refused token and ask
- * for one. Resolves once a token is given; rejects (ApiError 401) when the person cancels.
+ * A 401 answered a request made with `used` (a token, or null). A refused token is forgotten,
+ * what it read is taken off the page, and the call is made again without one (the service may
+ * need none now: its last token was revoked). Without one, a token is asked for. Resolves once
+ * the call may be made again; rejects (ApiError 401) when the person cancels.
  */
 export function tokenRefused(used, detail) {
   const now = token.get();
   if (now && now !== used) return Promise.resolve(); // another call got a new one meanwhile
-  if (used) token.clear();
-  changed({ auth: used ? 'refused' : 'needed' });
+  if (used) {
+    token.clear();
+    refused = detail || '';
+    if (readWith === used) {
+      fill(document.getElementById('main'), note('error', 'The token in use was refused: what it read is no longer shown. ',
+        h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token')));
+    }
+    return Promise.resolve();
+  }
+  changed({ auth: refused !== null ? 'refused' : 'needed' });
   if (declined) return Promise.reject(new ApiError(401, { detail: 'no token was given' }, null));
-  prompt ??= ask(used, detail).finally(() => (prompt = null));
+  prompt ??= ask(refused !== null, refused ?? detail).finally(() => (prompt = null));
   return prompt;
 }
 
-function ask(used, detail) {
+function ask(wasRefused, detail) {
   const dialog = document.getElementById('token-dialog');
   const form = document.getElementById('token-form');
   const input = document.getElementById('token-input');
   const cancel = document.getElementById('token-cancel');
-  document.getElementById('token-title').textContent = used ? 'The token was refused' : 'A token is needed';
-  document.getElementById('token-reason').textContent = used
+  document.getElementById('token-title').textContent = wasRefused ? 'The token was refused' : 'A token is needed';
+  document.getElementById('token-reason').textContent = wasRefused
     ? 'The service answered 401 to the token in use: it was revoked, or mistyped. Enter another.'
     : 'The service answered 401: its query routes need a bearer token.';
   const said = document.getElementById('token-detail');
@@ -133,6 +150,7 @@ function ask(used, detail) {
       if (dialog.open) dialog.close();
       if (given) {
         token.set(given);
+        refused = null;
         changed({ auth: 'token' });
         resolve();
       } else {
