@@ -299,21 +299,7 @@ async fn a_second_sigterm_stops_the_service_at_once() {
             ))
             .send(),
     );
-    let waiting = Instant::now();
-    loop {
-        let held: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if held == 1 {
-            break;
-        }
-        assert!(waiting.elapsed() < Duration::from_secs(10), "not held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_for_lock_waiters(&pool, 1).await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -36,24 +36,7 @@ async fn release_writer(mut conn: PgConnection) {
 
 /// Waits until the writer took its delivery and its statement waits on the lock.
 async fn wait_for_writer_on_lock(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the writer never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::helpers::wait_for_lock_waiters(&app.pool, 1).await;
 }
 
 async fn wait_for_queue(app: &TestApp, depth: f64) {

@@ -664,3 +664,26 @@ pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
         unsafe { libc::kill(process, signal) };
     }
 }
+
+/// Waits until `n` statements of `pool`'s database wait on a lock (ingest writers held by a lock
+/// the test holds, say).
+pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} statements wait on a lock, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -550,24 +550,7 @@ async fn a_delivery_after_the_database_stopped_is_told_it_is_unavailable() {
         let app = app.clone();
         async move { deliver_all(&app, warm, 48).await }
     });
-    let waiting = Instant::now();
-    loop {
-        let held: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if held == 12 {
-            break;
-        }
-        assert!(
-            waiting.elapsed() < Duration::from_secs(10),
-            "{held} writers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_for_lock_waiters(&app.pool, 12).await;
     lock.rollback().await.unwrap();
     assert!(burst.await.unwrap().iter().all(|s| *s == 201));
     cluster.stop().await;
