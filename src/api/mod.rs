@@ -146,6 +146,16 @@ fn pages(doc: OpenApiDoc) -> Router {
     Router::new()
         .merge(docs)
         .merge(ui::router())
+        // Swagger UI's pages, revalidated (a new build may serve another document or version),
+        // and with their charset named (it names none: a browser could guess another).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_TYPE,
+            utf8_text,
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("frame-ancestors 'none'"),
@@ -158,6 +168,19 @@ fn pages(doc: OpenApiDoc) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+}
+
+/// A text answer's type with `charset=utf-8` when it names none; `None` (left as it is) otherwise.
+fn utf8_text(response: &Response) -> Option<HeaderValue> {
+    let kind = response
+        .headers()
+        .get(header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    let text = kind.starts_with("text/") || kind == "application/javascript";
+    (text && !kind.contains("charset"))
+        .then(|| HeaderValue::from_str(&format!("{kind}; charset=utf-8")).ok())
+        .flatten()
 }
 
 /// Counts every request in flight (also one whose client went away mid-way).

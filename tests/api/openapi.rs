@@ -56,7 +56,12 @@ async fn the_service_serves_the_generated_document_and_the_docs_page() {
     assert_eq!(served, committed);
     let docs = app.get("/docs/").await;
     assert_eq!(docs.status(), 200);
+    // Revalidated, and its charset named (Swagger UI names none).
+    assert_eq!(docs.headers()["cache-control"], "no-cache");
+    assert_eq!(docs.headers()["content-type"], "text/html; charset=utf-8");
     assert!(docs.text().await.unwrap().contains("swagger"));
+    let style = app.get("/docs/swagger-ui.css").await;
+    assert_eq!(style.headers()["content-type"], "text/css; charset=utf-8");
 
     // The pages for people are in the document too, as they answer (redirects not followed).
     let client = reqwest::Client::builder()
