@@ -294,30 +294,27 @@ impl Database {
             return Err(StoreError::NoStore(format!("{}", dir.display())));
         }
         let (options, cluster) = Database::server(config, role).await?;
-        let name = options.get_database().unwrap_or("postgres").to_owned();
+        let name = format!("database {}", options.get_database().unwrap_or("postgres"));
         let pool = connect(options, 1);
-        let level = schema_level(&pool).await.map_err(|err| {
-            match err.as_database_error().and_then(|e| e.code()).as_deref() {
-                Some("3D000") => StoreError::NoStore(format!("database {name}")),
-                _ => StoreError::Connect(err),
+        let refusal = match schema_level(&pool).await {
+            Err(err)
+                if err.as_database_error().and_then(|e| e.code()).as_deref() == Some("3D000") =>
+            {
+                Some(StoreError::NoStore(name))
             }
-        });
-        let level = match level {
-            Ok(level) => level,
-            Err(err) => {
-                Database { pool, cluster }.close().await;
-                return Err(err);
+            Err(err) => Some(StoreError::Connect(err)),
+            Ok(None) => Some(StoreError::NoStore(name)),
+            Ok(Some(applied)) => {
+                let needed = latest_migration();
+                match applied.cmp(&needed) {
+                    std::cmp::Ordering::Less => Some(StoreError::NotMigrated { applied, needed }),
+                    std::cmp::Ordering::Greater => Some(StoreError::Newer {
+                        applied,
+                        known: needed,
+                    }),
+                    std::cmp::Ordering::Equal => None,
+                }
             }
-        };
-        let needed = latest_migration();
-        let refusal = match level {
-            None => Some(StoreError::NoStore(format!("database {name}"))),
-            Some(applied) if applied < needed => Some(StoreError::NotMigrated { applied, needed }),
-            Some(applied) if applied > needed => Some(StoreError::Newer {
-                applied,
-                known: needed,
-            }),
-            Some(_) => None,
         };
         let db = Database { pool, cluster };
         match refusal {
