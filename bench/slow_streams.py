@@ -17,7 +17,7 @@ print(f"rss before: {rss():.1f} MiB")
 socks = []
 for _ in range(K):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096); s.connect(("127.0.0.1", PORT))
-    s.sendall(f"GET /workspaces/mem/stream?after={start} HTTP/1.1\r\nHost: x\r\n\r\n".encode()); socks.append(s)
+    s.sendall(f"GET /workspaces/mem/stream?after={start} HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\n\r\n".encode()); socks.append(s)
 peak = 0
 t0 = time.time()
 while time.time() - t0 < SECS:

@@ -38,6 +38,9 @@ use crate::config::Config;
 /// Connections let in past `max_connections`, to answer the health routes while the cap is
 /// reached.
 pub const OVERFLOW: usize = 32;
+/// Most bytes hyper buffers for a connection each way (see `connection`).
+const MAX_BUF: usize = 64 * 1024;
+
 /// The head timeout of an overflow connection.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection that finds the cap reached waits for an idle one to make room.
@@ -229,6 +232,10 @@ async fn connection(
     });
     let conn = http1::Builder::new()
         .keep_alive(keep_alive)
+        // What hyper buffers of a connection, both ways: a request head must fit in it, and an
+        // answer's body is taken from its stream only while less than this waits to be written
+        // (hyper's default, about 400 KiB, is what each stream whose client stops reading held).
+        .max_buf_size(MAX_BUF)
         // The head timeout is the clock's: hyper's would also end idle kept-alive connections.
         .header_read_timeout(None)
         .serve_connection(io, service);

@@ -394,3 +394,20 @@ async fn the_open_file_limit_is_raised_and_silent_connections_past_it_starve_not
         "accept never ran out of descriptors:\n{log}"
     );
 }
+
+/// A request head must fit in what hyper buffers of a connection (64 KiB): a larger one is
+/// answered `431` and the connection closed; one a little under it is served. The same bound
+/// holds what an answer's body may have waiting to be written, per connection.
+#[tokio::test]
+async fn a_request_head_over_64_kib_is_answered_431() {
+    let app = crate::helpers::spawn_app().await;
+    let client = reqwest::Client::new();
+    let head = |bytes: usize| {
+        client
+            .get(format!("{}/healthz", app.address))
+            .header("x-filler", "f".repeat(bytes))
+            .send()
+    };
+    assert_eq!(head(60 * 1024).await.unwrap().status(), 200);
+    assert_eq!(head(100 * 1024).await.unwrap().status(), 431);
+}
