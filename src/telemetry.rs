@@ -39,7 +39,12 @@ pub fn init(format: LogFormat, filter: &str) {
         .with_env_filter(filter)
         // Colours only for a person at a terminal, never in a log file.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A line that cannot be written (a full disk under the log file, a pipe whose reader is
+        // gone) is lost, and nothing else: reporting it would print to the same standard error,
+        // and Rust's printing panics when that fails, taking down a delivery between its commit
+        // and its answer.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1850,6 +1850,58 @@ async fn one_off_commands_neither_create_nor_migrate_a_store() {
     );
 }
 
+/// Logs that cannot be written (a full disk under the log file, a pipe whose reader is gone) are
+/// lost, and nothing else: the service starts and answers every delivery.
+#[tokio::test]
+async fn a_log_that_cannot_be_written_stops_no_delivery() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let port = crate::helpers::free_port();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = binary(Some(&db.name))
+        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service stopped: {:?}",
+            child.try_wait()
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "not serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..20 {
+        let answer = client
+            .post(format!("{address}/webhooks/calry"))
+            .json(&event(
+                &format!("unlogged-{i}"),
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-01-01T00:00:00Z",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201, "delivery {i}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+}
+
 /// The `.env` of the working directory is read whole or not at all: one with a line it cannot
 /// read stops the binary (the lines after it, a secret among them, would be lost), and one in a
 /// directory above is not read.
