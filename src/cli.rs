@@ -191,9 +191,32 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "calry-hooks serving");
+    let app = App::new(db.pool.clone(), config)?;
+    {
+        // Polled here, on the main thread (see `Cluster::start`), for as long as the service
+        // runs: the private server is started again whenever it exits. It never ends.
+        let watch = async {
+            match &db.cluster {
+                Some(cluster) => cluster.keep_running().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = serve_until_signalled(app, listener) => result?,
+            () = watch => {}
+        }
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves until a first SIGTERM or Ctrl-C, then finishes what is in flight (SHUTDOWN_TIMEOUT at
+/// most), or stops at once on a second one.
+async fn serve_until_signalled(app: App, listener: TcpListener) -> Result<(), Box<dyn Error>> {
     let mut signals = StopSignals::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = App::new(db.pool.clone(), config)?.serve(listener, async {
+    let serving = app.serve(listener, async {
         let _ = stopped.await;
     });
     tokio::pin!(serving);
@@ -213,8 +236,6 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    db.close().await;
-    tracing::info!("stopped");
     Ok(())
 }
 

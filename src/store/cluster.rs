@@ -60,6 +60,16 @@ pub struct Cluster {
     log_file: PathBuf,
     /// `postgres.owner`, locked, while this process owns the server.
     _owner: Option<fs::File>,
+    /// How this process started the server, to start it again ([`Cluster::keep_running`]).
+    launch: Option<Launch>,
+}
+
+/// The server's binaries, data directory and user.
+#[derive(Debug, Clone)]
+struct Launch {
+    bin: PathBuf,
+    pgdata: PathBuf,
+    owner: Option<Owner>,
 }
 
 /// What the process using the private cluster is.
@@ -107,10 +117,12 @@ impl Cluster {
             socket_dir: socket_dir.clone(),
             log_file: log_file.clone(),
             _owner: owner_lock,
+            launch: None,
         };
 
         let lock_path = data_dir.join("postgres.owner");
         let mut waiting_told = false;
+        let mut unanswered_since: Option<Instant> = None;
         let lock = loop {
             if let Some(lock) = try_to_own(&lock_path, role)? {
                 break lock;
@@ -137,6 +149,20 @@ impl Cluster {
                     {
                         tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster of the running service");
                         return Ok(joined);
+                    }
+                    // The service starts its server again when it exits (`keep_running`); one
+                    // that stays down is its to report, and this command's to say, not to wait
+                    // for in silence.
+                    let since = *unanswered_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(30) {
+                        return Err(ClusterError::Failed(format!(
+                            "the calry-hooks service (pid {pid}) runs the private PostgreSQL \
+                             cluster of {}, and it has not accepted connections for 30 s; its \
+                             log {} ends with:\n{}",
+                            data_dir.display(),
+                            log_file.display(),
+                            log_tail(&log_file)
+                        )));
                     }
                 }
                 // A command's server (or an owner that has not said who it is yet): the command
@@ -172,7 +198,12 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let child = spawn_postgres(&bin, &pgdata, &socket_dir, &log_file, owner)?;
-            let started = cluster(Some(child), lock);
+            let mut started = cluster(Some(child), lock);
+            started.launch = Some(Launch {
+                bin: bin.clone(),
+                pgdata: pgdata.clone(),
+                owner,
+            });
             match started.wait_ready(deadline).await {
                 Ok(()) => {
                     tracing::info!(data = %pgdata.display(), "private PostgreSQL cluster started");
@@ -216,6 +247,54 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Watches the server this process started, for as long as it is polled: one that exits
+    /// (killed, or stopped by a full disk its crash recovery could not write to) is started
+    /// again, and again every 5 s until it stays up; the service's connections then recover as
+    /// after any outage. Poll it from the thread that started the cluster (see
+    /// [`Cluster::start`]). A server this process joined is not its to start: that never ends.
+    pub async fn keep_running(&self) {
+        let Some(launch) = &self.launch else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let exited = match self
+                .child
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                Some(server) => server.try_wait().ok().flatten(),
+                None => break, // being stopped
+            };
+            let Some(status) = exited else { continue };
+            tracing::error!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster exited; starting it again");
+            let started = spawn_postgres(
+                &launch.bin,
+                &launch.pgdata,
+                &self.socket_dir,
+                &self.log_file,
+                launch.owner,
+            );
+            let ready = match started {
+                Ok(server) => {
+                    *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+                    self.wait_ready(Instant::now() + Duration::from_secs(30))
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match ready {
+                Ok(()) => tracing::info!("private PostgreSQL cluster started again"),
+                Err(err) => {
+                    tracing::error!(%err, "the private PostgreSQL cluster did not start again; trying again in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+        std::future::pending().await
     }
 
     /// The owner's lock, taken out of a cluster given up (its server did not start).

@@ -323,3 +323,70 @@ async fn a_second_sigterm_stops_the_service_at_once() {
     assert!(logs.contains("second signal"), "{logs}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// The service's private PostgreSQL killed under it (SIGKILL, as the kernel's out-of-memory
+/// killer would) is started again by the service: deliveries are stored again within seconds,
+/// with no restart of the service, and those acknowledged before are all there.
+#[tokio::test]
+async fn a_private_cluster_killed_under_the_service_is_started_again() {
+    let dir = std::env::temp_dir().join(format!(
+        "calry-hooks-restart-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let log = dir.with_extension("log");
+    let mut cmd = binary(None);
+    cmd.env("CALRY_HOOKS_DATA_DIR", &dir);
+    let (mut child, address) = start_binary(cmd, &log).await;
+    let client = reqwest::Client::new();
+    let deliver = |id: String| {
+        client
+            .post(format!("{address}/webhooks/calry"))
+            .json(&event(
+                &id,
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-02-09T11:33:41.658Z",
+            ))
+            .send()
+    };
+    assert_eq!(deliver("before".to_owned()).await.unwrap().status(), 201);
+    let postmaster = crate::helpers::postmaster(&dir.join("postgres")).unwrap();
+    // SAFETY: a process of our own making (the service's child).
+    unsafe { libc::kill(postmaster, libc::SIGKILL) };
+    let killed = Instant::now();
+    let mut i = 0;
+    loop {
+        i += 1;
+        let answer = deliver(format!("after-{i}")).await.unwrap();
+        if answer.status() == 201 {
+            break;
+        }
+        assert_eq!(answer.status(), 503, "while the server is down");
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "not started again; the log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the service stayed up");
+    for id in ["before".to_owned(), format!("after-{i}")] {
+        let stored = client
+            .get(format!("{address}/events/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 200, "{id}");
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("private PostgreSQL cluster started again"),
+        "{logged}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+}
