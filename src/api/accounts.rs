@@ -340,9 +340,8 @@ pub async fn timeline(
     params: Params,
 ) -> Result<Json<Timeline>> {
     let limit = params.limit()?;
-    // A cursor of history listed in ascending order is no cursor of the timeline, which has no
-    // `order` to pass instead.
-    let cursor = EventCursor::parse(&params, Order::Desc).map_err(|_| bad_cursor())?;
+    // The timeline has no `order` to pass: any cursor it cannot read is simply not its own.
+    let cursor = EventCursor::parse_timeline(&params).map_err(|_| bad_cursor())?;
     let mut qb = QueryBuilder::new("");
     push_timeline_sql(
         &mut qb,
@@ -369,7 +368,7 @@ pub async fn timeline(
             occurred_at: last.at,
             hook_id: last.hook_id.clone(),
         }
-        .encode()
+        .encode_timeline()
     });
     Ok(Json(Timeline {
         items: page.items,

@@ -283,28 +283,56 @@ pub struct EventCursor {
     pub hook_id: String,
 }
 
+/// What an [`EventCursor`] was given by: a history page or an account's timeline. Both page by
+/// (occurredAt, hookId), but a cursor of one passed to the other would end or skip a walk
+/// silently, so each kind is refused by the other.
+const HISTORY: &str = "e1";
+const TIMELINE: &str = "t1";
+
 impl EventCursor {
+    /// The cursor of a history page.
     pub fn encode(&self) -> String {
+        self.encode_as(HISTORY)
+    }
+
+    /// The cursor of a timeline page (listed newest first).
+    pub fn encode_timeline(&self) -> String {
+        self.encode_as(TIMELINE)
+    }
+
+    fn encode_as(&self, kind: &str) -> String {
         let micros = self.occurred_at.timestamp_micros();
         encode(&format!(
-            "e1:{}:{micros}:{}",
+            "{kind}:{}:{micros}:{}",
             self.order.tag(),
             self.hook_id
         ))
     }
 
-    /// The `cursor` parameter of a page listed in `order`.
+    /// The `cursor` parameter of a history page listed in `order`.
     pub fn parse(params: &Params, order: Order) -> Result<Option<EventCursor>> {
+        EventCursor::parse_as(params, order, HISTORY)
+    }
+
+    /// The `cursor` parameter of a timeline page.
+    pub fn parse_timeline(params: &Params) -> Result<Option<EventCursor>> {
+        EventCursor::parse_as(params, Order::Desc, TIMELINE)
+    }
+
+    fn parse_as(params: &Params, order: Order, kind: &str) -> Result<Option<EventCursor>> {
         let Some(raw) = params.single("cursor")? else {
             return Ok(None);
         };
         let text = decode(raw)?;
         let mut parts = text.splitn(4, ':');
-        let (Some("e1"), Some(tag), Some(micros), Some(hook_id)) =
+        let (Some(given), Some(tag), Some(micros), Some(hook_id)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(bad_cursor());
         };
+        if given != kind {
+            return Err(bad_cursor());
+        }
         if ![Order::Asc, Order::Desc].iter().any(|o| o.tag() == tag) {
             return Err(bad_cursor());
         }

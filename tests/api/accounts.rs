@@ -199,6 +199,24 @@ async fn a_timeline_lists_the_changes_newest_first_page_by_page() {
         !refused["detail"].as_str().unwrap().contains("order"),
         "{refused}"
     );
+    // Nor is a history cursor listed newest first, the timeline's own order, and a timeline's
+    // cursor is none of history's: each would end or skip the other's walk unnoticed.
+    let history: Value = app.get_json("/workspaces/w/events?limit=1").await;
+    let desc = history["nextCursor"].as_str().unwrap();
+    let path = format!("/workspaces/w/accounts/a/timeline?cursor={desc}");
+    assert_eq!(
+        problem(app.get(&path).await, 400).await["parameter"],
+        "cursor"
+    );
+    let timeline: Value = app
+        .get_json("/workspaces/w/accounts/a/timeline?limit=1")
+        .await;
+    let own = timeline["nextCursor"].as_str().unwrap();
+    let path = format!("/workspaces/w/events?cursor={own}");
+    assert_eq!(
+        problem(app.get(&path).await, 400).await["parameter"],
+        "cursor"
+    );
     problem(
         app.get("/workspaces/w/accounts/a/timeline?limit=0").await,
         400,
