@@ -99,9 +99,15 @@ pub async fn receive(
     tokio::spawn(counted.instrument(tracing::Span::current()))
         .await
         .unwrap_or_else(|err| {
-            Err(Error::Internal {
-                detail: "the delivery's task failed".to_owned(),
-                source: Some(Box::new(err)),
+            // Cancelled: the service stops without waiting (a second SIGTERM), nothing answered
+            // 2xx; Calry sends it again.
+            Err(if err.is_cancelled() {
+                Error::unavailable("the service is shutting down; retry later")
+            } else {
+                Error::Internal {
+                    detail: "the delivery's task failed".to_owned(),
+                    source: Some(Box::new(err)),
+                }
             })
         })
 }

@@ -313,10 +313,11 @@ async fn a_second_sigterm_stops_the_service_at_once() {
         .expect("stopped within 5 s of the second signal")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // Not acknowledged: no answer, or (when the stop reached its task first) a 503.
     let answer = delivery.await.unwrap();
     assert!(
-        answer.is_err(),
-        "the held delivery was not acknowledged: {answer:?}"
+        answer.as_ref().map_or(true, |a| a.status() == 503),
+        "the held delivery: {answer:?}"
     );
     lock.rollback().await.unwrap();
     let logs = std::fs::read_to_string(&log).unwrap();
