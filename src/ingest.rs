@@ -208,7 +208,6 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
     let mut created = false;
     let mut rounds = 0;
     while rounds < MAX_ROUNDS {
-        rounds += 1;
         match store(pool, &batch).await {
             Ok(outcomes) => {
                 let mut unresolved = Vec::new();
@@ -242,7 +241,6 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 // round that waited its whole deadline.)
                 if reconnects <= pool.inner().size() && crate::error::is_connection_gone(&err) {
                     reconnects += 1;
-                    rounds -= 1;
                     continue;
                 }
                 warn_each(&batch, &err, "database unavailable");
@@ -266,6 +264,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 return created;
             }
         }
+        rounds += 1; // an ended connection's round (`continue` above) does not count
     }
     answer_all(batch, || {
         Error::unavailable("the hook id is being stored concurrently; retry later")

@@ -178,9 +178,10 @@ fn utf8_text(response: &Response) -> Option<HeaderValue> {
         .to_str()
         .ok()?;
     let text = kind.starts_with("text/") || kind == "application/javascript";
-    (text && !kind.contains("charset"))
-        .then(|| HeaderValue::from_str(&format!("{kind}; charset=utf-8")).ok())
-        .flatten()
+    if !text || kind.contains("charset") {
+        return None;
+    }
+    HeaderValue::from_str(&format!("{kind}; charset=utf-8")).ok()
 }
 
 /// Counts every request in flight (also one whose client went away mid-way).
