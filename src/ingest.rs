@@ -120,10 +120,11 @@ impl Ingestor {
                     Error::unavailable("the service is shutting down; retry later")
                 }
             })?;
-        outcome.await.map_err(|e| Error::Internal {
-            detail: "the ingest writer stopped before answering".to_owned(),
-            source: Some(Box::new(e)),
-        })?
+        // A writer drops its deliveries unanswered only when the service stops without waiting
+        // (a second SIGTERM): nothing was answered 2xx, and Calry sends it again.
+        outcome
+            .await
+            .map_err(|_| Error::unavailable("the service is shutting down; retry later"))?
     }
 
     /// The writers' connections.
