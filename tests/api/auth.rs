@@ -572,7 +572,7 @@ async fn the_service_refuses_to_listen_exposed_and_unsigned_unless_told() {
 
     // With --allow-unsigned it serves (on every address, so on loopback too).
     let port = free_port();
-    let log = std::env::temp_dir().join(format!("calry-hooks-exposed-{}.log", db.name));
+    let log = crate::helpers::scratch("exposed", ".log");
     let mut child = binary(Some(&db.name))
         .args(["--listen", &format!("0.0.0.0:{port}"), "--allow-unsigned"])
         .stderr(std::fs::File::create(&log).unwrap())
@@ -590,7 +590,7 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
     let token = auth::create(&pool, "", true, &[]).await.unwrap().token;
-    let log = std::env::temp_dir().join(format!("calry-hooks-log-{}.txt", db.name));
+    let log = crate::helpers::scratch("log", ".txt");
     let mut cmd = binary(Some(&db.name));
     cmd.env("CALRY_HOOKS_WEBHOOK_SECRETS", SECRET)
         .env("RUST_LOG", "trace");

@@ -18,7 +18,7 @@ async fn service(
 ) -> (tokio::process::Child, String, TestDb, std::path::PathBuf) {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let log = std::env::temp_dir().join(format!("calry-hooks-{name}-{}.log", db.name));
+    let log = crate::helpers::scratch(name, ".log");
     let mut cmd = binary(Some(&db.name));
     cmd.envs(settings.iter().copied());
     if let Some((soft, hard)) = limit {

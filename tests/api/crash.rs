@@ -43,10 +43,7 @@ async fn storage() -> Storage {
             db: Box::new(TestDb::create().await),
         }
     } else {
-        let dir = std::env::temp_dir().join(format!(
-            "calry-hooks-crash-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir = crate::helpers::scratch("crash", "");
         Storage::DataDir(dir)
     }
 }
@@ -54,10 +51,7 @@ async fn storage() -> Storage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_load_loses_no_acknowledged_delivery() {
     let storage = storage().await;
-    let log = std::env::temp_dir().join(format!(
-        "calry-hooks-crash-{}.log",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let log = crate::helpers::scratch("crash", ".log");
     let mut service = start(&storage, &log).await;
 
     // 32 clients deliver distinct events as fast as they can, remembering every 2xx.
@@ -155,10 +149,7 @@ async fn stop_gracefully(mut service: Service) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none() {
     let storage = storage().await;
-    let log = std::env::temp_dir().join(format!(
-        "calry-hooks-term-{}.log",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let log = crate::helpers::scratch("term", ".log");
     let service = start(&storage, &log).await;
     let pid = service.child.id().unwrap() as libc::pid_t;
 
@@ -275,10 +266,7 @@ async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none
 #[tokio::test]
 async fn a_second_sigterm_stops_the_service_at_once() {
     let db = TestDb::create().await;
-    let log = std::env::temp_dir().join(format!(
-        "calry-hooks-second-term-{}.log",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let log = crate::helpers::scratch("second-term", ".log");
     let (mut child, address) = start_binary(binary(Some(&db.name)), &log).await;
     let pid = child.id().unwrap() as libc::pid_t;
     let pool = db.pool().await;
@@ -330,10 +318,7 @@ async fn a_second_sigterm_stops_the_service_at_once() {
 /// with no restart of the service, and those acknowledged before are all there.
 #[tokio::test]
 async fn a_private_cluster_killed_under_the_service_is_started_again() {
-    let dir = std::env::temp_dir().join(format!(
-        "calry-hooks-restart-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = crate::helpers::scratch("restart", "");
     let log = dir.with_extension("log");
     let mut cmd = binary(None);
     cmd.env("CALRY_HOOKS_DATA_DIR", &dir);

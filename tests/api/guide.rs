@@ -176,7 +176,7 @@ async fn follow_stop_and_resume(start: impl Fn(&TestApp, Option<String>, usize) 
 
 #[tokio::test]
 async fn the_guides_shell_loop_follows_and_resumes_from_its_position() {
-    let dir = std::env::temp_dir().join(format!("calry-hooks-guide-{}", uuid::Uuid::new_v4()));
+    let dir = crate::helpers::scratch("guide", "");
     std::fs::create_dir_all(&dir).unwrap();
     // The loop keeps its position in ./position, which the second run finds there.
     follow_stop_and_resume(|app, _, run| Consumer::shell(app, &dir, run)).await;

@@ -346,7 +346,7 @@ async fn two_authorization_headers_are_refused_with_400() {
 async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
     let db = crate::helpers::TestDb::create().await;
     db.pool().await.close().await;
-    let log = std::env::temp_dir().join(format!("calry-hooks-text-{}.log", db.name));
+    let log = crate::helpers::scratch("text", ".log");
     let mut cmd = crate::helpers::binary(Some(&db.name));
     cmd.env("CALRY_HOOKS_LOG_FORMAT", "text")
         .env("RUST_LOG", "info");

@@ -36,18 +36,7 @@ pub fn server() -> PgConnectOptions {
 /// told to stop (fast shutdown) when that thread, and so the test process, ends. Each test
 /// process has a cluster of its own (test runs may overlap); those of finished runs are removed.
 fn start_private_cluster() -> PgConnectOptions {
-    let base = std::env::temp_dir();
-    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix("calry-hooks-tests-")
-            .and_then(|p| p.parse::<u32>().ok())
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let dir = base.join(format!("calry-hooks-tests-{}", std::process::id()));
+    let dir = per_process_dir("calry-hooks-tests-");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,6 +56,43 @@ fn start_private_cluster() -> PgConnectOptions {
     rx.recv()
         .unwrap()
         .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"))
+}
+
+/// `temp_dir()/{prefix}{this process's id}`, after removing those of processes that have ended
+/// (a run that failed or was killed leaves its files there, not scattered over `/tmp`).
+fn per_process_dir(prefix: &str) -> std::path::PathBuf {
+    let base = std::env::temp_dir();
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    base.join(format!("{prefix}{}", std::process::id()))
+}
+
+/// A new path for a test's log file or directory, `{name}-{unique}{suffix}`, in this test run's
+/// scratch directory (removed by the next run once this one has ended).
+pub fn scratch(name: &str, suffix: &str) -> std::path::PathBuf {
+    scratch_dir().join(format!("{name}-{}{suffix}", uuid::Uuid::new_v4().simple()))
+}
+
+/// This test run's scratch directory, also the working directory of the binaries it starts (so
+/// no `.env` of another's finds its way in).
+fn scratch_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = per_process_dir("calry-hooks-scratch-");
+        std::fs::create_dir_all(&dir).expect("the tests' scratch directory");
+        // Private clusters in it run as `postgres` when the tests run as root.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    })
 }
 
 /// A URL for `database` on the test server (through its socket directory, or `DATABASE_URL`'s
@@ -205,10 +231,7 @@ pub async fn serve_on_own_cluster_with(
     connections: u32,
     adjust: impl FnOnce(&mut Config),
 ) -> (std::path::PathBuf, Cluster, TestApp) {
-    let dir = std::env::temp_dir().join(format!(
-        "calry-hooks-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = scratch(name, "");
     let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
     let options = cluster.connect_options(name);
     store::create_database_if_missing(&options).await.unwrap();
@@ -308,7 +331,7 @@ pub fn binary(database: Option<&str>) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_calry-hooks"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(std::env::temp_dir())
+        .current_dir(scratch_dir())
         .kill_on_drop(true);
     if let Some(database) = database {
         cmd.env("DATABASE_URL", server_url(database));

@@ -1546,7 +1546,7 @@ async fn a_delivery_with_no_partition_for_its_month_creates_it() {
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let log = std::env::temp_dir().join(format!("calry-hooks-json-{}.log", db.name));
+    let log = crate::helpers::scratch("json", ".log");
     let mut cmd = binary(Some(&db.name));
     cmd.env("CALRY_HOOKS_LOG_FORMAT", "json")
         .env("RUST_LOG", "info,calry_hooks=debug");
@@ -1907,7 +1907,7 @@ async fn a_log_that_cannot_be_written_stops_no_delivery() {
 /// directory above is not read.
 #[tokio::test]
 async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
-    let dir = std::env::temp_dir().join(format!("calry-hooks-env-{}", uuid::Uuid::new_v4()));
+    let dir = crate::helpers::scratch("env", "");
     let (bad, below) = (dir.join("bad"), dir.join("below"));
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::create_dir_all(&below).unwrap();

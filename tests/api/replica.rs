@@ -34,10 +34,7 @@ impl Clusters {
     /// Starts the primary, creates and migrates the service's database on it, copies it with
     /// `pg_basebackup -R` and starts the copy as a hot standby streaming from it.
     async fn start() -> Clusters {
-        let dir = std::env::temp_dir().join(format!(
-            "calry-hooks-replica-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir = crate::helpers::scratch("replica", "");
         let mut clusters = Clusters {
             dir,
             primary: None,

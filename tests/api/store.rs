@@ -230,10 +230,7 @@ async fn a_private_cluster_is_shared_only_with_a_process_that_outlives_its_owner
     use calry_hooks::store::Cluster;
     use std::time::Duration;
 
-    let dir = std::env::temp_dir().join(format!(
-        "calry-hooks-owner-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = crate::helpers::scratch("owner", "");
     let command = Cluster::start(&dir, Role::Command).await.unwrap();
     let serving = tokio::spawn({
         let dir = dir.clone();

@@ -910,7 +910,7 @@ async fn a_stream_goes_on_live_after_the_database_restarts() {
 async fn a_stream_resumes_across_a_restart_of_the_service() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let log = std::env::temp_dir().join(format!("calry-hooks-restart-{}.log", db.name));
+    let log = crate::helpers::scratch("restart", ".log");
     let client = reqwest::Client::new();
     let deliver = async |address: &str, id: &str| {
         let body = event(id, "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
@@ -1222,10 +1222,7 @@ async fn a_transaction_of_another_database_holds_no_event_back() {
 /// stay shown.
 #[tokio::test]
 async fn a_prepared_transaction_of_another_database_holds_no_event_back() {
-    let dir = std::env::temp_dir().join(format!(
-        "calry-hooks-prepared-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = crate::helpers::scratch("prepared", "");
     let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
     let mut admin = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
         .await
@@ -1357,7 +1354,7 @@ fn rss_mib(pid: u32) -> f64 {
 async fn a_client_that_stops_reading_holds_little_memory_whatever_the_event_size() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let log = std::env::temp_dir().join(format!("calry-hooks-stalled-{}.log", db.name));
+    let log = crate::helpers::scratch("stalled", ".log");
     let (child, address) = start_binary(binary(Some(&db.name)), &log).await;
     let pid = child.id().unwrap();
     let host = address.trim_start_matches("http://").to_owned();

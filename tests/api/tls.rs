@@ -75,7 +75,7 @@ async fn authority(dir: &Path, name: &str) {
 
 impl TlsServer {
     async fn start(bin: &Path) -> TlsServer {
-        let dir = std::env::temp_dir().join(format!("calry-hooks-tls-{}", uuid::Uuid::new_v4()));
+        let dir = crate::helpers::scratch("tls", "");
         std::fs::create_dir_all(&dir).unwrap();
         authority(&dir, "ca").await;
         authority(&dir, "other").await;
