@@ -73,7 +73,7 @@ pub enum ReceiptStatus {
         (status = 408, description = "The body did not arrive within `CALRY_HOOKS_BODY_TIMEOUT_SECS` of the head; the connection is closed.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::body_timeout())),
         (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::conflict())),
         (status = 413, description = "Body over the configured limit.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::too_large())),
-        (status = 415, description = "Content-Type is not JSON, or the body is compressed (a `Content-Encoding` other than `identity`).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::media_type())),
+        (status = 415, description = "Content-Type is not JSON, or the body is compressed (a `Content-Encoding` other than `identity`, a `Transfer-Encoding` other than `chunked`).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::media_type())),
         (status = 422, description = "A required envelope field is missing or mistyped; `field` names it.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::envelope())),
         (status = 503, description = "Database unavailable or overloaded; retry after `Retry-After` seconds. Nothing was stored, unless the database failed in the very moment of committing: then the retry is answered `200` duplicate.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")), example = json!(crate::openapi::example::unavailable())),
@@ -205,16 +205,22 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 /// `application/json`, or any `application/…+json`, with any parameters.
 fn require_json(headers: &HeaderMap) -> Result<()> {
     // A compressed body would be read as if it were the JSON (RFC 9110 §8.4: refuse it with 415).
-    let coding = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("(not ASCII)").split(','))
-        .map(|c| c.trim().to_ascii_lowercase())
-        .find(|c| !c.is_empty() && c != "identity");
-    if let Some(coding) = coding {
-        return Err(Error::UnsupportedMediaType(format!(
-            "Content-Encoding {coding} is not supported: send the body uncompressed"
-        )));
+    // So would one under a transfer coding other than chunked, which hyper leaves in place.
+    for (name, plain) in [
+        ("Content-Encoding", "identity"),
+        ("Transfer-Encoding", "chunked"),
+    ] {
+        let coding = headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("(not ASCII)").split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .find(|c| !c.is_empty() && c != plain);
+        if let Some(coding) = coding {
+            return Err(Error::UnsupportedMediaType(format!(
+                "{name} {coding} is not supported: send the body uncompressed"
+            )));
+        }
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)

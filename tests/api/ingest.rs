@@ -240,7 +240,6 @@ async fn a_content_type_that_is_not_json_is_a_415() {
             "{body}"
         );
     }
-    assert_eq!(app.stored_events().await, 0);
     let plain = app
         .client
         .post(format!("{}/webhooks/calry", app.address))
@@ -252,12 +251,51 @@ async fn a_content_type_that_is_not_json_is_a_415() {
         .unwrap();
     assert_eq!(plain.status(), 201);
     assert_eq!(app.stored_events().await, 1);
+    // A transfer coding besides chunked (the only one hyper decodes) is refused too. The body is
+    // the JSON itself here, so that only the coding can refuse it.
+    let json = String::from_utf8(seed.clone()).unwrap();
+    for coding in ["gzip, chunked", "chunked"] {
+        let answer = raw_answer(
+            &app.address,
+            &format!(
+                "POST /webhooks/calry HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                 transfer-encoding: {coding}\r\nconnection: close\r\n\r\n{:x}\r\n{json}\r\n0\r\n\r\n",
+                json.len()
+            ),
+        )
+        .await;
+        if coding == "chunked" {
+            assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 415 "), "{answer}");
+            assert!(
+                answer.contains("Transfer-Encoding gzip is not supported"),
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(app.stored_events().await, 1);
 
     // JSON with parameters is JSON (the same event again: a duplicate).
     let response = app
         .deliver_raw(seed, "Application/JSON; charset=utf-8")
         .await;
     assert_eq!(response.status(), 200);
+}
+
+/// The whole answer to one raw HTTP/1 `request` (with `connection: close`) to `address`.
+async fn raw_answer(address: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
