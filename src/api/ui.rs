@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 
 use axum::Router;
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -97,8 +98,13 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/{*rest}", get(no_such_page))
 }
 
-async fn page() -> Response {
-    shell(StatusCode::OK)
+/// A page, unless an id in its path is not percent-encoded UTF-8: no API answer could be about
+/// it, so it is no page (the page's script would find no id in it either).
+async fn page(ids: Result<Path<Vec<String>>, PathRejection>) -> Response {
+    match ids {
+        Ok(_) => shell(StatusCode::OK),
+        Err(_) => shell(StatusCode::NOT_FOUND),
+    }
 }
 
 /// The shell again, so that the page can say in words that there is no such page, with a way
@@ -183,6 +189,15 @@ mod tests {
                     .starts_with("default-src 'self';")
             );
             assert!(body.contains(&format!("/ui/assets/{}/app.js", *VERSION_HEX)));
+        }
+        for path in [
+            "/ui/nothing/here",
+            "/ui/workspaces/%E0%A4%A",
+            "/ui/workspaces/w/accounts/%FF",
+        ] {
+            let (status, _, body) = get(path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(body.contains("app.js"), "{path}");
         }
         let (status, _, body) = get("/ui/nothing/here").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
