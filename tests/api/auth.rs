@@ -315,14 +315,9 @@ async fn unauthenticated_queries_are_refused_once_a_token_exists_and_open_routes
 
 /// The status of one raw HTTP/1 `request` (with `connection: close`) to `address`.
 async fn raw_status(address: &str, request: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer[9..12]).parse().unwrap()
+    crate::helpers::raw_answer(address, request).await[9..12]
+        .parse()
+        .unwrap()
 }
 
 /// DNS rebinding: a web page of another site rebinds its own name to 127.0.0.1 and reads the

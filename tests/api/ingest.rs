@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::helpers::{event, problem, seed, spawn_app, spawn_app_with, spawn_app_without_database};
+use crate::helpers::{
+    event, problem, raw_answer, seed, spawn_app, spawn_app_with, spawn_app_without_database,
+};
 
 #[tokio::test]
 async fn the_seed_example_is_created_then_counted_as_a_duplicate() {
@@ -281,21 +283,6 @@ async fn a_content_type_that_is_not_json_is_a_415() {
         .deliver_raw(seed, "Application/JSON; charset=utf-8")
         .await;
     assert_eq!(response.status(), 200);
-}
-
-/// The whole answer to one raw HTTP/1 `request` (with `connection: close`) to `address`.
-async fn raw_answer(address: &str, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
