@@ -52,9 +52,9 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         }
         Command::Prune { older_than } => {
             let db = open_existing(&config).await?;
-            let cut = chrono::Utc::now() - older_than;
             let started = std::time::Instant::now();
-            let removed = crate::store::partitions::remove_before(&db.pool, cut, true).await?;
+            let (cut, removed) =
+                crate::store::partitions::remove_older_than(&db.pool, older_than, true).await?;
             say(format_args!(
                 "removed the events received before {cut} in {:.3} s: {} partition(s) dropped \
                  ({}) holding about {} events, and {} events deleted from the partition the cut \

@@ -33,13 +33,14 @@ pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
             Err(err) => tracing::warn!(error = %err, "could not create history partitions"),
         }
         if let Some(retention) = retention
-            && let Err(err) = remove_before(&pool, Utc::now() - retention, false).await
+            && let Err(err) = remove_older_than(&pool, retention, false).await
         {
             tracing::warn!(error = %err, "could not remove history past the retention");
         }
         if let Err(err) = seal(&pool).await {
             tracing::warn!(error = %err, "could not seal the past months of history");
         }
+        tracing::debug!("history partitions kept; next pass in an hour");
         tokio::time::sleep(EVERY).await;
     }
 }
@@ -53,7 +54,7 @@ pub async fn seal(db: &PgPool) -> Result<usize, sqlx::Error> {
         sqlx::query_scalar("select partition from event_partition_bounds where sealed")
             .fetch_all(db)
             .await?;
-    let now = Utc::now();
+    let now = database_now(db).await?;
     let mut count = 0;
     for partition in partitions(db).await? {
         if partition.to > now || partition.pending || sealed.contains(&partition.name) {
@@ -122,6 +123,25 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
     )
     .fetch_all(db)
     .await
+}
+
+/// The database server's time: the clock that stamps `receivedAt` and so the one that says how
+/// old an event is, whatever the clock of the host this runs on says.
+async fn database_now(db: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("select clock_timestamp()")
+        .fetch_one(db)
+        .await
+}
+
+/// [`remove_before`] the cut `age` before the database server's time (SPEC §13: "now − D"), which
+/// it returns with what it removed.
+pub async fn remove_older_than(
+    db: &PgPool,
+    age: chrono::TimeDelta,
+    straddling: bool,
+) -> Result<(DateTime<Utc>, Removed), sqlx::Error> {
+    let cut = database_now(db).await? - age;
+    Ok((cut, remove_before(db, cut, straddling).await?))
 }
 
 /// Removes exactly the events received before `cut` (SPEC §13): drops every partition that lies

@@ -1985,3 +1985,73 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
         );
     }
 }
+
+/// libfaketime, which shifts the wall clock of the programs it is preloaded into (Debian's
+/// `libfaketime`; `.ci/run` installs it).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The service and `prune` on a host whose clock is ahead of the database server's: how old an
+/// event is comes from the clock that stamped its `receivedAt`, the database's. Taken from the
+/// host's clock, retention dropped the month the database was writing into, and `prune` deleted
+/// events received a moment before, all of them acknowledged and within the retention.
+#[tokio::test]
+async fn retention_and_prune_tell_an_events_age_by_the_database_clock() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing: apt-get install libfaketime"
+    );
+    let app = spawn_app().await;
+    for i in 0..3 {
+        let body = event(
+            &format!("now-{i}"),
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let database = app.db_options().get_database().unwrap().to_owned();
+    let ahead = |by: &str| {
+        let mut cmd = binary(Some(&database));
+        cmd.env("LD_PRELOAD", FAKETIME)
+            .env("FAKETIME", by)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        cmd
+    };
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        ahead("+2h").args(["prune", "--older-than", "1h"]).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("0 partition(s) dropped"), "{said}");
+    assert!(said.contains("and 0 events deleted"), "{said}");
+    assert_eq!(app.stored_events().await, 3);
+
+    let log = crate::helpers::scratch("skew", ".log");
+    let mut cmd = ahead("+178d");
+    cmd.env("CALRY_HOOKS_RETENTION", "90d")
+        .env("RUST_LOG", "info,calry_hooks::store::partitions=debug");
+    let (mut child, _) = start_binary(cmd, &log).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("history partitions kept")
+    {
+        assert!(Instant::now() < deadline, "no retention pass within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("history partition removed"), "{text}");
+    assert_eq!(app.stored_events().await, 3);
+}
