@@ -17,11 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
 /// The superuser of the private cluster.
 const SUPERUSER: &str = "postgres";
+/// The server's port: only its socket's name, since it listens on no TCP address.
+const PORT: u16 = 5432;
+const SOCKET_FILE: &str = ".s.PGSQL.5432";
 /// Longest path of a Unix socket file (sun_path holds 108 bytes, with the final NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -183,7 +186,7 @@ impl Cluster {
         // Already running without an owner (started by an older build): use it as it is, and
         // leave it running.
         let running = cluster(None, Some(lock));
-        if socket_dir.join(".s.PGSQL.5432").exists()
+        if socket_dir.join(SOCKET_FILE).exists()
             && sqlx::PgConnection::connect_with(&running.connect_options("postgres"))
                 .await
                 .is_ok()
@@ -219,10 +222,13 @@ impl Cluster {
         }
     }
 
-    /// Connection options for `database` on this cluster, as the superuser.
+    /// Connection options for `database` on this cluster, as the superuser. Every one is set, so
+    /// that none comes from a `PGPORT`, `PGSSLMODE`… meant for another server.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()
             .socket(&self.socket_dir)
+            .port(PORT)
+            .ssl_mode(PgSslMode::Disable)
             .username(SUPERUSER)
             .database(database)
     }
@@ -451,8 +457,7 @@ fn chown_tree(path: &Path, owner: Owner) -> Result<(), ClusterError> {
 
 /// The socket lives in the data directory itself unless that path is too long for a socket.
 fn socket_dir_for(pgdata: &Path, owner: Option<Owner>) -> Result<PathBuf, ClusterError> {
-    let socket_file = ".s.PGSQL.5432";
-    if pgdata.as_os_str().len() + 1 + socket_file.len() <= MAX_SOCKET_PATH {
+    if pgdata.as_os_str().len() + 1 + SOCKET_FILE.len() <= MAX_SOCKET_PATH {
         return Ok(pgdata.to_path_buf());
     }
     use std::hash::{Hash, Hasher};
@@ -463,9 +468,16 @@ fn socket_dir_for(pgdata: &Path, owner: Option<Owner>) -> Result<PathBuf, Cluste
     Ok(dir)
 }
 
+/// A PostgreSQL program, with none of the caller's `PG…` variables: `PGPORT` would move the
+/// server's socket, `PGDATA` its data.
 fn command(program: PathBuf, owner: Option<Owner>) -> Command {
     let mut cmd = Command::new(program);
-    cmd.current_dir("/").env_remove("PGDATA");
+    cmd.current_dir("/");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(name);
+        }
+    }
     if let Some(owner) = owner {
         cmd.uid(owner.uid).gid(owner.gid);
     }
@@ -515,6 +527,7 @@ fn spawn_postgres(
         .arg(pgdata)
         .arg("-k")
         .arg(socket_dir)
+        .args(["-p", &PORT.to_string()])
         .args([
             "-c",
             "listen_addresses=",

@@ -2055,3 +2055,57 @@ async fn retention_and_prune_tell_an_events_age_by_the_database_clock() {
     assert!(!text.contains("history partition removed"), "{text}");
     assert_eq!(app.stored_events().await, 3);
 }
+
+/// The private cluster is the service's own: `PG…` variables in the environment, meant for some
+/// other server, neither move its socket nor keep a one-off command from joining it. With
+/// `PGPORT` in the service's environment, its server listened on another socket than the one
+/// commands looked for; with one in a command's, it looked for another, and each gave up after
+/// 30 s.
+#[tokio::test]
+async fn pg_variables_of_the_environment_do_not_reach_the_private_cluster() {
+    let dir = crate::helpers::scratch("pgenv", "");
+    let log = dir.with_extension("log");
+    let mut cmd = binary(None);
+    cmd.env("CALRY_HOOKS_DATA_DIR", &dir)
+        .env("PGPORT", "5999")
+        .env("PGSSLMODE", "require");
+    let (mut child, address) = start_binary(cmd, &log).await;
+    let delivered = reqwest::Client::new()
+        .post(format!("{address}/webhooks/calry"))
+        .json(&event(
+            "pgenv",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-02-09T11:33:41Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 201);
+    for environment in [&[][..], &[("PGPORT", "47999"), ("PGHOST", "/nowhere")][..]] {
+        let started = Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            binary(None)
+                .env("CALRY_HOOKS_DATA_DIR", &dir)
+                .envs(environment.iter().copied())
+                .args(["token", "create", "--all-workspaces", "--name", "ops"])
+                .output(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{environment:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{environment:?}"
+        );
+    }
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+}
