@@ -62,6 +62,12 @@ pub enum Error {
     #[error("the body did not arrive within {secs} s (CALRY_HOOKS_BODY_TIMEOUT_SECS)")]
     BodyTimeout { secs: u64 },
 
+    #[error(
+        "the request line and headers come to {bytes} bytes; at most {limit} are read: send \
+         fewer or shorter headers"
+    )]
+    HeadTooLarge { bytes: usize, limit: usize },
+
     /// The database cannot be reached or the ingest queue is full: the client should retry.
     #[error("{detail}")]
     Unavailable {
@@ -192,6 +198,7 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -219,6 +226,7 @@ impl Error {
             Error::BadParameter { .. } => ("invalid-parameter", "Invalid parameter"),
             Error::QueryTooCostly => ("query-too-costly", "Query too costly"),
             Error::BodyTimeout { .. } => ("body-timeout", "Body too slow"),
+            Error::HeadTooLarge { .. } => ("head-too-large", "Request head too large"),
             Error::Unavailable { .. } => ("unavailable", "Service unavailable"),
             Error::Database(_) | Error::Internal { .. } => ("internal", "Internal server error"),
         }

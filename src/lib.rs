@@ -115,7 +115,9 @@ impl App {
 
     /// The full router, for tests that call it without a socket.
     pub fn router(&self) -> Router {
-        telemetry::with_request_tracing(api::router(self.state.clone()))
+        api::measuring_heads(telemetry::with_request_tracing(api::router(
+            self.state.clone(),
+        )))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,

@@ -38,8 +38,8 @@ use crate::config::Config;
 /// Connections let in past `max_connections`, to answer the health routes while the cap is
 /// reached.
 pub const OVERFLOW: usize = 32;
-/// Most bytes hyper buffers for a connection each way (see `connection`).
-const MAX_BUF: usize = 64 * 1024;
+/// Most bytes hyper buffers for a connection each way (see `connection`): a request head must fit.
+const MAX_BUF: usize = crate::api::MAX_HEAD;
 
 /// The head timeout of an overflow connection.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
