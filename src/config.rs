@@ -257,7 +257,8 @@ pub struct Config {
     pub query_timeout_ms: u64,
 
     /// Seconds a client has to send a whole request head (request line and headers), counted
-    /// from the moment the connection is ready for one and the first byte of it arrives.
+    /// from the connection's opening, or for a later request on a kept-alive connection from
+    /// the first byte of it.
     #[arg(
         long,
         env = "CALRY_HOOKS_HEADER_TIMEOUT_SECS",
@@ -278,8 +279,8 @@ pub struct Config {
     )]
     pub body_timeout_secs: u64,
 
-    /// Seconds a connection may sit with no request (new, or kept alive after an answer) before
-    /// it is closed.
+    /// Seconds a kept-alive connection may wait for its next request after an answer before it
+    /// is closed (a new connection has the head timeout to send its first).
     #[arg(
         long,
         env = "CALRY_HOOKS_IDLE_TIMEOUT_SECS",
@@ -289,8 +290,9 @@ pub struct Config {
     )]
     pub idle_timeout_secs: u64,
 
-    /// Most client connections served at once; a few more are let in to answer `/healthz` and
-    /// `/readyz` (and 503 to anything else), and beyond those a connection is closed at once.
+    /// Most client connections served at once; a few more are let in to answer `/healthz`,
+    /// `/readyz` and `/metrics` (and 503 to anything else), and beyond those a connection is
+    /// closed at once.
     /// Lowered at start-up when the open-file limit cannot hold it.
     #[arg(
         long,

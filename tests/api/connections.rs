@@ -245,6 +245,10 @@ async fn health_routes_answer_while_the_connection_cap_is_reached() {
         get_status(&address, "/readyz", Duration::from_secs(5)).await,
         200
     );
+    assert_eq!(
+        get_status(&address, "/metrics", Duration::from_secs(5)).await,
+        200
+    );
     drop(silent);
     let started = Instant::now();
     while get_status(&address, "/workspaces", Duration::from_secs(5)).await != 200 {
