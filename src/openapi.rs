@@ -202,6 +202,7 @@ pub mod answers {
         status = 401,
         description = "A bearer token is required and missing, unknown or revoked.",
         content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`: send `Authorization: Bearer <token>`.")),
         example = json!(super::example::token())
     )]
     pub struct NoToken(#[allow(dead_code)] Problem);
@@ -232,7 +233,7 @@ pub mod answers {
     #[derive(IntoResponses)]
     #[response(
         status = 503,
-        description = "The database is unreachable, or no connection for queries came free within 3 s (`CALRY_HOOKS_MAX_CONNECTIONS`); ask again after `Retry-After` seconds.",
+        description = "The database is unreachable, no connection for queries came free within 3 s (`CALRY_HOOKS_QUERY_CONNECTIONS`), or the service's connection cap is reached (`CALRY_HOOKS_MAX_CONNECTIONS`); ask again after `Retry-After` seconds.",
         content_type = "application/problem+json",
         headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")),
         example = json!(super::example::unavailable())

@@ -1013,7 +1013,7 @@ impl Follow {
     tag = "feed",
     params(
         StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects.", example = "cDE6ODc0MjoxMjA0"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects. The example is the position before every event (any store takes it: the whole history follows).", example = "cDE6MDow"),
     ),
     responses(
         (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
@@ -1042,7 +1042,7 @@ pub async fn stream(
     params(
         ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects.", example = "cDE6ODc0MjoxMjA0"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects. The example is the position before every event (any store takes it: the whole history follows).", example = "cDE6MDow"),
     ),
     responses(
         (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String),

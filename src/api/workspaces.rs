@@ -155,9 +155,9 @@ pub fn push_workspaces_query<'a>(
 
 /// The current account / link / sync state of every integration account of a workspace.
 ///
-/// Without `limit`, every account (SPEC §4), read and written [`STATUS_CHUNK`] accounts at a time
-/// so that the answer is never held in memory whole; with `limit`, one page of accounts and the
-/// `nextCursor` of the next.
+/// Without `limit`, every account (SPEC §4), read and written 500 accounts at a time so that the
+/// answer is never held in memory whole; with `limit`, one page of accounts and the `nextCursor`
+/// of the next.
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/status",
