@@ -32,6 +32,9 @@ pub async fn follow(
         }
         let page: Value = match request.send().await.and_then(|r| r.error_for_status()) {
             Ok(response) => response.json().await?,
+            // A 4xx: the request is wrong (a position from elsewhere, a revoked token), and
+            // asking again will not help.
+            Err(err) if err.status().is_some_and(|s| s.is_client_error()) => return Err(err),
             Err(err) => {
                 eprintln!("feed: {err}; retrying in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;

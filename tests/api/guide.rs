@@ -191,3 +191,43 @@ async fn the_guides_rust_consumer_follows_and_resumes_from_its_position() {
     );
     follow_stop_and_resume(|app, after, _| Consumer::rust(app, after)).await;
 }
+
+/// A request the service refuses (here a position it did not give out) stops both loops, saying
+/// why, where they used to ask again every 5 s for ever, the shell one in silence.
+#[tokio::test]
+async fn the_guides_consumers_stop_on_a_refused_request_and_say_why() {
+    let app = spawn_app().await;
+    let dir = crate::helpers::scratch("guide-refused", "");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("follow.sh"), guide_block("## In shell", "sh")).unwrap();
+    std::fs::write(dir.join("position"), "garbage\n").unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new("bash")
+            .arg("follow.sh")
+            .current_dir(&dir)
+            .env("CALRY_HOOKS_URL", &app.address)
+            .env_remove("CALRY_HOOKS_TOKEN")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the shell loop stops")
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.starts_with("feed: 400: ") && said.contains("after"),
+        "{said}"
+    );
+
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        example::follow(&app.address, None, Some("garbage".into()), |_| {}, |_| {}),
+    )
+    .await
+    .expect("the Rust loop stops")
+    .unwrap_err();
+    assert_eq!(refused.status().map(|s| s.as_u16()), Some(400));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
