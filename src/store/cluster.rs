@@ -146,10 +146,9 @@ impl Cluster {
                 // is and leaves it running.
                 (Role::Command, Some("serve")) => {
                     let joined = cluster(None, None);
-                    if sqlx::PgConnection::connect_with(&joined.connect_options("postgres"))
-                        .await
-                        .is_ok()
-                    {
+                    let connected =
+                        sqlx::PgConnection::connect_with(&joined.connect_options("postgres")).await;
+                    if connected.is_ok() {
                         tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster of the running service");
                         return Ok(joined);
                     }
@@ -160,9 +159,11 @@ impl Cluster {
                     if since.elapsed() > Duration::from_secs(30) {
                         return Err(ClusterError::Failed(format!(
                             "the calry-hooks service (pid {pid}) runs the private PostgreSQL \
-                             cluster of {}, and it has not accepted connections for 30 s; its \
-                             log {} ends with:\n{}",
+                             cluster of {}, and it has not accepted connections for 30 s on \
+                             {} ({}); its log {} ends with:\n{}",
                             data_dir.display(),
+                            socket_dir.join(SOCKET_FILE).display(),
+                            connected.err().map(|e| e.to_string()).unwrap_or_default(),
                             log_file.display(),
                             log_tail(&log_file)
                         )));
