@@ -41,6 +41,17 @@ pub const OVERFLOW: usize = 32;
 /// Most bytes hyper buffers for a connection each way (see `connection`): a request head must fit.
 const MAX_BUF: usize = crate::api::MAX_HEAD;
 
+/// Connections of the cap kept from streams and long polls, for deliveries and short queries:
+/// however many of those a client opens, they take at most the rest
+/// ([`long_lived_places`]).
+pub const DELIVERY_ROOM: usize = 64;
+
+/// How many streams and waiting long polls may be open at once under a cap of `max_connections`:
+/// all but [`DELIVERY_ROOM`] of them (all but half, under a cap below twice that).
+pub fn long_lived_places(max_connections: usize) -> usize {
+    max_connections - DELIVERY_ROOM.min(max_connections / 2)
+}
+
 /// The head timeout of an overflow connection.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection that finds the cap reached waits for an idle one to make room.

@@ -308,6 +308,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
     let mut db = caller.db;
     query.after.check_given("after", &mut db).await?;
     let mut otherwise = query.after;
+    let mut place = None;
     loop {
         query.elsewhere = app.horizon.elsewhere();
         let (page, next, looked_to) = query.read(&mut db, otherwise).await?;
@@ -322,6 +323,9 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         otherwise = next;
         query.after = looked_to;
         drop(db);
+        if place.is_none() {
+            place = Some(app.long_lived_place()?);
+        }
         let _waiting = app.metrics.feed_waiting();
         let token_changed = tokio::select! {
             biased;

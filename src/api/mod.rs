@@ -77,9 +77,23 @@ pub struct Shared {
     /// Becomes true when the service is asked to stop: long polls answer and streams end then,
     /// so that they do not hold the shutdown.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Places for the requests that hold their connection for long: open streams, and long
+    /// polls while they wait ([`crate::server::long_lived_places`]).
+    pub long_lived: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
+    /// A place for a stream or a waiting long poll, held until the permit is dropped; a `503`
+    /// when all are taken, so that the connections left stay for deliveries.
+    pub fn long_lived_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.long_lived.clone().try_acquire_owned().map_err(|_| {
+            Error::unavailable(
+                "too many streams and long polls are open (the rest of the connections are kept \
+                 for deliveries); retry later",
+            )
+        })
+    }
+
     /// Resolves once the service is asked to stop.
     pub async fn stopping(&self) {
         let mut stopping = self.stopping.clone();

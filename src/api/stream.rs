@@ -799,6 +799,7 @@ async fn open(
     headers: &HeaderMap,
     params: Params,
 ) -> Result<Response> {
+    let place = app.long_lived_place()?;
     let start = start(headers, &params)?;
     let selection = Selection {
         scope: if workspace_id.is_some() {
@@ -826,6 +827,7 @@ async fn open(
     };
     drop(db); // the connection goes back: a stream takes one only to catch up
     let follow = Follow {
+        _place: place,
         _open: app.metrics.stream_open(),
         presented: caller.presented,
         token_changes: app.notifier.token_changes(),
@@ -862,6 +864,8 @@ async fn open(
 /// so a slow client holds nothing but its place in the broadcast, and, once it falls behind
 /// that, goes back to the store.
 struct Follow {
+    /// Its place among the streams and long polls, for as long as it is open.
+    _place: tokio::sync::OwnedSemaphorePermit,
     app: AppState,
     selection: Selection,
     receiver: broadcast::Receiver<Arc<Item>>,

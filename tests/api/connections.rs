@@ -433,3 +433,62 @@ async fn a_request_head_over_64_kib_is_answered_431() {
         );
     }
 }
+
+/// Streams and waiting long polls hold their connections: however many a reader opens, they take
+/// at most the cap less the room kept for deliveries (half of a cap of 16), and one more is a
+/// `503` with `Retry-After`; deliveries are still served, and a place freed is taken again.
+/// Before, 1,030 streams of a token for one workspace had every delivery answered 503.
+#[tokio::test]
+async fn streams_and_long_polls_leave_room_for_deliveries() {
+    let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
+    let open = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", app.address))
+            .send()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..7 {
+        let stream = open("/stream").await.unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let poll = tokio::spawn(open("/feed?wait=2"));
+    tokio::time::sleep(Duration::from_millis(500)).await; // the poll waits, in its place
+    for path in ["/stream", "/workspaces/w/stream", "/feed?wait=5"] {
+        let refused = open(path).await.unwrap();
+        assert_eq!(refused.status(), 503, "{path}");
+        assert_eq!(refused.headers()["retry-after"], "5");
+        let problem: serde_json::Value = refused.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("too many streams"),
+            "{problem}"
+        );
+    }
+    // A poll that finds events answers at once, with no place.
+    let delivered = app.deliver(&crate::helpers::seed()).await;
+    assert_eq!(delivered.status(), 201);
+    assert_eq!(open("/feed?wait=5").await.unwrap().status(), 200);
+    let mut deliveries = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let body = crate::helpers::event(
+            &format!("room-{i}"),
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        let client = reqwest::Client::new();
+        let url = format!("{}/webhooks/calry", app.address);
+        deliveries
+            .spawn(async move { client.post(url).json(&body).send().await.unwrap().status() });
+    }
+    while let Some(status) = deliveries.join_next().await {
+        assert_eq!(status.unwrap(), 201);
+    }
+    // The long poll's place comes free when it answers.
+    assert_eq!(poll.await.unwrap().unwrap().status(), 200);
+    assert_eq!(open("/stream").await.unwrap().status(), 200);
+}
