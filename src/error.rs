@@ -109,8 +109,15 @@ impl From<sqlx::Error> for Error {
         if is_query_canceled(&err) {
             Error::QueryTooCostly
         } else if is_unavailable(&err) {
+            let detail = if matches!(err, sqlx::Error::PoolTimedOut) {
+                // All of them may be busy (CALRY_HOOKS_QUERY_CONNECTIONS) with a healthy database.
+                "no database connection came free in time: every one is busy, or the database \
+                 does not answer; retry later"
+            } else {
+                "the database is unavailable; retry later"
+            };
             Error::Unavailable {
-                detail: "the database is unavailable; retry later".to_owned(),
+                detail: detail.to_owned(),
                 source: Some(err),
             }
         } else {

@@ -1020,3 +1020,23 @@ async fn a_client_that_stops_reading_a_large_status_does_not_keep_the_connection
     assert_eq!(other["totals"]["accounts"], 20_000);
     drop(stalled);
 }
+
+/// With every query connection busy (here the one, held by an answer its client does not read)
+/// and a healthy database, a request waits 3 s for one and is answered `503` saying so, rather
+/// than that the database is unavailable.
+#[tokio::test]
+async fn a_request_that_finds_every_query_connection_busy_is_told_so() {
+    let app = crate::helpers::one_connection_and_a_large_workspace(10_000).await;
+    let stalled = crate::helpers::stalled_large_status(&app, None).await;
+    let refused = app.get("/workspaces/big/status?limit=1").await;
+    assert_eq!(refused.status(), 503);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no database connection came free in time: every one is busy"),
+        "{problem}"
+    );
+    drop(stalled);
+}
