@@ -196,9 +196,10 @@ const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
 /// The feed's horizon: the oldest transaction still running of this database, below which the
 /// feed shows events (`paging::push_feed_keyset`). Every 250 ms while someone reads the feed,
 /// one look for the whole instance finds the transactions of other databases it passes over
-/// ([`Elsewhere`]), and tells those waiting for events when the horizon moved: an event can
-/// become visible with no notification, when an older transaction that stored nothing ends.
-/// Waiters do not each read the feed again on a timer, and nobody reading means no look.
+/// ([`Elsewhere`]). An event can become visible with no notification, when an older transaction
+/// that stored nothing ends: the streams' tailer reads the feed every 250 ms with the latest look
+/// besides at notifications, and wakes the streams and long polls it has events for; they do not
+/// each read the feed again on a timer. Nobody reading means no look.
 ///
 /// Each look also finds the oldest transaction of this database that holds an id, which holds
 /// the horizon back whoever it is (an operator's `psql` session that wrote something, say). How
@@ -208,7 +209,6 @@ const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
 pub struct Horizon(Arc<Watched>);
 
 struct Watched {
-    moves: watch::Sender<u64>,
     elsewhere: RwLock<Elsewhere>,
     /// Whether someone read [`Horizon::elsewhere`] since the last look.
     wanted: AtomicBool,
@@ -223,19 +223,12 @@ impl Horizon {
     /// `held_back`; the task ends with the last [`Horizon`].
     pub fn start(readers: Readers, held_back: HeldBack) -> Horizon {
         let watched = Arc::new(Watched {
-            moves: watch::channel(0u64).0,
             elsewhere: RwLock::default(),
             wanted: AtomicBool::new(false),
             held_back,
         });
         tokio::spawn(watch_horizon(Arc::downgrade(&watched), readers));
         Horizon(watched)
-    }
-
-    /// Moves of the horizon from now on. Subscribe before reading the feed: whatever the read
-    /// could not show yet becomes visible at a move that comes after it.
-    pub fn subscribe(&self) -> Changes {
-        Changes(self.0.moves.subscribe())
     }
 
     /// What a read of the feed passes over, as of the last look.
@@ -263,7 +256,7 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
             return;
         };
         let wanted = watched.wanted.swap(false, Ordering::Relaxed);
-        if watched.moves.receiver_count() == 0 && !wanted {
+        if !wanted {
             watched.held_back.set(0.0);
             holder = None;
             continue;
@@ -276,12 +269,9 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
             })
             .await;
         match seen {
-            Ok((horizon, elsewhere, xid, who)) => {
+            Ok((_horizon, elsewhere, xid, who)) => {
                 *watched.elsewhere.write().unwrap_or_else(|e| e.into_inner()) =
                     Elsewhere(elsewhere.into());
-                let horizon = horizon as u64;
-                (watched.moves)
-                    .send_if_modified(|seen| std::mem::replace(seen, horizon) != horizon);
                 holder = xid.map(|xid| match holder.take() {
                     Some(same) if same.xid == xid => same,
                     _ => Holder {

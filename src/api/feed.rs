@@ -296,14 +296,15 @@ impl FeedQuery {
 }
 
 /// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive,
-/// `wait` has passed or the service is stopping. It reads again when events are stored
-/// (notifications) or the feed's horizon moves ([`crate::feed::Horizon`]), not on a timer of
-/// its own. No connection is held while waiting, and a token revoked meanwhile ends the wait
-/// with its `401`.
+/// `wait` has passed or the service is stopping. It reads again when the streams' tailer has
+/// read an event stored past where it looked that passes its filters (the tailer reads when
+/// events are stored and every 250 ms, with the feed's horizon as it is then: [`crate::feed::Horizon`]),
+/// not on a timer of its own: a batch stored wakes only the polls it has an event for. The tailer's news only wakes it; what it answers is read from the
+/// store, from where it looked, so a wake missed would delay an event, never skip it. No
+/// connection is held while waiting, and a token revoked meanwhile ends the wait with its `401`.
 async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<Json<FeedPage>> {
     let mut deadline = Instant::now() + query.wait;
-    let mut changes = app.notifier.subscribe();
-    let mut horizon = app.horizon.subscribe();
+    let mut stored = None;
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
     query.after.check_given("after", &mut db).await?;
@@ -326,12 +327,25 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         if place.is_none() {
             place = Some(app.long_lived_place()?);
         }
+        let stored = match &mut stored {
+            Some(stored) => stored,
+            None => {
+                let (receiver, tail) = app.tailer.subscribe(query.workspace_id.as_deref()).await;
+                let receiver = stored.insert(receiver);
+                if tail > query.after {
+                    // The tailer had read past where this read looked before it listened:
+                    // what it read then is not in the receiver, so read once more.
+                    db = app.readers.acquire().await?;
+                    continue;
+                }
+                receiver
+            }
+        };
         let _waiting = app.metrics.feed_waiting();
         let token_changed = tokio::select! {
             biased;
             () = token_changes.next() => true,
-            () = changes.next() => false,
-            () = horizon.next() => false,
+            () = stored_for(stored, &query) => false,
             () = tokio::time::sleep(deadline - now) => false,
             () = app.stopping() => {
                 deadline = Instant::now();
@@ -342,6 +356,30 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
             access_now(app, caller.presented.as_deref()).await?;
         }
         db = app.readers.acquire().await?;
+    }
+}
+
+/// Resolves once the streams' broadcast carries an event stored past `query.after` that `query`
+/// answers, or once it has dropped items (they may have held one); never once it has closed (the
+/// service is stopping).
+async fn stored_for(
+    receiver: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<super::stream::Item>>,
+    query: &FeedQuery,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match receiver.recv().await {
+            Ok(item) => {
+                let (workspace, scope) = (query.workspace_id.as_deref(), query.scope.as_deref());
+                if item.position > query.after
+                    && super::stream::passes(workspace, scope, &query.filter, &item)
+                {
+                    return;
+                }
+            }
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
     }
 }
 

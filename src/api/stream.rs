@@ -117,6 +117,19 @@ struct StatusMessage<'a> {
     caused_by: &'a str,
 }
 
+/// Whether an item is of the workspace (or within the scope) and passes the filter: one that a
+/// stream, or a feed read, with these sends.
+pub fn passes(
+    workspace_id: Option<&str>,
+    scope: Option<&[String]>,
+    filter: &EventFilter,
+    item: &Item,
+) -> bool {
+    workspace_id.is_none_or(|w| w == item.workspace_id)
+        && scope.is_none_or(|scope| scope.contains(&item.workspace_id))
+        && filter.passes(&item.event_type, item.integration_account_id.as_deref())
+}
+
 /// Which events one stream sends (by default: every event, as the tailer reads them).
 #[derive(Default)]
 struct Selection {
@@ -127,16 +140,12 @@ struct Selection {
 
 impl Selection {
     fn passes(&self, item: &Item) -> bool {
-        self.workspace_id
-            .as_deref()
-            .is_none_or(|w| w == item.workspace_id)
-            && self
-                .scope
-                .as_ref()
-                .is_none_or(|scope| scope.contains(&item.workspace_id))
-            && self
-                .filter
-                .passes(&item.event_type, item.integration_account_id.as_deref())
+        passes(
+            self.workspace_id.as_deref(),
+            self.scope.as_deref(),
+            &self.filter,
+            item,
+        )
     }
 
     fn query(
@@ -639,7 +648,7 @@ impl Tailer {
 
     /// A receiver of every item after the returned position (of one workspace, or of all), once
     /// the tailer knows where the feed ends.
-    async fn subscribe(
+    pub async fn subscribe(
         &self,
         workspace_id: Option<&str>,
     ) -> (broadcast::Receiver<Arc<Item>>, FeedPosition) {

@@ -656,3 +656,51 @@ async fn a_filtered_long_poll_answers_what_passes_and_else_the_after_given() {
     assert_eq!(hook_ids(&one), ["e1"]);
     assert_eq!(one["next"], one["items"][0]["position"]);
 }
+
+/// Transactions of the test's database so far, as its statistics count them (a backend reports
+/// them within a second of its last: the count is read after a pause).
+async fn transactions(app: &TestApp) -> i64 {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query_scalar(
+        "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// A batch stored wakes only the long polls it has an event for: 20 polls waiting for workspaces
+/// nobody writes to read the feed no more while 20 deliveries to another are stored. Before, each
+/// delivery woke all 20 and each read the feed again: 400 reads more.
+#[tokio::test]
+async fn waiting_long_polls_read_again_only_for_events_they_answer() {
+    let app = spawn_app().await;
+    let mut polls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let url = format!("{}/workspaces/quiet-{i}/feed?wait=20", app.address);
+        polls.spawn(async move { reqwest::get(url).await.unwrap().status() });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // every poll waits
+    let before = transactions(&app).await;
+    for i in 0..20 {
+        let body = event(
+            &format!("busy-{i}"),
+            "busy",
+            Some("a"),
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = transactions(&app).await - before;
+    assert!(during < 200, "{during} transactions for 20 deliveries");
+    // A delivery to one of them answers its poll at once.
+    let body = event("quiet", "quiet-7", Some("a"), "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let first = tokio::time::timeout(Duration::from_secs(5), polls.join_next())
+        .await
+        .expect("the poll of quiet-7 answers");
+    assert_eq!(first.unwrap().unwrap(), 200);
+    polls.abort_all();
+}
