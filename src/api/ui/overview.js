@@ -204,6 +204,7 @@ export default function overview(main, { conn }) {
     try {
       if (!(await load())) return;
     } catch (err) {
+      shown.workspaces = ''; // what is drawn there is this note now: the next read draws again
       fill(workspaces, problemNote(err, 'The overview cannot be shown'));
     }
     setTimeout(loop, REFRESH_MS);

@@ -306,7 +306,11 @@ export default function workspacePage(main, { conn }, ws) {
       drawEvents();
       for (const [type, data] of queued.splice(0)) apply(type, data);
     } catch (err) {
-      fill(panels, h('div', { class: 'panel' }, problemNote(err, 'This workspace cannot be shown')));
+      // Into the sections' bodies, which stay in the page: the next read (the stream opening
+      // again) draws into them.
+      fill(figures);
+      fill(accountsBody, problemNote(err, 'This workspace cannot be shown'));
+      fill(eventsBody, note('empty', 'Not shown while the workspace cannot be read.'));
     }
   }
 }
