@@ -1,9 +1,11 @@
 // A workspace (/ui/workspaces/{id}): its accounts with each category's state and since when it
 // holds, filters by state kept in the URL, and its recent events; live from the workspace's
-// stream (SPEC §10): a `status` message replaces its account's row at once, and an event that
-// changed no state (a second sync.error, say) has its account's entry read again. A workspace may
-// have thousands of accounts: only the first rows that pass the filters are drawn ("Show more"
-// draws more), so a keystroke or a live update costs the same whatever its size.
+// stream (SPEC §10): a `status` message carries its account's entry, and an event that changed
+// no state (a second sync.error, say: no `status` message follows it) has its account's entry
+// read again. A workspace may have thousands of accounts: only the first rows that pass the
+// filters are drawn ("Show more" draws more), and a live update touches only its account's row
+// (none when that account is not drawn), so a keystroke or a live update costs the same whatever
+// its size.
 
 import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
@@ -21,6 +23,7 @@ const STATES = {
 const FLASH_MS = 2500;
 const ROWS = 100; // accounts drawn at first, and added by each "Show more"
 const TYPING_MS = 150; // the search applies once typing pauses
+const FLUSH_MS = 100; // live messages are drawn together, at most this often
 
 export default function workspacePage(main, { conn }, ws) {
   document.title = `Workspace ${isolated(ws)} · calry-hooks`;
@@ -152,7 +155,25 @@ export default function workspacePage(main, { conn }, ws) {
     drawAccounts();
   }
 
-  function drawAccounts(flash) {
+  // The table drawn (null when a note is there instead): its body, its rows by account id and
+  // the line under it ("Show more"). A live update touches only the rows it concerns.
+  let tbody = null;
+  let drawn = new Map(); // integrationAccountId → its <tr>, for the rows drawn
+  const moreLine = h('p', { class: 'more-line' });
+
+  const lastDrawn = () => tbody.lastElementChild?.dataset.key;
+
+  /** The next `n` accounts that pass the filters after `key` (null: from the first), in order. */
+  function after(key, n) {
+    const out = [];
+    let i = key === null ? 0 : ids.indexOf(key) + 1;
+    for (; i < ids.length && out.length < n; i++) if (passes(accounts.get(ids[i]))) out.push(accounts.get(ids[i]));
+    return out;
+  }
+
+  function drawAccounts() {
+    tbody = null;
+    drawn = new Map();
     if (missing && !accounts.size && !events.length) {
       fill(accountsBody, note('empty', 'No event from this workspace has arrived yet (the service answered 404: ', said(missing), '). '
         + 'This page shows its accounts as soon as one does.'));
@@ -162,35 +183,89 @@ export default function workspacePage(main, { conn }, ws) {
       fill(accountsBody, note('empty', 'No integration account in this workspace yet: none of its events of a known type names one.'));
       return;
     }
-    const shown = [];
-    for (const k of ids) if (passes(accounts.get(k))) shown.push(accounts.get(k));
-    if (!shown.length) {
+    const first = after(null, limit);
+    if (!first.length) {
       fill(accountsBody, note('empty', `No account matches these filters (${accounts.size} in all).`));
       return;
     }
-    const rest = shown.length - limit;
-    fill(accountsBody,
-      table(columns, shown.slice(0, limit), { caption: 'Accounts', key: (a) => a.integrationAccountId, rowClass: (a) => (a.sync.state === 'error' ? 'row-bad' : null) }),
-      rest > 0 && h('p', { class: 'more-line' },
-        h('button', { type: 'button', class: 'more', onclick: showMore }, `Show ${Math.min(rest, ROWS)} more`),
-        `${limit.toLocaleString('en')} of ${shown.length.toLocaleString('en')} ${shown.length < accounts.size ? 'matching ' : ''}`
-        + 'accounts shown; the filters and the search above find any of them.'));
-    if (flash) flashRow(flash);
+    const t = table(columns, first, { caption: 'Accounts', key: (a) => a.integrationAccountId, rowClass: (a) => (a.sync.state === 'error' ? 'row-bad' : null) });
+    tbody = t.querySelector('tbody');
+    for (const tr of tbody.children) drawn.set(tr.dataset.key, tr);
+    fill(accountsBody, t, moreLine);
+    drawMoreLine();
   }
 
-  /** Draws the next rows, and moves the focus to the first of them. */
+  /** "Show N more" and how many are drawn: one pass over the accounts, no row drawn. */
+  function drawMoreLine() {
+    if (!tbody) return;
+    let matching = 0;
+    for (const a of accounts.values()) if (passes(a)) matching++;
+    const rest = matching - drawn.size;
+    moreLine.hidden = rest <= 0;
+    fill(moreLine, rest > 0 && [
+      h('button', { type: 'button', class: 'more', onclick: showMore }, `Show ${Math.min(rest, ROWS)} more`),
+      `${drawn.size.toLocaleString('en')} of ${matching.toLocaleString('en')} ${matching < accounts.size ? 'matching ' : ''}`
+      + 'accounts shown; the filters and the search above find any of them.']);
+  }
+
+  /** Draws the next rows under the others, and moves the focus to the first of them. */
   function showMore() {
-    const first = limit;
     limit += ROWS;
-    drawAccounts();
-    accountsBody.querySelectorAll('tbody tr')[first]?.querySelector('a')?.focus();
+    const next = after(lastDrawn(), ROWS).map(row);
+    for (const tr of next) drawn.set(tr.dataset.key, tr);
+    tbody.append(...next);
+    drawMoreLine();
+    next[0]?.querySelector('a')?.focus();
   }
 
-  function flashRow(key) {
-    const tr = [...accountsBody.querySelectorAll('tr[data-key]')].find((t) => t.dataset.key === key);
-    if (!tr) return;
+  function flashRow(tr) {
     tr.classList.add('flash');
     setTimeout(() => tr.classList.remove('flash'), FLASH_MS);
+  }
+
+  /** Takes a row off the table; the keyboard focus in it goes to the next row (or the table). */
+  function dropRow(tr) {
+    drawn.delete(tr.dataset.key);
+    const focused = tr.contains(document.activeElement);
+    const near = tr.nextElementSibling || tr.previousElementSibling;
+    tr.remove();
+    if (focused) (near?.querySelector('a') || search).focus({ preventScroll: true });
+  }
+
+  /** Brings the row of the account `key` up to date: replaced, added in its place among the rows
+   * drawn, or taken off; the rows after the last one drawn are left to "Show more". */
+  function placeRow(key) {
+    const a = accounts.get(key);
+    const tr = drawn.get(key);
+    if (tr && passes(a)) {
+      const fresh = row(a);
+      swap(tr, fresh);
+      drawn.set(key, fresh);
+      flashRow(fresh);
+    } else if (tr) {
+      dropRow(tr);
+      const [next] = after(lastDrawn() ?? null, 1); // one row up from beyond the drawn ones
+      if (next && drawn.size < limit) {
+        const fresh = row(next);
+        tbody.append(fresh);
+        drawn.set(next.integrationAccountId, fresh);
+      }
+    } else if (passes(a) && (drawn.size < limit || key < lastDrawn())) {
+      // Among the rows drawn (they are in id order): before the first one after it.
+      const rows = tbody.children;
+      let lo = 0;
+      let hi = rows.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (rows[mid].dataset.key < key) lo = mid + 1;
+        else hi = mid;
+      }
+      const fresh = row(a);
+      tbody.insertBefore(fresh, rows[lo] || null);
+      drawn.set(key, fresh);
+      flashRow(fresh);
+      if (drawn.size > limit) dropRow(tbody.lastElementChild);
+    }
   }
 
   function drawEvents() {
@@ -209,32 +284,58 @@ export default function workspacePage(main, { conn }, ws) {
 
   // ---- changes ----
 
-  /** An account's entry, as of now: replace its row in place, or draw the table anew. */
+  // Live messages change the data at once and the page at most once every FLUSH_MS: a burst of
+  // them costs one pass over the accounts (the counts) and the rows it concerns, not one drawing
+  // of the table per message.
+  const changed = new Set(); // accounts whose entry changed since the last drawing
+  let eventsChanged = false;
+  let whole = false; // draw the table anew (a note is there, or the first event arrived)
+  let flushing = null;
+  function soon() {
+    flushing ??= setTimeout(flush, FLUSH_MS);
+  }
+  function flush() {
+    flushing = null;
+    if (!loaded) return; // a read is under way: it draws everything
+    drawFigures();
+    if (eventsChanged) drawEvents();
+    eventsChanged = false;
+    if (whole || !tbody) drawAccounts();
+    else {
+      for (const key of changed) placeRow(key);
+      if (!drawn.size) drawAccounts(); // the last row drawn was taken off: say why
+      else drawMoreLine();
+    }
+    whole = false;
+    changed.clear();
+  }
+
+  /** An account's entry, as of now. */
   function put(entry) {
     const key = entry.integrationAccountId;
     if (!accounts.has(key)) insertId(key);
     accounts.set(key, entry);
-    drawFigures();
-    const tr = [...accountsBody.querySelectorAll('tr[data-key]')].find((t) => t.dataset.key === key);
-    if (tr && passes(entry)) {
-      const fresh = row(entry);
-      swap(tr, fresh);
-      flashRow(key);
-    } else {
-      drawAccounts(key);
-    }
+    changed.add(key);
+    soon();
   }
 
   // Accounts whose entry is read again (after an event that may not have changed their state),
-  // at most once a second each.
-  const rereading = new Set();
-  function reread(account) {
-    if (rereading.has(account)) return;
-    rereading.add(account);
+  // at most once every 300 ms each, unless the event's `status` message brought the entry: the
+  // event of each (hook id) that asked for it. An answer overtaken by a `status` message of its
+  // account is not used: the entry is read once more.
+  const rereading = new Map();
+  const statuses = new Map(); // account → `status` messages so far
+  function reread(account, hookId) {
+    const asked = rereading.has(account);
+    rereading.set(account, hookId);
+    if (asked) return;
     setTimeout(async () => {
-      rereading.delete(account);
+      if (!rereading.delete(account)) return; // its status message came
+      const seen = statuses.get(account);
       try {
-        put(await api(p('workspaces', ws, 'accounts', account)));
+        const entry = await api(p('workspaces', ws, 'accounts', account));
+        if (statuses.get(account) === seen) put(entry);
+        else reread(account, null);
       } catch {
         // A 404 (no event of a known type yet) or an error: the next message tries again.
       }
@@ -245,20 +346,23 @@ export default function workspacePage(main, { conn }, ws) {
     if (type === 'status' && data.status) {
       missing = null;
       put(data.status);
+      const account = data.status.integrationAccountId;
+      statuses.set(account, (statuses.get(account) || 0) + 1);
+      if (data.causedBy && rereading.get(account) === data.causedBy) rereading.delete(account);
     } else if (type === 'event') {
       if (missing) {
         missing = null; // the workspace has an event now, if no account yet
-        drawAccounts();
+        whole = true;
       }
       if (!lastEventAt || data.occurredAt > lastEventAt) lastEventAt = data.occurredAt;
       if (!events.some((e) => e.hookId === data.hookId)) {
         events = [{ ...data, fresh: true }, ...events]
           .sort((a, b) => (a.occurredAt < b.occurredAt ? 1 : a.occurredAt > b.occurredAt ? -1 : 0))
           .slice(0, RECENT);
-        drawEvents();
+        eventsChanged = true;
       }
-      if (data.integrationAccountId && knownType(data.eventType)) reread(data.integrationAccountId);
-      drawFigures();
+      if (data.integrationAccountId && knownType(data.eventType)) reread(data.integrationAccountId, data.hookId);
+      soon();
     }
   }
 
@@ -301,6 +405,9 @@ export default function workspacePage(main, { conn }, ws) {
       }
       events = recent.items;
       loaded = true;
+      changed.clear();
+      whole = false;
+      eventsChanged = false;
       drawFigures();
       drawAccounts();
       drawEvents();
@@ -308,6 +415,7 @@ export default function workspacePage(main, { conn }, ws) {
     } catch (err) {
       // Into the sections' bodies, which stay in the page: the next read (the stream opening
       // again) draws into them.
+      tbody = null;
       fill(figures);
       fill(accountsBody, problemNote(err, 'This workspace cannot be shown'));
       fill(eventsBody, note('empty', 'Not shown while the workspace cannot be read.'));
