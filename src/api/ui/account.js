@@ -131,6 +131,8 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   // ---- the timeline ----
 
+  const changeKey = (c) => `${c.at} ${c.category} ${c.hookId}`;
+
   function drawTimeline() {
     if (timeline.error) {
       const err = timeline.error;
@@ -151,18 +153,29 @@ export default function accountPage(main, { conn }, ws, acc) {
         { label: 'Category', cell: (c) => h('span', { class: 'category' }, c.category) },
         { label: 'Change', cls: 'col-wide', cell: (c) => h('span', { class: 'change' }, stateCell({ state: c.from }), h('span', { class: 'arrow', 'aria-label': 'to' }, '→'), stateCell({ state: c.to })) },
         { label: 'Event', cell: (c) => payloadButton('timeline', c.hookId, events.items.find((e) => e.hookId === c.hookId), `the change of ${c.category} to ${c.to} at ${utc(c.at)}`) },
-      ], timeline.items, { caption: 'Timeline', key: (c) => `${c.at} ${c.category} ${c.hookId}` })),
-      timeline.nextCursor && h('button', { type: 'button', class: 'more', onclick: () => loadTimeline(true) }, 'Show older changes'));
+      ], timeline.items, { caption: 'Timeline', key: changeKey })),
+      timeline.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: () => loadTimeline(true) }, 'Show older changes'));
   }
 
-  /** The next page, or (again) as many of the newest changes as are shown: an event that
-   * arrived late can change older entries too. */
+  /** The next page, or (again) as many of the newest changes as are shown, up to 500: an event
+   * that arrived late can change older entries too. */
   async function loadTimeline(more) {
     const limit = more ? TIMELINE_PAGE : Math.min(500, Math.max(TIMELINE_PAGE, timeline.items.length));
     try {
       const page = await api(q(`${base}/timeline`, { limit, cursor: more ? timeline.nextCursor : null }));
-      timeline.items = more ? [...timeline.items, ...page.items] : page.items;
-      timeline.nextCursor = page.nextCursor;
+      const last = page.items.at(-1);
+      if (more) {
+        timeline.items = [...timeline.items, ...page.items];
+        timeline.nextCursor = page.nextCursor;
+      } else if (page.nextCursor && last && timeline.items.length > page.items.length) {
+        // More are drawn than were read again: those older than the read ones stay, and so does
+        // the cursor after them.
+        const read = new Set(page.items.map(changeKey));
+        timeline.items = [...page.items, ...timeline.items.filter((c) => c.at <= last.at && !read.has(changeKey(c)))];
+      } else {
+        timeline.items = page.items;
+        timeline.nextCursor = page.nextCursor;
+      }
       timeline.error = null;
     } catch (err) {
       timeline.error = err;
@@ -190,7 +203,7 @@ export default function accountPage(main, { conn }, ws, acc) {
         { label: 'Hook id', cls: 'col-id', cell: (e) => id(e.hookId) },
         { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton('events', e.hookId, e, `the ${e.eventType} event at ${utc(e.occurredAt)}`) },
       ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) })),
-      events.nextCursor && h('button', { type: 'button', class: 'more', onclick: loadMoreEvents }, 'Show older events'));
+      events.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: loadMoreEvents }, 'Show older events'));
     for (const e of events.items) delete e.fresh;
   }
 
@@ -206,7 +219,8 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   async function loadMoreEvents() {
     const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor: events.nextCursor }));
-    events.items.push(...page.items);
+    const have = new Set(events.items.map((e) => e.hookId));
+    events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
     events.nextCursor = page.nextCursor;
     drawEvents();
   }
@@ -246,7 +260,11 @@ export default function accountPage(main, { conn }, ws, acc) {
         return;
       }
       if (type === 'status' && data.status) drawEntry(data.status);
-      if (type === 'event' && !events.items.some((e) => e.hookId === data.hookId)) {
+      // An event older than the oldest drawn, while older ones are still to be paged in, is
+      // left to "Show older events": drawn now, it would be out of place and drawn twice then.
+      const oldest = events.items.at(-1)?.occurredAt;
+      const beyond = events.nextCursor && oldest && data.occurredAt < oldest;
+      if (type === 'event' && !beyond && !events.items.some((e) => e.hookId === data.hookId)) {
         events.items = [{ ...data, fresh: true }, ...events.items]
           .sort((a, b) => (a.occurredAt < b.occurredAt ? 1 : a.occurredAt > b.occurredAt ? -1 : 0));
         drawEvents();

@@ -30,8 +30,9 @@ export function swap(old, fresh) {
 }
 
 // A live update or a refresh redraws a part of the page while someone may be working in it with
-// the keyboard: the focus goes back to the same control of the same row (`data-key`), or of the
-// part when the row has no key, instead of falling to <body>.
+// the keyboard: the focus goes back to the same control of the same row (`data-key`; a control
+// with a `data-key` of its own goes back to itself), or of the part when the row has no key,
+// instead of falling to <body>.
 const FOCUSABLE = 'a[href], button, input, select, textarea, [tabindex]';
 
 function focusPlace(el) {
@@ -45,7 +46,7 @@ function focusPlace(el) {
 function refocus(el, place) {
   if (!place || el.contains(document.activeElement)) return;
   const row = place.key === null ? el : [...el.querySelectorAll('[data-key]')].find((r) => r.dataset.key === place.key);
-  row?.querySelectorAll(FOCUSABLE)[place.index]?.focus({ preventScroll: true });
+  (place.index < 0 ? row : row?.querySelectorAll(FOCUSABLE)[place.index])?.focus({ preventScroll: true });
 }
 
 // ---- paths of the dashboard itself -----------------------------------------------------------
