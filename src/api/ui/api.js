@@ -51,6 +51,7 @@ export async function api(path) {
       continue;
     }
     if (res.status === 401) {
+      reachable(); // it answered: the banner goes, whether or not a token is given
       await tokenRefused(used, (await problemOf(res)).detail);
       continue;
     }
@@ -122,6 +123,13 @@ export function tokenRefused(used, detail) {
         h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token')));
     }
     return Promise.resolve();
+  }
+  if (readWith === null) {
+    // What is on screen was read without a token, and the service needs one now (its first
+    // token was made): it is taken off the page as a refused token's is.
+    readWith = undefined;
+    fill(document.getElementById('main'), note('error', 'The service needs a token now: what was read without one is no longer shown. ',
+      h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token')));
   }
   changed({ auth: refused !== null ? 'refused' : 'needed' });
   if (declined) return Promise.reject(new ApiError(401, { detail: 'no token was given' }, null));

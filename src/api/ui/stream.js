@@ -134,6 +134,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
           const res = await fetch(path, { headers, signal: abort.signal, cache: 'no-store' });
           status = res.status;
           if (res.status === 401) {
+            reachable(); // it answered
             onState('reconnecting');
             await tokenRefused(used, (await problemOf(res)).detail);
             continue;
