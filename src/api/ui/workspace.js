@@ -405,6 +405,7 @@ export default function workspacePage(main, { conn }, ws) {
       }
       events = recent.items;
       loaded = true;
+      filters.hidden = false;
       changed.clear();
       whole = false;
       eventsChanged = false;
@@ -416,6 +417,7 @@ export default function workspacePage(main, { conn }, ws) {
       // Into the sections' bodies, which stay in the page: the next read (the stream opening
       // again) draws into them.
       tbody = null;
+      filters.hidden = true; // nothing to filter
       fill(figures);
       fill(accountsBody, problemNote(err, 'This workspace cannot be shown'));
       fill(eventsBody, note('empty', 'Not shown while the workspace cannot be read.'));
