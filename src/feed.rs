@@ -135,34 +135,28 @@ fn past_list_end() -> String {
 
 /// One look at the horizon: the running transactions of other databases of the server (the
 /// lock table names the session that holds each id, and the session its database; a prepared
-/// transaction has no session, and names its database itself), the horizon past them, and the
-/// oldest transaction of this database that holds an id (which holds the horizon back, whoever
-/// it is), as its id and a description for the log.
-fn look_sql() -> String {
-    format!(
-        "with running as (
-             select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
-         ), ids as (
-             select l.transactionid as xid, a.datname = current_database() as here,
-                    format('session %s (application_name %L, user %L)', l.pid,
-                           a.application_name, a.usename) as who
-               from pg_locks l join pg_stat_activity a on a.pid = l.pid
-              where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
-             union all
-             select transaction, database = current_database(),
-                    format('prepared transaction %L (owner %L)', gid, owner)
-               from pg_prepared_xacts
-         ), elsewhere as (
-             select xid from running
-              where (xid % 4294967296)::text in (select xid::text from ids where not here)
-         ), holder as (
-             select xid::text as xid, who from ids where here order by age(xid) desc limit 1
-         )
-         select {PAST_LIST}array(select xid from elsewhere){}, array(select xid from elsewhere),
-                (select xid from holder), (select who from holder)",
-        past_list_end()
-    )
-}
+/// transaction has no session, and names its database itself), and the oldest transaction of
+/// this database that holds an id (which holds the horizon back, whoever it is), as its id and a
+/// description for the log.
+const LOOK: &str = "with running as (
+         select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
+     ), ids as (
+         select l.transactionid as xid, a.datname = current_database() as here,
+                format('session %s (application_name %L, user %L)', l.pid,
+                       a.application_name, a.usename) as who
+           from pg_locks l join pg_stat_activity a on a.pid = l.pid
+          where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
+         union all
+         select transaction, database = current_database(),
+                format('prepared transaction %L (owner %L)', gid, owner)
+           from pg_prepared_xacts
+     ), elsewhere as (
+         select xid from running
+          where (xid % 4294967296)::text in (select xid::text from ids where not here)
+     ), holder as (
+         select xid::text as xid, who from ids where here order by age(xid) desc limit 1
+     )
+     select array(select xid from elsewhere), (select xid from holder), (select who from holder)";
 
 /// Transactions of other databases of the same server that were running at the horizon's last
 /// look (their ids as `feed_xid` holds them). None of them can store an event here, so the
@@ -248,7 +242,6 @@ struct Holder {
 }
 
 async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
-    let look = look_sql();
     let mut holder: Option<Holder> = None;
     loop {
         tokio::time::sleep(HORIZON_RECHECK).await;
@@ -263,13 +256,13 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
         }
         let seen = readers
             .with(async |db| {
-                sqlx::query_as::<_, (i64, Vec<i64>, Option<String>, Option<String>)>(&look)
+                sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(LOOK)
                     .fetch_one(db)
                     .await
             })
             .await;
         match seen {
-            Ok((_horizon, elsewhere, xid, who)) => {
+            Ok((elsewhere, xid, who)) => {
                 *watched.elsewhere.write().unwrap_or_else(|e| e.into_inner()) =
                     Elsewhere(elsewhere.into());
                 holder = xid.map(|xid| match holder.take() {

@@ -298,10 +298,11 @@ impl FeedQuery {
 /// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive,
 /// `wait` has passed or the service is stopping. It reads again when the streams' tailer has
 /// read an event stored past where it looked that passes its filters (the tailer reads when
-/// events are stored and every 250 ms, with the feed's horizon as it is then: [`crate::feed::Horizon`]),
-/// not on a timer of its own: a batch stored wakes only the polls it has an event for. The tailer's news only wakes it; what it answers is read from the
-/// store, from where it looked, so a wake missed would delay an event, never skip it. No
-/// connection is held while waiting, and a token revoked meanwhile ends the wait with its `401`.
+/// events are stored and every 250 ms, with the feed's horizon as it is then:
+/// [`crate::feed::Horizon`]), not on a timer of its own: a batch stored wakes only the polls it
+/// has an event for. The tailer's news only wakes it; what it answers is read from the store,
+/// from where it looked, so a wake missed would delay an event, never skip it. No connection is
+/// held while waiting, and a token revoked meanwhile ends the wait with its `401`.
 async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<Json<FeedPage>> {
     let mut deadline = Instant::now() + query.wait;
     let mut stored = None;
@@ -367,10 +368,10 @@ async fn stored_for(
     query: &FeedQuery,
 ) {
     use tokio::sync::broadcast::error::RecvError;
+    let (workspace, scope) = (query.workspace_id.as_deref(), query.scope.as_deref());
     loop {
         match receiver.recv().await {
             Ok(item) => {
-                let (workspace, scope) = (query.workspace_id.as_deref(), query.scope.as_deref());
                 if item.position > query.after
                     && super::stream::passes(workspace, scope, &query.filter, &item)
                 {
