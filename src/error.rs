@@ -102,6 +102,12 @@ impl Error {
             source: None,
         }
     }
+
+    /// A `503` for a delivery the service could not take or finish because it is stopping:
+    /// nothing was answered 2xx, so Calry sends it again.
+    pub fn shutting_down() -> Error {
+        Error::unavailable("the service is shutting down; retry later")
+    }
 }
 
 impl From<sqlx::Error> for Error {

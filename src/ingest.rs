@@ -116,15 +116,11 @@ impl Ingestor {
                 mpsc::error::TrySendError::Full(_) => {
                     Error::unavailable("the ingest queue is full; retry later")
                 }
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::unavailable("the service is shutting down; retry later")
-                }
+                mpsc::error::TrySendError::Closed(_) => Error::shutting_down(),
             })?;
         // A writer drops its deliveries unanswered only when the service stops without waiting
         // (a second SIGTERM): nothing was answered 2xx, and Calry sends it again.
-        outcome
-            .await
-            .map_err(|_| Error::unavailable("the service is shutting down; retry later"))?
+        outcome.await.map_err(|_| Error::shutting_down())?
     }
 
     /// The writers' connections.

@@ -103,7 +103,7 @@ pub async fn receive(
             // Cancelled: the service stops without waiting (a second SIGTERM), nothing answered
             // 2xx; Calry sends it again.
             Err(if err.is_cancelled() {
-                Error::unavailable("the service is shutting down; retry later")
+                Error::shutting_down()
             } else {
                 Error::Internal {
                     detail: "the delivery's task failed".to_owned(),
