@@ -77,15 +77,20 @@ export default function workspacePage(main, { conn }, ws) {
     && (!filter.q || a.integrationAccountId.toLowerCase().includes(filter.q.toLowerCase()));
 
   /** Adds `key` to `ids`, in order. */
-  function insertId(key) {
+  /** Where `key` goes among `n` keys in order, `keyAt(i)` the i-th: before the first after it. */
+  function placeOf(key, n, keyAt) {
     let lo = 0;
-    let hi = ids.length;
+    let hi = n;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (ids[mid] < key) lo = mid + 1;
+      if (keyAt(mid) < key) lo = mid + 1;
       else hi = mid;
     }
-    ids.splice(lo, 0, key);
+    return lo;
+  }
+
+  function insertId(key) {
+    ids.splice(placeOf(key, ids.length, (i) => ids[i]), 0, key);
   }
 
   const columns = [
@@ -253,15 +258,8 @@ export default function workspacePage(main, { conn }, ws) {
     } else if (passes(a) && (drawn.size < limit || key < lastDrawn())) {
       // Among the rows drawn (they are in id order): before the first one after it.
       const rows = tbody.children;
-      let lo = 0;
-      let hi = rows.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (rows[mid].dataset.key < key) lo = mid + 1;
-        else hi = mid;
-      }
       const fresh = row(a);
-      tbody.insertBefore(fresh, rows[lo] || null);
+      tbody.insertBefore(fresh, rows[placeOf(key, rows.length, (i) => rows[i].dataset.key)] || null);
       drawn.set(key, fresh);
       flashRow(fresh);
       if (drawn.size > limit) dropRow(tbody.lastElementChild);
