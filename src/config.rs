@@ -280,7 +280,8 @@ pub struct Config {
     pub body_timeout_secs: u64,
 
     /// Seconds a kept-alive connection may wait for its next request after an answer before it
-    /// is closed (a new connection has the head timeout to send its first).
+    /// is closed (a new connection has the head timeout to send its first), and an answer may
+    /// wait for its client to take any of its bytes.
     #[arg(
         long,
         env = "CALRY_HOOKS_IDLE_TIMEOUT_SECS",

@@ -229,11 +229,11 @@ pub mod answers {
     )]
     pub struct NotLoopback(#[allow(dead_code)] Problem);
 
-    /// The database cannot answer now.
+    /// The service cannot answer now.
     #[derive(IntoResponses)]
     #[response(
         status = 503,
-        description = "The database is unreachable, no connection for queries came free within 3 s (`CALRY_HOOKS_QUERY_CONNECTIONS`), or the service's connection cap is reached (`CALRY_HOOKS_MAX_CONNECTIONS`; streams and waiting long polls may take all of it but 64 connections, kept for deliveries and short queries); ask again after `Retry-After` seconds.",
+        description = "The database is unreachable, no connection for queries came free within 3 s (`CALRY_HOOKS_QUERY_CONNECTIONS`), or the service's connection cap is reached (`CALRY_HOOKS_MAX_CONNECTIONS`; streams and waiting long polls may take all of it but 64 connections, kept for deliveries and short queries), or answers over 64 KiB that their clients have not read yet hold 256 MiB together (a large page is then refused at once); ask again after `Retry-After` seconds.",
         content_type = "application/problem+json",
         headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")),
         example = json!(super::example::unavailable())

@@ -4,6 +4,8 @@
 //! - A request head (request line and headers) must arrive whole within `header_timeout`:
 //!   counted from the opening of a new connection, or on a kept-alive one from the first byte of
 //!   the next request.
+//! - An answer may wait for its client to take any of its bytes for `idle_timeout`; then the
+//!   connection is closed (what a page not read holds is freed: `api::unsent`).
 //! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is
 //!   reached: a connection that comes then closes every kept-alive connection sitting idle, and
 //!   takes a freed place (as nginx reuses idle keep-alive connections), so that idle connections
@@ -270,7 +272,11 @@ async fn connection(
             }
             () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 if clock.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!("connection closed: no request within the timeout");
+                    if clock.stalled() {
+                        tracing::debug!("connection closed: its client took none of the answer within the idle timeout");
+                    } else {
+                        tracing::debug!("connection closed: no request within the timeout");
+                    }
                     return;
                 }
             }
@@ -313,6 +319,8 @@ struct ClockState {
     idle_since: Instant,
     /// When the head now awaited began to arrive (for a new connection: when it was opened).
     head_started: Option<Instant>,
+    /// Since when an answer's bytes wait for the client to take any (its socket is full).
+    stalled_since: Option<Instant>,
 }
 
 impl Clock {
@@ -323,6 +331,7 @@ impl Clock {
                 busy: 0,
                 idle_since: now,
                 head_started: Some(now),
+                stalled_since: None,
             }),
             changed: Notify::new(),
         }
@@ -339,9 +348,18 @@ impl Clock {
         state.busy == 0 && state.head_started.is_none()
     }
 
-    /// When the connection is to be closed unless something happens; `None` while it answers.
+    /// Whether the client has taken no byte of an answer since its socket last filled.
+    fn stalled(&self) -> bool {
+        self.state().stalled_since.is_some()
+    }
+
+    /// When the connection is to be closed unless something happens: the idle timeout after
+    /// the client last took no byte of an answer, else none while it answers.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
         let state = self.state();
+        if let Some(since) = state.stalled_since {
+            return Some(since + limits.idle_timeout);
+        }
         if state.busy > 0 {
             return None;
         }
@@ -349,6 +367,20 @@ impl Clock {
             Some(started) => started + limits.header_timeout,
             None => state.idle_since + limits.idle_timeout,
         })
+    }
+
+    /// A write to the client's socket was taken (`false`), or found it full (`true`).
+    fn wrote(&self, pending: bool) {
+        let mut state = self.state();
+        match (pending, state.stalled_since) {
+            (true, None) => {
+                state.stalled_since = Some(Instant::now());
+                drop(state);
+                self.changed.notify_one();
+            }
+            (false, Some(_)) => state.stalled_since = None,
+            _ => {}
+        }
     }
 
     /// Bytes came in: when the connection was idle, the head timeout now runs.
@@ -444,7 +476,10 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.clock.wrote(written.is_pending());
+        written
     }
 
     fn poll_write_vectored(
@@ -452,7 +487,10 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.clock.wrote(written.is_pending());
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -12,6 +12,7 @@ pub mod parameters;
 pub mod replica;
 pub mod stream;
 pub mod ui;
+pub mod unsent;
 pub mod webhooks;
 pub mod workspaces;
 
@@ -130,6 +131,10 @@ pub fn router(state: AppState) -> Router {
         state.config.query_timeout_ms,
     ));
     api.layer(axum::Extension(documented))
+        .layer(axum::middleware::from_fn_with_state(
+            unsent::Unsent::default(),
+            unsent::within_budget,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             track_in_flight,

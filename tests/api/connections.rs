@@ -492,3 +492,90 @@ async fn streams_and_long_polls_leave_room_for_deliveries() {
     }
     assert_eq!(open("/stream").await.unwrap().status(), 200);
 }
+
+/// Opens a connection whose client reads little (a small receive window) and asks `path` on it;
+/// returns it with nothing of the answer read.
+async fn ask_and_read_nothing(address: &str, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(host(address).parse().unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", host(address)).as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
+    use calry_hooks::api::unsent::BUDGET;
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 15).await;
+    let filler = "f".repeat(200_000);
+    for i in 0..25 {
+        let mut body = crate::helpers::event(
+            &format!("big-{i:02}"),
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        body["data"]["filler"] = serde_json::json!(filler);
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    // A page of 20 events, about 4 MB.
+    let page = "/workspaces/w/events?limit=500";
+    let whole = app.client.get(format!("{}{page}", app.address));
+    let length = whole.send().await.unwrap().bytes().await.unwrap().len();
+    assert!(length > 4_000_000, "{length}");
+
+    // As many unread pages as the budget holds.
+    let mut unread = Vec::new();
+    for _ in 0..BUDGET / length {
+        unread.push(ask_and_read_nothing(&app.address, page).await);
+    }
+    // Once the budget is taken, another large page waits for room and is then refused, while
+    // a small page is answered at once.
+    let small = (app.client).get(format!("{}/workspaces/w/events?limit=1", app.address));
+    let started = Instant::now();
+    let mut refused = None;
+    while refused.is_none() && started.elapsed() < Duration::from_secs(30) {
+        let response = app
+            .client
+            .get(format!("{}{page}", app.address))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => tokio::time::sleep(Duration::from_millis(100)).await,
+            503 => refused = Some(response),
+            other => panic!("{other}"),
+        }
+    }
+    let refused = refused.expect("a 503 once the unread pages hold the budget");
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for their clients to read them"),
+        "{problem}"
+    );
+    assert_eq!(small.send().await.unwrap().status(), 200);
+
+    // A client that takes none of its answer for the idle timeout is disconnected, which frees
+    // what its page held.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    for stream in &mut unread {
+        let (_, received) = wait_closed(stream, Duration::from_secs(30))
+            .await
+            .expect("closed after the idle timeout");
+        assert!(received.len() < length, "{} bytes", received.len());
+    }
+    let response = app.client.get(format!("{}{page}", app.address)).send();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().len(), length);
+}
