@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -74,6 +76,60 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// What the derived schemas cannot say, once the routes' schemas are in `doc`: the envelope's
+/// hook requires `timeStamp`, or, when that is absent or null, its other spelling `timestamp`
+/// (SPEC §2; `envelope.rs`).
+pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(hook))) = components.schemas.get("CalryWebhookHook") else {
+        return;
+    };
+    let date_time = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+    };
+    let mut hook = hook.clone();
+    hook.properties.insert(
+        "timeStamp".to_owned(),
+        date_time()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .description(Some(
+                "When the event occurred (RFC 3339). Required, unless it is absent or null and \
+                 `timestamp` is given.",
+            ))
+            .into(),
+    );
+    hook.properties.insert(
+        "timestamp".to_owned(),
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some(
+                "`timeStamp` spelled as one place of Calry's description spells it; read only \
+                 when `timeStamp` is absent or null.",
+            ))
+            .into(),
+    );
+    let either = AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .required("timeStamp")
+                .property("timeStamp", date_time()),
+        )
+        .item(
+            ObjectBuilder::new()
+                .required("timestamp")
+                .property("timestamp", date_time())
+                .property("timeStamp", ObjectBuilder::new().schema_type(Type::Null)),
+        );
+    let schema = AllOfBuilder::new().item(hook).item(either).build();
+    components
+        .schemas
+        .insert("CalryWebhookHook".to_owned(), Schema::AllOf(schema).into());
 }
 
 /// The example problem answers of the document, each made by the service's own error type (a
@@ -349,6 +405,15 @@ pub fn account_example() -> Value {
     })
 }
 
+/// An entry of `/accounts`: the seed example's account with its workspace.
+pub fn account_item_example() -> Value {
+    let mut item = json!({"workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"});
+    item.as_object_mut()
+        .expect("an object")
+        .extend(account_example().as_object().expect("an object").clone());
+    item
+}
+
 /// A Calry webhook envelope (documentation only: the service parses bodies itself, see
 /// `envelope.rs`). Any other field, anywhere, is accepted and kept.
 #[derive(ToSchema)]
@@ -363,6 +428,7 @@ pub struct CalryWebhook {
 #[schema(as = CalryWebhookHook)]
 #[allow(dead_code)]
 #[allow(non_snake_case)]
+/// `timeStamp` and `timestamp` are added by [`finish`].
 struct Hook {
     /// The idempotency key: 1 to 255 characters and at most 512 bytes of UTF-8 (like every id
     /// of the envelope; a longer one is a 422 naming it).
@@ -373,8 +439,6 @@ struct Hook {
     /// are stored and shown in history. 1 to 255 characters, at most 512 bytes of UTF-8.
     #[schema(min_length = 1, max_length = 255, example = "sync.complete")]
     eventType: String,
-    /// When the event occurred (RFC 3339). Also accepted spelled `timestamp`.
-    timeStamp: chrono::DateTime<chrono::Utc>,
     #[schema(example = "CALRY_WEBHOOK")]
     source: Option<String>,
 }

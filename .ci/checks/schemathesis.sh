@@ -86,6 +86,36 @@ print(f"schemathesis: seeded {len(deliveries)} deliveries, answers {answers}")
 assert answers == {201: len(deliveries) - 1, 200: 1}, answers
 EOF
 
+# The envelope's two spellings of the hook's time (SPEC §2): the document's schema accepts
+# exactly the bodies the service stores, for each way of giving one, both or neither.
+"$PY" - "$URL" <<'EOF'
+import json, sys, urllib.error, urllib.request
+import jsonschema_rs
+
+base = sys.argv[1]
+doc = json.load(urllib.request.urlopen(base + "/openapi.json", timeout=10))
+schema = {"$ref": "#/components/schemas/CalryWebhook", "components": doc["components"]}
+validator = jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
+T = "2024-02-09T11:33:41.658Z"
+cases = {"timeStamp": {"timeStamp": T}, "timestamp": {"timestamp": T}, "neither": {},
+         "both, timestamp bad": {"timeStamp": T, "timestamp": ""},
+         "timeStamp null, timestamp good": {"timeStamp": None, "timestamp": T},
+         "timeStamp bad, timestamp good": {"timeStamp": "", "timestamp": T},
+         "timestamp bad": {"timestamp": "x"}}
+for i, (name, times) in enumerate(cases.items()):
+    body = {"hook": {"id": f"spelling-{i}", "eventType": "sync.complete", **times},
+            "data": {"workspaceId": "spellings"}}
+    request = urllib.request.Request(base + "/webhooks/calry", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    try:
+        status = urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    valid = validator.is_valid(body)
+    assert valid == (status == 201), f"{name}: schema says {valid}, the service {status}"
+print(f"schemathesis: the envelope schema and the service agree on {len(cases)} spellings of the time")
+EOF
+
 OPERATIONS=$("$PY" -c '
 import json, sys, urllib.request
 doc = json.load(urllib.request.urlopen(sys.argv[1] + "/openapi.json", timeout=10))

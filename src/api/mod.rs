@@ -116,15 +116,22 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
 }
 
+/// The routes and their OpenAPI document, as `/openapi.json` serves it.
+fn routes_and_document() -> (Router<AppState>, OpenApiDoc) {
+    let (api, mut doc) = routes().split_for_parts();
+    crate::openapi::finish(&mut doc);
+    (api, doc)
+}
+
 /// The OpenAPI document of every route, as `/openapi.json` serves it.
 pub fn openapi() -> OpenApiDoc {
-    routes().split_for_parts().1
+    routes_and_document().1
 }
 
 /// The whole application: the routes, `/openapi.json`, `/docs`, and problem answers for
 /// anything unmatched.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = routes().split_for_parts();
+    let (api, doc) = routes_and_document();
     let documented = parameters::Documented::of(&doc);
     let metrics = state.metrics.clone();
     let deadline = again::Deadline::for_statements_of(std::time::Duration::from_millis(
