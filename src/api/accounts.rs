@@ -44,6 +44,10 @@ pub struct AccountItem {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "items": [crate::openapi::account_item_example()],
+    "nextCursor": "YTE6MTcwNzQ3ODQyMTY1ODAwMDozNjo2ZmQyMTYwYy0zZWE2LTQyYzItYmNkZC0yZWVmODlmNWNhNjY0YTkwNTA3NC00ZGQ5LTQyNmEtYjVhOS1jZjdjOWJiMzMwMzQ"
+}))]
 pub struct AccountPage {
     /// Newest `sync.since` first; accounts whose sync is `unknown` last; ties by workspace, then
     /// account.
@@ -296,6 +300,15 @@ pub struct Change {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "items": [
+        {"at": "2024-02-09T11:33:41.658Z", "category": "sync", "from": "error", "to": "complete",
+         "hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85"},
+        {"at": "2024-02-09T09:15:02.120Z", "category": "sync", "from": "unknown", "to": "error",
+         "hookId": "0b9d3a52-8d0f-4a43-9e57-1f3c2a7c9d10"}
+    ],
+    "nextCursor": null
+}))]
 pub struct Timeline {
     /// Newest first, by (`at`, `hookId`).
     pub items: Vec<Change>,

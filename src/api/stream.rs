@@ -1058,7 +1058,8 @@ pub async fn stream(
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects. The example is the position before every event (any store takes it: the whole history follows).", example = "cDE6MDow"),
     ),
     responses(
-        (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
+            example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")),
         crate::openapi::answers::BadQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
