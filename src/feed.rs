@@ -133,41 +133,57 @@ fn past_list_end() -> String {
     )
 }
 
-/// One look at the horizon: the running transactions of other databases of the server (the
-/// lock table names the session that holds each id, and the session its database; a prepared
-/// transaction has no session, and names its database itself), and the oldest transaction of
-/// this database that holds an id (which holds the horizon back, whoever it is), as its id and a
-/// description for the log.
+/// The advisory lock (two keys, "calr" and "feed") that every transaction storing events takes,
+/// shared, before it writes anything (`ingest`): the transactions the feed waits for.
+pub const WRITER_LOCK: (i32, i32) = (0x6361_6c72, 0x6665_6564);
+
+/// One look at the horizon: the running transactions that cannot store an event here, and the
+/// oldest that can (which holds the horizon back), as its id and a description for the log.
+///
+/// Those that can are this database's that hold [`WRITER_LOCK`] (taken before any write, so a
+/// transaction seen with an id and without it never stores an event), those of sessions named
+/// `calry-hooks…` (an instance of a version that took no such lock, during an upgrade, and the
+/// service's own commands), and prepared ones of this database. The lock table names the
+/// session that holds each id, and the session its database; one reading of it serves both.
 const LOOK: &str = "with running as (
          select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
+     ), locks as materialized (
+         select * from pg_locks where granted
      ), ids as (
-         select l.transactionid as xid, a.datname = current_database() as here,
+         select l.transactionid as xid,
+                a.datname = current_database()
+                  and (a.application_name like 'calry-hooks%'
+                       or exists (select from locks w
+                                   where w.pid = l.pid and w.locktype = 'advisory'
+                                     and w.classid = $1 and w.objid = $2 and w.objsubid = 2))
+                  as writer,
                 format('session %s (application_name %L, user %L)', l.pid,
                        a.application_name, a.usename) as who
-           from pg_locks l join pg_stat_activity a on a.pid = l.pid
-          where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
+           from locks l join pg_stat_activity a on a.pid = l.pid
+          where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock'
          union all
          select transaction, database = current_database(),
                 format('prepared transaction %L (owner %L)', gid, owner)
            from pg_prepared_xacts
-     ), elsewhere as (
+     ), passed_over as (
          select xid from running
-          where (xid % 4294967296)::text in (select xid::text from ids where not here)
+          where (xid % 4294967296)::text in (select xid::text from ids where not writer)
      ), holder as (
-         select xid::text as xid, who from ids where here order by age(xid) desc limit 1
+         select xid::text as xid, who from ids where writer order by age(xid) desc limit 1
      )
-     select array(select xid from elsewhere), (select xid from holder), (select who from holder)";
+     select array(select xid from passed_over), (select xid from holder), (select who from holder)";
 
-/// Transactions of other databases of the same server that were running at the horizon's last
-/// look (their ids as `feed_xid` holds them). None of them can store an event here, so the
-/// feed's horizon passes over them: otherwise one long transaction anywhere on the server (a
-/// migration, a batch job, another service's stuck session) would hold every event stored here
-/// out of the feed and the streams until it ended. Ids only ever pass from running to ended, so
-/// a list from an earlier look is never wrong, only short of transactions begun since.
+/// Transactions that were running at the horizon's last look and cannot store an event here
+/// (their ids as `feed_xid` holds them): those of other databases of the same server, and those
+/// of this one that are not writers (see [`LOOK`]). The feed's horizon passes over them:
+/// otherwise one long transaction anywhere on the server (a migration, a batch job, an
+/// operator's open `psql` session that wrote something) would hold every event stored here out
+/// of the feed and the streams until it ended. Ids only ever pass from running to ended, so a
+/// list from an earlier look is never wrong, only short of transactions begun since.
 #[derive(Clone, Debug, Default)]
-pub struct Elsewhere(Arc<[i64]>);
+pub struct PassedOver(Arc<[i64]>);
 
-impl Elsewhere {
+impl PassedOver {
     /// Pushes the feed's horizon (see [`HORIZON`]), past these transactions.
     pub fn push_horizon(&self, qb: &mut QueryBuilder<'_, Postgres>) {
         if self.0.is_empty() {
@@ -183,28 +199,28 @@ impl Elsewhere {
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);
 
-/// How long a transaction of this database may hold the feed back before the log names it: the
-/// time within which SPEC §9 promises an event in the feed.
+/// How long a writing transaction may hold the feed back before the log names it: the time
+/// within which SPEC §9 promises an event in the feed.
 const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
 
 /// The feed's horizon: the oldest transaction still running of this database, below which the
-/// feed shows events (`paging::push_feed_keyset`). Every 250 ms while someone reads the feed,
-/// one look for the whole instance finds the transactions of other databases it passes over
-/// ([`Elsewhere`]). An event can become visible with no notification, when an older transaction
-/// that stored nothing ends: the streams' tailer reads the feed every 250 ms with the latest look
-/// besides at notifications, and wakes the streams and long polls it has events for; they do not
-/// each read the feed again on a timer. Nobody reading means no look.
+/// feed shows events (`paging::push_feed_keyset`), past the running transactions that cannot
+/// store an event here ([`PassedOver`]), which one look for the whole instance finds every 250
+/// ms while someone reads the feed. An event can become visible with no notification, when an
+/// older transaction that stored nothing ends: the streams' tailer reads the feed every 250 ms
+/// with the latest look besides at notifications, and wakes the streams and long polls it has
+/// events for; they do not each read the feed again on a timer. Nobody reading means no look.
 ///
-/// Each look also finds the oldest transaction of this database that holds an id, which holds
-/// the horizon back whoever it is (an operator's `psql` session that wrote something, say). How
-/// long the looks have seen the same one goes to `held_back` (in seconds; 0 when nobody reads),
-/// and past [`HELD_BACK_WARNING`] the log names it, once.
+/// Each look also finds the oldest writing transaction, which holds the horizon back (a batch
+/// of the service's own, or one held up: a lock, a slow disk). How long the looks have seen the
+/// same one goes to `held_back` (in seconds; 0 when nobody reads), and past
+/// [`HELD_BACK_WARNING`] the log names it, once.
 #[derive(Clone)]
 pub struct Horizon(Arc<Watched>);
 
 struct Watched {
-    elsewhere: RwLock<Elsewhere>,
-    /// Whether someone read [`Horizon::elsewhere`] since the last look.
+    passed_over: RwLock<PassedOver>,
+    /// Whether someone read [`Horizon::passed_over`] since the last look.
     wanted: AtomicBool,
     held_back: HeldBack,
 }
@@ -217,7 +233,7 @@ impl Horizon {
     /// `held_back`; the task ends with the last [`Horizon`].
     pub fn start(readers: Readers, held_back: HeldBack) -> Horizon {
         let watched = Arc::new(Watched {
-            elsewhere: RwLock::default(),
+            passed_over: RwLock::default(),
             wanted: AtomicBool::new(false),
             held_back,
         });
@@ -226,14 +242,14 @@ impl Horizon {
     }
 
     /// What a read of the feed passes over, as of the last look.
-    pub fn elsewhere(&self) -> Elsewhere {
+    pub fn passed_over(&self) -> PassedOver {
         self.0.wanted.store(true, Ordering::Relaxed);
-        let elsewhere = self.0.elsewhere.read();
-        elsewhere.unwrap_or_else(|e| e.into_inner()).clone()
+        let passed_over = self.0.passed_over.read();
+        passed_over.unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// The transaction of this database that held the feed back at the last looks: its id, since
+/// The writing transaction that held the feed back at the last looks: its id, since
 /// when the looks have seen it, and whether the log has named it.
 struct Holder {
     xid: String,
@@ -257,14 +273,18 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
         let seen = readers
             .with(async |db| {
                 sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(LOOK)
+                    .bind(WRITER_LOCK.0)
+                    .bind(WRITER_LOCK.1)
                     .fetch_one(db)
                     .await
             })
             .await;
         match seen {
-            Ok((elsewhere, xid, who)) => {
-                *watched.elsewhere.write().unwrap_or_else(|e| e.into_inner()) =
-                    Elsewhere(elsewhere.into());
+            Ok((passed_over, xid, who)) => {
+                *watched
+                    .passed_over
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = PassedOver(passed_over.into());
                 holder = xid.map(|xid| match holder.take() {
                     Some(same) if same.xid == xid => same,
                     _ => Holder {
@@ -286,7 +306,7 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
                         transaction = %h.xid,
                         holder = who.as_deref().unwrap_or_default(),
                         held_ms = held.as_millis() as u64,
-                        "a transaction of this database is holding the feed and the streams \
+                        "a transaction that stores events is holding the feed and the streams \
                          back: events stored since it took its id show when it ends"
                     );
                 }

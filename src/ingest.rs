@@ -3,7 +3,7 @@
 //! Each delivery is queued with a one-shot reply channel. A few writer tasks, each on a database
 //! connection of its own, take whatever is queued (up to `max_batch`; when the queue is idle a
 //! delivery is written at once, alone) and store the batch with one set-based SQL statement
-//! (INSERT_BATCH, after LOCK_ACCOUNTS in the same transaction when the batch changes accounts).
+//! (INSERT_BATCH, after LOCK_ACCOUNTS in the same transaction).
 //! Each delivery is answered only after that transaction has committed, with its own outcome.
 //! Idempotency lives in the database: the primary key of `hook_ids` decides, never a check in
 //! memory.
@@ -309,10 +309,11 @@ fn is_contention(err: &sqlx::Error) -> bool {
 /// `None` for one that must go again.
 ///
 /// A batch with events of known types for integration accounts changes those accounts' state
-/// (`accounts`, `state_changes`). It first takes one lock per such account (LOCK_ACCOUNTS), then
-/// runs INSERT_BATCH in the same transaction: taken before the statement's snapshot, the locks
-/// make that snapshot hold every event of those accounts that another transaction committed, and
-/// no other transaction can add one before this one commits. Any other batch is one statement.
+/// (`accounts`, `state_changes`). It first takes one lock per such account (LOCK_ACCOUNTS, with
+/// the writer's mark the feed waits for), then runs INSERT_BATCH in the same transaction: taken
+/// before the statement's snapshot, the locks make that snapshot hold every event of those
+/// accounts that another transaction committed, and no other transaction can add one before this
+/// one commits.
 async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
     let mut cols = Columns::with_capacity(batch.len());
     let (mut lock_ws, mut lock_account) = (Vec::new(), Vec::new());
@@ -328,13 +329,12 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
     }
     let mut conn = pool.acquire().await?;
     let work = async {
-        if lock_ws.is_empty() {
-            return insert_batch(&mut conn, cols, batch.len()).await;
-        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(LOCK_ACCOUNTS)
             .bind(lock_ws)
             .bind(lock_account)
+            .bind(crate::feed::WRITER_LOCK.0)
+            .bind(crate::feed::WRITER_LOCK.1)
             .execute(&mut *tx)
             .await?;
         let outcomes = insert_batch(&mut tx, cols, batch.len()).await?;
@@ -388,13 +388,16 @@ async fn insert_batch(
     Ok(outcomes)
 }
 
-/// One lock per account (workspace, integration account) of the batch's events of known types,
-/// taken in one order by every batch (so two batches never wait on each other in a cycle).
+/// The writer's mark, before the transaction writes anything (`feed::WRITER_LOCK`: the feed
+/// waits for the transactions that hold it), and one lock per account (workspace, integration
+/// account) of the batch's events of known types, taken in one order by every batch (so two
+/// batches never wait on each other in a cycle).
 const LOCK_ACCOUNTS: &str = r#"
-select count(pg_advisory_xact_lock(k))
-from (select distinct hashtextextended(ws || chr(31) || acct, 0) as k
-      from unnest($1::text[], $2::text[]) as t(ws, acct)
-      order by 1) keys
+select pg_advisory_xact_lock_shared($3, $4),
+       (select count(pg_advisory_xact_lock(k))
+        from (select distinct hashtextextended(ws || chr(31) || acct, 0) as k
+              from unnest($1::text[], $2::text[]) as t(ws, acct)
+              order by 1) keys)
 "#;
 
 /// A batch as one array per column, the shape `unnest` takes.

@@ -63,7 +63,8 @@ pub struct Metrics {
     pool_idle: Gauge,
     feed_waiting: Gauge,
     feed_items: Counter,
-    /// How long the feed has been held back by one transaction, kept by [`crate::feed::Horizon`].
+    /// How long the feed has been held back by one transaction storing events, kept by
+    /// [`crate::feed::Horizon`].
     pub feed_held_back: crate::feed::HeldBack,
     stream_open: Gauge,
     stream_messages: Counter,
@@ -153,9 +154,9 @@ impl Default for Metrics {
         );
         r.register(
             "feed_held_back_seconds",
-            "While the feed is read, how long the oldest transaction of this database that holds \
-             a transaction id has been seen holding the feed and the streams back (events stored \
-             since it took its id show when it ends)",
+            "While the feed is read, how long the oldest transaction storing events has been seen \
+             holding the feed and the streams back (events stored since it took its id show \
+             when it ends)",
             m.feed_held_back.clone(),
         );
         r.register(

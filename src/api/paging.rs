@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::envelope::id_problem;
 use crate::error::{Error, Result};
-use crate::feed::Elsewhere;
+use crate::feed::PassedOver;
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -437,12 +437,12 @@ impl FeedPosition {
 /// always given).
 pub fn push_feed_keyset<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
-    elsewhere: &Elsewhere,
+    passed_over: &PassedOver,
     after: FeedPosition,
     limit: i64,
 ) {
     qb.push(" and feed_xid < ");
-    elsewhere.push_horizon(qb);
+    passed_over.push_horizon(qb);
     qb.push(" and (feed_xid, feed_seq) > (")
         .push_bind(after.xid)
         .push(", ")

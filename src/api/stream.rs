@@ -46,7 +46,7 @@ use super::extract::{Caller, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
 use crate::error::{Error, Result};
-use crate::feed::{Changes, Elsewhere, Horizon, Notifier};
+use crate::feed::{Changes, Horizon, Notifier, PassedOver};
 use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Readers;
 use crate::store::partitions::REMOVED_ROW;
@@ -150,7 +150,7 @@ impl Selection {
 
     fn query(
         &self,
-        elsewhere: Elsewhere,
+        passed_over: PassedOver,
         after: FeedPosition,
         limit: i64,
         max_bytes: usize,
@@ -163,7 +163,7 @@ impl Selection {
             limit,
             max_bytes,
             wait: Duration::ZERO,
-            elsewhere,
+            passed_over,
         }
     }
 }
@@ -698,7 +698,7 @@ async fn follow_feed(
             if !listening {
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
                 // the end of the feed, cheaply and not at every notification.
-                let end = feed_end(db, &horizon.elsewhere()).await?;
+                let end = feed_end(db, &horizon.passed_over()).await?;
                 known.0.clear(); // the events skipped are not applied to it
                 let mut tail = tailer.tail();
                 if !tail.started || !tail.listened() {
@@ -708,7 +708,7 @@ async fn follow_feed(
                 return Ok::<bool, Error>(false);
             }
             let (rows, more) = Selection::default()
-                .query(horizon.elsewhere(), position, BATCH, MAX_PAGE_BYTES)
+                .query(horizon.passed_over(), position, BATCH, MAX_PAGE_BYTES)
                 .rows(db)
                 .await?;
             let items = known.items(db, rows).await?;
@@ -746,9 +746,9 @@ async fn follow_feed(
 }
 
 /// The position of the last event the feed shows now.
-async fn feed_end(db: &mut PgConnection, elsewhere: &Elsewhere) -> Result<FeedPosition> {
+async fn feed_end(db: &mut PgConnection, passed_over: &PassedOver) -> Result<FeedPosition> {
     let mut qb = QueryBuilder::new("select feed_xid, feed_seq from events where feed_xid < ");
-    elsewhere.push_horizon(&mut qb);
+    passed_over.push_horizon(&mut qb);
     qb.push(" order by feed_xid desc, feed_seq desc limit 1");
     let end: Option<(i64, i64)> = qb.build_query_as().fetch_optional(db).await?;
     Ok(
@@ -832,7 +832,7 @@ async fn open(
         Some((_, position)) => position,
         // Live from now, not from where an idle tailer last looked (up to a second ago): the
         // broadcast items up to the feed's end now are not sent.
-        None => tail_position.max(feed_end(&mut db, &app.horizon.elsewhere()).await?),
+        None => tail_position.max(feed_end(&mut db, &app.horizon.passed_over()).await?),
     };
     drop(db); // the connection goes back: a stream takes one only to catch up
     let follow = Follow {
@@ -991,8 +991,8 @@ impl Follow {
             .app
             .readers
             .with(async |db| {
-                let elsewhere = self.app.horizon.elsewhere();
-                let query = selection.query(elsewhere, position, limit, CATCH_UP_BYTES);
+                let passed_over = self.app.horizon.passed_over();
+                let query = selection.query(passed_over, position, limit, CATCH_UP_BYTES);
                 let (rows, more) = query.rows(db).await?;
                 Ok::<_, Error>((items(db, rows).await?, more))
             })

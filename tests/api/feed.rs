@@ -383,8 +383,9 @@ async fn follow(app: &TestApp, route: &str, mut rng: Rng, done: &AtomicBool) -> 
 /// the events are stored. Every consumer receives every acknowledged event exactly once, all in
 /// the same order, the order a reading from the beginning gives afterwards: an event that had
 /// appeared behind a position already given out would be missing from some consumer's sequence.
-/// A transaction of another database stays open all along, so that the horizon passes over one
-/// (`feed::Elsewhere`) at every read.
+/// A transaction of another database and one of this database that stores no event (an
+/// operator's) stay open all along, so that the horizon passes over both (`feed::PassedOver`) at
+/// every read.
 #[tokio::test]
 async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interleave() {
     let seed = std::env::var("FEED_SEED")
@@ -398,6 +399,13 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
     let mut elsewhere = other.pool().await.begin().await.unwrap();
     sqlx::query("select pg_current_xact_id()")
         .execute(&mut *elsewhere)
+        .await
+        .unwrap();
+    let operator = (*pool.connect_options()).clone().application_name("psql");
+    let operator = PgPool::connect_with(operator).await.unwrap();
+    let mut operator = operator.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *operator)
         .await
         .unwrap();
     let mut config = Config::defaults();
@@ -505,6 +513,7 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
         "the workspace consumer (seed {seed})"
     );
     elsewhere.rollback().await.unwrap();
+    operator.rollback().await.unwrap();
     println!(
         "feed: {} events from 2 instances, {} consumers agreed, in {:?}",
         reference.len(),
