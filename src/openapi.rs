@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "operations", description = "Health and readiness."),
         (name = "pages", description = "For people and their browsers: the dashboard and these docs."),
     ),
-    paths(openapi_document, docs_page, dashboard),
+    paths(openapi_document, docs_page, dashboard, dashboard_workspace, dashboard_account),
     components(schemas(crate::error::Problem, EventTypeFilter)),
     modifiers(&BearerAuth)
 )]
@@ -48,14 +48,37 @@ fn openapi_document() {}
 #[allow(dead_code)]
 fn docs_page() {}
 
-/// The dashboard for people: the overview; `/ui/workspaces/{workspaceId}` and
-/// `/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}` are its other pages, the same
-/// HTML, which reads the JSON routes of this document with the token it asks for.
+/// The dashboard for people: the overview of every workspace and its failing accounts. Its
+/// other pages are the same HTML, which reads the JSON routes of this document with the token
+/// it asks for.
 #[utoipa::path(get, path = "/ui", tag = "pages", responses(
     (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
 ))]
 #[allow(dead_code)]
 fn dashboard() {}
+
+/// The dashboard's page of one workspace: its accounts and its events, live.
+#[utoipa::path(get, path = "/ui/workspaces/{workspaceId}", tag = "pages",
+    params(("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66")),
+    responses(
+        (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
+        (status = 404, description = "The path is not a page: an id that is not UTF-8 once percent-decoded.", body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[allow(dead_code)]
+fn dashboard_workspace() {}
+
+/// The dashboard's page of one account: its state, timeline and events, live.
+#[utoipa::path(get, path = "/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}", tag = "pages",
+    params(
+        ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        ("integrationAccountId" = String, Path, description = "The integration account.", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+    ),
+    responses(
+        (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
+        (status = 404, description = "The path is not a page: an id that is not UTF-8 once percent-decoded.", body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[allow(dead_code)]
+fn dashboard_account() {}
 
 /// The `bearerAuth` scheme of the query routes (SPEC §3.2).
 struct BearerAuth;
@@ -212,6 +235,20 @@ pub mod example {
         ))
     }
 
+    pub fn feed_parameter() -> Value {
+        of(Error::bad_parameter(
+            "limit",
+            "limit must be an integer from 1 to 1000 (got \"0\")",
+        ))
+    }
+
+    pub fn stream_parameter() -> Value {
+        of(Error::bad_parameter(
+            "after",
+            "after is not a position this service gave out; use `next` of an earlier answer",
+        ))
+    }
+
     pub fn no_event() -> Value {
         of(Error::NotFound(format!("no event has hook id {HOOK}")))
     }
@@ -251,6 +288,26 @@ pub mod answers {
         example = json!(super::example::parameter())
     )]
     pub struct BadQuery(#[allow(dead_code)] Problem);
+
+    /// [`BadQuery`] of the feed routes, whose `limit` goes to 1000.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 400,
+        description = "A parameter is invalid or not one the route takes (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).",
+        content_type = "application/problem+json",
+        example = json!(super::example::feed_parameter())
+    )]
+    pub struct BadFeedQuery(#[allow(dead_code)] Problem);
+
+    /// [`BadQuery`] of the streams, which take no `limit`.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 400,
+        description = "A parameter or `Last-Event-ID` is invalid, or a parameter is not one the route takes (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once).",
+        content_type = "application/problem+json",
+        example = json!(super::example::stream_parameter())
+    )]
+    pub struct BadStreamQuery(#[allow(dead_code)] Problem);
 
     /// No usable token.
     #[derive(IntoResponses)]

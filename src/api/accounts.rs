@@ -184,7 +184,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
         ("accountState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose account state is one of these; repeatable and comma-separated.", style = Form, explode),
         ("linkState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose link state is one of these; repeatable and comma-separated.", style = Form, explode),
         ("workspaceId" = Option<String>, Query, description = "Only this workspace's accounts (`403` outside the token's scope).", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$"),
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,
     ),
@@ -330,7 +330,7 @@ pub struct Timeline {
     params(
         ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("integrationAccountId" = String, Path, description = "The integration account.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,
     ),

@@ -354,7 +354,7 @@ impl HistoryQuery {
         ("from" = Option<DateTime<Utc>>, Query, description = "occurredAt at or after this time (RFC 3339)."),
         ("to" = Option<DateTime<Utc>>, Query, description = "occurredAt before this time (RFC 3339)."),
         ("order" = inline(Option<crate::openapi::OrderParam>), Query, description = "`desc` (default, newest first) or `asc`."),
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,
     ),

@@ -108,7 +108,7 @@ pub struct FeedParams {
     /// is kept.
     after: Option<String>,
     /// Items per answer, 1–1000.
-    #[param(minimum = 1, maximum = 1000, example = 100)]
+    #[param(minimum = 1, maximum = 1000, default = 100, example = 100)]
     limit: Option<i64>,
     /// Event types to include: exact types or category prefixes like `sync.*`; repeatable and
     /// comma-separated.
@@ -117,8 +117,9 @@ pub struct FeedParams {
     /// Only this account's events.
     #[param(min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$")]
     integrationAccountId: Option<String>,
-    /// Seconds (0–30) to hold the request when nothing is there yet (long poll).
-    #[param(minimum = 0, maximum = 30, example = 5)]
+    /// Seconds (0–30) to hold the request when nothing is there yet (long poll); 0 answers at
+    /// once.
+    #[param(minimum = 0, maximum = 30, default = 0, example = 5)]
     wait: Option<u64>,
 }
 
@@ -396,7 +397,7 @@ async fn stored_for(
     params(FeedParams),
     responses(
         (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
-        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::BadFeedQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
         crate::openapi::answers::NotLoopback,
@@ -423,7 +424,7 @@ pub async fn feed(
     ),
     responses(
         (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
-        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::BadFeedQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,

@@ -1031,7 +1031,7 @@ impl Follow {
     responses(
         (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
             example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")),
-        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::BadStreamQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
         crate::openapi::answers::NotLoopback,
@@ -1060,7 +1060,7 @@ pub async fn stream(
     responses(
         (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
             example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")),
-        crate::openapi::answers::BadQuery,
+        crate::openapi::answers::BadStreamQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
         crate::openapi::answers::OutOfScope,

@@ -97,7 +97,7 @@ pub struct WorkspacePage {
     path = "/workspaces",
     tag = "status",
     params(
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500.", minimum = 1, maximum = 500, example = 50),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,
     ),

@@ -75,6 +75,9 @@ async fn the_service_serves_the_generated_document_and_the_docs_page() {
             continue;
         }
         pages += 1;
+        let path = path
+            .replace("{workspaceId}", "w")
+            .replace("{integrationAccountId}", "a");
         let answer = client
             .get(format!("{}{path}", app.address))
             .send()
@@ -94,5 +97,5 @@ async fn the_service_serves_the_generated_document_and_the_docs_page() {
             );
         }
     }
-    assert_eq!(pages, 3);
+    assert_eq!(pages, 5);
 }
