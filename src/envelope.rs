@@ -7,18 +7,20 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-/// Longest id (hook, event type, workspace, account) accepted, in characters.
+/// Longest id (hook, event type, workspace, account) accepted, in characters (SPEC §2).
 pub const MAX_ID_CHARS: usize = 255;
-/// Longest id accepted, in bytes of UTF-8. Three ids and a time make one row of the account
-/// history index, and PostgreSQL refuses an index row over 2704 bytes: 255 characters of four
-/// bytes each would not fit, 512 bytes each always do (with room for one more id).
-pub const MAX_ID_BYTES: usize = 512;
+/// Most bytes of UTF-8 an envelope's four ids take together. Up to all four of them make one
+/// row of an index (the latest event of each type of each account; an account's state changes),
+/// and PostgreSQL refuses an index row over 2704 bytes: four ids of 255 four-byte characters
+/// (4,080 bytes) would not fit. Any one id of 255 characters fits beside ordinary others, as do
+/// two of them beside short ones.
+pub const MAX_IDS_BYTES: usize = 2400;
 
 /// How deep arrays and objects nest in a body this service reads, the envelope's object being
 /// the first level: serde_json's parser stops at its recursion limit, one level further.
 const MAX_DEPTH: usize = 127;
 
-/// Why `id` is not an acceptable id (empty, too many characters or too many bytes), if it is not.
+/// Why `id` is not an acceptable id (empty or too many characters), if it is not.
 pub fn id_problem(id: &str) -> Option<String> {
     let chars = id.chars().count();
     if id.is_empty() {
@@ -26,11 +28,6 @@ pub fn id_problem(id: &str) -> Option<String> {
     } else if chars > MAX_ID_CHARS {
         Some(format!(
             "must be at most {MAX_ID_CHARS} characters long (it has {chars})"
-        ))
-    } else if id.len() > MAX_ID_BYTES {
-        Some(format!(
-            "must be at most {MAX_ID_BYTES} bytes long in UTF-8 (it has {})",
-            id.len()
         ))
     } else {
         None
@@ -121,7 +118,7 @@ impl Envelope {
         let source = text(hook, "source", "hook.source")?;
 
         let data = object(root, "data", "data")?;
-        Ok(Envelope {
+        let envelope = Envelope {
             hook_id,
             event_type,
             occurred_at,
@@ -130,7 +127,37 @@ impl Envelope {
                 .ok_or_else(|| required("data.workspaceId"))?,
             integration_account_id: id(data, "integrationAccountId", "data.integrationAccountId")?,
             result: text(data, "result", "data.result")?,
-        })
+        };
+        envelope.check_ids_fit()?;
+        Ok(envelope)
+    }
+
+    /// A `422` naming the longest id when the four come to more than [`MAX_IDS_BYTES`].
+    fn check_ids_fit(&self) -> Result<(), Error> {
+        let ids = [
+            ("hook.id", self.hook_id.as_str()),
+            ("hook.eventType", self.event_type.as_str()),
+            ("data.workspaceId", self.workspace_id.as_str()),
+            (
+                "data.integrationAccountId",
+                self.integration_account_id.as_deref().unwrap_or_default(),
+            ),
+        ];
+        let total: usize = ids.iter().map(|(_, id)| id.len()).sum();
+        if total <= MAX_IDS_BYTES {
+            return Ok(());
+        }
+        // Of equally long ones, the last.
+        let (path, longest) = ids.iter().max_by_key(|(_, id)| id.len()).expect("four ids");
+        Err(invalid(
+            path,
+            format!(
+                "is {} bytes of UTF-8, and the envelope's ids (hook.id, hook.eventType, \
+                 data.workspaceId, data.integrationAccountId) come to {total} together; at most \
+                 {MAX_IDS_BYTES} are stored",
+                longest.len()
+            ),
+        ))
     }
 }
 
@@ -166,7 +193,7 @@ fn text(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Str
     }
 }
 
-/// An optional id: a string of 1 to 255 characters and at most 512 bytes.
+/// An optional id: a string of 1 to 255 characters.
 fn id(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, Error> {
     let Some(s) = text(parent, key, path)? else {
         return Ok(None);
@@ -297,18 +324,39 @@ mod tests {
     }
 
     #[test]
-    fn ids_over_512_bytes_are_refused_naming_the_field() {
-        // 255 characters, but 1,020 bytes: one index row of three such ids would not fit.
+    fn ids_of_255_characters_fit_until_together_they_take_too_many_bytes() {
+        // 255 characters of four bytes each: 1,020 bytes.
         let wide = "\u{1F600}".repeat(255);
+        let account = SEED.replace("4a905074-4dd9-426a-b5a9-cf7c9bb33034", &wide);
         assert_eq!(
-            field_of(&SEED.replace("4a905074-4dd9-426a-b5a9-cf7c9bb33034", &wide)),
-            "data.integrationAccountId"
+            Envelope::parse(account.as_bytes())
+                .unwrap()
+                .integration_account_id,
+            Some(wide.clone())
         );
-        let fits = "\u{1F600}".repeat(128);
-        assert!(id_problem(&fits).is_none(), "512 bytes fit");
+        let two = account.replace("6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66", &wide);
+        assert_eq!(Envelope::parse(two.as_bytes()).unwrap().workspace_id, wide);
+        // A third: 3,060 bytes with the event type.
+        let three = two.replace("c1348091-bd3e-4598-9e7f-5ea457f02e85", &wide);
+        assert_eq!(field_of(&three), "data.integrationAccountId");
+        // To the byte: the seed's ids take 36 + 13 bytes beside the two wide ones; a hook id
+        // bringing the total to MAX_IDS_BYTES fits, one byte more does not.
+        let room = MAX_IDS_BYTES - 2 * wide.len() - "sync.complete".len();
+        let hook = |bytes: usize| format!("{}{}", "é".repeat(bytes / 2), "h".repeat(bytes % 2));
+        let fits = two.replace("c1348091-bd3e-4598-9e7f-5ea457f02e85", &hook(room));
+        assert!(Envelope::parse(fits.as_bytes()).is_ok());
+        let over = two.replace("c1348091-bd3e-4598-9e7f-5ea457f02e85", &hook(room + 1));
+        let err = Envelope::parse(over.as_bytes()).unwrap_err();
+        let Error::InvalidField { path, reason } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            path, "data.integrationAccountId",
+            "the longest (of equals, the last)"
+        );
         assert!(
-            id_problem(&format!("{fits}x")).is_some(),
-            "513 bytes do not"
+            reason.contains(&format!("{}", MAX_IDS_BYTES + 1)),
+            "{reason}"
         );
     }
 

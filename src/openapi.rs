@@ -364,7 +364,7 @@ pub enum OrderParam {
 }
 
 /// One value of the `eventType` filter of a history listing (documentation only): event types
-/// (1 to 255 characters, at most 512 bytes) or category prefixes (`sync.*`), separated by commas, white space
+/// (1 to 255 characters) or category prefixes (`sync.*`), separated by commas, white space
 /// around each ignored, and no other `*` (as `HistoryQuery::parse` reads it).
 pub struct EventTypeFilter;
 
@@ -386,9 +386,9 @@ impl utoipa::PartialSchema for EventTypeFilter {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some(
-                "Event types (`sync.complete`, 1 to 255 characters and at most 512 bytes of \
-                 UTF-8) or category prefixes (`sync.*`), separated by commas; white space \
-                 around each is ignored; at most 32 values in all.",
+                "Event types (`sync.complete`, 1 to 255 characters) or category prefixes \
+                 (`sync.*`), separated by commas; white space around each is ignored; at most \
+                 32 values in all.",
             ))
             .pattern(Some(event_type_filter_pattern()))
             .examples(["sync.*,account.deleted"])
@@ -487,13 +487,13 @@ pub struct CalryWebhook {
 #[allow(non_snake_case)]
 /// `timeStamp` and `timestamp` are added by [`finish`].
 struct Hook {
-    /// The idempotency key: 1 to 255 characters and at most 512 bytes of UTF-8 (like every id
-    /// of the envelope; a longer one is a 422 naming it).
+    /// The idempotency key: 1 to 255 characters (like every id of the envelope; a longer one is
+    /// a 422 naming it). The envelope's four ids take at most 2,400 bytes of UTF-8 together.
     #[schema(min_length = 1, max_length = 255)]
     id: String,
     /// `account.created`, `account.updated`, `account.deleted`, `link.created`,
     /// `link.updated`, `link.deleted`, `sync.complete`, `sync.error`, `sync.paused`; other types
-    /// are stored and shown in history. 1 to 255 characters, at most 512 bytes of UTF-8.
+    /// are stored and shown in history. 1 to 255 characters.
     #[schema(min_length = 1, max_length = 255, example = "sync.complete")]
     eventType: String,
     #[schema(example = "CALRY_WEBHOOK")]
@@ -505,10 +505,10 @@ struct Hook {
 #[allow(dead_code)]
 #[allow(non_snake_case)]
 struct Data {
-    /// 1 to 255 characters, at most 512 bytes of UTF-8.
+    /// 1 to 255 characters.
     #[schema(min_length = 1, max_length = 255)]
     workspaceId: String,
-    /// Events without it appear in history only. 1 to 255 characters, at most 512 bytes of UTF-8.
+    /// Events without it appear in history only. 1 to 255 characters.
     #[schema(min_length = 1, max_length = 255)]
     integrationAccountId: Option<String>,
     /// `SUCCESS` or `FAILURE` as sent; any other string is stored as sent.

@@ -32,12 +32,12 @@ def _problem(response):
 def _documented_refusal(case, response):
     """The rule that makes this refusal of a schema-valid request the documented answer."""
     problem = _problem(response)
-    # An id (in a webhook envelope, or an id filter of a query) of at most 255 characters but over
-    # 512 bytes of UTF-8 is a documented 422 (envelope field) or 400 (parameter): PostgreSQL's
-    # index rows cannot hold three such ids (README, "How a delivery is answered"). JSON Schema's
-    # maxLength counts characters; no schema can bound the bytes.
-    if response.status_code in (400, 422) and "bytes long in UTF-8" in problem.get("detail", ""):
-        return "an id over 512 bytes of UTF-8"
+    # An envelope whose ids, each of at most 255 characters, come to over 2400 bytes of UTF-8
+    # together is a documented 422 naming the longest: PostgreSQL's index rows cannot hold them
+    # (README, "How a delivery is answered"). JSON Schema's maxLength counts characters; no
+    # schema can bound the bytes of several fields together.
+    if response.status_code == 422 and "are stored" in problem.get("detail", ""):
+        return "ids over 2400 bytes of UTF-8 together"
     if response.status_code != 400:
         return None
     # `cursor` is opaque: only a `nextCursor` the service issued is one (README, "Query it"); any

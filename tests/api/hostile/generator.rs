@@ -226,7 +226,7 @@ impl Gen {
     pub(super) fn envelope(&mut self, unique: &str) -> Value {
         let mut hook_id = format!("hostile-{unique}");
         if self.chance(30) {
-            // Ids are opaque: any characters, up to 255 of them (and far fewer than 512 bytes).
+            // Ids are opaque: any characters, up to 255 of them.
             let extra: String = (0..self.rng.below(40)).map(|_| self.char()).collect();
             hook_id.push_str(&extra.replace('\0', "0"));
             hook_id = hook_id.chars().take(MAX_ID_CHARS).collect();

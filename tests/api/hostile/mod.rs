@@ -19,7 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use calry_hooks::envelope::{Envelope, MAX_ID_BYTES, MAX_ID_CHARS};
+use calry_hooks::envelope::{Envelope, MAX_ID_CHARS, MAX_IDS_BYTES};
 use calry_hooks::error::Error;
 use calry_hooks::signature::Verifier;
 use chrono::{DateTime, Datelike, Utc};

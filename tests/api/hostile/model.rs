@@ -110,9 +110,8 @@ pub(super) fn model(value: &Value) -> Expected {
     };
     let absent = |map: &Map<String, Value>, key: &str| map.get(key).is_none_or(Value::is_null);
     let id_ok = |v: &Value| {
-        v.as_str().is_some_and(|s| {
-            (1..=MAX_ID_CHARS).contains(&s.chars().count()) && s.len() <= MAX_ID_BYTES
-        })
+        v.as_str()
+            .is_some_and(|s| (1..=MAX_ID_CHARS).contains(&s.chars().count()))
     };
     // An optional id: absent, null, or an id.
     let opt_id = |map: &Map<String, Value>, key: &str| absent(map, key) || id_ok(&map[key]);
@@ -175,6 +174,21 @@ pub(super) fn model(value: &Value) -> Expected {
     let (hook, occurred_at) = fields.unwrap();
     let data = data.unwrap();
     let text = |map: &Map<String, Value>, key: &str| map.get(key)?.as_str().map(str::to_owned);
+    // The four ids together, named by the longest (of equally long ones, the last).
+    let ids = [
+        ("hook.id", text(hook, "id")),
+        ("hook.eventType", text(hook, "eventType")),
+        ("data.workspaceId", text(data, "workspaceId")),
+        (
+            "data.integrationAccountId",
+            text(data, "integrationAccountId"),
+        ),
+    ];
+    let len = |id: &Option<String>| id.as_deref().map_or(0, str::len);
+    if ids.iter().map(|(_, id)| len(id)).sum::<usize>() > MAX_IDS_BYTES {
+        let (path, _) = ids.iter().max_by_key(|(_, id)| len(id)).unwrap();
+        return Expected::Invalid(vec![path]);
+    }
     Expected::Valid(Fields {
         hook_id: text(hook, "id").unwrap(),
         event_type: text(hook, "eventType").unwrap(),
