@@ -143,8 +143,12 @@ pub const WRITER_LOCK: (i32, i32) = (0x6361_6c72, 0x6665_6564);
 /// Those that can are this database's that hold [`WRITER_LOCK`] (taken before any write, so a
 /// transaction seen with an id and without it never stores an event), those of sessions named
 /// `calry-hooks…` (an instance of a version that took no such lock, during an upgrade, and the
-/// service's own commands), and prepared ones of this database. The lock table names the
-/// session that holds each id, and the session its database; one reading of it serves both.
+/// service's own commands), and prepared ones of this database (whose locks move to no session
+/// one lock partition at a time as they are prepared: telling a writer from the others there is
+/// left undone). The lock table names the session that holds each id, and the session its
+/// database; one reading of it serves both. The oldest's description names the sessions whose
+/// locks it waits for, if any: a writer held up by an operator's open transaction on a row the
+/// service writes holds the feed back, and the operator's session is the one to end.
 const LOOK: &str = "with running as (
          select x::text::bigint as xid from pg_snapshot_xip(pg_current_snapshot()) x
      ), locks as materialized (
@@ -157,21 +161,29 @@ const LOOK: &str = "with running as (
                                    where w.pid = l.pid and w.locktype = 'advisory'
                                      and w.classid = $1 and w.objid = $2 and w.objsubid = 2))
                   as writer,
+                l.pid,
                 format('session %s (application_name %L, user %L)', l.pid,
                        a.application_name, a.usename) as who
            from locks l join pg_stat_activity a on a.pid = l.pid
           where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock'
          union all
-         select transaction, database = current_database(),
+         select transaction, database = current_database(), null,
                 format('prepared transaction %L (owner %L)', gid, owner)
            from pg_prepared_xacts
      ), passed_over as (
          select xid from running
           where (xid % 4294967296)::text in (select xid::text from ids where not writer)
      ), holder as (
-         select xid::text as xid, who from ids where writer order by age(xid) desc limit 1
+         select xid::text as xid, who, pid from ids where writer order by age(xid) desc limit 1
+     ), blockers as (
+         select string_agg(format('session %s (application_name %L, user %L)', b.pid,
+                                  b.application_name, b.usename), ', ') as who
+           from holder h, unnest(pg_blocking_pids(h.pid)) blocker
+           join pg_stat_activity b on b.pid = blocker
      )
-     select array(select xid from passed_over), (select xid from holder), (select who from holder)";
+     select array(select xid from passed_over), (select xid from holder),
+            (select h.who || coalesce(', waiting for the locks of ' || b.who, '')
+               from holder h, blockers b)";
 
 /// Transactions that were running at the horizon's last look and cannot store an event here
 /// (their ids as `feed_xid` holds them): those of other databases of the same server, and those
@@ -306,7 +318,7 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
                         transaction = %h.xid,
                         holder = who.as_deref().unwrap_or_default(),
                         held_ms = held.as_millis() as u64,
-                        "a transaction that stores events is holding the feed and the streams \
+                        "a transaction that may store events is holding the feed and the streams \
                          back: events stored since it took its id show when it ends"
                     );
                 }
@@ -399,5 +411,23 @@ async fn listen(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WRITER_LOCK;
+
+    /// The README tells whoever else stores events the statement to run first: with these keys.
+    #[test]
+    fn the_readme_names_the_writers_lock() {
+        let statement = format!(
+            "pg_advisory_xact_lock_shared({}, {})",
+            WRITER_LOCK.0, WRITER_LOCK.1
+        );
+        assert!(
+            include_str!("../README.md").contains(&statement),
+            "{statement}"
+        );
     }
 }
