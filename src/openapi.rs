@@ -279,11 +279,13 @@ pub mod answers {
 
     use crate::error::Problem;
 
+    const BAD_QUERY: &str = "A parameter is invalid or not one the route takes (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).";
+
     /// A parameter is invalid, or the query costs too much.
     #[derive(IntoResponses)]
     #[response(
         status = 400,
-        description = "A parameter is invalid or not one the route takes (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).",
+        description = BAD_QUERY,
         content_type = "application/problem+json",
         example = json!(super::example::parameter())
     )]
@@ -293,7 +295,7 @@ pub mod answers {
     #[derive(IntoResponses)]
     #[response(
         status = 400,
-        description = "A parameter is invalid or not one the route takes (`parameter` names it; the query string is at most 8192 bytes, `Authorization` given once), or the query ran longer than `CALRY_HOOKS_QUERY_TIMEOUT_MS` (type `urn:calry-hooks:problem:query-too-costly`: narrow it rather than retry it).",
+        description = BAD_QUERY,
         content_type = "application/problem+json",
         example = json!(super::example::feed_parameter())
     )]
