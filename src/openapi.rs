@@ -62,7 +62,7 @@ fn dashboard() {}
     params(("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66")),
     responses(
         (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
-        (status = 404, description = "The path is not a page: an id that is not UTF-8 once percent-decoded.", body = crate::error::Problem, content_type = "application/problem+json"),
+        answers::NotAPage,
 ))]
 #[allow(dead_code)]
 fn dashboard_workspace() {}
@@ -75,7 +75,7 @@ fn dashboard_workspace() {}
     ),
     responses(
         (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
-        (status = 404, description = "The path is not a page: an id that is not UTF-8 once percent-decoded.", body = crate::error::Problem, content_type = "application/problem+json"),
+        answers::NotAPage,
 ))]
 #[allow(dead_code)]
 fn dashboard_account() {}
@@ -343,6 +343,15 @@ pub mod answers {
         example = json!(super::example::not_loopback())
     )]
     pub struct NotLoopback(#[allow(dead_code)] Problem);
+
+    /// A dashboard path with an id that is no page.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 404,
+        description = "The path is not a page: an id that is not UTF-8 once percent-decoded.",
+        content_type = "application/problem+json"
+    )]
+    pub struct NotAPage(#[allow(dead_code)] Problem);
 
     /// The service cannot answer now.
     #[derive(IntoResponses)]
