@@ -5,7 +5,12 @@
 //!   counted from the opening of a new connection, or on a kept-alive one from the first byte of
 //!   the next request.
 //! - An answer may wait for its client to take any of its bytes for `idle_timeout`; then the
-//!   connection is closed (what a page not read holds is freed: `api::unsent`).
+//!   connection is closed (what a page not read holds is freed: `api::unsent`). Bytes taken are
+//!   counted by the kernel's acknowledgements, not by our writes: Linux reports a full socket
+//!   writable only once much of its buffer (megabytes on a fast network) has drained, which a
+//!   client reading steadily but slowly takes longer than the timeout to do.
+//! - Once the service is asked to stop, an answer whose client has taken none of its bytes for
+//!   [`STOP_GRACE`] ends at once; answers being read are let finish.
 //! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is
 //!   reached: a connection that comes then closes every kept-alive connection sitting idle, and
 //!   takes a freed place (as nginx reuses idle keep-alive connections), so that idle connections
@@ -18,6 +23,7 @@
 //! The body of a webhook has its own timeout, in the route (`CALRY_HOOKS_BODY_TIMEOUT_SECS`).
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -54,6 +60,10 @@ pub fn long_lived_places(max_connections: usize) -> usize {
     max_connections - DELIVERY_ROOM.min(max_connections / 2)
 }
 
+/// While the service stops, how long an answer may wait for its client to take any byte.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the bytes a stalled answer's client has acknowledged are counted.
+const PROGRESS_LOOK: Duration = Duration::from_millis(500);
 /// The head timeout of an overflow connection.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection that finds the cap reached waits for an idle one to make room.
@@ -224,6 +234,8 @@ async fn connection(
     // A stream writes message after message: with Nagle's algorithm each small write would wait
     // for the client's acknowledgement of the one before (40 ms, delayed).
     let _ = stream.set_nodelay(true);
+    // Valid while `conn` below owns the stream, which outlives every use of it here.
+    let socket = stream.as_raw_fd();
     let keep_alive = room_wanted.is_some();
     let clock = Arc::new(Clock::new());
     let service = {
@@ -255,7 +267,7 @@ async fn connection(
     tokio::pin!(conn);
     let mut stopping = false;
     loop {
-        let deadline = clock.deadline(&limits);
+        let deadline = clock.deadline(&limits, stopping);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(err) = result {
@@ -271,7 +283,10 @@ async fn connection(
                 }
             }
             () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                if clock.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                if clock.stalled() {
+                    clock.look_for_progress(unacknowledged(socket));
+                }
+                if clock.expired(&limits, stopping) {
                     if clock.stalled() {
                         tracing::debug!("connection closed: its client took none of the answer within the idle timeout");
                     } else {
@@ -319,8 +334,8 @@ struct ClockState {
     idle_since: Instant,
     /// When the head now awaited began to arrive (for a new connection: when it was opened).
     head_started: Option<Instant>,
-    /// Since when an answer's bytes wait for the client to take any (its socket is full).
-    stalled_since: Option<Instant>,
+    /// Whether an answer's bytes wait for its client to take some (its socket is full).
+    stalled: Option<Stall>,
 }
 
 impl Clock {
@@ -331,7 +346,7 @@ impl Clock {
                 busy: 0,
                 idle_since: now,
                 head_started: Some(now),
-                stalled_since: None,
+                stalled: None,
             }),
             changed: Notify::new(),
         }
@@ -350,15 +365,17 @@ impl Clock {
 
     /// Whether the client has taken no byte of an answer since its socket last filled.
     fn stalled(&self) -> bool {
-        self.state().stalled_since.is_some()
+        self.state().stalled.is_some()
     }
 
-    /// When the connection is to be closed unless something happens: the idle timeout after
-    /// the client last took no byte of an answer, else none while it answers.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    /// When to look at the connection again: for a stalled answer, at the next
+    /// [`PROGRESS_LOOK`] or when its wait ends; else none while it answers, or when the head or
+    /// idle timeout ends.
+    fn deadline(&self, limits: &Limits, stopping: bool) -> Option<Instant> {
         let state = self.state();
-        if let Some(since) = state.stalled_since {
-            return Some(since + limits.idle_timeout);
+        if let Some(stall) = &state.stalled {
+            let end = stall.since + stall_wait(limits, stopping);
+            return Some(end.min(stall.looked + PROGRESS_LOOK));
         }
         if state.busy > 0 {
             return None;
@@ -369,18 +386,49 @@ impl Clock {
         })
     }
 
-    /// A write to the client's socket was taken (`false`), or found it full (`true`).
-    fn wrote(&self, pending: bool) {
+    /// Whether the connection is to be closed now.
+    fn expired(&self, limits: &Limits, stopping: bool) -> bool {
+        let now = Instant::now();
+        if let Some(stall) = &self.state().stalled {
+            return stall.since + stall_wait(limits, stopping) <= now;
+        }
+        self.deadline(limits, stopping).is_some_and(|d| d <= now)
+    }
+
+    /// A write to the client's socket was taken (`None`), or found it full (`Some`, with
+    /// the bytes the client had not yet acknowledged, when the kernel tells).
+    fn wrote(&self, full: Option<Option<u32>>) {
         let mut state = self.state();
-        match (pending, state.stalled_since) {
-            (true, None) => {
-                state.stalled_since = Some(Instant::now());
+        match (full, &state.stalled) {
+            (Some(unacknowledged), None) => {
+                let now = Instant::now();
+                state.stalled = Some(Stall {
+                    since: now,
+                    looked: now,
+                    unacknowledged,
+                });
                 drop(state);
                 self.changed.notify_one();
             }
-            (false, Some(_)) => state.stalled_since = None,
+            (None, Some(_)) => state.stalled = None,
             _ => {}
         }
+    }
+
+    /// Restarts a stall's wait if its client has acknowledged bytes since the last look.
+    fn look_for_progress(&self, unacknowledged: Option<u32>) {
+        let mut state = self.state();
+        let Some(stall) = state.stalled.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if let (Some(before), Some(left)) = (stall.unacknowledged, unacknowledged)
+            && left < before
+        {
+            stall.since = now;
+        }
+        stall.looked = now;
+        stall.unacknowledged = unacknowledged;
     }
 
     /// Bytes came in: when the connection was idle, the head timeout now runs.
@@ -391,6 +439,24 @@ impl Clock {
             drop(state);
             self.changed.notify_one();
         }
+    }
+}
+
+/// An answer waiting for its client to take some of its bytes.
+struct Stall {
+    /// Since when the client has taken none.
+    since: Instant,
+    /// When the bytes it had not acknowledged were last counted, and how many.
+    looked: Instant,
+    unacknowledged: Option<u32>,
+}
+
+/// How long a client may take no byte of an answer before its connection is closed.
+fn stall_wait(limits: &Limits, stopping: bool) -> Duration {
+    if stopping {
+        limits.idle_timeout.min(STOP_GRACE)
+    } else {
+        limits.idle_timeout
     }
 }
 
@@ -478,7 +544,11 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.clock.wrote(written.is_pending());
+        this.clock.wrote(
+            written
+                .is_pending()
+                .then(|| unacknowledged(this.stream.as_raw_fd())),
+        );
         written
     }
 
@@ -489,7 +559,11 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.clock.wrote(written.is_pending());
+        this.clock.wrote(
+            written
+                .is_pending()
+                .then(|| unacknowledged(this.stream.as_raw_fd())),
+        );
         written
     }
 
@@ -504,4 +578,20 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
+}
+
+/// The bytes written to a TCP socket that its peer has not yet acknowledged (sent or not), on
+/// Linux; elsewhere `None`, and a stalled answer is closed at its deadline whatever its client
+/// took.
+#[cfg(target_os = "linux")]
+fn unacknowledged(socket: RawFd) -> Option<u32> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) only writes the one int it is given.
+    let done = unsafe { libc::ioctl(socket, libc::TIOCOUTQ, &mut queued) };
+    (done == 0).then(|| u32::try_from(queued).ok()).flatten()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unacknowledged(_: RawFd) -> Option<u32> {
+    None
 }

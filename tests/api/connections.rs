@@ -509,12 +509,10 @@ async fn ask_and_read_nothing(address: &str, path: &str) -> TcpStream {
     stream
 }
 
-#[tokio::test]
-async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
-    use calry_hooks::api::unsent::BUDGET;
-    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 15).await;
+/// Stores `n` events of about 200 KB each in workspace `w`.
+async fn store_big_events(app: &crate::helpers::TestApp, n: usize) {
     let filler = "f".repeat(200_000);
-    for i in 0..25 {
+    for i in 0..n {
         let mut body = crate::helpers::event(
             &format!("big-{i:02}"),
             "w",
@@ -525,6 +523,13 @@ async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
         body["data"]["filler"] = serde_json::json!(filler);
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
+}
+
+#[tokio::test]
+async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
+    use calry_hooks::api::unsent::BUDGET;
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 15).await;
+    store_big_events(&app, 25).await;
     // A page of 20 events, about 4 MB.
     let page = "/workspaces/w/events?limit=500";
     let whole = app.client.get(format!("{}{page}", app.address));
@@ -578,4 +583,61 @@ async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
     let response = response.await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().len(), length);
+}
+
+#[tokio::test]
+async fn a_client_reading_slowly_but_steadily_gets_its_whole_page() {
+    // Linux reports a full socket writable only once much of its buffer has drained: at this
+    // pace that takes longer than the idle timeout, although the client never stops reading.
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 1).await;
+    store_big_events(&app, 20).await;
+    let page = "/workspaces/w/events?limit=500";
+    let whole = app.get(page).await.bytes().await.unwrap().len();
+    let mut stream = ask_and_read_nothing(&app.address, page).await;
+    // The socket fills; then the client reads 1 KB every 50 ms for 5 s, then the rest at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !received.ends_with(b"]}") && started.elapsed() < Duration::from_secs(60) {
+        let slow = started.elapsed() < Duration::from_secs(5);
+        let want = if slow {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            1000
+        } else {
+            buf.len()
+        };
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[..want])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no byte within 5 s"),
+        }
+    }
+    let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
+    assert_eq!(
+        received.len() - head,
+        whole,
+        "after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_page_left_unread_does_not_hold_up_a_stop() {
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 60).await;
+    store_big_events(&app, 20).await;
+    let unread = ask_and_read_nothing(&app.address, "/workspaces/w/events?limit=500").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    app.stop_keeping_database().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(unread);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
