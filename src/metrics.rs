@@ -75,6 +75,9 @@ pub struct Metrics {
     replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Readers`].
     pub pool_waiting: Gauge,
+    /// Bytes of large answers held until their clients read them, kept by
+    /// [`crate::api::unsent`].
+    pub unsent_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +93,7 @@ impl Default for Metrics {
             pool_size: Gauge::default(),
             pool_idle: Gauge::default(),
             pool_waiting: Gauge::default(),
+            unsent_bytes: Gauge::default(),
             feed_waiting: Gauge::default(),
             feed_items: Counter::default(),
             feed_held_back: Default::default(),
@@ -180,6 +184,12 @@ impl Default for Metrics {
              from (primary or replica; a read the replica failed and the primary answered counts \
              on both)",
             m.query_reads.clone(),
+        );
+        r.register(
+            "unsent_bytes",
+            "Bytes of answers over 64 KiB held until their clients read them (at most 256 MiB, \
+             a quarter of it per client; past that such an answer is a 503)",
+            m.unsent_bytes.clone(),
         );
         r.register(
             "db_pool_waiting",

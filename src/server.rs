@@ -236,12 +236,17 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     // Valid while `conn` below owns the stream, which outlives every use of it here.
     let socket = stream.as_raw_fd();
+    // The client's address, for routes that share something between clients (`api::unsent`).
+    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
     let keep_alive = room_wanted.is_some();
     let clock = Arc::new(Clock::new());
     let service = {
         let clock = clock.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let busy = Busy::start(clock.clone());
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             let app = app.clone();
             async move {
                 let response = app.oneshot(request.map(Body::new)).await?;

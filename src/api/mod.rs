@@ -139,7 +139,7 @@ pub fn router(state: AppState) -> Router {
     ));
     api.layer(axum::Extension(documented))
         .layer(axum::middleware::from_fn_with_state(
-            unsent::Unsent::default(),
+            unsent::Unsent::new(state.metrics.unsent_bytes.clone()),
             unsent::within_budget,
         ))
         .layer(axum::middleware::from_fn_with_state(

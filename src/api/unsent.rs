@@ -3,22 +3,26 @@
 //! hyper takes an answer's body frame by frame, and only while less than its buffer waits to be
 //! written (`server`). An answer larger than that (a page of big events) is kept here instead
 //! and handed on in [`CHUNK`]s, so that its bytes are counted while its client has not taken
-//! them: together, the answers held at once take at most [`BUDGET`] bytes. One that finds no room
-//! is a `503` at once (retried, it is built again), since answers that waited for room would be
-//! held outside it: what is built at once is bounded by the query connections. A client
-//! that takes none of an answer's bytes for the idle timeout has its connection closed
-//! (`server`), which frees what its answer held.
+//! them: together, the answers held at once take at most [`BUDGET`] bytes, and those of one
+//! client (one bearer token, or without one one address) at most [`SHARE`], so that no client
+//! can keep the others from reading. One that finds no room is a `503` at once (retried, it is
+//! built again), since answers that waited for room would be held outside it: what is built at
+//! once is bounded by the query connections. A client that takes none of an answer's bytes for
+//! the idle timeout has its connection closed (`server`), which frees what its answer held.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::events::MAX_PAGE_BYTES;
 use crate::error::Error;
@@ -28,18 +32,107 @@ pub const BUDGET: usize = 64 * MAX_PAGE_BYTES;
 /// The size of the pieces an answer is handed to hyper in; smaller answers are handed whole.
 pub const CHUNK: usize = 64 * 1024;
 
-/// What is left of [`BUDGET`], shared by the routes of one router.
-#[derive(Clone)]
-pub struct Unsent(Arc<Semaphore>);
+/// Most bytes of answers one client holds at once: a quarter of [`BUDGET`].
+pub const SHARE: usize = BUDGET / 4;
 
-impl Default for Unsent {
-    fn default() -> Unsent {
-        Unsent(Arc::new(Semaphore::new(BUDGET)))
+/// Who an answer is held for: its bearer token (hashed), or without one its client's address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    Token(u64),
+    Address(IpAddr),
+    Unknown,
+}
+
+impl Holder {
+    fn of(request: &Request) -> Holder {
+        if let Ok(Some(token)) = crate::auth::presented(request.headers()) {
+            let mut hasher = DefaultHasher::new();
+            token.hash(&mut hasher);
+            return Holder::Token(hasher.finish());
+        }
+        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => Holder::Address(peer.ip()),
+            None => Holder::Unknown,
+        }
+    }
+}
+
+/// The bytes held, in all and per [`Holder`], shared by the routes of one router; the total is
+/// also the gauge `calry_hooks_unsent_bytes`.
+#[derive(Clone)]
+pub struct Unsent {
+    held: Arc<Mutex<Ledger>>,
+    gauge: Gauge,
+}
+
+#[derive(Default)]
+struct Ledger {
+    total: usize,
+    by_holder: HashMap<Holder, usize>,
+}
+
+impl Unsent {
+    pub fn new(gauge: Gauge) -> Unsent {
+        Unsent {
+            held: Arc::default(),
+            gauge,
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `bytes` more for `holder`, or the reason there is no room.
+    fn take(&self, holder: Holder, bytes: usize) -> Result<Taken, &'static str> {
+        let mut ledger = self.ledger();
+        let mine = ledger.by_holder.get(&holder).copied().unwrap_or(0);
+        if mine + bytes > SHARE {
+            return Err(
+                "this client's large answers not yet read take its share of the service's \
+                 memory; read them, or retry later",
+            );
+        }
+        if ledger.total + bytes > BUDGET {
+            return Err(
+                "too many large answers are waiting for their clients to read them; retry later",
+            );
+        }
+        ledger.total += bytes;
+        *ledger.by_holder.entry(holder).or_default() += bytes;
+        self.gauge.set(ledger.total as i64);
+        Ok(Taken {
+            unsent: self.clone(),
+            holder,
+            bytes,
+        })
+    }
+}
+
+/// Bytes of the budget taken for one answer, given back when dropped.
+struct Taken {
+    unsent: Unsent,
+    holder: Holder,
+    bytes: usize,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let mut ledger = self.unsent.ledger();
+        ledger.total -= self.bytes;
+        if let Some(mine) = ledger.by_holder.get_mut(&self.holder) {
+            *mine -= self.bytes;
+            if *mine == 0 {
+                ledger.by_holder.remove(&self.holder);
+            }
+        }
+        self.unsent.gauge.set(ledger.total as i64);
     }
 }
 
 /// Middleware: an answer over [`CHUNK`] bytes is held within the budget until it is sent.
 pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next: Next) -> Response {
+    let holder = Holder::of(&request);
     let response = next.run(request).await;
     let Some(len) = response.body().size_hint().exact() else {
         return response; // a stream: it bounds what it holds itself
@@ -47,13 +140,11 @@ pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next:
     if len <= CHUNK as u64 {
         return response;
     }
-    let wanted = u32::try_from(len.min(BUDGET as u64)).unwrap_or(u32::MAX);
+    let wanted = usize::try_from(len).unwrap_or(usize::MAX).min(SHARE);
     // No wait: answers built while they waited would be held outside the budget.
-    let Ok(permit) = unsent.0.clone().try_acquire_many_owned(wanted) else {
-        return Error::unavailable(
-            "too many large answers are waiting for their clients to read them; retry later",
-        )
-        .into_response();
+    let taken = match unsent.take(holder, wanted) {
+        Ok(taken) => taken,
+        Err(why) => return Error::unavailable(why).into_response(),
     };
     let (parts, body) = response.into_parts();
     match axum::body::to_bytes(body, usize::MAX).await {
@@ -61,7 +152,7 @@ pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next:
             parts,
             Body::new(Held {
                 bytes,
-                permit: Some(permit),
+                taken: Some(taken),
             }),
         ),
         Err(err) => Error::Internal {
@@ -75,7 +166,7 @@ pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next:
 /// An answer's bytes and its share of the budget, released with the last chunk.
 struct Held {
     bytes: Bytes,
-    permit: Option<OwnedSemaphorePermit>,
+    taken: Option<Taken>,
 }
 
 impl HttpBody for Held {
@@ -95,7 +186,7 @@ impl HttpBody for Held {
         let chunk = Bytes::copy_from_slice(&this.bytes[..n]);
         if n == this.bytes.len() {
             this.bytes = Bytes::new();
-            this.permit = None;
+            this.taken = None;
         } else {
             this.bytes = this.bytes.slice(n..);
         }

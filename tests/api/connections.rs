@@ -2,6 +2,7 @@
 //! connections and more connections than it serves, against the real binary over real sockets.
 //! Every wait is bounded.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -495,15 +496,32 @@ async fn streams_and_long_polls_leave_room_for_deliveries() {
 
 /// Opens a connection whose client reads little (a small receive window) and asks `path` on it;
 /// returns it with nothing of the answer read.
-async fn ask_and_read_nothing(address: &str, path: &str) -> TcpStream {
+async fn ask_and_read_nothing(address: &str, path: &str, from: IpAddr) -> TcpStream {
+    ask_with_and_read_nothing(address, path, from, "").await
+}
+
+/// [`ask_and_read_nothing`] with more header lines (`name: value\r\n` each).
+async fn ask_with_and_read_nothing(
+    address: &str,
+    path: &str,
+    from: IpAddr,
+    headers: &str,
+) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind((from, 0).into()).unwrap();
     let mut stream = socket
         .connect(host(address).parse().unwrap())
         .await
         .unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", host(address)).as_bytes())
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nhost: {}\r\n{headers}\r\n",
+                host(address)
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
     stream
@@ -525,6 +543,66 @@ async fn store_big_events(app: &crate::helpers::TestApp, n: usize) {
     }
 }
 
+/// A loopback address of its own for a client.
+fn local(k: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, k])
+}
+
+/// Waits until the large answers held for their clients take `bytes` (their requests answered),
+/// for at most 30 s.
+async fn held(app: &crate::helpers::TestApp, bytes: usize) {
+    let started = Instant::now();
+    let mut now = 0.0;
+    while started.elapsed() < Duration::from_secs(30) {
+        now = app.metric("calry_hooks_unsent_bytes").await;
+        if now == bytes as f64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{now} bytes held after 30 s, not {bytes}");
+}
+
+/// The problem answered to a request for `page` from `from`, which must be a `503`.
+async fn refused_page(address: &str, page: &str, from: IpAddr) -> serde_json::Value {
+    let client = reqwest::Client::builder()
+        .local_address(from)
+        .build()
+        .unwrap();
+    let response = client.get(format!("{address}{page}")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn clients_behind_one_address_have_a_share_each_by_their_token() {
+    use calry_hooks::api::unsent::BUDGET;
+    let app = crate::helpers::spawn_app().await;
+    store_big_events(&app, 20).await;
+    let mut tokens = Vec::new();
+    for name in ["first", "second"] {
+        let created = calry_hooks::auth::create(&app.pool, name, true, &[]).await;
+        tokens.push(created.unwrap().token);
+    }
+    let page = "/workspaces/w/events?limit=500";
+    let ask = |token: &str| {
+        let request = app.client.get(format!("{}{page}", app.address));
+        request.bearer_auth(token).send()
+    };
+    let length = ask(&tokens[1]).await.unwrap().bytes().await.unwrap().len();
+    let bearer = format!("authorization: Bearer {}\r\n", tokens[0]);
+    let mut unread = Vec::new();
+    for _ in 0..BUDGET / 4 / length {
+        unread.push(ask_with_and_read_nothing(&app.address, page, local(1), &bearer).await);
+    }
+    held(&app, unread.len() * length).await;
+    let refused = ask(&tokens[0]).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let answered = ask(&tokens[1]).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.bytes().await.unwrap().len(), length);
+}
+
 #[tokio::test]
 async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
     use calry_hooks::api::unsent::BUDGET;
@@ -536,31 +614,30 @@ async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
     let length = whole.send().await.unwrap().bytes().await.unwrap().len();
     assert!(length > 4_000_000, "{length}");
 
-    // As many unread pages as the budget holds.
+    // One client (here, one address) holds at most its share of the budget with pages it
+    // does not read...
+    let per_client = BUDGET / 4 / length;
     let mut unread = Vec::new();
-    for _ in 0..BUDGET / length {
-        unread.push(ask_and_read_nothing(&app.address, page).await);
+    for _ in 0..per_client {
+        unread.push(ask_and_read_nothing(&app.address, page, local(2)).await);
     }
-    // Once the budget is taken, another large page waits for room and is then refused, while
-    // a small page is answered at once.
-    let small = (app.client).get(format!("{}/workspaces/w/events?limit=1", app.address));
-    let started = Instant::now();
-    let mut refused = None;
-    while refused.is_none() && started.elapsed() < Duration::from_secs(30) {
-        let response = app
-            .client
-            .get(format!("{}{page}", app.address))
-            .send()
-            .await
-            .unwrap();
-        match response.status().as_u16() {
-            200 => tokio::time::sleep(Duration::from_millis(100)).await,
-            503 => refused = Some(response),
-            other => panic!("{other}"),
+    held(&app, unread.len() * length).await;
+    let problem = refused_page(&app.address, page, local(2)).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("its share"),
+        "{problem}"
+    );
+    // ...while other clients are answered, until together they hold the whole budget.
+    for k in 3.. {
+        if unread.len() == BUDGET / length {
+            break;
+        }
+        for _ in 0..per_client.min(BUDGET / length - unread.len()) {
+            unread.push(ask_and_read_nothing(&app.address, page, local(k)).await);
         }
     }
-    let refused = refused.expect("a 503 once the unread pages hold the budget");
-    let problem: serde_json::Value = refused.json().await.unwrap();
+    held(&app, unread.len() * length).await;
+    let problem = refused_page(&app.address, page, local(99)).await;
     assert!(
         problem["detail"]
             .as_str()
@@ -568,6 +645,8 @@ async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
             .contains("waiting for their clients to read them"),
         "{problem}"
     );
+    // A small page is answered at once.
+    let small = (app.client).get(format!("{}/workspaces/w/events?limit=1", app.address));
     assert_eq!(small.send().await.unwrap().status(), 200);
 
     // A client that takes none of its answer for the idle timeout is disconnected, which frees
@@ -593,7 +672,7 @@ async fn a_client_reading_slowly_but_steadily_gets_its_whole_page() {
     store_big_events(&app, 20).await;
     let page = "/workspaces/w/events?limit=500";
     let whole = app.get(page).await.bytes().await.unwrap().len();
-    let mut stream = ask_and_read_nothing(&app.address, page).await;
+    let mut stream = ask_and_read_nothing(&app.address, page, local(1)).await;
     // The socket fills; then the client reads 1 KB every 50 ms for 5 s, then the rest at once.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
@@ -626,7 +705,8 @@ async fn a_client_reading_slowly_but_steadily_gets_its_whole_page() {
 async fn a_page_left_unread_does_not_hold_up_a_stop() {
     let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 60).await;
     store_big_events(&app, 20).await;
-    let unread = ask_and_read_nothing(&app.address, "/workspaces/w/events?limit=500").await;
+    let unread = ask_and_read_nothing(&app.address, "/workspaces/w/events?limit=500", local(1));
+    let unread = unread.await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     app.stop_keeping_database().await;
