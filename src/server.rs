@@ -9,6 +9,9 @@
 //!   counted by the kernel's acknowledgements, not by our writes: Linux reports a full socket
 //!   writable only once much of its buffer (megabytes on a fast network) has drained, which a
 //!   client reading steadily but slowly takes longer than the timeout to do.
+//!   An answer is waited for until its client has acknowledged its last byte, which may be long
+//!   after it is whole in the socket's buffer: only then does a kept-alive connection count as
+//!   idle.
 //! - Once the service is asked to stop, an answer whose client has taken none of its bytes for
 //!   [`STOP_GRACE`] ends at once; answers being read are let finish.
 //! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is
@@ -282,7 +285,7 @@ async fn connection(
             }
             () = clock.changed.notified() => {}
             () = wanted(room_wanted.as_deref()) => {
-                if clock.idle() {
+                if clock.idle() && unacknowledged(socket).unwrap_or(0) == 0 {
                     tracing::debug!("connection closed: idle while the connection cap is reached");
                     return;
                 }
@@ -290,6 +293,9 @@ async fn connection(
             () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 if clock.stalled() {
                     clock.look_for_progress(unacknowledged(socket));
+                } else if clock.idle() && !stopping && let Some(n @ 1..) = unacknowledged(socket) {
+                    clock.draining(n);
+                    continue;
                 }
                 if clock.expired(&limits, stopping) {
                     if clock.stalled() {
@@ -411,6 +417,7 @@ impl Clock {
                     since: now,
                     looked: now,
                     unacknowledged,
+                    draining: false,
                 });
                 drop(state);
                 self.changed.notify_one();
@@ -418,6 +425,19 @@ impl Clock {
             (None, Some(_)) => state.stalled = None,
             _ => {}
         }
+    }
+
+    /// The connection's last answer is whole in the socket's buffer but `unacknowledged` bytes
+    /// of it are not yet with the client: it is waited for as a stalled answer is, until the
+    /// next request.
+    fn draining(&self, unacknowledged: u32) {
+        let now = Instant::now();
+        self.state().stalled = Some(Stall {
+            since: now,
+            looked: now,
+            unacknowledged: Some(unacknowledged),
+            draining: true,
+        });
     }
 
     /// Restarts a stall's wait if its client has acknowledged bytes since the last look.
@@ -441,6 +461,9 @@ impl Clock {
         let mut state = self.state();
         if state.busy == 0 && state.head_started.is_none() {
             state.head_started = Some(Instant::now());
+            if state.stalled.as_ref().is_some_and(|stall| stall.draining) {
+                state.stalled = None;
+            }
             drop(state);
             self.changed.notify_one();
         }
@@ -454,6 +477,9 @@ struct Stall {
     /// When the bytes it had not acknowledged were last counted, and how many.
     looked: Instant,
     unacknowledged: Option<u32>,
+    /// Whether it is the last answer's bytes in the socket's buffer, with no request in
+    /// progress (see [`Clock::draining`]).
+    draining: bool,
 }
 
 /// How long a client may take no byte of an answer before its connection is closed.
@@ -474,6 +500,9 @@ impl Busy {
             let mut state = clock.state();
             state.busy += 1;
             state.head_started = None;
+            if state.stalled.as_ref().is_some_and(|stall| stall.draining) {
+                state.stalled = None;
+            }
         }
         clock.changed.notify_one();
         Busy(clock)
