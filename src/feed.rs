@@ -82,14 +82,20 @@ impl Changes {
 
 impl Notifier {
     /// Starts listening on a connection of its own (made like `options`'); the task ends when
-    /// the last [`Notifier`] is dropped.
-    pub fn start(options: PgConnectOptions, tokens: Arc<TokenCache>) -> Notifier {
+    /// the last [`Notifier`] is dropped, or when the service starts to stop (streams and long
+    /// polls end then; a private cluster stopped after it would be reported as trouble).
+    pub fn start(
+        options: PgConnectOptions,
+        tokens: Arc<TokenCache>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Notifier {
         let (news, changes) = watch::channel(0u64);
         let (token_news, token_changes) = watch::channel(0u64);
         tokio::spawn(async move {
             tokio::select! {
                 () = listen(options, &news, &token_news, &tokens) => {}
                 () = news.closed() => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
             }
             tokens.forget(false);
         });

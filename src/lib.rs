@@ -90,10 +90,14 @@ impl App {
             )
         });
         let tokens = Arc::new(auth::TokenCache::default());
-        let notifier = feed::Notifier::start((*pool.connect_options()).clone(), tokens.clone());
+        let (stop, stopping) = watch::channel(false);
+        let notifier = feed::Notifier::start(
+            (*pool.connect_options()).clone(),
+            tokens.clone(),
+            stopping.clone(),
+        );
         let horizon = feed::Horizon::start(readers.clone(), metrics.feed_held_back.clone());
         let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone(), horizon.clone());
-        let (stop, stopping) = watch::channel(false);
         Ok(App {
             stop,
             state: AppState::new(api::Shared {

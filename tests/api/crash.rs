@@ -393,3 +393,39 @@ async fn a_private_cluster_killed_under_the_service_is_started_again() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&log);
 }
+
+/// A stop on a private cluster is quiet: nothing the service runs reports the cluster's own
+/// shutdown as trouble (the listener for new events did, on most stops).
+#[tokio::test]
+async fn a_stop_on_a_private_cluster_logs_no_warning() {
+    let dir = crate::helpers::scratch("quiet-stop", "");
+    let log = dir.with_extension("log");
+    let storage = Storage::DataDir(dir.clone());
+    let service = start(&storage, &log).await;
+    let delivered = reqwest::Client::new()
+        .post(format!("{}/webhooks/calry", service.address))
+        .json(&event(
+            "quiet",
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 201);
+    stop_gracefully(service).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("private PostgreSQL cluster stopped"),
+        "{text}"
+    );
+    let stopping = text.find("shutting down").expect("the stop is logged");
+    let warnings: Vec<&str> = (text[stopping..].lines())
+        .filter(|l| l.contains(" WARN "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+}
