@@ -13,7 +13,9 @@
 //!   after it is whole in the socket's buffer: only then does a kept-alive connection count as
 //!   idle.
 //! - Once the service is asked to stop, an answer whose client has taken none of its bytes for
-//!   [`STOP_GRACE`] ends at once; answers being read are let finish.
+//!   [`STOP_GRACE`] ends at once; answers being read are let finish. A client reading from its
+//!   own kernel's buffer is seen only when that buffer frees enough to reopen its window (about
+//!   95 KB on loopback): the grace is long enough for readers of about 10 KB/s there.
 //! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is
 //!   reached: a connection that comes then closes every kept-alive connection sitting idle, and
 //!   takes a freed place (as nginx reuses idle keep-alive connections), so that idle connections
@@ -64,7 +66,7 @@ pub fn long_lived_places(max_connections: usize) -> usize {
 }
 
 /// While the service stops, how long an answer may wait for its client to take any byte.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often the bytes a stalled answer's client has acknowledged are counted.
 const PROGRESS_LOOK: Duration = Duration::from_millis(500);
 /// The head timeout of an overflow connection.
@@ -299,7 +301,13 @@ async fn connection(
                 }
                 if clock.expired(&limits, stopping) {
                     if clock.stalled() {
-                        tracing::debug!("connection closed: its client took none of the answer within the idle timeout");
+                        let waited = stall_wait(&limits, stopping).as_secs();
+                        let peer = peer.map(|p| p.0.to_string()).unwrap_or_default();
+                        if stopping {
+                            tracing::info!(%peer, "connection closed while stopping: its client took no byte of the answer for {waited} s");
+                        } else {
+                            tracing::info!(%peer, "connection closed: its client took no byte of the answer for {waited} s");
+                        }
                     } else {
                         tracing::debug!("connection closed: no request within the timeout");
                     }
@@ -447,6 +455,12 @@ impl Clock {
             return;
         };
         let now = Instant::now();
+        if stall.draining && unacknowledged == Some(0) {
+            // The last answer is all with the client: the connection is idle from now.
+            state.stalled = None;
+            state.idle_since = now;
+            return;
+        }
         if let (Some(before), Some(left)) = (stall.unacknowledged, unacknowledged)
             && left < before
         {
