@@ -357,7 +357,7 @@ pub mod answers {
     #[derive(IntoResponses)]
     #[response(
         status = 503,
-        description = "The database is unreachable, no connection for queries came free within 3 s (`CALRY_HOOKS_QUERY_CONNECTIONS`), or the service's connection cap is reached (`CALRY_HOOKS_MAX_CONNECTIONS`; streams and waiting long polls may take all of it but 64 connections, kept for deliveries and short queries), or answers over 64 KiB that their clients have not read yet hold 256 MiB together (a large page is then refused at once); ask again after `Retry-After` seconds.",
+        description = "The database is unreachable, no connection for queries came free within 3 s (`CALRY_HOOKS_QUERY_CONNECTIONS`), or the service's connection cap is reached (`CALRY_HOOKS_MAX_CONNECTIONS`; streams and waiting long polls may take all of it but 64 connections, kept for deliveries and short queries), or answers over 64 KiB that their clients have not read yet hold 256 MiB together, or this client's (its bearer token, or without one its address) hold a quarter of that (a large page is then refused at once); ask again after `Retry-After` seconds.",
         content_type = "application/problem+json",
         headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")),
         example = json!(super::example::unavailable())
