@@ -277,6 +277,15 @@ async fn connection(
     tokio::pin!(conn);
     let mut stopping = false;
     loop {
+        // An answer whole in the socket's buffers but not yet with its client is waited for as
+        // a stalled one is, from the moment it is written: the connection is idle after that.
+        if !stopping
+            && clock.idle()
+            && !clock.stalled()
+            && let Some(n @ 1..) = unacknowledged(socket)
+        {
+            clock.draining(n);
+        }
         let deadline = clock.deadline(&limits, stopping);
         tokio::select! {
             result = conn.as_mut() => {
@@ -295,9 +304,6 @@ async fn connection(
             () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 if clock.stalled() {
                     clock.look_for_progress(unacknowledged(socket));
-                } else if clock.idle() && !stopping && let Some(n @ 1..) = unacknowledged(socket) {
-                    clock.draining(n);
-                    continue;
                 }
                 if clock.expired(&limits, stopping) {
                     if clock.stalled() {

@@ -784,6 +784,44 @@ async fn a_page_read_slowly_when_the_service_stops_is_let_finish() {
     stopped.await.unwrap();
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_a_page_already_in_the_buffers_is_closed_after_the_timeout() {
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 4).await;
+    store_big_events(&app, 20).await;
+    let page = "/workspaces/w/events?limit=500";
+    let whole = app.get(page).await.bytes().await.unwrap().len();
+    // The kernel's own buffers: the whole page is in them at once.
+    let mut stream = TcpStream::connect(host(&app.address)).await.unwrap();
+    let ask = format!(
+        "GET {page} HTTP/1.1\r\nhost: {}\r\n\r\n",
+        host(&app.address)
+    );
+    stream.write_all(ask.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while received.len() < 300_000 {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        received.extend_from_slice(&buf[..n]);
+    }
+    // Nothing read for 1.5 timeouts: the connection is closed one timeout after the client's
+    // last acknowledgement (it was two, counted from when the page was written), so what the
+    // kernel still holds arrives at once, followed by the end of the connection.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let resumed = Instant::now();
+    let (_, rest) = wait_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("closed");
+    received.extend_from_slice(&rest);
+    let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
+    assert_eq!(received.len() - head, whole);
+    assert!(
+        resumed.elapsed() < Duration::from_secs(1),
+        "closed {:?} after reading resumed",
+        resumed.elapsed()
+    );
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
