@@ -741,20 +741,27 @@ async fn a_page_left_unread_does_not_hold_up_a_stop() {
     drop(unread);
 }
 
-#[tokio::test]
-async fn a_page_read_slowly_when_the_service_stops_is_let_finish() {
-    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 60).await;
-    store_big_events(&app, 20).await;
+/// Stores 20 events of about 200 KB in workspace `w` and asks for the 4 MB page of them on a
+/// connection with the kernel's own buffers; returns it and the page's length.
+async fn big_page_asked(app: &crate::helpers::TestApp) -> (TcpStream, usize) {
+    store_big_events(app, 20).await;
     let page = "/workspaces/w/events?limit=500";
     let whole = app.get(page).await.bytes().await.unwrap().len();
-    // With the kernel's own receive buffer, which at this pace reopens its window (and so
-    // acknowledges more of the answer) only every few seconds.
     let mut stream = TcpStream::connect(host(&app.address)).await.unwrap();
     let ask = format!(
         "GET {page} HTTP/1.1\r\nhost: {}\r\n\r\n",
         host(&app.address)
     );
     stream.write_all(ask.as_bytes()).await.unwrap();
+    (stream, whole)
+}
+
+#[tokio::test]
+async fn a_page_read_slowly_when_the_service_stops_is_let_finish() {
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 60).await;
+    // With the kernel's own receive buffer, which at this pace reopens its window (and so
+    // acknowledges more of the answer) only every few seconds.
+    let (mut stream, whole) = big_page_asked(&app).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stopped = tokio::spawn(app.stop_keeping_database());
     // 1 KB every 50 ms for 15 s, then the rest.
@@ -787,16 +794,8 @@ async fn a_page_read_slowly_when_the_service_stops_is_let_finish() {
 #[tokio::test]
 async fn a_client_that_stops_reading_a_page_already_in_the_buffers_is_closed_after_the_timeout() {
     let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 4).await;
-    store_big_events(&app, 20).await;
-    let page = "/workspaces/w/events?limit=500";
-    let whole = app.get(page).await.bytes().await.unwrap().len();
     // The kernel's own buffers: the whole page is in them at once.
-    let mut stream = TcpStream::connect(host(&app.address)).await.unwrap();
-    let ask = format!(
-        "GET {page} HTTP/1.1\r\nhost: {}\r\n\r\n",
-        host(&app.address)
-    );
-    stream.write_all(ask.as_bytes()).await.unwrap();
+    let (mut stream, whole) = big_page_asked(&app).await;
     let mut received = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while received.len() < 300_000 {
