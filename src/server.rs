@@ -309,11 +309,8 @@ async fn connection(
                     if clock.stalled() {
                         let waited = stall_wait(&limits, stopping).as_secs();
                         let peer = peer.map(|p| p.0.to_string()).unwrap_or_default();
-                        if stopping {
-                            tracing::info!(%peer, "connection closed while stopping: its client took no byte of the answer for {waited} s");
-                        } else {
-                            tracing::info!(%peer, "connection closed: its client took no byte of the answer for {waited} s");
-                        }
+                        let when = if stopping { " while stopping" } else { "" };
+                        tracing::info!(%peer, "connection closed{when}: its client took no byte of the answer for {waited} s");
                     } else {
                         tracing::debug!("connection closed: no request within the timeout");
                     }
@@ -426,13 +423,7 @@ impl Clock {
         let mut state = self.state();
         match (full, &state.stalled) {
             (Some(unacknowledged), None) => {
-                let now = Instant::now();
-                state.stalled = Some(Stall {
-                    since: now,
-                    looked: now,
-                    unacknowledged,
-                    draining: false,
-                });
+                state.stalled = Some(Stall::new(unacknowledged, false));
                 drop(state);
                 self.changed.notify_one();
             }
@@ -445,13 +436,7 @@ impl Clock {
     /// of it are not yet with the client: it is waited for as a stalled answer is, until the
     /// next request.
     fn draining(&self, unacknowledged: u32) {
-        let now = Instant::now();
-        self.state().stalled = Some(Stall {
-            since: now,
-            looked: now,
-            unacknowledged: Some(unacknowledged),
-            draining: true,
-        });
+        self.state().stalled = Some(Stall::new(Some(unacknowledged), true));
     }
 
     /// Restarts a stall's wait if its client has acknowledged bytes since the last look.
@@ -481,11 +466,19 @@ impl Clock {
         let mut state = self.state();
         if state.busy == 0 && state.head_started.is_none() {
             state.head_started = Some(Instant::now());
-            if state.stalled.as_ref().is_some_and(|stall| stall.draining) {
-                state.stalled = None;
-            }
+            state.end_drain();
             drop(state);
             self.changed.notify_one();
+        }
+    }
+}
+
+impl ClockState {
+    /// A request begins: the last answer's bytes still in the socket's buffer are no longer
+    /// waited for as such ([`Clock::draining`]); the new request's own timeouts run.
+    fn end_drain(&mut self) {
+        if self.stalled.as_ref().is_some_and(|stall| stall.draining) {
+            self.stalled = None;
         }
     }
 }
@@ -500,6 +493,18 @@ struct Stall {
     /// Whether it is the last answer's bytes in the socket's buffer, with no request in
     /// progress (see [`Clock::draining`]).
     draining: bool,
+}
+
+impl Stall {
+    fn new(unacknowledged: Option<u32>, draining: bool) -> Stall {
+        let now = Instant::now();
+        Stall {
+            since: now,
+            looked: now,
+            unacknowledged,
+            draining,
+        }
+    }
 }
 
 /// How long a client may take no byte of an answer before its connection is closed.
@@ -520,9 +525,7 @@ impl Busy {
             let mut state = clock.state();
             state.busy += 1;
             state.head_started = None;
-            if state.stalled.as_ref().is_some_and(|stall| stall.draining) {
-                state.stalled = None;
-            }
+            state.end_drain();
         }
         clock.changed.notify_one();
         Busy(clock)
