@@ -529,17 +529,22 @@ async fn ask_with_and_read_nothing(
 
 /// Stores `n` events of about 200 KB each in workspace `w`.
 async fn store_big_events(app: &crate::helpers::TestApp, n: usize) {
-    let filler = "f".repeat(200_000);
-    for i in 0..n {
-        let mut body = crate::helpers::event(
-            &format!("big-{i:02}"),
-            "w",
-            Some("a"),
-            "sync.complete",
-            "2024-01-01T00:00:00Z",
-        );
-        body["data"]["filler"] = serde_json::json!(filler);
-        assert_eq!(app.deliver(&body).await.status(), 201);
+    let events = crate::helpers::padded_events("big", "w", n, 200_000);
+    let statuses = crate::helpers::deliver_all(app, events, 4).await;
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
+}
+
+/// Reads at most `want` bytes of `stream` onto `received` (within 5 s); `false` once the
+/// connection has ended.
+async fn read_some(stream: &mut TcpStream, received: &mut Vec<u8>, want: usize) -> bool {
+    let mut buf = vec![0u8; want];
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => false,
+        Ok(Ok(n)) => {
+            received.extend_from_slice(&buf[..n]);
+            true
+        }
+        Err(_) => panic!("no byte within 5 s"),
     }
 }
 
@@ -679,7 +684,6 @@ async fn a_client_reading_slowly_but_steadily_gets_its_whole_page() {
     let body = |received: &Vec<u8>| {
         find(received, b"\r\n\r\n").map_or(0, |head| received.len() - head - 4)
     };
-    let mut buf = vec![0u8; 64 * 1024];
     let mut slow_since = Some(started);
     while body(&received) < whole.len() {
         // The socket is full: the client reads 1 KB every 50 ms for 5 s, then quickly until
@@ -695,14 +699,12 @@ async fn a_client_reading_slowly_but_steadily_gets_its_whole_page() {
             }
             Some(since) if since == started => {
                 slow_since = None;
-                buf.len()
+                64 * 1024
             }
-            _ => buf.len(),
+            _ => 64 * 1024,
         };
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[..want])).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("no byte within 5 s"),
+        if !read_some(&mut stream, &mut received, want).await {
+            break;
         }
     }
     let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
@@ -767,18 +769,15 @@ async fn a_page_read_slowly_when_the_service_stops_is_let_finish() {
     // 1 KB every 50 ms for 15 s, then the rest.
     let started = Instant::now();
     let mut received = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let want = if started.elapsed() < Duration::from_secs(15) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             1000
         } else {
-            buf.len()
+            64 * 1024
         };
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[..want])).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("no byte within 5 s"),
+        if !read_some(&mut stream, &mut received, want).await {
+            break;
         }
     }
     let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
@@ -797,11 +796,11 @@ async fn a_client_that_stops_reading_a_page_already_in_the_buffers_is_closed_aft
     // The kernel's own buffers: the whole page is in them at once.
     let (mut stream, whole) = big_page_asked(&app).await;
     let mut received = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     while received.len() < 300_000 {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed early");
-        received.extend_from_slice(&buf[..n]);
+        assert!(
+            read_some(&mut stream, &mut received, 64 * 1024).await,
+            "closed early"
+        );
     }
     // Nothing read for 1.5 timeouts: the connection is closed one timeout after the client's
     // last acknowledgement (it was two, counted from when the page was written), so what the
