@@ -698,7 +698,7 @@ async fn follow_feed(
             if !listening {
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
                 // the end of the feed, cheaply and not at every notification.
-                let end = feed_end(db, &horizon.passed_over()).await?;
+                let (end, _) = feed_end(db, &horizon.passed_over()).await?;
                 known.0.clear(); // the events skipped are not applied to it
                 let mut tail = tailer.tail();
                 if !tail.started || !tail.listened() {
@@ -745,18 +745,53 @@ async fn follow_feed(
     }
 }
 
-/// The position of the last event the feed shows now.
-async fn feed_end(db: &mut PgConnection, passed_over: &PassedOver) -> Result<FeedPosition> {
-    let mut qb = QueryBuilder::new("select feed_xid, feed_seq from events where feed_xid < ");
+/// The position of the last event the feed shows now, and what was committed now: the feed
+/// stops at its horizon, and events committed past it (while an older writer still runs) come
+/// after that position though they were stored before.
+async fn feed_end(
+    db: &mut PgConnection,
+    passed_over: &PassedOver,
+) -> Result<(FeedPosition, Committed)> {
+    let mut qb = QueryBuilder::new(
+        "select e.feed_xid, e.feed_seq,
+                pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
+                array(select x::text::bigint from pg_snapshot_xip(s) x)
+           from pg_current_snapshot() s
+           left join lateral (select feed_xid, feed_seq from events where feed_xid < ",
+    );
     passed_over.push_horizon(&mut qb);
-    qb.push(" order by feed_xid desc, feed_seq desc limit 1");
-    let end: Option<(i64, i64)> = qb.build_query_as().fetch_optional(db).await?;
-    Ok(
-        end.map_or(FeedPosition::BEGINNING, |(xid, seq)| FeedPosition {
-            xid,
-            seq,
-        }),
-    )
+    qb.push(" order by feed_xid desc, feed_seq desc limit 1) e on true");
+    let (xid, seq, xmin, xmax, running): (Option<i64>, Option<i64>, i64, i64, Vec<i64>) =
+        qb.build_query_as().fetch_one(db).await?;
+    let end = match (xid, seq) {
+        (Some(xid), Some(seq)) => FeedPosition { xid, seq },
+        _ => FeedPosition::BEGINNING,
+    };
+    Ok((
+        end,
+        Committed {
+            xmin,
+            xmax,
+            running,
+        },
+    ))
+}
+
+/// The transactions committed when a live stream opened (its snapshot): their events were
+/// stored before it, and are not sent.
+struct Committed {
+    /// Every transaction below this one had ended.
+    xmin: i64,
+    /// No transaction from this one on had.
+    xmax: i64,
+    /// Those between that were still running.
+    running: Vec<i64>,
+}
+
+impl Committed {
+    fn holds(&self, xid: i64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.running.contains(&xid))
+    }
 }
 
 /// The query parameters of both stream routes (documentation only).
@@ -828,11 +863,15 @@ async fn open(
         .tailer
         .subscribe(selection.workspace_id.as_deref())
         .await;
-    let start = match start {
-        Some((_, position)) => position,
+    let (start, committed) = match start {
+        Some((_, position)) => (position, None),
         // Live from now, not from where an idle tailer last looked (up to a second ago): the
-        // broadcast items up to the feed's end now are not sent.
-        None => tail_position.max(feed_end(&mut db, &app.horizon.passed_over()).await?),
+        // broadcast items up to the feed's end now are not sent, nor those after it that were
+        // committed already.
+        None => {
+            let (end, committed) = feed_end(&mut db, &app.horizon.passed_over()).await?;
+            (tail_position.max(end), Some(committed))
+        }
     };
     drop(db); // the connection goes back: a stream takes one only to catch up
     let follow = Follow {
@@ -841,6 +880,7 @@ async fn open(
         presented: caller.presented,
         token_changes: app.notifier.token_changes(),
         position: start,
+        committed,
         app: app.clone(),
         selection,
         receiver,
@@ -880,6 +920,9 @@ struct Follow {
     receiver: broadcast::Receiver<Arc<Item>>,
     /// The last item sent, or about to be (the backlog's last).
     position: FeedPosition,
+    /// For a stream opened live, what was committed when it opened: not sent, until the
+    /// position is past every transaction of it.
+    committed: Option<Committed>,
     /// The broadcast holds the items after this position; those before come from the store.
     tail_position: FeedPosition,
     /// Items read from the store and not sent yet.
@@ -942,7 +985,7 @@ impl Follow {
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
                 Ok(Ok(item)) if item.position > self.position => {
-                    if !self.selection.passes(&item) {
+                    if !self.selection.passes(&item) || self.stored_before_open(item.position) {
                         self.position = item.position;
                     } else if item.in_store {
                         // Read from the store, and with it what follows it there.
@@ -1008,8 +1051,25 @@ impl Follow {
         // Read to the end: the broadcast has the rest. Read to where a filtered read stopped
         // looking: nothing before there passed (however far past the broadcast's start).
         self.position = self.position.max(more.unwrap_or(self.tail_position));
-        self.backlog.extend(items);
+        for item in items {
+            if !self.stored_before_open(item.position) {
+                self.backlog.push_back(item);
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the event at `position` was committed before this live stream opened; forgets
+    /// what was then once positions are past it.
+    fn stored_before_open(&mut self, position: FeedPosition) -> bool {
+        let Some(committed) = &self.committed else {
+            return false;
+        };
+        if position.xid >= committed.xmax {
+            self.committed = None;
+            return false;
+        }
+        committed.holds(position.xid)
     }
 }
 

@@ -707,6 +707,31 @@ async fn a_live_stream_sends_nothing_stored_before_it_opened() {
     }
 }
 
+/// Nor one the feed does not show yet, because an older transaction still runs: it was
+/// committed, and acknowledged, before the stream opened. (The stream began at the feed's end,
+/// and sent it once the older transaction ended.)
+#[tokio::test]
+async fn a_live_stream_sends_nothing_committed_before_it_opened_behind_an_older_transaction() {
+    let app = spawn_app().await;
+    let mut hold = app.pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let before = event("before", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&before).await.status(), 201);
+    let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    let after = event("after", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&after).await.status(), 201);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.commit().await.unwrap();
+    let first = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a message");
+    assert_eq!(first.data["hookId"], "after");
+}
+
 /// Event types of every category, and one of none, for the random tests.
 const TYPES: [&str; 8] = [
     "account.created",
