@@ -156,8 +156,10 @@ impl App {
             shutdown.await;
             let _ = stop.send(true);
         });
+        let open = server::Open::default();
+        let still_open = open.clone();
         let drain = async move {
-            server::serve(listener, router, overflow, limits, graceful).await?;
+            server::serve(listener, router, overflow, limits, open, graceful).await?;
             writers.finish().await;
             Ok(())
         };
@@ -168,7 +170,12 @@ impl App {
         tokio::select! {
             result = drain => result,
             () = deadline => {
-                tracing::warn!(timeout = ?SHUTDOWN_TIMEOUT, "shutdown timed out with requests in flight");
+                // Named, for the clients cut short (a page read slowly, a stalled request).
+                let connections = match still_open.describe() {
+                    open if open.is_empty() => "none".to_owned(),
+                    open => open.join(", "),
+                };
+                tracing::warn!(timeout = ?SHUTDOWN_TIMEOUT, connections, "shutdown timed out with requests in flight");
                 Ok(())
             }
         }

@@ -27,7 +27,9 @@
 //!
 //! The body of a webhook has its own timeout, in the route (`CALRY_HOOKS_BODY_TIMEOUT_SECS`).
 
+use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -153,12 +155,13 @@ fn open_file_limit() -> Option<u64> {
 
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting, lets every
 /// connection finish its request in flight, and returns once all are closed. `overflow` answers
-/// the connections let in past the cap.
+/// the connections let in past the cap; `open` lists the connections open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     overflow: Router,
     limits: Limits,
+    open: Open,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let regular = Arc::new(Semaphore::new(limits.max_connections));
@@ -182,6 +185,10 @@ pub async fn serve(
             },
             () = stopped(&mut stop) => break,
         };
+        let place = Place {
+            open: open.clone(),
+            stop: stop.clone(),
+        };
         if let Ok(permit) = regular.clone().try_acquire_owned() {
             tokio::spawn(connection(
                 stream,
@@ -189,21 +196,21 @@ pub async fn serve(
                 limits,
                 Some(room_wanted.clone()),
                 permit,
-                stop.clone(),
+                place,
             ));
         } else if let Ok(extra_permit) = extra.clone().try_acquire_owned() {
             // Idle kept-alive connections close; one of their places is taken if freed soon.
             room_wanted.notify_waiters();
             let (regular, app, overflow) = (regular.clone(), app.clone(), overflow.clone());
-            let (room_wanted, stop) = (room_wanted.clone(), stop.clone());
+            let room_wanted = room_wanted.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(RECLAIM_WAIT, regular.acquire_owned()).await {
                     Ok(Ok(permit)) => {
                         drop(extra_permit);
-                        connection(stream, app, limits, Some(room_wanted), permit, stop).await;
+                        connection(stream, app, limits, Some(room_wanted), permit, place).await;
                     }
                     _ => {
-                        connection(stream, overflow, overflow_limits, None, extra_permit, stop)
+                        connection(stream, overflow, overflow_limits, None, extra_permit, place)
                             .await;
                     }
                 }
@@ -234,7 +241,7 @@ async fn connection(
     limits: Limits,
     room_wanted: Option<Arc<Notify>>,
     _permit: OwnedSemaphorePermit,
-    mut stop: watch::Receiver<bool>,
+    Place { open, mut stop }: Place,
 ) {
     // A stream writes message after message: with Nagle's algorithm each small write would wait
     // for the client's acknowledgement of the one before (40 ms, delayed).
@@ -245,6 +252,7 @@ async fn connection(
     let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
     let keep_alive = room_wanted.is_some();
     let clock = Arc::new(Clock::new());
+    let _listed = open.add(peer.map(|p| p.0), clock.clone());
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -322,6 +330,71 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// What a connection is given besides its socket and router: the list of open connections to
+/// be on, and the service's stop.
+struct Place {
+    open: Open,
+    stop: watch::Receiver<bool>,
+}
+
+/// The connections open, with their clients' addresses: what a stop that runs out of time cuts
+/// is named in the log.
+#[derive(Clone, Default)]
+pub struct Open(Arc<Mutex<OpenList>>);
+
+#[derive(Default)]
+struct OpenList {
+    next: u64,
+    connections: HashMap<u64, (Option<SocketAddr>, Arc<Clock>)>,
+}
+
+impl Open {
+    fn add(&self, peer: Option<SocketAddr>, clock: Arc<Clock>) -> Listed {
+        let mut list = self.list();
+        let id = list.next;
+        list.next += 1;
+        list.connections.insert(id, (peer, clock));
+        Listed(self.clone(), id)
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, OpenList> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each open connection's client and what it waits for, e.g. `127.0.0.1:41234 (taking an
+    /// answer)`, by address.
+    pub fn describe(&self) -> Vec<String> {
+        let mut described: Vec<String> = self
+            .list()
+            .connections
+            .values()
+            .map(|(peer, clock)| {
+                let peer = peer.map_or_else(|| "an unknown address".to_owned(), |p| p.to_string());
+                let state = clock.state();
+                let doing = if state.stalled.is_some() {
+                    "taking an answer"
+                } else if state.busy > 0 {
+                    "a request in progress"
+                } else {
+                    "idle"
+                };
+                format!("{peer} ({doing})")
+            })
+            .collect();
+        described.sort();
+        described
+    }
+}
+
+/// A connection's entry in [`Open`], removed when the connection ends.
+struct Listed(Open, u64);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.0.list().connections.remove(&self.1);
     }
 }
 

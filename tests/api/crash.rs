@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::process::Child;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -427,5 +429,52 @@ async fn a_stop_on_a_private_cluster_logs_no_warning() {
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// A stop that runs out of time names the clients it cuts short: here one sending a delivery's
+/// body a byte every half second, under a body timeout longer than the stop's 30 s.
+#[tokio::test]
+async fn a_stop_that_runs_out_of_time_names_the_clients_it_cuts_short() {
+    let db = TestDb::create().await;
+    let log = crate::helpers::scratch("cut-stop", ".log");
+    let mut cmd = binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_BODY_TIMEOUT_SECS", "120");
+    let (mut child, address) = start_binary(cmd, &log).await;
+    let host = address.trim_start_matches("http://");
+    let mut sender = TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST /webhooks/calry HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n"
+    );
+    sender.write_all(head.as_bytes()).await.unwrap();
+    let sender_address = sender.local_addr().unwrap().to_string();
+    let stop_sent = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    let stopped = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Taken by the kernel whether or not the service reads them (an error once it exited).
+        let _ = sender.write_all(b" ").await;
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stop_sent.elapsed() < Duration::from_secs(60), "not stopped");
+    };
+    assert!(stopped.success(), "{stopped:?}");
+    assert!(
+        stop_sent.elapsed() > Duration::from_secs(29),
+        "stopped after {:?}",
+        stop_sent.elapsed()
+    );
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("shutdown timed out"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        warning.contains(&format!("{sender_address} (a request in progress)")),
+        "{warning}"
+    );
     let _ = std::fs::remove_file(&log);
 }
