@@ -441,6 +441,15 @@ async fn a_stop_that_runs_out_of_time_names_the_clients_it_cuts_short() {
     let mut cmd = binary(Some(&db.name));
     cmd.env("CALRY_HOOKS_BODY_TIMEOUT_SECS", "120");
     let (mut child, address) = start_binary(cmd, &log).await;
+    let in_flight = async || {
+        let url = format!("{address}/metrics");
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let sample = text
+            .lines()
+            .find_map(|l| l.strip_prefix("calry_hooks_http_requests_in_flight "));
+        sample.map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = in_flight().await;
     let host = address.trim_start_matches("http://");
     let mut sender = TcpStream::connect(host).await.unwrap();
     let head = format!(
@@ -449,6 +458,12 @@ async fn a_stop_that_runs_out_of_time_names_the_clients_it_cuts_short() {
     );
     sender.write_all(head.as_bytes()).await.unwrap();
     let sender_address = sender.local_addr().unwrap().to_string();
+    // Stopped once the delivery has begun (else it is not in flight, and the stop is at once).
+    let waiting = Instant::now();
+    while in_flight().await < before + 1.0 {
+        assert!(waiting.elapsed() < Duration::from_secs(10), "not begun");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stop_sent = Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
