@@ -214,6 +214,37 @@ impl PassedOver {
     }
 }
 
+/// Where a read of the feed ends.
+#[derive(Clone, Debug)]
+pub enum FeedEnd {
+    /// At the horizon, past these transactions: what is final now.
+    Horizon(PassedOver),
+    /// With this transaction: a read of the feed already found its events, and all before
+    /// them, final (a stream catching up to its tailer's position). Later reads do not count
+    /// on the horizon for them: it moves back when a transaction passed over turns out to be a
+    /// writer after all (it takes the writer's lock, or is prepared), and the events the tailer
+    /// sent before are still to be read up to there.
+    Through(i64),
+}
+
+impl Default for FeedEnd {
+    fn default() -> FeedEnd {
+        FeedEnd::Horizon(PassedOver::default())
+    }
+}
+
+impl FeedEnd {
+    /// Pushes the `feed_xid` below which the read shows events.
+    pub fn push(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+        match self {
+            FeedEnd::Horizon(passed_over) => passed_over.push_horizon(qb),
+            FeedEnd::Through(xid) => {
+                qb.push_bind(xid.saturating_add(1));
+            }
+        }
+    }
+}
+
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);
 

@@ -22,7 +22,7 @@ use super::events::{EVENT_COLUMNS, Event, EventFilter, MAX_PAGE_BYTES};
 use super::extract::{Caller, WorkspacePath, access_now};
 use super::paging::{FeedPosition, Page, Params, push_feed_keyset};
 use crate::error::{Error, Result};
-use crate::feed::PassedOver;
+use crate::feed::FeedEnd;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -136,8 +136,9 @@ pub struct FeedQuery {
     /// Payload bytes read at a time (or one event, when that is larger).
     pub max_bytes: usize,
     pub wait: Duration,
-    /// What the feed's horizon passes over ([`crate::feed::Horizon::passed_over`]).
-    pub passed_over: PassedOver,
+    /// Where the read ends: at the horizon, past what it passes over
+    /// ([`crate::feed::Horizon::passed_over`]).
+    pub end: FeedEnd,
 }
 
 /// A long poll's `wait`: 0 to [`MAX_WAIT_SECS`] whole seconds, 0 when absent.
@@ -175,7 +176,7 @@ impl FeedQuery {
             limit: params.limit_within(DEFAULT_LIMIT, MAX_LIMIT)?,
             max_bytes: MAX_PAGE_BYTES,
             wait: wait(params)?,
-            passed_over: PassedOver::default(),
+            end: FeedEnd::default(),
         })
     }
 
@@ -209,7 +210,7 @@ impl FeedQuery {
                 .push_bind(until.seq)
                 .push(")");
         }
-        push_feed_keyset(qb, &self.passed_over, self.after, self.limit);
+        push_feed_keyset(qb, &self.end, self.after, self.limit);
     }
 
     /// The last of the events of the index past `after` that a filtered read looks at (at most
@@ -221,7 +222,7 @@ impl FeedQuery {
         if let Some(workspace_id) = &self.workspace_id {
             qb.push(" and workspace_id = ").push_bind(workspace_id);
         }
-        push_feed_keyset(&mut qb, &self.passed_over, self.after, SCAN);
+        push_feed_keyset(&mut qb, &self.end, self.after, SCAN);
         qb.push(") s order by feed_xid desc, feed_seq desc limit 1");
         let end: Option<(i64, i64, bool)> = qb.build_query_as().fetch_optional(db).await?;
         Ok(end.map(|(xid, seq, full)| (FeedPosition { xid, seq }, full)))
@@ -313,7 +314,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
     let mut otherwise = query.after;
     let mut place = None;
     loop {
-        query.passed_over = app.horizon.passed_over();
+        query.end = FeedEnd::Horizon(app.horizon.passed_over());
         let (page, next, looked_to) = query.read(&mut db, otherwise).await?;
         let now = Instant::now();
         if !page.items.is_empty() || now >= deadline {

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::envelope::id_problem;
 use crate::error::{Error, Result};
-use crate::feed::PassedOver;
+use crate::feed::FeedEnd;
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -437,12 +437,12 @@ impl FeedPosition {
 /// always given).
 pub fn push_feed_keyset<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
-    passed_over: &PassedOver,
+    end: &FeedEnd,
     after: FeedPosition,
     limit: i64,
 ) {
     qb.push(" and feed_xid < ");
-    passed_over.push_horizon(qb);
+    end.push(qb);
     qb.push(" and (feed_xid, feed_seq) > (")
         .push_bind(after.xid)
         .push(", ")

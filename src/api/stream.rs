@@ -46,7 +46,7 @@ use super::extract::{Caller, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
 use crate::error::{Error, Result};
-use crate::feed::{Changes, Horizon, Notifier, PassedOver};
+use crate::feed::{Changes, FeedEnd, Horizon, Notifier, PassedOver};
 use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Readers;
 use crate::store::partitions::REMOVED_ROW;
@@ -148,13 +148,7 @@ impl Selection {
         )
     }
 
-    fn query(
-        &self,
-        passed_over: PassedOver,
-        after: FeedPosition,
-        limit: i64,
-        max_bytes: usize,
-    ) -> FeedQuery {
+    fn query(&self, end: FeedEnd, after: FeedPosition, limit: i64, max_bytes: usize) -> FeedQuery {
         FeedQuery {
             workspace_id: self.workspace_id.clone(),
             scope: self.scope.clone(),
@@ -163,7 +157,7 @@ impl Selection {
             limit,
             max_bytes,
             wait: Duration::ZERO,
-            passed_over,
+            end,
         }
     }
 }
@@ -708,7 +702,12 @@ async fn follow_feed(
                 return Ok::<bool, Error>(false);
             }
             let (rows, more) = Selection::default()
-                .query(horizon.passed_over(), position, BATCH, MAX_PAGE_BYTES)
+                .query(
+                    FeedEnd::Horizon(horizon.passed_over()),
+                    position,
+                    BATCH,
+                    MAX_PAGE_BYTES,
+                )
                 .rows(db)
                 .await?;
             let items = known.items(db, rows).await?;
@@ -1030,12 +1029,14 @@ impl Follow {
     /// over.
     async fn catch_up(&mut self) -> Result<()> {
         let (selection, position, limit) = (&self.selection, self.position, self.catch_up_rows);
+        let tail_position = self.tail_position;
         let (items, more) = self
             .app
             .readers
             .with(async |db| {
-                let passed_over = self.app.horizon.passed_over();
-                let query = selection.query(passed_over, position, limit, CATCH_UP_BYTES);
+                // Up to the tailer's position, which its own read found final.
+                let end = FeedEnd::Through(tail_position.xid);
+                let query = selection.query(end, position, limit, CATCH_UP_BYTES);
                 let (rows, more) = query.rows(db).await?;
                 Ok::<_, Error>((items(db, rows).await?, more))
             })

@@ -732,6 +732,64 @@ async fn a_live_stream_sends_nothing_committed_before_it_opened_behind_an_older_
     assert_eq!(first.data["hookId"], "after");
 }
 
+/// A stream resumed while a transaction the feed passed over turns out to be a writer (it
+/// takes the writer's lock): the horizon moves back before events the tailer already sent, and
+/// the stream still sends them. (Its read from the store stopped at the horizon, and it went on
+/// from the tailer's position, past them for good.)
+#[tokio::test]
+async fn a_resumed_stream_sends_what_the_tailer_sent_though_the_horizon_moved_back() {
+    let app = spawn_app().await;
+    let mut live = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    let options = (*app.pool.connect_options())
+        .clone()
+        .application_name("psql");
+    let mut hold = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    sqlx::query("begin").execute(&mut hold).await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut hold)
+        .await
+        .unwrap();
+    let after = crate::helpers::feed_next(&app, "/feed").await;
+    let ids: Vec<String> = (0..5).map(|i| format!("passed-{i}")).collect();
+    for id in &ids {
+        let body = event(id, "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    // Passed over (it took no lock): the tailer sends them.
+    for id in &ids {
+        let message = live.next(Duration::from_secs(5)).await.expect("sent live");
+        assert_eq!(message.data["hookId"], *id);
+    }
+    let (class, object) = calry_hooks::feed::WRITER_LOCK;
+    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
+        .bind(class)
+        .bind(object)
+        .execute(&mut hold)
+        .await
+        .unwrap();
+    let waiting = std::time::Instant::now();
+    let feed = format!("/feed?after={after}");
+    loop {
+        let page = app.get_json(&feed).await;
+        if page["items"].as_array().unwrap().is_empty() {
+            // Out of sight of the feed, whose consumers stay where they were.
+            assert_eq!(page["next"], *after);
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "the horizon moved back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut resumed = Reader::open(&app.address, "/workspaces/w/stream", Some(&after)).await;
+    for id in &ids {
+        let message = resumed.next(Duration::from_secs(2)).await.expect("resumed");
+        assert_eq!(message.data["hookId"], *id);
+    }
+    sqlx::query("commit").execute(&mut hold).await.unwrap();
+}
+
 /// Event types of every category, and one of none, for the random tests.
 const TYPES: [&str; 8] = [
     "account.created",
