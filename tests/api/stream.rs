@@ -732,6 +732,17 @@ async fn a_live_stream_sends_nothing_committed_before_it_opened_behind_an_older_
     assert_eq!(first.data["hookId"], "after");
 }
 
+/// A session of the app's database as an operator's `psql` would open one (not named as the
+/// service's), inside a transaction begun.
+async fn operator_transaction(app: &TestApp) -> sqlx::PgConnection {
+    let options = (*app.pool.connect_options())
+        .clone()
+        .application_name("psql");
+    let mut session = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    sqlx::query("begin").execute(&mut session).await.unwrap();
+    session
+}
+
 /// A stream resumed while a transaction the feed passed over turns out to be a writer (it
 /// takes the writer's lock): the horizon moves back before events the tailer already sent, and
 /// the stream still sends them. (Its read from the store stopped at the horizon, and it went on
@@ -740,11 +751,7 @@ async fn a_live_stream_sends_nothing_committed_before_it_opened_behind_an_older_
 async fn a_resumed_stream_sends_what_the_tailer_sent_though_the_horizon_moved_back() {
     let app = spawn_app().await;
     let mut live = Reader::open(&app.address, "/workspaces/w/stream", None).await;
-    let options = (*app.pool.connect_options())
-        .clone()
-        .application_name("psql");
-    let mut hold = sqlx::PgConnection::connect_with(&options).await.unwrap();
-    sqlx::query("begin").execute(&mut hold).await.unwrap();
+    let mut hold = operator_transaction(&app).await;
     sqlx::query("select pg_current_xact_id()")
         .execute(&mut hold)
         .await
@@ -1265,11 +1272,7 @@ async fn a_transaction_of_another_database_holds_no_event_back() {
 #[tokio::test]
 async fn a_transaction_of_this_database_that_stores_no_event_holds_none_back() {
     let app = spawn_app().await;
-    let options = (*app.pool.connect_options())
-        .clone()
-        .application_name("psql");
-    let mut operator = sqlx::PgConnection::connect_with(&options).await.unwrap();
-    sqlx::query("begin").execute(&mut operator).await.unwrap();
+    let mut operator = operator_transaction(&app).await;
     sqlx::query("create table operator_notes (note text)")
         .execute(&mut operator)
         .await
@@ -1277,8 +1280,7 @@ async fn a_transaction_of_this_database_that_stores_no_event_holds_none_back() {
     events_show_within_3_s(&app).await;
 
     // The same session, once it takes the writer's lock, is waited for.
-    let mut writer = sqlx::PgConnection::connect_with(&options).await.unwrap();
-    sqlx::query("begin").execute(&mut writer).await.unwrap();
+    let mut writer = operator_transaction(&app).await;
     sqlx::query("select pg_advisory_xact_lock_shared($1, $2), pg_current_xact_id()")
         .bind(calry_hooks::feed::WRITER_LOCK.0)
         .bind(calry_hooks::feed::WRITER_LOCK.1)
