@@ -171,10 +171,7 @@ impl App {
             result = drain => result,
             () = deadline => {
                 // Named, for the clients cut short (a page read slowly, a stalled request).
-                let connections = match still_open.describe() {
-                    open if open.is_empty() => "none".to_owned(),
-                    open => open.join(", "),
-                };
+                let connections = still_open.describe();
                 tracing::warn!(timeout = ?SHUTDOWN_TIMEOUT, connections, "shutdown timed out with requests in flight");
                 Ok(())
             }

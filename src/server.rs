@@ -365,8 +365,8 @@ impl Open {
     }
 
     /// Each open connection's client and what it waits for, e.g. `127.0.0.1:41234 (taking an
-    /// answer)`, by address.
-    pub fn describe(&self) -> Vec<String> {
+    /// answer)`, by address and comma-separated; `none` when none is open.
+    pub fn describe(&self) -> String {
         let mut described: Vec<String> = self
             .list()
             .connections
@@ -384,8 +384,11 @@ impl Open {
                 format!("{peer} ({doing})")
             })
             .collect();
+        if described.is_empty() {
+            return "none".to_owned();
+        }
         described.sort();
-        described
+        described.join(", ")
     }
 }
 
