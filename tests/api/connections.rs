@@ -707,11 +707,10 @@ async fn a_client_reading_slowly_but_steadily_gets_its_whole_page() {
             break;
         }
     }
-    let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
     assert!(
-        received[head..] == whole[..],
+        after_head(&received) == &whole[..],
         "{} of {} bytes after {:?}",
-        received.len() - head,
+        after_head(&received).len(),
         whole.len(),
         started.elapsed()
     );
@@ -780,9 +779,8 @@ async fn a_page_read_slowly_when_the_service_stops_is_let_finish() {
             break;
         }
     }
-    let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
     assert_eq!(
-        received.len() - head,
+        after_head(&received).len(),
         whole,
         "after {:?}",
         started.elapsed()
@@ -813,9 +811,8 @@ async fn a_client_that_stops_reading_a_page_already_in_the_buffers_is_closed_aft
         .await
         .expect("closed within 10 s after reading resumed");
     received.extend_from_slice(&rest);
-    let head = find(&received, b"\r\n\r\n").expect("an answer's head") + 4;
     assert_eq!(
-        received.len() - head,
+        after_head(&received).len(),
         whole,
         "the page, closed {:?} after reading resumed",
         resumed.elapsed()
@@ -825,6 +822,12 @@ async fn a_client_that_stops_reading_a_page_already_in_the_buffers_is_closed_aft
         "closed {:?} after reading resumed",
         resumed.elapsed()
     );
+}
+
+/// What follows the head of the answer that `answer` begins with.
+fn after_head(answer: &[u8]) -> &[u8] {
+    let head = find(answer, b"\r\n\r\n").expect("an answer's head") + 4;
+    &answer[head..]
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -444,10 +444,7 @@ async fn a_stop_that_runs_out_of_time_names_the_clients_it_cuts_short() {
     let in_flight = async || {
         let url = format!("{address}/metrics");
         let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-        let sample = text
-            .lines()
-            .find_map(|l| l.strip_prefix("calry_hooks_http_requests_in_flight "));
-        sample.map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+        crate::helpers::metric_in(&text, "calry_hooks_http_requests_in_flight")
     };
     let before = in_flight().await;
     let host = address.trim_start_matches("http://");

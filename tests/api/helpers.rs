@@ -280,10 +280,7 @@ impl TestApp {
     /// The value of one sample of `/metrics`, e.g. `calry_hooks_webhooks_total{outcome="created"}`
     /// (0 when the sample is absent, as for a counter never incremented).
     pub async fn metric(&self, sample: &str) -> f64 {
-        let text = self.get("/metrics").await.text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
+        metric_in(&self.get("/metrics").await.text().await.unwrap(), sample)
     }
 
     /// Connection options of this app's own database.
@@ -649,6 +646,13 @@ pub fn padded_events(prefix: &str, workspace: &str, n: usize, bytes: usize) -> V
             body
         })
         .collect()
+}
+
+/// The value of one sample in a `/metrics` text (0 when it is absent): [`TestApp::metric`].
+pub fn metric_in(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// The `next` a feed route (with its query) answers now: of an empty workspace's feed, the
