@@ -486,6 +486,23 @@ class Check:
             self.shot(page, f"token-form-{width}")
             if width == 390:
                 self.clean(page, "the token form at 390 px")
+                # A workspace page opened without a token: its stream is refused, and the header
+                # says it waits for a token (not that it reconnects) while the form is open.
+                workspace, _ = self.sample(token)
+                page.goto(f"{self.base}/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", wait_until="load")
+                dialog.wait_for(state="visible", timeout=self.timeout)
+                try:
+                    page.wait_for_function(
+                        "() => document.getElementById('conn').textContent.includes('waiting for a token')",
+                        timeout=self.timeout, polling=50)
+                except PlaywrightTimeout:
+                    raise Fail("the workspace page's header, its token form open, says "
+                               f"{page.inner_text('#conn')!r}, not that it waits for a token") from None
+                page.wait_for_timeout(1500)  # its stream asked again by now, had it reconnected
+                if "waiting for a token" not in page.inner_text("#conn"):
+                    raise Fail(f"the header moved on to {page.inner_text('#conn')!r} with the token form open")
+                self.shot(page, "token-form-workspace-390")
+                log(f"a workspace page without a token: the header says {page.inner_text('#conn')!r}")
                 page.context.close()
                 continue
             # A wrong token: refused, and asked again.

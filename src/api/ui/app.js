@@ -15,9 +15,9 @@ const authEl = document.getElementById('auth');
 const banner = document.getElementById('banner');
 
 /**
- * The page's stream: 'live', 'reconnecting' or 'stopped'; shown as 'reconnecting' while the
- * service does not answer the page's other calls (a database outage leaves a stream open), and as
- * the stream is again once it does. Only a change of that is announced (the live region); the
+ * The page's stream: 'live', 'reconnecting', 'token' (refused, waiting for a token) or
+ * 'stopped'; shown as 'reconnecting' while the service does not answer the page's other calls (a
+ * database outage leaves a stream open), and as the stream is again once it does. Only a change of that is announced (the live region); the
  * time of the last update beside it is not.
  */
 let streamKind = null;
@@ -37,6 +37,7 @@ function showConn() {
     const dot = (tone) => h('span', { class: `dot dot-${tone}`, 'aria-hidden': 'true' });
     if (kind === 'live') fill(connEl, dot('ok'), 'live');
     else if (kind === 'stopped') fill(connEl, dot('none'), 'not live');
+    else if (kind === 'token') fill(connEl, dot('none'), 'not live: waiting for a token');
     else fill(connEl, dot('none'), 'reconnecting…');
   }
   fill(connTime, kind !== 'live' && lastUpdate && [' · last update ', rel(lastUpdate)]);

@@ -33,9 +33,9 @@ async function answerTo(path) {
 
 /**
  * Follows `path` (a stream route, with its query): `onMessage(type, data)` for each `event` and
- * `status` message, `onState('live' | 'reconnecting' | 'stopped')` as the connection changes,
- * `onOpen()` whenever a connection opens without a position (the page reads its data then).
- * Returns a function that stops following.
+ * `status` message, `onState('live' | 'reconnecting' | 'token' | 'stopped')` as the connection
+ * changes ('token': refused, waiting for a token), `onOpen()` whenever a connection opens without
+ * a position (the page reads its data then). Returns a function that stops following.
  */
 export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   let lastId = null;
@@ -76,6 +76,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
       return;
     }
     if (status === 401) {
+      onState('token');
       try {
         await api('/workspaces?limit=1'); // resolves once a token is given
       } catch (e) {
@@ -135,7 +136,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
           status = res.status;
           if (res.status === 401) {
             reachable(); // it answered
-            onState('reconnecting');
+            onState('token');
             await tokenRefused(used, (await problemOf(res)).detail);
             continue;
           }
