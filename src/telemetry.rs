@@ -4,15 +4,18 @@
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use tower::util::MapRequestLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::FormatFields;
@@ -94,16 +97,33 @@ fn escape_controls(text: &str) -> Cow<'_, str> {
 pub fn with_request_tracing(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+                })
+                .on_failure(log_failure),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(MapRequestLayer::new(drop_unacceptable_request_id))
+}
+
+/// A `5xx` at `ERROR`, except a `503`: a refusal the service chose (a cap, a budget, a stop,
+/// a database it cannot reach), which any client can bring about at will and the metrics count
+/// (a database outage is logged where its answer is made, `error::Error`), at `DEBUG`.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _: &Span) {
+    let latency_ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(%class, latency_ms, "response failed");
+        }
+        _ => tracing::error!(%class, latency_ms, "response failed"),
+    }
 }
 
 /// A client's `x-request-id` is kept only when it is short visible ASCII: any other is removed,

@@ -262,10 +262,11 @@ async fn health_routes_answer_while_the_connection_cap_is_reached() {
 }
 
 /// Deliveries refused at the connection cap are counted like every other refused delivery:
-/// an operator's alert on `unavailable` sees an overload.
+/// an operator's alert on `unavailable` sees an overload. They are not logged as errors: any
+/// client can bring them about.
 #[tokio::test]
-async fn deliveries_refused_at_the_connection_cap_are_counted() {
-    let (_child, address, _db, _log) =
+async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_errors() {
+    let (_child, address, _db, log) =
         service("capcount", &[("CALRY_HOOKS_MAX_CONNECTIONS", "1")], None).await;
     // The one place, taken by a request whose head is still coming (not idle: not reclaimed).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -308,6 +309,11 @@ async fn deliveries_refused_at_the_connection_cap_are_counted() {
         "{text}"
     );
     drop(busy);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.lines().any(|line| line.contains("ERROR")),
+        "a refusal at the cap logged as an error:\n{log}"
+    );
 }
 
 /// Kept-alive connections sitting idle do not keep a new client out: when the cap is reached,
