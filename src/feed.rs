@@ -149,7 +149,8 @@ pub const WRITER_LOCK: (i32, i32) = (0x6361_6c72, 0x6665_6564);
 /// Those that can are this database's that hold [`WRITER_LOCK`] (taken before any write, so a
 /// transaction seen with an id and without it never stores an event), those of sessions named
 /// `calry-hooks…` (an instance of a version that took no such lock, during an upgrade, and the
-/// service's own commands), and prepared ones of this database (whose locks move to no session
+/// service's own commands) but for the session of a removal's detaches and drops
+/// (`store::partitions::REMOVAL_SESSION`, which stores no event), and prepared ones of this database (whose locks move to no session
 /// one lock partition at a time as they are prepared: telling a writer from the others there is
 /// left undone). The lock table names the session that holds each id, and the session its
 /// database; one reading of it serves both. The oldest's description names the sessions whose
@@ -162,7 +163,7 @@ const LOOK: &str = "with running as (
      ), ids as (
          select l.transactionid as xid,
                 a.datname = current_database()
-                  and (a.application_name like 'calry-hooks%'
+                  and ((a.application_name like 'calry-hooks%' and a.application_name <> $3)
                        or exists (select from locks w
                                    where w.pid = l.pid and w.locktype = 'advisory'
                                      and w.classid = $1 and w.objid = $2 and w.objsubid = 2))
@@ -324,6 +325,7 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
                 sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(LOOK)
                     .bind(WRITER_LOCK.0)
                     .bind(WRITER_LOCK.1)
+                    .bind(crate::store::partitions::REMOVAL_SESSION)
                     .fetch_one(db)
                     .await
             })

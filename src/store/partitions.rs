@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Connection;
 use sqlx::PgPool;
+use sqlx::{Connection, Executor};
 
 use super::ranges::Walk;
 
@@ -164,30 +164,46 @@ pub async fn remove_before(
 ) -> Result<Removed, sqlx::Error> {
     // One removal at a time (a `prune` during the hourly retention pass, or on two instances):
     // two would detach the same month, and one would fail half-way.
-    let turn = hold_removals(db).await?;
-    let removed = remove(db, cut, straddling).await;
+    let mut turn = hold_removals(db).await?;
+    // The detaches, drops and deletes run on this session: a detach waits for every older
+    // transaction however long that takes (a `pg_dump`), and the feed passes over the session
+    // meanwhile, since it stores no event (`feed::LOOK`).
+    let removed = match sqlx::query(
+        "select set_config('statement_timeout', '0', false),
+                set_config('application_name', $1, false)",
+    )
+    .bind(REMOVAL_SESSION)
+    .execute(&mut turn)
+    .await
+    {
+        Ok(_) => remove(db, &mut turn, cut, straddling).await,
+        Err(err) => Err(err),
+    };
     let _ = turn.close().await;
     removed
 }
 
+/// The `application_name` of the session that detaches and drops partitions.
+pub const REMOVAL_SESSION: &str = "calry-hooks removal";
+
 /// Waits until no removal (nor status rebuild) runs, however long that takes, and keeps any from
 /// starting until the connection returned is closed: a session lock, on a connection of its own
-/// that is closed, not pooled, so that it ends with the work that holds it.
+/// that is closed, not pooled, so that it ends with the work that holds it. The lock is asked
+/// for again every second rather than waited for in one statement: a waiting statement holds a
+/// snapshot, and the detach of the removal that holds the lock waits for every older one.
 pub async fn hold_removals(db: &PgPool) -> Result<sqlx::PgConnection, sqlx::Error> {
     let mut turn = db.acquire().await?.detach();
-    let free: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+    let mut told = false;
+    while !sqlx::query_scalar::<_, bool>("select pg_try_advisory_lock($1)")
         .bind(REMOVAL_LOCK)
         .fetch_one(&mut turn)
-        .await?;
-    if !free {
-        tracing::info!("a removal or a status rebuild is running; waiting for it to end");
-        sqlx::query("set statement_timeout = 0")
-            .execute(&mut turn)
-            .await?;
-        sqlx::query("select pg_advisory_lock($1)")
-            .bind(REMOVAL_LOCK)
-            .execute(&mut turn)
-            .await?;
+        .await?
+    {
+        if !told {
+            tracing::info!("a removal or a status rebuild is running; waiting for it to end");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(turn)
 }
@@ -195,15 +211,21 @@ pub async fn hold_removals(db: &PgPool) -> Result<sqlx::PgConnection, sqlx::Erro
 /// The advisory lock key that removals and status rebuilds take turns by ("calry-rm").
 pub const REMOVAL_LOCK: i64 = 0x6361_6c72_792d_726d;
 
-async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Removed, sqlx::Error> {
+/// [`remove_before`]'s work; `turn` is the session that holds [`REMOVAL_LOCK`], where the
+/// detaches, drops and deletes run.
+async fn remove(
+    db: &PgPool,
+    turn: &mut sqlx::PgConnection,
+    cut: DateTime<Utc>,
+    straddling: bool,
+) -> Result<Removed, sqlx::Error> {
     let mut removed = Removed::default();
     let keep_latest = undecided_kept(db, cut).await?;
     for (name, to) in left_detached(db).await? {
         if to <= cut {
             about_to_remove(db, &name, None, to, keep_latest).await?;
-            sqlx::raw_sql(&format!("drop table {}", super::quote_ident(&name)))
-                .execute(db)
-                .await?;
+            let drop = format!("drop table {}", super::quote_ident(&name));
+            turn.execute(sqlx::raw_sql(&drop)).await?;
             tracing::info!(partition = %name, "history partition left detached by an earlier removal dropped");
             removed.partitions.push(name);
         }
@@ -218,18 +240,22 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
                 "concurrently"
             };
             let rows = events_in(db, &partition.name).await?;
+            if partition.to > cut {
+                tracing::info!(
+                    partition = %partition.name,
+                    "finishing the removal of a history partition an earlier removal left half-detached, whatever this one's cut (its events are out of sight already)"
+                );
+            }
             tracing::info!(
                 partition = %partition.name,
                 "removing a history partition (its detach waits for older transactions)"
             );
             let started = std::time::Instant::now();
-            sqlx::raw_sql(&format!("alter table events detach partition {name} {how}"))
-                .execute(db)
-                .await?;
+            let detach = format!("alter table events detach partition {name} {how}");
+            turn.execute(sqlx::raw_sql(&detach)).await?;
             let detached = started.elapsed();
-            sqlx::raw_sql(&format!("drop table {name}"))
-                .execute(db)
-                .await?;
+            let drop = format!("drop table {name}");
+            turn.execute(sqlx::raw_sql(&drop)).await?;
             tracing::info!(
                 partition = %partition.name,
                 detach_ms = detached.as_millis() as u64,
@@ -243,7 +269,7 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
                 continue;
             }
             loop {
-                let deleted = delete_some(db, &partition.name, cut).await?;
+                let deleted = delete_some(turn, &partition.name, cut).await?;
                 removed.events_deleted += deleted;
                 if deleted == 0 {
                     break;
@@ -258,9 +284,13 @@ async fn remove(db: &PgPool, cut: DateTime<Utc>, straddling: bool) -> Result<Rem
 /// falls inside), and says how many. A row another session has locked is waited for however long
 /// that takes, with a word in the log every 10 s, rather than failing half-way at the statement
 /// timeout.
-async fn delete_some(db: &PgPool, partition: &str, cut: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+async fn delete_some(
+    turn: &mut sqlx::PgConnection,
+    partition: &str,
+    cut: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
     loop {
-        let mut tx = db.begin().await?;
+        let mut tx = turn.begin().await?;
         sqlx::query(
             "select set_config('statement_timeout', '0', true),
                     set_config('lock_timeout', '10s', true)",

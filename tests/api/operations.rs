@@ -1377,13 +1377,10 @@ async fn retention_drops_the_months_wholly_older_than_it() {
     assert_eq!(count, 0);
 }
 
-/// A removal whose detach was stopped half-way (the detach waits for older transactions; the
-/// process may be stopped meanwhile) leaves the partition pending detach; the next removal
-/// finishes it, whatever its cut, instead of failing on it for ever.
-#[tokio::test]
-async fn a_removal_stopped_half_way_is_finished_by_the_next() {
-    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
-    // An older transaction the detach has to wait for.
+/// Leaves January's partition of [`a_store_with_events_in_january_and_february_2025`] pending
+/// detach, as a removal stopped while its detach waited for an older transaction does (the
+/// process may be stopped meanwhile).
+async fn leave_january_half_detached(pool: &sqlx::PgPool) {
     let mut older = pool.begin().await.unwrap();
     sqlx::query("select count(*) from events")
         .execute(&mut *older)
@@ -1396,31 +1393,48 @@ async fn a_removal_stopped_half_way_is_finished_by_the_next() {
             store::partitions::remove_before(&pool, cut, false).await
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let cancelled: Option<bool> = sqlx::query_scalar(
-            "select pg_cancel_backend(pid) from pg_stat_activity
-             where query like 'alter table events detach partition%' and wait_event_type = 'Lock'",
-        )
-        .fetch_optional(&pool)
-        .await
-        .unwrap();
-        if cancelled == Some(true) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the detach never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_waiting_detach(pool, true).await;
     assert!(removal.await.unwrap().is_err(), "the detach was cancelled");
     older.commit().await.unwrap();
     let pending: Vec<String> = sqlx::query_scalar(
         "select inhrelid::regclass::text from pg_inherits
          where inhparent = 'events'::regclass and inhdetachpending",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .unwrap();
     assert_eq!(pending, ["events_202501"]);
+}
+
+/// Waits until a removal's detach in `pool`'s database waits for a lock (for an older
+/// transaction), and `cancel`s it then if asked.
+async fn wait_for_a_waiting_detach(pool: &sqlx::PgPool, cancel: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Option<bool> = sqlx::query_scalar(
+            "select not $1 or pg_cancel_backend(pid) from pg_stat_activity
+             where datname = current_database()
+               and query like 'alter table events detach partition%' and wait_event_type = 'Lock'",
+        )
+        .bind(cancel)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if found == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the detach never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A removal whose detach was stopped half-way leaves the partition pending detach; the next
+/// removal finishes it, whatever its cut (that month's events are out of sight already), instead
+/// of failing on it for ever.
+#[tokio::test]
+async fn a_removal_stopped_half_way_is_finished_by_the_next() {
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    leave_january_half_detached(&pool).await;
 
     // A later removal with a cut before that month still finishes it.
     let cut = "2024-06-01T00:00:00Z".parse().unwrap();
@@ -1438,6 +1452,139 @@ async fn a_removal_stopped_half_way_is_finished_by_the_next() {
         .await
         .unwrap();
     assert_eq!(table, None);
+    pool.close().await;
+    drop(db);
+}
+
+/// A detach waits for every older transaction however long it runs (README: "a long
+/// `pg_dump`, say"), past the statement timeout of the service's other statements (10 s).
+#[tokio::test]
+async fn a_removal_waits_for_an_older_transaction_past_the_statement_timeout() {
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("select count(*) from events")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let removal = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let cut = "2025-02-01T00:00:00Z".parse().unwrap();
+            store::partitions::remove_before(&pool, cut, false).await
+        }
+    });
+    wait_for_a_waiting_detach(&pool, false).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        !removal.is_finished(),
+        "the removal ended while the older transaction ran: {:?}",
+        removal.await.unwrap()
+    );
+    older.commit().await.unwrap();
+    let removed = removal.await.unwrap().unwrap();
+    assert_eq!(removed.partitions, ["events_202501"]);
+    pool.close().await;
+    drop(db);
+}
+
+/// While a removal's detach waits for an older transaction, the feed still shows a delivery
+/// within SPEC §9's second: the removal's session stores no event, and the feed passes over it.
+/// (Finishing a half-detached month took a transaction id before it waited, and held the feed
+/// back until the older transaction ended.)
+#[tokio::test]
+async fn the_feed_is_not_held_back_while_a_removal_waits() {
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    leave_january_half_detached(&pool).await;
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        Some(db),
+    )
+    .await;
+    // An older snapshot (as `pg_dump` holds), which finishing the detach waits for.
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("set transaction isolation level repeatable read")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    sqlx::query("select count(*) from events")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let removal = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let cut = "2024-06-01T00:00:00Z".parse().unwrap();
+            store::partitions::remove_before(&pool, cut, false).await
+        }
+    });
+    wait_for_a_waiting_detach(&pool, false).await;
+    let body = event(
+        "while-removing",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2026-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let acknowledged = Instant::now();
+    loop {
+        let feed: Value = app.get("/feed?limit=1000").await.json().await.unwrap();
+        let hooks: Vec<&str> = feed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["hookId"].as_str().unwrap())
+            .collect();
+        if hooks.contains(&"while-removing") {
+            assert_eq!(hooks, ["feb", "while-removing"]);
+            break;
+        }
+        assert!(
+            acknowledged.elapsed() < Duration::from_secs(2),
+            "the feed holds the delivery back while the removal waits: {hooks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !removal.is_finished(),
+        "the removal waited for the older transaction"
+    );
+    older.commit().await.unwrap();
+    let removed = removal.await.unwrap().unwrap();
+    assert_eq!(removed.partitions, ["events_202501"]);
+}
+
+/// Two removals at once (`prune` during the retention pass, or two instances) while a month is
+/// half-detached: the second waits for the first, which finishes the month, and both succeed.
+/// (The second used to wait in one statement, whose snapshot the first's detach waited for: each
+/// waited for the other until the statement timeout failed one of them.)
+#[tokio::test]
+async fn two_removals_at_once_take_turns_when_a_month_is_half_detached() {
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    leave_january_half_detached(&pool).await;
+    // Both wait for this turn first, so that they are both waiting when it ends.
+    let mut turn = store::partitions::hold_removals(&pool).await.unwrap();
+    let removals: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let cut = "2025-02-01T00:00:00Z".parse().unwrap();
+                store::partitions::remove_before(&pool, cut, false).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query("select pg_advisory_unlock_all()")
+        .execute(&mut turn)
+        .await
+        .unwrap();
+    let mut dropped = Vec::new();
+    for removal in removals {
+        let removed = removal.await.unwrap().expect("each removal succeeds");
+        dropped.extend(removed.partitions);
+    }
+    assert_eq!(dropped, ["events_202501"]);
     pool.close().await;
     drop(db);
 }
