@@ -1381,18 +1381,8 @@ async fn retention_drops_the_months_wholly_older_than_it() {
 /// detach, as a removal stopped while its detach waited for an older transaction does (the
 /// process may be stopped meanwhile).
 async fn leave_january_half_detached(pool: &sqlx::PgPool) {
-    let mut older = pool.begin().await.unwrap();
-    sqlx::query("select count(*) from events")
-        .execute(&mut *older)
-        .await
-        .unwrap();
-    let removal = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            let cut = "2025-02-01T00:00:00Z".parse().unwrap();
-            store::partitions::remove_before(&pool, cut, false).await
-        }
-    });
+    let older = an_older_transaction(pool).await;
+    let removal = start_removal(pool, "2025-02-01T00:00:00Z");
     wait_for_a_waiting_detach(pool, true).await;
     assert!(removal.await.unwrap().is_err(), "the detach was cancelled");
     older.commit().await.unwrap();
@@ -1404,6 +1394,30 @@ async fn leave_january_half_detached(pool: &sqlx::PgPool) {
     .await
     .unwrap();
     assert_eq!(pending, ["events_202501"]);
+}
+
+/// A transaction begun before a removal, holding what a `pg_dump` holds: a lock on `events` and
+/// a snapshot, both of which a detach waits for.
+async fn an_older_transaction(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("set transaction isolation level repeatable read")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    sqlx::query("select count(*) from events")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    older
+}
+
+/// A removal of the events received before `cut`, running.
+fn start_removal(
+    pool: &sqlx::PgPool,
+    cut: &str,
+) -> tokio::task::JoinHandle<Result<store::partitions::Removed, sqlx::Error>> {
+    let (pool, cut) = (pool.clone(), cut.parse().unwrap());
+    tokio::spawn(async move { store::partitions::remove_before(&pool, cut, false).await })
 }
 
 /// Waits until a removal's detach in `pool`'s database waits for a lock (for an older
@@ -1461,18 +1475,8 @@ async fn a_removal_stopped_half_way_is_finished_by_the_next() {
 #[tokio::test]
 async fn a_removal_waits_for_an_older_transaction_past_the_statement_timeout() {
     let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
-    let mut older = pool.begin().await.unwrap();
-    sqlx::query("select count(*) from events")
-        .execute(&mut *older)
-        .await
-        .unwrap();
-    let removal = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            let cut = "2025-02-01T00:00:00Z".parse().unwrap();
-            store::partitions::remove_before(&pool, cut, false).await
-        }
-    });
+    let older = an_older_transaction(&pool).await;
+    let removal = start_removal(&pool, "2025-02-01T00:00:00Z");
     wait_for_a_waiting_detach(&pool, false).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(
@@ -1501,23 +1505,8 @@ async fn the_feed_is_not_held_back_while_a_removal_waits() {
         Some(db),
     )
     .await;
-    // An older snapshot (as `pg_dump` holds), which finishing the detach waits for.
-    let mut older = pool.begin().await.unwrap();
-    sqlx::query("set transaction isolation level repeatable read")
-        .execute(&mut *older)
-        .await
-        .unwrap();
-    sqlx::query("select count(*) from events")
-        .execute(&mut *older)
-        .await
-        .unwrap();
-    let removal = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            let cut = "2024-06-01T00:00:00Z".parse().unwrap();
-            store::partitions::remove_before(&pool, cut, false).await
-        }
-    });
+    let older = an_older_transaction(&pool).await;
+    let removal = start_removal(&pool, "2024-06-01T00:00:00Z");
     wait_for_a_waiting_detach(&pool, false).await;
     let body = event(
         "while-removing",
@@ -1565,15 +1554,7 @@ async fn two_removals_at_once_take_turns_when_a_month_is_half_detached() {
     leave_january_half_detached(&pool).await;
     // Both wait for this turn first, so that they are both waiting when it ends.
     let mut turn = store::partitions::hold_removals(&pool).await.unwrap();
-    let removals: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                let cut = "2025-02-01T00:00:00Z".parse().unwrap();
-                store::partitions::remove_before(&pool, cut, false).await
-            })
-        })
-        .collect();
+    let removals = [0, 1].map(|_| start_removal(&pool, "2025-02-01T00:00:00Z"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sqlx::query("select pg_advisory_unlock_all()")
         .execute(&mut turn)
