@@ -224,6 +224,7 @@ async fn remove(
     for (name, to) in left_detached(db).await? {
         if to <= cut {
             about_to_remove(db, &name, None, to, keep_latest).await?;
+            removed.events_in_partitions += events_in(db, &name).await?;
             let drop = format!("drop table {}", super::quote_ident(&name));
             turn.execute(sqlx::raw_sql(&drop)).await?;
             tracing::info!(partition = %name, "history partition left detached by an earlier removal dropped");

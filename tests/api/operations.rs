@@ -1104,25 +1104,7 @@ async fn a_removal_cut_short_is_known_to_rebuild_status_and_finished_by_the_next
     let pool = app.pool.clone();
     let removal =
         tokio::spawn(async move { store::partitions::remove_before(&pool, cut, false).await });
-    let waiting = Instant::now();
-    loop {
-        let detaching: bool = sqlx::query_scalar(
-            "select exists (select from pg_stat_activity
-                            where query like 'alter table events detach%'
-                              and wait_event_type = 'Lock')",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if detaching {
-            break;
-        }
-        assert!(
-            waiting.elapsed() < Duration::from_secs(20),
-            "the detach never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_waiting_detach(&app.pool, false).await;
     removal.abort();
     let _ = removal.await;
     blocker.commit().await.unwrap();
@@ -1164,6 +1146,7 @@ async fn a_removal_cut_short_is_known_to_rebuild_status_and_finished_by_the_next
         .await
         .unwrap();
     assert_eq!(removed.partitions, ["events_202608"]);
+    assert_eq!(removed.events_in_partitions, 1, "its events are counted");
     let table: Option<String> = sqlx::query_scalar("select to_regclass('events_202608')::text")
         .fetch_one(&app.pool)
         .await
@@ -1423,7 +1406,7 @@ fn start_removal(
 /// Waits until a removal's detach in `pool`'s database waits for a lock (for an older
 /// transaction), and `cancel`s it then if asked.
 async fn wait_for_a_waiting_detach(pool: &sqlx::PgPool, cancel: bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let found: Option<bool> = sqlx::query_scalar(
             "select not $1 or pg_cancel_backend(pid) from pg_stat_activity
