@@ -149,8 +149,8 @@ pub const WRITER_LOCK: (i32, i32) = (0x6361_6c72, 0x6665_6564);
 /// Those that can are this database's that hold [`WRITER_LOCK`] (taken before any write, so a
 /// transaction seen with an id and without it never stores an event), those of sessions named
 /// `calry-hooks…` (an instance of a version that took no such lock, during an upgrade, and the
-/// service's own commands) but for the session of a removal's detaches and drops
-/// (`store::partitions::REMOVAL_SESSION`, which stores no event), and prepared ones of this database (whose locks move to no session
+/// service's own commands) but for a removal's session (`store::partitions::REMOVAL_SESSION`,
+/// which stores no event), and prepared ones of this database (whose locks move to no session
 /// one lock partition at a time as they are prepared: telling a writer from the others there is
 /// left undone). The lock table names the session that holds each id, and the session its
 /// database; one reading of it serves both. The oldest's description names the sessions whose

@@ -165,25 +165,13 @@ pub async fn remove_before(
     // One removal at a time (a `prune` during the hourly retention pass, or on two instances):
     // two would detach the same month, and one would fail half-way.
     let mut turn = hold_removals(db).await?;
-    // The detaches, drops and deletes run on this session: a detach waits for every older
-    // transaction however long that takes (a `pg_dump`), and the feed passes over the session
-    // meanwhile, since it stores no event (`feed::LOOK`).
-    let removed = match sqlx::query(
-        "select set_config('statement_timeout', '0', false),
-                set_config('application_name', $1, false)",
-    )
-    .bind(REMOVAL_SESSION)
-    .execute(&mut turn)
-    .await
-    {
-        Ok(_) => remove(db, &mut turn, cut, straddling).await,
-        Err(err) => Err(err),
-    };
+    let removed = remove(db, &mut turn, cut, straddling).await;
     let _ = turn.close().await;
     removed
 }
 
-/// The `application_name` of the session that detaches and drops partitions.
+/// The `application_name` of the session where a removal detaches and drops partitions and
+/// deletes rows.
 pub const REMOVAL_SESSION: &str = "calry-hooks removal";
 
 /// Waits until no removal (nor status rebuild) runs, however long that takes, and keeps any from
@@ -219,6 +207,15 @@ async fn remove(
     cut: DateTime<Utc>,
     straddling: bool,
 ) -> Result<Removed, sqlx::Error> {
+    // A detach waits for every older transaction however long that takes (a `pg_dump`), and
+    // the feed passes over the session meanwhile, since it stores no event (`feed::LOOK`).
+    sqlx::query(
+        "select set_config('statement_timeout', '0', false),
+                set_config('application_name', $1, false)",
+    )
+    .bind(REMOVAL_SESSION)
+    .execute(&mut *turn)
+    .await?;
     let mut removed = Removed::default();
     let keep_latest = undecided_kept(db, cut).await?;
     for (name, to) in left_detached(db).await? {

@@ -17,8 +17,8 @@ const banner = document.getElementById('banner');
 /**
  * The page's stream: 'live', 'reconnecting', 'token' (refused, waiting for a token) or
  * 'stopped'; shown as 'reconnecting' while the service does not answer the page's other calls (a
- * database outage leaves a stream open), and as the stream is again once it does. Only a change of that is announced (the live region); the
- * time of the last update beside it is not.
+ * database outage leaves a stream open), and as the stream is again once it does. Only a change
+ * of that is announced (the live region); the time of the last update beside it is not.
  */
 let streamKind = null;
 let shownKind = null;
