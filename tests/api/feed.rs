@@ -14,7 +14,9 @@ use calry_hooks::config::Config;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{Rng, TestApp, TestDb, event, hook_ids, problem, serve, spawn_app};
+use crate::helpers::{
+    Rng, TestApp, TestDb, event, hook_ids, problem, serve, spawn_app, transaction_with_an_id,
+};
 
 /// One answer of `path` (a feed route with its query), as (hook ids with positions, next).
 async fn read(app: &TestApp, path: &str) -> (Vec<(String, String)>, String) {
@@ -233,11 +235,7 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
     const HELD: &str = "calry_hooks_feed_held_back_seconds";
     let app = spawn_app().await;
     let (_, next) = read(&app, "/feed").await;
-    let mut hold = app.pool.begin().await.unwrap();
-    sqlx::query("select pg_current_xact_id()")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = transaction_with_an_id(&app.pool).await;
     let body = event("held", "w", None, "x.y", "2024-01-01T00:00:00Z");
     assert_eq!(app.deliver(&body).await.status(), 201);
     let path = format!("/feed?after={next}&wait=20");
@@ -396,18 +394,10 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
     let pool = db.pool().await;
     hold_back_commits(&pool).await;
     let other = TestDb::create().await;
-    let mut elsewhere = other.pool().await.begin().await.unwrap();
-    sqlx::query("select pg_current_xact_id()")
-        .execute(&mut *elsewhere)
-        .await
-        .unwrap();
+    let elsewhere = transaction_with_an_id(&other.pool().await).await;
     let operator = (*pool.connect_options()).clone().application_name("psql");
     let operator = PgPool::connect_with(operator).await.unwrap();
-    let mut operator = operator.begin().await.unwrap();
-    sqlx::query("select pg_current_xact_id()")
-        .execute(&mut *operator)
-        .await
-        .unwrap();
+    let operator = transaction_with_an_id(&operator).await;
     let mut config = Config::defaults();
     config.ingest_writers = 3;
     config.ingest_max_batch = 4;

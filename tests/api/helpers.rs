@@ -648,6 +648,17 @@ pub fn padded_events(prefix: &str, workspace: &str, n: usize, bytes: usize) -> V
         .collect()
 }
 
+/// A transaction begun on `pool` that has taken a transaction id, as a writer's does: while it
+/// runs, the feed shows nothing committed after it began, unless it passes over its session.
+pub async fn transaction_with_an_id(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut transaction = pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    transaction
+}
+
 /// The value of one sample in a `/metrics` text (0 when it is absent): [`TestApp::metric`].
 pub fn metric_in(text: &str, sample: &str) -> f64 {
     text.lines()

@@ -13,7 +13,7 @@ use sqlx::Connection;
 
 use crate::helpers::{
     TestApp, TestDb, binary, event, padded_events, problem, serve_on_own_cluster, spawn_app,
-    start_binary,
+    start_binary, transaction_with_an_id,
 };
 
 /// One server-sent message.
@@ -536,11 +536,7 @@ async fn a_late_event_moves_since_in_the_messages_read_with_it() {
     let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A transaction with an id holds the feed back: the tailer reads the three events at once.
-    let mut hold = app.pool.begin().await.unwrap();
-    sqlx::query("select pg_current_xact_id()")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = transaction_with_an_id(&app.pool).await;
     for (id, event_type, at) in [
         ("s1", "sync.error", "2024-01-01T00:00:41Z"),
         ("s2", "sync.error", "2024-01-01T00:00:34Z"),
@@ -713,11 +709,7 @@ async fn a_live_stream_sends_nothing_stored_before_it_opened() {
 #[tokio::test]
 async fn a_live_stream_sends_nothing_committed_before_it_opened_behind_an_older_transaction() {
     let app = spawn_app().await;
-    let mut hold = app.pool.begin().await.unwrap();
-    sqlx::query("select pg_current_xact_id()")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = transaction_with_an_id(&app.pool).await;
     let before = event("before", "w", None, "x.y", "2024-01-01T00:00:00Z");
     assert_eq!(app.deliver(&before).await.status(), 201);
     let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
