@@ -1527,6 +1527,36 @@ async fn the_feed_is_not_held_back_while_a_removal_waits() {
     assert_eq!(removed.partitions, ["events_202501"]);
 }
 
+/// While a removal finishing a half-detached month waits for an older transaction, the hourly
+/// pass still seals the months past. (Listing the months read each one's bounds under its
+/// lock, which the finishing detach holds while it waits: the pass waited out the statement
+/// timeout, and sealed nothing until the next hour.)
+#[tokio::test]
+async fn months_are_sealed_while_a_removal_waits_to_finish_a_month() {
+    let (_db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    leave_january_half_detached(&pool).await;
+    let older = an_older_transaction(&pool).await;
+    let removal = start_removal(&pool, "2024-06-01T00:00:00Z");
+    wait_for_a_waiting_detach(&pool, false).await;
+    let sealing = store::partitions::seal(&pool);
+    let sealed = tokio::time::timeout(Duration::from_secs(5), sealing)
+        .await
+        .expect("the sealing pass waited for the removal")
+        .unwrap();
+    assert!(sealed >= 1, "February 2025 was not sealed");
+    let february: bool = sqlx::query_scalar(
+        "select sealed from event_partition_bounds where partition = 'events_202502'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(february);
+    assert!(!removal.is_finished(), "the removal waited");
+    older.commit().await.unwrap();
+    let removed = removal.await.unwrap().unwrap();
+    assert_eq!(removed.partitions, ["events_202501"]);
+}
+
 /// Two removals at once (`prune` during the retention pass, or two instances) while a month is
 /// half-detached: the second waits for the first, which finishes the month, and both succeed.
 /// (The second used to wait in one statement, whose snapshot the first's detach waited for: each
