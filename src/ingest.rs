@@ -487,8 +487,10 @@ impl<'a> Columns<'a> {
 /// Public so that tests can read its plans.
 pub const INSERT_BATCH: &str = r#"
 with input as (
-    select t.ord, t.hook_id, t.workspace_id, t.integration_account_id, t.event_type, t.source,
-           t.result, t.occurred_at, t.signature_verified, t.payload::jsonb as payload
+    -- Hook ids compare as bytes (SPEC §4), as in the tables, whatever the database's collation.
+    select t.ord, t.hook_id collate "C" as hook_id, t.workspace_id, t.integration_account_id,
+           t.event_type, t.source, t.result, t.occurred_at, t.signature_verified,
+           t.payload::jsonb as payload
     from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::timestamptz[], $8::bool[], $9::text[])
          with ordinality as t(hook_id, workspace_id, integration_account_id, event_type, source,

@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{TestApp, event, spawn_app_with};
+use calry_hooks::App;
+use calry_hooks::config::Config;
+
+use crate::helpers::{TestApp, TestDb, event, serve, spawn_app_with};
 
 async fn single_writer_app() -> TestApp {
     spawn_app_with(|c| c.ingest_writers = 1).await
@@ -379,4 +382,58 @@ async fn a_delivery_that_waited_too_long_for_a_writer_is_answered_503_unstored()
         .unwrap();
     assert_eq!(stored, 0);
     assert_eq!(app.deliver(&body).await.status(), 201);
+}
+
+/// Once history was ever removed, ingest decides which events change their account's status
+/// where they land in the feed (for the stream's `status` messages), comparing hook ids as bytes
+/// (SPEC §4) on a database of any collation. (It compared a batch's own ids in the database's
+/// collation: where "a1" sorts before "A2", it said A2 changed the status, and the stream sent a
+/// `status` for it, though a1 is the greater id as bytes and the status stayed a1's.)
+#[tokio::test]
+async fn a_batch_decides_status_changes_comparing_hook_ids_as_bytes_in_any_collation() {
+    let db = TestDb::create_with(
+        "template template0 locale_provider icu icu_locale 'en-US' locale 'C.utf8'",
+    )
+    .await;
+    let pool = db.pool().await;
+    let mut config = Config::defaults();
+    config.ingest_writers = 1;
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool, Some(db)).await;
+    sqlx::query("insert into history_removals (received_before) values ('-infinity')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Tied on occurredAt, so the greater hook id decides: as bytes "A2" < "B1" < "a1".
+    let states = [("a1", "complete"), ("A2", "error"), ("B1", "error")];
+    let batch: Vec<Value> = states
+        .iter()
+        .map(|(id, state)| {
+            let kind = format!("sync.{state}");
+            event(id, "w", Some("a"), &kind, "2024-01-01T00:00:00Z")
+        })
+        .collect();
+    let answers = deliver_as_one_batch(&app, &batch).await;
+    assert!(answers.iter().all(|(s, _)| *s == 201), "{answers:?}");
+    let stored: Vec<(String, Option<bool>)> = sqlx::query_as(
+        "select hook_id, changes_status from events where workspace_id = 'w'
+         order by feed_xid, feed_seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // Each changes the status if it is greater than every event before it in the feed and
+    // says another state than the greatest of them.
+    let mut latest: Option<(&str, &str)> = None;
+    let mut expected = Vec::new();
+    for (id, _) in &stored {
+        let state = states.iter().find(|(s, _)| s == id).unwrap().1;
+        let changes = latest.is_none_or(|(l, s)| id.as_bytes() > l.as_bytes() && state != s);
+        if latest.is_none_or(|(l, _)| id.as_bytes() > l.as_bytes()) {
+            latest = Some((id, state));
+        }
+        expected.push((id.clone(), Some(changes)));
+    }
+    assert_eq!(stored, expected);
+    let status = app.get_json("/workspaces/w/accounts/a").await;
+    assert_eq!(status["sync"]["lastEvent"]["hookId"], "a1");
 }

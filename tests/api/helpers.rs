@@ -123,10 +123,15 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> TestDb {
+        TestDb::create_with("").await
+    }
+
+    /// A database made with these `create database` options (a locale, say).
+    pub async fn create_with(options: &str) -> TestDb {
         let server = server();
         let name = format!("calry_hooks_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect_with(&server).await.unwrap();
-        sqlx::query(&format!("create database {name}"))
+        sqlx::query(&format!("create database {name} {options}"))
             .execute(&mut admin)
             .await
             .unwrap();
