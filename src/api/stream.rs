@@ -881,10 +881,11 @@ async fn open(
         position: start,
         committed,
         app: app.clone(),
-        selection,
+        selection: Arc::new(selection),
         receiver,
         tail_position,
         backlog: VecDeque::new(),
+        reading: None,
         catch_up_rows: BATCH,
         check_token: false,
     };
@@ -908,6 +909,11 @@ async fn open(
         .into_response())
 }
 
+/// A read of the store for a stream: the items after its position, and where a filtered read
+/// stopped looking.
+type Reading =
+    std::pin::Pin<Box<dyn Future<Output = Result<(Vec<Item>, Option<FeedPosition>)>> + Send>>;
+
 /// One stream: the body of its answer, polled by the client's connection as the client reads,
 /// so a slow client holds nothing but its place in the broadcast, and, once it falls behind
 /// that, goes back to the store.
@@ -915,7 +921,7 @@ struct Follow {
     /// Its place among the streams and long polls, for as long as it is open.
     _place: tokio::sync::OwnedSemaphorePermit,
     app: AppState,
-    selection: Selection,
+    selection: Arc<Selection>,
     receiver: broadcast::Receiver<Arc<Item>>,
     /// The last item sent, or about to be (the backlog's last).
     position: FeedPosition,
@@ -926,6 +932,10 @@ struct Follow {
     tail_position: FeedPosition,
     /// Items read from the store and not sent yet.
     backlog: VecDeque<Item>,
+    /// The read of the store under way, kept across keep-alives: one that takes longer than
+    /// KEEP_ALIVE (a table an operator locked, a long filtered scan) neither silences the
+    /// stream nor starts over.
+    reading: Option<Reading>,
     /// Rows the next catch-up asks for: one more than the last one kept when its bytes cut it
     /// short (PostgreSQL sends every row a statement asks for, and the rows past the bound are
     /// read only to be dropped: a replay of large events would read them again and again),
@@ -961,9 +971,17 @@ impl Follow {
                 return Some(item.frame);
             }
             if self.position < self.tail_position {
-                if let Err(err) = self.catch_up().await {
-                    tracing::warn!(error = %err, "a stream could not catch up; closing it");
-                    return None;
+                let mut reading = self.reading.take().unwrap_or_else(|| self.read_store());
+                match tokio::time::timeout_at(keep_alive, &mut reading).await {
+                    Err(_) => {
+                        self.reading = Some(reading);
+                        return Some(self.keep_alive());
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "a stream could not catch up; closing it");
+                        return None;
+                    }
+                    Ok(Ok((items, more))) => self.caught_up(items, more),
                 }
                 continue;
             }
@@ -979,10 +997,7 @@ impl Follow {
                 received = tokio::time::timeout_at(keep_alive, self.receiver.recv()) => received,
             };
             match received {
-                Err(_) => {
-                    self.check_token = true;
-                    return Some(Bytes::from_static(b": keep-alive\n\n"));
-                }
+                Err(_) => return Some(self.keep_alive()),
                 Ok(Ok(item)) if item.position > self.position => {
                     if !self.selection.passes(&item) || self.stored_before_open(item.position) {
                         self.position = item.position;
@@ -1011,8 +1026,8 @@ impl Follow {
     /// Whether the stream's token still lets it read: a token revoked, or one created where
     /// none was presented, ends it. A check that could not be made (the database is away, and
     /// the stream gets nothing meanwhile) keeps it: the instance hears of tokens again when it
-    /// listens again, and the stream is checked then.
-    async fn still_allowed(&self) -> bool {
+    /// listens again, and the stream is checked then. (`&mut`: a read under way is not `Sync`.)
+    async fn still_allowed(&mut self) -> bool {
         match access_now(&self.app, self.presented.as_deref()).await {
             Err(Error::Unauthorized(reason)) => {
                 tracing::info!(
@@ -1025,22 +1040,32 @@ impl Follow {
         }
     }
 
-    /// Reads the next items from the store into the backlog, up to where the broadcast takes
-    /// over.
-    async fn catch_up(&mut self) -> Result<()> {
-        let (selection, position, limit) = (&self.selection, self.position, self.catch_up_rows);
-        let tail_position = self.tail_position;
-        let (items, more) = self
-            .app
-            .readers
-            .with(async |db| {
-                // Up to the tailer's position, which its own read found final.
-                let end = FeedEnd::Through(tail_position.xid);
-                let query = selection.query(end, position, limit, CATCH_UP_BYTES);
-                let (rows, more) = query.rows(db).await?;
-                Ok::<_, Error>((items(db, rows).await?, more))
-            })
-            .await?;
+    /// A keep-alive comment; the token is checked before the next frame.
+    fn keep_alive(&mut self) -> Bytes {
+        self.check_token = true;
+        Bytes::from_static(b": keep-alive\n\n")
+    }
+
+    /// A read of the next items from the store, up to where the broadcast takes over.
+    fn read_store(&self) -> Reading {
+        let (readers, selection) = (self.app.readers.clone(), self.selection.clone());
+        let (position, limit) = (self.position, self.catch_up_rows);
+        // Up to the tailer's position, which its own read found final.
+        let end = FeedEnd::Through(self.tail_position.xid);
+        Box::pin(async move {
+            readers
+                .with(async |db| {
+                    let query = selection.query(end, position, limit, CATCH_UP_BYTES);
+                    let (rows, more) = query.rows(db).await?;
+                    Ok((items(db, rows).await?, more))
+                })
+                .await
+        })
+    }
+
+    /// Takes what [`Follow::read_store`] read into the backlog.
+    fn caught_up(&mut self, items: Vec<Item>, more: Option<FeedPosition>) {
+        let limit = self.catch_up_rows;
         let kept = items.len() as i64;
         self.catch_up_rows = match items.last() {
             Some(last) if more == Some(last.position) && kept < limit => kept + 1,
@@ -1057,7 +1082,6 @@ impl Follow {
                 self.backlog.push_back(item);
             }
         }
-        Ok(())
     }
 
     /// Whether the event at `position` was committed before this live stream opened; forgets

@@ -1627,3 +1627,66 @@ async fn keep_alives_stay_on_time_while_the_database_does_not_answer() {
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stream catching up from the store gets its keep-alives (SPEC §10: at least every 15 s)
+/// while a read of the store waits, here for a table an operator locked, and then goes on from
+/// where it was, with every event once. (The read was awaited whole: nothing was sent until it
+/// ended, as in a filtered catch-up over millions of events that pass nothing.)
+#[tokio::test]
+async fn a_stream_gets_its_keep_alives_while_its_catch_up_waits() {
+    let app = crate::helpers::spawn_app_with(|c| c.query_timeout_ms = 60_000).await;
+    let beginning = crate::helpers::feed_next(&app, "/feed").await;
+    let bodies = padded_events("caught-up", "w", 2000, 10_000);
+    let statuses = crate::helpers::deliver_all(&app, bodies, 16).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    let mut stream = Reader::open(&app.address, &format!("/stream?after={beginning}"), None).await;
+    // Unread, it fills the socket, and the service waits part-way through the store.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut operator = sqlx::PgConnection::connect_with(&app.db_options())
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut operator).await.unwrap();
+    sqlx::query("lock table events in access exclusive mode")
+        .execute(&mut operator)
+        .await
+        .unwrap();
+    let mut read = String::new();
+    let mut last_event = tokio::time::Instant::now();
+    while !read.contains(": keep-alive") {
+        match tokio::time::timeout(Duration::from_secs(20), stream.body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                read.push_str(std::str::from_utf8(&chunk).unwrap());
+                if !read.contains(": keep-alive") {
+                    last_event = tokio::time::Instant::now();
+                }
+            }
+            other => panic!("no keep-alive while the read waited: {other:?}"),
+        }
+    }
+    let gap = last_event.elapsed();
+    assert!(
+        gap <= Duration::from_secs(15),
+        "a keep-alive {gap:?} after the last event"
+    );
+    let before = read.matches("event: event\n").count();
+    assert!(before < 2000, "the stream never waited for the store");
+    sqlx::query("commit").execute(&mut operator).await.unwrap();
+    while read.matches("event: event\n").count() < 2000 {
+        match tokio::time::timeout(Duration::from_secs(10), stream.body.next()).await {
+            Ok(Some(Ok(chunk))) => read.push_str(std::str::from_utf8(&chunk).unwrap()),
+            other => panic!("the stream did not go on: {other:?}"),
+        }
+    }
+    let hooks: Vec<String> = read
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<Value>(data).unwrap())
+        .map(|event| event["hookId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hooks.len(), 2000);
+    assert_eq!(
+        hooks.iter().collect::<HashSet<_>>().len(),
+        2000,
+        "sent twice"
+    );
+}
