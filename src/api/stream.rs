@@ -903,6 +903,9 @@ async fn open(
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
+            // nginx (and proxies that follow it) would otherwise hold the messages, even the
+            // answer's head, in its buffer until a few KB had gathered.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
         Body::from_stream(body),
     )

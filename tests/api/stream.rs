@@ -46,6 +46,7 @@ impl Reader {
             response.headers()["content-type"].to_str().unwrap(),
             "text/event-stream"
         );
+        assert_eq!(response.headers()["x-accel-buffering"], "no", "{path}");
         Reader {
             body: response.bytes_stream().boxed(),
             buffer: String::new(),
