@@ -327,7 +327,7 @@ pub mod answers {
     #[derive(IntoResponses)]
     #[response(
         status = 403,
-        description = "The token does not give access to this workspace; or no token was presented while none is required, and the request's `Host` is not a loopback name (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`): refused so that a web page of another site cannot read the API through DNS rebinding.",
+        description = "The token does not give access to this workspace; or no token was presented while none is required, and the request's `Host` is not a loopback name (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`), or the request carries a proxy's `Forwarded`, `X-Forwarded-For`, `X-Forwarded-Host`, `X-Real-IP` or `Via`: refused so that neither a web page of another site (through DNS rebinding) nor a client of a proxy can read the API.",
         content_type = "application/problem+json",
         example = json!(super::example::forbidden())
     )]
@@ -338,7 +338,7 @@ pub mod answers {
     #[derive(IntoResponses)]
     #[response(
         status = 403,
-        description = "No token was presented, none is required (no token exists and the service listens on a loopback address), and the request's `Host` is not a loopback name (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`): refused so that a web page of another site cannot read the API through DNS rebinding.",
+        description = "No token was presented, none is required (no token exists and the service listens on a loopback address), and the request's `Host` is not a loopback name (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`), or the request carries a proxy's `Forwarded`, `X-Forwarded-For`, `X-Forwarded-Host`, `X-Real-IP` or `Via`: refused so that neither a web page of another site (through DNS rebinding) nor a client of a proxy can read the API.",
         content_type = "application/problem+json",
         example = json!(super::example::not_loopback())
     )]

@@ -79,8 +79,9 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             }
         };
         if presented.is_none() {
-            // Open access: served under loopback names only.
+            // Open access: served under loopback names only, and not through a proxy.
             require_loopback_host(parts)?;
+            refuse_forwarded(parts)?;
         }
         let db = if S::MAY_USE_REPLICA {
             replica::connection(parts, app, db).await?
@@ -126,6 +127,33 @@ pub fn not_loopback() -> Error {
          serve the API under other names, to clients that present it"
             .to_owned(),
     )
+}
+
+/// Headers that proxies add to the requests they forward.
+const FORWARDING: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-real-ip",
+    "via",
+];
+
+/// `403` for a request that says it came through a proxy: while no token is required, a proxy
+/// on this machine that names its upstream in `Host` (`127.0.0.1:8080`: Apache's and nginx's
+/// default) would otherwise open the API to whoever reaches the proxy. (nginx adds none of
+/// these by default: README says to create a token before putting a proxy in front.)
+fn refuse_forwarded(parts: &Parts) -> Result<(), Error> {
+    let Some(name) = FORWARDING
+        .into_iter()
+        .find(|name| parts.headers.contains_key(*name))
+    else {
+        return Ok(());
+    };
+    Err(Error::Forbidden(format!(
+        "the request came through a proxy (it carries `{name}`): while no token exists, the API \
+         answers only clients on this machine; create a token (`calry-hooks token create`) to \
+         serve it through a proxy, to clients that present it"
+    )))
 }
 
 /// `localhost`, `*.localhost`, `127.x.x.x` or `[::1]`.

@@ -409,6 +409,23 @@ async fn while_no_token_exists_the_api_answers_only_requests_sent_to_a_loopback_
     assert_eq!(raw_status(&app.address, &absolute).await, 403);
     let nameless = "GET /workspaces HTTP/1.0\r\n\r\n";
     assert_eq!(raw_status(&app.address, nameless).await, 403);
+    // A proxy on this machine may send a loopback `Host`, but says it forwards.
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-forwarded-host", "hooks.example.com"),
+        ("x-real-ip", "203.0.113.9"),
+        ("via", "1.1 proxy"),
+    ] {
+        let proxied = app.client.get(format!("{}/feed", app.address));
+        let answer = proxied.header(name, value).send().await.unwrap();
+        let body = problem(answer, 403).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(name) && detail.contains("token create"),
+            "{detail}"
+        );
+    }
 
     // A token lets the API be read under any name, by those who present it.
     let token = auth::create(&app.pool, "", true, &[]).await.unwrap().token;
