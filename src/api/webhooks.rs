@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::Utc;
+use http_body_util::BodyExt;
 use serde::Serialize;
 use tracing::Instrument;
 use utoipa::ToSchema;
@@ -119,19 +120,9 @@ async fn deliver(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {
+    let limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(app.config.body_timeout_secs);
-    let body = tokio::time::timeout(
-        timeout,
-        read_body(
-            &headers,
-            body,
-            usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX),
-        ),
-    )
-    .await
-    .map_err(|_| Error::BodyTimeout {
-        secs: timeout.as_secs(),
-    })??;
+    let body = read_body(&headers, body, limit, timeout).await?;
     require_json(&headers)?;
     let signature_verified = app
         .verifier
@@ -182,25 +173,68 @@ async fn deliver(
     ))
 }
 
-/// Reads the whole body, refusing it (413) as soon as it is known to exceed `limit`.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+/// A body refused for its size is still read, and dropped, when it is at most this many times
+/// the limit (1 MiB at the default limit: nginx's default `client_max_body_size`). A client or a
+/// proxy that sends a body whole before it reads the answer then gets the `413`, where a
+/// connection closed under it would show it a reset (nginx answers its own client `502`).
+const DRAINED_LIMITS: usize = 4;
+
+/// Reads the whole body within `timeout`, refusing it (413) once it is known to exceed `limit`.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let drained = limit.saturating_mul(DRAINED_LIMITS);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    if let Some(len) = declared.filter(|len| *len > limit as u64) {
+        // A client waiting to be told to send (`Expect: 100-continue`) is not told to.
+        let waits = headers.contains_key(header::EXPECT);
+        if !waits && len <= drained as u64 {
+            drain(body, drained, deadline).await;
+        }
         return Err(Error::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-        while let Some(e) = source {
-            if e.is::<http_body_util::LengthLimitError>() {
-                return Error::PayloadTooLarge { limit };
-            }
-            source = e.source();
+    let mut kept = Vec::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| Error::BodyTimeout {
+                secs: timeout.as_secs(),
+            })?;
+        let Some(frame) = frame else {
+            return Ok(kept.into());
+        };
+        let frame = frame
+            .map_err(|err| Error::MalformedBody(format!("the body could not be read: {err}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if kept.len() + data.len() > limit {
+            drain(
+                body,
+                drained.saturating_sub(kept.len() + data.len()),
+                deadline,
+            )
+            .await;
+            return Err(Error::PayloadTooLarge { limit });
         }
-        Error::MalformedBody(format!("the body could not be read: {err}"))
-    })
+        kept.extend_from_slice(&data);
+    }
+}
+
+/// Reads and drops what is left of a refused body, up to `left` more bytes, until `deadline`.
+async fn drain(mut body: Body, mut left: usize, deadline: tokio::time::Instant) {
+    while left > 0
+        && let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await
+    {
+        left = left.saturating_sub(frame.data_ref().map_or(0, |data| data.len()));
+    }
 }
 
 /// `application/json`, or any `application/…+json`, with any parameters.

@@ -318,6 +318,61 @@ async fn a_body_over_the_limit_is_a_413_whether_or_not_its_length_is_declared() 
     assert_eq!(app.deliver(&fits).await.status(), 201);
 }
 
+/// A body over the limit that its client sends whole before it reads the answer, as nginx does
+/// in front of the service, gets its `413`: the service reads such a body, up to four times the
+/// limit, before it answers. (It answered and closed at once: the client, still sending, saw a
+/// reset, and nginx answered its own client `502`.) A client that waits for `100 Continue` is
+/// answered at once, and never told to send.
+#[tokio::test]
+async fn a_body_over_the_limit_sent_whole_before_reading_the_answer_gets_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let body = vec![b' '; 4 * 64 * 1024];
+    let head = "POST /webhooks/calry HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                content-type: application/json\r\n";
+    for chunked in [false, true] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let length = match chunked {
+            false => format!("content-length: {}\r\n\r\n", body.len()),
+            true => "transfer-encoding: chunked\r\n\r\n".to_owned(),
+        };
+        stream
+            .write_all(format!("{head}{length}").as_bytes())
+            .await
+            .unwrap();
+        for piece in body.chunks(16 * 1024) {
+            if chunked {
+                let size = format!("{:x}\r\n", piece.len());
+                stream.write_all(size.as_bytes()).await.unwrap();
+            }
+            let sent = stream.write_all(piece).await;
+            sent.unwrap_or_else(|err| panic!("chunked {chunked}: cut off while sending: {err}"));
+            if chunked {
+                stream.write_all(b"\r\n").await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "chunked {chunked}: {answer}"
+        );
+    }
+    let waits = format!(
+        "{head}content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    let answer = raw_answer(&app.address, &waits).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(app.stored_events().await, 0);
+}
+
 #[tokio::test]
 async fn checks_run_in_the_order_of_the_spec() {
     let app = spawn_app_with(|c| c.max_body_bytes = 64).await;
