@@ -899,6 +899,9 @@ async fn open(
         }?;
         Some((Ok::<_, Infallible>(frame), (follow, app)))
     });
+    // A first comment at once: a proxy that sends the answer's head only with its first bytes
+    // (nginx over HTTP/2, from an HTTP/1.0 upstream) would otherwise hold it until a message.
+    let opened = futures_util::stream::once(async { Ok(Bytes::from_static(b": open\n\n")) });
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -907,7 +910,7 @@ async fn open(
             // answer's head, in its buffer until a few KB had gathered.
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
-        Body::from_stream(body),
+        Body::from_stream(futures_util::StreamExt::chain(opened, body)),
     )
         .into_response())
 }
