@@ -2,7 +2,8 @@
 # CI check (SPEC §12): the dashboard at /ui in a real browser. Each page (overview, workspace,
 # account) renders at 1440 px and 390 px with no console error and no request to another host; a
 # delivery made while a workspace page is open shows up within 2 s; a workspace of 3,000 accounts
-# draws a bounded number of rows and stays live; a page whose stream had no message yet when the
+# draws a bounded number of rows and stays live; account ids that look alike each show as
+# themselves; a page whose stream had no message yet when the
 # service restarted misses nothing after it; once a token exists, the page asks for it, refuses a
 # wrong one, and works with the right one (its stream read through fetch).
 # .ci/checks/dashboard_browser.py says exactly what it asserts.

@@ -240,9 +240,9 @@ class Check:
     # ---- phases ----
 
     def sample(self, token=None):
-        # Not the large workspace of `large`, made for its own check.
+        # Not the workspaces of `large` and `look_alikes`, made for their own checks.
         ws = [w for w in get_json(self.base + "/workspaces?limit=500", token)["items"]
-              if not w["workspaceId"].startswith("ci-large-")]
+              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-"))]
         if not ws:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
@@ -287,6 +287,8 @@ class Check:
                 log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
                 page.context.close()
 
+        self.look_alikes()
+
         # Live: a delivery shows up on an open workspace page.
         page = self.page(1440, tolerate=[self.pending_404])
         self.open(page, pages["workspace"][0], "the workspace page")
@@ -306,6 +308,38 @@ class Check:
             raise Fail("the page for an unknown /ui path has no link to the overview")
         self.clean(page, "an unknown /ui path")
         log("an unknown /ui path: 404, says 'No such page', links to the overview")
+        page.context.close()
+
+    def look_alikes(self):
+        """Account ids that look alike (a zero-width space, NFC and NFD, a no-break space, spaces
+        alone) each show as themselves on the workspace page, with a link that can be clicked."""
+        workspace = f"ci-look-alike-{uuid.uuid4()}"
+        accounts = ["ab", "a\u200bb", "Caf\u00e9", "Cafe\u0301", "x y", "x\u00a0y", " ", "  "]
+        for account in accounts:
+            self.deliver(workspace, account, "sync.complete")
+        page = self.page(390, tolerate=[self.pending_404])
+        what = "the workspace page of look-alike account ids at 390 px"
+        self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
+        rows = page.eval_on_selector_all(
+            "#main section[aria-labelledby=accounts-title] tbody tr[data-key]",
+            """rows => rows.map(r => {
+                 const link = r.querySelector('a.id');
+                 const box = link && link.getBoundingClientRect();
+                 return [r.dataset.key, link ? [...link.querySelectorAll('[aria-hidden]')]
+                   .map(e => e.textContent).join('') : null, box ? box.width * box.height : 0];
+               })""")
+        keys = sorted(key for key, _, _ in rows)
+        if keys != sorted(accounts):
+            raise Fail(f"{what}: rows for {keys!r}, expected {sorted(accounts)!r}")
+        shown = [text for _, text, _ in rows]
+        if len(set(shown)) != len(accounts):
+            raise Fail(f"{what}: different ids look the same: {shown!r}")
+        flat = [key for key, _, area in rows if area < 20]
+        if flat:
+            raise Fail(f"{what}: the links of {flat!r} cannot be clicked")
+        self.clean(page, what)
+        log(f"{what}: each shows as itself ({', '.join(shown)}); "
+            f"{self.shot(page, 'workspace-look-alikes-390')}")
         page.context.close()
 
     def keyboard(self, page, what):

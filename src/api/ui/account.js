@@ -6,14 +6,14 @@ import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, copyButton, eventType, fill, h, id, isolated, json, lacksSince, note, problemNote, rel, result, said, section,
-  stateCell, table, uiWorkspace, utc,
+  stateCell, table, uiWorkspace, utc, visible,
 } from './view.js';
 
 const EVENTS_PAGE = 25;
 const TIMELINE_PAGE = 50;
 
 export default function accountPage(main, { conn }, ws, acc) {
-  document.title = `Account ${isolated(acc)} · calry-hooks`;
+  document.title = `Account ${isolated(visible(acc))} · calry-hooks`;
   const base = p('workspaces', ws, 'accounts', acc);
   const cards = h('div', { class: 'cards' }, note('loading', 'Loading the account…'));
   const notice = h('div');

@@ -67,17 +67,35 @@ export const isolated = (text) => `\u2068${text}\u2069`;
 /** What the service said (a problem's detail, which may quote ids): each word isolated. */
 export const said = (text) => h('bdi', {}, text.split(/(\s+)/).map((w, i) => (i % 2 ? w : h('bdi', {}, w))));
 
+// What would show as nothing, or as another character: controls, format characters (zero width,
+// bidi), separators other than the space; in an id that is not in NFC, combining marks too.
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]|(?! )\p{Zs}/gu;
+const MARK = /\p{M}/gu;
+const codePoint = (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩`;
+
+/**
+ * An id as it can be told apart from every other: each hidden character as ⟨U+200B⟩, a space at
+ * either end as ␣ (two ids that differ only there would look the same, and one of spaces alone
+ * would show as nothing).
+ */
+export function visible(value) {
+  let text = value.replace(HIDDEN, codePoint);
+  if (value.normalize('NFC') !== value) text = text.replace(MARK, codePoint);
+  return text.replace(/^ +| +$/g, (spaces) => '␣'.repeat(spaces.length));
+}
+
 /**
  * An id in monospace, truncated in the middle by CSS when there is no room (the head shrinks
  * with an ellipsis, the tail stays), the full id on hover; a link when `href` is given.
  */
 export function id(value, href) {
-  const tail = value.length > 14 ? value.slice(-6) : '';
+  const text = visible(value);
+  const tail = text.length > 14 ? text.slice(-6) : '';
   // Read out whole, once: the two visible halves are hidden from screen readers.
-  const parts = [h('span', { class: 'sr-only' }, value),
-    h('span', { class: 'id-head', 'aria-hidden': 'true' }, tail ? value.slice(0, -6) : value),
+  const parts = [h('span', { class: 'sr-only' }, text),
+    h('span', { class: 'id-head', 'aria-hidden': 'true' }, tail ? text.slice(0, -6) : text),
     tail && h('span', { class: 'id-tail', 'aria-hidden': 'true' }, tail)];
-  return href ? h('a', { class: 'id', href, title: value }, parts) : h('span', { class: 'id', title: value }, parts);
+  return href ? h('a', { class: 'id', href, title: text }, parts) : h('span', { class: 'id', title: text }, parts);
 }
 
 /** A button that copies `text`, saying so for a moment. */

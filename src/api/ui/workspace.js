@@ -11,7 +11,7 @@ import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, copyButton, eventType, figure, fill, h, id, isolated, knownType, lacksSince, note, plural,
-  problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount,
+  problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount, visible,
 } from './view.js';
 
 const RECENT = 25;
@@ -26,7 +26,7 @@ const TYPING_MS = 150; // the search applies once typing pauses
 const FLUSH_MS = 100; // live messages are drawn together, at most this often
 
 export default function workspacePage(main, { conn }, ws) {
-  document.title = `Workspace ${isolated(ws)} · calry-hooks`;
+  document.title = `Workspace ${isolated(visible(ws))} · calry-hooks`;
   const url = new URL(location.href);
   const filter = { q: url.searchParams.get('q') || '' };
   for (const cat of Object.keys(STATES)) {
