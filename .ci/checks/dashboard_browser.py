@@ -325,8 +325,13 @@ class Check:
             """rows => rows.map(r => {
                  const link = r.querySelector('a.id');
                  const box = link && link.getBoundingClientRect();
-                 return [r.dataset.key, link ? [...link.querySelectorAll('[aria-hidden]')]
-                   .map(e => e.textContent).join('') : null, box ? box.width * box.height : 0];
+                 const text = link ? [...link.querySelectorAll('[aria-hidden]')]
+                   .map(e => e.textContent).join('') : '';
+                 // What a reader sees: no invisible character, compatible forms alike, any
+                 // white space as one space, none at either end.
+                 const looks = text.normalize('NFKC').replace(/[\\p{Cc}\\p{Cf}]/gu, '')
+                   .replace(/\\s+/gu, ' ').trim();
+                 return [r.dataset.key, looks, box ? box.width * box.height : 0];
                })""")
         keys = sorted(key for key, _, _ in rows)
         if keys != sorted(accounts):
