@@ -37,6 +37,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sqlx::{PgConnection, QueryBuilder};
 use tokio::sync::{Notify, broadcast};
+use tracing::Instrument;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -915,10 +916,34 @@ async fn open(
         .into_response())
 }
 
-/// A read of the store for a stream: the items after its position, and where a filtered read
-/// stopped looking.
-type Reading =
-    std::pin::Pin<Box<dyn Future<Output = Result<(Vec<Item>, Option<FeedPosition>)>> + Send>>;
+/// A read of the store for a stream (the items after its position, and where a filtered read
+/// stopped looking), in a task of its own: it ends, and gives its connection back, whether or not
+/// the stream's client takes a byte meanwhile. It is stopped when the stream ends first.
+struct Reading(tokio::task::JoinHandle<Result<(Vec<Item>, Option<FeedPosition>)>>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for Reading {
+    type Output = Result<(Vec<Item>, Option<FeedPosition>)>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|err| {
+                Err(Error::Internal {
+                    detail: "a stream's read of the store failed".to_owned(),
+                    source: Some(Box::new(err)),
+                })
+            })
+        })
+    }
+}
 
 /// One stream: the body of its answer, polled by the client's connection as the client reads,
 /// so a slow client holds nothing but its place in the broadcast, and, once it falls behind
@@ -1032,8 +1057,8 @@ impl Follow {
     /// Whether the stream's token still lets it read: a token revoked, or one created where
     /// none was presented, ends it. A check that could not be made (the database is away, and
     /// the stream gets nothing meanwhile) keeps it: the instance hears of tokens again when it
-    /// listens again, and the stream is checked then. (`&mut`: a read under way is not `Sync`.)
-    async fn still_allowed(&mut self) -> bool {
+    /// listens again, and the stream is checked then.
+    async fn still_allowed(&self) -> bool {
         match access_now(&self.app, self.presented.as_deref()).await {
             Err(Error::Unauthorized(reason)) => {
                 tracing::info!(
@@ -1058,7 +1083,7 @@ impl Follow {
         let (position, limit) = (self.position, self.catch_up_rows);
         // Up to the tailer's position, which its own read found final.
         let end = FeedEnd::Through(self.tail_position.xid);
-        Box::pin(async move {
+        let read = async move {
             readers
                 .with(async |db| {
                     let query = selection.query(end, position, limit, CATCH_UP_BYTES);
@@ -1066,7 +1091,8 @@ impl Follow {
                     Ok((items(db, rows).await?, more))
                 })
                 .await
-        })
+        };
+        Reading(tokio::spawn(read.instrument(tracing::Span::current())))
     }
 
     /// Takes what [`Follow::read_store`] read into the backlog.
