@@ -96,8 +96,17 @@ impl App {
             tokens.clone(),
             stopping.clone(),
         );
-        let horizon = feed::Horizon::start(readers.clone(), metrics.feed_held_back.clone());
-        let tailer = api::stream::Tailer::start(readers.clone(), notifier.clone(), horizon.clone());
+        // The feed's followers (the streams' tailer and the horizon's look) on connections of
+        // their own, opened when first needed: however busy the query routes, and the streams
+        // catching up, which share theirs, live streams and the feed go on.
+        let following = Readers::new(
+            &pool,
+            2,
+            Duration::from_millis(config.query_timeout_ms),
+            metrics.pool_waiting.clone(),
+        );
+        let horizon = feed::Horizon::start(following.clone(), metrics.feed_held_back.clone());
+        let tailer = api::stream::Tailer::start(following, notifier.clone(), horizon.clone());
         Ok(App {
             stop,
             state: AppState::new(api::Shared {
@@ -113,6 +122,9 @@ impl App {
                 long_lived: Arc::new(tokio::sync::Semaphore::new(server::long_lived_places(
                     config.max_connections as usize,
                 ))),
+                stream_reads: Arc::new(tokio::sync::Semaphore::new(
+                    (config.query_connections as usize / 2).max(1),
+                )),
                 config: Arc::new(config),
                 verifier,
             }),

@@ -81,6 +81,10 @@ pub struct Shared {
     /// Places for the requests that hold their connection for long: open streams, and long
     /// polls while they wait ([`crate::server::long_lived_places`]).
     pub long_lived: Arc<tokio::sync::Semaphore>,
+    /// Turns for the reads of streams catching up from the store: half of the query
+    /// connections, so that however many streams catch up, and however long their reads wait
+    /// (for a table locked, say), the query routes keep the other half.
+    pub stream_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {

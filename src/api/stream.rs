@@ -1080,10 +1080,13 @@ impl Follow {
     /// A read of the next items from the store, up to where the broadcast takes over.
     fn read_store(&self) -> Reading {
         let (readers, selection) = (self.app.readers.clone(), self.selection.clone());
+        let turns = self.app.stream_reads.clone();
         let (position, limit) = (self.position, self.catch_up_rows);
         // Up to the tailer's position, which its own read found final.
         let end = FeedEnd::Through(self.tail_position.xid);
         let read = async move {
+            // Waited for without a limit: the stream sends its keep-alives meanwhile.
+            let _turn = turns.acquire_owned().await;
             readers
                 .with(async |db| {
                     let query = selection.query(end, position, limit, CATCH_UP_BYTES);

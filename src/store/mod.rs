@@ -230,12 +230,14 @@ impl Readers {
         &self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut db = self.acquire().await?;
-        let done = tokio::time::timeout(self.deadline, work(&mut db))
+        let mut db = InUse(Some(self.acquire().await?));
+        let conn = db.0.as_mut().expect("set above");
+        let done = tokio::time::timeout(self.deadline, work(conn))
             .await
             .unwrap_or_else(|_| Err(no_answer("PostgreSQL", self.deadline).into()));
+        let conn = db.0.take().expect("set above");
         if done.is_err() {
-            self.discard(db);
+            self.discard(conn);
         }
         done
     }
@@ -257,6 +259,19 @@ impl Readers {
     pub fn counts(&self) -> (usize, usize) {
         let status = self.pool.status();
         (status.size, status.available)
+    }
+}
+
+/// A connection of [`Readers::with`] while its work runs. Left then (the caller stopped waiting:
+/// a stream that ended, a client that hung up), it is closed rather than handed out again, as
+/// its statement may still run: the next caller would wait for that statement to end.
+struct InUse(Option<ReadConnection>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool::managed::Object::take(conn));
+        }
     }
 }
 

@@ -1646,14 +1646,7 @@ async fn a_stream_gets_its_keep_alives_while_its_catch_up_waits() {
     let mut stream = Reader::open(&app.address, &format!("/stream?after={beginning}"), None).await;
     // Unread, it fills the socket, and the service waits part-way through the store.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut operator = sqlx::PgConnection::connect_with(&app.db_options())
-        .await
-        .unwrap();
-    sqlx::query("begin").execute(&mut operator).await.unwrap();
-    sqlx::query("lock table events in access exclusive mode")
-        .execute(&mut operator)
-        .await
-        .unwrap();
+    let operator = lock_events(&app).await;
     let mut read = std::mem::take(&mut stream.buffer);
     let mut last_event = tokio::time::Instant::now();
     while !read.contains(": keep-alive") {
@@ -1674,7 +1667,7 @@ async fn a_stream_gets_its_keep_alives_while_its_catch_up_waits() {
     );
     let before = read.matches("event: event\n").count();
     assert!(before < 2000, "the stream never waited for the store");
-    sqlx::query("commit").execute(&mut operator).await.unwrap();
+    unlock(operator).await;
     while read.matches("event: event\n").count() < 2000 {
         match tokio::time::timeout(Duration::from_secs(10), stream.body.next()).await {
             Ok(Some(Ok(chunk))) => read.push_str(std::str::from_utf8(&chunk).unwrap()),
@@ -1693,4 +1686,158 @@ async fn a_stream_gets_its_keep_alives_while_its_catch_up_waits() {
         2000,
         "sent twice"
     );
+}
+
+/// An operator's transaction holding `events` locked, so that every read of it waits.
+async fn lock_events(app: &TestApp) -> sqlx::PgConnection {
+    let mut operator = sqlx::PgConnection::connect_with(&app.db_options())
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut operator).await.unwrap();
+    sqlx::query("lock table events in access exclusive mode")
+        .execute(&mut operator)
+        .await
+        .unwrap();
+    operator
+}
+
+async fn unlock(mut operator: sqlx::PgConnection) {
+    sqlx::query("commit").execute(&mut operator).await.unwrap();
+}
+
+/// How long the status route takes to answer, at most, over `rounds` of `at_once` requests.
+async fn slowest_status(app: &TestApp, rounds: usize, at_once: usize) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for _ in 0..rounds {
+        let asked = std::time::Instant::now();
+        let answers =
+            futures_util::future::join_all((0..at_once).map(|_| app.get("/workspaces/w/status")))
+                .await;
+        for answer in answers {
+            assert_eq!(answer.status(), 200);
+        }
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    slowest
+}
+
+/// However many streams catch up from the store, and however long their reads wait (here for a
+/// table an operator locked), they take at most half of the query connections: the status route
+/// answers at once, and live messages go on from the tailer's own connections. (Ten streams
+/// took all six, and the status route answered 503 after waiting 3 s for one.)
+#[tokio::test]
+async fn streams_catching_up_leave_the_query_routes_connections() {
+    let app = crate::helpers::spawn_app_with(|c| c.query_timeout_ms = 30_000).await;
+    let beginning = crate::helpers::feed_next(&app, "/feed").await;
+    for i in 0..5 {
+        let body = event(
+            &format!("before-{i}"),
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    // The idle tailer moves past them: the streams read them from the store.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let operator = lock_events(&app).await;
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let path = format!("/stream?after={beginning}");
+        streams.push(Reader::open(&app.address, &path, None).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slowest = slowest_status(&app, 10, 4).await;
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the status route took {slowest:?}"
+    );
+    unlock(operator).await;
+    for stream in &mut streams {
+        let first = stream
+            .next(Duration::from_secs(10))
+            .await
+            .expect("caught up");
+        assert_eq!(first.data["hookId"], "before-0");
+    }
+}
+
+/// A stream that ends while its read of the store waits leaves no connection behind that the
+/// next query would wait on. (The read's connection went back with its statement still
+/// waiting, and the next status request waited with it until the lock ended.)
+#[tokio::test]
+async fn a_stream_that_ends_while_its_read_waits_delays_no_query() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.query_timeout_ms = 30_000;
+        c.query_connections = 2;
+    })
+    .await;
+    let beginning = crate::helpers::feed_next(&app, "/feed").await;
+    let body = event(
+        "before",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    assert_eq!(app.get("/workspaces/w/status").await.status(), 200);
+    // The idle tailer moves past it: the stream reads it from the store.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let operator = lock_events(&app).await;
+    let path = format!("/stream?after={beginning}");
+    let stream = Reader::open(&app.address, &path, None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slowest = slowest_status(&app, 5, 2).await;
+    unlock(operator).await;
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the status route took {slowest:?}"
+    );
+}
+
+/// Live messages come from the tailer's own connections: with every query connection busy (here
+/// the one a history page holds while it waits for a table an operator locked), a delivery still
+/// reaches an open stream at once. (The tailer shared the query routes' connections, and waited
+/// for one.)
+#[tokio::test]
+async fn live_streams_go_on_while_every_query_connection_is_busy() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.query_timeout_ms = 30_000;
+        c.query_connections = 1;
+    })
+    .await;
+    let mut live = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut operator = sqlx::PgConnection::connect_with(&app.db_options())
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut operator).await.unwrap();
+    sqlx::query("lock table history_sealed in access exclusive mode")
+        .execute(&mut operator)
+        .await
+        .unwrap();
+    let (client, url) = (
+        app.client.clone(),
+        format!("{}/workspaces/w/events", app.address),
+    );
+    let page = tokio::spawn(async move { client.get(url).send().await.unwrap().status() });
+    crate::helpers::wait_for_lock_waiters(&app.pool, 1).await;
+    let body = event(
+        "live",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let message = live.next(Duration::from_secs(2)).await;
+    let message = message.expect("no message while the query connection was busy");
+    assert_eq!(message.data["hookId"], "live");
+    unlock(operator).await;
+    assert_eq!(page.await.unwrap(), 200);
 }
