@@ -1139,7 +1139,8 @@ impl Follow {
 /// account's status, an `event: status` message follows (`workspaceId`, `integrationAccountId`,
 /// `status`, `causedBy`). The `id:` is on the last message of each event: resume with
 /// `Last-Event-ID` (or `after`) and the stream replays from the store everything after it, then
-/// goes on live. A `: keep-alive` comment comes at least every 15 s.
+/// goes on live. The answer opens with a `: open` comment, at once, and a `: keep-alive` comment
+/// comes at least every 15 s.
 #[utoipa::path(
     get,
     path = "/stream",
