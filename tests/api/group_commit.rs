@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tokio::task::JoinHandle;
 
 use calry_hooks::App;
@@ -24,17 +24,11 @@ async fn single_writer_app() -> TestApp {
 
 /// Holds the writer: a transaction locking the table every batch upserts into.
 async fn hold_writer(app: &TestApp) -> PgConnection {
-    let mut conn = PgConnection::connect_with(&app.db_options()).await.unwrap();
-    sqlx::query("begin").execute(&mut conn).await.unwrap();
-    sqlx::query("lock table workspaces in exclusive mode")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn
+    crate::helpers::lock_table(app, "workspaces", "exclusive").await
 }
 
-async fn release_writer(mut conn: PgConnection) {
-    sqlx::query("commit").execute(&mut conn).await.unwrap();
+async fn release_writer(conn: PgConnection) {
+    crate::helpers::commit(conn).await;
 }
 
 /// Waits until the writer took its delivery and its statement waits on the lock.

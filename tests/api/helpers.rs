@@ -745,3 +745,21 @@ pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A transaction of its own (an operator's, say) holding `table` locked in `mode`, until
+/// [`commit`]ted.
+pub async fn lock_table(app: &TestApp, table: &str, mode: &str) -> sqlx::PgConnection {
+    let mut holder = sqlx::PgConnection::connect_with(&app.db_options())
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!("lock table {table} in {mode} mode"))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+pub async fn commit(mut holder: sqlx::PgConnection) {
+    sqlx::query("commit").execute(&mut holder).await.unwrap();
+}

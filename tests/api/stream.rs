@@ -1667,7 +1667,7 @@ async fn a_stream_gets_its_keep_alives_while_its_catch_up_waits() {
     );
     let before = read.matches("event: event\n").count();
     assert!(before < 2000, "the stream never waited for the store");
-    unlock(operator).await;
+    crate::helpers::commit(operator).await;
     while read.matches("event: event\n").count() < 2000 {
         match tokio::time::timeout(Duration::from_secs(10), stream.body.next()).await {
             Ok(Some(Ok(chunk))) => read.push_str(std::str::from_utf8(&chunk).unwrap()),
@@ -1690,19 +1690,7 @@ async fn a_stream_gets_its_keep_alives_while_its_catch_up_waits() {
 
 /// An operator's transaction holding `events` locked, so that every read of it waits.
 async fn lock_events(app: &TestApp) -> sqlx::PgConnection {
-    let mut operator = sqlx::PgConnection::connect_with(&app.db_options())
-        .await
-        .unwrap();
-    sqlx::query("begin").execute(&mut operator).await.unwrap();
-    sqlx::query("lock table events in access exclusive mode")
-        .execute(&mut operator)
-        .await
-        .unwrap();
-    operator
-}
-
-async fn unlock(mut operator: sqlx::PgConnection) {
-    sqlx::query("commit").execute(&mut operator).await.unwrap();
+    crate::helpers::lock_table(app, "events", "access exclusive").await
 }
 
 /// How long the status route takes to answer, at most, over `rounds` of `at_once` requests.
@@ -1754,7 +1742,7 @@ async fn streams_catching_up_leave_the_query_routes_connections() {
         slowest < Duration::from_secs(1),
         "the status route took {slowest:?}"
     );
-    unlock(operator).await;
+    crate::helpers::commit(operator).await;
     for stream in &mut streams {
         let first = stream
             .next(Duration::from_secs(10))
@@ -1793,7 +1781,7 @@ async fn a_stream_that_ends_while_its_read_waits_delays_no_query() {
     drop(stream);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let slowest = slowest_status(&app, 5, 2).await;
-    unlock(operator).await;
+    crate::helpers::commit(operator).await;
     assert!(
         slowest < Duration::from_secs(1),
         "the status route took {slowest:?}"
@@ -1813,14 +1801,7 @@ async fn live_streams_go_on_while_every_query_connection_is_busy() {
     .await;
     let mut live = Reader::open(&app.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut operator = sqlx::PgConnection::connect_with(&app.db_options())
-        .await
-        .unwrap();
-    sqlx::query("begin").execute(&mut operator).await.unwrap();
-    sqlx::query("lock table history_sealed in access exclusive mode")
-        .execute(&mut operator)
-        .await
-        .unwrap();
+    let operator = crate::helpers::lock_table(&app, "history_sealed", "access exclusive").await;
     let (client, url) = (
         app.client.clone(),
         format!("{}/workspaces/w/events", app.address),
@@ -1838,6 +1819,6 @@ async fn live_streams_go_on_while_every_query_connection_is_busy() {
     let message = live.next(Duration::from_secs(2)).await;
     let message = message.expect("no message while the query connection was busy");
     assert_eq!(message.data["hookId"], "live");
-    unlock(operator).await;
+    crate::helpers::commit(operator).await;
     assert_eq!(page.await.unwrap(), 200);
 }
