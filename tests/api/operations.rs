@@ -1403,6 +1403,35 @@ fn start_removal(
     tokio::spawn(async move { store::partitions::remove_before(&pool, cut, false).await })
 }
 
+/// A removal of the events received before a cut, whose detach of January waits for an older
+/// transaction.
+struct WaitingRemoval {
+    older: sqlx::Transaction<'static, sqlx::Postgres>,
+    removal: tokio::task::JoinHandle<Result<store::partitions::Removed, sqlx::Error>>,
+}
+
+async fn a_removal_waiting(pool: &sqlx::PgPool, cut: &str) -> WaitingRemoval {
+    let older = an_older_transaction(pool).await;
+    let removal = start_removal(pool, cut);
+    wait_for_a_waiting_detach(pool, false).await;
+    WaitingRemoval { older, removal }
+}
+
+impl WaitingRemoval {
+    /// Checks that it still waits, ends the older transaction, and sees January dropped.
+    async fn finish(self) {
+        let WaitingRemoval { older, removal } = self;
+        assert!(
+            !removal.is_finished(),
+            "the removal ended while the older transaction ran: {:?}",
+            removal.await.unwrap()
+        );
+        older.commit().await.unwrap();
+        let removed = removal.await.unwrap().unwrap();
+        assert_eq!(removed.partitions, ["events_202501"]);
+    }
+}
+
 /// Waits until a removal's detach in `pool`'s database waits for a lock (for an older
 /// transaction), and `cancel`s it then if asked.
 async fn wait_for_a_waiting_detach(pool: &sqlx::PgPool, cancel: bool) {
@@ -1458,18 +1487,9 @@ async fn a_removal_stopped_half_way_is_finished_by_the_next() {
 #[tokio::test]
 async fn a_removal_waits_for_an_older_transaction_past_the_statement_timeout() {
     let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
-    let older = an_older_transaction(&pool).await;
-    let removal = start_removal(&pool, "2025-02-01T00:00:00Z");
-    wait_for_a_waiting_detach(&pool, false).await;
+    let waiting = a_removal_waiting(&pool, "2025-02-01T00:00:00Z").await;
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert!(
-        !removal.is_finished(),
-        "the removal ended while the older transaction ran: {:?}",
-        removal.await.unwrap()
-    );
-    older.commit().await.unwrap();
-    let removed = removal.await.unwrap().unwrap();
-    assert_eq!(removed.partitions, ["events_202501"]);
+    waiting.finish().await;
     pool.close().await;
     drop(db);
 }
@@ -1488,9 +1508,7 @@ async fn the_feed_is_not_held_back_while_a_removal_waits() {
         Some(db),
     )
     .await;
-    let older = an_older_transaction(&pool).await;
-    let removal = start_removal(&pool, "2024-06-01T00:00:00Z");
-    wait_for_a_waiting_detach(&pool, false).await;
+    let waiting = a_removal_waiting(&pool, "2024-06-01T00:00:00Z").await;
     let body = event(
         "while-removing",
         "w",
@@ -1518,13 +1536,7 @@ async fn the_feed_is_not_held_back_while_a_removal_waits() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        !removal.is_finished(),
-        "the removal waited for the older transaction"
-    );
-    older.commit().await.unwrap();
-    let removed = removal.await.unwrap().unwrap();
-    assert_eq!(removed.partitions, ["events_202501"]);
+    waiting.finish().await;
 }
 
 /// While a removal finishing a half-detached month waits for an older transaction, the hourly
@@ -1535,9 +1547,7 @@ async fn the_feed_is_not_held_back_while_a_removal_waits() {
 async fn months_are_sealed_while_a_removal_waits_to_finish_a_month() {
     let (_db, pool) = a_store_with_events_in_january_and_february_2025().await;
     leave_january_half_detached(&pool).await;
-    let older = an_older_transaction(&pool).await;
-    let removal = start_removal(&pool, "2024-06-01T00:00:00Z");
-    wait_for_a_waiting_detach(&pool, false).await;
+    let waiting = a_removal_waiting(&pool, "2024-06-01T00:00:00Z").await;
     let sealing = store::partitions::seal(&pool);
     let sealed = tokio::time::timeout(Duration::from_secs(5), sealing)
         .await
@@ -1551,10 +1561,7 @@ async fn months_are_sealed_while_a_removal_waits_to_finish_a_month() {
     .await
     .unwrap();
     assert!(february);
-    assert!(!removal.is_finished(), "the removal waited");
-    older.commit().await.unwrap();
-    let removed = removal.await.unwrap().unwrap();
-    assert_eq!(removed.partitions, ["events_202501"]);
+    waiting.finish().await;
 }
 
 /// Two removals at once (`prune` during the retention pass, or two instances) while a month is

@@ -1712,8 +1712,8 @@ async fn slowest_status(app: &TestApp, rounds: usize, at_once: usize) -> Duratio
 
 /// However many streams catch up from the store, and however long their reads wait (here for a
 /// table an operator locked), they take at most half of the query connections: the status route
-/// answers at once, and live messages go on from the tailer's own connections. (Ten streams
-/// took all six, and the status route answered 503 after waiting 3 s for one.)
+/// answers at once. (Ten streams took all six, and the status route answered 503 after waiting
+/// 3 s for one.)
 #[tokio::test]
 async fn streams_catching_up_leave_the_query_routes_connections() {
     let app = crate::helpers::spawn_app_with(|c| c.query_timeout_ms = 30_000).await;
