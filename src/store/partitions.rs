@@ -217,7 +217,8 @@ async fn remove(
     .execute(&mut *turn)
     .await?;
     let mut removed = Removed::default();
-    let keep_latest = undecided_kept(db, cut).await?;
+    let partitions = partitions(db).await?;
+    let keep_latest = undecided_kept(db, kept_from(&partitions, cut, straddling)).await?;
     for (name, to) in left_detached(db).await? {
         if to <= cut {
             about_to_remove(db, &name, None, to, keep_latest).await?;
@@ -228,7 +229,7 @@ async fn remove(
             removed.partitions.push(name);
         }
     }
-    for partition in partitions(db).await? {
+    for partition in partitions {
         if partition.to <= cut || partition.pending {
             about_to_remove(db, &partition.name, None, partition.to, keep_latest).await?;
             let name = super::quote_ident(&partition.name);
@@ -343,15 +344,31 @@ async fn about_to_remove(
     Ok(any)
 }
 
+/// Where the history a removal before `cut` keeps begins (None: at the beginning of time). A
+/// removal of whole months keeps the month the cut falls inside whole, from its first day.
+fn kept_from(
+    partitions: &[Partition],
+    cut: DateTime<Utc>,
+    straddling: bool,
+) -> Option<DateTime<Utc>> {
+    if straddling {
+        return Some(cut);
+    }
+    let kept = partitions.iter().filter(|p| p.to > cut && !p.pending);
+    kept.map(|p| p.from).min().unwrap_or(Some(cut))
+}
+
 /// Whether events that ingest did not decide a status change for (`changes_status` null) may be
-/// kept past `cut`: those received before history was first removed (ingest decides from then
-/// on; a minute allows for batches that began as the first removal was recorded).
-async fn undecided_kept(db: &PgPool, cut: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+/// kept in history that begins at `from`: those received before history was first removed
+/// (ingest decides from then on; a minute allows for batches that began as the first removal
+/// was recorded).
+async fn undecided_kept(db: &PgPool, from: Option<DateTime<Utc>>) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "select $1 < coalesce((select min(removed_at) from history_removals), now())
-                     + interval '1 minute'",
+        "select $1::timestamptz is null
+                or $1 < coalesce((select min(removed_at) from history_removals), now())
+                        + interval '1 minute'",
     )
-    .bind(cut)
+    .bind(from)
     .fetch_one(db)
     .await
 }

@@ -763,3 +763,24 @@ pub async fn lock_table(app: &TestApp, table: &str, mode: &str) -> sqlx::PgConne
 pub async fn commit(mut holder: sqlx::PgConnection) {
     sqlx::query("commit").execute(&mut holder).await.unwrap();
 }
+
+/// Moves events to the time they were received at (and so to that month's partition).
+pub async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
+    sqlx::query("select ensure_event_partitions($1::timestamptz, $1::timestamptz)")
+        .bind(at)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for statement in [
+        "update events set received_at = $1::timestamptz, last_received_at = $1::timestamptz
+         where hook_id = any($2)",
+        "update hook_ids set received_at = $1::timestamptz where hook_id = any($2)",
+    ] {
+        sqlx::query(statement)
+            .bind(at)
+            .bind(hooks)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+}

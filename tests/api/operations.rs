@@ -15,8 +15,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, problem, seed, serve,
-    serve_on_own_cluster, serve_on_own_cluster_with, spawn_app, spawn_app_with,
+    Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, problem, received_at, seed,
+    serve, serve_on_own_cluster, serve_on_own_cluster_with, spawn_app, spawn_app_with,
     spawn_app_without_database, start_binary,
 };
 
@@ -717,27 +717,6 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     drop(app);
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Moves events to the time they were received at (and so to that month's partition).
-async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
-    sqlx::query("select ensure_event_partitions($1::timestamptz, $1::timestamptz)")
-        .bind(at)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    for statement in [
-        "update events set received_at = $1::timestamptz, last_received_at = $1::timestamptz
-         where hook_id = any($2)",
-        "update hook_ids set received_at = $1::timestamptz where hook_id = any($2)",
-    ] {
-        sqlx::query(statement)
-            .bind(at)
-            .bind(hooks)
-            .execute(&app.pool)
-            .await
-            .unwrap();
-    }
 }
 
 /// Delivers one event per (hook id, time) (account `a` of workspace `w`) and makes it received

@@ -12,8 +12,8 @@ use calry_hooks::store::{Cluster, Role};
 use sqlx::Connection;
 
 use crate::helpers::{
-    TestApp, TestDb, binary, event, padded_events, problem, serve_on_own_cluster, spawn_app,
-    start_binary, transaction_with_an_id,
+    TestApp, TestDb, binary, event, padded_events, problem, received_at, serve_on_own_cluster,
+    spawn_app, start_binary, transaction_with_an_id,
 };
 
 /// One server-sent message.
@@ -674,6 +674,58 @@ async fn events_kept_from_before_the_first_removal_replay_their_real_changes() {
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
     assert_eq!(live.caused_by(Duration::from_secs(1)).await, ["u"]);
+}
+
+/// A removal of whole months (retention) whose cut lies past the first removal still keeps the
+/// latest events of the months it drops while the month it keeps whole holds events stored before
+/// the first removal: a replay decides those from what came before them.
+#[tokio::test]
+async fn a_retention_pass_keeps_what_events_from_before_the_first_removal_are_decided_by() {
+    let app = spawn_app().await;
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/w/feed").await;
+    for (hook, account, kind, at) in [
+        ("gone", "b", "sync.complete", "2020-01-02T00:00:00Z"),
+        ("y", "a", "sync.error", "2020-01-15T00:00:00Z"),
+        // Repeats `error`: no status.
+        ("z", "a", "sync.error", "2020-02-01T12:00:00Z"),
+        ("x", "a", "sync.complete", "2020-02-02T00:00:00Z"),
+    ] {
+        assert_eq!(
+            app.deliver(&event(hook, "w", Some(account), kind, at))
+                .await
+                .status(),
+            201
+        );
+        received_at(&app, at, &[hook]).await;
+    }
+    let replayed = async || Reader::replayed_causes(&app, &beginning, Duration::from_secs(1)).await;
+    assert_eq!(replayed().await, ["gone", "y", "x"]);
+    // The first removal, a prune whose cut falls inside January (`gone` alone), as if made on
+    // 1 February 2020 at 18:00.
+    let removed = calry_hooks::store::partitions::remove_before(
+        &app.pool,
+        "2020-01-03T00:00:00Z".parse().unwrap(),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed.events_deleted, 1);
+    sqlx::query("update history_removals set removed_at = '2020-02-01T18:00:00Z'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(replayed().await, ["y", "x"]);
+    // Retention days later drops January whole and keeps February, where `z` and `x` were
+    // stored before the first removal.
+    let removed = calry_hooks::store::partitions::remove_before(
+        &app.pool,
+        "2020-02-05T00:00:00Z".parse().unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed.partitions, ["events_202001"]);
+    assert_eq!(replayed().await, ["x"]);
 }
 
 /// A stream opened without a position starts live from the moment it opens: an event stored
