@@ -66,10 +66,22 @@ pub async fn seal(db: &PgPool) -> Result<usize, sqlx::Error> {
             .bind(partition.from)
             .execute(db)
             .await?;
+        // One read of the whole month, which may take longer than a statement of the service
+        // (a month of a busy store, or the table an upgrade attached); it locks nothing that
+        // stops ingest or queries.
+        let mut tx = db.begin().await?;
+        sqlx::query(
+            "select set_config('statement_timeout', '0', true),
+                    set_config('lock_timeout', $1, true)",
+        )
+        .bind(super::STATEMENT_TIMEOUT)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("select finish_sealing_event_partition($1)")
             .bind(&partition.name)
-            .execute(db)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         tracing::info!(
             partition = %partition.name,
             ms = started.elapsed().as_millis() as u64,

@@ -1543,6 +1543,33 @@ async fn months_are_sealed_while_a_removal_waits_to_finish_a_month() {
     waiting.finish().await;
 }
 
+/// A month whose one read takes longer than a statement of the service may run (a month of a
+/// busy store, or the table an upgrade attached, read from disk) is sealed all the same. (The
+/// read ran under the statement timeout: it failed every hour, and no later month was sealed.)
+#[tokio::test]
+async fn a_month_read_for_longer_than_the_statement_timeout_is_sealed() {
+    let (_db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    // This test's database only: the read of January takes 11 s.
+    sqlx::raw_sql(
+        "alter function finish_sealing_event_partition(text) rename to finish_sealing_quickly;
+         create function finish_sealing_event_partition(name text) returns void
+         language sql as $$
+             select pg_sleep(case name when 'events_202501' then 11 else 0 end);
+             select finish_sealing_quickly(name) $$;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let sealed = store::partitions::seal(&pool).await.unwrap();
+    assert!(sealed >= 2, "{sealed}");
+    let months: Vec<String> =
+        sqlx::query_scalar("select partition from event_partition_bounds where sealed order by 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(months[..2], ["events_202501", "events_202502"]);
+}
+
 /// Two removals at once (`prune` during the retention pass, or two instances) while a month is
 /// half-detached: the second waits for the first, which finishes the month, and both succeed.
 /// (The second used to wait in one statement, whose snapshot the first's detach waited for: each
