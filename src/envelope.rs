@@ -107,8 +107,9 @@ impl Envelope {
         let occurred_at = DateTime::parse_from_rfc3339(time)
             .map_err(|e| invalid(time_path, format!("must be an RFC 3339 date-time ({e})")))?
             .with_timezone(&Utc);
-        // RFC 3339 has four-digit years; an offset must not carry the time outside them in UTC,
-        // where every answer shows it.
+        let occurred_at = without_leap_second(occurred_at);
+        // RFC 3339 has four-digit years; an offset or a leap second must not carry the time
+        // outside them in UTC, where every answer shows it.
         if !(0..=9999).contains(&occurred_at.year()) {
             return Err(invalid(
                 time_path,
@@ -214,6 +215,18 @@ fn contains_nul(value: &Value) -> bool {
     }
 }
 
+/// A leap second (`23:59:60`, which chrono keeps as a second `:59` running past its end) as the
+/// first second of the next minute, which is what PostgreSQL stores for it (README).
+fn without_leap_second(time: DateTime<Utc>) -> DateTime<Utc> {
+    const SECOND: u32 = 1_000_000_000;
+    match time.timestamp_subsec_nanos() {
+        nanos if nanos >= SECOND => {
+            DateTime::from_timestamp(time.timestamp() + 1, nanos - SECOND).unwrap_or(time)
+        }
+        _ => time,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +276,21 @@ mod tests {
         for fine in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
             let body = SEED.replace("2024-02-09T11:33:41.658Z", fine);
             assert!(Envelope::parse(body.as_bytes()).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_leap_second_is_the_first_second_of_the_next_minute() {
+        let at = |time: &str| {
+            let body = SEED.replace("2024-02-09T11:33:41.658Z", time);
+            Envelope::parse(body.as_bytes()).map(|e| e.occurred_at)
+        };
+        let next: DateTime<Utc> = "2017-01-01T00:00:00.250Z".parse().unwrap();
+        assert_eq!(at("2016-12-31T23:59:60.250Z").unwrap(), next);
+        // Into the year 10000 in UTC.
+        for edge in ["9999-12-31T23:59:60Z", "9999-12-31T23:59:60.999Z"] {
+            let body = SEED.replace("2024-02-09T11:33:41.658Z", edge);
+            assert_eq!(field_of(&body), "hook.timeStamp", "{edge}");
         }
     }
 
