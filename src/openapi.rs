@@ -348,10 +348,10 @@ pub mod answers {
     #[derive(IntoResponses)]
     #[response(
         status = 404,
-        description = "The path is not a page: an id that is not UTF-8 once percent-decoded.",
-        content_type = "application/problem+json"
+        description = "The path is not a page: an id that is not UTF-8 once percent-decoded. The page says so in words, with a way back.",
+        content_type = "text/html"
     )]
-    pub struct NotAPage(#[allow(dead_code)] Problem);
+    pub struct NotAPage(#[allow(dead_code)] String);
 
     /// The service cannot answer now.
     #[derive(IntoResponses)]

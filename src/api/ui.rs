@@ -129,8 +129,11 @@ fn shell(status: StatusCode) -> Response {
 }
 
 /// An asset of this build; any other version or name is a `404` (a page of another build asks
-/// for its own assets, which this build does not have).
-async fn asset(Path((version, file)): Path<(String, String)>) -> Result<Response, Error> {
+/// for its own assets, which this build does not have), as is a path that is not UTF-8.
+async fn asset(path: Result<Path<(String, String)>, PathRejection>) -> Result<Response, Error> {
+    let Ok(Path((version, file))) = path else {
+        return Err(Error::NotFound("no such dashboard asset".into()));
+    };
     let found = ASSETS
         .iter()
         .find(|a| a.name == file)

@@ -490,6 +490,37 @@ async fn a_request_id_that_is_too_long_or_not_visible_ascii_is_replaced_by_a_gen
     }
 }
 
+/// A dashboard path that names no page or asset (an id not UTF-8 once percent-decoded) is a
+/// `404` as the OpenAPI document says: the page's shell for a page, a problem for an asset.
+#[tokio::test]
+async fn dashboard_paths_that_are_not_utf8_answer_404_as_documented() {
+    let app = spawn_app().await;
+    let doc = app.get_json("/openapi.json").await;
+    for (path, route) in [
+        ("/ui/workspaces/%FF", "/ui/workspaces/{workspaceId}"),
+        (
+            "/ui/workspaces/w/accounts/%FF",
+            "/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}",
+        ),
+    ] {
+        let page = app.get(path).await;
+        assert_eq!(page.status(), 404, "{path}");
+        let documented = &doc["paths"][route]["get"]["responses"]["404"]["content"];
+        let served = page.headers()["content-type"].to_str().unwrap();
+        assert!(
+            documented
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|d| served.starts_with(d.as_str())),
+            "{path}: documented {documented}, served {served}"
+        );
+        assert!(page.text().await.unwrap().contains("<html"), "{path}");
+    }
+    let body = problem(app.get("/ui/assets/%FF/app.js").await, 404).await;
+    assert_eq!(body["type"], "urn:calry-hooks:problem:not-found", "{body}");
+}
+
 #[tokio::test]
 async fn the_docs_and_the_dashboard_cannot_be_framed_by_another_page_or_sniffed() {
     let app = spawn_app().await;
