@@ -60,14 +60,16 @@ run --phase open
 
 # A page that had no message yet when the service restarted must miss nothing after it: the check
 # opens its pages and says so (ready), the service restarts here (up), the check delivers at once.
+# Meanwhile the pages show the outage.
 handshake="$SERVICE_DIR/handshake"
 mkdir -p "$handshake"
 run --phase resume --handshake "$handshake" &
 resume=$!
 while [ ! -e "$handshake/ready" ] && kill -0 "$resume" 2>/dev/null; do sleep 0.1; done
 if [ -e "$handshake/ready" ]; then
-    log "restarting the service under the open pages"
+    log "restarting the service under the open pages, down for 6 s"
     service_stop
+    sleep 6 # long enough for the banner's countdown to tick
     service_start "$service_log" || { log "FAIL: the service did not start again"; exit 1; }
     touch "$handshake/up"
 fi

@@ -30,7 +30,9 @@ virtual environment's python):
 and an account page are open and have had no message from their streams when this writes
 DIR/ready; the .sh restarts the service and writes DIR/up; a delivery made at once shows up on
 both pages, once, when their streams are back (a stream opened without a position carries nothing
-stored before it opened: the pages must read again).
+stored before it opened: the pages must read again). While the service is down (the .sh keeps it
+down for a few seconds), the banner says it cannot be reached with a countdown that ticks, and its
+alert (read out by screen readers) is set once, not at every tick.
 
 ``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token;
 a wrong one is refused (the form says so and asks again); the right one makes the page work,
@@ -72,6 +74,19 @@ class Fail(Exception):
 
 class Unusable(Exception):
     """The check could not run at all."""
+
+
+# Records what the banner showed and each text its alert region (role=alert) was given.
+WATCH_BANNER = """() => {
+  const banner = document.getElementById('banner');
+  const alert = banner.matches('[role=alert]') ? banner : banner.querySelector('[role=alert]');
+  window.__banner = { shown: [], alerts: [] };
+  const opts = { childList: true, characterData: true, subtree: true, attributes: true };
+  new MutationObserver(() => { if (!banner.hidden) window.__banner.shown.push(banner.textContent); })
+    .observe(banner, opts);
+  new MutationObserver(() => window.__banner.alerts.push(alert.textContent))
+    .observe(alert, { childList: true, characterData: true, subtree: true });
+}"""
 
 
 def log(msg):
@@ -460,6 +475,7 @@ class Check:
             self.open(page, path, f"the {name} page")
             page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
                                    timeout=self.timeout, polling=50)
+            page.evaluate(WATCH_BANNER)
             opened[name] = page
         open(os.path.join(handshake, "ready"), "w").close()
         up = os.path.join(handshake, "up")
@@ -489,7 +505,24 @@ class Check:
             if uncaught:
                 raise Fail(f"{what}: {uncaught[:3]}")
             log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
+            self.banner_told_once(page, what)
             page.context.close()
+
+    def banner_told_once(self, page, what):
+        """The outage was shown, with a countdown, and announced once (WATCH_BANNER's record)."""
+        seen = page.evaluate("() => window.__banner")
+        shown = [t for t in seen["shown"] if t]
+        if not any("Cannot reach the service" in t for t in shown):
+            raise Fail(f"{what}: the banner never said the service cannot be reached while it was down "
+                       f"(shown: {shown[:5]})")
+        if len(set(shown)) < 3:
+            raise Fail(f"{what}: the banner's countdown did not tick while the service was down: {shown}")
+        alerts = [t for t in seen["alerts"] if t]
+        if len(alerts) > 2:
+            raise Fail(f"{what}: the banner's alert was set {len(alerts)} times in one outage, so a screen "
+                       f"reader reads it out again each time: {alerts[:6]}")
+        log(f"{what}: the banner ticked {len(set(shown))} ways while the service was down; its alert "
+            f"was set {len(alerts)} time(s): {alerts}")
 
     def payload(self, page, what):
         """The first event's payload opens, as JSON."""

@@ -78,17 +78,18 @@ export async function problemOf(res) {
   }
 }
 
-// One countdown for every call that is waiting for the service (the banner says so); it ends
-// early once the service answered something else meanwhile (a stream that came back).
+// One countdown for every call that is waiting for the service (the banner says so: `what`
+// once, then the countdown); it ends early once the service answered something else meanwhile
+// (a stream that came back).
 let waiting = null;
 export function unreachable(what) {
   waiting ??= (async () => {
     for (let left = RETRY_SECS; left > 0; left--) {
-      changed({ offline: `${what}; retrying in ${left} s.` });
+      changed({ offline: { what, retry: `retrying in ${left} s.` } });
       await new Promise((r) => setTimeout(r, 1000));
       if (!state.offline) return;
     }
-    changed({ offline: `${what}; retrying now…` });
+    changed({ offline: { what, retry: 'retrying now…' } });
   })().finally(() => (waiting = null));
   return waiting;
 }

@@ -13,6 +13,8 @@ const connEl = document.getElementById('conn');
 const connTime = document.getElementById('conn-time');
 const authEl = document.getElementById('auth');
 const banner = document.getElementById('banner');
+const bannerWhat = document.getElementById('banner-what');
+const bannerRetry = document.getElementById('banner-retry');
 
 /**
  * The page's stream: 'live', 'reconnecting', 'token' (refused, waiting for a token) or
@@ -52,7 +54,10 @@ function showAuth({ auth, offline }) {
   } else if (auth === 'needed' || auth === 'refused') fill(authEl, h('span', { class: 'warn-text' }, 'token needed'));
   else fill(authEl);
   banner.hidden = !offline;
-  banner.textContent = offline || '';
+  // Only what is wrong is in the alert, so that it is read out once, not at every second of
+  // the countdown beside it.
+  if (bannerWhat.textContent !== (offline?.what ?? '')) bannerWhat.textContent = offline?.what ?? '';
+  bannerRetry.textContent = offline ? `; ${offline.retry}` : '';
 }
 
 function route(pathname) {

@@ -32,7 +32,8 @@ export function swap(old, fresh) {
 // A live update or a refresh redraws a part of the page while someone may be working in it with
 // the keyboard: the focus goes back to the same control of the same row (`data-key`; a control
 // with a `data-key` of its own goes back to itself), or of the part when the row has no key,
-// instead of falling to <body>.
+// instead of falling to <body>. A row that is gone (an account no longer failing) leaves the
+// focus on the row that took its place, or the last one.
 const FOCUSABLE = 'a[href], button, input, select, textarea, [tabindex]';
 
 function focusPlace(el) {
@@ -40,13 +41,26 @@ function focusPlace(el) {
   if (!active || active === el || !el.contains(active)) return null;
   const keyed = active.closest('[data-key]');
   const row = keyed && keyed !== el && el.contains(keyed) ? keyed : null;
-  return { key: row ? row.dataset.key : null, index: [...(row || el).querySelectorAll(FOCUSABLE)].indexOf(active) };
+  return {
+    key: row ? row.dataset.key : null,
+    at: row ? [...el.querySelectorAll('[data-key]')].indexOf(row) : -1,
+    index: [...(row || el).querySelectorAll(FOCUSABLE)].indexOf(active),
+  };
 }
 
 function refocus(el, place) {
   if (!place || el.contains(document.activeElement)) return;
-  const row = place.key === null ? el : [...el.querySelectorAll('[data-key]')].find((r) => r.dataset.key === place.key);
-  (place.index < 0 ? row : row?.querySelectorAll(FOCUSABLE)[place.index])?.focus({ preventScroll: true });
+  let row = el;
+  if (place.key !== null) {
+    const rows = [...el.querySelectorAll('[data-key]')];
+    row = rows.find((r) => r.dataset.key === place.key);
+    if (!row) {
+      const near = rows[Math.min(place.at, rows.length - 1)];
+      (near?.querySelector(FOCUSABLE) || el.querySelector(FOCUSABLE))?.focus({ preventScroll: true });
+      return;
+    }
+  }
+  (place.index < 0 ? row : row.querySelectorAll(FOCUSABLE)[place.index])?.focus({ preventScroll: true });
 }
 
 // ---- paths of the dashboard itself -----------------------------------------------------------
@@ -278,7 +292,9 @@ const LONG = 20;
  * wraps after a dot first (`account.` / `created`), mid-word only when a part is too long. */
 export function eventType(type) {
   const parts = type.split(/(?<=\.)/).flatMap((part, i) => (i ? [h('wbr'), part] : [part]));
-  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null }, parts);
+  // Read out whole: a screen reader reads `sync.<wbr>complete` as two words.
+  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null },
+    h('span', { class: 'sr-only' }, type), h('span', { 'aria-hidden': 'true' }, parts));
 }
 
 /** An event's `result`, or `none` (in muted text) when it has none. */

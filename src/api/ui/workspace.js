@@ -126,12 +126,12 @@ export default function workspacePage(main, { conn }, ws) {
         const n = count(cat, s);
         return h('button', {
           type: 'button', class: 'toggle', 'aria-pressed': String(filter[cat].has(s)), 'data-filter': `${cat}:${s}`,
-          title: `Only accounts whose ${cat} is ${s}`, 'aria-label': `${cat} ${s}: ${n} ${plural(n, 'account')}`,
+          title: `Only accounts whose ${cat} is ${s}`, 'aria-label': `${s} ${n} ${plural(n, 'account')}`,
           onclick: () => {
             filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
             changedFilter();
           },
-        }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, h('span', { class: 'count' }, String(n)));
+        }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, ' ', h('span', { class: 'count' }, String(n)));
       }))));
     const any = filter.q || Object.keys(STATES).some((c) => filter[c].size);
     fill(clear, any && h('button', {
