@@ -40,17 +40,12 @@ PROBE_HOST="calry-hooks.test"
 # ------------------------------------------------------------------------------------------------
 
 ARTIFACTS=target/ci-artifacts
-BIN=target/debug/calry-hooks
 
 log() { printf 'docs-browser: %s\n' "$*"; }
 
 # Chromium and Playwright: sets CHROMIUM and PY.
 source .ci/lib/browser.sh
 
-if [ ! -x "$BIN" ]; then
-    log "$BIN is missing: cargo build"
-    cargo build
-fi
 source .ci/lib/service.sh
 
 mkdir -p "$ARTIFACTS"

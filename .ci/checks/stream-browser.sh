@@ -15,17 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ARTIFACTS=target/ci-artifacts
-BIN=target/debug/calry-hooks
 
 log() { printf 'stream-browser: %s\n' "$*"; }
 
 # Chromium and Playwright: sets CHROMIUM and PY.
 source .ci/lib/browser.sh
 
-if [ ! -x "$BIN" ]; then
-    log "$BIN is missing: cargo build"
-    cargo build
-fi
 source .ci/lib/service.sh
 
 mkdir -p "$ARTIFACTS"

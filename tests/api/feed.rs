@@ -226,6 +226,38 @@ async fn a_long_poll_ends_when_its_token_is_revoked() {
     );
 }
 
+/// The revocation alone ends a waiting long poll: nothing else wakes it.
+#[tokio::test]
+async fn a_long_poll_ends_at_its_token_s_revocation_with_nothing_stored() {
+    let app = spawn_app().await;
+    let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
+    let client = reqwest::Client::new();
+    let poll = |path: String| {
+        client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&created.token)
+            .send()
+    };
+    let first = poll("/feed".into()).await.unwrap();
+    let next = first.json::<Value>().await.unwrap()["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let waiting = poll(format!("/feed?after={next}&wait=20"));
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(auth::revoke(&app.pool, created.id).await.unwrap());
+    };
+    let (answer, ()) = tokio::join!(waiting, revoke);
+    problem(answer.unwrap(), 401).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended at the revocation, not at the end of its wait ({:?})",
+        started.elapsed()
+    );
+}
+
 /// An event held back by an older transaction becomes visible when that transaction ends, with no
 /// notification of its own: a long poll waiting then answers it at once, not at its `wait`'s end.
 /// Meanwhile what holds the feed back can be seen: `feed_held_back_seconds` says how long that

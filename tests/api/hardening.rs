@@ -355,10 +355,8 @@ async fn a_history_page_holds_at_most_4_mib_of_payloads_and_pages_on_from_there(
             None => break,
         }
     }
-    let mut expected: Vec<String> = (0..40).rev().map(|i| format!("big-{i:02}")).collect();
+    let expected: Vec<String> = (0..40).rev().map(|i| format!("big-{i:02}")).collect();
     assert_eq!(seen, expected, "every event once, newest first");
-    expected.dedup();
-    assert_eq!(expected.len(), 40);
 }
 
 #[tokio::test]

@@ -872,7 +872,8 @@ async fn a_rebuild_waiting_for_a_lock_does_not_hold_ingest_back() {
         .unwrap();
     let pool = app.pool.clone();
     let rebuild = tokio::spawn(async move { calry_hooks::status::rebuild(&pool).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The rebuild has come to the lock.
+    crate::helpers::wait_for_lock_waiters(&app.pool, 1).await;
     let started = Instant::now();
     let body = event(
         "second",

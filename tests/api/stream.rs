@@ -449,7 +449,9 @@ async fn a_status_message_carries_the_entry_right_after_its_event() {
             break;
         }
     }
-    // Live: both stored before the tailer reads either.
+    // Live: both stored before the tailer reads either (a transaction with an id holds the feed
+    // back until both are).
+    let hold = transaction_with_an_id(&app.pool).await;
     for body in [
         event(
             "t5",
@@ -468,6 +470,7 @@ async fn a_status_message_carries_the_entry_right_after_its_event() {
     ] {
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
+    hold.commit().await.unwrap();
     while let Some(m) = stream.next(SOON).await {
         if m.event == "status" {
             statuses.push(m.data);
