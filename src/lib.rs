@@ -67,6 +67,11 @@ impl App {
         if replica_options.is_some() {
             metrics.watch_replica();
         }
+        // The private cluster's (see `store::Database::open`), once it has made its directory.
+        let private = config.data_dir.join("postgres");
+        if config.database_url.is_none() && private.is_dir() {
+            metrics.watch_disk(private);
+        }
         let metrics = Arc::new(metrics);
         tokio::spawn(store::partitions::keep(pool.clone(), config.retention));
         let settings = IngestSettings::from_config(&config);

@@ -78,6 +78,15 @@ pub struct Metrics {
     /// Bytes of large answers held until their clients read them, kept by
     /// [`crate::api::unsent`].
     pub unsent_bytes: Gauge,
+    /// The file system of the private cluster's data, when the service runs one.
+    disk: Option<Disk>,
+}
+
+/// Free and whole bytes of the file system holding a directory, read at each scrape.
+struct Disk {
+    dir: std::path::PathBuf,
+    free: Gauge,
+    size: Gauge,
 }
 
 impl Default for Metrics {
@@ -105,6 +114,7 @@ impl Default for Metrics {
             replica_reachable: Gauge::default(),
             replica_lag_bytes: Gauge::default(),
             replica_lag_seconds: Gauge::default(),
+            disk: None,
         };
         let r = &mut m.registry;
         r.register(
@@ -240,6 +250,12 @@ impl Metrics {
         self.queue_depth.set(queue_depth as i64);
         self.pool_size.set(connections as i64);
         self.pool_idle.set(idle_connections as i64);
+        if let Some(disk) = &self.disk
+            && let Some((free, size)) = disk_space(&disk.dir)
+        {
+            disk.free.set(free);
+            disk.size.set(size);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -297,6 +313,29 @@ impl Metrics {
              up, else the age of the latest transaction it replayed (NaN when unknown)",
             self.replica_lag_seconds.clone(),
         );
+    }
+
+    /// Shows the free and whole bytes of the file system holding `dir` (the private cluster's
+    /// data), so that a disk filling up can be seen coming.
+    pub fn watch_disk(&mut self, dir: std::path::PathBuf) {
+        let disk = Disk {
+            dir,
+            free: Gauge::default(),
+            size: Gauge::default(),
+        };
+        let r = &mut self.registry;
+        r.register(
+            "data_disk_free_bytes",
+            "Bytes an unprivileged user (PostgreSQL) may still write on the file system of the \
+             private cluster's data (CALRY_HOOKS_DATA_DIR), read at each scrape",
+            disk.free.clone(),
+        );
+        r.register(
+            "data_disk_size_bytes",
+            "Size of the file system of the private cluster's data, read at each scrape",
+            disk.size.clone(),
+        );
+        self.disk = Some(disk);
     }
 
     /// Records a check of the read replica: whether it answered, and its lag when known.
@@ -375,6 +414,23 @@ impl Drop for GaugeGuard {
 /// Prometheus' classic text format (0.0.4) of the OpenMetrics text [`Metrics::render`] writes:
 /// the same samples, with each counter's `HELP` and `TYPE` under its samples' `_total` name, and
 /// no `# UNIT` or `# EOF` line. (prometheus-client writes no other type that differs.)
+/// Bytes free to an unprivileged user, and the size, of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a NUL-terminated path, and a struct of statvfs' own type for it to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the struct (which was zeroed besides).
+    let stat = unsafe { stat.assume_init() };
+    let bytes = |blocks: libc::fsblkcnt_t| {
+        i64::try_from(u128::from(blocks) * u128::from(stat.f_frsize)).unwrap_or(i64::MAX)
+    };
+    Some((bytes(stat.f_bavail), bytes(stat.f_blocks)))
+}
+
 pub fn classic(openmetrics: &str) -> String {
     let counters: std::collections::HashSet<&str> = openmetrics
         .lines()

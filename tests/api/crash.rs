@@ -396,6 +396,58 @@ async fn a_private_cluster_killed_under_the_service_is_started_again() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// With a private cluster, `/metrics` shows the free and whole bytes of the file system its data
+/// is on, as `df` sees them; with a server of the operator's own (`DATABASE_URL`), whose disk the
+/// service cannot see, it shows none.
+#[tokio::test]
+async fn the_metrics_show_the_private_cluster_s_free_disk_space() {
+    let dir = crate::helpers::scratch("disk", "");
+    let log = dir.with_extension("log");
+    let service = start(&Storage::DataDir(dir.clone()), &log).await;
+    let text = reqwest::get(format!("{}/metrics", service.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let df = std::process::Command::new("df")
+        .args(["-B1", "--output=avail,size"])
+        .arg(dir.join("postgres"))
+        .output()
+        .unwrap();
+    let df = String::from_utf8(df.stdout).unwrap();
+    let figures: Vec<f64> = df
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let free = crate::helpers::metric_in(&text, "calry_hooks_data_disk_free_bytes");
+    let size = crate::helpers::metric_in(&text, "calry_hooks_data_disk_size_bytes");
+    assert_eq!(size, figures[1], "{df}");
+    assert!((free - figures[0]).abs() < 256e6, "{free} free, df: {df}");
+    assert!(free > 0.0 && free <= size, "{free} of {size}");
+    stop_gracefully(service).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+
+    let storage = Storage::Database {
+        db: Box::new(TestDb::create().await),
+    };
+    let log = crate::helpers::scratch("disk-own-server", "").with_extension("log");
+    let service = start(&storage, &log).await;
+    let text = reqwest::get(format!("{}/metrics", service.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("data_disk"), "{text}");
+    stop_gracefully(service).await;
+    let _ = std::fs::remove_file(&log);
+}
+
 /// A stop on a private cluster is quiet: nothing the service runs reports the cluster's own
 /// shutdown as trouble (the listener for new events did, on most stops).
 #[tokio::test]
