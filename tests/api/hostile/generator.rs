@@ -40,7 +40,12 @@ pub(super) const TIMES: &[&str] = &[
 ];
 
 /// Times that are RFC 3339 but leave years 0000-9999 in UTC (see the found bugs below).
-pub(super) const EDGE_TIMES: &[&str] = &["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"];
+pub(super) const EDGE_TIMES: &[&str] = &[
+    "0000-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    // A leap second that carries the time into the year 10000.
+    "9999-12-31T23:59:60Z",
+];
 
 pub(super) const STRINGS: &[&str] = &[
     "",

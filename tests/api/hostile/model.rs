@@ -138,11 +138,18 @@ pub(super) fn model(value: &Value) -> Expected {
                 None
             };
             let occurred_at = time.and_then(|(path, v)| {
-                // RFC 3339, and within its four-digit years once in UTC, where answers show it.
+                // RFC 3339, a second of 60 being the next minute's first (README), and within
+                // its four-digit years once in UTC, where answers show it.
                 let t = v
                     .as_str()
                     .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                    .filter(|t| (0..=9999).contains(&t.with_timezone(&Utc).year()));
+                    .map(|t| {
+                        let t = t.with_timezone(&Utc);
+                        let leap = t.timestamp_subsec_nanos() / 1_000_000_000;
+                        let nanos = t.timestamp_subsec_nanos() % 1_000_000_000;
+                        DateTime::from_timestamp(t.timestamp() + i64::from(leap), nanos).unwrap()
+                    })
+                    .filter(|t| (0..=9999).contains(&t.year()));
                 if t.is_none() {
                     bad.push(path);
                 }
@@ -151,7 +158,7 @@ pub(super) fn model(value: &Value) -> Expected {
             if !opt_text(hook, "source") {
                 bad.push("hook.source");
             }
-            fields = occurred_at.map(|t| (hook, t.with_timezone(&Utc)));
+            fields = occurred_at.map(|t| (hook, t));
         }
     }
     match data {
