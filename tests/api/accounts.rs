@@ -305,3 +305,23 @@ async fn since_counts_events_received_long_ago_that_occurred_later() {
         .collect();
     assert_eq!(changes, ["error-late", "complete-early"], "{timeline:#}");
 }
+
+/// SPEC §11: accounts tied on `sync.since` are ordered by `workspaceId`, then
+/// `integrationAccountId` (ascending), on one page and across pages. (The other tests' ties order
+/// the same by account id as by workspace id, so neither key alone is checked.)
+#[tokio::test]
+async fn accounts_tied_on_since_are_ordered_by_workspace_before_account() {
+    let app = spawn_app().await;
+    for (id, ws, account) in [("t1", "B", "a"), ("t2", "A", "z"), ("t3", "A", "b")] {
+        let body = event(id, ws, Some(account), "sync.error", "2024-01-01T10:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    let expected = pairs(&[("A", "b"), ("A", "z"), ("B", "a")]);
+    for path in [
+        "/accounts",
+        "/accounts?limit=1",
+        "/accounts?syncState=error&limit=2",
+    ] {
+        assert_eq!(ids(&read_pages(&app, path).await), expected, "{path}");
+    }
+}

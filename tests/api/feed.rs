@@ -735,3 +735,18 @@ async fn waiting_long_polls_read_again_only_for_events_they_answer() {
     assert_eq!(first.unwrap().unwrap(), 200);
     polls.abort_all();
 }
+
+/// SPEC §9: `limit` defaults to 100.
+#[tokio::test]
+async fn the_feed_gives_100_events_when_no_limit_is_given() {
+    let app = spawn_app().await;
+    let bodies = (0..101)
+        .map(|i| event(&format!("d{i}"), "w", None, "x.y", "2024-01-01T00:00:00Z"))
+        .collect();
+    let statuses = crate::helpers::deliver_all(&app, bodies, 8).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    let all = read_until(&app, "/feed", 101).await;
+    assert_eq!(all.len(), 101);
+    let (items, _) = read(&app, "/feed").await;
+    assert_eq!(items.len(), 100);
+}

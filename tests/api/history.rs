@@ -836,3 +836,64 @@ async fn a_query_abandoned_by_its_client_leaves_its_connection_fit_for_the_next_
         assert_eq!(hook_ids(&page), ["h400000", "h399999"], "round {round}");
     }
 }
+
+/// SPEC §5 (and §9, which filters "as in §5"): a category prefix `sync.*` takes the types of
+/// that category, not every type whose name merely begins with its letters.
+#[tokio::test]
+async fn a_category_prefix_takes_its_category_only() {
+    let app = spawn_app().await;
+    for (id, event_type) in [
+        ("p1", "sync.complete"),
+        ("p2", "syncing.started"),
+        ("p3", "sync"),
+        ("p4", "synchronised.x"),
+        ("p5", "link.created"),
+    ] {
+        let body = event(id, "w", Some("a"), event_type, "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    let page = app.get_json("/workspaces/w/events?eventType=sync.*").await;
+    assert_eq!(hook_ids(&page), ["p1"], "history");
+    let mut fed = Vec::new();
+    for _ in 0..50 {
+        let page = app.get_json("/workspaces/w/feed?eventType=sync.*").await;
+        fed = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["hookId"].as_str().unwrap().to_owned())
+            .collect();
+        if !fed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(fed, ["p1"], "feed");
+}
+
+/// SPEC §5: `from` is inclusive and `to` exclusive, for events exactly on either bound. (The
+/// walking test's bounds fall between its events' times, every 7 minutes, so neither edge is
+/// checked there.)
+#[tokio::test]
+async fn from_is_inclusive_and_to_exclusive_at_the_exact_bound() {
+    let app = spawn_app().await;
+    for (id, at) in [
+        ("before", "2024-06-01T04:59:59.999Z"),
+        ("on-from", "2024-06-01T05:00:00.000Z"),
+        ("inside", "2024-06-01T10:00:00.000Z"),
+        ("on-to", "2024-06-01T15:00:00.000Z"),
+    ] {
+        let body = event(id, "w", None, "x.y", at);
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    for order in ["desc", "asc"] {
+        let page = app
+            .get_json(&format!(
+                "/workspaces/w/events?from=2024-06-01T05:00:00Z&to=2024-06-01T15:00:00Z&order={order}"
+            ))
+            .await;
+        let mut got = hook_ids(&page);
+        got.sort();
+        assert_eq!(got, ["inside", "on-from"], "order={order}");
+    }
+}

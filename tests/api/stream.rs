@@ -1877,3 +1877,82 @@ async fn live_streams_go_on_while_every_query_connection_is_busy() {
     crate::helpers::commit(operator).await;
     assert_eq!(page.await.unwrap(), 200);
 }
+
+/// SPEC §10: a `status` message only when a category's *state* changes. `account.updated` after
+/// `account.created` (and `link.updated` after `link.created`) is another type in the same state
+/// (`active`, SPEC §4): no status message, live or replayed. (The other stream tests use no
+/// `*.updated` type, so no two types of theirs share a state.)
+#[tokio::test]
+async fn another_type_in_the_same_state_sends_no_status() {
+    let app = spawn_app().await;
+    let beginning = crate::helpers::feed_next(&app, "/workspaces/nobody/feed").await;
+    let mut live = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, event_type, at) in [
+        ("u1", "account.created", "2024-01-01T00:00:00Z"),
+        ("u2", "account.updated", "2024-01-02T00:00:00Z"),
+        ("u3", "link.created", "2024-01-03T00:00:00Z"),
+        ("u4", "link.updated", "2024-01-04T00:00:00Z"),
+        ("u5", "account.deleted", "2024-01-05T00:00:00Z"),
+    ] {
+        let body = event(id, "w", Some("a"), event_type, at);
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    let expected = [
+        "event u1",
+        "status u1",
+        "event u2",
+        "event u3",
+        "status u3",
+        "event u4",
+        "event u5",
+        "status u5",
+    ];
+    let read_all = async |reader: &mut Reader| {
+        let mut seen = Vec::new();
+        while let Some(m) = reader.next(Duration::from_secs(3)).await {
+            let hook = m.data["hookId"].as_str().or(m.data["causedBy"].as_str());
+            seen.push(format!("{} {}", m.event, hook.unwrap()));
+        }
+        seen
+    };
+    assert_eq!(read_all(&mut live).await, expected, "live");
+    let mut replay = Reader::open(&app.address, &format!("/stream?after={beginning}"), None).await;
+    assert_eq!(read_all(&mut replay).await, expected, "replayed");
+}
+
+/// SPEC §9–§10 with §3.2: `/stream` carries the events of the token's workspaces only, live as
+/// replayed, like `/feed`. (No other stream test uses a token limited to some workspaces.)
+#[tokio::test]
+async fn a_token_s_stream_carries_its_workspaces_only() {
+    let app = spawn_app().await;
+    let token = auth::create(&app.pool, "w1 only", false, &["w1".to_owned()])
+        .await
+        .unwrap()
+        .token;
+    let open = async |path: &str| {
+        let request = reqwest::Client::new()
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&token);
+        Reader::send(request, path).await
+    };
+    let mut live = open("/stream").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outside = event("o1", "w2", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    let inside = event("i1", "w1", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    for body in [&outside, &inside] {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+    let read_all = async |reader: &mut Reader| {
+        let mut seen = Vec::new();
+        while let Some(m) = reader.next(Duration::from_secs(3)).await {
+            seen.push(format!("{} {}", m.event, m.data["workspaceId"]));
+        }
+        seen
+    };
+    let expected = ["event \"w1\"", "status \"w1\""];
+    assert_eq!(read_all(&mut live).await, expected, "live");
+    let beginning = "cDE6MDow"; // position "p1:0:0", the beginning
+    let mut replay = open(&format!("/stream?after={beginning}")).await;
+    assert_eq!(read_all(&mut replay).await, expected, "replayed");
+}
