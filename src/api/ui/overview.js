@@ -78,7 +78,12 @@ export default function overview(main, { conn }) {
     fill(el, draw());
   };
 
+  // load() is called by the 15 s loop, by the stream's messages and by "Show more", with no
+  // order among them: only the answer of the newest read is drawn (an older one, answered last,
+  // would draw fewer pages over more, or older data over newer).
+  let reads = 0;
   async function load() {
+    const mine = ++reads;
     const [ws, fail] = await Promise.allSettled([
       walk('/workspaces', { limit: WORKSPACES_PAGE }, view.wsPages),
       walk('/accounts', { syncState: 'error', limit: FAILING_PAGE }, view.failPages),
@@ -93,6 +98,7 @@ export default function overview(main, { conn }) {
         problem: totals[i].err,
       }));
     }
+    if (mine !== reads) return true; // a newer read is under way: it draws
     data = { ws, fail, rows };
     draw();
     return !(ws.status === 'rejected' && ws.reason.status === 401); // no token given: stop asking
