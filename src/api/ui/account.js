@@ -157,12 +157,25 @@ export default function accountPage(main, { conn }, ws, acc) {
       timeline.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: () => loadTimeline(true) }, 'Show older changes'));
   }
 
+  // A read of the newest changes supersedes every read before it, an older page's too: only the
+  // newest refresh's answer is used, and an older page is appended only to the list its cursor
+  // came from (no refresh began since, and the cursor is still the list's), so that walking the
+  // pages yields every change once (SPEC §5, §11).
+  let timelineReads = 0;
+  let timelineOlder = null; // the cursor of the older page being read
+
   /** The next page, or (again) as many of the newest changes as are shown, up to 500: an event
    * that arrived late can change older entries too. */
   async function loadTimeline(more) {
     const limit = more ? TIMELINE_PAGE : Math.min(500, Math.max(TIMELINE_PAGE, timeline.items.length));
+    const cursor = more ? timeline.nextCursor : null;
+    const mine = more ? timelineReads : ++timelineReads;
+    const stale = () => mine !== timelineReads || (more && timeline.nextCursor !== cursor);
+    if (more && timelineOlder === cursor) return; // that page is being read already
+    if (more) timelineOlder = cursor;
     try {
-      const page = await api(q(`${base}/timeline`, { limit, cursor: more ? timeline.nextCursor : null }));
+      const page = await api(q(`${base}/timeline`, { limit, cursor }));
+      if (stale()) return;
       const last = page.items.at(-1);
       if (more) {
         timeline.items = [...timeline.items, ...page.items];
@@ -178,7 +191,10 @@ export default function accountPage(main, { conn }, ws, acc) {
       }
       timeline.error = null;
     } catch (err) {
+      if (stale()) return;
       timeline.error = err;
+    } finally {
+      if (more && timelineOlder === cursor) timelineOlder = null;
     }
     drawTimeline();
   }
@@ -207,21 +223,37 @@ export default function accountPage(main, { conn }, ws, acc) {
     for (const e of events.items) delete e.fresh;
   }
 
+  // As the timeline's: a read of the newest events supersedes every read before it, and an older
+  // page is appended only to the list its cursor came from.
+  let eventsReads = 0;
+  let eventsOlder = null; // the cursor of the older page being read
   async function loadEvents() {
+    const mine = ++eventsReads;
     try {
       const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE }));
+      if (mine !== eventsReads) return;
       Object.assign(events, page, { error: null });
     } catch (err) {
+      if (mine !== eventsReads) return;
       events.error = err;
     }
     drawEvents();
   }
 
   async function loadMoreEvents() {
-    const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor: events.nextCursor }));
-    const have = new Set(events.items.map((e) => e.hookId));
-    events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
-    events.nextCursor = page.nextCursor;
+    const cursor = events.nextCursor;
+    const mine = eventsReads;
+    if (!cursor || eventsOlder === cursor) return;
+    eventsOlder = cursor;
+    try {
+      const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor }));
+      if (mine !== eventsReads || events.nextCursor !== cursor) return;
+      const have = new Set(events.items.map((e) => e.hookId));
+      events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
+      events.nextCursor = page.nextCursor;
+    } finally {
+      if (eventsOlder === cursor) eventsOlder = null;
+    }
     drawEvents();
   }
 
