@@ -269,10 +269,13 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   // Read whenever the stream opens without a position (it carries only what is stored after it
   // opened), one read after another; a message that comes meanwhile has the events read again.
+  // The first read does not wait for the stream (which may wait long for a connection): see
+  // workspace.js.
   let loaded = false;
   let missed = false;
   let reading = Promise.resolve();
   const load = () => (reading = reading.then(read));
+  load();
   async function read() {
     loaded = false;
     missed = false;

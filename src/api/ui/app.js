@@ -17,10 +17,11 @@ const bannerWhat = document.getElementById('banner-what');
 const bannerRetry = document.getElementById('banner-retry');
 
 /**
- * The page's stream: 'live', 'reconnecting', 'token' (refused, waiting for a token) or
- * 'stopped'; shown as 'reconnecting' while the service does not answer the page's other calls (a
- * database outage leaves a stream open), and as the stream is again once it does. Only a change
- * of that is announced (the live region); the time of the last update beside it is not.
+ * The page's stream: 'live', 'reconnecting', 'token' (refused, waiting for a token), 'hidden'
+ * (closed while the tab is hidden) or 'stopped'; shown as 'reconnecting' while the service does
+ * not answer the page's other calls (a database outage leaves a stream open), and as the stream
+ * is again once it does. Only a change of that is announced (the live region); the time of the
+ * last update beside it is not.
  */
 let streamKind = null;
 let shownKind = null;
@@ -40,6 +41,7 @@ function showConn() {
     if (kind === 'live') fill(connEl, dot('ok'), 'live');
     else if (kind === 'stopped') fill(connEl, dot('none'), 'not live');
     else if (kind === 'token') fill(connEl, dot('none'), 'not live: waiting for a token');
+    else if (kind === 'hidden') fill(connEl, dot('none'), 'paused while the tab is hidden');
     else fill(connEl, dot('none'), 'reconnecting…');
   }
   fill(connTime, kind !== 'live' && lastUpdate && [' · last update ', rel(lastUpdate)]);

@@ -5,10 +5,17 @@
 // A connection opened without a position (the first one, or any before a message arrived) starts
 // live from the moment it opens: what was stored before is not in it. `onOpen` says so each
 // time, and the page reads its data then, so that nothing falls between its read and the stream.
+//
+// A browser allows 6 connections per host over HTTP/1.1, across all its tabs, and each page holds
+// one stream open: a seventh tab would not even load. So a page's stream is closed while its tab
+// is hidden (after HIDDEN_MS, so that a quick switch of tabs does not close and open it), and
+// opened again, without a position, when the tab is shown: the page reads its data again then,
+// as after any opening without a position.
 
 import { api, authHeaders, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
 
 const RETRY_MS = 5000;
+const HIDDEN_MS = 5000; // a tab hidden this long has its stream closed
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** An answer that asking again will not change (a 403 or a 404, say): the stream is given up. */
@@ -33,13 +40,17 @@ async function answerTo(path) {
 
 /**
  * Follows `path` (a stream route, with its query): `onMessage(type, data)` for each `event` and
- * `status` message, `onState('live' | 'reconnecting' | 'token' | 'stopped')` as the connection
- * changes ('token': refused, waiting for a token), `onOpen()` whenever a connection opens without
- * a position (the page reads its data then). Returns a function that stops following.
+ * `status` message, `onState('live' | 'reconnecting' | 'token' | 'hidden' | 'stopped')` as the
+ * connection changes ('token': refused, waiting for a token; 'hidden': closed while the tab is
+ * hidden), `onOpen()` whenever a connection opens without a position (the page reads its data
+ * then). Returns a function that stops following.
  */
 export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   let lastId = null;
   let stopped = false;
+  let hidden = false; // closed while the tab is hidden
+  let opening = 0; // bumped at each start: a retry of an earlier connection does not start one
+  let gaveUp = false; // stopped for an answer that asking again will not change
   let current = null;
   let now = null; // the connection's state
   const onState = (kind) => {
@@ -61,7 +72,9 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   };
 
   const start = () => {
-    if (!stopped) current = token.get() ? viaFetch() : viaEventSource();
+    if (stopped || hidden) return;
+    opening++;
+    current = token.get() ? viaFetch() : viaEventSource();
   };
 
   // EventSource gives up for good on an answer other than 200 and does not say which: ask the
@@ -69,9 +82,12 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   // final answer stops following (the page shows why from its own requests); else start again.
   const refused = async () => {
     current.close();
+    const mine = opening;
     onState('reconnecting');
     const status = await answerTo(path);
+    if (mine !== opening || hidden) return; // closed (tab hidden) or opened again meanwhile
     if (final(status)) {
+      gaveUp = true;
       onState('stopped');
       return;
     }
@@ -81,12 +97,13 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
         await api('/workspaces?limit=1'); // resolves once a token is given
       } catch (e) {
         if (e.status === 401) {
+          gaveUp = true;
           onState('stopped'); // no token was given: the page says so
           return;
         }
       }
     } else await pause(status);
-    start();
+    if (mine === opening) start();
   };
 
   // While an EventSource reconnects by itself it does not say why it cannot: ask the service, so
@@ -141,6 +158,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
             continue;
           }
           if (final(res.status)) {
+            gaveUp = true;
             onState('stopped');
             return;
           }
@@ -152,6 +170,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
         } catch (e) {
           if (abort.signal.aborted) return;
           if (e.status === 401) {
+            gaveUp = true;
             onState('stopped');
             return;
           }
@@ -163,9 +182,37 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
     return { close: () => abort.abort() };
   };
 
+  // Closed HIDDEN_MS after the tab is hidden, opened again (from no position) once it is shown.
+  let hiding = null;
+  const visibility = () => {
+    if (document.visibilityState === 'hidden') {
+      hiding ??= setTimeout(() => {
+        hiding = null;
+        if (stopped || gaveUp || hidden) return;
+        hidden = true;
+        opening++; // what was under way for the connection closed stops
+        current?.close();
+        current = null;
+        onState('hidden');
+      }, HIDDEN_MS);
+      return;
+    }
+    clearTimeout(hiding);
+    hiding = null;
+    if (!hidden || stopped) return;
+    hidden = false;
+    lastId = null; // what came while it was closed is read by the page (onOpen)
+    onState('reconnecting');
+    start();
+  };
+  document.addEventListener('visibilitychange', visibility);
+
   start();
+  if (document.visibilityState === 'hidden') visibility(); // opened in a tab in the background
   return () => {
     stopped = true;
+    clearTimeout(hiding);
+    document.removeEventListener('visibilitychange', visibility);
     current?.close();
   };
 }

@@ -368,9 +368,13 @@ export default function workspacePage(main, { conn }, ws) {
 
   // Read whenever the stream opens without a position (it carries only what is stored after it
   // opened), one read after another; the messages that come meanwhile wait for it. A read sees
-  // what the messages before it said: those are dropped.
+  // what the messages before it said: those are dropped. The first read does not wait for the
+  // stream: a stream may wait long for a connection (a browser allows 6 per host over HTTP/1.1,
+  // and other tabs hold theirs), and the page shows its data meanwhile; the read when it opens is
+  // what leaves no gap between the data and the stream.
   let reading = Promise.resolve();
   const load = () => (reading = reading.then(read));
+  load();
 
   follow(p('workspaces', ws, 'stream'), {
     onMessage: (type, data) => (loaded ? apply(type, data) : queued.push([type, data])),
