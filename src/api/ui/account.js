@@ -29,7 +29,7 @@ export default function accountPage(main, { conn }, ws, acc) {
       section('Recent events', { id: 'events-title', wide: true }, eventsBody)));
 
   const timeline = { items: [], nextCursor: null, error: null };
-  const events = { items: [], nextCursor: null, error: null };
+  const events = { items: [], nextCursor: null, error: null, moreError: null };
   let entryMissing = null;
 
   // ---- the account ----
@@ -219,7 +219,9 @@ export default function accountPage(main, { conn }, ws, acc) {
         { label: 'Hook id', cls: 'col-id', cell: (e) => id(e.hookId) },
         { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton('events', e.hookId, e, `the ${e.eventType} event at ${utc(e.occurredAt)}`) },
       ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) })),
-      events.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: loadMoreEvents }, 'Show older events'));
+      events.moreError && problemNote(events.moreError, 'The older events cannot be shown'),
+      events.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: loadMoreEvents },
+        events.moreError ? 'Try again to show older events' : 'Show older events'));
     for (const e of events.items) delete e.fresh;
   }
 
@@ -232,7 +234,7 @@ export default function accountPage(main, { conn }, ws, acc) {
     try {
       const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE }));
       if (mine !== eventsReads) return;
-      Object.assign(events, page, { error: null });
+      Object.assign(events, page, { error: null, moreError: null });
     } catch (err) {
       if (mine !== eventsReads) return;
       events.error = err;
@@ -251,6 +253,12 @@ export default function accountPage(main, { conn }, ws, acc) {
       const have = new Set(events.items.map((e) => e.hookId));
       events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
       events.nextCursor = page.nextCursor;
+      events.moreError = null;
+    } catch (err) {
+      // Said under the events drawn, with the button to try again (a rejection unhandled here
+      // would say nothing on the page).
+      if (mine !== eventsReads || events.nextCursor !== cursor) return;
+      events.moreError = err;
     } finally {
       if (eventsOlder === cursor) eventsOlder = null;
     }
