@@ -106,6 +106,7 @@ let readWith;
 // person cancels it, later 401s are not asked about again (the page offers a button instead).
 let prompt = null;
 let declined = false;
+let emptied = false; // what was read without a token was taken off the page
 let refused = null; // what the service said when it refused a token, since the last one given
 /**
  * A 401 answered a request made with `used` (a token, or null). A refused token is forgotten,
@@ -125,10 +126,12 @@ export function tokenRefused(used, detail) {
     }
     return Promise.resolve();
   }
-  if (readWith === null) {
+  if (readWith === null && !emptied) {
     // What is on screen was read without a token, and the service needs one now (its first
-    // token was made): it is taken off the page as a refused token's is.
-    readWith = undefined;
+    // token was made): it is taken off the page as a refused token's is. `readWith` stays null,
+    // so that the first answer read with the token given loads the page again (in api()): the
+    // page reads all its data anew, with the token.
+    emptied = true;
     fill(document.getElementById('main'), note('error', 'The service needs a token now: what was read without one is no longer shown. ',
       h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token')));
   }
