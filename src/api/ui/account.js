@@ -5,8 +5,8 @@
 import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, copyButton, eventType, fill, h, id, isolated, json, lacksSince, note, problemNote, rel, result, said, section,
-  stateCell, table, uiWorkspace, utc, visible,
+  SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, lacksSince, newestFirst, note, problemNote,
+  rel, result, said, section, stateCell, table, uiWorkspace, utc, visible,
 } from './view.js';
 
 const EVENTS_PAGE = 25;
@@ -184,7 +184,7 @@ export default function accountPage(main, { conn }, ws, acc) {
         // More are drawn than were read again: those older than the read ones stay, and so does
         // the cursor after them.
         const read = new Set(page.items.map(changeKey));
-        timeline.items = [...page.items, ...timeline.items.filter((c) => c.at <= last.at && !read.has(changeKey(c)))];
+        timeline.items = [...page.items, ...timeline.items.filter((c) => compareTimes(c.at, last.at) <= 0 && !read.has(changeKey(c)))];
       } else {
         timeline.items = page.items;
         timeline.nextCursor = page.nextCursor;
@@ -306,10 +306,10 @@ export default function accountPage(main, { conn }, ws, acc) {
       // An event older than the oldest drawn, while older ones are still to be paged in, is
       // left to "Show older events": drawn now, it would be out of place and drawn twice then.
       const oldest = events.items.at(-1)?.occurredAt;
-      const beyond = events.nextCursor && oldest && data.occurredAt < oldest;
+      const beyond = events.nextCursor && oldest && compareTimes(data.occurredAt, oldest) < 0;
       if (type === 'event' && !beyond && !events.items.some((e) => e.hookId === data.hookId)) {
         events.items = [{ ...data, fresh: true }, ...events.items]
-          .sort((a, b) => (a.occurredAt < b.occurredAt ? 1 : a.occurredAt > b.occurredAt ? -1 : 0));
+          .sort(newestFirst);
         drawEvents();
       }
       later();

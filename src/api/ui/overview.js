@@ -8,7 +8,7 @@
 import { api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  KNOWN_TYPES, badge, figure, fill, h, id, note, plural, problemNote, rel, result, said, section, table, uiAccount, uiWorkspace,
+  KNOWN_TYPES, badge, compareTimes, figure, fill, h, id, note, plural, problemNote, rel, result, said, section, table, uiAccount, uiWorkspace,
 } from './view.js';
 
 const REFRESH_MS = 15000;
@@ -53,7 +53,7 @@ const SORTS = {
   accounts: (a, b) => a.accounts - b.accounts,
   failing: (a, b) => (a.error ?? -1) - (b.error ?? -1),
   paused: (a, b) => (a.paused ?? -1) - (b.paused ?? -1),
-  last: (a, b) => Date.parse(a.lastEventAt) - Date.parse(b.lastEventAt),
+  last: (a, b) => compareTimes(a.lastEventAt, b.lastEventAt),
 };
 
 export default function overview(main, { conn }) {
@@ -107,7 +107,7 @@ export default function overview(main, { conn }) {
   function draw() {
     const { ws, fail, rows } = data;
     const more = ws.status === 'fulfilled' && ws.value.nextCursor;
-    const lastEventAt = rows.reduce((m, r) => (!m || r.lastEventAt > m ? r.lastEventAt : m), null);
+    const lastEventAt = rows.reduce((m, r) => (!m || compareTimes(r.lastEventAt, m) > 0 ? r.lastEventAt : m), null);
 
     put(figures, 'figures', JSON.stringify([rows, more]), () => {
       if (ws.status === 'rejected') return [];

@@ -142,6 +142,37 @@ export function badge(state) {
 
 // ---- times -----------------------------------------------------------------------------------
 
+/** An API time as a string that sorts as the time does: the API writes milliseconds, or
+ * microseconds when there are any (`…41.658Z`, `…41.658500Z`), so its strings do not; with the
+ * fraction padded (to 9 digits: 6 and more) they do. Null or undefined sorts first. */
+export function timeKey(ts) {
+  if (ts === null || ts === undefined) return '';
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/.exec(ts);
+  return m ? `${m[1]}.${(m[2] || '').padEnd(9, '0')}Z` : String(ts);
+}
+
+/** Two API times in order: < 0 when `a` is earlier, > 0 when later, 0 when the same. */
+export function compareTimes(a, b) {
+  const x = timeKey(a);
+  const y = timeKey(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** Two ids in the API's order: as their bytes (UTF-8), that is by code point (a string's `<`
+ * compares UTF-16 units, which differs past U+FFFF). */
+export function compareIds(a, b) {
+  if (a === b) return 0;
+  const x = [...a];
+  const y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i].codePointAt(0) - y[i].codePointAt(0);
+  }
+  return x.length - y.length;
+}
+
+/** Events newest first by (`occurredAt`, `hookId`), as the API lists them (SPEC §5). */
+export const newestFirst = (a, b) => compareTimes(b.occurredAt, a.occurredAt) || compareIds(b.hookId, a.hookId);
+
 /** `2024-02-09 11:33:41.658 UTC`. */
 export function utc(ts) {
   const d = new Date(ts);

@@ -10,8 +10,8 @@
 import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, copyButton, eventType, figure, fill, h, id, isolated, knownType, lacksSince, note, plural,
-  problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount, visible,
+  SINCE_MISSING, compareTimes, copyButton, eventType, figure, fill, h, id, isolated, knownType, lacksSince, newestFirst, note,
+  plural, problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount, visible,
 } from './view.js';
 
 const RECENT = 25;
@@ -352,10 +352,10 @@ export default function workspacePage(main, { conn }, ws) {
         missing = null; // the workspace has an event now, if no account yet
         whole = true;
       }
-      if (!lastEventAt || data.occurredAt > lastEventAt) lastEventAt = data.occurredAt;
+      if (!lastEventAt || compareTimes(data.occurredAt, lastEventAt) > 0) lastEventAt = data.occurredAt;
       if (!events.some((e) => e.hookId === data.hookId)) {
         events = [{ ...data, fresh: true }, ...events]
-          .sort((a, b) => (a.occurredAt < b.occurredAt ? 1 : a.occurredAt > b.occurredAt ? -1 : 0))
+          .sort(newestFirst)
           .slice(0, RECENT);
         eventsChanged = true;
       }
