@@ -5,7 +5,9 @@
 # draws a bounded number of rows and stays live; account ids that look alike each show as
 # themselves; a page whose stream had no message yet when the
 # service restarted misses nothing after it; once a token exists, the page asks for it, refuses a
-# wrong one, and works with the right one (its stream read through fetch).
+# wrong one, and works with the right one (its stream read through fetch); a hidden tab closes its
+# stream and, shown again, shows what came meanwhile; an older answer that comes last (the
+# overview's refresh, an account's older page of changes) does not undo a newer one.
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
 # Like stream-browser.sh: Debian's Chromium and a pinned Playwright (.ci/lib/browser.sh, venv

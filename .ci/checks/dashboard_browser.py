@@ -24,7 +24,15 @@ virtual environment's python):
 5. a workspace of ``--large`` accounts (3,000, posted from here) draws a bounded number of rows
    (at most 200) with a button that draws more; deliveries show up within ``--within`` s (a drawn
    account's row changes; a new account's event is in the recent events and counted), and the
-   search box finds an account that was not drawn; screenshots dashboard-large-<width>.png.
+   search box finds an account that was not drawn; screenshots dashboard-large-<width>.png;
+6. a workspace page whose tab is hidden (document.visibilityState faked, visibilitychange
+   dispatched) closes its stream within 10 s, and shown again has one stream open and shows a
+   delivery made while it was hidden;
+7. the overview: a refresh's /accounts answer held (page.route) until "Show more failing
+   accounts" has drawn more rows leaves those rows drawn (the older answer is not drawn);
+8. an account page: "Show older changes" held until a live change's refresh began, then let
+   go; walking on with "Show older changes", every change of the API is drawn once, in its
+   order (SPEC §5, §11).
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -87,6 +95,15 @@ WATCH_BANNER = """() => {
   new MutationObserver(() => window.__banner.alerts.push(alert.textContent))
     .observe(alert, { childList: true, characterData: true, subtree: true });
 }"""
+
+
+# A page hidden as a browser hides a background tab (Playwright shows every page): set
+# window.__visibility to 'hidden' or 'visible' and dispatch visibilitychange.
+FAKE_VISIBILITY = """(() => {
+  window.__visibility = 'visible';
+  Object.defineProperty(Document.prototype, 'visibilityState', { configurable: true, get: () => window.__visibility });
+  Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get: () => window.__visibility === 'hidden' });
+})()"""
 
 
 def log(msg):
@@ -202,10 +219,10 @@ class Check:
 
     # ---- deliveries ----
 
-    def deliver(self, workspace, account, event_type, result=None):
+    def deliver(self, workspace, account, event_type, result=None, at=None):
         hook_id = f"ci-dashboard-{uuid.uuid4()}"
         body = {"hook": {"id": hook_id, "eventType": event_type, "source": "CALRY_WEBHOOK",
-                         "timeStamp": iso(datetime.now(timezone.utc))},
+                         "timeStamp": iso(at or datetime.now(timezone.utc))},
                 "data": {"workspaceId": workspace, "integrationAccountId": account,
                          "result": result or ("FAILURE" if event_type == "sync.error" else "SUCCESS")}}
         request = urllib.request.Request(self.base + "/webhooks/calry", data=json.dumps(body).encode(),
@@ -255,9 +272,9 @@ class Check:
     # ---- phases ----
 
     def sample(self, token=None):
-        # Not the workspaces of `large` and `look_alikes`, made for their own checks.
+        # Not the workspaces of `large`, `look_alikes` and the races, made for their own checks.
         ws = [w for w in get_json(self.base + "/workspaces?limit=500", token)["items"]
-              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-"))]
+              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-"))]
         if not ws:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
@@ -323,6 +340,182 @@ class Check:
             raise Fail("the page for an unknown /ui path has no link to the overview")
         self.clean(page, "an unknown /ui path")
         log("an unknown /ui path: 404, says 'No such page', links to the overview")
+        page.context.close()
+
+        # Last, as they add failing accounts and changes the pages above would show.
+        self.hidden_tab(workspace, pages["workspace"][0])
+        self.overview_race()
+        self.timeline_race()
+
+    # ---- races and hidden tabs ----
+
+    def rows(self, page, section):
+        return page.locator(f"#main section[aria-labelledby={section}] tbody tr:not(.detail)").count()
+
+    def overview_race(self):
+        """The overview's refresh (after a status message) answered after "Show more failing
+        accounts" did: the newer answer stays drawn (its rows, no "Show more" back)."""
+        what = "the overview, a refresh racing 'Show more failing accounts'"
+        if "/accounts" in self.pending:
+            self.warn(f"{what}: not checked (no GET /accounts yet)")
+            return
+        workspace = f"ci-race-{uuid.uuid4().hex[:8]}"
+        now = datetime.now(timezone.utc).timestamp()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: self.deliver(workspace, f"failing-{i:03d}", "sync.error",
+                                                 at=datetime.fromtimestamp(now - 3600 + i, timezone.utc)),
+                          range(55)))
+        failing = len(get_json(self.base + "/accounts?syncState=error&limit=500")["items"])
+        page = self.page(1440)
+        held = {"hold": False}
+
+        def route(r):
+            if held["hold"] and "cursor=" not in r.request.url:
+                held["hold"] = False
+                held["route"] = r  # answered below, after the newer read: a slow answer
+                return
+            r.continue_()
+
+        page.route("**/accounts?**", route)
+        self.open(page, "/ui", what)
+        more = page.locator("#main button", has_text="Show more failing accounts")
+        more.wait_for(timeout=self.timeout)
+        first = self.rows(page, "failing-title")
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+        held["hold"] = True
+        self.deliver(workspace, f"new-{uuid.uuid4()}", "sync.complete")  # a status message: a refresh
+        deadline = time.time() + self.timeout / 1000
+        while "route" not in held:
+            if time.time() > deadline:
+                raise Fail(f"{what}: no refresh of /accounts within {self.timeout / 1000:.0f} s of a status change")
+            page.wait_for_timeout(50)
+        more.click()
+        page.wait_for_function("n => document.querySelectorAll("
+                               "'#main section[aria-labelledby=failing-title] tbody tr').length > n",
+                               arg=first, timeout=self.timeout, polling=50)
+        shown, button = self.rows(page, "failing-title"), more.count()
+        held["route"].continue_()
+        page.wait_for_timeout(1500)
+        after = self.rows(page, "failing-title")
+        if after != shown or more.count() != button:
+            raise Fail(f"{what}: {shown} rows after 'Show more', then {after} rows once the older refresh "
+                       f"answered ('Show more' there: {bool(button)}, then {bool(more.count())}); "
+                       f"{failing} accounts fail")
+        self.clean(page, what)
+        log(f"{what}: {first} rows, {shown} after 'Show more'; the older refresh answering last left "
+            f"{after} ({failing} failing in the API)")
+        page.context.close()
+
+    def timeline_race(self):
+        """An account's "Show older changes" answered after a refresh of its newest changes (a
+        live change) began: walking on, every change of the API is drawn once, in its order."""
+        what = "the account page, 'Show older changes' racing a live change"
+        if any(p.endswith("/timeline") for p in self.pending):
+            self.warn(f"{what}: not checked (no timeline route yet)")
+            return
+        workspace, account = f"ci-race-{uuid.uuid4().hex[:8]}", "timeline"
+        now = datetime.now(timezone.utc).timestamp()
+        for i in range(60):  # alternating: 60 changes of sync, a page of 50 and more
+            self.deliver(workspace, account, "sync.error" if i % 2 == 0 else "sync.complete",
+                         at=datetime.fromtimestamp(now - 10000 + i * 10, timezone.utc))
+        page = self.page(1440)
+        held = {}
+
+        def route(r):
+            if "cursor=" in r.request.url and "route" not in held:
+                held["route"] = r  # answered below, after the refresh: a slow answer
+                return
+            r.continue_()
+
+        page.route("**/timeline?**", route)
+        self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
+        older = page.locator("#main button", has_text="Show older changes")
+        older.wait_for(timeout=self.timeout)
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+        older.click()
+        deadline = time.time() + self.timeout / 1000
+        while "route" not in held:
+            if time.time() > deadline:
+                raise Fail(f"{what}: 'Show older changes' asked for no page within {self.timeout / 1000:.0f} s")
+            page.wait_for_timeout(50)
+        with page.expect_response(lambda r: "/timeline?" in r.url and "cursor=" not in r.url,
+                                  timeout=self.timeout):
+            self.deliver(workspace, account, "sync.paused")  # a live change: the newest are read again
+        page.wait_for_timeout(300)
+        held["route"].continue_()
+        page.wait_for_timeout(1000)
+        for _ in range(5):  # walk on to the end
+            if not older.count():
+                break
+            older.click()
+            page.wait_for_timeout(1000)
+        drawn = page.eval_on_selector_all(
+            "#main section[aria-labelledby=timeline-title] tbody tr:not(.detail)", "trs => trs.map(t => t.dataset.key)")
+        want = [f"{c['at']} {c['category']} {c['hookId']}" for c in get_json(
+            f"{self.base}/workspaces/{workspace}/accounts/{account}/timeline?limit=500")["items"]]
+        if drawn != want:
+            lost = [w for w in want if w not in drawn]
+            raise Fail(f"{what}: {len(drawn)} changes drawn, the API has {len(want)}; not drawn: {lost[:3]}"
+                       f"{'; in another order' if not lost else ''}; 'Show older' there: {bool(older.count())}")
+        self.clean(page, what)
+        log(f"{what}: the older page answered after the refresh; walking on, all {len(want)} changes drawn "
+            "once, in the API's order")
+        page.context.close()
+
+    def hidden_tab(self, workspace, path):
+        """A workspace page whose tab is hidden closes its stream (a browser allows 6 connections
+        per host over HTTP/1.1, across tabs); shown again, it opens it and shows a delivery made while
+        it was hidden. Hidden as a browser hides a background tab: document.visibilityState is
+        'hidden' and visibilitychange is dispatched (Playwright shows every page)."""
+        what = "a workspace page whose tab is hidden"
+        page = self.page(1440)
+        page.context.add_init_script(FAKE_VISIBILITY)
+        streams = {"open": 0, "ended": 0}
+
+        def count(key):
+            return lambda r: urllib.parse.urlsplit(r.url).path.endswith("/stream") and streams.update(
+                {key: streams[key] + 1})
+
+        page.on("request", count("open"))
+        page.on("requestfailed", count("ended"))
+        page.on("requestfinished", count("ended"))
+        self.open(page, path, what)
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+        show = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
+        page.evaluate(show, "hidden")
+        try:
+            page.wait_for_function("() => document.getElementById('conn').textContent.includes('hidden')",
+                                   timeout=10000, polling=100)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: its stream was not closed within 10 s (the header says "
+                       f"{page.inner_text('#conn')!r})") from None
+        page.wait_for_timeout(500)
+        if streams["ended"] < streams["open"]:
+            raise Fail(f"{what}: the header says {page.inner_text('#conn')!r}, but of {streams['open']} stream "
+                       f"request(s) only {streams['ended']} ended")
+        account = f"ci-hidden-{uuid.uuid4()}"
+        hook_id, _ = self.deliver(workspace, account, "sync.error")
+        page.wait_for_timeout(500)
+        page.evaluate(show, "visible")
+        try:
+            page.wait_for_function(
+                """([account, hook]) => document.querySelector(`#main tr[data-key="${account}"]`)
+                     && document.querySelector(`#main tr[data-key="${hook}"]`)
+                     && document.getElementById('conn').textContent.startsWith('live')""",
+                arg=[account, hook_id], timeout=self.timeout, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: shown again, it does not show the delivery of {hook_id} made while it was "
+                       f"hidden within {self.timeout / 1000:.0f} s (the header says {page.inner_text('#conn')!r})"
+                       ) from None
+        page.wait_for_timeout(500)
+        if streams["open"] - streams["ended"] != 1:
+            raise Fail(f"{what}: shown again, {streams['open'] - streams['ended']} streams are open, not 1")
+        self.clean(page, what)
+        log(f"{what}: its stream closed while hidden; shown again, one stream is open and the delivery "
+            "made while it was hidden shows")
         page.context.close()
 
     def look_alikes(self):
