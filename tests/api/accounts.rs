@@ -325,3 +325,17 @@ async fn accounts_tied_on_since_are_ordered_by_workspace_before_account() {
         assert_eq!(ids(&read_pages(&app, path).await), expected, "{path}");
     }
 }
+
+/// The timeline is "paged like §5": `limit` 1–500, and a limit past it is a `400` naming it.
+#[tokio::test]
+async fn a_timeline_limit_is_bounded_like_a_history_page() {
+    let app = spawn_app().await;
+    let body = event("t1", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let path = "/workspaces/w/accounts/a/timeline";
+    assert_eq!(app.get(&format!("{path}?limit=500")).await.status(), 200);
+    for limit in ["0", "501", "1000"] {
+        let refused = problem(app.get(&format!("{path}?limit={limit}")).await, 400).await;
+        assert_eq!(refused["parameter"], "limit", "limit={limit}");
+    }
+}

@@ -686,3 +686,54 @@ async fn a_refusal_from_memory_borrows_no_connection() {
     );
     drop(stalled);
 }
+
+/// A remembered answer is used for a few seconds at most, even when no notification comes (a
+/// listening connection that died without an error hears nothing): a token revoked behind the
+/// instance's back, its listener alive and silent, is refused within `REMEMBER_FOR` (5 s).
+#[tokio::test]
+async fn a_remembered_token_check_expires_though_no_notification_comes() {
+    let app = spawn_app().await;
+    two_workspaces(&app).await;
+    wait_until_listening(&app).await;
+    let token = "chk_expires";
+    let unheard = async |statement: &str| {
+        let mut tx = app.pool.begin().await.unwrap();
+        for statement in [
+            "alter table tokens disable trigger tokens_changed",
+            statement,
+            "alter table tokens enable trigger tokens_changed",
+        ] {
+            sqlx::query(statement).execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    };
+    unheard(&format!(
+        "insert into tokens (name, token_hash, all_workspaces, workspaces)
+         values ('', sha256('{token}'), true, '{{}}')"
+    ))
+    .await;
+    answered_soon(&app, "/workspaces/A/status", Some(token), 200).await;
+    let listener = listener_pid(&app).await.expect("listening");
+    unheard(&format!(
+        "update tokens set revoked_at = now() where token_hash = sha256('{token}')"
+    ))
+    .await;
+    let revoked = std::time::Instant::now();
+    loop {
+        let status = get_with(&app, "/workspaces/A/status", token).await.status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(7),
+            "a revoked token still answers {status} {:?} later",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        listener_pid(&app).await,
+        Some(listener),
+        "the listener was neither lost nor replaced: the memory expired"
+    );
+}

@@ -897,3 +897,28 @@ async fn from_is_inclusive_and_to_exclusive_at_the_exact_bound() {
         assert_eq!(got, ["inside", "on-from"], "order={order}");
     }
 }
+
+/// A sealed month whose latest event ties, on occurredAt, with the event that bounds the page
+/// in the months not sealed is read too: ties are broken by hook id, and its event may come
+/// first (newest first, a larger hook id). Here the page of one event is that sealed event.
+#[tokio::test]
+async fn a_sealed_month_tied_with_the_page_s_bound_is_read() {
+    let app = spawn_app().await;
+    for id in ["z", "m", "c"] {
+        let body = event(id, "w", None, "x.y", "2024-06-01T09:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["z"]).await;
+    let sealed = calry_hooks::store::partitions::seal(&app.pool)
+        .await
+        .unwrap();
+    assert!(sealed >= 1, "{sealed}");
+    let at = "2024-06-01T09:00:00.000Z";
+    let want: Vec<(String, String)> = ["z", "m", "c"]
+        .iter()
+        .map(|id| (at.to_owned(), (*id).to_owned()))
+        .collect();
+    for limit in [1, 2] {
+        assert_eq!(walk(&app, "", limit).await, want, "limit {limit}");
+    }
+}

@@ -1343,6 +1343,24 @@ async fn a_store_with_events_in_january_and_february_2025() -> (TestDb, sqlx::Pg
 #[tokio::test]
 async fn retention_drops_the_months_wholly_older_than_it() {
     let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    // And one received early in the month the cut falls inside (unless the cut is that month's
+    // very start): retention takes whole months only (`prune` deletes such rows), so it stays.
+    let early = "date_trunc('month', now() - interval '90 days', 'UTC') + interval '1 second'";
+    sqlx::query(&format!("select ensure_event_partitions({early}, {early})"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let inside = sqlx::query(&format!(
+        "insert into events (hook_id, workspace_id, event_type, occurred_at, received_at,
+                             signature_verified, payload)
+         select 'inside', 'w', 'x.y', at, at, false, '{{}}'
+         from (select {early} as at) month
+         where at < now() - interval '90 days'"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
     let mut config = Config::defaults();
     config.retention = Some(chrono::TimeDelta::days(90));
     let app = serve(App::new(pool.clone(), config).unwrap(), pool, Some(db)).await;
@@ -1360,11 +1378,13 @@ async fn retention_drops_the_months_wholly_older_than_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(left.is_empty(), "{left:?}");
-    let count: i64 = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(&app.pool)
+    // The pass goes on to the later months, in order, in the same moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left: Vec<String> = sqlx::query_scalar("select hook_id from events")
+        .fetch_all(&app.pool)
         .await
         .unwrap();
-    assert_eq!(count, 0);
+    assert_eq!(left.len() as u64, inside, "{left:?}");
 }
 
 /// Leaves January's partition of [`a_store_with_events_in_january_and_february_2025`] pending
@@ -2290,4 +2310,47 @@ async fn pg_variables_of_the_environment_do_not_reach_the_private_cluster() {
     }
     child.kill().await.unwrap();
     let _ = child.wait().await;
+}
+
+/// SPEC §13: a removal takes "exactly the events received before" the cut — an event received
+/// at the cut itself stays — and a month that ends at the cut lies wholly before it: it is
+/// dropped whole, not deleted row by row.
+#[tokio::test]
+async fn a_removal_keeps_the_event_received_at_the_cut_and_drops_a_month_ending_there() {
+    let app = spawn_app().await;
+    for (id, at) in [
+        ("aug", "2026-08-20T00:00:00Z"),
+        ("sep-before", "2026-09-10T00:00:00Z"),
+        ("sep-at", "2026-09-15T00:00:00Z"),
+        ("sep-after", "2026-09-20T00:00:00Z"),
+    ] {
+        let body = event(id, "w", Some("a"), "sync.error", at);
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        received_at(&app, at, &[id]).await;
+    }
+    // A cut at the first of September: August ends there, and is dropped whole.
+    let cut = "2026-09-01T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    assert_eq!(removed.partitions, ["events_202608"]);
+    assert_eq!(removed.events_deleted, 0);
+    // A cut inside September, at an event's receivedAt: the event before it goes, that one stays.
+    let cut = "2026-09-15T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    assert_eq!(removed.events_deleted, 1);
+    for (hook, status) in [
+        ("aug", 404),
+        ("sep-before", 404),
+        ("sep-at", 200),
+        ("sep-after", 200),
+    ] {
+        assert_eq!(
+            app.get(&format!("/events/{hook}")).await.status(),
+            status,
+            "{hook}"
+        );
+    }
 }

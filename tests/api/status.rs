@@ -1041,3 +1041,23 @@ async fn a_request_that_finds_every_query_connection_busy_is_told_so() {
     );
     drop(stalled);
 }
+
+/// `/workspaces` takes a `limit` of 1–500 like every page of SPEC §4–§5, and refuses the cursor
+/// of another route (a status page's, here): each names its parameter.
+#[tokio::test]
+async fn the_workspace_list_refuses_a_limit_out_of_bounds_and_a_cursor_of_another_route() {
+    let app = spawn_app().await;
+    for (id, w, a) in [("p1", "w", "a1"), ("p2", "w", "a2"), ("p3", "x", "a1")] {
+        let body = event(id, w, Some(a), "sync.error", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    assert_eq!(app.get("/workspaces?limit=500").await.status(), 200);
+    for limit in ["0", "501", "1000"] {
+        let refused = problem(app.get(&format!("/workspaces?limit={limit}")).await, 400).await;
+        assert_eq!(refused["parameter"], "limit", "limit={limit}");
+    }
+    let status = app.get_json("/workspaces/w/status?limit=1").await;
+    let other = status["nextCursor"].as_str().expect("a status cursor");
+    let refused = problem(app.get(&format!("/workspaces?cursor={other}")).await, 400).await;
+    assert_eq!(refused["parameter"], "cursor");
+}

@@ -1000,6 +1000,41 @@ async fn a_stream_ends_when_its_token_stops_counting() {
     );
 }
 
+/// A token revoked where this instance hears nothing of it (its listener alive but silent: the
+/// notifying trigger disabled) still ends an idle stream: the check made at each keep-alive asks
+/// again once the remembered answer is older than its few seconds.
+#[tokio::test]
+async fn an_idle_stream_ends_at_a_keep_alive_once_its_token_is_revoked_unheard() {
+    let app = spawn_app().await;
+    let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
+    let request = reqwest::Client::new()
+        .get(format!("{}/stream", app.address))
+        .bearer_auth(&created.token);
+    let mut stream = Reader::send(request, "/stream").await;
+    let mut tx = app.pool.begin().await.unwrap();
+    for statement in [
+        "alter table tokens disable trigger tokens_changed",
+        "update tokens set revoked_at = now() where revoked_at is null",
+        "alter table tokens enable trigger tokens_changed",
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let revoked = std::time::Instant::now();
+    let ended = loop {
+        match stream.next_or_end(Duration::from_secs(1)).await {
+            Err(()) => break revoked.elapsed(),
+            Ok(Some(m)) => panic!("nothing was stored, yet the stream sent {m:?}"),
+            Ok(None) => assert!(
+                revoked.elapsed() < Duration::from_secs(25),
+                "the stream still runs {:?} after its token was revoked",
+                revoked.elapsed()
+            ),
+        }
+    };
+    assert!(ended > Duration::from_secs(5), "ended at once: {ended:?}");
+}
+
 /// The database restarts under an open stream: the stream's reads meet connections it dropped,
 /// and must not go on meeting them (nothing else here asks the database anything that would
 /// clear them out).
@@ -1955,4 +1990,41 @@ async fn a_token_s_stream_carries_its_workspaces_only() {
     let beginning = "cDE6MDow"; // position "p1:0:0", the beginning
     let mut replay = open(&format!("/stream?after={beginning}")).await;
     assert_eq!(read_all(&mut replay).await, expected, "replayed");
+}
+
+/// A browser's `EventSource` reconnects to the URL it was opened with, `?after=` and all, and
+/// sends the last id it received as `Last-Event-ID`: the header says where the client is, and
+/// wins over the `after` of the URL (else every reconnect would replay from the URL's `after`).
+#[tokio::test]
+async fn last_event_id_wins_over_the_after_of_the_url() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let body = event(&format!("b{i}"), "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let mut feed: Value = Value::Null;
+    for _ in 0..300 {
+        feed = app.get_json("/feed").await;
+        if feed["items"].as_array().unwrap().len() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = feed["items"][0]["position"].as_str().unwrap().to_owned();
+    let third = feed["items"][2]["position"].as_str().unwrap().to_owned();
+    for route in ["/stream", "/workspaces/w/stream"] {
+        let path = format!("{route}?after={first}");
+        let mut stream = Reader::open(&app.address, &path, Some(&third)).await;
+        for expected in ["b3", "b4"] {
+            let m = stream
+                .next(SOON)
+                .await
+                .expect("replayed after Last-Event-ID");
+            assert_eq!(m.data["hookId"], expected, "{route}");
+        }
+        assert!(
+            stream.next(Duration::from_secs(1)).await.is_none(),
+            "{route}: nothing at or before Last-Event-ID"
+        );
+    }
 }
