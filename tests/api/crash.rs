@@ -396,6 +396,11 @@ async fn a_private_cluster_killed_under_the_service_is_started_again() {
     let _ = std::fs::remove_file(&log);
 }
 
+async fn metrics_of(service: &Service) -> String {
+    let answer = reqwest::get(format!("{}/metrics", service.address)).await;
+    answer.unwrap().text().await.unwrap()
+}
+
 /// With a private cluster, `/metrics` shows the free and whole bytes of the file system its data
 /// is on, as `df` sees them; with a server of the operator's own (`DATABASE_URL`), whose disk the
 /// service cannot see, it shows none.
@@ -404,12 +409,7 @@ async fn the_metrics_show_the_private_cluster_s_free_disk_space() {
     let dir = crate::helpers::scratch("disk", "");
     let log = dir.with_extension("log");
     let service = start(&Storage::DataDir(dir.clone()), &log).await;
-    let text = reqwest::get(format!("{}/metrics", service.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_of(&service).await;
     let df = std::process::Command::new("df")
         .args(["-B1", "--output=avail,size"])
         .arg(dir.join("postgres"))
@@ -437,12 +437,7 @@ async fn the_metrics_show_the_private_cluster_s_free_disk_space() {
     };
     let log = crate::helpers::scratch("disk-own-server", "").with_extension("log");
     let service = start(&storage, &log).await;
-    let text = reqwest::get(format!("{}/metrics", service.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_of(&service).await;
     assert!(!text.contains("data_disk"), "{text}");
     stop_gracefully(service).await;
     let _ = std::fs::remove_file(&log);

@@ -123,26 +123,31 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
     assert_eq!(app.metric("calry_hooks_http_requests_in_flight").await, 1.0);
 }
 
-/// A client that closes its side of the connection once its delivery is sent (HTTP/1.1 allows
-/// it) still gets its answer, and the event is stored.
-#[tokio::test]
-async fn a_delivery_whose_client_closes_its_side_once_sent_is_answered() {
-    let app = spawn_app().await;
-    let host = app.address.trim_start_matches("http://").to_owned();
+/// The bytes of a whole delivery of event `hook` (account `a` of workspace `w`) to `host`.
+fn raw_delivery(host: &str, hook: &str) -> String {
     let body = event(
-        "half",
+        hook,
         "w",
         Some("a"),
         "sync.complete",
         "2024-01-01T00:00:00Z",
     )
     .to_string();
-    let request = format!(
+    format!(
         "POST /webhooks/calry HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// A client that closes its side of the connection once its delivery is sent (HTTP/1.1 allows
+/// it) still gets its answer, and the event is stored.
+#[tokio::test]
+async fn a_delivery_whose_client_closes_its_side_once_sent_is_answered() {
+    let app = spawn_app().await;
+    let host = app.address.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let request = raw_delivery(&host, "half");
     stream.write_all(request.as_bytes()).await.unwrap();
     stream.shutdown().await.unwrap();
     let mut answer = String::new();
@@ -164,19 +169,7 @@ async fn deliveries_whose_clients_hang_up_are_counted_as_stored() {
     for i in 0..60 {
         let host = host.clone();
         sent.spawn(async move {
-            let body = event(
-                &format!("gone-{i}"),
-                "w",
-                Some("a"),
-                "sync.complete",
-                "2024-01-01T00:00:00Z",
-            )
-            .to_string();
-            let request = format!(
-                "POST /webhooks/calry HTTP/1.1\r\nHost: {host}\r\nContent-Type: \
-                 application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let request = raw_delivery(&host, &format!("gone-{i}"));
             let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
             stream.write_all(request.as_bytes()).await.unwrap();
             // Gone at once: the answer is never read.

@@ -193,23 +193,38 @@ async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
     );
 }
 
-#[tokio::test]
-async fn a_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
-    let app = spawn_app().await;
+/// Stores five events of workspace `w`, `{prefix}0`…`{prefix}4`, and gives their feed positions
+/// once the feed shows them all.
+async fn five_stored(app: &TestApp, prefix: &str) -> Vec<String> {
     for i in 0..5 {
-        let body = event(&format!("r{i}"), "w", None, "x.y", "2024-01-01T00:00:00Z");
+        let body = event(
+            &format!("{prefix}{i}"),
+            "w",
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
         assert_eq!(app.deliver(&body).await.status(), 201);
     }
-    // The positions, from the feed.
-    let mut feed: Value = Value::Null;
     for _ in 0..300 {
-        feed = app.get_json("/feed").await;
-        if feed["items"].as_array().unwrap().len() == 5 {
-            break;
+        let feed = app.get_json("/feed").await;
+        let items = feed["items"].as_array().unwrap();
+        if items.len() == 5 {
+            return items
+                .iter()
+                .map(|i| i["position"].as_str().unwrap().to_owned())
+                .collect();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let second = feed["items"][1]["position"].as_str().unwrap().to_owned();
+    panic!("the feed never showed the five events");
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
+    let app = spawn_app().await;
+    let positions = five_stored(&app, "r").await;
+    let second = positions[1].clone();
 
     let mut stream = Reader::open(&app.address, "/stream", Some(&second)).await;
     for expected in ["r2", "r3", "r4"] {
@@ -1998,23 +2013,11 @@ async fn a_token_s_stream_carries_its_workspaces_only() {
 #[tokio::test]
 async fn last_event_id_wins_over_the_after_of_the_url() {
     let app = spawn_app().await;
-    for i in 0..5 {
-        let body = event(&format!("b{i}"), "w", None, "x.y", "2024-01-01T00:00:00Z");
-        assert_eq!(app.deliver(&body).await.status(), 201);
-    }
-    let mut feed: Value = Value::Null;
-    for _ in 0..300 {
-        feed = app.get_json("/feed").await;
-        if feed["items"].as_array().unwrap().len() == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = feed["items"][0]["position"].as_str().unwrap().to_owned();
-    let third = feed["items"][2]["position"].as_str().unwrap().to_owned();
+    let positions = five_stored(&app, "b").await;
+    let (first, third) = (&positions[0], &positions[2]);
     for route in ["/stream", "/workspaces/w/stream"] {
         let path = format!("{route}?after={first}");
-        let mut stream = Reader::open(&app.address, &path, Some(&third)).await;
+        let mut stream = Reader::open(&app.address, &path, Some(third)).await;
         for expected in ["b3", "b4"] {
             let m = stream
                 .next(SOON)
