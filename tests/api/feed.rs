@@ -732,3 +732,60 @@ async fn the_feed_gives_100_events_when_no_limit_is_given() {
     let (items, _) = read(&app, "/feed").await;
     assert_eq!(items.len(), 100);
 }
+
+/// SPEC §9: no event may appear behind a position a consumer was given. A filtered long poll
+/// that finds nothing passing looks at the events committed past the feed's horizon only once
+/// they are final: an older writer still running may yet commit an event there that passes
+/// (here `held`), and a later event that passes (`late`) must not carry the consumer past it.
+#[tokio::test]
+async fn a_filtered_long_poll_does_not_look_past_a_writer_still_running() {
+    let app = spawn_app().await;
+    let start = crate::helpers::feed_next(&app, "/feed").await;
+    let mut writer = app.pool.begin().await.unwrap();
+    let (class, object) = calry_hooks::feed::WRITER_LOCK;
+    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
+        .bind(class)
+        .bind(object)
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
+                             occurred_at, signature_verified, payload)
+         values ('held', 'w', null, 'sync.error', now(), false, '{}')",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    // Stored after the writer took its id, and not taken by the filter.
+    for i in 0..3 {
+        let body = event(
+            &format!("other-{i}"),
+            "w",
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let consume = async {
+        let (mut after, mut seen) = (start.clone(), Vec::new());
+        while !seen.iter().any(|id| id == "late") {
+            let page = app
+                .get_json(&format!("/feed?after={after}&eventType=sync.error&wait=10"))
+                .await;
+            seen.extend(hook_ids(&page).into_iter().map(str::to_owned));
+            after = page["next"].as_str().unwrap().to_owned();
+        }
+        seen
+    };
+    let store = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        writer.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let late = event("late", "w", None, "sync.error", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&late).await.status(), 201);
+    };
+    let (seen, ()) = tokio::join!(consume, store);
+    assert_eq!(seen, ["held", "late"]);
+}

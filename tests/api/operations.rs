@@ -2347,3 +2347,61 @@ async fn a_removal_keeps_the_event_received_at_the_cut_and_drops_a_month_ending_
         );
     }
 }
+
+/// SPEC §13: a workspace's `lastEventAt` survives the removal of the event behind it, and
+/// `calry-hooks rebuild-status` over a pruned store says what it cannot rebuild rather than
+/// change it (the workspace's latest event was received long ago and removed; the events left
+/// occurred earlier).
+#[tokio::test]
+async fn rebuild_status_on_a_pruned_store_says_so_and_keeps_each_workspace_s_last_event_at() {
+    let app = spawn_app().await;
+    for body in [
+        event("gone", "w", Some("a"), "sync.error", "2026-09-30T00:00:00Z"),
+        event(
+            "left",
+            "w",
+            Some("b"),
+            "sync.complete",
+            "2026-09-01T00:00:00Z",
+        ),
+    ] {
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    received_at(&app, "2026-08-10T00:00:00Z", &["gone"]).await;
+    let routes = ["/workspaces", "/workspaces/w/status"];
+    let mut before = Vec::new();
+    for route in routes {
+        before.push(app.get_json(route).await);
+    }
+    assert_eq!(before[1]["lastEventAt"], "2026-09-30T00:00:00.000Z");
+    let cut = "2026-09-15T00:00:00Z".parse().unwrap();
+    store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let out = binary(Some(&database))
+        .arg("rebuild-status")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("not everything can be rebuilt"),
+        "rebuild-status over a pruned store must say what it cannot rebuild: {stdout}"
+    );
+    for (route, answer) in routes.iter().zip(&before) {
+        assert_eq!(
+            &app.get_json(route).await,
+            answer,
+            "{route} after rebuild-status"
+        );
+    }
+}

@@ -2031,3 +2031,130 @@ async fn last_event_id_wins_over_the_after_of_the_url() {
         );
     }
 }
+
+/// The `event` messages' hook ids of a stream until none comes within `quiet`.
+async fn event_ids(reader: &mut Reader, quiet: Duration) -> Vec<String> {
+    let mut ids = Vec::new();
+    while let Some(m) = reader.next(quiet).await {
+        if m.event == "event" {
+            ids.push(m.data["hookId"].as_str().unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+/// SPEC §10: the filters `eventType` (a category prefix, an exact type) and
+/// `integrationAccountId` apply "as in §5" to live messages as to replayed ones: `sync.*` takes
+/// the `sync` category only (not `syncing.started`, not a bare `sync`), and an account's filter
+/// takes none of the events that have no account. Live streams and replays from the store
+/// send the same events.
+#[tokio::test]
+async fn live_and_replayed_filtered_streams_send_the_same_events() {
+    let app = spawn_app().await;
+    let start = crate::helpers::feed_next(&app, "/feed").await;
+    let filters = [
+        ("eventType=sync.*", vec!["f1", "f2", "f5"]),
+        ("eventType=sync.error,x.y", vec!["f1", "f6", "f7"]),
+        ("integrationAccountId=a", vec!["f1", "f6"]),
+        ("integrationAccountId=a&eventType=sync.*", vec!["f1"]),
+    ];
+    let mut live = Vec::new();
+    for (filter, _) in &filters {
+        live.push(
+            Reader::open(
+                &app.address,
+                &format!("/workspaces/w/stream?{filter}"),
+                None,
+            )
+            .await,
+        );
+    }
+    // Give the streams a moment to subscribe: they start live from the moment they open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, account, kind) in [
+        ("f1", Some("a"), "sync.error"),
+        ("f2", Some("b"), "sync.complete"),
+        ("f3", None, "syncing.started"),
+        ("f4", None, "sync"),
+        ("f5", None, "sync.complete"),
+        ("f6", Some("a"), "x.y"),
+        ("f7", None, "x.y"),
+    ] {
+        let body = event(id, "w", account, kind, "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    for ((filter, expected), reader) in filters.iter().zip(&mut live) {
+        assert_eq!(
+            event_ids(reader, Duration::from_secs(3)).await,
+            *expected,
+            "live, {filter}"
+        );
+        let path = format!("/workspaces/w/stream?after={start}&{filter}");
+        let mut replay = Reader::open(&app.address, &path, None).await;
+        assert_eq!(
+            event_ids(&mut replay, Duration::from_secs(3)).await,
+            *expected,
+            "replayed, {filter}"
+        );
+    }
+}
+
+/// SPEC §10: a stream opened live sends every event committed after it opened, also one stored
+/// by the oldest transaction still running when it opened (the snapshot's xmin: a writer that
+/// takes the writers' lock as the README tells whoever else stores events).
+#[tokio::test]
+async fn a_live_stream_sends_what_the_oldest_running_writer_commits_after_it_opened() {
+    let app = spawn_app().await;
+    let mut writer = app.pool.begin().await.unwrap();
+    let (class, object) = calry_hooks::feed::WRITER_LOCK;
+    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
+        .bind(class)
+        .bind(object)
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
+                             occurred_at, signature_verified, payload)
+         values ('held', 'w', null, 'x.y', now(), false, '{}')",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.commit().await.unwrap();
+    let message = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the event committed after the stream opened");
+    assert_eq!(message.data["hookId"], "held");
+}
+
+/// SPEC §10/§11: a live `status` message carries the account's entry right after its event,
+/// `since` included: an event that repeats its category's state does not move that category's
+/// `since`, in the messages of later events either.
+#[tokio::test]
+async fn a_live_status_message_keeps_since_across_an_event_that_repeats_the_state() {
+    let app = spawn_app().await;
+    let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut last_status = Value::Null;
+    for (id, kind, at) in [
+        ("c1", "sync.complete", "2024-01-01T00:00:00Z"),
+        ("c2", "sync.complete", "2024-01-02T00:00:00Z"),
+        ("c3", "account.created", "2024-01-03T00:00:00Z"),
+    ] {
+        let body = event(id, "w", Some("a"), kind, at);
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        let m = stream.next(SOON).await.expect("the event");
+        assert_eq!(m.data["hookId"], id);
+        if id != "c2" {
+            let status = stream.next(SOON).await.expect("its status change");
+            assert_eq!(status.data["causedBy"], id);
+            last_status = status.data["status"].clone();
+        }
+    }
+    assert_eq!(last_status["sync"]["since"], "2024-01-01T00:00:00.000Z");
+    assert_eq!(last_status, app.get_json("/workspaces/w/accounts/a").await);
+}
