@@ -741,22 +741,7 @@ async fn the_feed_gives_100_events_when_no_limit_is_given() {
 async fn a_filtered_long_poll_does_not_look_past_a_writer_still_running() {
     let app = spawn_app().await;
     let start = crate::helpers::feed_next(&app, "/feed").await;
-    let mut writer = app.pool.begin().await.unwrap();
-    let (class, object) = calry_hooks::feed::WRITER_LOCK;
-    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
-        .bind(class)
-        .bind(object)
-        .execute(&mut *writer)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
-                             occurred_at, signature_verified, payload)
-         values ('held', 'w', null, 'sync.error', now(), false, '{}')",
-    )
-    .execute(&mut *writer)
-    .await
-    .unwrap();
+    let writer = crate::helpers::uncommitted_writer(&app, "held", "sync.error").await;
     // Stored after the writer took its id, and not taken by the filter.
     for i in 0..3 {
         let body = event(

@@ -784,3 +784,37 @@ pub async fn received_at(app: &TestApp, at: &str, hooks: &[&str]) {
             .unwrap();
     }
 }
+
+/// Takes, in the transaction on `conn`, the lock every transaction storing events takes first
+/// (`feed::WRITER_LOCK`; README says who else must): from then on the feed waits for it.
+pub async fn take_writer_lock(conn: &mut sqlx::PgConnection) {
+    let (class, object) = calry_hooks::feed::WRITER_LOCK;
+    sqlx::query("select pg_advisory_xact_lock_shared($1, $2), pg_current_xact_id()")
+        .bind(class)
+        .bind(object)
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+/// A writer of the test's own: a transaction holding the writers' lock that has stored event
+/// `hook` (workspace `w`, of `event_type`) and not committed.
+pub async fn uncommitted_writer(
+    app: &TestApp,
+    hook: &str,
+    event_type: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut writer = app.pool.begin().await.unwrap();
+    take_writer_lock(&mut writer).await;
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
+                             occurred_at, signature_verified, payload)
+         values ($1, 'w', null, $2, now(), false, '{}')",
+    )
+    .bind(hook)
+    .bind(event_type)
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    writer
+}

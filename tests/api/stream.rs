@@ -833,13 +833,7 @@ async fn a_resumed_stream_sends_what_the_tailer_sent_though_the_horizon_moved_ba
         let message = live.next(Duration::from_secs(5)).await.expect("sent live");
         assert_eq!(message.data["hookId"], *id);
     }
-    let (class, object) = calry_hooks::feed::WRITER_LOCK;
-    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
-        .bind(class)
-        .bind(object)
-        .execute(&mut hold)
-        .await
-        .unwrap();
+    crate::helpers::take_writer_lock(&mut hold).await;
     let waiting = std::time::Instant::now();
     let feed = format!("/feed?after={after}");
     loop {
@@ -1382,12 +1376,7 @@ async fn a_transaction_of_this_database_that_stores_no_event_holds_none_back() {
 
     // The same session, once it takes the writer's lock, is waited for.
     let mut writer = operator_transaction(&app).await;
-    sqlx::query("select pg_advisory_xact_lock_shared($1, $2), pg_current_xact_id()")
-        .bind(calry_hooks::feed::WRITER_LOCK.0)
-        .bind(calry_hooks::feed::WRITER_LOCK.1)
-        .execute(&mut writer)
-        .await
-        .unwrap();
+    crate::helpers::take_writer_lock(&mut writer).await;
     let start = app.get_json("/feed").await["next"]
         .as_str()
         .unwrap()
@@ -2105,22 +2094,7 @@ async fn live_and_replayed_filtered_streams_send_the_same_events() {
 #[tokio::test]
 async fn a_live_stream_sends_what_the_oldest_running_writer_commits_after_it_opened() {
     let app = spawn_app().await;
-    let mut writer = app.pool.begin().await.unwrap();
-    let (class, object) = calry_hooks::feed::WRITER_LOCK;
-    sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
-        .bind(class)
-        .bind(object)
-        .execute(&mut *writer)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into events (hook_id, workspace_id, integration_account_id, event_type,
-                             occurred_at, signature_verified, payload)
-         values ('held', 'w', null, 'x.y', now(), false, '{}')",
-    )
-    .execute(&mut *writer)
-    .await
-    .unwrap();
+    let writer = crate::helpers::uncommitted_writer(&app, "held", "x.y").await;
     let mut stream = Reader::open(&app.address, "/workspaces/w/stream", None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     writer.commit().await.unwrap();
