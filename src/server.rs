@@ -275,9 +275,6 @@ async fn connection(
     });
     let conn = http1::Builder::new()
         .keep_alive(keep_alive)
-        // A client may close its side once its request is sent (or hang up at once): what it
-        // sent whole is still read and answered, so a delivery it sent is stored.
-        .half_close(true)
         // What hyper buffers of a connection, both ways: a request head must fit in it, and an
         // answer's body is taken from its stream only while less than this waits to be written
         // (hyper's default, about 400 KiB, is what each stream whose client stops reading held).

@@ -839,3 +839,51 @@ fn after_head(answer: &[u8]) -> &[u8] {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Streams and long polls whose clients hung up stop at once (README): they leave their places
+/// under the connection cap and their gauges, rather than wait for their next write or the end
+/// of their `wait`.
+#[tokio::test]
+async fn streams_and_long_polls_whose_clients_left_stop_at_once() {
+    let app = crate::helpers::spawn_app().await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let next = crate::helpers::feed_next(&app, "/feed").await;
+    let mut clients = Vec::new();
+    for path in [
+        format!("/feed?after={next}&wait=30"),
+        format!("/feed?after={next}&wait=30&eventType=sync.*"),
+        format!("/workspaces/w/feed?after={next}&wait=30"),
+        "/stream".to_owned(),
+        "/workspaces/w/stream?eventType=sync.error".to_owned(),
+    ] {
+        let mut client = TcpStream::connect(&host).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        clients.push(client);
+    }
+    let gauges = async || {
+        let waiting = app.metric("calry_hooks_feed_waiting").await;
+        let streams = app.metric("calry_hooks_stream_subscribers").await;
+        (waiting, streams)
+    };
+    let open = Instant::now();
+    while gauges().await != (3.0, 2.0) {
+        assert!(
+            open.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            gauges().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(clients);
+    let left = Instant::now();
+    while gauges().await != (0.0, 0.0) {
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "{:?} (long polls, streams) still held {:?} after their clients left",
+            gauges().await,
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -140,10 +140,12 @@ fn raw_delivery(host: &str, hook: &str) -> String {
     )
 }
 
-/// A client that closes its side of the connection once its delivery is sent (HTTP/1.1 allows
-/// it) still gets its answer, and the event is stored.
+/// A client that closes its sending side (a half-close) before its answer is taken for gone, as
+/// README says: it gets no answer. (Reading on past a client's end would answer it, but would also
+/// keep streams and long polls whose clients left running until their next write or their wait's
+/// end: `connections::streams_and_long_polls_whose_clients_left_stop_at_once`.)
 #[tokio::test]
-async fn a_delivery_whose_client_closes_its_side_once_sent_is_answered() {
+async fn a_client_that_closes_its_side_before_its_answer_is_taken_for_gone() {
     let app = spawn_app().await;
     let host = app.address.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
@@ -153,14 +155,14 @@ async fn a_delivery_whose_client_closes_its_side_once_sent_is_answered() {
     let mut answer = String::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
         .await
-        .expect("answered within 10 s")
+        .expect("closed within 10 s")
         .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
-    assert_eq!(app.stored_events().await, 1);
+    assert_eq!(answer, "");
 }
 
-/// Deliveries whose clients hang up as soon as they have sent them are stored and counted all
-/// the same: every one of them, and `created` agrees with the store.
+/// Deliveries whose clients hang up as soon as they have sent them (no answer, so Calry sends
+/// them again) are counted as stored: `created` agrees with the store once both settle, however
+/// many of them reached it.
 #[tokio::test]
 async fn deliveries_whose_clients_hang_up_are_counted_as_stored() {
     let app = spawn_app().await;
@@ -176,20 +178,23 @@ async fn deliveries_whose_clients_hang_up_are_counted_as_stored() {
         });
     }
     sent.join_all().await;
+    // Settled: the same count twice, half a second apart.
+    let mut last = -1;
     let waiting = Instant::now();
     loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let stored = app.stored_events().await;
         let created = app
             .metric("calry_hooks_webhooks_total{outcome=\"created\"}")
             .await;
-        if stored == 60 && created == 60.0 {
+        if stored == last && created == stored as f64 {
             break;
         }
         assert!(
             waiting.elapsed() < Duration::from_secs(20),
-            "of 60 sent whole: {stored} stored, {created} counted created"
+            "{stored} stored, {created} counted created"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = stored;
     }
 }
 
