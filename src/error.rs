@@ -336,3 +336,70 @@ fn problem_json(problem: &Problem) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A server error of the given SQLSTATE, as PostgreSQL would send it.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "a server error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn status_of(code: &'static str) -> StatusCode {
+        Error::from(sqlx::Error::Database(Box::new(Sqlstate(code)))).status()
+    }
+
+    /// SPEC §3: "database unavailable or overloaded → 503 with Retry-After": the server out of
+    /// resources (class 53), shutting down, a lost connection, a serialization failure or a
+    /// deadlock are worth retrying; a statement timeout is the query's cost (400); anything else
+    /// is a fault of ours (500), never a 503 that asks for the same thing again.
+    #[test]
+    fn sqlstates_map_to_503_400_or_500() {
+        for code in [
+            "53000", "53100", "53200", "53300", "08006", "57P01", "57P03", "40001", "40P01",
+            "3D000",
+        ] {
+            assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+        }
+        assert_eq!(status_of("57014"), StatusCode::BAD_REQUEST);
+        for code in ["23505", "42P01", "22P02", "XX000"] {
+            assert_eq!(status_of(code), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
+        }
+        let response =
+            Error::from(sqlx::Error::Database(Box::new(Sqlstate("53100")))).into_response();
+        assert_eq!(response.headers()["retry-after"], "5");
+    }
+}

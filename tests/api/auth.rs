@@ -737,3 +737,27 @@ async fn a_remembered_token_check_expires_though_no_notification_comes() {
         "the listener was neither lost nor replaced: the memory expired"
     );
 }
+
+/// SPEC §3.2: `token create [--workspace ID]… [--all-workspaces]`: a token is scoped to some
+/// workspaces or to all of them, never silently widened to all when workspaces are named too.
+#[tokio::test]
+async fn token_create_refuses_workspaces_and_all_workspaces_together() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let out = binary(Some(&db.name))
+        .args(["token", "create", "--workspace", "A", "--all-workspaces"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stdout.is_empty(), "no token is printed");
+    let live: i64 = sqlx::query_scalar("select count(*) from tokens")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rng, TestApp, event, fill_workspace, problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Rng, TestApp, event, fill_workspace, problem, seed, spawn_app, spawn_app_with,
+};
 
 const WORKSPACE: &str = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66";
 
@@ -542,5 +544,74 @@ async fn the_docs_and_the_dashboard_cannot_be_framed_by_another_page_or_sniffed(
             assert_eq!(policy, "frame-ancestors 'none'", "{path}");
             assert!(page.text().await.unwrap().contains("swagger-ui"));
         }
+    }
+}
+
+/// README: "A Content-Security-Policy allows nothing but the service's own origin" on the
+/// dashboard; its assets are served with the same policy and `nosniff` as its pages.
+#[tokio::test]
+async fn dashboard_assets_carry_the_policy_and_nosniff() {
+    let app = spawn_app().await;
+    let page = app.get("/ui").await.text().await.unwrap();
+    let start = page
+        .find("/ui/assets/")
+        .expect("the shell names its assets");
+    let version = &page[start + "/ui/assets/".len()..][..16];
+    for file in ["app.js", "style.css", "icon.svg"] {
+        let asset = app.get(&format!("/ui/assets/{version}/{file}")).await;
+        assert_eq!(asset.status(), 200, "{file}");
+        let headers = asset.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{file}");
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            policy.starts_with("default-src 'self';"),
+            "{file}: {policy}"
+        );
+    }
+}
+
+/// README: "a query string over the service's own limit (8 KiB) … is a 400 naming `query`":
+/// one of exactly 8 KiB is read.
+#[tokio::test]
+async fn a_query_string_of_exactly_8_kib_is_read() {
+    let app = spawn_app().await;
+    // 32 event types (the most a query may list), the last one sized so that the whole query
+    // string takes `bytes` bytes.
+    let query = |bytes: usize| {
+        let mut types: Vec<String> = (0..31).map(|i| format!("{i:0>255}")).collect();
+        let used = "eventType=".len() + 31 * 255 + 31;
+        types.push("y".repeat(bytes - used));
+        format!("eventType={}", types.join(","))
+    };
+    let exact = query(8192);
+    assert_eq!(exact.len(), 8192);
+    let answer = app.get(&format!("/workspaces/w/events?{exact}")).await;
+    assert_eq!(answer.status(), 200);
+    let over = query(8193);
+    let answer = problem(app.get(&format!("/workspaces/w/events?{over}")).await, 400).await;
+    assert_eq!(answer["parameter"], "query");
+}
+
+/// Query strings are `application/x-www-form-urlencoded` (README), as the dashboard's
+/// `URLSearchParams` writes them: a `+` is a space, so an id holding a space is found.
+#[tokio::test]
+async fn a_plus_in_a_query_value_is_a_space() {
+    let app = spawn_app().await;
+    let mut body = seed();
+    body["data"]["integrationAccountId"] = json!("account one");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let workspace = seed()["data"]["workspaceId"].as_str().unwrap().to_owned();
+    for query in [
+        "integrationAccountId=account+one",
+        "integrationAccountId=account%20one",
+    ] {
+        let page: Value = app
+            .get_json(&format!("/workspaces/{workspace}/events?{query}"))
+            .await;
+        assert_eq!(
+            page["items"].as_array().unwrap().len(),
+            1,
+            "{query}: {page}"
+        );
     }
 }

@@ -598,3 +598,96 @@ async fn stopping_the_service_answers_every_delivery_it_accepted() {
         assert!(stored.contains(id), "{id} acknowledged but not stored");
     }
 }
+
+/// SPEC §3: "`Content-Type` not JSON → 415"; any `application/…+json` is JSON (README), with or
+/// without parameters.
+#[tokio::test]
+async fn a_structured_json_content_type_is_json() {
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&seed()).unwrap();
+    let first = app
+        .deliver_raw(body.clone(), "application/cloudevents+json")
+        .await;
+    assert_eq!(first.status(), 201);
+    let again = app
+        .deliver_raw(body, "Application/Vnd.Calry+JSON; charset=utf-8")
+        .await;
+    assert_eq!(again.status(), 200);
+}
+
+/// SPEC §2: ids are "opaque strings of 1–255 characters": an event type, a workspace id or an
+/// account id that is empty or longer is a 422 naming its field, as `hook.id` is.
+#[tokio::test]
+async fn every_id_outside_1_to_255_characters_is_a_422_naming_its_field() {
+    let app = spawn_app().await;
+    let long = "x".repeat(256);
+    for (path, value) in [
+        ("hook.eventType", ""),
+        ("hook.eventType", long.as_str()),
+        ("data.workspaceId", ""),
+        ("data.workspaceId", long.as_str()),
+        ("data.integrationAccountId", ""),
+        ("data.integrationAccountId", long.as_str()),
+    ] {
+        let mut body = seed();
+        let (object, key) = path.split_once('.').unwrap();
+        body[object][key] = json!(value);
+        let answer = problem(app.deliver(&body).await, 422).await;
+        assert_eq!(
+            answer["field"],
+            path,
+            "{path} of {} characters",
+            value.len()
+        );
+    }
+    assert_eq!(app.stored_events().await, 0);
+}
+
+/// SPEC §3 and §7: the body limit is 256 KiB (`CALRY_HOOKS_MAX_BODY_BYTES`, default 262144)
+/// unless configured: a body of exactly 262,144 bytes is stored, one byte more is a 413.
+#[tokio::test]
+async fn the_default_body_limit_is_256_kib() {
+    let app = spawn_app().await;
+    let padded = |id: &str, bytes: usize| {
+        let mut body = seed();
+        body["hook"]["id"] = json!(id);
+        body["data"]["padding"] = json!("");
+        let len = serde_json::to_vec(&body).unwrap().len();
+        body["data"]["padding"] = json!("x".repeat(bytes - len));
+        let bytes_out = serde_json::to_vec(&body).unwrap();
+        assert_eq!(bytes_out.len(), bytes);
+        bytes_out
+    };
+    let at = app
+        .deliver_raw(padded("at-the-limit", 262_144), "application/json")
+        .await;
+    assert_eq!(at.status(), 201);
+    let over = app
+        .deliver_raw(padded("over-the-limit", 262_145), "application/json")
+        .await;
+    problem(over, 413).await;
+    assert_eq!(app.stored_events().await, 1);
+}
+
+/// RFC 9110 §8.4, README: a compressed body is a 415. A `Content-Encoding` split over two header
+/// lines (`identity`, then `gzip`) is as compressed as `identity, gzip` on one.
+#[tokio::test]
+async fn a_content_encoding_on_a_second_header_line_is_a_415() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(format!("{}/webhooks/calry", app.address))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .header("content-encoding", "gzip")
+        .body(serde_json::to_vec(&seed()).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let answer = problem(response, 415).await;
+    assert!(
+        answer["detail"].as_str().unwrap().contains("gzip"),
+        "{answer}"
+    );
+    assert_eq!(app.stored_events().await, 0);
+}

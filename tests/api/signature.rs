@@ -190,3 +190,35 @@ async fn the_signature_is_checked_after_size_and_content_type_and_before_json() 
     .await;
     assert_eq!(app.stored_events().await, 0);
 }
+
+/// SPEC §3.1: the signed content is `{id}.{timestamp}.{body}`, and the timestamp must be within
+/// the tolerance: a `webhook-timestamp` given twice (one of them stale) is refused, as a repeated
+/// `webhook-id` is, rather than one of them being picked.
+#[tokio::test]
+async fn a_repeated_signature_timestamp_is_refused() {
+    let app = spawn_app_with(|c| c.webhook_secrets = Some(SECRET.to_owned().into())).await;
+    let body = serde_json::to_vec(&seed()).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let stale = now - 3600;
+    let response = app
+        .client
+        .post(format!("{}/webhooks/calry", app.address))
+        .header("content-type", "application/json")
+        .header("webhook-id", MSG_ID)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-timestamp", stale.to_string())
+        .header("webhook-signature", sign(SECRET, MSG_ID, now, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let answer = problem(response, 401).await;
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("webhook-timestamp"),
+        "{answer}"
+    );
+    assert_eq!(app.stored_events().await, 0);
+}
