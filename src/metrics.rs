@@ -411,9 +411,6 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Prometheus' classic text format (0.0.4) of the OpenMetrics text [`Metrics::render`] writes:
-/// the same samples, with each counter's `HELP` and `TYPE` under its samples' `_total` name, and
-/// no `# UNIT` or `# EOF` line. (prometheus-client writes no other type that differs.)
 /// Bytes free to an unprivileged user, and the size, of the file system holding `dir`.
 fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
     use std::os::unix::ffi::OsStrExt;
@@ -431,6 +428,9 @@ fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
     Some((bytes(stat.f_bavail), bytes(stat.f_blocks)))
 }
 
+/// Prometheus' classic text format (0.0.4) of the OpenMetrics text [`Metrics::render`] writes:
+/// the same samples, with each counter's `HELP` and `TYPE` under its samples' `_total` name, and
+/// no `# UNIT` or `# EOF` line. (prometheus-client writes no other type that differs.)
 pub fn classic(openmetrics: &str) -> String {
     let counters: std::collections::HashSet<&str> = openmetrics
         .lines()
