@@ -173,9 +173,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
     let db = Database::open(&config, 1, Role::Serve).await?;
     if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
-        let data = match &config.database_url {
-            Some(_) => "the server's data directory".to_owned(),
-            None => format!("{}", config.data_dir.join("postgres").display()),
+        let data = match config.private_cluster_dir() {
+            Some(dir) => format!("{}", dir.display()),
+            None => "the server's data directory".to_owned(),
         };
         db.close().await;
         return Err(format!(

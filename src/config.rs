@@ -443,6 +443,14 @@ impl Config {
     pub fn defaults() -> Config {
         Cli::parse_from(["calry-hooks"]).config
     }
+
+    /// The data directory of the private cluster the service runs when no `DATABASE_URL` is
+    /// set (`store::Cluster` makes it): `CALRY_HOOKS_DATA_DIR/postgres`.
+    pub fn private_cluster_dir(&self) -> Option<PathBuf> {
+        self.database_url
+            .is_none()
+            .then(|| self.data_dir.join("postgres"))
+    }
 }
 
 #[cfg(test)]

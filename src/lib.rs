@@ -67,9 +67,8 @@ impl App {
         if replica_options.is_some() {
             metrics.watch_replica();
         }
-        // The private cluster's (see `store::Database::open`), once it has made its directory.
-        let private = config.data_dir.join("postgres");
-        if config.database_url.is_none() && private.is_dir() {
+        // The private cluster's, once it has made its directory.
+        if let Some(private) = config.private_cluster_dir().filter(|dir| dir.is_dir()) {
             metrics.watch_disk(private);
         }
         let metrics = Arc::new(metrics);

@@ -304,8 +304,9 @@ impl Database {
     /// command creates nothing and migrates nothing (a mistyped `DATABASE_URL` would otherwise
     /// get a new store, and an upgrade would happen as a side effect).
     pub async fn open_existing(config: &Config, role: Role) -> Result<Database, StoreError> {
-        if config.database_url.is_none() && !config.data_dir.join("postgres/PG_VERSION").exists() {
-            let dir = config.data_dir.join("postgres");
+        if let Some(dir) = config.private_cluster_dir()
+            && !dir.join("PG_VERSION").exists()
+        {
             return Err(StoreError::NoStore(format!("{}", dir.display())));
         }
         let (options, cluster) = Database::server(config, role).await?;
