@@ -70,13 +70,7 @@ pub async fn seal(db: &PgPool) -> Result<usize, sqlx::Error> {
         // (a month of a busy store, or the table an upgrade attached); it locks nothing that
         // stops ingest or queries.
         let mut tx = db.begin().await?;
-        sqlx::query(
-            "select set_config('statement_timeout', '0', true),
-                    set_config('lock_timeout', $1, true)",
-        )
-        .bind(super::STATEMENT_TIMEOUT)
-        .execute(&mut *tx)
-        .await?;
+        for_as_long_as_it_takes(&mut tx).await?;
         sqlx::query("select finish_sealing_event_partition($1)")
             .bind(&partition.name)
             .execute(&mut *tx)
@@ -93,6 +87,20 @@ pub async fn seal(db: &PgPool) -> Result<usize, sqlx::Error> {
         .execute(db)
         .await?;
     Ok(count)
+}
+
+/// Lets the transaction on `conn` run for as long as its work takes (a whole month read or
+/// deleted in the background, which stops neither ingest nor queries), while a lock it must wait
+/// for fails it after [`super::STATEMENT_TIMEOUT`], as any statement of the service would.
+async fn for_as_long_as_it_takes(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select set_config('statement_timeout', '0', true),
+                set_config('lock_timeout', $1, true)",
+    )
+    .bind(super::STATEMENT_TIMEOUT)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Whether a write failed because no partition holds its time yet.
@@ -302,12 +310,7 @@ async fn delete_some(
 ) -> Result<u64, sqlx::Error> {
     loop {
         let mut tx = turn.begin().await?;
-        sqlx::query(
-            "select set_config('statement_timeout', '0', true),
-                    set_config('lock_timeout', '10s', true)",
-        )
-        .execute(&mut *tx)
-        .await?;
+        for_as_long_as_it_takes(&mut tx).await?;
         let name = super::quote_ident(partition);
         let deleted = sqlx::query(&format!(
             "delete from {name} where ctid = any(array(
