@@ -157,46 +157,36 @@ export default function accountPage(main, { conn }, ws, acc) {
       timeline.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: () => loadTimeline(true) }, 'Show older changes'));
   }
 
-  // A read of the newest changes supersedes every read before it, an older page's too: only the
-  // newest refresh's answer is used, and an older page is appended only to the list its cursor
-  // came from (no refresh began since, and the cursor is still the list's), so that walking the
-  // pages yields every change once (SPEC §5, §11).
-  let timelineReads = 0;
-  let timelineOlder = null; // the cursor of the older page being read
+  const timelineReads = pagedReads(timeline);
 
   /** The next page, or (again) as many of the newest changes as are shown, up to 500: an event
    * that arrived late can change older entries too. */
   async function loadTimeline(more) {
-    const limit = more ? TIMELINE_PAGE : Math.min(500, Math.max(TIMELINE_PAGE, timeline.items.length));
-    const cursor = more ? timeline.nextCursor : null;
-    const mine = more ? timelineReads : ++timelineReads;
-    const stale = () => mine !== timelineReads || (more && timeline.nextCursor !== cursor);
-    if (more && timelineOlder === cursor) return; // that page is being read already
-    if (more) timelineOlder = cursor;
-    try {
-      const page = await api(q(`${base}/timeline`, { limit, cursor }));
-      if (stale()) return;
-      const last = page.items.at(-1);
-      if (more) {
-        timeline.items = [...timeline.items, ...page.items];
-        timeline.nextCursor = page.nextCursor;
-      } else if (page.nextCursor && last && timeline.items.length > page.items.length) {
-        // More are drawn than were read again: those older than the read ones stay, and so does
-        // the cursor after them.
-        const read = new Set(page.items.map(changeKey));
-        timeline.items = [...page.items, ...timeline.items.filter((c) => compareTimes(c.at, last.at) <= 0 && !read.has(changeKey(c)))];
-      } else {
-        timeline.items = page.items;
-        timeline.nextCursor = page.nextCursor;
-      }
-      timeline.error = null;
-    } catch (err) {
-      if (stale()) return;
-      timeline.error = err;
-    } finally {
-      if (more && timelineOlder === cursor) timelineOlder = null;
-    }
-    drawTimeline();
+    const fail = (err) => { timeline.error = err; };
+    const drawn = more
+      ? await timelineReads.older(
+        (cursor) => api(q(`${base}/timeline`, { limit: TIMELINE_PAGE, cursor })),
+        (page) => {
+          timeline.items = [...timeline.items, ...page.items];
+          timeline.nextCursor = page.nextCursor;
+          timeline.error = null;
+        }, fail)
+      : await timelineReads.newest(
+        () => api(q(`${base}/timeline`, { limit: Math.min(500, Math.max(TIMELINE_PAGE, timeline.items.length)) })),
+        (page) => {
+          const last = page.items.at(-1);
+          if (page.nextCursor && last && timeline.items.length > page.items.length) {
+            // More are drawn than were read again: those older than the read ones stay, and so
+            // does the cursor after them.
+            const read = new Set(page.items.map(changeKey));
+            timeline.items = [...page.items, ...timeline.items.filter((c) => compareTimes(c.at, last.at) <= 0 && !read.has(changeKey(c)))];
+          } else {
+            timeline.items = page.items;
+            timeline.nextCursor = page.nextCursor;
+          }
+          timeline.error = null;
+        }, fail);
+    if (drawn) drawTimeline();
   }
 
   // ---- the events ----
@@ -225,44 +215,30 @@ export default function accountPage(main, { conn }, ws, acc) {
     for (const e of events.items) delete e.fresh;
   }
 
-  // As the timeline's: a read of the newest events supersedes every read before it, and an older
-  // page is appended only to the list its cursor came from.
-  let eventsReads = 0;
-  let eventsOlder = null; // the cursor of the older page being read
+  const eventsReads = pagedReads(events);
+  const eventsPage = (cursor) => api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor }));
+
   async function loadEvents() {
-    const mine = ++eventsReads;
-    try {
-      const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE }));
-      if (mine !== eventsReads) return;
-      Object.assign(events, page, { error: null, moreError: null });
-    } catch (err) {
-      if (mine !== eventsReads) return;
-      events.error = err;
-    }
-    drawEvents();
+    const drawn = await eventsReads.newest(
+      () => eventsPage(null),
+      (page) => Object.assign(events, page, { error: null, moreError: null }),
+      (err) => { events.error = err; });
+    if (drawn) drawEvents();
   }
 
   async function loadMoreEvents() {
-    const cursor = events.nextCursor;
-    const mine = eventsReads;
-    if (!cursor || eventsOlder === cursor) return;
-    eventsOlder = cursor;
-    try {
-      const page = await api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor }));
-      if (mine !== eventsReads || events.nextCursor !== cursor) return;
-      const have = new Set(events.items.map((e) => e.hookId));
-      events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
-      events.nextCursor = page.nextCursor;
-      events.moreError = null;
-    } catch (err) {
+    const drawn = await eventsReads.older(
+      eventsPage,
+      (page) => {
+        const have = new Set(events.items.map((e) => e.hookId));
+        events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
+        events.nextCursor = page.nextCursor;
+        events.moreError = null;
+      },
       // Said under the events drawn, with the button to try again (a rejection unhandled here
       // would say nothing on the page).
-      if (mine !== eventsReads || events.nextCursor !== cursor) return;
-      events.moreError = err;
-    } finally {
-      if (eventsOlder === cursor) eventsOlder = null;
-    }
-    drawEvents();
+      (err) => { events.moreError = err; });
+    if (drawn) drawEvents();
   }
 
   // ---- live ----
@@ -321,4 +297,42 @@ export default function accountPage(main, { conn }, ws, acc) {
     onOpen: load,
   });
   watch('/workspaces?limit=1');
+}
+
+/**
+ * The reads of one paged list (`{ items, nextCursor }`, newest first). A read of the newest page
+ * supersedes every read before it, an older page's too: only the newest such read's answer is
+ * used. An older page is read once at a time, and used only while the list is still the one its
+ * cursor came from (no read of the newest began since, and the cursor is still the list's), so
+ * that walking the pages yields every item once (SPEC §5, §11). `newest` and `older` resolve to
+ * whether they used the answer (or the error), that is, whether the list is to be drawn again.
+ */
+function pagedReads(list) {
+  let reads = 0;
+  let older = null; // the cursor of the older page being read
+  async function use(mine, cursor, read, took, failed) {
+    const stale = () => mine !== reads || (cursor !== null && list.nextCursor !== cursor);
+    try {
+      const page = await read(cursor);
+      if (stale()) return false;
+      took(page);
+    } catch (err) {
+      if (stale()) return false;
+      failed(err);
+    }
+    return true;
+  }
+  return {
+    newest: (read, took, failed) => use(++reads, null, read, took, failed),
+    async older(read, took, failed) {
+      const cursor = list.nextCursor;
+      if (!cursor || older === cursor) return false; // none, or that page is being read already
+      older = cursor;
+      try {
+        return await use(reads, cursor, read, took, failed);
+      } finally {
+        if (older === cursor) older = null;
+      }
+    },
+  };
 }
