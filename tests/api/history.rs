@@ -922,3 +922,47 @@ async fn a_sealed_month_tied_with_the_page_s_bound_is_read() {
         assert_eq!(walk(&app, "", limit).await, want, "limit {limit}");
     }
 }
+
+/// SPEC §5's inclusive `from` holds in sealed months too: a sealed month whose latest event is
+/// exactly on `from` is read (its range of occurredAt reaches `from`), in both orders, and so is
+/// one whose earliest event is just before `to`. (The exact-bound test above reads no sealed
+/// month: its events are all received this month.)
+#[tokio::test]
+async fn a_sealed_month_with_an_event_exactly_on_from_is_read() {
+    let app = spawn_app().await;
+    for (id, at) in [
+        ("before", "2024-06-01T04:59:59.999Z"),
+        ("on-from", "2024-06-01T05:00:00.000Z"),
+        ("inside", "2024-06-01T10:00:00.000Z"),
+        ("just-before-to", "2024-06-01T14:59:59.999Z"),
+    ] {
+        let body = event(id, "w", None, "x.y", at);
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    // Each edge event alone in a sealed month of its own (so that month's range is that event).
+    crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["on-from", "before"]).await;
+    crate::helpers::received_at(&app, "2023-04-15T00:00:00Z", &["just-before-to"]).await;
+    let sealed = calry_hooks::store::partitions::seal(&app.pool)
+        .await
+        .unwrap();
+    assert!(sealed >= 2, "{sealed}");
+    for order in ["desc", "asc"] {
+        for limit in [1, 10] {
+            let mut got = walk(
+                &app,
+                &format!("&from=2024-06-01T05:00:00Z&to=2024-06-01T15:00:00Z&order={order}"),
+                limit,
+            )
+            .await
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect::<Vec<_>>();
+            got.sort();
+            assert_eq!(
+                got,
+                ["inside", "just-before-to", "on-from"],
+                "order={order} limit={limit}"
+            );
+        }
+    }
+}

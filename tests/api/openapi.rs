@@ -106,3 +106,105 @@ async fn the_service_serves_the_generated_document_and_the_docs_page() {
     }
     assert_eq!(pages, 5);
 }
+
+/// SPEC §6 and part two ("every new route is in the OpenAPI document"): every route of the SPEC
+/// is documented, and each documents the answers it gives: here a token's scope refused
+/// (`403`), a bad parameter (`400`) and no token (`401`), asked of the service itself.
+#[tokio::test]
+async fn every_route_of_the_spec_documents_the_answers_it_gives() {
+    let app = spawn_app().await;
+    let served: Value = app.get_json("/openapi.json").await;
+    let paths = served["paths"].as_object().unwrap();
+    for route in [
+        "/feed",
+        "/workspaces/{workspaceId}/feed",
+        "/stream",
+        "/workspaces/{workspaceId}/stream",
+        "/accounts",
+        "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
+        "/metrics",
+        "/ui",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    let w1 = calry_hooks::auth::create(&app.pool, "w1 only", false, &["w1".to_owned()])
+        .await
+        .unwrap()
+        .token;
+    let asked = [
+        ("/accounts", "/accounts?workspaceId=w2", true, 403),
+        ("/accounts", "/accounts?limit=0", true, 400),
+        ("/accounts", "/accounts", false, 401),
+        ("/workspaces", "/workspaces?limit=0", true, 400),
+        (
+            "/workspaces/{workspaceId}/status",
+            "/workspaces/w2/status",
+            true,
+            403,
+        ),
+        (
+            "/workspaces/{workspaceId}/events",
+            "/workspaces/w2/events",
+            true,
+            403,
+        ),
+        (
+            "/workspaces/{workspaceId}/events",
+            "/workspaces/w1/events?limit=0",
+            true,
+            400,
+        ),
+        (
+            "/workspaces/{workspaceId}/accounts/{integrationAccountId}",
+            "/workspaces/w2/accounts/a",
+            true,
+            403,
+        ),
+        (
+            "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
+            "/workspaces/w2/accounts/a/timeline",
+            true,
+            403,
+        ),
+        (
+            "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
+            "/workspaces/w1/accounts/a/timeline?limit=0",
+            true,
+            400,
+        ),
+        ("/feed", "/feed?wait=31", true, 400),
+        ("/feed", "/feed", false, 401),
+        (
+            "/workspaces/{workspaceId}/feed",
+            "/workspaces/w2/feed",
+            true,
+            403,
+        ),
+        (
+            "/workspaces/{workspaceId}/feed",
+            "/workspaces/w1/feed?after=x",
+            true,
+            400,
+        ),
+        ("/stream", "/stream", false, 401),
+        (
+            "/workspaces/{workspaceId}/stream",
+            "/workspaces/w2/stream",
+            true,
+            403,
+        ),
+        ("/events/{hookId}", "/events/h", false, 401),
+    ];
+    for (route, path, with_token, status) in asked {
+        let mut request = app.client.get(format!("{}{path}", app.address));
+        if with_token {
+            request = request.bearer_auth(&w1);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "GET {path}");
+        assert!(
+            served["paths"][route]["get"]["responses"][status.to_string()].is_object(),
+            "GET {path} answers {status}, which the document of {route} does not list"
+        );
+    }
+}

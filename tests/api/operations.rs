@@ -1742,6 +1742,110 @@ async fn a_delivery_with_no_partition_for_its_month_creates_it() {
     assert_eq!((stored, partition), (1, month));
 }
 
+/// SPEC §13 (README "Keeping years of events"): the service creates this month's and next
+/// month's partitions itself at start (and every hour), so that the month that begins while it
+/// runs is there before its first delivery. Here the store lacks next month's, as one migrated
+/// a month ago and never served since would; the service started on it makes it, with the
+/// bounds of a calendar month in UTC.
+#[tokio::test]
+async fn the_service_makes_next_month_s_partition_ahead_of_time() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let next: String = sqlx::query_scalar(
+        "select 'events_' || to_char(now() at time zone 'UTC' + interval '1 month', 'YYYYMM')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for statement in [
+        format!("alter table events detach partition {next}"),
+        format!("drop table {next}"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool,
+        Some(db),
+    )
+    .await;
+    let bounds = async || {
+        sqlx::query_as::<_, (String, String)>(
+            "select to_char(received_from at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                    to_char(received_to at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+             from event_partitions where name = $1",
+        )
+        .bind(&next)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let made = loop {
+        if let Some(made) = bounds().await {
+            break made;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{next} was not made within 10 s of the service's start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected: (String, String) = sqlx::query_as(
+        "select to_char(m, 'YYYY-MM-DD HH24:MI:SS'),
+                to_char(m + interval '1 month', 'YYYY-MM-DD HH24:MI:SS')
+         from (select date_trunc('month', now() at time zone 'UTC') + interval '1 month' as m) n",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(made, expected, "{next}'s bounds");
+}
+
+/// SPEC §13: `calry-hooks prune --older-than D` removes "exactly the events received before
+/// now − D: whole partitions where they lie before the cut, rows of the one that straddles it".
+/// The command itself, not only the removal it calls: an event received a minute ago, in this
+/// month, is gone after `prune --older-than 30s`, and the ones just received stay.
+#[tokio::test]
+async fn the_prune_command_removes_the_rows_before_the_cut_in_the_month_it_falls_inside() {
+    let app = spawn_app().await;
+    for id in ["old", "new-1", "new-2"] {
+        let body = event(id, "w", Some("a"), "sync.complete", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let (at, same_month): (String, bool) = sqlx::query_as(
+        "select to_char((now() - interval '60 seconds') at time zone 'UTC',
+                        'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                date_trunc('month', now() - interval '60 seconds', 'UTC')
+                    = date_trunc('month', now(), 'UTC')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    received_at(&app, &at, &["old"]).await;
+    let database = app.db_options().get_database().unwrap().to_owned();
+    let out = binary(Some(&database))
+        .args(["prune", "--older-than", "30s"])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = sqlx::query_scalar("select hook_id from events order by 1")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["new-1", "new-2"], "{said}");
+    if same_month {
+        assert!(said.contains("0 partition(s) dropped"), "{said}");
+        assert!(said.contains("and 1 events deleted"), "{said}");
+    }
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let db = TestDb::create().await;

@@ -293,6 +293,24 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     check_every_replica_route(&app, true).await;
     assert_eq!(app.metric(PRIMARY_READS).await, primary_reads + 7.0);
     assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 5.0);
+
+    // SPEC §13: "ingest, the feed and the stream always use the primary": both feeds give h4,
+    // which the replica has not replayed, with no header asking for the primary (within the 1 s
+    // the feed may take to show an event, §9).
+    for path in ["/feed", "/workspaces/w1/feed"] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let page = get(&app, path, false).await;
+            if hook_ids(&page).contains(&"h4") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} does not give h4, stored on the primary: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let bad = app
         .client
         .get(format!("{}/workspaces/w1/status", app.address))

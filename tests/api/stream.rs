@@ -191,6 +191,14 @@ async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
         app.metric("calry_hooks_stream_lag_seconds_count").await,
         4.0
     );
+    // In seconds, as its name says: the four live messages went out within a fraction of a
+    // second each (about 0.15 s in all here; in milliseconds that would read about 150). The
+    // bound leaves a loaded machine 5 s a message.
+    let lag = app.metric("calry_hooks_stream_lag_seconds_sum").await;
+    assert!(
+        lag > 0.0 && lag < 20.0,
+        "stream lag sum {lag} s over 4 live messages"
+    );
 }
 
 /// Stores five events of workspace `w`, `{prefix}0`…`{prefix}4`, and gives their feed positions
