@@ -277,6 +277,54 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
     assert!(held < 0.5, "held back for {held} s after it ended");
 }
 
+/// README ("The feed held back"): once a transaction that may store events has held the feed
+/// back for a second (SPEC §9's bound), the log names it, once, with its session's pid, however
+/// long it holds on and however often the feed is read meanwhile.
+#[tokio::test]
+async fn the_log_names_a_transaction_holding_the_feed_back_once() {
+    let db = TestDb::create().await;
+    let log = crate::helpers::scratch("held", ".log");
+    let mut cmd = crate::helpers::binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_LOG_FORMAT", "json");
+    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let pool = db.pool().await;
+    let mut writer = pool.begin().await.unwrap();
+    crate::helpers::take_writer_lock(&mut writer).await;
+    let (pid, xid): (i32, String) = sqlx::query_as(
+        "select pg_backend_pid(), (pg_current_xact_id()::text::bigint % 4294967296)::text",
+    )
+    .fetch_one(&mut *writer)
+    .await
+    .unwrap();
+    // Read the feed for 3.5 s, so that the service looks at the horizon all along.
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3500) {
+        let answer = client.get(format!("{address}/feed")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writer.commit().await.unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let named: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is holding the feed and the streams back"))
+        })
+        .collect();
+    assert_eq!(named.len(), 1, "{text}");
+    assert_eq!(named[0]["transaction"], xid.as_str(), "{text}");
+    let holder = named[0]["holder"].as_str().unwrap();
+    assert!(holder.starts_with(&format!("session {pid} ")), "{holder}");
+    assert!(named[0]["held_ms"].as_u64().unwrap() >= 1_000, "{text}");
+}
+
 #[tokio::test]
 async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
     let app = spawn_app().await;
