@@ -1718,6 +1718,43 @@ async fn an_instance_is_unready_once_a_newer_version_migrated_its_database() {
     );
 }
 
+/// Months are calendar months in UTC whatever the session's time zone: an operator may call
+/// `ensure_event_partitions` from a `psql` of their own (the service's connections run in UTC).
+/// Auckland's clocks go forward on 28 September 2031, so a month counted there would end on 30
+/// September at 23:00 UTC, and October would start there too.
+#[tokio::test]
+async fn months_made_from_a_session_in_another_time_zone_are_utc_months() {
+    let app = spawn_app().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("set time zone 'Pacific/Auckland'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let made: i32 =
+        sqlx::query_scalar("select ensure_event_partitions('2031-09-10Z', '2031-10-10Z')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(made, 2);
+    let bounds: Vec<(String, String, String)> = sqlx::query_as(
+        "select name,
+                to_char(received_from at time zone 'UTC', 'YYYY-MM-DD HH24:MI'),
+                to_char(received_to at time zone 'UTC', 'YYYY-MM-DD HH24:MI')
+         from event_partitions where name like 'events_2031%' order by 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let utc = |name: &str, from: &str, to: &str| (name.into(), from.into(), to.into());
+    assert_eq!(
+        bounds,
+        [
+            utc("events_203109", "2031-09-01 00:00", "2031-10-01 00:00"),
+            utc("events_203110", "2031-10-01 00:00", "2031-11-01 00:00"),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_delivery_with_no_partition_for_its_month_creates_it() {
     let app = spawn_app().await;
