@@ -112,7 +112,7 @@ fn require_loopback_host(parts: &Parts) -> Result<(), Error> {
     let mut names = (parts.uri.authority().cloned().map(Some).into_iter())
         .chain(hosts.map(|host| host.to_str().ok()?.parse::<Authority>().ok()))
         .peekable();
-    if names.peek().is_some() && names.all(|name| name.is_some_and(|n| is_loopback(n.host()))) {
+    if names.peek().is_some() && names.all(|name| name.is_some_and(|n| is_loopback_name(&n))) {
         return Ok(());
     }
     Err(not_loopback())
@@ -154,6 +154,17 @@ fn refuse_forwarded(parts: &Parts) -> Result<(), Error> {
          answers only clients on this machine; create a token (`calry-hooks token create`) to \
          serve it through a proxy, to clients that present it"
     )))
+}
+
+/// A loopback host alone or with a port: nothing else (`Authority::host` stops at the end of a
+/// bracketed address or at the first `:`, so `[::1].evil.example` has the host `[::1]`).
+fn is_loopback_name(name: &Authority) -> bool {
+    let rest = name.as_str().strip_prefix(name.host()); // `None` with user information
+    let port = |rest: &str| {
+        rest.strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    rest.is_some_and(|rest| rest.is_empty() || port(rest)) && is_loopback(name.host())
 }
 
 /// `localhost`, `*.localhost`, `127.x.x.x` or `[::1]`.

@@ -389,6 +389,10 @@ async fn while_no_token_exists_the_api_answers_only_requests_sent_to_a_loopback_
         "[::2]",
         "[::ffff:127.0.0.1]",
         "192.168.1.2:8080",
+        // A loopback name followed by more than a port.
+        "[::1].evil.example",
+        "localhost:evil.example",
+        "127.0.0.1:80x",
     ];
     let hosts = loopback.iter().map(|h| (h.as_str(), 200));
     for (host, status) in hosts.chain(other.into_iter().map(|h| (h, 403))) {
