@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::watch;
 
 use crate::auth::{self, TokenCache};
@@ -81,11 +81,11 @@ impl Changes {
 }
 
 impl Notifier {
-    /// Starts listening on a connection of its own (made like `options`'); the task ends when
+    /// Starts listening on the connection of `pool` ([`listener_pool`]); the task ends when
     /// the last [`Notifier`] is dropped, or when the service starts to stop (streams and long
     /// polls end then; a private cluster stopped after it would be reported as trouble).
     pub fn start(
-        options: PgConnectOptions,
+        pool: PgPool,
         tokens: Arc<TokenCache>,
         mut stopping: watch::Receiver<bool>,
     ) -> Notifier {
@@ -93,7 +93,7 @@ impl Notifier {
         let (token_news, token_changes) = watch::channel(0u64);
         tokio::spawn(async move {
             tokio::select! {
-                () = listen(options, &news, &token_news, &tokens) => {}
+                () = listen(pool, &news, &token_news, &tokens) => {}
                 () = news.closed() => {}
                 _ = stopping.wait_for(|stop| *stop) => {}
             }
@@ -368,8 +368,17 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
     }
 }
 
+/// The listener's pool of one connection (made like `options`'), opened when first needed.
+/// Closed once the service has stopped ([`crate::App::serve`]), which waits for the connection
+/// to be given back: otherwise it may still be checked after the private cluster has stopped.
+pub fn listener_pool(options: &PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.clone().application_name(STARTING_NAME))
+}
+
 async fn listen(
-    options: PgConnectOptions,
+    pool: PgPool,
     news: &watch::Sender<u64>,
     token_news: &watch::Sender<u64>,
     tokens: &TokenCache,
@@ -380,9 +389,6 @@ async fn listen(
         tokens.forget(listening);
         tell(token_news);
     };
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(options.application_name(STARTING_NAME));
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,

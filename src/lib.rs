@@ -55,6 +55,10 @@ pub struct App {
     writers: Writers,
     /// Tells the server, long polls and streams that the service is stopping.
     stop: watch::Sender<bool>,
+    /// The writers' and the listener's connections, closed once the service has stopped: sqlx
+    /// checks a connection given back to its pool in a task of its own, which a private cluster
+    /// stopped meanwhile would have log a warning.
+    pools: [PgPool; 2],
 }
 
 impl App {
@@ -76,7 +80,7 @@ impl App {
         let settings = IngestSettings::from_config(&config);
         let writer_pool = store::writer_pool(&pool, settings.writers.max(1) as u32);
         let (ingestor, writers) = Ingestor::start(
-            WriterPool::new(writer_pool, metrics.pool_waiting.clone()),
+            WriterPool::new(writer_pool.clone(), metrics.pool_waiting.clone()),
             settings,
         );
         let readers = Readers::new(
@@ -95,11 +99,9 @@ impl App {
         });
         let tokens = Arc::new(auth::TokenCache::default());
         let (stop, stopping) = watch::channel(false);
-        let notifier = feed::Notifier::start(
-            (*pool.connect_options()).clone(),
-            tokens.clone(),
-            stopping.clone(),
-        );
+        let listener_pool = feed::listener_pool(&pool.connect_options());
+        let notifier =
+            feed::Notifier::start(listener_pool.clone(), tokens.clone(), stopping.clone());
         // The feed's followers (the streams' tailer and the horizon's look) on connections of
         // their own, opened when first needed: however busy the query routes, and the streams
         // catching up, which share theirs, live streams and the feed go on.
@@ -133,6 +135,7 @@ impl App {
                 verifier,
             }),
             writers,
+            pools: [writer_pool, listener_pool],
         })
     }
 
@@ -164,6 +167,7 @@ impl App {
             state,
             writers,
             stop,
+            pools,
         } = self;
         drop(state);
         let mut stop_requested = stop.subscribe();
@@ -177,6 +181,9 @@ impl App {
         let drain = async move {
             server::serve(listener, router, overflow, limits, open, graceful).await?;
             writers.finish().await;
+            for pool in pools {
+                pool.close().await;
+            }
             Ok(())
         };
         let deadline = async move {
