@@ -24,13 +24,26 @@ use crate::store::Readers;
 /// after every position the store holds, when it needs one: positions are made of transaction
 /// ids (SPEC §9, README), and a store restored from a dump into another server, which counts its
 /// ids from the start again, holds positions the server has not reached. Events stored then would
-/// be placed before them, and consumers following the feed would skip them.
+/// be placed before them, and consumers following the feed would skip them. Consumers may hold
+/// the positions of removed events too: those of months detached and not dropped yet, and
+/// `removed_positions` past the rest (migration 0017), are counted as well.
 pub async fn epoch_needed(db: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error> {
-    let (last, now): (Option<i64>, i64) = sqlx::query_as(&format!(
-        "select (select max(feed_xid) from events), {NEXT_XID}"
+    let (mut last, now): (Option<i64>, i64) = sqlx::query_as(&format!(
+        "select greatest((select max(feed_xid) from events),
+                         (select max(below_xid) from removed_positions)),
+                {NEXT_XID}"
     ))
     .fetch_one(db)
     .await?;
+    for (partition, _) in crate::store::partitions::left_detached(db).await? {
+        let detached: Option<i64> = sqlx::query_scalar(&format!(
+            "select max(feed_xid) from {}",
+            crate::store::quote_ident(&partition)
+        ))
+        .fetch_one(db)
+        .await?;
+        last = last.max(detached);
+    }
     Ok(last
         .filter(|last| *last >= now)
         .map(|last| (last >> 32) + 1))

@@ -243,8 +243,7 @@ async fn remove(
         if to <= cut {
             about_to_remove(db, &name, None, to, keep_latest).await?;
             removed.events_in_partitions += events_in(db, &name).await?;
-            let drop = format!("drop table {}", super::quote_ident(&name));
-            turn.execute(sqlx::raw_sql(&drop)).await?;
+            drop_detached(turn, &name).await?;
             tracing::info!(partition = %name, "history partition left detached by an earlier removal dropped");
             removed.partitions.push(name);
         }
@@ -273,8 +272,7 @@ async fn remove(
             let detach = format!("alter table events detach partition {name} {how}");
             turn.execute(sqlx::raw_sql(&detach)).await?;
             let detached = started.elapsed();
-            let drop = format!("drop table {name}");
-            turn.execute(sqlx::raw_sql(&drop)).await?;
+            drop_detached(turn, &partition.name).await?;
             tracing::info!(
                 partition = %partition.name,
                 detach_ms = detached.as_millis() as u64,
@@ -297,6 +295,21 @@ async fn remove(
         }
     }
     Ok(removed)
+}
+
+/// Records, in the transaction that removes events, that it began after every removed event's
+/// transaction ended: `removed_positions` (migration 0017, `feed::epoch_needed`).
+const PAST_REMOVED: &str = "update removed_positions
+    set below_xid = greatest(below_xid, pg_current_xact_id()::text::bigint)";
+
+/// Drops a partition detached from `events`, recording that its events' positions are removed.
+async fn drop_detached(turn: &mut sqlx::PgConnection, partition: &str) -> Result<(), sqlx::Error> {
+    // One simple query: one transaction.
+    let statements = format!(
+        "{PAST_REMOVED}; drop table {}",
+        super::quote_ident(partition)
+    );
+    turn.execute(sqlx::raw_sql(&statements)).await.map(drop)
 }
 
 /// Deletes some of `partition`'s events received before `cut` (the rows of the month a cut
@@ -326,6 +339,7 @@ async fn delete_some(
             ),
             deleted => {
                 let deleted = deleted?.rows_affected();
+                sqlx::query(PAST_REMOVED).execute(&mut *tx).await?;
                 tx.commit().await?;
                 return Ok(deleted);
             }

@@ -608,6 +608,118 @@ async fn a_store_with_positions_ahead_of_its_server_is_refused_at_start() {
     assert!(stderr.contains("pg_resetwal -e 3 "), "{stderr}");
 }
 
+/// Five events stored, once the feed gives them all (their hook ids).
+async fn five_fed(app: &TestApp) -> Vec<String> {
+    for i in 0..5 {
+        let body = event(&format!("e{i}"), "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let fed = read_until(app, "/feed", 5).await;
+    assert_eq!(fed.len(), 5, "{fed:?}");
+    fed
+}
+
+/// The start's refusal of a store whose positions run ahead of `db`'s server, as a restore into
+/// another server (two epochs behind) would have it after `ahead` moved them: with its
+/// `pg_resetwal -e 3`.
+async fn refused_once_restored(db: &TestDb, ahead: &str) {
+    sqlx::query(ahead).execute(&db.pool().await).await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        crate::helpers::binary(Some(&db.name))
+            .env("CALRY_HOOKS_LISTEN", "127.0.0.1:0")
+            .output(),
+    )
+    .await
+    .expect("the service started")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("pg_resetwal -e 3 "), "{stderr}");
+}
+
+/// Consumers hold the positions of removed events too: a store whose every event was removed,
+/// restored into another server, is refused as one with events is (found by following
+/// OPERATIONS "Backups" literally: the service started, refused a consumer's position as not
+/// its own, then, 500 events later, took it and skipped 334 of them). Each removal records, as
+/// it removes, that it began past the removed events' transactions.
+#[tokio::test]
+async fn a_store_whose_events_were_all_removed_is_refused_on_a_server_behind_them() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        None,
+    )
+    .await;
+    let fed = five_fed(&app).await;
+    // Two in a month dropped whole, then the rest deleted row by row.
+    crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["e0", "e1"]).await;
+    let removed_past = async |cut: &str, straddling: bool| {
+        let last: i64 = sqlx::query_scalar("select max(feed_xid) from events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let cut = cut.parse().unwrap();
+        calry_hooks::store::partitions::remove_before(&pool, cut, straddling)
+            .await
+            .unwrap();
+        let (left, below): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from events), (select below_xid from removed_positions)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(below > last, "{below} past {last} ({fed:?})");
+        left
+    };
+    assert_eq!(removed_past("2023-04-01T00:00:00Z", false).await, 3);
+    for id in ["e5", "e6"] {
+        let body = event(id, "w", None, "x.y", "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    drop(app);
+    let later = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    assert_eq!(removed_past(&later, true).await, 0);
+    refused_once_restored(
+        &db,
+        "update removed_positions set below_xid = below_xid + (2::bigint << 32)",
+    )
+    .await;
+}
+
+/// So are the positions of a month a removal detached and did not drop (the process stopped
+/// between the two): its events are out of the feed, and consumers may hold theirs.
+#[tokio::test]
+async fn a_month_detached_and_not_dropped_counts_for_the_positions_given_out() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool.clone(),
+        None,
+    )
+    .await;
+    five_fed(&app).await;
+    let hooks: Vec<String> = sqlx::query_scalar("select hook_id from events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let hooks: Vec<&str> = hooks.iter().map(String::as_str).collect();
+    crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &hooks).await;
+    drop(app);
+    sqlx::query("alter table events detach partition events_202303")
+        .execute(&pool)
+        .await
+        .unwrap();
+    refused_once_restored(
+        &db,
+        "update events_202303 set feed_xid = feed_xid + (2::bigint << 32)",
+    )
+    .await;
+}
+
 /// A filtered consumer (a token's scope on `/feed`, an `eventType`, an account) whose next events
 /// lie far behind events it does not take gets past them, however many: a read looks at a
 /// bounded part of the feed and, finding nothing there, answers its end as `next`. It once read
