@@ -125,7 +125,7 @@ impl App {
                 replica,
                 metrics,
                 ingestor,
-                long_lived: Arc::new(tokio::sync::Semaphore::new(server::long_lived_places(
+                long_lived: Arc::new(api::places::Places::new(server::long_lived_places(
                     config.max_connections as usize,
                 ))),
                 stream_reads: Arc::new(tokio::sync::Semaphore::new(
@@ -159,10 +159,7 @@ impl App {
         let overflow = telemetry::with_request_tracing(api::overflow_router(self.state.clone()));
         let limits = server::Limits::from_config(&self.state.config);
         // A cap lowered to fit the open-file limit lowers the streams' places with it.
-        self.state.long_lived.forget_permits(
-            server::long_lived_places(self.state.config.max_connections as usize)
-                - server::long_lived_places(limits.max_connections),
-        );
+        (self.state.long_lived).lower_to(server::long_lived_places(limits.max_connections));
         let App {
             state,
             writers,

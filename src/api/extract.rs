@@ -36,6 +36,8 @@ pub struct Caller<S = Primary> {
     /// The token presented, for a route that checks it again while it goes on (a long poll, a
     /// stream: [`access_now`]).
     pub presented: Option<String>,
+    /// Who the caller is, for its share of the places of streams and long polls.
+    pub holder: super::unsent::Holder,
     source: PhantomData<S>,
 }
 
@@ -92,6 +94,7 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             access,
             db,
             presented,
+            holder: super::unsent::Holder::of(&parts.headers, &parts.extensions),
             source: PhantomData,
         })
     }

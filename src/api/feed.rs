@@ -306,6 +306,7 @@ impl FeedQuery {
 /// from where it looked, so a wake missed would delay an event, never skip it. No connection is
 /// held while waiting, and a token revoked meanwhile ends the wait with its `401`.
 async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<Json<FeedPage>> {
+    let caller_holder = caller.holder;
     let mut deadline = Instant::now() + query.wait;
     let mut stored = None;
     let mut token_changes = app.notifier.token_changes();
@@ -328,7 +329,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         query.after = looked_to;
         drop(db);
         if place.is_none() {
-            place = Some(app.long_lived_place()?);
+            place = Some(app.long_lived_place(caller_holder)?);
         }
         let stored = match &mut stored {
             Some(stored) => stored,
@@ -351,6 +352,11 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
             () = stored_for(stored, &query) => false,
             () = tokio::time::sleep(deadline - now) => false,
             () = app.stopping() => {
+                deadline = Instant::now();
+                false
+            }
+            // Its place went to another client (`places`): it answers as at its wait's end.
+            () = place.as_ref().expect("taken above").given_up() => {
                 deadline = Instant::now();
                 false
             }

@@ -9,6 +9,7 @@ pub mod feed;
 pub mod health;
 pub mod paging;
 pub mod parameters;
+pub mod places;
 pub mod replica;
 pub mod stream;
 pub mod ui;
@@ -80,7 +81,7 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Places for the requests that hold their connection for long: open streams, and long
     /// polls while they wait ([`crate::server::long_lived_places`]).
-    pub long_lived: Arc<tokio::sync::Semaphore>,
+    pub long_lived: Arc<places::Places>,
     /// Turns for the reads of streams catching up from the store: half of the query
     /// connections, so that however many streams catch up, and however long their reads wait
     /// (for a table locked, say), the query routes keep the other half.
@@ -88,15 +89,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A place for a stream or a waiting long poll, held until the permit is dropped; a `503`
-    /// when all are taken, so that the connections left stay for deliveries.
-    pub fn long_lived_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
-        self.long_lived.clone().try_acquire_owned().map_err(|_| {
-            Error::unavailable(
-                "too many streams and long polls are open (the rest of the connections are kept \
-                 for deliveries); retry later",
-            )
-        })
+    /// A place for a stream or a waiting long poll of `holder` ([`places`]).
+    pub fn long_lived_place(&self, holder: unsent::Holder) -> Result<places::Place, Error> {
+        self.long_lived.take(holder)
     }
 
     /// Resolves once the service is asked to stop.

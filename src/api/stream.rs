@@ -843,7 +843,8 @@ async fn open(
     headers: &HeaderMap,
     params: Params,
 ) -> Result<Response> {
-    let place = app.long_lived_place()?;
+    let place = app.long_lived_place(caller.holder)?;
+    let given_up = Box::pin(place.given_up());
     let start = start(headers, &params)?;
     let selection = Selection {
         scope: if workspace_id.is_some() {
@@ -890,15 +891,18 @@ async fn open(
         catch_up_rows: BATCH,
         check_token: false,
     };
-    let body = futures_util::stream::unfold((follow, app), |(mut follow, app)| async move {
+    let state = (follow, app, given_up);
+    let body = futures_util::stream::unfold(state, |(mut follow, app, mut given_up)| async move {
         // A stopping service ends its streams (their clients resume elsewhere or after the
-        // restart with Last-Event-ID) rather than holding the shutdown.
+        // restart with Last-Event-ID) rather than holding the shutdown; so does a stream whose
+        // place went to another client (`places`).
         let frame = tokio::select! {
             biased;
             () = app.stopping() => None,
+            () = &mut given_up => None,
             frame = follow.next() => frame,
         }?;
-        Some((Ok::<_, Infallible>(frame), (follow, app)))
+        Some((Ok::<_, Infallible>(frame), (follow, app, given_up)))
     });
     // A first comment at once: a proxy that sends the answer's head only with its first bytes
     // (nginx over HTTP/2, from an HTTP/1.0 upstream) would otherwise hold it until a message.
@@ -950,7 +954,7 @@ impl Future for Reading {
 /// that, goes back to the store.
 struct Follow {
     /// Its place among the streams and long polls, for as long as it is open.
-    _place: tokio::sync::OwnedSemaphorePermit,
+    _place: super::places::Place,
     app: AppState,
     selection: Arc<Selection>,
     receiver: broadcast::Receiver<Arc<Item>>,

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Extensions, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
@@ -35,22 +36,23 @@ pub const CHUNK: usize = 64 * 1024;
 /// Most bytes of answers one client holds at once: a quarter of [`BUDGET`].
 pub const SHARE: usize = BUDGET / 4;
 
-/// Who an answer is held for: its bearer token (hashed), or without one its client's address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Holder {
+/// Who holds a share (of this budget, of the places of streams: `places`): a client, told by its
+/// bearer token (hashed), or without one by its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Holder {
     Token(u64),
     Address(IpAddr),
     Unknown,
 }
 
 impl Holder {
-    fn of(request: &Request) -> Holder {
-        if let Ok(Some(token)) = crate::auth::presented(request.headers()) {
+    pub fn of(headers: &HeaderMap, extensions: &Extensions) -> Holder {
+        if let Ok(Some(token)) = crate::auth::presented(headers) {
             let mut hasher = DefaultHasher::new();
             token.hash(&mut hasher);
             return Holder::Token(hasher.finish());
         }
-        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        match extensions.get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(peer)) => Holder::Address(peer.ip()),
             None => Holder::Unknown,
         }
@@ -132,7 +134,7 @@ impl Drop for Taken {
 
 /// Middleware: an answer over [`CHUNK`] bytes is held within the budget until it is sent.
 pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next: Next) -> Response {
-    let holder = Holder::of(&request);
+    let holder = Holder::of(request.headers(), request.extensions());
     let response = next.run(request).await;
     let Some(len) = response.body().size_hint().exact() else {
         return response; // a stream: it bounds what it holds itself

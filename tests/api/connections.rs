@@ -500,6 +500,113 @@ async fn streams_and_long_polls_leave_room_for_deliveries() {
     assert_eq!(open("/stream").await.unwrap().status(), 200);
 }
 
+/// One client may take every place of streams and long polls while nobody else wants one, but not
+/// keep the others out (the security probe: 960 streams of a one-workspace token had every other
+/// token's streams and long polls answered 503): once all are taken, a client holding fewer than
+/// a quarter is given the oldest place of the client holding the most. That stream ends (its
+/// client resumes with Last-Event-ID) and a waiting long poll answers at once; the client over
+/// its share is refused another place, and so is the newcomer once it holds its quarter.
+#[tokio::test]
+async fn a_client_holding_every_stream_place_gives_one_up_to_another() {
+    // 8 places (half of a cap of 16), a quarter of which is 2.
+    let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
+    let token = async |name: &str| {
+        calry_hooks::auth::create(&app.pool, name, false, &["w".to_owned()])
+            .await
+            .unwrap()
+            .token
+    };
+    let (hog, other) = (token("hog").await, token("other").await);
+    let open = async |path: &str, token: &str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    // Whether a stream's answer ends within `within` (past its first comment).
+    let ends = async |mut stream: reqwest::Response, within: Duration| {
+        tokio::time::timeout(within, async {
+            while stream.chunk().await.unwrap().is_some() {}
+        })
+        .await
+        .is_ok()
+    };
+    let mut hogged = Vec::new();
+    for _ in 0..8 {
+        let stream = open("/stream", &hog).await;
+        assert_eq!(stream.status(), 200);
+        hogged.push(stream);
+    }
+    let refused = open("/stream", &hog).await;
+    assert_eq!(refused.status(), 503, "the hog holds every place");
+
+    let mine = open("/workspaces/w/stream", &other).await;
+    assert_eq!(mine.status(), 200, "a place given up to another client");
+    let oldest = hogged.remove(0);
+    assert!(
+        ends(oldest, Duration::from_secs(5)).await,
+        "the oldest ended"
+    );
+    assert_eq!(open("/stream", &hog).await.status(), 503, "over its share");
+
+    let poll = tokio::spawn({
+        let url = format!("{}/feed?wait=20", app.address);
+        let request = app.client.get(url).bearer_auth(&other);
+        async move {
+            let started = Instant::now();
+            let answer = request.send().await.unwrap();
+            (answer.status(), started.elapsed())
+        }
+    });
+    let next = hogged.remove(0);
+    assert!(
+        ends(next, Duration::from_secs(5)).await,
+        "the next oldest ended"
+    );
+    let refused = open("/stream", &other).await;
+    assert_eq!(refused.status(), 503, "the newcomer holds its quarter now");
+    for stream in hogged {
+        assert!(
+            !ends(stream, Duration::from_millis(200)).await,
+            "the rest go on"
+        );
+    }
+    // A long poll given up answers at once. Everyone leaves; the hog's long poll is then its
+    // oldest place, and its streams take the rest.
+    poll.abort();
+    drop(mine);
+    tokio::time::sleep(Duration::from_secs(1)).await; // until the service sees them gone
+    let hog_poll = tokio::spawn({
+        let url = format!("{}/feed?wait=20", app.address);
+        let request = app.client.get(url).bearer_auth(&hog);
+        async move {
+            let started = Instant::now();
+            let answer = request.send().await.unwrap();
+            (answer.status(), started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await; // the poll waits, in its place
+    let mut hogged = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hogged.len() < 7 {
+        let stream = open("/stream", &hog).await;
+        if stream.status() == 200 {
+            hogged.push(stream);
+        } else {
+            // Places of the streams left are given back once the service sees them gone.
+            assert!(Instant::now() < deadline, "{}", stream.status());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(open("/stream", &hog).await.status(), 503);
+    assert_eq!(open("/stream", &other).await.status(), 200);
+    let (status, took) = hog_poll.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+}
+
 /// Opens a connection whose client reads little (a small receive window) and asks `path` on it;
 /// returns it with nothing of the answer read.
 async fn ask_and_read_nothing(address: &str, path: &str, from: IpAddr) -> TcpStream {

@@ -1,0 +1,144 @@
+//! Places for the requests that hold their connection for long: open streams, and long polls
+//! while they wait ([`crate::server::long_lived_places`] of them, so that the connections left
+//! stay for deliveries).
+//!
+//! One client (one bearer token, or without one one address: [`Holder`]) may take every place
+//! while nobody else wants one, but not keep the others out: when all are taken, a client
+//! holding fewer than a quarter of them is given the oldest place of the client holding the most
+//! beyond it. That place's stream ends (its client resumes with `Last-Event-ID`, and is refused
+//! while it holds its share and the places are taken) and its long poll answers at once, as at
+//! the end of its wait: nothing is lost either way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::unsent::Holder;
+use crate::error::Error;
+
+/// The places, and who holds each.
+pub struct Places {
+    ledger: Mutex<Ledger>,
+}
+
+struct Ledger {
+    capacity: usize,
+    taken: usize,
+    next_id: u64,
+    /// Each holder's places, oldest first, with the sender that tells one to give itself up.
+    by_holder: HashMap<Holder, BTreeMap<u64, watch::Sender<bool>>>,
+}
+
+impl Places {
+    pub fn new(capacity: usize) -> Places {
+        Places {
+            ledger: Mutex::new(Ledger {
+                capacity,
+                taken: 0,
+                next_id: 0,
+                by_holder: HashMap::new(),
+            }),
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lowers the number of places to `capacity` (the connection cap was lowered to fit the
+    /// open-file limit); places already taken are kept until they are given back.
+    pub fn lower_to(&self, capacity: usize) {
+        let mut ledger = self.ledger();
+        ledger.capacity = ledger.capacity.min(capacity);
+    }
+
+    /// A place for `holder`, held until the [`Place`] is dropped (or given up: see the module);
+    /// a `503` when all are taken by clients that hold no more than their share, or by
+    /// `holder` itself beyond it.
+    pub fn take(self: &Arc<Self>, holder: Holder) -> Result<Place, Error> {
+        let mut ledger = self.ledger();
+        if ledger.taken >= ledger.capacity {
+            // What a client may count on whoever else wants places: a quarter of them.
+            let share = (ledger.capacity / 4).max(1);
+            let mine = ledger.by_holder.get(&holder).map_or(0, BTreeMap::len);
+            let most = (ledger.by_holder.iter())
+                .filter(|(_, places)| places.len() > share)
+                .max_by_key(|(_, places)| places.len())
+                .map(|(other, _)| *other);
+            match most {
+                Some(other) if mine < share => {
+                    let places = ledger.by_holder.get_mut(&other).expect("found above");
+                    let (_, give_up) = places.pop_first().expect("holds more than its share");
+                    if places.is_empty() {
+                        ledger.by_holder.remove(&other);
+                    }
+                    give_up.send_replace(true);
+                    ledger.taken -= 1;
+                    tracing::debug!(
+                        "all stream and long-poll places are taken: the oldest of the client \
+                         holding the most was given to another client"
+                    );
+                }
+                _ => {
+                    return Err(Error::unavailable(
+                        "too many streams and long polls are open (the rest of the connections \
+                         are kept for deliveries); retry later",
+                    ));
+                }
+            }
+        }
+        ledger.taken += 1;
+        ledger.next_id += 1;
+        let id = ledger.next_id;
+        let (give_up, given_up) = watch::channel(false);
+        ledger
+            .by_holder
+            .entry(holder)
+            .or_default()
+            .insert(id, give_up);
+        Ok(Place {
+            places: self.clone(),
+            holder,
+            id,
+            given_up,
+        })
+    }
+}
+
+/// A place taken, given back when dropped.
+pub struct Place {
+    places: Arc<Places>,
+    holder: Holder,
+    id: u64,
+    given_up: watch::Receiver<bool>,
+}
+
+impl Place {
+    /// Resolves once the place was given to another client: the stream or long poll holding it
+    /// is to end.
+    pub fn given_up(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut given_up = self.given_up.clone();
+        async move {
+            if given_up.wait_for(|given| *given).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut ledger = self.places.ledger();
+        let Some(places) = ledger.by_holder.get_mut(&self.holder) else {
+            return; // given up: counted for its new holder already
+        };
+        if places.remove(&self.id).is_none() {
+            return;
+        }
+        if places.is_empty() {
+            ledger.by_holder.remove(&self.holder);
+        }
+        ledger.taken -= 1;
+    }
+}
