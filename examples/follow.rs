@@ -64,7 +64,11 @@ pub fn line(event: &Value) -> String {
 async fn main() -> Result<(), reqwest::Error> {
     let base = std::env::var("CALRY_HOOKS_URL").unwrap_or("http://127.0.0.1:8080".into());
     let token = std::env::var("CALRY_HOOKS_TOKEN").ok();
-    let after = std::fs::read_to_string("position").ok();
+    // The shell loop writes it with a newline (`echo`); an empty file is no position, as there.
+    let after = std::fs::read_to_string("position")
+        .map(|p| p.trim().to_owned())
+        .ok()
+        .filter(|p| !p.is_empty());
     let handle = |event: &Value| println!("{}", line(event));
     let save = |next: &str| std::fs::write("position", next).expect("./position is writable");
     follow(&base, token.as_deref(), after, handle, save).await
