@@ -6,20 +6,23 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
 /// Follows the feed from `after` (None: from the beginning) and hands each event to `handle`,
-/// saving the position after each page with `save`.
+/// saving the position after each page with `save`. Returns only when the service refuses a
+/// request (a 4xx), with its status, once it has printed the problem's `detail`.
 pub async fn follow(
     base: &str,
     token: Option<&str>,
     mut after: Option<String>,
     mut handle: impl FnMut(&Value),
     mut save: impl FnMut(&str),
-) -> Result<(), reqwest::Error> {
+) -> StatusCode {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(40)) // longer than `wait`
-        .build()?;
+        .build()
+        .expect("the client builds");
     loop {
         let mut request = client
             .get(format!("{base}/feed"))
@@ -30,13 +33,27 @@ pub async fn follow(
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let page: Value = match request.send().await.and_then(|r| r.error_for_status()) {
-            Ok(response) => response.json().await?,
+        let page: Result<Value, String> = match request.send().await {
+            // Reading the body can fail too (a connection cut, the timeout): asked again below.
+            Ok(response) if response.status().is_success() => {
+                response.json().await.map_err(|err| err.to_string())
+            }
             // A 4xx: the request is wrong (a position from elsewhere, a revoked token), and
             // asking again will not help.
-            Err(err) if err.status().is_some_and(|s| s.is_client_error()) => return Err(err),
-            Err(err) => {
-                eprintln!("feed: {err}; retrying in 5 s");
+            Ok(response) if response.status().is_client_error() => {
+                let status = response.status();
+                let problem: Value = response.json().await.unwrap_or_default();
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                eprintln!("feed: {status}: {detail}");
+                return status;
+            }
+            Ok(response) => Err(response.status().to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(why) => {
+                eprintln!("feed: {why}; retrying in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
@@ -61,7 +78,7 @@ pub fn line(event: &Value) -> String {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), reqwest::Error> {
+async fn main() -> std::process::ExitCode {
     let base = std::env::var("CALRY_HOOKS_URL").unwrap_or("http://127.0.0.1:8080".into());
     let token = std::env::var("CALRY_HOOKS_TOKEN").ok();
     // The shell loop writes it with a newline (`echo`); an empty file is no position, as there.
@@ -71,5 +88,6 @@ async fn main() -> Result<(), reqwest::Error> {
         .filter(|p| !p.is_empty());
     let handle = |event: &Value| println!("{}", line(event));
     let save = |next: &str| std::fs::write("position", next).expect("./position is writable");
-    follow(&base, token.as_deref(), after, handle, save).await
+    follow(&base, token.as_deref(), after, handle, save).await;
+    std::process::ExitCode::FAILURE // refused; `follow` said why
 }
