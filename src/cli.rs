@@ -173,17 +173,25 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
     let db = Database::open(&config, 1, Role::Serve).await?;
     if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
-        let data = match config.private_cluster_dir() {
-            Some(dir) => format!("{}", dir.display()),
-            None => "the server's data directory".to_owned(),
+        // The private cluster's server stops with `close` (one this process started): starting
+        // it by hand would have the next start use it and leave it running.
+        let fix = match config.private_cluster_dir() {
+            Some(dir) => format!(
+                "Run `pg_resetwal -e {epoch} {}` as the owner of that directory, then start \
+                 calry-hooks again, which starts the server itself",
+                dir.display()
+            ),
+            None => format!(
+                "Stop PostgreSQL, run `pg_resetwal -e {epoch} <its data directory>` as its user, \
+                 start it, and start calry-hooks again"
+            ),
         };
         db.close().await;
         return Err(format!(
             "the store holds feed positions made of transaction ids this PostgreSQL server has \
              not reached (was it restored from a dump into another server?): events stored now \
-             would be placed before them, and consumers of the feed would skip them. Stop \
-             PostgreSQL, run `pg_resetwal -e {epoch} {data}` as its user, start it, and start \
-             calry-hooks again (docs/OPERATIONS.md, \"Backups\")"
+             would be placed before them, and consumers of the feed would skip them. {fix} \
+             (docs/OPERATIONS.md, \"Backups\")"
         )
         .into());
     }
