@@ -38,6 +38,9 @@ pub struct Caller<S = Primary> {
     pub presented: Option<String>,
     /// Who the caller is, for its share of the places of streams and long polls.
     pub holder: super::unsent::Holder,
+    /// Its turn at the query connections ([`super::turns`]), given back with `db`: a route
+    /// that gives its connection back early (a stream, a long poll) drops it too.
+    pub turn: super::turns::Turn,
     source: PhantomData<S>,
 }
 
@@ -46,6 +49,8 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller<S>, Error> {
         let presented = auth::presented(&parts.headers)?.map(str::to_owned);
+        let holder = super::unsent::Holder::of(&parts.headers, &parts.extensions);
+        let turn = app.turns.take(holder).await?;
         // From memory only where a failure of the unchecked connection is answered again.
         let attempt = parts.extensions.get::<Attempt>();
         let remembered = match attempt {
@@ -94,7 +99,8 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             access,
             db,
             presented,
-            holder: super::unsent::Holder::of(&parts.headers, &parts.extensions),
+            holder,
+            turn,
             source: PhantomData,
         })
     }

@@ -311,6 +311,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
     let mut stored = None;
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
+    let mut turn = Some(caller.turn); // given back with the first connection (`turns`)
     query.after.check_given("after", &mut db).await?;
     let mut otherwise = query.after;
     let mut place = None;
@@ -328,6 +329,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         otherwise = next;
         query.after = looked_to;
         drop(db);
+        turn.take();
         if place.is_none() {
             place = Some(app.long_lived_place(caller_holder)?);
         }
