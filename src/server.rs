@@ -67,6 +67,8 @@ pub fn long_lived_places(max_connections: usize) -> usize {
     max_connections - DELIVERY_ROOM.min(max_connections / 2)
 }
 
+/// How long a connection [`ConnectionCloser::close`]d may take to end its answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// While the service stops, how long an answer may wait for its client to take any byte.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often the bytes a stalled answer's client has acknowledged are counted.
@@ -251,15 +253,18 @@ async fn connection(
     // The client's address, for routes that share something between clients (`api::unsent`).
     let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
     let keep_alive = room_wanted.is_some();
+    let closer = ConnectionCloser(Arc::new(Notify::new()));
     let clock = Arc::new(Clock::new());
     let _listed = open.add(peer.map(|p| p.0), clock.clone());
     let service = {
         let clock = clock.clone();
+        let closer = closer.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let busy = Busy::start(clock.clone());
             if let Some(peer) = peer {
                 request.extensions_mut().insert(peer);
             }
+            request.extensions_mut().insert(closer.clone());
             let app = app.clone();
             async move {
                 let response = app.oneshot(request.map(Body::new)).await?;
@@ -284,6 +289,7 @@ async fn connection(
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
+    let mut closing = None;
     loop {
         // An answer whole in the socket's buffers but not yet with its client is waited for as
         // a stalled one is, from the moment it is written: the connection is idle after that.
@@ -303,6 +309,16 @@ async fn connection(
                 return;
             }
             () = clock.changed.notified() => {}
+            // A stream told to end ends at its next message; one whose client reads nothing
+            // does not, and is closed a second later.
+            () = closer.0.notified(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now() + CLOSE_GRACE);
+            }
+            () = tokio::time::sleep_until(closing.unwrap_or_else(far_future)), if closing.is_some() => {
+                tracing::debug!("connection closed: its stream's place went to another client");
+                return;
+            }
             () = wanted(room_wanted.as_deref()) => {
                 if clock.idle() && unacknowledged(socket).unwrap_or(0) == 0 {
                     tracing::debug!("connection closed: idle while the connection cap is reached");
@@ -330,6 +346,19 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// A handle on the connection a request came on (in its extensions), to close it within
+/// [`CLOSE_GRACE`] whatever it is doing: a stream whose place went to another client (`api::places`) would
+/// otherwise end only when hyper next asks it for bytes, which it does not while its client
+/// reads nothing, and keep its connection out of the cap until the idle timeout.
+#[derive(Clone)]
+pub struct ConnectionCloser(Arc<Notify>);
+
+impl ConnectionCloser {
+    pub fn close(&self) {
+        self.0.notify_one();
     }
 }
 

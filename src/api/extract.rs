@@ -38,6 +38,8 @@ pub struct Caller<S = Primary> {
     pub presented: Option<String>,
     /// Who the caller is, for its share of the places of streams and long polls.
     pub holder: super::unsent::Holder,
+    /// Its connection, when it came on one of the server's (not through the router alone).
+    pub connection: Option<crate::server::ConnectionCloser>,
     /// Its turn at the query connections ([`super::turns`]), given back with `db`: a route
     /// that gives its connection back early (a stream, a long poll) drops it too.
     pub turn: super::turns::Turn,
@@ -100,6 +102,7 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             db,
             presented,
             holder,
+            connection: parts.extensions.get().cloned(),
             turn,
             source: PhantomData,
         })

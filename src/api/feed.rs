@@ -331,7 +331,8 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         drop(db);
         turn.take();
         if place.is_none() {
-            place = Some(app.long_lived_place(caller_holder)?);
+            // A long poll told to give up its place answers at once: its connection stays.
+            place = Some(app.long_lived_place(caller_holder, None)?);
         }
         let stored = match &mut stored {
             Some(stored) => stored,

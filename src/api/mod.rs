@@ -93,8 +93,12 @@ pub struct Shared {
 
 impl Shared {
     /// A place for a stream or a waiting long poll of `holder` ([`places`]).
-    pub fn long_lived_place(&self, holder: unsent::Holder) -> Result<places::Place, Error> {
-        self.long_lived.take(holder)
+    pub fn long_lived_place(
+        &self,
+        holder: unsent::Holder,
+        close: Option<crate::server::ConnectionCloser>,
+    ) -> Result<places::Place, Error> {
+        self.long_lived.take(holder, close)
     }
 
     /// Resolves once the service is asked to stop.

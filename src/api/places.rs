@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::unsent::Holder;
 use crate::error::Error;
+use crate::server::ConnectionCloser;
 
 /// The places, and who holds each.
 pub struct Places {
@@ -26,8 +27,14 @@ struct Ledger {
     capacity: usize,
     taken: usize,
     next_id: u64,
-    /// Each holder's places, oldest first, with the sender that tells one to give itself up.
-    by_holder: HashMap<Holder, BTreeMap<u64, watch::Sender<bool>>>,
+    /// Each holder's places, oldest first: how to tell one to give itself up.
+    by_holder: HashMap<Holder, BTreeMap<u64, GiveUp>>,
+}
+
+/// Tells a place's request to end, and closes the connection of one that may not hear it soon.
+struct GiveUp {
+    tell: watch::Sender<bool>,
+    close: Option<ConnectionCloser>,
 }
 
 impl Places {
@@ -56,7 +63,15 @@ impl Places {
     /// A place for `holder`, held until the [`Place`] is dropped (or given up: see the module);
     /// a `503` when all are taken by clients that hold no more than their share, or by
     /// `holder` itself beyond it.
-    pub fn take(self: &Arc<Self>, holder: Holder) -> Result<Place, Error> {
+    ///
+    /// `close` is the connection of a request that may not end soon when told to (a stream,
+    /// which ends when it is next asked for bytes): it is closed when the place is given up,
+    /// since the place counts as free at once.
+    pub fn take(
+        self: &Arc<Self>,
+        holder: Holder,
+        close: Option<ConnectionCloser>,
+    ) -> Result<Place, Error> {
         let mut ledger = self.ledger();
         if ledger.taken >= ledger.capacity {
             // What a client may count on whoever else wants places: a quarter of them.
@@ -73,7 +88,10 @@ impl Places {
                     if places.is_empty() {
                         ledger.by_holder.remove(&other);
                     }
-                    give_up.send_replace(true);
+                    give_up.tell.send_replace(true);
+                    if let Some(close) = give_up.close {
+                        close.close();
+                    }
                     ledger.taken -= 1;
                     tracing::debug!(
                         "all stream and long-poll places are taken: the oldest of the client \
@@ -91,12 +109,8 @@ impl Places {
         ledger.taken += 1;
         ledger.next_id += 1;
         let id = ledger.next_id;
-        let (give_up, given_up) = watch::channel(false);
-        ledger
-            .by_holder
-            .entry(holder)
-            .or_default()
-            .insert(id, give_up);
+        let (tell, given_up) = watch::channel(false);
+        (ledger.by_holder.entry(holder).or_default()).insert(id, GiveUp { tell, close });
         Ok(Place {
             places: self.clone(),
             holder,

@@ -843,8 +843,6 @@ async fn open(
     headers: &HeaderMap,
     params: Params,
 ) -> Result<Response> {
-    let place = app.long_lived_place(caller.holder)?;
-    let given_up = Box::pin(place.given_up());
     let start = start(headers, &params)?;
     let selection = Selection {
         scope: if workspace_id.is_some() {
@@ -859,6 +857,9 @@ async fn open(
     if let Some((name, position)) = start {
         position.check_given(name, &mut db).await?;
     }
+    // Taken once the request is known good: taking one may end another client's stream.
+    let place = app.long_lived_place(caller.holder, caller.connection)?;
+    let given_up = Box::pin(place.given_up());
     // Subscribed before the answer: whatever is stored once the client has its 200 is sent.
     let (receiver, tail_position) = app
         .tailer

@@ -528,7 +528,8 @@ async fn a_client_holding_every_stream_place_gives_one_up_to_another() {
     // Whether a stream's answer ends within `within` (past its first comment).
     let ends = async |mut stream: reqwest::Response, within: Duration| {
         tokio::time::timeout(within, async {
-            while stream.chunk().await.unwrap().is_some() {}
+            // Ended, or its connection closed.
+            while let Ok(Some(_)) = stream.chunk().await {}
         })
         .await
         .is_ok()
@@ -541,6 +542,21 @@ async fn a_client_holding_every_stream_place_gives_one_up_to_another() {
     }
     let refused = open("/stream", &hog).await;
     assert_eq!(refused.status(), 503, "the hog holds every place");
+    // A request refused for itself takes no place, and ends nobody's stream.
+    let bad = app
+        .client
+        .get(format!("{}/stream", app.address))
+        .bearer_auth(&other)
+        .header("last-event-id", "not-a-position")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        open("/stream", &hog).await.status(),
+        503,
+        "still all the hog's"
+    );
 
     let mine = open("/workspaces/w/stream", &other).await;
     assert_eq!(mine.status(), 200, "a place given up to another client");
@@ -605,6 +621,61 @@ async fn a_client_holding_every_stream_place_gives_one_up_to_another() {
     let (status, took) = hog_poll.await.unwrap();
     assert_eq!(status, 200);
     assert!(took < Duration::from_secs(10), "answered after {took:?}");
+}
+
+/// A stream whose client reads nothing gives its place up with its connection: the place counts
+/// as free at once, and the stream itself would end only when hyper next asks it for bytes,
+/// which it does not while the client's socket is full (the re-check probe: two clients trading
+/// places so held 40 connections under a cap of 40, and every delivery was answered 503 for
+/// about a minute).
+#[tokio::test]
+async fn a_stream_whose_client_reads_nothing_gives_up_its_place_with_its_connection() {
+    let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
+    let token = async |name: &str| {
+        calry_hooks::auth::create(&app.pool, name, false, &["w".to_owned()])
+            .await
+            .unwrap()
+            .token
+    };
+    let (hog, other) = (token("hog").await, token("other").await);
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    let bearer = format!("authorization: Bearer {hog}\r\n");
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(ask_with_and_read_nothing(&app.address, "/stream", localhost, &bearer).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metric("calry_hooks_stream_subscribers").await < 8.0 {
+        assert!(Instant::now() < deadline, "the streams never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Their sockets fill up.
+    store_big_events(&app, 12).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mine = app
+        .client
+        .get(format!("{}/stream", app.address))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 200);
+    // One of them (the oldest place; which connection that is depends on the order the service
+    // took them in) is closed: its client reads what was sent, then the end.
+    let reads = stalled.into_iter().map(|mut socket| {
+        tokio::spawn(async move {
+            let mut buf = vec![0; 1 << 16];
+            let end = async { while let Ok(1..) = socket.read(&mut buf).await {} };
+            tokio::time::timeout(Duration::from_secs(10), end)
+                .await
+                .is_ok()
+        })
+    });
+    let mut closed = 0;
+    for read in reads.collect::<Vec<_>>() {
+        closed += usize::from(read.await.unwrap());
+    }
+    assert_eq!(closed, 1, "connections of the hog's streams closed");
 }
 
 /// The query connections are shared fairly: once all are in use, one given back goes to the
