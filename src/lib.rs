@@ -128,10 +128,6 @@ impl App {
                 long_lived: Arc::new(api::places::Places::new(server::long_lived_places(
                     config.max_connections as usize,
                 ))),
-                turns: Arc::new(api::turns::Turns::new(
-                    config.query_connections as usize,
-                    store::ACQUIRE_TIMEOUT,
-                )),
                 stream_reads: Arc::new(tokio::sync::Semaphore::new(
                     (config.query_connections as usize / 2).max(1),
                 )),

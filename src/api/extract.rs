@@ -40,9 +40,6 @@ pub struct Caller<S = Primary> {
     pub holder: super::unsent::Holder,
     /// Its connection, when it came on one of the server's (not through the router alone).
     pub connection: Option<crate::server::ConnectionCloser>,
-    /// Its turn at the query connections ([`super::turns`]), given back with `db`: a route
-    /// that gives its connection back early (a stream, a long poll) drops it too.
-    pub turn: super::turns::Turn,
     source: PhantomData<S>,
 }
 
@@ -51,8 +48,6 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Caller<S>, Error> {
         let presented = auth::presented(&parts.headers)?.map(str::to_owned);
-        let holder = super::unsent::Holder::of(&parts.headers, &parts.extensions);
-        let turn = app.turns.take(holder).await?;
         // From memory only where a failure of the unchecked connection is answered again.
         let attempt = parts.extensions.get::<Attempt>();
         let remembered = match attempt {
@@ -101,9 +96,8 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             access,
             db,
             presented,
-            holder,
+            holder: super::unsent::Holder::of(&parts.headers, &parts.extensions),
             connection: parts.extensions.get().cloned(),
-            turn,
             source: PhantomData,
         })
     }

@@ -311,7 +311,6 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
     let mut stored = None;
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
-    let mut turn = Some(caller.turn); // given back with the first connection (`turns`)
     query.after.check_given("after", &mut db).await?;
     let mut otherwise = query.after;
     let mut place = None;
@@ -329,7 +328,6 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         otherwise = next;
         query.after = looked_to;
         drop(db);
-        turn.take();
         if place.is_none() {
             // A long poll told to give up its place answers at once: its connection stays.
             place = Some(app.long_lived_place(caller_holder, None)?);

@@ -12,7 +12,6 @@ pub mod parameters;
 pub mod places;
 pub mod replica;
 pub mod stream;
-pub mod turns;
 pub mod ui;
 pub mod unsent;
 pub mod webhooks;
@@ -83,8 +82,6 @@ pub struct Shared {
     /// Places for the requests that hold their connection for long: open streams, and long
     /// polls while they wait ([`crate::server::long_lived_places`]).
     pub long_lived: Arc<places::Places>,
-    /// Turns at the query connections, for the query routes' requests ([`turns`]).
-    pub turns: Arc<turns::Turns>,
     /// Turns for the reads of streams catching up from the store: half of the query
     /// connections, so that however many streams catch up, and however long their reads wait
     /// (for a table locked, say), the query routes keep the other half.

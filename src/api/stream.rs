@@ -875,7 +875,7 @@ async fn open(
             (tail_position.max(end), Some(committed))
         }
     };
-    drop((db, caller.turn)); // the connection goes back: a stream takes one only to catch up
+    drop(db); // the connection goes back: a stream takes one only to catch up
     let follow = Follow {
         _place: place,
         _open: app.metrics.stream_open(),
