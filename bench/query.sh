@@ -17,7 +17,7 @@
 #   on (CALRY_HOOKS_QUERY_CONNECTIONS' default, 2 per core plus 2), even with --mixed-only.
 #
 #   bench/query.sh                  # 10M events (seeding takes minutes), 20 s per measurement
-#   bench/query.sh --events 1000000 --duration 10
+#   bench/query.sh --events 1000000 --duration 10 --deep-pages 1   # 100 events a workspace
 #   bench/query.sh --concurrency "16 1"   # the same store at several concurrencies
 #   bench/query.sh --repeat 3             # each measurement 3 times, medians in the table
 #   bench/query.sh --mixed-only --paced 1000   # closed-loop mixes and the open loop at 1,000/s

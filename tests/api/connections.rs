@@ -500,6 +500,17 @@ async fn streams_and_long_polls_leave_room_for_deliveries() {
     assert_eq!(open("/stream").await.unwrap().status(), 200);
 }
 
+/// Two tokens for workspace `w`: two clients.
+async fn two_tokens_of_w(app: &crate::helpers::TestApp) -> (String, String) {
+    let scope = ["w".to_owned()];
+    let mut tokens = Vec::new();
+    for name in ["first", "second"] {
+        let made = calry_hooks::auth::create(&app.pool, name, false, &scope);
+        tokens.push(made.await.unwrap().token);
+    }
+    (tokens.remove(0), tokens.remove(0))
+}
+
 /// One client may take every place of streams and long polls while nobody else wants one, but not
 /// keep the others out (the security probe: 960 streams of a one-workspace token had every other
 /// token's streams and long polls answered 503): once all are taken, a client holding fewer than
@@ -510,13 +521,7 @@ async fn streams_and_long_polls_leave_room_for_deliveries() {
 async fn a_client_holding_every_stream_place_gives_one_up_to_another() {
     // 8 places (half of a cap of 16), a quarter of which is 2.
     let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
-    let token = async |name: &str| {
-        calry_hooks::auth::create(&app.pool, name, false, &["w".to_owned()])
-            .await
-            .unwrap()
-            .token
-    };
-    let (hog, other) = (token("hog").await, token("other").await);
+    let (hog, other) = two_tokens_of_w(&app).await;
     let open = async |path: &str, token: &str| {
         app.client
             .get(format!("{}{path}", app.address))
@@ -631,13 +636,7 @@ async fn a_client_holding_every_stream_place_gives_one_up_to_another() {
 #[tokio::test]
 async fn a_stream_whose_client_reads_nothing_gives_up_its_place_with_its_connection() {
     let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
-    let token = async |name: &str| {
-        calry_hooks::auth::create(&app.pool, name, false, &["w".to_owned()])
-            .await
-            .unwrap()
-            .token
-    };
-    let (hog, other) = (token("hog").await, token("other").await);
+    let (hog, other) = two_tokens_of_w(&app).await;
     let localhost = IpAddr::from([127, 0, 0, 1]);
     let bearer = format!("authorization: Bearer {hog}\r\n");
     let mut stalled = Vec::new();
