@@ -350,9 +350,9 @@ async fn connection(
 }
 
 /// A handle on the connection a request came on (in its extensions), to close it within
-/// [`CLOSE_GRACE`] whatever it is doing: a stream whose place went to another client (`api::places`) would
-/// otherwise end only when hyper next asks it for bytes, which it does not while its client
-/// reads nothing, and keep its connection out of the cap until the idle timeout.
+/// [`CLOSE_GRACE`] whatever it is doing: a stream whose place went to another client
+/// (`api::places`) would otherwise end only when hyper next asks it for bytes, which it does not
+/// while its client reads nothing, and keep its connection out of the cap until the idle timeout.
 #[derive(Clone)]
 pub struct ConnectionCloser(Arc<Notify>);
 

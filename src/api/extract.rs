@@ -92,11 +92,12 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
         } else {
             db
         };
+        let holder = super::unsent::Holder::presenting(presented.as_deref(), &parts.extensions);
         Ok(Caller {
             access,
             db,
             presented,
-            holder: super::unsent::Holder::of(&parts.headers, &parts.extensions),
+            holder,
             connection: parts.extensions.get().cloned(),
             source: PhantomData,
         })

@@ -306,7 +306,6 @@ impl FeedQuery {
 /// from where it looked, so a wake missed would delay an event, never skip it. No connection is
 /// held while waiting, and a token revoked meanwhile ends the wait with its `401`.
 async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<Json<FeedPage>> {
-    let caller_holder = caller.holder;
     let mut deadline = Instant::now() + query.wait;
     let mut stored = None;
     let mut token_changes = app.notifier.token_changes();
@@ -330,7 +329,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         drop(db);
         if place.is_none() {
             // A long poll told to give up its place answers at once: its connection stays.
-            place = Some(app.long_lived_place(caller_holder, None)?);
+            place = Some(app.long_lived_place(caller.holder, None)?);
         }
         let stored = match &mut stored {
             Some(stored) => stored,

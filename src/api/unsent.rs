@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Extensions, HeaderMap};
+use axum::http::Extensions;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
@@ -46,8 +46,15 @@ pub enum Holder {
 }
 
 impl Holder {
-    pub fn of(headers: &HeaderMap, extensions: &Extensions) -> Holder {
-        if let Ok(Some(token)) = crate::auth::presented(headers) {
+    fn of(request: &Request) -> Holder {
+        let presented = crate::auth::presented(request.headers()).ok().flatten();
+        Holder::presenting(presented, request.extensions())
+    }
+
+    /// The holder of a request that presented `token` (as `auth::presented` read it), with
+    /// `extensions`.
+    pub fn presenting(token: Option<&str>, extensions: &Extensions) -> Holder {
+        if let Some(token) = token {
             let mut hasher = DefaultHasher::new();
             token.hash(&mut hasher);
             return Holder::Token(hasher.finish());
@@ -134,7 +141,7 @@ impl Drop for Taken {
 
 /// Middleware: an answer over [`CHUNK`] bytes is held within the budget until it is sent.
 pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next: Next) -> Response {
-    let holder = Holder::of(request.headers(), request.extensions());
+    let holder = Holder::of(&request);
     let response = next.run(request).await;
     let Some(len) = response.body().size_hint().exact() else {
         return response; // a stream: it bounds what it holds itself
