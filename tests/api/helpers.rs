@@ -680,6 +680,22 @@ pub async fn feed_next(app: &TestApp, route: &str) -> String {
         .to_owned()
 }
 
+/// The hook ids of one page of `route` (a feed route with its query), asked again (for up to
+/// 5 s) until it holds `n`: the feed shows an event once every older transaction has ended (SPEC
+/// §9).
+pub async fn feed_ids(app: &TestApp, route: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let feed: Value = app.get_json(route).await;
+        ids = hook_ids(&feed).into_iter().map(str::to_owned).collect();
+        if ids.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ids
+}
+
 /// The latest stored event of each known type of each account: what a removal keeps in
 /// `removed_latest` of the events it removes.
 pub const LATEST_OF_EACH_TYPE: &str =

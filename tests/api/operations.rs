@@ -1861,17 +1861,9 @@ async fn the_prune_command_removes_the_rows_before_the_cut_in_the_month_it_falls
     .unwrap();
     received_at(&app, &at, &["old"]).await;
     let database = app.db_options().get_database().unwrap().to_owned();
-    let out = binary(Some(&database))
-        .args(["prune", "--older-than", "30s"])
-        .output()
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut prune = binary(Some(&database));
+    prune.args(["prune", "--older-than", "30s"]);
+    let said = succeeds(prune).await;
     let left: Vec<String> = sqlx::query_scalar("select hook_id from events order by 1")
         .fetch_all(&app.pool)
         .await
@@ -2063,22 +2055,34 @@ async fn request_durations_are_counted_by_route_template_method_and_status_class
     assert!(sum > 0.0);
 }
 
+/// The standard output of `command` (a command of the binary) run to its end, 60 s at most;
+/// the test fails, with what it wrote, when it does not succeed.
+async fn succeeds(mut command: tokio::process::Command) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the command ended within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// `calry-hooks rebuild-status` as an operator runs it: a command's pool has one connection.
 #[tokio::test]
 async fn the_rebuild_status_command_runs() {
     let db = TestDb::create().await;
     db.pool().await.close().await;
-    let out = binary(Some(&db.name))
-        .arg("rebuild-status")
-        .output()
-        .await
-        .unwrap();
+    let mut rebuild = binary(Some(&db.name));
+    rebuild.arg("rebuild-status");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        succeeds(rebuild)
+            .await
+            .contains("status rebuilt from history")
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("status rebuilt from history"));
 }
 
 /// `token`, `prune` and `rebuild-status` work on a store that exists and is migrated to this
@@ -2361,19 +2365,9 @@ async fn retention_and_prune_tell_an_events_age_by_the_database_clock() {
         cmd
     };
 
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        ahead("+2h").args(["prune", "--older-than", "1h"]).output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut prune = ahead("+2h");
+    prune.args(["prune", "--older-than", "1h"]);
+    let said = succeeds(prune).await;
     assert!(said.contains("0 partition(s) dropped"), "{said}");
     assert!(said.contains("and 0 events deleted"), "{said}");
     assert_eq!(app.stored_events().await, 3);
@@ -2528,17 +2522,9 @@ async fn rebuild_status_on_a_pruned_store_says_so_and_keeps_each_workspace_s_las
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let out = binary(Some(&database))
-        .arg("rebuild-status")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut rebuild = binary(Some(&database));
+    rebuild.arg("rebuild-status");
+    let stdout = succeeds(rebuild).await;
     assert!(
         stdout.contains("not everything can be rebuilt"),
         "rebuild-status over a pruned store must say what it cannot rebuild: {stdout}"

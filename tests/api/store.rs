@@ -141,7 +141,7 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
         // A feed shows the old events once no older transaction of the server holds them back:
         // one of another test's database, begun before the ids above were used up, does until
         // the service's first look at the horizon passes over it (SPEC §9). Asked again for up
-        // to 5 s, as `feed_ids` does.
+        // to 5 s, as `helpers::feed_ids` does.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let response = get(route, &tokens["all"]).await;
@@ -203,25 +203,12 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
     let page: Value = app.get_json(&format!("/feed?after={end}&wait=5")).await;
     assert_eq!(crate::helpers::hook_ids(&page), ["new-0"]);
     let feed = answers["/feed?limit=100"]["items"].as_array().unwrap();
-    assert_eq!(feed_ids(&app, feed.len() + 1).await.len(), feed.len() + 1);
-}
-
-/// The hook ids of `GET /feed?limit=100`, asked again (for up to 5 s) until it holds `n`: the feed
-/// shows an event once every older transaction has ended (SPEC §9).
-async fn feed_ids(app: &crate::helpers::TestApp, n: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    for _ in 0..100 {
-        let feed: serde_json::Value = app.get_json("/feed?limit=100").await;
-        ids = crate::helpers::hook_ids(&feed)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        if ids.len() >= n {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    ids
+    assert_eq!(
+        crate::helpers::feed_ids(&app, "/feed?limit=100", feed.len() + 1)
+            .await
+            .len(),
+        feed.len() + 1
+    );
 }
 
 /// The service's statements are short and repeated: no connection of its pools JIT-compiles.
