@@ -58,6 +58,11 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
     if (kind === 'live') reachable();
     told(kind);
   };
+  // Stopped for an answer that asking again will not change.
+  const giveUp = () => {
+    gaveUp = true;
+    onState('stopped');
+  };
 
   const deliver = (type, raw, id) => {
     let data;
@@ -87,8 +92,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
     const status = await answerTo(path);
     if (mine !== opening || hidden) return; // closed (tab hidden) or opened again meanwhile
     if (final(status)) {
-      gaveUp = true;
-      onState('stopped');
+      giveUp();
       return;
     }
     if (status === 401) {
@@ -97,8 +101,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
         await api('/workspaces?limit=1'); // resolves once a token is given
       } catch (e) {
         if (e.status === 401) {
-          gaveUp = true;
-          onState('stopped'); // no token was given: the page says so
+          giveUp(); // no token was given: the page says so
           return;
         }
       }
@@ -158,8 +161,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
             continue;
           }
           if (final(res.status)) {
-            gaveUp = true;
-            onState('stopped');
+            giveUp();
             return;
           }
           if (res.ok && res.body) {
@@ -170,8 +172,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
         } catch (e) {
           if (abort.signal.aborted) return;
           if (e.status === 401) {
-            gaveUp = true;
-            onState('stopped');
+            giveUp();
             return;
           }
         }
