@@ -27,6 +27,8 @@ const PORT: u16 = 5432;
 const SOCKET_FILE: &str = ".s.PGSQL.5432";
 /// Longest path of a Unix socket file (sun_path holds 108 bytes, with the final NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// How long a stop waits for the sessions still open to end before cutting them.
+const SMART_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -316,30 +318,40 @@ impl Cluster {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    /// The server this cluster started, if it is still ours to stop, after asking it to stop
-    /// (fast shutdown: open transactions are rolled back, committed ones kept).
-    fn signal_stop(&self) -> Option<std::process::Child> {
+    /// The server this cluster started, if it is still ours to stop, after sending it `signal`.
+    fn signal_stop(&self, signal: libc::c_int) -> Option<std::process::Child> {
         let child = self
             .child
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
         // SAFETY: signalling our own child process.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         Some(child)
     }
 
     /// Stops the server and waits until it has exited (at most 30 s, then kills it). A cluster
     /// that was already running when [`Cluster::start`] joined it is left running.
+    ///
+    /// A smart shutdown first: sessions closed a moment before (the service's own, as it stops)
+    /// end on their own instead of being terminated, which PostgreSQL logs as FATAL. Sessions
+    /// still open after [`SMART_SHUTDOWN_GRACE`] get a fast shutdown: open transactions are
+    /// rolled back, committed ones kept.
     pub async fn stop(self) {
-        let Some(mut child) = self.signal_stop() else {
+        let Some(mut child) = self.signal_stop(libc::SIGTERM) else {
             return;
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        let started = Instant::now();
+        let mut fast = false;
+        while started.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = child.try_wait() {
                 tracing::info!("private PostgreSQL cluster stopped");
                 return;
+            }
+            if !fast && started.elapsed() >= SMART_SHUTDOWN_GRACE {
+                fast = true;
+                // SAFETY: signalling our own child process, not yet waited for.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -351,9 +363,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     /// A cluster dropped without [`Cluster::stop`] (an error on the way out) is still asked to
-    /// stop, without waiting: a destructor must not block the thread it runs on.
+    /// stop (fast), without waiting: a destructor must not block the thread it runs on.
     fn drop(&mut self) {
-        self.signal_stop();
+        self.signal_stop(libc::SIGINT);
     }
 }
 

@@ -444,7 +444,8 @@ async fn the_metrics_show_the_private_cluster_s_free_disk_space() {
 }
 
 /// A stop on a private cluster is quiet: nothing the service runs reports the cluster's own
-/// shutdown as trouble (the listener for new events did, on most stops).
+/// shutdown as trouble (the listener for new events did, on most stops), and PostgreSQL has no
+/// connection of the service's left to terminate (the query routes' and the streams' were).
 #[tokio::test]
 async fn a_stop_on_a_private_cluster_logs_no_warning() {
     let dir = crate::helpers::scratch("quiet-stop", "");
@@ -464,7 +465,24 @@ async fn a_stop_on_a_private_cluster_logs_no_warning() {
         .await
         .unwrap();
     assert_eq!(delivered.status(), 201);
+    // Every kind of connection opened: the query routes', the feed's followers' and a stream's.
+    let stream = reqwest::get(format!("{}/stream", service.address))
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    for route in ["/workspaces/w/status", "/feed", "/accounts"] {
+        let answer = reqwest::get(format!("{}{route}", service.address))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{route}");
+    }
     stop_gracefully(service).await;
+    drop(stream);
+    let postgres = std::fs::read_to_string(dir.join("postgres.log")).unwrap();
+    let terminated: Vec<&str> = (postgres.lines())
+        .filter(|l| l.contains("terminating connection"))
+        .collect();
+    assert!(terminated.is_empty(), "{terminated:#?}\n{postgres}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("private PostgreSQL cluster stopped"),
