@@ -180,8 +180,16 @@ async fn follow_stop_and_resume(start: impl Fn(&TestApp, Option<String>, usize) 
 async fn the_guides_shell_loop_follows_and_resumes_from_its_position() {
     let dir = crate::helpers::scratch("guide", "");
     std::fs::create_dir_all(&dir).unwrap();
-    // The loop keeps its position in ./position, which the second run finds there.
-    follow_stop_and_resume(|app, _, run| Consumer::shell(app, &dir, run)).await;
+    // The loop keeps its position in ./position, which the second run finds there, saved again
+    // meanwhile with a CRLF ending (as an editor on Windows would).
+    follow_stop_and_resume(|app, _, run| {
+        if run == 2 {
+            let saved = std::fs::read_to_string(dir.join("position")).unwrap();
+            std::fs::write(dir.join("position"), format!("{}\r\n", saved.trim_end())).unwrap();
+        }
+        Consumer::shell(app, &dir, run)
+    })
+    .await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
