@@ -421,11 +421,16 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
 /// the statement's generic plan is the right one for every batch, so it is planned once per
 /// connection: left to choose, PostgreSQL kept planning it anew for each batch, which cost more
 /// than running it (measured in docs/BENCHMARKS.md).
+///
+/// A writer's transaction waits for this process only between its statements, a moment: one
+/// that waits a second (the process stopped: `SIGSTOP`, a paused VM) is ended by the server, so
+/// that the account locks it holds do not hold back every other writer and the feed as long.
 pub fn writer_pool(queries: &PgPool, writers: u32) -> PgPool {
     let options = (*queries.connect_options()).clone().options([
         ("enable_hashjoin", "off"),
         ("enable_mergejoin", "off"),
         ("plan_cache_mode", "force_generic_plan"),
+        ("idle_in_transaction_session_timeout", "1s"),
     ]);
     PgPoolOptions::new()
         .max_connections(writers)

@@ -431,3 +431,43 @@ async fn a_batch_decides_status_changes_comparing_hook_ids_as_bytes_in_any_colla
     let status = app.get_json("/workspaces/w/accounts/a").await;
     assert_eq!(status["sync"]["lastEvent"]["hookId"], "a1");
 }
+
+/// A writer stopped inside its transaction (its process paused: `SIGSTOP`, a frozen VM) holds the
+/// other writers, of every instance, back for 1 s at most: PostgreSQL then ends the idle
+/// transaction (`idle_in_transaction_session_timeout`), and its locks go with it. (The chaos
+/// probe: an instance paused for 30 s had the other answer 20 of 30 deliveries `503`, and every
+/// feed held back, for the whole pause.)
+#[tokio::test]
+async fn a_writer_paused_inside_its_transaction_holds_the_others_back_a_second_at_most() {
+    let app = crate::helpers::spawn_app().await;
+    // Another instance's writer, stopped once it has taken its locks for account (w, a).
+    let other_instance = calry_hooks::store::writer_pool(&app.pool, 1);
+    let mut paused = other_instance.begin().await.unwrap();
+    sqlx::query(
+        "select pg_advisory_xact_lock_shared($1, $2),
+                pg_advisory_xact_lock(hashtextextended('w' || chr(31) || 'a', 0))",
+    )
+    .bind(calry_hooks::feed::WRITER_LOCK.0)
+    .bind(calry_hooks::feed::WRITER_LOCK.1)
+    .execute(&mut *paused)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let body = event(
+        "after",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    let status = app.deliver(&body).await.status();
+    let took = started.elapsed();
+    assert_eq!(status, 201, "after {took:?}");
+    // It waited for the paused writer's lock, and not for longer than its idle second.
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&took),
+        "answered after {took:?}"
+    );
+    let ended = sqlx::query("select 1").execute(&mut *paused).await;
+    assert!(ended.is_err(), "the paused transaction was ended");
+}
