@@ -1064,3 +1064,141 @@ async fn streams_and_long_polls_whose_clients_left_stop_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `n` tokens for workspace `w`: `n` clients.
+async fn tokens_of_w(app: &crate::helpers::TestApp, n: usize) -> Vec<String> {
+    let scope = ["w".to_owned()];
+    let mut tokens = Vec::new();
+    for i in 0..n {
+        let name = format!("client {i}");
+        let made = calry_hooks::auth::create(&app.pool, &name, false, &scope);
+        tokens.push(made.await.unwrap().token);
+    }
+    tokens
+}
+
+/// Whether a stream's answer ends within `within` (or its connection closes).
+async fn stream_ends(mut stream: reqwest::Response, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await
+    .is_ok()
+}
+
+/// Which place goes when all are taken (README, `api::places`): the oldest of the client holding
+/// the MOST beyond its quarter, not of any client beyond it; and a client holding just its
+/// quarter keeps every place: a newcomer is then refused, and nobody's stream ends.
+#[tokio::test]
+async fn the_place_given_up_is_of_the_client_holding_most_and_a_quarter_is_kept() {
+    // 8 places (half of a cap of 16), a quarter of which is 2.
+    let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
+    let tokens = tokens_of_w(&app, 5).await;
+    let open = async |token: &str| {
+        (app.client.get(format!("{}/stream", app.address)))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    // Four clients at their quarter each: every place is taken.
+    let mut held = Vec::new();
+    for token in &tokens[..4] {
+        for _ in 0..2 {
+            let stream = open(token).await;
+            assert_eq!(stream.status(), 200);
+            held.push(stream);
+        }
+    }
+    assert_eq!(
+        open(&tokens[4]).await.status(),
+        503,
+        "nobody holds more than its quarter: the newcomer waits"
+    );
+    for stream in held {
+        assert!(
+            !stream_ends(stream, Duration::from_millis(200)).await,
+            "a client at its quarter keeps its places"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // until the service sees them gone
+
+    // Now 5 and 3: the newcomer takes the oldest place of the one holding 5.
+    let (mut most, mut fewer) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while most.len() + fewer.len() < 8 {
+        let token = if most.len() < 5 {
+            &tokens[0]
+        } else {
+            &tokens[1]
+        };
+        let stream = open(token).await;
+        if stream.status() != 200 {
+            assert!(Instant::now() < deadline, "{}", stream.status());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if most.len() < 5 {
+            most.push(stream);
+        } else {
+            fewer.push(stream);
+        }
+    }
+    let newcomer = open(&tokens[2]).await;
+    assert_eq!(newcomer.status(), 200);
+    assert!(
+        stream_ends(most.remove(0), Duration::from_secs(5)).await,
+        "the oldest of the client holding the most ended"
+    );
+    for stream in fewer {
+        assert!(
+            !stream_ends(stream, Duration::from_millis(200)).await,
+            "the client holding fewer beyond its quarter keeps its places"
+        );
+    }
+}
+
+/// A place is taken only by a request that holds one: a read of the feed answered at once takes
+/// none, and neither does a stream refused for a `Last-Event-ID` well formed but never given
+/// (refused after a look at the store). Neither ends another client's stream.
+#[tokio::test]
+async fn requests_that_hold_no_place_end_no_other_client_s_stream() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let app = crate::helpers::spawn_app_with(|c| c.max_connections = 16).await;
+    let (hog, other) = two_tokens_of_w(&app).await;
+    let get = async |path: &str, token: &str, last_event_id: Option<&str>| {
+        let mut request = app.client.get(format!("{}{path}", app.address));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        request.bearer_auth(token).send().await.unwrap()
+    };
+    let mut hogged = Vec::new();
+    for _ in 0..8 {
+        let stream = get("/stream", &hog, None).await;
+        assert_eq!(stream.status(), 200);
+        hogged.push(stream);
+    }
+    let never_given = URL_SAFE_NO_PAD.encode("p1:1:999999999999");
+    for (path, id, status) in [
+        ("/feed", None, 200),
+        ("/workspaces/w/feed?wait=0", None, 200),
+        ("/stream", Some(never_given.as_str()), 400),
+        ("/workspaces/w/stream", Some(never_given.as_str()), 400),
+    ] {
+        assert_eq!(get(path, &other, id).await.status(), status, "{path}");
+        assert_eq!(
+            get("/stream", &hog, None).await.status(),
+            503,
+            "after {path}: every place is still the hog's"
+        );
+    }
+    for stream in hogged {
+        assert!(
+            !stream_ends(stream, Duration::from_millis(200)).await,
+            "no stream of the hog ended"
+        );
+    }
+}

@@ -922,3 +922,105 @@ async fn a_filtered_long_poll_does_not_look_past_a_writer_still_running() {
     let (seen, ()) = tokio::join!(consume, store);
     assert_eq!(seen, ["held", "late"]);
 }
+
+/// The instance listens again after its listening connection is cut (a restart of PostgreSQL, an
+/// administrator's `pg_terminate_backend`, a proxy's idle timeout), and hears commits on the new
+/// one: otherwise it would stop hearing of new events and token changes for good.
+#[tokio::test]
+async fn the_listener_listens_again_after_its_connection_is_cut() {
+    let app = spawn_app().await;
+    let listeners = async || -> Vec<i32> {
+        sqlx::query_scalar(
+            "select pid from pg_stat_activity
+              where datname = current_database() and application_name = $1",
+        )
+        .bind(calry_hooks::feed::LISTENER_NAME)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+    };
+    let listening = async |but: Option<i32>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = listeners().await;
+            if let Some(pid) = pids.into_iter().find(|pid| Some(*pid) != but) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "not listening again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut current = listening(None).await;
+    for round in 0..2 {
+        let cut: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+            .bind(current)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(cut, "round {round}");
+        current = listening(Some(current)).await;
+        // Listening on it: a commit wakes a long poll at once.
+        let start = crate::helpers::feed_next(&app, "/feed").await;
+        let poll = tokio::spawn({
+            let url = format!("{}/feed?after={start}&wait=10", app.address);
+            async move {
+                let started = Instant::now();
+                let page: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+                (page, started.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = event(
+            &format!("heard-{round}"),
+            "w",
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        let (page, took) = poll.await.unwrap();
+        assert_eq!(hook_ids(&page), [format!("heard-{round}")]);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+}
+
+/// The same for `/feed` read with a token scoped to workspaces nobody writes to: a batch stored
+/// for another workspace wakes none of its polls (the token's scope filters what wakes them, as
+/// the path's workspace does above).
+#[tokio::test]
+async fn waiting_long_polls_of_scoped_tokens_read_again_only_for_events_in_scope() {
+    let app = spawn_app().await;
+    let mut polls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let scope = [format!("quiet-{i}")];
+        let token = auth::create(&app.pool, "", false, &scope)
+            .await
+            .unwrap()
+            .token;
+        let request = (app.client.get(format!("{}/feed?wait=20", app.address))).bearer_auth(token);
+        polls.spawn(async move { request.send().await.unwrap().status() });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // every poll waits
+    let before = transactions(&app).await;
+    for i in 0..20 {
+        let body = event(
+            &format!("busy-{i}"),
+            "busy",
+            Some("a"),
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = transactions(&app).await - before;
+    assert!(during < 200, "{during} transactions for 20 deliveries");
+    // A delivery to one of them answers its poll at once.
+    let body = event("quiet", "quiet-7", Some("a"), "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let first = tokio::time::timeout(Duration::from_secs(5), polls.join_next())
+        .await
+        .expect("the poll of quiet-7 answers");
+    assert_eq!(first.unwrap().unwrap(), 200);
+    polls.abort_all();
+}

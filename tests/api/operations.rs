@@ -2537,3 +2537,46 @@ async fn rebuild_status_on_a_pruned_store_says_so_and_keeps_each_workspace_s_las
         );
     }
 }
+
+/// The feed and the stream answer at once after the database dropped the service's connections,
+/// too: they are not answered again (`again::answer_again` is not theirs), so their token check
+/// runs on a connection it makes sure of, never from the instance's memory on a connection no
+/// statement has used (which the first statement of the route would find dead). In round 1 the
+/// listening connection is spared, so the instance still remembers token checks.
+#[tokio::test]
+async fn the_feed_and_the_stream_answer_at_once_after_the_database_drops_the_service_connections() {
+    let app = spawn_app().await;
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let token = calry_hooks::auth::create(&app.pool, "reader", true, &[])
+        .await
+        .unwrap()
+        .token;
+    let paths = ["/feed", "/feed?wait=1", "/stream"];
+    let status = async |path: &str| {
+        let answer = (app.client.get(format!("{}{path}", app.address)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        answer.status()
+    };
+    for round in 0..3 {
+        for path in paths {
+            assert_eq!(status(path).await, 200, "{path} before, {round}");
+        }
+        let ended: i64 = sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()
+               and (application_name <> $2 or $1)) ended",
+        )
+        .bind(round != 1)
+        .bind(calry_hooks::feed::LISTENER_NAME)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert!(ended >= 1, "the service had connections to end");
+        for path in paths {
+            assert_eq!(status(path).await, 200, "{path} after, {round}");
+        }
+    }
+}

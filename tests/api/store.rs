@@ -379,3 +379,129 @@ fn strings(rows: Vec<sqlx::postgres::PgRow>) -> Vec<String> {
     use sqlx::Row;
     rows.iter().map(|row| row.get(0)).collect()
 }
+
+/// The private cluster's socket goes in its data directory only while the socket file's path
+/// fits a Unix socket address (107 bytes and the final NUL); past that it goes to a directory of
+/// its own, so that a data directory of any length starts (README: the socket path length rule).
+/// Here the socket file's path in the data directory is 107 bytes (fits), 108 (one too many)
+/// and 200.
+#[tokio::test]
+async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path() {
+    use calry_hooks::store::Cluster;
+
+    let base = crate::helpers::scratch("sock", "");
+    std::fs::create_dir_all(&base).unwrap();
+    let base = std::fs::canonicalize(&base).unwrap();
+    // `<data>/postgres/.s.PGSQL.5432`: the data directory's path and 23 bytes.
+    let socket_in_data = |data: &std::path::Path| data.as_os_str().len() + 23;
+    for socket_path in [107, 108, 200] {
+        let name_len = socket_path - 23 - base.as_os_str().len() - 1;
+        let dir = base.join(format!("{socket_path}-{}", "x".repeat(name_len - 4)));
+        assert_eq!(socket_in_data(&dir), socket_path);
+        let cluster = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            Cluster::start(&dir, Role::Serve),
+        )
+        .await
+        .expect("started in time")
+        .unwrap_or_else(|e| panic!("a socket path of {socket_path} bytes: {e}"));
+        let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("a socket path of {socket_path} bytes: {e}"));
+        sqlx::query("select 1").execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        cluster.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A stop of the private cluster is smart first, then fast after a grace of 2 s: a session still
+/// open (an operator's psql, a command's connection) is cut, and the stop returns promptly with
+/// nothing of the server left running, instead of waiting out the 30 s and killing it.
+#[tokio::test]
+async fn a_private_cluster_stops_promptly_though_a_session_stays_open() {
+    use calry_hooks::store::Cluster;
+    use std::time::{Duration, Instant};
+
+    let dir = crate::helpers::scratch("stop", "");
+    let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
+    let mut open = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut open).await.unwrap();
+    sqlx::query("create table left_open (x int)")
+        .execute(&mut open)
+        .await
+        .unwrap();
+    let stopping = Instant::now();
+    cluster.stop().await;
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    let pgdata = std::fs::canonicalize(&dir).unwrap().join("postgres");
+    assert!(
+        !pgdata.join("postmaster.pid").exists(),
+        "the server is still running"
+    );
+    assert!(sqlx::query("select 1").execute(&mut open).await.is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A command that fails after it started the private cluster (here `migrate` on a store a newer
+/// build migrated) leaves nothing of the cluster running: the server it started stops with it.
+#[tokio::test]
+async fn a_command_that_fails_leaves_no_private_cluster_running() {
+    use calry_hooks::store::Cluster;
+    use std::time::{Duration, Instant};
+
+    let dir = crate::helpers::scratch("failing", "");
+    let migrate = async || {
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            crate::helpers::binary(None)
+                .env("CALRY_HOOKS_DATA_DIR", &dir)
+                .arg("migrate")
+                .output(),
+        )
+        .await
+        .expect("migrate ended within 120 s")
+        .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, stderr) = migrate().await;
+    assert!(status.success(), "{stderr}");
+    // A newer build's migration, as an upgrade followed by a downgrade leaves it.
+    let cluster = Cluster::start(&dir, Role::Command).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("calry_hooks"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
+         values (99999999999999, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    cluster.stop().await;
+
+    let (status, stderr) = migrate().await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("newer version"), "{stderr}");
+    let pgdata = std::fs::canonicalize(&dir).unwrap().join("postgres");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(pid) = crate::helpers::postmaster(&pgdata) {
+        // SAFETY: only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            break; // a stale pid file of a server that died
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server {pid} the failed command started is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
