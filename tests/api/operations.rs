@@ -228,17 +228,7 @@ async fn queries_answer_at_once_after_the_database_drops_the_service_connections
         // round 1 the instance's listening connection is spared: it then still answers token
         // checks from memory, and a route's own statement is the first to meet a dead
         // connection.
-        let ended: i64 = sqlx::query_scalar(
-            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
-             where datname = current_database() and pid <> pg_backend_pid()
-               and (application_name <> $2 or $1)) ended",
-        )
-        .bind(round != 1)
-        .bind(calry_hooks::feed::LISTENER_NAME)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        assert!(ended >= 1, "the service had connections to end");
+        end_service_connections(&app, round == 1).await;
         for path in &paths {
             assert_eq!(app.get(path).await.status(), 200, "{path} after, {round}");
         }
@@ -2564,19 +2554,25 @@ async fn the_feed_and_the_stream_answer_at_once_after_the_database_drops_the_ser
         for path in paths {
             assert_eq!(status(path).await, 200, "{path} before, {round}");
         }
-        let ended: i64 = sqlx::query_scalar(
-            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
-             where datname = current_database() and pid <> pg_backend_pid()
-               and (application_name <> $2 or $1)) ended",
-        )
-        .bind(round != 1)
-        .bind(calry_hooks::feed::LISTENER_NAME)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        assert!(ended >= 1, "the service had connections to end");
+        end_service_connections(&app, round == 1).await;
         for path in paths {
             assert_eq!(status(path).await, 200, "{path} after, {round}");
         }
     }
+}
+
+/// Ends the service's connections to the test's database, as a restart or an administrator
+/// does, in use or idle: all of them, or all but the listening one.
+async fn end_service_connections(app: &TestApp, spare_listener: bool) {
+    let ended: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()
+           and (application_name <> $2 or not $1)) ended",
+    )
+    .bind(spare_listener)
+    .bind(calry_hooks::feed::LISTENER_NAME)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(ended >= 1, "the service had connections to end");
 }
