@@ -3,11 +3,13 @@
 # account) renders at 1440 px and 390 px with no console error and no request to another host; a
 # delivery made while a workspace page is open shows up within 2 s; a workspace of 3,000 accounts
 # draws a bounded number of rows and stays live; account ids that look alike each show as
-# themselves; a page whose stream had no message yet when the
-# service restarted misses nothing after it; once a token exists, the page asks for it, refuses a
-# wrong one, and works with the right one (its stream read through fetch); a hidden tab closes its
-# stream and, shown again, shows what came meanwhile; an older answer that comes last (the
-# overview's refresh, an account's older page of changes) does not undo a newer one.
+# themselves; a page whose stream had no message yet when the service restarted misses nothing
+# after it; once a token exists, the page asks for it, refuses a wrong one, and works with the right
+# one (its stream read through fetch), and a page whose stream had a message resumes after a
+# restart with Last-Event-ID, missing nothing; a hidden tab closes its stream and, shown again,
+# shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
+# older page of changes or older refresh of them) does not undo a newer one; a stream answered 404
+# is given up (the page says it is not live and asks no more).
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
 # Like stream-browser.sh: Debian's Chromium and a pinned Playwright (.ci/lib/browser.sh, venv
@@ -55,22 +57,27 @@ run() {
 
 run --phase open
 
-# A page that had no message yet when the service restarted must miss nothing after it: the check
-# opens its pages and says so (ready), the service restarts here (up), the check delivers at once.
-# Meanwhile the pages show the outage.
-handshake="$SERVICE_DIR/handshake"
-mkdir -p "$handshake"
-run --phase resume --handshake "$handshake" &
-resume=$!
-while [ ! -e "$handshake/ready" ] && kill -0 "$resume" 2>/dev/null; do sleep 0.1; done
-if [ -e "$handshake/ready" ]; then
-    log "restarting the service under the open pages, down for 6 s"
-    service_stop
-    sleep 6 # long enough for the banner's countdown to tick
-    service_start "$service_log" || { log "FAIL: the service did not start again"; exit 1; }
-    touch "$handshake/up"
-fi
-wait "$resume" || exit 1
+# Runs phase $1 with the service restarted under its open pages: the check opens them and says so
+# (ready), the service restarts here (up), the check delivers at once. Meanwhile the pages show
+# the outage.
+restarted() {
+    local handshake="$SERVICE_DIR/handshake-$1" pid
+    mkdir -p "$handshake"
+    run --phase "$1" --handshake "$handshake" &
+    pid=$!
+    while [ ! -e "$handshake/ready" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    if [ -e "$handshake/ready" ]; then
+        log "restarting the service under the open pages, down for 6 s"
+        service_stop
+        sleep 6 # long enough for the banner's countdown to tick
+        service_start "$service_log" || { log "FAIL: the service did not start again"; exit 1; }
+        touch "$handshake/up"
+    fi
+    wait "$pid" || exit 1
+}
+
+# A page that had no message yet when the service restarted must miss nothing after it.
+restarted resume
 
 # From here on the query routes need a token (one exists).
 token=$(cd "$SERVICE_DIR" && env -u DATABASE_URL CALRY_HOOKS_DATA_DIR="$SERVICE_DIR/data" \
@@ -80,5 +87,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$SERVICE_URL/workspaces")
 [ "$code" = 401 ] || { log "FAIL: with a token made, GET /workspaces without one answered $code, not 401"; exit 1; }
 log "a token exists: GET /workspaces without it answers 401"
 DASHBOARD_TOKEN="$token" run --phase token
+# A page reading its stream with the token, which had a message, resumes after a restart.
+DASHBOARD_TOKEN="$token" restarted token-resume
 
 log "PASS; screenshots: $(cd "$ARTIFACTS" && ls dashboard-*.png | tr '\n' ' ')"

@@ -3,7 +3,7 @@
 
 Driven by .ci/checks/dashboard-browser.sh, which installs a pinned Playwright into
 target/ci-venv-playwright, starts the service, posts scripts/demo.sh's sample data and runs this
-twice; usable alone against any such instance (run with any python3, it re-runs itself with that
+once a phase; usable alone against any such instance (run with any python3, it re-runs itself with that
 virtual environment's python):
 
     python3 .ci/checks/dashboard_browser.py --base http://127.0.0.1:8080 --phase open
@@ -32,7 +32,11 @@ virtual environment's python):
    accounts" has drawn more rows leaves those rows drawn (the older answer is not drawn);
 8. an account page: "Show older changes" held until a live change's refresh began, then let
    go; walking on with "Show older changes", every change of the API is drawn once, in its
-   order (SPEC §5, §11).
+   order (SPEC §5, §11);
+9. an account page: a refresh of its newest changes held (page.route, the service's answer read
+   then) until a second change's refresh was drawn, then given: the second change stays drawn;
+10. a workspace page whose stream answers 404 (page.route), an answer that asking again will not
+   change, says it is not live within 5 s and asks for no stream in the 5 s after.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -47,6 +51,11 @@ a wrong one is refused (the form says so and asks again); the right one makes th
 kept in sessionStorage and never put in a URL; a workspace page then follows the stream with
 that token (fetch and a reader) and shows a delivery within ``--within`` s. Screenshots
 dashboard-token-form-<width>.png and dashboard-token-workspace-1440.png.
+
+``--phase token-resume --handshake DIR`` (a token in $DASHBOARD_TOKEN; the .sh restarts the
+service as for ``resume``): a workspace page reading its stream with the token (fetch) has had a
+delivery shown when this writes DIR/ready; a delivery made as soon as DIR/up exists, before the
+page reconnects, shows up once when it has (it resumes with Last-Event-ID: SPEC §10).
 
 Until the service has GET /accounts and the timeline route (SPEC §11; read from
 /openapi.json), their 404s are tolerated (with a warning) and the page must say so in words.
@@ -346,6 +355,8 @@ class Check:
         self.hidden_tab(workspace, pages["workspace"][0])
         self.overview_race()
         self.timeline_race()
+        self.timeline_refresh_race()
+        self.stream_refused(pages["workspace"][0])
 
     # ---- races and hidden tabs ----
 
@@ -462,6 +473,78 @@ class Check:
         self.clean(page, what)
         log(f"{what}: the older page answered after the refresh; walking on, all {len(want)} changes drawn "
             "once, in the API's order")
+        page.context.close()
+
+    def timeline_refresh_race(self):
+        """Two refreshes of an account's newest changes, the first answered last (the service's
+        answer read when it was asked, given after the second was drawn): the second stays drawn."""
+        what = "the account page, an older refresh of its changes answering last"
+        if any(p.endswith("/timeline") for p in self.pending):
+            self.warn(f"{what}: not checked (no timeline route yet)")
+            return
+        workspace, account = f"ci-race-{uuid.uuid4().hex[:8]}", "refresh"
+        self.deliver(workspace, account, "sync.complete")
+        page = self.page(1440)
+        held = {"hold": False}
+
+        def route(r):
+            if held["hold"] and "cursor=" not in r.request.url:
+                held["hold"] = False
+                held["route"] = r  # answered below, after the newer refresh: a slow answer
+                return
+            r.continue_()
+
+        page.route("**/timeline?**", route)
+        self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+        page.wait_for_timeout(1000)  # the read made as its stream opened is done by now
+        held["hold"] = True
+        self.deliver(workspace, account, "sync.error")  # a live change: the newest are read again
+        deadline = time.time() + self.timeout / 1000
+        while "route" not in held:
+            if time.time() > deadline:
+                raise Fail(f"{what}: no refresh of the timeline within {self.timeout / 1000:.0f} s of a change")
+            page.wait_for_timeout(50)
+        stale = held["route"].fetch()  # the answer as it is now, without the change below
+        hook_id, _ = self.deliver(workspace, account, "sync.complete")
+        row = f"#main section[aria-labelledby=timeline-title] tr[data-key$=' {hook_id}']"
+        self.wait(page, what, "the second change", f"() => !!document.querySelector(\"{row}\")")
+        held["route"].fulfill(response=stale)
+        page.wait_for_timeout(1000)
+        if not page.locator(row).count():
+            raise Fail(f"{what}: the change of {hook_id} was drawn, then taken off by the older refresh's "
+                       "answer, which came last")
+        self.clean(page, what)
+        log(f"{what}: the newer refresh's change stays drawn")
+        page.context.close()
+
+    def stream_refused(self, path):
+        """A stream answered 404, which asking again will not change, is given up: the header says
+        the page is not live, and the stream is not asked for again."""
+        what = "a workspace page whose stream answers 404"
+        page = self.page(1440)
+        asked = []
+
+        def refuse(r):
+            asked.append(r.request.url)
+            r.fulfill(status=404, content_type="application/problem+json",
+                      body=json.dumps({"title": "Not Found", "status": 404, "detail": "no such stream"}))
+
+        page.route(lambda url: urllib.parse.urlsplit(url).path.endswith("/stream"), refuse)  # not stream.js
+        self.open(page, path, what)
+        try:
+            page.wait_for_function("() => document.getElementById('conn').textContent.endsWith('not live')",
+                                   timeout=5000, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: after 5 s the header says {page.inner_text('#conn')!r}, not 'not live' "
+                       f"({len(asked)} stream request(s) refused)") from None
+        stopped = len(asked)
+        page.wait_for_timeout(5000)
+        if len(asked) > stopped:
+            raise Fail(f"{what}: once stopped, it asked for its stream {len(asked) - stopped} more time(s) "
+                       "in 5 s")
+        log(f"{what}: the header says {page.inner_text('#conn')!r} after {stopped} request(s), and no more")
         page.context.close()
 
     def hidden_tab(self, workspace, path):
@@ -670,13 +753,7 @@ class Check:
                                    timeout=self.timeout, polling=50)
             page.evaluate(WATCH_BANNER)
             opened[name] = page
-        open(os.path.join(handshake, "ready"), "w").close()
-        up = os.path.join(handshake, "up")
-        deadline = time.time() + 150
-        while not os.path.exists(up):
-            if time.time() > deadline:
-                raise Unusable("the service was not restarted (no DIR/up) within 150 s")
-            time.sleep(0.05)
+        restarted(handshake)
         hook_id, acked = self.deliver(workspace, account, "sync.paused")
         row = f"#main tr[data-key=\"{hook_id}\"]"
         for name, page in opened.items():
@@ -700,6 +777,39 @@ class Check:
             log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
             self.banner_told_once(page, what)
             page.context.close()
+
+    def phase_token_resume(self, handshake, token):
+        """With a token (the stream read through fetch), a workspace page whose stream had a message
+        when the service restarted resumes after it (Last-Event-ID): it misses nothing."""
+        workspace, account = self.sample(token)
+        what = "the workspace page with a token, its stream back after a restart"
+        page = self.page(1440)
+        page.context.add_init_script(f"try {{ sessionStorage.setItem('calry-hooks.token', {json.dumps(token)}) }}"
+                                     " catch {}")
+        self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+        first, _ = self.deliver(workspace, account, "sync.paused")
+        self.wait(page, what, "a delivery before the restart",
+                  f"() => !!document.querySelector('#main tr[data-key=\"{first}\"]')")
+        restarted(handshake)
+        hook_id, acked = self.deliver(workspace, account, "sync.paused")
+        row = f"#main tr[data-key=\"{hook_id}\"]"
+        try:
+            page.wait_for_function(f"() => !!document.querySelector('{row}')"
+                                   " && document.getElementById('conn').textContent.startsWith('live')",
+                                   timeout=self.timeout, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the delivery of {hook_id}, made once the service was back and before the page "
+                       f"reconnected, did not show up within {self.timeout / 1000:.0f} s (the header says "
+                       f"{page.inner_text('#conn')!r})") from None
+        took = time.time() - acked
+        page.wait_for_timeout(1000)  # a second copy would have come by now
+        copies = page.locator(row).count()
+        if copies != 1:
+            raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
+        log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
+        page.context.close()
 
     def banner_told_once(self, page, what):
         """The outage was shown, with a countdown, and announced once (WATCH_BANNER's record)."""
@@ -807,11 +917,22 @@ class Check:
             page.context.close()
 
 
+def restarted(handshake):
+    """Says the pages are open (DIR/ready) and waits for the .sh to restart the service (DIR/up)."""
+    open(os.path.join(handshake, "ready"), "w").close()
+    up = os.path.join(handshake, "up")
+    deadline = time.time() + 150
+    while not os.path.exists(up):
+        if time.time() > deadline:
+            raise Unusable("the service was not restarted (no DIR/up) within 150 s")
+        time.sleep(0.05)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the service, e.g. http://127.0.0.1:8080")
-    ap.add_argument("--phase", choices=["open", "token", "resume"], required=True)
-    ap.add_argument("--handshake", help="--phase resume: the directory shared with the .sh")
+    ap.add_argument("--phase", choices=["open", "token", "resume", "token-resume"], required=True)
+    ap.add_argument("--handshake", help="--phase resume, token-resume: the directory shared with the .sh")
     ap.add_argument("--large", type=int, default=3000, help="accounts of the large workspace (phase open)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--artifacts", default="target/ci-artifacts")
@@ -822,8 +943,8 @@ def main():
     os.makedirs(args.artifacts, exist_ok=True)
     started = time.monotonic()
     token = os.environ.get("DASHBOARD_TOKEN")
-    if args.phase == "token" and not token:
-        log("ERROR: --phase token needs the token in $DASHBOARD_TOKEN")
+    if args.phase.startswith("token") and not token:
+        log(f"ERROR: --phase {args.phase} needs the token in $DASHBOARD_TOKEN")
         return 2
     try:
         with sync_playwright() as pw:
@@ -835,6 +956,8 @@ def main():
                     check.phase_open()
                 elif args.phase == "resume":
                     check.phase_resume(args.handshake)
+                elif args.phase == "token-resume":
+                    check.phase_token_resume(args.handshake, token)
                 else:
                     check.phase_token(token)
             except Fail as e:
