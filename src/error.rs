@@ -166,10 +166,13 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P: operator intervention
-            // (shutdown, statement timeout 57014); 40001/40P01: serialization failure, deadlock.
+            // (shutdown, statement timeout 57014); 25P03: the session ended for standing idle in
+            // its transaction (its process was paused); 40001/40P01: serialization failure,
+            // deadlock.
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
+                || code == "25P03"
                 || code == "57014"
                 || code == "40001"
                 || code == "40P01"
@@ -383,14 +386,15 @@ mod tests {
     }
 
     /// SPEC §3: "database unavailable or overloaded → 503 with Retry-After": the server out of
-    /// resources (class 53), shutting down, a lost connection, a serialization failure or a
-    /// deadlock are worth retrying; a statement timeout is the query's cost (400); anything else
+    /// resources (class 53), shutting down, a lost connection, a session ended for standing idle
+    /// in its transaction (a paused instance's writer), a serialization failure or a deadlock
+    /// are worth retrying; a statement timeout is the query's cost (400); anything else
     /// is a fault of ours (500), never a 503 that asks for the same thing again.
     #[test]
     fn sqlstates_map_to_503_400_or_500() {
         for code in [
-            "53000", "53100", "53200", "53300", "08006", "57P01", "57P03", "40001", "40P01",
-            "3D000",
+            "53000", "53100", "53200", "53300", "08006", "57P01", "57P03", "25P03", "40001",
+            "40P01", "3D000",
         ] {
             assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
         }
