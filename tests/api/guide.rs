@@ -210,26 +210,30 @@ async fn the_guides_consumers_stop_on_a_refused_request_and_say_why() {
     let dir = crate::helpers::scratch("guide-refused", "");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("follow.sh"), guide_block("## In shell", "sh")).unwrap();
-    std::fs::write(dir.join("position"), "garbage\n").unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new("bash")
-            .arg("follow.sh")
-            .current_dir(&dir)
-            .env("CALRY_HOOKS_URL", &app.address)
-            .env_remove("CALRY_HOOKS_TOKEN")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the shell loop stops")
-    .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(
-        said.starts_with("feed: 400: ") && said.contains("after"),
-        "{said}"
-    );
+    // Also what curl would refuse in a URL (a glob's bracket, a control character, a quote):
+    // the loop took that for a network failure and asked again for ever.
+    for garbage in ["garbage\n", "[\"cDE6MTA\"]\n", "cDE6MTA\u{1a}\n", "{\"next\":1}\n"] {
+        std::fs::write(dir.join("position"), garbage).unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new("bash")
+                .arg("follow.sh")
+                .current_dir(&dir)
+                .env("CALRY_HOOKS_URL", &app.address)
+                .env_remove("CALRY_HOOKS_TOKEN")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the shell loop stops on {garbage:?}"))
+        .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{garbage:?}: {said}");
+        assert!(
+            said.starts_with("feed: 400: ") && said.contains("after"),
+            "{garbage:?}: {said}"
+        );
+    }
 
     let refused = tokio::time::timeout(
         Duration::from_secs(20),
