@@ -495,10 +495,23 @@ class Check:
             r.continue_()
 
         page.route("**/timeline?**", route)
+        reading = set()  # the timeline's reads in flight
+        page.on("request", lambda q: "/timeline?" in q.url and reading.add(q))
+        page.on("requestfinished", lambda q: reading.discard(q))
+        page.on("requestfailed", lambda q: reading.discard(q))
         self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
         page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
                                timeout=self.timeout, polling=50)
-        page.wait_for_timeout(1000)  # the read made as its stream opened is done by now
+        # The reads made as the page and its stream opened are done (one held would be theirs):
+        # none in flight for 300 ms.
+        deadline = time.time() + self.timeout / 1000
+        quiet_since = time.time()
+        while time.time() - quiet_since < 0.3:
+            if reading:
+                quiet_since = time.time()
+            if time.time() > deadline:
+                raise Fail(f"{what}: the timeline's first reads did not end within {self.timeout / 1000:.0f} s")
+            page.wait_for_timeout(50)
         held["hold"] = True
         self.deliver(workspace, account, "sync.error")  # a live change: the newest are read again
         deadline = time.time() + self.timeout / 1000
