@@ -212,7 +212,12 @@ async fn the_guides_consumers_stop_on_a_refused_request_and_say_why() {
     std::fs::write(dir.join("follow.sh"), guide_block("## In shell", "sh")).unwrap();
     // Also what curl would refuse in a URL (a glob's bracket, a control character, a quote):
     // the loop took that for a network failure and asked again for ever.
-    for garbage in ["garbage\n", "[\"cDE6MTA\"]\n", "cDE6MTA\u{1a}\n", "{\"next\":1}\n"] {
+    for garbage in [
+        "garbage\n",
+        "[\"cDE6MTA\"]\n",
+        "cDE6MTA\u{1a}\n",
+        "{\"next\":1}\n",
+    ] {
         std::fs::write(dir.join("position"), garbage).unwrap();
         let out = tokio::time::timeout(
             Duration::from_secs(20),
