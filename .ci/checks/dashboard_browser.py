@@ -134,6 +134,30 @@ def get_json(url, token=None):
         raise Unusable(f"GET {url}: {e}") from None
 
 
+class Held:
+    """On `page`, the first request to `glob` whose URL `wanted` accepts, once `armed`, held back:
+    its route is kept in `route` for the caller to answer later (a slow answer)."""
+
+    def __init__(self, page, glob, wanted, armed=False):
+        self.page, self.wanted, self.armed, self.route = page, wanted, armed, None
+        page.route(glob, lambda r: self._route(r))
+
+    def _route(self, r):
+        if self.armed and self.route is None and self.wanted(r.request.url):
+            self.route = r
+            return
+        r.continue_()
+
+    def wait(self, timeout_ms, failure):
+        """The held request's route, once there is one within `timeout_ms`; else Fail(failure)."""
+        deadline = time.time() + timeout_ms / 1000
+        while self.route is None:
+            if time.time() > deadline:
+                raise Fail(failure)
+            self.page.wait_for_timeout(50)
+        return self.route
+
+
 class Check:
     def __init__(self, browser, args):
         self.browser = browser
@@ -378,35 +402,24 @@ class Check:
                           range(55)))
         failing = len(get_json(self.base + "/accounts?syncState=error&limit=500")["items"])
         page = self.page(1440)
-        held = {"hold": False}
-
-        def route(r):
-            if held["hold"] and "cursor=" not in r.request.url:
-                held["hold"] = False
-                held["route"] = r  # answered below, after the newer read: a slow answer
-                return
-            r.continue_()
-
-        page.route("**/accounts?**", route)
+        # A refresh's read (not a page's), answered below, after the newer read.
+        held = Held(page, "**/accounts?**", lambda url: "cursor=" not in url)
         self.open(page, "/ui", what)
         more = page.locator("#main button", has_text="Show more failing accounts")
         more.wait_for(timeout=self.timeout)
         first = self.rows(page, "failing-title")
         page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
                                timeout=self.timeout, polling=50)
-        held["hold"] = True
+        held.armed = True
         self.deliver(workspace, f"new-{uuid.uuid4()}", "sync.complete")  # a status message: a refresh
-        deadline = time.time() + self.timeout / 1000
-        while "route" not in held:
-            if time.time() > deadline:
-                raise Fail(f"{what}: no refresh of /accounts within {self.timeout / 1000:.0f} s of a status change")
-            page.wait_for_timeout(50)
+        refresh = held.wait(self.timeout, f"{what}: no refresh of /accounts within "
+                                          f"{self.timeout / 1000:.0f} s of a status change")
         more.click()
         page.wait_for_function("n => document.querySelectorAll("
                                "'#main section[aria-labelledby=failing-title] tbody tr').length > n",
                                arg=first, timeout=self.timeout, polling=50)
         shown, button = self.rows(page, "failing-title"), more.count()
-        held["route"].continue_()
+        refresh.continue_()
         page.wait_for_timeout(1500)
         after = self.rows(page, "failing-title")
         if after != shown or more.count() != button:
@@ -431,31 +444,21 @@ class Check:
             self.deliver(workspace, account, "sync.error" if i % 2 == 0 else "sync.complete",
                          at=datetime.fromtimestamp(now - 10000 + i * 10, timezone.utc))
         page = self.page(1440)
-        held = {}
-
-        def route(r):
-            if "cursor=" in r.request.url and "route" not in held:
-                held["route"] = r  # answered below, after the refresh: a slow answer
-                return
-            r.continue_()
-
-        page.route("**/timeline?**", route)
+        # The first older page read, answered below, after the refresh.
+        held = Held(page, "**/timeline?**", lambda url: "cursor=" in url, armed=True)
         self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
         older = page.locator("#main button", has_text="Show older changes")
         older.wait_for(timeout=self.timeout)
         page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
                                timeout=self.timeout, polling=50)
         older.click()
-        deadline = time.time() + self.timeout / 1000
-        while "route" not in held:
-            if time.time() > deadline:
-                raise Fail(f"{what}: 'Show older changes' asked for no page within {self.timeout / 1000:.0f} s")
-            page.wait_for_timeout(50)
+        older_page = held.wait(self.timeout, f"{what}: 'Show older changes' asked for no page within "
+                                             f"{self.timeout / 1000:.0f} s")
         with page.expect_response(lambda r: "/timeline?" in r.url and "cursor=" not in r.url,
                                   timeout=self.timeout):
             self.deliver(workspace, account, "sync.paused")  # a live change: the newest are read again
         page.wait_for_timeout(300)
-        held["route"].continue_()
+        older_page.continue_()
         page.wait_for_timeout(1000)
         for _ in range(5):  # walk on to the end
             if not older.count():
@@ -485,16 +488,8 @@ class Check:
         workspace, account = f"ci-race-{uuid.uuid4().hex[:8]}", "refresh"
         self.deliver(workspace, account, "sync.complete")
         page = self.page(1440)
-        held = {"hold": False}
-
-        def route(r):
-            if held["hold"] and "cursor=" not in r.request.url:
-                held["hold"] = False
-                held["route"] = r  # answered below, after the newer refresh: a slow answer
-                return
-            r.continue_()
-
-        page.route("**/timeline?**", route)
+        # A refresh's read (not a page's), answered below, after the newer refresh.
+        held = Held(page, "**/timeline?**", lambda url: "cursor=" not in url)
         reading = set()  # the timeline's reads in flight
         page.on("request", lambda q: "/timeline?" in q.url and reading.add(q))
         page.on("requestfinished", lambda q: reading.discard(q))
@@ -512,18 +507,15 @@ class Check:
             if time.time() > deadline:
                 raise Fail(f"{what}: the timeline's first reads did not end within {self.timeout / 1000:.0f} s")
             page.wait_for_timeout(50)
-        held["hold"] = True
+        held.armed = True
         self.deliver(workspace, account, "sync.error")  # a live change: the newest are read again
-        deadline = time.time() + self.timeout / 1000
-        while "route" not in held:
-            if time.time() > deadline:
-                raise Fail(f"{what}: no refresh of the timeline within {self.timeout / 1000:.0f} s of a change")
-            page.wait_for_timeout(50)
-        stale = held["route"].fetch()  # the answer as it is now, without the change below
+        refresh = held.wait(self.timeout, f"{what}: no refresh of the timeline within "
+                                          f"{self.timeout / 1000:.0f} s of a change")
+        stale = refresh.fetch()  # the answer as it is now, without the change below
         hook_id, _ = self.deliver(workspace, account, "sync.complete")
         row = f"#main section[aria-labelledby=timeline-title] tr[data-key$=' {hook_id}']"
         self.wait(page, what, "the second change", f"() => !!document.querySelector(\"{row}\")")
-        held["route"].fulfill(response=stale)
+        refresh.fulfill(response=stale)
         page.wait_for_timeout(1000)
         if not page.locator(row).count():
             raise Fail(f"{what}: the change of {hook_id} was drawn, then taken off by the older refresh's "
