@@ -360,12 +360,7 @@ async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
 async fn a_consumer_resumes_after_a_restart_of_the_service_where_it_stopped() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    let first = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        None,
-    )
-    .await;
+    let first = crate::helpers::serve_default(&pool, None).await;
     for i in 0..3 {
         let body = event(
             &format!("before-{i}"),
@@ -381,12 +376,7 @@ async fn a_consumer_resumes_after_a_restart_of_the_service_where_it_stopped() {
     assert_eq!(seen.len(), 3);
     first.stop_keeping_database().await;
 
-    let second = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool,
-        Some(db),
-    )
-    .await;
+    let second = crate::helpers::serve_default(&pool, Some(db)).await;
     let body = event("after-0", "w", None, "x.y", "2024-01-01T00:00:00Z");
     assert_eq!(second.deliver(&body).await.status(), 201);
     let (rest, _) = read(&second, &format!("/feed?after={next}&wait=20")).await;
@@ -581,12 +571,7 @@ async fn every_consumer_sees_every_event_once_in_one_order_while_commits_interle
 async fn a_store_with_positions_ahead_of_its_server_is_refused_at_start() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        None,
-    )
-    .await;
+    let app = crate::helpers::serve_default(&pool, None).await;
     assert_eq!(app.deliver(&crate::helpers::seed()).await.status(), 201);
     drop(app);
     refused_once_restored(
@@ -635,12 +620,7 @@ async fn refused_once_restored(db: &TestDb, ahead: &str) {
 async fn a_store_whose_events_were_all_removed_is_refused_on_a_server_behind_them() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        None,
-    )
-    .await;
+    let app = crate::helpers::serve_default(&pool, None).await;
     let fed = five_fed(&app).await;
     // Two in a month dropped whole, then the rest deleted row by row.
     crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["e0", "e1"]).await;
@@ -683,12 +663,7 @@ async fn a_store_whose_events_were_all_removed_is_refused_on_a_server_behind_the
 async fn a_month_detached_and_not_dropped_counts_for_the_positions_given_out() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        None,
-    )
-    .await;
+    let app = crate::helpers::serve_default(&pool, None).await;
     five_fed(&app).await;
     let hooks: Vec<String> = sqlx::query_scalar("select hook_id from events")
         .fetch_all(&pool)

@@ -199,6 +199,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     serve(app, pool, Some(db)).await
 }
 
+/// [`serve`] of the service with the default configuration over `pool`.
+pub async fn serve_default(pool: &PgPool, db: Option<TestDb>) -> TestApp {
+    let app = App::new(pool.clone(), Config::defaults()).unwrap();
+    serve(app, pool.clone(), db).await
+}
+
 /// Runs `app` on a port of its own.
 pub async fn serve(app: App, pool: PgPool, db: Option<TestDb>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -275,8 +275,7 @@ async fn spawn_app_over_tcp() -> TestApp {
             .database(&db.name);
     }
     let pool = store::connect(options, 16);
-    let app = App::new(pool.clone(), Config::defaults()).unwrap();
-    serve(app, pool, Some(db)).await
+    crate::helpers::serve_default(&pool, Some(db)).await
 }
 
 /// Deliveries after the server ended every connection of the service (an administrator, an
@@ -1517,12 +1516,7 @@ async fn a_removal_waits_for_an_older_transaction_past_the_statement_timeout() {
 async fn the_feed_is_not_held_back_while_a_removal_waits() {
     let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
     leave_january_half_detached(&pool).await;
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        Some(db),
-    )
-    .await;
+    let app = crate::helpers::serve_default(&pool, Some(db)).await;
     let waiting = a_removal_waiting(&pool, "2024-06-01T00:00:00Z").await;
     let body = event(
         "while-removing",
@@ -1790,12 +1784,7 @@ async fn the_service_makes_next_month_s_partition_ahead_of_time() {
     ] {
         sqlx::query(&statement).execute(&pool).await.unwrap();
     }
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool,
-        Some(db),
-    )
-    .await;
+    let app = crate::helpers::serve_default(&pool, Some(db)).await;
     let bounds = async || {
         sqlx::query_as::<_, (String, String)>(
             "select to_char(received_from at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),

@@ -72,8 +72,7 @@ async fn instances_started_at_the_same_moment_on_a_new_database_all_start() {
 /// 0001–0004) wrote, and the answers are what it gave (tests/api/old_store/make.py made both).
 #[tokio::test]
 async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers() {
-    use crate::helpers::{TestDb, event, serve};
-    use calry_hooks::App;
+    use crate::helpers::{TestDb, event};
     use serde_json::{Value, json};
 
     let made: Value = serde_json::from_str(include_str!("old_store/answers.json")).unwrap();
@@ -120,12 +119,7 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
             .unwrap();
     assert_eq!(sealed, ["events_legacy"]);
 
-    let app = serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        Some(db),
-    )
-    .await;
+    let app = crate::helpers::serve_default(&pool, Some(db)).await;
     let get = async |route: &str, token: &Value| {
         app.client
             .get(format!("{}{route}", app.address))

@@ -287,22 +287,10 @@ async fn a_stream_resumes_after_last_event_id_with_no_gap_and_no_duplicate() {
 
 #[tokio::test]
 async fn a_stream_sends_what_another_instance_stores() {
-    use calry_hooks::App;
-    use calry_hooks::config::Config;
     let db = crate::helpers::TestDb::create().await;
     let pool = db.pool().await;
-    let one = crate::helpers::serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool.clone(),
-        None,
-    )
-    .await;
-    let two = crate::helpers::serve(
-        App::new(pool.clone(), Config::defaults()).unwrap(),
-        pool,
-        Some(db),
-    )
-    .await;
+    let one = crate::helpers::serve_default(&pool, None).await;
+    let two = crate::helpers::serve_default(&pool, Some(db)).await;
     let mut stream = Reader::open(&one.address, "/stream", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let body = event("elsewhere", "w", None, "x.y", "2024-01-01T00:00:00Z");
