@@ -25,7 +25,6 @@ pub struct Places {
 
 struct Ledger {
     capacity: usize,
-    taken: usize,
     next_id: u64,
     /// Each holder's places, oldest first: how to tell one to give itself up.
     by_holder: HashMap<Holder, BTreeMap<u64, GiveUp>>,
@@ -42,7 +41,6 @@ impl Places {
         Places {
             ledger: Mutex::new(Ledger {
                 capacity,
-                taken: 0,
                 next_id: 0,
                 by_holder: HashMap::new(),
             }),
@@ -73,7 +71,8 @@ impl Places {
         close: Option<ConnectionCloser>,
     ) -> Result<Place, Error> {
         let mut ledger = self.ledger();
-        if ledger.taken >= ledger.capacity {
+        let taken: usize = ledger.by_holder.values().map(BTreeMap::len).sum();
+        if taken >= ledger.capacity {
             // What a client may count on whoever else wants places: a quarter of them.
             let share = (ledger.capacity / 4).max(1);
             let mine = ledger.by_holder.get(&holder).map_or(0, BTreeMap::len);
@@ -92,7 +91,6 @@ impl Places {
                     if let Some(close) = give_up.close {
                         close.close();
                     }
-                    ledger.taken -= 1;
                     tracing::debug!(
                         "all stream and long-poll places are taken: the oldest of the client \
                          holding the most was given to another client"
@@ -106,7 +104,6 @@ impl Places {
                 }
             }
         }
-        ledger.taken += 1;
         ledger.next_id += 1;
         let id = ledger.next_id;
         let (tell, given_up) = watch::channel(false);
@@ -145,14 +142,11 @@ impl Drop for Place {
     fn drop(&mut self) {
         let mut ledger = self.places.ledger();
         let Some(places) = ledger.by_holder.get_mut(&self.holder) else {
-            return; // given up: counted for its new holder already
+            return; // given up: taken by its new holder already
         };
-        if places.remove(&self.id).is_none() {
-            return;
-        }
+        places.remove(&self.id);
         if places.is_empty() {
             ledger.by_holder.remove(&self.holder);
         }
-        ledger.taken -= 1;
     }
 }
