@@ -38,7 +38,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, QueryBuilder};
 use tokio::sync::{Notify, broadcast};
 use tracing::Instrument;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, IntoResponses};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
@@ -811,6 +811,28 @@ pub struct StreamParams {
     integrationAccountId: Option<String>,
 }
 
+/// The header both stream routes take (documentation only; [`start`] reads it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct LastEventIdHeader {
+    /// Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins
+    /// over `after`. Sent by `EventSource` when it reconnects. The example is the position before
+    /// every event (any store takes it: the whole history follows).
+    #[param(rename = "Last-Event-ID", example = "cDE6MDow")]
+    last_event_id: Option<String>,
+}
+
+/// The answer of both stream routes (documentation only).
+#[derive(IntoResponses)]
+#[response(
+    status = 200,
+    description = "A stream of server-sent events that stays open.",
+    content_type = "text/event-stream",
+    example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")
+)]
+pub struct Events(#[allow(dead_code)] String);
+
 /// Where a stream starts, and what said so: `Last-Event-ID`, else `after`, else live.
 fn start(headers: &HeaderMap, params: &Params) -> Result<Option<(&'static str, FeedPosition)>> {
     const HEADER: &str = "Last-Event-ID";
@@ -1152,11 +1174,10 @@ impl Follow {
     tag = "feed",
     params(
         StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects. The example is the position before every event (any store takes it: the whole history follows).", example = "cDE6MDow"),
+        LastEventIdHeader,
     ),
     responses(
-        (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
-            example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")),
+        Events,
         crate::openapi::answers::BadStreamQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
@@ -1181,11 +1202,10 @@ pub async fn stream(
     params(
         ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins over `after`. Sent by `EventSource` when it reconnects. The example is the position before every event (any store takes it: the whole history follows).", example = "cDE6MDow"),
+        LastEventIdHeader,
     ),
     responses(
-        (status = 200, description = "A stream of server-sent events that stays open.", content_type = "text/event-stream", body = String,
-            example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")),
+        Events,
         crate::openapi::answers::BadStreamQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
