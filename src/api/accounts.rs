@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::again::{answer_again, in_time};
-use super::extract::{AccountPath, Caller};
+use super::extract::{AccountIdParam, AccountPath, Caller, WorkspaceIdParam};
 use super::paging::{
     AccountCursor, EventCursor, Order, Page, Params, bad_cursor, push_account_keyset,
     push_event_keyset,
@@ -328,8 +328,8 @@ pub struct Timeline {
     path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
     tag = "status",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
-        ("integrationAccountId" = String, Path, description = "The integration account.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        WorkspaceIdParam,
+        AccountIdParam,
         ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
         ReadFromHeader,

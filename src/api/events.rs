@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::again::{answer_again, in_time};
-use super::extract::{Caller, HookPath, WorkspacePath};
+use super::extract::{Caller, HookPath, WorkspaceIdParam, WorkspacePath};
 use super::paging::{EventCursor, Order, Page, Params, push_event_after, push_event_order};
 use super::replica::{ReadFromHeader, Replica};
 use crate::envelope::id_problem;
@@ -344,7 +344,7 @@ impl HistoryQuery {
     path = "/workspaces/{workspaceId}/events",
     tag = "history",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        WorkspaceIdParam,
         ("eventType" = Option<Vec<crate::openapi::EventTypeFilter>>, Query, style = Form, explode = true,
             description = "Event types to include: exact types or category prefixes like `sync.*`; repeatable and comma-separated.",
             example = json!(["sync.*", "account.deleted"])),

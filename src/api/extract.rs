@@ -18,6 +18,7 @@ use axum::http::uri::Authority;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::again::{Attempt, Risk};
@@ -258,6 +259,38 @@ impl<S: Source> FromRequestParts<AppState> for AccountPath<S> {
             integration_account_id,
         })
     }
+}
+
+/// `{workspaceId}` as the OpenAPI document shows it (documentation only; [`WorkspacePath`]
+/// reads it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, non_snake_case)]
+pub struct WorkspaceIdParam {
+    /// The workspace.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000]*$",
+        example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"
+    )]
+    workspaceId: String,
+}
+
+/// `{integrationAccountId}` as the OpenAPI document shows it, after [`WorkspaceIdParam`]
+/// (documentation only; [`AccountPath`] reads it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, non_snake_case)]
+pub struct AccountIdParam {
+    /// The integration account.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000]*$",
+        example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"
+    )]
+    integrationAccountId: String,
 }
 
 /// `/events/{hookId}`: the hook id (scope is the route's to check, as `404`).

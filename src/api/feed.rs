@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::events::{EVENT_COLUMNS, Event, EventFilter, MAX_PAGE_BYTES};
-use super::extract::{Caller, WorkspacePath, access_now};
+use super::extract::{Caller, WorkspaceIdParam, WorkspacePath, access_now};
 use super::paging::{FeedPosition, Page, Params, push_feed_keyset};
 use crate::error::{Error, Result};
 use crate::feed::FeedEnd;
@@ -426,7 +426,7 @@ pub async fn feed(
     path = "/workspaces/{workspaceId}/feed",
     tag = "feed",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        WorkspaceIdParam,
         FeedParams,
     ),
     responses(

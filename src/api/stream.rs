@@ -43,7 +43,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::events::{Event, EventFilter, MAX_PAGE_BYTES};
-use super::extract::{Caller, WorkspacePath, access_now};
+use super::extract::{Caller, WorkspaceIdParam, WorkspacePath, access_now};
 use super::feed::{FeedItem, FeedQuery, FeedRow};
 use super::paging::{FeedPosition, Params};
 use crate::error::{Error, Result};
@@ -1200,7 +1200,7 @@ pub async fn stream(
     path = "/workspaces/{workspaceId}/stream",
     tag = "feed",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        WorkspaceIdParam,
         StreamParams,
         LastEventIdHeader,
     ),

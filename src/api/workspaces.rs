@@ -20,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::again::{answer_again, in_time};
-use super::extract::{AccountPath, Caller, WorkspacePath};
+use super::extract::{AccountIdParam, AccountPath, Caller, WorkspaceIdParam, WorkspacePath};
 use super::paging::{
     MAX_LIMIT, Page, Params, StatusCursor, WorkspaceCursor, push_workspace_keyset,
 };
@@ -163,7 +163,7 @@ pub fn push_workspaces_query<'a>(
     path = "/workspaces/{workspaceId}/status",
     tag = "status",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
+        WorkspaceIdParam,
         ("syncState" = inline(Option<SyncState>), Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
         ("limit" = Option<i64>, Query, description = "Accounts per page, 1–500; without it, every account of the workspace.", minimum = 1, maximum = 500),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page (with `limit`)."),
@@ -467,8 +467,8 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.eve
     path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}",
     tag = "status",
     params(
-        ("workspaceId" = String, Path, description = "The workspace.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
-        ("integrationAccountId" = String, Path, description = "The integration account.", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),
+        WorkspaceIdParam,
+        AccountIdParam,
         ReadFromHeader,
     ),
     responses(
