@@ -288,6 +288,23 @@ impl TestApp {
         self.get(path).await.json().await.unwrap()
     }
 
+    /// The JSON answers of `routes`, in order.
+    pub async fn get_all_json(&self, routes: &[&str]) -> Vec<Value> {
+        let mut answers = Vec::new();
+        for route in routes {
+            answers.push(self.get_json(route).await);
+        }
+        answers
+    }
+
+    /// Checks that `routes` still answer as `before` (from [`TestApp::get_all_json`]) did.
+    pub async fn assert_answers(&self, routes: &[&str], before: &[Value], when: &str) {
+        assert_eq!(routes.len(), before.len());
+        for (route, answer) in routes.iter().zip(before) {
+            assert_eq!(&self.get_json(route).await, answer, "{route} {when}");
+        }
+    }
+
     /// The value of one sample of `/metrics`, e.g. `calry_hooks_webhooks_total{outcome="created"}`
     /// (0 when the sample is absent, as for a counter never incremented).
     pub async fn metric(&self, sample: &str) -> f64 {

@@ -944,10 +944,7 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
         "/workspaces/w/accounts/a/timeline",
         "/accounts",
     ];
-    let mut before = Vec::new();
-    for route in routes {
-        before.push(app.get_json(route).await);
-    }
+    let before = app.get_all_json(&routes).await;
     // The feed after a position until it has given `n` events: a transaction open in another
     // test's database holds every database's feed back for a moment (the snapshot's xmin is
     // the cluster's), so one page may come short.
@@ -992,9 +989,8 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
     left.sort();
     assert_eq!(left, ["now-0", "sep-1"]);
     // Statuses with their since and last events, timelines and lastEventAt stay as they were.
-    for (route, answer) in routes.iter().zip(&before) {
-        assert_eq!(&app.get_json(route).await, answer, "{route}");
-    }
+    app.assert_answers(&routes, &before, "after the removal")
+        .await;
     for hook in ["aug-0", "sep-0"] {
         assert_eq!(app.get(&format!("/events/{hook}")).await.status(), 404);
     }
@@ -1045,13 +1041,8 @@ async fn prune_removes_the_history_received_before_the_cut_and_no_status() {
         let rebuilt = calry_hooks::status::rebuild(&app.pool).await.unwrap();
         assert_eq!(rebuilt.removed_before, Some(cut));
         assert_eq!(rebuilt.latest_rows_kept, 3);
-        for (route, answer) in routes.iter().zip(&before) {
-            assert_eq!(
-                &app.get_json(route).await,
-                answer,
-                "{route} after rebuild-status (rows deleted by hand: {deleted_by_hand})"
-            );
-        }
+        let when = format!("after rebuild-status (rows deleted by hand: {deleted_by_hand})");
+        app.assert_answers(&routes, &before, &when).await;
     }
 }
 
@@ -1083,10 +1074,7 @@ async fn a_removal_cut_short_is_known_to_rebuild_status_and_finished_by_the_next
     received_at(&app, "2026-08-10T00:00:00Z", &["aug-0"]).await;
     received_at(&app, "2026-09-05T00:00:00Z", &["sep-0"]).await;
     let routes = ["/workspaces", "/workspaces/old/status", "/accounts"];
-    let mut before = Vec::new();
-    for route in routes {
-        before.push(app.get_json(route).await);
-    }
+    let before = app.get_all_json(&routes).await;
 
     // An older transaction holds the detach back; the removal is dropped while it waits.
     let mut blocker = app.pool.begin().await.unwrap();
@@ -1129,13 +1117,8 @@ async fn a_removal_cut_short_is_known_to_rebuild_status_and_finished_by_the_next
         rebuilt.removed_before,
         Some("2026-09-01T00:00:00Z".parse().unwrap())
     );
-    for (route, answer) in routes.iter().zip(&before) {
-        assert_eq!(
-            &app.get_json(route).await,
-            answer,
-            "{route} after rebuild-status"
-        );
-    }
+    app.assert_answers(&routes, &before, "after rebuild-status")
+        .await;
     let removed = store::partitions::remove_before(&app.pool, cut, false)
         .await
         .unwrap();
@@ -2488,10 +2471,7 @@ async fn rebuild_status_on_a_pruned_store_says_so_and_keeps_each_workspace_s_las
     }
     received_at(&app, "2026-08-10T00:00:00Z", &["gone"]).await;
     let routes = ["/workspaces", "/workspaces/w/status"];
-    let mut before = Vec::new();
-    for route in routes {
-        before.push(app.get_json(route).await);
-    }
+    let before = app.get_all_json(&routes).await;
     assert_eq!(before[1]["lastEventAt"], "2026-09-30T00:00:00.000Z");
     let cut = "2026-09-15T00:00:00Z".parse().unwrap();
     store::partitions::remove_before(&app.pool, cut, true)
@@ -2508,13 +2488,8 @@ async fn rebuild_status_on_a_pruned_store_says_so_and_keeps_each_workspace_s_las
         stdout.contains("not everything can be rebuilt"),
         "rebuild-status over a pruned store must say what it cannot rebuild: {stdout}"
     );
-    for (route, answer) in routes.iter().zip(&before) {
-        assert_eq!(
-            &app.get_json(route).await,
-            answer,
-            "{route} after rebuild-status"
-        );
-    }
+    app.assert_answers(&routes, &before, "after rebuild-status")
+        .await;
 }
 
 /// The feed and the stream answer at once after the database dropped the service's connections,
