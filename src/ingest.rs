@@ -328,6 +328,7 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
         }
     }
     let mut conn = pool.acquire().await?;
+    let began = std::time::Instant::now();
     let work = async {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(LOCK_ACCOUNTS)
@@ -341,7 +342,16 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
         tx.commit().await?;
         Ok(outcomes)
     };
-    match tokio::time::timeout(WRITE_DEADLINE, work).await {
+    let done = tokio::time::timeout(WRITE_DEADLINE, work).await;
+    let took = began.elapsed();
+    if took >= crate::store::SLOW_WRITE {
+        tracing::warn!(
+            deliveries = batch.len(),
+            took_ms = took.as_millis() as u64,
+            "slow ingest transaction (a lock held elsewhere, or a busy server)"
+        );
+    }
+    match done {
         Ok(Err(err)) if crate::error::is_connection_gone(&err) => {
             // Not given back to the pool, where the next batch would meet it again.
             conn.close_on_drop();

@@ -33,6 +33,11 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Longest a statement of the service may run.
 pub const STATEMENT_TIMEOUT: &str = "10s";
 
+/// A writer's transaction that takes this long is logged, once, with its number of deliveries
+/// (`ingest`). sqlx's own warning of a slow statement is left to `debug` on the writers'
+/// connections: it prints the whole statement, some 16 kB of SQL.
+pub const SLOW_WRITE: Duration = Duration::from_secs(1);
+
 /// How long work of a few statements, each under `statement_timeout`, may take with its
 /// connection: one acquired, two statements, and a margin. PostgreSQL ends a statement at its
 /// timeout, but not one it does not run at all (a server stopped, or cut off without a reset):
@@ -426,12 +431,15 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
 /// that waits a second (the process stopped: `SIGSTOP`, a paused VM) is ended by the server, so
 /// that the account locks it holds do not hold back every other writer and the feed as long.
 pub fn writer_pool(queries: &PgPool, writers: u32) -> PgPool {
-    let options = (*queries.connect_options()).clone().options([
-        ("enable_hashjoin", "off"),
-        ("enable_mergejoin", "off"),
-        ("plan_cache_mode", "force_generic_plan"),
-        ("idle_in_transaction_session_timeout", "1s"),
-    ]);
+    let options = (*queries.connect_options())
+        .clone()
+        .options([
+            ("enable_hashjoin", "off"),
+            ("enable_mergejoin", "off"),
+            ("plan_cache_mode", "force_generic_plan"),
+            ("idle_in_transaction_session_timeout", "1s"),
+        ])
+        .log_slow_statements(log::LevelFilter::Debug, SLOW_WRITE);
     PgPoolOptions::new()
         .max_connections(writers)
         .acquire_timeout(ACQUIRE_TIMEOUT)

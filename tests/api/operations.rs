@@ -2157,6 +2157,54 @@ async fn one_off_commands_neither_create_nor_migrate_a_store() {
     );
 }
 
+/// A delivery whose transaction waits on a lock held elsewhere is logged once, briefly, as slow:
+/// not with the whole ingest statement (sqlx's own warning of a slow statement prints its 16 kB).
+#[tokio::test]
+async fn a_slow_ingest_transaction_is_logged_in_one_short_line() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let log = crate::helpers::scratch("slow-batch", ".log");
+    let (mut child, address) = start_binary(binary(Some(&db.name)), &log).await;
+    let client = reqwest::Client::new();
+    let deliver = |body: Value| {
+        let request = client.post(format!("{address}/webhooks/calry")).json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(deliver(seed()).await, 201);
+    // An operator's lock on the history holds the next delivery's insert back for 1.5 s.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("lock table events in share mode")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let delivery = tokio::spawn(deliver(event(
+        "slow-1",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    )));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    holder.commit().await.unwrap();
+    assert_eq!(delivery.await.unwrap(), 201);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let slow: Vec<&str> = (text.lines())
+        .filter(|l| l.contains("slow ingest transaction"))
+        .collect();
+    assert_eq!(slow.len(), 1, "{text}");
+    assert!(
+        slow[0].contains(" WARN ") && slow[0].contains("deliveries=1"),
+        "{text}"
+    );
+    assert!(slow[0].len() < 300, "{}", slow[0]);
+    assert!(!text.contains("slow statement"), "{text}");
+}
+
 /// Logs that cannot be written (a full disk under the log file, a pipe whose reader is gone) are
 /// lost, and nothing else: the service starts and answers every delivery.
 #[tokio::test]
