@@ -324,9 +324,18 @@ impl IntoResponse for Error {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
+        if matches!(self, Error::QueryTooCostly) {
+            response.extensions_mut().insert(RanOutOfTime);
+        }
         response
     }
 }
+
+/// Marks the answer of a statement stopped by `statement_timeout` ([`Error::QueryTooCostly`]),
+/// for `api::again`: on a replica, the time may have gone waiting for its replay rather than to
+/// the query's cost.
+#[derive(Clone, Copy)]
+pub struct RanOutOfTime;
 
 fn problem_json(problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).expect("a problem always serializes");

@@ -92,6 +92,7 @@ impl App {
         let replica = replica_options.map(|options| {
             ReadReplica::new(
                 options,
+                pool.clone(),
                 config.query_connections as usize,
                 Duration::from_millis(config.query_timeout_ms),
                 metrics.pool_waiting.clone(),

@@ -298,7 +298,8 @@ impl Metrics {
         let r = &mut self.registry;
         r.register(
             "replica_reachable",
-            "1 when the read replica answered its latest check, else 0 (reads go to the primary)",
+            "1 when the read replica answered its latest check as a standby of the primary, else 0 \
+             (reads go to the primary)",
             self.replica_reachable.clone(),
         );
         r.register(

@@ -5,7 +5,7 @@
 //! memory, which leaves the route's first statement to be the one that finds out that the
 //! database dropped the connection. A 5xx answer after either is given again, the second time
 //! with neither: on the primary, the token checked by a statement on a connection that
-//! `Readers::with_first` makes sure of.
+//! `Readers::with_first` makes sure of. So is a replica's statement stopped by its timeout.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::Error;
+use crate::error::{Error, RanOutOfTime};
 use crate::store::{ReadReplica, Readers};
 
 /// How long a query route (status, history, accounts, the feed, the stream's head) may take to
@@ -130,6 +130,7 @@ pub async fn answer_again(mut request: Request, next: Next) -> Response {
         },
         None => first.await,
     };
+    let ran_out_of_time = response.extensions().get::<RanOutOfTime>().is_some();
     match attempt.take() {
         Some((risk, parts)) if response.status().is_server_error() => {
             match risk {
@@ -138,6 +139,13 @@ pub async fn answer_again(mut request: Request, next: Next) -> Response {
                 }
                 Risk::Remembered(readers) => readers.discard_idle(),
             }
+            next.run(Request::from_parts(parts, Body::empty())).await
+        }
+        // A replica's statement may run out of time waiting for its replay (a lock the primary
+        // took, replayed behind a long read on the replica) however cheap the query: only the
+        // primary's timeout says the query costs too much.
+        Some((Risk::Replica(replica), parts)) if ran_out_of_time => {
+            replica.failed(&"a statement on it ran past the query timeout");
             next.run(Request::from_parts(parts, Body::empty())).await
         }
         _ => response,

@@ -59,7 +59,7 @@ pub struct Readiness {
 pub struct ReplicaHealth {
     pub status: ReplicaStatus,
     /// Whether it replays a primary's WAL (is in recovery); `null` when unreachable. When it is
-    /// not, reads still go to it, and its lag is unknown.
+    /// not, it is `unusable`, and its lag is unknown.
     #[schema(required = true)]
     pub standby: Option<bool>,
     /// WAL the primary had flushed when asked that the replica has not replayed yet: `0` means
@@ -81,6 +81,9 @@ pub enum ReplicaStatus {
     /// It failed lately (refused, silent for 1 s, or a read on it failed less than 5 s ago):
     /// reads go to the primary.
     Unreachable,
+    /// It answered, but is not a standby of the primary: promoted, a primary, or a standby of
+    /// another cluster (another system identifier). Reads go to the primary.
+    Unusable,
 }
 
 /// Longest `/readyz` wait for the database's answer.
@@ -111,13 +114,14 @@ async fn check_replica(
         }
     };
     app.metrics.replica_checked(
-        lag.is_some(),
+        lag.is_some_and(|l| l.usable),
         lag.and_then(|l| l.bytes),
         lag.and_then(|l| l.seconds),
     );
     Ok(Some(ReplicaHealth {
         status: match lag {
-            Some(_) => ReplicaStatus::Ok,
+            Some(l) if l.usable => ReplicaStatus::Ok,
+            Some(_) => ReplicaStatus::Unusable,
             None => ReplicaStatus::Unreachable,
         },
         standby: lag.map(|l| l.standby),

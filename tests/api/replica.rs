@@ -1,6 +1,7 @@
 //! Reading from a streaming replica (SPEC §13): the test starts a primary and a standby of its
 //! own (`pg_basebackup -R` from the primary), serves the status, history and accounts routes
 //! from the standby, holds its replay back to tell the two apart, then stops it and restarts it.
+//! Reads leave a standby whose replay holds them up, and one that is no longer a standby.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,7 +109,12 @@ impl Clusters {
 
     /// The URL of the service's database on the standby.
     fn standby_url(&self) -> String {
-        let options = self.standby().connect_options(DATABASE);
+        Clusters::url(self.standby())
+    }
+
+    /// The URL of the service's database on `cluster`.
+    fn url(cluster: &Cluster) -> String {
+        let options = cluster.connect_options(DATABASE);
         let socket = options.get_socket().unwrap();
         format!(
             "postgres://postgres@localhost/{DATABASE}?host={}",
@@ -437,4 +443,118 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     app.stop_keeping_database().await;
     pool.close().await;
     println!("replica test took {:?}", started.elapsed());
+}
+
+/// Waits until a read goes to the replica again (after its back-off).
+async fn wait_for_replica_reads(app: &TestApp) {
+    let replica_reads = app.metric(REPLICA_READS).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.metric(REPLICA_READS).await == replica_reads {
+        assert!(
+            Instant::now() < deadline,
+            "reads did not return to the replica"
+        );
+        get(app, "/workspaces", false).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What only a standby of the primary may answer: a statement that runs out of time on the
+/// replica is answered again from the primary, not taken for a query too costly, and a replica
+/// that is not (or no longer) a standby of the primary is not read from: the primary itself
+/// named as the replica, then the standby promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_leave_a_replica_held_up_by_its_replay_or_no_longer_a_standby() {
+    let clusters = Clusters::start().await;
+    let pool = store::connect(clusters.primary().connect_options(DATABASE), 4);
+
+    // The primary named as its own replica: it answers, but is not in recovery.
+    let mut config = Config::defaults();
+    config.read_database_url = Some(Clusters::url(clusters.primary()).into());
+    let itself = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+    let ready = readyz(&itself).await;
+    assert_eq!(ready["replica"]["status"], "unusable", "{ready}");
+    assert_eq!(ready["replica"]["standby"], false, "{ready}");
+    assert_eq!(itself.metric("calry_hooks_replica_reachable").await, 0.0);
+    get(&itself, "/workspaces", false).await;
+    assert_eq!(itself.metric(REPLICA_READS).await, 0.0);
+    itself.stop_keeping_database().await;
+
+    let mut config = Config::defaults();
+    config.read_database_url = Some(clusters.standby_url().into());
+    config.query_timeout_ms = 500;
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+    for (id, account, kind, at) in [
+        ("h1", "a1", "sync.error", "2024-02-09T10:00:00Z"),
+        ("h2", "a2", "sync.complete", "2024-02-09T10:01:00Z"),
+    ] {
+        let body = event(id, "w1", Some(account), kind, at);
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let ready = wait_until_caught_up(&app).await;
+    assert_eq!(ready["replica"]["status"], "ok", "{ready}");
+    get(&app, "/workspaces", false).await;
+    assert_eq!(app.metric(REPLICA_READS).await, 1.0);
+
+    // A long read on the standby holds back the replay of a lock the primary took and let go
+    // of at once (up to max_standby_streaming_delay), and the replica's statements on that
+    // table wait behind it until their timeout.
+    let mut long_read = clusters.standby_connection().await;
+    sqlx::query("begin").execute(&mut long_read).await.unwrap();
+    sqlx::query("select count(*) from accounts")
+        .execute(&mut long_read)
+        .await
+        .unwrap();
+    let mut primary = PgConnection::connect_with(&clusters.primary().connect_options(DATABASE))
+        .await
+        .unwrap();
+    let mut tx = primary.begin().await.unwrap();
+    sqlx::query("lock table accounts in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (replica_reads, primary_reads) = (
+        app.metric(REPLICA_READS).await,
+        app.metric(PRIMARY_READS).await,
+    );
+    let failing = get(&app, "/accounts?syncState=error", false).await;
+    assert_eq!(account_ids(&failing), ["a1"]);
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
+    assert_eq!(app.metric(PRIMARY_READS).await, primary_reads + 1.0);
+    sqlx::query("rollback")
+        .execute(&mut long_read)
+        .await
+        .unwrap();
+    long_read.close().await.unwrap();
+    wait_for_replica_reads(&app).await;
+
+    // Promoted, the standby goes its own way: within a check's interval reads leave it, and
+    // /readyz and the metrics say why.
+    let mut standby = clusters.standby_connection().await;
+    let promoted: bool = sqlx::query_scalar("select pg_promote()")
+        .fetch_one(&mut standby)
+        .await
+        .unwrap();
+    assert!(promoted);
+    standby.close().await.unwrap();
+    let only_primary = event("h3", "w1", Some("a2"), "sync.error", "2024-02-09T10:02:00Z");
+    assert_eq!(app.deliver(&only_primary).await.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while app.get("/events/h3").await.status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "reads still go to the promoted standby"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failing = get(&app, "/accounts?syncState=error", false).await;
+    assert_eq!(account_ids(&failing), ["a2", "a1"]);
+    let ready = readyz(&app).await;
+    assert_eq!(ready["replica"]["status"], "unusable", "{ready}");
+    assert_eq!(ready["replica"]["standby"], false, "{ready}");
+    assert_eq!(app.metric("calry_hooks_replica_reachable").await, 0.0);
+
+    app.stop_keeping_database().await;
+    pool.close().await;
 }
