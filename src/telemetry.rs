@@ -154,4 +154,33 @@ mod tests {
         );
         assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
     }
+
+    /// Every character the doc names is escaped, each end of its ranges too: the line and
+    /// paragraph separators, the bidirectional embeddings and overrides U+202A–U+202E (U+202E,
+    /// RIGHT-TO-LEFT OVERRIDE, turns the rest of a line around in a terminal) and the isolates
+    /// U+2066–U+2069, and the C0, DEL and C1 controls.
+    #[test]
+    fn every_separator_and_bidirectional_control_is_escaped() {
+        let named = [
+            '\u{2028}', '\u{2029}', '\u{0}', '\u{1f}', '\u{7f}', '\u{85}', '\u{9f}',
+        ]
+        .into_iter()
+        .chain('\u{202a}'..='\u{202e}')
+        .chain('\u{2066}'..='\u{2069}');
+        for c in named {
+            let sent = format!("id-{c}-x");
+            let logged = escape_controls(&sent);
+            assert!(
+                !logged.contains(c),
+                "U+{:04X} reached the log as it is: {logged:?}",
+                c as u32
+            );
+            assert_eq!(logged, format!("id-{}-x", c.escape_default()));
+        }
+        // Its neighbours are text.
+        for c in ['\u{2027}', '\u{202f}', '\u{2065}', '\u{206a}'] {
+            let sent = c.to_string();
+            assert_eq!(escape_controls(&sent), sent);
+        }
+    }
 }

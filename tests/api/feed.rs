@@ -987,3 +987,27 @@ async fn waiting_long_polls_of_scoped_tokens_read_again_only_for_events_in_scope
     }
     only_their_events_wake(&app, polls).await;
 }
+
+/// README: long polls and streams are woken "at each PostgreSQL NOTIFY (from whichever instance
+/// stored the events)", the 250 ms re-check being the fallback. A batch that stored a new event
+/// is announced on the channel once it has committed: whoever hears it finds the event.
+#[tokio::test]
+async fn a_batch_that_stored_an_event_is_announced_once_committed() {
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener.listen(calry_hooks::feed::CHANNEL).await.unwrap();
+    let body = event("announced", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("no notification within 5 s of the 201")
+        .unwrap();
+    assert_eq!(heard.channel(), calry_hooks::feed::CHANNEL);
+    let stored: i64 = sqlx::query_scalar("select count(*) from events where hook_id = 'announced'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+}

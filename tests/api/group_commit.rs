@@ -471,3 +471,72 @@ async fn a_writer_paused_inside_its_transaction_holds_the_others_back_a_second_a
     let ended = sqlx::query("select 1").execute(&mut *paused).await;
     assert!(ended.is_err(), "the paused transaction was ended");
 }
+
+/// Makes the first round of each delivery whose hook id is `fails-<SQLSTATE>` fail with that
+/// SQLSTATE (a trigger on `events`; `failing_rounds` counts the rounds that reached it).
+async fn fail_first_round_of_each_delivery(app: &TestApp) {
+    sqlx::query("create sequence failing_rounds")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "create function fail_first_round() returns trigger language plpgsql as $$
+         begin
+             if new.hook_id like 'fails-%' and nextval('failing_rounds') % 2 = 1 then
+                 raise exception 'failed once' using errcode = split_part(new.hook_id, '-', 2);
+             end if;
+             return new;
+         end $$",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger fail_first_round before insert on events
+         for each row execute function fail_first_round()",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// Delivers one event per SQLSTATE, each failing its first round: every one is stored with its
+/// 201 in a second round.
+async fn each_goes_again(app: &TestApp, codes: &[&str]) {
+    for code in codes {
+        let id = format!("fails-{code}");
+        let body = event(&id, "w", Some("a"), "sync.complete", "2024-01-01T00:00:00Z");
+        let answer = app.deliver(&body).await;
+        assert_eq!(answer.status(), 201, "SQLSTATE {code}");
+        assert_eq!(
+            app.get_json(&format!("/events/{id}")).await["deliveryCount"],
+            1
+        );
+    }
+    let rounds: i64 = sqlx::query_scalar("select last_value from failing_rounds")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rounds, 2 * codes.len() as i64, "each delivery went twice");
+}
+
+/// A deadlock or a serialization failure (SQLSTATE 40P01, 40001) is contention (`is_contention`):
+/// the same batch goes again and its deliveries get their own answers, never a 503 that Calry
+/// would have to retry.
+#[tokio::test]
+async fn a_batch_that_meets_a_deadlock_or_a_serialization_failure_goes_again() {
+    let app = single_writer_app().await;
+    fail_first_round_of_each_delivery(&app).await;
+    each_goes_again(&app, &["40P01", "40001"]).await;
+}
+
+/// A batch whose connection the server ended (an administrator or a shutdown 57P01, a crash
+/// elsewhere 57P02, `idle_session_timeout` 57P05, `idle_in_transaction_session_timeout` 25P03, a
+/// connection exception 08xxx) goes again on another connection (`error::is_connection_gone`),
+/// rather than being answered 503.
+#[tokio::test]
+async fn a_batch_whose_connection_the_server_ended_goes_again_on_another() {
+    let app = single_writer_app().await;
+    fail_first_round_of_each_delivery(&app).await;
+    each_goes_again(&app, &["57P01", "57P02", "57P05", "25P03", "08006"]).await;
+}

@@ -615,3 +615,51 @@ async fn a_plus_in_a_query_value_is_a_space() {
         );
     }
 }
+
+/// README's ingest table: "a value PostgreSQL refuses to store (SQLSTATE class 22 or 54: a number
+/// with more than 16383 decimal places, say) | 400". serde_json reads such a number (as 0.0), so
+/// only PostgreSQL's jsonb refuses it (SQLSTATE 22003): the sender's to fix, never a 500; and the
+/// deliveries written in the same batch are stored.
+#[tokio::test]
+async fn a_number_with_more_decimal_places_than_postgresql_keeps_is_a_400() {
+    let app = spawn_app().await;
+    let mut refused = event(
+        "too-precise",
+        WORKSPACE,
+        None,
+        "x.y",
+        "2024-01-01T00:00:00Z",
+    );
+    refused["data"]["note"] = json!("NUMBER");
+    let text = refused
+        .to_string()
+        .replace("\"NUMBER\"", &format!("0.{}1", "0".repeat(16_400)));
+    let others: Vec<Value> = (0..15)
+        .map(|i| {
+            event(
+                &format!("ok-{i}"),
+                WORKSPACE,
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            )
+        })
+        .collect();
+    let (refused_answer, other_answers) = tokio::join!(
+        app.deliver_raw(text, "application/json"),
+        futures_util::future::join_all(others.iter().map(|body| app.deliver(body)))
+    );
+    let body = problem(refused_answer, 400).await;
+    assert_eq!(
+        body["type"], "urn:calry-hooks:problem:malformed-body",
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("SQLSTATE 22"),
+        "{body}"
+    );
+    for answer in other_answers {
+        assert_eq!(answer.status(), 201);
+    }
+    assert_eq!(app.stored_events().await, 15);
+}

@@ -2588,3 +2588,130 @@ async fn end_service_connections(app: &TestApp, spare_listener: bool) {
     .unwrap();
     assert!(ended >= 1, "the service had connections to end");
 }
+
+/// A network that drops everything on the service's connections while new ones go through (a
+/// firewall that lost its state, a link down without a reset): a batch that waits its whole
+/// deadline is answered 503 with nothing stored, and its connection, whose state is unknown, is
+/// not used again (`ingest::store`): the next deliveries are stored on a new one, rather than
+/// each waiting on the silent one for another deadline.
+#[tokio::test]
+async fn a_writer_connection_that_stops_answering_is_not_used_again() {
+    let server = crate::helpers::server();
+    let Some(dir) = server.get_socket() else {
+        return; // a server of DATABASE_URL: no socket to put the silent network in front of
+    };
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let socket = dir.join(format!(".s.PGSQL.{}", server.get_port()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Connections open when `cut` changes stop carrying anything, either way, and stay open.
+    let cut = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let cuts = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (socket, mut cut) = (socket.clone(), cuts.subscribe());
+            tokio::spawn(async move {
+                let mut server = tokio::net::UnixStream::connect(socket).await.unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut.changed() => std::future::pending::<()>().await,
+                }
+            });
+        }
+    });
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(server.get_username())
+        .database(&db.name);
+    let pool = store::connect(options, 16);
+    let mut config = Config::defaults();
+    config.ingest_writers = 1;
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool, Some(db)).await;
+    let body = |i: usize| {
+        event(
+            &format!("silent-{i}"),
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2026-01-01T00:00:00Z",
+        )
+    };
+    assert_eq!(app.deliver(&body(0)).await.status(), 201);
+    // Its connection back in the pool, and the batch announced.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cut.send_modify(|generation| *generation += 1);
+    let started = Instant::now();
+    let answer = app.deliver(&body(1)).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status(), 503, "after {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    for i in 2..5 {
+        let started = Instant::now();
+        let status = app.deliver(&body(i)).await.status();
+        assert_eq!(status, 201, "delivery {i}, after {:?}", started.elapsed());
+    }
+}
+
+/// The race of `two_instances_on_one_database_store_each_id_once_with_one_201` for events that
+/// take no account lock (no account, or a type of no status), which nothing else orders: the
+/// batch that loses finds the hook id committed after its statement began, goes again
+/// (`MAX_ROUNDS`), and answers `200` duplicate, never a 503 that Calry would retry.
+#[tokio::test]
+async fn two_instances_store_each_id_of_no_account_once_with_one_201() {
+    let db = TestDb::create().await;
+    let (pool_a, pool_b) = (db.pool().await, db.pool().await);
+    let a = serve(
+        App::new(pool_a.clone(), Config::defaults()).unwrap(),
+        pool_a,
+        None,
+    )
+    .await;
+    let b = serve(
+        App::new(pool_b.clone(), Config::defaults()).unwrap(),
+        pool_b,
+        Some(db),
+    )
+    .await;
+
+    let mut tasks = JoinSet::new();
+    for i in 0..400 {
+        for app in [&a, &b] {
+            let (client, url) = (
+                app.client.clone(),
+                format!("{}/webhooks/calry", app.address),
+            );
+            tasks.spawn(async move {
+                let (account, event_type) = match i % 2 {
+                    0 => (None, "sync.complete"),
+                    _ => (Some("acc"), "x.y"),
+                };
+                let body = event(
+                    &format!("free-{i}"),
+                    &format!("w{}", i % 5),
+                    account,
+                    event_type,
+                    "2024-01-01T00:00:00Z",
+                );
+                let status = client.post(url).json(&body).send().await.unwrap().status();
+                (i, status.as_u16())
+            });
+        }
+    }
+    let mut by_id: HashMap<i32, Vec<u16>> = HashMap::new();
+    for (i, status) in tasks.join_all().await {
+        by_id.entry(i).or_default().push(status);
+    }
+    for (i, mut statuses) in by_id {
+        statuses.sort();
+        assert_eq!(statuses, [200, 201], "free-{i}");
+    }
+    assert_eq!(a.stored_events().await, 400);
+    let counts: Vec<i32> = sqlx::query_scalar("select distinct delivery_count from events")
+        .fetch_all(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(counts, [2]);
+}

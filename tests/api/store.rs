@@ -42,6 +42,37 @@ async fn a_configured_database_that_does_not_exist_is_created_and_migrated() {
         .unwrap();
 }
 
+/// `DATABASE_URL` may name any database ("created if missing"): a name PostgreSQL must quote,
+/// with a double quote, a space and capitals in it, is created as named (`store::quote_ident`),
+/// not refused as a syntax error nor made under another name.
+#[tokio::test]
+async fn a_configured_database_whose_name_needs_quoting_is_created_as_named() {
+    let server = server();
+    let name = format!("Calry \"hooks\" {}", uuid::Uuid::new_v4().simple());
+    let url = server_url(&name.replace(' ', "%20").replace('"', "%22"));
+    let mut config = Config::defaults();
+    config.database_url = Some(url.into());
+
+    let db = Database::open(&config, 2, Role::Serve)
+        .await
+        .expect("opens");
+    let current: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(current, name);
+    db.pool.close().await;
+
+    let mut admin = sqlx::PgConnection::connect_with(&server).await.unwrap();
+    sqlx::query(&format!(
+        "drop database \"{}\" with (force)",
+        name.replace('"', "\"\"")
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
 /// Several instances started at once on a database that does not exist yet: PostgreSQL 15
 /// answers the losers of the race with 23505 rather than 42P04, and each must take it as
 /// "another instance made it" and go on.
@@ -498,4 +529,42 @@ async fn a_command_that_fails_leaves_no_private_cluster_running() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `store::Readers`: a connection that sat idle for more than a second is pinged before it is
+/// handed out (the database may have restarted, or ended it, meanwhile), so that the caller gets
+/// a working one rather than meeting the dead one with its first statement; one used a moment
+/// ago is handed out as it is.
+#[tokio::test]
+async fn a_query_connection_idle_for_a_while_is_checked_before_it_is_handed_out() {
+    let db = crate::helpers::TestDb::create().await;
+    let pool = db.pool().await;
+    let readers = calry_hooks::store::Readers::new(
+        &pool,
+        1,
+        std::time::Duration::from_secs(10),
+        prometheus_client::metrics::gauge::Gauge::default(),
+    );
+    let first: i32 = {
+        let mut conn = readers.acquire().await.unwrap();
+        sqlx::query_scalar("select pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    };
+    let ended: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(ended);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut conn = readers.acquire().await.unwrap();
+    let now: Result<i32, _> = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await;
+    let now = now.expect("the connection handed out after a second idle works");
+    assert_ne!(now, first);
+    drop(conn);
+    pool.close().await;
 }
