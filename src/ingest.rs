@@ -170,17 +170,32 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
 /// the batch's commit, as a statement of its own: a NOTIFY inside the batch's transaction would
 /// make every ingest commit wait for PostgreSQL's notification-queue lock, one at a time.
 async fn announce(pool: &WriterPool) {
-    let sent = async {
-        sqlx::query("select pg_notify($1, '')")
-            .bind(crate::feed::CHANNEL)
-            .execute(&mut *pool.acquire().await?)
-            .await
-    };
-    if let Err(err) = sent.await {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
         // Followers then find the events at their next re-check.
-        tracing::debug!(error = %err, "could not announce new events");
+        Err(err) => return tracing::debug!(error = %err, "could not announce new events"),
+    };
+    let notify = sqlx::query("select pg_notify($1, '')").bind(crate::feed::CHANNEL);
+    match tokio::time::timeout(ANNOUNCE_WITHIN, notify.execute(&mut *conn)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "could not announce new events");
+            if crate::error::is_connection_gone(&err) {
+                pool.discard(conn);
+            }
+        }
+        Err(_) => {
+            // A server, or a network, that stopped answering: the writer goes on without it.
+            tracing::debug!("no answer to the announcement of new events");
+            pool.discard(conn);
+        }
     }
 }
+
+/// How long the announcement of a batch may take ([`announce`]) before the writer goes on to the
+/// next batch: a NOTIFY answers at once, unless the server (or the network to it) stopped
+/// answering, which the next batch's deadline then deals with.
+const ANNOUNCE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a delivery may wait in the queue for a writer: past that it is answered `503` with
 /// nothing stored, as when no connection is free within the pool's acquire timeout. Behind
@@ -227,7 +242,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             }
             Err(err) if crate::store::partitions::is_missing(&err) => {
                 tracing::warn!(error = %err, "no history partition for now; creating it");
-                if let Err(err) = crate::store::partitions::ensure(pool.inner()).await {
+                if let Err(err) = crate::store::partitions::ensure(pool.queries()).await {
                     tracing::warn!(error = %err, "could not create history partitions");
                 }
             }
@@ -236,7 +251,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 // or `idle_session_timeout` while it stays up: try again on each of them (the
                 // next may be a fresh one) before telling Calry to come back later. (Not after a
                 // round that waited its whole deadline.)
-                if reconnects <= pool.inner().size() && crate::error::is_connection_gone(&err) {
+                if reconnects <= pool.counts().0 && crate::error::is_connection_gone(&err) {
                     reconnects += 1;
                     continue;
                 }
@@ -354,14 +369,14 @@ async fn store(pool: &WriterPool, batch: &[Pending]) -> Result<Vec<Option<Outcom
     match done {
         Ok(Err(err)) if crate::error::is_connection_gone(&err) => {
             // Not given back to the pool, where the next batch would meet it again.
-            conn.close_on_drop();
+            pool.discard(conn);
             Err(err)
         }
         Ok(done) => done,
         Err(_) => {
             // A server that stopped answering (hung, or a network that drops everything): the
             // connection's state is unknown, so it is not used again.
-            conn.close_on_drop();
+            pool.discard(conn);
             Err(crate::store::no_answer("PostgreSQL", WRITE_DEADLINE))
         }
     }

@@ -55,10 +55,12 @@ pub struct App {
     writers: Writers,
     /// Tells the server, long polls and streams that the service is stopping.
     stop: watch::Sender<bool>,
-    /// The writers' and the listener's connections, closed once the service has stopped: sqlx
-    /// checks a connection given back to its pool in a task of its own, which a private cluster
-    /// stopped meanwhile would have log a warning.
-    pools: [PgPool; 2],
+    /// The writers' connections, closed once the service has stopped, so that a private cluster
+    /// stops with no session of theirs left to end.
+    writer_pool: WriterPool,
+    /// The listener's, closed then too: sqlx checks a connection given back to its pool in a
+    /// task of its own, which a private cluster stopped meanwhile would have log a warning.
+    listener_pool: PgPool,
 }
 
 impl App {
@@ -78,11 +80,12 @@ impl App {
         let metrics = Arc::new(metrics);
         tokio::spawn(store::partitions::keep(pool.clone(), config.retention));
         let settings = IngestSettings::from_config(&config);
-        let writer_pool = store::writer_pool(&pool, settings.writers.max(1) as u32);
-        let (ingestor, writers) = Ingestor::start(
-            WriterPool::new(writer_pool.clone(), metrics.pool_waiting.clone()),
-            settings,
+        let writer_pool = WriterPool::new(
+            &pool,
+            settings.writers.max(1) as u32,
+            metrics.pool_waiting.clone(),
         );
+        let (ingestor, writers) = Ingestor::start(writer_pool.clone(), settings);
         let readers = Readers::new(
             &pool,
             config.query_connections as usize,
@@ -136,7 +139,8 @@ impl App {
                 verifier,
             }),
             writers,
-            pools: [writer_pool, listener_pool],
+            writer_pool,
+            listener_pool,
         })
     }
 
@@ -165,7 +169,8 @@ impl App {
             state,
             writers,
             stop,
-            pools,
+            writer_pool,
+            listener_pool,
         } = self;
         drop(state);
         let mut stop_requested = stop.subscribe();
@@ -179,9 +184,8 @@ impl App {
         let drain = async move {
             server::serve(listener, router, overflow, limits, open, graceful).await?;
             writers.finish().await;
-            for pool in pools {
-                pool.close().await;
-            }
+            writer_pool.close();
+            listener_pool.close().await;
             Ok(())
         };
         let deadline = async move {

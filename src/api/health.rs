@@ -214,11 +214,11 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> impl In
         let _ = tokio::time::timeout(REPLICA_CHECK_TIMEOUT, check).await;
     }
     let (readers, idle_readers) = app.readers.counts();
-    let writers = app.ingestor.pool().inner();
+    let (writers, idle_writers) = app.ingestor.pool().counts();
     let text = app.metrics.render(
         app.ingestor.queue_depth(),
-        readers + writers.size() as usize,
-        idle_readers + writers.num_idle(),
+        readers + writers,
+        idle_readers + idle_writers,
     );
     if openmetrics {
         ([(header::CONTENT_TYPE, OPENMETRICS)], text)

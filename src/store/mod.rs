@@ -11,9 +11,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::metrics::GaugeGuard;
 
@@ -30,8 +29,9 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A pooled connection idle this long is pinged before it is used.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-/// Longest a statement of the service may run.
-pub const STATEMENT_TIMEOUT: &str = "10s";
+/// Longest a statement of the service may run (but the query routes', which have
+/// `CALRY_HOOKS_QUERY_TIMEOUT_MS`).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A writer's transaction that takes this long is logged, once, with its number of deliveries
 /// (`ingest`). sqlx's own warning of a slow statement is left to `debug` on the writers'
@@ -87,26 +87,76 @@ pub enum StoreError {
     NotMigrated { applied: i64, needed: i64 },
 }
 
-/// The ingest writers' connections (see [`writer_pool`]), counting the writers that wait for one.
-#[derive(Clone, Debug)]
+/// The ingest writers' connections: one per writer, so that no query ever holds up a delivery,
+/// on a [`Readers`] pool (which counts the writers waiting for one). Unlike sqlx's pool, it does
+/// not ping each connection given back (a round trip per batch, which a network gone silent
+/// holds for as long as TCP retries, with the writer's place in the pool), and it pings one
+/// idle for a second, within [`ACQUIRE_TIMEOUT`], before handing it out again.
+///
+/// Hash and merge joins are off on them: the ingest statement joins at most a batch of rows
+/// against primary keys, where nested loops over index probes are right whatever the statistics
+/// say — and a plan cached while `events` was nearly empty would otherwise hash-join a full scan
+/// of `events` on every batch until the next ANALYZE. With only nested loops left, the
+/// statement's generic plan is the right one for every batch, so it is planned once per
+/// connection: left to choose, PostgreSQL kept planning it anew for each batch, which cost more
+/// than running it (measured in docs/BENCHMARKS.md).
+///
+/// A writer's transaction waits for this process only between its statements, a moment: one
+/// that waits a second (the process stopped: `SIGSTOP`, a paused VM) is ended by the server, so
+/// that the account locks it holds do not hold back every other writer and the feed as long.
+#[derive(Clone)]
 pub struct WriterPool {
-    inner: PgPool,
-    waiting: Gauge,
+    connections: Readers,
+    /// The query routes' pool, for the odd statement outside a batch (a missing partition).
+    queries: PgPool,
 }
 
 impl WriterPool {
-    pub fn new(inner: PgPool, waiting: Gauge) -> WriterPool {
-        WriterPool { inner, waiting }
+    /// Up to `writers` connections like `queries`', opened when first needed.
+    pub fn new(queries: &PgPool, writers: u32, waiting: Gauge) -> WriterPool {
+        let options = (*queries.connect_options())
+            .clone()
+            .options([
+                ("enable_hashjoin", "off"),
+                ("enable_mergejoin", "off"),
+                ("idle_in_transaction_session_timeout", "1s"),
+            ])
+            .log_slow_statements(log::LevelFilter::Debug, SLOW_WRITE);
+        WriterPool {
+            connections: Readers::with_options(
+                options,
+                writers as usize,
+                STATEMENT_TIMEOUT,
+                ACQUIRE_TIMEOUT,
+                waiting,
+            ),
+            queries: queries.clone(),
+        }
     }
 
-    pub fn inner(&self) -> &PgPool {
-        &self.inner
+    pub fn queries(&self) -> &PgPool {
+        &self.queries
     }
 
     /// A connection, within [`ACQUIRE_TIMEOUT`].
-    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let _waiting = GaugeGuard::new(&self.waiting);
-        self.inner.acquire().await
+    pub async fn acquire(&self) -> Result<ReadConnection, sqlx::Error> {
+        self.connections.acquire().await
+    }
+
+    /// Drops a connection whose state is unknown (its server ended it, or stopped answering),
+    /// and the idle ones with it.
+    pub fn discard(&self, conn: ReadConnection) {
+        self.connections.discard(conn);
+    }
+
+    /// Open and idle connections.
+    pub fn counts(&self) -> (usize, usize) {
+        self.connections.counts()
+    }
+
+    /// Closes the idle connections and every one given back from now on.
+    pub fn close(&self) {
+        self.connections.close();
     }
 }
 
@@ -265,6 +315,11 @@ impl Readers {
         let status = self.pool.status();
         (status.size, status.available)
     }
+
+    /// Closes the idle connections and every one given back from now on.
+    pub fn close(&self) {
+        self.pool.close();
+    }
 }
 
 /// A connection of [`Readers::with`] while its work runs. Left then (the caller stopped waiting:
@@ -403,8 +458,9 @@ pub fn options_from_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 
 /// The service's pool: bounded waits, so an outage answers 503 instead of hanging.
 pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
+    let statement_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
     let options = options.application_name("calry-hooks").options([
-        ("statement_timeout", STATEMENT_TIMEOUT),
+        ("statement_timeout", statement_timeout.as_str()),
         // A 2xx means committed and flushed, whatever the server's default.
         ("synchronous_commit", "on"),
         // Every statement here is short and runs again and again; compiling one (as the
@@ -415,36 +471,6 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_lazy_with(options)
-}
-
-/// The ingest writers' own connections, one per writer, so that no query ever holds up a
-/// delivery. Hash and merge joins are off on them: the ingest statement joins at most a batch of
-/// rows against primary keys, where nested loops over index probes are right whatever the
-/// statistics say — and a plan cached while `events` was nearly empty would otherwise hash-join
-/// a full scan of `events` on every batch until the next ANALYZE. With only nested loops left,
-/// the statement's generic plan is the right one for every batch, so it is planned once per
-/// connection: left to choose, PostgreSQL kept planning it anew for each batch, which cost more
-/// than running it (measured in docs/BENCHMARKS.md).
-///
-/// A writer's transaction waits for this process only between its statements, a moment: one
-/// that waits a second (the process stopped: `SIGSTOP`, a paused VM) is ended by the server, so
-/// that the account locks it holds do not hold back every other writer and the feed as long.
-pub fn writer_pool(queries: &PgPool, writers: u32) -> PgPool {
-    let options = (*queries.connect_options())
-        .clone()
-        .options([
-            ("enable_hashjoin", "off"),
-            ("enable_mergejoin", "off"),
-            ("plan_cache_mode", "force_generic_plan"),
-            ("idle_in_transaction_session_timeout", "1s"),
-        ])
-        .log_slow_statements(log::LevelFilter::Debug, SLOW_WRITE);
-    PgPoolOptions::new()
-        .max_connections(writers)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        // A broken connection is found by the batch itself, which then tries once more.
-        .test_before_acquire(false)
         .connect_lazy_with(options)
 }
 

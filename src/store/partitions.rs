@@ -97,7 +97,7 @@ async fn for_as_long_as_it_takes(conn: &mut sqlx::PgConnection) -> Result<(), sq
         "select set_config('statement_timeout', '0', true),
                 set_config('lock_timeout', $1, true)",
     )
-    .bind(super::STATEMENT_TIMEOUT)
+    .bind(format!("{}ms", super::STATEMENT_TIMEOUT.as_millis()))
     .execute(conn)
     .await
     .map(drop)

@@ -441,8 +441,9 @@ async fn a_batch_decides_status_changes_comparing_hook_ids_as_bytes_in_any_colla
 async fn a_writer_paused_inside_its_transaction_holds_the_others_back_a_second_at_most() {
     let app = crate::helpers::spawn_app().await;
     // Another instance's writer, stopped once it has taken its locks for account (w, a).
-    let other_instance = calry_hooks::store::writer_pool(&app.pool, 1);
-    let mut paused = other_instance.begin().await.unwrap();
+    let other_instance = calry_hooks::store::WriterPool::new(&app.pool, 1, Default::default());
+    let mut conn = other_instance.acquire().await.unwrap();
+    let mut paused = sqlx::Connection::begin(&mut *conn).await.unwrap();
     sqlx::query(
         "select pg_advisory_xact_lock_shared($1, $2),
                 pg_advisory_xact_lock(hashtextextended('w' || chr(31) || 'a', 0))",

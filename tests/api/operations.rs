@@ -2589,23 +2589,19 @@ async fn end_service_connections(app: &TestApp, spare_listener: bool) {
     assert!(ended >= 1, "the service had connections to end");
 }
 
-/// A network that drops everything on the service's connections while new ones go through (a
-/// firewall that lost its state, a link down without a reset): a batch that waits its whole
-/// deadline is answered 503 with nothing stored, and its connection, whose state is unknown, is
-/// not used again (`ingest::store`): the next deliveries are stored on a new one, rather than
-/// each waiting on the silent one for another deadline.
-#[tokio::test]
-async fn a_writer_connection_that_stops_answering_is_not_used_again() {
+/// A service with one ingest writer whose connections to PostgreSQL go through a proxy; what it
+/// carries stops, either way, for the connections open when the returned sender changes, which
+/// stay open (a firewall that lost its state, a link down without a reset), while new ones go
+/// through. `None` when the tests' server has no socket to put the proxy in front of.
+async fn one_writer_behind_a_network_that_goes_silent()
+-> Option<(TestApp, Arc<tokio::sync::watch::Sender<u64>>)> {
     let server = crate::helpers::server();
-    let Some(dir) = server.get_socket() else {
-        return; // a server of DATABASE_URL: no socket to put the silent network in front of
-    };
+    let dir = server.get_socket()?;
     let db = TestDb::create().await;
     db.pool().await.close().await;
     let socket = dir.join(format!(".s.PGSQL.{}", server.get_port()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Connections open when `cut` changes stop carrying anything, either way, and stay open.
     let cut = Arc::new(tokio::sync::watch::channel(0u64).0);
     let cuts = cut.clone();
     tokio::spawn(async move {
@@ -2629,30 +2625,73 @@ async fn a_writer_connection_that_stops_answering_is_not_used_again() {
     let mut config = Config::defaults();
     config.ingest_writers = 1;
     let app = serve(App::new(pool.clone(), config).unwrap(), pool, Some(db)).await;
-    let body = |i: usize| {
-        event(
-            &format!("silent-{i}"),
-            "w",
-            Some("a"),
-            "sync.complete",
-            "2026-01-01T00:00:00Z",
-        )
+    Some((app, cut))
+}
+
+fn silent_body(i: usize) -> Value {
+    event(
+        &format!("silent-{i}"),
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2026-01-01T00:00:00Z",
+    )
+}
+
+/// Deliveries 2, 3 and 4 after a network went silent are each stored at once, on a new
+/// connection.
+async fn the_next_deliveries_are_stored_at_once(app: &TestApp) {
+    for i in 2..5 {
+        let started = Instant::now();
+        let status = app.deliver(&silent_body(i)).await.status();
+        let took = started.elapsed();
+        assert_eq!(status, 201, "delivery {i}, after {took:?}");
+        assert!(took < Duration::from_secs(2), "delivery {i} took {took:?}");
+    }
+}
+
+/// A network that drops everything on the service's connections while new ones go through: a
+/// batch that waits its whole deadline is answered 503 with nothing stored, and its connection,
+/// whose state is unknown, is not used again (`ingest::store`): the next deliveries are stored
+/// on a new one, rather than each waiting on the silent one for another deadline.
+#[tokio::test]
+async fn a_writer_connection_that_stops_answering_is_not_used_again() {
+    let Some((app, cut)) = one_writer_behind_a_network_that_goes_silent().await else {
+        return;
     };
-    assert_eq!(app.deliver(&body(0)).await.status(), 201);
+    assert_eq!(app.deliver(&silent_body(0)).await.status(), 201);
     // Its connection back in the pool, and the batch announced.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     cut.send_modify(|generation| *generation += 1);
     let started = Instant::now();
-    let answer = app.deliver(&body(1)).await;
+    let answer = app.deliver(&silent_body(1)).await;
     let took = started.elapsed();
     assert_eq!(answer.status(), 503, "after {took:?}");
     assert!(took < Duration::from_secs(20), "{took:?}");
-    for i in 2..5 {
-        let started = Instant::now();
-        let status = app.deliver(&body(i)).await.status();
-        assert_eq!(status, 201, "delivery {i}, after {:?}", started.elapsed());
-    }
+    the_next_deliveries_are_stored_at_once(&app).await;
+}
+
+/// The same network gone silent right after a `201`, while the writer still uses the batch's
+/// connection (announcing the batch; sqlx's pool pinged every connection given back, with no
+/// time limit, so the writer's only place in it was held for as long as TCP retries): the writer
+/// goes on within its deadlines, and the deliveries after the next are stored at once.
+#[tokio::test]
+async fn a_network_gone_silent_right_after_a_batch_holds_no_writer_back() {
+    let Some((app, cut)) = one_writer_behind_a_network_that_goes_silent().await else {
+        return;
+    };
+    assert_eq!(app.deliver(&silent_body(0)).await.status(), 201);
+    cut.send_modify(|generation| *generation += 1);
+    let started = Instant::now();
+    let status = app.deliver(&silent_body(1)).await.status();
+    let took = started.elapsed();
+    assert!(
+        matches!(status.as_u16(), 201 | 503),
+        "{status} after {took:?}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    the_next_deliveries_are_stored_at_once(&app).await;
 }
 
 /// The race of `two_instances_on_one_database_store_each_id_once_with_one_201` for events that
