@@ -663,3 +663,60 @@ async fn a_number_with_more_decimal_places_than_postgresql_keeps_is_a_400() {
     }
     assert_eq!(app.stored_events().await, 15);
 }
+
+/// Every kind of problem a client can bring about answers with its own `type`, the stable name a
+/// client branches on (RFC 9457; README lists them): each checked here on a real answer, not only
+/// in the OpenAPI document.
+#[tokio::test]
+async fn each_kind_of_problem_answers_with_its_own_type() {
+    let app = spawn_app().await;
+    let type_of = async |response: reqwest::Response, status: u16| -> String {
+        let body = problem(response, status).await;
+        body["type"].as_str().unwrap().to_owned()
+    };
+    let mut seen = Vec::new();
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    let mut changed = seed();
+    changed["data"]["result"] = json!("FAILURE");
+    seen.push(type_of(app.deliver(&changed).await, 409).await);
+    let mut no_id = seed();
+    no_id["hook"].as_object_mut().unwrap().remove("id");
+    seen.push(type_of(app.deliver(&no_id).await, 422).await);
+    seen.push(type_of(app.deliver_raw("{", "application/json").await, 400).await);
+    seen.push(type_of(app.deliver_raw(seed().to_string(), "text/plain").await, 415).await);
+    let large = format!("{{\"pad\": \"{}\"}}", "x".repeat(300_000));
+    seen.push(type_of(app.deliver_raw(large, "application/json").await, 413).await);
+    seen.push(type_of(app.get("/workspaces?limit=0").await, 400).await);
+    seen.push(type_of(app.get("/events/never-sent").await, 404).await);
+    let wrong_method = (app.client)
+        .delete(format!("{}/webhooks/calry", app.address))
+        .send()
+        .await
+        .unwrap();
+    seen.push(type_of(wrong_method, 405).await);
+    let scoped = calry_hooks::auth::create(&app.pool, "one", false, &["other".to_owned()])
+        .await
+        .unwrap();
+    let out_of_scope = (app.client)
+        .get(format!("{}/workspaces/{WORKSPACE}/status", app.address))
+        .bearer_auth(&scoped.token)
+        .send()
+        .await
+        .unwrap();
+    seen.push(type_of(out_of_scope, 403).await);
+    seen.push(type_of(app.get("/workspaces").await, 401).await);
+    let expected = [
+        "hook-id-conflict",
+        "invalid-envelope",
+        "malformed-body",
+        "unsupported-media-type",
+        "payload-too-large",
+        "invalid-parameter",
+        "not-found",
+        "method-not-allowed",
+        "forbidden",
+        "unauthorized",
+    ]
+    .map(|kind| format!("urn:calry-hooks:problem:{kind}"));
+    assert_eq!(seen, expected);
+}
