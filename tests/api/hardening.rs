@@ -126,30 +126,11 @@ async fn a_value_postgresql_cannot_index_is_a_400_and_the_rest_of_its_batch_is_s
     let note: String = (0..8000).map(|_| rng.pick(&alphabet)).collect();
     let mut refused = event("too-big", WORKSPACE, None, "x.y", "2024-01-01T00:00:00Z");
     refused["data"]["note"] = json!(note);
-    let others: Vec<Value> = (0..15)
-        .map(|i| {
-            event(
-                &format!("ok-{i}"),
-                WORKSPACE,
-                None,
-                "x.y",
-                "2024-01-01T00:00:00Z",
-            )
-        })
-        .collect();
-    let (refused_answer, other_answers) = tokio::join!(
-        app.deliver(&refused),
-        futures_util::future::join_all(others.iter().map(|body| app.deliver(body)))
-    );
-    let body = problem(refused_answer, 400).await;
+    let body = refused_beside_fifteen_others(&app, refused.to_string()).await;
     assert!(
         body["detail"].as_str().unwrap().contains("SQLSTATE 54000"),
         "{body}"
     );
-    for answer in other_answers {
-        assert_eq!(answer.status(), 201);
-    }
-    assert_eq!(app.stored_events().await, 15);
 }
 
 async fn history(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
@@ -634,22 +615,7 @@ async fn a_number_with_more_decimal_places_than_postgresql_keeps_is_a_400() {
     let text = refused
         .to_string()
         .replace("\"NUMBER\"", &format!("0.{}1", "0".repeat(16_400)));
-    let others: Vec<Value> = (0..15)
-        .map(|i| {
-            event(
-                &format!("ok-{i}"),
-                WORKSPACE,
-                None,
-                "x.y",
-                "2024-01-01T00:00:00Z",
-            )
-        })
-        .collect();
-    let (refused_answer, other_answers) = tokio::join!(
-        app.deliver_raw(text, "application/json"),
-        futures_util::future::join_all(others.iter().map(|body| app.deliver(body)))
-    );
-    let body = problem(refused_answer, 400).await;
+    let body = refused_beside_fifteen_others(&app, text).await;
     assert_eq!(
         body["type"], "urn:calry-hooks:problem:malformed-body",
         "{body}"
@@ -658,10 +624,6 @@ async fn a_number_with_more_decimal_places_than_postgresql_keeps_is_a_400() {
         body["detail"].as_str().unwrap().contains("SQLSTATE 22"),
         "{body}"
     );
-    for answer in other_answers {
-        assert_eq!(answer.status(), 201);
-    }
-    assert_eq!(app.stored_events().await, 15);
 }
 
 /// Every kind of problem a client can bring about answers with its own `type`, the stable name a
@@ -719,4 +681,29 @@ async fn each_kind_of_problem_answers_with_its_own_type() {
     ]
     .map(|kind| format!("urn:calry-hooks:problem:{kind}"));
     assert_eq!(seen, expected);
+}
+
+/// Sends `refused`, a body PostgreSQL refuses, at once with fifteen it takes, so that they share
+/// a batch: the fifteen are stored with their `201`s, and the one's `400` problem is returned.
+async fn refused_beside_fifteen_others(app: &TestApp, refused: String) -> Value {
+    let others: Vec<Value> = (0..15)
+        .map(|i| {
+            event(
+                &format!("ok-{i}"),
+                WORKSPACE,
+                None,
+                "x.y",
+                "2024-01-01T00:00:00Z",
+            )
+        })
+        .collect();
+    let (refused_answer, other_answers) = tokio::join!(
+        app.deliver_raw(refused, "application/json"),
+        futures_util::future::join_all(others.iter().map(|body| app.deliver(body)))
+    );
+    for answer in other_answers {
+        assert_eq!(answer.status(), 201);
+    }
+    assert_eq!(app.stored_events().await, 15);
+    problem(refused_answer, 400).await
 }

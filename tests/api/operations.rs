@@ -326,6 +326,13 @@ async fn end_connections(app: &TestApp) {
 
 #[tokio::test]
 async fn two_instances_on_one_database_store_each_id_once_with_one_201() {
+    race_two_instances(|_| (Some("acc"), "sync.complete")).await;
+}
+
+/// Delivers 400 ids to two instances on one database at once, each id to both, the account and
+/// type of id `i` from `kind(i)`: every id is stored once, answered `201` by one and `200`
+/// duplicate by the other.
+async fn race_two_instances(kind: fn(i32) -> (Option<&'static str>, &'static str)) {
     let db = TestDb::create().await;
     let (pool_a, pool_b) = (db.pool().await, db.pool().await);
     let a = serve(
@@ -348,25 +355,17 @@ async fn two_instances_on_one_database_store_each_id_once_with_one_201() {
                 app.client.clone(),
                 format!("{}/webhooks/calry", app.address),
             );
+            let (account, event_type) = kind(i);
+            let body = event(
+                &format!("both-{i}"),
+                &format!("w{}", i % 5),
+                account,
+                event_type,
+                "2024-01-01T00:00:00Z",
+            );
             tasks.spawn(async move {
-                let body = event(
-                    &format!("both-{i}"),
-                    &format!("w{}", i % 5),
-                    Some("acc"),
-                    "sync.complete",
-                    "2024-01-01T00:00:00Z",
-                );
-                (
-                    i,
-                    client
-                        .post(url)
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                        .as_u16(),
-                )
+                let status = client.post(url).json(&body).send().await.unwrap().status();
+                (i, status.as_u16())
             });
         }
     }
@@ -2700,57 +2699,9 @@ async fn a_network_gone_silent_right_after_a_batch_holds_no_writer_back() {
 /// (`MAX_ROUNDS`), and answers `200` duplicate, never a 503 that Calry would retry.
 #[tokio::test]
 async fn two_instances_store_each_id_of_no_account_once_with_one_201() {
-    let db = TestDb::create().await;
-    let (pool_a, pool_b) = (db.pool().await, db.pool().await);
-    let a = serve(
-        App::new(pool_a.clone(), Config::defaults()).unwrap(),
-        pool_a,
-        None,
-    )
+    race_two_instances(|i| match i % 2 {
+        0 => (None, "sync.complete"),
+        _ => (Some("acc"), "x.y"),
+    })
     .await;
-    let b = serve(
-        App::new(pool_b.clone(), Config::defaults()).unwrap(),
-        pool_b,
-        Some(db),
-    )
-    .await;
-
-    let mut tasks = JoinSet::new();
-    for i in 0..400 {
-        for app in [&a, &b] {
-            let (client, url) = (
-                app.client.clone(),
-                format!("{}/webhooks/calry", app.address),
-            );
-            tasks.spawn(async move {
-                let (account, event_type) = match i % 2 {
-                    0 => (None, "sync.complete"),
-                    _ => (Some("acc"), "x.y"),
-                };
-                let body = event(
-                    &format!("free-{i}"),
-                    &format!("w{}", i % 5),
-                    account,
-                    event_type,
-                    "2024-01-01T00:00:00Z",
-                );
-                let status = client.post(url).json(&body).send().await.unwrap().status();
-                (i, status.as_u16())
-            });
-        }
-    }
-    let mut by_id: HashMap<i32, Vec<u16>> = HashMap::new();
-    for (i, status) in tasks.join_all().await {
-        by_id.entry(i).or_default().push(status);
-    }
-    for (i, mut statuses) in by_id {
-        statuses.sort();
-        assert_eq!(statuses, [200, 201], "free-{i}");
-    }
-    assert_eq!(a.stored_events().await, 400);
-    let counts: Vec<i32> = sqlx::query_scalar("select distinct delivery_count from events")
-        .fetch_all(&a.pool)
-        .await
-        .unwrap();
-    assert_eq!(counts, [2]);
 }

@@ -398,16 +398,7 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
 
     // Started again, it catches up, and reads go back to it once its back-off has passed.
     clusters.start_standby().await;
-    let replica_reads = app.metric(REPLICA_READS).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app.metric(REPLICA_READS).await == replica_reads {
-        assert!(
-            Instant::now() < deadline,
-            "reads did not return to the replica"
-        );
-        get(&app, "/workspaces", false).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_replica_reads(&app).await;
     wait_until_caught_up(&app).await;
     check_every_replica_route(&app, false).await;
 
@@ -514,6 +505,20 @@ async fn reads_leave_a_replica_held_up_by_its_replay_or_no_longer_a_standby() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    // Once the standby's replay waits for the lock, reads of the table there wait behind it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_locks
+         where relation = 'accounts'::regclass and mode = 'AccessExclusiveLock' and not granted",
+    )
+    .fetch_one(&mut long_read)
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the replay never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (replica_reads, primary_reads) = (
         app.metric(REPLICA_READS).await,
         app.metric(PRIMARY_READS).await,
