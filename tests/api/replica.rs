@@ -563,3 +563,22 @@ async fn reads_leave_a_replica_held_up_by_its_replay_or_no_longer_a_standby() {
     app.stop_keeping_database().await;
     pool.close().await;
 }
+
+/// A standby of another cluster (another `system_identifier`), named as the replica by mistake,
+/// is in recovery like a good one, and holds another store: it is not read from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_of_another_cluster_is_not_read_from() {
+    let (ours, theirs) = (Clusters::start().await, Clusters::start().await);
+    let pool = store::connect(ours.primary().connect_options(DATABASE), 4);
+    let mut config = Config::defaults();
+    config.read_database_url = Some(theirs.standby_url().into());
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+    let ready = readyz(&app).await;
+    assert_eq!(ready["replica"]["status"], "unusable", "{ready}");
+    assert_eq!(ready["replica"]["standby"], true, "{ready}");
+    assert_eq!(app.metric("calry_hooks_replica_reachable").await, 0.0);
+    get(&app, "/workspaces", false).await;
+    assert_eq!(app.metric(REPLICA_READS).await, 0.0);
+    app.stop_keeping_database().await;
+    pool.close().await;
+}
