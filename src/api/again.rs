@@ -148,6 +148,10 @@ pub async fn answer_again(mut request: Request, next: Next) -> Response {
             replica.failed(&"a statement on it ran past the query timeout");
             next.run(Request::from_parts(parts, Body::empty())).await
         }
+        Some((Risk::Replica(replica), _)) => {
+            replica.answered();
+            response
+        }
         _ => response,
     }
 }

@@ -99,9 +99,10 @@ impl ReadReplica {
 
     /// A connection to the replica, or `None` when it cannot give one now. After a failure the
     /// replica is not tried for [`DOWN_FOR`]; then one caller tries it while the others keep
-    /// reading from the primary, so an unreachable replica delays at most one read in each
-    /// [`DOWN_FOR`], by at most [`CONNECT_TIMEOUT`]. At most once in each [`CHECK_EVERY`], a
-    /// read first checks on its connection that the replica is a standby of the primary.
+    /// reading from the primary until that read is [`Self::answered`], so an unreachable replica
+    /// delays at most one read in each [`DOWN_FOR`], by at most [`CONNECT_TIMEOUT`]. At most
+    /// once in each [`CHECK_EVERY`], a read first checks on its connection that the replica is a
+    /// standby of the primary.
     pub async fn acquire(&self) -> Option<ReadConnection> {
         let check = {
             let mut state = self.lock();
@@ -136,12 +137,18 @@ impl ReadReplica {
                 return None;
             }
         }
+        Some(conn)
+    }
+
+    /// Records that a read on the replica was answered: after a failure, reads go back to it
+    /// only now, not once a connection opens (a replica whose replay holds a table's reads takes
+    /// connections, and time them out).
+    pub fn answered(&self) {
         let mut state = self.lock();
         state.unusable = false;
         if state.down_until.take().is_some() {
             tracing::info!("the read replica answers again; reading from it");
         }
-        Some(conn)
     }
 
     /// Why a server with `pg_is_in_recovery() = standby` and this system identifier is not to
@@ -249,7 +256,8 @@ impl ReadReplica {
         if let Some(why) = &refused {
             self.down(why, true);
         }
-        if !standby {
+        if refused.is_some() {
+            // Not a standby, or another cluster's, whose WAL positions say nothing of ours.
             return Some(ReplayLag {
                 standby,
                 usable: false,
@@ -261,7 +269,7 @@ impl ReadReplica {
         let bytes = bytes.map(|b| b.max(0) as u64);
         Some(ReplayLag {
             standby,
-            usable: refused.is_none(),
+            usable: true,
             bytes,
             seconds: match bytes {
                 Some(0) => Some(0.0),

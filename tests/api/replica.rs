@@ -527,6 +527,24 @@ async fn reads_leave_a_replica_held_up_by_its_replay_or_no_longer_a_standby() {
     assert_eq!(account_ids(&failing), ["a1"]);
     assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
     assert_eq!(app.metric(PRIMARY_READS).await, primary_reads + 1.0);
+    // While the replay stays held, the replica is left alone: four readers for 6.5 s, past the
+    // 5 s back-off, meet its timeout once between them (the read that tries it again), not on
+    // every read once a connection to it opens.
+    let slow_reads = futures_util::future::join_all((0..4).map(|_| async {
+        let (mut slow, until) = (0, Instant::now() + Duration::from_millis(6500));
+        while Instant::now() < until {
+            let started = Instant::now();
+            let failing = get(&app, "/accounts?syncState=error", false).await;
+            assert_eq!(account_ids(&failing), ["a1"]);
+            if started.elapsed() >= Duration::from_millis(400) {
+                slow += 1;
+            }
+        }
+        slow
+    }))
+    .await;
+    let slow: i32 = slow_reads.iter().sum();
+    assert!((1..=2).contains(&slow), "{slow} slow reads");
     sqlx::query("rollback")
         .execute(&mut long_read)
         .await
@@ -576,6 +594,8 @@ async fn a_standby_of_another_cluster_is_not_read_from() {
     let ready = readyz(&app).await;
     assert_eq!(ready["replica"]["status"], "unusable", "{ready}");
     assert_eq!(ready["replica"]["standby"], true, "{ready}");
+    // Its WAL positions say nothing of this primary's.
+    assert_eq!(ready["replica"]["replayLagBytes"], Value::Null, "{ready}");
     assert_eq!(app.metric("calry_hooks_replica_reachable").await, 0.0);
     get(&app, "/workspaces", false).await;
     assert_eq!(app.metric(REPLICA_READS).await, 0.0);
