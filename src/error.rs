@@ -163,7 +163,10 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
+        | sqlx::Error::Tls(_)
+        // The server did not speak PostgreSQL's protocol: a balancer or proxy in front of a
+        // stopped PostgreSQL accepts the connection and closes it at once.
+        | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P: operator intervention
             // (shutdown, statement timeout 57014); 25P03: the session ended for standing idle in
@@ -411,6 +414,12 @@ mod tests {
         for code in ["23505", "42P01", "22P02", "XX000"] {
             assert_eq!(status_of(code), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
         }
+        // A balancer in front of a stopped PostgreSQL: accepted, then closed at once.
+        let garbled = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert_eq!(
+            Error::from(garbled).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         let response =
             Error::from(sqlx::Error::Database(Box::new(Sqlstate("53100")))).into_response();
         assert_eq!(response.headers()["retry-after"], "5");

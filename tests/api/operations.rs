@@ -2693,6 +2693,39 @@ async fn a_network_gone_silent_right_after_a_batch_holds_no_writer_back() {
     the_next_deliveries_are_stored_at_once(&app).await;
 }
 
+/// A balancer or proxy in front of a PostgreSQL that is down accepts each connection and closes
+/// it at once: a delivery, a query and `/readyz` are each a `503` (the database cannot be
+/// reached), never a `500`.
+#[tokio::test]
+async fn a_database_address_that_accepts_and_closes_at_once_is_unavailable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((closed, _)) = listener.accept().await {
+            drop(closed);
+        }
+    });
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres")
+        .database("calry_hooks");
+    let pool = store::connect(options, 4);
+    let app = serve(
+        App::new(pool.clone(), Config::defaults()).unwrap(),
+        pool,
+        None,
+    )
+    .await;
+    for _ in 0..2 {
+        let body = problem(app.deliver(&seed()).await, 503).await;
+        assert_eq!(body["type"], "urn:calry-hooks:problem:unavailable");
+    }
+    for path in ["/workspaces", "/readyz"] {
+        assert_eq!(app.get(path).await.status(), 503, "{path}");
+    }
+}
+
 /// The race of `two_instances_on_one_database_store_each_id_once_with_one_201` for events that
 /// take no account lock (no account, or a type of no status), which nothing else orders: the
 /// batch that loses finds the hook id committed after its statement began, goes again
