@@ -126,10 +126,13 @@ impl ReadReplica {
             }
         };
         if check {
-            let identity = sqlx::query_as(IDENTITY).fetch_one(&mut *conn).await;
-            let refused = match identity {
+            let refused = match sqlx::query_as(IDENTITY).fetch_one(&mut *conn).await {
                 Ok((standby, id)) => self.refusal(standby, id).await,
-                Err(err) => Some(err.to_string()),
+                Err(err) => {
+                    self.readers.discard(conn);
+                    self.failed(&err);
+                    return None;
+                }
             };
             if let Some(why) = refused {
                 self.readers.discard(conn);
@@ -252,11 +255,8 @@ impl ReadReplica {
             }
         };
         drop(replica);
-        let refused = self.refusal(standby, id).await;
-        if let Some(why) = &refused {
-            self.down(why, true);
-        }
-        if refused.is_some() {
+        if let Some(why) = self.refusal(standby, id).await {
+            self.down(&why, true);
             // Not a standby, or another cluster's, whose WAL positions say nothing of ours.
             return Some(ReplayLag {
                 standby,
