@@ -271,11 +271,15 @@ class Check:
             raise Fail(f"POST /webhooks/calry answered {status}, expected 201")
         return hook_id, time.time()
 
+    def until_live(self, page):
+        """The page's header says its stream is live."""
+        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                               timeout=self.timeout, polling=50)
+
     def live(self, page, workspace, what):
         """A delivery for a new account shows up on the open workspace page within `within` s."""
         account = f"ci-live-{uuid.uuid4()}"
-        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                               timeout=self.timeout, polling=50)
+        self.until_live(page)
         # Someone working with the keyboard keeps their place while the page updates.
         focused = page.locator("#main section[aria-labelledby=events-title] tbody a").first
         focused.focus()
@@ -408,8 +412,7 @@ class Check:
         more = page.locator("#main button", has_text="Show more failing accounts")
         more.wait_for(timeout=self.timeout)
         first = self.rows(page, "failing-title")
-        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                               timeout=self.timeout, polling=50)
+        self.until_live(page)
         held.armed = True
         self.deliver(workspace, f"new-{uuid.uuid4()}", "sync.complete")  # a status message: a refresh
         refresh = held.wait(self.timeout, f"{what}: no refresh of /accounts within "
@@ -449,8 +452,7 @@ class Check:
         self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
         older = page.locator("#main button", has_text="Show older changes")
         older.wait_for(timeout=self.timeout)
-        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                               timeout=self.timeout, polling=50)
+        self.until_live(page)
         older.click()
         older_page = held.wait(self.timeout, f"{what}: 'Show older changes' asked for no page within "
                                              f"{self.timeout / 1000:.0f} s")
@@ -495,8 +497,7 @@ class Check:
         page.on("requestfinished", lambda q: reading.discard(q))
         page.on("requestfailed", lambda q: reading.discard(q))
         self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
-        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                               timeout=self.timeout, polling=50)
+        self.until_live(page)
         # The reads made as the page and its stream opened are done (one held would be theirs):
         # none in flight for 300 ms.
         deadline = time.time() + self.timeout / 1000
@@ -570,8 +571,7 @@ class Check:
         page.on("requestfailed", count("ended"))
         page.on("requestfinished", count("ended"))
         self.open(page, path, what)
-        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                               timeout=self.timeout, polling=50)
+        self.until_live(page)
         show = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
         page.evaluate(show, "hidden")
         try:
@@ -715,8 +715,7 @@ class Check:
             if after > 2 * rows or not page.evaluate("() => !!document.activeElement.closest('tbody tr')"):
                 raise Fail(f"{what}: 'Show more' drew {after} rows in all and left the focus outside them")
             # Live: a drawn account's row, and a new account (counted, in the recent events).
-            page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                                   timeout=self.timeout, polling=50)
+            self.until_live(page)
             self.deliver(workspace, accounts[0], "sync.error")
             self.wait(page, what, f"the row of {accounts[0]} in state error",
                       f"() => document.querySelector('#main tr[data-key=\"{accounts[0]}\"]')"
@@ -754,8 +753,7 @@ class Check:
         for name, path in pages.items():
             page = self.page(1440)
             self.open(page, path, f"the {name} page")
-            page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                                   timeout=self.timeout, polling=50)
+            self.until_live(page)
             page.evaluate(WATCH_BANNER)
             opened[name] = page
         restarted(handshake)
@@ -792,8 +790,7 @@ class Check:
         page.context.add_init_script(f"try {{ sessionStorage.setItem('calry-hooks.token', {json.dumps(token)}) }}"
                                      " catch {}")
         self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
-        page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                               timeout=self.timeout, polling=50)
+        self.until_live(page)
         first, _ = self.deliver(workspace, account, "sync.paused")
         self.wait(page, what, "a delivery before the restart",
                   f"() => !!document.querySelector('#main tr[data-key=\"{first}\"]')")
