@@ -34,7 +34,8 @@ impl Cli {
 }
 
 /// The one line for a value clap refused: "CALRY_HOOKS_MAX_BODY_BYTES (--max-body-bytes) cannot
-/// be "abc": invalid digit found in string". A value hidden from `--help` is not repeated.
+/// be "abc": invalid digit found in string". A value hidden from `--help` is not repeated
+/// ("DATABASE_URL (--database-url) cannot be used: …").
 fn unusable_value(err: &clap::Error) -> Option<String> {
     use clap::CommandFactory;
     use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -61,7 +62,7 @@ fn unusable_value(err: &clap::Error) -> Option<String> {
         Some(ContextValue::String(value)) if !found.is_hide_env_values_set() => {
             format!(" {value:?}")
         }
-        _ => String::new(),
+        _ => " used".to_owned(),
     };
     let reason = match (
         std::error::Error::source(err),
@@ -131,7 +132,13 @@ pub enum TokenCommand {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// PostgreSQL to use; unset: a private cluster under the data directory.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_parser = |s: &str| non_empty_url(s, "to use the private cluster"),
+        global = true
+    )]
     pub database_url: Option<Secret>,
 
     /// A streaming replica of that PostgreSQL for the status, history and accounts routes
@@ -141,6 +148,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_READ_DATABASE_URL",
         hide_env_values = true,
+        value_parser = |s: &str| non_empty_url(s, "to read from the primary"),
         global = true
     )]
     pub read_database_url: Option<Secret>,
@@ -359,6 +367,15 @@ impl std::str::FromStr for Secret {
 
 /// `90d`, `12h`, `30m`, `45s` (`0s` too).
 /// A workspace id as an event can carry it (SPEC §2): any other could never match.
+/// A database URL; an empty one (a variable set to nothing, as an `.env` or a compose file may
+/// leave it) is refused rather than read as unset, saying what unsetting it would do.
+fn non_empty_url(s: &str, unset: &str) -> Result<Secret, String> {
+    if s.trim().is_empty() {
+        return Err(format!("it is empty; unset it {unset}"));
+    }
+    Ok(Secret(s.to_owned()))
+}
+
 fn parse_workspace_id(s: &str) -> Result<String, String> {
     crate::envelope::id_problem(s).map_or_else(|| Ok(s.to_owned()), Err)
 }

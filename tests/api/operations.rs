@@ -2338,6 +2338,36 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "{stderr}"
         );
     }
+    // A URL is not repeated (it may hold a password), and an empty one is not read as unset.
+    for (variable, flag, unset) in [
+        (
+            "DATABASE_URL",
+            "--database-url",
+            "to use the private cluster",
+        ),
+        (
+            "CALRY_HOOKS_READ_DATABASE_URL",
+            "--read-database-url",
+            "to read from the primary",
+        ),
+    ] {
+        let run = binary(None)
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .env(variable, "")
+            .arg("serve")
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("an empty {variable} was taken"))
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{variable}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "calry-hooks: {variable} ({flag}) cannot be used: it is empty; unset it {unset}\n"
+            )
+        );
+    }
 }
 
 /// libfaketime, which shifts the wall clock of the programs it is preloaded into (Debian's
