@@ -581,18 +581,24 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
 #[tokio::test]
 async fn the_service_refuses_to_listen_exposed_and_unsigned_unless_told() {
     let db = TestDb::create().await;
-    let out = binary(Some(&db.name))
-        .args(["--listen", "0.0.0.0:0"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.contains("--allow-unsigned") && last.contains("CALRY_HOOKS_WEBHOOK_SECRETS"),
-        "{stderr}"
-    );
+    // Every address that is not loopback: one interface's (not this machine's, so that one
+    // taken could not listen either: the line says which), IPv6, and the unspecified ones.
+    for listen in ["0.0.0.0:0", "192.0.2.1:0", "[2001:db8::1]:0", "[::]:0"] {
+        let run = binary(Some(&db.name)).args(["--listen", listen]).output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("{listen}: served unsigned"))
+            .unwrap();
+        assert!(!out.status.success(), "{listen}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("refusing to listen")
+                && last.contains("--allow-unsigned")
+                && last.contains("CALRY_HOOKS_WEBHOOK_SECRETS"),
+            "{listen}: {stderr}"
+        );
+    }
 
     // With --allow-unsigned it serves (on every address, so on loopback too).
     let port = free_port();
@@ -772,4 +778,29 @@ async fn token_create_refuses_workspaces_and_all_workspaces_together() {
         .await
         .unwrap();
     assert_eq!(live, 0);
+}
+
+/// `token create --workspace` takes a workspace id as an event can carry one (SPEC §2: 1–255
+/// characters): a token scoped to a workspace that can never exist is refused, naming the flag,
+/// rather than created to read nothing.
+#[tokio::test]
+async fn token_create_refuses_a_workspace_id_no_event_can_carry() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let long = "w".repeat(256);
+    for bad in ["", long.as_str()] {
+        let out = binary(Some(&db.name))
+            .args(["token", "create", "--workspace", bad])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "--workspace of {} characters was taken",
+            bad.len()
+        );
+        assert!(out.stdout.is_empty(), "no token printed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--workspace"), "{stderr}");
+    }
 }

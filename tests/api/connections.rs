@@ -1202,3 +1202,22 @@ async fn requests_that_hold_no_place_end_no_other_client_s_stream() {
         );
     }
 }
+
+/// A client that reads each large answer whole gives back what it held once it has it
+/// (`api::unsent`): one after another, it may read any number of pages, far more than its share
+/// holds at once, and is never refused for its share.
+#[tokio::test]
+async fn a_client_that_reads_its_pages_whole_is_never_refused_for_its_share() {
+    use calry_hooks::api::unsent::BUDGET;
+    let app = crate::helpers::spawn_app().await;
+    store_big_events(&app, 20).await;
+    let page = "/workspaces/w/events?limit=500";
+    let length = app.get(page).await.bytes().await.unwrap().len();
+    assert!(length > 4_000_000, "{length}");
+    for i in 0..BUDGET / 4 / length + 2 {
+        let response = app.get(page).await;
+        assert_eq!(response.status(), 200, "page {i}");
+        assert_eq!(response.bytes().await.unwrap().len(), length, "page {i}");
+    }
+    held(&app, 0).await;
+}

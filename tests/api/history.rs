@@ -953,3 +953,97 @@ async fn a_sealed_month_with_an_event_exactly_on_from_is_read() {
         }
     }
 }
+
+/// SPEC §5: `from` and `to` are RFC 3339 times, so an offset names the same instant as its UTC
+/// spelling (the `+` sent as `%2B`, since a query reads `+` as a space); and an `occurredAt` sent
+/// with an offset is answered in UTC (SPEC §5: times in answers are RFC 3339 UTC).
+#[tokio::test]
+async fn from_and_to_with_an_offset_are_the_instants_they_name() {
+    let app = spawn_app().await;
+    for (id, at) in [
+        ("early", "2024-06-01T03:00:00Z"),
+        ("inside", "2024-06-01T08:00:00+02:00"),
+        ("late", "2024-06-01T09:00:00Z"),
+    ] {
+        let body = event(id, "w", None, "x.y", at);
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    let stored = app.get_json("/events/inside").await;
+    assert_eq!(stored["occurredAt"], "2024-06-01T06:00:00.000Z");
+    // 05:00Z to 07:00Z, spelt with a positive and with a negative offset.
+    for range in [
+        "from=2024-06-01T07:00:00%2B02:00&to=2024-06-01T09:00:00%2B02:00",
+        "from=2024-06-01T00:00:00-05:00&to=2024-06-01T02:00:00-05:00",
+    ] {
+        let page = app.get_json(&format!("/workspaces/w/events?{range}")).await;
+        assert_eq!(hook_ids(&page), ["inside"], "{range}");
+    }
+}
+
+/// A category prefix is matched as text: `_` and `%` in it stand for themselves, not for any
+/// character or characters as in SQL's `LIKE` (event types are opaque strings, SPEC §2).
+#[tokio::test]
+async fn a_category_prefix_matches_underscore_and_percent_as_themselves() {
+    let app = spawn_app().await;
+    for (id, event_type) in [
+        ("u1", "my_cat.done"),
+        ("u2", "myxcat.done"),
+        ("p1", "50%.done"),
+        ("p2", "50ab.done"),
+    ] {
+        let body = event(id, "w", Some("a"), event_type, "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    for (filter, want) in [("my_cat.*", "u1"), ("50%25.*", "p1")] {
+        let page = app
+            .get_json(&format!("/workspaces/w/events?eventType={filter}"))
+            .await;
+        assert_eq!(hook_ids(&page), [want], "history, {filter}");
+        let route = format!("/workspaces/w/feed?eventType={filter}");
+        let fed = crate::helpers::feed_ids(&app, &route, 1).await;
+        assert_eq!(fed, [want], "feed, {filter}");
+    }
+}
+
+/// README: each `eventType` value is "trimmed of white space and split at commas", so a list
+/// typed by hand (`sync.complete, link.*`) filters as the same list without spaces.
+#[tokio::test]
+async fn white_space_around_each_event_type_is_ignored() {
+    let app = spawn_app().await;
+    for (id, event_type) in [
+        ("t1", "sync.complete"),
+        ("t2", "link.created"),
+        ("t3", "account.created"),
+    ] {
+        let body = event(id, "w", Some("a"), event_type, "2024-01-01T00:00:00Z");
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    for query in [
+        "eventType=sync.complete,%20link.*",
+        "eventType=+sync.complete+&eventType=%09link.*",
+    ] {
+        let page = app.get_json(&format!("/workspaces/w/events?{query}")).await;
+        let mut got = hook_ids(&page);
+        got.sort();
+        assert_eq!(got, ["t1", "t2"], "history, {query}");
+        let route = format!("/workspaces/w/feed?{query}");
+        let mut fed = crate::helpers::feed_ids(&app, &route, 2).await;
+        fed.sort();
+        assert_eq!(fed, ["t1", "t2"], "feed, {query}");
+    }
+}
+
+/// SPEC §5: `from` is inclusive and `to` exclusive, so `from` equal to `to` is an empty range
+/// (`200`, no items); only a `to` before `from` is a bad parameter.
+#[tokio::test]
+async fn from_equal_to_to_is_an_empty_range_not_a_bad_parameter() {
+    let app = spawn_app().await;
+    let body = event("on", "w", None, "x.y", "2024-06-01T05:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let response = app
+        .get("/workspaces/w/events?from=2024-06-01T05:00:00Z&to=2024-06-01T05:00:00Z")
+        .await;
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page, json!({"items": [], "nextCursor": null}));
+}

@@ -1061,3 +1061,27 @@ async fn the_workspace_list_refuses_a_limit_out_of_bounds_and_a_cursor_of_anothe
     let refused = problem(app.get(&format!("/workspaces?cursor={other}")).await, 400).await;
     assert_eq!(refused["parameter"], "cursor");
 }
+
+/// SPEC §5: `accounts` of `GET /workspaces` is "the number of accounts in the workspace's
+/// status": an account with events of several types counts once, one with events of unknown
+/// types only not at all, as in the status's own `totals.accounts`.
+#[tokio::test]
+async fn a_workspace_counts_each_account_of_its_status_once() {
+    let app = spawn_app().await;
+    for (id, account, event_type) in [
+        ("1", "a1", "account.created"),
+        ("2", "a1", "link.created"),
+        ("3", "a1", "sync.complete"),
+        ("4", "a1", "sync.error"),
+        ("5", "a2", "sync.paused"),
+        ("6", "a3", "calendar.synced"),
+    ] {
+        let at = format!("2024-01-01T00:00:0{id}Z");
+        let body = event(id, "w", Some(account), event_type, &at);
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+    }
+    let status = app.get_json("/workspaces/w/status").await;
+    assert_eq!(status["totals"]["accounts"], 2, "{status}");
+    let listed = app.get_json("/workspaces").await;
+    assert_eq!(listed["items"][0]["accounts"], 2, "{listed}");
+}
