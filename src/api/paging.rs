@@ -406,27 +406,50 @@ impl FeedPosition {
         }
     }
 
-    /// `400` naming `name` unless this store could have given the position out: its
-    /// transaction had begun and its sequence value had been drawn. A position made up, or
-    /// from another store, would otherwise wait for ever for the events after it. (One of a
-    /// real transaction with a value it did not draw is not told apart.)
+    /// `400` naming `name` unless this store gave the position out: the position of one of its
+    /// events, or of one removed since. A position made up, or saved from another store (a
+    /// consumer moved to another deployment), would otherwise skip the events before it, or
+    /// wait for ever for those after it. (One below the positions removed is not told apart.)
     pub async fn check_given(self, name: &str, db: &mut PgConnection) -> Result<()> {
-        if self == FeedPosition::BEGINNING {
+        if self == FeedPosition::BEGINNING || self.given(db).await? {
             return Ok(());
         }
-        let given: bool = sqlx::query_scalar(&format!(
-            "select $1 < {} and $2 <= (select last_value from events_feed_seq)",
-            crate::feed::NEXT_XID
-        ))
+        // Rarely, a month being removed holds it: out of sight, and not yet below the positions
+        // removed. One dropped meanwhile is below them now.
+        for month in crate::store::partitions::out_of_sight(db).await? {
+            let holds = sqlx::query_scalar(&format!(
+                "select exists (select from {} where feed_xid = $1 and feed_seq = $2)",
+                crate::store::quote_ident(&month)
+            ))
+            .bind(self.xid)
+            .bind(self.seq)
+            .fetch_one(&mut *db)
+            .await;
+            match holds {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(err) if crate::store::is_undefined_table(&err) => {
+                    if self.given(db).await? {
+                        return Ok(());
+                    }
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(FeedPosition::not_given(name))
+    }
+
+    /// Whether the position is that of an event in `events`, or below those of the events
+    /// removed from it (`removed_positions`, migration 0017).
+    async fn given(self, db: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "select $1 < (select coalesce(max(below_xid), 0) from removed_positions)
+                 or exists (select from events where feed_xid = $1 and feed_seq = $2)",
+        )
         .bind(self.xid)
         .bind(self.seq)
         .fetch_one(db)
-        .await?;
-        if given {
-            Ok(())
-        } else {
-            Err(FeedPosition::not_given(name))
-        }
+        .await
     }
 }
 

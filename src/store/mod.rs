@@ -551,6 +551,12 @@ pub fn is_lock_timeout(err: &sqlx::Error) -> bool {
         .is_some_and(|e| e.code().as_deref() == Some("55P03"))
 }
 
+/// Whether `err` names a table that is not there (SQLSTATE 42P01): one dropped meanwhile.
+pub fn is_undefined_table(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("42P01"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -502,6 +502,21 @@ async fn record(db: &PgPool, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
+/// Months of `events` out of its sight but not dropped yet: detached by a removal, or half-way
+/// through its detach. Their events' positions were given out, and are not yet below
+/// `removed_positions`.
+pub async fn out_of_sight(db: &mut sqlx::PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        r"select c.relname::text from pg_class c
+          left join pg_inherits i on i.inhrelid = c.oid
+          where c.relnamespace = (select relnamespace from pg_class where oid = 'events'::regclass)
+            and c.relkind = 'r' and (not c.relispartition or i.inhdetachpending)
+            and c.relname ~ '^events_([0-9]{6}|legacy)$'",
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Months a removal detached but did not drop (the detach went on after the process stopped),
 /// with the end of the `received_at` each can hold: the end of its month, or for
 /// `events_legacy` just after its latest event.

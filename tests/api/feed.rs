@@ -683,6 +683,65 @@ async fn a_month_detached_and_not_dropped_counts_for_the_positions_given_out() {
     .await;
 }
 
+/// Only this store's positions are taken (SPEC §9: one this service did not give out is a
+/// `400`): one within its ranges of transaction ids and sequence values, but of no event of its
+/// own, as a consumer moved from another deployment would bring, is refused by the feed and the
+/// stream. It was taken, and the events before it were skipped without a word. The positions of
+/// events removed since are still taken: those of a month detached and not dropped yet, then
+/// dropped.
+#[tokio::test]
+async fn only_positions_of_this_stores_events_are_taken() {
+    let app = spawn_app().await;
+    five_fed(&app).await;
+    let (items, _) = read(&app, "/feed").await;
+    let last = String::from_utf8(URL_SAFE_NO_PAD.decode(&items[4].1).unwrap()).unwrap();
+    let last_xid = last.split(':').nth(1).unwrap();
+    let stream = async |path: &str, last_event_id: &str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    for foreign in ["p1:1:1".to_owned(), format!("p1:{last_xid}:0")] {
+        let foreign = URL_SAFE_NO_PAD.encode(&foreign);
+        for path in [
+            format!("/feed?after={foreign}"),
+            format!("/workspaces/w/feed?after={foreign}"),
+            format!("/workspaces/w/stream?after={foreign}"),
+        ] {
+            let refused = problem(app.get(&path).await, 400).await;
+            assert_eq!(refused["parameter"], "after", "{path}");
+        }
+        assert_eq!(stream("/stream", &foreign).await, 400);
+    }
+
+    let (e0, e1) = (&items[0].1, &items[1].1);
+    crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["e0", "e1"]).await;
+    sqlx::query("alter table events detach partition events_202303")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (after_e0, _) = read(&app, &format!("/feed?after={e0}")).await;
+    assert_eq!(after_e0, items[2..], "e1 is out of sight");
+    assert_eq!(stream("/stream", e1).await, 200);
+
+    let database = app.db_options().get_database().unwrap().to_owned();
+    let mut prune = crate::helpers::binary(Some(&database));
+    prune.args(["prune", "--older-than", "1d"]);
+    crate::helpers::succeeds(prune).await;
+    let dropped: bool = sqlx::query_scalar("select to_regclass('events_202303') is null")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(dropped, "the month left detached is dropped");
+    let (after_e0, _) = read(&app, &format!("/feed?after={e0}")).await;
+    assert_eq!(after_e0, items[2..]);
+    assert_eq!(stream("/workspaces/w/stream", e1).await, 200);
+}
+
 /// A filtered consumer (a token's scope on `/feed`, an `eventType`, an account) whose next events
 /// lie far behind events it does not take gets past them, however many: a read looks at a
 /// bounded part of the feed and, finding nothing there, answers its end as `next`. It once read

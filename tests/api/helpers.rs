@@ -857,3 +857,19 @@ pub async fn uncommitted_writer(
     .unwrap();
     writer
 }
+
+/// The standard output of `command` (a command of the binary) run to its end, 60 s at most;
+/// the test fails, with what it wrote, when it does not succeed.
+pub async fn succeeds(mut command: tokio::process::Command) -> String {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("the command ended within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

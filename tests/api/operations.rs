@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::helpers::{
     Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, problem, received_at, seed,
     serve, serve_on_own_cluster, serve_on_own_cluster_with, spawn_app, spawn_app_with,
-    spawn_app_without_database, start_binary,
+    spawn_app_without_database, start_binary, succeeds,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -2014,22 +2014,6 @@ async fn request_durations_are_counted_by_route_template_method_and_status_class
         .parse()
         .unwrap();
     assert!(sum > 0.0);
-}
-
-/// The standard output of `command` (a command of the binary) run to its end, 60 s at most;
-/// the test fails, with what it wrote, when it does not succeed.
-async fn succeeds(mut command: tokio::process::Command) -> String {
-    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the command ended within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// `calry-hooks rebuild-status` as an operator runs it: a command's pool has one connection.
