@@ -262,6 +262,10 @@ impl FeedEnd {
 /// How often [`Horizon`] looks at the feed's horizon while someone waits on it.
 const HORIZON_RECHECK: Duration = Duration::from_millis(250);
 
+/// How long after the last read of the feed its looks stop: a consumer that polls without waiting
+/// reads between looks, and its holder is still the one seen, for as long as it holds.
+const READ_LATELY: Duration = Duration::from_secs(10);
+
 /// How long a writing transaction may hold the feed back before the log names it: the time
 /// within which SPEC §9 promises an event in the feed.
 const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
@@ -276,7 +280,7 @@ const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
 ///
 /// Each look also finds the oldest writing transaction, which holds the horizon back (a batch
 /// of the service's own, or one held up: a lock, a slow disk). How long the looks have seen the
-/// same one goes to `held_back` (in seconds; 0 when nobody reads), and past
+/// same one goes to `held_back` (in seconds; 0 once nobody has read for [`READ_LATELY`]), and past
 /// [`HELD_BACK_WARNING`] the log names it, once.
 #[derive(Clone)]
 pub struct Horizon(Arc<Watched>);
@@ -322,17 +326,21 @@ struct Holder {
 
 async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
     let mut holder: Option<Holder> = None;
+    let mut read_at = Instant::now();
     loop {
         tokio::time::sleep(HORIZON_RECHECK).await;
         let Some(watched) = watched.upgrade() else {
             return;
         };
-        let wanted = watched.wanted.swap(false, Ordering::Relaxed);
-        if !wanted {
-            watched.held_back.set(0.0);
-            holder = None;
+        if !watched.wanted.swap(false, Ordering::Relaxed) {
+            // Nobody read since the last look. A holder seen again (by its id) is the same
+            // transaction, which held the feed all along.
+            if read_at.elapsed() >= READ_LATELY {
+                watched.held_back.set(0.0);
+            }
             continue;
         }
+        read_at = Instant::now();
         let seen = readers
             .with(async |db| {
                 sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(LOOK)

@@ -279,7 +279,8 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
 
 /// README ("The feed held back"): once a transaction that may store events has held the feed
 /// back for a second (SPEC §9's bound), the log names it, once, with its session's pid, however
-/// long it holds on and however often the feed is read meanwhile.
+/// long it holds on, and `feed_held_back_seconds` says how long: also for a consumer that polls
+/// the feed less often than the service looks (it once started counting anew at each poll).
 #[tokio::test]
 async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     let db = TestDb::create().await;
@@ -296,14 +297,26 @@ async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     .fetch_one(&mut *writer)
     .await
     .unwrap();
-    // Read the feed for 3.5 s, so that the service looks at the horizon all along.
+    // Read the feed for 3.5 s, every 600 ms: the service looks every 250 ms.
     let client = reqwest::Client::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(3500) {
         let answer = client.get(format!("{address}/feed")).send().await.unwrap();
         assert_eq!(answer.status(), 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
+    let metrics = client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let held: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("calry_hooks_feed_held_back_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(held >= 2.0, "held back for {held} s");
     writer.commit().await.unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
