@@ -148,8 +148,7 @@ impl Cluster {
                 // is and leaves it running.
                 (Role::Command, Some("serve")) => {
                     let joined = cluster(None, None);
-                    let connected =
-                        sqlx::PgConnection::connect_with(&joined.connect_options("postgres")).await;
+                    let connected = joined.answers().await;
                     if connected.is_ok() {
                         tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster of the running service");
                         return Ok(joined);
@@ -165,7 +164,7 @@ impl Cluster {
                              {} ({}); its log {} ends with:\n{}",
                             data_dir.display(),
                             socket_dir.join(SOCKET_FILE).display(),
-                            connected.err().map(|e| e.to_string()).unwrap_or_default(),
+                            connected.err().unwrap_or_default(),
                             log_file.display(),
                             log_tail(&log_file)
                         )));
@@ -189,11 +188,7 @@ impl Cluster {
         // Already running without an owner (started by an older build): use it as it is, and
         // leave it running.
         let running = cluster(None, Some(lock));
-        if socket_dir.join(SOCKET_FILE).exists()
-            && sqlx::PgConnection::connect_with(&running.connect_options("postgres"))
-                .await
-                .is_ok()
-        {
+        if socket_dir.join(SOCKET_FILE).exists() && running.answers().await.is_ok() {
             tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster already running");
             return Ok(running);
         }
@@ -236,14 +231,28 @@ impl Cluster {
             .database(database)
     }
 
-    async fn wait_ready(&self, deadline: Instant) -> Result<(), ClusterError> {
+    /// Whether the server takes a connection within [`super::ACQUIRE_TIMEOUT`]: a server that
+    /// is frozen (`SIGSTOP`) or hung takes it on its socket and never answers. Why not, if not.
+    async fn answers(&self) -> Result<(), String> {
         let options = self.connect_options("postgres").disable_statement_logging();
+        let connect = sqlx::PgConnection::connect_with(&options);
+        match tokio::time::timeout(super::ACQUIRE_TIMEOUT, connect).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} s",
+                super::ACQUIRE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    async fn wait_ready(&self, deadline: Instant) -> Result<(), ClusterError> {
         loop {
-            match sqlx::PgConnection::connect_with(&options).await {
-                Ok(conn) => {
-                    let _ = conn.close().await;
-                    return Ok(());
-                }
+            match self.answers().await {
+                Ok(()) => return Ok(()),
                 Err(err) => {
                     if self.exited() || Instant::now() >= deadline {
                         return Err(ClusterError::Failed(format!(

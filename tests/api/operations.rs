@@ -616,6 +616,42 @@ impl Drop for GoOnWhenDropped {
     }
 }
 
+/// README ("Database outage"): a one-off command that finds the running service's private
+/// cluster not answering says so after 30 s. A frozen server (`SIGSTOP`) takes the command's
+/// connection on its socket and never answers it: the command once waited for ever, silent.
+#[tokio::test]
+async fn a_command_that_finds_the_services_cluster_frozen_says_so() {
+    let dir = crate::helpers::scratch("frozen", "");
+    let _cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
+    let pid: i32 = std::fs::read_to_string(dir.join("postgres/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    signal_server(pid, libc::SIGSTOP);
+    let _go_on = GoOnWhenDropped(pid);
+    let started = Instant::now();
+    let run = binary(None)
+        .env("CALRY_HOOKS_DATA_DIR", &dir)
+        .args(["token", "list"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the command said nothing for 60 s")
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has not accepted connections for 30 s")
+            && stderr.contains("no answer within 3 s"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(45), "{took:?}");
+}
+
 /// A database that stops answering altogether (a hung server, or a network that drops
 /// everything) enforces no statement timeout: deliveries are still answered `503` within the
 /// writers' deadline, `/readyz` within its own, the query routes and the feed within theirs, and
