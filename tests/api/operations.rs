@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 
 use crate::helpers::{
     Rng, TestApp, TestDb, binary, deliver_all, event, padded_events, problem, received_at, seed,
-    serve, serve_on_own_cluster, serve_on_own_cluster_with, spawn_app, spawn_app_with,
-    spawn_app_without_database, start_binary, succeeds,
+    serve, serve_on_own_cluster, serve_on_own_cluster_with, signal_server, spawn_app,
+    spawn_app_with, spawn_app_without_database, start_binary, succeeds,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -583,36 +583,13 @@ async fn a_delivery_after_the_database_stopped_is_told_it_is_unavailable() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sends `sig` to the server `pid` and every process it started (each backend leads a process
-/// group of its own).
-fn signal_server(pid: i32, sig: i32) {
-    let children = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // pid (comm) state ppid …: the command may hold spaces and parentheses.
-            let ppid: i32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == pid).then(|| entry.file_name().to_str()?.parse::<i32>().ok())?
-        });
-    for process in std::iter::once(pid).chain(children) {
-        unsafe { libc::kill(process, sig) };
-    }
-}
-
 /// A stopped server (SIGSTOP) goes on when this is dropped: a test that fails while it is
 /// stopped must not leave it so, nor wait for ever to stop it.
-struct GoOnWhenDropped(i32);
+struct GoOnWhenDropped(std::path::PathBuf);
 
 impl Drop for GoOnWhenDropped {
     fn drop(&mut self) {
-        signal_server(self.0, libc::SIGCONT);
+        signal_server(&self.0, libc::SIGCONT);
     }
 }
 
@@ -623,15 +600,9 @@ impl Drop for GoOnWhenDropped {
 async fn a_command_that_finds_the_services_cluster_frozen_says_so() {
     let dir = crate::helpers::scratch("frozen", "");
     let _cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
-    let pid: i32 = std::fs::read_to_string(dir.join("postgres/postmaster.pid"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    signal_server(pid, libc::SIGSTOP);
-    let _go_on = GoOnWhenDropped(pid);
+    let pgdata = dir.join("postgres");
+    signal_server(&pgdata, libc::SIGSTOP);
+    let _go_on = GoOnWhenDropped(pgdata);
     let started = Instant::now();
     let run = binary(None)
         .env("CALRY_HOOKS_DATA_DIR", &dir)
@@ -661,14 +632,8 @@ async fn a_command_that_finds_the_services_cluster_frozen_says_so() {
 async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     let (dir, cluster, app) = serve_on_own_cluster("hung", 2).await;
     assert_eq!(app.deliver(&seed()).await.status(), 201);
-    let pid: i32 = std::fs::read_to_string(dir.join("postgres/postmaster.pid"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let signal = |sig| signal_server(pid, sig);
+    let pgdata = dir.join("postgres");
+    let signal = |sig| signal_server(&pgdata, sig);
     // A query answered just before: the next one's token check is answered from memory and its
     // connection, used a moment ago, is not pinged first, so its statement is the first to wait.
     // A stream replaying a workspace of large events to a slow reader: it reads the store a
@@ -709,7 +674,7 @@ async fn a_database_that_stops_answering_gets_503s_not_hung_requests() {
     assert_eq!(app.get("/workspaces").await.status(), 200);
     signal(libc::SIGSTOP);
     // Whatever fails from here, the server goes on before the test's cluster is stopped.
-    let _go_on = GoOnWhenDropped(pid);
+    let _go_on = GoOnWhenDropped(pgdata.clone());
     let stopped = Instant::now();
     // A query route: its statement would wait for ever (the statement timeout is the server's).
     let asked = Instant::now();
