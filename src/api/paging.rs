@@ -440,10 +440,14 @@ impl FeedPosition {
     }
 
     /// Whether the position is that of an event in `events`, or below those of the events
-    /// removed from it (`removed_positions`, migration 0017).
+    /// removed from it (`removed_positions`, migration 0017). A consumer's position is most
+    /// often of an event received lately: the months since last month's start are looked in
+    /// first, which spares the index lookup in every other month.
     async fn given(self, db: &mut PgConnection) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
-            "select $1 < (select coalesce(max(below_xid), 0) from removed_positions)
+            "select exists (select from events where feed_xid = $1 and feed_seq = $2
+                              and received_at >= date_trunc('month', now() - interval '1 month'))
+                 or $1 < (select coalesce(max(below_xid), 0) from removed_positions)
                  or exists (select from events where feed_xid = $1 and feed_seq = $2)",
         )
         .bind(self.xid)
