@@ -365,8 +365,6 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// `90d`, `12h`, `30m`, `45s` (`0s` too).
-/// A workspace id as an event can carry it (SPEC §2): any other could never match.
 /// A database URL; an empty one (a variable set to nothing, as an `.env` or a compose file may
 /// leave it) is refused rather than read as unset, saying what unsetting it would do.
 fn non_empty_url(s: &str, unset: &str) -> Result<Secret, String> {
@@ -376,6 +374,7 @@ fn non_empty_url(s: &str, unset: &str) -> Result<Secret, String> {
     Ok(Secret(s.to_owned()))
 }
 
+/// A workspace id as an event can carry it (SPEC §2): any other could never match.
 fn parse_workspace_id(s: &str) -> Result<String, String> {
     crate::envelope::id_problem(s).map_or_else(|| Ok(s.to_owned()), Err)
 }
@@ -423,6 +422,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 /// The longest age `parse_age` reads: a century.
 const MAX_AGE_DAYS: i64 = 36_500;
 
+/// An age: `90d`, `12h`, `30m`, `45s` (`0s` too), at most [`MAX_AGE_DAYS`].
 pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
     let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
