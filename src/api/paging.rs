@@ -415,7 +415,7 @@ impl FeedPosition {
             return Ok(());
         }
         // Rarely, a month being removed holds it: out of sight, and not yet below the positions
-        // removed. One dropped meanwhile is below them now.
+        // removed.
         for month in crate::store::partitions::out_of_sight(db).await? {
             let holds = sqlx::query_scalar(&format!(
                 "select exists (select from {} where feed_xid = $1 and feed_seq = $2)",
@@ -427,14 +427,13 @@ impl FeedPosition {
             .await;
             match holds {
                 Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(err) if crate::store::is_undefined_table(&err) => {
-                    if self.given(db).await? {
-                        return Ok(());
-                    }
-                }
-                Err(err) => return Err(err.into()),
+                Err(err) if !crate::store::is_undefined_table(&err) => return Err(err.into()),
+                _ => {}
             }
+        }
+        // A month dropped since the first look is below the positions removed now.
+        if self.given(db).await? {
+            return Ok(());
         }
         Err(FeedPosition::not_given(name))
     }

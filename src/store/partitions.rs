@@ -297,18 +297,24 @@ async fn remove(
     Ok(removed)
 }
 
-/// Records, in the transaction that removes events, that it began after every removed event's
-/// transaction ended: `removed_positions` (migration 0017, `feed::epoch_needed`).
-const PAST_REMOVED: &str = "update removed_positions
-    set below_xid = greatest(below_xid, pg_current_xact_id()::text::bigint)";
+/// Records, in the transaction that removes events, that the positions of the events `removed`
+/// (an SQL relation with their `feed_xid`) are all below `removed_positions` (migration 0017):
+/// a store restored elsewhere must have its server past them (`feed::epoch_needed`), and the
+/// feed still takes them (`check_given`). Just past the newest of them, not at the removing
+/// transaction's id, so that the feed refuses the positions of later transactions that are of no
+/// event of this store's.
+fn past_removed(removed: &str) -> String {
+    format!(
+        "update removed_positions
+             set below_xid = greatest(below_xid, (select max(feed_xid) + 1 from {removed}))"
+    )
+}
 
 /// Drops a partition detached from `events`, recording that its events' positions are removed.
 async fn drop_detached(turn: &mut sqlx::PgConnection, partition: &str) -> Result<(), sqlx::Error> {
+    let name = super::quote_ident(partition);
     // One simple query: one transaction.
-    let statements = format!(
-        "{PAST_REMOVED}; drop table {}",
-        super::quote_ident(partition)
-    );
+    let statements = format!("{}; drop table {name}", past_removed(&name));
     turn.execute(sqlx::raw_sql(&statements)).await.map(drop)
 }
 
@@ -325,12 +331,16 @@ async fn delete_some(
         let mut tx = turn.begin().await?;
         for_as_long_as_it_takes(&mut tx).await?;
         let name = super::quote_ident(partition);
-        let deleted = sqlx::query(&format!(
-            "delete from {name} where ctid = any(array(
-                 select ctid from {name} where received_at < $1 limit 10000))"
+        let deleted = sqlx::query_scalar::<_, i64>(&format!(
+            "with gone as (delete from {name} where ctid = any(array(
+                     select ctid from {name} where received_at < $1 limit 10000))
+                 returning feed_xid),
+                 past as ({})
+             select count(*) from gone",
+            past_removed("gone")
         ))
         .bind(cut)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await;
         match deleted {
             Err(err) if super::is_lock_timeout(&err) => tracing::warn!(
@@ -338,8 +348,7 @@ async fn delete_some(
                 "another session holds a lock on events being removed; waiting for it"
             ),
             deleted => {
-                let deleted = deleted?.rows_affected();
-                sqlx::query(PAST_REMOVED).execute(&mut *tx).await?;
+                let deleted = deleted? as u64;
                 tx.commit().await?;
                 return Ok(deleted);
             }

@@ -628,7 +628,7 @@ async fn refused_once_restored(db: &TestDb, ahead: &str) {
 /// restored into another server, is refused as one with events is (found by following
 /// OPERATIONS "Backups" literally: the service started, refused a consumer's position as not
 /// its own, then, 500 events later, took it and skipped 334 of them). Each removal records, as
-/// it removes, that it began past the removed events' transactions.
+/// it removes, a transaction id past the removed events'.
 #[tokio::test]
 async fn a_store_whose_events_were_all_removed_is_refused_on_a_server_behind_them() {
     let db = TestDb::create().await;
@@ -638,11 +638,13 @@ async fn a_store_whose_events_were_all_removed_is_refused_on_a_server_behind_the
     // Two in a month dropped whole, then the rest deleted row by row.
     crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["e0", "e1"]).await;
     let removed_past = async |cut: &str, straddling: bool| {
-        let last: i64 = sqlx::query_scalar("select max(feed_xid) from events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        let cut = cut.parse().unwrap();
+        let cut: chrono::DateTime<chrono::Utc> = cut.parse().unwrap();
+        let last: i64 =
+            sqlx::query_scalar("select max(feed_xid) from events where received_at < $1")
+                .bind(cut)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         calry_hooks::store::partitions::remove_before(&pool, cut, straddling)
             .await
             .unwrap();
@@ -753,6 +755,10 @@ async fn only_positions_of_this_stores_events_are_taken() {
     let (after_e0, _) = read(&app, &format!("/feed?after={e0}")).await;
     assert_eq!(after_e0, items[2..]);
     assert_eq!(stream("/workspaces/w/stream", e1).await, 200);
+    // What the removal records is just past the removed events' positions: a later one that is
+    // of no event is still refused.
+    let foreign = URL_SAFE_NO_PAD.encode(format!("p1:{last_xid}:0"));
+    problem(app.get(&format!("/feed?after={foreign}")).await, 400).await;
 }
 
 /// A filtered consumer (a token's scope on `/feed`, an `eventType`, an account) whose next events
