@@ -136,7 +136,7 @@ pub struct Config {
         long,
         env = "DATABASE_URL",
         hide_env_values = true,
-        value_parser = |s: &str| non_empty_url(s, "to use the private cluster"),
+        value_parser = |s: &str| database_url(s, "to use the private cluster"),
         global = true
     )]
     pub database_url: Option<Secret>,
@@ -148,7 +148,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_READ_DATABASE_URL",
         hide_env_values = true,
-        value_parser = |s: &str| non_empty_url(s, "to read from the primary"),
+        value_parser = |s: &str| database_url(s, "to read from the primary"),
         global = true
     )]
     pub read_database_url: Option<Secret>,
@@ -365,12 +365,14 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// A database URL; an empty one (a variable set to nothing, as an `.env` or a compose file may
-/// leave it) is refused rather than read as unset, saying what unsetting it would do.
-fn non_empty_url(s: &str, unset: &str) -> Result<Secret, String> {
+/// A PostgreSQL URL, checked when read, whatever the command; an empty one (a variable set to
+/// nothing, as an `.env` or a compose file may leave it) is refused rather than read as unset,
+/// saying what unsetting it would do.
+fn database_url(s: &str, unset: &str) -> Result<Secret, String> {
     if s.trim().is_empty() {
         return Err(format!("it is empty; unset it {unset}"));
     }
+    crate::store::options_from_url(s).map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
     Ok(Secret(s.to_owned()))
 }
 

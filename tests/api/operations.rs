@@ -2323,35 +2323,58 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "{stderr}"
         );
     }
-    // A URL is not repeated (it may hold a password), and an empty one is not read as unset.
-    for (variable, flag, unset) in [
+    // A URL is not repeated (it may hold a password), an empty one is not read as unset, and
+    // one of another scheme is refused by any command (`migrate` does not read the replica).
+    for (variable, flag, value, reason, command) in [
         (
             "DATABASE_URL",
             "--database-url",
-            "to use the private cluster",
+            "",
+            "it is empty; unset it to use the private cluster",
+            &["serve"][..],
         ),
         (
             "CALRY_HOOKS_READ_DATABASE_URL",
             "--read-database-url",
-            "to read from the primary",
+            " ",
+            "it is empty; unset it to read from the primary",
+            &["serve"],
+        ),
+        (
+            "DATABASE_URL",
+            "--database-url",
+            "mysql://u:secret@h/x",
+            "not a PostgreSQL URL (error with configuration: it must begin with postgres:// or \
+             postgresql://)",
+            &["token", "list"],
+        ),
+        (
+            "CALRY_HOOKS_READ_DATABASE_URL",
+            "--read-database-url",
+            "xx://u:secret@h/x",
+            "not a PostgreSQL URL",
+            &["migrate"],
         ),
     ] {
         let run = binary(None)
             .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
-            .env(variable, "")
-            .arg("serve")
+            .env(variable, value)
+            .args(command)
             .output();
         let out = tokio::time::timeout(Duration::from_secs(20), run)
             .await
-            .unwrap_or_else(|_| panic!("an empty {variable} was taken"))
+            .unwrap_or_else(|_| panic!("{variable}={value:?} was taken"))
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{variable}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
-            format!(
-                "calry-hooks: {variable} ({flag}) cannot be used: it is empty; unset it {unset}\n"
-            )
+        assert_eq!(out.status.code(), Some(2), "{variable}={value:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "calry-hooks: {variable} ({flag}) cannot be used: {reason}"
+            )),
+            "{stderr}"
         );
+        assert!(!stderr.contains("secret"), "{stderr}");
     }
 }
 
