@@ -511,17 +511,24 @@ async fn record(db: &PgPool, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
+/// Whether the table `c` (of `pg_class`) is a month of `events` or `events_legacy`, attached
+/// or not: by its name in `events`' schema and by the columns every month has, so that an
+/// operator's table that only shares such a name is never read or dropped as one.
+const MONTH_OF_EVENTS: &str = r"c.relnamespace = (select relnamespace from pg_class where oid = 'events'::regclass)
+    and c.relkind = 'r' and c.relname ~ '^events_([0-9]{6}|legacy)$'
+    and (select count(*) from pg_attribute a
+          where a.attrelid = c.oid and not a.attisdropped
+            and a.attname in ('feed_xid', 'feed_seq', 'received_at')) = 3";
+
 /// Months of `events` out of its sight but not dropped yet: detached by a removal, or half-way
 /// through its detach. Their events' positions were given out, and are not yet below
 /// `removed_positions`.
 pub async fn out_of_sight(db: &mut sqlx::PgConnection) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        r"select c.relname::text from pg_class c
+    sqlx::query_scalar(&format!(
+        "select c.relname::text from pg_class c
           left join pg_inherits i on i.inhrelid = c.oid
-          where c.relnamespace = (select relnamespace from pg_class where oid = 'events'::regclass)
-            and c.relkind = 'r' and (not c.relispartition or i.inhdetachpending)
-            and c.relname ~ '^events_([0-9]{6}|legacy)$'",
-    )
+          where {MONTH_OF_EVENTS} and (not c.relispartition or i.inhdetachpending)"
+    ))
     .fetch_all(db)
     .await
 }
@@ -530,12 +537,9 @@ pub async fn out_of_sight(db: &mut sqlx::PgConnection) -> Result<Vec<String>, sq
 /// with the end of the `received_at` each can hold: the end of its month, or for
 /// `events_legacy` just after its latest event.
 pub async fn left_detached(db: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-    let names: Vec<String> = sqlx::query_scalar(
-        r"select c.relname::text from pg_class c
-          where c.relnamespace = (select relnamespace from pg_class where oid = 'events'::regclass)
-            and c.relkind = 'r' and not c.relispartition
-            and c.relname ~ '^events_([0-9]{6}|legacy)$'",
-    )
+    let names: Vec<String> = sqlx::query_scalar(&format!(
+        "select c.relname::text from pg_class c where {MONTH_OF_EVENTS} and not c.relispartition"
+    ))
     .fetch_all(db)
     .await?;
     let mut found = Vec::new();

@@ -708,6 +708,11 @@ async fn a_month_detached_and_not_dropped_counts_for_the_positions_given_out() {
 async fn only_positions_of_this_stores_events_are_taken() {
     let app = spawn_app().await;
     five_fed(&app).await;
+    // An operator's table that only shares a month's name is no month of the store's.
+    sqlx::query("create table events_202401 (x int)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let (items, _) = read(&app, "/feed").await;
     let last = String::from_utf8(URL_SAFE_NO_PAD.decode(&items[4].1).unwrap()).unwrap();
     let last_xid = last.split(':').nth(1).unwrap();
@@ -752,6 +757,11 @@ async fn only_positions_of_this_stores_events_are_taken() {
         .await
         .unwrap();
     assert!(dropped, "the month left detached is dropped");
+    let kept: bool = sqlx::query_scalar("select to_regclass('events_202401') is not null")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(kept, "the operator's table is left alone");
     let (after_e0, _) = read(&app, &format!("/feed?after={e0}")).await;
     assert_eq!(after_e0, items[2..]);
     assert_eq!(stream("/workspaces/w/stream", e1).await, 200);
