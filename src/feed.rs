@@ -276,18 +276,22 @@ const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
 /// ms while someone reads the feed. An event can become visible with no notification, when an
 /// older transaction that stored nothing ends: the streams' tailer reads the feed every 250 ms
 /// with the latest look besides at notifications, and wakes the streams and long polls it has
-/// events for; they do not each read the feed again on a timer. Nobody reading means no look.
+/// events for; they do not each read the feed again on a timer. With no stream open, the tailer
+/// alone wants a look, once a second; nobody reading means no look.
 ///
 /// Each look also finds the oldest writing transaction, which holds the horizon back (a batch
 /// of the service's own, or one held up: a lock, a slow disk). How long the looks have seen the
-/// same one goes to `held_back` (in seconds; 0 once nobody has read for [`READ_LATELY`]), and past
-/// [`HELD_BACK_WARNING`] the log names it, once.
+/// same one goes to `held_back` (in seconds; 0 once no consumer, a feed read or an open stream,
+/// has read for [`READ_LATELY`]), and past [`HELD_BACK_WARNING`] the log names it, once, while
+/// consumers read.
 #[derive(Clone)]
 pub struct Horizon(Arc<Watched>);
 
 struct Watched {
     passed_over: RwLock<PassedOver>,
-    /// Whether someone read [`Horizon::passed_over`] since the last look.
+    /// Whether a consumer read [`Horizon::passed_over`] since the last look.
+    read: AtomicBool,
+    /// Whether the streams' tailer read it with no stream open ([`Horizon::passed_over_idle`]).
     wanted: AtomicBool,
     held_back: HeldBack,
 }
@@ -301,6 +305,7 @@ impl Horizon {
     pub fn start(readers: Readers, held_back: HeldBack) -> Horizon {
         let watched = Arc::new(Watched {
             passed_over: RwLock::default(),
+            read: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             held_back,
         });
@@ -310,7 +315,18 @@ impl Horizon {
 
     /// What a read of the feed passes over, as of the last look.
     pub fn passed_over(&self) -> PassedOver {
+        self.0.read.store(true, Ordering::Relaxed);
+        self.last_look()
+    }
+
+    /// The same for the streams' tailer while no stream is open: it keeps the looks going but
+    /// reads for no one, so what holds the feed back is not told for it.
+    pub fn passed_over_idle(&self) -> PassedOver {
         self.0.wanted.store(true, Ordering::Relaxed);
+        self.last_look()
+    }
+
+    fn last_look(&self) -> PassedOver {
         let passed_over = self.0.passed_over.read();
         passed_over.unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -326,21 +342,27 @@ struct Holder {
 
 async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
     let mut holder: Option<Holder> = None;
-    let mut read_at = Instant::now();
+    let mut read_at: Option<Instant> = None;
     loop {
         tokio::time::sleep(HORIZON_RECHECK).await;
         let Some(watched) = watched.upgrade() else {
             return;
         };
-        if !watched.wanted.swap(false, Ordering::Relaxed) {
+        let read = watched.read.swap(false, Ordering::Relaxed);
+        let wanted = watched.wanted.swap(false, Ordering::Relaxed);
+        if read {
+            read_at = Some(Instant::now());
+        }
+        // What holds the feed back is told while consumers read it.
+        let read_lately = read_at.is_some_and(|at| at.elapsed() < READ_LATELY);
+        if !read_lately {
+            watched.held_back.set(0.0);
+        }
+        if !read && !wanted {
             // Nobody read since the last look. A holder seen again (by its id) is the same
             // transaction, which held the feed all along.
-            if read_at.elapsed() >= READ_LATELY {
-                watched.held_back.set(0.0);
-            }
             continue;
         }
-        read_at = Instant::now();
         let seen = readers
             .with(async |db| {
                 sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(LOOK)
@@ -368,6 +390,9 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
                 let held = holder
                     .as_mut()
                     .map_or(Duration::ZERO, |h| h.since.elapsed());
+                if !read_lately {
+                    continue;
+                }
                 watched.held_back.set(held.as_secs_f64());
                 if let Some(h) = holder
                     .as_mut()

@@ -693,7 +693,7 @@ async fn follow_feed(
             if !listening {
                 // Nobody to tell (no stream can subscribe before the first pass): keep up with
                 // the end of the feed, cheaply and not at every notification.
-                let (end, _) = feed_end(db, &horizon.passed_over()).await?;
+                let (end, _) = feed_end(db, &horizon.passed_over_idle()).await?;
                 known.0.clear(); // the events skipped are not applied to it
                 let mut tail = tailer.tail();
                 if !tail.started || !tail.listened() {

@@ -280,7 +280,9 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
 /// README ("The feed held back"): once a transaction that may store events has held the feed
 /// back for a second (SPEC §9's bound), the log names it, once, with its session's pid, however
 /// long it holds on, and `feed_held_back_seconds` says how long: also for a consumer that polls
-/// the feed less often than the service looks (it once started counting anew at each poll).
+/// the feed less often than the service looks (it once started counting anew at each poll);
+/// 0 again some 10 s after the last read, and nothing told before the first (the streams'
+/// tailer, which looks with no stream open, once kept it told on an instance nobody read).
 #[tokio::test]
 async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     let db = TestDb::create().await;
@@ -297,40 +299,55 @@ async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     .fetch_one(&mut *writer)
     .await
     .unwrap();
-    // Read the feed for 3.5 s, every 600 ms: the service looks every 250 ms.
     let client = reqwest::Client::new();
+    let held_back = async || {
+        let metrics = client.get(format!("{address}/metrics")).send().await;
+        let metrics = metrics.unwrap().text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("calry_hooks_feed_held_back_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{metrics}"))
+    };
+    let named = |log: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("is holding the feed and the streams back"))
+            })
+            .collect::<Vec<_>>()
+    };
+    // With no consumer, nothing is told (the streams' tailer looks, for itself).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(held_back().await, 0.0);
+    assert!(named(&std::fs::read_to_string(&log).unwrap()).is_empty());
+    // Read the feed for 3.5 s, every 600 ms: the service looks every 250 ms.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(3500) {
         let answer = client.get(format!("{address}/feed")).send().await.unwrap();
         assert_eq!(answer.status(), 200);
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    let metrics = client
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
-    let held: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("calry_hooks_feed_held_back_seconds "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let held = held_back().await;
     assert!(held >= 2.0, "held back for {held} s");
+    // Some 10 s after the last read, it is 0 again.
+    let read_last = Instant::now();
+    while held_back().await > 0.0 {
+        assert!(
+            read_last.elapsed() < Duration::from_secs(15),
+            "never 0 again"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(read_last.elapsed() > Duration::from_secs(5));
     writer.commit().await.unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
     child.wait().await.unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
-    let named: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("is holding the feed and the streams back"))
-        })
-        .collect();
+    let named = named(&text);
     assert_eq!(named.len(), 1, "{text}");
     assert_eq!(named[0]["transaction"], xid.as_str(), "{text}");
     let holder = named[0]["holder"].as_str().unwrap();
