@@ -372,7 +372,14 @@ fn database_url(s: &str, unset: &str) -> Result<Secret, String> {
     if s.trim().is_empty() {
         return Err(format!("it is empty; unset it {unset}"));
     }
-    crate::store::options_from_url(s).map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
+    crate::store::options_from_url(s).map_err(|e| {
+        // sqlx wraps its reasons in "error with configuration: ", at times twice.
+        let mut reason: &dyn std::error::Error = &e;
+        while let Some(inner) = reason.source() {
+            reason = inner;
+        }
+        format!("not a usable PostgreSQL URL ({reason})")
+    })?;
     Ok(Secret(s.to_owned()))
 }
 

@@ -2344,16 +2344,22 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "DATABASE_URL",
             "--database-url",
             "mysql://u:secret@h/x",
-            "not a PostgreSQL URL (error with configuration: it must begin with postgres:// or \
-             postgresql://)",
+            "not a usable PostgreSQL URL (it must begin with postgres:// or postgresql://)",
             &["token", "list"],
         ),
         (
             "CALRY_HOOKS_READ_DATABASE_URL",
             "--read-database-url",
             "xx://u:secret@h/x",
-            "not a PostgreSQL URL",
+            "not a usable PostgreSQL URL",
             &["migrate"],
+        ),
+        (
+            "DATABASE_URL",
+            "--database-url",
+            "postgres://u:secret@h/x?sslmode=bogus",
+            "not a usable PostgreSQL URL (unknown value \"bogus\" for `ssl_mode`)\n",
+            &["prune", "--older-than", "1d"],
         ),
     ] {
         let run = binary(None)
