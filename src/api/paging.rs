@@ -655,7 +655,13 @@ mod tests {
             FeedPosition::decode("after", &given.encode()).unwrap(),
             given
         );
-        for text in ["p1:+750:1", "p1:0750:01", "p1:750:1 ", "p1:-1:0"] {
+        for text in [
+            "p1:+750:1",
+            "p1:0750:01",
+            "p1:750:1 ",
+            "p1:-1:0",
+            "p1:750:-1",
+        ] {
             let raw = super::encode(text);
             assert!(FeedPosition::decode("after", &raw).is_err(), "{text}");
         }

@@ -786,6 +786,11 @@ async fn only_positions_of_this_stores_events_are_taken() {
     // of no event is still refused.
     let foreign = URL_SAFE_NO_PAD.encode(format!("p1:{last_xid}:0"));
     problem(app.get(&format!("/feed?after={foreign}")).await, 400).await;
+    // Nor is one of the very next transaction after the newest removed event's (e1's).
+    let e1 = String::from_utf8(URL_SAFE_NO_PAD.decode(e1).unwrap()).unwrap();
+    let e1_xid: i64 = e1.split(':').nth(1).unwrap().parse().unwrap();
+    let next = URL_SAFE_NO_PAD.encode(format!("p1:{}:0", e1_xid + 1));
+    problem(app.get(&format!("/feed?after={next}")).await, 400).await;
 }
 
 /// A filtered consumer (a token's scope on `/feed`, an `eventType`, an account) whose next events

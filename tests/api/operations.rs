@@ -1479,6 +1479,24 @@ async fn a_removal_stopped_half_way_is_finished_by_the_next() {
     drop(db);
 }
 
+/// The positions of a month left pending detach were given out, and are not yet below the
+/// positions removed: the feed still takes them, out of sight as their events are.
+#[tokio::test]
+async fn a_position_in_a_month_left_half_detached_is_still_taken() {
+    use base64::Engine;
+    let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
+    let (xid, seq): (i64, i64) =
+        sqlx::query_as("select feed_xid, feed_seq from events where hook_id = 'jan'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    leave_january_half_detached(&pool).await;
+    let app = crate::helpers::serve_default(&pool, Some(db)).await;
+    let jan = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("p1:{xid}:{seq}"));
+    let answer = app.get(&format!("/feed?after={jan}")).await;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+}
+
 /// A detach waits for every older transaction however long it runs (README: "a long
 /// `pg_dump`, say"), past the statement timeout of the service's other statements (10 s).
 #[tokio::test]
@@ -2381,6 +2399,22 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "{stderr}"
         );
         assert!(!stderr.contains("secret"), "{stderr}");
+    }
+    // Both schemes PostgreSQL's own clients take are taken (only the connection then fails).
+    for scheme in ["postgres", "postgresql", "PostgreSQL"] {
+        let run = binary(None)
+            .env("DATABASE_URL", format!("{scheme}://127.0.0.1:1/none"))
+            .arg("migrate")
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot connect") && !stderr.contains("cannot be used"),
+            "{scheme}: {stderr}"
+        );
     }
 }
 
