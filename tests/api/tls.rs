@@ -33,16 +33,21 @@ impl Drop for TlsServer {
     }
 }
 
-/// `program` as PostgreSQL's own user when we are root (the server refuses root).
+/// `program` as PostgreSQL's own user when we are root (the server refuses root): run as that
+/// user directly, so that the test's signals reach the server (`runuser` passes on no SIGINT,
+/// and a server started through it outlived the test).
 fn as_server_user(program: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        let mut cmd = tokio::process::Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(program);
-        cmd
-    } else {
-        tokio::process::Command::new(program)
+        // SAFETY: a NUL-terminated name; the entry is read before any other passwd call.
+        let user = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+        assert!(!user.is_null(), "no postgres user to run the server as");
+        // SAFETY: checked non-null above.
+        let (uid, gid) = unsafe { ((*user).pw_uid, (*user).pw_gid) };
+        cmd.uid(uid).gid(gid);
     }
+    cmd
 }
 
 async fn run(mut cmd: tokio::process::Command) {
