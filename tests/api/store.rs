@@ -278,7 +278,10 @@ async fn a_private_cluster_is_shared_only_with_a_process_that_outlives_its_owner
         .await
         .unwrap();
 
-    let second = Cluster::start(&dir, Role::Serve).await;
+    // Refused at once: were it to wait for the first, it would wait for ever.
+    let second = tokio::time::timeout(Duration::from_secs(30), Cluster::start(&dir, Role::Serve))
+        .await
+        .expect("a second service is refused, not kept waiting");
     let refused = second.expect_err("a second service on the same data directory");
     assert!(
         refused.to_string().contains("another calry-hooks service"),
