@@ -334,6 +334,8 @@ async fn every_bad_parameter_is_a_400_naming_it() {
     let long_workspace_feed = format!("/workspaces/{long}/feed");
     let long_account = format!("/workspaces/w/accounts/{long}/timeline");
     let long_hook = format!("/events/{long}");
+    let long_workspace_account = format!("/workspaces/{long}/accounts/a");
+    let long_type = format!("/workspaces/w/events?eventType={long}");
     let cases = [
         ("/workspaces/w/events?eventType=*", "eventType"),
         (
@@ -403,6 +405,8 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         (&long_workspace_feed, "workspaceId"),
         (&long_account, "integrationAccountId"),
         (&long_hook, "hookId"),
+        (&long_workspace_account, "workspaceId"),
+        (&long_type, "eventType"),
     ];
     for (url, parameter) in cases {
         let body = problem(app.get(url).await, 400).await;

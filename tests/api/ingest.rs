@@ -610,9 +610,14 @@ async fn a_structured_json_content_type_is_json() {
         .await;
     assert_eq!(first.status(), 201);
     let again = app
-        .deliver_raw(body, "Application/Vnd.Calry+JSON; charset=utf-8")
+        .deliver_raw(body.clone(), "Application/Vnd.Calry+JSON; charset=utf-8")
         .await;
     assert_eq!(again.status(), 200);
+    // RFC 9110 §5.6.6 allows white space before a parameter's `;`.
+    let spaced = app
+        .deliver_raw(body, "application/json ; charset=utf-8")
+        .await;
+    assert_eq!(spaced.status(), 200);
 }
 
 /// SPEC §2: ids are "opaque strings of 1–255 characters": an event type, a workspace id or an

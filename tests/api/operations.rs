@@ -1703,6 +1703,22 @@ async fn an_instance_is_unready_once_a_newer_version_migrated_its_database() {
     );
 }
 
+/// README: `/readyz` is `503` unless "every migration of this build is applied".
+#[tokio::test]
+async fn an_instance_is_unready_while_a_migration_of_its_build_is_missing() {
+    let app = spawn_app().await;
+    sqlx::query("delete from _sqlx_migrations where version = $1")
+        .bind(store::latest_migration())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let body = problem(app.get("/readyz").await, 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("not migrated"),
+        "{body}"
+    );
+}
+
 /// Months are calendar months in UTC whatever the session's time zone: an operator may call
 /// `ensure_event_partitions` from a `psql` of their own (the service's connections run in UTC).
 /// Auckland's clocks go forward on 28 September 2031, so a month counted there would end on 30

@@ -13,7 +13,7 @@ use calry_hooks::store::{self, Cluster, Role};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{TestApp, event, hook_ids, problem, serve};
+use crate::helpers::{TestApp, event, hook_ids, problem, serve, spawn_app};
 
 const DATABASE: &str = "calry_hooks";
 const REPLICA_READS: &str = "calry_hooks_query_reads_total{database=\"replica\"}";
@@ -601,4 +601,27 @@ async fn a_standby_of_another_cluster_is_not_read_from() {
     assert_eq!(app.metric(REPLICA_READS).await, 0.0);
     app.stop_keeping_database().await;
     pool.close().await;
+}
+
+/// README: `Calry-Hooks-Read-From` is `primary` or `replica` (the default, which a reader may
+/// also send), whether or not a replica is configured; any other value, or the header given
+/// twice, is a `400` naming it.
+#[tokio::test]
+async fn the_read_from_header_takes_primary_or_replica_once() {
+    let app = spawn_app().await;
+    let ask = |values: &[&str]| {
+        let mut request = app.client.get(format!("{}/workspaces", app.address));
+        for value in values {
+            request = request.header("calry-hooks-read-from", *value);
+        }
+        request.send()
+    };
+    for value in ["primary", "replica"] {
+        assert_eq!(ask(&[value]).await.unwrap().status(), 200, "{value}");
+    }
+    let twice = ask(&["replica", "primary"]).await.unwrap();
+    assert_eq!(
+        problem(twice, 400).await["parameter"],
+        "Calry-Hooks-Read-From"
+    );
 }
