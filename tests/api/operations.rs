@@ -2317,6 +2317,21 @@ async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
 /// A value that cannot be used stops the binary with one line naming its variable and flag.
 #[tokio::test]
 async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
+    // The binary's exit code and standard error, run with `args` and `variable` set to `value`,
+    // `DATABASE_URL` naming a database that is not there (no private cluster) unless that is the
+    // variable. Were an unusable value taken, `serve` would start, and be stopped by the limit.
+    let run = async |variable: &str, value: &str, args: &[&str]| {
+        let mut cmd = binary(None);
+        cmd.env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .env(variable, value)
+            .args(args);
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("{variable}={value:?} was taken"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
     for (variable, value, reason) in [
         ("CALRY_HOOKS_MAX_BODY_BYTES", "abc", "invalid digit"),
         ("CALRY_HOOKS_LOG_FORMAT", "xml", "one of text, json"),
@@ -2336,19 +2351,8 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "not an IP address and port",
         ),
     ] {
-        // Were the value taken, the service would start: on a database that is not there (no
-        // private cluster), and stopped by the time limit.
-        let run = binary(None)
-            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
-            .env(variable, value)
-            .arg("serve")
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .unwrap_or_else(|_| panic!("{variable}={value} was taken"))
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{variable}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, stderr) = run(variable, value, &["serve"]).await;
+        assert_eq!(code, Some(2), "{variable}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
             stderr.starts_with(&format!("calry-hooks: {variable} (--"))
@@ -2396,17 +2400,8 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             &["prune", "--older-than", "1d"],
         ),
     ] {
-        let run = binary(None)
-            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
-            .env(variable, value)
-            .args(command)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .unwrap_or_else(|_| panic!("{variable}={value:?} was taken"))
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{variable}={value:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, stderr) = run(variable, value, command).await;
+        assert_eq!(code, Some(2), "{variable}={value:?}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
             stderr.starts_with(&format!(
@@ -2418,15 +2413,8 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
     }
     // Both schemes PostgreSQL's own clients take are taken (only the connection then fails).
     for scheme in ["postgres", "postgresql", "PostgreSQL"] {
-        let run = binary(None)
-            .env("DATABASE_URL", format!("{scheme}://127.0.0.1:1/none"))
-            .arg("migrate")
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let url = format!("{scheme}://127.0.0.1:1/none");
+        let (_, stderr) = run("DATABASE_URL", &url, &["migrate"]).await;
         assert!(
             stderr.contains("cannot connect") && !stderr.contains("cannot be used"),
             "{scheme}: {stderr}"
