@@ -97,9 +97,9 @@ impl Role {
 
 /// The user the server runs as when we are root.
 #[derive(Debug, Clone, Copy)]
-struct Owner {
-    uid: u32,
-    gid: u32,
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Cluster {
@@ -423,7 +423,7 @@ fn find_binaries() -> Option<PathBuf> {
 }
 
 /// PostgreSQL refuses to run as root: then the cluster belongs to `postgres` (or `nobody`).
-fn unprivileged_owner() -> Result<Option<Owner>, ClusterError> {
+pub fn unprivileged_owner() -> Result<Option<Owner>, ClusterError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);

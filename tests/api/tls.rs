@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use calry_hooks::store::cluster::unprivileged_owner;
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{TestDb, binary, event, free_port, start_binary};
@@ -33,19 +34,13 @@ impl Drop for TlsServer {
     }
 }
 
-/// `program` as PostgreSQL's own user when we are root (the server refuses root): run as that
-/// user directly, so that the test's signals reach the server (`runuser` passes on no SIGINT,
-/// and a server started through it outlived the test).
+/// `program` as the user the service runs its private cluster as when we are root (the server
+/// refuses root): run as that user directly, so that the test's signals reach the server
+/// (`runuser` passes on no SIGINT, and a server started through it outlived the test).
 fn as_server_user(program: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        // SAFETY: a NUL-terminated name; the entry is read before any other passwd call.
-        let user = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
-        assert!(!user.is_null(), "no postgres user to run the server as");
-        // SAFETY: checked non-null above.
-        let (uid, gid) = unsafe { ((*user).pw_uid, (*user).pw_gid) };
-        cmd.uid(uid).gid(gid);
+    if let Some(owner) = unprivileged_owner().unwrap() {
+        cmd.uid(owner.uid).gid(owner.gid);
     }
     cmd
 }
@@ -100,10 +95,11 @@ impl TlsServer {
              -extfile san.ext -out server.crt",
         ))
         .await;
-        let mut chown = tokio::process::Command::new("chown");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            chown.args(["-R", "postgres"]).arg(&dir);
+        if let Some(owner) = unprivileged_owner().unwrap() {
+            let mut chown = tokio::process::Command::new("chown");
+            chown
+                .args(["-R", &format!("{}:{}", owner.uid, owner.gid)])
+                .arg(&dir);
             run(chown).await;
         }
         let data = dir.join("data");
