@@ -584,12 +584,13 @@ pub async fn deliver_all(app: &TestApp, bodies: Vec<Value>, concurrency: usize) 
     answers.into_iter().map(|(_, s)| s).collect()
 }
 
-/// Every item of a paged listing (`items`, `nextCursor`), following the cursor from `path`.
+/// Every item of a paged listing (`items`, `nextCursor`), following the cursor from `path`, for
+/// at most 1,000 pages: no test reads more, and a cursor that goes back would never end.
 pub async fn read_pages(app: &TestApp, path: &str) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     let sep = if path.contains('?') { '&' } else { '?' };
-    loop {
+    for _ in 0..1_000 {
         let url = match &cursor {
             Some(c) => format!("{path}{sep}cursor={c}"),
             None => path.to_owned(),
@@ -601,6 +602,7 @@ pub async fn read_pages(app: &TestApp, path: &str) -> Vec<Value> {
             None => return items,
         }
     }
+    panic!("{path}: still a nextCursor after 1,000 pages")
 }
 
 /// An instance with a single query connection and the given query timeout, holding
