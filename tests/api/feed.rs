@@ -303,11 +303,7 @@ async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     let held_back = async || {
         let metrics = client.get(format!("{address}/metrics")).send().await;
         let metrics = metrics.unwrap().text().await.unwrap();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("calry_hooks_feed_held_back_seconds "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{metrics}"))
+        crate::helpers::metric_in(&metrics, "calry_hooks_feed_held_back_seconds")
     };
     let named = |log: &str| {
         log.lines()
