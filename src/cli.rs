@@ -149,6 +149,9 @@ fn say(text: impl std::fmt::Display) -> Result<(), Box<dyn Error>> {
 
 async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     crate::telemetry::init(config.log_format, &config.log_filter);
+    for variable in crate::config::unknown_variables() {
+        tracing::warn!(%variable, "not a setting of calry-hooks (see --help): ignored");
+    }
     if config.webhook_secrets.is_none() {
         if !config.listen.ip().is_loopback() && !config.allow_unsigned {
             return Err(format!(

@@ -33,6 +33,24 @@ impl Cli {
     }
 }
 
+/// The `CALRY_HOOKS_…` variables of the environment that name no setting of this build (a
+/// misspelt one, or one of another version), which would otherwise be ignored without a word.
+pub fn unknown_variables() -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let known: Vec<_> = command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
+        .filter_map(|a| a.get_env())
+        .collect();
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("CALRY_HOOKS_") && !known.iter().any(|k| **k == **name))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// The one line for a value clap refused: "CALRY_HOOKS_MAX_BODY_BYTES (--max-body-bytes) cannot
 /// be "abc": invalid digit found in string". A value hidden from `--help` is not repeated
 /// ("DATABASE_URL (--database-url) cannot be used: …").
@@ -177,6 +195,7 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_WEBHOOK_SECRETS",
         hide_env_values = true,
+        value_parser = webhook_secrets,
         global = true
     )]
     pub webhook_secrets: Option<Secret>,
@@ -381,6 +400,14 @@ fn database_url(s: &str, unset: &str) -> Result<Secret, String> {
         format!("not a usable PostgreSQL URL ({reason})")
     })?;
     Ok(Secret(s.to_owned()))
+}
+
+/// Webhook secrets the signature check can use, checked when read, whatever the command, as a
+/// database URL is; the reason names a secret by its position, never by its value.
+fn webhook_secrets(s: &str) -> Result<Secret, String> {
+    let secrets = Secret(s.to_owned());
+    crate::signature::Verifier::new(Some(&secrets), 1).map_err(|e| e.reason().to_owned())?;
+    Ok(secrets)
 }
 
 /// A workspace id as an event can carry it (SPEC §2): any other could never match.

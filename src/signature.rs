@@ -31,6 +31,13 @@ const PREFIX: &str = "whsec_";
 #[error("CALRY_HOOKS_WEBHOOK_SECRETS: {0}")]
 pub struct InvalidSecrets(String);
 
+impl InvalidSecrets {
+    /// What is wrong, without the variable's name.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Checks delivery signatures against the configured secrets.
 #[derive(Clone)]
 pub struct Verifier {

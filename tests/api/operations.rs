@@ -2361,8 +2361,8 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "{stderr}"
         );
     }
-    // A URL is not repeated (it may hold a password), an empty one is not read as unset, and
-    // one of another scheme is refused by any command (`migrate` does not read the replica).
+    // A URL or a secret is not repeated, an empty one is not read as unset, and one that cannot
+    // be used is refused by any command (`migrate` does not read the replica).
     for (variable, flag, value, reason, command) in [
         (
             "DATABASE_URL",
@@ -2381,23 +2381,37 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
         (
             "DATABASE_URL",
             "--database-url",
-            "mysql://u:secret@h/x",
+            "mysql://u:hunter2@h/x",
             "not a usable PostgreSQL URL (it must begin with postgres:// or postgresql://)",
             &["token", "list"],
         ),
         (
             "CALRY_HOOKS_READ_DATABASE_URL",
             "--read-database-url",
-            "xx://u:secret@h/x",
+            "xx://u:hunter2@h/x",
             "not a usable PostgreSQL URL",
             &["migrate"],
         ),
         (
             "DATABASE_URL",
             "--database-url",
-            "postgres://u:secret@h/x?sslmode=bogus",
+            "postgres://u:hunter2@h/x?sslmode=bogus",
             "not a usable PostgreSQL URL (unknown value \"bogus\" for `ssl_mode`)\n",
             &["prune", "--older-than", "1d"],
+        ),
+        (
+            "CALRY_HOOKS_WEBHOOK_SECRETS",
+            "--webhook-secrets",
+            "",
+            "set, but holds no secret; unset it to accept unsigned deliveries\n",
+            &["serve"],
+        ),
+        (
+            "CALRY_HOOKS_WEBHOOK_SECRETS",
+            "--webhook-secrets",
+            "whsec_c2VjcmV0 hunter2",
+            "secret 2 of 2 does not start with `whsec_`",
+            &["token", "list"],
         ),
     ] {
         let (code, stderr) = run(variable, value, command).await;
@@ -2409,8 +2423,17 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             )),
             "{stderr}"
         );
-        assert!(!stderr.contains("secret"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
     }
+    // A variable that names no setting (here a misspelt secret) is said to be ignored, without
+    // its value.
+    let (_, stderr) = run("CALRY_HOOKS_SECRET", "whsec_hunter2", &["serve"]).await;
+    assert!(
+        stderr.contains("not a setting of calry-hooks (see --help): ignored")
+            && stderr.contains("CALRY_HOOKS_SECRET")
+            && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
     // Both schemes PostgreSQL's own clients take are taken (only the connection then fails).
     for scheme in ["postgres", "postgresql", "PostgreSQL"] {
         let url = format!("{scheme}://127.0.0.1:1/none");
