@@ -4,7 +4,8 @@
 # delivery made while a workspace page is open shows up within 2 s; a workspace of 3,000 accounts
 # draws a bounded number of rows and stays live; account ids that look alike each show as
 # themselves; a page whose stream had no message yet when the service restarted misses nothing
-# after it; once a token exists, the page asks for it, refuses a wrong one, and works with the right
+# after it; a page whose service stops answering (SIGSTOP) says so and, once it goes on, shows a
+# delivery made then once; once a token exists, the page asks for it, refuses a wrong one, and works with the right
 # one (its stream read through fetch), and a page whose stream had a message resumes after a
 # restart with Last-Event-ID, missing nothing; a hidden tab closes its stream and, shown again,
 # shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
@@ -57,27 +58,46 @@ run() {
 
 run --phase open
 
-# Runs phase $1 with the service restarted under its open pages: the check opens them and says so
-# (ready), the service restarts here (up), the check delivers at once. Meanwhile the pages show
-# the outage.
-restarted() {
+# Runs phase $1 with $2 done to the service under its open pages: the check opens them and says
+# so (ready), $2 runs here, then (up) the check delivers at once.
+under_open_pages() {
     local handshake="$SERVICE_DIR/handshake-$1" pid
     mkdir -p "$handshake"
     run --phase "$1" --handshake "$handshake" &
     pid=$!
     while [ ! -e "$handshake/ready" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     if [ -e "$handshake/ready" ]; then
-        log "restarting the service under the open pages, down for 6 s"
-        service_stop
-        sleep 6 # long enough for the banner's countdown to tick
-        service_start "$service_log" || { log "FAIL: the service did not start again"; exit 1; }
+        "$2" || exit 1
         touch "$handshake/up"
     fi
     wait "$pid" || exit 1
 }
 
+# Meanwhile the pages show the outage.
+restart() {
+    log "restarting the service under the open pages, down for 6 s"
+    service_stop
+    sleep 6 # long enough for the banner's countdown to tick
+    service_start "$service_log" || { log "FAIL: the service did not start again"; return 1; }
+}
+
+# A service that answers nothing and refuses nothing; the check waits until its page says so.
+freeze() {
+    log "stopping the service (SIGSTOP) under the open page until the page says so"
+    kill -STOP "$SERVICE_PID"
+    local waited=0
+    while [ ! -e "$SERVICE_DIR/handshake-frozen/told" ] && [ "$waited" -lt 450 ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    kill -CONT "$SERVICE_PID"
+}
+
 # A page that had no message yet when the service restarted must miss nothing after it.
-restarted resume
+under_open_pages resume restart
+
+# A page whose service stops answering says so, and goes on once it does.
+under_open_pages frozen freeze
 
 # From here on the query routes need a token (one exists).
 token=$(cd "$SERVICE_DIR" && env -u DATABASE_URL CALRY_HOOKS_DATA_DIR="$SERVICE_DIR/data" \
@@ -88,6 +108,6 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$SERVICE_URL/workspaces")
 log "a token exists: GET /workspaces without it answers 401"
 DASHBOARD_TOKEN="$token" run --phase token
 # A page reading its stream with the token, which had a message, resumes after a restart.
-DASHBOARD_TOKEN="$token" restarted token-resume
+DASHBOARD_TOKEN="$token" under_open_pages token-resume restart
 
 log "PASS; screenshots: $(cd "$ARTIFACTS" && ls dashboard-*.png | tr '\n' ' ')"

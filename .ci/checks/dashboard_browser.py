@@ -813,6 +813,50 @@ class Check:
         log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
         page.context.close()
 
+    def phase_frozen(self, handshake):
+        """A workspace page whose service stops answering (SIGSTOP: nothing is refused, nothing
+        answers, the stream's connection stays open) says so, and once the service goes on shows a
+        delivery made then, once."""
+        workspace, account = self.sample()
+        what = "the workspace page, its service frozen"
+        page = self.page(1440)
+        self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
+        self.until_live(page)
+        page.evaluate(WATCH_BANNER)
+        ready(handshake)
+        frozen = time.time()
+        # The page asks the service every 15 s and waits 10 s for each answer.
+        try:
+            page.wait_for_function(
+                "() => document.getElementById('banner-what').textContent.includes('has not answered')"
+                " && !document.getElementById('conn').textContent.startsWith('live')",
+                timeout=40000, polling=100)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: 40 s on, the page still does not say the service is not answering (the "
+                       f"header says {page.inner_text('#conn')!r})") from None
+        log(f"{what}: the page said the service is not answering {time.time() - frozen:.1f} s after "
+            "it was stopped")
+        open(os.path.join(handshake, "told"), "w").close()  # the .sh lets the service go on
+        wait_up(handshake)
+        hook_id, acked = self.deliver(workspace, account, "sync.paused")
+        row = f"#main tr[data-key=\"{hook_id}\"]"
+        try:
+            page.wait_for_function(f"() => !!document.querySelector('{row}')"
+                                   " && document.getElementById('conn').textContent.startsWith('live')"
+                                   " && document.getElementById('banner').hidden",
+                                   timeout=self.timeout, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the delivery of {hook_id}, made once the service went on, did not show up "
+                       f"within {self.timeout / 1000:.0f} s with the page live again (the header says "
+                       f"{page.inner_text('#conn')!r})") from None
+        took = time.time() - acked
+        page.wait_for_timeout(1000)  # a second copy would have come by now
+        copies = page.locator(row).count()
+        if copies != 1:
+            raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
+        log(f"{what}: a delivery made as the service went on shows once, {took:.1f} s after its 201")
+        page.context.close()
+
     def banner_told_once(self, page, what):
         """The outage was shown, with a countdown, and announced once (WATCH_BANNER's record)."""
         seen = page.evaluate("() => window.__banner")
@@ -921,20 +965,30 @@ class Check:
 
 def restarted(handshake):
     """Says the pages are open (DIR/ready) and waits for the .sh to restart the service (DIR/up)."""
+    ready(handshake)
+    wait_up(handshake)
+
+
+def ready(handshake):
+    """Says the pages are open (DIR/ready): the .sh does what it does to the service."""
     open(os.path.join(handshake, "ready"), "w").close()
+
+
+def wait_up(handshake):
+    """Waits for the .sh to say the service is back (DIR/up)."""
     up = os.path.join(handshake, "up")
     deadline = time.time() + 150
     while not os.path.exists(up):
         if time.time() > deadline:
-            raise Unusable("the service was not restarted (no DIR/up) within 150 s")
+            raise Unusable("the service was not back (no DIR/up) within 150 s")
         time.sleep(0.05)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the service, e.g. http://127.0.0.1:8080")
-    ap.add_argument("--phase", choices=["open", "token", "resume", "token-resume"], required=True)
-    ap.add_argument("--handshake", help="--phase resume, token-resume: the directory shared with the .sh")
+    ap.add_argument("--phase", choices=["open", "token", "resume", "token-resume", "frozen"], required=True)
+    ap.add_argument("--handshake", help="--phase resume, token-resume, frozen: the directory shared with the .sh")
     ap.add_argument("--large", type=int, default=3000, help="accounts of the large workspace (phase open)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--artifacts", default="target/ci-artifacts")
@@ -958,6 +1012,8 @@ def main():
                     check.phase_open()
                 elif args.phase == "resume":
                     check.phase_resume(args.handshake)
+                elif args.phase == "frozen":
+                    check.phase_frozen(args.handshake)
                 elif args.phase == "token-resume":
                     check.phase_token_resume(args.handshake, token)
                 else:

@@ -6,6 +6,10 @@ import { fill, h, note, said as words } from './view.js';
 
 const KEY = 'calry-hooks.token';
 const RETRY_SECS = 5;
+// The longest a call waits for its answer: a service that is stopped (or a connection that died
+// without being closed) never answers, and the page would say nothing for ever.
+const ANSWER_MS = 10000;
+const NO_ANSWER = `The service has not answered for ${ANSWER_MS / 1000} s`;
 
 export const token = {
   get: () => sessionStorage.getItem(KEY),
@@ -44,10 +48,11 @@ export async function api(path) {
   for (;;) {
     const used = token.get();
     let res;
+    const signal = AbortSignal.timeout(ANSWER_MS); // the body too
     try {
-      res = await fetch(path, { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store' });
-    } catch {
-      await unreachable('Cannot reach the service');
+      res = await fetch(path, { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store', signal });
+    } catch (e) {
+      await unreachable(e.name === 'TimeoutError' ? NO_ANSWER : 'Cannot reach the service');
       continue;
     }
     if (res.status === 401) {
@@ -65,7 +70,12 @@ export async function api(path) {
     if (readWith !== undefined && used !== readWith) location.reload();
     readWith = used;
     if (!res.ok) throw new ApiError(res.status, await problemOf(res), path);
-    return res.json();
+    try {
+      return await res.json();
+    } catch (e) {
+      if (e.name !== 'TimeoutError') throw e;
+      await unreachable(NO_ANSWER);
+    }
   }
 }
 

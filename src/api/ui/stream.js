@@ -12,7 +12,7 @@
 // opened again, without a position, when the tab is shown: the page reads its data again then,
 // as after any opening without a position.
 
-import { api, authHeaders, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
+import { api, authHeaders, onChange, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
 
 const RETRY_MS = 5000;
 const HIDDEN_MS = 5000; // a tab hidden this long has its stream closed
@@ -53,7 +53,9 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   let gaveUp = false; // stopped for an answer that asking again will not change
   let current = null;
   let now = null; // the connection's state
+  let openedAt = 0; // when the connection in use opened
   const onState = (kind) => {
+    if (kind === 'live' && now !== 'live') openedAt = Date.now();
     now = kind;
     if (kind === 'live') reachable();
     told(kind);
@@ -207,6 +209,24 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
     start();
   };
   document.addEventListener('visibilitychange', visibility);
+
+  // A connection opened before the service stopped answering the page's calls may be dead
+  // without having been closed (a stopped service, a proxy or a laptop gone to sleep): once the
+  // service answers again, it is opened again from its last position (no gap, no duplicate).
+  let silentSince = null;
+  onChange(({ offline }) => {
+    if (offline) {
+      silentSince ??= Date.now();
+      return;
+    }
+    const since = silentSince;
+    silentSince = null;
+    if (since === null || stopped || hidden || gaveUp || now !== 'live' || openedAt > since) return;
+    opening++;
+    current?.close();
+    onState('reconnecting');
+    start();
+  });
 
   start();
   if (document.visibilityState === 'hidden') visibility(); // opened in a tab in the background
