@@ -638,8 +638,26 @@ class Check:
         flat = [key for key, _, area in rows if area < 20]
         if flat:
             raise Fail(f"{what}: the links of {flat!r} cannot be clicked")
+        # Each id selected and copied is copied as itself, whole.
+        copied = page.eval_on_selector_all(
+            "#main section[aria-labelledby=accounts-title] tbody tr[data-key] a.id",
+            """links => links.map(link => {
+                 let got = null;
+                 const take = (e) => { got = e.clipboardData.getData('text/plain'); };
+                 window.addEventListener('copy', take);
+                 const range = document.createRange();
+                 range.selectNodeContents(link);
+                 document.getSelection().removeAllRanges();
+                 document.getSelection().addRange(range);
+                 document.execCommand('copy');
+                 window.removeEventListener('copy', take);
+                 return [link.closest('tr').dataset.key, got];
+               })""")
+        wrong = [(key, got) for key, got in copied if got != key]
+        if wrong:
+            raise Fail(f"{what}: an id selected and copied is not copied as itself: {wrong!r}")
         self.clean(page, what)
-        log(f"{what}: each shows as itself ({', '.join(shown)}); "
+        log(f"{what}: each shows as itself ({', '.join(shown)}), and is copied as itself; "
             f"{self.shot(page, 'workspace-look-alikes-390')}")
         page.context.close()
 

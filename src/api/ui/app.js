@@ -2,7 +2,7 @@
 // connection, the token) and the banner (the service cannot be reached) up to date.
 
 import { onChange, state, token } from './api.js';
-import { fill, h, id, rel, tick, uiWorkspace } from './view.js';
+import { copyWholeIds, fill, h, id, rel, tick, uiWorkspace } from './view.js';
 import overview from './overview.js';
 import workspace from './workspace.js';
 import account from './account.js';
@@ -94,6 +94,7 @@ function notFound(pathname) {
 
 onChange(showAuth);
 showAuth(state);
+copyWholeIds();
 setInterval(tick, 1000);
 
 const found = route(location.pathname);

@@ -100,7 +100,8 @@ export function visible(value) {
 
 /**
  * An id in monospace, truncated in the middle by CSS when there is no room (the head shrinks
- * with an ellipsis, the tail stays), the full id on hover; a link when `href` is given.
+ * with an ellipsis, the tail stays), the full id on hover; a link when `href` is given. Copied
+ * whole, as itself (copyWholeIds).
  */
 export function id(value, href) {
   const text = visible(value);
@@ -109,7 +110,22 @@ export function id(value, href) {
   const parts = [h('span', { class: 'sr-only' }, text),
     h('span', { class: 'id-head', 'aria-hidden': 'true' }, tail ? text.slice(0, -6) : text),
     tail && h('span', { class: 'id-tail', 'aria-hidden': 'true' }, tail)];
-  return href ? h('a', { class: 'id', href, title: text }, parts) : h('span', { class: 'id', title: text }, parts);
+  const attrs = { class: 'id', title: text, 'data-id': value };
+  return href ? h('a', { ...attrs, href }, parts) : h('span', attrs, parts);
+}
+
+/** A selection within one id copies that id whole and as it is, not the three parts it is drawn
+ * with (its head, its tail and the copy read out by screen readers) nor its code points shown. */
+export function copyWholeIds() {
+  document.addEventListener('copy', (e) => {
+    const sel = document.getSelection();
+    if (!sel || sel.isCollapsed || !sel.rangeCount) return;
+    const node = sel.getRangeAt(0).commonAncestorContainer;
+    const el = (node.nodeType === Node.ELEMENT_NODE ? node : node.parentElement)?.closest('.id[data-id]');
+    if (!el) return;
+    e.clipboardData.setData('text/plain', el.dataset.id);
+    e.preventDefault();
+  });
 }
 
 /** A button that copies `text`, saying so for a moment. */
