@@ -311,7 +311,7 @@ class Check:
     def sample(self, token=None):
         # Not the workspaces of `large`, `look_alikes` and the races, made for their own checks.
         ws = [w for w in get_json(self.base + "/workspaces?limit=500", token)["items"]
-              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-"))]
+              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-", "ci-many-"))]
         if not ws:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
@@ -385,6 +385,43 @@ class Check:
         self.timeline_race()
         self.timeline_refresh_race()
         self.stream_refused(pages["workspace"][0])
+        self.many_workspaces()
+
+    def many_workspaces(self):
+        """With more workspaces than the overview lists (100), its failing and paused figures are
+        still those of every workspace (counted from /accounts), not of the listed ones."""
+        for i in range(101):
+            self.deliver(f"ci-many-{i:03d}", "a", "sync.error" if i % 2 == 0 else "sync.paused")
+
+        def count(state):
+            n, cursor = 0, None
+            while True:
+                after = f"&cursor={urllib.parse.quote(cursor, safe='')}" if cursor else ""
+                page = get_json(f"{self.base}/accounts?syncState={state}&limit=500{after}")
+                n += len(page["items"])
+                cursor = page["nextCursor"]
+                if not cursor:
+                    return n
+
+        expected = {"failing now": str(count("error")), "paused": str(count("paused"))}
+        what = "the overview of more workspaces than it lists"
+        page = self.page(1440)
+        self.open(page, "/ui", what)
+        figures = """() => Object.fromEntries([...document.querySelectorAll('#main .figure')]
+          .map(f => [f.querySelector('.figure-label').textContent, f.querySelector('.figure-value').textContent]))"""
+        try:
+            page.wait_for_function(f"""(expected) => {{
+                const shown = ({figures})();
+                return 'workspaces (more not shown)' in shown
+                  && Object.entries(expected).every(([k, v]) => shown[k] === v);
+              }}""", arg=expected, timeout=self.timeout, polling=100)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: figures {page.evaluate(figures)!r}, expected {expected!r} (every "
+                       "workspace's failing and paused accounts)") from None
+        self.clean(page, what)
+        log(f"{what}: failing now {expected['failing now']}, paused {expected['paused']}: every "
+            f"workspace's, counted from /accounts; {self.shot(page, 'overview-many-1440')}")
+        page.context.close()
 
     # ---- races and hidden tabs ----
 

@@ -16,6 +16,9 @@ const CHANGE_DELAY_MS = 2000; // a burst of changes is read once
 const WORKSPACES_PAGE = 100;
 const FAILING_PAGE = 50;
 const AT_ONCE = 6; // status requests in flight at a time
+// With more workspaces than are listed, the failing and paused accounts are counted across all of
+// them from GET /accounts instead, exactly up to this many (4 calls of 500), "+" past it.
+const COUNT_UP_TO = 2000;
 
 /** Up to `pages` pages of a listing, as one: {items, nextCursor}. */
 async function walk(path, params, pages) {
@@ -98,21 +101,28 @@ export default function overview(main, { conn }) {
         problem: totals[i].err,
       }));
     }
+    // The listed workspaces' totals do not count the others': the accounts are counted instead.
+    let counted = null;
+    if (ws.status === 'fulfilled' && ws.value.nextCursor) {
+      const count = (syncState) => walk('/accounts', { syncState, limit: 500 }, COUNT_UP_TO / 500)
+        .then((r) => ({ n: r.items.length, more: !!r.nextCursor }));
+      const [error, paused] = await Promise.allSettled([count('error'), count('paused')]);
+      counted = { error: error.value, paused: paused.value };
+    }
     if (mine !== reads) return true; // a newer read is under way: it draws
-    data = { ws, fail, rows };
+    data = { ws, fail, rows, counted };
     draw();
     return !(ws.status === 'rejected' && ws.reason.status === 401); // no token given: stop asking
   }
 
   function draw() {
-    const { ws, fail, rows } = data;
+    const { ws, fail, rows, counted } = data;
     const more = ws.status === 'fulfilled' && ws.value.nextCursor;
     const lastEventAt = rows.reduce((m, r) => (!m || compareTimes(r.lastEventAt, m) > 0 ? r.lastEventAt : m), null);
 
-    put(figures, 'figures', JSON.stringify([rows, more]), () => {
+    put(figures, 'figures', JSON.stringify([rows, more, counted]), () => {
       if (ws.status === 'rejected') return [];
       const sum = (k) => rows.reduce((n, r) => n + (r[k] ?? 0), 0);
-      const failingNow = sum('error');
       // Each sum counts only the workspaces listed ("Show more" lists more), and failing and
       // paused none of a workspace whose totals could not be read (n/a below): such a sum is a
       // lower bound, shown with a "+" and said so in its title.
@@ -121,11 +131,22 @@ export default function overview(main, { conn }) {
       const partial = unread ? `At least: ${more ? `counted over the ${rows.length} workspaces listed, not all, and ` : ''}`
         + 'some workspaces’ totals could not be read.' : notAll;
       const atLeast = (n, why) => (why ? `${n}+` : n);
+      // A state's number: counted across every workspace when the listed ones are not all of
+      // them (exact up to COUNT_UP_TO), else the listed workspaces' totals.
+      const inState = (state, label, tone) => {
+        const c = counted?.[state];
+        if (c) {
+          const why = c.more ? `At least: counted up to ${COUNT_UP_TO} across every workspace.` : null;
+          return figure(label, atLeast(c.n, why), c.n ? tone : null, why ?? 'Counted across every workspace.');
+        }
+        const n = sum(state);
+        return figure(label, atLeast(n, partial), n ? tone : null, partial);
+      };
       return [
         figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), atLeast(rows.length, notAll)),
         figure(plural(sum('accounts'), 'account'), atLeast(sum('accounts'), notAll), null, notAll),
-        figure('failing now', atLeast(failingNow, partial), failingNow ? 'bad' : null, partial),
-        figure('paused', atLeast(sum('paused'), partial), sum('paused') ? 'warn' : null, partial),
+        inState('error', 'failing now', 'bad'),
+        inState('paused', 'paused', 'warn'),
       ];
     });
 
