@@ -252,8 +252,8 @@ class Check:
 
     # ---- deliveries ----
 
-    def deliver(self, workspace, account, event_type, result=None, at=None):
-        hook_id = f"ci-dashboard-{uuid.uuid4()}"
+    def deliver(self, workspace, account, event_type, result=None, at=None, hook_id=None, answer=201):
+        hook_id = hook_id or f"ci-dashboard-{uuid.uuid4()}"
         body = {"hook": {"id": hook_id, "eventType": event_type, "source": "CALRY_WEBHOOK",
                          "timeStamp": iso(at or datetime.now(timezone.utc))},
                 "data": {"workspaceId": workspace, "integrationAccountId": account,
@@ -267,8 +267,8 @@ class Check:
             status = e.code
         except OSError as e:
             raise Unusable(f"POST /webhooks/calry: {e}") from None
-        if status != 201:
-            raise Fail(f"POST /webhooks/calry answered {status}, expected 201")
+        if status != answer:
+            raise Fail(f"POST /webhooks/calry answered {status}, expected {answer}")
         return hook_id, time.time()
 
     def until_live(self, page):
@@ -385,7 +385,32 @@ class Check:
         self.timeline_race()
         self.timeline_refresh_race()
         self.stream_refused(pages["workspace"][0])
+        self.redelivered()
         self.many_workspaces()
+
+    def redelivered(self):
+        """A redelivery (not in the stream) shows on an open account page as its event's delivery
+        count, read again every 15 s."""
+        workspace, account = f"ci-race-{uuid.uuid4()}", "a"
+        at = datetime.now(timezone.utc)
+        hook_id, _ = self.deliver(workspace, account, "sync.complete", at=at)
+        what = "the account page of a redelivered event"
+        page = self.page(1440)
+        q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
+        self.open(page, f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", what)
+        row = f'#main section[aria-labelledby=events-title] tr[data-key="{hook_id}"]'
+        page.wait_for_selector(row, timeout=self.timeout)
+        self.deliver(workspace, account, "sync.complete", at=at, hook_id=hook_id, answer=200)
+        redelivered = time.time()
+        try:
+            page.wait_for_function(f"() => document.querySelector('{row} .num')?.textContent === '2'",
+                                   timeout=25000, polling=100)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: 25 s after the redelivery its row still says "
+                       f"{page.inner_text(row)!r}, not 2 deliveries") from None
+        self.clean(page, what)
+        log(f"{what}: its row says 2 deliveries {time.time() - redelivered:.1f} s after the redelivery")
+        page.context.close()
 
     def many_workspaces(self):
         """With more workspaces than the overview lists (100), its failing and paused figures are

@@ -216,7 +216,8 @@ export default function accountPage(main, { conn }, ws, acc) {
   }
 
   const eventsReads = pagedReads(events);
-  const eventsPage = (cursor) => api(q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor }));
+  const eventsPath = (cursor) => q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor });
+  const eventsPage = (cursor) => api(eventsPath(cursor));
 
   async function loadEvents() {
     const drawn = await eventsReads.newest(
@@ -296,7 +297,15 @@ export default function accountPage(main, { conn }, ws, acc) {
     },
     onOpen: load,
   });
-  watch('/workspaces?limit=1');
+  // A redelivery is not in the stream (SPEC §10): the newest events are read every 15 s (which is
+  // also the page's check that the service answers), and those drawn get their delivery counts.
+  watch(eventsPath(null), (page) => {
+    if (!loaded) return;
+    const now = new Map(page.items.map((e) => [e.hookId, e]));
+    const stale = events.items.filter((e) => now.has(e.hookId) && now.get(e.hookId).deliveryCount !== e.deliveryCount);
+    for (const e of stale) Object.assign(e, now.get(e.hookId));
+    if (stale.length) drawEvents();
+  });
 }
 
 /**

@@ -199,14 +199,15 @@ function ask(wasRefused, detail) {
 
 /**
  * Asks the service for `path` every 15 s while the page is open, so that the banner says when it
- * cannot answer (and when it can again) though the page's stream stays open and quiet.
+ * cannot answer (and when it can again) though the page's stream stays open and quiet; the
+ * answer goes to `use`, if given.
  */
-export function watch(path) {
+export function watch(path, use = () => {}) {
   let asking = false;
   setInterval(async () => {
     if (asking) return;
     asking = true;
-    await api(path).catch(() => {});
+    await api(path).then(use, () => {});
     asking = false;
   }, 15000);
 }
