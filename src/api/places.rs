@@ -150,3 +150,21 @@ impl Drop for Place {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README: once all places are taken, a client holding fewer than a quarter of them is given
+    /// one; at its quarter it is refused. Of 12 places, a quarter is 3.
+    #[test]
+    fn a_newcomer_is_given_places_up_to_a_quarter_of_them() {
+        let places = Arc::new(Places::new(12));
+        let (hog, newcomer) = (Holder::Token(1), Holder::Token(2));
+        let _held: Vec<Place> = (0..12).map(|_| places.take(hog, None).unwrap()).collect();
+        let _given: Vec<Place> = (0..3)
+            .map(|_| places.take(newcomer, None).unwrap())
+            .collect();
+        assert!(places.take(newcomer, None).is_err(), "at its quarter");
+    }
+}

@@ -112,18 +112,14 @@ async fn get_status(address: &str, path: &str, within: Duration) -> u16 {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_trickles_its_head_is_disconnected_at_the_header_timeout() {
-    let (_child, address, _db, _log) =
-        service("trickle", &[("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "1")], None).await;
-    let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+/// Sends a request line, then one header line every 200 ms and never the blank line that ends
+/// the head: how long after the request line's first byte the service closed the connection.
+async fn trickled_head_closed_after(stream: &mut TcpStream) -> Duration {
     let started = Instant::now();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\n")
         .await
         .unwrap();
-    // One header line every 200 ms, never the blank line that ends the head.
-    let mut closed_at = None;
     for i in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if stream
@@ -131,21 +127,50 @@ async fn a_client_that_trickles_its_head_is_disconnected_at_the_header_timeout()
             .await
             .is_err()
         {
-            closed_at = Some(started.elapsed());
-            break;
+            return started.elapsed();
         }
         let mut buf = [0u8; 64];
         if let Ok(Ok(0) | Err(_)) =
             tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
         {
-            closed_at = Some(started.elapsed());
-            break;
+            return started.elapsed();
         }
     }
-    let closed_at = closed_at.expect("the connection is closed within 10 s");
+    panic!("the connection is not closed within 10 s");
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_head_is_disconnected_at_the_header_timeout() {
+    let (_child, address, _db, _log) =
+        service("trickle", &[("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "1")], None).await;
+    let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+    let closed_at = trickled_head_closed_after(&mut stream).await;
     assert!(
         closed_at >= Duration::from_millis(900) && closed_at < Duration::from_secs(4),
         "closed after {closed_at:?}, the header timeout being 1 s"
+    );
+}
+
+/// README: the head timeout runs "from the connection's opening, or the first byte of a later
+/// request": a kept-alive connection that trickles its next head is closed at the head
+/// timeout, not at the idle timeout.
+#[tokio::test]
+async fn a_kept_alive_connection_that_trickles_its_next_head_is_closed_at_the_header_timeout() {
+    let (_child, address, _db, _log) = service(
+        "trickle-again",
+        &[
+            ("CALRY_HOOKS_HEADER_TIMEOUT_SECS", "1"),
+            ("CALRY_HOOKS_IDLE_TIMEOUT_SECS", "30"),
+        ],
+        None,
+    )
+    .await;
+    let mut stream = TcpStream::connect(host(&address)).await.unwrap();
+    assert_eq!(request(&mut stream, host(&address), "/healthz").await, 200);
+    let closed_at = trickled_head_closed_after(&mut stream).await;
+    assert!(
+        closed_at >= Duration::from_millis(900) && closed_at < Duration::from_secs(4),
+        "closed {closed_at:?} after the next head began, the header timeout being 1 s"
     );
 }
 

@@ -15,7 +15,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::helpers::{
-    Rng, TestApp, TestDb, event, hook_ids, problem, serve, spawn_app, transaction_with_an_id,
+    Rng, TestApp, TestDb, event, hook_ids, problem, serve, spawn_app, spawn_app_with,
+    transaction_with_an_id,
 };
 
 /// One answer of `path` (a feed route with its query), as (hook ids with positions, next).
@@ -374,12 +375,29 @@ async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
         "answered {:?} after it was asked",
         started.elapsed()
     );
-    assert!(app.metric("calry_hooks_feed_items_total").await >= 1.0);
+    // One item given out, by this poll (the first read gave none).
+    assert_eq!(app.metric("calry_hooks_feed_items_total").await, 1.0);
     // With nothing new, it waits its time out and answers no items.
     let started = Instant::now();
     let (none, _) = read(&app, &format!("/feed?after={}&wait=1", items[0].1)).await;
     assert!(none.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// SPEC §9: a long poll holds "until something is there or the time is up", also for longer than
+/// the query routes' deadline (`store::deadline`, past which a query is a `503`): with nothing
+/// stored it answers no items at the end of its wait.
+#[tokio::test]
+async fn a_long_poll_outlasting_the_query_deadline_answers_at_the_end_of_its_wait() {
+    let app = spawn_app_with(|c| c.query_timeout_ms = 500).await;
+    let deadline = calry_hooks::store::deadline(Duration::from_millis(500));
+    let wait = deadline.as_secs() + 1;
+    assert!(wait <= 30, "{deadline:?}");
+    let (_, next) = read(&app, "/feed").await;
+    let started = Instant::now();
+    let (items, _) = read(&app, &format!("/feed?after={next}&wait={wait}")).await;
+    assert!(items.is_empty());
+    assert!(started.elapsed() > deadline, "{:?}", started.elapsed());
 }
 
 #[tokio::test]

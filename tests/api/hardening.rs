@@ -529,25 +529,36 @@ async fn the_docs_and_the_dashboard_cannot_be_framed_by_another_page_or_sniffed(
 }
 
 /// README: "A Content-Security-Policy allows nothing but the service's own origin" on the
-/// dashboard; its assets are served with the same policy and `nosniff` as its pages.
+/// dashboard, also for what `default-src` does not cover (forms, `<base>`); its assets are
+/// served with the same policy and `nosniff` as its pages, each as its type (under `nosniff`
+/// a browser runs no module and applies no style served as another).
 #[tokio::test]
 async fn dashboard_assets_carry_the_policy_and_nosniff() {
     let app = spawn_app().await;
-    let page = app.get("/ui").await.text().await.unwrap();
+    let page = app.get("/ui").await;
+    let shell_policy = page.headers()["content-security-policy"].clone();
+    let page = page.text().await.unwrap();
     let start = page
         .find("/ui/assets/")
         .expect("the shell names its assets");
     let version = &page[start + "/ui/assets/".len()..][..16];
-    for file in ["app.js", "style.css", "icon.svg"] {
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
         let asset = app.get(&format!("/ui/assets/{version}/{file}")).await;
         assert_eq!(asset.status(), 200, "{file}");
         let headers = asset.headers();
         assert_eq!(headers["x-content-type-options"], "nosniff", "{file}");
-        let policy = headers["content-security-policy"].to_str().unwrap();
-        assert!(
-            policy.starts_with("default-src 'self';"),
-            "{file}: {policy}"
-        );
+        let served = headers["content-type"].to_str().unwrap();
+        assert!(served.starts_with(kind), "{file}: {served}");
+        assert_eq!(headers["content-security-policy"], shell_policy, "{file}");
+    }
+    let policy = shell_policy.to_str().unwrap();
+    assert!(policy.starts_with("default-src 'self';"), "{policy}");
+    for directive in ["base-uri 'none'", "form-action 'self'", "object-src 'none'"] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
     }
 }
 

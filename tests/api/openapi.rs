@@ -208,3 +208,35 @@ async fn every_route_of_the_spec_documents_the_answers_it_gives() {
         );
     }
 }
+
+/// SPEC §3.2 and §6: the document names the bearer token (an HTTP `bearer` scheme) on every GET
+/// that the service answers `401` without a token once one exists, and on no other.
+#[tokio::test]
+async fn the_document_asks_for_the_token_exactly_where_the_service_does() {
+    let app = spawn_app().await;
+    let served: Value = app.get_json("/openapi.json").await;
+    let scheme = &served["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&"http".into(), &"bearer".into())
+    );
+    calry_hooks::auth::create(&app.pool, "", true, &[])
+        .await
+        .unwrap();
+    let mut guarded = 0;
+    for (path, item) in served["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get") else {
+            continue;
+        };
+        let asked = path
+            .replace("{workspaceId}", "w")
+            .replace("{integrationAccountId}", "a")
+            .replace("{hookId}", "h");
+        let status = app.get(&asked).await.status();
+        let named = (get["security"].as_array().into_iter().flatten())
+            .any(|requirement| requirement.get("bearerAuth").is_some());
+        assert_eq!(named, status == 401, "GET {path} answers {status}");
+        guarded += usize::from(named);
+    }
+    assert_eq!(guarded, 11, "the query routes of SPEC §3.2 and part two");
+}

@@ -123,6 +123,25 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
     assert_eq!(app.metric("calry_hooks_http_requests_in_flight").await, 1.0);
 }
 
+/// README: `calry_hooks_db_pool_idle_connections` counts the idle ones of the open connections:
+/// one a writer holds while it waits for a lock is open and not idle.
+#[tokio::test]
+async fn a_connection_in_use_is_counted_open_and_not_idle() {
+    let app = spawn_app().await;
+    let holder = crate::helpers::lock_table(&app, "workspaces", "exclusive").await;
+    let scrape = async {
+        crate::helpers::wait_for_lock_waiters(&app.pool, 1).await;
+        let open = app.metric("calry_hooks_db_pool_connections").await;
+        let idle = app.metric("calry_hooks_db_pool_idle_connections").await;
+        crate::helpers::commit(holder).await;
+        (open, idle)
+    };
+    let body = seed();
+    let (delivered, (open, idle)) = tokio::join!(app.deliver(&body), scrape);
+    assert_eq!(delivered.status(), 201);
+    assert!(idle < open, "{idle} idle of {open} open");
+}
+
 /// The bytes of a whole delivery of event `hook` (account `a` of workspace `w`) to `host`.
 fn raw_delivery(host: &str, hook: &str) -> String {
     let body = event(
@@ -1986,6 +2005,15 @@ async fn request_durations_are_counted_by_route_template_method_and_status_class
         .await
         .unwrap();
     assert_eq!(delete.status(), 405);
+    // HEAD is named as itself, and a redirect (`/docs` to `/docs/`) is a 3xx.
+    let head = app.client.head(format!("{}/workspaces", app.address));
+    assert_eq!(head.send().await.unwrap().status(), 200);
+    let unfollowed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let docs = unfollowed.get(format!("{}/docs", app.address));
+    assert!(docs.send().await.unwrap().status().is_redirection());
     // A stream is counted once its headers are sent, while it is still open.
     let stream = app.get("/stream").await;
     assert_eq!(stream.status(), 200);
@@ -2004,6 +2032,8 @@ async fn request_durations_are_counted_by_route_template_method_and_status_class
         ),
         (series("/workspaces", "GET", "2xx"), 1.0),
         (series("/workspaces", "DELETE", "4xx"), 1.0),
+        (series("/workspaces", "HEAD", "2xx"), 1.0),
+        (series("/docs", "GET", "3xx"), 1.0),
         (series("unmatched", "GET", "4xx"), 2.0),
         (series("/stream", "GET", "2xx"), 1.0),
         // The first scrape, answered before the second one read the counts.
