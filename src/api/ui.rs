@@ -7,8 +7,8 @@
 //! `/ui/assets/{version}/…`, where the version is a hash of their contents computed at compile
 //! time, so they can be cached for a year and a new build is fetched at once. A
 //! Content-Security-Policy allows nothing but the service's own origin (no inline script or
-//! style: the pages have none). These are not JSON API routes: they stay out of the OpenAPI
-//! document. Any other `/ui/…` path gets the shell with a `404`, which says so in words.
+//! style: the pages have none). The pages are in the OpenAPI document as HTML (tag `pages`);
+//! the assets are not. Any other `/ui/…` path gets the shell with a `404`, which says so in words.
 
 use std::sync::LazyLock;
 

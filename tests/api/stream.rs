@@ -1016,6 +1016,7 @@ async fn an_idle_stream_ends_at_a_keep_alive_once_its_token_is_revoked_unheard()
         .get(format!("{}/stream", app.address))
         .bearer_auth(&created.token);
     let mut stream = Reader::send(request, "/stream").await;
+    let opened = std::time::Instant::now();
     let mut tx = app.pool.begin().await.unwrap();
     for statement in [
         "alter table tokens disable trigger tokens_changed",
@@ -1028,7 +1029,7 @@ async fn an_idle_stream_ends_at_a_keep_alive_once_its_token_is_revoked_unheard()
     let revoked = std::time::Instant::now();
     let ended = loop {
         match stream.next_or_end(Duration::from_secs(1)).await {
-            Err(()) => break revoked.elapsed(),
+            Err(()) => break opened.elapsed(),
             Ok(Some(m)) => panic!("nothing was stored, yet the stream sent {m:?}"),
             Ok(None) => assert!(
                 revoked.elapsed() < Duration::from_secs(25),
@@ -1037,7 +1038,12 @@ async fn an_idle_stream_ends_at_a_keep_alive_once_its_token_is_revoked_unheard()
             ),
         }
     };
-    assert!(ended > Duration::from_secs(5), "ended at once: {ended:?}");
+    // At its first keep-alive (14 s after it opened) or a later one: counted from the opening,
+    // as a loaded machine may take seconds to revoke the token.
+    assert!(
+        ended > Duration::from_secs(10),
+        "ended {ended:?} after it opened"
+    );
 }
 
 /// The database restarts under an open stream: the stream's reads meet connections it dropped,
