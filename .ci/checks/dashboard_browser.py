@@ -1040,6 +1040,20 @@ class Check:
             if any(token in u for u in page.requested):
                 raise Fail("the token appeared in a URL")
             self.clean(page, "the dashboard with a token")
+            # Another tab (a link opened in a new one) takes the token of the open one, not asking.
+            other = page.context.new_page()
+            other.goto(f"{self.base}/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", wait_until="load")
+            self.rendered(other, "the workspace page in another tab")
+            if other.locator("#token-dialog").is_visible():
+                raise Fail("another tab asked for the token, with a tab that has it open")
+            # "Forget" in one tab forgets the token in every tab.
+            other.click("#auth button")
+            try:
+                page.wait_for_function("() => sessionStorage.getItem('calry-hooks.token') === null",
+                                       timeout=self.timeout, polling=50)
+            except PlaywrightTimeout:
+                raise Fail("Forget in one tab left the token in another") from None
+            log("another tab takes the token of the open one without asking; Forget in it forgets it in both")
             page.context.close()
 
 

@@ -17,6 +17,42 @@ export const token = {
   clear: () => sessionStorage.removeItem(KEY),
 };
 
+// A tab has a session storage of its own, also one opened from a link of another: before asking
+// the person, a tab asks the dashboard's other open tabs for their token (a BroadcastChannel
+// reaches only this origin's pages, and holds nothing once they are closed). "Forget" forgets it
+// in every tab.
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel(KEY) : null;
+tabs?.addEventListener('message', (e) => {
+  if (e.data === 'asking' && token.get()) tabs.postMessage({ token: token.get() });
+  if (e.data === 'forget' && token.get()) {
+    token.clear();
+    location.reload();
+  }
+});
+
+/** The token of another open tab, or null after `ms` with none. */
+function fromOtherTabs(ms = 300) {
+  if (!tabs) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const take = (e) => e.data?.token && done(e.data.token);
+    const done = (t) => {
+      tabs.removeEventListener('message', take);
+      clearTimeout(timer);
+      resolve(t);
+    };
+    const timer = setTimeout(() => done(null), ms);
+    tabs.addEventListener('message', take);
+    tabs.postMessage('asking');
+  });
+}
+
+/** Forgets the token, in every tab, and loads the page again. */
+export function forgetToken() {
+  token.clear();
+  tabs?.postMessage('forget');
+  location.reload();
+}
+
 /** An answer other than 2xx (401 and 503 excepted: those are handled here). */
 export class ApiError extends Error {
   constructor(status, problem, path) {
@@ -118,6 +154,7 @@ let prompt = null;
 let declined = false;
 let emptied = false; // what was read without a token was taken off the page
 let refused = null; // what the service said when it refused a token, since the last one given
+let refusedToken = null; // the last token refused: another tab may not know yet
 /**
  * A 401 answered a request made with `used` (a token, or null). A refused token is forgotten,
  * what it read is taken off the page, and the call is made again without one (the service may
@@ -130,6 +167,7 @@ export function tokenRefused(used, detail) {
   if (used) {
     token.clear();
     refused = detail || '';
+    refusedToken = used;
     if (readWith === used) {
       fill(document.getElementById('main'), note('error', 'The token in use was refused: what it read is no longer shown. ',
         h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token')));
@@ -147,7 +185,12 @@ export function tokenRefused(used, detail) {
   }
   changed({ auth: refused !== null ? 'refused' : 'needed' });
   if (declined) return Promise.reject(new ApiError(401, { detail: 'no token was given' }, null));
-  prompt ??= ask(refused !== null, refused ?? detail).finally(() => (prompt = null));
+  prompt ??= fromOtherTabs().then((t) => {
+    if (!t || t === refusedToken) return ask(refused !== null, refused ?? detail);
+    token.set(t);
+    changed({ auth: 'token' });
+    return undefined;
+  }).finally(() => (prompt = null));
   return prompt;
 }
 

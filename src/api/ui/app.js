@@ -1,7 +1,7 @@
 // The dashboard's entry: picks the page from the path, and keeps the header (where you are, the
 // connection, the token) and the banner (the service cannot be reached) up to date.
 
-import { onChange, state, token } from './api.js';
+import { forgetToken, onChange, state } from './api.js';
 import { copyWholeIds, fill, h, id, rel, tick, uiWorkspace } from './view.js';
 import overview from './overview.js';
 import workspace from './workspace.js';
@@ -52,7 +52,7 @@ function showAuth({ auth, offline }) {
   if (auth === 'open') fill(authEl, 'no token needed');
   else if (auth === 'token') {
     fill(authEl, 'token in use ',
-      h('button', { type: 'button', class: 'link', onclick: () => { token.clear(); location.reload(); } }, 'Forget'));
+      h('button', { type: 'button', class: 'link', onclick: forgetToken }, 'Forget'));
   } else if (auth === 'needed' || auth === 'refused') fill(authEl, h('span', { class: 'warn-text' }, 'token needed'));
   else fill(authEl);
   banner.hidden = !offline;
