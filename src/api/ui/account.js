@@ -36,8 +36,9 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   function drawEntry(entry) {
     if (!entry) {
-      fill(cards, note('empty', 'No account ', h('bdi', {}, acc), ' in this workspace yet (the service answered 404: ',
-        said(entryMissing), '). This page shows it as soon as an event of a known type arrives for it.'));
+      fill(cards, note('empty', 'No status for account ', h('bdi', {}, acc), ' in this workspace yet (the service answered 404: ',
+        said(entryMissing), '): an account has one from its first event of a known type, and this page shows it as soon as one arrives.',
+        ' Its events of other types, if any, are listed below.'));
       fill(notice);
       return;
     }

@@ -195,10 +195,11 @@ export function utc(ts) {
   return Number.isNaN(d.getTime()) ? String(ts) : d.toISOString().replace('T', ' ').replace('Z', ' UTC');
 }
 
-/** A duration in its two largest units: `3 h 12 min`, `45 s`, `4 d 2 h`. */
+/** A duration in its two largest units: `3 h 12 min`, `45 s`, `4 d 2 h`, `2 y 31 d`. */
 export function duration(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   const units = [
+    ['y', 365 * 86400],
     ['d', 86400],
     ['h', 3600],
     ['min', 60],
