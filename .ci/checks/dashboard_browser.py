@@ -15,19 +15,22 @@ virtual environment's python):
    no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
    exception, no request to any other host and no sideways scrolling, though the account has an
    event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
-   screenshots dashboard-<page>-<width>.png;
+   screenshots dashboard-<page>-<width>.png; the overview lists its workspaces most failing first;
+   on the workspace page, the sync filters ``error`` and ``paused`` go into the URL, which shows
+   the same view again, where an account that fails shows up live and goes once it recovers;
 2. on the account page, an event's payload opens on request as formatted JSON;
 3. with a workspace page open, a delivery for a new account (posted from here) shows up as that
-   account's row, in state ``error``, and in the recent events, within ``--within`` s (2) of
-   its 201;
+   account's row, in state ``error`` (in words and in the colour tone-bad), and in the recent
+   events, within ``--within`` s (2) of its 201;
 4. an unknown /ui path answers 404 with a page that says so and links back to the overview;
 5. a workspace of ``--large`` accounts (3,000, posted from here) draws a bounded number of rows
    (at most 200) with a button that draws more; deliveries show up within ``--within`` s (a drawn
-   account's row changes; a new account's event is in the recent events and counted), and the
+   account's row changes; a new account's event is in the recent events and counted, and its row,
+   its id among those drawn, in its place), and the
    search box finds an account that was not drawn; screenshots dashboard-large-<width>.png;
 6. a workspace page whose tab is hidden (document.visibilityState faked, visibilitychange
-   dispatched) closes its stream within 10 s, and shown again has one stream open and shows a
-   delivery made while it was hidden;
+   dispatched) for 1 s keeps its stream; hidden longer, it closes it within 10 s, and shown again
+   has one stream open and shows a delivery made while it was hidden;
 7. the overview: a refresh's /accounts answer held (page.route) until "Show more failing
    accounts" has drawn more rows leaves those rows drawn (the older answer is not drawn);
 8. an account page: "Show older changes" held until a live change's refresh began, then let
@@ -36,7 +39,12 @@ virtual environment's python):
 9. an account page: a refresh of its newest changes held (page.route, the service's answer read
    then) until a second change's refresh was drawn, then given: the second change stays drawn;
 10. a workspace page whose stream answers 404 (page.route), an answer that asking again will not
-   change, says it is not live within 5 s and asks for no stream in the 5 s after.
+   change, says it is not live within 5 s and asks for no stream in the 5 s after;
+11. a workspace page whose stream opened (held back until its first read was drawn) reads again,
+   and a delivery made during that read (its status answered as before it, its events after it)
+   shows its account and its event once;
+12. look-alike ids (and ``<i>x</i>``, shown as text) on a workspace page, each selected and copied
+   as itself; the button beside the workspace's id (which holds a zero-width space) copies it as it is.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -45,6 +53,10 @@ both pages, once, when their streams are back (a stream opened without a positio
 stored before it opened: the pages must read again). While the service is down (the .sh keeps it
 down for a few seconds), the banner says it cannot be reached with a countdown that ticks, and its
 alert (read out by screen readers) is set once, not at every tick.
+
+``--phase frozen --handshake DIR`` (the .sh stops the service, SIGSTOP, until DIR/told): a workspace
+page says the service has not answered; once it goes on, a delivery made then shows once, and the
+stream opened before the outage (which may have died unclosed) is opened again.
 
 ``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token;
 a wrong one is refused (the form says so and asks again); the right one makes the page work,
@@ -298,6 +310,9 @@ class Check:
             raise Fail(f"{what}: the delivery of {hook_id} (account {account}) did not show up within "
                        f"{self.within} s of its 201") from None
         took = time.time() - acked
+        tone = page.get_attribute(f"{row} td[data-label=Sync] .badge", "class")
+        if "tone-bad" not in tone.split():
+            raise Fail(f"{what}: the row of {account}, in state error, has the colour of {tone!r}, not tone-bad")
         now = page.evaluate("() => document.activeElement.getAttribute('href')")
         if now != href:
             raise Fail(f"{what}: the focus was on the link to {href} and moved (to {now!r}) when the "
@@ -350,8 +365,15 @@ class Check:
                     raise Fail(f"{what}: the page is {wide} px wide (it scrolls sideways)")
                 if name == "account" and width == 1440:
                     self.payload(page, what)
+                if name == "overview" and width == 1440:
+                    failing = page.eval_on_selector_all(
+                        "#main section[aria-labelledby=workspaces-title] tbody td[data-label=Failing]",
+                        "tds => tds.map(t => /^\\d+$/.test(t.textContent) ? +t.textContent : -1)")
+                    if len(set(failing)) < 2 or failing != sorted(failing, reverse=True):
+                        raise Fail(f"{what}: the workspaces are not listed most failing first: {failing} (the "
+                                   "sample data has workspaces of different numbers of failing accounts)")
                 if name == "workspace" and width == 1440:
-                    self.keyboard(page, what)
+                    self.keyboard(page, what, workspace)
                 self.clean(page, what)
                 log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
                 page.context.close()
@@ -385,6 +407,7 @@ class Check:
         self.timeline_race()
         self.timeline_refresh_race()
         self.stream_refused(pages["workspace"][0])
+        self.seam()
         self.redelivered()
         self.many_workspaces()
 
@@ -587,6 +610,38 @@ class Check:
         log(f"{what}: the newer refresh's change stays drawn")
         page.context.close()
 
+    def seam(self):
+        """A delivery whose messages come while the workspace page reads its data (the read its
+        stream's opening began), its status read before the delivery and its events after: its
+        account shows up (the messages are applied after the read), its event once."""
+        what = "the workspace page, a delivery during the read its stream's opening began"
+        workspace = f"ci-race-{uuid.uuid4().hex[:8]}"
+        self.deliver(workspace, "a", "sync.complete")
+        page = self.page(1440)
+        stream = Held(page, "**/stream", lambda url: True, armed=True)  # opened once the first read is drawn
+        status = Held(page, "**/status", lambda url: True)
+        events = Held(page, "**/events?**", lambda url: True)
+        self.open(page, f"/ui/workspaces/{workspace}", what)
+        status.armed = events.armed = True
+        stream.wait(self.timeout, f"{what}: no stream asked for").continue_()
+        self.until_live(page)
+        stale = status.wait(self.timeout, f"{what}: the stream's opening read no status").fetch()
+        events.wait(self.timeout, f"{what}: the stream's opening read no events")
+        account = f"ci-seam-{uuid.uuid4()}"
+        hook_id, _ = self.deliver(workspace, account, "sync.error")
+        page.wait_for_timeout(500)  # its messages came, and wait for the read
+        events.route.continue_()  # with the delivery
+        status.route.fulfill(response=stale)  # without it
+        self.wait(page, what, f"the account {account}, its status message come during the read",
+                  f"() => !!document.querySelector('#main tr[data-key=\"{account}\"]')")
+        page.wait_for_timeout(500)
+        copies = page.locator(f'#main tr[data-key="{hook_id}"]').count()
+        if copies != 1:
+            raise Fail(f"{what}: the event of {hook_id}, in the read and in the stream, shows {copies} times")
+        self.clean(page, what)
+        log(f"{what}: its account shows up and its event once")
+        page.context.close()
+
     def stream_refused(self, path):
         """A stream answered 404, which asking again will not change, is given up: the header says
         the page is not live, and the stream is not asked for again."""
@@ -635,6 +690,13 @@ class Check:
         self.open(page, path, what)
         self.until_live(page)
         show = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
+        page.evaluate(show, "hidden")  # a quick switch of tabs, 1 s: the stream stays open
+        page.wait_for_timeout(1000)
+        page.evaluate(show, "visible")
+        page.wait_for_timeout(200)
+        if streams["ended"] or not page.inner_text("#conn").startswith("live"):
+            raise Fail(f"{what}: hidden for 1 s, it closed {streams['ended']} stream(s) (the header says "
+                       f"{page.inner_text('#conn')!r}); a quick switch of tabs keeps it (5 s)")
         page.evaluate(show, "hidden")
         try:
             page.wait_for_function("() => document.getElementById('conn').textContent.includes('hidden')",
@@ -671,8 +733,8 @@ class Check:
     def look_alikes(self):
         """Account ids that look alike (a zero-width space, NFC and NFD, a no-break space, spaces
         alone) each show as themselves on the workspace page, with a link that can be clicked."""
-        workspace = f"ci-look-alike-{uuid.uuid4()}"
-        accounts = ["ab", "a\u200bb", "Caf\u00e9", "Cafe\u0301", "x y", "x\u00a0y", " ", "  "]
+        workspace = f"ci-look-alike-\u200b{uuid.uuid4()}"  # a hidden character: shown as its code point
+        accounts = ["ab", "a\u200bb", "Caf\u00e9", "Cafe\u0301", "x y", "x\u00a0y", " ", "  ", "<i>x</i>"]
         for account in accounts:
             self.deliver(workspace, account, "sync.complete")
         page = self.page(390, tolerate=[self.pending_404])
@@ -700,6 +762,16 @@ class Check:
         flat = [key for key, _, area in rows if area < 20]
         if flat:
             raise Fail(f"{what}: the links of {flat!r} cannot be clicked")
+        html = [text for key, text, _ in rows if key == "<i>x</i>"]
+        if html != ["<i>x</i>"] or page.locator("#main i").count():
+            raise Fail(f"{what}: the id <i>x</i> shows as {html!r}, read as HTML, not as text")
+        # The button beside the title copies the workspace's id as it is, not as it is shown.
+        page.evaluate("() => { navigator.clipboard.writeText = async (t) => { window.__copied = t; }; }")
+        page.click("#main .title button.copy")
+        page.wait_for_function("() => window.__copied !== undefined", timeout=self.timeout)
+        if page.evaluate("() => window.__copied") != workspace:
+            raise Fail(f"{what}: the title's Copy button copied {page.evaluate('() => window.__copied')!r}, "
+                       f"not the workspace id {workspace!r}")
         # Each id selected and copied is copied as itself, whole.
         copied = page.eval_on_selector_all(
             "#main section[aria-labelledby=accounts-title] tbody tr[data-key] a.id",
@@ -719,13 +791,15 @@ class Check:
         if wrong:
             raise Fail(f"{what}: an id selected and copied is not copied as itself: {wrong!r}")
         self.clean(page, what)
-        log(f"{what}: each shows as itself ({', '.join(shown)}), and is copied as itself; "
+        log(f"{what}: each shows as itself ({', '.join(shown)}), and is copied as itself (the title's "
+            "Copy button too); "
             f"{self.shot(page, 'workspace-look-alikes-390')}")
         page.context.close()
 
-    def keyboard(self, page, what):
+    def keyboard(self, page, what, workspace):
         """Tab reaches the skip link first; the sync filter `error`, pressed from the keyboard,
-        keeps only failing accounts and goes into the URL, which shows the same view again."""
+        keeps only failing accounts and goes into the URL with `paused` pressed too, which shows the
+        same view again; there, an account that fails shows up live and goes once it recovers."""
         page.keyboard.press("Tab")
         if not page.evaluate("() => document.activeElement.classList.contains('skip')"):
             raise Fail(f"{what}: the first Tab does not reach the 'Skip to content' link")
@@ -740,11 +814,25 @@ class Check:
             raise Fail(f"{what}: with the sync filter 'error', the rows' sync states are {shown}")
         if toggle.get_attribute("aria-pressed") != "true":
             raise Fail(f"{what}: the pressed filter does not say so (aria-pressed)")
+        page.click('#main button[data-filter="sync:paused"]')
+        self.wait(page, what, "sync=error,paused in the URL",
+                  "() => new URL(location.href).searchParams.get('sync') === 'error,paused'")
+        shown = states.all_inner_texts()
         page.reload(wait_until="load")
         self.rendered(page, what + " (filtered, reloaded)")
         again = page.locator("#main section[aria-labelledby=accounts-title] tbody td[data-label=Sync] .badge")
         if again.all_inner_texts() != shown:
             raise Fail(f"{what}: the filtered URL does not show the same accounts again")
+        # Live, filtered: an account that fails shows up; once it recovers, it goes.
+        self.until_live(page)
+        account = f"ci-filtered-{uuid.uuid4()}"
+        row = f'#main section[aria-labelledby=accounts-title] tr[data-key="{account}"]'
+        self.deliver(workspace, account, "sync.error")
+        self.wait(page, what, f"the failing account {account}, filtered on error",
+                  f"() => !!document.querySelector('{row}')")
+        self.deliver(workspace, account, "sync.complete")
+        self.wait(page, what, f"the recovered account {account} leaving the view filtered on error and paused",
+                  f"() => !document.querySelector('{row}')")
         page.goto(page.url.split("?")[0], wait_until="load")
         self.rendered(page, what)
         search = page.locator("#main input.search")
@@ -761,7 +849,8 @@ class Check:
             raise Fail(f"{what}: searching for an account id that does not exist still shows rows") from None
         page.locator('#main button[data-filter="clear"]').click()
         log(f"{what}: Tab reaches the skip link; the 'error' filter works from the keyboard and "
-            f"lives in the URL ({len(shown)} failing account(s)); the search box takes typing")
+            f"lives in the URL with 'paused' ({len(shown)} account(s)), where an account shows up live and "
+            "goes as it recovers; the search box takes typing")
 
     ROWS_JS = "() => document.querySelectorAll('#main section[aria-labelledby=accounts-title] tbody tr').length"
 
@@ -800,10 +889,14 @@ class Check:
             self.wait(page, what, f"the row of {accounts[0]} in state error",
                       f"() => document.querySelector('#main tr[data-key=\"{accounts[0]}\"]')"
                       "?.textContent.includes('error')")
-            hook_id, _ = self.deliver(workspace, "acc-new", "sync.paused")
-            self.wait(page, what, "a new account's event in the recent events and in the count",
+            # A new account whose id sorts among the rows drawn: drawn in its place, the last row going.
+            hook_id, _ = self.deliver(workspace, "acc-00000-new", "sync.paused")
+            self.wait(page, what, "a new account's event in the recent events and in the count, and its row "
+                      "second of as many",
                       f"() => !!document.querySelector('#main tr[data-key=\"{hook_id}\"]')"
-                      f" && document.querySelector('#main .figure-value').textContent === '{len(accounts) + 1}'")
+                      f" && document.querySelector('#main .figure-value').textContent === '{len(accounts) + 1}'"
+                      " && document.querySelector('#main section[aria-labelledby=accounts-title] tbody"
+                      f" tr:nth-child(2)')?.dataset.key === 'acc-00000-new' && ({self.ROWS_JS})() === {after}")
             # The search box finds any account, not only those drawn.
             search = page.locator("#main input.search")
             search.focus()
@@ -903,6 +996,8 @@ class Check:
         self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
         self.until_live(page)
         page.evaluate(WATCH_BANNER)
+        streams = []  # opened from now on
+        page.on("request", lambda r: urllib.parse.urlsplit(r.url).path.endswith("/stream") and streams.append(r.url))
         ready(handshake)
         frozen = time.time()
         # The page asks the service every 15 s and waits 10 s for each answer.
@@ -934,7 +1029,10 @@ class Check:
         copies = page.locator(row).count()
         if copies != 1:
             raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
-        log(f"{what}: a delivery made as the service went on shows once, {took:.1f} s after its 201")
+        if not streams:  # the one open may have died unclosed with the outage
+            raise Fail(f"{what}: its stream, opened before the service stopped answering, was not opened again")
+        log(f"{what}: a delivery made as the service went on shows once, {took:.1f} s after its 201; "
+            f"its stream was opened again ({len(streams)} request(s))")
         page.context.close()
 
     def banner_told_once(self, page, what):
