@@ -931,26 +931,12 @@ class Check:
             opened[name] = page
         restarted(handshake)
         hook_id, acked = self.deliver(workspace, account, "sync.paused")
-        row = f"#main tr[data-key=\"{hook_id}\"]"
         for name, page in opened.items():
             what = f"the {name} page, its stream back after a restart"
-            try:
-                page.wait_for_function(
-                    f"() => !!document.querySelector('{row}')"
-                    " && document.getElementById('conn').textContent.startsWith('live')",
-                    timeout=self.timeout, polling=50)
-            except PlaywrightTimeout:
-                raise Fail(f"{what}: the delivery of {hook_id}, made once the service was back, did not "
-                           f"show up within {self.timeout / 1000:.0f} s") from None
-            took = time.time() - acked
-            page.wait_for_timeout(1000)  # a second copy would have come by now
-            copies = page.locator(row).count()
-            if copies != 1:
-                raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
+            self.shows_once(page, what, hook_id, acked, "once the service was back")
             uncaught = [e for e in page.errors if e.startswith("uncaught")]
             if uncaught:
                 raise Fail(f"{what}: {uncaught[:3]}")
-            log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
             self.banner_told_once(page, what)
             page.context.close()
 
@@ -969,21 +955,7 @@ class Check:
                   f"() => !!document.querySelector('#main tr[data-key=\"{first}\"]')")
         restarted(handshake)
         hook_id, acked = self.deliver(workspace, account, "sync.paused")
-        row = f"#main tr[data-key=\"{hook_id}\"]"
-        try:
-            page.wait_for_function(f"() => !!document.querySelector('{row}')"
-                                   " && document.getElementById('conn').textContent.startsWith('live')",
-                                   timeout=self.timeout, polling=50)
-        except PlaywrightTimeout:
-            raise Fail(f"{what}: the delivery of {hook_id}, made once the service was back and before the page "
-                       f"reconnected, did not show up within {self.timeout / 1000:.0f} s (the header says "
-                       f"{page.inner_text('#conn')!r})") from None
-        took = time.time() - acked
-        page.wait_for_timeout(1000)  # a second copy would have come by now
-        copies = page.locator(row).count()
-        if copies != 1:
-            raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
-        log(f"{what}: a delivery made as the service came back shows once, {took:.1f} s after its 201")
+        self.shows_once(page, what, hook_id, acked, "once the service was back, before the page reconnected")
         page.context.close()
 
     def phase_frozen(self, handshake):
@@ -1014,6 +986,15 @@ class Check:
         open(os.path.join(handshake, "told"), "w").close()  # the .sh lets the service go on
         wait_up(handshake)
         hook_id, acked = self.deliver(workspace, account, "sync.paused")
+        self.shows_once(page, what, hook_id, acked, "once the service went on")
+        if not streams:  # the one open may have died unclosed with the outage
+            raise Fail(f"{what}: its stream, opened before the service stopped answering, was not opened again")
+        log(f"{what}: its stream was opened again ({len(streams)} request(s))")
+        page.context.close()
+
+    def shows_once(self, page, what, hook_id, acked, when):
+        """The delivery of `hook_id` (its 201 at `acked`), made `when`, shows on `page` once, the
+        page live again and its banner gone."""
         row = f"#main tr[data-key=\"{hook_id}\"]"
         try:
             page.wait_for_function(f"() => !!document.querySelector('{row}')"
@@ -1021,19 +1002,15 @@ class Check:
                                    " && document.getElementById('banner').hidden",
                                    timeout=self.timeout, polling=50)
         except PlaywrightTimeout:
-            raise Fail(f"{what}: the delivery of {hook_id}, made once the service went on, did not show up "
-                       f"within {self.timeout / 1000:.0f} s with the page live again (the header says "
+            raise Fail(f"{what}: the delivery of {hook_id}, made {when}, did not show up within "
+                       f"{self.timeout / 1000:.0f} s with the page live (the header says "
                        f"{page.inner_text('#conn')!r})") from None
         took = time.time() - acked
         page.wait_for_timeout(1000)  # a second copy would have come by now
         copies = page.locator(row).count()
         if copies != 1:
             raise Fail(f"{what}: the delivery of {hook_id} shows {copies} times")
-        if not streams:  # the one open may have died unclosed with the outage
-            raise Fail(f"{what}: its stream, opened before the service stopped answering, was not opened again")
-        log(f"{what}: a delivery made as the service went on shows once, {took:.1f} s after its 201; "
-            f"its stream was opened again ({len(streams)} request(s))")
-        page.context.close()
+        log(f"{what}: a delivery made {when} shows once, {took:.1f} s after its 201")
 
     def banner_told_once(self, page, what):
         """The outage was shown, with a countdown, and announced once (WATCH_BANNER's record)."""
