@@ -734,7 +734,8 @@ class Check:
         """Account ids that look alike (a zero-width space, NFC and NFD, a no-break space, spaces
         alone) each show as themselves on the workspace page, with a link that can be clicked."""
         workspace = f"ci-look-alike-\u200b{uuid.uuid4()}"  # a hidden character: shown as its code point
-        accounts = ["ab", "a\u200bb", "Caf\u00e9", "Cafe\u0301", "x y", "x\u00a0y", " ", "  ", "<i>x</i>"]
+        accounts = ["ab", "a\u200bb", "Caf\u00e9", "Cafe\u0301", "x y", "x\u00a0y", " ", "  ", "<i>x</i>",
+                    "abcdefghijklmno\U0001F600xyzab", "abcdefghijklmno\U0001F601xyzab"]
         for account in accounts:
             self.deliver(workspace, account, "sync.complete")
         page = self.page(390, tolerate=[self.pending_404])
@@ -745,8 +746,9 @@ class Check:
             """rows => rows.map(r => {
                  const link = r.querySelector('a.id');
                  const box = link && link.getBoundingClientRect();
+                 // Each part as drawn: half of a character cut in two shows as U+FFFD.
                  const text = link ? [...link.querySelectorAll('[aria-hidden]')]
-                   .map(e => e.textContent).join('') : '';
+                   .map(e => e.textContent.toWellFormed()).join('') : '';
                  // What a reader sees: no invisible character, compatible forms alike, any
                  // white space as one space, none at either end.
                  const looks = text.normalize('NFKC').replace(/[\\p{Cc}\\p{Cf}]/gu, '')

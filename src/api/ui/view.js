@@ -98,6 +98,8 @@ export function visible(value) {
   return text.replace(/^ +| +$/g, (spaces) => '␣'.repeat(spaces.length));
 }
 
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
 /**
  * An id in monospace, truncated in the middle by CSS when there is no room (the head shrinks
  * with an ellipsis, the tail stays), the full id on hover; a link when `href` is given. Copied
@@ -105,10 +107,12 @@ export function visible(value) {
  */
 export function id(value, href) {
   const text = visible(value);
-  const tail = text.length > 14 ? text.slice(-6) : '';
+  // Cut between characters as a reader sees them (an emoji is not cut in two).
+  const chars = [...graphemes.segment(text)].map((g) => g.segment);
+  const tail = chars.length > 14 ? chars.slice(-6).join('') : '';
   // Read out whole, once: the two visible halves are hidden from screen readers.
   const parts = [h('span', { class: 'sr-only' }, text),
-    h('span', { class: 'id-head', 'aria-hidden': 'true' }, tail ? text.slice(0, -6) : text),
+    h('span', { class: 'id-head', 'aria-hidden': 'true' }, tail ? chars.slice(0, -6).join('') : text),
     tail && h('span', { class: 'id-tail', 'aria-hidden': 'true' }, tail)];
   const attrs = { class: 'id', title: text, 'data-id': value };
   return href ? h('a', { ...attrs, href }, parts) : h('span', attrs, parts);
