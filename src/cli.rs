@@ -9,7 +9,6 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::App;
 use crate::auth;
 use crate::config::{Cli, Command, Config, TokenCommand};
-use crate::signature::Verifier;
 use crate::store::{Database, Role};
 
 pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
@@ -169,9 +168,6 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     if let Some(open_files) = crate::server::raise_open_file_limit() {
         tracing::debug!(open_files, "open-file limit");
     }
-    // An unusable secret or replica URL is reported before any database is started.
-    Verifier::from_config(&config)?;
-    crate::store::ReadReplica::options(&config)?;
     // This pool only migrates and lends its connection settings: the query routes have their
     // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
     let db = Database::open(&config, 1, Role::Serve).await?;

@@ -38,9 +38,7 @@ impl Cli {
 pub fn unknown_variables() -> Vec<String> {
     use clap::CommandFactory;
     let command = Cli::command();
-    let known: Vec<_> = command
-        .get_arguments()
-        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
+    let known: Vec<_> = every_argument(&command)
         .filter_map(|a| a.get_env())
         .collect();
     let mut unknown: Vec<String> = std::env::vars_os()
@@ -49,6 +47,13 @@ pub fn unknown_variables() -> Vec<String> {
         .collect();
     unknown.sort();
     unknown
+}
+
+/// The arguments of the command and of its subcommands.
+fn every_argument(command: &clap::Command) -> impl Iterator<Item = &clap::Arg> {
+    command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
 }
 
 /// The one line for a value clap refused: "CALRY_HOOKS_MAX_BODY_BYTES (--max-body-bytes) cannot
@@ -68,10 +73,7 @@ fn unusable_value(err: &clap::Error) -> Option<String> {
     };
     let long = arg.split(' ').next()?.strip_prefix("--")?;
     let command = Cli::command();
-    let found = command
-        .get_arguments()
-        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
-        .find(|a| a.get_long() == Some(long))?;
+    let found = every_argument(&command).find(|a| a.get_long() == Some(long))?;
     let name = match found.get_env() {
         Some(env) => format!("{} (--{long})", env.to_string_lossy()),
         None => format!("--{long}"),
