@@ -127,6 +127,11 @@ FAKE_VISIBILITY = """(() => {
 })()"""
 
 
+def q(segment):
+    """`segment` as one segment of a URL path (a `/` in it escaped too)."""
+    return urllib.parse.quote(segment, safe="")
+
+
 def log(msg):
     print(f"dashboard-browser: {msg}", flush=True)
 
@@ -331,7 +336,7 @@ class Check:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
         workspace = max(ws, key=lambda w: (w["accounts"], w["workspaceId"]))["workspaceId"]
-        status = get_json(f"{self.base}/workspaces/{urllib.parse.quote(workspace, safe='')}/status", token)
+        status = get_json(f"{self.base}/workspaces/{q(workspace)}/status", token)
         accounts = status["accounts"]
         failing = [a for a in accounts if a["sync"]["state"] == "error"]
         return workspace, (failing or accounts)[0]["integrationAccountId"]
@@ -342,7 +347,6 @@ class Check:
         # Long unbroken values, as a sender may send them: of a type that changes no state.
         long_type, long_result = "sync." + "x" * 250, "R" * 250
         self.deliver(workspace, account, long_type, long_result)
-        q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
         pages = {
             "overview": ("/ui", "Overview"),
             "workspace": (f"/ui/workspaces/{q(workspace)}", f"Workspace {workspace}"),
@@ -419,7 +423,6 @@ class Check:
         hook_id, _ = self.deliver(workspace, account, "sync.complete", at=at)
         what = "the account page of a redelivered event"
         page = self.page(1440)
-        q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
         self.open(page, f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", what)
         row = f'#main section[aria-labelledby=events-title] tr[data-key="{hook_id}"]'
         page.wait_for_selector(row, timeout=self.timeout)
@@ -444,7 +447,7 @@ class Check:
         def count(state):
             n, cursor = 0, None
             while True:
-                after = f"&cursor={urllib.parse.quote(cursor, safe='')}" if cursor else ""
+                after = f"&cursor={q(cursor)}" if cursor else ""
                 page = get_json(f"{self.base}/accounts?syncState={state}&limit=500{after}")
                 n += len(page["items"])
                 cursor = page["nextCursor"]
@@ -740,7 +743,7 @@ class Check:
             self.deliver(workspace, account, "sync.complete")
         page = self.page(390, tolerate=[self.pending_404])
         what = "the workspace page of look-alike account ids at 390 px"
-        self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
+        self.open(page, f"/ui/workspaces/{q(workspace)}", what)
         rows = page.eval_on_selector_all(
             "#main section[aria-labelledby=accounts-title] tbody tr[data-key]",
             """rows => rows.map(r => {
@@ -921,7 +924,6 @@ class Check:
     def phase_resume(self, handshake):
         """Pages whose streams had no message when the service restarted miss nothing after it."""
         workspace, account = self.sample()
-        q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
         pages = {"workspace": f"/ui/workspaces/{q(workspace)}",
                  "account": f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}"}
         opened = {}
@@ -950,7 +952,7 @@ class Check:
         page = self.page(1440)
         page.context.add_init_script(f"try {{ sessionStorage.setItem('calry-hooks.token', {json.dumps(token)}) }}"
                                      " catch {}")
-        self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
+        self.open(page, f"/ui/workspaces/{q(workspace)}", what)
         self.until_live(page)
         first, _ = self.deliver(workspace, account, "sync.paused")
         self.wait(page, what, "a delivery before the restart",
@@ -967,7 +969,7 @@ class Check:
         workspace, account = self.sample()
         what = "the workspace page, its service frozen"
         page = self.page(1440)
-        self.open(page, f"/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", what)
+        self.open(page, f"/ui/workspaces/{q(workspace)}", what)
         self.until_live(page)
         page.evaluate(WATCH_BANNER)
         streams = []  # opened from now on
@@ -1067,7 +1069,7 @@ class Check:
                 # A workspace page opened without a token: its stream is refused, and the header
                 # says it waits for a token (not that it reconnects) while the form is open.
                 workspace, _ = self.sample(token)
-                page.goto(f"{self.base}/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", wait_until="load")
+                page.goto(f"{self.base}/ui/workspaces/{q(workspace)}", wait_until="load")
                 dialog.wait_for(state="visible", timeout=self.timeout)
                 try:
                     page.wait_for_function(
@@ -1108,7 +1110,7 @@ class Check:
             log("the right token: the overview renders; the token is in sessionStorage only")
             # Same tab, another page: no new question, and the stream read with the token.
             workspace, _ = self.sample(token)
-            page.goto(f"{self.base}/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", wait_until="load")
+            page.goto(f"{self.base}/ui/workspaces/{q(workspace)}", wait_until="load")
             self.rendered(page, "the workspace page with a token")
             if page.locator("#token-dialog").is_visible():
                 raise Fail("the workspace page asked for the token again in the same tab")
@@ -1119,7 +1121,7 @@ class Check:
             self.clean(page, "the dashboard with a token")
             # Another tab (a link opened in a new one) takes the token of the open one, not asking.
             other = page.context.new_page()
-            other.goto(f"{self.base}/ui/workspaces/{urllib.parse.quote(workspace, safe='')}", wait_until="load")
+            other.goto(f"{self.base}/ui/workspaces/{q(workspace)}", wait_until="load")
             self.rendered(other, "the workspace page in another tab")
             if other.locator("#token-dialog").is_visible():
                 raise Fail("another tab asked for the token, with a tab that has it open")
