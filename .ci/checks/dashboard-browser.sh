@@ -10,7 +10,8 @@
 # restart with Last-Event-ID, missing nothing; a hidden tab closes its stream and, shown again,
 # shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
 # older page of changes or older refresh of them) does not undo a newer one; a stream answered 404
-# is given up (the page says it is not live and asks no more).
+# is given up (the page says it is not live and asks no more); the rows shown, the sort and the
+# scroll position of the overview and of a workspace page are kept across Back and a reload.
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
 # Like stream-browser.sh: Debian's Chromium and a pinned Playwright (.ci/lib/browser.sh, venv

@@ -45,6 +45,8 @@ virtual environment's python):
    shows its account and its event once;
 12. look-alike ids (and ``<i>x</i>``, shown as text) on a workspace page, each selected and copied
    as itself; the button beside the workspace's id (which holds a zero-width space) copies it as it is.
+13. the overview's sort and its rows shown ("Show more"), a workspace page's rows shown, and where
+   each was scrolled to, are as they were left after Back and after a reload.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -342,7 +344,7 @@ class Check:
         return workspace, (failing or accounts)[0]["integrationAccountId"]
 
     def phase_open(self):
-        self.large()
+        large = self.large()
         workspace, account = self.sample()
         # Long unbroken values, as a sender may send them: of a type that changes no state.
         long_type, long_result = "sync." + "x" * 250, "R" * 250
@@ -414,6 +416,7 @@ class Check:
         self.seam()
         self.redelivered()
         self.many_workspaces()
+        self.kept(large)
 
     def redelivered(self):
         """A redelivery (not in the stream) shows on an open account page as its event's delivery
@@ -473,6 +476,49 @@ class Check:
         log(f"{what}: failing now {expected['failing now']}, paused {expected['paused']}: every "
             f"workspace's, counted from /accounts; {self.shot(page, 'overview-many-1440')}")
         page.context.close()
+
+    def kept(self, large):
+        """The overview's sort and rows shown ("Show more"), a workspace page's rows shown, and where
+        each was scrolled to, are as they were left after Back (from a page opened from it) and
+        after a reload."""
+        ws_rows = "() => document.querySelectorAll('#main section[aria-labelledby=workspaces-title] tbody tr').length"
+        sort = ("() => [...document.querySelectorAll('#main section[aria-labelledby=workspaces-title] th')]"
+                ".map(th => th.textContent.trim().split(' ')[0] + ':' + th.getAttribute('aria-sort')).join(' ')")
+        overview = (ws_rows, sort, "Show more workspaces", "#main section[aria-labelledby=workspaces-title] tbody a")
+        workspace = (self.ROWS_JS, "() => ''", "Show 100 more", "#main section[aria-labelledby=accounts-title] tbody a")
+        for what, path, (rows_js, sort_js, more, links) in [
+                ("the overview", "/ui", overview),
+                ("the workspace page of many accounts", f"/ui/workspaces/{q(large)}", workspace)]:
+            page = self.page(1440)
+            self.open(page, path, what)
+            if what == "the overview":  # by id, then more of them: not the order nor the rows of a fresh page
+                page.locator("#main button.sort", has_text="Workspace").click()
+            first = page.evaluate(rows_js)
+            page.locator("#main button.more", has_text=more).click()
+            page.wait_for_function(f"n => ({rows_js})() > n", arg=first, timeout=self.timeout, polling=50)
+            left = {"rows": page.evaluate(rows_js), "sort": page.evaluate(sort_js)}
+            link = page.locator(links).nth(left["rows"] - 3)
+            link.scroll_into_view_if_needed()
+            page.wait_for_timeout(600)  # the page keeps its scroll position a moment after it moved
+            left["scrollY"] = page.evaluate("() => scrollY")
+            if left["scrollY"] < 500:
+                raise Fail(f"{what}: scrolled to {left['scrollY']} px only, the check needs more rows")
+            link.click()
+            self.rendered(page, f"the page opened from {what}")
+            for how, go in [("Back", page.go_back), ("a reload", page.reload)]:
+                go(wait_until="load")
+                self.rendered(page, f"{what} after {how}")
+                try:
+                    page.wait_for_function(f"""(left) => ({rows_js})() === left.rows && ({sort_js})() === left.sort
+                        && Math.abs(scrollY - left.scrollY) <= 2""", arg=left, timeout=self.timeout, polling=100)
+                except PlaywrightTimeout:
+                    now = {"rows": page.evaluate(rows_js), "sort": page.evaluate(sort_js),
+                           "scrollY": page.evaluate("() => scrollY")}
+                    raise Fail(f"{what} after {how}: {now!r}, as left: {left!r}") from None
+            self.clean(page, what)
+            log(f"{what}: {left['rows']} rows{', ' + left['sort'] if left['sort'] else ''}, scrolled to "
+                f"{left['scrollY']} px: the same after Back and after a reload")
+            page.context.close()
 
     # ---- races and hidden tabs ----
 
@@ -899,7 +945,7 @@ class Check:
             self.wait(page, what, "a new account's event in the recent events and in the count, and its row "
                       "second of as many",
                       f"() => !!document.querySelector('#main tr[data-key=\"{hook_id}\"]')"
-                      f" && document.querySelector('#main .figure-value').textContent === '{len(accounts) + 1}'"
+                      f" && document.querySelector('#main .figure-value').textContent === '{len(accounts) + 1:,}'"
                       " && document.querySelector('#main section[aria-labelledby=accounts-title] tbody"
                       f" tr:nth-child(2)')?.dataset.key === 'acc-00000-new' && ({self.ROWS_JS})() === {after}")
             # The search box finds any account, not only those drawn.
@@ -913,6 +959,7 @@ class Check:
             log(f"{what}: 'Show more' drew {after} rows; deliveries for a drawn and a new account showed "
                 f"within {self.within} s; the search found {accounts[-1]}")
             page.context.close()
+        return workspace
 
     def wait(self, page, what, thing, js):
         """`js` becomes true within `within` s."""

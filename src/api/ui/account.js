@@ -5,7 +5,7 @@
 import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, lacksSince, newestFirst, note, problemNote,
+  SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, lacksSince, newestFirst, note, num, problemNote,
   rel, result, said, section, stateCell, table, uiWorkspace, utc, visible,
 } from './view.js';
 
@@ -206,7 +206,7 @@ export default function accountPage(main, { conn }, ws, acc) {
         { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
         { label: 'Type', cell: (e) => eventType(e.eventType) },
         { label: 'Result', cell: (e) => result(e.result) },
-        { label: 'Deliveries', cls: 'col-num', cell: (e) => h('span', { class: 'num' }, String(e.deliveryCount)) },
+        { label: 'Deliveries', cls: 'col-num', cell: (e) => h('span', { class: 'num' }, num(e.deliveryCount)) },
         { label: 'Hook id', cls: 'col-id', cell: (e) => id(e.hookId) },
         { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton('events', e.hookId, e, `the ${e.eventType} event at ${utc(e.occurredAt)}`) },
       ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) })),

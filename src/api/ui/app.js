@@ -92,6 +92,40 @@ function notFound(pathname) {
       h('a', { href: '/ui' }, 'Go to the overview'), '.'));
 }
 
+// The pages draw what they read after they load, too late for the browser to put the scroll
+// position back on Back, Forward or a reload: it is kept in the history entry instead, and put
+// back once nothing on the page is loading (unless the person has scrolled or typed meanwhile).
+const SCROLL_KEPT_MS = 250;
+const SCROLL_BACK_MS = 15000;
+history.scrollRestoration = 'manual';
+let keeping = null;
+addEventListener('scroll', () => {
+  keeping ??= setTimeout(() => {
+    keeping = null;
+    history.replaceState({ ...history.state, scrollY }, '');
+  }, SCROLL_KEPT_MS);
+}, { passive: true });
+
+function scrollBack() {
+  const y = history.state?.scrollY;
+  if (!y) return;
+  const moves = ['wheel', 'touchstart', 'keydown', 'mousedown'];
+  const done = () => {
+    watcher.disconnect();
+    clearTimeout(giveUp);
+    for (const m of moves) removeEventListener(m, done, true);
+  };
+  const drawn = () => main.querySelector('h1') && !main.querySelector('.note-loading');
+  const watcher = new MutationObserver(() => {
+    if (!drawn()) return;
+    done();
+    scrollTo(0, y);
+  });
+  const giveUp = setTimeout(done, SCROLL_BACK_MS);
+  for (const m of moves) addEventListener(m, done, { capture: true, passive: true });
+  watcher.observe(main, { childList: true, subtree: true });
+}
+
 onChange(showAuth);
 showAuth(state);
 copyWholeIds();
@@ -103,5 +137,6 @@ if (!found) {
   notFound(location.pathname);
 } else {
   fill(crumbs, crumbsFor(location.pathname, found.args));
+  scrollBack();
   found.page(main, { conn }, ...found.args);
 }

@@ -8,7 +8,7 @@
 import { api, p, q } from './api.js';
 import { follow } from './stream.js';
 import {
-  KNOWN_TYPES, badge, compareTimes, figure, fill, h, id, note, plural, problemNote, rel, result, said, section, table, uiAccount, uiWorkspace,
+  KNOWN_TYPES, badge, compareTimes, figure, fill, h, id, keep, kept, note, num, plural, problemNote, rel, result, said, section, table, uiAccount, uiWorkspace,
 } from './view.js';
 
 const REFRESH_MS = 15000;
@@ -70,7 +70,7 @@ export default function overview(main, { conn }) {
     section('Failing now', { id: 'failing-title' }, h('p', { class: 'sub' }, 'Accounts whose latest sync is an error, newest failures first, across every workspace this page may read.'), failing),
     section('Workspaces', { id: 'workspaces-title' }, workspaces));
 
-  const view = { wsPages: 1, failPages: 1, sort: { key: 'failing', desc: true } };
+  const view = kept({ wsPages: 1, failPages: 1, sort: { key: 'failing', desc: true } });
   let shown = { failing: '', workspaces: '', figures: '' };
   let data = null;
 
@@ -130,7 +130,7 @@ export default function overview(main, { conn }) {
       const notAll = more ? `At least: counted over the ${rows.length} workspaces listed, not all.` : null;
       const partial = unread ? `At least: ${more ? `counted over the ${rows.length} workspaces listed, not all, and ` : ''}`
         + 'some workspaces’ totals could not be read.' : notAll;
-      const atLeast = (n, why) => (why ? `${n}+` : n);
+      const atLeast = (n, why) => (why ? `${num(n)}+` : n);
       // A state's number: counted across every workspace when the listed ones are not all of
       // them (exact up to COUNT_UP_TO), else the listed workspaces' totals.
       const inState = (state, label, tone) => {
@@ -172,7 +172,7 @@ export default function overview(main, { conn }) {
           { label: 'Account', cls: 'col-state', cell: (a) => badge(a.account.state) },
           { label: 'Link', cls: 'col-state', cell: (a) => badge(a.link.state) },
         ], items, { caption: 'Accounts failing now', key: (a) => `${a.workspaceId}\u0000${a.integrationAccountId}` }),
-        nextCursor && h('button', { type: 'button', class: 'more', onclick: () => { view.failPages++; load(); } }, 'Show more failing accounts'),
+        nextCursor && h('button', { type: 'button', class: 'more', onclick: () => { view.failPages++; keep(view); load(); } }, 'Show more failing accounts'),
       ];
     });
 
@@ -193,15 +193,16 @@ export default function overview(main, { conn }) {
           title: `Sort by ${label.toLowerCase()}`,
           onclick: () => {
             view.sort = { key, desc: active ? !view.sort.desc : numeric };
+            keep(view);
             draw();
             workspaces.querySelector('button.sort.active')?.focus();
           },
         }, label, h('span', { class: 'sort-mark', 'aria-hidden': 'true' }, active ? (view.sort.desc ? ' ▼' : ' ▲') : ''));
       };
-      const count = (n, tone) => (n === undefined ? h('span', { class: 'muted' }, '—') : h('span', { class: n ? `num tone-${tone}` : 'num muted' }, String(n)));
+      const count = (n, tone) => (n === undefined ? h('span', { class: 'muted' }, '—') : h('span', { class: n ? `num tone-${tone}` : 'num muted' }, num(n)));
       const t = table([
         { label: 'Workspace', head: head('Workspace', 'workspace', false), cls: 'col-id', cell: (w) => id(w.workspaceId, uiWorkspace(w.workspaceId)) },
-        { label: 'Accounts', head: head('Accounts', 'accounts', true), cls: 'col-num', cell: (w) => h('span', { class: 'num' }, String(w.accounts)) },
+        { label: 'Accounts', head: head('Accounts', 'accounts', true), cls: 'col-num', cell: (w) => h('span', { class: 'num' }, num(w.accounts)) },
         { label: 'Failing', head: head('Failing', 'failing', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted', title: w.problem.message }, 'n/a') : count(w.error, 'bad')) },
         { label: 'Paused', head: head('Paused', 'paused', true), cls: 'col-num', cell: (w) => (w.problem ? h('span', { class: 'muted' }, 'n/a') : count(w.paused, 'warn')) },
         { label: 'Last event', head: head('Last event', 'last', true), cls: 'col-wide', cell: (w) => rel(w.lastEventAt) },
@@ -211,7 +212,7 @@ export default function overview(main, { conn }) {
         th.setAttribute('aria-sort', b ? (view.sort.desc ? 'descending' : 'ascending') : 'none');
       }
       return [t, more && h('p', { class: 'more-line' },
-        h('button', { type: 'button', class: 'more', onclick: () => { view.wsPages++; load(); } }, 'Show more workspaces'),
+        h('button', { type: 'button', class: 'more', onclick: () => { view.wsPages++; keep(view); load(); } }, 'Show more workspaces'),
         `The first ${rows.length} workspaces by id are listed, and only they are sorted.`)];
     });
   }

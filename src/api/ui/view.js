@@ -310,10 +310,22 @@ export function section(title, { id: sid, actions, wide } = {}, ...body) {
 /** The word for `n` of a thing: `plural(1, 'account')` is `account`, else `accounts`. */
 export const plural = (n, one, many = `${one}s`) => (n === 1 ? one : many);
 
-/** One figure of a row of figures: a number and what it counts (`title`: a word on it). */
+// ---- what a page keeps across Back, Forward and a reload --------------------------------------
+
+/** The view a page kept in its history entry (rows shown, a sort) over `defaults`: Back, Forward
+ * and a reload draw the page as it was left. The URL holds only what is worth sharing (filters). */
+export const kept = (defaults) => ({ ...defaults, ...history.state?.view });
+
+/** Keeps `view` in this page's history entry, for `kept`. */
+export const keep = (view) => history.replaceState({ ...history.state, view }, '');
+
+/** A count as people read it: `3,001`. */
+export const num = (n) => n.toLocaleString('en');
+
+/** One figure of a row of figures: a number (or its text) and what it counts (`title`: a word on it). */
 export function figure(label, value, tone, title) {
   return h('div', { class: `figure${tone ? ` tone-${tone}` : ''}`, title },
-    h('span', { class: 'figure-value' }, value),
+    h('span', { class: 'figure-value' }, typeof value === 'number' ? num(value) : value),
     h('span', { class: 'figure-label' }, label));
 }
 

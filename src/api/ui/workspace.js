@@ -10,8 +10,8 @@
 import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, compareTimes, copyButton, eventType, figure, fill, h, id, isolated, knownType, lacksSince, newestFirst, note,
-  plural, problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount, visible,
+  SINCE_MISSING, compareTimes, copyButton, eventType, figure, fill, h, id, isolated, keep, kept, knownType, lacksSince, newestFirst,
+  note, num, plural, problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount, visible,
 } from './view.js';
 
 const RECENT = 25;
@@ -35,7 +35,7 @@ export default function workspacePage(main, { conn }, ws) {
 
   const accounts = new Map(); // integrationAccountId → entry
   let ids = []; // the accounts' ids, in order
-  let limit = ROWS; // rows drawn
+  const view = kept({ limit: ROWS }); // rows drawn
   let events = [];
   let lastEventAt = null;
   let missing = null; // the 404 of a workspace with no events yet
@@ -131,7 +131,7 @@ export default function workspacePage(main, { conn }, ws) {
             filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
             changedFilter();
           },
-        }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, ' ', h('span', { class: 'count' }, String(n)));
+        }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, ' ', h('span', { class: 'count' }, num(n)));
       }))));
     const any = filter.q || Object.keys(STATES).some((c) => filter[c].size);
     fill(clear, any && h('button', {
@@ -154,8 +154,9 @@ export default function workspacePage(main, { conn }, ws) {
     }
     if (filter.q) u.searchParams.set('q', filter.q);
     else u.searchParams.delete('q');
-    history.replaceState(null, '', u);
-    limit = ROWS;
+    history.replaceState(history.state, '', u);
+    view.limit = ROWS;
+    keep(view);
     drawFigures();
     drawAccounts();
   }
@@ -188,7 +189,7 @@ export default function workspacePage(main, { conn }, ws) {
       fill(accountsBody, note('empty', 'No integration account in this workspace yet: none of its events of a known type names one.'));
       return;
     }
-    const first = after(null, limit);
+    const first = after(null, view.limit);
     if (!first.length) {
       fill(accountsBody, note('empty', `No account matches these filters (${accounts.size} in all).`));
       return;
@@ -209,13 +210,14 @@ export default function workspacePage(main, { conn }, ws) {
     moreLine.hidden = rest <= 0;
     fill(moreLine, rest > 0 && [
       h('button', { type: 'button', class: 'more', onclick: showMore }, `Show ${Math.min(rest, ROWS)} more`),
-      `${drawn.size.toLocaleString('en')} of ${matching.toLocaleString('en')} ${matching < accounts.size ? 'matching ' : ''}`
+      `${num(drawn.size)} of ${num(matching)} ${matching < accounts.size ? 'matching ' : ''}`
       + 'accounts shown; the filters and the search above find any of them.']);
   }
 
   /** Draws the next rows under the others, and moves the focus to the first of them. */
   function showMore() {
-    limit += ROWS;
+    view.limit += ROWS;
+    keep(view);
     const next = after(lastDrawn(), ROWS).map(row);
     for (const tr of next) drawn.set(tr.dataset.key, tr);
     tbody.append(...next);
@@ -250,19 +252,19 @@ export default function workspacePage(main, { conn }, ws) {
     } else if (tr) {
       dropRow(tr);
       const [next] = after(lastDrawn() ?? null, 1); // one row up from beyond the drawn ones
-      if (next && drawn.size < limit) {
+      if (next && drawn.size < view.limit) {
         const fresh = row(next);
         tbody.append(fresh);
         drawn.set(next.integrationAccountId, fresh);
       }
-    } else if (passes(a) && (drawn.size < limit || key < lastDrawn())) {
+    } else if (passes(a) && (drawn.size < view.limit || key < lastDrawn())) {
       // Among the rows drawn (they are in id order): before the first one after it.
       const rows = tbody.children;
       const fresh = row(a);
       tbody.insertBefore(fresh, rows[placeOf(key, rows.length, (i) => rows[i].dataset.key)] || null);
       drawn.set(key, fresh);
       flashRow(fresh);
-      if (drawn.size > limit) dropRow(tbody.lastElementChild);
+      if (drawn.size > view.limit) dropRow(tbody.lastElementChild);
     }
   }
 
