@@ -2,7 +2,7 @@
 //! or an error naming the JSON syntax problem (400) or the field path (422). Nothing past this
 //! module re-checks the body.
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -107,7 +107,7 @@ impl Envelope {
         let occurred_at = DateTime::parse_from_rfc3339(time)
             .map_err(|e| invalid(time_path, format!("must be an RFC 3339 date-time ({e})")))?
             .with_timezone(&Utc);
-        let occurred_at = without_leap_second(occurred_at);
+        let occurred_at = to_microseconds(without_leap_second(occurred_at));
         // RFC 3339 has four-digit years; an offset or a leap second must not carry the time
         // outside them in UTC, where every answer shows it.
         if !(0..=9999).contains(&occurred_at.year()) {
@@ -213,6 +213,13 @@ fn contains_nul(value: &Value) -> bool {
         Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
         _ => false,
     }
+}
+
+/// `time` with its digits finer than a microsecond dropped (README), as PostgreSQL keeps it. The
+/// database driver would count microseconds from 2000 towards zero, which rounds an earlier time
+/// up instead (into 2000 for `1999-12-31T23:59:59.9999995Z`).
+pub fn to_microseconds(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
 }
 
 /// A leap second (`23:59:60`, which chrono keeps as a second `:59` running past its end) as the

@@ -105,7 +105,7 @@ impl Params {
         self.single(name)?
             .map(|raw| {
                 DateTime::parse_from_rfc3339(raw)
-                    .map(|t| t.with_timezone(&Utc))
+                    .map(|t| crate::envelope::to_microseconds(t.with_timezone(&Utc)))
                     .map_err(|e| {
                         Error::bad_parameter(
                             name,

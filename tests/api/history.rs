@@ -1051,3 +1051,51 @@ async fn from_equal_to_to_is_an_empty_range_not_a_bad_parameter() {
     let page: Value = response.json().await.unwrap();
     assert_eq!(page, json!({"items": [], "nextCursor": null}));
 }
+
+/// README: `occurredAt` digits finer than the microsecond are dropped, not rounded, and so are a
+/// bound's: before 1970 and 2000 too, where counting from an epoch would round them up, into
+/// the next second (or year).
+#[tokio::test]
+async fn digits_finer_than_a_microsecond_are_dropped_before_the_epochs_too() {
+    let app = spawn_app().await;
+    for (id, at, stored) in [
+        (
+            "late-1999",
+            "1999-12-31T23:59:59.9999995Z",
+            "1999-12-31T23:59:59.999999Z",
+        ),
+        (
+            "late-1969",
+            "1969-12-31T23:59:59.9999999Z",
+            "1969-12-31T23:59:59.999999Z",
+        ),
+        (
+            "mid-2024",
+            "2024-06-01T05:00:00.0000009Z",
+            "2024-06-01T05:00:00.000Z",
+        ),
+    ] {
+        let body = event(id, "w", None, "x.y", at);
+        assert_eq!(app.deliver(&body).await.status(), 201, "{id}");
+        let got = app.get_json(&format!("/events/{id}")).await;
+        assert_eq!(got["occurredAt"], stored, "{id} sent as {at}");
+    }
+    for (query, expected) in [
+        ("to=2000-01-01T00:00:00Z", vec!["late-1969", "late-1999"]),
+        ("from=2000-01-01T00:00:00Z", vec!["mid-2024"]),
+        (
+            "from=1999-12-31T23:59:59.9999999Z&to=2000-01-01T00:00:00Z",
+            vec!["late-1999"],
+        ),
+        ("to=1970-01-01T00:00:00Z", vec!["late-1969"]),
+        (
+            "from=1969-12-31T23:59:59.9999991Z&to=1969-12-31T23:59:59.9999999Z",
+            vec![],
+        ),
+    ] {
+        let page = app.get_json(&format!("/workspaces/w/events?{query}")).await;
+        let mut got = hook_ids(&page);
+        got.sort();
+        assert_eq!(got, expected, "{query}");
+    }
+}
