@@ -150,10 +150,11 @@ impl AccountsQuery {
     }
 }
 
-/// The states a filter names (repeatable and comma-separated), checked against `allowed`.
+/// The states a filter names (repeatable and comma-separated, spaces around them dropped), checked
+/// against `allowed`.
 fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<String>>> {
     let mut wanted: Vec<String> = Vec::new();
-    for value in params.all(name).flat_map(|v| v.split(',')) {
+    for value in params.all(name).flat_map(|v| v.split(',')).map(str::trim) {
         if !allowed.contains(&value) {
             return Err(Error::bad_parameter(
                 name,
@@ -353,7 +354,9 @@ pub async fn timeline(
     params: Params,
 ) -> Result<Json<Timeline>> {
     let limit = params.limit()?;
-    // The timeline has no `order` to pass: any cursor it cannot read is simply not its own.
+    // The timeline has no `order` to pass: any cursor it cannot read is simply not its own (but
+    // one given twice is said to be).
+    params.single("cursor")?;
     let cursor = EventCursor::parse_timeline(&params).map_err(|_| bad_cursor())?;
     let mut qb = QueryBuilder::new("");
     push_timeline_sql(

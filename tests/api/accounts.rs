@@ -81,7 +81,8 @@ async fn accounts_are_listed_across_workspaces_newest_failure_first() {
     );
     let some = read_pages(
         &app,
-        "/accounts?syncState=paused,unknown&syncState=complete",
+        // Spaces around the states are dropped, as around event types.
+        "/accounts?syncState=paused,%20unknown&syncState=complete",
     )
     .await;
     assert_eq!(ids(&some), pairs(&[("A", "a3"), ("C", "c1"), ("A", "a4")]));
@@ -228,6 +229,19 @@ async fn a_timeline_lists_the_changes_newest_first_page_by_page() {
     assert_eq!(
         problem(app.get(&path).await, 400).await["parameter"],
         "cursor"
+    );
+    // Its own cursor given twice is said to be given twice, not to be another listing's.
+    let twice = problem(
+        app.get(&format!(
+            "/workspaces/w/accounts/a/timeline?cursor={own}&cursor={own}"
+        ))
+        .await,
+        400,
+    )
+    .await;
+    assert!(
+        twice["detail"].as_str().unwrap().contains("only once"),
+        "{twice}"
     );
     problem(
         app.get("/workspaces/w/accounts/a/timeline?limit=0").await,
