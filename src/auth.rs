@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
@@ -139,10 +139,26 @@ struct Remembered {
 }
 
 impl TokenCache {
+    /// What is remembered. A panic while it was held (none is expected) leaves nothing of it
+    /// trusted: it is forgotten, as at a notification, rather than every later request failing.
+    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+        self.0.lock().unwrap_or_else(|poisoned| {
+            let mut cache = poisoned.into_inner();
+            let listening = cache.listening;
+            *cache = Remembered {
+                generation: cache.generation.wrapping_add(1),
+                listening,
+                ..Remembered::default()
+            };
+            self.0.clear_poison();
+            cache
+        })
+    }
+
     /// The remembered answer for `presented`, or the generation to pass to [`TokenCache::keep`]
     /// after looking it up.
     pub fn get(&self, presented: Option<&str>) -> Result<Lookup, u64> {
-        let cache = self.0.lock().expect("token cache");
+        let cache = self.remembered();
         let fresh = |at: &Instant| cache.listening && at.elapsed() < REMEMBER_FOR;
         let found = match presented {
             Some(token) => cache
@@ -166,7 +182,7 @@ impl TokenCache {
 
     /// Remembers what a lookup started at `generation` found, unless a token changed since.
     pub fn keep(&self, generation: u64, presented: Option<&str>, found: &Lookup) {
-        let mut cache = self.0.lock().expect("token cache");
+        let mut cache = self.remembered();
         if cache.generation != generation || !cache.listening {
             return;
         }
@@ -182,7 +198,7 @@ impl TokenCache {
 
     /// Forgets everything: a token changed, or the instance starts or stops listening.
     pub fn forget(&self, listening: bool) {
-        let mut cache = self.0.lock().expect("token cache");
+        let mut cache = self.remembered();
         cache.generation = cache.generation.wrapping_add(1);
         cache.listening = listening;
         cache.any_live = None;
@@ -412,6 +428,35 @@ mod tests {
             ..info
         };
         assert!(unnamed.to_string().starts_with("7\t-\t"));
+    }
+
+    #[test]
+    fn a_cache_left_poisoned_forgets_what_it_held() {
+        let cache = TokenCache::default();
+        cache.forget(true);
+        let generation = cache.get(Some("chk_a")).unwrap_err();
+        let found = Lookup {
+            any_live: true,
+            scope: Some((true, Vec::new())),
+        };
+        cache.keep(generation, Some("chk_a"), &found);
+        assert!(cache.get(Some("chk_a")).is_ok());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = cache.0.lock();
+                panic!("poisons the cache");
+            })
+            .join()
+            .unwrap_err();
+        });
+        assert!(cache.0.is_poisoned());
+        assert_eq!(cache.get(Some("chk_a")).unwrap_err(), generation + 1);
+        assert!(!cache.0.is_poisoned());
+        cache.keep(generation + 1, Some("chk_a"), &found);
+        assert!(
+            cache.get(Some("chk_a")).is_ok(),
+            "still listening: remembers again"
+        );
     }
 
     #[test]
