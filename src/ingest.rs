@@ -219,6 +219,8 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
     let mut reconnects = 0;
     let mut created = false;
     let mut rounds = 0;
+    // What kept the last round from storing the batch, for the 503 once rounds run out.
+    let mut held_up = "the hook id is being stored concurrently";
     while rounds < MAX_ROUNDS {
         match store(pool, &batch).await {
             Ok(outcomes) => {
@@ -236,12 +238,15 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                     return created;
                 }
                 batch = unresolved;
+                held_up = "the hook id is being stored concurrently";
             }
             Err(err) if is_contention(&err) => {
                 tracing::debug!(error = %err, "batch contended; retrying");
+                held_up = "its batch met deadlocks with other writes";
             }
             Err(err) if crate::store::partitions::is_missing(&err) => {
                 tracing::warn!(error = %err, "no history partition for now; creating it");
+                held_up = "no history partition could be made for it";
                 if let Err(err) = crate::store::partitions::ensure(pool.queries()).await {
                     tracing::warn!(error = %err, "could not create history partitions");
                 }
@@ -279,7 +284,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
         rounds += 1; // an ended connection's round (`continue` above) does not count
     }
     answer_all(batch, || {
-        Error::unavailable("the hook id is being stored concurrently; retry later")
+        Error::unavailable(format!("{held_up}; retry later"))
     });
     created
 }
