@@ -459,26 +459,15 @@ pub fn feed_item_example() -> Value {
     item
 }
 
-/// The status of the seed example's account.
-pub fn account_example() -> Value {
-    json!({
-    "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
-    "lastEventAt": "2024-02-09T11:33:41.658Z",
-    "account": {"state": "unknown", "since": null, "lastEvent": null},
-    "link": {"state": "unknown", "since": null, "lastEvent": null},
-    "sync": {"state": "complete", "since": "2024-02-09T11:33:41.658Z",
-             "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "eventType": "sync.complete",
-                           "result": "SUCCESS", "occurredAt": "2024-02-09T11:33:41.658Z"},
-             "lastCompletedAt": "2024-02-09T11:33:41.658Z", "lastErrorAt": null, "lastPausedAt": null}
-    })
-}
-
 /// An entry of `/accounts`: the seed example's account with its workspace.
 pub fn account_item_example() -> Value {
     let mut item = json!({"workspaceId": "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"});
-    item.as_object_mut()
-        .expect("an object")
-        .extend(account_example().as_object().expect("an object").clone());
+    item.as_object_mut().expect("an object").extend(
+        crate::status::account_example()
+            .as_object()
+            .expect("an object")
+            .clone(),
+    );
     item
 }
 

@@ -53,8 +53,10 @@ use crate::config::Config;
 /// Connections let in past `max_connections`, to answer the health routes while the cap is
 /// reached.
 pub const OVERFLOW: usize = 32;
+/// Most bytes of a request head (its request line and header lines) the service reads.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most bytes hyper buffers for a connection each way (see `connection`): a request head must fit.
-const MAX_BUF: usize = crate::api::MAX_HEAD;
+const MAX_BUF: usize = MAX_HEAD;
 
 /// Connections of the cap kept from streams and long polls, for deliveries and short queries:
 /// however many of those a client opens, they take at most the rest

@@ -207,7 +207,7 @@ pub struct SyncStatus {
 /// The status of one integration account.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = crate::openapi::account_example)]
+#[schema(example = account_example)]
 pub struct AccountStatus {
     pub integration_account_id: String,
     #[serde(serialize_with = "rfc3339")]
@@ -586,6 +586,20 @@ async fn rebuild_range(
     }
     tx.commit().await?;
     Ok((latest_rows, workspaces))
+}
+
+/// The status of the seed example's account (the OpenAPI document's example).
+pub fn account_example() -> serde_json::Value {
+    serde_json::json!({
+    "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
+    "lastEventAt": "2024-02-09T11:33:41.658Z",
+    "account": {"state": "unknown", "since": null, "lastEvent": null},
+    "link": {"state": "unknown", "since": null, "lastEvent": null},
+    "sync": {"state": "complete", "since": "2024-02-09T11:33:41.658Z",
+             "lastEvent": {"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "eventType": "sync.complete",
+                           "result": "SUCCESS", "occurredAt": "2024-02-09T11:33:41.658Z"},
+             "lastCompletedAt": "2024-02-09T11:33:41.658Z", "lastErrorAt": null, "lastPausedAt": null}
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod workspaces;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
+use crate::server::MAX_HEAD;
 use crate::store::{ReadReplica, Readers};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -214,9 +215,6 @@ fn utf8_text(response: &Response) -> Option<HeaderValue> {
     }
     HeaderValue::from_str(&format!("{kind}; charset=utf-8")).ok()
 }
-
-/// Most bytes of a request head (its request line and header lines) the service reads.
-pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The size of a request's head as it arrived: the request line and header lines, as sent but
 /// for white space.

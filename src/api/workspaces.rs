@@ -47,7 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     "lastEventAt": "2024-02-09T11:33:41.658Z",
     "totals": {"accounts": 1, "accountsDeleted": 0,
                "sync": {"complete": 1, "error": 0, "paused": 0, "unknown": 0}},
-    "accounts": [crate::openapi::account_example()],
+    "accounts": [crate::status::account_example()],
     "nextCursor": null
 }))]
 pub struct WorkspaceStatus {
