@@ -40,9 +40,9 @@ async fn in_time(request: Request, next: Next) -> Response {
     super::again::in_time_after(wait, request, next).await
 }
 
-/// Items per answer: 1 to 1000, 100 by default.
-pub const DEFAULT_LIMIT: i64 = 100;
-pub const MAX_LIMIT: i64 = 1000;
+/// Items per feed answer, by default and at most (the other listings': `paging::DEFAULT_LIMIT`).
+const FEED_DEFAULT_LIMIT: i64 = 100;
+const FEED_MAX_LIMIT: i64 = 1000;
 /// Longest long poll.
 pub const MAX_WAIT_SECS: u64 = 30;
 /// Events of the feed a filtered read looks at past `after` at most (the filters, and a token's
@@ -173,7 +173,7 @@ impl FeedQuery {
             scope: scope.map(<[String]>::to_vec),
             filter: EventFilter::parse(params)?,
             after,
-            limit: params.limit_within(DEFAULT_LIMIT, MAX_LIMIT)?,
+            limit: params.limit_within(FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT)?,
             max_bytes: MAX_PAGE_BYTES,
             wait: wait(params)?,
             end: FeedEnd::default(),

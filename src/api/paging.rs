@@ -13,6 +13,8 @@ use crate::envelope::id_problem;
 use crate::error::{Error, Result};
 use crate::feed::FeedEnd;
 
+/// Items per page of history, statuses, workspaces, accounts and timelines, by default and at
+/// most (the feed's are its own: `feed::FEED_DEFAULT_LIMIT`).
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 /// Longest query string read, in bytes: room for every filter at its longest, percent-encoded.
