@@ -272,12 +272,13 @@ const HELD_BACK_WARNING: Duration = Duration::from_secs(1);
 
 /// The feed's horizon: the oldest transaction still running of this database, below which the
 /// feed shows events (`paging::push_feed_keyset`), past the running transactions that cannot
-/// store an event here ([`PassedOver`]), which one look for the whole instance finds every 250
-/// ms while someone reads the feed. An event can become visible with no notification, when an
-/// older transaction that stored nothing ends: the streams' tailer reads the feed every 250 ms
-/// with the latest look besides at notifications, and wakes the streams and long polls it has
-/// events for; they do not each read the feed again on a timer. With no stream open, the tailer
-/// alone wants a look, once a second; nobody reading means no look.
+/// store an event here ([`PassedOver`]), which one look for the whole instance finds every
+/// [`HORIZON_RECHECK`] while someone reads the feed. An event can become visible with no
+/// notification, when an older transaction that stored nothing ends: the streams' tailer reads
+/// the feed that often too (its `RECHECK`) with the latest look besides at notifications, and
+/// wakes the streams and long polls it has events for; they do not each read the feed again on
+/// a timer. With no stream open, the tailer alone wants a look, once a second; nobody reading
+/// means no look.
 ///
 /// Each look also finds the oldest writing transaction, which holds the horizon back (a batch
 /// of the service's own, or one held up: a lock, a slow disk). How long the looks have seen the

@@ -3,6 +3,10 @@
 //!
 //! [`App`] is the service over an open database; [`App::serve`] runs it on a pre-bound listener
 //! until a shutdown future resolves (tests bind port 0 and call the same function).
+//!
+//! The library is the service's, not a public API: its documentation is read with its private
+//! items (`cargo doc --document-private-items`), which its links may name.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod api;
 pub mod auth;

@@ -267,7 +267,7 @@ impl HistoryQuery {
     }
 
     /// The page's SQL: in each month it reads, one range scan of an index on (workspace,
-    /// [account,] occurred_at, hook_id) from the cursor on, fetching one row more than `limit`
+    /// \[account,\] occurred_at, hook_id) from the cursor on, fetching one row more than `limit`
     /// to tell whether more follow.
     ///
     /// The months it reads: those not sealed (the current one and the next), and the sealed

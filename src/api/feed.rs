@@ -300,7 +300,7 @@ impl FeedQuery {
 /// Answers `query`: at once when events are there or `wait` is 0, else when the first arrive,
 /// `wait` has passed or the service is stopping. It reads again when the streams' tailer has
 /// read an event stored past where it looked that passes its filters (the tailer reads when
-/// events are stored and every 250 ms, with the feed's horizon as it is then:
+/// events are stored and at its `RECHECK` interval, with the feed's horizon as it is then:
 /// [`crate::feed::Horizon`]), not on a timer of its own: a batch stored wakes only the polls it
 /// has an event for. The tailer's news only wakes it; what it answers is read from the store,
 /// from where it looked, so a wake missed would delay an event, never skip it. No connection is

@@ -273,7 +273,7 @@ fn whole_answer(
                     tracing::warn!(
                         workspace_id,
                         "a status answer was cut off: its client took longer than \
-                         CALRY_HOOKS_QUERY_TIMEOUT_MS to take 500 accounts"
+                         CALRY_HOOKS_QUERY_TIMEOUT_MS to take {STATUS_CHUNK} accounts"
                     );
                     return;
                 }
