@@ -132,7 +132,7 @@ segment_files() {
 # the batch statement once per connection as the service does (left to choose, PostgreSQL plans
 # it anew for every batch), and JIT off (see bench/size.sh).
 WRITER_PGOPTIONS="-c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan -c jit=off"
-# The query routes' connection settings (src/store/mod.rs: Readers::with_options, connect), for
+# The query routes' connection settings (src/store/mod.rs: Pool::with_options, connect), for
 # the floor: generic plans, JIT off.
 READER_PGOPTIONS="-c plan_cache_mode=force_generic_plan -c jit=off"
 

@@ -169,7 +169,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
         tracing::debug!(open_files, "open-file limit");
     }
     // This pool only migrates and lends its connection settings: the query routes have their
-    // own connections (`store::Readers`, `query_connections` of them), and so do the writers.
+    // own connections (`store::Pool`, `query_connections` of them), and so do the writers.
     let db = Database::open(&config, 1, Role::Serve).await?;
     if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
         // The private cluster's server stops with `close` (one this process started): starting

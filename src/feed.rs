@@ -18,7 +18,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::watch;
 
 use crate::auth::{self, TokenCache};
-use crate::store::Readers;
+use crate::store::Pool;
 
 /// The transaction-id epoch (`pg_resetwal -e`) this server would need for its new events to come
 /// after every position the store holds, when it needs one: positions are made of transaction
@@ -303,7 +303,7 @@ pub type HeldBack = prometheus_client::metrics::gauge::Gauge<f64, std::sync::ato
 impl Horizon {
     /// Starts watching with connections of `readers`, telling how long the feed is held back to
     /// `held_back`; the task ends with the last [`Horizon`].
-    pub fn start(readers: Readers, held_back: HeldBack) -> Horizon {
+    pub fn start(readers: Pool, held_back: HeldBack) -> Horizon {
         let watched = Arc::new(Watched {
             passed_over: RwLock::default(),
             read: AtomicBool::new(false),
@@ -341,7 +341,7 @@ struct Holder {
     named: bool,
 }
 
-async fn watch_horizon(watched: Weak<Watched>, readers: Readers) {
+async fn watch_horizon(watched: Weak<Watched>, readers: Pool) {
     let mut holder: Option<Holder> = None;
     let mut read_at: Option<Instant> = None;
     loop {

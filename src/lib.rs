@@ -39,7 +39,7 @@ use config::Config;
 use ingest::{IngestSettings, Ingestor, Writers};
 use metrics::Metrics;
 use signature::{InvalidSecrets, Verifier};
-use store::{ReadReplica, Readers, StoreError, WriterPool};
+use store::{Pool, ReadReplica, StoreError, WriterPool};
 
 /// Longest a graceful shutdown waits for in-flight requests and queued deliveries.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,7 +90,7 @@ impl App {
             metrics.pool_waiting.clone(),
         );
         let (ingestor, writers) = Ingestor::start(writer_pool.clone(), settings);
-        let readers = Readers::new(
+        let readers = Pool::new(
             &pool,
             config.query_connections as usize,
             Duration::from_millis(config.query_timeout_ms),
@@ -113,7 +113,7 @@ impl App {
         // The feed's followers (the streams' tailer and the horizon's look) on connections of
         // their own, opened when first needed: however busy the query routes, and the streams
         // catching up, which share theirs, live streams and the feed go on.
-        let following = Readers::new(
+        let following = Pool::new(
             &pool,
             2,
             Duration::from_millis(config.query_timeout_ms),

@@ -73,7 +73,7 @@ pub struct Metrics {
     replica_reachable: Gauge,
     replica_lag_bytes: Gauge<f64, std::sync::atomic::AtomicU64>,
     replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Readers`].
+    /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Pool`].
     pub pool_waiting: Gauge,
     /// Bytes of large answers held until their clients read them, kept by
     /// [`crate::api::unsent`].

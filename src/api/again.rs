@@ -5,7 +5,7 @@
 //! memory, which leaves the route's first statement to be the one that finds out that the
 //! database dropped the connection. A 5xx answer after either is given again, the second time
 //! with neither: on the primary, the token checked by a statement on a connection that
-//! `Readers::with_first` makes sure of. So is a replica's statement stopped by its timeout.
+//! `Pool::with_first` makes sure of. So is a replica's statement stopped by its timeout.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{Error, RanOutOfTime};
-use crate::store::{ReadReplica, Readers};
+use crate::store::{Pool, ReadReplica};
 
 /// How long a query route (status, history, accounts, the feed, the stream's head) may take to
 /// its answer's head, in the request's extensions (from `CALRY_HOOKS_QUERY_TIMEOUT_MS`): the
@@ -74,7 +74,7 @@ pub enum Risk {
     Replica(ReadReplica),
     /// Its token check was answered from memory, on a connection of these readers that no
     /// statement had used in this request.
-    Remembered(Readers),
+    Remembered(Pool),
 }
 
 /// What a request under [`answer_again`] needs to be answered again: the last shortcut it took,

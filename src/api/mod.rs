@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::server::MAX_HEAD;
-use crate::store::{ReadReplica, Readers};
+use crate::store::{Pool, ReadReplica};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -62,7 +62,7 @@ impl std::ops::Deref for AppState {
 
 /// The parts of [`AppState`].
 pub struct Shared {
-    pub readers: Readers,
+    pub readers: Pool,
     /// The read replica of the status, history and accounts routes, when one is configured.
     pub replica: Option<ReadReplica>,
     pub metrics: Arc<Metrics>,

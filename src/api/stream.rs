@@ -49,7 +49,7 @@ use super::paging::{FeedPosition, Params};
 use crate::error::{Error, Result};
 use crate::feed::{Changes, FeedEnd, Horizon, Notifier, PassedOver};
 use crate::status::{self, AccountStatus, LatestRow};
-use crate::store::Readers;
+use crate::store::Pool;
 use crate::store::partitions::REMOVED_ROW;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -166,7 +166,7 @@ impl Selection {
 /// Turns feed rows into stream items: decides which change their account's status and writes
 /// out every message (two statements for the whole batch, whatever its size).
 ///
-/// `db` is one of [`Readers`]' connections, which plan every statement once (generic plans):
+/// `db` is one of [`Pool`]'s connections, which plan every statement once (generic plans):
 /// these statements take arrays, and left to choose, PostgreSQL planned them anew at every call,
 /// which took longer than running them (docs/BENCHMARKS.md). No transaction: a client that goes
 /// away while its stream is read drops this future at any await, and a `BEGIN` cut off there
@@ -620,7 +620,7 @@ impl Tail {
 
 impl Tailer {
     /// Starts following the feed from its end; the task ends when the last [`Tailer`] is dropped.
-    pub fn start(readers: Readers, notifier: Notifier, horizon: Horizon) -> Tailer {
+    pub fn start(readers: Pool, notifier: Notifier, horizon: Horizon) -> Tailer {
         let tail = Arc::new(Mutex::new(Tail {
             started: false,
             position: FeedPosition::BEGINNING,
@@ -671,12 +671,7 @@ impl Tailer {
     }
 }
 
-async fn follow_feed(
-    tail: Weak<Mutex<Tail>>,
-    readers: Readers,
-    notifier: Notifier,
-    horizon: Horizon,
-) {
+async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier, horizon: Horizon) {
     let mut changes = notifier.subscribe();
     let mut known = Known::default();
     loop {

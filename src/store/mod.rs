@@ -88,7 +88,7 @@ pub enum StoreError {
 }
 
 /// The ingest writers' connections: one per writer, so that no query ever holds up a delivery,
-/// on a [`Readers`] pool (which counts the writers waiting for one). Unlike sqlx's pool, it does
+/// on a [`Pool`] (which counts the writers waiting for one). Unlike sqlx's pool, it does
 /// not ping each connection given back (a round trip per batch, which a network gone silent
 /// holds for as long as TCP retries, with the writer's place in the pool), and it pings one
 /// idle for a second, within [`ACQUIRE_TIMEOUT`], before handing it out again.
@@ -106,7 +106,7 @@ pub enum StoreError {
 /// that the account locks it holds do not hold back every other writer and the feed as long.
 #[derive(Clone)]
 pub struct WriterPool {
-    connections: Readers,
+    connections: Pool,
     /// The query routes' pool, for the odd statement outside a batch (a missing partition).
     queries: PgPool,
 }
@@ -123,7 +123,7 @@ impl WriterPool {
             ])
             .log_slow_statements(log::LevelFilter::Debug, SLOW_WRITE);
         WriterPool {
-            connections: Readers::with_options(
+            connections: Pool::with_options(
                 options,
                 writers as usize,
                 STATEMENT_TIMEOUT,
@@ -160,23 +160,24 @@ impl WriterPool {
     }
 }
 
-/// The query routes' connections. sqlx's own pool pings every connection it takes back: a round
+/// A pool of connections: the query routes', the writers' (inside [`WriterPool`]), the feed's
+/// and the replica's. sqlx's own pool pings every connection it takes back: a round
 /// trip on each request, as costly as the query of a lookup by id. This one takes connections
 /// back as they are and pings only one that sat idle for a while (the database may have
 /// restarted since) before handing it out again; a connection whose statement failed is
-/// [`Readers::discard`]ed by the caller that saw it fail.
+/// [`Pool::discard`]ed by the caller that saw it fail.
 #[derive(Clone)]
-pub struct Readers {
+pub struct Pool {
     pool: deadpool::managed::Pool<Connector>,
     waiting: Gauge,
-    /// The [`deadline`] of [`Readers::with`]'s work.
+    /// The [`deadline`] of [`Pool::with`]'s work.
     deadline: Duration,
 }
 
-/// A connection of [`Readers`]; it goes back to them when dropped.
+/// A connection of [`Pool`]; it goes back to them when dropped.
 pub type ReadConnection = deadpool::managed::Object<Connector>;
 
-/// Opens and recycles the connections of [`Readers`].
+/// Opens and recycles the connections of [`Pool`].
 pub struct Connector(PgConnectOptions);
 
 impl deadpool::managed::Manager for Connector {
@@ -199,12 +200,12 @@ impl deadpool::managed::Manager for Connector {
     }
 }
 
-impl Readers {
+impl Pool {
     /// Up to `size` connections like `like`'s, opened when first needed, on which a statement
     /// may run for at most `statement_timeout`.
-    pub fn new(like: &PgPool, size: usize, statement_timeout: Duration, waiting: Gauge) -> Readers {
+    pub fn new(like: &PgPool, size: usize, statement_timeout: Duration, waiting: Gauge) -> Pool {
         let options = (*like.connect_options()).clone();
-        Readers::with_options(options, size, statement_timeout, ACQUIRE_TIMEOUT, waiting)
+        Pool::with_options(options, size, statement_timeout, ACQUIRE_TIMEOUT, waiting)
     }
 
     /// Up to `size` connections with `options`, each opened (or, after a second idle, pinged)
@@ -215,7 +216,7 @@ impl Readers {
         statement_timeout: Duration,
         connect_timeout: Duration,
         waiting: Gauge,
-    ) -> Readers {
+    ) -> Pool {
         // A later setting of the same name wins over the pool's own. Generic plans, as on the
         // writers': left to choose, PostgreSQL kept planning a history page anew each time on a
         // store of many months (planning every month's partition, which cost more than running
@@ -236,7 +237,7 @@ impl Readers {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("timeouts are allowed with a runtime");
-        Readers {
+        Pool {
             pool,
             waiting,
             deadline: deadline(statement_timeout),
@@ -255,7 +256,7 @@ impl Readers {
 
     /// A connection, with what `first` — the request's first statement — returned on it. If that
     /// statement fails (the database dropped the connection, say, as it restarted), the
-    /// connection is [`Readers::discard`]ed and `first` runs once more on a new one.
+    /// connection is [`Pool::discard`]ed and `first` runs once more on a new one.
     ///
     /// `first` takes the connection and gives it back with its result, so that what it runs
     /// owns everything it uses.
@@ -278,7 +279,7 @@ impl Readers {
     }
 
     /// Runs `work` on a connection, within the [`deadline`] of its statements; if it fails or
-    /// runs out of time, the connection is [`Readers::discard`]ed (for callers that come back
+    /// runs out of time, the connection is [`Pool::discard`]ed (for callers that come back
     /// on their own, such as the stream's, which no retry of a request would otherwise rid of
     /// a connection the database dropped).
     pub async fn with<T, E: From<sqlx::Error>>(
@@ -322,7 +323,7 @@ impl Readers {
     }
 }
 
-/// A connection of [`Readers::with`] while its work runs. Left then (the caller stopped waiting:
+/// A connection of [`Pool::with`] while its work runs. Left then (the caller stopped waiting:
 /// a stream that ended, a client that hung up), it is closed rather than handed out again, as
 /// its statement may still run: the next caller would wait for that statement to end.
 struct InUse(Option<ReadConnection>);

@@ -11,7 +11,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
-use super::{ReadConnection, Readers, StoreError};
+use super::{Pool, ReadConnection, StoreError};
 use crate::config::Config;
 
 /// Longest a connection to the replica may take to open (or an idle one to answer its ping):
@@ -31,7 +31,7 @@ const IDENTITY: &str = "select pg_is_in_recovery(), system_identifier from pg_co
 /// last checked that it is a standby of the primary.
 #[derive(Clone)]
 pub struct ReadReplica {
-    readers: Readers,
+    readers: Pool,
     /// The primary's connections, to learn its system identifier once.
     primary: PgPool,
     primary_id: Arc<OnceCell<i64>>,
@@ -86,13 +86,7 @@ impl ReadReplica {
         ReadReplica {
             primary,
             primary_id: Arc::default(),
-            readers: Readers::with_options(
-                options,
-                size,
-                statement_timeout,
-                CONNECT_TIMEOUT,
-                waiting,
-            ),
+            readers: Pool::with_options(options, size, statement_timeout, CONNECT_TIMEOUT, waiting),
             state: Arc::default(),
         }
     }

@@ -534,7 +534,7 @@ async fn a_command_that_fails_leaves_no_private_cluster_running() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `store::Readers`: a connection that sat idle for more than a second is pinged before it is
+/// `store::Pool`: a connection that sat idle for more than a second is pinged before it is
 /// handed out (the database may have restarted, or ended it, meanwhile), so that the caller gets
 /// a working one rather than meeting the dead one with its first statement; one used a moment
 /// ago is handed out as it is.
@@ -542,7 +542,7 @@ async fn a_command_that_fails_leaves_no_private_cluster_running() {
 async fn a_query_connection_idle_for_a_while_is_checked_before_it_is_handed_out() {
     let db = crate::helpers::TestDb::create().await;
     let pool = db.pool().await;
-    let readers = calry_hooks::store::Readers::new(
+    let readers = calry_hooks::store::Pool::new(
         &pool,
         1,
         std::time::Duration::from_secs(10),
