@@ -10,7 +10,8 @@
 # restart with Last-Event-ID, missing nothing; a hidden tab closes its stream and, shown again,
 # shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
 # older page of changes or older refresh of them) does not undo a newer one; a stream answered 404
-# is given up (the page says it is not live and asks no more); the rows shown, the sort and the
+# is given up (the page says it is not live and asks no more); a page asking for a token when
+# the last token is revoked stops asking and works without one; the rows shown, the sort and the
 # scroll position of the overview and of a workspace page are kept across Back and a reload.
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
@@ -110,5 +111,20 @@ log "a token exists: GET /workspaces without it answers 401"
 DASHBOARD_TOKEN="$token" run --phase token
 # A page reading its stream with the token, which had a message, resumes after a restart.
 DASHBOARD_TOKEN="$token" under_open_pages token-resume restart
+
+# Every token revoked: the query routes are open again.
+revoke_all() {
+    log "revoking every token under a page that asks for one"
+    local ids
+    ids=$(cd "$SERVICE_DIR" && env -u DATABASE_URL CALRY_HOOKS_DATA_DIR="$SERVICE_DIR/data" \
+        "$SERVICE_BIN" token list 2>>"$service_log" | cut -f1)
+    [ -n "$ids" ] || { log "FAIL: calry-hooks token list printed no token"; return 1; }
+    for id in $ids; do
+        (cd "$SERVICE_DIR" && env -u DATABASE_URL CALRY_HOOKS_DATA_DIR="$SERVICE_DIR/data" \
+            "$SERVICE_BIN" token revoke "$id" >>"$service_log" 2>&1) || return 1
+    done
+}
+# A page that asks for a token when the last one is revoked stops asking.
+under_open_pages revoked revoke_all
 
 log "PASS; screenshots: $(cd "$ARTIFACTS" && ls dashboard-*.png | tr '\n' ' ')"

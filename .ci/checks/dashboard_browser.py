@@ -60,6 +60,10 @@ alert (read out by screen readers) is set once, not at every tick.
 page says the service has not answered; once it goes on, a delivery made then shows once, and the
 stream opened before the outage (which may have died unclosed) is opened again.
 
+``--phase revoked --handshake DIR`` (the .sh revokes every token between DIR/ready and DIR/up):
+the overview, opened without a token while one exists, asks for one; once the last token is
+revoked, the dialog goes within 25 s and the page renders, saying no token is needed.
+
 ``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token;
 a wrong one is refused (the form says so and asks again); the right one makes the page work,
 kept in sessionStorage and never put in a URL; a workspace page then follows the stream with
@@ -1009,6 +1013,29 @@ class Check:
         self.shows_once(page, what, hook_id, acked, "once the service was back, before the page reconnected")
         page.context.close()
 
+    def phase_revoked(self, handshake):
+        """A page asking for a token when the service's last token is revoked (the .sh revokes it
+        between DIR/ready and DIR/up) stops asking and shows its data, the service needing none."""
+        self_401 = lambda t, w: "401" in t and urllib.parse.urlsplit(w).netloc == self.origin.netloc  # noqa: E731
+        what = "the overview asking for a token when the last token is revoked"
+        page = self.page(1440, [self.pending_404, self_401])
+        page.goto(self.base + "/ui", wait_until="load")
+        page.locator("#token-dialog").wait_for(state="visible", timeout=self.timeout)
+        restarted(handshake)  # ready; the .sh revokes every token; up
+        revoked = time.time()
+        try:
+            # The dialog asks every 10 s whether a token is still needed.
+            page.locator("#token-dialog").wait_for(state="hidden", timeout=25000)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the token dialog is still open 25 s after the revocation") from None
+        self.rendered(page, what)
+        if page.inner_text("#auth") != "no token needed":
+            raise Fail(f"{what}: the header says {page.inner_text('#auth')!r}, not 'no token needed'")
+        self.clean(page, what)
+        log(f"{what}: the dialog went {time.time() - revoked:.1f} s after the revocation, and the page "
+            "rendered without a token")
+        page.context.close()
+
     def phase_frozen(self, handshake):
         """A workspace page whose service stops answering (SIGSTOP: nothing is refused, nothing
         answers, the stream's connection stays open) says so, and once the service goes on shows a
@@ -1207,8 +1234,8 @@ def wait_up(handshake):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the service, e.g. http://127.0.0.1:8080")
-    ap.add_argument("--phase", choices=["open", "token", "resume", "token-resume", "frozen"], required=True)
-    ap.add_argument("--handshake", help="--phase resume, token-resume, frozen: the directory shared with the .sh")
+    ap.add_argument("--phase", choices=["open", "token", "resume", "token-resume", "frozen", "revoked"], required=True)
+    ap.add_argument("--handshake", help="--phase resume, token-resume, frozen, revoked: the directory shared with the .sh")
     ap.add_argument("--large", type=int, default=3000, help="accounts of the large workspace (phase open)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--artifacts", default="target/ci-artifacts")
@@ -1234,6 +1261,8 @@ def main():
                     check.phase_resume(args.handshake)
                 elif args.phase == "frozen":
                     check.phase_frozen(args.handshake)
+                elif args.phase == "revoked":
+                    check.phase_revoked(args.handshake)
                 elif args.phase == "token-resume":
                     check.phase_token_resume(args.handshake, token)
                 else:

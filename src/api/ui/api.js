@@ -10,6 +10,9 @@ const RETRY_SECS = 5;
 // without being closed) never answers, and the page would say nothing for ever.
 const ANSWER_MS = 10000;
 const NO_ANSWER = `The service has not answered for ${ANSWER_MS / 1000} s`;
+// How often a token dialog asks whether the service still needs a token, and with what call.
+const OPEN_PROBE_MS = 10000;
+const OPEN_PROBE = '/workspaces?limit=1';
 
 export const token = {
   get: () => sessionStorage.getItem(KEY),
@@ -208,15 +211,26 @@ function ask(wasRefused, detail) {
   fill(said, detail && ['The service said: “', words(detail), '”']);
   input.value = '';
   return new Promise((resolve, reject) => {
-    const done = (given) => {
+    // While this waits, the service may come to need no token (its last one was revoked): it is
+    // asked without one every so often, and the dialog goes once it answers.
+    const probe = setInterval(async () => {
+      try {
+        const res = await fetch(OPEN_PROBE, { headers: { Accept: 'application/json' }, cache: 'no-store', signal: AbortSignal.timeout(ANSWER_MS) });
+        if (res.ok) done(null, true);
+      } catch {
+        // unreachable: the dialog stays, and the calls waiting behind it say so once they go on
+      }
+    }, OPEN_PROBE_MS);
+    const done = (given, open = false) => {
+      clearInterval(probe);
       form.removeEventListener('submit', submit);
       cancel.removeEventListener('click', quit);
       dialog.removeEventListener('cancel', quit);
       if (dialog.open) dialog.close();
-      if (given) {
-        token.set(given);
+      if (given || open) {
+        if (given) token.set(given);
         refused = null;
-        changed({ auth: 'token' });
+        changed({ auth: given ? 'token' : 'open' });
         resolve();
       } else {
         declined = true;
