@@ -7,6 +7,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The headings of `--help`: the commands that use a database read its settings, and every
+/// command the log settings; the others are `serve`'s only (every command accepts them, as they
+/// come from the same environment, and checks their values).
+const DATABASE: &str = "Database";
+const LOGS: &str = "Logs";
+const SERVE: &str = "Service (serve only)";
+
 /// calry-hooks: receives Calry webhooks, stores every distinct event once in PostgreSQL, and
 /// answers what happened (history) and what state each integration account is in (status).
 #[derive(Debug, Parser)]
@@ -157,7 +164,8 @@ pub struct Config {
         env = "DATABASE_URL",
         hide_env_values = true,
         value_parser = |s: &str| database_url(s, "to use the private cluster"),
-        global = true
+        global = true,
+        help_heading = DATABASE
     )]
     pub database_url: Option<Secret>,
 
@@ -169,7 +177,8 @@ pub struct Config {
         env = "CALRY_HOOKS_READ_DATABASE_URL",
         hide_env_values = true,
         value_parser = |s: &str| database_url(s, "to read from the primary"),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub read_database_url: Option<Secret>,
 
@@ -179,7 +188,8 @@ pub struct Config {
         env = "CALRY_HOOKS_LISTEN",
         default_value = "127.0.0.1:8080",
         value_parser = parse_listen,
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub listen: SocketAddr,
 
@@ -188,7 +198,8 @@ pub struct Config {
         long,
         env = "CALRY_HOOKS_DATA_DIR",
         default_value = "./data",
-        global = true
+        global = true,
+        help_heading = DATABASE
     )]
     pub data_dir: PathBuf,
 
@@ -198,7 +209,8 @@ pub struct Config {
         env = "CALRY_HOOKS_WEBHOOK_SECRETS",
         hide_env_values = true,
         value_parser = webhook_secrets,
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub webhook_secrets: Option<Secret>,
 
@@ -208,7 +220,8 @@ pub struct Config {
         env = "CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS",
         default_value_t = 300,
         value_parser = clap::value_parser!(u64).range(1..=86_400),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub signature_tolerance_secs: u64,
 
@@ -218,16 +231,17 @@ pub struct Config {
         env = "CALRY_HOOKS_MAX_BODY_BYTES",
         default_value_t = 262_144,
         value_parser = clap::value_parser!(u64).range(1..),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub max_body_bytes: u64,
 
     /// Log format.
-    #[arg(long, env = "CALRY_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "CALRY_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true, help_heading = LOGS)]
     pub log_format: LogFormat,
 
     /// Start on a non-loopback address even with no webhook secret (deliveries unsigned).
-    #[arg(long, env = "CALRY_HOOKS_ALLOW_UNSIGNED", global = true)]
+    #[arg(long, env = "CALRY_HOOKS_ALLOW_UNSIGNED", global = true, help_heading = SERVE)]
     pub allow_unsigned: bool,
 
     /// Ingest writer tasks, each writing one batch (one transaction) at a time.
@@ -236,7 +250,8 @@ pub struct Config {
         env = "CALRY_HOOKS_INGEST_WRITERS",
         default_value_t = 2,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub ingest_writers: usize,
 
@@ -247,7 +262,8 @@ pub struct Config {
         env = "CALRY_HOOKS_INGEST_MAX_BATCH",
         default_value_t = 32,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub ingest_max_batch: usize,
 
@@ -257,7 +273,8 @@ pub struct Config {
         env = "CALRY_HOOKS_INGEST_QUEUE",
         default_value_t = 4096,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub ingest_queue: usize,
 
@@ -270,7 +287,8 @@ pub struct Config {
         env = "CALRY_HOOKS_QUERY_CONNECTIONS",
         default_value_t = default_query_connections(),
         value_parser = clap::value_parser!(u32).range(1..=1024),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub query_connections: u32,
 
@@ -281,7 +299,8 @@ pub struct Config {
         env = "CALRY_HOOKS_QUERY_TIMEOUT_MS",
         default_value_t = 2000,
         value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub query_timeout_ms: u64,
 
@@ -293,7 +312,8 @@ pub struct Config {
         env = "CALRY_HOOKS_HEADER_TIMEOUT_SECS",
         default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=86_400),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub header_timeout_secs: u64,
 
@@ -304,7 +324,8 @@ pub struct Config {
         env = "CALRY_HOOKS_BODY_TIMEOUT_SECS",
         default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=86_400),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub body_timeout_secs: u64,
 
@@ -316,7 +337,8 @@ pub struct Config {
         env = "CALRY_HOOKS_IDLE_TIMEOUT_SECS",
         default_value_t = 60,
         value_parser = clap::value_parser!(u64).range(1..=86_400),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub idle_timeout_secs: u64,
 
@@ -329,18 +351,19 @@ pub struct Config {
         env = "CALRY_HOOKS_MAX_CONNECTIONS",
         default_value_t = 1024,
         value_parser = clap::value_parser!(u32).range(1..),
-        global = true
+        global = true,
+        help_heading = SERVE
     )]
     pub max_connections: u32,
 
     /// How long history is kept, by receivedAt (a number with d, h, m or s, e.g. `90d`); unset:
     /// for ever. Checked every hour: a month's partition is dropped once all of it is older.
     /// Zero is refused: many tools read it as "keep for ever", and here it would keep nothing.
-    #[arg(long, env = "CALRY_HOOKS_RETENTION", value_parser = parse_retention, global = true)]
+    #[arg(long, env = "CALRY_HOOKS_RETENTION", value_parser = parse_retention, global = true, help_heading = SERVE)]
     pub retention: Option<chrono::TimeDelta>,
 
     /// Log filter, in `tracing` env-filter syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter, global = true, help_heading = LOGS)]
     pub log_filter: String,
 }
 
@@ -511,6 +534,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_setting_is_under_a_heading_of_help() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let settings: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_env().is_some())
+            .map(|a| (a.get_id().to_string(), a.get_help_heading()))
+            .collect();
+        assert_eq!(settings.len(), 20);
+        for (id, heading) in settings {
+            assert!(
+                [Some(DATABASE), Some(LOGS), Some(SERVE)].contains(&heading),
+                "--{id} is under {heading:?}"
+            );
+        }
+    }
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
