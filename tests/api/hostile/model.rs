@@ -138,15 +138,16 @@ pub(super) fn model(value: &Value) -> Expected {
                 None
             };
             let occurred_at = time.and_then(|(path, v)| {
-                // RFC 3339, a second of 60 being the next minute's first (README), and within
-                // its four-digit years once in UTC, where answers show it.
+                // RFC 3339, a second of 60 being the next minute's first (README), to the
+                // microsecond (finer digits dropped), and within its four-digit years once in
+                // UTC, where answers show it.
                 let t = v
                     .as_str()
                     .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                     .map(|t| {
                         let t = t.with_timezone(&Utc);
                         let leap = t.timestamp_subsec_nanos() / 1_000_000_000;
-                        let nanos = t.timestamp_subsec_nanos() % 1_000_000_000;
+                        let nanos = t.timestamp_subsec_nanos() % 1_000_000_000 / 1000 * 1000;
                         DateTime::from_timestamp(t.timestamp() + i64::from(leap), nanos).unwrap()
                     })
                     .filter(|t| (0..=9999).contains(&t.year()));
