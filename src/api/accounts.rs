@@ -68,11 +68,13 @@ struct AccountRow {
 }
 
 impl AccountRow {
+    /// `category` as `event_states` names it.
     fn since(&self, category: &str) -> Option<DateTime<Utc>> {
         match category {
             "account" => self.account_since,
             "link" => self.link_since,
-            _ => self.sync_since,
+            "sync" => self.sync_since,
+            _ => None, // no other category has a state
         }
     }
 }
