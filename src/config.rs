@@ -240,7 +240,8 @@ pub struct Config {
     #[arg(long, env = "CALRY_HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true, help_heading = LOGS)]
     pub log_format: LogFormat,
 
-    /// Start on a non-loopback address even with no webhook secret (deliveries unsigned).
+    /// With no webhook secret, start on a non-loopback address anyway, and take unsigned
+    /// deliveries from anywhere (else only those sent from this machine to a loopback name).
     #[arg(long, env = "CALRY_HOOKS_ALLOW_UNSIGNED", global = true, help_heading = SERVE)]
     pub allow_unsigned: bool,
 

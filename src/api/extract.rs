@@ -12,9 +12,9 @@
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, MatchedPath, Path};
-use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::uri::Authority;
+use axum::http::{HeaderMap, Uri, header};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -85,8 +85,17 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
         };
         if presented.is_none() {
             // Open access: served under loopback names only, and not through a proxy.
-            require_loopback_host(parts)?;
-            refuse_forwarded(parts)?;
+            sent_on_this_machine(&parts.uri, &parts.headers).map_err(
+                |elsewhere| match elsewhere {
+                    Elsewhere::Named => not_loopback(),
+                    Elsewhere::Proxied(name) => Error::Forbidden(format!(
+                        "the request came through a proxy (it carries `{name}`): while no token \
+                     exists, the API answers only clients on this machine; create a token \
+                     (`calry-hooks token create`) to serve it through a proxy, to clients that \
+                     present it"
+                    )),
+                },
+            )?;
         }
         let db = if S::MAY_USE_REPLICA {
             replica::connection(parts, app, db).await?
@@ -110,23 +119,41 @@ fn token_required(app: &AppState) -> bool {
     !app.config.listen.ip().is_loopback()
 }
 
-/// `403` unless every name the request was sent to (its target's authority, its `Host` headers)
-/// is a loopback name: `localhost`, `*.localhost`, `127.x.x.x` or `[::1]`, with any port. While no
-/// token is required, a web page of another site could otherwise rebind its own name to
-/// `127.0.0.1` and read the API from its visitor's browser (DNS rebinding); such a page's requests
-/// carry its name.
-fn require_loopback_host(parts: &Parts) -> Result<(), Error> {
-    let hosts = parts.headers.get_all(header::HOST).iter();
-    let mut names = (parts.uri.authority().cloned().map(Some).into_iter())
-        .chain(hosts.map(|host| host.to_str().ok()?.parse::<Authority>().ok()))
-        .peekable();
-    if names.peek().is_some() && names.all(|name| name.is_some_and(|n| is_loopback_name(&n))) {
-        return Ok(());
-    }
-    Err(not_loopback())
+/// Why a request is not one that a client on this machine sent to it directly.
+pub enum Elsewhere {
+    /// A name it was sent to (its target's authority, a `Host` header) is not a loopback name
+    /// (`localhost`, `*.localhost`, `127.x.x.x` or `[::1]`, with any port), or it names none. A
+    /// web page of another site could rebind its own name to `127.0.0.1` and send requests from
+    /// its visitor's browser (DNS rebinding); such a page's requests carry its name.
+    Named,
+    /// It carries this header, which proxies add to the requests they forward: a proxy on this
+    /// machine that names its upstream in `Host` (`127.0.0.1:8080`: Apache's and nginx's default)
+    /// would otherwise pass for a local client. (nginx adds none of these by default: README says
+    /// to create a token, or a webhook secret, before putting a proxy in front.)
+    Proxied(&'static str),
 }
 
-/// The refusal of a request sent to another name while no token exists.
+/// Whether a request was sent to this service by a client on this machine: what the routes that
+/// need no credential while none is configured (the query routes before any token, deliveries
+/// with no webhook secret) answer only.
+pub fn sent_on_this_machine(uri: &Uri, headers: &HeaderMap) -> Result<(), Elsewhere> {
+    let hosts = headers.get_all(header::HOST).iter();
+    let mut names = (uri.authority().cloned().map(Some).into_iter())
+        .chain(hosts.map(|host| host.to_str().ok()?.parse::<Authority>().ok()))
+        .peekable();
+    if names.peek().is_none() || !names.all(|name| name.is_some_and(|n| is_loopback_name(&n))) {
+        return Err(Elsewhere::Named);
+    }
+    match FORWARDING
+        .into_iter()
+        .find(|name| headers.contains_key(*name))
+    {
+        Some(name) => Err(Elsewhere::Proxied(name)),
+        None => Ok(()),
+    }
+}
+
+/// The refusal of a query sent to another name while no token exists.
 pub fn not_loopback() -> Error {
     Error::Forbidden(
         "the request's host name is not a loopback name: while no token exists, the API answers \
@@ -145,24 +172,6 @@ const FORWARDING: [&str; 5] = [
     "x-real-ip",
     "via",
 ];
-
-/// `403` for a request that says it came through a proxy: while no token is required, a proxy
-/// on this machine that names its upstream in `Host` (`127.0.0.1:8080`: Apache's and nginx's
-/// default) would otherwise open the API to whoever reaches the proxy. (nginx adds none of
-/// these by default: README says to create a token before putting a proxy in front.)
-fn refuse_forwarded(parts: &Parts) -> Result<(), Error> {
-    let Some(name) = FORWARDING
-        .into_iter()
-        .find(|name| parts.headers.contains_key(*name))
-    else {
-        return Ok(());
-    };
-    Err(Error::Forbidden(format!(
-        "the request came through a proxy (it carries `{name}`): while no token exists, the API \
-         answers only clients on this machine; create a token (`calry-hooks token create`) to \
-         serve it through a proxy, to clients that present it"
-    )))
-}
 
 /// A loopback host alone or with a port: nothing else (`Authority::host` stops at the end of a
 /// bracketed address or at the first `:`, so `[::1].evil.example` has the host `[::1]`).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use chrono::Utc;
 use http_body_util::BodyExt;
 use serde::Serialize;
@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::extract::{Elsewhere, sent_on_this_machine};
 use crate::envelope::{Envelope, not_utf8};
 use crate::error::{Error, Problem, Result};
 use crate::ingest::{NewEvent, Outcome};
@@ -70,7 +71,7 @@ pub enum ReceiptStatus {
             example = json!({"hookId": "c1348091-bd3e-4598-9e7f-5ea457f02e85", "status": "created"})),
         (status = 200, description = "Same hook id and same JSON value: a redelivery, counted.", body = Receipt),
         (status = 400, description = "The body is not valid UTF-8 JSON, or holds a value PostgreSQL cannot store (U+0000, a number with over 16383 decimal places).", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::malformed_body())),
-        (status = 401, description = "Signature required and missing, invalid or stale.", body = Problem, content_type = "application/problem+json",
+        (status = 401, description = "Signature required and missing, invalid or stale; with no secret configured, an unsigned delivery not sent from this machine to a loopback name (another `Host`, a proxy's `X-Forwarded-For`…) unless `CALRY_HOOKS_ALLOW_UNSIGNED`.", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Svix`: sign the delivery (Standard Webhooks).")), example = json!(crate::openapi::example::signature())),
         (status = 408, description = "The body did not arrive within `CALRY_HOOKS_BODY_TIMEOUT_SECS` of the head; the connection is closed.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::body_timeout())),
         (status = 409, description = "Same hook id with a different body; the first event stands.", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::example::conflict())),
@@ -83,6 +84,7 @@ pub enum ReceiptStatus {
 )]
 pub async fn receive(
     State(app): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {
@@ -90,7 +92,7 @@ pub async fn receive(
     // still stored, answered and counted: the counters agree with what the store holds.
     let counted = async move {
         let started = Instant::now();
-        let answer = deliver(&app, headers, body).await;
+        let answer = deliver(&app, &uri, headers, body).await;
         let status = match &answer {
             Ok((status, _)) => *status,
             Err(err) => err.status(),
@@ -114,9 +116,27 @@ pub async fn receive(
         })
 }
 
+/// The refusal of an unsigned delivery (no webhook secret is configured) that was not sent
+/// straight from this machine to a loopback name: as for the query routes before any token, a web
+/// page could otherwise post events through DNS rebinding, and a proxy or tunnel in front would
+/// let anyone post them. It is a signature that is missing (`401`).
+fn unsigned_from_elsewhere(elsewhere: Elsewhere) -> Error {
+    let how = match elsewhere {
+        Elsewhere::Named => "was sent to a host name that is not a loopback name".to_owned(),
+        Elsewhere::Proxied(name) => format!("came through a proxy (it carries `{name}`)"),
+    };
+    Error::BadSignature(format!(
+        "the delivery is unsigned and {how}: with no webhook secret configured, unsigned \
+         deliveries are accepted only from this machine, sent to localhost, 127.0.0.1 or [::1]; \
+         configure CALRY_HOOKS_WEBHOOK_SECRETS (Calry's signing secret), or set \
+         CALRY_HOOKS_ALLOW_UNSIGNED=true to accept unsigned deliveries from anywhere"
+    ))
+}
+
 /// The checks and the store of one delivery, in the order of SPEC §3.
 async fn deliver(
     app: &AppState,
+    uri: &Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {
@@ -127,6 +147,12 @@ async fn deliver(
     let signature_verified = app
         .verifier
         .verify(&headers, &body, Utc::now())
+        .and_then(|verified| {
+            if !verified && !app.config.allow_unsigned {
+                sent_on_this_machine(uri, &headers).map_err(unsigned_from_elsewhere)?;
+            }
+            Ok(verified)
+        })
         .inspect_err(|err| tracing::warn!(error = %err, "delivery refused"))?;
     // UTF-8 is checked once, here; the text is what the store keeps.
     let body = String::from_utf8(Vec::from(body)).map_err(|e| not_utf8(e.utf8_error()))?;

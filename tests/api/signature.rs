@@ -142,6 +142,63 @@ async fn unsigned_badly_signed_or_stale_deliveries_are_401_and_store_nothing() {
     assert_eq!(app.stored_events().await, 0);
 }
 
+/// With no webhook secret, unsigned deliveries are taken from this machine only, as the query
+/// routes are before any token: not when sent to another host name (a web page through DNS
+/// rebinding) nor through a proxy or tunnel, unless `CALRY_HOOKS_ALLOW_UNSIGNED` says so.
+#[tokio::test]
+async fn unsigned_deliveries_are_taken_only_from_this_machine_unless_allowed() {
+    let app = spawn_app_with(|_| {}).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let body = serde_json::to_vec(&seed()).unwrap();
+    let cases: Vec<(&str, Headers)> = vec![
+        (
+            "another host name",
+            vec![("host", "hooks.example.com".to_owned())],
+        ),
+        (
+            "a loopback name and more",
+            vec![("host", format!("localhost.evil.example:{port}"))],
+        ),
+        (
+            "a proxy",
+            vec![("x-forwarded-for", "203.0.113.9".to_owned())],
+        ),
+        (
+            "a tunnel",
+            vec![("forwarded", "for=203.0.113.9;proto=https".to_owned())],
+        ),
+        (
+            "a proxy naming its own host",
+            vec![("via", "1.1 cloudflared".to_owned())],
+        ),
+    ];
+    for (case, headers) in &cases {
+        let response = post(&app, &body, "application/json", headers).await;
+        assert_eq!(response.headers()["www-authenticate"], "Svix", "{case}");
+        let answer = problem(response, 401).await;
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("unsigned") && detail.contains("CALRY_HOOKS_WEBHOOK_SECRETS"),
+            "{case}: {detail}"
+        );
+    }
+    assert_eq!(app.stored_events().await, 0);
+    let local = [("host", format!("localhost:{port}"))];
+    let local = post(&app, &body, "application/json", &local).await;
+    assert_eq!(local.status(), 201);
+
+    let allowed = spawn_app_with(|c| c.allow_unsigned = true).await;
+    for (case, headers) in &cases {
+        let response = post(&allowed, &body, "application/json", headers).await;
+        assert!(
+            response.status().is_success(),
+            "{case}: {}",
+            response.status()
+        );
+    }
+    assert_eq!(allowed.stored_events().await, 1);
+}
+
 #[tokio::test]
 async fn svix_header_names_are_accepted() {
     let app = signing_app().await;
