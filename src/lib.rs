@@ -133,9 +133,17 @@ impl App {
                 replica,
                 metrics,
                 ingestor,
-                long_lived: Arc::new(api::places::Places::new(server::long_lived_places(
-                    config.max_connections as usize,
-                ))),
+                long_lived: Arc::new(api::places::Places::new(
+                    server::long_lived_places(config.max_connections as usize),
+                    "too many streams and long polls are open (the rest of the connections are \
+                     kept for deliveries); retry later",
+                )),
+                whole_statuses: Arc::new(api::places::Places::new(
+                    (config.query_connections as usize / 2).max(1),
+                    "too many whole workspace statuses are being read at once (the rest of the \
+                     query connections are kept for other queries); retry later, or read the \
+                     status in pages (limit=500)",
+                )),
                 stream_reads: Arc::new(tokio::sync::Semaphore::new(
                     (config.query_connections as usize / 2).max(1),
                 )),

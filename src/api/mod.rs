@@ -83,6 +83,11 @@ pub struct Shared {
     /// Places for the requests that hold their connection for long: open streams, and long
     /// polls while they wait ([`crate::server::long_lived_places`]).
     pub long_lived: Arc<places::Places>,
+    /// Places for the whole statuses of workspaces of more than one chunk, each holding a query
+    /// connection while its client reads it: half of the query connections, shared fairly among
+    /// clients ([`places`]), so that clients that read slowly (or not at all) cannot hold every
+    /// query connection from the other queries.
+    pub whole_statuses: Arc<places::Places>,
     /// Turns for the reads of streams catching up from the store: half of the query
     /// connections, so that however many streams catch up, and however long their reads wait
     /// (for a table locked, say), the query routes keep the other half.

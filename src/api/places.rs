@@ -1,6 +1,8 @@
-//! Places for the requests that hold their connection for long: open streams, and long polls
-//! while they wait ([`crate::server::long_lived_places`] of them, so that the connections left
-//! stay for deliveries).
+//! Places for the requests that hold a connection for long: open streams, and long polls while
+//! they wait, hold a client connection ([`crate::server::long_lived_places`] of them, so that
+//! the connections left stay for deliveries); whole workspace statuses hold a query connection
+//! while their clients read them (half of the query connections, so that the other half stay for
+//! other queries). Each kind has its own [`Places`].
 //!
 //! One client (one bearer token, or without one one address: [`Holder`]) may take every place
 //! while nobody else wants one, but not keep the others out: when all are taken, a client
@@ -21,6 +23,8 @@ use crate::server::ConnectionCloser;
 /// The places, and who holds each.
 pub struct Places {
     ledger: Mutex<Ledger>,
+    /// The `503`'s detail when no place can be had.
+    full: &'static str,
 }
 
 struct Ledger {
@@ -37,13 +41,15 @@ struct GiveUp {
 }
 
 impl Places {
-    pub fn new(capacity: usize) -> Places {
+    /// `capacity` places; `full` says why there is none (the detail of the `503`).
+    pub fn new(capacity: usize, full: &'static str) -> Places {
         Places {
             ledger: Mutex::new(Ledger {
                 capacity,
                 next_id: 0,
                 by_holder: HashMap::new(),
             }),
+            full,
         }
     }
 
@@ -92,16 +98,11 @@ impl Places {
                         close.close();
                     }
                     tracing::debug!(
-                        "all stream and long-poll places are taken: the oldest of the client \
-                         holding the most was given to another client"
+                        "all places are taken: the oldest of the client holding the most was \
+                         given to another client"
                     );
                 }
-                _ => {
-                    return Err(Error::unavailable(
-                        "too many streams and long polls are open (the rest of the connections \
-                         are kept for deliveries); retry later",
-                    ));
-                }
+                _ => return Err(Error::unavailable(self.full)),
             }
         }
         ledger.next_id += 1;
@@ -159,7 +160,7 @@ mod tests {
     /// one; at its quarter it is refused. Of 12 places, a quarter is 3.
     #[test]
     fn a_newcomer_is_given_places_up_to_a_quarter_of_them() {
-        let places = Arc::new(Places::new(12));
+        let places = Arc::new(Places::new(12, "full"));
         let (hog, newcomer) = (Holder::Token(1), Holder::Token(2));
         let _held: Vec<Place> = (0..12).map(|_| places.take(hog, None).unwrap()).collect();
         let _given: Vec<Place> = (0..3)

@@ -24,6 +24,7 @@ use super::extract::{AccountIdParam, AccountPath, Caller, WorkspaceIdParam, Work
 use super::paging::{
     MAX_LIMIT, Page, Params, StatusCursor, WorkspaceCursor, push_workspace_keyset,
 };
+use super::places::Place;
 use super::replica::{ReadFromHeader, Replica};
 use crate::error::{Error, Problem, Result};
 use crate::status::{self, AccountStatus, LatestRow, SyncState, SyncTotals, Totals};
@@ -181,7 +182,13 @@ pub fn push_workspaces_query<'a>(
 )]
 pub async fn workspace_status(
     WorkspacePath {
-        caller: Caller { mut db, .. },
+        caller:
+            Caller {
+                mut db,
+                holder,
+                connection,
+                ..
+            },
         workspace_id,
     }: WorkspacePath<Replica>,
     State(app): State<AppState>,
@@ -222,19 +229,22 @@ pub async fn workspace_status(
         .into_response());
     }
 
+    let place = app.whole_statuses.take(holder, connection)?;
     let stall = Duration::from_millis(app.config.query_timeout_ms);
-    Ok(whole_answer(head, first, db, sync_state, stall))
+    Ok(whole_answer(head, first, db, place, sync_state, stall))
 }
 
 /// Every account of a workspace of more than one chunk: the head and the first chunk now; a task
 /// reads each next chunk while the client takes the one before (at most one waits), and keeps
-/// the connection until the end. A client that stops reading must not keep the connection: it
-/// has `stall` (the query timeout) to take each chunk, or the answer is cut off (the HTTP
-/// connection aborted: never a clean end).
+/// the connection and its `place` until the end. A client that stops reading must not keep the
+/// connection: it has `stall` (the query timeout) to take each chunk, or the answer is cut off
+/// (the HTTP connection aborted: never a clean end), as it is when its place is given to another
+/// client (`places`).
 fn whole_answer(
     head: StatusHead,
     first: ChunkRead,
     mut db: ReadConnection,
+    place: Place,
     sync_state: Option<SyncState>,
     stall: Duration,
 ) -> Response {
@@ -267,7 +277,17 @@ fn whole_answer(
                 bytes.extend_from_slice(b"],\"nextCursor\":null}");
             }
             let sent = chunks.send_timeout(Ok((Bytes::from(bytes), after.is_none())), stall);
-            match sent.await {
+            let sent = tokio::select! {
+                sent = sent => sent,
+                () = place.given_up() => {
+                    tracing::warn!(
+                        workspace_id,
+                        "a status answer was cut off: its place was given to another client"
+                    );
+                    return;
+                }
+            };
+            match sent {
                 Ok(()) => {}
                 Err(SendTimeoutError::Timeout(_)) => {
                     tracing::warn!(

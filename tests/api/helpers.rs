@@ -619,7 +619,7 @@ pub async fn one_connection_and_a_large_workspace(query_timeout_ms: u64) -> Test
 
 /// Workspace `big`, of 20,000 accounts (about 9 MB of status), written straight into the tables
 /// the status reads.
-async fn large_workspace(app: &TestApp) {
+pub async fn large_workspace(app: &TestApp) {
     for sql in [
         "insert into workspaces values ('big', '2024-05-01T10:00:00Z')",
         "insert into accounts select 'big', format('acc-%s', lpad(n::text, 6, '0')), 'unknown',

@@ -1042,6 +1042,75 @@ async fn a_request_that_finds_every_query_connection_busy_is_told_so() {
     drop(stalled);
 }
 
+/// Whole statuses of workspaces of more than one chunk hold at most half of the query
+/// connections while their clients read them, shared fairly among clients: one that asks for
+/// them and reads nothing is refused more at once, the queries of everyone are answered on the
+/// other half, and another client's whole status takes the place of its oldest (cut off).
+#[tokio::test]
+async fn whole_statuses_read_slowly_keep_half_of_the_query_connections_for_the_rest() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.query_connections = 4;
+        c.query_timeout_ms = 10_000;
+    })
+    .await;
+    crate::helpers::large_workspace(&app).await;
+    // Client A (127.0.0.1) takes both places, reading nothing.
+    let oldest = crate::helpers::stalled_large_status(&app, None).await;
+    let newest = crate::helpers::stalled_large_status(&app, None).await;
+    let started = Instant::now();
+    let third = problem(app.get("/workspaces/big/status").await, 503).await;
+    assert!(
+        third["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many whole workspace statuses"),
+        "{third}"
+    );
+    let page = app.get("/workspaces/big/status?limit=1").await;
+    assert_eq!(page.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Client B (127.0.0.2) gets A's oldest place, and its whole answer.
+    let b = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let whole: Value = b
+        .get(format!("{}/workspaces/big/status", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whole["accounts"].as_array().unwrap().len(), 20_000);
+    // A's oldest answer was cut off: its connection ends, once its buffers are read, before the
+    // end of the answer.
+    let mut oldest = oldest;
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = oldest.read(&mut buffer).await {
+            got.extend_from_slice(&buffer[..n]);
+        }
+        got
+    })
+    .await
+    .expect("A's oldest whole status is still being sent");
+    let read = String::from_utf8_lossy(&read);
+    assert!(
+        !read.contains("\"nextCursor\":null}") && !read.ends_with("0\r\n\r\n"),
+        "A's oldest whole status was sent whole ({} bytes)",
+        read.len()
+    );
+    drop(newest);
+}
+
 /// `/workspaces` takes a `limit` of 1–500 like every page of SPEC §4–§5, and refuses the cursor
 /// of another route (a status page's, here): each names its parameter.
 #[tokio::test]
