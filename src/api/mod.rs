@@ -173,8 +173,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `/docs` (Swagger UI, `/openapi.json`) and `/ui`, never shown in a frame of another page
 /// (clickjacking) nor sniffed as another type. A page's own Content-Security-Policy is kept (the
-/// dashboard's forbids framing too); Swagger UI's pages get only `frame-ancestors`, since they
-/// need inline styles.
+/// dashboard's); Swagger UI's pages get [`DOCS_CSP`].
 fn pages(doc: OpenApiDoc) -> Router {
     let docs = SwaggerUi::new("/docs")
         .url("/openapi.json", doc)
@@ -195,7 +194,7 @@ fn pages(doc: OpenApiDoc) -> Router {
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("frame-ancestors 'none'"),
+            HeaderValue::from_static(DOCS_CSP),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,
@@ -206,6 +205,13 @@ fn pages(doc: OpenApiDoc) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
 }
+
+/// Swagger UI's policy: its own files only (it needs inline styles, and `data:` images for its
+/// icons), nothing framing it. The docs share the dashboard's origin, whose tabs hand their token
+/// to any page of it that asks (`ui/api.js`): a script injected into the docs must not run.
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                        img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+                        form-action 'self'; frame-ancestors 'none'";
 
 /// A text answer's type with `charset=utf-8` when it names none; `None` (left as it is) otherwise.
 fn utf8_text(response: &Response) -> Option<HeaderValue> {
