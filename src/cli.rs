@@ -26,13 +26,12 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let rebuilt = crate::status::rebuild(&db.pool).await?;
             match rebuilt.removed_before {
                 None => say(format_args!(
-                    "status rebuilt from history in {} ranges: {} latest-event rows \
-                     over {} workspaces, {} accounts, {} state changes",
-                    rebuilt.ranges,
-                    rebuilt.latest_rows,
-                    rebuilt.workspaces,
-                    rebuilt.accounts,
-                    rebuilt.state_changes
+                    "status rebuilt from history in {}: {} over {}, {}, {}",
+                    counted(rebuilt.ranges, "range", "ranges"),
+                    counted(rebuilt.latest_rows, "latest-event row", "latest-event rows"),
+                    counted(rebuilt.workspaces, "workspace", "workspaces"),
+                    counted(rebuilt.accounts, "account", "accounts"),
+                    counted(rebuilt.state_changes, "state change", "state changes"),
                 ))?,
                 Some(cut) => say(format_args!(
                     "history received before {cut} was removed, so not everything can be rebuilt \
@@ -54,15 +53,20 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let started = std::time::Instant::now();
             let (cut, removed) =
                 crate::store::partitions::remove_older_than(&db.pool, older_than, true).await?;
+            let dropped = match removed.partitions.len() {
+                0 => "no partition dropped".to_owned(),
+                n => format!(
+                    "{} dropped ({}) holding about {}",
+                    counted(n, "partition", "partitions"),
+                    removed.partitions.join(", "),
+                    counted(removed.events_in_partitions, "event", "events"),
+                ),
+            };
             say(format_args!(
-                "removed the events received before {cut} in {:.3} s: {} partition(s) dropped \
-                 ({}) holding about {} events, and {} events deleted from the partition the cut \
-                 falls inside",
+                "removed the events received before {cut} in {:.3} s: {dropped}, and {} deleted \
+                 from the partition the cut falls inside",
                 started.elapsed().as_secs_f64(),
-                removed.partitions.len(),
-                removed.partitions.join(", "),
-                removed.events_in_partitions,
-                removed.events_deleted
+                counted(removed.events_deleted, "event", "events"),
             ))?;
             close(db).await
         }
@@ -72,6 +76,13 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             close(db).await
         }
     }
+}
+
+/// `n` of a thing, in words: `1 range`, `3 ranges`.
+fn counted(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    let n = n.to_string();
+    let word = if n == "1" { one } else { many };
+    format!("{n} {word}")
 }
 
 /// The database for `migrate` (the private cluster is started, or joined if running): created
@@ -160,9 +171,14 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
             )
             .into());
         }
+        let from = if config.allow_unsigned {
+            "from anywhere (CALRY_HOOKS_ALLOW_UNSIGNED)"
+        } else {
+            "from this machine only, sent to a loopback name"
+        };
         tracing::warn!(
             "no webhook secret configured (CALRY_HOOKS_WEBHOOK_SECRETS): unsigned deliveries \
-             are accepted and recorded with signatureVerified: false"
+             are accepted {from}, and recorded with signatureVerified: false"
         );
     }
     if let Some(open_files) = crate::server::raise_open_file_limit() {
@@ -174,10 +190,14 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
         // The private cluster's server stops with `close` (one this process started): starting
         // it by hand would have the next start use it and leave it running.
+        // Debian's packages keep pg_resetwal off PATH: named by the path the cluster uses.
+        let pg_resetwal = crate::store::cluster::binaries()
+            .map_or_else(|| "pg_resetwal".into(), |bin| bin.join("pg_resetwal"));
         let fix = match config.private_cluster_dir() {
             Some(dir) => format!(
-                "Run `pg_resetwal -e {epoch} {}` as the owner of that directory, then start \
+                "Run `{} -e {epoch} {}` as the owner of that directory, then start \
                  calry-hooks again, which starts the server itself",
+                pg_resetwal.display(),
                 dir.display()
             ),
             None => format!(

@@ -116,6 +116,11 @@ impl Default for Metrics {
             replica_lag_seconds: Gauge::default(),
             disk: None,
         };
+        // Every outcome from the start, at 0: an alert on one (`unavailable`) sees a 0, not
+        // nothing, until the first such delivery.
+        for outcome in OUTCOMES {
+            m.webhooks.get_or_create(&OutcomeLabel { outcome });
+        }
         let r = &mut m.registry;
         r.register(
             "webhooks",
@@ -210,6 +215,17 @@ impl Default for Metrics {
     }
 }
 
+/// The outcomes of a delivery, as `calry_hooks_webhooks_total` labels them.
+const OUTCOMES: [&str; 7] = [
+    "created",
+    "duplicate",
+    "conflict",
+    "invalid",
+    "unauthorized",
+    "unavailable",
+    "error",
+];
+
 impl Metrics {
     /// Records one answered webhook delivery: its latency, and its outcome by status code.
     pub fn delivery(&self, status: StatusCode, elapsed: Duration) {
@@ -223,6 +239,7 @@ impl Metrics {
             s if s.is_client_error() => "invalid",
             _ => "error",
         };
+        debug_assert!(OUTCOMES.contains(&outcome));
         self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
@@ -477,6 +494,8 @@ mod tests {
             "# HELP calry_hooks_webhooks_total Webhook deliveries answered, by outcome (created, duplicate, conflict, invalid, unauthorized, unavailable, error).",
             "# TYPE calry_hooks_webhooks_total counter",
             "calry_hooks_webhooks_total{outcome=\"created\"} 2",
+            // Every outcome is there from the start.
+            "calry_hooks_webhooks_total{outcome=\"unavailable\"} 0",
             "# TYPE calry_hooks_ingest_queue_depth gauge",
             "calry_hooks_ingest_queue_depth 3",
             "# TYPE calry_hooks_ingest_duration_seconds histogram",

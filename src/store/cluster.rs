@@ -109,7 +109,7 @@ impl Cluster {
     /// The server gets SIGINT (fast shutdown) if the thread that called this dies, so call it
     /// from a thread that lives as long as the cluster is needed (the main thread).
     pub async fn start(data_dir: &Path, role: Role) -> Result<Cluster, ClusterError> {
-        let bin = find_binaries().ok_or(ClusterError::NotInstalled)?;
+        let bin = binaries().ok_or(ClusterError::NotInstalled)?;
         let owner = unprivileged_owner()?;
         fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
         let data_dir =
@@ -400,9 +400,9 @@ fn try_to_own(path: &Path, role: Role) -> Result<Option<fs::File>, ClusterError>
     Ok(Some(file))
 }
 
-/// The directory holding `initdb` and `postgres`: the one on PATH, else the newest version
-/// under /usr/lib/postgresql.
-fn find_binaries() -> Option<PathBuf> {
+/// The directory holding `initdb` and `postgres` (and the other server tools, such as
+/// `pg_resetwal`): the one on PATH, else the newest version under /usr/lib/postgresql.
+pub fn binaries() -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     if let Some(path) = std::env::var_os("PATH")
         && let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d))

@@ -76,8 +76,9 @@ pub enum StoreError {
     )]
     Unknown(i64),
     #[error(
-        "{0} holds no calry-hooks store yet: start the service or run `calry-hooks migrate` \
-         to make one"
+        "{0} holds no calry-hooks store yet: run this command with the service's own \
+         CALRY_HOOKS_DATA_DIR or DATABASE_URL (a relative data directory is read from the \
+         working directory), or start the service or run `calry-hooks migrate` to make one"
     )]
     NoStore(String),
     #[error(

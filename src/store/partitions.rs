@@ -26,16 +26,29 @@ pub async fn ensure(db: impl sqlx::PgExecutor<'_>) -> Result<i32, sqlx::Error> {
 /// Keeps the months ahead and, with a `retention`, drops every month wholly older than it, for
 /// as long as the service runs.
 pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
+    if let Some(retention) = retention {
+        tracing::info!(
+            retention_days = retention.num_seconds() as f64 / 86_400.0,
+            "history is kept for the retention (CALRY_HOOKS_RETENTION): every hour, each month \
+             of it received wholly before then is dropped"
+        );
+    }
     loop {
         match ensure(&pool).await {
             Ok(0) => {}
             Ok(created) => tracing::info!(created, "history partitions created"),
             Err(err) => tracing::warn!(error = %err, "could not create history partitions"),
         }
-        if let Some(retention) = retention
-            && let Err(err) = remove_older_than(&pool, retention, false).await
-        {
-            tracing::warn!(error = %err, "could not remove history past the retention");
+        if let Some(retention) = retention {
+            match remove_older_than(&pool, retention, false).await {
+                Ok((cut, removed)) if removed.partitions.is_empty() => {
+                    tracing::debug!(%cut, "no month of history wholly past the retention");
+                }
+                Ok(_) => {} // each partition removed said so
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not remove history past the retention");
+                }
+            }
         }
         if let Err(err) = seal(&pool).await {
             tracing::warn!(error = %err, "could not seal the past months of history");

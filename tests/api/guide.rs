@@ -193,6 +193,65 @@ async fn the_guides_shell_loop_follows_and_resumes_from_its_position() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// With a token, the shell loop reads the feed without the token on any command line (which
+/// `ps` shows to every user of the machine).
+#[tokio::test]
+async fn the_guides_shell_loop_sends_its_token_where_no_process_list_shows_it() {
+    let app = spawn_app().await;
+    let body = event(
+        "t1",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-03-01T10:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let token = calry_hooks::auth::create(&app.pool, "", true, &[])
+        .await
+        .unwrap()
+        .token;
+    let dir = crate::helpers::scratch("guide-token", "");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("follow.sh"), guide_block("## In shell", "sh")).unwrap();
+    let out = dir.join("out");
+    let mut child = tokio::process::Command::new("bash")
+        .arg("follow.sh")
+        .current_dir(&dir)
+        .env("CALRY_HOOKS_URL", &app.address)
+        .env("CALRY_HOOKS_TOKEN", &token)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bash runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&out).unwrap_or_default() != "t1 sync.complete w\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the loop printed nothing with its token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It waits in its long poll now, its curl running: no process shows the token.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut looked = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(command) = std::fs::read(entry.path().join("cmdline")) {
+            looked += 1;
+            let command = String::from_utf8_lossy(&command).replace('\0', " ");
+            assert!(
+                !command.contains(&token),
+                "a command line holds the token: {command}"
+            );
+        }
+    }
+    assert!(looked > 2, "{looked} processes looked at");
+    let group = child.id().unwrap() as libc::pid_t;
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    child.wait().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn the_guides_rust_consumer_follows_and_resumes_from_its_position() {
     assert!(
