@@ -101,13 +101,17 @@ export default function overview(main, { conn }) {
         problem: totals[i].err,
       }));
     }
-    // The listed workspaces' totals do not count the others': the accounts are counted instead.
+    // The listed workspaces' totals do not count the others': the workspaces (with their numbers
+    // of accounts) and the failing and paused accounts are counted across all instead.
     let counted = null;
     if (ws.status === 'fulfilled' && ws.value.nextCursor) {
       const count = (syncState) => walk('/accounts', { syncState, limit: 500 }, COUNT_UP_TO / 500)
         .then((r) => ({ n: r.items.length, more: !!r.nextCursor }));
-      const [error, paused] = await Promise.allSettled([count('error'), count('paused')]);
-      counted = { error: error.value, paused: paused.value };
+      const everyWorkspace = walk('/workspaces', { limit: 500 }, COUNT_UP_TO / 500).then((r) => ({
+        n: r.items.length, accounts: r.items.reduce((n, w) => n + w.accounts, 0), more: !!r.nextCursor,
+      }));
+      const [error, paused, workspaces] = await Promise.allSettled([count('error'), count('paused'), everyWorkspace]);
+      counted = { error: error.value, paused: paused.value, workspaces: workspaces.value };
     }
     if (mine !== reads) return true; // a newer read is under way: it draws
     data = { ws, fail, rows, counted };
@@ -142,9 +146,17 @@ export default function overview(main, { conn }) {
         const n = sum(state);
         return figure(label, atLeast(n, partial), n ? tone : null, partial);
       };
+      // The workspaces and their accounts: counted across every workspace, as above, when the
+      // listed ones are not all of them.
+      const all = counted?.workspaces;
+      const allWhy = all?.more ? `At least: counted over the first ${COUNT_UP_TO} workspaces.` : null;
       return [
-        figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), atLeast(rows.length, notAll)),
-        figure(plural(sum('accounts'), 'account'), atLeast(sum('accounts'), notAll), null, notAll),
+        all
+          ? figure(plural(all.n, 'workspace'), atLeast(all.n, allWhy), null, allWhy ?? `The first ${rows.length} are listed below.`)
+          : figure(more ? 'workspaces (more not shown)' : plural(rows.length, 'workspace'), atLeast(rows.length, notAll)),
+        all
+          ? figure(plural(all.accounts, 'account'), atLeast(all.accounts, allWhy), null, allWhy ?? 'Counted across every workspace.')
+          : figure(plural(sum('accounts'), 'account'), atLeast(sum('accounts'), notAll), null, notAll),
         inState('error', 'failing now', 'bad'),
         inState('paused', 'paused', 'warn'),
       ];
