@@ -119,7 +119,7 @@ impl Default for Metrics {
         // Every outcome from the start, at 0: an alert on one (`unavailable`) sees a 0, not
         // nothing, until the first such delivery.
         for outcome in OUTCOMES {
-            m.webhooks.get_or_create(&OutcomeLabel { outcome });
+            drop(m.webhooks.get_or_create(&OutcomeLabel { outcome }));
         }
         let r = &mut m.registry;
         r.register(
