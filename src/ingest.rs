@@ -240,6 +240,8 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 batch = unresolved;
                 held_up = "the hook id is being stored concurrently";
             }
+            // Before `is_unavailable`, which counts deadlocks and serialization failures too
+            // (elsewhere they are a `503`): here the batch simply runs again.
             Err(err) if is_contention(&err) => {
                 tracing::debug!(error = %err, "batch contended; retrying");
                 held_up = "its batch met deadlocks with other writes";
