@@ -505,19 +505,27 @@ class Check:
                 ("the workspace page of many accounts", f"/ui/workspaces/{q(large)}", workspace)]:
             page = self.page(1440)
             self.open(page, path, what)
+            # Its stream open, and the read that its opening starts drawn: the rows are drawn anew
+            # then, and a row's element looked up before may be gone.
+            self.until_live(page)
+            page.wait_for_timeout(1000)
             if what == "the overview":  # by id, then more of them: not the order nor the rows of a fresh page
                 page.locator("#main button.sort", has_text="Workspace").click()
             first = page.evaluate(rows_js)
             page.locator("#main button.more", has_text=more).click()
             page.wait_for_function(f"n => ({rows_js})() > n", arg=first, timeout=self.timeout, polling=50)
             left = {"rows": page.evaluate(rows_js), "sort": page.evaluate(sort_js)}
-            link = page.locator(links).nth(left["rows"] - 3)
-            link.scroll_into_view_if_needed()
+            # Looked up and scrolled to in one go in the page (a live update may draw the rows anew).
+            href = page.evaluate(f"""n => {{
+                const link = document.querySelectorAll({json.dumps(links)})[n];
+                link.scrollIntoView({{ block: 'center' }});
+                return link.href;
+              }}""", left["rows"] - 3)
             page.wait_for_timeout(600)  # the page keeps its scroll position a moment after it moved
             left["scrollY"] = page.evaluate("() => scrollY")
             if left["scrollY"] < 500:
                 raise Fail(f"{what}: scrolled to {left['scrollY']} px only, the check needs more rows")
-            link.click()
+            page.goto(href, wait_until="load")  # as its link does
             self.rendered(page, f"the page opened from {what}")
             for how, go in [("Back", page.go_back), ("a reload", page.reload)]:
                 go(wait_until="load")
