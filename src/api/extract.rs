@@ -88,12 +88,7 @@ impl<S: Source> FromRequestParts<AppState> for Caller<S> {
             sent_on_this_machine(&parts.uri, &parts.headers).map_err(
                 |elsewhere| match elsewhere {
                     Elsewhere::Named => not_loopback(),
-                    Elsewhere::Proxied(name) => Error::Forbidden(format!(
-                        "the request came through a proxy (it carries `{name}`): while no token \
-                     exists, the API answers only clients on this machine; create a token \
-                     (`calry-hooks token create`) to serve it through a proxy, to clients that \
-                     present it"
-                    )),
+                    Elsewhere::Proxied(name) => through_a_proxy(name),
                 },
             )?;
         }
@@ -162,6 +157,15 @@ pub fn not_loopback() -> Error {
          serve the API under other names, to clients that present it"
             .to_owned(),
     )
+}
+
+/// The refusal of a query that came through a proxy while no token exists.
+fn through_a_proxy(name: &str) -> Error {
+    Error::Forbidden(format!(
+        "the request came through a proxy (it carries `{name}`): while no token exists, the API \
+         answers only clients on this machine; create a token (`calry-hooks token create`) to \
+         serve it through a proxy, to clients that present it"
+    ))
 }
 
 /// Headers that proxies add to the requests they forward.
