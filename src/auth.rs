@@ -138,6 +138,17 @@ struct Remembered {
     live: HashMap<Vec<u8>, (Scope, Instant)>,
 }
 
+impl Remembered {
+    /// Forgets every answer, and any lookup under way (its generation is past), now listening or
+    /// not.
+    fn forget(&mut self, listening: bool) {
+        self.generation = self.generation.wrapping_add(1);
+        self.listening = listening;
+        self.any_live = None;
+        self.live.clear();
+    }
+}
+
 impl TokenCache {
     /// What is remembered. A panic while it was held (none is expected) leaves nothing of it
     /// trusted: it is forgotten, as at a notification, rather than every later request failing.
@@ -145,11 +156,7 @@ impl TokenCache {
         self.0.lock().unwrap_or_else(|poisoned| {
             let mut cache = poisoned.into_inner();
             let listening = cache.listening;
-            *cache = Remembered {
-                generation: cache.generation.wrapping_add(1),
-                listening,
-                ..Remembered::default()
-            };
+            cache.forget(listening);
             self.0.clear_poison();
             cache
         })
@@ -198,11 +205,7 @@ impl TokenCache {
 
     /// Forgets everything: a token changed, or the instance starts or stops listening.
     pub fn forget(&self, listening: bool) {
-        let mut cache = self.remembered();
-        cache.generation = cache.generation.wrapping_add(1);
-        cache.listening = listening;
-        cache.any_live = None;
-        cache.live.clear();
+        self.remembered().forget(listening);
     }
 }
 
