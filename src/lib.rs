@@ -121,6 +121,9 @@ impl App {
         );
         let horizon = feed::Horizon::start(following.clone(), metrics.feed_held_back.clone());
         let tailer = api::stream::Tailer::start(following, notifier.clone(), horizon.clone());
+        // What the streams catching up, and the whole statuses being sent, may each hold of the
+        // query connections: the rest stay for the other queries.
+        let half_of_the_queries = (config.query_connections as usize / 2).max(1);
         Ok(App {
             stop,
             state: AppState::new(api::Shared {
@@ -139,14 +142,12 @@ impl App {
                      kept for deliveries); retry later",
                 )),
                 whole_statuses: Arc::new(api::places::Places::new(
-                    (config.query_connections as usize / 2).max(1),
+                    half_of_the_queries,
                     "too many whole workspace statuses are being read at once (the rest of the \
                      query connections are kept for other queries); retry later, or read the \
                      status in pages (limit=500)",
                 )),
-                stream_reads: Arc::new(tokio::sync::Semaphore::new(
-                    (config.query_connections as usize / 2).max(1),
-                )),
+                stream_reads: Arc::new(tokio::sync::Semaphore::new(half_of_the_queries)),
                 config: Arc::new(config),
                 verifier,
             }),

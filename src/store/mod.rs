@@ -175,7 +175,7 @@ pub struct Pool {
     deadline: Duration,
 }
 
-/// A connection of [`Pool`]; it goes back to them when dropped.
+/// A connection of a [`Pool`]; it goes back to it when dropped.
 pub type ReadConnection = deadpool::managed::Object<Connector>;
 
 /// Opens and recycles the connections of [`Pool`].
