@@ -43,15 +43,20 @@ enum Consumer {
 }
 
 impl Consumer {
-    fn shell(app: &TestApp, dir: &Path, run: usize) -> Consumer {
+    /// The loop's `run`-th run, with `token` as `CALRY_HOOKS_TOKEN` (or none).
+    fn shell(app: &TestApp, dir: &Path, run: usize, token: Option<&str>) -> Consumer {
         let script = dir.join("follow.sh");
         std::fs::write(&script, guide_block("## In shell", "sh")).unwrap();
         let out = dir.join(format!("out-{run}"));
-        let child = tokio::process::Command::new("bash")
+        let mut command = tokio::process::Command::new("bash");
+        match token {
+            Some(token) => command.env("CALRY_HOOKS_TOKEN", token),
+            None => command.env_remove("CALRY_HOOKS_TOKEN"),
+        };
+        let child = command
             .arg(&script)
             .current_dir(dir)
             .env("CALRY_HOOKS_URL", &app.address)
-            .env_remove("CALRY_HOOKS_TOKEN")
             .stdout(std::fs::File::create(&out).unwrap())
             .process_group(0)
             .kill_on_drop(true)
@@ -113,6 +118,11 @@ impl Consumer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (lines, position) = (self.lines(), self.position().unwrap());
+        self.stop().await;
+        (lines, position)
+    }
+
+    async fn stop(self) {
         match self {
             Consumer::Shell { mut child, .. } => {
                 // The loop and the curl waiting in it.
@@ -122,7 +132,6 @@ impl Consumer {
             }
             Consumer::Rust { task, .. } => task.abort(),
         }
-        (lines, position)
     }
 }
 
@@ -187,7 +196,7 @@ async fn the_guides_shell_loop_follows_and_resumes_from_its_position() {
             let saved = std::fs::read_to_string(dir.join("position")).unwrap();
             std::fs::write(dir.join("position"), format!("{}\r\n", saved.trim_end())).unwrap();
         }
-        Consumer::shell(app, &dir, run)
+        Consumer::shell(app, &dir, run, None)
     })
     .await;
     std::fs::remove_dir_all(&dir).unwrap();
@@ -212,20 +221,9 @@ async fn the_guides_shell_loop_sends_its_token_where_no_process_list_shows_it() 
         .token;
     let dir = crate::helpers::scratch("guide-token", "");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("follow.sh"), guide_block("## In shell", "sh")).unwrap();
-    let out = dir.join("out");
-    let mut child = tokio::process::Command::new("bash")
-        .arg("follow.sh")
-        .current_dir(&dir)
-        .env("CALRY_HOOKS_URL", &app.address)
-        .env("CALRY_HOOKS_TOKEN", &token)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("bash runs");
+    let consumer = Consumer::shell(&app, &dir, 1, Some(&token));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&out).unwrap_or_default() != "t1 sync.complete w\n" {
+    while consumer.lines() != ["t1 sync.complete w"] {
         assert!(
             Instant::now() < deadline,
             "the loop printed nothing with its token"
@@ -246,9 +244,7 @@ async fn the_guides_shell_loop_sends_its_token_where_no_process_list_shows_it() 
         }
     }
     assert!(looked > 2, "{looked} processes looked at");
-    let group = child.id().unwrap() as libc::pid_t;
-    unsafe { libc::kill(-group, libc::SIGKILL) };
-    child.wait().await.unwrap();
+    consumer.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
