@@ -234,6 +234,10 @@ class Check:
         return (("/accounts" in self.pending and path == "/accounts")
                 or (any(p.endswith("/timeline") for p in self.pending) and path.endswith("/timeline")))
 
+    def own_401(self, text, where):
+        """A 401 of this service (a token is needed, or was refused)."""
+        return "401" in text and urllib.parse.urlsplit(where).netloc == self.origin.netloc
+
     def clean(self, page, what):
         """No console error, no exception, no request to any other host."""
         foreign = [u for u in page.requested
@@ -451,26 +455,21 @@ class Check:
         for i in range(101):
             self.deliver(f"ci-many-{i:03d}", "a", "sync.error" if i % 2 == 0 else "sync.paused")
 
-        def count(state):
-            n, cursor = 0, None
+        def every(path, query=""):
+            """Every item of a listing, page after page."""
+            items, cursor = [], None
             while True:
                 after = f"&cursor={q(cursor)}" if cursor else ""
-                page = get_json(f"{self.base}/accounts?syncState={state}&limit=500{after}")
-                n += len(page["items"])
+                page = get_json(f"{self.base}{path}?limit=500{query and '&' + query}{after}")
+                items += page["items"]
                 cursor = page["nextCursor"]
                 if not cursor:
-                    return n
+                    return items
 
-        listed, cursor = [], None
-        while True:  # every workspace, with its number of accounts
-            after = f"&cursor={q(cursor)}" if cursor else ""
-            page = get_json(f"{self.base}/workspaces?limit=500{after}")
-            listed += page["items"]
-            cursor = page["nextCursor"]
-            if not cursor:
-                break
+        listed = every("/workspaces")  # every workspace, with its number of accounts
         accounts = sum(w["accounts"] for w in listed)
-        expected = {"failing now": f"{count('error'):,}", "paused": f"{count('paused'):,}",
+        expected = {"failing now": f"{len(every('/accounts', 'syncState=error')):,}",
+                    "paused": f"{len(every('/accounts', 'syncState=paused')):,}",
                     "workspaces": f"{len(listed):,}", "accounts": f"{accounts:,}"}
         what = "the overview of more workspaces than it lists"
         page = self.page(1440)
@@ -1034,9 +1033,8 @@ class Check:
     def phase_revoked(self, handshake):
         """A page asking for a token when the service's last token is revoked (the .sh revokes it
         between DIR/ready and DIR/up) stops asking and shows its data, the service needing none."""
-        self_401 = lambda t, w: "401" in t and urllib.parse.urlsplit(w).netloc == self.origin.netloc  # noqa: E731
         what = "the overview asking for a token when the last token is revoked"
-        page = self.page(1440, [self.pending_404, self_401])
+        page = self.page(1440, [self.pending_404, self.own_401])
         page.goto(self.base + "/ui", wait_until="load")
         page.locator("#token-dialog").wait_for(state="visible", timeout=self.timeout)
         restarted(handshake)  # ready; the .sh revokes every token; up
@@ -1144,8 +1142,7 @@ class Check:
         log(f"{what}: an event's payload opens as formatted JSON")
 
     def phase_token(self, token):
-        self_401 = lambda t, w: "401" in t and urllib.parse.urlsplit(w).netloc == self.origin.netloc  # noqa: E731
-        tolerate = [self.pending_404, self_401]
+        tolerate = [self.pending_404, self.own_401]
         for width in WIDTHS:
             page = self.page(width, tolerate)
             page.goto(self.base + "/ui", wait_until="load")
