@@ -45,8 +45,9 @@ virtual environment's python):
    shows its account and its event once;
 12. look-alike ids (and ``<i>x</i>``, shown as text) on a workspace page, each selected and copied
    as itself; the button beside the workspace's id (which holds a zero-width space) copies it as it is.
-13. the overview's sort and its rows shown ("Show more"), a workspace page's rows shown, and where
-   each was scrolled to, are as they were left after Back and after a reload.
+13. the overview's sort and its rows shown ("Show more"), a workspace page's rows shown, an account
+   page's changes and events shown ("Show older"), and where each was scrolled to, are as they were
+   left after Back and after a reload.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -341,7 +342,7 @@ class Check:
     def sample(self, token=None):
         # Not the workspaces of `large`, `look_alikes` and the races, made for their own checks.
         ws = [w for w in get_json(self.base + "/workspaces?limit=500", token)["items"]
-              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-", "ci-many-"))]
+              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-", "ci-many-", "ci-kept-"))]
         if not ws:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
@@ -491,17 +492,34 @@ class Check:
         page.context.close()
 
     def kept(self, large):
-        """The overview's sort and rows shown ("Show more"), a workspace page's rows shown, and where
-        each was scrolled to, are as they were left after Back (from a page opened from it) and
-        after a reload."""
-        ws_rows = "() => document.querySelectorAll('#main section[aria-labelledby=workspaces-title] tbody tr').length"
+        """The overview's sort and rows shown ("Show more"), a workspace page's and an account page's
+        rows shown, and where each was scrolled to, are as they were left after Back (from a page
+        opened from it) and after a reload."""
+        # An account of 80 changes of state (two pages of its timeline) and 80 events (four pages).
+        workspace, account = f"ci-kept-{uuid.uuid4().hex[:8]}", "paged"
+        now = datetime.now(timezone.utc).timestamp()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: self.deliver(workspace, account, "sync.error" if i % 2 else "sync.complete",
+                                                 at=datetime.fromtimestamp(now - 10000 + i * 10, timezone.utc)),
+                          range(80)))
+        def count(section):
+            return f"document.querySelectorAll('#main section[aria-labelledby={section}] tbody tr:not(.detail)').length"
+        ws_rows = f"() => {count('workspaces-title')}"
         sort = ("() => [...document.querySelectorAll('#main section[aria-labelledby=workspaces-title] th')]"
                 ".map(th => th.textContent.trim().split(' ')[0] + ':' + th.getAttribute('aria-sort')).join(' ')")
-        overview = (ws_rows, sort, "Show more workspaces", "#main section[aria-labelledby=workspaces-title] tbody a")
-        workspace = (self.ROWS_JS, "() => ''", "Show 100 more", "#main section[aria-labelledby=accounts-title] tbody a")
-        for what, path, (rows_js, sort_js, more, links) in [
+        # Each: the rows drawn, the sort, the buttons that draw more, the rows (links, or rows
+        # opening the overview) to scroll to.
+        overview = (ws_rows, sort, ["Show more workspaces"], "#main section[aria-labelledby=workspaces-title] tbody a")
+        workspace_page = (self.ROWS_JS, "() => ''", ["Show 100 more"],
+                          "#main section[aria-labelledby=accounts-title] tbody a")
+        account_page = (f"() => {count('timeline-title')} + ' changes, ' + {count('events-title')} + ' events'",
+                        "() => ''", ["Show older changes", "Show older events"],
+                        "#main section[aria-labelledby=events-title] tbody tr")
+        for what, path, (rows_js, sort_js, mores, targets) in [
                 ("the overview", "/ui", overview),
-                ("the workspace page of many accounts", f"/ui/workspaces/{q(large)}", workspace)]:
+                ("the workspace page of many accounts", f"/ui/workspaces/{q(large)}", workspace_page),
+                ("the account page of many changes and events", f"/ui/workspaces/{workspace}/accounts/{account}",
+                 account_page)]:
             page = self.page(1440)
             self.open(page, path, what)
             # Its stream open, and the read that its opening starts drawn: the rows are drawn anew
@@ -510,16 +528,19 @@ class Check:
             page.wait_for_timeout(1000)
             if what == "the overview":  # by id, then more of them: not the order nor the rows of a fresh page
                 page.locator("#main button.sort", has_text="Workspace").click()
-            first = page.evaluate(rows_js)
-            page.locator("#main button.more", has_text=more).click()
-            page.wait_for_function(f"n => ({rows_js})() > n", arg=first, timeout=self.timeout, polling=50)
+            for more in mores:
+                before = page.evaluate(rows_js)
+                page.locator("#main button.more", has_text=more).click()
+                page.wait_for_function(f"n => ({rows_js})() !== n", arg=before, timeout=self.timeout, polling=50)
             left = {"rows": page.evaluate(rows_js), "sort": page.evaluate(sort_js)}
-            # Looked up and scrolled to in one go in the page (a live update may draw the rows anew).
-            href = page.evaluate(f"""n => {{
-                const link = document.querySelectorAll({json.dumps(links)})[n];
-                link.scrollIntoView({{ block: 'center' }});
-                return link.href;
-              }}""", left["rows"] - 3)
+            # Looked up and scrolled to in one go in the page (a live update may draw the rows anew);
+            # a row that is no link opens the overview.
+            href = page.evaluate(f"""() => {{
+                const rows = document.querySelectorAll({json.dumps(targets)});
+                const row = rows[rows.length - 3];
+                row.scrollIntoView({{ block: 'center' }});
+                return row.href || new URL('/ui', location.href).href;
+              }}""")
             page.wait_for_timeout(600)  # the page keeps its scroll position a moment after it moved
             left["scrollY"] = page.evaluate("() => scrollY")
             if left["scrollY"] < 500:

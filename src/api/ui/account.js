@@ -5,12 +5,15 @@
 import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
-  SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, lacksSince, newestFirst, note, num, problemNote,
-  rel, result, said, section, stateCell, table, uiWorkspace, utc, visible,
+  SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, keep, kept, lacksSince, newestFirst, note, num,
+  problemNote, rel, result, said, section, stateCell, table, uiWorkspace, utc, visible,
 } from './view.js';
 
 const EVENTS_PAGE = 25;
 const TIMELINE_PAGE = 50;
+// The most rows of a list read again at once (the API's largest page): the newest changes after a
+// live one, and the rows "Show older" had drawn when the page is opened again.
+const MOST = 500;
 
 export default function accountPage(main, { conn }, ws, acc) {
   document.title = `Account ${isolated(visible(acc))} · calry-hooks`;
@@ -28,6 +31,12 @@ export default function accountPage(main, { conn }, ws, acc) {
       section('Timeline', { id: 'timeline-title' }, h('p', { class: 'sub' }, 'Changes of state, newest first.'), timelineBody),
       section('Recent events', { id: 'events-title', wide: true }, eventsBody)));
 
+  // The rows of each list drawn, kept across Back and a reload (up to MOST each).
+  const view = kept({ timelineRows: TIMELINE_PAGE, eventsRows: EVENTS_PAGE });
+  const shown = (list, rows) => {
+    view[rows] = list.items.length;
+    keep(view);
+  };
   const timeline = { items: [], nextCursor: null, error: null };
   const events = { items: [], nextCursor: null, error: null, moreError: null };
   let entryMissing = null;
@@ -160,8 +169,8 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   const timelineReads = pagedReads(timeline);
 
-  /** The next page, or (again) as many of the newest changes as are shown, up to 500: an event
-   * that arrived late can change older entries too. */
+  /** The next page, or (again) as many of the newest changes as are shown (or were, before Back
+   * or a reload), up to MOST: an event that arrived late can change older entries too. */
   async function loadTimeline(more) {
     const fail = (err) => { timeline.error = err; };
     const drawn = more
@@ -171,9 +180,10 @@ export default function accountPage(main, { conn }, ws, acc) {
           timeline.items = [...timeline.items, ...page.items];
           timeline.nextCursor = page.nextCursor;
           timeline.error = null;
+          shown(timeline, 'timelineRows');
         }, fail)
       : await timelineReads.newest(
-        () => api(q(`${base}/timeline`, { limit: Math.min(500, Math.max(TIMELINE_PAGE, timeline.items.length)) })),
+        () => api(q(`${base}/timeline`, { limit: Math.min(MOST, Math.max(view.timelineRows, timeline.items.length)) })),
         (page) => {
           const last = page.items.at(-1);
           if (page.nextCursor && last && timeline.items.length > page.items.length) {
@@ -217,12 +227,14 @@ export default function accountPage(main, { conn }, ws, acc) {
   }
 
   const eventsReads = pagedReads(events);
-  const eventsPath = (cursor) => q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit: EVENTS_PAGE, cursor });
+  const eventsPath = (cursor, limit = EVENTS_PAGE) => q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit, cursor });
   const eventsPage = (cursor) => api(eventsPath(cursor));
 
+  /** The newest events, as many as are drawn (or were, before Back or a reload), up to MOST. */
   async function loadEvents() {
+    const rows = Math.min(MOST, Math.max(view.eventsRows, events.items.length));
     const drawn = await eventsReads.newest(
-      () => eventsPage(null),
+      () => api(eventsPath(null, rows)),
       (page) => Object.assign(events, page, { error: null, moreError: null }),
       (err) => { events.error = err; });
     if (drawn) drawEvents();
@@ -236,6 +248,7 @@ export default function accountPage(main, { conn }, ws, acc) {
         events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
         events.nextCursor = page.nextCursor;
         events.moreError = null;
+        shown(events, 'eventsRows');
       },
       // Said under the events drawn, with the button to try again (a rejection unhandled here
       // would say nothing on the page).
