@@ -69,6 +69,9 @@ fn every_argument(command: &clap::Command) -> impl Iterator<Item = &clap::Arg> {
 fn unusable_value(err: &clap::Error) -> Option<String> {
     use clap::CommandFactory;
     use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() == ErrorKind::InvalidUtf8 {
+        return not_text();
+    }
     if !matches!(
         err.kind(),
         ErrorKind::ValueValidation | ErrorKind::InvalidValue
@@ -106,6 +109,27 @@ fn unusable_value(err: &clap::Error) -> Option<String> {
         _ => "it cannot be used".to_owned(),
     };
     Some(format!("{name} cannot be{value}: {reason}"))
+}
+
+/// The line for a setting's variable that holds no UTF-8 text, which clap reports as "invalid
+/// UTF-8 was detected in one or more arguments" without a name. `None` when an argument is the
+/// one (clap's message says so rightly), or no setting's variable is.
+fn not_text() -> Option<String> {
+    use clap::CommandFactory;
+    if std::env::args_os().any(|a| a.to_str().is_none()) {
+        return None;
+    }
+    let command = Cli::command();
+    let found = every_argument(&command).find(|a| {
+        a.get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|value| value.to_str().is_none())
+    })?;
+    let env = found.get_env()?.to_string_lossy();
+    let long = found.get_long()?;
+    Some(format!(
+        "{env} (--{long}) cannot be used: it is not UTF-8 text"
+    ))
 }
 
 #[derive(Debug, Subcommand)]

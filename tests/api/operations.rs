@@ -2464,6 +2464,28 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             && !stderr.contains("hunter2"),
         "{stderr}"
     );
+    // A variable that holds no UTF-8 text is named too (clap's own message says "arguments").
+    for (variable, flag) in [
+        ("CALRY_HOOKS_LISTEN", "--listen"),
+        ("DATABASE_URL", "--database-url"),
+    ] {
+        use std::os::unix::ffi::OsStrExt;
+        let value = std::ffi::OsStr::from_bytes(b"postgres://u:hunter2\xff@h/x");
+        let mut cmd = binary(None);
+        cmd.env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .env(variable, value)
+            .arg("migrate");
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+            .await
+            .expect("refused at once")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{variable}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("calry-hooks: {variable} ({flag}) cannot be used: it is not UTF-8 text\n")
+        );
+    }
     // Both schemes PostgreSQL's own clients take are taken (only the connection then fails).
     for scheme in ["postgres", "postgresql", "PostgreSQL"] {
         let url = format!("{scheme}://127.0.0.1:1/none");
