@@ -135,7 +135,7 @@ impl From<sqlx::Error> for Error {
 /// A statement stopped by `statement_timeout` (SQLSTATE 57014, query_canceled). On the query
 /// routes that is the query's cost, not an outage: a 400 rather than a 503 that asks for the same
 /// query again.
-fn is_query_canceled(err: &sqlx::Error) -> bool {
+pub fn is_query_canceled(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code == "57014")

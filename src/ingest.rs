@@ -262,10 +262,23 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                     reconnects += 1;
                     continue;
                 }
-                warn_each(&batch, &err, "database unavailable");
-                answer_all(batch, || {
-                    Error::unavailable("the database is unavailable; retry later")
-                });
+                // A statement stopped by its timeout most often waited for a lock another
+                // session holds on a row this batch writes; its writer waited with it, and the
+                // deliveries queued behind.
+                let (what, detail) = if crate::error::is_query_canceled(&err) {
+                    (
+                        "ingest statement timed out (a lock held by another session, or a busy server)",
+                        "storing it took longer than the statement timeout (a lock another \
+                         database session holds, or a busy server); retry later",
+                    )
+                } else {
+                    (
+                        "database unavailable",
+                        "the database is unavailable; retry later",
+                    )
+                };
+                warn_each(&batch, &err, what);
+                answer_all(batch, || Error::unavailable(detail));
                 return created;
             }
             Err(err) if batch.len() > 1 => {

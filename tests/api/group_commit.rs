@@ -541,3 +541,41 @@ async fn a_batch_whose_connection_the_server_ended_goes_again_on_another() {
     fail_first_round_of_each_delivery(&app).await;
     each_goes_again(&app, &["57P01", "57P02", "57P05", "25P03", "08006"]).await;
 }
+
+/// A delivery whose account's row another session holds locked (`select … for update` from
+/// psql) past the writers' statement timeout is a `503` that says so, not "the database is
+/// unavailable"; once the lock is gone the same delivery is stored.
+#[tokio::test]
+async fn a_delivery_held_by_a_locked_row_past_the_statement_timeout_is_told_why() {
+    let app = single_writer_app().await;
+    let first = event(
+        "locked-1",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&first).await.status(), 201);
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "select 1 from accounts where workspace_id = 'w' and integration_account_id = 'a' for update",
+    )
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let second = event(
+        "locked-2",
+        "w",
+        Some("a"),
+        "sync.error",
+        "2024-01-01T00:01:00Z",
+    );
+    let refused = crate::helpers::problem(app.deliver(&second).await, 503).await;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("storing it took longer than the statement timeout (a lock another"),
+        "{detail}"
+    );
+    holder.commit().await.unwrap();
+    assert_eq!(app.deliver(&second).await.status(), 201);
+}
