@@ -23,7 +23,9 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         }
         Command::RebuildStatus => {
             let db = open_existing(&config).await?;
-            let rebuilt = crate::status::rebuild(&db.pool).await?;
+            let rebuilt = crate::status::rebuild(&db.pool)
+                .await
+                .map_err(|err| cut_short("rebuild-status", err))?;
             match rebuilt.removed_before {
                 None => say(format_args!(
                     "status rebuilt from history in {}: {} over {}, {}, {}",
@@ -52,7 +54,9 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             let db = open_existing(&config).await?;
             let started = std::time::Instant::now();
             let (cut, removed) =
-                crate::store::partitions::remove_older_than(&db.pool, older_than, true).await?;
+                crate::store::partitions::remove_older_than(&db.pool, older_than, true)
+                    .await
+                    .map_err(|err| cut_short("prune", err))?;
             let dropped = match removed.partitions.len() {
                 0 => "no partition dropped".to_owned(),
                 n => format!(
@@ -75,6 +79,21 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             token(&db, command).await?;
             close(db).await
         }
+    }
+}
+
+/// The error of a `rebuild-status` or `prune` that the database cut short (it restarted, or
+/// stopped answering), saying what to do: each step of either is a transaction of its own, so
+/// what was done is kept, and running the command again does the rest.
+fn cut_short(command: &str, err: sqlx::Error) -> Box<dyn Error> {
+    if crate::error::is_unavailable(&err) {
+        format!(
+            "{command} was cut short by the database ({err}); what it did is kept: \
+             run it again once the database answers to finish"
+        )
+        .into()
+    } else {
+        err.into()
     }
 }
 

@@ -2095,6 +2095,59 @@ async fn the_rebuild_status_command_runs() {
     );
 }
 
+/// A `rebuild-status` or `prune` whose session the database ends (a restart, an administrator)
+/// says what was cut short and that running it again finishes the work; run again, it does.
+#[tokio::test]
+async fn a_command_the_database_cuts_short_says_to_run_it_again() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    for command in [&["rebuild-status"][..], &["prune", "--older-than", "1d"]] {
+        // Each waits for its turn while this session holds the removals' lock.
+        let mut holder = pool.acquire().await.unwrap();
+        sqlx::query("select pg_advisory_lock($1)")
+            .bind(store::partitions::REMOVAL_LOCK)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let mut cmd = binary(Some(&db.name));
+        let run = cmd.args(command).output();
+        let cut = async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let ended: i64 = sqlx::query_scalar(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity
+                     where datname = current_database() and pid <> pg_backend_pid()
+                       and query like '%pg_try_advisory_lock%'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                if ended > 0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{command:?} never waited for its turn"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let (out, ()) = tokio::join!(run, cut);
+        let out = out.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{} was cut short by the database (", command[0]))
+                && stderr.contains("what it did is kept: run it again once the database answers"),
+            "{stderr}"
+        );
+        sqlx::Connection::close(holder.detach()).await.unwrap();
+        let mut again = binary(Some(&db.name));
+        again.args(command);
+        succeeds(again).await;
+    }
+}
+
 /// `token`, `prune` and `rebuild-status` work on a store that exists and is migrated to this
 /// build, and on nothing else: they create no database and apply no migration (a mistyped
 /// `DATABASE_URL` would get a new store, an upgrade would happen as a side effect). `migrate`
