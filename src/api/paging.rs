@@ -441,14 +441,17 @@ impl FeedPosition {
     }
 
     /// Whether the position is that of an event in `events`, or below those of the events
-    /// removed from it (`removed_positions`, migration 0017). A consumer's position is most
-    /// often of an event received lately: the months since last month's start are looked in
-    /// first, which spares the index lookup in every other month.
+    /// removed from it (`removed_positions`, migration 0017) with a sequence value this store
+    /// drew (`feed_origin`, migration 0018). A consumer's position is most often of an event
+    /// received lately: the months since last month's start are looked in first, which spares
+    /// the index lookup in every other month.
     async fn given(self, db: &mut PgConnection) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "select exists (select from events where feed_xid = $1 and feed_seq = $2
                               and received_at >= date_trunc('month', now() - interval '1 month'))
-                 or $1 < (select coalesce(max(below_xid), 0) from removed_positions)
+                 or ($1 < (select coalesce(max(below_xid), 0) from removed_positions)
+                     and $2 >= (select seq_from from feed_origin)
+                     and $2 <= (select last_value from events_feed_seq))
                  or exists (select from events where feed_xid = $1 and feed_seq = $2)",
         )
         .bind(self.xid)

@@ -729,6 +729,59 @@ async fn a_month_detached_and_not_dropped_counts_for_the_positions_given_out() {
     .await;
 }
 
+/// Two new stores on two new servers give out different positions: a consumer moved with its
+/// saved position from one to the other is refused (`400` naming `after`), also once the other
+/// has removed history. Both once began at the same transaction ids and at sequence value 1, so
+/// the first store's positions were the second's too, and the events before them were skipped.
+#[tokio::test]
+async fn two_new_stores_give_out_different_positions() {
+    let mut stores = Vec::new();
+    for name in ["origin-a", "origin-b"] {
+        let (dir, cluster, app) = crate::helpers::serve_on_own_cluster(name, 2).await;
+        for i in 0..3 {
+            let body = event(
+                &format!("e{i}"),
+                "w",
+                Some("a"),
+                "sync.complete",
+                "2024-01-01T00:00:00Z",
+            );
+            assert_eq!(app.deliver(&body).await.status(), 201);
+        }
+        let (items, next) = read(&app, "/feed").await;
+        assert_eq!(items.len(), 3);
+        stores.push((dir, cluster, app, next));
+    }
+    let (a_next, b_next) = (&stores[0].3, &stores[1].3);
+    assert_ne!(a_next, b_next);
+    let b = &stores[1].2;
+    let refused = problem(b.get(&format!("/feed?after={a_next}")).await, 400).await;
+    assert_eq!(refused["parameter"], "after");
+    // The second removes its history: a position of the first, below the removed ones by its
+    // transaction id, is still not the second's.
+    crate::helpers::received_at(b, "2023-03-15T00:00:00Z", &["e0", "e1", "e2"]).await;
+    calry_hooks::store::partitions::remove_before(
+        &b.pool,
+        "2024-01-01T00:00:00Z".parse().unwrap(),
+        true,
+    )
+    .await
+    .unwrap();
+    let refused = problem(b.get(&format!("/feed?after={a_next}")).await, 400).await;
+    assert_eq!(refused["parameter"], "after");
+    let made_up = URL_SAFE_NO_PAD.encode("p1:100:5");
+    problem(b.get(&format!("/feed?after={made_up}")).await, 400).await;
+    // Its own removed positions still are.
+    let (none, same) = read(b, &format!("/feed?after={b_next}")).await;
+    assert!(none.is_empty());
+    assert_eq!(&same, b_next);
+    for (dir, cluster, app, _) in stores {
+        drop(app);
+        cluster.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Only this store's positions are taken (SPEC §9: one this service did not give out is a
 /// `400`): one within its ranges of transaction ids and sequence values, but of no event of its
 /// own, as a consumer moved from another deployment would bring, is refused by the feed and the
