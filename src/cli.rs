@@ -141,6 +141,15 @@ async fn token(db: &Database, command: TokenCommand) -> Result<(), Box<dyn Error
                  `Authorization: Bearer <token>`; revoke it with `calry-hooks token revoke {}`.",
                 created.id, created.id
             );
+            if auth::list(&db.pool).await?.len() == 1 {
+                // SPEC §3.2: the first live token closes the query routes to every request
+                // without one, consumers and dashboards that had none included.
+                eprintln!(
+                    "it is the only live token: the query routes, the feed and the streams now \
+                     answer 401 to every request without a token (consumers and dashboards \
+                     that had none included)"
+                );
+            }
         }
         TokenCommand::List => {
             for token in auth::list(&db.pool).await? {

@@ -509,6 +509,11 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
     );
     let token = lines[0];
     assert!(token.starts_with("chk_") && token.len() > 40);
+    // The first live token closes the routes to everyone without one: the command says so, and
+    // only then.
+    const NOW_CLOSED: &str = "it is the only live token: the query routes, the feed and the \
+                              streams now answer 401 to every request without a token";
+    assert!(String::from_utf8_lossy(&out.stderr).contains(NOW_CLOSED));
 
     let out = binary(Some(&db.name))
         .args(["token", "create", "--all-workspaces"])
@@ -516,6 +521,7 @@ async fn token_create_prints_the_token_alone_and_list_never_shows_it() {
         .await
         .unwrap();
     assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(NOW_CLOSED));
     let none = binary(Some(&db.name))
         .args(["token", "create"])
         .output()

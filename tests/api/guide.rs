@@ -48,6 +48,8 @@ impl Consumer {
         let script = dir.join("follow.sh");
         std::fs::write(&script, guide_block("## In shell", "sh")).unwrap();
         let out = dir.join(format!("out-{run}"));
+        let tmp = dir.join("tmp"); // where its `mktemp` writes
+        std::fs::create_dir_all(&tmp).unwrap();
         let mut command = tokio::process::Command::new("bash");
         match token {
             Some(token) => command.env("CALRY_HOOKS_TOKEN", token),
@@ -57,6 +59,7 @@ impl Consumer {
             .arg(&script)
             .current_dir(dir)
             .env("CALRY_HOOKS_URL", &app.address)
+            .env("TMPDIR", &tmp)
             .stdout(std::fs::File::create(&out).unwrap())
             .process_group(0)
             .kill_on_drop(true)
@@ -125,10 +128,16 @@ impl Consumer {
     async fn stop(self) {
         match self {
             Consumer::Shell { mut child, .. } => {
-                // The loop and the curl waiting in it.
+                // The loop and the curl waiting in it, as Ctrl-C or a service manager stops
+                // them: a SIGTERM to them all (its `trap` runs then), a SIGKILL if that fails.
                 let group = child.id().unwrap() as libc::pid_t;
-                unsafe { libc::kill(-group, libc::SIGKILL) };
-                child.wait().await.unwrap();
+                unsafe { libc::kill(-group, libc::SIGTERM) };
+                let waited = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                if waited.is_err() {
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                    child.wait().await.unwrap();
+                    panic!("the shell loop did not stop on SIGTERM");
+                }
             }
             Consumer::Rust { task, .. } => task.abort(),
         }
@@ -244,7 +253,14 @@ async fn the_guides_shell_loop_sends_its_token_where_no_process_list_shows_it() 
         }
     }
     assert!(looked > 2, "{looked} processes looked at");
+    // The file that held it goes when the loop is stopped.
+    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 1);
     consumer.stop().await;
+    let left: Vec<_> = std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "the token's file is left: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
