@@ -388,6 +388,12 @@ impl FeedPosition {
 
     /// A position this service gave out: `400` naming `name` for anything else.
     pub fn decode(name: &str, raw: &str) -> Result<FeedPosition> {
+        if raw.is_empty() {
+            return Err(Error::bad_parameter(
+                name,
+                format!("{name} is empty; leave it out to start from the beginning"),
+            ));
+        }
         let bad = || FeedPosition::not_given(name);
         let text = decode(raw).map_err(|_| bad())?;
         let mut parts = text.splitn(3, ':');

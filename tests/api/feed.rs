@@ -144,6 +144,14 @@ async fn the_feed_gives_each_new_event_once_with_a_position_and_always_a_next() 
     let early = URL_SAFE_NO_PAD.encode("p1:1:999999999999");
     let answer = problem(app.get(&format!("/feed?after={early}")).await, 400).await;
     assert_eq!(answer["parameter"], "after");
+    // An empty one is told what to do instead, on the feed and the stream.
+    for path in ["/feed?after=", "/stream?after="] {
+        let answer = problem(app.get(path).await, 400).await;
+        assert_eq!(
+            answer["detail"], "after is empty; leave it out to start from the beginning",
+            "{path}"
+        );
+    }
     for (path, parameter) in [
         ("/feed?after=nonsense", "after"),
         ("/feed?after=cDE6LTE6Mw", "after"),
