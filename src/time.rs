@@ -7,12 +7,17 @@ use serde::Serializer;
 
 /// Serializes a time as RFC 3339 UTC with milliseconds, or microseconds when there are any.
 pub fn rfc3339<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&rfc3339_string(*time))
+}
+
+/// A time as [`rfc3339`] writes it, for a header.
+pub fn rfc3339_string(time: DateTime<Utc>) -> String {
     let format = if time.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
         SecondsFormat::Millis
     } else {
         SecondsFormat::Micros
     };
-    serializer.serialize_str(&time.to_rfc3339_opts(format, true))
+    time.to_rfc3339_opts(format, true)
 }
 
 /// [`rfc3339`] for an optional time.

@@ -305,12 +305,12 @@ impl FeedQuery {
 /// has an event for. The tailer's news only wakes it; what it answers is read from the store,
 /// from where it looked, so a wake missed would delay an event, never skip it. No connection is
 /// held while waiting, and a token revoked meanwhile ends the wait with its `401`.
-async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<Json<FeedPage>> {
+async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<FeedAnswer> {
     let mut deadline = Instant::now() + query.wait;
     let mut stored = None;
     let mut token_changes = app.notifier.token_changes();
     let mut db = caller.db;
-    query.after.check_given("after", &mut db).await?;
+    let removed = query.after.check_given("after", &mut db).await?;
     let mut otherwise = query.after;
     let mut place = None;
     loop {
@@ -319,7 +319,7 @@ async fn follow(app: &AppState, caller: Caller, mut query: FeedQuery) -> Result<
         let now = Instant::now();
         if !page.items.is_empty() || now >= deadline {
             app.metrics.feed_items(page.items.len());
-            return Ok(Json(page));
+            return Ok((removed.map(|r| [r.header()]), Json(page)));
         }
         // Nothing passed the filters up to where the read looked: the next read starts there
         // (a filtered one looks at the events it found failing once, not at every wake), and
@@ -392,6 +392,9 @@ async fn stored_for(
     }
 }
 
+/// A feed answer, with [`super::paging::REMOVED_BEFORE`] when the `after` given is of an event removed since.
+type FeedAnswer = (Option<[(&'static str, String); 1]>, Json<FeedPage>);
+
 /// Every event of every workspace in the token's scope, in the order they became visible.
 ///
 /// A consumer that keeps calling with `after` = the previous `next` receives every event stored
@@ -403,7 +406,7 @@ async fn stored_for(
     tag = "feed",
     params(FeedParams),
     responses(
-        (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
+        (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339; `unknown` for a month removed before cuts were recorded). Events after the position that were received before it are gone for this consumer.")), body = FeedPage),
         crate::openapi::answers::BadFeedQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
@@ -415,7 +418,7 @@ pub async fn feed(
     State(app): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<FeedPage>> {
+) -> Result<FeedAnswer> {
     let query = FeedQuery::parse(None, caller.access.scope(), &params)?;
     follow(&app, caller, query).await
 }
@@ -430,7 +433,7 @@ pub async fn feed(
         FeedParams,
     ),
     responses(
-        (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", body = FeedPage),
+        (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339; `unknown` for a month removed before cuts were recorded). Events after the position that were received before it are gone for this consumer.")), body = FeedPage),
         crate::openapi::answers::BadFeedQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
@@ -445,7 +448,7 @@ pub async fn workspace_feed(
         workspace_id,
     }: WorkspacePath,
     params: Params,
-) -> Result<Json<FeedPage>> {
+) -> Result<FeedAnswer> {
     let query = FeedQuery::parse(Some(workspace_id), None, &params)?;
     follow(&app, caller, query).await
 }

@@ -418,9 +418,17 @@ impl FeedPosition {
     /// events, or of one removed since. A position made up, or saved from another store (a
     /// consumer moved to another deployment), would otherwise skip the events before it, or
     /// wait for ever for those after it. (One below the positions removed is not told apart.)
-    pub async fn check_given(self, name: &str, db: &mut PgConnection) -> Result<()> {
-        if self == FeedPosition::BEGINNING || self.given(db).await? {
-            return Ok(());
+    ///
+    /// `Some` when the position is of an event removed since ([`Removed`]): the events after it
+    /// that were removed too are gone for the consumer, which may want to know.
+    pub async fn check_given(self, name: &str, db: &mut PgConnection) -> Result<Option<Removed>> {
+        if self == FeedPosition::BEGINNING {
+            return Ok(None);
+        }
+        match self.given(db).await? {
+            Given::Kept => return Ok(None),
+            Given::Removed => return Ok(Some(removed_before(db).await?)),
+            Given::No => {}
         }
         // Rarely, a month being removed holds it: out of sight, and not yet below the positions
         // removed.
@@ -434,14 +442,14 @@ impl FeedPosition {
             .fetch_one(&mut *db)
             .await;
             match holds {
-                Ok(true) => return Ok(()),
+                Ok(true) => return Ok(Some(removed_before(db).await?)),
                 Err(err) if !crate::store::is_undefined_table(&err) => return Err(err.into()),
                 _ => {}
             }
         }
         // A month dropped since the first look is below the positions removed now.
-        if self.given(db).await? {
-            return Ok(());
+        if self.given(db).await? != Given::No {
+            return Ok(Some(removed_before(db).await?));
         }
         Err(FeedPosition::not_given(name))
     }
@@ -451,20 +459,66 @@ impl FeedPosition {
     /// drew (`feed_origin`, migration 0018). A consumer's position is most often of an event
     /// received lately: the months since last month's start are looked in first, which spares
     /// the index lookup in every other month.
-    async fn given(self, db: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
+    async fn given(self, db: &mut PgConnection) -> Result<Given, sqlx::Error> {
+        let (kept, removed): (bool, bool) = sqlx::query_as(
             "select exists (select from events where feed_xid = $1 and feed_seq = $2
                               and received_at >= date_trunc('month', now() - interval '1 month'))
-                 or ($1 < (select coalesce(max(below_xid), 0) from removed_positions)
-                     and $2 >= (select seq_from from feed_origin)
-                     and $2 <= (select last_value from events_feed_seq))
-                 or exists (select from events where feed_xid = $1 and feed_seq = $2)",
+                    or exists (select from events where feed_xid = $1 and feed_seq = $2),
+                    $1 < (select coalesce(max(below_xid), 0) from removed_positions)
+                    and $2 >= (select seq_from from feed_origin)
+                    and $2 <= (select last_value from events_feed_seq)",
         )
         .bind(self.xid)
         .bind(self.seq)
         .fetch_one(db)
-        .await
+        .await?;
+        Ok(match (kept, removed) {
+            (true, _) => Given::Kept,
+            (false, true) => Given::Removed,
+            (false, false) => Given::No,
+        })
     }
+}
+
+/// Where a position given out is now.
+#[derive(Debug, PartialEq, Eq)]
+enum Given {
+    /// Its event is in the store.
+    Kept,
+    /// Its event was removed (retention, prune).
+    Removed,
+    /// It is of no event of this store's.
+    No,
+}
+
+/// The answer header of the feed and the streams when the position a consumer gave is of an
+/// event removed since: history received before its time (RFC 3339) was removed, and the events
+/// after the position that went with it are gone for the consumer.
+pub const REMOVED_BEFORE: &str = "calry-hooks-removed-before";
+
+/// A position given whose event was removed: history received before `before` is gone (`None`
+/// for a month detached before removals were recorded first, whose cut is not known).
+#[derive(Debug, Clone, Copy)]
+pub struct Removed {
+    pub before: Option<DateTime<Utc>>,
+}
+
+impl Removed {
+    /// The [`REMOVED_BEFORE`] header's value: the cut in RFC 3339, or `unknown`.
+    pub fn header(self) -> (&'static str, String) {
+        let value = self
+            .before
+            .map_or("unknown".to_owned(), crate::time::rfc3339_string);
+        (REMOVED_BEFORE, value)
+    }
+}
+
+/// The newest removal, which the position given is below.
+async fn removed_before(db: &mut PgConnection) -> Result<Removed, sqlx::Error> {
+    let before = sqlx::query_scalar("select max(received_before) from history_removals")
+        .fetch_one(db)
+        .await?;
+    Ok(Removed { before })
 }
 
 /// The keyset tail of a feed statement, whose filters are already pushed: events after `after`

@@ -824,6 +824,7 @@ pub struct LastEventIdHeader {
     status = 200,
     description = "A stream of server-sent events that stays open.",
     content_type = "text/event-stream",
+    headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`Last-Event-ID` or `after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339; `unknown` for a month removed before cuts were recorded), also said in a comment after `: open`. Events after the position that were received before it are gone for this client.")),
     example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")
 )]
 pub struct Events(#[allow(dead_code)] String);
@@ -871,9 +872,10 @@ async fn open(
         filter: EventFilter::parse(&params)?,
     };
     let mut db = caller.db;
-    if let Some((name, position)) = start {
-        position.check_given(name, &mut db).await?;
-    }
+    let removed = match start {
+        Some((name, position)) => position.check_given(name, &mut db).await?,
+        None => None,
+    };
     // Taken once the request is known good: taking one may end another client's stream.
     let place = app.long_lived_place(caller.holder, caller.connection)?;
     let given_up = Box::pin(place.given_up());
@@ -924,7 +926,17 @@ async fn open(
     });
     // A first comment at once: a proxy that sends the answer's head only with its first bytes
     // (nginx over HTTP/2, from an HTTP/1.0 upstream) would otherwise hold it until a message.
-    let opened = futures_util::stream::once(async { Ok(Bytes::from_static(b": open\n\n")) });
+    // Said there too when the position given is of an event removed since (as in the header,
+    // which an `EventSource` cannot read).
+    let first = match removed.and_then(|r| r.before) {
+        None => Bytes::from_static(b": open\n\n"),
+        Some(cut) => Bytes::from(format!(
+            ": open\n: history received before {} was removed: events after the position given \
+             may have gone with it\n\n",
+            crate::time::rfc3339_string(cut)
+        )),
+    };
+    let opened = futures_util::stream::once(async { Ok(first) });
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -933,6 +945,7 @@ async fn open(
             // answer's head, in its buffer until a few KB had gathered.
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
+        removed.map(|r| [r.header()]),
         Body::from_stream(futures_util::StreamExt::chain(opened, body)),
     )
         .into_response())

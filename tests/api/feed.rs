@@ -790,6 +790,66 @@ async fn two_new_stores_give_out_different_positions() {
     }
 }
 
+/// A consumer whose position is of an event removed since is still answered (the position was
+/// given out), and told so: `Calry-Hooks-Removed-Before` names the removal's cut on the feed and
+/// the stream, whose first comment says it too. A position of a kept event, or none, is not.
+#[tokio::test]
+async fn a_position_of_a_removed_event_is_answered_with_the_removals_cut() {
+    let app = spawn_app().await;
+    for hook in ["r0", "r1", "r2"] {
+        let body = event(
+            hook,
+            "w",
+            Some("a"),
+            "sync.complete",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(app.deliver(&body).await.status(), 201);
+    }
+    let (items, _) = read(&app, "/feed").await;
+    let (r0, r2) = (&items[0].1, &items[2].1);
+    crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["r0", "r1"]).await;
+    let cut = "2024-01-01T00:00:00Z".parse().unwrap();
+    calry_hooks::store::partitions::remove_before(&app.pool, cut, true)
+        .await
+        .unwrap();
+    const HEADER: &str = "calry-hooks-removed-before";
+    // What the removal recorded: it dropped March 2023 whole, and nothing lay after it before
+    // the cut.
+    let recorded: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select max(received_before) from history_removals")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded.to_rfc3339(), "2023-04-01T00:00:00+00:00");
+    let answer = app.get(&format!("/feed?after={r0}")).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()[HEADER], "2023-04-01T00:00:00.000Z");
+    let page: Value = answer.json().await.unwrap();
+    assert_eq!(page["items"][0]["hookId"], "r2", "r1 went with r0");
+    for kept in [format!("/feed?after={r2}"), "/feed".to_owned()] {
+        let answer = app.get(&kept).await;
+        assert_eq!(answer.status(), 200);
+        assert!(!answer.headers().contains_key(HEADER), "{kept}");
+    }
+    let mut stream = app
+        .client
+        .get(format!("{}/workspaces/w/stream", app.address))
+        .header("last-event-id", r0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()[HEADER], "2023-04-01T00:00:00.000Z");
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with(
+            ": open\n: history received before 2023-04-01T00:00:00.000Z was removed: events after \
+             the position given may have gone with it\n\n"
+        ),
+        "{first:?}"
+    );
+}
+
 /// Only this store's positions are taken (SPEC §9: one this service did not give out is a
 /// `400`): one within its ranges of transaction ids and sequence values, but of no event of its
 /// own, as a consumer moved from another deployment would bring, is refused by the feed and the
