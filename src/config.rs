@@ -578,6 +578,68 @@ mod tests {
         }
     }
 
+    /// Each row of the README's "Configuration" table whose default is a value (in backticks)
+    /// names a variable and flag of this build with that default.
+    #[test]
+    fn the_readme_gives_each_setting_s_default() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        command.build(); // a flag's `false` is its default once built
+        let readme = include_str!("../README.md");
+        let section = readme.split("\n## Configuration\n").nth(1).unwrap();
+        let table = section.split("\n## ").next().unwrap();
+        let mut rows = 0;
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let (variable, flag, default) = (cells[0], cells[1], cells[2]);
+            let variable = variable.trim_start_matches("| ").trim_matches('`');
+            let arg = every_argument(&command)
+                .find(|a| a.get_env().is_some_and(|e| e == variable))
+                .unwrap_or_else(|| panic!("{variable} is no setting"));
+            assert_eq!(
+                flag,
+                format!("`--{}`", arg.get_long().unwrap()),
+                "{variable}"
+            );
+            let defaults: Vec<_> = arg.get_default_values().iter().collect();
+            match default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
+                Some(value) if !value.contains('`') => {
+                    assert_eq!(defaults, [value], "{variable}");
+                    rows += 1;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(rows, 15);
+    }
+
+    /// The ranges the README gives: the timeouts in seconds 1–86,400, the writers 1–256, the
+    /// batch 1–10,000, the queue 1–1,000,000, the query connections 1–1,024, the query timeout
+    /// at most 2,147,483,647 ms (and not 0, which PostgreSQL reads as no limit).
+    #[test]
+    fn settings_are_refused_outside_the_ranges_the_readme_gives() {
+        for (flag, lowest, highest) in [
+            ("signature-tolerance-secs", 1, 86_400),
+            ("header-timeout-secs", 1, 86_400),
+            ("body-timeout-secs", 1, 86_400),
+            ("idle-timeout-secs", 1, 86_400),
+            ("ingest-writers", 1, 256),
+            ("ingest-max-batch", 1, 10_000),
+            ("ingest-queue", 1, 1_000_000),
+            ("query-connections", 1, 1_024),
+            ("query-timeout-ms", 1, 2_147_483_647),
+        ] {
+            let parse =
+                |value: u64| Cli::try_parse_from(["calry-hooks", &format!("--{flag}={value}")]);
+            for taken in [lowest, highest] {
+                assert!(parse(taken).is_ok(), "--{flag}={taken}");
+            }
+            for refused in [lowest - 1, highest + 1] {
+                assert!(parse(refused).is_err(), "--{flag}={refused}");
+            }
+        }
+    }
+
     #[test]
     fn secrets_are_redacted_in_debug_output() {
         let mut config = Config::defaults();

@@ -142,6 +142,36 @@ async fn a_connection_in_use_is_counted_open_and_not_idle() {
     assert!(idle < open, "{idle} idle of {open} open");
 }
 
+/// `/metrics` is OpenMetrics when `Accept` names it, else classic: a request with no `Accept`
+/// (reqwest always sends `*/*`) is classic, and one naming OpenMetrics in any of several `Accept`
+/// headers is OpenMetrics.
+#[tokio::test]
+async fn metrics_are_openmetrics_only_when_an_accept_header_names_it() {
+    let app = spawn_app().await;
+    for (accept, openmetrics) in [
+        ("", false),
+        (
+            "Accept: text/plain\r\nAccept: application/openmetrics-text; version=1.0.0\r\n",
+            true,
+        ),
+    ] {
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n"
+        );
+        let answer = crate::helpers::raw_answer(&app.address, &request).await;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        let expected = match openmetrics {
+            true => "content-type: application/openmetrics-text",
+            false => "content-type: text/plain; version=0.0.4",
+        };
+        assert!(head.contains(expected), "{accept:?}: {head}");
+    }
+}
+
 /// The bytes of a whole delivery of event `hook` (account `a` of workspace `w`) to `host`.
 fn raw_delivery(host: &str, hook: &str) -> String {
     let body = event(

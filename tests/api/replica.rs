@@ -279,6 +279,8 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     }
     let late = event("h4", "w1", Some("a1"), "sync.error", "2024-02-09T10:03:00Z");
     assert_eq!(app.deliver(&late).await.status(), 201);
+    // README: the replica's gauges are measured at each scrape, not only by /readyz.
+    assert!(app.metric("calry_hooks_replica_replay_lag_bytes").await > 0.0);
 
     // Without the header the query routes answer from the replica, which lacks h4; with it,
     // from the primary, which has it.
