@@ -910,6 +910,7 @@ async fn open(
         reading: None,
         catch_up_rows: BATCH,
         check_token: false,
+        closed: false,
     };
     let state = (follow, app, given_up);
     let body = futures_util::stream::unfold(state, |(mut follow, app, mut given_up)| async move {
@@ -931,8 +932,8 @@ async fn open(
     let first = match removed.and_then(|r| r.before) {
         None => Bytes::from_static(b": open\n\n"),
         Some(cut) => Bytes::from(format!(
-            ": open\n: history received before {} was removed: events after the position given \
-             may have gone with it\n\n",
+            ": open\n\n: history received before {} was removed: events after the position \
+             given may have gone with it\n\n",
             crate::time::rfc3339_string(cut)
         )),
     };
@@ -1014,6 +1015,8 @@ struct Follow {
     /// before: the check may wait for a connection (up to 3 s while PostgreSQL does not
     /// answer), which would make the keep-alive late.
     check_token: bool,
+    /// Its token stopped counting: the comment saying so was the last frame.
+    closed: bool,
     token_changes: Changes,
     /// Counts the stream as open while it lives.
     _open: crate::metrics::GaugeGuard,
@@ -1024,13 +1027,20 @@ impl Follow {
     /// KEEP_ALIVE without one (however many items not for this stream came meanwhile); None
     /// ends the stream.
     async fn next(&mut self) -> Option<Bytes> {
-        let keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
-        if std::mem::take(&mut self.check_token) && !self.still_allowed().await {
+        if self.closed {
             return None;
         }
+        let keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
+        if std::mem::take(&mut self.check_token)
+            && let Err(reason) = self.still_allowed().await
+        {
+            return Some(self.close(reason));
+        }
         loop {
-            if self.token_changes.came() && !self.still_allowed().await {
-                return None;
+            if self.token_changes.came()
+                && let Err(reason) = self.still_allowed().await
+            {
+                return Some(self.close(reason));
             }
             if let Some(item) = self.backlog.pop_front() {
                 self.app.metrics.stream_sent(item.messages, None);
@@ -1055,8 +1065,8 @@ impl Follow {
                 // First: nothing is sent on a token after its revocation was heard.
                 biased;
                 () = self.token_changes.next() => {
-                    if !self.still_allowed().await {
-                        return None;
+                    if let Err(reason) = self.still_allowed().await {
+                        return Some(self.close(reason));
                     }
                     continue;
                 }
@@ -1090,20 +1100,27 @@ impl Follow {
     }
 
     /// Whether the stream's token still lets it read: a token revoked, or one created where
-    /// none was presented, ends it. A check that could not be made (the database is away, and
-    /// the stream gets nothing meanwhile) keeps it: the instance hears of tokens again when it
-    /// listens again, and the stream is checked then.
-    async fn still_allowed(&self) -> bool {
+    /// none was presented, ends it (`Err` with the `401`'s reason). A check that could not be
+    /// made (the database is away, and the stream gets nothing meanwhile) keeps it: the instance
+    /// hears of tokens again when it listens again, and the stream is checked then.
+    async fn still_allowed(&self) -> Result<(), String> {
         match access_now(&self.app, self.presented.as_deref()).await {
             Err(Error::Unauthorized(reason)) => {
                 tracing::info!(
                     reason,
                     "a stream's token no longer lets it read; closing it"
                 );
-                false
+                Err(reason.to_string())
             }
-            Ok(_) | Err(_) => true,
+            Ok(_) | Err(_) => Ok(()),
         }
+    }
+
+    /// The last frame of a stream whose token no longer lets it read: a comment saying why (the
+    /// client's next request gets the `401`), after which the stream ends.
+    fn close(&mut self, reason: String) -> Bytes {
+        self.closed = true;
+        Bytes::from(format!(": closed: {reason}\n\n"))
     }
 
     /// A keep-alive comment; the token is checked before the next frame.

@@ -843,8 +843,8 @@ async fn a_position_of_a_removed_event_is_answered_with_the_removals_cut() {
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(
         String::from_utf8_lossy(&first).starts_with(
-            ": open\n: history received before 2023-04-01T00:00:00.000Z was removed: events after \
-             the position given may have gone with it\n\n"
+            ": open\n\n: history received before 2023-04-01T00:00:00.000Z was removed: events \
+             after the position given may have gone with it\n\n"
         ),
         "{first:?}"
     );

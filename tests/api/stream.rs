@@ -28,6 +28,8 @@ struct Message {
 struct Reader {
     body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
+    /// The comments read so far but `: open` and `: keep-alive`.
+    comments: Vec<String>,
 }
 
 impl Reader {
@@ -53,7 +55,11 @@ impl Reader {
         let first = first.expect("the first bytes at once").unwrap().unwrap();
         assert!(first.starts_with(b": open\n\n"), "{path}: {first:?}");
         let rest = String::from_utf8(first[b": open\n\n".len()..].to_vec()).unwrap();
-        Reader { body, buffer: rest }
+        Reader {
+            body,
+            buffer: rest,
+            comments: Vec::new(),
+        }
     }
 
     /// The next message within `within`, or `None`.
@@ -94,6 +100,8 @@ impl Reader {
                         data.push_str(v.trim_start());
                     } else if let Some(v) = line.strip_prefix("id:") {
                         id = Some(v.trim().to_owned());
+                    } else if line.starts_with(':') && line != ": keep-alive" {
+                        self.comments.push(line.to_owned());
                     }
                 }
                 if let Some(event) = event {
@@ -972,6 +980,14 @@ async fn a_stream_ends_when_its_token_stops_counting() {
         Err(()),
         "a token now exists: the stream opened without one ends"
     );
+    // Saying why, in a last comment.
+    assert_eq!(
+        tokenless.comments,
+        [
+            ": closed: this route requires `Authorization: Bearer <token>`; create one with \
+          `calry-hooks token create`"
+        ]
+    );
 
     let request = reqwest::Client::new()
         .get(format!("{}/stream", app.address))
@@ -998,6 +1014,10 @@ async fn a_stream_ends_when_its_token_stops_counting() {
         stream.next_or_end(SOON).await.map(|m| m.map(|m| m.data)),
         Err(()),
         "the revoked token's stream ends, with nothing more sent"
+    );
+    assert_eq!(
+        stream.comments,
+        [": closed: the bearer token is unknown or revoked"]
     );
     assert!(
         revoked_at.elapsed() < Duration::from_secs(5),
