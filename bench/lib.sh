@@ -33,6 +33,7 @@
 BENCH="bench/$(basename "$0")"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
 BIN=${CALRY_HOOKS_BIN:-$TARGET_DIR/release/calry-hooks}
+unset CALRY_HOOKS_BIN # the benchmark's, not a setting: the service would warn of it
 LOADGEN=$TARGET_DIR/release/examples/loadgen
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 if [ ! -x "$PGBIN/initdb" ]; then
