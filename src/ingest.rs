@@ -262,14 +262,16 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                     reconnects += 1;
                     continue;
                 }
-                // A statement stopped by its timeout most often waited for a lock another
-                // session holds on a row this batch writes; its writer waited with it, and the
-                // deliveries queued behind.
+                // A statement cancelled (57014: its timeout, or an administrator's
+                // `pg_cancel_backend`) most often waited for a lock another session holds on a
+                // row this batch writes; its writer waited with it, and the deliveries queued
+                // behind.
                 let (what, detail) = if crate::error::is_query_canceled(&err) {
                     (
-                        "ingest statement timed out (a lock held by another session, or a busy server)",
-                        "storing it took longer than the statement timeout (a lock another \
-                         database session holds, or a busy server); retry later",
+                        "ingest statement cancelled (most often its statement timeout, waiting for \
+                         a lock another session holds)",
+                        "storing it was cancelled by the database, most often at its statement \
+                         timeout while waiting for a lock another session holds; retry later",
                     )
                 } else {
                     (

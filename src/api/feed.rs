@@ -406,7 +406,7 @@ type FeedAnswer = (Option<[(&'static str, String); 1]>, Json<FeedPage>);
     tag = "feed",
     params(FeedParams),
     responses(
-        (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339; `unknown` for a month removed before cuts were recorded). Events after the position that were received before it are gone for this consumer.")), body = FeedPage),
+        (status = 200, description = "The events after `after` (none when `wait` passed first), and `next`.", headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339). Events after the position that were received before it are gone for this consumer.")), body = FeedPage),
         crate::openapi::answers::BadFeedQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,
@@ -433,7 +433,7 @@ pub async fn feed(
         FeedParams,
     ),
     responses(
-        (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339; `unknown` for a month removed before cuts were recorded). Events after the position that were received before it are gone for this consumer.")), body = FeedPage),
+        (status = 200, description = "The workspace's events after `after` (none when `wait` passed first), and `next`.", headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339). Events after the position that were received before it are gone for this consumer.")), body = FeedPage),
         crate::openapi::answers::BadFeedQuery,
         crate::openapi::answers::NoToken,
         crate::openapi::answers::Unavailable,

@@ -419,15 +419,16 @@ impl FeedPosition {
     /// consumer moved to another deployment), would otherwise skip the events before it, or
     /// wait for ever for those after it. (One below the positions removed is not told apart.)
     ///
-    /// `Some` when the position is of an event removed since ([`Removed`]): the events after it
-    /// that were removed too are gone for the consumer, which may want to know.
+    /// `Some` when the position is of an event removed since ([`Removed`]; and a removal is
+    /// recorded): the events after it that were removed too are gone for the consumer, which
+    /// may want to know.
     pub async fn check_given(self, name: &str, db: &mut PgConnection) -> Result<Option<Removed>> {
         if self == FeedPosition::BEGINNING {
             return Ok(None);
         }
         match self.given(db).await? {
             Given::Kept => return Ok(None),
-            Given::Removed => return Ok(Some(removed_before(db).await?)),
+            Given::Removed => return Ok(removed_before(db).await?),
             Given::No => {}
         }
         // Rarely, a month being removed holds it: out of sight, and not yet below the positions
@@ -442,14 +443,14 @@ impl FeedPosition {
             .fetch_one(&mut *db)
             .await;
             match holds {
-                Ok(true) => return Ok(Some(removed_before(db).await?)),
+                Ok(true) => return Ok(removed_before(db).await?),
                 Err(err) if !crate::store::is_undefined_table(&err) => return Err(err.into()),
                 _ => {}
             }
         }
         // A month dropped since the first look is below the positions removed now.
         if self.given(db).await? != Given::No {
-            return Ok(Some(removed_before(db).await?));
+            return Ok(removed_before(db).await?);
         }
         Err(FeedPosition::not_given(name))
     }
@@ -496,29 +497,31 @@ enum Given {
 /// after the position that went with it are gone for the consumer.
 pub const REMOVED_BEFORE: &str = "calry-hooks-removed-before";
 
-/// A position given whose event was removed: history received before `before` is gone (`None`
-/// for a month detached before removals were recorded first, whose cut is not known).
+/// A position given whose event was removed: history received before `before` (the newest
+/// removal's cut) is gone. Told from the position alone, so it is a warning, not an account: an
+/// event received just before a cut can lie after a kept one in the feed, and a removal recorded
+/// and then cut short counts with its whole cut.
 #[derive(Debug, Clone, Copy)]
 pub struct Removed {
-    pub before: Option<DateTime<Utc>>,
+    pub before: DateTime<Utc>,
 }
 
 impl Removed {
-    /// The [`REMOVED_BEFORE`] header's value: the cut in RFC 3339, or `unknown`.
+    /// The [`REMOVED_BEFORE`] header: the cut in RFC 3339.
     pub fn header(self) -> (&'static str, String) {
-        let value = self
-            .before
-            .map_or("unknown".to_owned(), crate::time::rfc3339_string);
-        (REMOVED_BEFORE, value)
+        (REMOVED_BEFORE, crate::time::rfc3339_string(self.before))
     }
 }
 
-/// The newest removal, which the position given is below.
-async fn removed_before(db: &mut PgConnection) -> Result<Removed, sqlx::Error> {
-    let before = sqlx::query_scalar("select max(received_before) from history_removals")
-        .fetch_one(db)
-        .await?;
-    Ok(Removed { before })
+/// The newest removal recorded, which the position given is below; `None` when none is: the
+/// bound of migration 0017 counts every store that held events then, pruned or not, so a
+/// position below it on a store with no removal recorded tells of none.
+async fn removed_before(db: &mut PgConnection) -> Result<Option<Removed>, sqlx::Error> {
+    let before: Option<DateTime<Utc>> =
+        sqlx::query_scalar("select max(received_before) from history_removals")
+            .fetch_one(db)
+            .await?;
+    Ok(before.map(|before| Removed { before }))
 }
 
 /// The keyset tail of a feed statement, whose filters are already pushed: events after `after`

@@ -824,7 +824,7 @@ pub struct LastEventIdHeader {
     status = 200,
     description = "A stream of server-sent events that stays open.",
     content_type = "text/event-stream",
-    headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`Last-Event-ID` or `after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339; `unknown` for a month removed before cuts were recorded), also said in a comment after `: open`. Events after the position that were received before it are gone for this client.")),
+    headers(("Calry-Hooks-Removed-Before" = String, description = "Only when the position given (`Last-Event-ID` or `after`) is of an event removed since (retention, `prune`): the cut of the newest removal (RFC 3339), also said in a comment after `: open`. Events after the position that were received before it are gone for this client.")),
     example = json!("event: event\ndata: {\"hookId\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\",…,\"position\":\"cDE6ODc0MjoxMjA0\"}\n\nevent: status\ndata: {\"workspaceId\":\"6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66\",\"integrationAccountId\":\"4a905074-4dd9-426a-b5a9-cf7c9bb33034\",\"status\":{…},\"causedBy\":\"c1348091-bd3e-4598-9e7f-5ea457f02e85\"}\nid: cDE6ODc0MjoxMjA0\n\n")
 )]
 pub struct Events(#[allow(dead_code)] String);
@@ -929,7 +929,7 @@ async fn open(
     // (nginx over HTTP/2, from an HTTP/1.0 upstream) would otherwise hold it until a message.
     // Said there too when the position given is of an event removed since (as in the header,
     // which an `EventSource` cannot read).
-    let first = match removed.and_then(|r| r.before) {
+    let first = match removed.map(|r| r.before) {
         None => Bytes::from_static(b": open\n\n"),
         Some(cut) => Bytes::from(format!(
             ": open\n\n: history received before {} was removed: events after the position \

@@ -808,12 +808,27 @@ async fn a_position_of_a_removed_event_is_answered_with_the_removals_cut() {
     }
     let (items, _) = read(&app, "/feed").await;
     let (r0, r2) = (&items[0].1, &items[2].1);
+    const HEADER: &str = "calry-hooks-removed-before";
+    // A store upgraded through 0017 and 0018 with events and never pruned: positions below
+    // 0017's bound are taken, but no removal is recorded, so none is told of.
+    sqlx::raw_sql(
+        "update removed_positions set below_xid = (select max(feed_xid) + 1 from events);
+         update feed_origin set seq_from = 1",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(r0).unwrap()).unwrap();
+    let (xid, seq) = text[3..].split_once(':').unwrap();
+    let below = URL_SAFE_NO_PAD.encode(format!("p1:{xid}:{}", seq.parse::<i64>().unwrap() - 1));
+    let answer = app.get(&format!("/feed?after={below}")).await;
+    assert_eq!(answer.status(), 200);
+    assert!(!answer.headers().contains_key(HEADER));
     crate::helpers::received_at(&app, "2023-03-15T00:00:00Z", &["r0", "r1"]).await;
     let cut = "2024-01-01T00:00:00Z".parse().unwrap();
     calry_hooks::store::partitions::remove_before(&app.pool, cut, true)
         .await
         .unwrap();
-    const HEADER: &str = "calry-hooks-removed-before";
     // What the removal recorded: it dropped March 2023 whole, and nothing lay after it before
     // the cut.
     let recorded: chrono::DateTime<chrono::Utc> =
