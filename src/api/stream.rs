@@ -1032,15 +1032,15 @@ impl Follow {
         }
         let keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
         if std::mem::take(&mut self.check_token)
-            && let Err(reason) = self.still_allowed().await
+            && let Some(last) = self.closing().await
         {
-            return Some(self.close(reason));
+            return Some(last);
         }
         loop {
             if self.token_changes.came()
-                && let Err(reason) = self.still_allowed().await
+                && let Some(last) = self.closing().await
             {
-                return Some(self.close(reason));
+                return Some(last);
             }
             if let Some(item) = self.backlog.pop_front() {
                 self.app.metrics.stream_sent(item.messages, None);
@@ -1065,8 +1065,8 @@ impl Follow {
                 // First: nothing is sent on a token after its revocation was heard.
                 biased;
                 () = self.token_changes.next() => {
-                    if let Err(reason) = self.still_allowed().await {
-                        return Some(self.close(reason));
+                    if let Some(last) = self.closing().await {
+                        return Some(last);
                     }
                     continue;
                 }
@@ -1099,28 +1099,23 @@ impl Follow {
         }
     }
 
-    /// Whether the stream's token still lets it read: a token revoked, or one created where
-    /// none was presented, ends it (`Err` with the `401`'s reason). A check that could not be
-    /// made (the database is away, and the stream gets nothing meanwhile) keeps it: the instance
-    /// hears of tokens again when it listens again, and the stream is checked then.
-    async fn still_allowed(&self) -> Result<(), String> {
+    /// Checks that the stream's token still lets it read: a token revoked, or one created where
+    /// none was presented, ends it, and this is its last frame, a comment saying why (the
+    /// client's next request gets the `401`). A check that could not be made (the database is
+    /// away, and the stream gets nothing meanwhile) keeps it: the instance hears of tokens again
+    /// when it listens again, and the stream is checked then.
+    async fn closing(&mut self) -> Option<Bytes> {
         match access_now(&self.app, self.presented.as_deref()).await {
             Err(Error::Unauthorized(reason)) => {
                 tracing::info!(
                     reason,
                     "a stream's token no longer lets it read; closing it"
                 );
-                Err(reason.to_string())
+                self.closed = true;
+                Some(Bytes::from(format!(": closed: {reason}\n\n")))
             }
-            Ok(_) | Err(_) => Ok(()),
+            Ok(_) | Err(_) => None,
         }
-    }
-
-    /// The last frame of a stream whose token no longer lets it read: a comment saying why (the
-    /// client's next request gets the `401`), after which the stream ends.
-    fn close(&mut self, reason: String) -> Bytes {
-        self.closed = true;
-        Bytes::from(format!(": closed: {reason}\n\n"))
     }
 
     /// A keep-alive comment; the token is checked before the next frame.
