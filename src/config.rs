@@ -84,10 +84,7 @@ fn unusable_value(err: &clap::Error) -> Option<String> {
     let long = arg.split(' ').next()?.strip_prefix("--")?;
     let command = Cli::command();
     let found = every_argument(&command).find(|a| a.get_long() == Some(long))?;
-    let name = match found.get_env() {
-        Some(env) => format!("{} (--{long})", env.to_string_lossy()),
-        None => format!("--{long}"),
-    };
+    let name = setting_name(found);
     let value = match err.get(ContextKind::InvalidValue) {
         Some(ContextValue::String(value)) if !found.is_hide_env_values_set() => {
             format!(" {value:?}")
@@ -125,11 +122,20 @@ fn not_text() -> Option<String> {
             .and_then(std::env::var_os)
             .is_some_and(|value| value.to_str().is_none())
     })?;
-    let env = found.get_env()?.to_string_lossy();
-    let long = found.get_long()?;
     Some(format!(
-        "{env} (--{long}) cannot be used: it is not UTF-8 text"
+        "{} cannot be used: it is not UTF-8 text",
+        setting_name(found)
     ))
+}
+
+/// A setting as the refusals name it: "CALRY_HOOKS_LISTEN (--listen)", or its flag alone when it
+/// has no variable.
+fn setting_name(arg: &clap::Arg) -> String {
+    let long = arg.get_long().unwrap_or_default();
+    match arg.get_env() {
+        Some(env) => format!("{} (--{long})", env.to_string_lossy()),
+        None => format!("--{long}"),
+    }
 }
 
 #[derive(Debug, Subcommand)]
