@@ -156,6 +156,19 @@ pub fn is_connection_gone(err: &sqlx::Error) -> bool {
     }
 }
 
+/// PostgreSQL's hint to an error it answered (here or further down `err`'s sources), which
+/// sqlx's message leaves out: with `out of shared memory`, "You might need to increase
+/// max_locks_per_transaction." (a history page locks each month's partition:
+/// docs/OPERATIONS.md, "Locks").
+pub fn hint<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a str> {
+    std::iter::successors(Some(err), |err| err.source()).find_map(|err| {
+        err.downcast_ref::<sqlx::Error>()?
+            .as_database_error()?
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+            .hint()
+    })
+}
+
 /// Errors that say "the database cannot be used right now" rather than "this request is wrong".
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
@@ -292,7 +305,12 @@ impl IntoResponse for Error {
             Error::Unavailable {
                 detail,
                 source: Some(source),
-            } => tracing::warn!(error = %source, detail, "database unavailable"),
+            } => tracing::warn!(
+                error = %source,
+                hint = hint(source),
+                detail,
+                "database unavailable"
+            ),
             _ if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::error!(error = ?self, "request failed");
             }

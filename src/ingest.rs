@@ -325,7 +325,13 @@ fn refused_by_database(err: sqlx::Error) -> Error {
 /// A warning about a batch, once in each delivery's request (so with its request id).
 fn warn_each(batch: &[Pending], err: &sqlx::Error, what: &str) {
     for pending in batch {
-        tracing::warn!(parent: &pending.span, error = %err, deliveries = batch.len(), "{what}");
+        tracing::warn!(
+            parent: &pending.span,
+            error = %err,
+            hint = crate::error::hint(err),
+            deliveries = batch.len(),
+            "{what}"
+        );
     }
 }
 

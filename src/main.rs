@@ -17,6 +17,9 @@ async fn main() {
     let cli = calry_hooks::config::Cli::from_env();
     if let Err(err) = calry_hooks::cli::run(cli).await {
         eprintln!("calry-hooks: {err}");
+        if let Some(hint) = calry_hooks::error::hint(&*err) {
+            eprintln!("calry-hooks: PostgreSQL's hint: {hint}");
+        }
         std::process::exit(1);
     }
 }

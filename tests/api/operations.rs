@@ -2987,3 +2987,79 @@ async fn two_instances_store_each_id_of_no_account_once_with_one_201() {
     })
     .await;
 }
+
+/// A store of many months can outgrow PostgreSQL's lock table: a history page locks each month's
+/// partition (docs/OPERATIONS.md, "Locks"). The answer is a `503`, the log carries the server's
+/// hint, which names the setting to raise (sqlx's message alone says "out of shared memory"),
+/// and so does a start-up that fails on it.
+#[tokio::test]
+async fn a_store_past_the_servers_lock_table_names_the_setting_to_raise() {
+    let dir = crate::helpers::scratch("locks", "");
+    let cluster = Cluster::start(&dir, Role::Serve).await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+        &cluster.connect_options("postgres"),
+    )
+    .await
+    .unwrap();
+    for setting in ["max_locks_per_transaction = 10", "max_connections = 20"] {
+        sqlx::query(&format!("alter system set {setting}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    cluster.stop().await;
+    let log = crate::helpers::scratch("locks", ".log");
+    let service = || {
+        let mut service = binary(None);
+        service.env("CALRY_HOOKS_DATA_DIR", &dir).arg("serve");
+        service
+    };
+    let (mut serving, address) = start_binary(service(), &log).await;
+    let page = format!("{address}/workspaces/w/events");
+    assert_eq!(reqwest::get(&page).await.unwrap().status(), 200);
+    // Ten years of months, one transaction each (all in one would need the locks it lacks).
+    let joined = Cluster::start(&dir, Role::Command).await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+        &joined.connect_options("calry_hooks"),
+    )
+    .await
+    .unwrap();
+    for month in 0..120 {
+        sqlx::query("select ensure_event_partitions(d, d) from (select date '2017-01-01' + $1 * interval '1 month' as d) m")
+            .bind(month)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    problem(reqwest::get(&page).await.unwrap(), 503).await;
+    // A batch's statement reads the accounts' events in every month too.
+    let delivery = reqwest::Client::new()
+        .post(format!("{address}/webhooks/calry"))
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    problem(delivery, 503).await;
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let hint = "You might need to increase max_locks_per_transaction";
+    for route in ["/workspaces/w/events", "/webhooks/calry"] {
+        assert!(
+            logs.lines().any(|line| line.contains(route)
+                && line.contains("out of shared memory")
+                && line.contains(&format!("hint=\"{hint}"))),
+            "{route}: {logs}"
+        );
+    }
+    serving.kill().await.unwrap();
+    joined.stop().await;
+    let started = service().output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&started.stderr);
+    assert!(
+        !started.status.success()
+            && stderr.contains(&format!("calry-hooks: PostgreSQL's hint: {hint}")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
