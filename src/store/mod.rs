@@ -476,9 +476,22 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// Applies this build's migrations that the store lacks.
+/// Applies this build's migrations that the store lacks, on a connection of `pool`'s server
+/// without the service's statement timeout: a migration may rewrite or read a whole table in one
+/// statement (0003 numbers every event), which takes minutes on a store of millions of events.
+/// Waiting for a lock is still bounded as before, so that a migration queued behind another
+/// session's lock does not hold back, for long, everything queued behind its own.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    sqlx::migrate!().run(pool).await.map_err(|err| match err {
+    let lock_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("statement_timeout", "0"), ("lock_timeout", &lock_timeout)]);
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(StoreError::Connect)?;
+    let applied = sqlx::migrate!().run(&mut conn).await;
+    let _ = conn.close().await;
+    applied.map_err(|err| match err {
         // sqlx says "migration N was previously applied but is missing in the resolved
         // migrations": what it means is a newer build's store.
         sqlx::migrate::MigrateError::VersionMissing(applied) if applied > latest_migration() => {

@@ -97,17 +97,9 @@ async fn instances_started_at_the_same_moment_on_a_new_database_all_start() {
         .unwrap();
 }
 
-/// SPEC §13: a store that an earlier main made keeps every answer, every token and every feed
-/// position across `migrate`: its table becomes the first partition, and ingest goes on beside
-/// it. The store is what the binary of main before hook ids and partitions (migrations
-/// 0001–0004) wrote, and the answers are what it gave (tests/api/old_store/make.py made both).
-#[tokio::test]
-async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers() {
-    use crate::helpers::{TestDb, event};
-    use serde_json::{Value, json};
-
-    let made: Value = serde_json::from_str(include_str!("old_store/answers.json")).unwrap();
-    let db = TestDb::create().await;
+/// The store of tests/api/old_store (migrations 0001–0004, from another server) loaded into
+/// `db`, not migrated further, on a pool of the service's settings.
+async fn old_store(db: &crate::helpers::TestDb) -> sqlx::PgPool {
     // On a connection of its own: the dump sets its session's settings (search_path above all).
     let mut load = sqlx::PgConnection::connect_with(&db.options).await.unwrap();
     sqlx::raw_sql(include_str!("old_store/store.sql"))
@@ -133,7 +125,54 @@ async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers(
             .await
             .unwrap();
     }
+    pool
+}
 
+/// A migration may run one statement for minutes on a large store (0003 numbered every event in
+/// one `update`; an upgrade of a 1M-event store from before the feed took 67 s there), past the
+/// service's statement timeout (10 s), which once cancelled it, so that such a store could not
+/// be upgraded at all. Here the statement that creates `hook_ids` (migration 0005) takes 11 s,
+/// held by an event trigger of this test's database.
+#[tokio::test]
+async fn a_migration_statement_may_run_past_the_services_statement_timeout() {
+    let db = crate::helpers::TestDb::create().await;
+    let pool = old_store(&db).await;
+    sqlx::raw_sql(
+        "create function slow_hook_ids() returns event_trigger language plpgsql as $$
+         begin
+             if exists (select from pg_event_trigger_ddl_commands()
+                        where object_identity = 'public.hook_ids') then
+                 perform pg_sleep(11);
+             end if;
+         end $$;
+         create event trigger slow_hook_ids on ddl_command_end
+             when tag in ('CREATE TABLE') execute function slow_hook_ids();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    calry_hooks::store::migrate(&pool).await.unwrap();
+    assert!(started.elapsed() > std::time::Duration::from_secs(11));
+    let level: i64 = sqlx::query_scalar("select max(version) from _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(level, calry_hooks::store::latest_migration());
+}
+
+/// SPEC §13: a store that an earlier main made keeps every answer, every token and every feed
+/// position across `migrate`: its table becomes the first partition, and ingest goes on beside
+/// it. The store is what the binary of main before hook ids and partitions (migrations
+/// 0001–0004) wrote, and the answers are what it gave (tests/api/old_store/make.py made both).
+#[tokio::test]
+async fn a_store_from_before_partitions_upgrades_in_place_with_the_same_answers() {
+    use crate::helpers::{TestDb, event};
+    use serde_json::{Value, json};
+
+    let made: Value = serde_json::from_str(include_str!("old_store/answers.json")).unwrap();
+    let db = TestDb::create().await;
+    let pool = old_store(&db).await;
     calry_hooks::store::migrate(&pool).await.unwrap();
     let partition: String =
         sqlx::query_scalar("select distinct tableoid::regclass::text from events")
