@@ -161,6 +161,46 @@ async fn a_migration_statement_may_run_past_the_services_statement_timeout() {
     assert_eq!(level, calry_hooks::store::latest_migration());
 }
 
+/// A consumer may hold the position of an event that an earlier build pruned, one without any
+/// record of what it removed (as the store of tests/api/old_store, from before migration 0008).
+/// After the upgrade the feed goes on from the next event kept; it once refused such a position
+/// as "not a position this service gave out", for good.
+#[tokio::test]
+async fn a_position_of_an_event_pruned_before_the_upgrade_is_still_taken() {
+    use serde_json::Value;
+
+    let made: Value = serde_json::from_str(include_str!("old_store/answers.json")).unwrap();
+    let feed = made["answers"]["/feed?limit=100"]["items"]
+        .as_array()
+        .unwrap();
+    let db = crate::helpers::TestDb::create().await;
+    let pool = old_store(&db).await;
+    // What that build's `prune` did: a plain delete of the oldest events.
+    let pruned: Vec<&str> = feed[..3]
+        .iter()
+        .map(|e| e["hookId"].as_str().unwrap())
+        .collect();
+    sqlx::query("delete from events where hook_id = any($1)")
+        .bind(&pruned)
+        .execute(&pool)
+        .await
+        .unwrap();
+    calry_hooks::store::migrate(&pool).await.unwrap();
+    let app = crate::helpers::serve_default(&pool, Some(db)).await;
+    let saved = feed[1]["position"].as_str().unwrap();
+    let page = app
+        .client
+        .get(format!("{}/feed?after={saved}&limit=1&wait=5", app.address))
+        .bearer_auth(made["tokens"]["all"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = page.status();
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["hookId"], feed[3]["hookId"], "{page}");
+}
+
 /// SPEC §13: a store that an earlier main made keeps every answer, every token and every feed
 /// position across `migrate`: its table becomes the first partition, and ingest goes on beside
 /// it. The store is what the binary of main before hook ids and partitions (migrations
