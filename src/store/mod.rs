@@ -491,18 +491,22 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .map_err(StoreError::Connect)?;
     let applied = sqlx::migrate!().run(&mut conn).await;
     let _ = conn.close().await;
-    applied.map_err(|err| match err {
+    match applied {
+        Ok(()) => Ok(()),
         // sqlx says "migration N was previously applied but is missing in the resolved
-        // migrations": what it means is a newer build's store.
-        sqlx::migrate::MigrateError::VersionMissing(applied) if applied > latest_migration() => {
-            StoreError::Newer {
-                applied,
+        // migrations", N the first it does not know: what it means is a newer build's store,
+        // named by its newest migration, as the commands that do not migrate name it.
+        Err(sqlx::migrate::MigrateError::VersionMissing(first)) if first > latest_migration() => {
+            Err(StoreError::Newer {
+                applied: schema_level(pool).await.ok().flatten().unwrap_or(first),
                 known: latest_migration(),
-            }
+            })
         }
-        sqlx::migrate::MigrateError::VersionMismatch(version) => StoreError::Unknown(version),
-        err => StoreError::Migrate(err),
-    })
+        Err(sqlx::migrate::MigrateError::VersionMismatch(version)) => {
+            Err(StoreError::Unknown(version))
+        }
+        Err(err) => Err(StoreError::Migrate(err)),
+    }
 }
 
 /// The error of work that `who` (PostgreSQL) did not answer `within`.

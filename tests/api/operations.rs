@@ -2243,10 +2243,12 @@ async fn one_off_commands_neither_create_nor_migrate_a_store() {
     }
     assert_eq!(store::schema_level(&admin).await.unwrap(), Some(latest - 1));
 
-    // A newer build's store: refused by the commands, by `migrate` and by the service.
+    // A newer build's store: refused by the commands, by `migrate` and by the service, each
+    // naming its newest migration (sqlx names the first it does not know).
     sqlx::query(
         "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
-         values ($1, 'back', true, $2, 0), ($1 + 1, 'from a newer build', true, $2, 0)",
+         values ($1, 'back', true, $2, 0), ($1 + 1, 'from a newer build', true, $2, 0),
+                ($1 + 2, 'from a newer build', true, $2, 0)",
     )
     .bind(latest)
     .bind(&behind[0].1)
@@ -2264,7 +2266,7 @@ async fn one_off_commands_neither_create_nor_migrate_a_store() {
             stderr.contains(&format!(
                 "migrated by a newer version of calry-hooks (migration {}; this build knows up \
                  to {latest})",
-                latest + 1
+                latest + 2
             )),
             "{args:?}: {stderr}"
         );
