@@ -481,7 +481,26 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
 /// statement (0003 numbers every event), which takes minutes on a store of millions of events.
 /// Waiting for a lock is still bounded as before, so that a migration queued behind another
 /// session's lock does not hold back, for long, everything queued behind its own.
+///
+/// A store that holds every migration of this build, each as this build has it, is left alone:
+/// sqlx would first `create table if not exists _sqlx_migrations`, which a role that may not
+/// create in the schema is refused even when the table is there.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!();
+    let applied: Result<Vec<(i64, Vec<u8>)>, _> =
+        sqlx::query_as("select version, checksum from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await;
+    if let Ok(applied) = applied
+        && applied.len() == migrator.iter().count()
+        && migrator.iter().all(|known| {
+            applied.iter().any(|(version, checksum)| {
+                *version == known.version && **checksum == *known.checksum
+            })
+        })
+    {
+        return Ok(());
+    }
     let lock_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
     let options = (*pool.connect_options())
         .clone()
@@ -489,7 +508,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let mut conn = PgConnection::connect_with(&options)
         .await
         .map_err(StoreError::Connect)?;
-    let applied = sqlx::migrate!().run(&mut conn).await;
+    let applied = migrator.run(&mut conn).await;
     let _ = conn.close().await;
     match applied {
         Ok(()) => Ok(()),

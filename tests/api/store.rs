@@ -650,3 +650,37 @@ async fn a_query_connection_idle_for_a_while_is_checked_before_it_is_handed_out(
     drop(conn);
     pool.close().await;
 }
+
+/// A store migrated by its owner can be served by a role that may only read and write its
+/// tables: `serve` migrates nothing when every migration is there, where sqlx's first statement,
+/// `create table if not exists _sqlx_migrations`, is refused to a role that may not create in
+/// the schema even when the table is there (PostgreSQL 15's `public`).
+#[tokio::test]
+async fn a_role_that_may_only_read_and_write_the_tables_serves_a_migrated_store() {
+    let db = crate::helpers::TestDb::create().await;
+    let owner = db.pool().await;
+    let role = format!("calry_dml_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&format!(
+        "create role {role} login;
+         grant usage on schema public to {role};
+         grant select, insert, update, delete on all tables in schema public to {role};
+         grant usage, select on all sequences in schema public to {role};"
+    ))
+    .execute(&owner)
+    .await
+    .unwrap();
+    let pool = calry_hooks::store::connect(db.options.clone().username(&role), 4);
+    calry_hooks::store::migrate(&pool).await.unwrap();
+    let app = crate::helpers::serve_default(&pool, None).await;
+    assert_eq!(app.deliver(&crate::helpers::seed()).await.status(), 201);
+    let page = app
+        .get_json("/workspaces/6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66/events")
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    drop(app);
+    pool.close().await;
+    sqlx::raw_sql(&format!("drop owned by {role}; drop role {role}"))
+        .execute(&owner)
+        .await
+        .unwrap();
+}
