@@ -89,6 +89,7 @@ impl App {
             settings.writers.max(1) as u32,
             metrics.pool_waiting.clone(),
         );
+        tokio::spawn(writer_pool.clone().open_all());
         let (ingestor, writers) = Ingestor::start(writer_pool.clone(), settings);
         let readers = Pool::new(
             &pool,

@@ -173,6 +173,20 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
              instance",
         ));
     }
+    // Deliveries need a writer's connection: with none open (the server refused them: its
+    // connection slots all taken, a role's limit reached), one is opened now or the instance is
+    // not ready, however the query routes fare.
+    if app.ingestor.pool().counts().0 == 0 {
+        let writer = tokio::time::timeout(READY_TIMEOUT, app.ingestor.pool().acquire())
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        if let Err(e) = writer {
+            return Err(Error::Unavailable {
+                detail: format!("the ingest writers cannot connect: {}", kind_of(&e)),
+                source: Some(e),
+            });
+        }
+    }
     let replica = check_replica(&app, &mut db).await.map_err(|e| {
         app.readers.discard(db);
         Error::Unavailable {
@@ -235,6 +249,9 @@ fn kind_of(err: &sqlx::Error) -> &'static str {
     match err {
         sqlx::Error::PoolTimedOut => "no connection within the acquire timeout",
         sqlx::Error::Io(_) => "connection failed",
+        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("53")) => {
+            "the server is out of connection slots or memory"
+        }
         sqlx::Error::Database(_) => "query failed",
         _ => "unavailable",
     }

@@ -88,6 +88,9 @@ pub enum StoreError {
     NotMigrated { applied: i64, needed: i64 },
 }
 
+/// The `application_name` of the ingest writers' connections.
+pub const WRITER_NAME: &str = "calry-hooks writer";
+
 /// The ingest writers' connections: one per writer, so that no query ever holds up a delivery,
 /// on a [`Pool`] (which counts the writers waiting for one). Unlike sqlx's pool, it does
 /// not ping each connection given back (a round trip per batch, which a network gone silent
@@ -117,6 +120,7 @@ impl WriterPool {
     pub fn new(queries: &PgPool, writers: u32, waiting: Gauge) -> WriterPool {
         let options = (*queries.connect_options())
             .clone()
+            .application_name(WRITER_NAME)
             .options([
                 ("enable_hashjoin", "off"),
                 ("enable_mergejoin", "off"),
@@ -139,7 +143,38 @@ impl WriterPool {
         &self.queries
     }
 
-    /// A connection, within [`ACQUIRE_TIMEOUT`].
+    /// Opens every writer's connection now rather than at the first deliveries, which could
+    /// find the server's connection slots all taken by then (by the query routes' connections,
+    /// which are kept once open): every delivery was then answered `503` for as long as they
+    /// stayed. It takes only connections no writer is using, without waiting (writers that took
+    /// theirs first opened them), and one the server refuses is opened when needed, as before.
+    pub async fn open_all(self) {
+        let pool = &self.connections.pool;
+        let now = deadpool::managed::Timeouts {
+            wait: Some(Duration::ZERO),
+            ..pool.timeouts()
+        };
+        let mut opened = Vec::new();
+        for _ in 0..pool.status().max_size {
+            match pool.timeout_get(&now).await {
+                Ok(conn) => opened.push(conn),
+                Err(deadpool::managed::PoolError::Timeout(
+                    deadpool::managed::TimeoutType::Wait,
+                )) => {
+                    return;
+                }
+                Err(err) => {
+                    let err = from_pool_error(err);
+                    return tracing::warn!(
+                        error = %err,
+                        hint = crate::error::hint(&err),
+                        "could not open the ingest writers' connections; each is opened when needed"
+                    );
+                }
+            }
+        }
+    }
+
     pub async fn acquire(&self) -> Result<ReadConnection, sqlx::Error> {
         self.connections.acquire().await
     }
@@ -248,11 +283,7 @@ impl Pool {
     /// A connection, within [`ACQUIRE_TIMEOUT`].
     pub async fn acquire(&self) -> Result<ReadConnection, sqlx::Error> {
         let _waiting = GaugeGuard::new(&self.waiting);
-        self.pool.get().await.map_err(|e| match e {
-            deadpool::managed::PoolError::Backend(e) => e,
-            deadpool::managed::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
-            _ => sqlx::Error::PoolClosed,
-        })
+        self.pool.get().await.map_err(from_pool_error)
     }
 
     /// A connection, with what `first` — the request's first statement — returned on it. If that
@@ -373,8 +404,21 @@ impl Database {
         }
         let (options, cluster) = Database::server(config, role).await?;
         let name = format!("database {}", options.get_database().unwrap_or("postgres"));
+        // A first connection of its own, so that a refusal is PostgreSQL's own words ("too many
+        // clients already"), where a pool's says only that it timed out.
+        let level = match connect_once(&options).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                None
+            }
+            Err(err) => Some(Err(err)),
+        };
         let pool = connect(options, 1);
-        let refusal = match schema_level(&pool).await {
+        let level = match level {
+            Some(failed) => failed,
+            None => schema_level(&pool).await,
+        };
+        let refusal = match level {
             Err(err)
                 if err.as_database_error().and_then(|e| e.code()).as_deref() == Some("3D000") =>
             {
@@ -528,6 +572,23 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     }
 }
 
+/// A [`Pool`]'s error as sqlx's pool would have it.
+fn from_pool_error(err: deadpool::managed::PoolError<sqlx::Error>) -> sqlx::Error {
+    match err {
+        deadpool::managed::PoolError::Backend(err) => err,
+        deadpool::managed::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+        _ => sqlx::Error::PoolClosed,
+    }
+}
+
+/// One connection, within [`CONNECT_TIMEOUT`]: a server that accepts the connection and never
+/// answers would hold start-up, or a command, for ever.
+async fn connect_once(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
+        .await
+        .unwrap_or_else(|_| Err(no_answer("the server", CONNECT_TIMEOUT)))
+}
+
 /// The error of work that `who` (PostgreSQL) did not answer `within`.
 pub fn no_answer(who: &str, within: Duration) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
@@ -540,11 +601,7 @@ pub fn no_answer(who: &str, within: Duration) -> sqlx::Error {
 /// database.
 pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), StoreError> {
     let name = options.get_database().unwrap_or("postgres").to_owned();
-    // A server that accepts the connection and never answers would hold start-up for ever.
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(options))
-        .await
-        .unwrap_or_else(|_| Err(no_answer("the server", CONNECT_TIMEOUT)));
-    match first {
+    match connect_once(options).await {
         Ok(conn) => {
             let _ = conn.close().await;
             return Ok(());

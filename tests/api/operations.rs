@@ -615,7 +615,8 @@ async fn a_delivery_after_the_database_stopped_is_told_it_is_unavailable() {
     });
     crate::helpers::wait_for_lock_waiters(&app.pool, 12).await;
     lock.rollback().await.unwrap();
-    assert!(burst.await.unwrap().iter().all(|s| *s == 201));
+    let statuses = burst.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     cluster.stop().await;
     let after = event(
         "after",
@@ -3064,4 +3065,102 @@ async fn a_store_past_the_servers_lock_table_names_the_setting_to_raise() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ingest writers open their connections at start, not at the first deliveries: by then the
+/// query routes' connections (kept once open) could hold every slot the server has, and each
+/// delivery was answered `503` for as long as they did.
+#[tokio::test]
+async fn the_ingest_writers_connect_at_start() {
+    let app = spawn_app().await;
+    writers_connected(&app.pool, 2).await;
+}
+
+/// Waits until `n` writer connections are open on the test's database.
+async fn writers_connected(pool: &sqlx::PgPool, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let writers: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+              where datname = current_database() and application_name = $1",
+        )
+        .bind(store::WRITER_NAME)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if writers == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{writers} writers connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `/readyz` is `503` while the writers cannot connect (the role's connection limit reached, or
+/// the server's), however the query routes fare: every delivery fails meanwhile. It said `200`.
+#[tokio::test]
+async fn readyz_is_503_while_the_ingest_writers_cannot_connect() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let role = format!("calry_limited_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&format!(
+        "create role {role} login;
+         grant usage on schema public to {role};
+         grant select, insert, update, delete on all tables in schema public to {role};
+         grant usage, select on all sequences in schema public to {role};"
+    ))
+    .execute(&owner)
+    .await
+    .unwrap();
+    let pool = store::connect(db.options.clone().username(&role), 4);
+    let app = crate::helpers::serve_default(&pool, None).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    writers_connected(&owner, 2).await;
+    // No new session for the role; its writers' sessions ended.
+    sqlx::raw_sql(&format!(
+        "alter role {role} connection limit 0;
+         select pg_terminate_backend(pid) from pg_stat_activity
+          where usename = '{role}' and application_name = '{}'",
+        store::WRITER_NAME
+    ))
+    .execute(&owner)
+    .await
+    .unwrap();
+    problem(app.deliver(&seed()).await, 503).await;
+    let ready = problem(app.get("/readyz").await, 503).await;
+    assert_eq!(
+        ready["detail"],
+        "the ingest writers cannot connect: the server is out of connection slots or memory",
+        "{ready}"
+    );
+    // A one-off command says PostgreSQL's reason, where a pool's timeout hid it.
+    let mut url = reqwest::Url::parse(&crate::helpers::server_url(&db.name)).unwrap();
+    url.set_username(&role).unwrap();
+    let command = binary(None)
+        .env("DATABASE_URL", url.as_str())
+        .args(["token", "list"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&command.stderr);
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL")
+            && stderr.contains("too many connections for role"),
+        "{stderr}"
+    );
+    sqlx::query(&format!("alter role {role} connection limit -1"))
+        .execute(&owner)
+        .await
+        .unwrap();
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    drop(app);
+    pool.close().await;
+    sqlx::raw_sql(&format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}';
+         drop owned by {role}; drop role {role}"
+    ))
+    .execute(&owner)
+    .await
+    .unwrap();
 }
