@@ -173,6 +173,32 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
              instance",
         ));
     }
+    // Deliveries need a partition for this month: the service makes it ahead, and at once when a
+    // delivery finds none, but a role that does not own `events` cannot (docs/OPERATIONS.md,
+    // "Roles and privileges"), and then every delivery fails until someone does.
+    let month = sqlx::query_scalar(
+        "select exists (select from event_partitions
+                         where not pending and received_from <= now() and now() < received_to)",
+    );
+    let made = match month.fetch_one(&mut *db).await {
+        Ok(true) => Ok(()),
+        Ok(false) => crate::store::partitions::ensure(&mut *db).await.map(drop),
+        Err(e) => {
+            app.readers.discard(db);
+            return Err(Error::Unavailable {
+                detail: format!("the database is not ready: {}", kind_of(&e)),
+                source: Some(e),
+            });
+        }
+    };
+    if let Err(e) = made {
+        return Err(Error::Unavailable {
+            detail: "no history partition holds this month and none could be made (the role \
+                     must own the events table); deliveries fail until one is made"
+                .to_owned(),
+            source: Some(e),
+        });
+    }
     // Deliveries need a writer's connection: with none open (the server refused them: its
     // connection slots all taken, a role's limit reached), one is opened now or the instance is
     // not ready, however the query routes fare.

@@ -875,3 +875,30 @@ pub async fn succeeds(mut command: tokio::process::Command) -> String {
     );
     stdout
 }
+
+/// A new role that may only read and write the tables of `owner`'s database (neither create in
+/// its schema nor own a table), for a service run as it; [`drop_role`] removes it.
+pub async fn role_with_table_rights(owner: &PgPool) -> String {
+    let role = format!("calry_dml_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&format!(
+        "create role {role} login;
+         grant usage on schema public to {role};
+         grant select, insert, update, delete on all tables in schema public to {role};
+         grant usage, select on all sequences in schema public to {role};"
+    ))
+    .execute(owner)
+    .await
+    .unwrap();
+    role
+}
+
+/// Ends `role`'s sessions and removes it (see [`role_with_table_rights`]).
+pub async fn drop_role(owner: &PgPool, role: &str) {
+    sqlx::raw_sql(&format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}';
+         drop owned by {role}; drop role {role}"
+    ))
+    .execute(owner)
+    .await
+    .unwrap();
+}

@@ -3102,16 +3102,7 @@ async fn writers_connected(pool: &sqlx::PgPool, n: i64) {
 async fn readyz_is_503_while_the_ingest_writers_cannot_connect() {
     let db = TestDb::create().await;
     let owner = db.pool().await;
-    let role = format!("calry_limited_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!(
-        "create role {role} login;
-         grant usage on schema public to {role};
-         grant select, insert, update, delete on all tables in schema public to {role};
-         grant usage, select on all sequences in schema public to {role};"
-    ))
-    .execute(&owner)
-    .await
-    .unwrap();
+    let role = crate::helpers::role_with_table_rights(&owner).await;
     let pool = store::connect(db.options.clone().username(&role), 4);
     let app = crate::helpers::serve_default(&pool, None).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
@@ -3156,11 +3147,50 @@ async fn readyz_is_503_while_the_ingest_writers_cannot_connect() {
     assert_eq!(app.deliver(&seed()).await.status(), 201);
     drop(app);
     pool.close().await;
-    sqlx::raw_sql(&format!(
-        "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}';
-         drop owned by {role}; drop role {role}"
-    ))
-    .execute(&owner)
-    .await
-    .unwrap();
+    crate::helpers::drop_role(&owner, &role).await;
+}
+
+/// `/readyz` is `503` while no partition holds this month and the instance cannot make one (its
+/// role does not own `events`): every delivery fails meanwhile. It said `200`. An instance that
+/// may make it does so, and stays ready.
+#[tokio::test]
+async fn readyz_is_503_while_this_month_has_no_partition_it_can_make() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let month: String =
+        sqlx::query_scalar("select 'events_' || to_char(now() at time zone 'UTC', 'YYYYMM')")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+    let gone = format!("alter table events detach partition {month}; drop table {month}");
+    let owners = crate::helpers::serve_default(&owner, None).await;
+    assert_eq!(owners.get("/readyz").await.status(), 200);
+    sqlx::raw_sql(&gone).execute(&owner).await.unwrap();
+    assert_eq!(owners.get("/readyz").await.status(), 200);
+    let made: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(&month)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert!(made, "{month} made again");
+    sqlx::raw_sql(&gone).execute(&owner).await.unwrap();
+
+    let role = crate::helpers::role_with_table_rights(&owner).await;
+    let pool = store::connect(db.options.clone().username(&role), 4);
+    let app = crate::helpers::serve_default(&pool, None).await;
+    let ready = problem(app.get("/readyz").await, 503).await;
+    assert!(
+        ready["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no history partition holds this month and none could be made"),
+        "{ready}"
+    );
+    problem(app.deliver(&seed()).await, 503).await;
+    store::partitions::ensure(&owner).await.unwrap();
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(app.deliver(&seed()).await.status(), 201);
+    drop(app);
+    pool.close().await;
+    crate::helpers::drop_role(&owner, &role).await;
 }

@@ -659,16 +659,7 @@ async fn a_query_connection_idle_for_a_while_is_checked_before_it_is_handed_out(
 async fn a_role_that_may_only_read_and_write_the_tables_serves_a_migrated_store() {
     let db = crate::helpers::TestDb::create().await;
     let owner = db.pool().await;
-    let role = format!("calry_dml_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!(
-        "create role {role} login;
-         grant usage on schema public to {role};
-         grant select, insert, update, delete on all tables in schema public to {role};
-         grant usage, select on all sequences in schema public to {role};"
-    ))
-    .execute(&owner)
-    .await
-    .unwrap();
+    let role = crate::helpers::role_with_table_rights(&owner).await;
     let pool = calry_hooks::store::connect(db.options.clone().username(&role), 4);
     calry_hooks::store::migrate(&pool).await.unwrap();
     let app = crate::helpers::serve_default(&pool, None).await;
@@ -679,8 +670,5 @@ async fn a_role_that_may_only_read_and_write_the_tables_serves_a_migrated_store(
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
     drop(app);
     pool.close().await;
-    sqlx::raw_sql(&format!("drop owned by {role}; drop role {role}"))
-        .execute(&owner)
-        .await
-        .unwrap();
+    crate::helpers::drop_role(&owner, &role).await;
 }
