@@ -193,6 +193,9 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
                 || code == "40001"
                 || code == "40P01"
                 || code == "3D000" // database dropped under us
+                // A read-only transaction (25006): the server is a standby (a failover's old
+                // primary), or the database was set `default_transaction_read_only`.
+                || code == "25006"
         }),
         _ => false,
     }
@@ -417,14 +420,14 @@ mod tests {
 
     /// SPEC §3: "database unavailable or overloaded → 503 with Retry-After": the server out of
     /// resources (class 53), shutting down, a lost connection, a session ended for standing idle
-    /// in its transaction (a paused instance's writer), a serialization failure or a deadlock
-    /// are worth retrying; a statement timeout is the query's cost (400); anything else
+    /// in its transaction (a paused instance's writer), a serialization failure or a deadlock,
+    /// a read-only database (a failover's old primary) are worth retrying; a statement timeout is the query's cost (400); anything else
     /// is a fault of ours (500), never a 503 that asks for the same thing again.
     #[test]
     fn sqlstates_map_to_503_400_or_500() {
         for code in [
             "53000", "53100", "53200", "53300", "08006", "57P01", "57P03", "25P03", "40001",
-            "40P01", "3D000",
+            "40P01", "3D000", "25006",
         ] {
             assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
         }

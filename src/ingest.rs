@@ -244,7 +244,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             // (elsewhere they are a `503`): here the batch simply runs again.
             Err(err) if is_contention(&err) => {
                 tracing::debug!(error = %err, "batch contended; retrying");
-                held_up = "its batch met deadlocks with other writes";
+                held_up = "its batch met deadlocks or serialization failures with other writes";
             }
             Err(err) if crate::store::partitions::is_missing(&err) => {
                 tracing::warn!(error = %err, "no history partition for now; creating it");
@@ -299,6 +299,14 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             }
         }
         rounds += 1; // an ended connection's round (`continue` above) does not count
+    }
+    for pending in &batch {
+        tracing::warn!(
+            parent: &pending.span,
+            deliveries = batch.len(),
+            rounds = MAX_ROUNDS,
+            "batch not stored after its rounds: {held_up}"
+        );
     }
     answer_all(batch, || {
         Error::unavailable(format!("{held_up}; retry later"))

@@ -176,13 +176,22 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     // Deliveries need a partition for this month: the service makes it ahead, and at once when a
     // delivery finds none, but a role that does not own `events` cannot (docs/OPERATIONS.md,
     // "Roles and privileges"), and then every delivery fails until someone does.
-    let month = sqlx::query_scalar(
+    // Nor can they be stored in a read-only database: a standby (a failover's old primary), or
+    // one set `default_transaction_read_only`.
+    let month = sqlx::query_as(
         "select exists (select from event_partitions
-                         where not pending and received_from <= now() and now() < received_to)",
+                         where not pending and received_from <= now() and now() < received_to),
+                current_setting('transaction_read_only')::boolean",
     );
     let made = match month.fetch_one(&mut *db).await {
-        Ok(true) => Ok(()),
-        Ok(false) => crate::store::partitions::ensure(&mut *db).await.map(drop),
+        Ok((_, true)) => {
+            return Err(Error::unavailable(
+                "the database is read-only (a standby, or default_transaction_read_only is on): \
+                 deliveries cannot be stored",
+            ));
+        }
+        Ok((true, false)) => Ok(()),
+        Ok((false, false)) => crate::store::partitions::ensure(&mut *db).await.map(drop),
         Err(e) => {
             app.readers.discard(db);
             return Err(Error::Unavailable {

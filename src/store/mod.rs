@@ -64,6 +64,14 @@ pub enum StoreError {
     },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A database of another encoding cannot hold every JSON string (SQL_ASCII stores the bytes
+    /// but refuses `\u` escapes; LATIN1 refuses most of Unicode).
+    #[error(
+        "the database's encoding is {0}, and calry-hooks needs UTF8 to store any JSON text: \
+         create its database with `createdb -E UTF8 -T template0` (or `create database … \
+         encoding 'UTF8' template template0`)"
+    )]
+    Encoding(String),
     #[error(
         "the store was migrated by a newer version of calry-hooks (migration {applied}; this \
          build knows up to {known}): run that version or a later one"
@@ -502,18 +510,36 @@ pub fn options_from_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     PgConnectOptions::from_str(url)
 }
 
+/// What the service relies on in every session, whatever the server's, the database's or the
+/// role's defaults say (an outside review ran it on servers configured otherwise).
+pub const SESSION: [(&str, &str); 5] = [
+    // A 2xx means committed and flushed, whatever the server's default.
+    ("synchronous_commit", "on"),
+    // Every statement here is short and runs again and again; compiling one (as the server's
+    // default does once a plan's estimate passes jit_above_cost, which a large or
+    // many-partition store's estimates can) costs far more than it saves.
+    ("jit", "off"),
+    // Ingest and the feed rely on each statement seeing what committed before it began (the
+    // account locks are taken before the batch statement's snapshot): under `repeatable read`
+    // or `serializable` a batch's snapshot is its first statement's, and ingest met
+    // serialization failures until it stopped.
+    // (The space escaped: sqlx passes the settings as `-c name=value` options, split at spaces.)
+    ("default_transaction_isolation", r"read\ committed"),
+    // The service bounds its own waits (statement timeouts, and `lock_timeout` where it sets
+    // one itself); a server default of a few milliseconds answered deliveries `500`.
+    ("lock_timeout", "0"),
+    // Pools keep their connections, and the listening one idles by design: a server that ended
+    // idle sessions ended it every few seconds, waking every long poll and stream each time.
+    ("idle_session_timeout", "0"),
+];
+
 /// The service's pool: bounded waits, so an outage answers 503 instead of hanging.
 pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
     let statement_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
-    let options = options.application_name("calry-hooks").options([
-        ("statement_timeout", statement_timeout.as_str()),
-        // A 2xx means committed and flushed, whatever the server's default.
-        ("synchronous_commit", "on"),
-        // Every statement here is short and runs again and again; compiling one (as the
-        // server's default does once a plan's estimate passes jit_above_cost, which a large or
-        // many-partition store's estimates can) costs far more than it saves.
-        ("jit", "off"),
-    ]);
+    let options = options
+        .application_name("calry-hooks")
+        .options(SESSION)
+        .options([("statement_timeout", statement_timeout.as_str())]);
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -530,6 +556,13 @@ pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
 /// sqlx would first `create table if not exists _sqlx_migrations`, which a role that may not
 /// create in the schema is refused even when the table is there.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let encoding: String = sqlx::query_scalar("select current_setting('server_encoding')")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::Connect)?;
+    if encoding != "UTF8" {
+        return Err(StoreError::Encoding(encoding));
+    }
     let migrator = sqlx::migrate!();
     let applied: Result<Vec<(i64, Vec<u8>)>, _> =
         sqlx::query_as("select version, checksum from _sqlx_migrations where success")

@@ -71,7 +71,11 @@ impl ReadReplica {
             return Ok(None);
         };
         let options = super::options_from_url(url.expose()).map_err(StoreError::ReadUrl)?;
-        Ok(Some(options.application_name("calry-hooks")))
+        Ok(Some(
+            options
+                .application_name("calry-hooks")
+                .options(super::SESSION),
+        ))
     }
 
     /// Up to `size` connections to the replica, with statements stopped after

@@ -672,3 +672,121 @@ async fn a_role_that_may_only_read_and_write_the_tables_serves_a_migrated_store(
     pool.close().await;
     crate::helpers::drop_role(&owner, &role).await;
 }
+
+/// What the service relies on in its sessions holds whatever the database's defaults say: an
+/// outside review set them otherwise, and under `serializable` ingest met serialization
+/// failures until it stopped (24 % of deliveries `503`); a `lock_timeout` of milliseconds
+/// answered deliveries `500`; an `idle_session_timeout` ended the listening connection every few
+/// seconds.
+#[tokio::test]
+async fn the_services_sessions_keep_their_settings_whatever_the_database_says() {
+    let db = crate::helpers::TestDb::create().await;
+    let owner = db.pool().await;
+    for setting in [
+        "default_transaction_isolation = 'serializable'",
+        "lock_timeout = '50ms'",
+        "idle_session_timeout = '2s'",
+        "synchronous_commit = off",
+        "jit = on",
+    ] {
+        sqlx::query(&format!("alter database {} set {setting}", db.name))
+            .execute(&owner)
+            .await
+            .unwrap();
+    }
+    let pool = calry_hooks::store::connect(db.options.clone(), 4);
+    let settings: (String, String, String, String, String) = sqlx::query_as(
+        "select current_setting('default_transaction_isolation'), current_setting('lock_timeout'),
+                current_setting('idle_session_timeout'), current_setting('synchronous_commit'),
+                current_setting('jit')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let expected = ("read committed", "0", "0", "on", "off");
+    assert_eq!(
+        (
+            settings.0.as_str(),
+            settings.1.as_str(),
+            settings.2.as_str(),
+            settings.3.as_str(),
+            settings.4.as_str()
+        ),
+        expected
+    );
+    // Many writers, batches of one, a few accounts: concurrent transactions on the same rows.
+    let app = crate::helpers::serve(
+        calry_hooks::App::new(pool.clone(), {
+            let mut config = calry_hooks::config::Config::defaults();
+            config.ingest_writers = 8;
+            config.ingest_max_batch = 1;
+            config
+        })
+        .unwrap(),
+        pool,
+        None,
+    )
+    .await;
+    let bodies = (0..240)
+        .map(|i| {
+            crate::helpers::event(
+                &format!("iso-{i}"),
+                "w",
+                Some(["a", "b", "c"][i % 3]),
+                ["sync.complete", "sync.error"][i % 2],
+                &format!("2024-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+            )
+        })
+        .collect();
+    let answers = crate::helpers::deliver_all(&app, bodies, 24).await;
+    assert!(answers.iter().all(|s| *s == 201), "{answers:?}");
+}
+
+/// A database of another encoding than UTF8 cannot hold every JSON string (SQL_ASCII refused
+/// `\u00fc` with a `500`, LATIN1 most of Unicode): it is refused before anything is made in it.
+#[tokio::test]
+async fn a_database_not_in_utf8_is_refused_naming_its_encoding() {
+    let db =
+        crate::helpers::TestDb::create_with("encoding 'SQL_ASCII' template template0 locale 'C'")
+            .await;
+    let pool = calry_hooks::store::connect(db.options.clone(), 1);
+    let refused = calry_hooks::store::migrate(&pool).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("the database's encoding is SQL_ASCII, and calry-hooks needs UTF8"),
+        "{refused}"
+    );
+    let made: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(!made);
+}
+
+/// A database made read-only (`default_transaction_read_only`, as on a failover's old primary
+/// turned standby) answers deliveries `503`, not `500`, and `/readyz` says why.
+#[tokio::test]
+async fn a_read_only_database_is_unavailable_not_a_fault() {
+    let db = crate::helpers::TestDb::create().await;
+    let owner = db.pool().await;
+    sqlx::query(&format!(
+        "alter database {} set default_transaction_read_only = on",
+        db.name
+    ))
+    .execute(&owner)
+    .await
+    .unwrap();
+    let pool = calry_hooks::store::connect(db.options.clone(), 4);
+    calry_hooks::store::migrate(&pool).await.unwrap();
+    let app = crate::helpers::serve_default(&pool, None).await;
+    crate::helpers::problem(app.deliver(&crate::helpers::seed()).await, 503).await;
+    let ready = crate::helpers::problem(app.get("/readyz").await, 503).await;
+    assert!(
+        ready["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the database is read-only"),
+        "{ready}"
+    );
+}
