@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::watch;
 
@@ -419,9 +419,11 @@ async fn watch_horizon(watched: Weak<Watched>, readers: Pool) {
 /// Closed once the service has stopped ([`crate::App::serve`]), which waits for the connection
 /// to be given back: otherwise it may still be checked after the private cluster has stopped.
 pub fn listener_pool(options: &PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(options.clone().application_name(STARTING_NAME))
+    crate::store::pool_with(
+        options.clone().application_name(STARTING_NAME),
+        1,
+        crate::store::settings(crate::store::STATEMENT_TIMEOUT, &[]),
+    )
 }
 
 async fn listen(

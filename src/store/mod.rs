@@ -8,6 +8,7 @@ pub mod replica;
 
 use std::str::FromStr;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -129,17 +130,18 @@ impl WriterPool {
         let options = (*queries.connect_options())
             .clone()
             .application_name(WRITER_NAME)
-            .options([
-                ("enable_hashjoin", "off"),
-                ("enable_mergejoin", "off"),
-                ("idle_in_transaction_session_timeout", "1s"),
-            ])
             .log_slow_statements(log::LevelFilter::Debug, SLOW_WRITE);
+        let settings = [
+            ("enable_hashjoin", "off"),
+            ("enable_mergejoin", "off"),
+            ("idle_in_transaction_session_timeout", "1s"),
+        ];
         WriterPool {
             connections: Pool::with_options(
                 options,
                 writers as usize,
                 STATEMENT_TIMEOUT,
+                &settings,
                 ACQUIRE_TIMEOUT,
                 waiting,
             ),
@@ -221,15 +223,17 @@ pub struct Pool {
 /// A connection of a [`Pool`]; it goes back to it when dropped.
 pub type ReadConnection = deadpool::managed::Object<Connector>;
 
-/// Opens and recycles the connections of [`Pool`].
-pub struct Connector(PgConnectOptions);
+/// Opens (with its settings) and recycles the connections of [`Pool`].
+pub struct Connector(PgConnectOptions, Settings);
 
 impl deadpool::managed::Manager for Connector {
     type Type = PgConnection;
     type Error = sqlx::Error;
 
     async fn create(&self) -> Result<PgConnection, sqlx::Error> {
-        self.0.connect().await
+        let mut conn = self.0.connect().await?;
+        set_up(&mut conn, &self.1).await?;
+        Ok(conn)
     }
 
     async fn recycle(
@@ -249,31 +253,40 @@ impl Pool {
     /// may run for at most `statement_timeout`.
     pub fn new(like: &PgPool, size: usize, statement_timeout: Duration, waiting: Gauge) -> Pool {
         let options = (*like.connect_options()).clone();
-        Pool::with_options(options, size, statement_timeout, ACQUIRE_TIMEOUT, waiting)
+        Pool::with_options(
+            options,
+            size,
+            statement_timeout,
+            &[],
+            ACQUIRE_TIMEOUT,
+            waiting,
+        )
     }
 
     /// Up to `size` connections with `options`, each opened (or, after a second idle, pinged)
-    /// within `connect_timeout`, on which a statement may run for at most `statement_timeout`.
+    /// within `connect_timeout` and set up with [`settings`]: statements stopped after
+    /// `statement_timeout`, and `more`.
     pub fn with_options(
         options: PgConnectOptions,
         size: usize,
         statement_timeout: Duration,
+        more: &[(&'static str, &str)],
         connect_timeout: Duration,
         waiting: Gauge,
     ) -> Pool {
-        // A later setting of the same name wins over the pool's own. Generic plans, as on the
-        // writers': left to choose, PostgreSQL kept planning a history page anew each time on a
-        // store of many months (planning every month's partition, which cost more than running
-        // the page), while their generic plans prune the months as they run
-        // (docs/BENCHMARKS.md, "Sealed months").
-        let options = options.options([
-            (
-                "statement_timeout",
-                format!("{}ms", statement_timeout.as_millis()),
-            ),
-            ("plan_cache_mode", "force_generic_plan".to_owned()),
-        ]);
-        let pool = deadpool::managed::Pool::builder(Connector(options))
+        // Generic plans, as on the writers': left to choose, PostgreSQL kept planning a history
+        // page anew each time on a store of many months (planning every month's partition,
+        // which cost more than running the page), while their generic plans prune the months as
+        // they run (docs/BENCHMARKS.md, "Sealed months").
+        let mut settings = settings(
+            statement_timeout,
+            &[("plan_cache_mode", "force_generic_plan")],
+        );
+        settings.extend(
+            more.iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        );
+        let pool = deadpool::managed::Pool::builder(Connector(options, settings))
             .max_size(size)
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
             .create_timeout(Some(connect_timeout))
@@ -507,11 +520,16 @@ pub fn options_from_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
             "it must begin with postgres:// or postgresql://".into(),
         ));
     }
-    PgConnectOptions::from_str(url)
+    // Without sqlx's `extra_float_digits` startup parameter (nothing here reads floats as
+    // text), which PgBouncer refuses unless told to ignore it.
+    PgConnectOptions::from_str(url).map(|options| options.extra_float_digits(None))
 }
 
 /// What the service relies on in every session, whatever the server's, the database's or the
-/// role's defaults say (an outside review ran it on servers configured otherwise).
+/// role's defaults say (an outside review ran it on servers configured otherwise). Set with
+/// `set_config` once connected ([`set_up`]), not as startup options, which a pooler in front
+/// of PostgreSQL refuses (PgBouncer: "unsupported startup parameter: options") or is set to
+/// drop.
 pub const SESSION: [(&str, &str); 5] = [
     // A 2xx means committed and flushed, whatever the server's default.
     ("synchronous_commit", "on"),
@@ -523,8 +541,7 @@ pub const SESSION: [(&str, &str); 5] = [
     // account locks are taken before the batch statement's snapshot): under `repeatable read`
     // or `serializable` a batch's snapshot is its first statement's, and ingest met
     // serialization failures until it stopped.
-    // (The space escaped: sqlx passes the settings as `-c name=value` options, split at spaces.)
-    ("default_transaction_isolation", r"read\ committed"),
+    ("default_transaction_isolation", "read committed"),
     // The service bounds its own waits (statement timeouts, and `lock_timeout` where it sets
     // one itself); a server default of a few milliseconds answered deliveries `500`.
     ("lock_timeout", "0"),
@@ -533,17 +550,58 @@ pub const SESSION: [(&str, &str); 5] = [
     ("idle_session_timeout", "0"),
 ];
 
-/// The service's pool: bounded waits, so an outage answers 503 instead of hanging.
-pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
-    let statement_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
-    let options = options
-        .application_name("calry-hooks")
-        .options(SESSION)
-        .options([("statement_timeout", statement_timeout.as_str())]);
+/// The settings of a session of the service: [`SESSION`], statements stopped after
+/// `statement_timeout`, and `more` (a later setting of the same name wins).
+pub fn settings(statement_timeout: Duration, more: &[(&'static str, &str)]) -> Settings {
+    let timeout = format!("{}ms", statement_timeout.as_millis());
+    SESSION
+        .iter()
+        .chain(&[("statement_timeout", timeout.as_str())])
+        .chain(more)
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect()
+}
+
+/// Session settings, by name.
+pub type Settings = Vec<(&'static str, String)>;
+
+/// Sets `settings` on a connection just opened, in one statement.
+pub async fn set_up(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
+    let (names, values): (Vec<&str>, Vec<&str>) = settings
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .unzip();
+    sqlx::query(
+        "select count(set_config(name, value, false))
+         from unnest($1::text[], $2::text[]) with ordinality as s(name, value, n)",
+    )
+    .bind(names)
+    .bind(values)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// A sqlx pool of up to `size` connections like `options`', each set up with `settings`.
+pub fn pool_with(options: PgConnectOptions, size: u32, settings: Settings) -> PgPool {
+    let settings = Arc::new(settings);
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            let settings = settings.clone();
+            Box::pin(async move { set_up(conn, &settings).await })
+        })
         .connect_lazy_with(options)
+}
+
+/// The service's pool: bounded waits, so an outage answers 503 instead of hanging.
+pub fn connect(options: PgConnectOptions, size: u32) -> PgPool {
+    pool_with(
+        options.application_name("calry-hooks"),
+        size,
+        settings(STATEMENT_TIMEOUT, &[]),
+    )
 }
 
 /// Applies this build's migrations that the store lacks, on a connection of `pool`'s server
@@ -579,10 +637,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         return Ok(());
     }
     let lock_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
-    let options = (*pool.connect_options())
-        .clone()
-        .options([("statement_timeout", "0"), ("lock_timeout", &lock_timeout)]);
-    let mut conn = PgConnection::connect_with(&options)
+    let mut conn = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .map_err(StoreError::Connect)?;
+    let settings = settings(Duration::ZERO, &[("lock_timeout", &lock_timeout)]);
+    set_up(&mut conn, &settings)
         .await
         .map_err(StoreError::Connect)?;
     let applied = migrator.run(&mut conn).await;

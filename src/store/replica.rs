@@ -71,11 +71,7 @@ impl ReadReplica {
             return Ok(None);
         };
         let options = super::options_from_url(url.expose()).map_err(StoreError::ReadUrl)?;
-        Ok(Some(
-            options
-                .application_name("calry-hooks")
-                .options(super::SESSION),
-        ))
+        Ok(Some(options.application_name("calry-hooks")))
     }
 
     /// Up to `size` connections to the replica, with statements stopped after
@@ -90,7 +86,14 @@ impl ReadReplica {
         ReadReplica {
             primary,
             primary_id: Arc::default(),
-            readers: Pool::with_options(options, size, statement_timeout, CONNECT_TIMEOUT, waiting),
+            readers: Pool::with_options(
+                options,
+                size,
+                statement_timeout,
+                &[],
+                CONNECT_TIMEOUT,
+                waiting,
+            ),
             state: Arc::default(),
         }
     }

@@ -15,6 +15,7 @@ mod hostile;
 mod ingest;
 mod openapi;
 mod operations;
+mod pooler;
 mod replica;
 mod signature;
 mod status;
