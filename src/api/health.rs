@@ -156,10 +156,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
                 READY_TIMEOUT.as_secs()
             ))
         })?
-        .map_err(|e| Error::Unavailable {
-            detail: format!("the database is not ready: {}", kind_of(&e)),
-            source: Some(e),
-        })?;
+        .map_err(not_ready)?;
     if applied.unwrap_or_default() < latest {
         return Err(Error::unavailable(
             "the database schema is not migrated to this version yet",
@@ -194,10 +191,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
         Ok((false, false)) => crate::store::partitions::ensure(&mut *db).await.map(drop),
         Err(e) => {
             app.readers.discard(db);
-            return Err(Error::Unavailable {
-                detail: format!("the database is not ready: {}", kind_of(&e)),
-                source: Some(e),
-            });
+            return Err(not_ready(e));
         }
     };
     if let Err(e) = made {
@@ -224,10 +218,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     }
     let replica = check_replica(&app, &mut db).await.map_err(|e| {
         app.readers.discard(db);
-        Error::Unavailable {
-            detail: format!("the database is not ready: {}", kind_of(&e)),
-            source: Some(e),
-        }
+        not_ready(e)
     })?;
     Ok(Json(Readiness {
         status: "ok".to_owned(),
@@ -276,6 +267,14 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> impl In
             [(header::CONTENT_TYPE, CLASSIC)],
             crate::metrics::classic(&text),
         )
+    }
+}
+
+/// `/readyz`'s answer when a check's statement failed.
+fn not_ready(e: sqlx::Error) -> Error {
+    Error::Unavailable {
+        detail: format!("the database is not ready: {}", kind_of(&e)),
+        source: Some(e),
     }
 }
 

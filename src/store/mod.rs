@@ -278,14 +278,12 @@ impl Pool {
         // page anew each time on a store of many months (planning every month's partition,
         // which cost more than running the page), while their generic plans prune the months as
         // they run (docs/BENCHMARKS.md, "Sealed months").
-        let mut settings = settings(
-            statement_timeout,
-            &[("plan_cache_mode", "force_generic_plan")],
-        );
-        settings.extend(
-            more.iter()
-                .map(|(name, value)| (*name, (*value).to_owned())),
-        );
+        let more: Vec<_> = [("plan_cache_mode", "force_generic_plan")]
+            .iter()
+            .chain(more)
+            .copied()
+            .collect();
+        let settings = settings(statement_timeout, &more);
         let pool = deadpool::managed::Pool::builder(Connector(options, settings))
             .max_size(size)
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
@@ -427,17 +425,14 @@ impl Database {
         let name = format!("database {}", options.get_database().unwrap_or("postgres"));
         // A first connection of its own, so that a refusal is PostgreSQL's own words ("too many
         // clients already"), where a pool's says only that it timed out.
-        let level = match connect_once(&options).await {
+        let first = connect_once(&options).await;
+        let pool = connect(options, 1);
+        let level = match first {
             Ok(conn) => {
                 let _ = conn.close().await;
-                None
+                schema_level(&pool).await
             }
-            Err(err) => Some(Err(err)),
-        };
-        let pool = connect(options, 1);
-        let level = match level {
-            Some(failed) => failed,
-            None => schema_level(&pool).await,
+            Err(err) => Err(err),
         };
         let refusal = match level {
             Err(err)
@@ -573,7 +568,7 @@ pub async fn set_up(conn: &mut PgConnection, settings: &Settings) -> Result<(), 
         .unzip();
     sqlx::query(
         "select count(set_config(name, value, false))
-         from unnest($1::text[], $2::text[]) with ordinality as s(name, value, n)",
+         from unnest($1::text[], $2::text[]) as s(name, value)",
     )
     .bind(names)
     .bind(values)
@@ -640,8 +635,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let mut conn = PgConnection::connect_with(&pool.connect_options())
         .await
         .map_err(StoreError::Connect)?;
-    let settings = settings(Duration::ZERO, &[("lock_timeout", &lock_timeout)]);
-    set_up(&mut conn, &settings)
+    let unbounded = settings(Duration::ZERO, &[("lock_timeout", &lock_timeout)]);
+    set_up(&mut conn, &unbounded)
         .await
         .map_err(StoreError::Connect)?;
     let applied = migrator.run(&mut conn).await;
