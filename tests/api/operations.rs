@@ -3021,7 +3021,9 @@ async fn a_store_past_the_servers_lock_table_names_the_setting_to_raise() {
     let (mut serving, address) = start_binary(service(), &log).await;
     let page = format!("{address}/workspaces/w/events");
     assert_eq!(reqwest::get(&page).await.unwrap().status(), 200);
-    // Ten years of months, one transaction each (all in one would need the locks it lacks).
+    // Twenty years of months, one transaction each (all in one would need the locks it lacks):
+    // well past the lock table and the spare shared memory it may grow into, which ten years
+    // came near.
     let joined = Cluster::start(&dir, Role::Command).await.unwrap();
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
         &joined.connect_options("calry_hooks"),
@@ -3029,9 +3031,9 @@ async fn a_store_past_the_servers_lock_table_names_the_setting_to_raise() {
     .await
     .unwrap();
     // (The service's own reads may take the lock table meanwhile: a month is made again then.)
-    for month in 0..120 {
+    for month in 0..240 {
         let mut tries = 0;
-        while let Err(err) = sqlx::query("select ensure_event_partitions(d, d) from (select date '2017-01-01' + $1 * interval '1 month' as d) m")
+        while let Err(err) = sqlx::query("select ensure_event_partitions(d, d) from (select date '2007-01-01' + $1 * interval '1 month' as d) m")
             .bind(month)
             .execute(&mut conn)
             .await
