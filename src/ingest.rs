@@ -279,14 +279,14 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                         "the database is unavailable; retry later",
                     )
                 };
-                warn_each(&batch, &err, what);
+                warn_each(&batch, Some(&err), what);
                 answer_all(batch, || Error::unavailable(detail));
                 return created;
             }
             Err(err) if batch.len() > 1 => {
                 // One delivery must not fail the others: write the halves apart until the one
                 // that fails is alone with its own answer.
-                warn_each(&batch, &err, "batch failed; isolating");
+                warn_each(&batch, Some(&err), "batch failed; isolating");
                 let right = batch.split_off(batch.len() / 2);
                 let left_created = Box::pin(write(pool, batch)).await;
                 let right_created = Box::pin(write(pool, right)).await;
@@ -300,14 +300,11 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
         }
         rounds += 1; // an ended connection's round (`continue` above) does not count
     }
-    for pending in &batch {
-        tracing::warn!(
-            parent: &pending.span,
-            deliveries = batch.len(),
-            rounds = MAX_ROUNDS,
-            "batch not stored after its rounds: {held_up}"
-        );
-    }
+    warn_each(
+        &batch,
+        None,
+        &format!("batch not stored after its {MAX_ROUNDS} rounds: {held_up}"),
+    );
     answer_all(batch, || {
         Error::unavailable(format!("{held_up}; retry later"))
     });
@@ -330,13 +327,14 @@ fn refused_by_database(err: sqlx::Error) -> Error {
     }
 }
 
-/// A warning about a batch, once in each delivery's request (so with its request id).
-fn warn_each(batch: &[Pending], err: &sqlx::Error, what: &str) {
+/// A warning about a batch, once in each delivery's request (so with its request id), with the
+/// error that stopped it if one did.
+fn warn_each(batch: &[Pending], err: Option<&sqlx::Error>, what: &str) {
     for pending in batch {
         tracing::warn!(
             parent: &pending.span,
-            error = %err,
-            hint = crate::error::hint(err),
+            error = err.map(tracing::field::display),
+            hint = err.and_then(|err| crate::error::hint(err)),
             deliveries = batch.len(),
             "{what}"
         );

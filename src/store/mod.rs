@@ -548,7 +548,7 @@ pub const SESSION: [(&str, &str); 5] = [
 /// The settings of a session of the service: [`SESSION`], statements stopped after
 /// `statement_timeout`, and `more` (a later setting of the same name wins).
 pub fn settings(statement_timeout: Duration, more: &[(&'static str, &str)]) -> Settings {
-    let timeout = format!("{}ms", statement_timeout.as_millis());
+    let timeout = millis(statement_timeout);
     SESSION
         .iter()
         .chain(&[("statement_timeout", timeout.as_str())])
@@ -557,21 +557,50 @@ pub fn settings(statement_timeout: Duration, more: &[(&'static str, &str)]) -> S
         .collect()
 }
 
+/// The settings of work that runs for as long as it takes (a migration, a month read or deleted
+/// in the background), while a lock it must wait for fails it after [`STATEMENT_TIMEOUT`], as
+/// any statement of the service would.
+pub fn unhurried() -> Settings {
+    vec![
+        ("statement_timeout", "0".to_owned()),
+        ("lock_timeout", millis(STATEMENT_TIMEOUT)),
+    ]
+}
+
+/// `duration` as PostgreSQL reads a time setting.
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
 /// Session settings, by name.
 pub type Settings = Vec<(&'static str, String)>;
 
 /// Sets `settings` on a connection just opened, in one statement.
 pub async fn set_up(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
+    apply(conn, settings, false).await
+}
+
+/// Sets `settings` until the end of the transaction open on `conn`.
+pub async fn set_local(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
+    apply(conn, settings, true).await
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    local: bool,
+) -> Result<(), sqlx::Error> {
     let (names, values): (Vec<&str>, Vec<&str>) = settings
         .iter()
         .map(|(name, value)| (*name, value.as_str()))
         .unzip();
     sqlx::query(
-        "select count(set_config(name, value, false))
+        "select count(set_config(name, value, $3))
          from unnest($1::text[], $2::text[]) as s(name, value)",
     )
     .bind(names)
     .bind(values)
+    .bind(local)
     .execute(conn)
     .await
     .map(drop)
@@ -631,12 +660,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     {
         return Ok(());
     }
-    let lock_timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
     let mut conn = PgConnection::connect_with(&pool.connect_options())
         .await
         .map_err(StoreError::Connect)?;
-    let unbounded = settings(Duration::ZERO, &[("lock_timeout", &lock_timeout)]);
-    set_up(&mut conn, &unbounded)
+    let mut unhurried_session = settings(STATEMENT_TIMEOUT, &[]);
+    unhurried_session.extend(unhurried());
+    set_up(&mut conn, &unhurried_session)
         .await
         .map_err(StoreError::Connect)?;
     let applied = migrator.run(&mut conn).await;

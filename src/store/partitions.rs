@@ -103,17 +103,9 @@ pub async fn seal(db: &PgPool) -> Result<usize, sqlx::Error> {
 }
 
 /// Lets the transaction on `conn` run for as long as its work takes (a whole month read or
-/// deleted in the background, which stops neither ingest nor queries), while a lock it must wait
-/// for fails it after [`super::STATEMENT_TIMEOUT`], as any statement of the service would.
+/// deleted in the background, which stops neither ingest nor queries): [`super::unhurried`].
 async fn for_as_long_as_it_takes(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "select set_config('statement_timeout', '0', true),
-                set_config('lock_timeout', $1, true)",
-    )
-    .bind(format!("{}ms", super::STATEMENT_TIMEOUT.as_millis()))
-    .execute(conn)
-    .await
-    .map(drop)
+    super::set_local(conn, &super::unhurried()).await
 }
 
 /// Whether a write failed because no partition holds its time yet: a check violation (23514)
