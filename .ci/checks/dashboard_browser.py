@@ -65,9 +65,12 @@ stream opened before the outage (which may have died unclosed) is opened again.
 the overview, opened without a token while one exists, asks for one; once the last token is
 revoked, the dialog goes within 25 s and the page renders, saying no token is needed.
 
-``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token;
-a wrong one is refused (the form says so and asks again); the right one makes the page work,
-kept in sessionStorage and never put in a URL; a workspace page then follows the stream with
+``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token,
+the keyboard focus in its field (Tab and Shift+Tab stay in the form; Escape closes it and leaves
+the focus in the page's main content, not on <body>);
+a wrong one is refused (the form says so and asks again, the focus in the field again); the
+right one makes the page work (the focus in its main content), kept in sessionStorage and never
+put in a URL; a workspace page then follows the stream with
 that token (fetch and a reader) and shows a delivery within ``--within`` s. Screenshots
 dashboard-token-form-<width>.png and dashboard-token-workspace-1440.png.
 
@@ -1162,6 +1165,38 @@ class Check:
             raise Fail(f"{what}: the payload button does not say it is expanded (aria-expanded)")
         log(f"{what}: an event's payload opens as formatted JSON")
 
+    # Where the keyboard focus is: 'input#token-input', 'main#main', 'BODY'…, and whether it is
+    # in the token dialog or in <main>.
+    FOCUS_JS = """() => { const a = document.activeElement;
+      return { at: !a || a === document.body ? 'BODY' : a.tagName.toLowerCase() + (a.id ? '#' + a.id : ''),
+               dialog: !!a?.closest('#token-dialog'), main: !!a?.closest('#main') }; }"""
+
+    def token_form_focus(self, page, what):
+        """The open token form has the focus in its field, and Tab and Shift+Tab keep it in the
+        form (the page behind it is inert; past its last control the browser's own UI, <body> in
+        headless Chromium, may have it)."""
+        try:
+            page.wait_for_function("() => document.activeElement?.id === 'token-input'", timeout=2000, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the token form opened with the focus on {page.evaluate(self.FOCUS_JS)['at']}, "
+                       "not in its field") from None
+        for key in ["Tab"] * 4 + ["Shift+Tab"] * 4:
+            page.keyboard.press(key)
+            f = page.evaluate(self.FOCUS_JS)
+            if not f["dialog"] and f["at"] != "BODY":
+                raise Fail(f"{what}: {key} in the token form moved the focus out of it, to {f['at']}")
+        page.focus("#token-input")
+        log(f"{what}: the token form opens with the focus in its field; Tab and Shift+Tab stay in it")
+
+    def focus_in_main(self, page, what):
+        """Once the token form closed, the focus is in the page's main content (where it was, or
+        <main> itself), not on <body>."""
+        try:
+            page.wait_for_function("() => !!document.activeElement?.closest('#main')", timeout=2000, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the focus went to {page.evaluate(self.FOCUS_JS)['at']}, not back into the page's "
+                       "main content") from None
+
     def phase_token(self, token):
         tolerate = [self.pending_404, self.own_401]
         for width in WIDTHS:
@@ -1193,8 +1228,17 @@ class Check:
                     raise Fail(f"the header moved on to {page.inner_text('#conn')!r} with the token form open")
                 self.shot(page, "token-form-workspace-390")
                 log(f"a workspace page without a token: the header says {page.inner_text('#conn')!r}")
+                # Escape closes the form (no token: the page says so) and leaves the focus in the page.
+                page.keyboard.press("Escape")
+                try:
+                    page.wait_for_function("() => !document.getElementById('token-dialog').open", timeout=2000, polling=50)
+                except PlaywrightTimeout:
+                    raise Fail("Escape did not close the token form") from None
+                self.focus_in_main(page, "the token form closed with Escape")
+                log(f"Escape closes the token form; the focus is on {page.evaluate(self.FOCUS_JS)['at']}")
                 page.context.close()
                 continue
+            self.token_form_focus(page, f"the token form at {width} px")
             # A wrong token: refused, and asked again.
             page.fill("#token-input", "chk_not-a-token")
             page.click("#token-dialog button[type=submit]")
@@ -1206,12 +1250,14 @@ class Check:
             except PlaywrightTimeout:
                 raise Fail("a refused token did not bring the form back saying it was refused") from None
             log(f"a wrong token: refused, the form says {page.inner_text('#token-title')!r} and asks again")
+            self.token_form_focus(page, "the token form after a refused token")
             # The right one.
             page.fill("#token-input", token)
             page.click("#token-dialog button[type=submit]")
             self.rendered(page, "the overview with a token")
             if page.locator("#token-dialog").is_visible():
                 raise Fail("the token form is still open after the right token")
+            self.focus_in_main(page, "the token form closed with the right token")
             kept = page.evaluate("() => sessionStorage.getItem('calry-hooks.token')")
             if kept != token:
                 raise Fail("the token is not kept in sessionStorage")

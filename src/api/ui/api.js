@@ -197,7 +197,19 @@ export function tokenRefused(used, detail) {
   return prompt;
 }
 
+// Where the keyboard focus goes once the token dialog closes: back where it was when the dialog
+// opened, or, when that is gone (the page was redrawn meanwhile) or was nowhere (the dialog opened
+// as the page loaded), to the page's main content, not to <body>: the next Tab goes on from there,
+// and a screen reader reads on from there.
+function focusAfterDialog(opener) {
+  const main = document.getElementById('main');
+  const back = opener && opener !== document.body && opener.isConnected && !opener.closest('dialog') ? opener : main;
+  if (document.activeElement === back) return;
+  back.focus({ preventScroll: back === main });
+}
+
 function ask(wasRefused, detail) {
+  const opener = document.activeElement;
   const dialog = document.getElementById('token-dialog');
   const form = document.getElementById('token-form');
   const input = document.getElementById('token-input');
@@ -227,6 +239,7 @@ function ask(wasRefused, detail) {
       cancel.removeEventListener('click', quit);
       dialog.removeEventListener('cancel', quit);
       if (dialog.open) dialog.close();
+      focusAfterDialog(opener);
       if (given || open) {
         if (given) token.set(given);
         refused = null;
@@ -250,7 +263,7 @@ function ask(wasRefused, detail) {
     cancel.addEventListener('click', quit);
     dialog.addEventListener('cancel', quit);
     dialog.showModal();
-    input.focus();
+    input.focus(); // showModal() focuses the first control too; this says which, whatever the order
   });
 }
 
