@@ -161,7 +161,7 @@ export default function accountPage(main, { conn }, ws, acc) {
       reopened('timeline', table([
         { label: 'When', cell: (c) => rel(c.at) },
         { label: 'Category', cell: (c) => h('span', { class: 'category' }, c.category) },
-        { label: 'Change', cls: 'col-wide', cell: (c) => h('span', { class: 'change' }, stateCell({ state: c.from }), h('span', { class: 'arrow', 'aria-label': 'to' }, '→'), stateCell({ state: c.to })) },
+        { label: 'Change', cls: 'col-wide', cell: (c) => h('span', { class: 'change' }, stateCell({ state: c.from }), h('span', { class: 'arrow', 'aria-hidden': 'true' }, '→'), h('span', { class: 'sr-only' }, ' to '), stateCell({ state: c.to })) },
         { label: 'Event', cell: (c) => payloadButton('timeline', c.hookId, events.items.find((e) => e.hookId === c.hookId), `the change of ${c.category} to ${c.to} at ${utc(c.at)}`) },
       ], timeline.items, { caption: 'Timeline', key: changeKey })),
       timeline.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: () => loadTimeline(true) }, 'Show older changes'));
