@@ -81,6 +81,7 @@ function crumbsFor(pathname, args) {
   const items = [h('a', { href: '/ui' }, 'Overview')];
   if (args.length >= 1) items.push(h('span', { class: 'crumb-kind' }, 'workspace'), id(args[0], args.length > 1 ? uiWorkspace(args[0]) : null));
   if (args.length >= 2) items.push(h('span', { class: 'crumb-kind' }, 'account'), id(args[1]));
+  items.at(-1).setAttribute('aria-current', 'page'); // the page this is, read out as such
   return items;
 }
 
