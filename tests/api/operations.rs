@@ -3158,6 +3158,41 @@ async fn readyz_is_503_while_the_ingest_writers_cannot_connect() {
     crate::helpers::drop_role(&owner, &role).await;
 }
 
+/// A month made by hand from a session in another `DateStyle` (here `SQL`, in Asia/Shanghai)
+/// starts and ends at UTC midnight, and `event_partitions` reads its bounds right there too. Each
+/// bound was written as text in the session's style, ending with the zone's abbreviation, which
+/// PostgreSQL read back as another zone's (`CST`: +08 read as -06): the month began 14 hours
+/// late, and every delivery in the gap before it was refused.
+#[tokio::test]
+async fn a_month_made_in_any_date_style_starts_at_utc_midnight() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let bounds = "select received_from, received_to from event_partitions
+                  where name = 'events_203101'";
+    let month = (
+        chrono::DateTime::parse_from_rfc3339("2031-01-01T00:00:00Z").unwrap(),
+        chrono::DateTime::parse_from_rfc3339("2031-02-01T00:00:00Z").unwrap(),
+    );
+    let mut elsewhere = owner.acquire().await.unwrap().detach();
+    sqlx::raw_sql(
+        "set datestyle = 'SQL, DMY'; set timezone = 'Asia/Shanghai';
+         select ensure_event_partitions('2031-01-01 00:00Z', '2031-01-01 00:00Z')",
+    )
+    .execute(&mut elsewhere)
+    .await
+    .unwrap();
+    let there: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(bounds)
+            .fetch_one(&mut elsewhere)
+            .await
+            .unwrap();
+    let here: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(bounds).fetch_one(&owner).await.unwrap();
+    assert_eq!(here, (month.0.to_utc(), month.1.to_utc()));
+    assert_eq!(there, here);
+    sqlx::Connection::close(elsewhere).await.unwrap();
+}
+
 /// `/readyz` is `503` while no partition holds this month and the instance cannot make one (its
 /// role does not own `events`): every delivery fails meanwhile. It said `200`. An instance that
 /// may make it does so, and stays ready.
