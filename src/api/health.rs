@@ -175,6 +175,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     // "Roles and privileges"), and then every delivery fails until someone does.
     // Nor can they be stored in a read-only database: a standby (a failover's old primary), or
     // one set `default_transaction_read_only`.
+    const HELD: &str = "select exists (select from event_partitions
+                                        where not pending and received_from <= now()
+                                          and now() < received_to)";
     let month = sqlx::query_as(
         "select exists (select from event_partitions
                          where not pending and received_from <= now() and now() < received_to),
@@ -188,7 +191,25 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
             ));
         }
         Ok((true, false)) => Ok(()),
-        Ok((false, false)) => crate::store::partitions::ensure(&mut *db).await.map(drop),
+        Ok((false, false)) => match crate::store::partitions::ensure(&mut *db).await {
+            // A month's partition can exist by name and still not hold this moment (made by
+            // hand with other bounds): making the months again changes nothing then.
+            Ok(_) => match sqlx::query_scalar::<_, bool>(HELD)
+                .fetch_one(&mut *db)
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    return Err(Error::unavailable(
+                        "no history partition holds this moment, though this month's exists by \
+                         name with other bounds (made by hand?); deliveries fail until one \
+                         holds it",
+                    ));
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         Err(e) => {
             app.readers.discard(db);
             return Err(not_ready(e));
