@@ -3193,6 +3193,45 @@ async fn a_month_made_in_any_date_style_starts_at_utc_midnight() {
     sqlx::Connection::close(elsewhere).await.unwrap();
 }
 
+/// A month made again after its removal (the database server's clock stepped back across the
+/// month's end) is read by history pages. It took the removed month's sealed range, kept by the
+/// month's name, with no trigger to widen it: a page from after that range never read the
+/// month, and its events were missing from history.
+#[tokio::test]
+async fn a_month_made_again_after_its_removal_is_read_by_history_pages() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let app = crate::helpers::serve_default(&owner, None).await;
+    let make = "select ensure_event_partitions('2020-01-01 00:00Z', '2020-01-01 00:00Z')";
+    sqlx::query(make).execute(&owner).await.unwrap();
+    store::partitions::seal(&owner).await.unwrap();
+    let cut = "2020-02-01T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&owner, cut, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.partitions, ["events_202001"]);
+    // Made again, and an event stored in it as ingest would with the clock back in that month.
+    sqlx::query(make).execute(&owner).await.unwrap();
+    sqlx::query(
+        "insert into events (hook_id, workspace_id, event_type, occurred_at, received_at,
+                             last_received_at, signature_verified, payload)
+         values ('again', 'w', 'sync.complete', '2035-01-01 00:00Z', '2020-01-15 00:00Z',
+                 '2020-01-15 00:00Z', false, '{}')",
+    )
+    .execute(&owner)
+    .await
+    .unwrap();
+    store::partitions::seal(&owner).await.unwrap();
+    for path in [
+        "/workspaces/w/events",
+        "/workspaces/w/events?from=2034-01-01T00:00:00Z",
+        "/workspaces/w/events?order=asc&to=2036-01-01T00:00:00Z",
+    ] {
+        let page: Value = app.get(path).await.json().await.unwrap();
+        assert_eq!(page["items"][0]["hookId"], "again", "{path}: {page}");
+    }
+}
+
 /// `/readyz` is `503` while no partition holds this moment though this month's exists by name
 /// (made by hand with other bounds), as every delivery is. Making the months again changed
 /// nothing, and it said `200`.

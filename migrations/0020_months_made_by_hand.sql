@@ -8,6 +8,16 @@
 -- and ended hours off UTC midnight: a gap before it that no partition held, where every
 -- delivery was refused until the month's end. Each function now runs in ISO style (numeric
 -- offsets) and UTC, and so does reading the bounds back in event_partitions.
+--
+-- A month made again after it was removed (the database server's clock stepped back across a
+-- month's end, or ensure_event_partitions called by hand for a past month) took the removed
+-- month's sealed range (0009): event_partition_bounds is keyed by the partition's name, and a
+-- removed month's row is forgotten only at the next sealing pass, when the month is gone. The
+-- new table has no trigger to widen that range, and sealing skips a month it takes for sealed,
+-- so history pages whose `from`, `to`, cursor or filled page lay outside the old range never
+-- read the new month's events. A month is now made with no range, and a range whose month has
+-- no trigger keeping it (a month made again before this migration) is forgotten: the month is
+-- read by every page until it is sealed again.
 create or replace function ensure_event_partitions(first timestamptz, last timestamptz)
 returns integer
 language plpgsql
@@ -29,6 +39,8 @@ begin
                 execute format('alter table events attach partition %I for values from (%L) to (%L)',
                                name, month at time zone 'UTC',
                                (month + interval '1 month') at time zone 'UTC');
+                -- A month of that name removed before left its sealed range: not this table's.
+                delete from event_partition_bounds where partition = name;
                 update history_sealed set before = least(before, month at time zone 'UTC');
                 created := created + 1;
             exception when invalid_object_definition then
@@ -65,3 +77,11 @@ from pg_inherits i
 join pg_class c on c.oid = i.inhrelid
 cross join lateral event_partition_range(c.relpartbound) r
 where i.inhparent = 'events'::regclass;
+
+-- Ranges taken by a month made again before this migration.
+delete from event_partition_bounds b
+where not exists (select from pg_trigger t
+                  where t.tgname = 'events_sealed_bounds'
+                    and t.tgrelid = to_regclass(quote_ident(b.partition)));
+
+select advance_history_sealed();
