@@ -248,7 +248,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
             }
             Err(err) if crate::store::partitions::is_missing(&err) => {
                 tracing::warn!(error = %err, "no history partition for now; creating it");
-                held_up = "no history partition could be made for it";
+                held_up = "no history partition holds its time, and none could be made";
                 if let Err(err) = crate::store::partitions::ensure(pool.queries()).await {
                     tracing::warn!(error = %err, "could not create history partitions");
                 }

@@ -175,53 +175,45 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     // "Roles and privileges"), and then every delivery fails until someone does.
     // Nor can they be stored in a read-only database: a standby (a failover's old primary), or
     // one set `default_transaction_read_only`.
-    const HELD: &str = "select exists (select from event_partitions
-                                        where not pending and received_from <= now()
-                                          and now() < received_to)";
-    let month = sqlx::query_as(
-        "select exists (select from event_partitions
-                         where not pending and received_from <= now() and now() < received_to),
-                current_setting('transaction_read_only')::boolean",
-    );
-    let made = match month.fetch_one(&mut *db).await {
+    const HELD: &str = "exists (select from event_partitions
+                                 where not pending
+                                   and received_from <= now() and now() < received_to)";
+    let month = format!("select {HELD}, current_setting('transaction_read_only')::boolean");
+    match sqlx::query_as(&month).fetch_one(&mut *db).await {
         Ok((_, true)) => {
             return Err(Error::unavailable(
                 "the database is read-only (a standby, or default_transaction_read_only is on): \
                  deliveries cannot be stored",
             ));
         }
-        Ok((true, false)) => Ok(()),
-        Ok((false, false)) => match crate::store::partitions::ensure(&mut *db).await {
-            // A month's partition can exist by name and still not hold this moment (made by
-            // hand with other bounds): making the months again changes nothing then.
-            Ok(_) => match sqlx::query_scalar::<_, bool>(HELD)
+        Ok((true, false)) => {}
+        Ok((false, false)) => {
+            let unmade = |source| Error::Unavailable {
+                detail: "no history partition holds this month and none could be made (the role \
+                         must own the events table); deliveries fail until one is made"
+                    .to_owned(),
+                source: Some(source),
+            };
+            crate::store::partitions::ensure(&mut *db)
+                .await
+                .map_err(unmade)?;
+            // This month's partition may exist by name and still not hold this moment (made by
+            // hand with other bounds): making the months changes nothing then.
+            let held: bool = sqlx::query_scalar(&format!("select {HELD}"))
                 .fetch_one(&mut *db)
                 .await
-            {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    return Err(Error::unavailable(
-                        "no history partition holds this moment, though this month's exists by \
-                         name with other bounds (made by hand?); deliveries fail until one \
-                         holds it",
-                    ));
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
+                .map_err(unmade)?;
+            if !held {
+                return Err(Error::unavailable(
+                    "no history partition holds this moment, though this month's exists by name \
+                     with other bounds (made by hand?); deliveries fail until one holds it",
+                ));
+            }
+        }
         Err(e) => {
             app.readers.discard(db);
             return Err(not_ready(e));
         }
-    };
-    if let Err(e) = made {
-        return Err(Error::Unavailable {
-            detail: "no history partition holds this month and none could be made (the role \
-                     must own the events table); deliveries fail until one is made"
-                .to_owned(),
-            source: Some(e),
-        });
     }
     // Deliveries need a writer's connection: with none open (the server refused them: its
     // connection slots all taken, a role's limit reached), one is opened now or the instance is
