@@ -6,8 +6,9 @@
 # themselves; a page whose stream had no message yet when the service restarted misses nothing
 # after it; a page whose service stops answering (SIGSTOP) says so and, once it goes on, shows a
 # delivery made then once, its stream opened again; once a token exists, the page asks for it (the
-# focus in the form's field, kept in the form, and given back to the page when it closes), refuses a wrong one, and works with the right
-# one (its stream read through fetch), and a page whose stream had a message resumes after a
+# focus in the form's field, kept in the form, and given back to the page when it closes), refuses a
+# wrong one in the form (which stays open, the focus in its field), and works with the right one
+# (its stream read through fetch), and a page whose stream had a message resumes after a
 # restart with Last-Event-ID, missing nothing; a hidden tab closes its stream and, shown again,
 # shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
 # older page of changes or older refresh of them) does not undo a newer one; a stream answered 404

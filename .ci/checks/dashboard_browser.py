@@ -68,7 +68,8 @@ revoked, the dialog goes within 25 s and the page renders, saying no token is ne
 ``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token,
 the keyboard focus in its field (Tab and Shift+Tab stay in the form; Escape closes it and leaves
 the focus in the page's main content, not on <body>);
-a wrong one is refused (the form says so and asks again, the focus in the field again); the
+a wrong one is refused (the form stays open, never closing, and says so with the service's
+words, the focus staying in its field with the token typed selected); the
 right one makes the page work (the focus in its main content), kept in sessionStorage and never
 put in a URL; a workspace page then follows the stream with
 that token (fetch and a reader) and shows a delivery within ``--within`` s. Screenshots
@@ -1239,17 +1240,35 @@ class Check:
                 page.context.close()
                 continue
             self.token_form_focus(page, f"the token form at {width} px")
-            # A wrong token: refused, and asked again.
+            # A wrong token: refused in the form, which stays open (it does not close and open
+            # again), the focus in its field and the token typed selected.
+            page.evaluate("() => { window.__closes = 0; window.__blurs = 0;"
+                          " document.getElementById('token-dialog').addEventListener('close', () => window.__closes++);"
+                          " document.getElementById('token-input').addEventListener('blur', () => window.__blurs++); }")
             page.fill("#token-input", "chk_not-a-token")
-            page.click("#token-dialog button[type=submit]")
+            page.press("#token-input", "Enter")
             try:
                 page.wait_for_function(
                     "() => document.getElementById('token-dialog').open"
-                    " && /refused/.test(document.getElementById('token-title').textContent)",
+                    " && /refused/.test(document.getElementById('token-title').textContent)"
+                    " && /unknown or revoked/.test(document.getElementById('token-detail').textContent)",
                     timeout=self.timeout, polling=50)
             except PlaywrightTimeout:
-                raise Fail("a refused token did not bring the form back saying it was refused") from None
-            log(f"a wrong token: refused, the form says {page.inner_text('#token-title')!r} and asks again")
+                raise Fail("a refused token did not have the form say it was refused (and what the service "
+                           f"said); it says {page.inner_text('#token-dialog')[:300]!r}") from None
+            after = page.evaluate("""() => { const i = document.getElementById('token-input');
+              return { closes: window.__closes, blurs: window.__blurs, focus: document.activeElement === i,
+                       selected: i.value === 'chk_not-a-token' && i.selectionStart === 0
+                                 && i.selectionEnd === i.value.length }; }""")
+            if after["closes"] or after["blurs"]:
+                raise Fail(f"a refused token closed the form ({after['closes']}) or took the focus out of its "
+                           f"field ({after['blurs']}) before saying so")
+            if not after["focus"] or not after["selected"]:
+                raise Fail(f"after a refused token the focus is on {page.evaluate(self.FOCUS_JS)['at']}, not "
+                           f"in the field with the token typed selected: {after}")
+            self.shot(page, f"token-refused-{width}")
+            log(f"a wrong token: the form stays open and says {page.inner_text('#token-title')!r}, the focus "
+                "in its field with the token typed selected")
             self.token_form_focus(page, "the token form after a refused token")
             # The right one.
             page.fill("#token-input", token)

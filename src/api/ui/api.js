@@ -214,13 +214,17 @@ function ask(wasRefused, detail) {
   const form = document.getElementById('token-form');
   const input = document.getElementById('token-input');
   const cancel = document.getElementById('token-cancel');
-  document.getElementById('token-title').textContent = wasRefused ? 'The token was refused' : 'A token is needed';
-  document.getElementById('token-reason').textContent = wasRefused
-    ? 'The service answered 401 to the token in use: it was revoked, or mistyped. Enter another.'
-    : 'The service answered 401: its query routes need a bearer token.';
+  const reason = document.getElementById('token-reason');
   const said = document.getElementById('token-detail');
-  said.hidden = !detail;
-  fill(said, detail && ['The service said: “', words(detail), '”']);
+  const tell = (title, why, detail) => {
+    document.getElementById('token-title').textContent = title;
+    reason.textContent = why;
+    said.hidden = !detail;
+    fill(said, detail && ['The service said: “', words(detail), '”']);
+  };
+  tell(wasRefused ? 'The token was refused' : 'A token is needed', wasRefused
+    ? 'The service answered 401 to the token in use: it was revoked, or mistyped. Enter another.'
+    : 'The service answered 401: its query routes need a bearer token.', detail);
   input.value = '';
   return new Promise((resolve, reject) => {
     // While this waits, the service may come to need no token (its last one was revoked): it is
@@ -233,7 +237,10 @@ function ask(wasRefused, detail) {
         // unreachable: the dialog stays, and the calls waiting behind it say so once they go on
       }
     }, OPEN_PROBE_MS);
+    let over = false;
     const done = (given, open = false) => {
+      if (over) return;
+      over = true;
       clearInterval(probe);
       form.removeEventListener('submit', submit);
       cancel.removeEventListener('click', quit);
@@ -250,10 +257,30 @@ function ask(wasRefused, detail) {
         reject(new ApiError(401, { detail: 'no token was given' }, null));
       }
     };
-    const submit = (e) => {
+    // A token given is tried before the dialog goes: a wrong one is refused here, the dialog
+    // staying open with the focus in its field (its text selected, to type over), not closed and
+    // opened again. It is kept (and offered to other tabs) only once the service took it.
+    let trying = false;
+    const submit = async (e) => {
       e.preventDefault();
       const given = input.value.trim();
-      if (given) done(given);
+      if (!given || trying) return;
+      trying = true;
+      let res = null;
+      try {
+        res = await fetch(OPEN_PROBE, { headers: { Accept: 'application/json', Authorization: `Bearer ${given}` }, cache: 'no-store', signal: AbortSignal.timeout(ANSWER_MS) });
+      } catch {
+        // unreachable: the calls waiting behind the dialog try the token, and say so
+      }
+      trying = false;
+      if (res?.status !== 401) return done(given);
+      const detail = (await problemOf(res)).detail;
+      if (over) return; // the service came to need no token meanwhile
+      reason.textContent = ''; // announced (a live region) also when it says the same again
+      requestAnimationFrame(() => tell('The token was refused',
+        'The service answered 401 to that token: it was revoked, or mistyped. Enter another.', detail));
+      input.select();
+      input.focus();
     };
     const quit = (e) => {
       e.preventDefault();
