@@ -68,7 +68,8 @@ revoked, the dialog goes within 25 s and the page renders, saying no token is ne
 ``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token,
 the keyboard focus in its field (Tab and Shift+Tab stay in the form; Escape closes it and leaves
 the focus in the page's main content, not on <body>);
-a wrong one is refused (the form stays open, never closing, and says so with the service's
+behind it, the regions still loading are aria-busy (no region is once a page is drawn); a
+wrong token is refused (the form stays open, never closing, and says so with the service's
 words, the focus staying in its field with the token typed selected); the
 right one makes the page work (the focus in its main content), kept in sessionStorage and never
 put in a URL; a workspace page then follows the stream with
@@ -276,6 +277,9 @@ class Check:
         errors = page.locator("#main .note-error")
         if errors.count():
             raise Fail(f"{what} shows an error: {errors.first.inner_text()!r}")
+        busy = page.evaluate("() => [...document.querySelectorAll('#main [aria-busy]')].map((e) => e.outerHTML.slice(0, 120))")
+        if busy:
+            raise Fail(f"{what}: drawn, it still marks regions aria-busy: {busy[:3]}")
 
     def shot(self, page, name):
         path = os.path.join(self.artifacts, f"dashboard-{name}.png")
@@ -1240,6 +1244,11 @@ class Check:
                 page.context.close()
                 continue
             self.token_form_focus(page, f"the token form at {width} px")
+            # Behind the form, each region still loading is marked aria-busy (until drawn: rendered()).
+            loading = page.evaluate("() => [...document.querySelectorAll('#main .note-loading')]"
+                                    ".map((n) => n.parentElement.getAttribute('aria-busy'))")
+            if not loading or any(b != "true" for b in loading):
+                raise Fail(f"the overview's loading regions behind the token form are not all aria-busy: {loading}")
             # A wrong token: refused in the form, which stays open (it does not close and open
             # again), the focus in its field and the token typed selected.
             page.evaluate("() => { window.__closes = 0; window.__blurs = 0;"

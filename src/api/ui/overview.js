@@ -246,6 +246,8 @@ export default function overview(main, { conn }) {
     } catch (err) {
       shown.workspaces = ''; // what is drawn there is this note now: the next read draws again
       fill(workspaces, problemNote(err, 'The overview cannot be shown'));
+      // Not left saying (and marked busy) that it loads, when it never drew.
+      if (failing.hasAttribute('aria-busy')) fill(failing, note('empty', 'Not shown while the overview cannot be read.'));
     }
     setTimeout(loop, REFRESH_MS);
   };

@@ -11,13 +11,20 @@ export function h(tag, props = {}, ...children) {
     else el.setAttribute(k, v === true ? '' : v);
   }
   el.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  if (loadingIn(el)) el.setAttribute('aria-busy', 'true');
   return el;
 }
+
+// A region that holds a "Loading…" note is aria-busy until its data (or an empty or error state)
+// takes the note's place: what `h` and `fill` put in an element says so, and nothing else need.
+const loadingIn = (el) => el.firstElementChild?.classList.contains('note-loading');
 
 /** Replaces the children of `el`, keeping the keyboard focus where it was (see `swap`). */
 export const fill = (el, ...children) => {
   const place = focusPlace(el);
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  if (loadingIn(el)) el.setAttribute('aria-busy', 'true');
+  else el.removeAttribute('aria-busy');
   refocus(el, place);
   return el;
 };
