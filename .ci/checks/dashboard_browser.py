@@ -89,6 +89,7 @@ Exit status 0 = pass, 1 = fail, 2 = could not run (browser, Playwright or servic
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -900,7 +901,9 @@ class Check:
     def keyboard(self, page, what, workspace):
         """Tab reaches the skip link first; the sync filter `error`, pressed from the keyboard,
         keeps only failing accounts and goes into the URL with `paused` pressed too, which shows the
-        same view again; there, an account that fails shows up live and goes once it recovers."""
+        same view again; there, an account that fails shows up live and goes once it recovers. A
+        polite live region says how many accounts each of the person's filter changes (a toggle, the
+        search) leaves shown, and is left alone by live updates."""
         page.keyboard.press("Tab")
         if not page.evaluate("() => document.activeElement.classList.contains('skip')"):
             raise Fail(f"{what}: the first Tab does not reach the 'Skip to content' link")
@@ -915,6 +918,11 @@ class Check:
             raise Fail(f"{what}: with the sync filter 'error', the rows' sync states are {shown}")
         if toggle.get_attribute("aria-pressed") != "true":
             raise Fail(f"{what}: the pressed filter does not say so (aria-pressed)")
+        told = page.locator("#main [role=status].sr-only")
+        m = re.fullmatch(r"(\d+) of (\d+) accounts? shown", told.text_content() if told.count() == 1 else "")
+        if not m or int(m[1]) != len(shown):
+            raise Fail(f"{what}: the filter's live region says {told.all_text_contents()}, not "
+                       f"'{len(shown)} of … accounts shown'")
         page.click('#main button[data-filter="sync:paused"]')
         self.wait(page, what, "sync=error,paused in the URL",
                   "() => new URL(location.href).searchParams.get('sync') === 'error,paused'")
@@ -934,6 +942,9 @@ class Check:
         self.deliver(workspace, account, "sync.complete")
         self.wait(page, what, f"the recovered account {account} leaving the view filtered on error and paused",
                   f"() => !document.querySelector('{row}')")
+        if told.text_content() != "":
+            raise Fail(f"{what}: live updates (no filter changed since the reload) were read out: "
+                       f"{told.text_content()!r}")
         page.goto(page.url.split("?")[0], wait_until="load")
         self.rendered(page, what)
         search = page.locator("#main input.search")
@@ -948,6 +959,8 @@ class Check:
                 timeout=self.within * 1000, polling=20)
         except PlaywrightTimeout:
             raise Fail(f"{what}: searching for an account id that does not exist still shows rows") from None
+        self.wait(page, what, "the live region saying no account is shown",
+                  "() => /^0 of \\d+ accounts? shown$/.test(document.getElementById('filter-status').textContent)")
         page.locator('#main button[data-filter="clear"]').click()
         log(f"{what}: Tab reaches the skip link; the 'error' filter works from the keyboard and "
             f"lives in the URL with 'paused' ({len(shown)} account(s)), where an account shows up live and "

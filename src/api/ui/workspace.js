@@ -60,10 +60,13 @@ export default function workspacePage(main, { conn }, ws) {
     },
   });
   const filters = h('div', { class: 'filters', role: 'group', 'aria-label': 'Filter the accounts by state' }, toggles, search, clear);
+  // What the person's own filter changes leave shown, read out once they are made (not at each
+  // live update, which changes the counts and rows without being asked).
+  const filtered = h('p', { class: 'sr-only', role: 'status', id: 'filter-status' });
   const accountsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the accounts…'));
   const eventsBody = h('div', { class: 'panel-body' }, note('loading', 'Loading the recent events…'));
   const panels = h('div', { class: 'columns' },
-    section('Accounts', { id: 'accounts-title', wide: true }, filters, accountsBody),
+    section('Accounts', { id: 'accounts-title', wide: true }, filters, filtered, accountsBody),
     section('Recent events', { id: 'events-title' }, eventsBody));
   fill(main,
     h('div', { class: 'title' }, h('h1', {}, 'Workspace ', id(ws)), copyButton(ws)),
@@ -159,6 +162,15 @@ export default function workspacePage(main, { conn }, ws) {
     keep(view);
     drawFigures();
     drawAccounts();
+    if (loaded) tellFiltered();
+  }
+
+  function tellFiltered() {
+    let matching = 0;
+    for (const a of accounts.values()) if (passes(a)) matching++;
+    const all = `${num(accounts.size)} ${plural(accounts.size, 'account')}`;
+    filtered.textContent = matching > drawn.size ? `${num(matching)} of ${all} match; the first ${num(drawn.size)} are shown`
+      : `${num(matching)} of ${all} shown`;
   }
 
   // The table drawn (null when a note is there instead): its body, its rows by account id and
