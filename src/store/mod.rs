@@ -660,7 +660,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     {
         return Ok(());
     }
-    let mut conn = PgConnection::connect_with(&pool.connect_options())
+    let mut conn = connect_once(&pool.connect_options())
         .await
         .map_err(StoreError::Connect)?;
     let mut unhurried_session = settings(STATEMENT_TIMEOUT, &[]);
