@@ -1806,15 +1806,22 @@ async fn months_made_from_a_session_in_another_time_zone_are_utc_months() {
     );
 }
 
+/// The name of the partition of the month `ahead` months from now (0: this month), in UTC.
+async fn partition_of_month(pool: &sqlx::PgPool, ahead: i32) -> String {
+    sqlx::query_scalar(
+        "select 'events_' || to_char(now() at time zone 'UTC' + make_interval(months => $1), 'YYYYMM')",
+    )
+    .bind(ahead)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_delivery_with_no_partition_for_its_month_creates_it() {
     let app = spawn_app().await;
     // As if the store had been migrated long ago and nothing had made this month since.
-    let month: String =
-        sqlx::query_scalar("select 'events_' || to_char(now() at time zone 'UTC', 'YYYYMM')")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let month = partition_of_month(&app.pool, 0).await;
     for statement in [
         format!("alter table events detach partition {month}"),
         format!("drop table {month}"),
@@ -1839,12 +1846,7 @@ async fn a_delivery_with_no_partition_for_its_month_creates_it() {
 async fn the_service_makes_next_month_s_partition_ahead_of_time() {
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    let next: String = sqlx::query_scalar(
-        "select 'events_' || to_char(now() at time zone 'UTC' + interval '1 month', 'YYYYMM')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let next = partition_of_month(&pool, 1).await;
     for statement in [
         format!("alter table events detach partition {next}"),
         format!("drop table {next}"),
@@ -3241,11 +3243,7 @@ async fn readyz_is_503_while_this_months_partition_does_not_hold_now() {
     let owner = db.pool().await;
     let app = crate::helpers::serve_default(&owner, None).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
-    let month: String =
-        sqlx::query_scalar("select 'events_' || to_char(now() at time zone 'UTC', 'YYYYMM')")
-            .fetch_one(&owner)
-            .await
-            .unwrap();
+    let month = partition_of_month(&owner, 0).await;
     sqlx::raw_sql(&format!(
         "alter table events detach partition {month}; drop table {month};
          create table {month} (like events including defaults including constraints);
@@ -3281,11 +3279,7 @@ async fn readyz_is_503_while_this_months_partition_does_not_hold_now() {
 async fn readyz_is_503_while_this_month_has_no_partition_it_can_make() {
     let db = TestDb::create().await;
     let owner = db.pool().await;
-    let month: String =
-        sqlx::query_scalar("select 'events_' || to_char(now() at time zone 'UTC', 'YYYYMM')")
-            .fetch_one(&owner)
-            .await
-            .unwrap();
+    let month = partition_of_month(&owner, 0).await;
     let gone = format!("alter table events detach partition {month}; drop table {month}");
     let owners = crate::helpers::serve_default(&owner, None).await;
     assert_eq!(owners.get("/readyz").await.status(), 200);
