@@ -39,6 +39,20 @@ pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
             Ok(created) => tracing::info!(created, "history partitions created"),
             Err(err) => tracing::warn!(error = %err, "could not create history partitions"),
         }
+        match unheld_ahead(&pool).await {
+            Ok(gaps) => {
+                for (from, to) in gaps {
+                    tracing::warn!(
+                        %from,
+                        %to,
+                        "no history partition holds deliveries received then: each would be \
+                         answered 503 (`select * from event_partitions` lists the months and \
+                         their bounds, which should lie at UTC midnights)"
+                    );
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not read the history partitions"),
+        }
         if let Some(retention) = retention {
             match remove_older_than(&pool, retention, false).await {
                 Ok((cut, removed)) if removed.partitions.is_empty() => {
@@ -148,6 +162,43 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
     )
     .fetch_all(db)
     .await
+}
+
+/// The spans of `received_at` from now to a month ahead that no partition holds: a delivery
+/// received then would be refused (`503`) until one did. The months the service makes leave
+/// none; a month it could not make (a role that does not own `events`), or one made by hand with
+/// other bounds (from a session in another `DateStyle` before migration 0020), may.
+pub async fn unheld_ahead(db: &PgPool) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    let now = database_now(db).await?;
+    let ahead = now.checked_add_months(chrono::Months::new(1));
+    unheld(db, now, ahead.unwrap_or(DateTime::<Utc>::MAX_UTC)).await
+}
+
+/// The spans from `from` to `to` that no partition holds, oldest first.
+pub async fn unheld(
+    db: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    let mut held: Vec<_> = partitions(db)
+        .await?
+        .into_iter()
+        .filter(|p| !p.pending)
+        .map(|p| (p.from, p.to))
+        .collect();
+    held.sort();
+    let mut gaps = Vec::new();
+    let mut at = from;
+    for (start, end) in held {
+        if let Some(start) = start.filter(|&start| start > at && at < to) {
+            gaps.push((at, start.min(to)));
+        }
+        at = at.max(end);
+    }
+    if at < to {
+        gaps.push((at, to));
+    }
+    Ok(gaps)
 }
 
 /// The database server's time: the clock that stamps `receivedAt` and so the one that says how

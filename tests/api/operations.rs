@@ -3195,6 +3195,47 @@ async fn a_month_made_in_any_date_style_starts_at_utc_midnight() {
     sqlx::Connection::close(elsewhere).await.unwrap();
 }
 
+/// A month made by hand with other bounds (as from a session in another `DateStyle` before
+/// migration 0020) leaves spans no partition holds, before and after it: the service names them
+/// (and warns of those ahead every hour), where deliveries would be answered `503`.
+#[tokio::test]
+async fn the_spans_no_history_partition_holds_are_named() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let at = |text: &str| -> chrono::DateTime<chrono::Utc> { text.parse().unwrap() };
+    store::partitions::ensure(&owner).await.unwrap();
+    assert_eq!(store::partitions::unheld_ahead(&owner).await.unwrap(), []);
+    sqlx::raw_sql(
+        "create table events_209901 (like events including defaults including constraints);
+         alter table events attach partition events_209901
+             for values from ('2099-01-01 14:00Z') to ('2099-02-01 14:00Z')",
+    )
+    .execute(&owner)
+    .await
+    .unwrap();
+    let gaps = store::partitions::unheld(
+        &owner,
+        at("2098-12-15T00:00:00Z"),
+        at("2099-02-15T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gaps,
+        [
+            (at("2098-12-15T00:00:00Z"), at("2099-01-01T14:00:00Z")),
+            (at("2099-02-01T14:00:00Z"), at("2099-02-15T00:00:00Z")),
+        ]
+    );
+    let inside = (at("2099-01-02T00:00:00Z"), at("2099-01-03T00:00:00Z"));
+    assert_eq!(
+        store::partitions::unheld(&owner, inside.0, inside.1)
+            .await
+            .unwrap(),
+        []
+    );
+}
+
 /// A month made again after its removal (the database server's clock stepped back across the
 /// month's end) is read by history pages. It took the removed month's sealed range, kept by the
 /// month's name, with no trigger to widen it: a page from after that range never read the
