@@ -15,7 +15,10 @@ virtual environment's python):
    no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
    exception, no request to any other host and no sideways scrolling, though the account has an
    event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
-   screenshots dashboard-<page>-<width>.png; the overview lists its workspaces most failing first;
+   screenshots dashboard-<page>-<width>.png; at 1440 px, in the light scheme and the dark one, every
+   state's dot (deleted too) is 3:1 against its badge, each filter's swatch and the header's dot
+   against what is behind them, and the edge of each plain button (its fill the same as around
+   it) against what is around it (WCAG 1.4.11); the overview lists its workspaces most failing first;
    on the workspace page, the sync filters ``error`` and ``paused`` go into the URL, which shows
    the same view again, where an account that fails shows up live and goes once it recovers;
 2. on the account page, an event's payload opens on request as formatted JSON;
@@ -138,6 +141,45 @@ FAKE_VISIBILITY = """(() => {
   Object.defineProperty(Document.prototype, 'visibilityState', { configurable: true, get: () => window.__visibility });
   Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get: () => window.__visibility === 'hidden' });
 })()"""
+
+
+# Non-text contrast (WCAG 1.4.11), as drawn: each state's dot (a badge's ::before; a badge of every
+# tone is drawn for the purpose in the first panel, so that a state the sample data lacks, such as
+# deleted, is measured too) against its badge, each swatch and header dot against what is behind it,
+# and the edge of each button whose fill does not tell it from what is behind it (a plain button)
+# against that and its fill: 3:1 at least. Returns what falls short.
+CONTRASTS = """() => {
+  const rgb = (c) => { const m = c.match(/[\\d.]+/g); return m && (m.length < 4 || +m[3] > 0) ? m.slice(0, 3).map(Number) : null; };
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const behind = (el) => { for (let e = el.parentElement; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c) return c; } return [255, 255, 255]; };
+  const name = (el) => `${el.tagName.toLowerCase()}.${[...el.classList].join('.')} "${el.textContent.trim().slice(0, 20)}"`;
+  const short = [];
+  const panel = document.querySelector('#main .panel') || document.getElementById('main');
+  const made = ['ok', 'warn', 'bad', 'gone'].map((t) => panel.appendChild(Object.assign(document.createElement('span'), { className: `badge tone-${t}`, textContent: `tone-${t}` })));
+  for (const b of document.querySelectorAll('.badge')) {
+    const dot = rgb(getComputedStyle(b, '::before').backgroundColor);
+    const bg = rgb(getComputedStyle(b).backgroundColor) || behind(b);
+    if (dot && ratio(dot, bg) < 3) short.push(`the dot of ${name(b)}: ${ratio(dot, bg).toFixed(2)}:1`);
+  }
+  made.forEach((m) => m.remove());
+  for (const d of document.querySelectorAll('.swatch, .dot')) {
+    const c = rgb(getComputedStyle(d).backgroundColor);
+    if (c && ratio(c, behind(d)) < 3) short.push(`${name(d)} in ${name(d.parentElement)}: ${ratio(c, behind(d)).toFixed(2)}:1`);
+  }
+  for (const b of document.querySelectorAll('button')) {
+    const cs = getComputedStyle(b);
+    if (!b.getClientRects().length || cs.borderTopStyle === 'none' || parseFloat(cs.borderTopWidth) === 0) continue;
+    const out = behind(b);
+    const fill = rgb(cs.backgroundColor) || out;
+    if (ratio(fill, out) >= 3) continue; // its fill shows it
+    const edge = rgb(cs.borderTopColor);
+    const r = Math.min(ratio(edge, out), ratio(edge, fill));
+    if (r < 3) short.push(`the edge of ${name(b)}: ${r.toFixed(2)}:1`);
+  }
+  return [...new Set(short)];
+}"""
 
 
 def q(segment):
@@ -282,6 +324,16 @@ class Check:
         if busy:
             raise Fail(f"{what}: drawn, it still marks regions aria-busy: {busy[:3]}")
 
+    def contrasts(self, page, what):
+        """The state dots and the edges of plain buttons are 3:1 against what is around them
+        (WCAG 1.4.11), in the light scheme and in the dark one."""
+        for scheme in ("dark", "light"):
+            page.emulate_media(color_scheme=scheme)
+            short = page.evaluate(CONTRASTS)
+            if short:
+                raise Fail(f"{what}, {scheme} scheme: less than 3:1 (WCAG 1.4.11 non-text contrast): {short[:6]}")
+        log(f"{what}: state dots and button edges are 3:1 at least, light and dark")
+
     def shot(self, page, name):
         path = os.path.join(self.artifacts, f"dashboard-{name}.png")
         page.screenshot(path=path, full_page=True)
@@ -387,6 +439,8 @@ class Check:
                 wide = page.evaluate("() => document.documentElement.scrollWidth")
                 if wide > width + 1:
                     raise Fail(f"{what}: the page is {wide} px wide (it scrolls sideways)")
+                if width == 1440:
+                    self.contrasts(page, what)
                 if name == "account" and width == 1440:
                     self.payload(page, what)
                 if name == "overview" and width == 1440:
