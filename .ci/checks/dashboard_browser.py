@@ -68,7 +68,9 @@ stream opened before the outage (which may have died unclosed) is opened again.
 the overview, opened without a token while one exists, asks for one; once the last token is
 revoked, the dialog goes within 25 s and the page renders, saying no token is needed.
 
-``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token,
+``--phase token`` (a token exists, given in $DASHBOARD_TOKEN): the overview asks for a token
+(cancelled there, and closed with Escape on a workspace page, each part of the page says it needs
+one, and one alert, role=alert, says so),
 the keyboard focus in its field (Tab and Shift+Tab stay in the form; Escape closes it and leaves
 the focus in the page's main content, not on <body>);
 behind it, the regions still loading are aria-busy (no region is once a page is drawn); a
@@ -1260,6 +1262,25 @@ class Check:
         page.focus("#token-input")
         log(f"{what}: the token form opens with the focus in its field; Tab and Shift+Tab stay in it")
 
+    def one_alert(self, page, what):
+        """Once the page has drawn what it could not read for want of a token, one alert (role=alert)
+        says so: a screen reader reads it out once, not once per part of the page."""
+        try:
+            page.wait_for_function("() => !document.getElementById('token-dialog').open"
+                                   " && !document.querySelector('#main .note-loading')"
+                                   " && !!document.querySelector('#main .note-error')",
+                                   timeout=self.timeout, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the page did not say it needs a token; it shows "
+                       f"{page.inner_text('#main')[:300]!r}") from None
+        page.wait_for_timeout(500)  # anything drawn after it, too
+        alerts = page.evaluate("() => [...document.querySelectorAll('[role=alert]')]"
+                               ".filter((e) => e.textContent.trim() && !e.closest('[hidden]'))"
+                               ".map((e) => e.textContent.trim().slice(0, 80))")
+        if len(alerts) != 1:
+            raise Fail(f"{what}: {len(alerts)} alerts (role=alert) instead of one: {alerts}")
+        log(f"{what}: one alert: {alerts[0]!r}")
+
     def focus_in_main(self, page, what):
         """Once the token form closed, the focus is in the page's main content (where it was, or
         <main> itself), not on <body>."""
@@ -1282,6 +1303,9 @@ class Check:
                            f"needs one; it shows {page.inner_text('#main')[:300]!r}") from None
             self.shot(page, f"token-form-{width}")
             if width == 390:
+                # Cancel: each part of the overview says it needs a token, but one alert says so.
+                page.click("#token-cancel")
+                self.one_alert(page, "the overview, its token form cancelled")
                 self.clean(page, "the token form at 390 px")
                 # A workspace page opened without a token: its stream is refused, and the header
                 # says it waits for a token (not that it reconnects) while the form is open.
@@ -1308,6 +1332,7 @@ class Check:
                     raise Fail("Escape did not close the token form") from None
                 self.focus_in_main(page, "the token form closed with Escape")
                 log(f"Escape closes the token form; the focus is on {page.evaluate(self.FOCUS_JS)['at']}")
+                self.one_alert(page, "the workspace page, its token form closed with Escape")
                 page.context.close()
                 continue
             self.token_form_focus(page, f"the token form at {width} px")

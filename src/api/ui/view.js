@@ -270,8 +270,17 @@ export function note(kind, ...text) {
 /** A message for an API error: what the service said, in words. */
 export function problemNote(err, what) {
   if (err && err.status === 401) {
-    return note('error', `${what}: the service needs a token (401) and none was given. `,
+    // Every part of the page that needed a token says so, but only one is an alert: a screen
+    // reader reads out once that no token was given, not once per part. Which one is decided once
+    // the parts drawn together are on the page (one that took the place of the alert takes its role).
+    const n = note('error', `${what}: the service needs a token (401) and none was given. `,
       h('button', { type: 'button', onclick: () => location.reload() }, 'Enter a token'));
+    n.dataset.cause = 'token';
+    n.removeAttribute('role');
+    queueMicrotask(() => {
+      if (n.isConnected && !document.querySelector('[role=alert][data-cause=token]')) n.setAttribute('role', 'alert');
+    });
+    return n;
   }
   if (err && err.status === 403 && /not a loopback name/.test(err.problem?.detail || '')) {
     // No token exists, and this page was opened under another name (see not_loopback in the API).
