@@ -47,7 +47,8 @@ virtual environment's python):
    and a delivery made during that read (its status answered as before it, its events after it)
    shows its account and its event once;
 12. look-alike ids (and ``<i>x</i>``, shown as text) on a workspace page, each selected and copied
-   as itself; the button beside the workspace's id (which holds a zero-width space) copies it as it is.
+   as itself; the button beside the workspace's id (which holds a zero-width space) copies it as it is,
+   and a polite live region says "Copied" (a button's own new label is not read out).
 13. the overview's sort and its rows shown ("Show more"), a workspace page's rows shown, an account
    page's changes and events shown ("Show older"), and where each was scrolled to, are as they were
    left after Back and after a reload.
@@ -930,6 +931,16 @@ class Check:
         if page.evaluate("() => window.__copied") != workspace:
             raise Fail(f"{what}: the title's Copy button copied {page.evaluate('() => window.__copied')!r}, "
                        f"not the workspace id {workspace!r}")
+        # ... and says so to screen readers: a polite live region (not the button's own label).
+        try:
+            page.wait_for_function(
+                """() => { const b = document.querySelector('#main .title button.copy');
+                     return [...document.querySelectorAll('[aria-live=polite], [role=status]')]
+                       .some((r) => !r.contains(b) && /Copied/.test(r.textContent)); }""",
+                timeout=2000, polling=50)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: after the Copy button, no polite live region says 'Copied' (the button's "
+                       "own new label is not read out)") from None
         # Each id selected and copied is copied as itself, whole.
         copied = page.eval_on_selector_all(
             "#main section[aria-labelledby=accounts-title] tbody tr[data-key] a.id",

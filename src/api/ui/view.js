@@ -139,15 +139,28 @@ export function copyWholeIds() {
   });
 }
 
-/** A button that copies `text`, saying so for a moment. */
+/**
+ * Says `text` to screen readers, politely (the page's live region, #announce): a change of a
+ * button's own label is not read out. Said again when it is the same as the last time.
+ */
+export function announce(text) {
+  const region = document.getElementById('announce');
+  if (!region) return;
+  region.textContent = '';
+  setTimeout(() => (region.textContent = text), 50);
+}
+
+/** A button that copies `text`, saying so for a moment (and to screen readers). */
 export function copyButton(text, label = 'Copy') {
   const b = h('button', { type: 'button', class: 'copy', title: `Copy ${label === 'Copy' ? 'the id' : ''}`.trim() }, label);
   b.addEventListener('click', async () => {
     try {
       await navigator.clipboard.writeText(text);
       b.textContent = 'Copied';
+      announce('Copied');
     } catch {
       b.textContent = 'Select and copy';
+      announce('Could not copy: select the text and copy it');
     }
     setTimeout(() => (b.textContent = label), 1500);
   });
