@@ -105,7 +105,9 @@ export function visible(value) {
   return text.replace(/^ +| +$/g, (spaces) => '␣'.repeat(spaces.length));
 }
 
-const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+// Intl.Segmenter came late to some browsers (Firefox 125): without it, ids are cut between code
+// points rather than fail to draw.
+const graphemes = Intl.Segmenter && new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /**
  * An id in monospace, truncated in the middle by CSS when there is no room (the head shrinks
@@ -115,7 +117,7 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 export function id(value, href) {
   const text = visible(value);
   // Cut between characters as a reader sees them (an emoji is not cut in two).
-  const chars = [...graphemes.segment(text)].map((g) => g.segment);
+  const chars = graphemes ? [...graphemes.segment(text)].map((g) => g.segment) : [...text];
   const tail = chars.length > 14 ? chars.slice(-6).join('') : '';
   // Read out whole, once: the two visible halves are hidden from screen readers.
   const parts = [h('span', { class: 'sr-only' }, text),
