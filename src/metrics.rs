@@ -190,7 +190,9 @@ impl Default for Metrics {
         );
         r.register(
             "stream_lag_seconds",
-            "Time from an event's storing to its live message being written to a stream",
+            "Time from an event's storing to its live message being written to a stream (every \
+             event of a stream once it follows live, those read from the store included; not a \
+             resumed stream's replay)",
             m.stream_lag_seconds.clone(),
         );
         r.register(

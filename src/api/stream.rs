@@ -909,6 +909,7 @@ async fn open(
         backlog: VecDeque::new(),
         reading: None,
         catch_up_rows: BATCH,
+        live: false,
         check_token: false,
         closed: false,
     };
@@ -981,6 +982,11 @@ impl Future for Reading {
     }
 }
 
+/// How long ago `item` was stored (by the service's clock against the database's `receivedAt`).
+fn lag_of(item: &Item) -> Option<Duration> {
+    (chrono::Utc::now() - item.received_at).to_std().ok()
+}
+
 /// One stream: the body of its answer, polled by the client's connection as the client reads,
 /// so a slow client holds nothing but its place in the broadcast, and, once it falls behind
 /// that, goes back to the store.
@@ -1008,6 +1014,11 @@ struct Follow {
     /// read only to be dropped: a replay of large events would read them again and again),
     /// twice as many otherwise, up to [`BATCH`].
     catch_up_rows: i64,
+    /// It has taken an item from the broadcast: it follows live, so every item it sends from
+    /// then on, from the store too (an event too large for the broadcast, or the items it read
+    /// again after falling behind the broadcast), is timed from its storing in
+    /// `calry_hooks_stream_lag_seconds`. The replay of a resumed stream before that is not.
+    live: bool,
     /// The token the stream was opened with, checked again whenever a token may have changed
     /// and after each keep-alive: a revoked one ends the stream.
     presented: Option<String>,
@@ -1043,7 +1054,8 @@ impl Follow {
                 return Some(last);
             }
             if let Some(item) = self.backlog.pop_front() {
-                self.app.metrics.stream_sent(item.messages, None);
+                let lag = self.live.then(|| lag_of(&item)).flatten();
+                self.app.metrics.stream_sent(item.messages, lag);
                 return Some(item.frame);
             }
             if self.position < self.tail_position {
@@ -1075,6 +1087,7 @@ impl Follow {
             match received {
                 Err(_) => return Some(self.keep_alive()),
                 Ok(Ok(item)) if item.position > self.position => {
+                    self.live = true;
                     if !self.selection.passes(&item) || self.stored_before_open(item.position) {
                         self.position = item.position;
                     } else if item.in_store {
@@ -1082,8 +1095,7 @@ impl Follow {
                         self.tail_position = item.position;
                     } else {
                         self.position = item.position;
-                        let lag = (chrono::Utc::now() - item.received_at).to_std().ok();
-                        self.app.metrics.stream_sent(item.messages, lag);
+                        self.app.metrics.stream_sent(item.messages, lag_of(&item));
                         return Some(item.frame.clone());
                     }
                 }

@@ -1712,6 +1712,33 @@ async fn large_live_events_are_sent_in_order_from_the_store() {
     assert_eq!(read(&mut filtered, syncs.len()).await, syncs);
 }
 
+/// `calry_hooks_stream_lag_seconds` times every event a live stream sends, those it reads from
+/// the store too (one too large for the broadcast here; the same path serves a stream that fell
+/// behind the broadcast): a stream whose client lags is the one the metric is there to show.
+#[tokio::test]
+async fn a_live_stream_times_the_events_it_reads_from_the_store() {
+    let app = spawn_app().await;
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let small = event("t1", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    let mut large = event("t2", "w", None, "x.y", "2024-01-02T00:00:00Z");
+    // Over the broadcast's 16 KiB: sent from the store.
+    large["data"]["padding"] = Value::String("x".repeat(20_000));
+    for body in [&small, &large] {
+        assert_eq!(app.deliver(body).await.status(), 201);
+    }
+    for id in ["t1", "t2"] {
+        let m = stream.next(SOON).await.expect("the event");
+        assert_eq!(m.data["hookId"], id);
+    }
+    assert_eq!(app.metric("calry_hooks_stream_messages_total").await, 2.0);
+    assert_eq!(
+        app.metric("calry_hooks_stream_lag_seconds_count").await,
+        2.0,
+        "each event sent live is timed, the one read from the store included"
+    );
+}
+
 /// While PostgreSQL does not answer at all (its host frozen), an open stream still gets its
 /// keep-alive within 15 s of the last (SPEC §10): the token check that follows each keep-alive
 /// may wait for a connection, but no longer comes before it.
