@@ -221,6 +221,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
     let mut rounds = 0;
     // What kept the last round from storing the batch, for the 503 once rounds run out.
     let mut held_up = "the hook id is being stored concurrently";
+    let mut made_nothing = false; // a round met no partition, and none was made then
     while rounds < MAX_ROUNDS {
         match store(pool, &batch).await {
             Ok(outcomes) => {
@@ -247,10 +248,18 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 held_up = "its batch met deadlocks or serialization failures with other writes";
             }
             Err(err) if crate::store::partitions::is_missing(&err) => {
-                tracing::warn!(error = %err, "no history partition for now; creating it");
                 held_up = "no history partition holds its time, and none could be made";
-                if let Err(err) = crate::store::partitions::ensure(pool.queries()).await {
-                    tracing::warn!(error = %err, "could not create history partitions");
+                // Made now, or perhaps by another instance meanwhile: the next round stores it.
+                // Missing again with nothing made, it stays so (a table of the month's name
+                // apart from `events`, a role that may not make it: `/readyz` says which).
+                match crate::store::partitions::ensure(pool.queries()).await {
+                    Ok(0) if made_nothing => break,
+                    Ok(0) => made_nothing = true,
+                    Ok(created) => tracing::info!(created, "history partitions created"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not create history partitions");
+                        break;
+                    }
                 }
             }
             Err(err) if is_unavailable(&err) => {
@@ -300,11 +309,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
         }
         rounds += 1; // an ended connection's round (`continue` above) does not count
     }
-    warn_each(
-        &batch,
-        None,
-        &format!("batch not stored after its {MAX_ROUNDS} rounds: {held_up}"),
-    );
+    warn_each(&batch, None, &format!("batch not stored: {held_up}"));
     answer_all(batch, || {
         Error::unavailable(format!("{held_up}; retry later"))
     });

@@ -3313,6 +3313,46 @@ async fn readyz_is_503_while_this_months_partition_does_not_hold_now() {
     assert_eq!(app.deliver(&seed()).await.status(), 201);
 }
 
+/// A delivery that meets no partition for its time, where none can be made (a table of this
+/// month's name stands apart from `events`), is answered `503` with one warning: it was tried
+/// eight times, each with a warning that the partition was being created, which it never was.
+#[tokio::test]
+async fn a_delivery_with_no_partition_to_be_made_is_refused_with_one_warning() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let log = crate::helpers::scratch("no-month", ".log");
+    let (mut child, address) = start_binary(binary(Some(&db.name)), &log).await;
+    let month = partition_of_month(&owner, 0).await;
+    sqlx::raw_sql(&format!("alter table events detach partition {month}"))
+        .execute(&owner)
+        .await
+        .unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{address}/webhooks/calry"))
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    let refused = problem(answer, 503).await;
+    assert_eq!(
+        refused["detail"],
+        "no history partition holds its time, and none could be made; retry later"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let warnings: Vec<&str> = (text.lines())
+        .filter(|l| l.contains(" WARN ") && l.contains("partition"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("batch not stored: no history partition"),
+        "{text}"
+    );
+}
+
 /// `/readyz` is `503` while no partition holds this month and the instance cannot make one (its
 /// role does not own `events`): every delivery fails meanwhile. It said `200`. An instance that
 /// may make it does so, and stays ready.
