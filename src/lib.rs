@@ -82,7 +82,11 @@ impl App {
             metrics.watch_disk(private);
         }
         let metrics = Arc::new(metrics);
-        tokio::spawn(store::partitions::keep(pool.clone(), config.retention));
+        tokio::spawn(store::partitions::keep(
+            pool.clone(),
+            config.retention,
+            metrics.history_upkeep.clone(),
+        ));
         let settings = IngestSettings::from_config(&config);
         let writer_pool = WriterPool::new(
             &pool,

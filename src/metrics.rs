@@ -78,6 +78,9 @@ pub struct Metrics {
     /// Bytes of large answers held until their clients read them, kept by
     /// [`crate::api::unsent`].
     pub unsent_bytes: Gauge,
+    /// When the history's hourly upkeep last did all its work, kept by
+    /// [`crate::store::partitions::keep`].
+    pub history_upkeep: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The file system of the private cluster's data, when the service runs one.
     disk: Option<Disk>,
 }
@@ -102,6 +105,7 @@ impl Default for Metrics {
             pool_size: Gauge::default(),
             pool_idle: Gauge::default(),
             pool_waiting: Gauge::default(),
+            history_upkeep: Gauge::default(),
             unsent_bytes: Gauge::default(),
             feed_waiting: Gauge::default(),
             feed_items: Counter::default(),
@@ -145,6 +149,13 @@ impl Default for Metrics {
             "http_requests_in_flight",
             "HTTP requests being handled",
             m.in_flight.clone(),
+        );
+        r.register(
+            "history_upkeep_timestamp_seconds",
+            "When the history's hourly upkeep (the months ahead, retention, sealing months past) \
+             last did all of its work, as a Unix time (0 until it first has); over two hours \
+             old, it fails or waits, and the log says which",
+            m.history_upkeep.clone(),
         );
         r.register(
             "ingest_queue_depth",

@@ -24,8 +24,12 @@ pub async fn ensure(db: impl sqlx::PgExecutor<'_>) -> Result<i32, sqlx::Error> {
 }
 
 /// Keeps the months ahead and, with a `retention`, drops every month wholly older than it, for
-/// as long as the service runs.
-pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
+/// as long as the service runs; `done` is set to the time of each pass that did all of it.
+pub async fn keep(
+    pool: PgPool,
+    retention: Option<chrono::TimeDelta>,
+    done: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+) {
     if let Some(retention) = retention {
         tracing::info!(
             retention_days = retention.num_seconds() as f64 / 86_400.0,
@@ -34,13 +38,18 @@ pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
         );
     }
     loop {
+        let mut all_done = true;
         match ensure(&pool).await {
             Ok(0) => {}
             Ok(created) => tracing::info!(created, "history partitions created"),
-            Err(err) => tracing::warn!(error = %err, "could not create history partitions"),
+            Err(err) => {
+                all_done = false;
+                tracing::warn!(error = %err, "could not create history partitions");
+            }
         }
         match unheld_ahead(&pool).await {
             Ok(gaps) => {
+                all_done &= gaps.is_empty();
                 for (from, to) in gaps {
                     tracing::warn!(
                         %from,
@@ -51,7 +60,10 @@ pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
                     );
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "could not read the history partitions"),
+            Err(err) => {
+                all_done = false;
+                tracing::warn!(error = %err, "could not read the history partitions");
+            }
         }
         if let Some(retention) = retention {
             match remove_older_than(&pool, retention, false).await {
@@ -60,12 +72,17 @@ pub async fn keep(pool: PgPool, retention: Option<chrono::TimeDelta>) {
                 }
                 Ok(_) => {} // each partition removed said so
                 Err(err) => {
+                    all_done = false;
                     tracing::warn!(error = %err, "could not remove history past the retention");
                 }
             }
         }
         if let Err(err) = seal(&pool).await {
+            all_done = false;
             tracing::warn!(error = %err, "could not seal the past months of history");
+        }
+        if all_done {
+            done.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         }
         tracing::debug!("history partitions kept; next pass in an hour");
         tokio::time::sleep(EVERY).await;

@@ -3313,6 +3313,33 @@ async fn readyz_is_503_while_this_months_partition_does_not_hold_now() {
     assert_eq!(app.deliver(&seed()).await.status(), 201);
 }
 
+/// `calry_hooks_history_upkeep_timestamp_seconds` says when the hourly upkeep of the history last
+/// did all of its work: a pass that did sets it; one that could not (this month's partition
+/// stands apart from `events` under its name, so none is made and the month is unheld) leaves it.
+#[tokio::test]
+async fn the_history_upkeep_metric_is_set_by_a_pass_that_did_all_its_work() {
+    let db = TestDb::create().await;
+    let owner = db.pool().await;
+    let sample = "calry_hooks_history_upkeep_timestamp_seconds";
+    let started = chrono::Utc::now().timestamp() as f64;
+    let app = crate::helpers::serve_default(&owner, None).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metric(sample).await < started {
+        assert!(Instant::now() < deadline, "{sample} was not set");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let month = partition_of_month(&owner, 0).await;
+    sqlx::raw_sql(&format!("alter table events detach partition {month}"))
+        .execute(&owner)
+        .await
+        .unwrap();
+    let other = crate::helpers::serve_default(&owner, None).await;
+    for _ in 0..20 {
+        assert_eq!(other.metric(sample).await, 0.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A delivery that meets no partition for its time, where none can be made (a table of this
 /// month's name stands apart from `events`), is answered `503` with one warning: it was tried
 /// eight times, each with a warning that the partition was being created, which it never was.
