@@ -190,6 +190,7 @@ impl App {
             writer_pool,
             listener_pool,
         } = self;
+        let metrics = state.metrics.clone();
         drop(state);
         let mut stop_requested = stop.subscribe();
         let graceful = stop_requested.clone();
@@ -200,7 +201,7 @@ impl App {
         let open = server::Open::default();
         let still_open = open.clone();
         let drain = async move {
-            server::serve(listener, router, overflow, limits, open, graceful).await?;
+            server::serve(listener, router, overflow, limits, open, metrics, graceful).await?;
             writers.finish().await;
             writer_pool.close();
             listener_pool.close().await;

@@ -22,6 +22,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabel {
+    answer: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DatabaseLabel {
     database: &'static str,
 }
@@ -58,6 +63,8 @@ pub struct Metrics {
     ingest_seconds: Histogram,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    connections_open: Gauge,
+    connections_over_cap: Family<AnswerLabel, Counter>,
     queue_depth: Gauge,
     pool_size: Gauge,
     pool_idle: Gauge,
@@ -101,6 +108,8 @@ impl Default for Metrics {
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             requests: Family::new_with_constructor(request_histogram),
             in_flight: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_over_cap: Family::default(),
             queue_depth: Gauge::default(),
             pool_size: Gauge::default(),
             pool_idle: Gauge::default(),
@@ -124,6 +133,12 @@ impl Default for Metrics {
         // nothing, until the first such delivery.
         for outcome in OUTCOMES {
             drop(m.webhooks.get_or_create(&OutcomeLabel { outcome }));
+        }
+        for answer in ["overflow", "closed"] {
+            drop(
+                m.connections_over_cap
+                    .get_or_create(&AnswerLabel { answer }),
+            );
         }
         let r = &mut m.registry;
         r.register(
@@ -156,6 +171,19 @@ impl Default for Metrics {
              last did all of its work, as a Unix time (0 until it first has); over two hours \
              old, it fails or waits, and the log says which",
             m.history_upkeep.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open: at most CALRY_HOOKS_MAX_CONNECTIONS, and a few over it \
+             answering one request each",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections_over_cap",
+            "Connections that came while CALRY_HOOKS_MAX_CONNECTIONS were open and no idle one \
+             gave up its place, by what they got: `overflow` (one request: the health routes \
+             answered, 503 to anything else) or `closed` (closed at once, the overflow full too)",
+            m.connections_over_cap.clone(),
         );
         r.register(
             "ingest_queue_depth",
@@ -375,6 +403,19 @@ impl Metrics {
         self.replica_lag_bytes
             .set(bytes.map_or(f64::NAN, |b| b as f64));
         self.replica_lag_seconds.set(seconds.unwrap_or(f64::NAN));
+    }
+
+    /// Counts one client connection open for as long as the guard lives.
+    pub fn connection_open(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.connections_open)
+    }
+
+    /// Counts a connection that came past the cap: answered by the overflow, or `closed` at once.
+    pub fn connection_over_cap(&self, closed: bool) {
+        let answer = if closed { "closed" } else { "overflow" };
+        self.connections_over_cap
+            .get_or_create(&AnswerLabel { answer })
+            .inc();
     }
 
     /// Counts one request in flight for as long as the guard lives.

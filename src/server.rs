@@ -49,6 +49,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::metrics::{GaugeGuard, Metrics};
 
 /// Connections let in past `max_connections`, to answer the health routes while the cap is
 /// reached.
@@ -166,8 +167,16 @@ pub async fn serve(
     overflow: Router,
     limits: Limits,
     open: Open,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let over_cap = Arc::new(Mutex::new(OverCap {
+        metrics: metrics.clone(),
+        max_connections: limits.max_connections,
+        said: None,
+        overflow: 0,
+        closed: 0,
+    }));
     let regular = Arc::new(Semaphore::new(limits.max_connections));
     let extra = Arc::new(Semaphore::new(OVERFLOW));
     let room_wanted = Arc::new(Notify::new());
@@ -192,6 +201,7 @@ pub async fn serve(
         let place = Place {
             open: open.clone(),
             stop: stop.clone(),
+            _counted: metrics.connection_open(),
         };
         if let Ok(permit) = regular.clone().try_acquire_owned() {
             tokio::spawn(connection(
@@ -206,7 +216,7 @@ pub async fn serve(
             // Idle kept-alive connections close; one of their places is taken if freed soon.
             room_wanted.notify_waiters();
             let (regular, app, overflow) = (regular.clone(), app.clone(), overflow.clone());
-            let room_wanted = room_wanted.clone();
+            let (room_wanted, over_cap) = (room_wanted.clone(), over_cap.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(RECLAIM_WAIT, regular.acquire_owned()).await {
                     Ok(Ok(permit)) => {
@@ -214,6 +224,7 @@ pub async fn serve(
                         connection(stream, app, limits, Some(room_wanted), permit, place).await;
                     }
                     _ => {
+                        OverCap::came(&over_cap, false);
                         connection(stream, overflow, overflow_limits, None, extra_permit, place)
                             .await;
                     }
@@ -221,6 +232,7 @@ pub async fn serve(
             });
         } else {
             drop(stream);
+            OverCap::came(&over_cap, true);
         }
     }
     drop(listener);
@@ -245,7 +257,11 @@ async fn connection(
     limits: Limits,
     room_wanted: Option<Arc<Notify>>,
     _permit: OwnedSemaphorePermit,
-    Place { open, mut stop }: Place,
+    Place {
+        open,
+        mut stop,
+        _counted,
+    }: Place,
 ) {
     // A stream writes message after message: with Nagle's algorithm each small write would wait
     // for the client's acknowledgement of the one before (40 ms, delayed).
@@ -365,10 +381,53 @@ impl ConnectionCloser {
 }
 
 /// What a connection is given besides its socket and router: the list of open connections to
-/// be on, and the service's stop.
+/// be on, and the service's stop; it is counted open in `/metrics` for as long as it lives.
 struct Place {
     open: Open,
     stop: watch::Receiver<bool>,
+    _counted: GaugeGuard,
+}
+
+/// How often at most the log says that connections came past the cap.
+const OVER_CAP_SAID_EVERY: Duration = Duration::from_secs(60);
+
+/// The connections that came past the cap: each counted in `/metrics`, and said in the log at
+/// most once every [`OVER_CAP_SAID_EVERY`] (any client can bring them about), with how many came
+/// since it last was.
+struct OverCap {
+    metrics: Arc<Metrics>,
+    max_connections: usize,
+    said: Option<Instant>,
+    overflow: u64,
+    closed: u64,
+}
+
+impl OverCap {
+    fn came(this: &Mutex<OverCap>, closed: bool) {
+        let mut this = this.lock().unwrap_or_else(|e| e.into_inner());
+        this.metrics.connection_over_cap(closed);
+        *(if closed {
+            &mut this.closed
+        } else {
+            &mut this.overflow
+        }) += 1;
+        if this
+            .said
+            .is_some_and(|at| at.elapsed() < OVER_CAP_SAID_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            max_connections = this.max_connections,
+            overflow = this.overflow,
+            closed = this.closed,
+            "connections came past the cap (CALRY_HOOKS_MAX_CONNECTIONS), counted since this was \
+             last said: `overflow` had the health routes answered and 503 to anything else, \
+             `closed` were closed at once"
+        );
+        this.said = Some(Instant::now());
+        (this.overflow, this.closed) = (0, 0);
+    }
 }
 
 /// The connections open, with their clients' addresses: what a stop that runs out of time cuts

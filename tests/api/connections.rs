@@ -288,7 +288,8 @@ async fn health_routes_answer_while_the_connection_cap_is_reached() {
 
 /// Deliveries refused at the connection cap are counted like every other refused delivery:
 /// an operator's alert on `unavailable` sees an overload. They are not logged as errors: any
-/// client can bring them about.
+/// client can bring them about. The connections past the cap are counted, those closed at once
+/// too (nothing showed them), and said in the log once a minute.
 #[tokio::test]
 async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_errors() {
     let (_child, address, _db, log) =
@@ -333,11 +334,51 @@ async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_erro
         Some(3.0),
         "{text}"
     );
+    // Each connection past the cap is counted (the scrape's own too), and the log says so once
+    // a minute, not once a connection.
+    assert_eq!(
+        sample("calry_hooks_connections_over_cap_total{answer=\"overflow\"}"),
+        Some(4.0),
+        "{text}"
+    );
+    // The one held, and the scrape's (the deliveries' may still be closing).
+    let open = sample("calry_hooks_connections_open").unwrap();
+    assert!(open >= 2.0, "{text}");
+    // Past the overflow's places too, a connection is closed at once, and counted.
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(TcpStream::connect(host(&address)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(2500)).await; // the overflow's head timeout
+    let text = client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let closed = sample("calry_hooks_connections_over_cap_total{answer=\"closed\"}").unwrap();
+    assert!(closed >= 8.0, "{text}");
     drop(busy);
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
         !log.lines().any(|line| line.contains("ERROR")),
         "a refusal at the cap logged as an error:\n{log}"
+    );
+    let said: Vec<&str> = (log.lines())
+        .filter(|line| line.contains("connections came past the cap"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains(" WARN ") && said[0].contains("overflow=1"),
+        "{log}"
     );
 }
 
