@@ -269,7 +269,7 @@ const OUTCOMES: [&str; 7] = [
 
 impl Metrics {
     /// Records one answered webhook delivery: its latency, and its outcome by status code.
-    pub fn delivery(&self, status: StatusCode, elapsed: Duration) {
+    pub fn delivery(&self, status: StatusCode, elapsed: Duration) -> &'static str {
         self.ingest_seconds.observe(elapsed.as_secs_f64());
         let outcome = match status {
             StatusCode::CREATED => "created",
@@ -282,6 +282,7 @@ impl Metrics {
         };
         debug_assert!(OUTCOMES.contains(&outcome));
         self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
+        outcome
     }
 
     /// Records one answered request.

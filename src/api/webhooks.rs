@@ -97,7 +97,19 @@ pub async fn receive(
             Ok((status, _)) => *status,
             Err(err) => err.status(),
         };
-        app.metrics.delivery(status, started.elapsed());
+        let outcome = app.metrics.delivery(status, started.elapsed());
+        // One line per delivery answered (docs/OPERATIONS.md, "Logs"): those stored, redelivered
+        // or conflicting say so in `deliver`, a refused signature is a warning there, and a
+        // failure whose cause is logged says it where its answer is made; the rest, here.
+        if let Err(err) = &answer {
+            let said = match err {
+                Error::Unavailable { source, .. } => source.is_some(),
+                _ => matches!(outcome, "unauthorized" | "conflict" | "error"),
+            };
+            if !said {
+                tracing::info!(outcome, status = status.as_u16(), error = %err, "delivery");
+            }
+        }
         answer
     };
     tokio::spawn(counted.instrument(tracing::Span::current()))

@@ -431,6 +431,60 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
     );
 }
 
+/// Every delivery answered has its line in the log with its request id (OPERATIONS, "Logs"):
+/// those refused for their body (400, 415, 422) had none, so a sender's malformed deliveries
+/// could not be traced.
+#[tokio::test]
+async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
+    let db = crate::helpers::TestDb::create().await;
+    db.pool().await.close().await;
+    let log = crate::helpers::scratch("refused-body", ".log");
+    let mut cmd = crate::helpers::binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_LOG_FORMAT", "text")
+        .env("RUST_LOG", "info");
+    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let client = reqwest::Client::new();
+    let mut missing = event("h-1", WORKSPACE, None, "x.y", "2024-01-01T00:00:00Z");
+    missing["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("workspaceId");
+    let sends = [
+        ("trace-422", "application/json", missing.to_string(), 422),
+        ("trace-400", "application/json", "{not json".to_owned(), 400),
+        ("trace-415", "text/plain", missing.to_string(), 415),
+    ];
+    for (id, content_type, body, status) in &sends {
+        let answer = client
+            .post(format!("{address}/webhooks/calry"))
+            .header("x-request-id", *id)
+            .header("content-type", *content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), *status);
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    for (id, _, _, status) in &sends {
+        let lines: Vec<&str> = (text.lines())
+            .filter(|l| l.contains(id) && l.contains(" delivery "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{id}:\n{text}");
+        assert!(
+            lines[0].contains(" INFO ")
+                && lines[0].contains(r#"outcome="invalid""#)
+                && lines[0].contains(&format!("status={status}")),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_request_id_that_is_too_long_or_not_visible_ascii_is_replaced_by_a_generated_one() {
     let app = spawn_app().await;
