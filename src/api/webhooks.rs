@@ -145,6 +145,15 @@ fn unsigned_from_elsewhere(elsewhere: Elsewhere) -> Error {
     ))
 }
 
+/// The sender's id of a delivery (`webhook-id`, or `svix-id`: Svix's message id, which its
+/// dashboard shows), cut to 100 bytes, for the log line of a refused signature.
+fn message_id(headers: &HeaderMap) -> Option<&str> {
+    let id = ["webhook-id", "svix-id"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())?;
+    Some(id.get(..100).unwrap_or(id))
+}
+
 /// The checks and the store of one delivery, in the order of SPEC §3.
 async fn deliver(
     app: &AppState,
@@ -165,7 +174,10 @@ async fn deliver(
             }
             Ok(verified)
         })
-        .inspect_err(|err| tracing::warn!(error = %err, "delivery refused"))?;
+        .inspect_err(|err| {
+            let webhook_id = message_id(&headers);
+            tracing::warn!(webhook.id = webhook_id, error = %err, "delivery refused");
+        })?;
     // UTF-8 is checked once, here; the text is what the store keeps.
     let body = String::from_utf8(Vec::from(body)).map_err(|e| not_utf8(e.utf8_error()))?;
     let envelope = Envelope::parse_str(&body)?;

@@ -485,6 +485,48 @@ async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
     }
 }
 
+/// A delivery refused for its signature is logged with the sender's message id (`webhook-id`,
+/// Svix's id of the message), so that the delivery can be found on the sender's side.
+#[tokio::test]
+async fn a_refused_signature_is_logged_with_the_senders_message_id() {
+    let db = crate::helpers::TestDb::create().await;
+    db.pool().await.close().await;
+    let log = crate::helpers::scratch("refused-signature", ".log");
+    let mut cmd = crate::helpers::binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_LOG_FORMAT", "text").env(
+        "CALRY_HOOKS_WEBHOOK_SECRETS",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    );
+    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{address}/webhooks/calry"))
+        .header("webhook-id", "msg_trace_me")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header("webhook-signature", "v1,AAAA")
+        .json(&crate::helpers::seed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let refused: Vec<&str> = (text.lines())
+        .filter(|l| l.contains("delivery refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    assert!(
+        refused[0].contains(" WARN ") && refused[0].contains(r#"webhook.id="msg_trace_me""#),
+        "{}",
+        refused[0]
+    );
+}
+
 #[tokio::test]
 async fn a_request_id_that_is_too_long_or_not_visible_ascii_is_replaced_by_a_generated_one() {
     let app = spawn_app().await;
