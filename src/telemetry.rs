@@ -50,7 +50,12 @@ pub fn init(format: LogFormat, filter: &str) {
         .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // The request's fields once, under `span` (not again in a list of every span open).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }
 

@@ -1980,6 +1980,7 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let hook_id = seed()["hook"]["id"].clone();
     for line in lines.iter().filter(|l| l["message"] == "delivery") {
         assert!(line["span"]["request_id"].is_string(), "{line}");
+        assert!(line.get("spans").is_none(), "the span's fields twice: {line}");
         assert_eq!(line["hook.id"], hook_id, "{line}");
     }
 }
