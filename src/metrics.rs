@@ -134,6 +134,9 @@ impl Default for Metrics {
         for outcome in OUTCOMES {
             drop(m.webhooks.get_or_create(&OutcomeLabel { outcome }));
         }
+        drop(m.query_reads.get_or_create(&DatabaseLabel {
+            database: "primary",
+        }));
         for answer in ["overflow", "closed"] {
             drop(
                 m.connections_over_cap
@@ -354,6 +357,9 @@ impl Metrics {
 
     /// Adds the read replica's gauges, for a service that has one.
     pub fn watch_replica(&mut self) {
+        drop(self.query_reads.get_or_create(&DatabaseLabel {
+            database: "replica",
+        }));
         let r = &mut self.registry;
         r.register(
             "replica_reachable",

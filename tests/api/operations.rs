@@ -89,6 +89,14 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
     assert!(content_type(&openmetrics).starts_with("application/openmetrics-text"));
     let openmetrics = openmetrics.text().await.unwrap();
     assert!(openmetrics.ends_with("# EOF\n") && !classic.contains("# EOF"));
+    // Series an alert reads are there at 0 before their first count.
+    for zero in [
+        "calry_hooks_query_reads_total{database=\"primary\"} 0",
+        "calry_hooks_connections_over_cap_total{answer=\"closed\"} 0",
+        "calry_hooks_webhooks_total{outcome=\"unavailable\"} 0",
+    ] {
+        assert!(classic.lines().any(|l| l == zero), "{zero}:\n{classic}");
+    }
     let line = "calry_hooks_webhooks_total{outcome=\"created\"} 2";
     assert!(
         classic
@@ -1980,7 +1988,10 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let hook_id = seed()["hook"]["id"].clone();
     for line in lines.iter().filter(|l| l["message"] == "delivery") {
         assert!(line["span"]["request_id"].is_string(), "{line}");
-        assert!(line.get("spans").is_none(), "the span's fields twice: {line}");
+        assert!(
+            line.get("spans").is_none(),
+            "the span's fields twice: {line}"
+        );
         assert_eq!(line["hook.id"], hook_id, "{line}");
     }
 }
