@@ -50,6 +50,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::metrics::{GaugeGuard, Metrics};
+use crate::telemetry::Sometimes;
 
 /// Connections let in past `max_connections`, to answer the health routes while the cap is
 /// reached.
@@ -170,13 +171,12 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let over_cap = Arc::new(Mutex::new(OverCap {
+    let over_cap = Arc::new(OverCap {
         metrics: metrics.clone(),
         max_connections: limits.max_connections,
-        said: None,
-        overflow: 0,
-        closed: 0,
-    }));
+        said: Sometimes::default(),
+        closed: Default::default(),
+    });
     let regular = Arc::new(Semaphore::new(limits.max_connections));
     let extra = Arc::new(Semaphore::new(OVERFLOW));
     let room_wanted = Arc::new(Notify::new());
@@ -224,7 +224,7 @@ pub async fn serve(
                         connection(stream, app, limits, Some(room_wanted), permit, place).await;
                     }
                     _ => {
-                        OverCap::came(&over_cap, false);
+                        over_cap.came(false);
                         connection(stream, overflow, overflow_limits, None, extra_permit, place)
                             .await;
                     }
@@ -232,7 +232,7 @@ pub async fn serve(
             });
         } else {
             drop(stream);
-            OverCap::came(&over_cap, true);
+            over_cap.came(true);
         }
     }
     drop(listener);
@@ -388,45 +388,33 @@ struct Place {
     _counted: GaugeGuard,
 }
 
-/// How often at most the log says that connections came past the cap.
-const OVER_CAP_SAID_EVERY: Duration = Duration::from_secs(60);
-
-/// The connections that came past the cap: each counted in `/metrics`, and said in the log at
-/// most once every [`OVER_CAP_SAID_EVERY`] (any client can bring them about), with how many came
-/// since it last was.
+/// The connections that came past the cap: each counted in `/metrics`, and said in the log
+/// at most once a minute (any client can bring them about), with how many came since.
 struct OverCap {
     metrics: Arc<Metrics>,
     max_connections: usize,
-    said: Option<Instant>,
-    overflow: u64,
-    closed: u64,
+    said: Sometimes,
+    closed: std::sync::atomic::AtomicU64,
 }
 
 impl OverCap {
-    fn came(this: &Mutex<OverCap>, closed: bool) {
-        let mut this = this.lock().unwrap_or_else(|e| e.into_inner());
-        this.metrics.connection_over_cap(closed);
-        *(if closed {
-            &mut this.closed
-        } else {
-            &mut this.overflow
-        }) += 1;
-        if this
-            .said
-            .is_some_and(|at| at.elapsed() < OVER_CAP_SAID_EVERY)
-        {
-            return;
+    fn came(&self, closed: bool) {
+        self.metrics.connection_over_cap(closed);
+        if closed {
+            self.closed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        tracing::warn!(
-            max_connections = this.max_connections,
-            overflow = this.overflow,
-            closed = this.closed,
-            "connections came past the cap (CALRY_HOOKS_MAX_CONNECTIONS), counted since this was \
-             last said: `overflow` had the health routes answered and 503 to anything else, \
-             `closed` were closed at once"
-        );
-        this.said = Some(Instant::now());
-        (this.overflow, this.closed) = (0, 0);
+        if let Some(came) = self.said.due() {
+            let closed = self.closed.swap(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                max_connections = self.max_connections,
+                came,
+                closed,
+                "connections came past the cap (CALRY_HOOKS_MAX_CONNECTIONS) since this was last \
+                 said: those not closed at once had the health routes answered, 503 to anything \
+                 else"
+            );
+        }
     }
 }
 

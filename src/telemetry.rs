@@ -28,6 +28,38 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest `x-request-id` taken from a client, in bytes.
 const MAX_REQUEST_ID: usize = 128;
 
+/// A warning said at most once every [`Sometimes::EVERY`] however often its cause comes, with how
+/// many times it came since it was last said: for what any client can bring about, which must
+/// not flood the log.
+pub struct Sometimes(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl Sometimes {
+    pub const EVERY: Duration = Duration::from_secs(60);
+
+    pub const fn new() -> Self {
+        Sometimes(std::sync::Mutex::new((None, 0)))
+    }
+
+    /// Counts one more time; `Some(n)` when the warning is to be said now, for the `n` times
+    /// (this one included) since it last was.
+    pub fn due(&self) -> Option<u64> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (said, count) = &mut *state;
+        *count += 1;
+        if said.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return None;
+        }
+        *said = Some(std::time::Instant::now());
+        Some(std::mem::take(count))
+    }
+}
+
+impl Default for Sometimes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Installs the global subscriber; a second call (tests) leaves the first in place.
 pub fn init(format: LogFormat, filter: &str) {
     let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));

@@ -377,7 +377,7 @@ async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_erro
         .collect();
     assert_eq!(said.len(), 1, "{log}");
     assert!(
-        said[0].contains(" WARN ") && said[0].contains("overflow=1"),
+        said[0].contains(" WARN ") && said[0].contains("came=1 closed=0"),
         "{log}"
     );
 }

@@ -485,10 +485,11 @@ async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
     }
 }
 
-/// A delivery refused for its signature is logged with the sender's message id (`webhook-id`,
-/// Svix's id of the message), so that the delivery can be found on the sender's side.
+/// A delivery refused for its signature has its line with the sender's message id (`webhook-id`,
+/// Svix's id of the message), so that it can be found on the sender's side; the warning that
+/// deliveries are refused is said once a minute, not once a delivery (any client can send them).
 #[tokio::test]
-async fn a_refused_signature_is_logged_with_the_senders_message_id() {
+async fn refused_signatures_are_logged_each_with_its_message_id_and_warned_of_once() {
     let db = crate::helpers::TestDb::create().await;
     db.pool().await.close().await;
     let log = crate::helpers::scratch("refused-signature", ".log");
@@ -498,32 +499,46 @@ async fn a_refused_signature_is_logged_with_the_senders_message_id() {
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     );
     let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
-    let answer = reqwest::Client::new()
-        .post(format!("{address}/webhooks/calry"))
-        .header("webhook-id", "msg_trace_me")
-        .header(
-            "webhook-timestamp",
-            chrono::Utc::now().timestamp().to_string(),
-        )
-        .header("webhook-signature", "v1,AAAA")
-        .json(&crate::helpers::seed())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 401);
+    for n in 0..3 {
+        let answer = reqwest::Client::new()
+            .post(format!("{address}/webhooks/calry"))
+            .header("webhook-id", format!("msg_trace_me_{n}"))
+            .header(
+                "webhook-timestamp",
+                chrono::Utc::now().timestamp().to_string(),
+            )
+            .header("webhook-signature", "v1,AAAA")
+            .json(&crate::helpers::seed())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
     child.wait().await.unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
-    let refused: Vec<&str> = (text.lines())
-        .filter(|l| l.contains("delivery refused"))
+    for n in 0..3 {
+        let id = format!(r#"webhook.id="msg_trace_me_{n}""#);
+        let lines: Vec<&str> = (text.lines())
+            .filter(|l| l.contains(" INFO ") && l.contains(" delivery ") && l.contains(&id))
+            .collect();
+        assert_eq!(lines.len(), 1, "{id}:\n{text}");
+        assert!(
+            lines[0].contains(r#"outcome="unauthorized""#),
+            "{}",
+            lines[0]
+        );
+    }
+    let warned: Vec<&str> = (text.lines())
+        .filter(|l| l.contains(" WARN ") && l.contains("refused for their signature"))
         .collect();
-    assert_eq!(refused.len(), 1, "{text}");
+    assert_eq!(warned.len(), 1, "{text}");
     assert!(
-        refused[0].contains(" WARN ") && refused[0].contains(r#"webhook.id="msg_trace_me""#),
+        warned[0].contains("refused=1") && warned[0].contains("msg_trace_me_0"),
         "{}",
-        refused[0]
+        warned[0]
     );
 }
 
