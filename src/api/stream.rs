@@ -188,13 +188,35 @@ pub async fn items(db: &mut PgConnection, rows: Vec<FeedRow>) -> Result<Vec<Item
 
 /// The `status` message of an event, from its account's entry right after it.
 fn write_status(event: &Event, entry: &AccountStatus) -> String {
-    serde_json::to_string(&StatusMessage {
-        workspace_id: &event.workspace_id,
-        integration_account_id: &entry.integration_account_id,
-        status: entry,
-        caused_by: &event.hook_id,
-    })
-    .expect("a status serializes")
+    one_line(
+        serde_json::to_string(&StatusMessage {
+            workspace_id: &event.workspace_id,
+            integration_account_id: &entry.integration_account_id,
+            status: entry,
+            caused_by: &event.hook_id,
+        })
+        .expect("a status serializes"),
+    )
+}
+
+/// JSON written by serde_json, with the three characters it leaves raw in strings that many
+/// clients take for line breaks (U+0085, U+2028, U+2029: Python's `str.splitlines`, so httpx's
+/// `iter_lines`) written as escapes instead: the same JSON value, and a `data:` line that no
+/// client cuts in two (a payload holding U+2028 otherwise reached such a client as JSON cut short).
+fn one_line(json: String) -> String {
+    const BREAKS: [char; 3] = ['\u{85}', '\u{2028}', '\u{2029}'];
+    if !json.contains(BREAKS) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        if BREAKS.contains(&c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `status` message of an event, from its account's latest rows right after it.
@@ -204,8 +226,9 @@ fn status_message(event: &Event, latest: Vec<LatestRow>) -> Option<String> {
         .map(|entry| write_status(event, &entry))
 }
 
-/// An event's stream item, its messages written out (JSON written by serde_json holds no line
-/// break, so each data is one `data:` line).
+/// An event's stream item, its messages written out (JSON written by serde_json holds no CR or
+/// LF, and [`one_line`] escapes what else a client may split lines at, so each data is one
+/// `data:` line).
 fn item(row: FeedRow, status: Option<String>) -> Item {
     let position = row.position();
     let id = position.encode();
@@ -216,11 +239,13 @@ fn item(row: FeedRow, status: Option<String>) -> Item {
         event.event_type.clone(),
         event.integration_account_id.clone(),
     );
-    let data = serde_json::to_string(&FeedItem {
-        position: id.clone(),
-        event,
-    })
-    .expect("an event serializes");
+    let data = one_line(
+        serde_json::to_string(&FeedItem {
+            position: id.clone(),
+            event,
+        })
+        .expect("an event serializes"),
+    );
     let frame = match &status {
         None => format!("event: event\ndata: {data}\nid: {id}\n\n"),
         Some(status) => {

@@ -123,6 +123,47 @@ impl Reader {
 
 const SOON: Duration = Duration::from_secs(15);
 
+/// Line separators in a payload (U+2028, U+2029, U+0085) are sent as JSON escapes, so that a
+/// client splitting lines as Python's `str.splitlines` does (httpx's `iter_lines`) still reads
+/// one whole `data:` line; the event is the same JSON value.
+#[tokio::test]
+async fn a_payload_holding_unicode_line_separators_is_sent_on_one_data_line() {
+    let app = spawn_app().await;
+    let mut body = event(
+        "u1",
+        "w",
+        Some("a\u{2028}b"),
+        "sync.error",
+        "2024-01-02T00:00:00Z",
+    );
+    body["data"]["note"] = serde_json::json!("one\u{2028}two\u{2029}three\u{85}four");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let response = reqwest::Client::new()
+        .get(format!("{}/stream?after=cDE6MDow", app.address))
+        .send()
+        .await
+        .unwrap();
+    let mut chunks = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\nid: ") {
+        let chunk = tokio::time::timeout(SOON, chunks.next()).await.unwrap();
+        text.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+    let mut datas = 0;
+    for line in text.split('\n').filter(|l| l.starts_with("data: ")) {
+        assert!(!line.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{line}");
+        let data: Value = serde_json::from_str(&line["data: ".len()..]).unwrap();
+        datas += 1;
+        if data["hookId"] == "u1" {
+            assert_eq!(data["payload"], body);
+        } else {
+            assert_eq!(data["causedBy"], "u1");
+            assert_eq!(data["integrationAccountId"], "a\u{2028}b");
+        }
+    }
+    assert_eq!(datas, 2, "the event and its status: {text}");
+}
+
 #[tokio::test]
 async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
     let app = spawn_app().await;
