@@ -70,6 +70,13 @@ impl Envelope {
                         "the body is JSON beyond what this service reads: {text} (numbers must \
                          fit a 64-bit float, and arrays and objects nest at most {MAX_DEPTH} deep)"
                     )
+                } else if body.starts_with('\u{feff}') {
+                    // Invisible in most tools, so "expected value at column 1" would puzzle.
+                    format!(
+                        "the body is not valid JSON: it begins with a byte order mark (U+FEFF), \
+                         which JSON sent over a network must not (RFC 8259, section 8.1): send the \
+                         body without it ({text})"
+                    )
                 } else {
                     format!("the body is not valid JSON: {text}")
                 },

@@ -137,6 +137,20 @@ async fn a_body_that_is_not_json_or_not_utf8_is_a_400_and_stores_nothing() {
     assert_eq!(app.stored_events().await, 0);
 }
 
+/// A byte order mark before the JSON (which RFC 8259 forbids on the wire, and which most tools
+/// do not show) is named in the detail, not left as "expected value at line 1 column 1".
+#[tokio::test]
+async fn a_body_behind_a_byte_order_mark_is_a_400_that_names_it() {
+    let app = spawn_app().await;
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend(serde_json::to_vec(&seed()).unwrap());
+    let body = problem(app.deliver_raw(body, "application/json").await, 400).await;
+    assert_eq!(body["type"], "urn:calry-hooks:problem:malformed-body");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("byte order mark"), "{detail}");
+    assert_eq!(app.stored_events().await, 0);
+}
+
 #[tokio::test]
 async fn a_missing_or_mistyped_field_is_a_422_naming_its_path() {
     let app = spawn_app().await;
