@@ -45,8 +45,17 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
-    #[error("this route does not answer that method")]
-    MethodNotAllowed,
+    /// `cross_origin`: a browser's CORS preflight (`OPTIONS` with `Origin`), told why.
+    #[error(
+        "this route does not answer that method{}",
+        if *cross_origin {
+            ": this service sends no CORS headers, so a page of another origin cannot call it; \
+             serve the page from the service's own origin, as /ui is"
+        } else {
+            ""
+        }
+    )]
+    MethodNotAllowed { cross_origin: bool },
 
     #[error("{reason}")]
     BadParameter { name: String, reason: String },
@@ -237,7 +246,7 @@ impl Error {
             Error::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -257,7 +266,7 @@ impl Error {
                 "Hook id already stored with a different body",
             ),
             Error::NotFound(_) => ("not-found", "Not found"),
-            Error::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Error::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             Error::BadParameter { .. } => ("invalid-parameter", "Invalid parameter"),
             Error::QueryTooCostly => ("query-too-costly", "Query too costly"),
             Error::BodyTimeout { .. } => ("body-timeout", "Body too slow"),

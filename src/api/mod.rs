@@ -24,7 +24,7 @@ use crate::server::MAX_HEAD;
 use crate::store::{Pool, ReadReplica};
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::util::MapRequestLayer;
@@ -162,7 +162,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(pages(doc))
         .fallback(|| async { Error::NotFound("no such route".to_owned()) })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .method_not_allowed_fallback(|method: Method, headers: HeaderMap| async move {
+            Error::MethodNotAllowed {
+                cross_origin: method == Method::OPTIONS && headers.contains_key(header::ORIGIN),
+            }
+        })
         .layer(axum::middleware::from_fn(refuse_large_heads))
         // Last, so that it times every route and both fallbacks.
         .layer(axum::middleware::from_fn_with_state(

@@ -832,3 +832,43 @@ async fn refused_beside_fifteen_others(app: &TestApp, refused: String) -> Value 
     assert_eq!(app.stored_events().await, 15);
     problem(refused_answer, 400).await
 }
+
+/// A browser's CORS preflight is refused saying why: the service sends no CORS headers, so a page
+/// of another origin cannot call it. It said only that the route does not answer the method.
+#[tokio::test]
+async fn a_cors_preflight_is_refused_saying_the_service_sends_no_cors_headers() {
+    let app = spawn_app().await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/feed", app.address))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let refused = problem(preflight, 405).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this service sends no CORS headers"),
+        "{refused}"
+    );
+    let other = app
+        .client
+        .delete(format!("{}/feed", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(other, 405).await["detail"],
+        "this route does not answer that method"
+    );
+}
