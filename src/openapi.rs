@@ -35,14 +35,14 @@ pub struct ApiDoc;
 // part of the document only.
 
 /// This document (OpenAPI 3.1), as committed in `openapi/openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "pages", responses(
+#[utoipa::path(get, path = "/openapi.json", tag = "pages", security(), responses(
     (status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object),
 ))]
 #[allow(dead_code)]
 fn openapi_document() {}
 
 /// Swagger UI for this document, served from the binary (`/docs` redirects here).
-#[utoipa::path(get, path = "/docs/", tag = "pages", responses(
+#[utoipa::path(get, path = "/docs/", tag = "pages", security(), responses(
     (status = 200, description = "The Swagger UI page.", content_type = "text/html", body = String),
 ))]
 #[allow(dead_code)]
@@ -51,14 +51,14 @@ fn docs_page() {}
 /// The dashboard for people: the overview of every workspace and its failing accounts. Its
 /// other pages are the same HTML, which reads the JSON routes of this document with the token
 /// it asks for.
-#[utoipa::path(get, path = "/ui", tag = "pages", responses(
+#[utoipa::path(get, path = "/ui", tag = "pages", security(), responses(
     (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
 ))]
 #[allow(dead_code)]
 fn dashboard() {}
 
 /// The dashboard's page of one workspace: its accounts and its events, live.
-#[utoipa::path(get, path = "/ui/workspaces/{workspaceId}", tag = "pages",
+#[utoipa::path(get, path = "/ui/workspaces/{workspaceId}", tag = "pages", security(),
     params(("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66")),
     responses(
         (status = 200, description = "The dashboard's page.", content_type = "text/html", body = String),
@@ -68,7 +68,7 @@ fn dashboard() {}
 fn dashboard_workspace() {}
 
 /// The dashboard's page of one account: its state, timeline and events, live.
-#[utoipa::path(get, path = "/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}", tag = "pages",
+#[utoipa::path(get, path = "/ui/workspaces/{workspaceId}/accounts/{integrationAccountId}", tag = "pages", security(),
     params(
         ("workspaceId" = String, Path, description = "The workspace.", example = "6fd2160c-3ea6-42c2-bcdd-2eef89f5ca66"),
         ("integrationAccountId" = String, Path, description = "The integration account.", example = "4a905074-4dd9-426a-b5a9-cf7c9bb33034"),

@@ -57,7 +57,7 @@ pub struct Event {
     pub delivery_count: i32,
     pub signature_verified: bool,
     /// The body of the first delivery, every field kept.
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::BTreeMap<String, serde_json::Value>)]
     pub payload: Jsonb<Box<RawValue>>,
 }
 

@@ -839,7 +839,7 @@ pub struct LastEventIdHeader {
     /// Resume after this position: a `position` (or an `id:` of this stream) from earlier; wins
     /// over `after`. Sent by `EventSource` when it reconnects. The example is the position before
     /// every event (any store takes it: the whole history follows).
-    #[param(rename = "Last-Event-ID", example = "cDE6MDow")]
+    #[param(rename = "Last-Event-ID", example = "cDE6MDow", nullable = false)]
     last_event_id: Option<String>,
 }
 

@@ -54,13 +54,15 @@ pub enum ReceiptStatus {
     post,
     path = "/webhooks/calry",
     tag = "webhooks",
+    // Deliveries are authenticated by their signatures (`webhook-signature`), not a token.
+    security(),
     params(
-        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks message id (or `svix-id`): signed, so required when secrets are configured; the event's own id is `hook.id`."),
-        ("webhook-timestamp" = Option<String>, Header, description = "Unix seconds of this attempt (or `svix-timestamp`): within `CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS` of now when secrets are configured."),
-        ("webhook-signature" = Option<String>, Header, description = "Space-separated `v1,<base64>` HMAC-SHA256 signatures of `{id}.{timestamp}.{body}` (or `svix-signature`); any one matching a configured secret is enough."),
-        ("svix-id" = Option<String>, Header, description = "`webhook-id` under Svix's name."),
-        ("svix-timestamp" = Option<String>, Header, description = "`webhook-timestamp` under Svix's name."),
-        ("svix-signature" = Option<String>, Header, description = "`webhook-signature` under Svix's name."),
+        ("webhook-id" = Option<String>, Header, nullable = false, description = "Standard Webhooks message id (or `svix-id`): signed, so required when secrets are configured; the event's own id is `hook.id`."),
+        ("webhook-timestamp" = Option<String>, Header, nullable = false, description = "Unix seconds of this attempt (or `svix-timestamp`): within `CALRY_HOOKS_SIGNATURE_TOLERANCE_SECS` of now when secrets are configured."),
+        ("webhook-signature" = Option<String>, Header, nullable = false, description = "Space-separated `v1,<base64>` HMAC-SHA256 signatures of `{id}.{timestamp}.{body}` (or `svix-signature`); any one matching a configured secret is enough."),
+        ("svix-id" = Option<String>, Header, nullable = false, description = "`webhook-id` under Svix's name."),
+        ("svix-timestamp" = Option<String>, Header, nullable = false, description = "`webhook-timestamp` under Svix's name."),
+        ("svix-signature" = Option<String>, Header, nullable = false, description = "`webhook-signature` under Svix's name."),
     ),
     request_body(
         content = crate::openapi::CalryWebhook,
