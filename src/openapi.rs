@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "pages", description = "For people and their browsers: the dashboard and these docs."),
     ),
     paths(openapi_document, docs_page, dashboard, dashboard_workspace, dashboard_account),
-    components(schemas(crate::error::Problem, EventTypeFilter)),
+    components(schemas(crate::error::Problem, EventTypeFilter, crate::api::replica::ReadFrom)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -365,7 +365,8 @@ pub mod answers {
     pub struct Unavailable(#[allow(dead_code)] Problem);
 }
 
-/// `order` of a history listing (documentation only).
+// For the document only: the history routes read `order` themselves.
+/// `order` of a history listing: `desc` (newest first, the default) or `asc`.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
 #[allow(dead_code)]
@@ -409,7 +410,8 @@ impl utoipa::PartialSchema for EventTypeFilter {
 
 impl ToSchema for EventTypeFilter {}
 
-/// `result` filter of a history listing (documentation only).
+// For the document only: the history routes read `result` themselves.
+/// `result` filter of a history listing: only events whose `data.result` is this.
 #[derive(ToSchema)]
 #[allow(dead_code, clippy::upper_case_acronyms)]
 pub enum ResultParam {
@@ -471,8 +473,8 @@ pub fn account_item_example() -> Value {
     item
 }
 
-/// A Calry webhook envelope (documentation only: the service parses bodies itself, see
-/// `envelope.rs`). Any other field, anywhere, is accepted and kept.
+// For the document only: the service parses bodies itself (`envelope.rs`).
+/// A Calry webhook envelope. Any other field, anywhere, is accepted and kept.
 #[derive(ToSchema)]
 #[schema(example = seed_example)]
 #[allow(dead_code)]

@@ -80,7 +80,7 @@ pub struct ReadFromHeader {
     /// (`CALRY_HOOKS_READ_DATABASE_URL`): for a read that must see what was just written, such
     /// as an event answered `201` a moment ago, which the replica may not have replayed yet.
     /// Default: the replica when one is configured and reachable.
-    #[param(rename = "Calry-Hooks-Read-From", inline, required = false)]
+    #[param(rename = "Calry-Hooks-Read-From", required = false)]
     read_from: ReadFrom,
 }
 
