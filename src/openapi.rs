@@ -22,9 +22,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "status", description = "What state each integration account is in now."),
         (name = "history", description = "What happened: stored events."),
         (name = "feed", description = "Following the store: every event once, in the order it became visible."),
-        (name = "operations", description = "Health and readiness."),
+        (name = "operations", description = "Health, readiness and metrics."),
         (name = "pages", description = "For people and their browsers: the dashboard and these docs."),
     ),
+    servers((url = "/", description = "The service this document was read from")),
     paths(openapi_document, docs_page, dashboard, dashboard_workspace, dashboard_account),
     components(schemas(crate::error::Problem, EventTypeFilter, crate::api::replica::ReadFrom)),
     modifiers(&BearerAuth)
