@@ -105,7 +105,9 @@ pub struct FeedPage {
 #[allow(dead_code, non_snake_case)]
 pub struct FeedParams {
     /// `next` of an earlier answer (or an item's `position`); absent: from the beginning of what
-    /// is kept.
+    /// is kept. The example is the position before every event, which any store takes (a
+    /// position another store gave out is refused).
+    #[param(example = "cDE6MDow")]
     after: Option<String>,
     /// Items per answer, 1–1000.
     #[param(minimum = 1, maximum = 1000, default = 100, example = 100)]
