@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestDb, binary, start_binary};
+use crate::helpers::{TestDb, binary, metric_in, start_binary};
 
 /// The service binary on a database of its own, with `settings` in its environment; `limit`
 /// sets its open-file limit (soft, hard) before it starts.
@@ -309,21 +309,15 @@ async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_erro
             .unwrap();
         assert_eq!(answer.status(), 503);
     }
-    let text = client
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    let scrape = async || {
+        let answer = client.get(format!("{address}/metrics")).send().await;
+        answer.unwrap().text().await.unwrap()
     };
+    let text = scrape().await;
+    let sample = |name: &str| metric_in(&text, name);
     assert_eq!(
         sample("calry_hooks_webhooks_total{outcome=\"unavailable\"}"),
-        Some(3.0),
+        3.0,
         "{text}"
     );
     assert_eq!(
@@ -331,19 +325,18 @@ async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_erro
             "calry_hooks_http_request_duration_seconds_count{route=\"/webhooks/calry\",\
              method=\"POST\",status_class=\"5xx\"}"
         ),
-        Some(3.0),
+        3.0,
         "{text}"
     );
     // Each connection past the cap is counted (the scrape's own too), and the log says so once
     // a minute, not once a connection.
     assert_eq!(
         sample("calry_hooks_connections_over_cap_total{answer=\"overflow\"}"),
-        Some(4.0),
+        4.0,
         "{text}"
     );
     // The one held, and the scrape's (the deliveries' may still be closing).
-    let open = sample("calry_hooks_connections_open").unwrap();
-    assert!(open >= 2.0, "{text}");
+    assert!(sample("calry_hooks_connections_open") >= 2.0, "{text}");
     // Past the overflow's places too, a connection is closed at once, and counted.
     let mut silent = Vec::new();
     for _ in 0..40 {
@@ -352,19 +345,11 @@ async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_erro
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(silent);
     tokio::time::sleep(Duration::from_millis(2500)).await; // the overflow's head timeout
-    let text = client
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-    };
-    let closed = sample("calry_hooks_connections_over_cap_total{answer=\"closed\"}").unwrap();
+    let text = scrape().await;
+    let closed = metric_in(
+        &text,
+        "calry_hooks_connections_over_cap_total{answer=\"closed\"}",
+    );
     assert!(closed >= 8.0, "{text}");
     drop(busy);
     let log = std::fs::read_to_string(&log).unwrap();
