@@ -317,12 +317,21 @@ impl IntoResponse for Error {
             Error::Unavailable {
                 detail,
                 source: Some(source),
-            } => tracing::warn!(
-                error = %source,
-                hint = hint(source),
-                detail,
-                "database unavailable"
-            ),
+            } => {
+                // Said at most once a minute: at a database that is down, every request comes here.
+                static SAID: crate::telemetry::Sometimes = crate::telemetry::Sometimes::new();
+                tracing::debug!(error = %source, detail, "database unavailable");
+                if let Some(requests) = SAID.due(1) {
+                    tracing::warn!(
+                        requests,
+                        error = %source,
+                        hint = hint(source),
+                        detail,
+                        "database unavailable: requests answered 503 for it since this was last \
+                         said"
+                    );
+                }
+            }
             _ if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::error!(error = ?self, "request failed");
             }

@@ -19,6 +19,7 @@ use crate::envelope::Envelope;
 use crate::error::{Error, is_unavailable};
 use crate::status::KNOWN_TYPES;
 use crate::store::WriterPool;
+use crate::telemetry::Sometimes;
 
 /// A parsed delivery on its way to the store.
 #[derive(Debug, Clone)]
@@ -288,7 +289,18 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                         "the database is unavailable; retry later",
                     )
                 };
-                warn_each(&batch, Some(&err), what);
+                // Said at most once a minute: at a database that is down, every delivery comes
+                // here (each has its own line, with its answer, in the route).
+                static SAID: Sometimes = Sometimes::new();
+                if let Some(deliveries) = SAID.due(batch.len() as u64) {
+                    tracing::warn!(
+                        parent: &batch[0].span, // one of them, with its request id
+                        deliveries,
+                        error = %err,
+                        hint = crate::error::hint(&err),
+                        "{what}: deliveries answered 503 for it since this was last said"
+                    );
+                }
                 answer_all(batch, || Error::unavailable(detail));
                 return created;
             }

@@ -404,7 +404,7 @@ impl OverCap {
             self.closed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(came) = self.said.due() {
+        if let Some(came) = self.said.due(1) {
             let closed = self.closed.swap(0, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(
                 max_connections = self.max_connections,

@@ -40,12 +40,12 @@ impl Sometimes {
         Sometimes(std::sync::Mutex::new((None, 0)))
     }
 
-    /// Counts one more time; `Some(n)` when the warning is to be said now, for the `n` times
-    /// (this one included) since it last was.
-    pub fn due(&self) -> Option<u64> {
+    /// Counts `times` more; `Some(n)` when the warning is to be said now, for the `n` times
+    /// (these included) since it last was.
+    pub fn due(&self, times: u64) -> Option<u64> {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (said, count) = &mut *state;
-        *count += 1;
+        *count += times;
         if said.is_some_and(|at| at.elapsed() < Self::EVERY) {
             return None;
         }

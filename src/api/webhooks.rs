@@ -101,17 +101,13 @@ pub async fn receive(
             Err(err) => err.status(),
         };
         let outcome = app.metrics.delivery(status, started.elapsed());
-        // One line per delivery answered (docs/OPERATIONS.md, "Logs"): those stored, redelivered
-        // or conflicting say so in `deliver`, a refused signature is a warning there, and a
-        // failure whose cause is logged says it where its answer is made; the rest, here.
-        if let Err(err) = &answer {
-            let said = match err {
-                Error::Unavailable { source, .. } => source.is_some(),
-                _ => matches!(outcome, "unauthorized" | "conflict" | "error"),
-            };
-            if !said {
-                tracing::info!(outcome, status = status.as_u16(), error = %err, "delivery");
-            }
+        // One line per delivery answered (docs/OPERATIONS.md, "Logs"): those stored, redelivered,
+        // conflicting or refused for their signature say so in `deliver`, and a `500` is an error
+        // where its answer is made; the rest, here.
+        if let Err(err) = &answer
+            && !matches!(outcome, "unauthorized" | "conflict" | "error")
+        {
+            tracing::info!(outcome, status = status.as_u16(), error = %err, "delivery");
         }
         answer
     };
@@ -183,7 +179,7 @@ async fn deliver(
             static SAID: Sometimes = Sometimes::new();
             let webhook_id = message_id(&headers);
             tracing::info!(outcome = "unauthorized", webhook.id = webhook_id, error = %err, "delivery");
-            if let Some(refused) = SAID.due() {
+            if let Some(refused) = SAID.due(1) {
                 tracing::warn!(
                     refused,
                     webhook.id = webhook_id,

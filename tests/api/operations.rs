@@ -335,6 +335,79 @@ async fn spawn_app_over_tcp() -> TestApp {
     crate::helpers::serve_default(&pool, Some(db)).await
 }
 
+/// At a database that cannot be reached, each delivery has its own line (`unavailable`, with its
+/// request id), and the warning that says why comes at most once a minute, with how many: it came
+/// once a delivery (ten thousand lines in ten seconds at a thousand deliveries a second).
+#[tokio::test]
+async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_has_its_line() {
+    let db = TestDb::create().await;
+    db.pool().await.close().await;
+    let server = crate::helpers::server();
+    let Some(dir) = server.get_socket() else {
+        return; // the proxy below needs the server's socket
+    };
+    // A TCP way to the server that can be cut: its connections end, and new ones are closed.
+    let socket = dir.join(format!(".s.PGSQL.{}", server.get_port()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (cut, cut_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (socket, mut cut_seen) = (socket.clone(), cut_seen.clone());
+            if *cut_seen.borrow() {
+                continue; // closed at once
+            }
+            tokio::spawn(async move {
+                let mut server = tokio::net::UnixStream::connect(socket).await.unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut_seen.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    let log = crate::helpers::scratch("unreachable", ".log");
+    let mut cmd = binary(None);
+    cmd.env(
+        "DATABASE_URL",
+        format!(
+            "postgres://{}@127.0.0.1:{port}/{}",
+            server.get_username(),
+            db.name
+        ),
+    );
+    let (mut child, address) = start_binary(cmd, &log).await;
+    let client = reqwest::Client::new();
+    let deliver = async |body: &Value| {
+        let request = client.post(format!("{address}/webhooks/calry")).json(body);
+        request.send().await.unwrap().status()
+    };
+    assert_eq!(deliver(&seed()).await, 201);
+    cut.send(true).unwrap();
+    for n in 0..5 {
+        let body = event(
+            &format!("cut-{n}"),
+            "w",
+            Some("a"),
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        );
+        assert_eq!(deliver(&body).await, 503);
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines = |level: &str, what: &str| {
+        (text.lines())
+            .filter(|l| l.contains(level) && l.contains(what))
+            .count()
+    };
+    assert_eq!(lines(" INFO ", r#"outcome="unavailable""#), 5, "{text}");
+    assert_eq!(lines(" WARN ", "database unavailable"), 1, "{text}");
+}
+
 /// Deliveries after the server ended every connection of the service (an administrator, an
 /// `idle_session_timeout`, a pooler's restart) while it stays up are stored, not answered 503:
 /// a batch that meets an ended connection goes again on another.
