@@ -368,15 +368,48 @@ async fn two_authorization_headers_are_refused_with_400() {
     assert_eq!(one.status(), 200);
 }
 
+/// The service binary on a database of its own, logging text at `info` to a file of its own,
+/// with `env` besides; see [`LoggingService::stop`].
+struct LoggingService {
+    child: tokio::process::Child,
+    address: String,
+    log: std::path::PathBuf,
+    _db: crate::helpers::TestDb,
+}
+
+impl LoggingService {
+    async fn start(name: &str, env: &[(&str, &str)]) -> LoggingService {
+        let db = crate::helpers::TestDb::create().await;
+        db.pool().await.close().await;
+        let log = crate::helpers::scratch(name, ".log");
+        let mut cmd = crate::helpers::binary(Some(&db.name));
+        cmd.env("CALRY_HOOKS_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
+        let (child, address) = crate::helpers::start_binary(cmd, &log).await;
+        LoggingService {
+            child,
+            address,
+            log,
+            _db: db,
+        }
+    }
+
+    /// Stops it (SIGTERM) and returns its whole log.
+    async fn stop(mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().await.unwrap();
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        let _ = std::fs::remove_file(&self.log);
+        text
+    }
+}
+
 #[tokio::test]
 async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
-    let db = crate::helpers::TestDb::create().await;
-    db.pool().await.close().await;
-    let log = crate::helpers::scratch("text", ".log");
-    let mut cmd = crate::helpers::binary(Some(&db.name));
-    cmd.env("CALRY_HOOKS_LOG_FORMAT", "text")
-        .env("RUST_LOG", "info");
-    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let service = LoggingService::start("text", &[]).await;
+    let address = &service.address;
     let forged = "x\n2026-12-01T00:00:00.000000Z  INFO calry_hooks: forged \u{1b}[31mred\u{2028}";
     let deliver = async |body: &Value| {
         reqwest::Client::new()
@@ -401,12 +434,7 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
         "2024-01-01T00:00:00Z",
     );
     assert_eq!(deliver(&spaced).await, 201);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
-    child.wait().await.unwrap();
-
-    let text = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
+    let text = service.stop().await;
     assert!(
         !text.contains('\u{1b}'),
         "a raw escape byte reached the log:\n{text}"
@@ -436,13 +464,8 @@ async fn values_a_client_sends_are_logged_escaped_and_forge_no_line() {
 /// could not be traced.
 #[tokio::test]
 async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
-    let db = crate::helpers::TestDb::create().await;
-    db.pool().await.close().await;
-    let log = crate::helpers::scratch("refused-body", ".log");
-    let mut cmd = crate::helpers::binary(Some(&db.name));
-    cmd.env("CALRY_HOOKS_LOG_FORMAT", "text")
-        .env("RUST_LOG", "info");
-    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let service = LoggingService::start("refused-body", &[]).await;
+    let address = &service.address;
     let client = reqwest::Client::new();
     let mut missing = event("h-1", WORKSPACE, None, "x.y", "2024-01-01T00:00:00Z");
     missing["data"]
@@ -465,11 +488,7 @@ async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
             .unwrap();
         assert_eq!(answer.status(), *status);
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
-    child.wait().await.unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
+    let text = service.stop().await;
     for (id, _, _, status) in &sends {
         let lines: Vec<&str> = (text.lines())
             .filter(|l| l.contains(id) && l.contains(" delivery "))
@@ -490,15 +509,12 @@ async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
 /// deliveries are refused is said once a minute, not once a delivery (any client can send them).
 #[tokio::test]
 async fn refused_signatures_are_logged_each_with_its_message_id_and_warned_of_once() {
-    let db = crate::helpers::TestDb::create().await;
-    db.pool().await.close().await;
-    let log = crate::helpers::scratch("refused-signature", ".log");
-    let mut cmd = crate::helpers::binary(Some(&db.name));
-    cmd.env("CALRY_HOOKS_LOG_FORMAT", "text").env(
+    let secret = (
         "CALRY_HOOKS_WEBHOOK_SECRETS",
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     );
-    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let service = LoggingService::start("refused-signature", &[secret]).await;
+    let address = &service.address;
     for n in 0..3 {
         let answer = reqwest::Client::new()
             .post(format!("{address}/webhooks/calry"))
@@ -514,11 +530,7 @@ async fn refused_signatures_are_logged_each_with_its_message_id_and_warned_of_on
             .unwrap();
         assert_eq!(answer.status(), 401);
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
-    child.wait().await.unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
+    let text = service.stop().await;
     for n in 0..3 {
         let id = format!(r#"webhook.id="msg_trace_me_{n}""#);
         let lines: Vec<&str> = (text.lines())
