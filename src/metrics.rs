@@ -22,6 +22,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AnswerLabel {
     answer: &'static str,
 }
@@ -167,6 +172,18 @@ impl Default for Metrics {
             "http_requests_in_flight",
             "HTTP requests being handled",
             m.in_flight.clone(),
+        );
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register(
+            "build_info",
+            "1, labelled with the version of calry-hooks that runs (which instances an upgrade \
+             has reached)",
+            build,
         );
         r.register(
             "history_upkeep_timestamp_seconds",

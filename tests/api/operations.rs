@@ -94,6 +94,11 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
         "calry_hooks_query_reads_total{database=\"primary\"} 0",
         "calry_hooks_connections_over_cap_total{answer=\"closed\"} 0",
         "calry_hooks_webhooks_total{outcome=\"unavailable\"} 0",
+        concat!(
+            "calry_hooks_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        ),
     ] {
         assert!(classic.lines().any(|l| l == zero), "{zero}:\n{classic}");
     }
