@@ -116,7 +116,7 @@ impl Cluster {
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
         let pgdata = data_dir.join("postgres");
         let log_file = data_dir.join("postgres.log");
-        let socket_dir = socket_dir_for(&pgdata, owner)?;
+        let socket_dir = socket_dir_for(&pgdata);
         let cluster = |child, owner_lock| Cluster {
             child: Mutex::new(child),
             socket_dir: socket_dir.clone(),
@@ -355,6 +355,14 @@ impl Cluster {
         while started.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = child.try_wait() {
                 tracing::info!("private PostgreSQL cluster stopped");
+                // The socket's own directory, which the server left empty.
+                if self
+                    .launch
+                    .as_ref()
+                    .is_some_and(|l| l.pgdata != self.socket_dir)
+                {
+                    let _ = fs::remove_dir(&self.socket_dir);
+                }
                 return;
             }
             if !fast && started.elapsed() >= SMART_SHUTDOWN_GRACE {
@@ -477,17 +485,46 @@ fn chown_tree(path: &Path, owner: Owner) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// The socket lives in the data directory itself unless that path is too long for a socket.
-fn socket_dir_for(pgdata: &Path, owner: Option<Owner>) -> Result<PathBuf, ClusterError> {
+/// The socket lives in the data directory itself unless that path is too long for a socket;
+/// then in a directory of its own, `calry-hooks-<hash of the path>` in the temporary directory,
+/// made when the server starts ([`prepare_socket_dir`]) and removed when it stops.
+fn socket_dir_for(pgdata: &Path) -> PathBuf {
     if pgdata.as_os_str().len() + 1 + SOCKET_FILE.len() <= MAX_SOCKET_PATH {
-        return Ok(pgdata.to_path_buf());
+        return pgdata.to_path_buf();
     }
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     pgdata.hash(&mut hasher);
-    let dir = std::env::temp_dir().join(format!("calry-hooks-{:016x}", hasher.finish()));
-    prepare_dir(&dir, owner)?;
-    Ok(dir)
+    std::env::temp_dir().join(format!("calry-hooks-{:016x}", hasher.finish()))
+}
+
+/// Makes the socket's own directory, private. Anyone may create names in the temporary
+/// directory, so one already there must be a directory, not a link to one, and belong to this
+/// process's user or the server's: otherwise making it private would change the mode and owner
+/// of whatever another user pointed it at, or hand them the socket.
+fn prepare_socket_dir(dir: &Path, owner: Option<Owner>) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta =
+                fs::symlink_metadata(dir).map_err(io(format!("reading {}", dir.display())))?;
+            // SAFETY: geteuid has no preconditions.
+            let user = unsafe { libc::geteuid() };
+            let ours = meta.uid() == user || owner.is_some_and(|o| o.uid == meta.uid());
+            if !meta.file_type().is_dir() || !ours {
+                return Err(ClusterError::Failed(format!(
+                    "{} (the private PostgreSQL cluster's socket directory, since the data \
+                     directory's path is too long for a socket) is not a directory of this \
+                     user or of the user PostgreSQL runs as: another user may have made it. \
+                     Remove it, or choose a CALRY_HOOKS_DATA_DIR with a shorter path",
+                    dir.display()
+                )));
+            }
+        }
+        Err(err) => return Err(io(format!("creating {}", dir.display()))(err)),
+    }
+    prepare_dir(dir, owner)
 }
 
 /// A PostgreSQL program, with none of the caller's `PG…` variables: `PGPORT` would move the
@@ -543,6 +580,9 @@ fn spawn_postgres(
         .open(log_file)
         .map_err(io(format!("opening {}", log_file.display())))?;
     let log_err = log.try_clone().map_err(io("duplicating the log file"))?;
+    if socket_dir != pgdata {
+        prepare_socket_dir(socket_dir, owner)?;
+    }
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = command(bin.join("postgres"), owner);
     cmd.arg("-D")
@@ -582,4 +622,67 @@ fn log_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "calry-hooks-unit-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_socket_directory_is_made_private_and_one_of_ours_is_taken_as_it_is() {
+        let base = scratch("own");
+        let new = base.join("new");
+        prepare_socket_dir(&new, None).unwrap();
+        assert_eq!(mode(&new), 0o700);
+        let left = base.join("left");
+        fs::DirBuilder::new().mode(0o755).create(&left).unwrap();
+        prepare_socket_dir(&left, None).unwrap();
+        assert_eq!(mode(&left), 0o700);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_socket_directory_another_user_placed_is_refused_and_left_as_it_is() {
+        let base = scratch("placed");
+        // A link to a directory of ours: following it would make that directory 0700.
+        let target = base.join("target");
+        fs::DirBuilder::new().mode(0o755).create(&target).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = prepare_socket_dir(&link, None).unwrap_err().to_string();
+        assert!(err.contains("another user may have made it"), "{err}");
+        assert_eq!(mode(&target), 0o755);
+        // A file where the directory should be.
+        let file = base.join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(prepare_socket_dir(&file, None).is_err());
+        // A directory of another user (only root can make one to try).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = base.join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+            assert!(prepare_socket_dir(&theirs, None).is_err());
+            assert_eq!(fs::metadata(&theirs).unwrap().uid(), 4242);
+            assert_eq!(mode(&theirs), 0o777);
+        }
+        fs::remove_dir_all(&base).unwrap();
+    }
 }

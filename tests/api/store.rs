@@ -489,8 +489,8 @@ fn strings(rows: Vec<sqlx::postgres::PgRow>) -> Vec<String> {
 
 /// The private cluster's socket goes in its data directory only while the socket file's path
 /// fits a Unix socket address (107 bytes and the final NUL); past that it goes to a directory of
-/// its own, so that a data directory of any length starts (README: the socket path length rule).
-/// Here the socket file's path in the data directory is 107 bytes (fits), 108 (one too many)
+/// its own, so that a data directory of any length starts (README: the socket path length rule),
+/// removed when the server stops. Here the socket file's path in the data directory is 107 bytes (fits), 108 (one too many)
 /// and 200.
 #[tokio::test]
 async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path() {
@@ -517,7 +517,20 @@ async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path
             .unwrap_or_else(|e| panic!("a socket path of {socket_path} bytes: {e}"));
         sqlx::query("select 1").execute(&mut conn).await.unwrap();
         conn.close().await.unwrap();
+        let socket_dir = cluster
+            .connect_options("postgres")
+            .get_socket()
+            .unwrap()
+            .clone();
+        assert_eq!(socket_dir.starts_with(&dir), socket_path <= 107);
         cluster.stop().await;
+        // A socket directory of its own goes with the server.
+        assert_eq!(
+            socket_dir.exists(),
+            socket_path <= 107,
+            "{}",
+            socket_dir.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&base);
 }
