@@ -329,6 +329,7 @@ pub struct Timeline {
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}/timeline",
+    operation_id = "get_account_timeline",
     tag = "status",
     params(
         WorkspaceIdParam,

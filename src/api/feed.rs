@@ -405,6 +405,7 @@ type FeedAnswer = (Option<[(&'static str, String); 1]>, Json<FeedPage>);
 #[utoipa::path(
     get,
     path = "/feed",
+    operation_id = "get_feed",
     tag = "feed",
     params(FeedParams),
     responses(
@@ -429,6 +430,7 @@ pub async fn feed(
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/feed",
+    operation_id = "get_workspace_feed",
     tag = "feed",
     params(
         WorkspaceIdParam,

@@ -31,7 +31,8 @@ pub struct Health {
 }
 
 /// Liveness: the process is up and answering.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+#[utoipa::path(get, path = "/healthz", operation_id = "check_health",
+    tag = "operations", security(),
     responses((status = 200, description = "The process is alive.", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
@@ -133,7 +134,8 @@ async fn check_replica(
 /// Readiness: the database is reachable, every migration of this build is applied and none of a
 /// newer build (an upgrade under way leaves the old instances unready). With a
 /// read replica, also its state and replay lag, which never make the service unready.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+#[utoipa::path(get, path = "/readyz", operation_id = "check_readiness",
+    tag = "operations", security(),
     responses(
         (status = 200, description = "Ready to store deliveries; with a read replica, how it is.", body = Readiness),
         (status = 503, description = "The database is unreachable, not migrated, or migrated by a newer version.", body = Problem, content_type = "application/problem+json",
@@ -245,7 +247,8 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Metrics: deliveries by outcome, ingest latency, requests in flight, ingest queue, pool.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
+#[utoipa::path(get, path = "/metrics", operation_id = "get_metrics",
+    tag = "operations", security(),
     responses((status = 200, description = "Every metric: in OpenMetrics text when `Accept` names `application/openmetrics-text` (as Prometheus' scrapes do), else in Prometheus' classic text format.",
         content(
             (String = "text/plain; version=0.0.4; charset=utf-8", example = "# HELP calry_hooks_webhooks_total Webhook deliveries answered, by outcome.\n# TYPE calry_hooks_webhooks_total counter\ncalry_hooks_webhooks_total{outcome=\"created\"} 1\n"),

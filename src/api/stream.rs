@@ -1228,6 +1228,7 @@ impl Follow {
 #[utoipa::path(
     get,
     path = "/stream",
+    operation_id = "stream_events",
     tag = "feed",
     params(
         StreamParams,
@@ -1255,6 +1256,7 @@ pub async fn stream(
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/stream",
+    operation_id = "stream_workspace_events",
     tag = "feed",
     params(
         WorkspaceIdParam,

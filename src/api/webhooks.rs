@@ -53,6 +53,7 @@ pub enum ReceiptStatus {
 #[utoipa::path(
     post,
     path = "/webhooks/calry",
+    operation_id = "receive_calry_webhook",
     tag = "webhooks",
     // Deliveries are authenticated by their signatures (`webhook-signature`), not a token.
     security(),

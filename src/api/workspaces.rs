@@ -162,6 +162,7 @@ pub fn push_workspaces_query<'a>(
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/status",
+    operation_id = "get_workspace_status",
     tag = "status",
     params(
         WorkspaceIdParam,
@@ -485,6 +486,7 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.eve
 #[utoipa::path(
     get,
     path = "/workspaces/{workspaceId}/accounts/{integrationAccountId}",
+    operation_id = "get_account_status",
     tag = "status",
     params(
         WorkspaceIdParam,
