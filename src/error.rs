@@ -104,6 +104,19 @@ impl Error {
         }
     }
 
+    /// What a log line says of this error: the database's error when it has one (its detail,
+    /// "retry later", is said to clients).
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Unavailable {
+                source: Some(source),
+                ..
+            }
+            | Error::Database(source) => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// A 503 whose cause was logged where it happened (or needs no log: a full queue).
     pub fn unavailable(detail: impl Into<String>) -> Error {
         Error::Unavailable {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::auth::{self, TokenCache};
 use crate::store::Pool;
+use crate::telemetry::Outage;
 
 /// The transaction-id epoch (`pg_resetwal -e`) this server would need for its new events to come
 /// after every position the store holds, when it needs one: positions are made of transaction
@@ -438,11 +439,23 @@ async fn listen(
         tokens.forget(listening);
         tell(token_news);
     };
+    // Said when it begins and then once a minute: at a database that is down, every second.
+    let mut trouble = Outage::default();
+    let cannot_listen = |trouble: &mut Outage, err: &sqlx::Error| {
+        if let Some(failures) = trouble.failed() {
+            tracing::warn!(
+                failures,
+                error = %err,
+                "cannot listen for new events (failures since this was last said); retrying \
+                 every second"
+            );
+        }
+    };
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for new events; retrying");
+                cannot_listen(&mut trouble, &err);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -455,9 +468,16 @@ async fn listen(
                 .await
         };
         if let Err(err) = listening.await {
-            tracing::warn!(error = %err, "cannot listen for new events; retrying");
+            cannot_listen(&mut trouble, &err);
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
+        }
+        if let Some((failures, lasted)) = trouble.ended() {
+            tracing::info!(
+                failures,
+                lasted_secs = lasted.as_secs(),
+                "listening for new events again"
+            );
         }
         // Listening now: whatever was committed while we were not is asked for again.
         forget(true);
@@ -495,7 +515,7 @@ async fn listen(
                         tracing::info!(
                             "PostgreSQL is shutting down; listening again once it is back"
                         );
-                    } else {
+                    } else if trouble.failed().is_some() {
                         tracing::warn!(error = %err, "listening for new events failed; reconnecting");
                     }
                     forget(false);

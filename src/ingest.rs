@@ -150,10 +150,16 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
             })
             .collect();
         if !late.is_empty() {
-            tracing::warn!(
-                deliveries = late.len(),
-                "deliveries waited too long for a writer; answered 503"
-            );
+            // Said at most once a minute: under a load the writers cannot keep up with, this
+            // comes at every batch (each delivery has its own line, with its answer, in the route).
+            static SAID: Sometimes = Sometimes::new();
+            if let Some(deliveries) = SAID.due(late.len() as u64) {
+                tracing::warn!(
+                    deliveries,
+                    "deliveries waited too long for a writer; answered 503 (deliveries since \
+                     this was last said)"
+                );
+            }
             answer_all(late, || {
                 Error::unavailable("no writer was free for the delivery in time; retry later")
             });

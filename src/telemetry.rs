@@ -60,6 +60,33 @@ impl Default for Sometimes {
     }
 }
 
+/// The trouble of a task that retries on its own while its cause lasts (the stream's tailer, the
+/// feed's listener, at a database that is down): warned of when it begins and then at most once
+/// a minute ([`Sometimes`]), and its end said once, with how long it lasted.
+#[derive(Default)]
+pub struct Outage {
+    began: Option<std::time::Instant>,
+    failures: u64,
+    said: Sometimes,
+}
+
+impl Outage {
+    /// Counts a failure; `Some(n)` when it is to be warned of now, for the `n` failures since it
+    /// last was.
+    pub fn failed(&mut self) -> Option<u64> {
+        self.began.get_or_insert_with(std::time::Instant::now);
+        self.failures += 1;
+        self.said.due(1)
+    }
+
+    /// After failures, at the first success: how many there were and for how long (once).
+    pub fn ended(&mut self) -> Option<(u64, Duration)> {
+        let began = self.began.take()?;
+        self.said = Sometimes::new(); // the next trouble is warned of at once
+        Some((std::mem::take(&mut self.failures), began.elapsed()))
+    }
+}
+
 /// Installs the global subscriber; a second call (tests) leaves the first in place.
 pub fn init(format: LogFormat, filter: &str) {
     let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -181,7 +208,20 @@ fn drop_unacceptable_request_id(mut request: Request<Body>) -> Request<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{Outage, escape_controls};
+
+    #[test]
+    fn an_outage_is_warned_of_when_it_begins_and_its_end_said_once() {
+        let mut outage = Outage::default();
+        assert_eq!(outage.ended(), None, "no failure, nothing ended");
+        assert_eq!(outage.failed(), Some(1));
+        assert_eq!(outage.failed(), None);
+        assert_eq!(outage.failed(), None);
+        assert_eq!(outage.ended().map(|(n, _)| n), Some(3));
+        assert_eq!(outage.ended(), None);
+        // The next one is warned of at once, counted from nothing.
+        assert_eq!(outage.failed(), Some(1));
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

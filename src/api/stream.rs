@@ -51,6 +51,7 @@ use crate::feed::{Changes, FeedEnd, Horizon, Notifier, PassedOver};
 use crate::status::{self, AccountStatus, LatestRow};
 use crate::store::Pool;
 use crate::store::partitions::REMOVED_ROW;
+use crate::telemetry::Outage;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -699,6 +700,7 @@ impl Tailer {
 async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier, horizon: Horizon) {
     let mut changes = notifier.subscribe();
     let mut known = Known::default();
+    let mut trouble = Outage::default();
     loop {
         let Some(shared) = tail.upgrade() else {
             return;
@@ -739,9 +741,27 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
             Ok(more.is_some())
         });
         let more = match read.await {
-            Ok(more) => more,
+            Ok(more) => {
+                if let Some((failures, lasted)) = trouble.ended() {
+                    tracing::info!(
+                        failures,
+                        lasted_secs = lasted.as_secs(),
+                        "the stream's tailer reads the feed again"
+                    );
+                }
+                more
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "the stream's tailer could not read the feed");
+                // Said when it begins and then once a minute: at a database that is down, this
+                // comes at every recheck.
+                if let Some(failures) = trouble.failed() {
+                    tracing::warn!(
+                        failures,
+                        error = %err.cause(),
+                        "the stream's tailer could not read the feed (failures since this was \
+                         last said); it keeps trying"
+                    );
+                }
                 // The batch may be half applied to the memory: it is read again from the store.
                 known.0.clear();
                 false

@@ -342,7 +342,10 @@ async fn spawn_app_over_tcp() -> TestApp {
 
 /// At a database that cannot be reached, each delivery has its own line (`unavailable`, with its
 /// request id), and the warning that says why comes at most once a minute, with how many: it came
-/// once a delivery (ten thousand lines in ten seconds at a thousand deliveries a second).
+/// once a delivery (ten thousand lines in ten seconds at a thousand deliveries a second). The
+/// tasks that retry on their own, the stream's tailer (every 250 ms while a stream is open) and
+/// the feed's listener (every second), warn when their trouble begins and say once when it ends:
+/// they warned at every try (80 lines in 10 s with one stream open).
 #[tokio::test]
 async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_has_its_line() {
     let db = TestDb::create().await;
@@ -388,6 +391,9 @@ async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_ha
         request.send().await.unwrap().status()
     };
     assert_eq!(deliver(&seed()).await, 201);
+    // A stream open, so that the tailer reads the feed at every recheck.
+    let stream = client.get(format!("{address}/stream")).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
     cut.send(true).unwrap();
     for n in 0..5 {
         let body = event(
@@ -399,6 +405,13 @@ async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_ha
         );
         assert_eq!(deliver(&body).await, 503);
     }
+    // Several of their tries fail, then the database can be reached again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    cut.send(false).unwrap();
+    let back = event("back", "w", Some("a"), "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(deliver(&back).await, 201);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(stream);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
     child.wait().await.unwrap();
@@ -411,6 +424,10 @@ async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_ha
     };
     assert_eq!(lines(" INFO ", r#"outcome="unavailable""#), 5, "{text}");
     assert_eq!(lines(" WARN ", "database unavailable"), 1, "{text}");
+    assert_eq!(lines(" WARN ", "tailer could not read the feed"), 1, "{text}");
+    assert_eq!(lines(" INFO ", "the stream's tailer reads the feed again"), 1, "{text}");
+    assert_eq!(lines(" WARN ", "listen"), 1, "{text}");
+    assert_eq!(lines(" INFO ", "listening for new events again"), 1, "{text}");
 }
 
 /// Deliveries after the server ended every connection of the service (an administrator, an
