@@ -114,6 +114,7 @@ impl Cluster {
         fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
         let data_dir =
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
+        only_its_owner_writes(&data_dir)?;
         let pgdata = data_dir.join("postgres");
         let log_file = data_dir.join("postgres.log");
         let socket_dir = socket_dir_for(&pgdata);
@@ -147,6 +148,7 @@ impl Cluster {
                 // The service's server, once it accepts connections: a command uses it as it
                 // is and leaves it running.
                 (Role::Command, Some("serve")) => {
+                    trusted_socket_dir(&socket_dir, &pgdata, owner)?;
                     let joined = cluster(None, None);
                     let connected = joined.answers().await;
                     if connected.is_ok() {
@@ -187,6 +189,7 @@ impl Cluster {
         }
         // Already running without an owner (started by an older build): use it as it is, and
         // leave it running.
+        trusted_socket_dir(&socket_dir, &pgdata, owner)?;
         let running = cluster(None, Some(lock));
         if socket_dir.join(SOCKET_FILE).exists() && running.answers().await.is_ok() {
             tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster already running");
@@ -355,14 +358,6 @@ impl Cluster {
         while started.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = child.try_wait() {
                 tracing::info!("private PostgreSQL cluster stopped");
-                // The socket's own directory, which the server left empty.
-                if self
-                    .launch
-                    .as_ref()
-                    .is_some_and(|l| l.pgdata != self.socket_dir)
-                {
-                    let _ = fs::remove_dir(&self.socket_dir);
-                }
                 return;
             }
             if !fast && started.elapsed() >= SMART_SHUTDOWN_GRACE {
@@ -389,13 +384,13 @@ impl Drop for Cluster {
 /// The lock on `postgres.owner` that makes this process the owner of the server, with `role`
 /// written in it for the others to read; `None` while another process holds it.
 fn try_to_own(path: &Path, role: Role) -> Result<Option<fs::File>, ClusterError> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io(format!("opening {}", path.display())))?;
+    let file = open_own_file(
+        path,
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .truncate(false),
+    )?;
     // SAFETY: flock on a descriptor we own, without waiting.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -487,7 +482,8 @@ fn chown_tree(path: &Path, owner: Owner) -> Result<(), ClusterError> {
 
 /// The socket lives in the data directory itself unless that path is too long for a socket;
 /// then in a directory of its own, `calry-hooks-<hash of the path>` in the temporary directory,
-/// made when the server starts ([`prepare_socket_dir`]) and removed when it stops.
+/// made when the server first starts ([`prepare_socket_dir`]). It stays when the server stops:
+/// while it is there, no other user can take its name.
 fn socket_dir_for(pgdata: &Path) -> PathBuf {
     if pgdata.as_os_str().len() + 1 + SOCKET_FILE.len() <= MAX_SOCKET_PATH {
         return pgdata.to_path_buf();
@@ -498,33 +494,84 @@ fn socket_dir_for(pgdata: &Path) -> PathBuf {
     std::env::temp_dir().join(format!("calry-hooks-{:016x}", hasher.finish()))
 }
 
-/// Makes the socket's own directory, private. Anyone may create names in the temporary
-/// directory, so one already there must be a directory, not a link to one, and belong to this
-/// process's user or the server's: otherwise making it private would change the mode and owner
-/// of whatever another user pointed it at, or hand them the socket.
+/// Makes the socket's own directory, private, unless one is there already: then it must be one
+/// [`trusted_socket_dir`] takes.
 fn prepare_socket_dir(dir: &Path, owner: Option<Owner>) -> Result<(), ClusterError> {
-    use std::os::unix::fs::MetadataExt;
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta =
-                fs::symlink_metadata(dir).map_err(io(format!("reading {}", dir.display())))?;
-            // SAFETY: geteuid has no preconditions.
-            let user = unsafe { libc::geteuid() };
-            let ours = meta.uid() == user || owner.is_some_and(|o| o.uid == meta.uid());
-            if !meta.file_type().is_dir() || !ours {
-                return Err(ClusterError::Failed(format!(
-                    "{} (the private PostgreSQL cluster's socket directory, since the data \
-                     directory's path is too long for a socket) is not a directory of this \
-                     user or of the user PostgreSQL runs as: another user may have made it. \
-                     Remove it, or choose a CALRY_HOOKS_DATA_DIR with a shorter path",
-                    dir.display()
-                )));
-            }
+            trusted_socket_dir(dir, Path::new(""), owner)?;
         }
         Err(err) => return Err(io(format!("creating {}", dir.display()))(err)),
     }
     prepare_dir(dir, owner)
+}
+
+/// Whether a server found through `socket_dir` can be this data directory's. Anyone may create
+/// names in the temporary directory, so the socket's own directory there, if it exists, must be
+/// a directory, not a link to one, belong to this process's user or the server's, and let no one
+/// else write in it: otherwise another user could put a server of theirs behind it (and have the
+/// service store its deliveries there), or have the service make private whatever a link names.
+fn trusted_socket_dir(
+    socket_dir: &Path,
+    pgdata: &Path,
+    owner: Option<Owner>,
+) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt;
+    if socket_dir == pgdata {
+        return Ok(());
+    }
+    let meta = match fs::symlink_metadata(socket_dir) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io(format!("reading {}", socket_dir.display()))(err)),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let user = unsafe { libc::geteuid() };
+    let ours = meta.uid() == user || owner.is_some_and(|o| o.uid == meta.uid());
+    if !meta.file_type().is_dir() || !ours || meta.mode() & 0o022 != 0 {
+        return Err(ClusterError::Failed(format!(
+            "{} (the private PostgreSQL cluster's socket directory, since the data directory's \
+             path is too long for a socket) is not a directory of this user or of the user \
+             PostgreSQL runs as that only its owner may write in: another user may have made \
+             it. Remove it, or choose a CALRY_HOOKS_DATA_DIR with a shorter path",
+            socket_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The data directory must not let other users write in it: they could put a server of theirs,
+/// or links, where the service's cluster, lock and log are.
+fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(data_dir).map_err(io(format!("reading {}", data_dir.display())))?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(ClusterError::Failed(format!(
+            "the data directory {} (CALRY_HOOKS_DATA_DIR) may be written by users other than its \
+             owner (mode {:o}): they could replace the private PostgreSQL cluster under it. Make \
+             it writable by its owner only (chmod go-w), or choose another",
+            data_dir.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Opens one of the service's own files in the data directory (`postgres.owner`,
+/// `postgres.log`): never through a link, and readable by its owner only (it holds the
+/// server's log, or a lock others could take).
+fn open_own_file(path: &Path, options: &mut fs::OpenOptions) -> Result<fs::File, ClusterError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = options
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("setting the mode of {}", path.display())))?;
+    Ok(file)
 }
 
 /// A PostgreSQL program, with none of the caller's `PG…` variables: `PGPORT` would move the
@@ -574,11 +621,7 @@ fn spawn_postgres(
     log_file: &Path,
     owner: Option<Owner>,
 ) -> Result<Child, ClusterError> {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .map_err(io(format!("opening {}", log_file.display())))?;
+    let log = open_own_file(log_file, fs::OpenOptions::new().append(true))?;
     let log_err = log.try_clone().map_err(io("duplicating the log file"))?;
     if socket_dir != pgdata {
         prepare_socket_dir(socket_dir, owner)?;
@@ -672,6 +715,12 @@ mod tests {
         let file = base.join("file");
         fs::write(&file, b"").unwrap();
         assert!(prepare_socket_dir(&file, None).is_err());
+        // A directory of ours that others may write in.
+        let open = base.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(prepare_socket_dir(&open, None).is_err());
+        assert_eq!(mode(&open), 0o777);
         // A directory of another user (only root can make one to try).
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
@@ -684,5 +733,90 @@ mod tests {
             assert_eq!(mode(&theirs), 0o777);
         }
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_data_directory_others_may_write_in_is_refused() {
+        let base = scratch("data");
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+        only_its_owner_writes(&base).unwrap();
+        for open in [0o775, 0o757, 0o777] {
+            fs::set_permissions(&base, fs::Permissions::from_mode(open)).unwrap();
+            let err = only_its_owner_writes(&base).unwrap_err().to_string();
+            assert!(err.contains("chmod go-w"), "{open:o}: {err}");
+        }
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// The lock and the log are opened never through a link (one another user put there would
+    /// have the service write over whatever it names) and are made readable by their owner only
+    /// (anyone who can read the lock can take it, and keep the service from starting).
+    #[test]
+    fn the_services_own_files_are_its_alone_and_never_reached_through_a_link() {
+        let base = scratch("files");
+        let elsewhere = base.join("elsewhere");
+        fs::write(&elsewhere, b"kept\n").unwrap();
+        let link = base.join("postgres.log");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(open_own_file(&link, fs::OpenOptions::new().append(true)).is_err());
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"kept\n");
+        let lock = base.join("postgres.owner");
+        fs::write(&lock, b"").unwrap();
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
+        open_own_file(&lock, fs::OpenOptions::new().read(true).write(true)).unwrap();
+        assert_eq!(mode(&lock), 0o600);
+        let new = base.join("new.log");
+        open_own_file(&new, fs::OpenOptions::new().append(true)).unwrap();
+        assert_eq!(mode(&new), 0o600);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A server another user put behind the name of the socket's own directory in the temporary
+    /// directory is not joined: the start is refused before any connection through it. (It was
+    /// taken for the cluster "already running", and deliveries were stored in it.)
+    #[tokio::test]
+    async fn a_server_behind_a_socket_directory_another_user_made_is_not_joined() {
+        let bin = binaries().expect("PostgreSQL's server binaries");
+        let owner = unprivileged_owner().unwrap();
+        let base = scratch("joined");
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+        let data = base.join("d".repeat(100));
+        fs::create_dir(&data).unwrap();
+        let socket_dir = socket_dir_for(&data.join("postgres"));
+        assert!(!socket_dir.starts_with(&base));
+        let _ = fs::remove_dir_all(&socket_dir);
+        fs::create_dir(&socket_dir).unwrap();
+        fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&socket_dir, Some(4242), Some(4242)).unwrap();
+        }
+        let theirs = base.join("theirs");
+        prepare_dir(&theirs, owner).unwrap();
+        initdb(&bin, &theirs, owner).unwrap();
+        let mut server = command(bin.join("postgres"), owner)
+            .arg("-D")
+            .arg(&theirs)
+            .arg("-k")
+            .arg(&socket_dir)
+            .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket_dir.join(SOCKET_FILE).exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = Cluster::start(&data, Role::Serve).await;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGINT) };
+        server.wait().unwrap();
+        let _ = fs::remove_dir_all(&socket_dir);
+        fs::remove_dir_all(&base).unwrap();
+        let err = started
+            .expect_err("another user's server was joined")
+            .to_string();
+        assert!(err.contains("another user may have made it"), "{err}");
     }
 }

@@ -392,7 +392,11 @@ async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_ha
     };
     assert_eq!(deliver(&seed()).await, 201);
     // A stream open, so that the tailer reads the feed at every recheck.
-    let stream = client.get(format!("{address}/stream")).send().await.unwrap();
+    let stream = client
+        .get(format!("{address}/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     cut.send(true).unwrap();
     for n in 0..5 {
@@ -424,10 +428,22 @@ async fn an_unreachable_database_is_warned_of_once_a_minute_and_each_delivery_ha
     };
     assert_eq!(lines(" INFO ", r#"outcome="unavailable""#), 5, "{text}");
     assert_eq!(lines(" WARN ", "database unavailable"), 1, "{text}");
-    assert_eq!(lines(" WARN ", "tailer could not read the feed"), 1, "{text}");
-    assert_eq!(lines(" INFO ", "the stream's tailer reads the feed again"), 1, "{text}");
+    assert_eq!(
+        lines(" WARN ", "tailer could not read the feed"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines(" INFO ", "the stream's tailer reads the feed again"),
+        1,
+        "{text}"
+    );
     assert_eq!(lines(" WARN ", "listen"), 1, "{text}");
-    assert_eq!(lines(" INFO ", "listening for new events again"), 1, "{text}");
+    assert_eq!(
+        lines(" INFO ", "listening for new events again"),
+        1,
+        "{text}"
+    );
 }
 
 /// Deliveries after the server ended every connection of the service (an administrator, an
