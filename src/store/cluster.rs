@@ -111,7 +111,12 @@ impl Cluster {
     pub async fn start(data_dir: &Path, role: Role) -> Result<Cluster, ClusterError> {
         let bin = binaries().ok_or(ClusterError::NotInstalled)?;
         let owner = unprivileged_owner()?;
-        fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
+        // 0755 whatever the umask: one of 000 would let anyone write in it.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(data_dir)
+            .map_err(io(format!("creating {}", data_dir.display())))?;
         let data_dir =
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
         only_its_owner_writes(&data_dir)?;
@@ -542,11 +547,14 @@ fn trusted_socket_dir(
 }
 
 /// The data directory must not let other users write in it: they could put a server of theirs,
-/// or links, where the service's cluster, lock and log are.
+/// or links, where the service's cluster, lock and log are. Its group may, when that is this
+/// process's own group (a user's private group, under Debian's umask of 002).
 fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(data_dir).map_err(io(format!("reading {}", data_dir.display())))?;
-    if meta.mode() & 0o022 != 0 {
+    // SAFETY: getegid has no preconditions.
+    let own_group = meta.gid() == unsafe { libc::getegid() };
+    if meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !own_group) {
         return Err(ClusterError::Failed(format!(
             "the data directory {} (CALRY_HOOKS_DATA_DIR) may be written by users other than its \
              owner (mode {:o}): they could replace the private PostgreSQL cluster under it. Make \
@@ -740,10 +748,18 @@ mod tests {
         let base = scratch("data");
         fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
         only_its_owner_writes(&base).unwrap();
-        for open in [0o775, 0o757, 0o777] {
+        for open in [0o757, 0o777] {
             fs::set_permissions(&base, fs::Permissions::from_mode(open)).unwrap();
             let err = only_its_owner_writes(&base).unwrap_err().to_string();
             assert!(err.contains("chmod go-w"), "{open:o}: {err}");
+        }
+        // Its group may write in it when that is this process's own group, not another.
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o775)).unwrap();
+        only_its_owner_writes(&base).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&base, None, Some(4242)).unwrap();
+            assert!(only_its_owner_writes(&base).is_err());
         }
         fs::remove_dir_all(&base).unwrap();
     }
