@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI check (issue 16, SPEC §6): a real Prometheus scrapes the running service's /metrics, and the
-# request-duration histogram can be queried the way the README says.
+# request-duration histogram can be queried the way docs/OPERATIONS.md ("Request durations") says.
 #
 # Installs Debian's `prometheus` package when `prometheus` is missing, starts the built service on
 # a private PostgreSQL in a fresh temporary directory, and a Prometheus of its own (temporary
@@ -8,7 +8,7 @@
 # drives two rounds of requests (a delivery, a route with a path parameter, a 404 of that route,
 # a path no route matches), each seen by a scrape, then asks Prometheus' HTTP API for
 # `up{job="calry-hooks"}` (must be 1), the request counts by route, method and status class
-# (exactly what was driven, under the route templates, never a raw path), and the README's p99 per
+# (exactly what was driven, under the route templates, never a raw path), and the docs' p99 per
 # route over `rate(…[1m])` (a finite value for every route driven). Prints what it saw; fails
 # loudly with it. Then `promtool check metrics` reads /metrics in the classic text format. Both
 # processes are stopped and the directory removed on exit.

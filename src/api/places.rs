@@ -156,8 +156,8 @@ impl Drop for Place {
 mod tests {
     use super::*;
 
-    /// README: once all places are taken, a client holding fewer than a quarter of them is given
-    /// one; at its quarter it is refused. Of 12 places, a quarter is 3.
+    /// docs/SECURITY.md: once all places are taken, a client holding fewer than a quarter of them
+    /// is given one; at its quarter it is refused. Of 12 places, a quarter is 3.
     #[test]
     fn a_newcomer_is_given_places_up_to_a_quarter_of_them() {
         let places = Arc::new(Places::new(12, "full"));

@@ -1068,9 +1068,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Streams and long polls whose clients hung up stop at once (README): they leave their places
-/// under the connection cap and their gauges, rather than wait for their next write or the end
-/// of their `wait`.
+/// Streams and long polls whose clients hung up stop at once (docs/SECURITY.md): they leave their
+/// places under the connection cap and their gauges, rather than wait for their next write or the
+/// end of their `wait`.
 #[tokio::test]
 async fn streams_and_long_polls_whose_clients_left_stop_at_once() {
     let app = crate::helpers::spawn_app().await;
@@ -1137,8 +1137,8 @@ async fn stream_ends(mut stream: reqwest::Response, within: Duration) -> bool {
     .is_ok()
 }
 
-/// Which place goes when all are taken (README, `api::places`): the oldest of the client holding
-/// the MOST beyond its quarter, not of any client beyond it; and a client holding just its
+/// Which place goes when all are taken (docs/SECURITY.md, `api::places`): the oldest of the client
+/// holding the MOST beyond its quarter, not of any client beyond it; and a client holding just its
 /// quarter keeps every place: a newcomer is then refused, and nobody's stream ends.
 #[tokio::test]
 async fn the_place_given_up_is_of_the_client_holding_most_and_a_quarter_is_kept() {

@@ -286,12 +286,12 @@ async fn a_long_poll_answers_when_an_older_transaction_lets_an_event_show() {
     assert!(held < 0.5, "held back for {held} s after it ended");
 }
 
-/// README ("The feed held back"): once a transaction that may store events has held the feed
-/// back for a second (SPEC §9's bound), the log names it, once, with its session's pid, however
-/// long it holds on, and `feed_held_back_seconds` says how long: also for a consumer that polls
-/// the feed less often than the service looks (it once started counting anew at each poll);
-/// 0 again some 10 s after the last read, and nothing told before the first (the streams'
-/// tailer, which looks with no stream open, once kept it told on an instance nobody read).
+/// docs/DESIGN.md ("The feed held back"): once a transaction that may store events has held the
+/// feed back for a second (SPEC §9's bound), the log names it, once, with its session's pid,
+/// however long it holds on, and `feed_held_back_seconds` says how long: also for a consumer that
+/// polls the feed less often than the service looks (it once started counting anew at each poll); 0
+/// again some 10 s after the last read, and nothing told before the first (the streams' tailer,
+/// which looks with no stream open, once kept it told on an instance nobody read).
 #[tokio::test]
 async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     let db = TestDb::create().await;

@@ -654,10 +654,10 @@ async fn the_docs_and_the_dashboard_cannot_be_framed_by_another_page_or_sniffed_
     }
 }
 
-/// README: "A Content-Security-Policy allows nothing but the service's own origin" on the
-/// dashboard, also for what `default-src` does not cover (forms, `<base>`); its assets are
-/// served with the same policy and `nosniff` as its pages, each as its type (under `nosniff`
-/// a browser runs no module and applies no style served as another).
+/// docs/SECURITY.md ("Pages"): the Content-Security-Policy allows nothing but the service's own
+/// origin on the dashboard, also for what `default-src` does not cover (forms, `<base>`); its
+/// assets are served with the same policy and `nosniff` as its pages, each as its type (under
+/// `nosniff` a browser runs no module and applies no style served as another).
 #[tokio::test]
 async fn dashboard_assets_carry_the_policy_and_nosniff() {
     let app = spawn_app().await;

@@ -136,8 +136,8 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
     assert_eq!(app.metric("calry_hooks_http_requests_in_flight").await, 1.0);
 }
 
-/// README: `calry_hooks_db_pool_idle_connections` counts the idle ones of the open connections:
-/// one a writer holds while it waits for a lock is open and not idle.
+/// docs/OPERATIONS.md ("Metrics"): `calry_hooks_db_pool_idle_connections` counts the idle ones of
+/// the open connections: one a writer holds while it waits for a lock is open and not idle.
 #[tokio::test]
 async fn a_connection_in_use_is_counted_open_and_not_idle() {
     let app = spawn_app().await;
@@ -203,9 +203,9 @@ fn raw_delivery(host: &str, hook: &str) -> String {
 }
 
 /// A client that closes its sending side (a half-close) before its answer is taken for gone, as
-/// README says: it gets no answer. (Reading on past a client's end would answer it, but would also
-/// keep streams and long polls whose clients left running until their next write or their wait's
-/// end: `connections::streams_and_long_polls_whose_clients_left_stop_at_once`.)
+/// docs/SECURITY.md says: it gets no answer. (Reading on past a client's end would answer it, but
+/// would also keep streams and long polls whose clients left running until their next write or
+/// their wait's end: `connections::streams_and_long_polls_whose_clients_left_stop_at_once`.)
 #[tokio::test]
 async fn a_client_that_closes_its_side_before_its_answer_is_taken_for_gone() {
     let app = spawn_app().await;
@@ -762,9 +762,10 @@ impl Drop for GoOnWhenDropped {
     }
 }
 
-/// README ("Database outage"): a one-off command that finds the running service's private
-/// cluster not answering says so after 30 s. A frozen server (`SIGSTOP`) takes the command's
-/// connection on its socket and never answers it: the command once waited for ever, silent.
+/// docs/OPERATIONS.md ("Database outage"): a one-off command that finds the running service's
+/// private cluster not answering says so after 30 s. A frozen server (`SIGSTOP`) takes the
+/// command's connection on its socket and never answers it: the command once waited for ever,
+/// silent.
 #[tokio::test]
 async fn a_command_that_finds_the_services_cluster_frozen_says_so() {
     let dir = crate::helpers::scratch("frozen", "");
@@ -1666,8 +1667,8 @@ async fn a_position_in_a_month_left_half_detached_is_still_taken() {
     assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
 }
 
-/// A detach waits for every older transaction however long it runs (README: "a long
-/// `pg_dump`, say"), past the statement timeout of the service's other statements (10 s).
+/// A detach waits for every older transaction however long it runs (docs/DESIGN.md, "Removals": "a
+/// long `pg_dump`, say"), past the statement timeout of the service's other statements (10 s).
 #[tokio::test]
 async fn a_removal_waits_for_an_older_transaction_past_the_statement_timeout() {
     let (db, pool) = a_store_with_events_in_january_and_february_2025().await;
@@ -1956,10 +1957,10 @@ async fn a_delivery_with_no_partition_for_its_month_creates_it() {
     assert_eq!((stored, partition), (1, month));
 }
 
-/// SPEC §13 (README "Keeping years of events"): the service creates this month's and next
-/// month's partitions itself at start (and every hour), so that the month that begins while it
-/// runs is there before its first delivery. Here the store lacks next month's, as one migrated
-/// a month ago and never served since would; the service started on it makes it, with the
+/// SPEC §13 (README, "Operate it"; docs/DESIGN.md, "Partitions"): the service creates this month's
+/// and next month's partitions itself at start (and every hour), so that the month that begins
+/// while it runs is there before its first delivery. Here the store lacks next month's, as one
+/// migrated a month ago and never served since would; the service started on it makes it, with the
 /// bounds of a calendar month in UTC.
 #[tokio::test]
 async fn the_service_makes_next_month_s_partition_ahead_of_time() {

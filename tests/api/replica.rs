@@ -279,7 +279,8 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     }
     let late = event("h4", "w1", Some("a1"), "sync.error", "2024-02-09T10:03:00Z");
     assert_eq!(app.deliver(&late).await.status(), 201);
-    // README: the replica's gauges are measured at each scrape, not only by /readyz.
+    // docs/OPERATIONS.md, §4: the replica's gauges are measured at each scrape, not only by
+    // /readyz.
     assert!(app.metric("calry_hooks_replica_replay_lag_bytes").await > 0.0);
 
     // Without the header the query routes answer from the replica, which lacks h4; with it,
@@ -605,9 +606,9 @@ async fn a_standby_of_another_cluster_is_not_read_from() {
     pool.close().await;
 }
 
-/// README: `Calry-Hooks-Read-From` is `primary` or `replica` (the default, which a reader may
-/// also send), whether or not a replica is configured; any other value, or the header given
-/// twice, is a `400` naming it.
+/// docs/OPERATIONS.md ("Asking for the primary"): `Calry-Hooks-Read-From` is `primary` or `replica`
+/// (the default, which a reader may also send), whether or not a replica is configured; any other
+/// value, or the header given twice, is a `400` naming it.
 #[tokio::test]
 async fn the_read_from_header_takes_primary_or_replica_once() {
     let app = spawn_app().await;

@@ -489,9 +489,9 @@ fn strings(rows: Vec<sqlx::postgres::PgRow>) -> Vec<String> {
 
 /// The private cluster's socket goes in its data directory only while the socket file's path
 /// fits a Unix socket address (107 bytes and the final NUL); past that it goes to a directory of
-/// its own, so that a data directory of any length starts (README: the socket path length rule),
-/// which stays when the server stops. Here the socket file's path in the data directory is 107
-/// bytes (fits), 108 (one too many) and 200.
+/// its own, so that a data directory of any length starts (docs/OPERATIONS.md, §3: the socket
+/// path length rule), which stays when the server stops. Here the socket file's path in the data
+/// directory is 107 bytes (fits), 108 (one too many) and 200.
 #[tokio::test]
 async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path() {
     use calry_hooks::store::Cluster;
