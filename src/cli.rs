@@ -191,6 +191,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     for variable in crate::config::unknown_variables() {
         tracing::warn!(%variable, "not a setting of calry-hooks (see --help): ignored");
     }
+    for flag in crate::config::secrets_in(std::env::args_os()) {
+        tracing::warn!(
+            flag,
+            "a secret given on the command line, which any user of this machine can read (ps): \
+             set its variable instead, in the environment or a .env"
+        );
+    }
     if config.webhook_secrets.is_none() {
         if !config.listen.ip().is_loopback() && !config.allow_unsigned {
             return Err(format!(

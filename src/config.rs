@@ -40,6 +40,70 @@ impl Cli {
     }
 }
 
+/// Fills in what the environment lacks from a `.env` in the working directory (not above it).
+/// One that cannot be read whole is refused (the lines after a bad one would be lost), and so is
+/// one another user could have written: it says which database to use and whether deliveries
+/// need a signature, and a working directory others may write in (`/tmp`) would let them put one
+/// there. It is checked and read through one open file, so that it cannot change in between.
+pub fn read_dot_env() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match std::fs::File::open(".env") {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() != unsafe { libc::geteuid() } && meta.uid() != 0 {
+        return Err(format!(
+            "it belongs to another user (uid {}), who could say which database to use and \
+             whether deliveries need a signature: not read. Make it yours, or remove it",
+            meta.uid()
+        ));
+    }
+    if crate::store::cluster::others_may_write(&meta) {
+        return Err(format!(
+            "other users may write to it (mode {:o}), and so say which database to use and \
+             whether deliveries need a signature: not read. Make it writable by its owner only \
+             (chmod go-w .env)",
+            meta.mode() & 0o7777
+        ));
+    }
+    dotenvy::from_read(file).map_err(|e| e.to_string())
+}
+
+/// The flags of `args` (the command line) that carry a secret: `--webhook-secrets`, and a database
+/// URL with a password. Any user of the machine can read a process's command line (`ps`), unlike
+/// its environment.
+pub fn secrets_in(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<&'static str> {
+    const FLAGS: [&str; 3] = ["--webhook-secrets", "--database-url", "--read-database-url"];
+    let has_password = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let user = authority.rsplit_once('@').map(|(user, _)| user);
+        user.is_some_and(|user| user.contains(':')) || url.contains("password=")
+    };
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut found = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        for flag in FLAGS {
+            let value = match arg.strip_prefix(flag) {
+                Some("") => args.get(i + 1).map(String::as_str),
+                Some(rest) => rest.strip_prefix('='),
+                None => None,
+            };
+            let secret = value.is_some_and(|v| flag == "--webhook-secrets" || has_password(v));
+            if secret && !found.contains(&flag) {
+                found.push(flag);
+            }
+        }
+    }
+    found
+}
+
 /// The `CALRY_HOOKS_…` variables of the environment that name no setting of this build (a
 /// misspelt one, or one of another version), which would otherwise be ignored without a word.
 pub fn unknown_variables() -> Vec<String> {
@@ -564,6 +628,35 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_on_the_command_line_are_found_and_nothing_else() {
+        let found = |args: &[&str]| super::secrets_in(args.iter().map(|a| a.into()));
+        assert_eq!(
+            found(&["calry-hooks", "--webhook-secrets", "whsec_c2VjcmV0"]),
+            ["--webhook-secrets"]
+        );
+        assert_eq!(
+            found(&[
+                "calry-hooks",
+                "--database-url=postgres://u:pw@db/x",
+                "serve"
+            ]),
+            ["--database-url"]
+        );
+        assert_eq!(
+            found(&[
+                "x",
+                "--read-database-url",
+                "postgres://db/x?user=u&password=pw"
+            ]),
+            ["--read-database-url"]
+        );
+        // No password: nothing secret. Nor in a path or a query's other parameters.
+        assert!(found(&["x", "--database-url", "postgres://u@db/x"]).is_empty());
+        assert!(found(&["x", "--database-url=postgres://db/x?host=/run/a:b@c"]).is_empty());
+        assert!(found(&["x", "--listen", "127.0.0.1:8080", "--data-dir", "u:p@x"]).is_empty());
+    }
+
     use super::*;
 
     #[test]

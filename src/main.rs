@@ -5,14 +5,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    // A `.env` in the working directory (not above it) fills in what the environment lacks. One
-    // that cannot be read whole stops start-up: the lines after a bad one would be lost.
-    match dotenvy::from_path(".env") {
-        Err(err) if !err.not_found() => {
-            eprintln!("calry-hooks: .env: {err}");
-            std::process::exit(2);
-        }
-        _ => {}
+    if let Err(err) = calry_hooks::config::read_dot_env() {
+        eprintln!("calry-hooks: .env: {err}");
+        std::process::exit(2);
     }
     let cli = calry_hooks::config::Cli::from_env();
     if let Err(err) = calry_hooks::cli::run(cli).await {

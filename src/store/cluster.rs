@@ -547,14 +547,11 @@ fn trusted_socket_dir(
 }
 
 /// The data directory must not let other users write in it: they could put a server of theirs,
-/// or links, where the service's cluster, lock and log are. Its group may, when that is this
-/// process's own group (a user's private group, under Debian's umask of 002).
+/// or links, where the service's cluster, lock and log are.
 fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(data_dir).map_err(io(format!("reading {}", data_dir.display())))?;
-    // SAFETY: getegid has no preconditions.
-    let own_group = meta.gid() == unsafe { libc::getegid() };
-    if meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !own_group) {
+    if others_may_write(&meta) {
         return Err(ClusterError::Failed(format!(
             "the data directory {} (CALRY_HOOKS_DATA_DIR) may be written by users other than its \
              owner (mode {:o}): they could replace the private PostgreSQL cluster under it. Make \
@@ -564,6 +561,15 @@ fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
         )));
     }
     Ok(())
+}
+
+/// Whether users other than the owner may write to a file or in a directory: others, or a group
+/// other than this process's own (a user's private group, under Debian's umask of 002, is theirs).
+pub fn others_may_write(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getegid has no preconditions.
+    let own_group = meta.gid() == unsafe { libc::getegid() };
+    meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !own_group)
 }
 
 /// Opens one of the service's own files in the data directory (`postgres.owner`,

@@ -2519,7 +2519,9 @@ async fn a_log_that_cannot_be_written_stops_no_delivery() {
 
 /// The `.env` of the working directory is read whole or not at all: one with a line it cannot
 /// read stops the binary (the lines after it, a secret among them, would be lost), and one in a
-/// directory above is not read.
+/// directory above is not read. One another user could have written (theirs, or one others may
+/// write to) stops it too: in a working directory anyone may write in, it was read, and
+/// another user's `DATABASE_URL` had the deliveries stored in their database.
 #[tokio::test]
 async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
     let dir = crate::helpers::scratch("env", "");
@@ -2553,6 +2555,25 @@ async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
         "{stderr}"
     );
     assert!(stderr.contains("cannot connect"), "{stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    let theirs = dir.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    let planted = theirs.join(".env");
+    std::fs::write(&planted, "DATABASE_URL=postgres://127.0.0.1:2/theirs\n").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run(theirs.clone()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("chmod go-w .env"), "{stderr}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&planted, Some(4242), Some(4242)).unwrap();
+        let out = run(theirs).await.unwrap().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("another user (uid 4242)"), "{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
