@@ -452,7 +452,33 @@ impl FeedPosition {
         if self.given(db).await? != Given::No {
             return Ok(removed_before(db).await?);
         }
+        if self.ahead_of_store(db).await? {
+            return Err(Error::bad_parameter(
+                name,
+                format!(
+                    "{name} is ahead of every position this store has given out: it was given \
+                     out before the store went back in time (restored to an earlier point, or \
+                     a standby that was behind promoted), or by another store. Events stored \
+                     since may have positions before it: follow again from an earlier position \
+                     you saved, or from the beginning, skipping the hookIds you have"
+                ),
+            ));
+        }
         Err(FeedPosition::not_given(name))
+    }
+
+    /// Whether the position is ahead of every one this store can have given out: of a
+    /// transaction id it has not reached yet, or of a sequence value it has not drawn. The store
+    /// went back in time since (or the position is another store's).
+    pub async fn ahead_of_store(self, db: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "select $1 >= pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+                    or $2 > (select last_value from events_feed_seq)",
+        )
+        .bind(self.xid)
+        .bind(self.seq)
+        .fetch_one(db)
+        .await
     }
 
     /// Whether the position is that of an event in `events`, or below those of the events

@@ -733,6 +733,11 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
                 )
                 .rows(db)
                 .await?;
+            // Nothing after the position: is it still a position of this store's?
+            if rows.is_empty() && position.ahead_of_store(db).await? {
+                went_back(&tailer, position);
+                return Ok(false);
+            }
             let items = known.items(db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {
@@ -783,6 +788,25 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
             }
         }
     }
+}
+
+/// The store went back in time under the tailer (a point-in-time recovery, a standby that was
+/// behind promoted, with the service running): its position is ahead of every event the store
+/// holds, and the events stored from now on would come before it, and be skipped. Every stream
+/// is ended (their clients' reconnections are refused, saying why: [`FeedPosition::check_given`])
+/// and the tailer starts again from the end of the feed.
+fn went_back(tailer: &Tailer, position: FeedPosition) {
+    tracing::error!(
+        position = %position.encode(),
+        "the store is behind the last position the streams sent: it went back in time (a \
+         point-in-time recovery, or a standby that was behind promoted); ending every stream. \
+         Events stored from now on may take positions given out before: see \
+         docs/OPERATIONS.md, \"Going back in time\""
+    );
+    let mut tail = tailer.tail();
+    tail.started = false;
+    tail.all = broadcast::channel(BROADCAST).0;
+    tail.workspaces.clear();
 }
 
 /// The position of the last event the feed shows now, and what was committed now: the feed

@@ -2224,3 +2224,77 @@ async fn a_live_status_message_keeps_since_across_an_event_that_repeats_the_stat
     assert_eq!(last_status["sync"]["since"], "2024-01-01T00:00:00.000Z");
     assert_eq!(last_status, app.get_json("/workspaces/w/accounts/a").await);
 }
+
+/// A store that goes back in time under a running service (a point-in-time recovery to an
+/// earlier point, a standby that was behind promoted) gives the positions after that point out
+/// again: a stream following live, its position ahead of everything the store now holds, sent
+/// nothing of what was stored from then on until it passed that position, and skipped the rest
+/// (the recovery drill: 243 of 497 events skipped, with no word). The streams are ended instead,
+/// and a position from before the store went back is refused, saying so. Here the store goes
+/// back by losing its last event and the feed's sequence value it drew.
+#[tokio::test]
+async fn a_store_that_goes_back_in_time_ends_the_streams_and_refuses_their_positions() {
+    let app = spawn_app().await;
+    let kept = event(
+        "kept",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&kept).await.status(), 201);
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lost = event("lost", "w", Some("b"), "sync.error", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&lost).await.status(), 201);
+    let mut last_id = None;
+    while let Some(message) = stream.next(Duration::from_secs(2)).await {
+        last_id = message.id;
+    }
+    let last_id = last_id.expect("the lost event's messages");
+    let kept_seq: i64 = sqlx::query_scalar("select feed_seq from events where hook_id = 'kept'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from events where hook_id = 'lost'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("select setval('events_feed_seq', $1)")
+        .bind(kept_seq)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.next_or_end(SOON).await.map(|m| m.is_some()),
+        Err(()),
+        "the stream ends"
+    );
+    let resumed = reqwest::Client::new()
+        .get(format!("{}/stream", app.address))
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    for answer in [resumed, app.get(&format!("/feed?after={last_id}")).await] {
+        let answer = problem(answer, 400).await;
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("before the store went back in time"),
+            "{detail}"
+        );
+    }
+    // A stream opened now is sent what is stored from now on.
+    let mut stream = Reader::open(&app.address, "/stream", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = event(
+        "again",
+        "w",
+        Some("c"),
+        "sync.error",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&again).await.status(), 201);
+    let message = stream.next(SOON).await.expect("the event stored after");
+    assert_eq!(message.data["hookId"], "again");
+}
