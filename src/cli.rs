@@ -223,6 +223,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     // This pool only migrates and lends its connection settings: the query routes have their
     // own connections (`store::Pool`, `query_connections` of them), and so do the writers.
     let db = Database::open(&config, 1, Role::Serve).await?;
+    crate::feed::follow_timeline(&db.pool).await;
     if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
         // The private cluster's server stops with `close` (one this process started): starting
         // it by hand would have the next start use it and leave it running.

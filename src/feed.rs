@@ -50,6 +50,30 @@ pub async fn epoch_needed(db: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error>
         .map(|last| (last >> 32) + 1))
 }
 
+/// After a promotion or a point-in-time recovery (a new WAL timeline), moves the feed's sequence
+/// past every value drawn before, so that no position given out before the store went back in
+/// time is given out again (migration 0021). Done at start, and each time the listener
+/// connects again: a failover ends its connection.
+pub async fn follow_timeline<'c>(db: impl sqlx::PgExecutor<'c>) {
+    match sqlx::query_scalar::<_, Option<i32>>("select follow_timeline()")
+        .fetch_one(db)
+        .await
+    {
+        Ok(Some(was)) => tracing::warn!(
+            was,
+            "the store was last served on another WAL timeline: a standby was promoted, or a \
+             backup restored to a point in time. Feed positions now jump ahead, so that none \
+             given out before is given again. If the store went back in time, deliveries \
+             acknowledged after that point are lost, and consumers holding positions from then \
+             are refused: see docs/OPERATIONS.md, \"Going back in time\""
+        ),
+        Ok(None) => {}
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot compare the server's WAL timeline with the store's")
+        }
+    }
+}
+
 /// The channel the ingest writers notify.
 pub const CHANNEL: &str = "calry_hooks_events";
 
@@ -479,6 +503,7 @@ async fn listen(
                 "listening for new events again"
             );
         }
+        follow_timeline(&mut listener).await;
         // Listening now: whatever was committed while we were not is asked for again.
         forget(true);
         bump();

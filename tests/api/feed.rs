@@ -1168,6 +1168,58 @@ async fn a_filtered_long_poll_does_not_look_past_a_writer_still_running() {
     assert_eq!(seen, ["held", "late"]);
 }
 
+/// A store served on another WAL timeline than before (a standby promoted, a point-in-time
+/// recovery: either may have gone back in time, and would give out again the positions of the
+/// transactions it lost) has its feed's sequence moved ahead past every value drawn before, when
+/// the instance connects to it again (a failover ends its connections). Here the timeline the
+/// store keeps is changed by hand, and the listener's connection cut.
+#[tokio::test]
+async fn a_store_on_another_timeline_gives_out_no_position_again() {
+    let app = spawn_app().await;
+    let seq_of = async |hook_id: &str| -> i64 {
+        sqlx::query_scalar("select feed_seq from events where hook_id = $1")
+            .bind(hook_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let before = event("before", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&before).await.status(), 201);
+    let moved = sqlx::query("update store_timeline set timeline = timeline + 1")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(moved.rows_affected(), 1, "the timeline is kept from the start");
+    let cut: i64 = sqlx::query_scalar(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+          where datname = current_database() and application_name = $1",
+    )
+    .bind(calry_hooks::feed::LISTENER_NAME)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let followed: bool = sqlx::query_scalar(
+            "select timeline = ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))
+                               ::bit(32)::integer from store_timeline",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if followed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the timeline was not followed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = event("after", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&after).await.status(), 201);
+    let (before, after) = (seq_of("before").await, seq_of("after").await);
+    assert!(after > before + 1_000_000_000, "{before} then {after}");
+}
+
 /// The instance listens again after its listening connection is cut (a restart of PostgreSQL, an
 /// administrator's `pg_terminate_backend`, a proxy's idle timeout), and hears commits on the new
 /// one: otherwise it would stop hearing of new events and token changes for good.
