@@ -411,10 +411,7 @@ fn try_to_own(path: &Path, role: Role) -> Result<Option<fs::File>, ClusterError>
 /// The directory holding `initdb` and `postgres` (and the other server tools, such as
 /// `pg_resetwal`): the one on PATH, else the newest version under /usr/lib/postgresql.
 pub fn binaries() -> Option<PathBuf> {
-    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    if let Some(path) = std::env::var_os("PATH")
-        && let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d))
-    {
+    if let Some(dir) = std::env::var_os("PATH").and_then(|path| on_path(&path)) {
         return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
@@ -428,6 +425,17 @@ pub fn binaries() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// The first directory of `path` (`PATH`'s value) holding `initdb` and `postgres`. Relative ones
+/// (`.`, or an empty entry) are passed over: they name whatever the working directory holds,
+/// which may be a directory anyone can write in, and the service may be root.
+fn on_path(path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path).find(|dir| dir.is_absolute() && has_both(dir))
+}
+
+fn has_both(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("postgres").is_file()
 }
 
 /// PostgreSQL refuses to run as root: then the cluster belongs to `postgres` (or `nobody`).
@@ -840,5 +848,27 @@ mod tests {
             .expect_err("another user's server was joined")
             .to_string();
         assert!(err.contains("another user may have made it"), "{err}");
+    }
+
+    /// A relative directory on `PATH` is not searched, even when it holds both programs.
+    #[test]
+    fn the_server_binaries_are_not_looked_for_in_relative_directories() {
+        let base = scratch("path");
+        let planted = base.join("planted");
+        fs::create_dir(&planted).unwrap();
+        for program in ["initdb", "postgres"] {
+            fs::write(planted.join(program), b"#!/bin/sh\n").unwrap();
+        }
+        // The same directory, named from the working directory up.
+        let cwd = std::env::current_dir().unwrap();
+        let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        let relative = up.join(planted.strip_prefix("/").unwrap());
+        assert!(has_both(&relative), "{}", relative.display());
+        let absolute_then = std::env::join_paths([relative.clone(), planted.clone()]).unwrap();
+        // Found by its absolute name, passed over by its relative one.
+        assert_eq!(on_path(&absolute_then), Some(planted.clone()));
+        let only_relative = std::env::join_paths([relative, PathBuf::from("")]).unwrap();
+        assert_eq!(on_path(&only_relative), None);
+        fs::remove_dir_all(&base).unwrap();
     }
 }

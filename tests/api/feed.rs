@@ -1189,7 +1189,11 @@ async fn a_store_on_another_timeline_gives_out_no_position_again() {
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(moved.rows_affected(), 1, "the timeline is kept from the start");
+    assert_eq!(
+        moved.rows_affected(),
+        1,
+        "the timeline is kept from the start"
+    );
     let cut: i64 = sqlx::query_scalar(
         "select count(pg_terminate_backend(pid)) from pg_stat_activity
           where datname = current_database() and application_name = $1",
