@@ -111,12 +111,7 @@ impl Cluster {
     pub async fn start(data_dir: &Path, role: Role) -> Result<Cluster, ClusterError> {
         let bin = binaries().ok_or(ClusterError::NotInstalled)?;
         let owner = unprivileged_owner()?;
-        // 0755 whatever the umask: one of 000 would let anyone write in it.
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(data_dir)
-            .map_err(io(format!("creating {}", data_dir.display())))?;
+        make_dirs(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
         let data_dir =
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
         only_its_owner_writes(&data_dir)?;
@@ -552,6 +547,23 @@ fn trusted_socket_dir(
         )));
     }
     Ok(())
+}
+
+/// Makes `dir` and the directories above it that are missing, each 0755 whatever the umask:
+/// one of 000 would let anyone write in them, one of 077 would keep the server's user out
+/// when we are root.
+fn make_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_dirs(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// The data directory must not let other users write in it: they could put a server of theirs,

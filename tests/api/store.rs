@@ -804,3 +804,33 @@ async fn a_read_only_database_is_unavailable_not_a_fault() {
         "{ready}"
     );
 }
+
+/// A data directory the service makes, and those above it that it makes, are 0755 whatever the
+/// umask: under 077 they were 0700, and a service started as root, whose server runs as
+/// `postgres`, could not start it (initdb: "could not access directory … Permission denied").
+#[tokio::test]
+async fn a_data_directory_made_under_a_strict_umask_can_be_entered_by_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = crate::helpers::scratch("umask", "");
+    let dir = base.join("above").join("data");
+    let mut cmd = crate::helpers::binary(None);
+    cmd.env("CALRY_HOOKS_DATA_DIR", &dir).arg("migrate");
+    // SAFETY: only umask, which is async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .expect("migrate ended within 120 s")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for made in [&base, &base.join("above"), &dir] {
+        let mode = std::fs::metadata(made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{}", made.display());
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
