@@ -154,6 +154,15 @@ impl EventFilter {
                 Some(prefix) if !prefix.is_empty() && !prefix.contains('*') => {
                     prefixes.push(prefix.to_owned())
                 }
+                // Too long: said so, rather than the list's form.
+                _ if !item.is_empty()
+                    && let Some(problem) = id_problem(item) =>
+                {
+                    return Err(Error::bad_parameter(
+                        "eventType",
+                        format!("each eventType {problem}"),
+                    ));
+                }
                 _ if item.contains('*') || id_problem(item).is_some() => {
                     return Err(Error::bad_parameter(
                         "eventType",

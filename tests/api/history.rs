@@ -416,6 +416,12 @@ async fn every_bad_parameter_is_a_400_naming_it() {
             "{url}: {body}"
         );
     }
+    // A type too long is told its limit, not the list's form.
+    let body = problem(app.get(&long_type).await, 400).await;
+    assert_eq!(
+        body["detail"],
+        "each eventType must be at most 255 characters long (it has 256)"
+    );
 }
 
 #[tokio::test]
