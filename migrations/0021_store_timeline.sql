@@ -8,8 +8,10 @@
 -- drawn before, so that no position given out before is given out again (a consumer's is then
 -- refused, SPEC §9). A failover that lost nothing moves it as well, which is harmless.
 --
--- It runs as its owner, so that a role that may only read and write the tables (and use the
--- sequences) can serve: setval needs more.
+-- It runs as its caller: setval needs `update` on the sequence, which a role that may only
+-- read and write the tables lacks (the service then warns, and says what to grant). Run as its
+-- owner, any role that may log in could have had the owner's rights through a temporary table
+-- of the same name, which a definer's search path finds first.
 create table store_timeline (
     one      boolean primary key default true check (one),
     timeline integer not null
@@ -18,8 +20,6 @@ create table store_timeline (
 -- The timeline the store was on when it changed, or null.
 create function follow_timeline() returns integer
 language plpgsql
-security definer
-set search_path from current
 as $$
 declare
     now_on integer := ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer;

@@ -68,9 +68,22 @@ pub async fn follow_timeline<'c>(db: impl sqlx::PgExecutor<'c>) {
              are refused: see docs/OPERATIONS.md, \"Going back in time\""
         ),
         Ok(None) => {}
-        Err(err) => {
-            tracing::debug!(error = %err, "cannot compare the server's WAL timeline with the store's")
+        // A standby ("recovery is in progress": the service started before its promotion) is
+        // not on its timeline yet; the listener connects again once the server can be written
+        // to. A server that went away is said elsewhere.
+        Err(err)
+            if crate::error::is_unavailable(&err)
+                || err.as_database_error().and_then(|e| e.code()).as_deref() == Some("55000") =>
+        {
+            tracing::debug!(error = %err, "cannot follow the server's WAL timeline yet");
         }
+        Err(err) => tracing::warn!(
+            error = %err,
+            "cannot compare the server's WAL timeline with the store's: after a promotion or a \
+             point-in-time recovery, feed positions given out before could be given again (a \
+             role that may not change the sequence events_feed_seq needs `grant update on \
+             sequence events_feed_seq`)"
+        ),
     }
 }
 

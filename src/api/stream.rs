@@ -724,6 +724,12 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
                 }
                 return Ok::<bool, Error>(false);
             }
+            // Its position first: one the store does not hold any more went with the store back
+            // in time, and new events may already have taken transaction ids past it.
+            if position.gone_from_store(db).await? {
+                went_back(&tailer, position);
+                return Ok(false);
+            }
             let (rows, more) = Selection::default()
                 .query(
                     FeedEnd::Horizon(horizon.passed_over()),
@@ -733,11 +739,6 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
                 )
                 .rows(db)
                 .await?;
-            // Nothing after the position: is it still a position of this store's?
-            if rows.is_empty() && position.ahead_of_store(db).await? {
-                went_back(&tailer, position);
-                return Ok(false);
-            }
             let items = known.items(db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {
@@ -791,16 +792,16 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
 }
 
 /// The store went back in time under the tailer (a point-in-time recovery, a standby that was
-/// behind promoted, with the service running): its position is ahead of every event the store
-/// holds, and the events stored from now on would come before it, and be skipped. Every stream
+/// behind promoted, with the service running): its position is not the store's any more, and
+/// the events stored from now on may come before it, and be skipped. Every stream
 /// is ended (their clients' reconnections are refused, saying why: [`FeedPosition::check_given`])
 /// and the tailer starts again from the end of the feed.
 fn went_back(tailer: &Tailer, position: FeedPosition) {
     tracing::error!(
         position = %position.encode(),
-        "the store is behind the last position the streams sent: it went back in time (a \
-         point-in-time recovery, or a standby that was behind promoted); ending every stream. \
-         Events stored from now on may take positions given out before: see \
+        "the store no longer holds the last position the streams sent: it went back in time \
+         (a point-in-time recovery, or a standby that was behind promoted); ending every \
+         stream. Events stored from now on may take positions given out before: see \
          docs/OPERATIONS.md, \"Going back in time\""
     );
     let mut tail = tailer.tail();

@@ -1222,6 +1222,14 @@ async fn a_store_on_another_timeline_gives_out_no_position_again() {
     assert_eq!(app.deliver(&after).await.status(), 201);
     let (before, after) = (seq_of("before").await, seq_of("after").await);
     assert!(after > before + 1_000_000_000, "{before} then {after}");
+    // It runs as its caller: as its owner, a temporary table of the same name, which its
+    // search path found first, gave any role that could log in the owner's rights.
+    let definer: bool =
+        sqlx::query_scalar("select prosecdef from pg_proc where proname = 'follow_timeline'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(!definer);
 }
 
 /// The instance listens again after its listening connection is cut (a restart of PostgreSQL, an
