@@ -46,27 +46,25 @@ impl Cli {
 /// need a signature, and a working directory others may write in (`/tmp`) would let them put one
 /// there. It is checked and read through one open file, so that it cannot change in between.
 pub fn read_dot_env() -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let file = match std::fs::File::open(".env") {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without waiting: a FIFO put in its place would hold the start for ever.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(".env")
+    {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(err.to_string()),
     };
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    // SAFETY: geteuid has no preconditions.
-    if meta.uid() != unsafe { libc::geteuid() } && meta.uid() != 0 {
-        return Err(format!(
-            "it belongs to another user (uid {}), who could say which database to use and \
-             whether deliveries need a signature: not read. Make it yours, or remove it",
-            meta.uid()
-        ));
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("it is not a regular file: not read".to_owned());
     }
-    if crate::store::cluster::others_may_write(&meta) {
+    if let Some(why) = crate::store::cluster::not_only_ours(&file).map_err(|e| e.to_string())? {
         return Err(format!(
-            "other users may write to it (mode {:o}), and so say which database to use and \
-             whether deliveries need a signature: not read. Make it writable by its owner only \
-             (chmod go-w .env)",
-            meta.mode() & 0o7777
+            "{why}, who could say which database to use and whether deliveries need a \
+             signature: not read. Make it yours and writable by you only (chmod go-w .env), or \
+             remove it"
         ));
     }
     dotenvy::from_read(file).map_err(|e| e.to_string())

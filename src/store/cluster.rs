@@ -566,30 +566,94 @@ fn make_dirs(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The data directory must not let other users write in it: they could put a server of theirs,
-/// or links, where the service's cluster, lock and log are.
+/// The data directory must be this user's (or root's) and let no one else write in it: another
+/// user could put a server of theirs, or links, where the service's cluster, lock and log are.
 fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata(data_dir).map_err(io(format!("reading {}", data_dir.display())))?;
-    if others_may_write(&meta) {
-        return Err(ClusterError::Failed(format!(
-            "the data directory {} (CALRY_HOOKS_DATA_DIR) may be written by users other than its \
-             owner (mode {:o}): they could replace the private PostgreSQL cluster under it. Make \
-             it writable by its owner only (chmod go-w), or choose another",
-            data_dir.display(),
-            meta.mode() & 0o7777
-        )));
+    let dir = fs::File::open(data_dir).map_err(io(format!("opening {}", data_dir.display())))?;
+    match not_only_ours(&dir) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(ClusterError::Failed(format!(
+            "the data directory {} (CALRY_HOOKS_DATA_DIR): {why}, who could replace the private \
+             PostgreSQL cluster under it. Make it yours and writable by you only (chown, chmod \
+             go-w), or choose another",
+            data_dir.display()
+        ))),
+        Err(err) => Err(io(format!("reading {}", data_dir.display()))(err)),
     }
-    Ok(())
 }
 
-/// Whether users other than the owner may write to a file or in a directory: others, or a group
-/// other than this process's own (a user's private group, under Debian's umask of 002, is theirs).
-pub fn others_may_write(meta: &fs::Metadata) -> bool {
+/// Why another user may have written an open file or directory that says what the service
+/// does, if one may: it belongs to someone other than this process's user or root, or users
+/// other than its owner may write to it: others, a group that is not its owner's own private
+/// group (Debian's umask of 002 makes files group-writable for that group), or anyone an access
+/// list names (under one, the group's bits are the most it grants them).
+pub fn not_only_ours(file: &fs::File) -> std::io::Result<Option<String>> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: getegid has no preconditions.
-    let own_group = meta.gid() == unsafe { libc::getegid() };
-    meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !own_group)
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let user = unsafe { libc::geteuid() };
+    if meta.uid() != user && meta.uid() != 0 {
+        return Ok(Some(format!(
+            "it belongs to another user (uid {})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Ok(Some(format!("other users may write to it (mode {mode:o})")));
+    }
+    // SAFETY: a size query (no buffer) on a descriptor we own, with a NUL-terminated name.
+    let access_list = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    } >= 0;
+    if mode & 0o020 != 0 && (access_list || !private_group(meta.uid(), meta.gid())) {
+        let whom = if access_list {
+            "users its access list names"
+        } else {
+            "users of its group"
+        };
+        return Ok(Some(format!("{whom} may write to it (mode {mode:o})")));
+    }
+    Ok(None)
+}
+
+/// Whether `gid` is the private group of user `uid`: its primary group, of the same name, with
+/// no other member.
+fn private_group(uid: u32, gid: u32) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: the reentrant lookups write into `buf` and the records we pass, and we read the
+    // names before `buf` is reused.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found = std::ptr::null_mut();
+        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
+        if libc::getpwuid_r(uid, &mut pw, ptr, len, &mut found) != 0 || found.is_null() {
+            return false;
+        }
+        if pw.pw_gid != gid {
+            return false;
+        }
+        let user = std::ffi::CStr::from_ptr(pw.pw_name).to_owned();
+        let mut gr: libc::group = std::mem::zeroed();
+        let mut found = std::ptr::null_mut();
+        if libc::getgrgid_r(gid, &mut gr, ptr, len, &mut found) != 0 || found.is_null() {
+            return false;
+        }
+        let mut members = gr.gr_mem;
+        while !members.is_null() && !(*members).is_null() {
+            if std::ffi::CStr::from_ptr(*members) != user.as_c_str() {
+                return false;
+            }
+            members = members.add(1);
+        }
+        std::ffi::CStr::from_ptr(gr.gr_name) == user.as_c_str()
+    }
 }
 
 /// Opens one of the service's own files in the data directory (`postgres.owner`,
@@ -770,7 +834,7 @@ mod tests {
     }
 
     #[test]
-    fn a_data_directory_others_may_write_in_is_refused() {
+    fn a_data_directory_others_may_write_in_or_of_another_user_is_refused() {
         let base = scratch("data");
         fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
         only_its_owner_writes(&base).unwrap();
@@ -779,13 +843,20 @@ mod tests {
             let err = only_its_owner_writes(&base).unwrap_err().to_string();
             assert!(err.contains("chmod go-w"), "{open:o}: {err}");
         }
-        // Its group may write in it when that is this process's own group, not another.
-        fs::set_permissions(&base, fs::Permissions::from_mode(0o775)).unwrap();
-        only_its_owner_writes(&base).unwrap();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
+            // Its group may write in it when that is its owner's private group (root's own
+            // group, here), not another.
+            fs::set_permissions(&base, fs::Permissions::from_mode(0o775)).unwrap();
+            only_its_owner_writes(&base).unwrap();
             std::os::unix::fs::chown(&base, None, Some(4242)).unwrap();
-            assert!(only_its_owner_writes(&base).is_err());
+            let err = only_its_owner_writes(&base).unwrap_err().to_string();
+            assert!(err.contains("users of its group"), "{err}");
+            // Nor may it be another user's.
+            fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+            std::os::unix::fs::chown(&base, Some(4242), Some(0)).unwrap();
+            let err = only_its_owner_writes(&base).unwrap_err().to_string();
+            assert!(err.contains("another user (uid 4242)"), "{err}");
         }
         fs::remove_dir_all(&base).unwrap();
     }

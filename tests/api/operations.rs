@@ -2569,11 +2569,20 @@ async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
     if unsafe { libc::geteuid() } == 0 {
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::chown(&planted, Some(4242), Some(4242)).unwrap();
-        let out = run(theirs).await.unwrap().unwrap();
+        let out = run(theirs.clone()).await.unwrap().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("another user (uid 4242)"), "{stderr}");
     }
+    // A FIFO in its place is refused, not waited on for ever.
+    std::fs::remove_file(&planted).unwrap();
+    let fifo = std::ffi::CString::new(planted.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let out = run(theirs).await.expect("not waited on").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
