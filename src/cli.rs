@@ -104,16 +104,29 @@ fn counted(n: impl std::fmt::Display, one: &str, many: &str) -> String {
     format!("{n} {word}")
 }
 
+/// Starts the log, and warns of secrets given on the command line, which any user of this
+/// machine can read (`ps`), a command run from cron included.
+fn start_logging(config: &Config) {
+    crate::telemetry::init(config.log_format, &config.log_filter);
+    for flag in crate::config::secrets_in(std::env::args_os()) {
+        tracing::warn!(
+            flag,
+            "a secret given on the command line, which any user of this machine can read (ps): \
+             set its variable instead, in the environment or a .env"
+        );
+    }
+}
+
 /// The database for `migrate` (the private cluster is started, or joined if running): created
 /// if missing, and migrated.
 async fn open(config: &Config) -> Result<Database, Box<dyn Error>> {
-    crate::telemetry::init(config.log_format, &config.log_filter);
+    start_logging(config);
     Ok(Database::open(config, 1, Role::Command).await?)
 }
 
 /// The store for the other one-off commands: it must exist and be migrated to this build.
 async fn open_existing(config: &Config) -> Result<Database, Box<dyn Error>> {
-    crate::telemetry::init(config.log_format, &config.log_filter);
+    start_logging(config);
     Ok(Database::open_existing(config, Role::Command).await?)
 }
 
@@ -187,16 +200,9 @@ fn say(text: impl std::fmt::Display) -> Result<(), Box<dyn Error>> {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
-    crate::telemetry::init(config.log_format, &config.log_filter);
+    start_logging(&config);
     for variable in crate::config::unknown_variables() {
         tracing::warn!(%variable, "not a setting of calry-hooks (see --help): ignored");
-    }
-    for flag in crate::config::secrets_in(std::env::args_os()) {
-        tracing::warn!(
-            flag,
-            "a secret given on the command line, which any user of this machine can read (ps): \
-             set its variable instead, in the environment or a .env"
-        );
     }
     if config.webhook_secrets.is_none() {
         if !config.listen.ip().is_loopback() && !config.allow_unsigned {

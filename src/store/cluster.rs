@@ -148,10 +148,12 @@ impl Cluster {
                 // The service's server, once it accepts connections: a command uses it as it
                 // is and leaves it running.
                 (Role::Command, Some("serve")) => {
-                    trusted_socket_dir(&socket_dir, &pgdata, owner)?;
+                    trusted_socket_dir(&socket_dir, &pgdata, owner, false)?;
                     let joined = cluster(None, None);
                     let connected = joined.answers().await;
                     if connected.is_ok() {
+                        // Again: one made between the look and the connection was not seen.
+                        trusted_socket_dir(&socket_dir, &pgdata, owner, true)?;
                         tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster of the running service");
                         return Ok(joined);
                     }
@@ -189,9 +191,10 @@ impl Cluster {
         }
         // Already running without an owner (started by an older build): use it as it is, and
         // leave it running.
-        trusted_socket_dir(&socket_dir, &pgdata, owner)?;
+        trusted_socket_dir(&socket_dir, &pgdata, owner, false)?;
         let running = cluster(None, Some(lock));
         if socket_dir.join(SOCKET_FILE).exists() && running.answers().await.is_ok() {
+            trusted_socket_dir(&socket_dir, &pgdata, owner, true)?;
             tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster already running");
             return Ok(running);
         }
@@ -508,14 +511,16 @@ fn prepare_socket_dir(dir: &Path, owner: Option<Owner>) -> Result<(), ClusterErr
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            trusted_socket_dir(dir, Path::new(""), owner)?;
+            trusted_socket_dir(dir, Path::new(""), owner, true)?;
         }
         Err(err) => return Err(io(format!("creating {}", dir.display()))(err)),
     }
     prepare_dir(dir, owner)
 }
 
-/// Whether a server found through `socket_dir` can be this data directory's. Anyone may create
+/// Whether a server found through `socket_dir` can be this data directory's, looked at before a
+/// connection through it and after (`connected`: a directory made in between was not there to
+/// look at the first time; once ours is there, no one else can take its name). Anyone may create
 /// names in the temporary directory, so the socket's own directory there, if it exists, must be
 /// a directory, not a link to one, belong to this process's user or the server's, and let no one
 /// else write in it: otherwise another user could put a server of theirs behind it (and have the
@@ -524,6 +529,7 @@ fn trusted_socket_dir(
     socket_dir: &Path,
     pgdata: &Path,
     owner: Option<Owner>,
+    connected: bool,
 ) -> Result<(), ClusterError> {
     use std::os::unix::fs::MetadataExt;
     if socket_dir == pgdata {
@@ -531,7 +537,8 @@ fn trusted_socket_dir(
     }
     let meta = match fs::symlink_metadata(socket_dir) {
         Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // None: no server behind it, unless one answered through it (and its directory went).
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !connected => return Ok(()),
         Err(err) => return Err(io(format!("reading {}", socket_dir.display()))(err)),
     };
     // SAFETY: geteuid has no preconditions.
