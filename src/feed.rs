@@ -50,6 +50,21 @@ pub async fn epoch_needed(db: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error>
         .map(|last| (last >> 32) + 1))
 }
 
+/// The WAL timeline the store was last served on (`store_timeline`, migration 0021), and the one
+/// its server is on (`None` on a standby, which is on none of its own yet).
+pub async fn timelines(
+    db: &mut sqlx::PgConnection,
+) -> Result<(Option<i32>, Option<i32>), sqlx::Error> {
+    sqlx::query_as(
+        "select (select timeline from store_timeline),
+                case when not pg_is_in_recovery() then
+                    ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
+                end",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// After a promotion or a point-in-time recovery (a new WAL timeline), moves the feed's sequence
 /// past every value drawn before, so that no position given out before the store went back in
 /// time is given out again (migration 0021). Done at start, and each time the listener

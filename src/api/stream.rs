@@ -701,6 +701,8 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
     let mut changes = notifier.subscribe();
     let mut known = Known::default();
     let mut trouble = Outage::default();
+    // The WAL timelines (the store's, the server's) at the last pass.
+    let mut seen_timeline = None;
     loop {
         let Some(shared) = tail.upgrade() else {
             return;
@@ -724,9 +726,14 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
                 }
                 return Ok::<bool, Error>(false);
             }
-            // Its position first: one the store does not hold any more went with the store back
-            // in time, and new events may already have taken transaction ids past it.
-            if position.gone_from_store(db).await? {
+            // On a new WAL timeline (a promotion, a point-in-time recovery: the store may have
+            // gone back in time), its position first: one the store does not hold any more went
+            // with it, and new events may already have taken transaction ids past it. (On the
+            // same timeline, a position gone was removed by hand, which is no reason to stop.)
+            let timeline = crate::feed::timelines(db).await?;
+            let moved = timeline.0 != timeline.1 || seen_timeline.is_some_and(|t| t != timeline);
+            seen_timeline = Some(timeline);
+            if moved && position.gone_from_store(db).await? {
                 went_back(&tailer, position);
                 return Ok(false);
             }
@@ -739,6 +746,12 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
                 )
                 .rows(db)
                 .await?;
+            // Nothing after it, and it is ahead of the store: gone back on the same timeline
+            // (`pg_resetwal -f`).
+            if rows.is_empty() && position.ahead_of_store(db).await? {
+                went_back(&tailer, position);
+                return Ok(false);
+            }
             let items = known.items(db, rows).await?;
             let mut tail = tailer.tail();
             for item in items {

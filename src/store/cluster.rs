@@ -429,7 +429,16 @@ pub fn binaries() -> Option<PathBuf> {
 /// (`.`, or an empty entry) are passed over: they name whatever the working directory holds,
 /// which may be a directory anyone can write in, and the service may be root.
 fn on_path(path: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path).find(|dir| dir.is_absolute() && has_both(dir))
+    std::env::split_paths(path).find(|dir| dir.is_absolute() && has_both(dir) && only_ours(dir))
+}
+
+/// Whether the directory and the two programs in it could have been put there by no one but
+/// this user or root ([`not_only_ours`]): a directory on `PATH` that anyone may write in (`/tmp`)
+/// would have us run another user's programs.
+fn only_ours(dir: &Path) -> bool {
+    [dir.to_path_buf(), dir.join("initdb"), dir.join("postgres")]
+        .iter()
+        .all(|path| fs::File::open(path).is_ok_and(|file| matches!(not_only_ours(&file), Ok(None))))
 }
 
 fn has_both(dir: &Path) -> bool {
@@ -619,7 +628,10 @@ pub fn not_only_ours(file: &fs::File) -> std::io::Result<Option<String>> {
             0,
         )
     } >= 0;
-    if mode & 0o020 != 0 && (access_list || !private_group(meta.uid(), meta.gid())) {
+    // The owner's private group, or, for a file of root's, this user's (`root:svc`, 0660).
+    let private = private_group(meta.uid(), meta.gid())
+        || (meta.uid() == 0 && private_group(user, meta.gid()));
+    if mode & 0o020 != 0 && (access_list || !private) {
         let whom = if access_list {
             "users its access list names"
         } else {
@@ -631,8 +643,21 @@ pub fn not_only_ours(file: &fs::File) -> std::io::Result<Option<String>> {
 }
 
 /// Whether `gid` is the private group of user `uid`: its primary group, of the same name, with
-/// no other member.
+/// no other member, and the primary group of no other user in `/etc/passwd`.
 fn private_group(uid: u32, gid: u32) -> bool {
+    let others = fs::read_to_string("/etc/passwd").is_ok_and(|passwd| {
+        passwd.lines().any(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            fields.len() > 3
+                && fields[3].parse() == Ok(gid)
+                && fields[2].parse::<u32>().is_ok_and(|other| other != uid)
+        })
+    });
+    !others && named_alone(uid, gid)
+}
+
+/// Whether `gid` is the primary group of user `uid`, of the same name, with no other member.
+fn named_alone(uid: u32, gid: u32) -> bool {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: the reentrant lookups write into `buf` and the records we pass, and we read the
     // names before `buf` is reused.
@@ -940,9 +965,10 @@ mod tests {
         assert!(err.contains("another user may have made it"), "{err}");
     }
 
-    /// A relative directory on `PATH` is not searched, even when it holds both programs.
+    /// A relative directory on `PATH` is not searched, even when it holds both programs, nor one
+    /// that anyone may write in.
     #[test]
-    fn the_server_binaries_are_not_looked_for_in_relative_directories() {
+    fn the_server_binaries_are_not_looked_for_in_relative_or_open_directories() {
         let base = scratch("path");
         let planted = base.join("planted");
         fs::create_dir(&planted).unwrap();
@@ -959,6 +985,9 @@ mod tests {
         assert_eq!(on_path(&absolute_then), Some(planted.clone()));
         let only_relative = std::env::join_paths([relative, PathBuf::from("")]).unwrap();
         assert_eq!(on_path(&only_relative), None);
+        // Nor in one that anyone may write in, by its absolute name either.
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(on_path(&absolute_then), None);
         fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -2232,8 +2232,9 @@ async fn a_live_status_message_keeps_since_across_an_event_that_repeats_the_stat
 /// (the recovery drill: 243 of 497 events skipped, with no word), or, when new transactions had
 /// passed it before the tailer's next read, skipped those before it (the second review: 2 of 5).
 /// The streams are ended instead, and a position from before the store went back is refused,
-/// saying so. Here the store goes back by losing its last event, then a new one is stored, and
-/// then the feed's sequence is set back as well.
+/// saying so. Here the store goes back by losing its last event and the sequence value it drew,
+/// on a new timeline, then a new one is stored. An event removed by hand
+/// on the same timeline ends nothing (it ended every stream, with an ERROR about a failover).
 #[tokio::test]
 async fn a_store_that_goes_back_in_time_ends_the_streams_and_refuses_their_positions() {
     let app = spawn_app().await;
@@ -2253,12 +2254,48 @@ async fn a_store_that_goes_back_in_time_ends_the_streams_and_refuses_their_posit
     while let Some(message) = stream.next(Duration::from_secs(2)).await {
         last_id = message.id;
     }
-    let last_id = last_id.expect("the lost event's messages");
+    last_id.expect("the lost event's messages");
     let kept_seq: i64 = sqlx::query_scalar("select feed_seq from events where hook_id = 'kept'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    sqlx::query("delete from events where hook_id = 'lost'")
+    let delete = async |hook_id: &str| {
+        sqlx::query("delete from events where hook_id = $1")
+            .bind(hook_id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    };
+    // Removed by hand, on the same timeline (a month dropped to free a full disk): the streams
+    // go on.
+    delete("lost").await;
+    let by_hand = event(
+        "by-hand",
+        "w",
+        Some("e"),
+        "sync.error",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&by_hand).await.status(), 201);
+    let message = stream
+        .next(SOON)
+        .await
+        .expect("the event after a removal by hand");
+    assert_eq!(message.data["hookId"], "by-hand");
+    let mut last_id = message.id;
+    while let Some(message) = stream.next(Duration::from_secs(2)).await {
+        last_id = message.id.or(last_id);
+    }
+    let last_id = last_id.expect("the position of the event after the removal by hand");
+    // Lost with the store gone back, on a new timeline (the one the store keeps is changed by
+    // hand, as a failover finds it): the stream ends, and sends nothing stored since.
+    delete("by-hand").await;
+    sqlx::query("select setval('events_feed_seq', $1)")
+        .bind(kept_seq)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("update store_timeline set timeline = timeline + 1")
         .execute(&app.pool)
         .await
         .unwrap();
@@ -2275,11 +2312,6 @@ async fn a_store_that_goes_back_in_time_ends_the_streams_and_refuses_their_posit
         Err(()),
         "the stream ends, with nothing more sent"
     );
-    sqlx::query("select setval('events_feed_seq', $1)")
-        .bind(kept_seq)
-        .execute(&app.pool)
-        .await
-        .unwrap();
     let resumed = reqwest::Client::new()
         .get(format!("{}/stream", app.address))
         .header("last-event-id", &last_id)
