@@ -17,14 +17,27 @@ create table store_timeline (
     timeline integer not null
 );
 
--- The timeline the store was on when it changed, or null.
+-- The WAL timeline the server writes on (the first 8 hex digits of a WAL file's name), or null
+-- on a standby, which writes on none of its own yet.
+create function wal_timeline() returns integer
+language sql
+as $$
+    select case when not pg_is_in_recovery() then
+        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
+    end
+$$;
+
+-- The timeline the store was on when it changed, or null (also on a standby).
 create function follow_timeline() returns integer
 language plpgsql
 as $$
 declare
-    now_on integer := ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer;
+    now_on integer := wal_timeline();
     was    integer;
 begin
+    if now_on is null then
+        return null;
+    end if;
     select timeline into was from store_timeline for update;
     if not found then
         insert into store_timeline values (true, now_on) on conflict (one) do nothing;

@@ -55,14 +55,9 @@ pub async fn epoch_needed(db: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error>
 pub async fn timelines(
     db: &mut sqlx::PgConnection,
 ) -> Result<(Option<i32>, Option<i32>), sqlx::Error> {
-    sqlx::query_as(
-        "select (select timeline from store_timeline),
-                case when not pg_is_in_recovery() then
-                    ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
-                end",
-    )
-    .fetch_one(db)
-    .await
+    sqlx::query_as("select (select timeline from store_timeline), wal_timeline()")
+        .fetch_one(db)
+        .await
 }
 
 /// After a promotion or a point-in-time recovery (a new WAL timeline), moves the feed's sequence
@@ -82,14 +77,11 @@ pub async fn follow_timeline<'c>(db: impl sqlx::PgExecutor<'c>) {
              acknowledged after that point are lost, and consumers holding positions from then \
              are refused: see docs/OPERATIONS.md, \"Going back in time\""
         ),
+        // Also a standby (the service started before its promotion), not on its timeline yet:
+        // the listener connects again once the server can be written to.
         Ok(None) => {}
-        // A standby ("recovery is in progress": the service started before its promotion) is
-        // not on its timeline yet; the listener connects again once the server can be written
-        // to. A server that went away is said elsewhere.
-        Err(err)
-            if crate::error::is_unavailable(&err)
-                || err.as_database_error().and_then(|e| e.code()).as_deref() == Some("55000") =>
-        {
+        // A server that went away is said elsewhere.
+        Err(err) if crate::error::is_unavailable(&err) => {
             tracing::debug!(error = %err, "cannot follow the server's WAL timeline yet");
         }
         Err(err) => tracing::warn!(

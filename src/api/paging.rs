@@ -469,19 +469,11 @@ impl FeedPosition {
 
     /// Whether the position, one this store gave out, is not one of its own any more: the store
     /// went back in time since (a point-in-time recovery, a standby that had not received it
-    /// promoted). A standby still in recovery, which may not have it yet, is not taken for that.
+    /// promoted).
     pub async fn gone_from_store(self, db: &mut PgConnection) -> Result<bool> {
-        if self == FeedPosition::BEGINNING {
-            return Ok(false);
-        }
         match self.check_given("position", db).await {
             Ok(_) => Ok(false),
-            Err(Error::BadParameter { .. }) => {
-                let in_recovery: bool = sqlx::query_scalar("select pg_is_in_recovery()")
-                    .fetch_one(&mut *db)
-                    .await?;
-                Ok(!in_recovery)
-            }
+            Err(Error::BadParameter { .. }) => Ok(true),
             Err(err) => Err(err),
         }
     }

@@ -730,8 +730,11 @@ async fn follow_feed(tail: Weak<Mutex<Tail>>, readers: Pool, notifier: Notifier,
             // gone back in time), its position first: one the store does not hold any more went
             // with it, and new events may already have taken transaction ids past it. (On the
             // same timeline, a position gone was removed by hand, which is no reason to stop.)
+            // A standby still in recovery (no timeline of its own), which may not hold the
+            // position yet, is not taken for a store gone back.
             let timeline = crate::feed::timelines(db).await?;
-            let moved = timeline.0 != timeline.1 || seen_timeline.is_some_and(|t| t != timeline);
+            let moved = timeline.1.is_some()
+                && (timeline.0 != timeline.1 || seen_timeline.is_some_and(|t| t != timeline));
             seen_timeline = Some(timeline);
             if moved && position.gone_from_store(db).await? {
                 went_back(&tailer, position);

@@ -1205,13 +1205,11 @@ async fn a_store_on_another_timeline_gives_out_no_position_again() {
     assert_eq!(cut, 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let followed: bool = sqlx::query_scalar(
-            "select timeline = ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))
-                               ::bit(32)::integer from store_timeline",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let followed: bool =
+            sqlx::query_scalar("select timeline = wal_timeline() from store_timeline")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         if followed {
             break;
         }
