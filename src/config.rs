@@ -60,7 +60,7 @@ pub fn read_dot_env() -> Result<(), String> {
     if !file.metadata().map_err(|e| e.to_string())?.is_file() {
         return Err("it is not a regular file: not read".to_owned());
     }
-    if let Some(why) = crate::store::cluster::not_only_ours(&file).map_err(|e| e.to_string())? {
+    if let Some(why) = crate::ownership::not_only_ours(&file).map_err(|e| e.to_string())? {
         return Err(format!(
             "{why}, who could say which database to use and whether deliveries need a \
              signature: not read. Make it yours and writable by you only (chmod go-w .env), or \

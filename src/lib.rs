@@ -18,6 +18,7 @@ pub mod feed;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod ownership;
 pub mod server;
 pub mod signature;
 pub mod status;

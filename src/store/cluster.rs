@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
+use crate::ownership::not_only_ours;
+
 /// The superuser of the private cluster.
 const SUPERUSER: &str = "postgres";
 /// The server's port: only its socket's name, since it listens on no TCP address.
@@ -118,6 +120,14 @@ impl Cluster {
         let pgdata = data_dir.join("postgres");
         let log_file = data_dir.join("postgres.log");
         let socket_dir = socket_dir_for(&pgdata);
+        // One in the data directory is as safe as the data directory.
+        let look_at_socket_dir = |connected| {
+            if socket_dir == pgdata {
+                Ok(())
+            } else {
+                trusted_socket_dir(&socket_dir, owner, connected)
+            }
+        };
         let cluster = |child, owner_lock| Cluster {
             child: Mutex::new(child),
             socket_dir: socket_dir.clone(),
@@ -148,12 +158,12 @@ impl Cluster {
                 // The service's server, once it accepts connections: a command uses it as it
                 // is and leaves it running.
                 (Role::Command, Some("serve")) => {
-                    trusted_socket_dir(&socket_dir, &pgdata, owner, false)?;
+                    look_at_socket_dir(false)?;
                     let joined = cluster(None, None);
                     let connected = joined.answers().await;
                     if connected.is_ok() {
                         // Again: one made between the look and the connection was not seen.
-                        trusted_socket_dir(&socket_dir, &pgdata, owner, true)?;
+                        look_at_socket_dir(true)?;
                         tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster of the running service");
                         return Ok(joined);
                     }
@@ -191,10 +201,10 @@ impl Cluster {
         }
         // Already running without an owner (started by an older build): use it as it is, and
         // leave it running.
-        trusted_socket_dir(&socket_dir, &pgdata, owner, false)?;
+        look_at_socket_dir(false)?;
         let running = cluster(None, Some(lock));
         if socket_dir.join(SOCKET_FILE).exists() && running.answers().await.is_ok() {
-            trusted_socket_dir(&socket_dir, &pgdata, owner, true)?;
+            look_at_socket_dir(true)?;
             tracing::info!(data = %pgdata.display(), "using the private PostgreSQL cluster already running");
             return Ok(running);
         }
@@ -508,10 +518,13 @@ fn socket_dir_for(pgdata: &Path) -> PathBuf {
     if pgdata.as_os_str().len() + 1 + SOCKET_FILE.len() <= MAX_SOCKET_PATH {
         return pgdata.to_path_buf();
     }
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    pgdata.hash(&mut hasher);
-    std::env::temp_dir().join(format!("calry-hooks-{:016x}", hasher.finish()))
+    // SHA-256, not std's DefaultHasher, whose output may change between Rust releases: a
+    // command built by another release must find the running service's server.
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let digest = Sha256::digest(pgdata.as_os_str().as_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    std::env::temp_dir().join(format!("calry-hooks-{name}"))
 }
 
 /// Makes the socket's own directory, private, unless one is there already: then it must be one
@@ -520,7 +533,7 @@ fn prepare_socket_dir(dir: &Path, owner: Option<Owner>) -> Result<(), ClusterErr
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            trusted_socket_dir(dir, Path::new(""), owner, true)?;
+            trusted_socket_dir(dir, owner, true)?;
         }
         Err(err) => return Err(io(format!("creating {}", dir.display()))(err)),
     }
@@ -536,14 +549,10 @@ fn prepare_socket_dir(dir: &Path, owner: Option<Owner>) -> Result<(), ClusterErr
 /// service store its deliveries there), or have the service make private whatever a link names.
 fn trusted_socket_dir(
     socket_dir: &Path,
-    pgdata: &Path,
     owner: Option<Owner>,
     connected: bool,
 ) -> Result<(), ClusterError> {
     use std::os::unix::fs::MetadataExt;
-    if socket_dir == pgdata {
-        return Ok(());
-    }
     let meta = match fs::symlink_metadata(socket_dir) {
         Ok(meta) => meta,
         // None: no server behind it, unless one answered through it (and its directory went).
@@ -595,96 +604,6 @@ fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
             data_dir.display()
         ))),
         Err(err) => Err(io(format!("reading {}", data_dir.display()))(err)),
-    }
-}
-
-/// Why another user may have written an open file or directory that says what the service
-/// does, if one may: it belongs to someone other than this process's user or root, or users
-/// other than its owner may write to it: others, a group that is not its owner's own private
-/// group (Debian's umask of 002 makes files group-writable for that group), or anyone an access
-/// list names (under one, the group's bits are the most it grants them).
-pub fn not_only_ours(file: &fs::File) -> std::io::Result<Option<String>> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
-    // SAFETY: geteuid has no preconditions.
-    let user = unsafe { libc::geteuid() };
-    if meta.uid() != user && meta.uid() != 0 {
-        return Ok(Some(format!(
-            "it belongs to another user (uid {})",
-            meta.uid()
-        )));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o002 != 0 {
-        return Ok(Some(format!("other users may write to it (mode {mode:o})")));
-    }
-    // SAFETY: a size query (no buffer) on a descriptor we own, with a NUL-terminated name.
-    let access_list = unsafe {
-        libc::fgetxattr(
-            file.as_raw_fd(),
-            c"system.posix_acl_access".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    } >= 0;
-    // The owner's private group, or, for a file of root's, this user's (`root:svc`, 0660).
-    let private = private_group(meta.uid(), meta.gid())
-        || (meta.uid() == 0 && private_group(user, meta.gid()));
-    if mode & 0o020 != 0 && (access_list || !private) {
-        let whom = if access_list {
-            "users its access list names"
-        } else {
-            "users of its group"
-        };
-        return Ok(Some(format!("{whom} may write to it (mode {mode:o})")));
-    }
-    Ok(None)
-}
-
-/// Whether `gid` is the private group of user `uid`: its primary group, of the same name, with
-/// no other member, and the primary group of no other user in `/etc/passwd`.
-fn private_group(uid: u32, gid: u32) -> bool {
-    let others = fs::read_to_string("/etc/passwd").is_ok_and(|passwd| {
-        passwd.lines().any(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            fields.len() > 3
-                && fields[3].parse() == Ok(gid)
-                && fields[2].parse::<u32>().is_ok_and(|other| other != uid)
-        })
-    });
-    !others && named_alone(uid, gid)
-}
-
-/// Whether `gid` is the primary group of user `uid`, of the same name, with no other member.
-fn named_alone(uid: u32, gid: u32) -> bool {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: the reentrant lookups write into `buf` and the records we pass, and we read the
-    // names before `buf` is reused.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut found = std::ptr::null_mut();
-        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
-        if libc::getpwuid_r(uid, &mut pw, ptr, len, &mut found) != 0 || found.is_null() {
-            return false;
-        }
-        if pw.pw_gid != gid {
-            return false;
-        }
-        let user = std::ffi::CStr::from_ptr(pw.pw_name).to_owned();
-        let mut gr: libc::group = std::mem::zeroed();
-        let mut found = std::ptr::null_mut();
-        if libc::getgrgid_r(gid, &mut gr, ptr, len, &mut found) != 0 || found.is_null() {
-            return false;
-        }
-        let mut members = gr.gr_mem;
-        while !members.is_null() && !(*members).is_null() {
-            if std::ffi::CStr::from_ptr(*members) != user.as_c_str() {
-                return false;
-            }
-            members = members.add(1);
-        }
-        std::ffi::CStr::from_ptr(gr.gr_name) == user.as_c_str()
     }
 }
 
@@ -815,6 +734,18 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_long_data_directory_has_its_socket_under_a_name_no_release_changes() {
+        let short = Path::new("/srv/calry/postgres");
+        assert_eq!(socket_dir_for(short), short);
+        // The first 8 bytes of SHA-256 of the path, as `sha256sum` gives them: a command built
+        // by another Rust release must find the running service's server there.
+        let long = PathBuf::from(format!("/srv/{}/postgres", "d".repeat(90)));
+        let dir = socket_dir_for(&long);
+        assert_eq!(dir.parent(), Some(std::env::temp_dir().as_path()));
+        assert_eq!(dir.file_name().unwrap(), "calry-hooks-982497f1edeb5c51");
     }
 
     #[test]
