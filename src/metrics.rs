@@ -64,6 +64,9 @@ fn request_histogram() -> Histogram {
 /// The service's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
+    /// The process's own metrics, under the names every Prometheus client gives them
+    /// (`process_…`, no prefix).
+    process: Registry,
     webhooks: Family<OutcomeLabel, Counter>,
     ingest_seconds: Histogram,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -106,8 +109,11 @@ struct Disk {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         let mut m = Metrics {
             registry: Registry::with_prefix("calry_hooks"),
+            process,
             webhooks: Family::default(),
             // 0.5 ms to ~4 s.
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -335,8 +341,11 @@ impl Metrics {
             disk.free.set(free);
             disk.size.set(size);
         }
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
     }
@@ -524,6 +533,120 @@ fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
     Some((bytes(stat.f_bavail), bytes(stat.f_blocks)))
 }
 
+/// The process metrics Prometheus' client libraries agree on (CPU, memory, file descriptors,
+/// start time, threads), read from `/proc/self` at each scrape. One that cannot be read is left
+/// out.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let mut gauge = |name: &str, help: &str, value: Option<f64>| match value {
+            Some(value) => {
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+            }
+            None => Ok(()),
+        };
+        let stat = ProcessStat::read();
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            stat.as_ref().map(|s| s.resident_bytes),
+        )?;
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            stat.as_ref().map(|s| s.virtual_bytes),
+        )?;
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            stat.as_ref().and_then(|s| s.start_time),
+        )?;
+        gauge(
+            "process_threads",
+            "Number of OS threads in the process.",
+            stat.as_ref().map(|s| s.threads),
+        )?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").map(|dir| dir.count() as f64);
+        gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            open_fds.ok(),
+        )?;
+        let mut limit = std::mem::MaybeUninit::<libc::rlimit>::zeroed();
+        // SAFETY: a struct of getrlimit's own type for it to fill.
+        let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, limit.as_mut_ptr()) } == 0)
+            // SAFETY: getrlimit succeeded, so it filled the struct.
+            .then(|| unsafe { limit.assume_init() }.rlim_cur as f64);
+        gauge(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            max_fds,
+        )?;
+        if let Some(stat) = stat {
+            let cpu = ConstCounter::new(stat.cpu_seconds);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                cpu.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `/proc/self/stat` says of the process, in seconds and bytes.
+struct ProcessStat {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    threads: f64,
+    start_time: Option<f64>,
+}
+
+impl ProcessStat {
+    fn read() -> Option<ProcessStat> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The fields after the command's name, which may itself hold spaces and parentheses;
+        // the first of them is field 3 of proc(5).
+        let fields: Vec<f64> = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(f64::NAN))
+            .collect();
+        let field = |n: usize| fields.get(n - 3).copied();
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let (ticks, page) = (ticks as f64, page as f64);
+        let boot: Option<f64> = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        });
+        Some(ProcessStat {
+            cpu_seconds: (field(14)? + field(15)?) / ticks,
+            threads: field(20)?,
+            start_time: boot.map(|boot| boot + field(22).unwrap_or(f64::NAN) / ticks),
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page,
+        })
+    }
+}
+
 /// Prometheus' classic text format (0.0.4) of the OpenMetrics text [`Metrics::render`] writes:
 /// the same samples, with each counter's `HELP` and `TYPE` under its samples' `_total` name, and
 /// no `# UNIT` or `# EOF` line. (prometheus-client writes no other type that differs.)
@@ -566,7 +689,25 @@ mod tests {
         let metrics = Metrics::default();
         metrics.delivery(StatusCode::CREATED, Duration::from_millis(3));
         metrics.delivery(StatusCode::CREATED, Duration::from_millis(4));
+        let cpu = || {
+            let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+            // SAFETY: a struct of getrusage's own type for it to fill.
+            assert_eq!(
+                unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) },
+                0
+            );
+            // SAFETY: getrusage succeeded, so it filled the struct.
+            let usage = unsafe { usage.assume_init() };
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            secs(usage.ru_utime) + secs(usage.ru_stime)
+        };
+        // Some CPU time to see, well over a clock tick.
+        while cpu() < 0.05 {
+            std::hint::black_box((0..1000).sum::<u64>());
+        }
+        let cpu_before = cpu();
         let text = classic(&metrics.render(3, 4, 1));
+        let cpu_after = cpu();
         assert!(!text.contains("# EOF"), "{text}");
         for line in [
             "# HELP calry_hooks_webhooks_total Webhook deliveries answered, by outcome (created, duplicate, conflict, invalid, unauthorized, unavailable, error).",
@@ -583,6 +724,42 @@ mod tests {
                 "no line {line:?} in\n{text}"
             );
         }
+        // The process's own metrics, unprefixed, as every Prometheus client names them.
+        let value = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+            let line = line.unwrap_or_else(|| panic!("no {name} in\n{text}"));
+            line.rsplit_once(' ').unwrap().1.parse().unwrap()
+        };
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        let seconds = value("process_cpu_seconds_total");
+        assert!(
+            seconds > cpu_before - 0.02 && seconds < cpu_after + 0.02,
+            "{seconds}"
+        );
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_threads") >= 1.0);
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as f64;
+        assert!((value("process_open_fds") - open).abs() <= 2.0);
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a struct of getrlimit's own type for it to fill.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(value("process_max_fds"), limit.rlim_cur as f64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} {now}"
+        );
         // Every sample's family is typed under the sample's own name (or its histogram's).
         for sample in text.lines().filter(|l| !l.starts_with('#')) {
             let name = sample.split(['{', ' ']).next().unwrap();

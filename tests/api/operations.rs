@@ -112,6 +112,10 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
             == 2
     );
     assert!(classic.contains("# TYPE calry_hooks_webhooks_total counter\n"));
+    // The process's own, under the names every Prometheus client gives them.
+    assert!(classic.contains("# TYPE process_cpu_seconds_total counter\n"));
+    assert!(app.metric("process_resident_memory_bytes").await > 1e6);
+    assert!(app.metric("process_open_fds").await >= 3.0);
     assert!(openmetrics.contains("# TYPE calry_hooks_webhooks counter\n"));
     for (outcome, count) in [
         ("created", 2.0),
