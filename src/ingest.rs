@@ -36,7 +36,7 @@ pub enum Outcome {
     /// A new hook id: the event is stored.
     Created,
     /// The same hook id with the same JSON value: counted, nothing new stored.
-    Duplicate { delivery_count: i64 },
+    Duplicate { delivery_count: i32 },
     /// The same hook id with a different JSON value: refused, the first event stands.
     Conflict,
 }
@@ -462,7 +462,10 @@ async fn insert_batch(
     for (ord, outcome, delivery_count) in rows {
         outcomes[(ord - 1) as usize] = match outcome.as_str() {
             "created" => Some(Outcome::Created),
-            "duplicate" => Some(Outcome::Duplicate { delivery_count }),
+            // The stored count is an `integer`, so it fits.
+            "duplicate" => Some(Outcome::Duplicate {
+                delivery_count: i32::try_from(delivery_count).unwrap_or(i32::MAX),
+            }),
             "conflict" => Some(Outcome::Conflict),
             _ => None,
         };

@@ -34,7 +34,7 @@ pub struct Receipt {
     pub status: ReceiptStatus,
     /// How many deliveries of this event have been received, for a duplicate.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery_count: Option<i64>,
+    pub delivery_count: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -240,3 +240,33 @@ async fn the_document_asks_for_the_token_exactly_where_the_service_does() {
     }
     assert_eq!(guarded, 11, "the query routes of SPEC §3.2 and part two");
 }
+
+/// An integer field of one name has one format across the document's schemas, so that a
+/// generated client gives it one type (`deliveryCount` was an int32 in `Event` and an int64 in
+/// `Receipt`).
+#[test]
+fn an_integer_field_has_one_format_in_every_schema() {
+    let doc: Value = serde_json::from_str(COMMITTED).unwrap();
+    let mut seen: std::collections::BTreeMap<&str, (&str, &Value)> = Default::default();
+    for (schema, body) in doc["components"]["schemas"].as_object().unwrap() {
+        let Some(properties) = body["properties"].as_object() else {
+            continue;
+        };
+        for (field, property) in properties {
+            let integer = match &property["type"] {
+                Value::Array(kinds) => kinds.contains(&"integer".into()),
+                kind => kind == "integer",
+            };
+            if !integer {
+                continue;
+            }
+            let format = &property["format"];
+            let (first, first_format) = *seen.entry(field).or_insert((schema, format));
+            assert_eq!(
+                format, first_format,
+                "{field}: {format} in {schema}, {first_format} in {first}"
+            );
+        }
+    }
+    assert!(seen.contains_key("deliveryCount"));
+}
