@@ -234,8 +234,11 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
         // The private cluster's server stops with `close` (one this process started): starting
         // it by hand would have the next start use it and leave it running.
         // Debian's packages keep pg_resetwal off PATH: named by the path the cluster uses.
-        let pg_resetwal = crate::store::cluster::binaries()
-            .map_or_else(|| "pg_resetwal".into(), |bin| bin.join("pg_resetwal"));
+        let bin = match config.private_cluster_dir() {
+            Some(dir) => crate::store::cluster::binaries_for(&dir).ok(),
+            None => crate::store::cluster::binaries(),
+        };
+        let pg_resetwal = bin.map_or_else(|| "pg_resetwal".into(), |bin| bin.join("pg_resetwal"));
         let fix = match config.private_cluster_dir() {
             Some(dir) => format!(
                 "Run `{} -e {epoch} {}` as the owner of that directory, then start \

@@ -111,13 +111,13 @@ impl Cluster {
     /// The server gets SIGINT (fast shutdown) if the thread that called this dies, so call it
     /// from a thread that lives as long as the cluster is needed (the main thread).
     pub async fn start(data_dir: &Path, role: Role) -> Result<Cluster, ClusterError> {
-        let bin = binaries().ok_or(ClusterError::NotInstalled)?;
         let owner = unprivileged_owner()?;
         make_dirs(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
         let data_dir =
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
         only_its_owner_writes(&data_dir)?;
         let pgdata = data_dir.join("postgres");
+        let bin = binaries_for(&pgdata)?;
         let log_file = data_dir.join("postgres.log");
         let socket_dir = socket_dir_for(&pgdata);
         // One in the data directory is as safe as the data directory.
@@ -422,8 +422,14 @@ pub fn binaries() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PATH").and_then(|path| on_path(&path)) {
         return Some(dir);
     }
+    debian_binaries().into_iter().next()
+}
+
+/// Debian's server binaries, `/usr/lib/postgresql/<major>/bin`, the newest first.
+fn debian_binaries() -> Vec<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
@@ -431,8 +437,94 @@ pub fn binaries() -> Option<PathBuf> {
             has_both(&bin).then_some((version, bin))
         })
         .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
+    versions.sort_by(|a, b| b.cmp(a));
+    versions.into_iter().map(|(_, bin)| bin).collect()
+}
+
+/// The server binaries for the cluster in `pgdata`. A new one gets [`binaries`]. One made
+/// already needs those of the major version that made it (its `PG_VERSION`), since a server of
+/// another major version refuses its data: `PATH`'s if they are of that version, else Debian's
+/// of that version. A newer major version installed beside it is said once, with how to move
+/// the data to it (`pg_upgrade`); none of its version is an error saying both ways out.
+pub fn binaries_for(pgdata: &Path) -> Result<PathBuf, ClusterError> {
+    let Ok(made_by) = fs::read_to_string(pgdata.join("PG_VERSION")) else {
+        return binaries().ok_or(ClusterError::NotInstalled);
+    };
+    let made_by = made_by.trim();
+    let on_path = std::env::var_os("PATH").and_then(|path| on_path(&path));
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for bin in on_path.into_iter().chain(debian_binaries()) {
+        if !found.iter().any(|(_, b)| *b == bin)
+            && let Some(version) = major_version(&bin)
+        {
+            found.push((version, bin));
+        }
+    }
+    let number = |version: &str| version.parse::<f64>().unwrap_or(0.0);
+    let newest = found
+        .iter()
+        .max_by(|(a, _), (b, _)| number(a).total_cmp(&number(b)));
+    match found.iter().find(|(version, _)| version == made_by) {
+        Some((_, bin)) => {
+            if let Some((newer, at)) = newest.filter(|(v, _)| number(v) > number(made_by)) {
+                tracing::info!(
+                    data = %pgdata.display(),
+                    "the private PostgreSQL cluster's data is PostgreSQL {made_by}'s, so it runs \
+                     on {}; PostgreSQL {newer} is installed too ({}): docs/OPERATIONS.md, \
+                     \"PostgreSQL's major version\", says how to move the data to it",
+                    bin.display(),
+                    at.display()
+                );
+            }
+            Ok(bin.clone())
+        }
+        None if found.is_empty() => Err(ClusterError::NotInstalled),
+        None => {
+            // pg_upgrade moves data to a newer major version only.
+            let upgrade = match newest.filter(|(v, _)| number(v) > number(made_by)) {
+                Some((newer, _)) => format!(
+                    ", or move the data to PostgreSQL {newer} with pg_upgrade (docs/OPERATIONS.md, \
+                     \"PostgreSQL's major version\")"
+                ),
+                None => String::new(),
+            };
+            let found: Vec<String> = found
+                .iter()
+                .map(|(version, bin)| format!("{version} in {}", bin.display()))
+                .collect();
+            Err(ClusterError::Failed(format!(
+                "the private PostgreSQL cluster in {} was made by PostgreSQL {made_by}, whose \
+                 server binaries are not installed (found: {}): a server of another major \
+                 version cannot run its data. Install them (Debian/Ubuntu: apt-get install \
+                 postgresql-{made_by}){upgrade}",
+                pgdata.display(),
+                found.join(", ")
+            )))
+        }
+    }
+}
+
+/// The major version of the server in `bin`, from `postgres --version` (`postgres (PostgreSQL)
+/// 15.10 (Debian 15.10-0+deb12u1)`: 15; `9.6.24`: 9.6, as its data directory names it).
+fn major_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin.join("postgres"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let version = text
+        .split("(PostgreSQL) ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().filter(|m| !m.is_empty())?;
+    Some(match major {
+        "9" => format!("9.{}", parts.next()?),
+        _ => major.to_owned(),
+    })
 }
 
 /// The first directory of `path` (`PATH`'s value) holding `initdb` and `postgres`. Relative ones
@@ -734,6 +826,36 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_servers_major_version_is_read_as_its_data_directory_names_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = scratch("version");
+        let said = |version: &str| {
+            let script = format!("#!/bin/sh\necho 'postgres (PostgreSQL) {version}'\n");
+            fs::write(bin.join("postgres"), script).unwrap();
+            fs::set_permissions(bin.join("postgres"), fs::Permissions::from_mode(0o755)).unwrap();
+            major_version(&bin)
+        };
+        assert_eq!(said("17.6 (Debian 17.6-1)").as_deref(), Some("17"));
+        assert_eq!(said("15.10").as_deref(), Some("15"));
+        assert_eq!(said("18beta1").as_deref(), Some("18"));
+        assert_eq!(said("9.6.24").as_deref(), Some("9.6"));
+        assert_eq!(said("").as_deref(), None);
+        // And the server of this machine, whose data directories it finds it for.
+        let installed = binaries().expect("PostgreSQL's server binaries");
+        let version = major_version(&installed).unwrap();
+        if let Ok(debian) = installed.strip_prefix("/usr/lib/postgresql") {
+            assert_eq!(debian, Path::new(&version).join("bin"));
+        }
+        let data = scratch("made");
+        fs::write(data.join("PG_VERSION"), format!("{version}\n")).unwrap();
+        assert_eq!(binaries_for(&data).unwrap(), installed);
+        fs::write(data.join("PG_VERSION"), "99\n").unwrap();
+        assert!(binaries_for(&data).is_err());
+        let _ = fs::remove_dir_all(&bin);
+        let _ = fs::remove_dir_all(&data);
     }
 
     #[test]

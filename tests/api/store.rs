@@ -492,6 +492,45 @@ fn strings(rows: Vec<sqlx::postgres::PgRow>) -> Vec<String> {
 /// its own, so that a data directory of any length starts (docs/OPERATIONS.md, §3: the socket
 /// path length rule), which stays when the server stops. Here the socket file's path in the data
 /// directory is 107 bytes (fits), 108 (one too many) and 200.
+/// docs/OPERATIONS.md, "PostgreSQL's major version": data made by a PostgreSQL whose server is
+/// not installed is refused at once, saying the ways out, not after 30 s of another server
+/// refusing it (one installed by a distribution upgrade, say). Nothing is made or started.
+#[tokio::test]
+async fn a_private_cluster_made_by_a_major_version_not_installed_is_refused_at_once() {
+    use calry_hooks::store::Cluster;
+
+    let installed = calry_hooks::store::cluster::binaries().unwrap();
+    // Older than any installed (pg_upgrade can move its data), and newer (it cannot).
+    for (made_by, upgrade) in [("9.6", true), ("99", false)] {
+        let dir = crate::helpers::scratch("major", "");
+        std::fs::create_dir_all(dir.join("postgres")).unwrap();
+        std::fs::write(dir.join("postgres/PG_VERSION"), format!("{made_by}\n")).unwrap();
+        let started = std::time::Instant::now();
+        let err = Cluster::start(&dir, Role::Serve)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        for words in [
+            &format!("was made by PostgreSQL {made_by}, whose server binaries are not installed"),
+            &format!("in {}", installed.display()),
+            &format!("apt-get install postgresql-{made_by}"),
+        ] {
+            assert!(err.contains(words), "{words:?} not in: {err}");
+        }
+        let says_upgrade =
+            err.contains("with pg_upgrade (docs/OPERATIONS.md, \"PostgreSQL's major version\")");
+        assert_eq!(says_upgrade, upgrade, "{err}");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["postgres"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[tokio::test]
 async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path() {
     use calry_hooks::store::Cluster;
