@@ -265,6 +265,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "calry-hooks serving");
     let app = App::new(db.pool.clone(), config)?;
+    // systemd's `Type=notify` (deploy/calry-hooks.service): started once migrated and listening.
+    // Nothing is sent without NOTIFY_SOCKET.
+    notify_service_manager(sd_notify::NotifyState::Ready);
     {
         // Polled here, on the main thread (see `Cluster::start`), for as long as the service
         // runs: the private server is started again whenever it exits. It never ends.
@@ -284,6 +287,14 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Tells the service manager (systemd, through NOTIFY_SOCKET, when it set one) the service's
+/// state; one that cannot be told is logged, and the service goes on.
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    if let Err(err) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %err, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
 /// Serves until a first SIGTERM or Ctrl-C, then finishes what is in flight (SHUTDOWN_TIMEOUT at
 /// most), or stops at once on a second one.
 async fn serve_until_signalled(app: App, listener: TcpListener) -> Result<(), Box<dyn Error>> {
@@ -299,6 +310,7 @@ async fn serve_until_signalled(app: App, listener: TcpListener) -> Result<(), Bo
             tracing::info!(
                 "shutting down: finishing in-flight deliveries (a second signal stops at once)"
             );
+            notify_service_manager(sd_notify::NotifyState::Stopping);
             let _ = stop.send(());
             tokio::select! {
                 result = serving => result?,

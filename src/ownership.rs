@@ -16,8 +16,9 @@ pub fn not_only_ours(file: &fs::File) -> std::io::Result<Option<String>> {
     // SAFETY: geteuid has no preconditions.
     let user = unsafe { libc::geteuid() };
     if meta.uid() != user && meta.uid() != 0 {
+        let name = user_name(meta.uid()).map_or_else(String::new, |name| format!("{name}, "));
         return Ok(Some(format!(
-            "it belongs to another user (uid {})",
+            "it belongs to another user ({name}uid {})",
             meta.uid()
         )));
     }
@@ -91,5 +92,25 @@ fn named_alone(uid: u32, gid: u32) -> bool {
             members = members.add(1);
         }
         std::ffi::CStr::from_ptr(gr.gr_name) == user.as_c_str()
+    }
+}
+
+/// The name of user `uid`, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: the reentrant lookup writes into `buf` and the record we pass, and we copy the
+    // name out before `buf` goes.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found = std::ptr::null_mut();
+        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
+        if libc::getpwuid_r(uid, &mut pw, ptr, len, &mut found) != 0 || found.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }

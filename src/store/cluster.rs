@@ -304,7 +304,14 @@ impl Cluster {
                 None => break, // being stopped
             };
             let Some(status) = exited else { continue };
-            tracing::error!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster exited; starting it again");
+            if status.success() {
+                // A clean stop (SIGTERM, SIGINT, `pg_ctl stop`) someone else asked for: a
+                // service manager that signals every process of the service at once, as
+                // systemd's default `KillMode=control-group` does.
+                tracing::warn!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster was stopped by another process (a service manager that signals every process of the service? with systemd, KillMode=mixed); starting it again");
+            } else {
+                tracing::error!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster exited; starting it again");
+            }
             let started = spawn_postgres(
                 &launch.bin,
                 &launch.pgdata,
@@ -686,15 +693,36 @@ fn make_dirs(dir: &Path) -> std::io::Result<()> {
 /// The data directory must be this user's (or root's) and let no one else write in it: another
 /// user could put a server of theirs, or links, where the service's cluster, lock and log are.
 fn only_its_owner_writes(data_dir: &Path) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt;
     let dir = fs::File::open(data_dir).map_err(io(format!("opening {}", data_dir.display())))?;
     match not_only_ours(&dir) {
         Ok(None) => Ok(()),
-        Ok(Some(why)) => Err(ClusterError::Failed(format!(
-            "the data directory {} (CALRY_HOOKS_DATA_DIR): {why}, who could replace the private \
-             PostgreSQL cluster under it. Make it yours and writable by you only (chown, chmod \
-             go-w), or choose another",
-            data_dir.display()
-        ))),
+        Ok(Some(why)) => {
+            // Root running a command on the data of a service that runs as its own user (as
+            // deploy/calry-hooks.service does): taking the directory would break the service.
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            let owner = dir
+                .metadata()
+                .map(|m| m.uid())
+                .ok()
+                .filter(|&uid| root && uid != 0);
+            let fix = match owner.and_then(crate::ownership::user_name) {
+                Some(name) => format!(
+                    "If it is the data of a service that runs as {name}, run calry-hooks as \
+                     {name} too (runuser -u {name} -- calry-hooks …); else make it yours and \
+                     writable by you only (chown, chmod go-w), or choose another"
+                ),
+                None => "Make it yours and writable by you only (chown, chmod go-w), or choose \
+                         another"
+                    .to_owned(),
+            };
+            Err(ClusterError::Failed(format!(
+                "the data directory {} (CALRY_HOOKS_DATA_DIR): {why}, who could replace the \
+                 private PostgreSQL cluster under it. {fix}",
+                data_dir.display()
+            )))
+        }
         Err(err) => Err(io(format!("reading {}", data_dir.display()))(err)),
     }
 }
@@ -725,6 +753,9 @@ fn command(program: PathBuf, owner: Option<Owner>) -> Command {
             cmd.env_remove(name);
         }
     }
+    // The service's readiness is the service's to tell systemd (`Type=notify`): Debian's server
+    // would tell it too, as soon as it takes connections, before the migrations.
+    cmd.env_remove("NOTIFY_SOCKET");
     if let Some(owner) = owner {
         cmd.uid(owner.uid).gid(owner.gid);
     }
@@ -856,6 +887,26 @@ mod tests {
         assert!(binaries_for(&data).is_err());
         let _ = fs::remove_dir_all(&bin);
         let _ = fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn root_is_told_to_run_as_the_user_whose_data_directory_it_is() {
+        // Only root can give a directory to another user (CI runs the tests as root).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = scratch("theirs-data");
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let name = crate::ownership::user_name(65534).unwrap();
+        let err = only_its_owner_writes(&dir).unwrap_err().to_string();
+        for words in [
+            format!("it belongs to another user ({name}, uid 65534)"),
+            format!("run calry-hooks as {name} too (runuser -u {name} -- calry-hooks …)"),
+        ] {
+            assert!(err.contains(&words), "{words:?} not in: {err}");
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -396,6 +396,110 @@ async fn a_private_cluster_killed_under_the_service_is_started_again() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// The private PostgreSQL stopped cleanly by another process (SIGTERM to every process of the
+/// service, as systemd's default `KillMode=control-group` sends) is not called a crash: the log
+/// says who may have done it and what to set, and the server is started again.
+#[tokio::test]
+async fn a_private_cluster_stopped_by_another_process_is_named_so_and_started_again() {
+    let dir = crate::helpers::scratch("stopped", "");
+    let log = dir.with_extension("log");
+    let mut cmd = binary(None);
+    cmd.env("CALRY_HOOKS_DATA_DIR", &dir);
+    let (mut child, address) = start_binary(cmd, &log).await;
+    crate::helpers::signal_server(&dir.join("postgres"), libc::SIGTERM);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let stopped = Instant::now();
+    while !logs().contains("private PostgreSQL cluster started again") {
+        assert!(stopped.elapsed() < Duration::from_secs(60), "{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let line = logs()
+        .lines()
+        .find(|l| l.contains("the private PostgreSQL cluster was stopped by another process"))
+        .unwrap_or_else(|| panic!("no such line in:\n{}", logs()))
+        .to_owned();
+    assert!(
+        line.contains("WARN") && line.contains("KillMode=mixed"),
+        "{line}"
+    );
+    assert!(!logs().contains("ERROR"), "{}", logs());
+    // Deliveries are stored again, once the service's connections find the new server.
+    let client = reqwest::Client::new();
+    let body = event(
+        "after",
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-02-09T11:33:41.658Z",
+    );
+    let deliver = || {
+        client
+            .post(format!("{address}/webhooks/calry"))
+            .json(&body)
+            .send()
+    };
+    let mut status = deliver().await.unwrap().status();
+    while status == 503 && stopped.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status = deliver().await.unwrap().status();
+    }
+    assert!(status.is_success(), "{status}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// deploy/calry-hooks.service (`Type=notify`): the service tells systemd that it is ready once it
+/// has migrated and listens, and that it is stopping on SIGTERM. Its private PostgreSQL, which
+/// would say it is ready before the migrations (Debian builds it with libsystemd), tells nothing.
+#[tokio::test]
+async fn the_service_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::helpers::scratch("notify", "");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.with_extension("log");
+    // Anyone may send to it, as to systemd's own /run/systemd/notify.
+    let socket_path = dir.join("notify");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = crate::helpers::free_port();
+    let mut child = binary(None)
+        .env("CALRY_HOOKS_DATA_DIR", dir.join("data"))
+        .env("CALRY_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut said = Vec::new();
+    let next = async || {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(90), socket.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("nothing told; the log:\n{}", logs()))
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    said.push(next().await);
+    // Ready: it answers at once, migrated.
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+    assert_eq!(ready.unwrap().status(), 200, "{said:?}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    said.push(next().await);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    assert!(status.unwrap().unwrap().success(), "{}", logs());
+    let mut buf = [0u8; 512];
+    while let Ok(n) = socket.try_recv(&mut buf) {
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(said, ["READY=1\n", "STOPPING=1\n"], "{}", logs());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+}
+
 async fn metrics_of(service: &Service) -> String {
     let answer = reqwest::get(format!("{}/metrics", service.address)).await;
     answer.unwrap().text().await.unwrap()
