@@ -65,22 +65,19 @@ fn private_group(uid: u32, gid: u32) -> bool {
 
 /// Whether `gid` is the primary group of user `uid`, of the same name, with no other member.
 fn named_alone(uid: u32, gid: u32) -> bool {
+    let Some((user, primary)) = user(uid) else {
+        return false;
+    };
+    if primary != gid {
+        return false;
+    }
     let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: the reentrant lookups write into `buf` and the records we pass, and we read the
-    // names before `buf` is reused.
+    // SAFETY: the reentrant lookup writes into `buf` and the record we pass, and we read the
+    // names before `buf` goes.
     unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut found = std::ptr::null_mut();
-        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
-        if libc::getpwuid_r(uid, &mut pw, ptr, len, &mut found) != 0 || found.is_null() {
-            return false;
-        }
-        if pw.pw_gid != gid {
-            return false;
-        }
-        let user = std::ffi::CStr::from_ptr(pw.pw_name).to_owned();
         let mut gr: libc::group = std::mem::zeroed();
         let mut found = std::ptr::null_mut();
+        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
         if libc::getgrgid_r(gid, &mut gr, ptr, len, &mut found) != 0 || found.is_null() {
             return false;
         }
@@ -97,6 +94,11 @@ fn named_alone(uid: u32, gid: u32) -> bool {
 
 /// The name of user `uid`, if it has one.
 pub fn user_name(uid: u32) -> Option<String> {
+    user(uid).map(|(name, _)| name.to_string_lossy().into_owned())
+}
+
+/// The name and primary group of user `uid`, if it exists.
+fn user(uid: u32) -> Option<(std::ffi::CString, u32)> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: the reentrant lookup writes into `buf` and the record we pass, and we copy the
     // name out before `buf` goes.
@@ -107,10 +109,6 @@ pub fn user_name(uid: u32) -> Option<String> {
         if libc::getpwuid_r(uid, &mut pw, ptr, len, &mut found) != 0 || found.is_null() {
             return None;
         }
-        Some(
-            std::ffi::CStr::from_ptr(pw.pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
+        Some((std::ffi::CStr::from_ptr(pw.pw_name).to_owned(), pw.pw_gid))
     }
 }
