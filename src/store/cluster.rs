@@ -454,11 +454,19 @@ fn debian_binaries() -> Vec<PathBuf> {
 /// of that version. A newer major version installed beside it is said once, with how to move
 /// the data to it (`pg_upgrade`); none of its version is an error saying both ways out.
 pub fn binaries_for(pgdata: &Path) -> Result<PathBuf, ClusterError> {
+    binaries_for_path(pgdata, std::env::var_os("PATH").as_deref())
+}
+
+/// [`binaries_for`], with `path` for `PATH`'s value.
+fn binaries_for_path(
+    pgdata: &Path,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, ClusterError> {
     let Ok(made_by) = fs::read_to_string(pgdata.join("PG_VERSION")) else {
         return binaries().ok_or(ClusterError::NotInstalled);
     };
     let made_by = made_by.trim();
-    let on_path = std::env::var_os("PATH").and_then(|path| on_path(&path));
+    let on_path = path.map(servers_on_path).unwrap_or_default();
     let mut found: Vec<(String, PathBuf)> = Vec::new();
     for bin in on_path.into_iter().chain(debian_binaries()) {
         if !found.iter().any(|(_, b)| *b == bin)
@@ -511,16 +519,59 @@ pub fn binaries_for(pgdata: &Path) -> Result<PathBuf, ClusterError> {
     }
 }
 
+/// How long `postgres --version` may take: a real server answers in milliseconds, and one that
+/// hangs (a wrapper on `PATH` waiting for something) must not hold the start up for ever.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 10 });
+
 /// The major version of the server in `bin`, from `postgres --version` (`postgres (PostgreSQL)
-/// 15.10 (Debian 15.10-0+deb12u1)`: 15; `9.6.24`: 9.6, as its data directory names it).
+/// 15.10 (Debian 15.10-0+deb12u1)`: 15; `9.6.24`: 9.6, as its data directory names it). Run as
+/// the server would be (as its user when we are root, without our `PG…` variables), and given
+/// [`VERSION_TIMEOUT`]: a server that does not answer by then has none.
 fn major_version(bin: &Path) -> Option<String> {
-    let out = Command::new(bin.join("postgres"))
+    use std::io::Read;
+    let program = bin.join("postgres");
+    let mut child = command(program.clone(), unprivileged_owner().ok().flatten())
         .arg("--version")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        // Its own group, so that whatever it started is stopped with it.
+        .process_group(0)
+        .spawn()
         .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                tracing::warn!(program = %program.display(), "`postgres --version` did not answer within {} s: not used", VERSION_TIMEOUT.as_secs());
+                // SAFETY: signalling the process group of our own child, not yet waited for (so
+                // its id is not reused).
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    // It has exited, having written what it says; something it left running may still hold
+    // the pipe open, so read what is there without waiting for the end.
+    let mut stdout = child.stdout.take()?;
+    // SAFETY: setting a flag on a descriptor we own.
+    unsafe {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+        );
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = stdout.read(&mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(out).ok()?;
     let version = text
         .split("(PostgreSQL) ")
         .nth(1)?
@@ -539,6 +590,17 @@ fn major_version(bin: &Path) -> Option<String> {
 /// which may be a directory anyone can write in, and the service may be root.
 fn on_path(path: &std::ffi::OsStr) -> Option<PathBuf> {
     std::env::split_paths(path).find(|dir| dir.is_absolute() && has_both(dir) && only_ours(dir))
+}
+
+/// Every directory of `path` that [`on_path`] would take, in order, each once.
+fn servers_on_path(path: &std::ffi::OsStr) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in std::env::split_paths(path) {
+        if dir.is_absolute() && has_both(&dir) && only_ours(&dir) && !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
 }
 
 /// Whether the directory and the two programs in it could have been put there by no one but
@@ -887,6 +949,67 @@ mod tests {
         assert!(binaries_for(&data).is_err());
         let _ = fs::remove_dir_all(&bin);
         let _ = fs::remove_dir_all(&data);
+    }
+
+    /// A fake server directory in `dir`: `initdb`, and a `postgres` that runs `script`.
+    fn fake_server(dir: &Path, script: &str) -> PathBuf {
+        fs::create_dir_all(dir).unwrap();
+        for (program, text) in [("initdb", "exit 1"), ("postgres", script)] {
+            fs::write(dir.join(program), format!("#!/bin/sh\n{text}\n")).unwrap();
+            fs::set_permissions(dir.join(program), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir.to_path_buf()
+    }
+
+    /// Every directory on `PATH` that holds a server is asked its version, not only the first:
+    /// data of 16 runs on a 16 that comes after a 17 on `PATH`.
+    #[test]
+    fn the_servers_version_is_looked_for_in_every_directory_on_path() {
+        let base = scratch("every-path");
+        let newer = fake_server(&base.join("17"), "echo 'postgres (PostgreSQL) 17.1'");
+        let its = fake_server(&base.join("16"), "echo 'postgres (PostgreSQL) 16.4'");
+        let data = base.join("data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("PG_VERSION"), "16\n").unwrap();
+        let path = std::env::join_paths([newer.clone(), its.clone()]).unwrap();
+        let chosen = binaries_for_path(&data, Some(&path));
+        assert_eq!(chosen.map_err(|e| e.to_string()), Ok(its));
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// `postgres --version` runs as the server would (root's cluster: as its user, not root)
+    /// and is not waited for forever: one that hangs counts as no server.
+    #[test]
+    fn the_servers_version_is_asked_as_its_user_and_not_waited_for_forever() {
+        let base = scratch("asked");
+        let bin = fake_server(&base.join("uid"), "echo \"postgres (PostgreSQL) $(id -u)\"");
+        let user = unprivileged_owner().unwrap().map_or_else(
+            // SAFETY: geteuid has no preconditions.
+            || unsafe { libc::geteuid() },
+            |owner| owner.uid,
+        );
+        assert_eq!(major_version(&bin), Some(user.to_string()));
+        // Hangs, and leaves a process behind that holds its output open.
+        let bin = fake_server(&base.join("hangs"), "sleep 30 & exec sleep 30");
+        let asked = Instant::now();
+        assert_eq!(major_version(&bin), None);
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        let bin = fake_server(
+            &base.join("leaves"),
+            "echo 'postgres (PostgreSQL) 15.2'; sleep 30 &",
+        );
+        let asked = Instant::now();
+        assert_eq!(major_version(&bin).as_deref(), Some("15"));
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]
