@@ -487,11 +487,6 @@ fn strings(rows: Vec<sqlx::postgres::PgRow>) -> Vec<String> {
     rows.iter().map(|row| row.get(0)).collect()
 }
 
-/// The private cluster's socket goes in its data directory only while the socket file's path
-/// fits a Unix socket address (107 bytes and the final NUL); past that it goes to a directory of
-/// its own, so that a data directory of any length starts (docs/OPERATIONS.md, §3: the socket
-/// path length rule), which stays when the server stops. Here the socket file's path in the data
-/// directory is 107 bytes (fits), 108 (one too many) and 200.
 /// docs/OPERATIONS.md, "PostgreSQL's major version": data made by a PostgreSQL whose server is
 /// not installed is refused at once, saying the ways out, not after 30 s of another server
 /// refusing it (one installed by a distribution upgrade, say). Nothing is made or started.
@@ -531,6 +526,11 @@ async fn a_private_cluster_made_by_a_major_version_not_installed_is_refused_at_o
     }
 }
 
+/// The private cluster's socket goes in its data directory only while the socket file's path
+/// fits a Unix socket address (107 bytes and the final NUL); past that it goes to a directory of
+/// its own, so that a data directory of any length starts (docs/OPERATIONS.md, §3: the socket
+/// path length rule), which stays when the server stops. Here the socket file's path in the data
+/// directory is 107 bytes (fits), 108 (one too many) and 200.
 #[tokio::test]
 async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path() {
     use calry_hooks::store::Cluster;
