@@ -238,7 +238,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
             Some(dir) => crate::store::cluster::binaries_for(&dir).ok(),
             None => crate::store::cluster::binaries(),
         };
-        let pg_resetwal = bin.map_or_else(|| "pg_resetwal".into(), |bin| bin.join("pg_resetwal"));
+        let pg_resetwal = bin
+            .and_then(|bin| crate::store::cluster::server_tool(&bin, "pg_resetwal"))
+            .unwrap_or_else(|| "pg_resetwal".into());
         let fix = match config.private_cluster_dir() {
             Some(dir) => format!(
                 "Run `{} -e {epoch} {}` as the owner of that directory, then start \

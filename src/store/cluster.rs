@@ -117,7 +117,6 @@ impl Cluster {
             fs::canonicalize(data_dir).map_err(io(format!("resolving {}", data_dir.display())))?;
         only_its_owner_writes(&data_dir)?;
         let pgdata = data_dir.join("postgres");
-        let bin = binaries_for(&pgdata)?;
         let log_file = data_dir.join("postgres.log");
         let socket_dir = socket_dir_for(&pgdata);
         // One in the data directory is as safe as the data directory.
@@ -195,6 +194,8 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
 
+        // Once the cluster is ours: another process may have made it in the meantime.
+        let bin = binaries_for(&pgdata)?;
         prepare_dir(&pgdata, owner)?;
         if !pgdata.join("PG_VERSION").exists() {
             initdb(&bin, &pgdata, owner)?;
@@ -305,9 +306,9 @@ impl Cluster {
             };
             let Some(status) = exited else { continue };
             if status.success() {
-                // A clean stop (SIGTERM, SIGINT, `pg_ctl stop`) someone else asked for: a
-                // service manager that signals every process of the service at once, as
-                // systemd's default `KillMode=control-group` does.
+                // A stop someone else asked for (SIGTERM, SIGINT, SIGQUIT: `pg_ctl stop` in any
+                // mode): a service manager that signals every process of the service at once,
+                // as systemd's default `KillMode=control-group` does, most likely.
                 tracing::warn!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster was stopped by another process (a service manager that signals every process of the service? with systemd, KillMode=mixed); starting it again");
             } else {
                 tracing::error!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster exited; starting it again");
@@ -434,25 +435,41 @@ pub fn binaries() -> Option<PathBuf> {
 
 /// Debian's server binaries, `/usr/lib/postgresql/<major>/bin`, the newest first.
 fn debian_binaries() -> Vec<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    // `9.6` before 10.
+    let mut versions: Vec<(f64, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .filter_map(|entry| {
             let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let version = entry.file_name().to_str()?.parse::<f64>().ok()?;
             let bin = entry.path().join("bin");
             has_both(&bin).then_some((version, bin))
         })
         .collect();
-    versions.sort_by(|a, b| b.cmp(a));
+    versions.sort_by(|a, b| b.0.total_cmp(&a.0));
     versions.into_iter().map(|(_, bin)| bin).collect()
+}
+
+/// The server tool `name` (`pg_resetwal`) that goes with the server in `bin`: beside it, or
+/// beside the program its `postgres` links to (a directory on `PATH` may hold links to the
+/// server's programs only, `/usr/local/bin/postgres` to Debian's).
+pub fn server_tool(bin: &Path, name: &str) -> Option<PathBuf> {
+    let linked = fs::canonicalize(bin.join("postgres")).ok();
+    [
+        Some(bin.to_path_buf()),
+        linked.and_then(|p| Some(p.parent()?.to_path_buf())),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|dir| dir.join(name))
+    .find(|tool| tool.is_file())
 }
 
 /// The server binaries for the cluster in `pgdata`. A new one gets [`binaries`]. One made
 /// already needs those of the major version that made it (its `PG_VERSION`), since a server of
-/// another major version refuses its data: `PATH`'s if they are of that version, else Debian's
+/// another major version refuses its data: the first on `PATH` of that version, else Debian's
 /// of that version. A newer major version installed beside it is said once, with how to move
-/// the data to it (`pg_upgrade`); none of its version is an error saying both ways out.
+/// the data to it (`pg_upgrade`); none of its version is an error saying the ways out.
 pub fn binaries_for(pgdata: &Path) -> Result<PathBuf, ClusterError> {
     binaries_for_path(pgdata, std::env::var_os("PATH").as_deref())
 }
@@ -530,15 +547,26 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 1 } else {
 fn major_version(bin: &Path) -> Option<String> {
     use std::io::Read;
     let program = bin.join("postgres");
-    let mut child = command(program.clone(), unprivileged_owner().ok().flatten())
-        .arg("--version")
+    let mut cmd = command(program.clone(), unprivileged_owner().ok().flatten());
+    cmd.arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         // Its own group, so that whatever it started is stopped with it.
-        .process_group(0)
-        .spawn()
-        .ok()?;
+        .process_group(0);
+    // "Text file busy" for a moment while a program just written is still open in a process
+    // that another thread forked and that has not yet run its own program (tests write fake
+    // servers): try again.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => break spawned.ok()?,
+        }
+    };
     let deadline = Instant::now() + VERSION_TIMEOUT;
     loop {
         match child.try_wait() {
@@ -815,8 +843,10 @@ fn command(program: PathBuf, owner: Option<Owner>) -> Command {
             cmd.env_remove(name);
         }
     }
-    // The service's readiness is the service's to tell systemd (`Type=notify`): Debian's server
-    // would tell it too, as soon as it takes connections, before the migrations.
+    // The service's readiness is the service's to tell systemd (`Type=notify`). Debian's server
+    // would tell it too, as soon as it takes connections: systemd ignores a process other than
+    // the unit's main one and logs a warning for it (with `NotifyAccess=all`, it would take the
+    // service as ready before the migrations).
     cmd.env_remove("NOTIFY_SOCKET");
     if let Some(owner) = owner {
         cmd.uid(owner.uid).gid(owner.gid);
@@ -1030,6 +1060,27 @@ mod tests {
             assert!(err.contains(&words), "{words:?} not in: {err}");
         }
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_server_tool_is_found_beside_the_server_a_link_on_path_names() {
+        let base = scratch("tool");
+        let real = base.join("lib/15/bin");
+        fs::create_dir_all(&real).unwrap();
+        for program in ["postgres", "pg_resetwal"] {
+            fs::write(real.join(program), "").unwrap();
+        }
+        let links = base.join("bin");
+        fs::create_dir(&links).unwrap();
+        std::os::unix::fs::symlink(real.join("postgres"), links.join("postgres")).unwrap();
+        let found = real.canonicalize().unwrap().join("pg_resetwal");
+        assert_eq!(server_tool(&links, "pg_resetwal"), Some(found));
+        assert_eq!(
+            server_tool(&real, "pg_resetwal"),
+            Some(real.join("pg_resetwal"))
+        );
+        assert_eq!(server_tool(&links, "pg_upgrade"), None);
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]
