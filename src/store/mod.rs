@@ -517,7 +517,47 @@ pub fn options_from_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     }
     // Without sqlx's `extra_float_digits` startup parameter (nothing here reads floats as
     // text), which PgBouncer refuses unless told to ignore it.
-    PgConnectOptions::from_str(url).map(|options| options.extra_float_digits(None))
+    PgConnectOptions::from_str(&user_without_host(url))
+        .map(|options| options.extra_float_digits(None))
+}
+
+/// libpq's `postgresql://user@/db?host=/run/postgresql` (a user, and no host: the socket), which
+/// sqlx's URL parser refuses ("empty host"), as `postgresql:///db?host=…&user=user`: the same
+/// connection. Any other URL as it is.
+fn user_without_host(url: &str) -> std::borrow::Cow<'_, str> {
+    use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some((userinfo, "")) = rest[..end].rsplit_once('@') else {
+        return url.into();
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    // Decoded from the URL's user part, encoded whole for its query.
+    let param = |name: &str, value: &str| {
+        let value = percent_decode_str(value).decode_utf8_lossy();
+        format!("{name}={}", utf8_percent_encode(&value, NON_ALPHANUMERIC))
+    };
+    let mut params: Vec<String> = Vec::new();
+    if !user.is_empty() {
+        params.push(param("user", user));
+    }
+    if let Some(password) = password {
+        params.push(param("password", password));
+    }
+    let tail = &rest[end..];
+    let (tail, fragment) = tail.split_at(tail.find('#').unwrap_or(tail.len()));
+    let joiner = if tail.contains('?') { "&" } else { "?" };
+    let slash = if tail.starts_with('/') { "" } else { "/" };
+    format!(
+        "{scheme}://{slash}{tail}{joiner}{}{fragment}",
+        params.join("&")
+    )
+    .into()
 }
 
 /// What the service relies on in every session, whatever the server's, the database's or the
@@ -770,6 +810,40 @@ pub fn is_undefined_table(err: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn libpqs_user_with_no_host_is_read_as_libpq_reads_it() {
+        let read = |url: &str| super::options_from_url(url).map_err(|e| e.to_string());
+        let socket = read("postgresql://calry-hooks@/calry_hooks?host=/run/postgresql").unwrap();
+        assert_eq!(socket.get_username(), "calry-hooks");
+        assert_eq!(socket.get_database(), Some("calry_hooks"));
+        assert_eq!(
+            socket.get_socket().map(|p| p.to_str().unwrap()),
+            Some("/run/postgresql")
+        );
+        // A password, encoded in the URL as it must be, arrives whole (`+` is no space).
+        assert_eq!(
+            super::user_without_host("postgres://u%40x:p%2Bq+r@/db?sslmode=disable"),
+            "postgres:///db?sslmode=disable&user=u%40x&password=p%2Bq%2Br"
+        );
+        assert_eq!(
+            super::user_without_host("postgres://u@"),
+            "postgres:///?user=u"
+        );
+        assert_eq!(
+            super::user_without_host("postgres://u@?host=/s"),
+            "postgres:///?host=/s&user=u"
+        );
+        // Anything else as it is.
+        for url in [
+            "postgres://u@localhost/db",
+            "postgres:///db?host=/s",
+            "postgres://u:p@h:5432/db",
+            "postgres://h/db?user=a@b",
+        ] {
+            assert_eq!(super::user_without_host(url), url);
+        }
+    }
     #[test]
     fn only_postgresql_urls_are_taken() {
         for url in [
