@@ -427,7 +427,7 @@ fn try_to_own(path: &Path, role: Role) -> Result<Option<fs::File>, ClusterError>
 /// The directory holding `initdb` and `postgres` (and the other server tools, such as
 /// `pg_resetwal`): the one on PATH, else the newest version under /usr/lib/postgresql.
 pub fn binaries() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("PATH").and_then(|path| on_path(&path)) {
+    if let Some(dir) = std::env::var_os("PATH").and_then(|path| servers_on_path(&path).next()) {
         return Some(dir);
     }
     debian_binaries().into_iter().next()
@@ -483,15 +483,21 @@ fn binaries_for_path(
         return binaries().ok_or(ClusterError::NotInstalled);
     };
     let made_by = made_by.trim();
-    let on_path = path.map(servers_on_path).unwrap_or_default();
-    let mut found: Vec<(String, PathBuf)> = Vec::new();
-    for bin in on_path.into_iter().chain(debian_binaries()) {
-        if !found.iter().any(|(_, b)| *b == bin)
-            && let Some(version) = major_version(&bin)
-        {
-            found.push((version, bin));
+    // Each directory once (`PATH` may name one twice, or Debian's), and asked once.
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for bin in path
+        .into_iter()
+        .flat_map(servers_on_path)
+        .chain(debian_binaries())
+    {
+        if !candidates.contains(&bin) {
+            candidates.push(bin);
         }
     }
+    let found: Vec<(String, PathBuf)> = candidates
+        .into_iter()
+        .filter_map(|bin| Some((major_version(&bin)?, bin)))
+        .collect();
     let number = |version: &str| version.parse::<f64>().unwrap_or(0.0);
     let newest = found
         .iter()
@@ -613,22 +619,11 @@ fn major_version(bin: &Path) -> Option<String> {
     })
 }
 
-/// The first directory of `path` (`PATH`'s value) holding `initdb` and `postgres`. Relative ones
-/// (`.`, or an empty entry) are passed over: they name whatever the working directory holds,
-/// which may be a directory anyone can write in, and the service may be root.
-fn on_path(path: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path).find(|dir| dir.is_absolute() && has_both(dir) && only_ours(dir))
-}
-
-/// Every directory of `path` that [`on_path`] would take, in order, each once.
-fn servers_on_path(path: &std::ffi::OsStr) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for dir in std::env::split_paths(path) {
-        if dir.is_absolute() && has_both(&dir) && only_ours(&dir) && !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    dirs
+/// The directories of `path` (`PATH`'s value) holding `initdb` and `postgres`, in order.
+/// Relative ones (`.`, or an empty entry) are passed over: they name whatever the working
+/// directory holds, which may be a directory anyone can write in, and the service may be root.
+fn servers_on_path(path: &std::ffi::OsStr) -> impl Iterator<Item = PathBuf> + '_ {
+    std::env::split_paths(path).filter(|dir| dir.is_absolute() && has_both(dir) && only_ours(dir))
 }
 
 /// Whether the directory and the two programs in it could have been put there by no one but
@@ -1260,12 +1255,15 @@ mod tests {
         assert!(has_both(&relative), "{}", relative.display());
         let absolute_then = std::env::join_paths([relative.clone(), planted.clone()]).unwrap();
         // Found by its absolute name, passed over by its relative one.
-        assert_eq!(on_path(&absolute_then), Some(planted.clone()));
+        assert_eq!(
+            servers_on_path(&absolute_then).next(),
+            Some(planted.clone())
+        );
         let only_relative = std::env::join_paths([relative, PathBuf::from("")]).unwrap();
-        assert_eq!(on_path(&only_relative), None);
+        assert_eq!(servers_on_path(&only_relative).next(), None);
         // Nor in one that anyone may write in, by its absolute name either.
         fs::set_permissions(&planted, fs::Permissions::from_mode(0o1777)).unwrap();
-        assert_eq!(on_path(&absolute_then), None);
+        assert_eq!(servers_on_path(&absolute_then).next(), None);
         fs::remove_dir_all(&base).unwrap();
     }
 }
