@@ -110,7 +110,7 @@ struct Disk {
 impl Default for Metrics {
     fn default() -> Self {
         let mut process = Registry::default();
-        process.register_collector(Box::new(ProcessCollector));
+        process.register_collector(Box::new(ProcessCollector::new()));
         let mut m = Metrics {
             registry: Registry::with_prefix("calry_hooks"),
             process,
@@ -534,10 +534,27 @@ fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
 }
 
 /// The process metrics Prometheus' client libraries agree on (CPU, memory, file descriptors,
-/// start time, threads), read from `/proc/self` at each scrape. One that cannot be read is left
-/// out.
+/// start time, threads), read from `/proc/self` at each scrape (the start time once). One that
+/// cannot be read is left out.
 #[derive(Debug)]
-struct ProcessCollector;
+struct ProcessCollector {
+    /// When the process started, as a Unix time.
+    start_time: Option<f64>,
+}
+
+impl ProcessCollector {
+    fn new() -> ProcessCollector {
+        // The boot's Unix time, from which the kernel counts a process's start.
+        let boot: Option<f64> = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        });
+        let started = ProcessStat::read().and_then(|stat| stat.started_after_boot);
+        ProcessCollector {
+            start_time: boot.zip(started).map(|(boot, after)| boot + after),
+        }
+    }
+}
 
 impl prometheus_client::collector::Collector for ProcessCollector {
     fn encode(
@@ -568,7 +585,7 @@ impl prometheus_client::collector::Collector for ProcessCollector {
         gauge(
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
-            stat.as_ref().and_then(|s| s.start_time),
+            self.start_time,
         )?;
         gauge(
             "process_threads",
@@ -581,15 +598,10 @@ impl prometheus_client::collector::Collector for ProcessCollector {
             "Number of open file descriptors.",
             open_fds.ok(),
         )?;
-        let mut limit = std::mem::MaybeUninit::<libc::rlimit>::zeroed();
-        // SAFETY: a struct of getrlimit's own type for it to fill.
-        let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, limit.as_mut_ptr()) } == 0)
-            // SAFETY: getrlimit succeeded, so it filled the struct.
-            .then(|| unsafe { limit.assume_init() }.rlim_cur as f64);
         gauge(
             "process_max_fds",
             "Maximum number of open file descriptors.",
-            max_fds,
+            crate::server::open_file_limit().map(|limit| limit as f64),
         )?;
         if let Some(stat) = stat {
             let cpu = ConstCounter::new(stat.cpu_seconds);
@@ -610,7 +622,7 @@ struct ProcessStat {
     resident_bytes: f64,
     virtual_bytes: f64,
     threads: f64,
-    start_time: Option<f64>,
+    started_after_boot: Option<f64>,
 }
 
 impl ProcessStat {
@@ -633,14 +645,10 @@ impl ProcessStat {
             )
         };
         let (ticks, page) = (ticks as f64, page as f64);
-        let boot: Option<f64> = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
-        });
         Some(ProcessStat {
             cpu_seconds: (field(14)? + field(15)?) / ticks,
             threads: field(20)?,
-            start_time: boot.map(|boot| boot + field(22).unwrap_or(f64::NAN) / ticks),
+            started_after_boot: field(22).map(|started| started / ticks),
             virtual_bytes: field(23)?,
             resident_bytes: field(24)? * page,
         })

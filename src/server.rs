@@ -150,7 +150,8 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
-fn open_file_limit() -> Option<u64> {
+/// The soft limit on open files (RLIMIT_NOFILE): the connections the service can hold.
+pub fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
