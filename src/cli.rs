@@ -233,21 +233,21 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     if let Some(epoch) = crate::feed::epoch_needed(&db.pool).await? {
         // The private cluster's server stops with `close` (one this process started): starting
         // it by hand would have the next start use it and leave it running.
-        // Debian's packages keep pg_resetwal off PATH: named by the path the cluster uses.
-        let bin = match config.private_cluster_dir() {
-            Some(dir) => crate::store::cluster::binaries_for(&dir).ok(),
-            None => crate::store::cluster::binaries(),
-        };
-        let pg_resetwal = bin
-            .and_then(|bin| crate::store::cluster::server_tool(&bin, "pg_resetwal"))
-            .unwrap_or_else(|| "pg_resetwal".into());
         let fix = match config.private_cluster_dir() {
-            Some(dir) => format!(
-                "Run `{} -e {epoch} {}` as the owner of that directory, then start \
-                 calry-hooks again, which starts the server itself",
-                pg_resetwal.display(),
-                dir.display()
-            ),
+            Some(dir) => {
+                // Debian's packages keep pg_resetwal off PATH: named by the path the cluster
+                // uses.
+                let pg_resetwal = crate::store::cluster::binaries_for(&dir)
+                    .ok()
+                    .and_then(|bin| crate::store::cluster::server_tool(&bin, "pg_resetwal"))
+                    .unwrap_or_else(|| "pg_resetwal".into());
+                format!(
+                    "Run `{} -e {epoch} {}` as the owner of that directory, then start \
+                     calry-hooks again, which starts the server itself",
+                    pg_resetwal.display(),
+                    dir.display()
+                )
+            }
             None => format!(
                 "Stop PostgreSQL, run `pg_resetwal -e {epoch} <its data directory>` as its user, \
                  start it, and start calry-hooks again"
