@@ -305,14 +305,7 @@ impl Cluster {
                 None => break, // being stopped
             };
             let Some(status) = exited else { continue };
-            if status.success() {
-                // A stop someone else asked for (SIGTERM, SIGINT, SIGQUIT: `pg_ctl stop` in any
-                // mode): a service manager that signals every process of the service at once,
-                // as systemd's default `KillMode=control-group` does, most likely.
-                tracing::warn!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster was stopped by another process (a service manager that signals every process of the service? with systemd, KillMode=mixed); starting it again");
-            } else {
-                tracing::error!(%status, log = %self.log_file.display(), "the private PostgreSQL cluster exited; starting it again");
-            }
+            self.report_exit(status, "starting it again");
             let started = spawn_postgres(
                 &launch.bin,
                 &launch.pgdata,
@@ -339,6 +332,19 @@ impl Cluster {
         std::future::pending().await
     }
 
+    /// Logs a server that exited on its own, and what this process does next.
+    fn report_exit(&self, status: std::process::ExitStatus, next: &str) {
+        let log = self.log_file.display();
+        if status.success() {
+            // A stop someone else asked for (SIGTERM, SIGINT, SIGQUIT: `pg_ctl stop` in any
+            // mode): a service manager that signals every process of the service at once,
+            // as systemd's default `KillMode=control-group` does, most likely.
+            tracing::warn!(%status, %log, "the private PostgreSQL cluster was stopped by another process (a service manager that signals every process of the service? with systemd, KillMode=mixed); {next}");
+        } else {
+            tracing::error!(%status, %log, "the private PostgreSQL cluster exited; {next}");
+        }
+    }
+
     /// The owner's lock, taken out of a cluster given up (its server did not start).
     fn owner_lock(mut self) -> Option<fs::File> {
         self._owner.take()
@@ -351,29 +357,28 @@ impl Cluster {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    /// The server this cluster started, if it is still ours to stop, after sending it `signal`.
-    fn signal_stop(&self, signal: libc::c_int) -> Option<std::process::Child> {
-        let child = self
-            .child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()?;
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-        Some(child)
+    /// The server this cluster started, if it is still ours to stop.
+    fn take_child(&self) -> Option<std::process::Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Stops the server and waits until it has exited (at most 30 s, then kills it). A cluster
-    /// that was already running when [`Cluster::start`] joined it is left running.
+    /// that was already running when [`Cluster::start`] joined it is left running; a server that
+    /// had already exited is logged as [`Cluster::keep_running`] logs it.
     ///
     /// A smart shutdown first: sessions closed a moment before (the service's own, as it stops)
     /// end on their own instead of being terminated, which PostgreSQL logs as FATAL. Sessions
     /// still open after [`SMART_SHUTDOWN_GRACE`] get a fast shutdown: open transactions are
     /// rolled back, committed ones kept.
     pub async fn stop(self) {
-        let Some(mut child) = self.signal_stop(libc::SIGTERM) else {
+        let Some(mut child) = self.take_child() else {
             return;
         };
+        if let Ok(Some(status)) = child.try_wait() {
+            return self.report_exit(status, "not started again, as the service is stopping");
+        }
+        // SAFETY: signalling our own child process, not yet waited for.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let started = Instant::now();
         let mut fast = false;
         while started.elapsed() < Duration::from_secs(30) {
@@ -398,7 +403,10 @@ impl Drop for Cluster {
     /// A cluster dropped without [`Cluster::stop`] (an error on the way out) is still asked to
     /// stop (fast), without waiting: a destructor must not block the thread it runs on.
     fn drop(&mut self) {
-        self.signal_stop(libc::SIGINT);
+        if let Some(child) = self.take_child() {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
     }
 }
 
@@ -1265,5 +1273,67 @@ mod tests {
         fs::set_permissions(&planted, fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(servers_on_path(&absolute_then).next(), None);
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// What the log says of stopping a server: stopped when it was running, and, when it had
+    /// already exited (stopped by another process), that, not "stopped".
+    #[tokio::test]
+    async fn a_server_that_had_already_exited_is_not_said_to_be_stopped_by_this_process() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let dir = scratch("stop");
+        let cluster = |program: &str, arg: &str| Cluster {
+            child: Mutex::new(Some(Command::new(program).arg(arg).spawn().unwrap())),
+            socket_dir: dir.clone(),
+            log_file: dir.join("postgres.log"),
+            _owner: None,
+            launch: None,
+        };
+        let logged = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+
+        cluster("sleep", "30").stop().await;
+        assert!(
+            logged().contains("private PostgreSQL cluster stopped"),
+            "{}",
+            logged()
+        );
+
+        captured.0.lock().unwrap().clear();
+        let exited = cluster("true", "");
+        let pid = exited.child.lock().unwrap().as_ref().unwrap().id();
+        // Exited, not yet waited for: a zombie, as a server stopped by someone else is until
+        // this process looks.
+        while !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z ")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        exited.stop().await;
+        let said = logged();
+        assert!(!said.contains("cluster stopped"), "{said}");
+        assert!(
+            said.contains("WARN")
+                && said.contains("stopped by another process")
+                && said.contains("not started again, as the service is stopping"),
+            "{said}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
