@@ -740,6 +740,10 @@ pub fn postmaster(pgdata: &std::path::Path) -> Option<libc::pid_t> {
 
 /// Sends `signal` to the server running on `pgdata` and to every process it started (its
 /// backends): SIGSTOP freezes it as a stopped host would, its sockets open; SIGCONT thaws it.
+/// Like systemd's kill of a control group, it looks again for processes it has not signalled: a
+/// backend forked between the first look and the server's taking the signal (one connecting at
+/// that moment) would otherwise run on, and hold a smart shutdown open for ever. Three looks, not
+/// until none is new: in a smart shutdown the server starts its launchers again as they exit.
 pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
     let Some(pid) = postmaster(pgdata) else {
         return;
@@ -753,14 +757,27 @@ pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
             .parse::<libc::pid_t>()
             .ok()
     };
-    let children: Vec<libc::pid_t> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|child| parent(child) == Some(pid))
-        .collect();
-    for process in std::iter::once(pid).chain(children) {
-        // SAFETY: signalling a server this test started, and its children.
-        unsafe { libc::kill(process, signal) };
+    let children = || -> Vec<libc::pid_t> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|child| parent(child) == Some(pid))
+            .collect()
+    };
+    let mut signalled = std::collections::HashSet::new();
+    let mut new = vec![pid];
+    new.extend(children());
+    for _ in 0..3 {
+        for process in new {
+            // SAFETY: signalling a server this test started, and its children.
+            unsafe { libc::kill(process, signal) };
+            signalled.insert(process);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        new = children()
+            .into_iter()
+            .filter(|child| !signalled.contains(child))
+            .collect();
     }
 }
 
