@@ -96,20 +96,13 @@ pub async fn receive(
     // still stored, answered and counted: the counters agree with what the store holds.
     let counted = async move {
         let started = Instant::now();
-        let answer = deliver(&app, &uri, headers, body).await;
+        let answer = deliver(&app, &uri, &headers, body).await;
         let status = match &answer {
             Ok((status, _)) => *status,
             Err(err) => err.status(),
         };
         let outcome = app.metrics.delivery(status, started.elapsed());
-        // One line per delivery answered (docs/OPERATIONS.md, "Logs"): those stored, redelivered,
-        // conflicting or refused for their signature say so in `deliver`, and a `500` is an error
-        // where its answer is made; the rest, here.
-        if let Err(err) = &answer
-            && !matches!(outcome, "unauthorized" | "conflict" | "error")
-        {
-            tracing::info!(outcome, status = status.as_u16(), error = %err, "delivery");
-        }
+        log_delivery(outcome, &answer, &headers);
         answer
     };
     tokio::spawn(counted.instrument(tracing::Span::current()))
@@ -145,8 +138,41 @@ fn unsigned_from_elsewhere(elsewhere: Elsewhere) -> Error {
     ))
 }
 
+/// The one line of a delivery answered (docs/OPERATIONS.md, "Logs"): its hook id once known, the
+/// outcome and status, the delivery count of a redelivery, why it was refused, and for a refused
+/// signature the sender's message id. A `500` is logged as an error where its answer is made.
+fn log_delivery(outcome: &str, answer: &Result<(StatusCode, Json<Receipt>)>, headers: &HeaderMap) {
+    if outcome == "error" {
+        return;
+    }
+    let (status, hook_id, delivery_count, error) = match answer {
+        Ok((status, Json(receipt))) => (
+            *status,
+            Some(receipt.hook_id.as_str()),
+            receipt.delivery_count,
+            None,
+        ),
+        Err(Error::Conflict { hook_id }) => {
+            (StatusCode::CONFLICT, Some(hook_id.as_str()), None, None)
+        }
+        Err(err) => (err.status(), None, None, Some(tracing::field::display(err))),
+    };
+    let webhook_id = (outcome == "unauthorized")
+        .then(|| message_id(headers))
+        .flatten();
+    tracing::info!(
+        hook.id = hook_id,
+        outcome,
+        status = status.as_u16(),
+        delivery_count,
+        webhook.id = webhook_id,
+        error,
+        "delivery"
+    );
+}
+
 /// The sender's id of a delivery (`webhook-id`, or `svix-id`: Svix's message id, which its
-/// dashboard shows), cut to 100 bytes, for the log line of a refused signature.
+/// dashboard shows), cut to 100 bytes, for the log lines of a refused signature.
 fn message_id(headers: &HeaderMap) -> Option<&str> {
     let id = ["webhook-id", "svix-id"]
         .iter()
@@ -158,32 +184,30 @@ fn message_id(headers: &HeaderMap) -> Option<&str> {
 async fn deliver(
     app: &AppState,
     uri: &Uri,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>)> {
     let limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(app.config.body_timeout_secs);
-    let body = read_body(&headers, body, limit, timeout).await?;
-    require_json(&headers)?;
+    let body = read_body(headers, body, limit, timeout).await?;
+    require_json(headers)?;
     let signature_verified = app
         .verifier
-        .verify(&headers, &body, Utc::now())
+        .verify(headers, &body, Utc::now())
         .and_then(|verified| {
             if !verified && !app.config.allow_unsigned {
-                sent_on_this_machine(uri, &headers).map_err(unsigned_from_elsewhere)?;
+                sent_on_this_machine(uri, headers).map_err(unsigned_from_elsewhere)?;
             }
             Ok(verified)
         })
         .inspect_err(|err| {
-            // Its line, as every delivery's; and a warning, for a secret or clock to fix on one
-            // side, but at most once a minute: any client can send deliveries signed wrongly.
+            // Besides its line, as every delivery's, a warning, for a secret or clock to fix on
+            // one side, but at most once a minute: any client can send deliveries signed wrongly.
             static SAID: Sometimes = Sometimes::new();
-            let webhook_id = message_id(&headers);
-            tracing::info!(outcome = "unauthorized", webhook.id = webhook_id, error = %err, "delivery");
             if let Some(refused) = SAID.due(1) {
                 tracing::warn!(
                     refused,
-                    webhook.id = webhook_id,
+                    webhook.id = message_id(headers),
                     error = %err,
                     "deliveries refused for their signature since this was last said; the \
                      latest's reason"
@@ -210,21 +234,8 @@ async fn deliver(
             ReceiptStatus::Duplicate,
             Some(delivery_count),
         ),
-        Outcome::Conflict => {
-            tracing::info!(hook.id = hook_id.as_str(), outcome = "conflict", "delivery");
-            return Err(Error::Conflict { hook_id });
-        }
+        Outcome::Conflict => return Err(Error::Conflict { hook_id }),
     };
-    let word = match receipt_status {
-        ReceiptStatus::Created => "created",
-        ReceiptStatus::Duplicate => "duplicate",
-    };
-    tracing::info!(
-        hook.id = hook_id.as_str(),
-        outcome = word,
-        delivery_count,
-        "delivery"
-    );
     Ok((
         status,
         Json(Receipt {
