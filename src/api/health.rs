@@ -177,10 +177,8 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     // "Roles and privileges"), and then every delivery fails until someone does.
     // Nor can they be stored in a read-only database: a standby (a failover's old primary), or
     // one set `default_transaction_read_only`.
-    const HELD: &str = "exists (select from event_partitions
-                                 where not pending
-                                   and received_from <= now() and now() < received_to)";
-    let month = format!("select {HELD}, current_setting('transaction_read_only')::boolean");
+    use crate::store::partitions::HOLDS_NOW;
+    let month = format!("select {HOLDS_NOW}, current_setting('transaction_read_only')::boolean");
     match sqlx::query_as(&month).fetch_one(&mut *db).await {
         Ok((_, true)) => {
             return Err(Error::unavailable(
@@ -201,7 +199,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
                 .map_err(unmade)?;
             // This month's partition may exist by name and still not hold this moment (made by
             // hand with other bounds): making the months changes nothing then.
-            let held: bool = sqlx::query_scalar(&format!("select {HELD}"))
+            let held: bool = sqlx::query_scalar(&format!("select {HOLDS_NOW}"))
                 .fetch_one(&mut *db)
                 .await
                 .map_err(unmade)?;

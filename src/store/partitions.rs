@@ -181,6 +181,13 @@ async fn partitions(db: &PgPool) -> Result<Vec<Partition>, sqlx::Error> {
     .await
 }
 
+/// An SQL condition: a partition that takes rows (not one a removal left detached half-way)
+/// holds the database's present moment, so a delivery received now can be stored. `/readyz` asks
+/// it with the session's other conditions; [`unheld`] answers the same for a span.
+pub const HOLDS_NOW: &str = "exists (select from event_partitions
+                                     where not pending
+                                       and received_from <= now() and now() < received_to)";
+
 /// The spans of `received_at` from now to a month ahead that no partition holds: a delivery
 /// received then would be refused (`503`) until one did. The months the service makes leave
 /// none; a month it could not make (a role that does not own `events`), or one made by hand with
