@@ -998,7 +998,7 @@ async fn a_filtered_consumer_gets_past_any_number_of_events_it_does_not_take() {
         ("&eventType=sync.*", &all),
         ("&integrationAccountId=a", &all),
     ] {
-        let (mut next, mut seen, mut calls) = (after.clone(), Vec::new(), 0);
+        let (mut next, mut seen, mut calls, mut refused) = (after.clone(), Vec::new(), 0, 0);
         while seen.is_empty() {
             calls += 1;
             assert!(calls <= 100, "{query}: no progress");
@@ -1009,8 +1009,20 @@ async fn a_filtered_consumer_gets_past_any_number_of_events_it_does_not_take() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(response.status(), 200, "{query}");
+            let status = response.status();
             let page: Value = response.json().await.unwrap();
+            // A bounded look may still outlast so short a timeout on a loaded machine, now and
+            // then; a read that looks on until the timeout is refused every time.
+            if status == 400 && page["type"] == "urn:calry-hooks:problem:query-too-costly" {
+                refused += 1;
+                assert!(
+                    refused < 5,
+                    "{query}: refused {refused} times in a row: {page}"
+                );
+                continue;
+            }
+            refused = 0;
+            assert_eq!(status, 200, "{query}: {page}");
             let moved = page["next"].as_str().unwrap().to_owned();
             assert!(
                 !hook_ids(&page).is_empty() || moved != next,
