@@ -52,6 +52,10 @@ virtual environment's python):
 13. the overview's sort and its rows shown ("Show more"), a workspace page's rows shown, an account
    page's changes and events shown ("Show older"), and where each was scrolled to, are as they were
    left after Back and after a reload.
+14. pages left open while deliveries pour in: an account page drawing 25 events draws 25, the
+   newest, through 40 live ones, and "Show older events" then draws the API's newest 50, none
+   skipped; a workspace page's filter pressed while a delivery redraws the page takes the click;
+   an event that changes no state shows as its account's last event without a read of the account.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -104,7 +108,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../lib"))
 from ci_browser import CHROMIUM_FLAGS, PlaywrightError, PlaywrightTimeout, sync_playwright  # noqa: E402
@@ -406,7 +410,7 @@ class Check:
     def sample(self, token=None):
         # Not the workspaces of `large`, `look_alikes` and the races, made for their own checks.
         ws = [w for w in get_json(self.base + "/workspaces?limit=500", token)["items"]
-              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-", "ci-many-", "ci-kept-"))]
+              if not w["workspaceId"].startswith(("ci-large-", "ci-look-alike-", "ci-race-", "ci-many-", "ci-kept-", "ci-storm-"))]
         if not ws:
             raise Unusable("the service has no workspace: post sample data first (scripts/demo.sh)")
         # The workspace with the most accounts, and in it an account with a sync error.
@@ -491,6 +495,7 @@ class Check:
         self.seam()
         self.redelivered()
         self.many_workspaces()
+        self.storm()
         self.kept(large)
 
     def redelivered(self):
@@ -514,6 +519,72 @@ class Check:
                        f"{page.inner_text(row)!r}, not 2 deliveries") from None
         self.clean(page, what)
         log(f"{what}: its row says 2 deliveries {time.time() - redelivered:.1f} s after the redelivery")
+        page.context.close()
+
+    def storm(self):
+        """Pages left open while deliveries pour in (a storm once froze the account page, which
+        kept and drew again every event, and lost filter clicks on the workspace page)."""
+        workspace, account = f"ci-storm-{uuid.uuid4()}", "a"
+        start = datetime.now(timezone.utc) - timedelta(hours=1)
+        for i in range(30):
+            self.deliver(workspace, account, "sync.complete", at=start + timedelta(seconds=i))
+        events = "#main section[aria-labelledby=events-title] tbody tr"
+        drawn = f"() => [...document.querySelectorAll('{events}')].map((r) => r.dataset.key)"
+
+        what = "an account page through 40 live events"
+        page = self.page(1440)
+        self.open(page, f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", what)
+        self.until_live(page)
+        newest = None
+        for i in range(40):
+            newest, _ = self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=10, seconds=i))
+        self.wait(page, what, f"the newest event {newest}",
+                  f"() => !!document.querySelector('#main tr[data-key=\"{newest}\"]')")
+        rows = page.evaluate(drawn)
+        if len(rows) != 25:
+            raise Fail(f"{what}: {len(rows)} events drawn, not the 25 it drew before them")
+        page.get_by_role("button", name="Show older events").click()
+        self.wait(page, what, "50 events after \"Show older events\"",
+                  f"() => document.querySelectorAll('{events}').length === 50")
+        api = get_json(f"{self.base}/workspaces/{q(workspace)}/events?integrationAccountId={account}&limit=50")
+        expected = [e["hookId"] for e in api["items"]]
+        if page.evaluate(drawn) != expected:
+            raise Fail(f"{what}: after \"Show older events\", the events drawn are not the API's newest 50 "
+                       "in its order (one skipped or drawn twice?)")
+        self.clean(page, what)
+        log(f"{what}: 25 drawn, the newest; \"Show older events\" then drew the API's newest 50, none skipped")
+        page.context.close()
+
+        what = "a workspace page taking a filter click while a delivery redraws it"
+        page = self.page(1440)
+        self.open(page, f"/ui/workspaces/{q(workspace)}", what)
+        self.until_live(page)
+        toggle = page.locator('#main [data-filter="sync:complete"]')
+        box = toggle.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        self.deliver(workspace, "b", "sync.error")
+        self.wait(page, what, "the new account's row", "() => !!document.querySelector('#main tr[data-key=\"b\"]')")
+        page.mouse.up()
+        self.wait(page, what, "the filter pressed", f"() => document.querySelector('#main [data-filter=\"sync:complete\"]')"
+                  ".getAttribute('aria-pressed') === 'true'")
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # the filter off again
+        self.wait(page, what, "the filter released", "() => !!document.querySelector('#main tr[data-key=\"b\"]')")
+
+        # An event that changes no state: its account's last event is drawn from the event itself,
+        # the account not read again.
+        before = len(page.requested)
+        hook, _ = self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=20))
+        at = get_json(f"{self.base}/workspaces/{q(workspace)}/accounts/{account}")["lastEventAt"]
+        self.wait(page, what, "the last event of a drawn account",
+                  f"() => document.querySelector('#main tr[data-key=\"{account}\"] td[data-label=\"Last event\"] time')"
+                  f"?.getAttribute('datetime') === '{at}'")
+        page.wait_for_timeout(600)  # past the 300 ms a read of the account would have waited
+        read = [u for u in page.requested[before:] if f"/accounts/{account}" in urllib.parse.urlsplit(u).path]
+        if read:
+            raise Fail(f"{what}: an event that changes no state had the page read its account: {read}")
+        self.clean(page, what)
+        log(f"{what}: the click held; an event that changes no state drawn without reading its account")
         page.context.close()
 
     def many_workspaces(self):

@@ -38,7 +38,7 @@ export default function accountPage(main, { conn }, ws, acc) {
     keep(view);
   };
   const timeline = { items: [], nextCursor: null, error: null };
-  const events = { items: [], nextCursor: null, error: null, moreError: null };
+  const events = { items: [], nextCursor: null, error: null, moreError: null, trimmed: false };
   let entryMissing = null;
 
   // ---- the account ----
@@ -221,10 +221,19 @@ export default function accountPage(main, { conn }, ws, acc) {
         { label: 'Payload', head: h('span', { class: 'sr-only' }, 'Payload'), cell: (e) => payloadButton('events', e.hookId, e, `the ${e.eventType} event at ${utc(e.occurredAt)}`) },
       ], events.items, { caption: 'Recent events', compact: true, key: (e) => e.hookId, rowClass: (e) => (e.fresh ? 'flash' : null) })),
       events.moreError && problemNote(events.moreError, 'The older events cannot be shown'),
-      events.nextCursor && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: loadMoreEvents },
+      (events.nextCursor || events.trimmed) && h('button', { type: 'button', class: 'more', 'data-key': 'older', onclick: loadMoreEvents },
         events.moreError ? 'Try again to show older events' : 'Show older events'));
     for (const e of events.items) delete e.fresh;
   }
+
+  // Live events are drawn together, at most every 100 ms, not one table at each.
+  let drawing = null;
+  const drawEventsSoon = () => {
+    drawing ??= setTimeout(() => {
+      drawing = null;
+      drawEvents();
+    }, 100);
+  };
 
   const eventsReads = pagedReads(events);
   const eventsPath = (cursor, limit = EVENTS_PAGE) => q(p('workspaces', ws, 'events'), { integrationAccountId: acc, limit, cursor });
@@ -235,12 +244,21 @@ export default function accountPage(main, { conn }, ws, acc) {
     const rows = Math.min(MOST, Math.max(view.eventsRows, events.items.length));
     const drawn = await eventsReads.newest(
       () => api(eventsPath(null, rows)),
-      (page) => Object.assign(events, page, { error: null, moreError: null }),
+      (page) => Object.assign(events, page, { error: null, moreError: null, trimmed: false }),
       (err) => { events.error = err; });
     if (drawn) drawEvents();
   }
 
   async function loadMoreEvents() {
+    // Live events pushed the oldest drawn out, so the cursor (after them) would skip those: the
+    // newest are read again, a page more, and paging goes on from there.
+    if (events.trimmed) {
+      const rows = events.items.length + EVENTS_PAGE;
+      view.eventsRows = Math.min(MOST, rows);
+      keep(view);
+      await loadEvents();
+      if (rows <= MOST || events.trimmed || events.error) return;
+    }
     const drawn = await eventsReads.older(
       eventsPage,
       (page) => {
@@ -297,11 +315,18 @@ export default function accountPage(main, { conn }, ws, acc) {
       // An event older than the oldest drawn, while older ones are still to be paged in, is
       // left to "Show older events": drawn now, it would be out of place and drawn twice then.
       const oldest = events.items.at(-1)?.occurredAt;
-      const beyond = events.nextCursor && oldest && compareTimes(data.occurredAt, oldest) < 0;
+      const beyond = (events.nextCursor || events.trimmed) && oldest && compareTimes(data.occurredAt, oldest) < 0;
       if (type === 'event' && !beyond && !events.items.some((e) => e.hookId === data.hookId)) {
         events.items = [{ ...data, fresh: true }, ...events.items]
           .sort(newestFirst);
-        drawEvents();
+        // As many rows as were drawn, the newest: left open through a storm, the page would
+        // otherwise keep every event and draw them all again at each one.
+        const rows = Math.max(EVENTS_PAGE, view.eventsRows);
+        if (events.items.length > rows) {
+          events.items.length = rows;
+          events.trimmed = true;
+        }
+        drawEventsSoon();
       }
       later();
     },

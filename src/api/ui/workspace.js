@@ -44,7 +44,7 @@ export default function workspacePage(main, { conn }, ws) {
 
   const figures = h('div', { class: 'figures' });
   const notice = h('div');
-  // The toggles and "Clear filters" are drawn again as counts change; the search box stays, so
+  // The toggles and "Clear filters" change as counts do (drawFilters); the search box stays, so
   // that typing in it is never interrupted.
   const toggles = h('div', { class: 'filter-groups' });
   const clear = h('div', { class: 'filter-clear' });
@@ -122,21 +122,40 @@ export default function workspacePage(main, { conn }, ws) {
     drawFilters(count);
   }
 
+  // The toggles are made once and changed in place as counts change: a button drawn again between
+  // a press and its release (a live update, every 100 ms in a storm) would lose the click, and
+  // the keyboard's focus with it.
+  const toggle = new Map(); // `${cat}:${state}` → { button, n }
+  let clearShown = null;
   function drawFilters(count) {
-    fill(toggles, Object.entries(STATES).map(([cat, states]) => h('div', { class: 'filter-group', role: 'group', 'aria-label': `${cat} state` },
-      h('span', { class: 'filter-label', 'aria-hidden': 'true' }, cat),
-      states.map((s) => {
-        const n = count(cat, s);
-        return h('button', {
-          type: 'button', class: 'toggle', 'aria-pressed': String(filter[cat].has(s)), 'data-filter': `${cat}:${s}`,
-          title: `Only accounts whose ${cat} is ${s}`, 'aria-label': `${s} ${n} ${plural(n, 'account')}`,
-          onclick: () => {
-            filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
-            changedFilter();
-          },
-        }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, ' ', h('span', { class: 'count' }, num(n)));
-      }))));
-    const any = filter.q || Object.keys(STATES).some((c) => filter[c].size);
+    if (!toggle.size) {
+      fill(toggles, Object.entries(STATES).map(([cat, states]) => h('div', { class: 'filter-group', role: 'group', 'aria-label': `${cat} state` },
+        h('span', { class: 'filter-label', 'aria-hidden': 'true' }, cat),
+        states.map((s) => {
+          const n = h('span', { class: 'count' });
+          const button = h('button', {
+            type: 'button', class: 'toggle', 'data-filter': `${cat}:${s}`, title: `Only accounts whose ${cat} is ${s}`,
+            onclick: () => {
+              filter[cat].has(s) ? filter[cat].delete(s) : filter[cat].add(s);
+              changedFilter();
+            },
+          }, h('span', { class: `swatch tone-${toneOf(s)}`, 'aria-hidden': 'true' }), s, ' ', n);
+          toggle.set(`${cat}:${s}`, { button, n });
+          return button;
+        }))));
+    }
+    for (const [cat, states] of Object.entries(STATES)) {
+      for (const s of states) {
+        const { button, n } = toggle.get(`${cat}:${s}`);
+        const c = count(cat, s);
+        button.setAttribute('aria-pressed', String(filter[cat].has(s)));
+        button.setAttribute('aria-label', `${s} ${c} ${plural(c, 'account')}`);
+        n.textContent = num(c);
+      }
+    }
+    const any = Boolean(filter.q || Object.keys(STATES).some((c) => filter[c].size));
+    if (any === clearShown) return;
+    clearShown = any;
     fill(clear, any && h('button', {
       type: 'button', class: 'link', 'data-filter': 'clear',
       onclick: () => {
@@ -331,7 +350,7 @@ export default function workspacePage(main, { conn }, ws) {
     soon();
   }
 
-  // Accounts whose entry is read again (after an event that may not have changed their state),
+  // Accounts whose entry is read again (see apply: after an event, when the page cannot tell),
   // at most once every 300 ms each, unless the event's `status` message brought the entry: the
   // event of each (hook id) that asked for it. An answer overtaken by a `status` message of its
   // account is not used: the entry is read once more.
@@ -373,7 +392,17 @@ export default function workspacePage(main, { conn }, ws) {
           .slice(0, RECENT);
         eventsChanged = true;
       }
-      if (data.integrationAccountId && knownType(data.eventType)) reread(data.integrationAccountId, data.hookId);
+      const account = data.integrationAccountId;
+      if (account && knownType(data.eventType)) {
+        // Of what the page shows, an event that changes no state changes only the account's
+        // lastEventAt, the greatest occurredAt of its events of a known type (SPEC §4): taken from
+        // the event itself, not read again (a storm had the page make one request per event). An
+        // account the page does not know yet, or an entry without `since` (an older service,
+        // whose latest event is shown instead), is read again.
+        const entry = accounts.get(account);
+        if (entry && compareTimes(data.occurredAt, entry.lastEventAt) > 0) put({ ...entry, lastEventAt: data.occurredAt });
+        if (!entry || lacksSince(entry)) reread(account, data.hookId);
+      }
       soon();
     }
   }
