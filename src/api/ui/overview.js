@@ -13,6 +13,10 @@ import {
 
 const REFRESH_MS = 15000;
 const CHANGE_DELAY_MS = 2000; // a burst of changes is read once
+// A read after a change waits too until the last read's requests, at this many ms each, have
+// passed: with hundreds of workspaces a read is over a hundred requests, and a change every 2 s
+// (any account of any workspace) would otherwise have the page read without pause.
+const MS_PER_REQUEST = 100;
 const WORKSPACES_PAGE = 100;
 const FAILING_PAGE = 50;
 const AT_ONCE = 6; // status requests in flight at a time
@@ -20,12 +24,19 @@ const AT_ONCE = 6; // status requests in flight at a time
 // them from GET /accounts instead, exactly up to this many (4 calls of 500), "+" past it.
 const COUNT_UP_TO = 2000;
 
+// The requests the page made, to pace the reads after changes by what they cost.
+let asked = 0;
+const ask = (path) => {
+  asked++;
+  return api(path);
+};
+
 /** Up to `pages` pages of a listing, as one: {items, nextCursor}. */
 async function walk(path, params, pages) {
   const items = [];
   let cursor = null;
   for (let i = 0; i < pages; i++) {
-    const page = await api(q(path, { ...params, cursor }));
+    const page = await ask(q(path, { ...params, cursor }));
     items.push(...page.items);
     cursor = page.nextCursor;
     if (!cursor) break;
@@ -85,15 +96,24 @@ export default function overview(main, { conn }) {
   // order among them: only the answer of the newest read is drawn (an older one, answered last,
   // would draw fewer pages over more, or older data over newer).
   let reads = 0;
+  let lastRead = { at: 0, asked: 0 };
   async function load() {
     const mine = ++reads;
+    const askedBefore = asked;
+    try {
+      return await read(mine);
+    } finally {
+      lastRead = { at: Date.now(), asked: asked - askedBefore };
+    }
+  }
+  async function read(mine) {
     const [ws, fail] = await Promise.allSettled([
       walk('/workspaces', { limit: WORKSPACES_PAGE }, view.wsPages),
       walk('/accounts', { syncState: 'error', limit: FAILING_PAGE }, view.failPages),
     ]);
     let rows = [];
     if (ws.status === 'fulfilled') {
-      const totals = await pool(ws.value.items, AT_ONCE, (w) => api(q(p('workspaces', w.workspaceId, 'status'), { syncState: 'error', limit: 1 })));
+      const totals = await pool(ws.value.items, AT_ONCE, (w) => ask(q(p('workspaces', w.workspaceId, 'status'), { syncState: 'error', limit: 1 })));
       rows = ws.value.items.map((w, i) => ({
         ...w,
         error: totals[i].ok?.totals.sync.error,
@@ -230,7 +250,10 @@ export default function overview(main, { conn }) {
   }
 
   let soon = null;
-  const later = () => (soon ??= setTimeout(() => { soon = null; load(); }, CHANGE_DELAY_MS));
+  const later = () => {
+    const paced = lastRead.at + lastRead.asked * MS_PER_REQUEST - Date.now();
+    soon ??= setTimeout(() => { soon = null; load(); }, Math.max(CHANGE_DELAY_MS, paced));
+  };
   let opened = false;
   follow(q('/stream', { eventType: KNOWN_TYPES.join(',') }), {
     onMessage: (type) => type === 'status' && later(),
