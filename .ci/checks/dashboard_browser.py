@@ -54,8 +54,10 @@ virtual environment's python):
    left after Back and after a reload.
 14. pages left open while deliveries pour in: an account page drawing 25 events draws 25, the
    newest, through 40 live ones, and "Show older events" then draws the API's newest 50, none
-   skipped; a workspace page's filter pressed while a delivery redraws the page takes the click;
-   an event that changes no state shows as its account's last event without a read of the account.
+   skipped, and a Payload button pressed across a live event takes the click; a workspace page's
+   filter pressed while a delivery redraws the page takes the click; the newest event of its
+   category that changes no state shows as its account's last event without a read of the
+   account, and a late one that moves the account's ``since`` (no status message) is followed.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -551,8 +553,22 @@ class Check:
         if page.evaluate(drawn) != expected:
             raise Fail(f"{what}: after \"Show older events\", the events drawn are not the API's newest 50 "
                        "in its order (one skipped or drawn twice?)")
+        # A Payload button pressed while live events arrive takes the click.
+        button = page.locator(f'{events} button[data-hook]').first
+        button.scroll_into_view_if_needed()
+        box = button.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        newest, _ = self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=15))
+        page.wait_for_timeout(400)  # past the 100 ms after which live events are drawn
+        page.mouse.up()
+        self.wait(page, what, "the payload opened by a press across a live event",
+                  f"() => !!document.querySelector('{events}.detail, #main tr.detail')")
+        self.wait(page, what, "the live event once the press was over",
+                  f"() => !!document.querySelector('#main tr[data-key=\"{newest}\"]')")
         self.clean(page, what)
-        log(f"{what}: 25 drawn, the newest; \"Show older events\" then drew the API's newest 50, none skipped")
+        log(f"{what}: 25 drawn, the newest; \"Show older events\" then drew the API's newest 50, none "
+            "skipped; a Payload press across a live event took the click")
         page.context.close()
 
         what = "a workspace page taking a filter click while a delivery redraws it"
@@ -560,6 +576,7 @@ class Check:
         self.open(page, f"/ui/workspaces/{q(workspace)}", what)
         self.until_live(page)
         toggle = page.locator('#main [data-filter="sync:complete"]')
+        toggle.scroll_into_view_if_needed()
         box = toggle.bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()
@@ -583,8 +600,16 @@ class Check:
         read = [u for u in page.requested[before:] if f"/accounts/{account}" in urllib.parse.urlsplit(u).path]
         if read:
             raise Fail(f"{what}: an event that changes no state had the page read its account: {read}")
+        # A late one of the same state, before the run began, moves `since` with no status message
+        # (SPEC §10, §11): the page follows the API.
+        self.deliver(workspace, account, "sync.complete", at=start - timedelta(minutes=30))
+        since = get_json(f"{self.base}/workspaces/{q(workspace)}/accounts/{account}")["sync"]["since"]
+        self.wait(page, what, "the sync since moved by a late event",
+                  f"() => document.querySelector('#main tr[data-key=\"{account}\"] td[data-label=Sync] .since time')"
+                  f"?.getAttribute('datetime') === '{since}'")
         self.clean(page, what)
-        log(f"{what}: the click held; an event that changes no state drawn without reading its account")
+        log(f"{what}: the click held; an event that changes no state drawn without reading its account; "
+            "a late one's since followed the API")
         page.context.close()
 
     def many_workspaces(self):

@@ -767,11 +767,14 @@ pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
     let mut signalled = std::collections::HashSet::new();
     let mut new = vec![pid];
     new.extend(children());
-    for _ in 0..3 {
+    for look in 1..=3 {
         for process in new {
             // SAFETY: signalling a server this test started, and its children.
             unsafe { libc::kill(process, signal) };
             signalled.insert(process);
+        }
+        if look == 3 {
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
         new = children()

@@ -14,6 +14,7 @@ const TIMELINE_PAGE = 50;
 // The most rows of a list read again at once (the API's largest page): the newest changes after a
 // live one, and the rows "Show older" had drawn when the page is opened again.
 const MOST = 500;
+const HOLD_MS = 1000;
 
 export default function accountPage(main, { conn }, ws, acc) {
   document.title = `Account ${isolated(visible(acc))} · calry-hooks`;
@@ -226,13 +227,37 @@ export default function accountPage(main, { conn }, ws, acc) {
     for (const e of events.items) delete e.fresh;
   }
 
-  // Live events are drawn together, at most every 100 ms, not one table at each.
+  // Live events are drawn together, at most every 100 ms, not one table at each; and not while a
+  // button of the table is being pressed (up to HOLD_MS), which a redraw between the press and its
+  // release would take the click from.
   let drawing = null;
+  let pressedAt = 0;
+  const press = (e) => {
+    if (e.type === 'pointerdown' || e.key === ' ' || e.key === 'Enter') pressedAt = performance.now();
+  };
+  const release = () => {
+    pressedAt = 0;
+  };
+  eventsBody.addEventListener('pointerdown', press);
+  eventsBody.addEventListener('keydown', press);
+  for (const type of ['pointerup', 'pointercancel', 'keyup', 'click']) eventsBody.addEventListener(type, release);
   const drawEventsSoon = () => {
-    drawing ??= setTimeout(() => {
+    drawing ??= setTimeout(function draw() {
+      if (pressedAt && performance.now() - pressedAt < HOLD_MS) {
+        drawing = setTimeout(draw, 100);
+        return;
+      }
       drawing = null;
       drawEvents();
     }, 100);
+  };
+  // The live events drawn that a read of the newest (answered `page`) may not hold: those that
+  // came after it was made, in its span or newer. The read's own rows replace the others.
+  const withLive = (page) => {
+    const oldest = page.items.at(-1);
+    const have = new Set(page.items.map((e) => e.hookId));
+    const live = events.items.filter((e) => !have.has(e.hookId) && (!oldest || !page.nextCursor || newestFirst(e, oldest) < 0));
+    return live.length ? [...page.items, ...live].sort(newestFirst) : page.items;
   };
 
   const eventsReads = pagedReads(events);
@@ -244,7 +269,7 @@ export default function accountPage(main, { conn }, ws, acc) {
     const rows = Math.min(MOST, Math.max(view.eventsRows, events.items.length));
     const drawn = await eventsReads.newest(
       () => api(eventsPath(null, rows)),
-      (page) => Object.assign(events, page, { error: null, moreError: null, trimmed: false }),
+      (page) => Object.assign(events, page, { items: withLive(page), error: null, moreError: null, trimmed: false }),
       (err) => { events.error = err; });
     if (drawn) drawEvents();
   }
@@ -252,12 +277,18 @@ export default function accountPage(main, { conn }, ws, acc) {
   async function loadMoreEvents() {
     // Live events pushed the oldest drawn out, so the cursor (after them) would skip those: the
     // newest are read again, a page more, and paging goes on from there.
+    // A failed read leaves the rows drawn, under a note and the button to try again.
     if (events.trimmed) {
       const rows = events.items.length + EVENTS_PAGE;
-      view.eventsRows = Math.min(MOST, rows);
-      keep(view);
-      await loadEvents();
-      if (rows <= MOST || events.trimmed || events.error) return;
+      const drawn = await eventsReads.newest(
+        () => api(eventsPath(null, Math.min(MOST, rows))),
+        (page) => {
+          Object.assign(events, page, { items: withLive(page), moreError: null, trimmed: false });
+          shown(events, 'eventsRows');
+        },
+        (err) => { events.moreError = err; });
+      if (drawn) drawEvents();
+      if (rows <= MOST || events.trimmed || events.moreError) return;
     }
     const drawn = await eventsReads.older(
       eventsPage,
@@ -319,9 +350,9 @@ export default function accountPage(main, { conn }, ws, acc) {
       if (type === 'event' && !beyond && !events.items.some((e) => e.hookId === data.hookId)) {
         events.items = [{ ...data, fresh: true }, ...events.items]
           .sort(newestFirst);
-        // As many rows as were drawn, the newest: left open through a storm, the page would
-        // otherwise keep every event and draw them all again at each one.
-        const rows = Math.max(EVENTS_PAGE, view.eventsRows);
+        // As many rows as were drawn (MOST at most), the newest: left open through a storm, the
+        // page would otherwise keep every event and draw them all again at each one.
+        const rows = Math.min(MOST, Math.max(EVENTS_PAGE, view.eventsRows));
         if (events.items.length > rows) {
           events.items.length = rows;
           events.trimmed = true;

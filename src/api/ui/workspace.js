@@ -394,14 +394,18 @@ export default function workspacePage(main, { conn }, ws) {
       }
       const account = data.integrationAccountId;
       if (account && knownType(data.eventType)) {
-        // Of what the page shows, an event that changes no state changes only the account's
-        // lastEventAt, the greatest occurredAt of its events of a known type (SPEC §4): taken from
-        // the event itself, not read again (a storm had the page make one request per event). An
-        // account the page does not know yet, or an entry without `since` (an older service,
-        // whose latest event is shown instead), is read again.
+        // Of what the page shows, the newest event of its category that changes no state changes
+        // only the account's lastEventAt, the greatest occurredAt of its events of a known type
+        // (SPEC §4): taken from the event itself, not read again (a storm had the page make one
+        // request per event). A late event (not the newest of its category) may move `since`
+        // with no `status` message (SPEC §10, §11), so its account is read again; so is one the
+        // page does not know yet, and an entry without `since` (an older service, whose latest
+        // event is shown instead).
         const entry = accounts.get(account);
+        const latest = entry?.[data.eventType.split('.')[0]]?.lastEvent?.occurredAt;
+        const late = !latest || compareTimes(data.occurredAt, latest) <= 0;
         if (entry && compareTimes(data.occurredAt, entry.lastEventAt) > 0) put({ ...entry, lastEventAt: data.occurredAt });
-        if (!entry || lacksSince(entry)) reread(account, data.hookId);
+        if (!entry || late || lacksSince(entry)) reread(account, data.hookId);
       }
       soon();
     }
