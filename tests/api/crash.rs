@@ -422,7 +422,9 @@ async fn a_private_cluster_stopped_by_another_process_is_named_so_and_started_ag
         line.contains("WARN") && line.contains("KillMode=mixed"),
         "{line}"
     );
-    assert!(!logs().contains("ERROR"), "{}", logs());
+    // Not called an error by the service. (sqlx may log one of its own: a connection it was
+    // opening at that moment had its backend signalled too, as under systemd.)
+    assert!(!logs().contains("ERROR calry_hooks"), "{}", logs());
     // Deliveries are stored again, once the service's connections find the new server.
     let client = reqwest::Client::new();
     let body = event(
