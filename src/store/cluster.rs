@@ -377,8 +377,7 @@ impl Cluster {
         if let Ok(Some(status)) = child.try_wait() {
             return self.report_exit(status, "not started again, as the service is stopping");
         }
-        // SAFETY: signalling our own child process, not yet waited for.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        signal(&child, libc::SIGTERM);
         let started = Instant::now();
         let mut fast = false;
         while started.elapsed() < Duration::from_secs(30) {
@@ -388,8 +387,7 @@ impl Cluster {
             }
             if !fast && started.elapsed() >= SMART_SHUTDOWN_GRACE {
                 fast = true;
-                // SAFETY: signalling our own child process, not yet waited for.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+                signal(&child, libc::SIGINT);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -404,10 +402,16 @@ impl Drop for Cluster {
     /// stop (fast), without waiting: a destructor must not block the thread it runs on.
     fn drop(&mut self) {
         if let Some(child) = self.take_child() {
-            // SAFETY: signalling our own child process.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            signal(&child, libc::SIGINT);
         }
     }
+}
+
+/// Sends `signal` to the server this process started. Its `Child` is not yet waited for, so its
+/// pid is still its own (at most a zombie), never another process's.
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) with our own child's pid; it touches no memory of ours.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
 }
 
 /// The lock on `postgres.owner` that makes this process the owner of the server, with `role`
