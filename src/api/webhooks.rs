@@ -102,7 +102,7 @@ pub async fn receive(
             Err(err) => err.status(),
         };
         let outcome = app.metrics.delivery(status, started.elapsed());
-        log_delivery(outcome, &answer, &headers);
+        log_delivery(outcome, status, &answer, &headers);
         answer
     };
     tokio::spawn(counted.instrument(tracing::Span::current()))
@@ -141,21 +141,19 @@ fn unsigned_from_elsewhere(elsewhere: Elsewhere) -> Error {
 /// The one line of a delivery answered (docs/OPERATIONS.md, "Logs"): its hook id once known, the
 /// outcome and status, the delivery count of a redelivery, why it was refused, and for a refused
 /// signature the sender's message id. A `500` is logged as an error where its answer is made.
-fn log_delivery(outcome: &str, answer: &Result<(StatusCode, Json<Receipt>)>, headers: &HeaderMap) {
+fn log_delivery(
+    outcome: &str,
+    status: StatusCode,
+    answer: &Result<(StatusCode, Json<Receipt>)>,
+    headers: &HeaderMap,
+) {
     if outcome == "error" {
         return;
     }
-    let (status, hook_id, delivery_count, error) = match answer {
-        Ok((status, Json(receipt))) => (
-            *status,
-            Some(receipt.hook_id.as_str()),
-            receipt.delivery_count,
-            None,
-        ),
-        Err(Error::Conflict { hook_id }) => {
-            (StatusCode::CONFLICT, Some(hook_id.as_str()), None, None)
-        }
-        Err(err) => (err.status(), None, None, Some(tracing::field::display(err))),
+    let (hook_id, delivery_count, error) = match answer {
+        Ok((_, Json(receipt))) => (Some(receipt.hook_id.as_str()), receipt.delivery_count, None),
+        Err(Error::Conflict { hook_id }) => (Some(hook_id.as_str()), None, None),
+        Err(err) => (None, None, Some(tracing::field::display(err))),
     };
     let webhook_id = (outcome == "unauthorized")
         .then(|| message_id(headers))
