@@ -554,16 +554,14 @@ class Check:
             raise Fail(f"{what}: after \"Show older events\", the events drawn are not the API's newest 50 "
                        "in its order (one skipped or drawn twice?)")
         # A Payload button pressed while live events arrive takes the click.
-        button = page.locator(f'{events} button[data-hook]').first
-        button.scroll_into_view_if_needed()
-        box = button.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.down()
-        newest, _ = self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=15))
-        page.wait_for_timeout(400)  # past the 100 ms after which live events are drawn
-        page.mouse.up()
+        def live_event():
+            hook_id, _ = self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=15))
+            page.wait_for_timeout(400)  # past the 100 ms after which live events are drawn
+            return hook_id
+
+        newest = self.press_across(page, page.locator(f"{events} button[data-hook]").first, live_event)
         self.wait(page, what, "the payload opened by a press across a live event",
-                  f"() => !!document.querySelector('{events}.detail, #main tr.detail')")
+                  f"() => !!document.querySelector('{events}.detail')")
         self.wait(page, what, "the live event once the press was over",
                   f"() => !!document.querySelector('#main tr[data-key=\"{newest}\"]')")
         self.clean(page, what)
@@ -576,22 +574,21 @@ class Check:
         self.open(page, f"/ui/workspaces/{q(workspace)}", what)
         self.until_live(page)
         toggle = page.locator('#main [data-filter="sync:complete"]')
-        toggle.scroll_into_view_if_needed()
-        box = toggle.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.down()
-        self.deliver(workspace, "b", "sync.error")
-        self.wait(page, what, "the new account's row", "() => !!document.querySelector('#main tr[data-key=\"b\"]')")
-        page.mouse.up()
+
+        def new_account():
+            self.deliver(workspace, "b", "sync.error")
+            self.wait(page, what, "the new account's row", "() => !!document.querySelector('#main tr[data-key=\"b\"]')")
+
+        self.press_across(page, toggle, new_account)
         self.wait(page, what, "the filter pressed", f"() => document.querySelector('#main [data-filter=\"sync:complete\"]')"
                   ".getAttribute('aria-pressed') === 'true'")
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # the filter off again
+        toggle.click()  # the filter off again
         self.wait(page, what, "the filter released", "() => !!document.querySelector('#main tr[data-key=\"b\"]')")
 
         # An event that changes no state: its account's last event is drawn from the event itself,
         # the account not read again.
         before = len(page.requested)
-        hook, _ = self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=20))
+        self.deliver(workspace, account, "sync.complete", at=start + timedelta(minutes=20))
         at = get_json(f"{self.base}/workspaces/{q(workspace)}/accounts/{account}")["lastEventAt"]
         self.wait(page, what, "the last event of a drawn account",
                   f"() => document.querySelector('#main tr[data-key=\"{account}\"] td[data-label=\"Last event\"] time')"
@@ -611,6 +608,17 @@ class Check:
         log(f"{what}: the click held; an event that changes no state drawn without reading its account; "
             "a late one's since followed the API")
         page.context.close()
+
+    def press_across(self, page, locator, during):
+        """Presses `locator` with the mouse, runs `during` (whose result it returns) while it is
+        held, then lets go: a click that a redraw meanwhile must not take."""
+        locator.scroll_into_view_if_needed()
+        box = locator.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        result = during()
+        page.mouse.up()
+        return result
 
     def many_workspaces(self):
         """With more workspaces than the overview lists (100), its figures are still those of every

@@ -765,22 +765,18 @@ pub fn signal_server(pgdata: &std::path::Path, signal: libc::c_int) {
             .collect()
     };
     let mut signalled = std::collections::HashSet::new();
-    let mut new = vec![pid];
-    new.extend(children());
-    for look in 1..=3 {
+    for look in 0..3 {
+        if look > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let new: Vec<libc::pid_t> = std::iter::once(pid)
+            .chain(children())
+            .filter(|process| signalled.insert(*process))
+            .collect();
         for process in new {
             // SAFETY: signalling a server this test started, and its children.
             unsafe { libc::kill(process, signal) };
-            signalled.insert(process);
         }
-        if look == 3 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        new = children()
-            .into_iter()
-            .filter(|child| !signalled.contains(child))
-            .collect();
     }
 }
 
