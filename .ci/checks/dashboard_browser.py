@@ -502,25 +502,30 @@ class Check:
 
     def redelivered(self):
         """A redelivery (not in the stream) shows on an open account page as its event's delivery
-        count, read again every 15 s."""
+        count, read again every 15 s: the newest event's, and one drawn by "Show older events"."""
         workspace, account = f"ci-race-{uuid.uuid4()}", "a"
         at = datetime.now(timezone.utc)
-        hook_id, _ = self.deliver(workspace, account, "sync.complete", at=at)
-        what = "the account page of a redelivered event"
+        hooks = [self.deliver(workspace, account, "sync.complete", at=at - timedelta(seconds=i))[0]
+                 for i in range(30)]
+        what = "the account page of redelivered events"
         page = self.page(1440)
         self.open(page, f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", what)
-        row = f'#main section[aria-labelledby=events-title] tr[data-key="{hook_id}"]'
-        page.wait_for_selector(row, timeout=self.timeout)
-        self.deliver(workspace, account, "sync.complete", at=at, hook_id=hook_id, answer=200)
+        rows = {h: f'#main section[aria-labelledby=events-title] tr[data-key="{h}"]' for h in (hooks[0], hooks[-1])}
+        page.get_by_role("button", name="Show older events").click()
+        page.wait_for_selector(rows[hooks[-1]], timeout=self.timeout)
+        for i, hook_id in ((0, hooks[0]), (29, hooks[-1])):
+            self.deliver(workspace, account, "sync.complete", at=at - timedelta(seconds=i), hook_id=hook_id, answer=200)
         redelivered = time.time()
-        try:
-            page.wait_for_function(f"() => document.querySelector('{row} .num')?.textContent === '2'",
-                                   timeout=25000, polling=100)
-        except PlaywrightTimeout:
-            raise Fail(f"{what}: 25 s after the redelivery its row still says "
-                       f"{page.inner_text(row)!r}, not 2 deliveries") from None
+        for hook_id, row in rows.items():
+            try:
+                page.wait_for_function(f"() => document.querySelector('{row} .num')?.textContent === '2'",
+                                       timeout=25000, polling=100)
+            except PlaywrightTimeout:
+                raise Fail(f"{what}: 25 s after the redelivery of {hook_id}, its row still says "
+                           f"{page.inner_text(row)!r}, not 2 deliveries") from None
         self.clean(page, what)
-        log(f"{what}: its row says 2 deliveries {time.time() - redelivered:.1f} s after the redelivery")
+        log(f"{what}: the newest event's row and the 30th's (drawn by \"Show older events\") say 2 "
+            f"deliveries {time.time() - redelivered:.1f} s after their redeliveries")
         page.context.close()
 
     def storm(self):

@@ -367,9 +367,10 @@ export default function accountPage(main, { conn }, ws, acc) {
     },
     onOpen: load,
   });
-  // A redelivery is not in the stream (SPEC §10): the newest events are read every 15 s (which is
-  // also the page's check that the service answers), and those drawn get their delivery counts.
-  watch(eventsPath(null), (page) => {
+  // A redelivery is not in the stream (SPEC §10): as many of the newest events as are drawn are
+  // read every 15 s (which is also the page's check that the service answers), and those drawn
+  // get their delivery counts.
+  watch(() => eventsPath(null, Math.min(MOST, Math.max(EVENTS_PAGE, events.items.length))), (page) => {
     if (!loaded) return;
     const now = new Map(page.items.map((e) => [e.hookId, e]));
     const stale = events.items.filter((e) => now.has(e.hookId) && now.get(e.hookId).deliveryCount !== e.deliveryCount);

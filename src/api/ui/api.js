@@ -295,16 +295,16 @@ function ask(wasRefused, detail) {
 }
 
 /**
- * Asks the service for `path` every 15 s while the page is open, so that the banner says when it
- * cannot answer (and when it can again) though the page's stream stays open and quiet; the
- * answer goes to `use`, if given.
+ * Asks the service for `path` (or what `path()` gives at the time) every 15 s while the page is
+ * open, so that the banner says when it cannot answer (and when it can again) though the page's
+ * stream stays open and quiet; the answer goes to `use`, if given.
  */
 export function watch(path, use = () => {}) {
   let asking = false;
   setInterval(async () => {
     if (asking) return;
     asking = true;
-    await api(path).then(use, () => {});
+    await api(typeof path === 'function' ? path() : path).then(use, () => {});
     asking = false;
   }, 15000);
 }
