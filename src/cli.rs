@@ -108,7 +108,7 @@ fn counted(n: impl std::fmt::Display, one: &str, many: &str) -> String {
 /// machine can read (`ps`), a command run from cron included.
 fn start_logging(config: &Config) {
     crate::telemetry::init(config.log_format, &config.log_filter);
-    for flag in crate::config::secrets_in(std::env::args_os()) {
+    for &flag in &config.secret_flags {
         tracing::warn!(
             flag,
             "a secret given on the command line, which any user of this machine can read (ps): \

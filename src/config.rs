@@ -30,14 +30,64 @@ impl Cli {
     /// the process with one line naming its variable and flag (exit status 2, as clap's own);
     /// help, version and other mistakes are printed as clap prints them.
     pub fn from_env() -> Cli {
-        Cli::try_parse().unwrap_or_else(|err| match unusable_value(&err) {
-            Some(line) => {
-                eprintln!("calry-hooks: {line}");
-                std::process::exit(2);
+        Cli::try_parse_from_args(std::env::args_os()).unwrap_or_else(|err| {
+            match unusable_value(&err) {
+                Some(line) => {
+                    eprintln!("calry-hooks: {line}");
+                    std::process::exit(2);
+                }
+                None => err.exit(),
             }
-            None => err.exit(),
         })
     }
+
+    /// `args` and the environment as clap reads them, and which secrets came from `args`.
+    fn try_parse_from_args(
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.config.secret_flags = secret_flags(&matches, &cli.config);
+        Ok(cli)
+    }
+}
+
+/// The flags given on the command line (not from the environment) that carry a secret:
+/// `--webhook-secrets`, and a database URL with a password. Any user of the machine can read a
+/// process's command line (`ps`), unlike its environment.
+fn secret_flags(matches: &clap::ArgMatches, config: &Config) -> Vec<&'static str> {
+    let has_password = |url: &Secret| {
+        let url = url.expose();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let user = authority.rsplit_once('@').map(|(user, _)| user);
+        user.is_some_and(|user| user.contains(':')) || url.contains("password=")
+    };
+    let secrets = [
+        (
+            "webhook_secrets",
+            "--webhook-secrets",
+            config.webhook_secrets.is_some(),
+        ),
+        (
+            "database_url",
+            "--database-url",
+            config.database_url.as_ref().is_some_and(has_password),
+        ),
+        (
+            "read_database_url",
+            "--read-database-url",
+            config.read_database_url.as_ref().is_some_and(has_password),
+        ),
+    ];
+    secrets
+        .into_iter()
+        .filter(|&(id, _, secret)| {
+            secret && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|(_, flag, _)| flag)
+        .collect()
 }
 
 /// Fills in what the environment lacks from a `.env` in the working directory (not above it).
@@ -68,38 +118,6 @@ pub fn read_dot_env() -> Result<(), String> {
         ));
     }
     dotenvy::from_read(file).map_err(|e| e.to_string())
-}
-
-/// The flags of `args` (the command line) that carry a secret: `--webhook-secrets`, and a database
-/// URL with a password. Any user of the machine can read a process's command line (`ps`), unlike
-/// its environment.
-pub fn secrets_in(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<&'static str> {
-    const FLAGS: [&str; 3] = ["--webhook-secrets", "--database-url", "--read-database-url"];
-    let has_password = |url: &str| {
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        let user = authority.rsplit_once('@').map(|(user, _)| user);
-        user.is_some_and(|user| user.contains(':')) || url.contains("password=")
-    };
-    let args: Vec<String> = args
-        .into_iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let mut found = Vec::new();
-    for (i, arg) in args.iter().enumerate() {
-        for flag in FLAGS {
-            let value = match arg.strip_prefix(flag) {
-                Some("") => args.get(i + 1).map(String::as_str),
-                Some(rest) => rest.strip_prefix('='),
-                None => None,
-            };
-            let secret = value.is_some_and(|v| flag == "--webhook-secrets" || has_password(v));
-            if secret && !found.contains(&flag) {
-                found.push(flag);
-            }
-        }
-    }
-    found
 }
 
 /// The `CALRY_HOOKS_…` variables of the environment that name no setting of this build (a
@@ -458,6 +476,10 @@ pub struct Config {
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter, global = true, help_heading = LOGS)]
     pub log_filter: String,
+
+    /// The flags of the command line that carry a secret (not a setting: see [`secret_flags`]).
+    #[arg(skip)]
+    pub secret_flags: Vec<&'static str>,
 }
 
 /// Two per CPU core, plus two: as many statements as the cores can run, and some to spare for
@@ -628,9 +650,24 @@ impl Config {
 mod tests {
     #[test]
     fn secrets_on_the_command_line_are_found_and_nothing_else() {
-        let found = |args: &[&str]| super::secrets_in(args.iter().map(|a| a.into()));
+        let found = |args: &[&str]| {
+            super::Cli::try_parse_from_args(args.iter().map(|a| a.into()))
+                .unwrap()
+                .config
+                .secret_flags
+        };
+        let secret = "whsec_c2VjcmV0";
         assert_eq!(
-            found(&["calry-hooks", "--webhook-secrets", "whsec_c2VjcmV0"]),
+            found(&["calry-hooks", "--webhook-secrets", secret]),
+            ["--webhook-secrets"]
+        );
+        // After the subcommand too (the flags are global), and in the `=` form.
+        assert_eq!(
+            found(&[
+                "calry-hooks",
+                "serve",
+                &format!("--webhook-secrets={secret}")
+            ]),
             ["--webhook-secrets"]
         );
         assert_eq!(
@@ -644,15 +681,18 @@ mod tests {
         assert_eq!(
             found(&[
                 "x",
+                "migrate",
                 "--read-database-url",
                 "postgres://db/x?user=u&password=pw"
             ]),
             ["--read-database-url"]
         );
-        // No password: nothing secret. Nor in a path or a query's other parameters.
+        // No password: nothing secret. Nor in a path or a query's other parameters, nor a flag's
+        // name given as another flag's value.
         assert!(found(&["x", "--database-url", "postgres://u@db/x"]).is_empty());
         assert!(found(&["x", "--database-url=postgres://db/x?host=/run/a:b@c"]).is_empty());
         assert!(found(&["x", "--listen", "127.0.0.1:8080", "--data-dir", "u:p@x"]).is_empty());
+        assert!(found(&["x", "--data-dir=--webhook-secrets"]).is_empty());
     }
 
     use super::*;
