@@ -197,7 +197,30 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stopped(&mut stop) => break,
+            () = stopped(&mut stop) => {
+                // Connections the kernel has already accepted, each perhaps with its whole
+                // request sent, would be reset with the listener: they are served instead,
+                // one request each (`connection` stops them as it begins).
+                while let Some(Ok((stream, _))) = std::future::poll_fn(|cx| {
+                    Poll::Ready(match listener.poll_accept(cx) {
+                        Poll::Ready(accepted) => Some(accepted),
+                        Poll::Pending => None,
+                    })
+                })
+                .await
+                {
+                    let Ok(permit) = extra.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let place = Place {
+                        open: open.clone(),
+                        stop: stop.clone(),
+                        _counted: metrics.connection_open(),
+                    };
+                    tokio::spawn(connection(stream, app.clone(), limits, None, permit, place));
+                }
+                break;
+            }
         };
         let place = Place {
             open: open.clone(),
@@ -309,6 +332,8 @@ async fn connection(
     tokio::pin!(conn);
     let mut stopping = false;
     let mut closing = None;
+    // Stopping with a request waiting unread: when to stop anyway if it has not begun.
+    let mut serve_waiting: Option<Instant> = None;
     loop {
         // An answer whole in the socket's buffers but not yet with its client is waited for as
         // a stalled one is, from the moment it is written: the connection is idle after that.
@@ -318,6 +343,11 @@ async fn connection(
             && let Some(n @ 1..) = unacknowledged(socket)
         {
             clock.draining(n);
+        }
+        if serve_waiting.is_some() && clock.busy() {
+            // The waiting request has begun: it is the connection's last.
+            serve_waiting = None;
+            conn.as_mut().graceful_shutdown();
         }
         let deadline = clock.deadline(&limits, stopping);
         tokio::select! {
@@ -362,6 +392,16 @@ async fn connection(
             }
             () = stopped(&mut stop), if !stopping => {
                 stopping = true;
+                // A request whose bytes wait unread in the socket was sent before the stop: it
+                // is served (then the connection closes) rather than cut with the connection.
+                if clock.idle_or_new() && unread(socket).unwrap_or(0) > 0 {
+                    serve_waiting = Some(Instant::now() + CLOSE_GRACE);
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep_until(serve_waiting.unwrap_or_else(far_future)), if serve_waiting.is_some() => {
+                serve_waiting = None;
                 conn.as_mut().graceful_shutdown();
             }
         }
@@ -538,6 +578,16 @@ impl Clock {
     fn idle(&self) -> bool {
         let state = self.state();
         state.busy == 0 && state.head_started.is_none()
+    }
+
+    /// Whether no request is in progress (a new connection's first may be arriving).
+    fn idle_or_new(&self) -> bool {
+        self.state().busy == 0
+    }
+
+    /// Whether a request is in progress.
+    fn busy(&self) -> bool {
+        self.state().busy > 0
     }
 
     /// Whether the client has taken no byte of an answer since its socket last filled.
@@ -806,4 +856,12 @@ fn unacknowledged(socket: RawFd) -> Option<u32> {
 #[cfg(not(target_os = "linux"))]
 fn unacknowledged(_: RawFd) -> Option<u32> {
     None
+}
+
+/// Bytes the client sent that wait in the socket, not yet read (FIONREAD).
+fn unread(socket: RawFd) -> Option<u32> {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD only writes the one int it is given.
+    let done = unsafe { libc::ioctl(socket, libc::FIONREAD, &mut waiting) };
+    (done == 0).then(|| u32::try_from(waiting).ok()).flatten()
 }

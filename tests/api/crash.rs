@@ -661,3 +661,151 @@ async fn a_stop_that_runs_out_of_time_names_the_clients_it_cuts_short() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+/// A delivery sent on a new connection, whole: its request line and headers, and its body.
+fn raw_delivery(id: &str) -> Vec<u8> {
+    let body = event(
+        id,
+        "w-at-socket",
+        Some("a"),
+        "sync.complete",
+        "2024-02-09T11:33:41.658Z",
+    )
+    .to_string();
+    format!(
+        "POST /webhooks/calry HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one answer of a kept-alive connection (its head and its `content-length` body) and
+/// returns its status line.
+async fn read_one_answer(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return head.lines().next().unwrap_or_default().to_string();
+            }
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a whole answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A request already whole at the service's socket when SIGTERM comes is answered, like one in
+/// progress: on a new connection the kernel accepted (still in the listen queue, or accepted but
+/// not yet read), and on a kept-alive one. The service is paused (SIGSTOP) while they are sent,
+/// so that all of them are there, unread, when it is told to stop. Behind a proxy such as nginx,
+/// which does not send a POST again, each used to be a 502 at every rolling restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_the_requests_already_at_its_socket() {
+    use tokio::io::AsyncReadExt;
+    let storage = storage().await;
+    let log = crate::helpers::scratch("at-socket", ".log");
+    let service = start(&storage, &log).await;
+    let address = service.address.trim_start_matches("http://").to_string();
+    let pid = service.child.id().unwrap() as libc::pid_t;
+
+    let mut kept = Vec::new();
+    for i in 0..4 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(&raw_delivery(&format!("kept-{i}-first")))
+            .await
+            .unwrap();
+        assert!(
+            read_one_answer(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 201")
+        );
+        kept.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut waiting = Vec::new();
+    for (i, mut stream) in kept.into_iter().enumerate() {
+        stream
+            .write_all(&raw_delivery(&format!("kept-{i}-second")))
+            .await
+            .unwrap();
+        waiting.push((format!("kept-{i}-second"), stream));
+    }
+    for i in 0..8 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(&raw_delivery(&format!("new-{i}")))
+            .await
+            .unwrap();
+        waiting.push((format!("new-{i}"), stream));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let mut answers = Vec::new();
+    for (id, mut stream) in waiting {
+        let mut got = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+        let status = match read {
+            Ok(Ok(_)) => String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("no answer")
+                .to_string(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "timed out".to_string(),
+        };
+        answers.push((id, status));
+    }
+    let mut child = service.child;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    let unanswered: Vec<_> = answers
+        .iter()
+        .filter(|(_, status)| !status.starts_with("HTTP/1.1 201"))
+        .collect();
+    assert!(
+        unanswered.is_empty(),
+        "not answered 201: {unanswered:?} of {answers:?}"
+    );
+
+    let service = start(&storage, &log).await;
+    for (id, _) in &answers {
+        let status = reqwest::get(format!("{}/events/{id}", service.address))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{id} answered but not stored");
+    }
+    stop_gracefully(service).await;
+    if let Storage::DataDir(dir) = &storage {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&log);
+}
