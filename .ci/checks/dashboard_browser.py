@@ -15,6 +15,7 @@ virtual environment's python):
    no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
    exception, no request to any other host and no sideways scrolling, though the account has an
    event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
+   made 1280 px and 640 px wide (200 % zoom), no table in them scrolls sideways either;
    screenshots dashboard-<page>-<width>.png; at 1440 px, in the light scheme and the dark one, every
    state's dot (deleted too) is 3:1 against its badge, each filter's swatch and the header's dot
    against what is behind them, and the edge of each plain button (its fill the same as around
@@ -284,6 +285,19 @@ class Check:
         page.on("request", lambda r: page.requested.append(r.url))
         return page
 
+    def tables_fit(self, page, what):
+        """At 1280 px, and at 640 (1280 px zoomed to 200 %), no table scrolls sideways: its columns
+        after the first (the states, the times) would be out of sight, the scroll bar at its foot."""
+        for width in (1280, 640):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_timeout(100)
+            over = page.eval_on_selector_all(
+                ".table-wrap", "ws => ws.map(w => w.scrollWidth - w.clientWidth).filter(d => d > 1)")
+            if over:
+                raise Fail(f"{what}, made {width} px wide: a table is wider than its panel by {over} px "
+                           "(it scrolls sideways, its last columns out of sight)")
+        page.set_viewport_size({"width": 1440, "height": WIDTHS[1440]})
+
     def pending_404(self, text, where):
         """A 404 of a route of SPEC §11 not there yet."""
         if "404" not in text:
@@ -450,6 +464,7 @@ class Check:
                     raise Fail(f"{what}: the page is {wide} px wide (it scrolls sideways)")
                 if width == 1440:
                     self.contrasts(page, what)
+                    self.tables_fit(page, what)
                 if name == "account" and width == 1440:
                     self.payload(page, what)
                 if name == "overview" and width == 1440:

@@ -221,7 +221,9 @@ export function utc(ts) {
   return Number.isNaN(d.getTime()) ? String(ts) : d.toISOString().replace('T', ' ').replace('Z', ' UTC');
 }
 
-/** A duration in its two largest units: `3 h 12 min`, `45 s`, `4 d 2 h`, `2 y 31 d`. */
+/** A duration in its two largest units: `3 h 12 min`, `45 s`, `4 d 2 h`, `2 y 31 d`. A number and
+ * its unit are joined by a no-break space: where a time must wrap (a narrow column, a large
+ * font), it wraps between `3 h` and `12 min`, never between `3` and `h`. */
 export function duration(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   const units = [
@@ -232,13 +234,13 @@ export function duration(ms) {
     ['s', 1],
   ];
   const i = units.findIndex(([, n]) => s >= n);
-  if (i < 0) return '<1 s';
+  if (i < 0) return '<1\u00a0s';
   const [u1, n1] = units[i];
-  const first = `${Math.floor(s / n1)} ${u1}`;
+  const first = `${Math.floor(s / n1)}\u00a0${u1}`;
   if (i === units.length - 1) return first;
   const [u2, n2] = units[i + 1];
   const rest = Math.floor((s % n1) / n2);
-  return rest ? `${first} ${rest} ${u2}` : first;
+  return rest ? `${first} ${rest}\u00a0${u2}` : first;
 }
 
 // A time ahead of this browser's clock (a sender's clock runs fast) has no duration yet: it is
