@@ -15,7 +15,8 @@ virtual environment's python):
    no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
    exception, no request to any other host and no sideways scrolling, though the account has an
    event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
-   made 1280 px and 640 px wide (200 % zoom), no table in them scrolls sideways either;
+   made 1280 px and 640 px wide (200 % zoom), no table in them scrolls sideways either; on a touch
+   screen 390 px wide, every button of the workspace and account pages is 24 px tall at least;
    screenshots dashboard-<page>-<width>.png; at 1440 px, in the light scheme and the dark one, every
    state's dot (deleted too) is 3:1 against its badge, each filter's swatch and the header's dot
    against what is behind them, and the edge of each plain button (its fill the same as around
@@ -298,6 +299,21 @@ class Check:
                            "(it scrolls sideways, its last columns out of sight)")
         page.set_viewport_size({"width": 1440, "height": WIDTHS[1440]})
 
+    def touch_targets(self, path, what):
+        """On a touch screen, every button (the filters, Copy, Payload) is 24 px tall at least."""
+        context = self.browser.new_context(viewport={"width": 390, "height": WIDTHS[390]},
+                                           has_touch=True, is_mobile=True)
+        try:
+            page = context.new_page()
+            self.open(page, path, what)
+            small = page.eval_on_selector_all("#main button", """bs => bs.filter(b => b.offsetParent
+                && !b.closest('.sr-only') && b.getBoundingClientRect().height < 24)
+                .map(b => `${b.textContent.trim()} (${b.getBoundingClientRect().height.toFixed(1)} px)`)""")
+            if small:
+                raise Fail(f"{what}: buttons less than 24 px tall, too small to tap: {small[:6]}")
+        finally:
+            context.close()
+
     def pending_404(self, text, where):
         """A 404 of a route of SPEC §11 not there yet."""
         if "404" not in text:
@@ -476,6 +492,8 @@ class Check:
                                    "sample data has workspaces of different numbers of failing accounts)")
                 if name == "workspace" and width == 1440:
                     self.keyboard(page, what, workspace)
+                if name != "overview" and width == 390:
+                    self.touch_targets(path, f"the {name} page on a touch screen 390 px wide")
                 self.clean(page, what)
                 log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
                 page.context.close()
