@@ -845,7 +845,10 @@ async fn clients_behind_one_address_have_a_share_each_by_their_token() {
 #[tokio::test]
 async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
     use calry_hooks::api::unsent::BUDGET;
-    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = 15).await;
+    // Long enough for every page below to be asked for on a loaded machine (about 64 of 4 MB, in
+    // a debug build) before the first of them is cut.
+    const IDLE: u64 = 30;
+    let app = crate::helpers::spawn_app_with(|c| c.idle_timeout_secs = IDLE).await;
     store_big_events(&app, 25).await;
     // A page of 20 events, about 4 MB.
     let page = "/workspaces/w/events?limit=500";
@@ -890,7 +893,7 @@ async fn pages_left_unread_are_held_within_a_budget_until_the_idle_timeout() {
 
     // A client that takes none of its answer for the idle timeout is disconnected, which frees
     // what its page held.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(IDLE)).await;
     for stream in &mut unread {
         let (_, received) = wait_closed(stream, Duration::from_secs(30))
             .await
