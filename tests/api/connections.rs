@@ -67,28 +67,7 @@ async fn request(stream: &mut TcpStream, host: &str, path: &str) -> u16 {
         .write_all(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert!(n == 1, "closed before answering");
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let length: usize = text
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.unwrap();
-    text[9..12].parse().unwrap()
+    crate::helpers::read_answer(stream).await
 }
 
 /// A new connection's answer to one GET, retried while the service closes new connections at

@@ -104,10 +104,25 @@ async fn sigkill_under_load_loses_no_acknowledged_delivery() {
     );
 
     // Restarted on the same data, every acknowledged event is there.
-    let service = start(&storage, &log).await;
+    let missing = missing_after_a_restart(storage, &log, &acknowledged).await;
+    println!(
+        "SIGKILL under load: {} deliveries acknowledged ({} refused or cut off by the kill); \
+         after restart {} of them are stored, {} missing",
+        acknowledged.len(),
+        refused,
+        acknowledged.len() - missing.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+/// Starts the service on `storage` again, looks up each of `ids`, stops it, and removes its data
+/// and `log`: the ids it does not hold.
+async fn missing_after_a_restart(storage: Storage, log: &Path, ids: &[String]) -> Vec<String> {
+    let service = start(&storage, log).await;
     let client = reqwest::Client::new();
     let mut missing = Vec::new();
-    for chunk in acknowledged.chunks(64) {
+    for chunk in ids.chunks(64) {
         let mut lookups = JoinSet::new();
         for id in chunk {
             let url = format!("{}/events/{id}", service.address);
@@ -120,32 +135,28 @@ async fn sigkill_under_load_loses_no_acknowledged_delivery() {
             }
         }
     }
-    println!(
-        "SIGKILL under load: {} deliveries acknowledged ({} refused or cut off by the kill); \
-         after restart {} of them are stored, {} missing",
-        acknowledged.len(),
-        refused,
-        acknowledged.len() - missing.len(),
-        missing.len()
-    );
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
-
     stop_gracefully(service).await;
     if let Storage::DataDir(dir) = &storage {
         let _ = std::fs::remove_dir_all(dir);
     }
-    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(log);
+    missing
 }
 
-async fn stop_gracefully(mut service: Service) {
+async fn stop_gracefully(service: Service) {
     let pid = service.child.id().unwrap() as libc::pid_t;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
+    exits_cleanly(service).await;
+}
+
+/// Waits for the service, sent SIGTERM, to exit with success (within 60 s).
+async fn exits_cleanly(mut service: Service) {
     let status = tokio::time::timeout(Duration::from_secs(60), service.child.wait())
         .await
         .expect("the service stops on SIGTERM")
         .unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -195,12 +206,7 @@ async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let mut child = service.child;
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    exits_cleanly(service).await;
     clients.join_all().await;
     let answers = answers.lock().await.clone();
 
@@ -245,22 +251,9 @@ async fn sigterm_during_a_burst_answers_every_delivery_it_handled_and_loses_none
     );
 
     // Restarted, every acknowledged delivery is stored.
-    let service = start(&storage, &log).await;
-    let client = reqwest::Client::new();
-    for id in acknowledged {
-        let status = client
-            .get(format!("{}/events/{id}", service.address))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 200, "{id} acknowledged but lost");
-    }
-    stop_gracefully(service).await;
-    if let Storage::DataDir(dir) = &storage {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    let _ = std::fs::remove_file(&log);
+    let acknowledged: Vec<String> = acknowledged.into_iter().cloned().collect();
+    let missing = missing_after_a_restart(storage, &log, &acknowledged).await;
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
 
 /// A second SIGTERM stops the service at once. The first waits for in-flight work: here a
@@ -662,8 +655,8 @@ async fn a_stop_that_runs_out_of_time_names_the_clients_it_cuts_short() {
     let _ = std::fs::remove_file(&log);
 }
 
-/// A delivery sent on a new connection, whole: its request line and headers, and its body.
-fn raw_delivery(id: &str) -> Vec<u8> {
+/// Sends a delivery of event `id` on `stream`, whole: its request line, headers and body.
+async fn send_delivery(stream: &mut TcpStream, id: &str) {
     let body = event(
         id,
         "w-at-socket",
@@ -672,43 +665,12 @@ fn raw_delivery(id: &str) -> Vec<u8> {
         "2024-02-09T11:33:41.658Z",
     )
     .to_string();
-    format!(
+    let request = format!(
         "POST /webhooks/calry HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .into_bytes()
-}
-
-/// Reads one answer of a kept-alive connection (its head and its `content-length` body) and
-/// returns its status line.
-async fn read_one_answer(stream: &mut TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                return head.lines().next().unwrap_or_default().to_string();
-            }
-        }
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(
-            n > 0,
-            "closed before a whole answer: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
 }
 
 /// A request already whole at the service's socket when SIGTERM comes is answered, like one in
@@ -728,15 +690,8 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
     let mut kept = Vec::new();
     for i in 0..4 {
         let mut stream = TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(&raw_delivery(&format!("kept-{i}-first")))
-            .await
-            .unwrap();
-        assert!(
-            read_one_answer(&mut stream)
-                .await
-                .starts_with("HTTP/1.1 201")
-        );
+        send_delivery(&mut stream, &format!("kept-{i}-first")).await;
+        assert_eq!(crate::helpers::read_answer(&mut stream).await, 201);
         kept.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -744,19 +699,15 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let mut waiting = Vec::new();
     for (i, mut stream) in kept.into_iter().enumerate() {
-        stream
-            .write_all(&raw_delivery(&format!("kept-{i}-second")))
-            .await
-            .unwrap();
-        waiting.push((format!("kept-{i}-second"), stream));
+        let id = format!("kept-{i}-second");
+        send_delivery(&mut stream, &id).await;
+        waiting.push((id, stream));
     }
     for i in 0..8 {
+        let id = format!("new-{i}");
         let mut stream = TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(&raw_delivery(&format!("new-{i}")))
-            .await
-            .unwrap();
-        waiting.push((format!("new-{i}"), stream));
+        send_delivery(&mut stream, &id).await;
+        waiting.push((id, stream));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // SAFETY: signalling our own child.
@@ -780,12 +731,7 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
         };
         answers.push((id, status));
     }
-    let mut child = service.child;
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    exits_cleanly(service).await;
     let unanswered: Vec<_> = answers
         .iter()
         .filter(|(_, status)| !status.starts_with("HTTP/1.1 201"))
@@ -795,17 +741,7 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
         "not answered 201: {unanswered:?} of {answers:?}"
     );
 
-    let service = start(&storage, &log).await;
-    for (id, _) in &answers {
-        let status = reqwest::get(format!("{}/events/{id}", service.address))
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 200, "{id} answered but not stored");
-    }
-    stop_gracefully(service).await;
-    if let Storage::DataDir(dir) = &storage {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    let _ = std::fs::remove_file(&log);
+    let answered: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
+    let missing = missing_after_a_restart(storage, &log, &answered).await;
+    assert!(missing.is_empty(), "answered but not stored: {missing:?}");
 }
