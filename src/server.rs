@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::http::Request;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, Request};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -301,6 +302,7 @@ async fn connection(
     let service = {
         let clock = clock.clone();
         let closer = closer.clone();
+        let stop = stop.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let busy = Busy::start(clock.clone());
             if let Some(peer) = peer {
@@ -308,8 +310,19 @@ async fn connection(
             }
             request.extensions_mut().insert(closer.clone());
             let app = app.clone();
+            let stop = stop.clone();
             async move {
-                let response = app.oneshot(request.map(Body::new)).await?;
+                let mut response = app.oneshot(request.map(Body::new)).await?;
+                // Answered once the service is stopping, a request is its connection's last,
+                // and says so (hyper closes the connection after it): one answered before the
+                // loop below saw it begin (as quickly as `/healthz` is) would otherwise say the
+                // connection stays open, and it would close a second later, when its client
+                // may be sending the next request on it.
+                if *stop.borrow() {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, std::convert::Infallible>(
                     response.map(|body| Body::new(Tracked { body, _busy: busy })),
                 )

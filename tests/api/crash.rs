@@ -745,3 +745,96 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
     let missing = missing_after_a_restart(storage, &log, &answered).await;
     assert!(missing.is_empty(), "answered but not stored: {missing:?}");
 }
+
+/// Reads one answer (its head and its `content-length` body) and then until the service closes
+/// the connection: the answer's head, and how long after the answer the connection closed.
+async fn answer_then_close(mut stream: TcpStream) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, answered) = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                break (head, Instant::now());
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => return (format!("no whole answer ({other:?})"), Duration::ZERO),
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+    (head, answered.elapsed())
+}
+
+/// A request at the socket when SIGTERM comes is its connection's last, however quickly it is
+/// answered: the answer says `connection: close` and the connection closes with it, rather than
+/// say it stays open and close a second later (when its client, told it could, may be sending
+/// the next request on it). A request answered before the service saw the signal is told
+/// nothing, but its connection, idle then, closes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_makes_a_quick_answer_at_its_socket_its_connections_last() {
+    let storage = storage().await;
+    let log = crate::helpers::scratch("at-socket-quick", ".log");
+    let service = start(&storage, &log).await;
+    let address = service.address.trim_start_matches("http://").to_string();
+    let pid = service.child.id().unwrap() as libc::pid_t;
+    let health = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(health).await.unwrap();
+        assert_eq!(crate::helpers::read_answer(&mut stream).await, 200);
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for stream in &mut streams {
+        stream.write_all(health).await.unwrap();
+    }
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(health).await.unwrap();
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut answers = JoinSet::new();
+    for stream in streams {
+        answers.spawn(answer_then_close(stream));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let answers = answers.join_all().await;
+    exits_cleanly(service).await;
+    let lingering: Vec<_> = answers
+        .iter()
+        .filter(|(head, closed_after)| {
+            !head.starts_with("HTTP/1.1 200")
+                || !head.to_ascii_lowercase().contains("\r\nconnection: close")
+                    && *closed_after > Duration::from_millis(500)
+        })
+        .collect();
+    assert!(
+        lingering.is_empty(),
+        "answered, then left open, or not answered: {lingering:?}"
+    );
+    if let Storage::DataDir(dir) = &storage {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&log);
+}
