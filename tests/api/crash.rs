@@ -750,30 +750,10 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
 /// the connection: the answer's head, and how long after the answer the connection closed.
 async fn answer_then_close(mut stream: TcpStream) -> (String, Duration) {
     use tokio::io::AsyncReadExt;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let (head, answered) = loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                break (head, Instant::now());
-            }
-        }
-        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await;
-        match read {
-            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => return (format!("no whole answer ({other:?})"), Duration::ZERO),
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+    let head = crate::helpers::read_answer_head(&mut stream).await;
+    let answered = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
     (head, answered.elapsed())
 }
 
