@@ -407,7 +407,10 @@ async fn connection(
                 stopping = true;
                 // A request whose bytes wait unread in the socket was sent before the stop: it
                 // is served (then the connection closes) rather than cut with the connection.
-                if clock.idle_or_new() && unread(socket).unwrap_or(0) > 0 {
+                // So is one awaited on a connection opened for it (a proxy opens one and sends
+                // at once) or whose head has begun, if it begins within a second.
+                if clock.idle_or_new() && (clock.awaits_head() || unread(socket).unwrap_or(0) > 0)
+                {
                     serve_waiting = Some(Instant::now() + CLOSE_GRACE);
                 } else {
                     conn.as_mut().graceful_shutdown();
@@ -591,6 +594,12 @@ impl Clock {
     fn idle(&self) -> bool {
         let state = self.state();
         state.busy == 0 && state.head_started.is_none()
+    }
+
+    /// Whether the connection awaits the head of a request it was opened for or has begun to
+    /// get (not kept alive with nothing to do).
+    fn awaits_head(&self) -> bool {
+        self.state().head_started.is_some()
     }
 
     /// Whether no request is in progress (a new connection's first may be arriving).
