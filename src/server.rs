@@ -345,7 +345,7 @@ async fn connection(
     tokio::pin!(conn);
     let mut stopping = false;
     let mut closing = None;
-    // Stopping with a request waiting unread: when to stop anyway if it has not begun.
+    // Stopping, a connection kept for one more request: when to close it if none has begun.
     let mut serve_waiting: Option<Instant> = None;
     loop {
         // An answer whole in the socket's buffers but not yet with its client is waited for as
@@ -405,12 +405,13 @@ async fn connection(
             }
             () = stopped(&mut stop), if !stopping => {
                 stopping = true;
-                // A request whose bytes wait unread in the socket was sent before the stop: it
-                // is served (then the connection closes) rather than cut with the connection.
-                // So is one awaited on a connection opened for it (a proxy opens one and sends
-                // at once) or whose head has begun, if it begins within a second.
-                if clock.idle_or_new() && (clock.awaits_head() || unread(socket).unwrap_or(0) > 0)
-                {
+                // A connection with no request in progress is kept a moment for one more: its
+                // client may have sent it before the stop (its bytes unread in the socket), be
+                // sending it on a connection just opened for it, or send it before it sees the
+                // connection close, as a proxy does on a connection it keeps. That request is
+                // served, with `connection: close`; with none begun within `CLOSE_GRACE`, the
+                // connection closes then.
+                if clock.idle_or_new() {
                     serve_waiting = Some(Instant::now() + CLOSE_GRACE);
                 } else {
                     conn.as_mut().graceful_shutdown();
@@ -594,12 +595,6 @@ impl Clock {
     fn idle(&self) -> bool {
         let state = self.state();
         state.busy == 0 && state.head_started.is_none()
-    }
-
-    /// Whether the connection awaits the head of a request it was opened for or has begun to
-    /// get (not kept alive with nothing to do).
-    fn awaits_head(&self) -> bool {
-        self.state().head_started.is_some()
     }
 
     /// Whether no request is in progress (a new connection's first may be arriving).
@@ -878,12 +873,4 @@ fn unacknowledged(socket: RawFd) -> Option<u32> {
 #[cfg(not(target_os = "linux"))]
 fn unacknowledged(_: RawFd) -> Option<u32> {
     None
-}
-
-/// Bytes the client sent that wait in the socket, not yet read (FIONREAD).
-fn unread(socket: RawFd) -> Option<u32> {
-    let mut waiting: libc::c_int = 0;
-    // SAFETY: FIONREAD only writes the one int it is given.
-    let done = unsafe { libc::ioctl(socket, libc::FIONREAD, &mut waiting) };
-    (done == 0).then(|| u32::try_from(waiting).ok()).flatten()
 }
