@@ -40,6 +40,7 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::header::CONNECTION;
 use axum::http::{HeaderValue, Request};
+use futures_util::FutureExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -202,32 +203,17 @@ pub async fn serve(
                 // Connections the kernel has already accepted, each perhaps with its whole
                 // request sent, would be reset with the listener: they are served instead,
                 // one request each (`connection` stops them as it begins).
-                while let Some(Ok((stream, _))) = std::future::poll_fn(|cx| {
-                    Poll::Ready(match listener.poll_accept(cx) {
-                        Poll::Ready(accepted) => Some(accepted),
-                        Poll::Pending => None,
-                    })
-                })
-                .await
-                {
+                while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
                     let Ok(permit) = extra.clone().try_acquire_owned() else {
                         break;
                     };
-                    let place = Place {
-                        open: open.clone(),
-                        stop: stop.clone(),
-                        _counted: metrics.connection_open(),
-                    };
+                    let place = Place::new(&open, &stop, &metrics);
                     tokio::spawn(connection(stream, app.clone(), limits, None, permit, place));
                 }
                 break;
             }
         };
-        let place = Place {
-            open: open.clone(),
-            stop: stop.clone(),
-            _counted: metrics.connection_open(),
-        };
+        let place = Place::new(&open, &stop, &metrics);
         if let Ok(permit) = regular.clone().try_acquire_owned() {
             tokio::spawn(connection(
                 stream,
@@ -345,7 +331,7 @@ async fn connection(
     tokio::pin!(conn);
     let mut stopping = false;
     let mut closing = None;
-    // Stopping, a connection kept for one more request: when to close it if none has begun.
+    // Stopping, a connection kept for one more request: when to shut it down if none came.
     let mut serve_waiting: Option<Instant> = None;
     loop {
         // An answer whole in the socket's buffers but not yet with its client is waited for as
@@ -356,11 +342,6 @@ async fn connection(
             && let Some(n @ 1..) = unacknowledged(socket)
         {
             clock.draining(n);
-        }
-        if serve_waiting.is_some() && clock.busy() {
-            // The waiting request has begun: it is the connection's last.
-            serve_waiting = None;
-            conn.as_mut().graceful_shutdown();
         }
         let deadline = clock.deadline(&limits, stopping);
         tokio::select! {
@@ -409,12 +390,13 @@ async fn connection(
                 // client may have sent it before the stop (its bytes unread in the socket), be
                 // sending it on a connection just opened for it, or send it before it sees the
                 // connection close, as a proxy does on a connection it keeps. That request is
-                // served, with `connection: close`; with none begun within `CLOSE_GRACE`, the
-                // connection closes then.
-                if clock.idle_or_new() {
-                    serve_waiting = Some(Instant::now() + CLOSE_GRACE);
-                } else {
+                // served, and its answer says `connection: close` (see `service` above), so
+                // hyper closes the connection after it; with none begun within `CLOSE_GRACE`,
+                // the connection is shut down then.
+                if clock.busy() {
                     conn.as_mut().graceful_shutdown();
+                } else {
+                    serve_waiting = Some(Instant::now() + CLOSE_GRACE);
                 }
             }
             () = tokio::time::sleep_until(serve_waiting.unwrap_or_else(far_future)), if serve_waiting.is_some() => {
@@ -444,6 +426,16 @@ struct Place {
     open: Open,
     stop: watch::Receiver<bool>,
     _counted: GaugeGuard,
+}
+
+impl Place {
+    fn new(open: &Open, stop: &watch::Receiver<bool>, metrics: &Metrics) -> Place {
+        Place {
+            open: open.clone(),
+            stop: stop.clone(),
+            _counted: metrics.connection_open(),
+        }
+    }
 }
 
 /// The connections that came past the cap: each counted in `/metrics`, and said in the log
@@ -595,11 +587,6 @@ impl Clock {
     fn idle(&self) -> bool {
         let state = self.state();
         state.busy == 0 && state.head_started.is_none()
-    }
-
-    /// Whether no request is in progress (a new connection's first may be arriving).
-    fn idle_or_new(&self) -> bool {
-        self.state().busy == 0
     }
 
     /// Whether a request is in progress.
