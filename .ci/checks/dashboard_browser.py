@@ -21,6 +21,9 @@ virtual environment's python):
    state's dot (deleted too) is 3:1 against its badge, each filter's swatch and the header's dot
    against what is behind them, and the edge of each plain button (its fill the same as around
    it) against what is around it (WCAG 1.4.11); the overview lists its workspaces most failing first;
+   with the browser's minimum font size set to 24 px (a setting of its profile: a second, persistent
+   context), the workspace page at 1440 px and at 390 px neither scrolls sideways nor has a table
+   that does;
    on the workspace page, the sync filters ``error`` and ``paused`` go into the URL, which shows
    the same view again, where an account that fails shows up live and goes once it recovers;
 2. on the account page, an event's payload opens on request as formatted JSON;
@@ -104,8 +107,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -242,8 +247,9 @@ class Held:
 
 
 class Check:
-    def __init__(self, browser, args):
+    def __init__(self, browser, args, pw=None):
         self.browser = browser
+        self.pw = pw
         self.base = args.base.rstrip("/")
         self.origin = urllib.parse.urlsplit(self.base)
         self.artifacts = args.artifacts
@@ -298,6 +304,41 @@ class Check:
                 raise Fail(f"{what}, made {width} px wide: a table is wider than its panel by {over} px "
                            "(it scrolls sideways, its last columns out of sight)")
         page.set_viewport_size({"width": 1440, "height": WIDTHS[1440]})
+
+    def large_font(self, path, what):
+        """With the browser's minimum font size at 24 px (a person's setting, which a fresh context
+        cannot take: it is in a profile's Preferences), the page at 1440 px and at 390 px is no
+        wider than the window and none of its tables scrolls sideways. At 1440 px the workspace's
+        tables side by side did (its accounts by 184 px): px media queries, and em, do not grow
+        with that setting."""
+        profile = tempfile.mkdtemp(prefix="calry-hooks-font-")
+        try:
+            os.makedirs(os.path.join(profile, "Default"))
+            with open(os.path.join(profile, "Default", "Preferences"), "w") as f:
+                json.dump({"webkit": {"webprefs": {"minimum_font_size": 24}}}, f)
+            context = self.pw.chromium.launch_persistent_context(
+                profile, executable_path=self.args.chromium, headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1440, "height": WIDTHS[1440]})
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                self.open(page, path, what)
+                size = page.evaluate("() => getComputedStyle(document.querySelector('#main th')).fontSize")
+                if size != "24px":
+                    raise Unusable(f"{what}: the profile's minimum font size did not apply (a header cell is {size})")
+                for width in WIDTHS:
+                    page.set_viewport_size({"width": width, "height": WIDTHS[width]})
+                    page.wait_for_timeout(100)
+                    wide = page.evaluate("() => document.documentElement.scrollWidth")
+                    over = page.eval_on_selector_all(
+                        ".table-wrap", "ws => ws.map(w => w.scrollWidth - w.clientWidth).filter(d => d > 1)")
+                    if wide > width + 1 or over:
+                        raise Fail(f"{what}, {width} px wide: the page is {wide} px wide, its tables wider than "
+                                   f"their panels by {over} px (it scrolls sideways)")
+                log(f"{what}: fits at 1440 px and 390 px, no table scrolling sideways")
+            finally:
+                context.close()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
 
     def touch_targets(self, path, what):
         """On a touch screen, every button (the filters, Copy, Payload) is 24 px tall at least."""
@@ -498,6 +539,7 @@ class Check:
                 log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
                 page.context.close()
 
+        self.large_font(pages["workspace"][0], "the workspace page with a minimum font size of 24 px")
         self.look_alikes()
 
         # Live: a delivery shows up on an open workspace page.
@@ -1620,7 +1662,7 @@ def main():
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS)
             log(f"chromium {browser.version} (Playwright, {args.chromium}); phase {args.phase}")
-            check = Check(browser, args)
+            check = Check(browser, args, pw)
             try:
                 if args.phase == "open":
                     check.phase_open()
