@@ -114,7 +114,8 @@ export default function accountPage(main, { conn }, ws, acc) {
     const cell = h('td', { colspan: tr.children.length });
     tr.after(h('tr', { class: 'detail', 'data-key': `${tr.dataset.key} payload` }, cell));
     b.setAttribute('aria-expanded', 'true');
-    let event = opened[where].get(hookId);
+    // The event as drawn, if it is: its delivery count may be newer than the one kept when opened.
+    let event = events.items.find((e) => e.hookId === hookId) ?? opened[where].get(hookId);
     if (!event) {
       fill(cell, note('loading', 'Loading the payload…'));
       try {
@@ -252,8 +253,15 @@ export default function accountPage(main, { conn }, ws, acc) {
     }, 100);
   };
   // The live events drawn that a read of the newest (answered `page`) may not hold: those that
-  // came after it was made, in its span or newer. The read's own rows replace the others.
+  // came after it was made, in its span or newer. The read's own rows replace the others, each
+  // with the higher delivery count of the two: a count never goes down while its event is kept,
+  // and a read may be answered after a newer one (the 15 s refresh's) was drawn.
   const withLive = (page) => {
+    const drawn = new Map(events.items.map((e) => [e.hookId, e]));
+    for (const e of page.items) {
+      const was = drawn.get(e.hookId);
+      if (was?.deliveryCount > e.deliveryCount) Object.assign(e, { deliveryCount: was.deliveryCount, lastReceivedAt: was.lastReceivedAt });
+    }
     const oldest = page.items.at(-1);
     const have = new Set(page.items.map((e) => e.hookId));
     const live = events.items.filter((e) => !have.has(e.hookId) && (!oldest || !page.nextCursor || newestFirst(e, oldest) < 0));
@@ -369,11 +377,11 @@ export default function accountPage(main, { conn }, ws, acc) {
   });
   // A redelivery is not in the stream (SPEC §10): as many of the newest events as are drawn are
   // read every 15 s (which is also the page's check that the service answers), and those drawn
-  // get their delivery counts.
+  // get their delivery counts: higher ones only, as an answer may come after a newer read's.
   watch(() => eventsPath(null, Math.min(MOST, Math.max(EVENTS_PAGE, events.items.length))), (page) => {
     if (!loaded) return;
     const now = new Map(page.items.map((e) => [e.hookId, e]));
-    const stale = events.items.filter((e) => now.has(e.hookId) && now.get(e.hookId).deliveryCount !== e.deliveryCount);
+    const stale = events.items.filter((e) => now.has(e.hookId) && now.get(e.hookId).deliveryCount > e.deliveryCount);
     for (const e of stale) Object.assign(e, now.get(e.hookId));
     if (stale.length) drawEvents();
   });
