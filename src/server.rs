@@ -16,6 +16,8 @@
 //!   [`STOP_GRACE`] ends at once; answers being read are let finish. A client reading from its
 //!   own kernel's buffer is seen only when that buffer frees enough to reopen its window (about
 //!   95 KB on loopback): the grace is long enough for readers of about 10 KB/s there.
+//!   A connection with no request in progress is kept for one more for [`CLOSE_GRACE`], and
+//!   one whose next head has begun to arrive by then for the rest of its head timeout.
 //! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is
 //!   reached: a connection that comes then closes every kept-alive connection sitting idle, and
 //!   takes a freed place (as nginx reuses idle keep-alive connections), so that idle connections
@@ -401,7 +403,13 @@ async fn connection(
             }
             () = tokio::time::sleep_until(serve_waiting.unwrap_or_else(far_future)), if serve_waiting.is_some() => {
                 serve_waiting = None;
-                conn.as_mut().graceful_shutdown();
+                // A request whose head has begun to arrive is let finish it, within the head
+                // timeout, and is answered: hyper would close a kept-alive connection with
+                // part of a head in its buffer as idle, its client answered nothing. Its answer
+                // says `connection: close`, so hyper closes the connection after it.
+                if !clock.head_arriving() {
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -560,6 +568,8 @@ struct ClockState {
     idle_since: Instant,
     /// When the head now awaited began to arrive (for a new connection: when it was opened).
     head_started: Option<Instant>,
+    /// Whether any byte of the head now awaited has arrived.
+    head_bytes: bool,
     /// Whether an answer's bytes wait for its client to take some (its socket is full).
     stalled: Option<Stall>,
 }
@@ -572,6 +582,7 @@ impl Clock {
                 busy: 0,
                 idle_since: now,
                 head_started: Some(now),
+                head_bytes: false,
                 stalled: None,
             }),
             changed: Notify::new(),
@@ -587,6 +598,12 @@ impl Clock {
     fn idle(&self) -> bool {
         let state = self.state();
         state.busy == 0 && state.head_started.is_none()
+    }
+
+    /// Whether part of a request's head has arrived, and not yet all of it.
+    fn head_arriving(&self) -> bool {
+        let state = self.state();
+        state.busy == 0 && state.head_bytes
     }
 
     /// Whether a request is in progress.
@@ -673,6 +690,9 @@ impl Clock {
     /// Bytes came in: when the connection was idle, the head timeout now runs.
     fn bytes_arrived(&self) {
         let mut state = self.state();
+        if state.busy == 0 {
+            state.head_bytes = true;
+        }
         if state.busy == 0 && state.head_started.is_none() {
             state.head_started = Some(Instant::now());
             state.end_drain();
@@ -734,6 +754,7 @@ impl Busy {
             let mut state = clock.state();
             state.busy += 1;
             state.head_started = None;
+            state.head_bytes = false;
             state.end_drain();
         }
         clock.changed.notify_one();

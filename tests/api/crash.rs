@@ -826,3 +826,68 @@ async fn sigterm_serves_requests_that_come_just_after_it_on_open_connections() {
     let missing = missing_after_a_restart(storage, &log, &answered).await;
     assert!(missing.is_empty(), "answered but not stored: {missing:?}");
 }
+
+/// A request whose head has begun to arrive when SIGTERM comes, or within the second a
+/// connection is kept for one more request, is served once it is whole, on a kept-alive
+/// connection as on a new one: closed at that second's end, a kept-alive one cut the request
+/// its client had begun to send (a new one was served), and the client got no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_serves_a_request_whose_head_has_begun_to_arrive() {
+    use tokio::io::AsyncReadExt;
+    let storage = storage().await;
+    let log = crate::helpers::scratch("head-begun", ".log");
+    let service = start(&storage, &log).await;
+    let address = service.address.trim_start_matches("http://").to_string();
+    let pid = service.child.id().unwrap() as libc::pid_t;
+
+    // Kept alive after a first delivery, then new: the request line of the next delivery is
+    // sent before the stop on the first of each, 500 ms after it on the second.
+    let mut streams = Vec::new();
+    for i in 0..4 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        if i < 2 {
+            send_delivery(&mut stream, &format!("head-begun-{i}-first")).await;
+            assert_eq!(crate::helpers::read_answer(&mut stream).await, 201);
+        }
+        streams.push((format!("head-begun-{i}"), stream));
+    }
+    let line_of = |id: &str| {
+        let request = delivery_request(id);
+        let line = request.find("\r\n").unwrap() + 2;
+        (request[..line].to_owned(), request[line..].to_owned())
+    };
+    for (id, stream) in streams.iter_mut().step_by(2) {
+        stream.write_all(line_of(id).0.as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (id, stream) in streams.iter_mut().skip(1).step_by(2) {
+        stream.write_all(line_of(id).0.as_bytes()).await.unwrap();
+    }
+    // The rest of each head and its body, past the second.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for (id, stream) in &mut streams {
+        // The service may have closed the connection: the write may fail, or not.
+        let _ = stream.write_all(line_of(id).1.as_bytes()).await;
+    }
+    let mut answers = Vec::new();
+    for (id, mut stream) in streams {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+        answers.push((id, String::from_utf8_lossy(&got).to_lowercase()));
+    }
+    exits_cleanly(service).await;
+    let wrong: Vec<_> = answers
+        .iter()
+        .filter(|(_, a)| !a.starts_with("http/1.1 201") || !a.contains("\r\nconnection: close"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not answered, or without connection: close: {wrong:?}"
+    );
+    let answered: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
+    let missing = missing_after_a_restart(storage, &log, &answered).await;
+    assert!(missing.is_empty(), "answered but not stored: {missing:?}");
+}
