@@ -11,10 +11,11 @@
 # (its stream read through fetch), and a page whose stream had a message resumes after a
 # restart with Last-Event-ID, missing nothing; a hidden tab closes its stream and, shown again,
 # shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
-# older page of changes or older refresh of them) does not undo a newer one; a stream answered 404
-# is given up (the page says it is not live and asks no more); a page asking for a token when
-# the last token is revoked stops asking and works without one; the rows shown, the sort and the
-# scroll position of the overview and of a workspace page are kept across Back and a reload.
+# older page of changes or older refresh of them, an older read of its delivery counts) does not
+# undo a newer one; a stream answered 404 is given up (the page says it is not live and asks no
+# more); a page asking for a token when the last token is revoked stops asking and works without
+# one; the rows shown, the sort and the scroll position of the overview and of a workspace page
+# are kept across Back and a reload.
 # .ci/checks/dashboard_browser.py says exactly what it asserts.
 #
 # Like stream-browser.sh: Debian's Chromium and a pinned Playwright (.ci/lib/browser.sh, venv

@@ -57,7 +57,11 @@ virtual environment's python):
 13. the overview's sort and its rows shown ("Show more"), a workspace page's rows shown, an account
    page's changes and events shown ("Show older"), and where each was scrolled to, are as they were
    left after Back and after a reload.
-14. pages left open while deliveries pour in: an account page drawing 25 events draws 25, the
+14. an account page's delivery count, drawn as 2, still says 2 once a read made before the
+   redelivery (1) answers last: the 15 s refresh (brought at once with Playwright's clock) held
+   while "Show older events" (the page trimmed by a live event) draws 2, and that read held while
+   the refresh draws 2.
+15. pages left open while deliveries pour in: an account page drawing 25 events draws 25, the
    newest, through 40 live ones, and "Show older events" then draws the API's newest 50, none
    skipped, and a Payload button pressed across a live event takes the click; a workspace page's
    filter pressed while a delivery redraws the page takes the click; the newest event of its
@@ -571,6 +575,7 @@ class Check:
         self.stream_refused(pages["workspace"][0])
         self.seam()
         self.redelivered()
+        self.count_race()
         self.many_workspaces()
         self.storm()
         self.kept(large)
@@ -601,6 +606,126 @@ class Check:
         self.clean(page, what)
         log(f"{what}: the newest event's row and the 30th's (drawn by \"Show older events\") say 2 "
             f"deliveries {time.time() - redelivered:.1f} s after their redeliveries")
+        page.context.close()
+
+    def count_race(self):
+        """An account's delivery count never goes back down when a read of its events answers
+        after a newer one was drawn (bd5cba8); Playwright's clock brings the page's 15 s refresh of
+        the counts at once. A: the refresh held (the service's answer read then: 1 delivery), the
+        event redelivered and drawn with 2 by "Show older events" (the page trimmed by a live event
+        reads the newest again), then the refresh given. B: "Show older events" held likewise while
+        the refresh draws 2, then given. The row still says 2 (it said 1 again until the next
+        refresh: A, the refresh took any count that differed; B, a read of the newest took its own)."""
+        workspace, account = f"ci-race-{uuid.uuid4()}", "a"
+        at = datetime.now(timezone.utc) - timedelta(minutes=1)
+        hooks = [self.deliver(workspace, account, "sync.complete", at=at - timedelta(seconds=i))[0]
+                 for i in range(26)]
+        what = "the account page, an older read of its delivery counts answering last"
+        section = "#main section[aria-labelledby=events-title]"
+        page = self.page(1440)
+        page.clock.install()
+        reading = set()  # the page's reads in flight (not its stream)
+        page.on("request", lambda r: "/workspaces/" in r.url and "/stream" not in r.url and reading.add(r))
+        page.on("requestfinished", lambda r: reading.discard(r))
+        page.on("requestfailed", lambda r: reading.discard(r))
+
+        def limit(url):
+            return int(urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("limit", ["0"])[0])
+
+        def row(hook_id):
+            return f'{section} tr[data-key="{hook_id}"]'
+
+        def count(hook_id):
+            return page.evaluate("r => document.querySelector(r)?.textContent ?? null", f"{row(hook_id)} .num")
+
+        def until(thing, js):
+            try:
+                page.wait_for_function(js, timeout=self.timeout, polling=50)
+            except PlaywrightTimeout:
+                raise Fail(f"{what}: {thing} did not show within {self.timeout / 1000:.0f} s") from None
+
+        def deliveries(hook_id, n, thing):
+            until(f"{thing} ({hook_id} drawn with {n} deliveries)",
+                  f"() => document.querySelector('{row(hook_id)} .num')?.textContent === '{n}'")
+
+        def trimmed():
+            """A live event, the newest: as many rows drawn as before, the oldest gone, and "Show
+            older events" (which then reads the newest again) there."""
+            rows = page.locator(f"{section} tbody tr:not(.detail)").count()
+            live, _ = self.deliver(workspace, account, "sync.complete")
+            until(f"the live event {live}, {rows} rows drawn and \"Show older events\"",
+                  f"""() => !!document.querySelector('{row(live)}')
+                        && document.querySelectorAll('{section} tbody tr:not(.detail)').length === {rows}
+                        && [...document.querySelectorAll('{section} button.more')]
+                             .some((b) => b.textContent === 'Show older events')""")
+            return rows
+
+        def settled():
+            """No read in flight for 300 ms: one held below would be taken for it, and a jump of
+            the page's clock would time out one in flight (AbortSignal.timeout is on that clock)."""
+            deadline = time.time() + self.timeout / 1000
+            quiet_since = time.time()
+            while time.time() - quiet_since < 0.3:
+                if reading:
+                    quiet_since = time.time()
+                if time.time() > deadline:
+                    raise Fail(f"{what}: its reads did not end within {self.timeout / 1000:.0f} s")
+                page.wait_for_timeout(50)
+
+        self.open(page, f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", what)
+        self.until_live(page)
+        settled()  # the read its stream's opening began is done too
+        older = page.get_by_role("button", name="Show older events")
+
+        # A: the refresh (as many as are drawn, the newest) answers last.
+        rows = trimmed()
+        settled()
+        held = Held(page, "**/events?**", lambda url: "cursor=" not in url and limit(url) == rows, armed=True)
+        jumped = page.evaluate("() => Date.now()")
+        page.clock.fast_forward(15000)  # the refresh comes at this jump's end, the next 15 s after it
+        due = jumped + 30000
+        refresh = held.wait(self.timeout, f"{what}: no refresh of the events 15 s on (the page's clock)")
+        stale = refresh.fetch()
+        self.deliver(workspace, account, "sync.complete", at=at, hook_id=hooks[0], answer=200)
+        older.click()
+        deliveries(hooks[0], 2, "A: \"Show older events\" after a redelivery")
+        with page.expect_request_finished(lambda r: r.url == refresh.request.url, timeout=self.timeout):
+            refresh.fulfill(response=stale)
+        try:  # its answer is used as soon as it is read
+            page.wait_for_function(f"() => document.querySelector('{row(hooks[0])} .num')?.textContent !== '2'",
+                                   timeout=1500, polling=20)
+            raise Fail(f"{what}: A: {hooks[0]} was drawn with 2 deliveries, then {count(hooks[0])!r} once the "
+                       "15 s refresh, read before its redelivery, answered after that: the count went back down")
+        except PlaywrightTimeout:
+            pass
+
+        # B: "Show older events" (the newest read again) answers last.
+        gone = hooks[-1]  # the oldest, which the live event puts out of the rows drawn
+        rows = trimmed()
+        settled()
+        # The page's clock stopped 2 s before the next refresh: a read held across a jump of 10 s
+        # or more would time out (and be made again).
+        while due - 3000 <= page.evaluate("() => Date.now()"):  # it came meanwhile (a slow machine)
+            due += 15000
+        page.clock.pause_at((due - 2000) / 1000)
+        held = Held(page, "**/events?**", lambda url: "cursor=" not in url and limit(url) > rows, armed=True)
+        older.click()
+        newest = held.wait(self.timeout, f"{what}: B: \"Show older events\" read nothing within "
+                                         f"{self.timeout / 1000:.0f} s")
+        stale = newest.fetch()
+        self.deliver(workspace, account, "sync.complete", at=at - timedelta(seconds=1), hook_id=hooks[1], answer=200)
+        page.clock.fast_forward(5000)  # past the refresh
+        deliveries(hooks[1], 2, "B: the 15 s refresh after a redelivery")
+        newest.fulfill(response=stale)
+        until("B: the answer of \"Show older events\" (its oldest row)",
+              f"() => !!document.querySelector('{row(gone)}')")
+        if count(hooks[1]) != "2":  # drawn with the oldest row
+            raise Fail(f"{what}: B: {hooks[1]} was drawn with 2 deliveries, then {count(hooks[1])!r} once "
+                       "\"Show older events\", read before its redelivery, answered after that: the count went "
+                       "back down")
+        self.clean(page, what)
+        log(f"{what}: a row drawn with 2 deliveries still says 2 once an older read (1 delivery) answers "
+            "last, the 15 s refresh (A) or \"Show older events\" (B)")
         page.context.close()
 
     def storm(self):
