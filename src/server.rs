@@ -42,7 +42,6 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::header::CONNECTION;
 use axum::http::{HeaderValue, Request};
-use futures_util::FutureExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -201,19 +200,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stopped(&mut stop) => {
-                // Connections the kernel has already accepted, each perhaps with its whole
-                // request sent, would be reset with the listener: they are served instead,
-                // one request each (`connection` stops them as it begins).
-                while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-                    let Ok(permit) = extra.clone().try_acquire_owned() else {
-                        break;
-                    };
-                    let place = Place::new(&open, &stop, &metrics);
-                    tokio::spawn(connection(stream, app.clone(), limits, None, permit, place));
-                }
-                break;
-            }
+            () = stopped(&mut stop) => break,
         };
         let place = Place::new(&open, &stop, &metrics);
         if let Ok(permit) = regular.clone().try_acquire_owned() {
@@ -247,6 +234,30 @@ pub async fn serve(
             drop(stream);
             over_cap.came(true);
         }
+    }
+    // Connections the kernel has already accepted, each perhaps with its whole request sent,
+    // would be reset with the listener: they are served instead, one request each (`connection`
+    // stops them as it begins), in the places free below the cap and then in the overflow's.
+    // Taken from the kernel until its queue is empty, not as the runtime last saw it.
+    let listener = listener.into_std()?;
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(_) => break, // the queue is empty (`WouldBlock`), or the process out of files
+        };
+        let free = regular.clone().try_acquire_owned();
+        let Ok(permit) = free.or_else(|_| extra.clone().try_acquire_owned()) else {
+            break;
+        };
+        let Ok(stream) = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        else {
+            continue;
+        };
+        let place = Place::new(&open, &stop, &metrics);
+        tokio::spawn(connection(stream, app.clone(), limits, None, permit, place));
     }
     drop(listener);
     // Every connection holds a permit until it is closed.
