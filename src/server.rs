@@ -239,27 +239,28 @@ pub async fn serve(
     // would be reset with the listener: they are served instead, one request each (`connection`
     // stops them as it begins), in the places free below the cap and then in the overflow's.
     // Taken from the kernel until its queue is empty, not as the runtime last saw it.
-    let listener = listener.into_std()?;
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
-            Err(_) => break, // the queue is empty (`WouldBlock`), or the process out of files
-        };
-        let free = regular.clone().try_acquire_owned();
-        let Ok(permit) = free.or_else(|_| extra.clone().try_acquire_owned()) else {
-            break;
-        };
-        let Ok(stream) = stream
-            .set_nonblocking(true)
-            .and_then(|()| TcpStream::from_std(stream))
-        else {
-            continue;
-        };
-        let place = Place::new(&open, &stop, &metrics);
-        tokio::spawn(connection(stream, app.clone(), limits, None, permit, place));
+    // (Should the runtime not let the listener go, the queue is reset with it; the stop goes on.)
+    if let Ok(listener) = listener.into_std() {
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(_) => break, // the queue is empty (`WouldBlock`), or the process out of files
+            };
+            let free = regular.clone().try_acquire_owned();
+            let Ok(permit) = free.or_else(|_| extra.clone().try_acquire_owned()) else {
+                break;
+            };
+            let Ok(stream) = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream))
+            else {
+                continue;
+            };
+            let place = Place::new(&open, &stop, &metrics);
+            tokio::spawn(connection(stream, app.clone(), limits, None, permit, place));
+        }
     }
-    drop(listener);
     // Every connection holds a permit until it is closed.
     let _all = regular
         .acquire_many(limits.max_connections as u32)
