@@ -350,14 +350,19 @@ pub async fn spawn_app_without_database() -> TestApp {
     serve(app, dead, Some(db)).await
 }
 
-/// The built binary, given only `PATH` from this process's environment and, when `database`
-/// is named, `DATABASE_URL` for that database of the test server.
+/// The built binary, given only `PATH` and `TMPDIR` from this process's environment and, when
+/// `database` is named, `DATABASE_URL` for that database of the test server. `TMPDIR`, because
+/// a private cluster whose data directory's path is too long for a socket has its socket there
+/// (docs/OPERATIONS.md): a command must look for a cluster this process started where it is.
 pub fn binary(database: Option<&str>) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_calry-hooks"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .current_dir(scratch_dir())
         .kill_on_drop(true);
+    if let Some(tmp) = std::env::var_os("TMPDIR") {
+        cmd.env("TMPDIR", tmp);
+    }
     if let Some(database) = database {
         cmd.env("DATABASE_URL", server_url(database));
     }
