@@ -250,6 +250,19 @@ class Held:
         return self.route
 
 
+def settle(page, reading, timeout_ms, failure):
+    """Returns once none of the page's reads in `reading` (a set kept by its request events) has
+    been in flight for 300 ms; raises Fail(`failure`) if that does not come within `timeout_ms`."""
+    deadline = time.time() + timeout_ms / 1000
+    quiet_since = time.time()
+    while time.time() - quiet_since < 0.3:
+        if reading:
+            quiet_since = time.time()
+        if time.time() > deadline:
+            raise Fail(failure)
+        page.wait_for_timeout(50)
+
+
 class Check:
     def __init__(self, browser, args, pw=None):
         self.browser = browser
@@ -663,14 +676,8 @@ class Check:
         def settled():
             """No read in flight for 300 ms: one held below would be taken for it, and a jump of
             the page's clock would time out one in flight (AbortSignal.timeout is on that clock)."""
-            deadline = time.time() + self.timeout / 1000
-            quiet_since = time.time()
-            while time.time() - quiet_since < 0.3:
-                if reading:
-                    quiet_since = time.time()
-                if time.time() > deadline:
-                    raise Fail(f"{what}: its reads did not end within {self.timeout / 1000:.0f} s")
-                page.wait_for_timeout(50)
+            settle(page, reading, self.timeout,
+                   f"{what}: its reads did not end within {self.timeout / 1000:.0f} s")
 
         self.open(page, f"/ui/workspaces/{q(workspace)}/accounts/{q(account)}", what)
         self.until_live(page)
@@ -1055,14 +1062,8 @@ class Check:
         self.until_live(page)
         # The reads made as the page and its stream opened are done (one held would be theirs):
         # none in flight for 300 ms.
-        deadline = time.time() + self.timeout / 1000
-        quiet_since = time.time()
-        while time.time() - quiet_since < 0.3:
-            if reading:
-                quiet_since = time.time()
-            if time.time() > deadline:
-                raise Fail(f"{what}: the timeline's first reads did not end within {self.timeout / 1000:.0f} s")
-            page.wait_for_timeout(50)
+        settle(page, reading, self.timeout,
+               f"{what}: the timeline's first reads did not end within {self.timeout / 1000:.0f} s")
         held.armed = True
         self.deliver(workspace, account, "sync.error")  # a live change: the newest are read again
         refresh = held.wait(self.timeout, f"{what}: no refresh of the timeline within "
