@@ -1,7 +1,7 @@
 # Sourced by the checks in .ci/checks/: runs the built service (target/debug/calry-hooks) on its
-# own private PostgreSQL in a fresh temporary directory, on a free loopback port, started from
-# that directory (so no .env of the checkout applies) and with nothing from the environment that
-# would configure it otherwise; stops it gracefully.
+# own private PostgreSQL in a fresh temporary directory, on a free loopback port ($SERVICE_PORT
+# if set), started from that directory (so no .env of the checkout applies) and with nothing from
+# the environment that would configure it otherwise; stops it gracefully.
 #
 #   service_start LOG [VAR=value …]  starts it with those variables, appends its output to LOG,
 #                                    and waits for /healthz (the database is open by then)
@@ -18,7 +18,8 @@ cargo build --quiet --bin calry-hooks
 SERVICE_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/calry-hooks"
 SERVICE_DIR=$(mktemp -d -t calry-hooks-check.XXXXXX)
 chmod 755 "$SERVICE_DIR" # as root, the private cluster runs as an unprivileged user
-SERVICE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free loopback port, unless SERVICE_PORT names one (to keep to a range of ports).
+SERVICE_PORT=${SERVICE_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 SERVICE_URL="http://127.0.0.1:$SERVICE_PORT"
 SERVICE_PID=""
 
