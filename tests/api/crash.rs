@@ -680,6 +680,29 @@ fn delivery_request(id: &str) -> String {
     )
 }
 
+/// A connection to the service at `address` that has had one delivery, of event `first`, answered
+/// `201` and is kept alive.
+async fn kept_alive(address: &str, first: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    send_delivery(&mut stream, first).await;
+    assert_eq!(crate::helpers::read_answer(&mut stream).await, 201);
+    stream
+}
+
+/// What `stream` receives until the service closes it (30 s at most), and, if it was not closed
+/// cleanly within that time, what went wrong.
+async fn read_until_closed(mut stream: TcpStream) -> (String, Option<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+    let failed = match read {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("error: {e}")),
+        Err(_) => Some("timed out".to_string()),
+    };
+    (String::from_utf8_lossy(&got).into_owned(), failed)
+}
+
 /// A request already whole at the service's socket when SIGTERM comes is answered, like one in
 /// progress: on a new connection the kernel accepted (still in the listen queue, or accepted but
 /// not yet read), and on a kept-alive one. The service is paused (SIGSTOP) while they are sent,
@@ -687,7 +710,6 @@ fn delivery_request(id: &str) -> String {
 /// which does not send a POST again, each used to be a 502 at every rolling restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_answers_the_requests_already_at_its_socket() {
-    use tokio::io::AsyncReadExt;
     let storage = storage().await;
     let log = crate::helpers::scratch("at-socket", ".log");
     let service = start(&storage, &log).await;
@@ -696,10 +718,7 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
 
     let mut kept = Vec::new();
     for i in 0..4 {
-        let mut stream = TcpStream::connect(&address).await.unwrap();
-        send_delivery(&mut stream, &format!("kept-{i}-first")).await;
-        assert_eq!(crate::helpers::read_answer(&mut stream).await, 201);
-        kept.push(stream);
+        kept.push(kept_alive(&address, &format!("kept-{i}-first")).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // SAFETY: signalling our own child.
@@ -723,19 +742,9 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
         libc::kill(pid, libc::SIGCONT);
     }
     let mut answers = Vec::new();
-    for (id, mut stream) in waiting {
-        let mut got = Vec::new();
-        let read =
-            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
-        let status = match read {
-            Ok(Ok(_)) => String::from_utf8_lossy(&got)
-                .lines()
-                .next()
-                .unwrap_or("no answer")
-                .to_string(),
-            Ok(Err(e)) => format!("error: {e}"),
-            Err(_) => "timed out".to_string(),
-        };
+    for (id, stream) in waiting {
+        let (answer, failed) = read_until_closed(stream).await;
+        let status = failed.unwrap_or_else(|| answer.lines().next().unwrap_or("no answer").into());
         answers.push((id, status));
     }
     exits_cleanly(service).await;
@@ -762,7 +771,6 @@ async fn sigterm_answers_the_requests_already_at_its_socket() {
 /// it begin), so that no client sends another on a connection about to close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_serves_requests_that_come_just_after_it_on_open_connections() {
-    use tokio::io::AsyncReadExt;
     let storage = storage().await;
     let log = crate::helpers::scratch("just-after", ".log");
     let service = start(&storage, &log).await;
@@ -773,12 +781,11 @@ async fn sigterm_serves_requests_that_come_just_after_it_on_open_connections() {
     // Each third connection new, the others kept alive after a first delivery.
     let mut streams = Vec::new();
     for i in 0..12 {
-        let mut stream = TcpStream::connect(&address).await.unwrap();
-        if i % 3 != 0 {
-            send_delivery(&mut stream, &format!("just-after-{i}-first")).await;
-            assert_eq!(crate::helpers::read_answer(&mut stream).await, 201);
-        }
-        streams.push(stream);
+        streams.push(if i % 3 != 0 {
+            kept_alive(&address, &format!("just-after-{i}-first")).await
+        } else {
+            TcpStream::connect(&address).await.unwrap()
+        });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // SAFETY: signalling our own child.
@@ -797,10 +804,8 @@ async fn sigterm_serves_requests_that_come_just_after_it_on_open_connections() {
         sent.push((id, i % 3 == 2, stream));
     }
     let mut answers = Vec::new();
-    for (id, quick, mut stream) in sent {
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
-        answers.push((id, quick, String::from_utf8_lossy(&got).to_lowercase()));
+    for (id, quick, stream) in sent {
+        answers.push((id, quick, read_until_closed(stream).await.0.to_lowercase()));
     }
     exits_cleanly(service).await;
     let wrong: Vec<_> = answers
@@ -833,7 +838,6 @@ async fn sigterm_serves_requests_that_come_just_after_it_on_open_connections() {
 /// its client had begun to send (a new one was served), and the client got no answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_serves_a_request_whose_head_has_begun_to_arrive() {
-    use tokio::io::AsyncReadExt;
     let storage = storage().await;
     let log = crate::helpers::scratch("head-begun", ".log");
     let service = start(&storage, &log).await;
@@ -844,11 +848,11 @@ async fn sigterm_serves_a_request_whose_head_has_begun_to_arrive() {
     // sent before the stop on the first of each, 500 ms after it on the second.
     let mut streams = Vec::new();
     for i in 0..4 {
-        let mut stream = TcpStream::connect(&address).await.unwrap();
-        if i < 2 {
-            send_delivery(&mut stream, &format!("head-begun-{i}-first")).await;
-            assert_eq!(crate::helpers::read_answer(&mut stream).await, 201);
-        }
+        let stream = if i < 2 {
+            kept_alive(&address, &format!("head-begun-{i}-first")).await
+        } else {
+            TcpStream::connect(&address).await.unwrap()
+        };
         streams.push((format!("head-begun-{i}"), stream));
     }
     let line_of = |id: &str| {
@@ -873,10 +877,8 @@ async fn sigterm_serves_a_request_whose_head_has_begun_to_arrive() {
         let _ = stream.write_all(line_of(id).1.as_bytes()).await;
     }
     let mut answers = Vec::new();
-    for (id, mut stream) in streams {
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
-        answers.push((id, String::from_utf8_lossy(&got).to_lowercase()));
+    for (id, stream) in streams {
+        answers.push((id, read_until_closed(stream).await.0.to_lowercase()));
     }
     exits_cleanly(service).await;
     let wrong: Vec<_> = answers

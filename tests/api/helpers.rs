@@ -387,11 +387,6 @@ pub async fn raw_answer(address: &str, request: &str) -> String {
 /// Reads one answer on a kept-alive connection (its head, then its `content-length` body; the
 /// head within 5 s) and returns its status code.
 pub async fn read_answer(stream: &mut tokio::net::TcpStream) -> u16 {
-    read_answer_head(stream).await[9..12].parse().unwrap()
-}
-
-/// Reads one answer on a kept-alive connection as [`read_answer`] does, and returns its head.
-pub async fn read_answer_head(stream: &mut tokio::net::TcpStream) -> String {
     use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -403,7 +398,7 @@ pub async fn read_answer_head(stream: &mut tokio::net::TcpStream) -> String {
         assert!(n == 1, "closed before answering");
         head.push(byte[0]);
     }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let text = String::from_utf8_lossy(&head);
     let length: usize = text
         .lines()
         .find_map(|l| {
@@ -414,7 +409,7 @@ pub async fn read_answer_head(stream: &mut tokio::net::TcpStream) -> String {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await.unwrap();
-    text
+    text[9..12].parse().unwrap()
 }
 
 /// A loopback port nothing listens on (yet).
