@@ -309,14 +309,22 @@ class Check:
         page.on("request", lambda r: page.requested.append(r.url))
         return page
 
+    @staticmethod
+    def widths_at(page, width, height):
+        """`page` made `width` px wide: how wide the page is, and by how much each table that is
+        wider than its panel (and so scrolls sideways) is wider."""
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(100)
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        over = page.eval_on_selector_all(
+            ".table-wrap", "ws => ws.map(w => w.scrollWidth - w.clientWidth).filter(d => d > 1)")
+        return wide, over
+
     def tables_fit(self, page, what):
         """At 1280 px, and at 640 (1280 px zoomed to 200 %), no table scrolls sideways: its columns
         after the first (the states, the times) would be out of sight, the scroll bar at its foot."""
         for width in (1280, 640):
-            page.set_viewport_size({"width": width, "height": 900})
-            page.wait_for_timeout(100)
-            over = page.eval_on_selector_all(
-                ".table-wrap", "ws => ws.map(w => w.scrollWidth - w.clientWidth).filter(d => d > 1)")
+            _, over = self.widths_at(page, width, 900)
             if over:
                 raise Fail(f"{what}, made {width} px wide: a table is wider than its panel by {over} px "
                            "(it scrolls sideways, its last columns out of sight)")
@@ -343,11 +351,7 @@ class Check:
                 if size != "24px":
                     raise Unusable(f"{what}: the profile's minimum font size did not apply (a header cell is {size})")
                 for width in WIDTHS:
-                    page.set_viewport_size({"width": width, "height": WIDTHS[width]})
-                    page.wait_for_timeout(100)
-                    wide = page.evaluate("() => document.documentElement.scrollWidth")
-                    over = page.eval_on_selector_all(
-                        ".table-wrap", "ws => ws.map(w => w.scrollWidth - w.clientWidth).filter(d => d > 1)")
+                    wide, over = self.widths_at(page, width, WIDTHS[width])
                     if wide > width + 1 or over:
                         raise Fail(f"{what}, {width} px wide: the page is {wide} px wide, its tables wider than "
                                    f"their panels by {over} px (it scrolls sideways)")
