@@ -24,8 +24,8 @@
 //!   cannot keep new clients out.
 //! - Past `max_connections` (no place freed within [`RECLAIM_WAIT`]), up to [`OVERFLOW`] more
 //!   connections are served one request each with a short head timeout: `/healthz` and
-//!   `/readyz` as usual, `503` to anything else. Past those, a connection is closed as soon as
-//!   it is accepted.
+//!   `/readyz` as usual, `503` to anything else (one whose wait the stop overtakes is served as
+//!   usual, one request). Past those, a connection is closed as soon as it is accepted.
 //!
 //! The body of a webhook has its own timeout, in the route (`CALRY_HOOKS_BODY_TIMEOUT_SECS`).
 
@@ -222,6 +222,11 @@ pub async fn serve(
                     Ok(Ok(permit)) => {
                         drop(extra_permit);
                         connection(stream, app, limits, Some(room_wanted), permit, place).await;
+                    }
+                    // The stop came while it waited: it is served in its overflow place, as one
+                    // still in the listen queue is (the stop frees places), its answer its last.
+                    _ if *place.stop.borrow() => {
+                        connection(stream, app, limits, None, extra_permit, place).await;
                     }
                     _ => {
                         over_cap.came(false);

@@ -893,3 +893,41 @@ async fn sigterm_serves_a_request_whose_head_has_begun_to_arrive() {
     let missing = missing_after_a_restart(storage, &log, &answered).await;
     assert!(missing.is_empty(), "answered but not stored: {missing:?}");
 }
+
+/// A connection that comes at the connection cap waits a moment for a place, then is answered by
+/// the overflow: `503` to a delivery. One whose wait the stop overtakes is served instead, one
+/// request, as one still in the listen queue is: the stop frees places, and a refusal would only
+/// be sent again. Here the cap's two places are held by connections that have sent nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_serves_a_connection_waiting_for_a_place_at_the_cap() {
+    let db = TestDb::create().await;
+    let log = crate::helpers::scratch("cap-stop", ".log");
+    let mut cmd = binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_MAX_CONNECTIONS", "2");
+    let (child, address) = start_binary(cmd, &log).await;
+    let host = address.trim_start_matches("http://").to_string();
+    // The start's health check's connection closed, then the two places taken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        holding.push(TcpStream::connect(&host).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut waiting = TcpStream::connect(&host).await.unwrap();
+    send_delivery(&mut waiting, "cap-stop").await;
+    // Within its wait for a place (100 ms).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    let (answer, failed) = read_until_closed(waiting).await;
+    exits_cleanly(Service { child, address }).await;
+    let answer = answer.to_lowercase();
+    assert!(
+        failed.is_none()
+            && answer.starts_with("http/1.1 201")
+            && answer.contains("\r\nconnection: close"),
+        "{answer:?} {failed:?}"
+    );
+    drop(holding);
+    let _ = std::fs::remove_file(&log);
+}
