@@ -6,7 +6,7 @@ import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, keep, kept, lacksSince, newestFirst, note, num,
-  problemNote, rel, result, said, section, stateCell, table, uiWorkspace, utc, visible,
+  problemNote, rel, removals, removedNote, result, said, section, stateCell, table, uiWorkspace, utc, visible,
 } from './view.js';
 
 const EVENTS_PAGE = 25;
@@ -39,7 +39,16 @@ export default function accountPage(main, { conn }, ws, acc) {
     keep(view);
   };
   const timeline = { items: [], nextCursor: null, error: null };
-  const events = { items: [], nextCursor: null, error: null, moreError: null, trimmed: false };
+  const events = { items: [], nextCursor: null, error: null, moreError: null, trimmed: false, removed: 0 };
+  // Events drawn that retention or `prune` removed since are taken off at the next read of the
+  // newest (the 15 s refresh's, at the latest), under a note saying how many.
+  const gone = removals();
+  const dropRemoved = (page, sentAt) => {
+    const { items, removed } = gone.newest(events.items, page, sentAt);
+    events.items = items;
+    events.removed += removed;
+    return removed;
+  };
   let entryMissing = null;
 
   // ---- the account ----
@@ -209,11 +218,13 @@ export default function accountPage(main, { conn }, ws, acc) {
       fill(eventsBody, problemNote(events.error, 'The events cannot be shown'));
       return;
     }
+    const removed = events.removed ? removedNote(events.removed) : null;
     if (!events.items.length) {
-      fill(eventsBody, note('empty', 'No events of this account.'));
+      fill(eventsBody, removed, note('empty', 'No events of this account.'));
       return;
     }
     fill(eventsBody,
+      removed,
       reopened('events', table([
         { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
         { label: 'Type', cell: (e) => eventType(e.eventType) },
@@ -275,9 +286,13 @@ export default function accountPage(main, { conn }, ws, acc) {
   /** The newest events, as many as are drawn (or were, before Back or a reload), up to MOST. */
   async function loadEvents() {
     const rows = Math.min(MOST, Math.max(view.eventsRows, events.items.length));
+    const sentAt = gone.sent();
     const drawn = await eventsReads.newest(
       () => api(eventsPath(null, rows)),
-      (page) => Object.assign(events, page, { items: withLive(page), error: null, moreError: null, trimmed: false }),
+      (page) => {
+        dropRemoved(page, sentAt);
+        Object.assign(events, page, { items: withLive(page), error: null, moreError: null, trimmed: false });
+      },
       (err) => { events.error = err; });
     if (drawn) drawEvents();
   }
@@ -288,9 +303,11 @@ export default function accountPage(main, { conn }, ws, acc) {
     // A failed read leaves the rows drawn, under a note and the button to try again.
     if (events.trimmed) {
       const rows = events.items.length + EVENTS_PAGE;
+      const sentAt = gone.sent();
       const drawn = await eventsReads.newest(
         () => api(eventsPath(null, Math.min(MOST, rows))),
         (page) => {
+          dropRemoved(page, sentAt);
           Object.assign(events, page, { items: withLive(page), moreError: null, trimmed: false });
           shown(events, 'eventsRows');
         },
@@ -301,6 +318,7 @@ export default function accountPage(main, { conn }, ws, acc) {
     const drawn = await eventsReads.older(
       eventsPage,
       (page) => {
+        gone.took(page);
         const have = new Set(events.items.map((e) => e.hookId));
         events.items.push(...page.items.filter((e) => !have.has(e.hookId)));
         events.nextCursor = page.nextCursor;
@@ -378,8 +396,20 @@ export default function accountPage(main, { conn }, ws, acc) {
   // A redelivery is not in the stream (SPEC §10): as many of the newest events as are drawn are
   // read every 15 s (which is also the page's check that the service answers), and those drawn
   // get their delivery counts: higher ones only, as an answer may come after a newer read's.
-  watch(() => eventsPath(null, Math.min(MOST, Math.max(EVENTS_PAGE, events.items.length))), (page) => {
+  // Those it shows removed from history are taken off, and the newest read again in their place
+  // (with the timeline, whose older changes may go with them).
+  let watchSent = 0;
+  watch(() => {
+    watchSent = gone.sent();
+    return eventsPath(null, Math.min(MOST, Math.max(EVENTS_PAGE, events.items.length)));
+  }, (page) => {
     if (!loaded) return;
+    if (dropRemoved(page, watchSent)) {
+      drawEvents();
+      loadEvents();
+      later();
+      return;
+    }
     const now = new Map(page.items.map((e) => [e.hookId, e]));
     const stale = events.items.filter((e) => now.has(e.hookId) && now.get(e.hookId).deliveryCount > e.deliveryCount);
     for (const e of stale) Object.assign(e, now.get(e.hookId));

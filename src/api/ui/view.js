@@ -416,3 +416,55 @@ export const lacksSince = (entry) => ['account', 'link', 'sync'].some((c) => ent
 
 export const SINCE_MISSING = 'This service does not report since when each state holds (SPEC §11) yet: '
   + 'under each state is the time of its latest event instead.';
+
+// ---- removed history ----
+
+/**
+ * What retention or `prune` removed (SPEC §13) of the events a page draws, told from the page's
+ * own reads of the newest events (no answer of history says it). History changes in no other
+ * way, and a removal takes all history received before its cut: so an event that a read answered
+ * before another read was sent, and that this one's answer does not hold though it answers the
+ * event's place (newer than its oldest, or its last page), was removed, with every event received
+ * no later than it. An event only the stream brought tells nothing by its absence (a read sent
+ * before it was stored, or a replica behind, would not hold it yet).
+ */
+export function removals() {
+  const seen = new Map(); // hook id → the answer that first held it
+  let answers = 0;
+  const took = (page) => {
+    answers++;
+    for (const e of page.items) if (!seen.has(e.hookId)) seen.set(e.hookId, answers);
+  };
+  return {
+    /** What a read sent now can tell: pass it with its answer. */
+    sent: () => answers,
+    /** Takes the answer of a read of older events (a page after a cursor). */
+    took,
+    /**
+     * Takes `page`, the answer of a read of the newest events sent at `sentAt`, and returns
+     * `drawn` without the events it shows removed, and how many those were (`removed`).
+     */
+    newest(drawn, page, sentAt) {
+      const have = new Set(page.items.map((e) => e.hookId));
+      const oldest = page.items.at(-1);
+      const inSpan = (e) => !page.nextCursor || (oldest && newestFirst(e, oldest) < 0);
+      let cut = null;
+      for (const e of drawn) {
+        if (have.has(e.hookId) || !(seen.get(e.hookId) <= sentAt) || !inSpan(e)) continue;
+        if (!cut || compareTimes(e.receivedAt, cut) > 0) cut = e.receivedAt;
+      }
+      took(page);
+      if (!cut) return { items: drawn, removed: 0 };
+      const items = drawn.filter((e) => compareTimes(e.receivedAt, cut) > 0);
+      for (const e of drawn) if (compareTimes(e.receivedAt, cut) <= 0) seen.delete(e.hookId);
+      return { items, removed: drawn.length - items.length };
+    },
+  };
+}
+
+/** The note over a list from which `n` events drawn were taken off, removed from the store since. */
+export function removedNote(n) {
+  return h('p', { class: 'note', role: 'status' },
+    `${num(n)} ${plural(n, 'event')} shown here ${n === 1 ? 'was' : 'were'} removed from the store since `
+    + '(retention, or calry-hooks prune): no longer listed.');
+}

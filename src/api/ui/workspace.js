@@ -11,7 +11,8 @@ import { ApiError, api, p, q, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, compareTimes, copyButton, eventType, figure, fill, h, id, isolated, keep, kept, knownType, lacksSince, newestFirst,
-  note, num, plural, problemNote, rel, result, said, section, stateCell, swap, table, tableRow, toneOf, uiAccount, visible,
+  note, num, plural, problemNote, rel, removals, removedNote, result, said, section, stateCell, swap, table, tableRow, toneOf,
+  uiAccount, visible,
 } from './view.js';
 
 const RECENT = 25;
@@ -37,6 +38,8 @@ export default function workspacePage(main, { conn }, ws) {
   let ids = []; // the accounts' ids, in order
   const view = kept({ limit: ROWS }); // rows drawn
   let events = [];
+  let removed = 0; // events drawn that retention or `prune` removed since (see watch below)
+  const gone = removals();
   let lastEventAt = null;
   let missing = null; // the 404 of a workspace with no events yet
   let loaded = false;
@@ -300,11 +303,12 @@ export default function workspacePage(main, { conn }, ws) {
   }
 
   function drawEvents() {
+    const told = removed ? removedNote(removed) : null;
     if (!events.length) {
-      fill(eventsBody, note('empty', missing ? 'No events yet.' : 'No events.'));
+      fill(eventsBody, told, note('empty', missing ? 'No events yet.' : 'No events.'));
       return;
     }
-    fill(eventsBody, table([
+    fill(eventsBody, told, table([
       { label: 'Occurred', cell: (e) => rel(e.occurredAt) },
       { label: 'Type', cell: (e) => eventType(e.eventType) },
       { label: 'Account', cls: 'col-id', cell: (e) => (e.integrationAccountId ? id(e.integrationAccountId, uiAccount(ws, e.integrationAccountId)) : h('span', { class: 'muted' }, '—')) },
@@ -431,11 +435,27 @@ export default function workspacePage(main, { conn }, ws) {
     },
     onOpen: load,
   });
-  watch('/workspaces?limit=1');
+  // The recent events are read every 15 s (also the page's check that the service answers): those
+  // drawn that retention or `prune` removed since go, the newest kept taking their place (with the
+  // live ones the answer may not hold yet).
+  let watchSent = 0;
+  watch(() => {
+    watchSent = gone.sent();
+    return q(p('workspaces', ws, 'events'), { limit: RECENT });
+  }, (page) => {
+    if (!loaded) return;
+    const kept = gone.newest(events, page, watchSent);
+    if (!kept.removed) return;
+    removed += kept.removed;
+    const have = new Set(page.items.map((e) => e.hookId));
+    events = [...page.items, ...kept.items.filter((e) => !have.has(e.hookId))].sort(newestFirst).slice(0, RECENT);
+    drawEvents();
+  });
 
   async function read() {
     loaded = false;
     queued.length = 0;
+    const sentAt = gone.sent();
     try {
       const [status, recent] = await Promise.all([
         api(p('workspaces', ws, 'status')).catch((e) => {
@@ -452,6 +472,7 @@ export default function workspacePage(main, { conn }, ws) {
         for (const a of status.accounts) accounts.set(a.integrationAccountId, a);
         ids = [...accounts.keys()].sort();
       }
+      removed += gone.newest(events, recent, sentAt).removed;
       events = recent.items;
       loaded = true;
       filters.hidden = false;
