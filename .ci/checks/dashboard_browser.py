@@ -15,15 +15,15 @@ virtual environment's python):
    no "Loading…" left) at 1440 px and at 390 px wide, with no console error, no uncaught
    exception, no request to any other host and no sideways scrolling, though the account has an
    event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
-   made 1280 px and 640 px wide (200 % zoom), no table in them scrolls sideways either; on a touch
-   screen 390 px wide, every button of the workspace and account pages is 24 px tall at least;
+   made 1280 px, 1120 px and 640 px wide (1280 px at 200 % zoom), no table in them scrolls
+   sideways either; on a touch screen 390 px wide, every button of the workspace and account pages is 24 px tall at least;
    screenshots dashboard-<page>-<width>.png; at 1440 px, in the light scheme and the dark one, every
    state's dot (deleted too) is 3:1 against its badge, each filter's swatch and the header's dot
    against what is behind them, and the edge of each plain button (its fill the same as around
    it) against what is around it (WCAG 1.4.11); the overview lists its workspaces most failing first;
    with the browser's minimum font size set to 24 px (a setting of its profile: a second, persistent
-   context), the workspace page at 1440 px and at 390 px neither scrolls sideways nor has a table
-   that does;
+   context), the workspace page at 1440 px, 1024 px and 390 px neither scrolls sideways nor has
+   a table that does;
    on the workspace page, the sync filters ``error`` and ``paused`` go into the URL, which shows
    the same view again, where an account that fails shows up live and goes once it recovers;
 2. on the account page, an event's payload opens on request as formatted JSON;
@@ -321,9 +321,11 @@ class Check:
         return wide, over
 
     def tables_fit(self, page, what):
-        """At 1280 px, and at 640 (1280 px zoomed to 200 %), no table scrolls sideways: its columns
-        after the first (the states, the times) would be out of sight, the scroll bar at its foot."""
-        for width in (1280, 640):
+        """At 1280 px, at 1120 (just above where the tables once went side by side, the narrower
+        too narrow for its table by 16 px), and at 640 (1280 px zoomed to 200 %), no table scrolls
+        sideways: its columns after the first (the states, the times) would be out of sight, the
+        scroll bar at its foot."""
+        for width in (1280, 1120, 640):
             _, over = self.widths_at(page, width, 900)
             if over:
                 raise Fail(f"{what}, made {width} px wide: a table is wider than its panel by {over} px "
@@ -332,9 +334,10 @@ class Check:
 
     def large_font(self, path, what):
         """With the browser's minimum font size at 24 px (a person's setting, which a fresh context
-        cannot take: it is in a profile's Preferences), the page at 1440 px and at 390 px is no
-        wider than the window and none of its tables scrolls sideways. At 1440 px the workspace's
-        tables side by side did (its accounts by 184 px): px media queries, and em, do not grow
+        cannot take: it is in a profile's Preferences), the page at 1440 px, 1024 px and 390 px is
+        no wider than the window and none of its tables scrolls sideways. At 1440 px the workspace's
+        tables side by side did (its accounts by 184 px), and at 1024 px its accounts' table, one
+        above the other, did (by 34 px; it needs 1008 px): px media queries, and em, do not grow
         with that setting."""
         profile = tempfile.mkdtemp(prefix="calry-hooks-font-")
         try:
@@ -350,12 +353,12 @@ class Check:
                 size = page.evaluate("() => getComputedStyle(document.querySelector('#main th')).fontSize")
                 if size != "24px":
                     raise Unusable(f"{what}: the profile's minimum font size did not apply (a header cell is {size})")
-                for width in WIDTHS:
-                    wide, over = self.widths_at(page, width, WIDTHS[width])
+                for width, height in (*WIDTHS.items(), (1024, 768)):
+                    wide, over = self.widths_at(page, width, height)
                     if wide > width + 1 or over:
                         raise Fail(f"{what}, {width} px wide: the page is {wide} px wide, its tables wider than "
                                    f"their panels by {over} px (it scrolls sideways)")
-                log(f"{what}: fits at 1440 px and 390 px, no table scrolling sideways")
+                log(f"{what}: fits at 1440 px, 1024 px and 390 px, no table scrolling sideways")
             finally:
                 context.close()
         finally:
