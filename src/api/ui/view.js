@@ -448,9 +448,14 @@ export function removals() {
       const have = new Set(page.items.map((e) => e.hookId));
       const oldest = page.items.at(-1);
       const inSpan = (e) => !page.nextCursor || (oldest && newestFirst(e, oldest) < 0);
+      // A removal keeps only what was received after its cut: an event missing though the answer
+      // holds one received no later (a replica behind the primary a read fell back to) was not.
+      let firstKept = null;
+      for (const e of page.items) if (!firstKept || compareTimes(e.receivedAt, firstKept) < 0) firstKept = e.receivedAt;
+      const afterAKept = (e) => firstKept && compareTimes(e.receivedAt, firstKept) >= 0;
       let cut = null;
       for (const e of drawn) {
-        if (have.has(e.hookId) || !(seen.get(e.hookId) <= sentAt) || !inSpan(e)) continue;
+        if (have.has(e.hookId) || !(seen.get(e.hookId) <= sentAt) || !inSpan(e) || afterAKept(e)) continue;
         if (!cut || compareTimes(e.receivedAt, cut) > 0) cut = e.receivedAt;
       }
       took(page);
