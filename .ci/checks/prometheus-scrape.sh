@@ -24,7 +24,7 @@ if ! command -v prometheus >/dev/null; then
 fi
 log "$(prometheus --version 2>&1 | head -n 1)"
 
-cargo build --quiet --bin calry-hooks
+cargo build --locked --quiet --bin calry-hooks
 source .ci/lib/service.sh
 LOG="$SERVICE_DIR/service.log"
 PROM_DIR="$SERVICE_DIR/prometheus"

@@ -35,7 +35,7 @@ log() { printf 'schemathesis: %s\n' "$*"; }
 source .ci/lib/venv.sh
 PY=$(venv_python "$VENV" "schemathesis==$SCHEMATHESIS_VERSION")
 
-cargo build --quiet --bin calry-hooks
+cargo build --locked --quiet --bin calry-hooks
 source .ci/lib/service.sh
 
 mkdir -p "$ARTIFACTS"

@@ -13,7 +13,7 @@ TOLERANCE_SECS=300
 source .ci/lib/venv.sh
 PY=$(venv_python "$VENV" "svix==$SVIX_VERSION")
 
-cargo build --quiet --bin calry-hooks
+cargo build --locked --quiet --bin calry-hooks
 source .ci/lib/service.sh
 LOG="$SERVICE_DIR/service.log"
 

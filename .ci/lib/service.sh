@@ -14,7 +14,7 @@
 # survives service_stop, so a check may restart the service on the same data.
 
 # The service as the checkout's code is now (nothing to do when it is built already).
-cargo build --quiet --bin calry-hooks
+cargo build --locked --quiet --bin calry-hooks
 SERVICE_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/calry-hooks"
 SERVICE_DIR=$(mktemp -d -t calry-hooks-check.XXXXXX)
 chmod 755 "$SERVICE_DIR" # as root, the private cluster runs as an unprivileged user
