@@ -86,7 +86,11 @@ impl Clusters {
         );
         // The primary's socket lives in its data directory, and so its socket's lock file, which
         // the copy must not take over (the standby would believe the primary holds its socket).
-        std::fs::remove_file(clusters.pgdata("standby").join(".s.PGSQL.5432.lock")).unwrap();
+        // Under a long TMPDIR the socket lives elsewhere, and there is no lock to remove.
+        match std::fs::remove_file(clusters.pgdata("standby").join(".s.PGSQL.5432.lock")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+            _ => {}
+        }
         clusters.start_standby().await;
         clusters
     }

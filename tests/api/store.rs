@@ -542,8 +542,11 @@ async fn a_private_cluster_starts_whatever_the_length_of_its_data_directory_path
     let base = std::fs::canonicalize(&base).unwrap();
     // `<data>/postgres/.s.PGSQL.5432`: the data directory's path and 23 bytes.
     let socket_in_data = |data: &std::path::Path| data.as_os_str().len() + 23;
-    for socket_path in [107, 108, 200] {
-        let name_len = socket_path - 23 - base.as_os_str().len() - 1;
+    for socket_path in [107_usize, 108, 200] {
+        let name_len = (socket_path - 23 - 1)
+            .checked_sub(base.as_os_str().len() + 4)
+            .unwrap_or_else(|| panic!("TMPDIR is too long for this test: {base:?}"))
+            + 4;
         let dir = base.join(format!("{socket_path}-{}", "x".repeat(name_len - 4)));
         assert_eq!(socket_in_data(&dir), socket_path);
         let cluster = tokio::time::timeout(
