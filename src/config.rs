@@ -599,7 +599,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 const MAX_AGE_DAYS: i64 = 36_500;
 
 /// An age: `90d`, `12h`, `30m`, `45s` (`0s` too), at most [`MAX_AGE_DAYS`].
-pub fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
+fn parse_age(s: &str) -> Result<chrono::TimeDelta, String> {
     let err = || format!("{s:?} is not an age like 90d, 12h, 30m or 45s");
     let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
     let (number, unit) = s.split_at(unit_at);

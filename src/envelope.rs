@@ -245,7 +245,7 @@ fn without_leap_second(time: DateTime<Utc>) -> DateTime<Utc> {
 mod tests {
     use super::*;
 
-    pub const SEED: &str = r#"{
+    const SEED: &str = r#"{
 "data": {
 "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",
 "result": "SUCCESS",

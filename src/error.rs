@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Seconds Calry (or any client) is asked to wait before retrying a 503.
-pub const RETRY_AFTER_SECS: u32 = 5;
+const RETRY_AFTER_SECS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -177,7 +177,7 @@ impl Notifier {
 
 /// The feed's horizon as SQL: the oldest transaction still running (its id, as `feed_xid` holds
 /// it). The feed shows the events of transactions below it, which no event can join any more.
-pub const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 /// The snapshot's xmax as SQL: one past the newest transaction that has ended. Every position
 /// this store gave out is below it.

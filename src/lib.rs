@@ -43,7 +43,7 @@ use signature::{InvalidSecrets, Verifier};
 use store::{Pool, ReadReplica, StoreError, WriterPool};
 
 /// Longest a graceful shutdown waits for in-flight requests and queued deliveries.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the service cannot start with its configuration.
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ struct RequestLabels {
 }
 
 /// The `route` of a request that matched no route.
-pub const UNMATCHED: &str = "unmatched";
+const UNMATCHED: &str = "unmatched";
 
 /// Upper bounds of the request-duration buckets, in seconds: a quarter of a millisecond up to the
 /// longest long poll (30 s), with bounds at 3, 5, 10 and 20 ms, the p99 targets of the queries

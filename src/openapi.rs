@@ -421,7 +421,7 @@ pub enum ResultParam {
 }
 
 /// The example payload of Calry's webhook documentation.
-pub fn seed_example() -> Value {
+fn seed_example() -> Value {
     json!({
         "data": {
             "integrationAccountId": "4a905074-4dd9-426a-b5a9-cf7c9bb33034",

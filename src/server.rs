@@ -57,7 +57,7 @@ use crate::telemetry::Sometimes;
 
 /// Connections let in past `max_connections`, to answer the health routes while the cap is
 /// reached.
-pub const OVERFLOW: usize = 32;
+const OVERFLOW: usize = 32;
 /// Most bytes of a request head (its request line and header lines) the service reads.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most bytes hyper buffers for a connection each way (see `connection`): a request head must fit.
@@ -66,7 +66,7 @@ const MAX_BUF: usize = MAX_HEAD;
 /// Connections of the cap kept from streams and long polls, for deliveries and short queries:
 /// however many of those a client opens, they take at most the rest
 /// ([`long_lived_places`]).
-pub const DELIVERY_ROOM: usize = 64;
+const DELIVERY_ROOM: usize = 64;
 
 /// How many streams and waiting long polls may be open at once under a cap of `max_connections`:
 /// all but [`DELIVERY_ROOM`] of them (all but half, under a cap below twice that).

@@ -112,7 +112,7 @@ impl Verifier {
     }
 
     /// Whether deliveries must be signed (at least one secret is configured).
-    pub fn is_enabled(&self) -> bool {
+    fn is_enabled(&self) -> bool {
         !self.keys.is_empty()
     }
 

@@ -372,7 +372,7 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
 }
 
 /// About how many events a range of [`rebuild`] reads.
-pub const REBUILD_STEP: i64 = 1_000;
+const REBUILD_STEP: i64 = 1_000;
 
 /// [`rebuild`] in ranges of about `step` events.
 pub async fn rebuild_in_steps(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error> {

@@ -34,7 +34,7 @@ const MAX_REQUEST_ID: usize = 128;
 pub struct Sometimes(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
 
 impl Sometimes {
-    pub const EVERY: Duration = Duration::from_secs(60);
+    const EVERY: Duration = Duration::from_secs(60);
 
     pub const fn new() -> Self {
         Sometimes(std::sync::Mutex::new((None, 0)))

@@ -200,7 +200,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn list_accounts(
+async fn list_accounts(
     Caller { access, mut db, .. }: Caller<Replica>,
     params: Params,
 ) -> Result<Json<AccountPage>> {
@@ -348,7 +348,7 @@ pub struct Timeline {
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn timeline(
+async fn timeline(
     AccountPath {
         caller: Caller { mut db, .. },
         workspace_id,

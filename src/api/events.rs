@@ -88,7 +88,7 @@ pub const EVENT_BY_ID: &str = "from events
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn get_event(
+async fn get_event(
     Caller { access, mut db, .. }: Caller<Replica>,
     HookPath(hook_id): HookPath,
     // It takes none: read to refuse any.
@@ -122,7 +122,7 @@ pub struct EventPage {
 }
 
 /// Most values of `eventType` in one query (Calry has nine types in three categories).
-pub const MAX_EVENT_TYPES: usize = 32;
+const MAX_EVENT_TYPES: usize = 32;
 
 /// The `eventType` and `integrationAccountId` filters, as history and the feed read them.
 #[derive(Debug, Clone, Default)]
@@ -376,7 +376,7 @@ impl HistoryQuery {
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn list_events(
+async fn list_events(
     WorkspacePath {
         caller: Caller { mut db, .. },
         workspace_id,

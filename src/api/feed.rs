@@ -44,7 +44,7 @@ async fn in_time(request: Request, next: Next) -> Response {
 const FEED_DEFAULT_LIMIT: i64 = 100;
 const FEED_MAX_LIMIT: i64 = 1000;
 /// Longest long poll.
-pub const MAX_WAIT_SECS: u64 = 30;
+const MAX_WAIT_SECS: u64 = 30;
 /// Events of the feed a filtered read looks at past `after` at most (the filters, and a token's
 /// scope on `/feed`, are checked row by row): one whose events all fail them answers no items
 /// and the last of those it looked at as `next`, rather than read on until the query timeout
@@ -417,11 +417,7 @@ type FeedAnswer = (Option<[(&'static str, String); 1]>, Json<FeedPage>);
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn feed(
-    State(app): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<FeedAnswer> {
+async fn feed(State(app): State<AppState>, caller: Caller, params: Params) -> Result<FeedAnswer> {
     let query = FeedQuery::parse(None, caller.access.scope(), &params)?;
     follow(&app, caller, query).await
 }
@@ -445,7 +441,7 @@ pub async fn feed(
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn workspace_feed(
+async fn workspace_feed(
     State(app): State<AppState>,
     WorkspacePath {
         caller,

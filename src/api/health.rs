@@ -34,7 +34,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", operation_id = "check_health",
     tag = "operations", security(),
     responses((status = 200, description = "The process is alive.", body = Health)))]
-pub async fn healthz() -> Json<Health> {
+async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
     })
@@ -141,7 +141,7 @@ async fn check_replica(
         (status = 503, description = "The database is unreachable, not migrated, or migrated by a newer version.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before asking again.")), example = json!(crate::openapi::example::unavailable())),
     ))]
-pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
+async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
     let latest = crate::store::latest_migration();
     let check = app.readers.with_first(|mut db| async move {
         let applied = sqlx::query_scalar("select max(version) from _sqlx_migrations where success")

@@ -96,7 +96,7 @@ pub struct Shared {
 
 impl Shared {
     /// A place for a stream or a waiting long poll of `holder` ([`places`]).
-    pub fn long_lived_place(
+    fn long_lived_place(
         &self,
         holder: unsent::Holder,
         close: Option<crate::server::ConnectionCloser>,

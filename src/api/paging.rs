@@ -15,10 +15,10 @@ use crate::feed::FeedEnd;
 
 /// Items per page of history, statuses, workspaces, accounts and timelines, by default and at
 /// most (the feed's are its own: `feed::FEED_DEFAULT_LIMIT`).
-pub const DEFAULT_LIMIT: i64 = 50;
+const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 /// Longest query string read, in bytes: room for every filter at its longest, percent-encoded.
-pub const MAX_QUERY_BYTES: usize = 8192;
+const MAX_QUERY_BYTES: usize = 8192;
 
 /// The parameters of a query string, in order, repeated ones included.
 #[derive(Debug)]
@@ -132,7 +132,7 @@ fn form_decode(part: &str) -> Option<String> {
 
 /// A path or query parameter: 400 naming it when it holds U+0000, which PostgreSQL's text
 /// cannot hold (so no stored id does).
-pub fn reject_nul(name: &str, value: &str) -> Result<()> {
+fn reject_nul(name: &str, value: &str) -> Result<()> {
     if value.contains('\0') {
         return Err(Error::bad_parameter(
             name,

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::store::ReadConnection;
 
 /// The request header by which a reader asks for the primary: `Calry-Hooks-Read-From: primary`.
-pub const READ_FROM: &str = "calry-hooks-read-from";
+const READ_FROM: &str = "calry-hooks-read-from";
 
 /// Which database a query route runs its statements on: [`Primary`] or [`Replica`].
 pub trait Source: Send + Sync + 'static {

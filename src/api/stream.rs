@@ -1304,7 +1304,7 @@ impl Follow {
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn stream(
+async fn stream(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -1333,7 +1333,7 @@ pub async fn stream(
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn workspace_stream(
+async fn workspace_stream(
     State(app): State<AppState>,
     WorkspacePath {
         caller,

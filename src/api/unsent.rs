@@ -31,10 +31,10 @@ use crate::error::Error;
 /// Most bytes of answers held at once while their clients read them: 64 full pages.
 pub const BUDGET: usize = 64 * MAX_PAGE_BYTES;
 /// The size of the pieces an answer is handed to hyper in; smaller answers are handed whole.
-pub const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Most bytes of answers one client holds at once: a quarter of [`BUDGET`].
-pub const SHARE: usize = BUDGET / 4;
+const SHARE: usize = BUDGET / 4;
 
 /// Who holds a share (of this budget, of the places of streams: `places`): a client, told by its
 /// bearer token (hashed), or without one by its address.

@@ -86,7 +86,7 @@ pub enum ReceiptStatus {
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")), example = json!(crate::openapi::example::unavailable())),
     )
 )]
-pub async fn receive(
+async fn receive(
     State(app): State<AppState>,
     uri: Uri,
     headers: HeaderMap,

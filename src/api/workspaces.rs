@@ -111,7 +111,7 @@ pub struct WorkspacePage {
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn list_workspaces(
+async fn list_workspaces(
     Caller { access, mut db, .. }: Caller<Replica>,
     params: Params,
 ) -> Result<Json<WorkspacePage>> {
@@ -181,7 +181,7 @@ pub fn push_workspaces_query<'a>(
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn workspace_status(
+async fn workspace_status(
     WorkspacePath {
         caller:
             Caller {
@@ -322,7 +322,7 @@ fn whole_answer(
 }
 
 /// Accounts per statement of a whole status answer, and the most a page holds.
-pub const STATUS_CHUNK: i64 = MAX_LIMIT;
+const STATUS_CHUNK: i64 = MAX_LIMIT;
 
 /// What a status answer says before its accounts.
 #[derive(Serialize)]
@@ -503,7 +503,7 @@ pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.eve
     ),
     security((), ("bearerAuth" = []))
 )]
-pub async fn account_status(
+async fn account_status(
     AccountPath {
         caller: Caller { mut db, .. },
         workspace_id,

@@ -266,7 +266,7 @@ impl Pool {
     /// Up to `size` connections with `options`, each opened (or, after a second idle, pinged)
     /// within `connect_timeout` and set up with [`settings`]: statements stopped after
     /// `statement_timeout`, and `more`.
-    pub fn with_options(
+    fn with_options(
         options: PgConnectOptions,
         size: usize,
         statement_timeout: Duration,
@@ -565,7 +565,7 @@ fn user_without_host(url: &str) -> std::borrow::Cow<'_, str> {
 /// `set_config` once connected ([`set_up`]), not as startup options, which a pooler in front
 /// of PostgreSQL refuses (PgBouncer: "unsupported startup parameter: options") or is set to
 /// drop.
-pub const SESSION: [(&str, &str); 5] = [
+const SESSION: [(&str, &str); 5] = [
     // A 2xx means committed and flushed, whatever the server's default.
     ("synchronous_commit", "on"),
     // Every statement here is short and runs again and again; compiling one (as the server's
@@ -600,7 +600,7 @@ pub fn settings(statement_timeout: Duration, more: &[(&'static str, &str)]) -> S
 /// The settings of work that runs for as long as it takes (a migration, a month read or deleted
 /// in the background), while a lock it must wait for fails it after [`STATEMENT_TIMEOUT`], as
 /// any statement of the service would.
-pub fn unhurried() -> Settings {
+fn unhurried() -> Settings {
     vec![
         ("statement_timeout", "0".to_owned()),
         ("lock_timeout", millis(STATEMENT_TIMEOUT)),
@@ -613,15 +613,15 @@ fn millis(duration: Duration) -> String {
 }
 
 /// Session settings, by name.
-pub type Settings = Vec<(&'static str, String)>;
+type Settings = Vec<(&'static str, String)>;
 
 /// Sets `settings` on a connection just opened, in one statement.
-pub async fn set_up(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
+async fn set_up(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
     apply(conn, settings, false).await
 }
 
 /// Sets `settings` until the end of the transaction open on `conn`.
-pub async fn set_local(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
+async fn set_local(conn: &mut PgConnection, settings: &Settings) -> Result<(), sqlx::Error> {
     apply(conn, settings, true).await
 }
 

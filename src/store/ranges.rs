@@ -71,7 +71,7 @@ impl Range {
     }
 
     /// `query` with the range's bounds bound (see [`Range::within`]).
-    pub fn bind<'q>(
+    fn bind<'q>(
         &self,
         query: Query<'q, Postgres, PgArguments>,
     ) -> Query<'q, Postgres, PgArguments> {

@@ -19,10 +19,10 @@ use crate::config::Config;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long reads go to the primary once the replica was found unreachable, before one read
 /// tries it again.
-pub const DOWN_FOR: Duration = Duration::from_secs(5);
+const DOWN_FOR: Duration = Duration::from_secs(5);
 /// How often a read checks, on its connection to the replica, that the replica is still a
 /// standby of the primary (promotion ends that).
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether the server is in recovery, and which cluster it is a copy of.
 const IDENTITY: &str = "select pg_is_in_recovery(), system_identifier from pg_control_system()";
