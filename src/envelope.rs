@@ -54,7 +54,8 @@ pub fn not_utf8(err: std::str::Utf8Error) -> Error {
 
 impl Envelope {
     /// Parses a webhook body: 400 when it is not UTF-8 JSON (or holds what PostgreSQL cannot
-    /// store), 422 naming the field when the envelope is incomplete or mistyped.
+    /// store), 422 naming the field when the envelope is incomplete or mistyped. For the tests and
+    /// the fuzz target: the route checks UTF-8 itself and calls [`Envelope::parse_str`].
     pub fn parse(body: &[u8]) -> Result<Envelope, Error> {
         Envelope::parse_str(std::str::from_utf8(body).map_err(not_utf8)?)
     }

@@ -19,7 +19,7 @@ use crate::metrics::GaugeGuard;
 
 use crate::config::Config;
 pub use cluster::{Cluster, ClusterError, Role};
-pub use replica::{ReadReplica, ReplayLag};
+pub use replica::ReadReplica;
 
 /// Name of the database in the private cluster.
 const PRIVATE_DATABASE: &str = "calry_hooks";
