@@ -2,10 +2,17 @@
 //!
 //! The store keeps, per (workspace, account, known event type), the event with the greatest
 //! (occurredAt, hookId) — written by the ingest statement (`src/ingest.rs`) and by
-//! [`rebuild`]. Everything else is derived here from those rows: a category's state is its latest
-//! row's, sync's `lastCompletedAt` / `lastErrorAt` / `lastPausedAt` are the rows of the three sync
-//! types, an account's `lastEventAt` is the latest of its rows. Since each row is a maximum over
-//! a set, the status depends on the set of events only, never on arrival order.
+//! [`rebuild`]. Everything else but `since` is derived here from those rows: a category's state is
+//! its latest row's, sync's `lastCompletedAt` / `lastErrorAt` / `lastPausedAt` are the rows of the
+//! three sync types, an account's `lastEventAt` is the latest of its rows. Since each row is a
+//! maximum over a set, the status depends on the set of events only, never on arrival order.
+//!
+//! Not here, though they follow the same rules (as SQL, the table `event_states`): a category's
+//! `since` and the timelines (SPEC §11, the tables `accounts` and `state_changes`), kept by the
+//! ingest statement (`INSERT_BATCH` in `src/ingest.rs`) and rebuilt by the SQL function
+//! `rebuild_accounts`; and whether an event changes its account's status, for the streams'
+//! `status` messages, decided in `src/api/stream.rs` (by ingest once history was ever removed:
+//! `changes_status`).
 
 use std::time::Duration;
 
