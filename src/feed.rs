@@ -8,6 +8,13 @@
 //!
 //! The same connection hears when a token changes (`auth::CHANNEL`), and tells the instance's
 //! [`TokenCache`] to forget what it remembered; the cache is used only while listening.
+//!
+//! Also what the feed's order rests on. The database gives each event its position as it is
+//! stored (`feed_xid`, `feed_seq`: column defaults, migration 0003; the sequence's start, 0018);
+//! a read shows the events below the horizon ([`FeedEnd`], [`PassedOver`], in
+//! `api::paging::push_feed_keyset`), where no transaction can still add one, so the feed never
+//! skips an event. [`epoch_needed`] and [`follow_timeline`] keep positions going forward after a
+//! restore or a promotion.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
