@@ -15,7 +15,8 @@
 //! - Once the service is asked to stop, an answer whose client has taken none of its bytes for
 //!   [`STOP_GRACE`] ends at once; answers being read are let finish. A client reading from its
 //!   own kernel's buffer is seen only when that buffer frees enough to reopen its window (about
-//!   95 KB on loopback): the grace is long enough for readers of about 10 KB/s there.
+//!   95 KB on loopback, measured in docs/BENCHMARKS.md): the grace is long enough for readers of
+//!   about 10 KB/s there.
 //!   A connection with no request in progress is kept for one more for [`CLOSE_GRACE`], and
 //!   one whose next head has begun to arrive by then for the rest of its head timeout.
 //! - A kept-alive connection may sit with no request for `idle_timeout`, unless the cap is

@@ -69,7 +69,7 @@ pub struct Shared {
     pub ingestor: Ingestor,
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
-    /// Moves of the feed's horizon, for long polls.
+    /// Moves of the feed's horizon, for the feed's reads and the streams catching up.
     pub horizon: crate::feed::Horizon,
     /// News of new events, for long polls and streams.
     pub notifier: Notifier,
