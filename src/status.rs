@@ -382,6 +382,8 @@ pub async fn rebuild(pool: &PgPool) -> Result<Rebuilt, sqlx::Error> {
 const REBUILD_STEP: i64 = 1_000;
 
 /// [`rebuild`] in ranges of about `step` events.
+///
+/// Public so that tests can rebuild in small ranges.
 pub async fn rebuild_in_steps(pool: &PgPool, step: i64) -> Result<Rebuilt, sqlx::Error> {
     let turn = crate::store::partitions::hold_removals(pool).await?;
     let rebuilt = rebuild_ranges(pool, step).await;

@@ -80,6 +80,8 @@ impl AccountRow {
 }
 
 /// A `GET /accounts` listing: its filters, page size and cursor.
+///
+/// Public, with its `parse` and `push_sql`, so that tests can read its plans.
 pub struct AccountsQuery {
     /// The sync states wanted, in [`SyncState::ALL`] order.
     sync: Vec<&'static str>,
@@ -397,6 +399,8 @@ async fn timeline(
 
 /// The statement of a timeline page: one branch per category, each a range of the primary key of
 /// `state_changes`, and the page the first of their union (one row more than `limit`).
+///
+/// Public so that tests can read its plans.
 pub fn push_timeline_sql<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
     workspace_id: &'a str,

@@ -68,6 +68,8 @@ pub const EVENT_COLUMNS: &str = "hook_id, event_type, source, workspace_id, \
 
 /// The event with hook id `$1`. `hook_ids` says when it was received, so one partition is
 /// searched, not all of them (PostgreSQL prunes the others at run time).
+///
+/// Public so that tests can read its plan.
 pub const EVENT_BY_ID: &str = "from events
     where hook_id = $1 and received_at = (select received_at from hook_ids where hook_id = $1)";
 
@@ -231,6 +233,8 @@ impl EventFilter {
 }
 
 /// The filters and position of one history page.
+///
+/// Public, with its `parse` and `push_sql`, so that tests can read its plans.
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
     pub workspace_id: String,

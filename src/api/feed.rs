@@ -189,6 +189,8 @@ impl FeedQuery {
 
     /// One range scan of `events_feed` (or `events_workspace_feed`) from `after` on, up to
     /// `until` when given.
+    ///
+    /// Public so that tests can read its plans.
     pub fn push_sql<'a>(
         &'a self,
         qb: &mut QueryBuilder<'a, Postgres>,

@@ -400,6 +400,8 @@ async fn latest_rows_at(
 
 /// The statement of [`latest_rows_at`]: per asked (workspace, account, feed position), ordinal
 /// `ord`, the account's latest rows at that position (`inclusive`) or just before it.
+///
+/// Public so that tests can read its plans.
 pub fn latest_rows_at_sql(inclusive: bool) -> String {
     let op = if inclusive { "<=" } else { "<" };
     format!(

@@ -134,6 +134,8 @@ async fn list_workspaces(
 }
 
 /// The query of a workspace page, fetching one item more than `limit` to tell if more follow.
+///
+/// Public so that tests can read its plans.
 pub fn push_workspaces_query<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
     after: Option<&'a WorkspaceCursor>,
@@ -444,6 +446,8 @@ impl ChunkRead {
 /// each with the `since` of its category (an event type's first segment; rows of types of no
 /// category are left out by `status::accounts`). The head's account columns are null, the rows'
 /// head columns too: each value crosses the wire once.
+///
+/// Public so that tests can read its plans.
 pub const WORKSPACE_STATUS: &str = "with page as ( \
         select workspace_id, integration_account_id, account_since, link_since, sync_since \
         from accounts \
@@ -473,6 +477,8 @@ pub const WORKSPACE_STATUS: &str = "with page as ( \
     order by integration_account_id nulls first";
 
 /// One account's latest rows, each with its category's `since`.
+///
+/// Public so that tests can read its plan.
 pub const LATEST_ROWS_OF_ACCOUNT: &str = "select l.integration_account_id, l.event_type, \
     l.hook_id, l.result, l.occurred_at, \
     case s.category when 'account' then a.account_since when 'link' then a.link_since \
