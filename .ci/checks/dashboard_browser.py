@@ -324,12 +324,19 @@ class Check:
         """At 1280 px, at 1120 (just above where the tables once went side by side, the narrower
         too narrow for its table by 16 px), and at 640 (1280 px zoomed to 200 %), no table scrolls
         sideways: its columns after the first (the states, the times) would be out of sight, the
-        scroll bar at its foot."""
+        scroll bar at its foot. With the page's own font size the rows are cards up to 720 px and a
+        table from 721 px (the cards' threshold is in lh of the page, 720.5 px at that font)."""
         for width in (1280, 1120, 640):
             _, over = self.widths_at(page, width, 900)
             if over:
                 raise Fail(f"{what}, made {width} px wide: a table is wider than its panel by {over} px "
                            "(it scrolls sideways, its last columns out of sight)")
+        for width, cards in ((720, True), (721, False)):
+            self.widths_at(page, width, 900)
+            shown = page.evaluate("() => getComputedStyle(document.querySelector('#main .grid tbody tr')).display")
+            if (shown == "grid") != cards:
+                raise Fail(f"{what}, made {width} px wide: its rows are {'cards' if shown == 'grid' else 'a table'}, "
+                           f"expected {'cards' if cards else 'a table'} (the switch is between 720 and 721 px)")
         page.set_viewport_size({"width": 1440, "height": WIDTHS[1440]})
 
     def large_font(self, path, what):
