@@ -2,7 +2,7 @@
 // state changes (SPEC §11) and its recent events, any event's payload on request; live from the
 // workspace's stream filtered to the account.
 
-import { ApiError, api, p, q, watch } from './api.js';
+import { ApiError, api, p, q, removedFromStore, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, compareTimes, copyButton, eventType, fill, h, id, isolated, json, keep, kept, lacksSince, newestFirst, note, num,
@@ -40,11 +40,18 @@ export default function accountPage(main, { conn }, ws, acc) {
   };
   const timeline = { items: [], nextCursor: null, error: null };
   const events = { items: [], nextCursor: null, error: null, moreError: null, trimmed: false, removed: 0 };
-  // Events drawn that retention or `prune` removed since are taken off at the next read of the
-  // newest (the 15 s refresh's, at the latest), under a note saying how many.
-  const gone = removals();
+  // Events drawn that retention or `prune` removed since are taken off once a read of the newest
+  // (the 15 s refresh's, at the latest) shows them gone and the primary says so, under a note
+  // saying how many; the newest are read again in their place (with the timeline, whose older
+  // changes may go with them).
+  const gone = removals(removedFromStore, () => {
+    if (!loaded || !dropRemoved()) return;
+    drawEvents();
+    loadEvents();
+    later();
+  });
   const dropRemoved = (page, sentAt) => {
-    const { items, removed } = gone.newest(events.items, page, sentAt);
+    const { items, removed } = page ? gone.newest(events.items, page, sentAt) : gone.drop(events.items);
     events.items = items;
     events.removed += removed;
     return removed;
@@ -396,8 +403,7 @@ export default function accountPage(main, { conn }, ws, acc) {
   // A redelivery is not in the stream (SPEC §10): as many of the newest events as are drawn are
   // read every 15 s (which is also the page's check that the service answers), and those drawn
   // get their delivery counts: higher ones only, as an answer may come after a newer read's.
-  // Those it shows removed from history are taken off, and the newest read again in their place
-  // (with the timeline, whose older changes may go with them).
+  // Those it shows removed from history are taken off (see `gone` above).
   let watchSent = 0;
   watch(() => {
     watchSent = gone.sent();

@@ -82,14 +82,16 @@ export function authHeaders() {
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
 
-/** GET `path` (with query) and parse its JSON, waiting for a token or for the service as needed. */
-export async function api(path) {
+/** GET `path` (with query) and parse its JSON, waiting for a token or for the service as needed;
+ * `primary` asks for the primary database rather than a replica behind it (README "Read replicas"). */
+export async function api(path, { primary = false } = {}) {
+  const from = primary ? { 'Calry-Hooks-Read-From': 'primary' } : {};
   for (;;) {
     const used = token.get();
     let res;
     const signal = AbortSignal.timeout(ANSWER_MS); // the body too
     try {
-      res = await fetch(path, { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store', signal });
+      res = await fetch(path, { headers: { Accept: 'application/json', ...from, ...authHeaders() }, cache: 'no-store', signal });
     } catch (e) {
       await unreachable(e.name === 'TimeoutError' ? NO_ANSWER : 'Cannot reach the service');
       continue;
@@ -325,3 +327,8 @@ export function p(...segments) {
   }
   return '/' + segments.map(encodeURIComponent).join('/');
 }
+
+/** Whether the primary database no longer holds the event `hookId` (`404`): retention or `prune`
+ * removed it. Any other answer, or none, is not taken for a removal. */
+export const removedFromStore = (hookId) => api(p('events', hookId), { primary: true })
+  .then(() => false, (e) => e instanceof ApiError && e.status === 404);

@@ -427,22 +427,47 @@ export const SINCE_MISSING = 'This service does not report since when each state
  * event's place (newer than its oldest, or its last page), was removed, with every event received
  * no later than it. An event only the stream brought tells nothing by its absence (a read sent
  * before it was stored, or a replica behind, would not hold it yet).
+ *
+ * A read answered by a replica behind the primary (README "Read replicas") after one the primary
+ * answered (a fallback) shows the same absence, of events still stored: so what a read shows
+ * removed is taken off only once `confirm(hookId)` resolves true for the latest received of
+ * those events (the primary no longer holds it), and `confirmed()` is then called.
  */
-export function removals() {
+export function removals(confirm, confirmed) {
   const seen = new Map(); // hook id → the answer that first held it
   let answers = 0;
+  let gone = null; // every event received at or before it is removed, as the primary said
+  const asking = new Set(); // the hook ids `confirm` is asked about
   const took = (page) => {
     answers++;
     for (const e of page.items) if (!seen.has(e.hookId)) seen.set(e.hookId, answers);
+  };
+  const drop = (drawn) => {
+    if (!gone) return { items: drawn, removed: 0 };
+    const items = drawn.filter((e) => compareTimes(e.receivedAt, gone) > 0);
+    for (const e of drawn) if (compareTimes(e.receivedAt, gone) <= 0) seen.delete(e.hookId);
+    return { items, removed: drawn.length - items.length };
+  };
+  const ask = (e) => {
+    if ((gone && compareTimes(e.receivedAt, gone) <= 0) || asking.has(e.hookId)) return;
+    asking.add(e.hookId);
+    Promise.resolve(confirm(e.hookId)).then((removed) => {
+      asking.delete(e.hookId);
+      if (!removed) return;
+      if (!gone || compareTimes(e.receivedAt, gone) > 0) gone = e.receivedAt;
+      confirmed();
+    }, () => asking.delete(e.hookId));
   };
   return {
     /** What a read sent now can tell: pass it with its answer. */
     sent: () => answers,
     /** Takes the answer of a read of older events (a page after a cursor). */
     took,
+    /** `drawn` without the events the primary said were removed, and how many those were. */
+    drop,
     /**
      * Takes `page`, the answer of a read of the newest events sent at `sentAt`, and returns
-     * `drawn` without the events it shows removed, and how many those were (`removed`).
+     * `drop(drawn)`; the events it shows removed are asked about (see above).
      */
     newest(drawn, page, sentAt) {
       const have = new Set(page.items.map((e) => e.hookId));
@@ -456,13 +481,11 @@ export function removals() {
       let cut = null;
       for (const e of drawn) {
         if (have.has(e.hookId) || !(seen.get(e.hookId) <= sentAt) || !inSpan(e) || afterAKept(e)) continue;
-        if (!cut || compareTimes(e.receivedAt, cut) > 0) cut = e.receivedAt;
+        if (!cut || compareTimes(e.receivedAt, cut.receivedAt) > 0) cut = e;
       }
       took(page);
-      if (!cut) return { items: drawn, removed: 0 };
-      const items = drawn.filter((e) => compareTimes(e.receivedAt, cut) > 0);
-      for (const e of drawn) if (compareTimes(e.receivedAt, cut) <= 0) seen.delete(e.hookId);
-      return { items, removed: drawn.length - items.length };
+      if (cut) ask(cut);
+      return drop(drawn);
     },
   };
 }

@@ -7,7 +7,7 @@
 // (none when that account is not drawn), so a keystroke or a live update costs the same whatever
 // its size.
 
-import { ApiError, api, p, q, watch } from './api.js';
+import { ApiError, api, p, q, removedFromStore, watch } from './api.js';
 import { follow } from './stream.js';
 import {
   SINCE_MISSING, compareTimes, copyButton, eventType, figure, fill, h, id, isolated, keep, kept, knownType, lacksSince, newestFirst,
@@ -39,7 +39,9 @@ export default function workspacePage(main, { conn }, ws) {
   const view = kept({ limit: ROWS }); // rows drawn
   let events = [];
   let removed = 0; // events drawn that retention or `prune` removed since (see watch below)
-  const gone = removals();
+  // Once the primary says events drawn were removed, the recent events are read again (and
+  // `read` counts those taken off).
+  const gone = removals(removedFromStore, () => loaded && load());
   let lastEventAt = null;
   let missing = null; // the 404 of a workspace with no events yet
   let loaded = false;
