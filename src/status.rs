@@ -9,8 +9,8 @@
 //!
 //! Not here, though they follow the same rules (as SQL, the table `event_states`): a category's
 //! `since` and the timelines (SPEC §11, the tables `accounts` and `state_changes`), kept by the
-//! ingest statement (`INSERT_BATCH` in `src/ingest.rs`) and rebuilt by the SQL function
-//! `rebuild_accounts`; and whether an event changes its account's status, for the streams'
+//! ingest statement (`INSERT_BATCH` in `src/ingest.rs`) and rebuilt by the SQL functions
+//! `rebuild_accounts` and `rebuild_accounts_of`; and whether an event changes its account's status, for the streams'
 //! `status` messages, decided in `src/api/stream.rs` (by ingest once history was ever removed:
 //! `changes_status`).
 
