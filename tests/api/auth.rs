@@ -179,32 +179,6 @@ async fn token_changes_wait_until_every_listening_instance_heard() {
     );
 }
 
-/// The process id of the instance's listening connection, once it listens for token changes
-/// (it takes its name then).
-async fn listener_pid(app: &TestApp) -> Option<i32> {
-    sqlx::query_scalar::<_, i32>(
-        "select pid from pg_stat_activity
-         where application_name = $1 and state = 'idle' and datname = current_database()",
-    )
-    .bind(calry_hooks::feed::LISTENER_NAME)
-    .fetch_optional(&app.pool)
-    .await
-    .unwrap()
-}
-
-/// Waits (at most 10 s) until the instance listens for token changes, and so remembers checks.
-async fn wait_until_listening(app: &TestApp) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while listener_pid(app).await.is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the instance never listened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-}
-
 /// The instance answers token checks from memory while it listens, and forgets them when it
 /// hears that a token changed or stops hearing at all. Shown by changing a token behind its back
 /// (the trigger that notifies disabled): the old answer stands until a notification comes, or
@@ -213,7 +187,7 @@ async fn wait_until_listening(app: &TestApp) {
 async fn token_checks_are_remembered_until_a_token_changes_or_the_listener_is_lost() {
     let app = spawn_app().await;
     two_workspaces(&app).await;
-    let listening = || listener_pid(&app);
+    let listening = || crate::helpers::listener_pid(&app);
     // Behind the instance's back: the trigger that notifies it disabled meanwhile.
     let unheard = |statement: String| {
         let pool = app.pool.clone();
@@ -230,7 +204,7 @@ async fn token_checks_are_remembered_until_a_token_changes_or_the_listener_is_lo
         }
     };
     for lost_listener in [false, true] {
-        wait_until_listening(&app).await;
+        crate::helpers::wait_until_listening(&app).await;
         let token = format!("chk_unheard{lost_listener}");
         unheard(format!(
             "insert into tokens (name, token_hash, all_workspaces, workspaces)
@@ -699,7 +673,7 @@ async fn neither_a_secret_nor_a_token_appears_in_the_logs() {
 #[tokio::test]
 async fn a_refusal_from_memory_borrows_no_connection() {
     let app = crate::helpers::one_connection_and_a_large_workspace(6_000).await;
-    wait_until_listening(&app).await;
+    crate::helpers::wait_until_listening(&app).await;
     let token = auth::create(&app.pool, "", true, &[]).await.unwrap().token;
     // The first refusal is looked up, and remembered.
     answered_soon(&app, "/workspaces/big/status", None, 401).await;
@@ -723,7 +697,7 @@ async fn a_refusal_from_memory_borrows_no_connection() {
 async fn a_remembered_token_check_expires_though_no_notification_comes() {
     let app = spawn_app().await;
     two_workspaces(&app).await;
-    wait_until_listening(&app).await;
+    crate::helpers::wait_until_listening(&app).await;
     let token = "chk_expires";
     let unheard = async |statement: &str| {
         let mut tx = app.pool.begin().await.unwrap();
@@ -742,7 +716,7 @@ async fn a_remembered_token_check_expires_though_no_notification_comes() {
     ))
     .await;
     answered_soon(&app, "/workspaces/A/status", Some(token), 200).await;
-    let listener = listener_pid(&app).await.expect("listening");
+    let listener = crate::helpers::listener_pid(&app).await.expect("listening");
     unheard(&format!(
         "update tokens set revoked_at = now() where token_hash = sha256('{token}')"
     ))
@@ -761,7 +735,7 @@ async fn a_remembered_token_check_expires_though_no_notification_comes() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(
-        listener_pid(&app).await,
+        crate::helpers::listener_pid(&app).await,
         Some(listener),
         "the listener was neither lost nor replaced: the memory expired"
     );

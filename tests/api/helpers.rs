@@ -951,3 +951,29 @@ pub async fn drop_role(owner: &PgPool, role: &str) {
     .await
     .unwrap();
 }
+
+/// The process id of the instance's listening connection, once it listens for token changes
+/// (it takes its name then).
+pub async fn listener_pid(app: &TestApp) -> Option<i32> {
+    sqlx::query_scalar::<_, i32>(
+        "select pid from pg_stat_activity
+         where application_name = $1 and state = 'idle' and datname = current_database()",
+    )
+    .bind(calry_hooks::feed::LISTENER_NAME)
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Waits (at most 10 s) until the instance listens for token changes, and so remembers checks.
+pub async fn wait_until_listening(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listener_pid(app).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}

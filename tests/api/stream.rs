@@ -1072,6 +1072,10 @@ async fn a_stream_ends_when_its_token_stops_counting() {
 #[tokio::test]
 async fn an_idle_stream_ends_at_a_keep_alive_once_its_token_is_revoked_unheard() {
     let app = spawn_app().await;
+    // Once the instance listens, the token's creation returns only when it has heard it: a
+    // listener that began to listen after the stream opened would have the stream check its
+    // token at once, meeting the revocation below.
+    crate::helpers::wait_until_listening(&app).await;
     let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
     let request = reqwest::Client::new()
         .get(format!("{}/stream", app.address))
