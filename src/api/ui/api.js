@@ -89,11 +89,14 @@ export async function api(path, { primary = false } = {}) {
   for (;;) {
     const used = token.get();
     let res;
-    const signal = AbortSignal.timeout(ANSWER_MS); // the body too
+    // The body too. Its timeout is told by the signal, not by the error's name: WebKit (Safari)
+    // rejects a fetch, or the read of its body, cut short by it with an AbortError, not with the
+    // signal's TimeoutError as Chromium and Firefox do.
+    const signal = AbortSignal.timeout(ANSWER_MS);
     try {
       res = await fetch(path, { headers: { Accept: 'application/json', ...from, ...authHeaders() }, cache: 'no-store', signal });
-    } catch (e) {
-      await unreachable(e.name === 'TimeoutError' ? NO_ANSWER : 'Cannot reach the service');
+    } catch {
+      await unreachable(signal.aborted ? NO_ANSWER : 'Cannot reach the service');
       continue;
     }
     if (res.status === 401) {
@@ -114,7 +117,7 @@ export async function api(path, { primary = false } = {}) {
     try {
       return await res.json();
     } catch (e) {
-      if (e.name !== 'TimeoutError') throw e;
+      if (!signal.aborted) throw e;
       await unreachable(NO_ANSWER);
     }
   }
