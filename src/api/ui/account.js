@@ -44,17 +44,20 @@ export default function accountPage(main, { conn }, ws, acc) {
   // (the 15 s refresh's, at the latest) shows them gone and the primary says so, under a note
   // saying how many; the newest are read again in their place (with the timeline, whose older
   // changes may go with them).
-  const gone = removals(removedFromStore, () => {
-    if (!loaded || !dropRemoved()) return;
-    drawEvents();
-    loadEvents();
-    later();
-  });
+  const gone = removals(removedFromStore, () => loaded && takeOffRemoved());
   const dropRemoved = (page, sentAt) => {
     const { items, removed } = page ? gone.newest(events.items, page, sentAt) : gone.drop(events.items);
     events.items = items;
     events.removed += removed;
     return removed;
+  };
+  /** Whether events were taken off (those the primary said were removed): then drawn again. */
+  const takeOffRemoved = (page, sentAt) => {
+    if (!dropRemoved(page, sentAt)) return false;
+    drawEvents();
+    loadEvents();
+    later();
+    return true;
   };
   let entryMissing = null;
 
@@ -409,13 +412,7 @@ export default function accountPage(main, { conn }, ws, acc) {
     watchSent = gone.sent();
     return eventsPath(null, Math.min(MOST, Math.max(EVENTS_PAGE, events.items.length)));
   }, (page) => {
-    if (!loaded) return;
-    if (dropRemoved(page, watchSent)) {
-      drawEvents();
-      loadEvents();
-      later();
-      return;
-    }
+    if (!loaded || takeOffRemoved(page, watchSent)) return;
     const now = new Map(page.items.map((e) => [e.hookId, e]));
     const stale = events.items.filter((e) => now.has(e.hookId) && now.get(e.hookId).deliveryCount > e.deliveryCount);
     for (const e of stale) Object.assign(e, now.get(e.hookId));

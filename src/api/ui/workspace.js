@@ -437,21 +437,15 @@ export default function workspacePage(main, { conn }, ws) {
     },
     onOpen: load,
   });
-  // The recent events are read every 15 s (also the page's check that the service answers): those
-  // drawn that retention or `prune` removed since go, the newest kept taking their place (with the
-  // live ones the answer may not hold yet).
+  // The recent events are read every 15 s (also the page's check that the service answers): what
+  // they show removed from those drawn is asked of the primary, and once it says so, read again
+  // (`gone` above; a read already under way, or the next after a failed one, takes them off).
   let watchSent = 0;
   watch(() => {
     watchSent = gone.sent();
     return q(p('workspaces', ws, 'events'), { limit: RECENT });
   }, (page) => {
-    if (!loaded) return;
-    const kept = gone.newest(events, page, watchSent);
-    if (!kept.removed) return;
-    removed += kept.removed;
-    const have = new Set(page.items.map((e) => e.hookId));
-    events = [...page.items, ...kept.items.filter((e) => !have.has(e.hookId))].sort(newestFirst).slice(0, RECENT);
-    drawEvents();
+    if (loaded) gone.newest(events, page, watchSent);
   });
 
   async function read() {
