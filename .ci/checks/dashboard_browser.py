@@ -16,7 +16,8 @@ virtual environment's python):
    exception, no request to any other host and no sideways scrolling, though the account has an
    event (posted from here) whose type (255 characters) and result (250) are long and unbroken;
    made 1280 px, 1120 px and 640 px wide (1280 px at 200 % zoom), no table in them scrolls
-   sideways either; on a touch screen 390 px wide, every button of the workspace and account pages is 24 px tall at least;
+   sideways either; on a touch screen 390 px wide, every button of the workspace and account
+   pages is 24 px tall at least;
    screenshots dashboard-<page>-<width>.png; at 1440 px, in the light scheme and the dark one, every
    state's dot (deleted too) is 3:1 against its badge, each filter's swatch and the header's dot
    against what is behind them, and the edge of each plain button (its fill the same as around
