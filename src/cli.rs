@@ -206,11 +206,11 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     }
     if config.webhook_secrets.is_none() {
         if !config.listen.ip().is_loopback() && !config.allow_unsigned {
-            return Err(format!(
+            return Err(crate::config::Unusable(format!(
                 "refusing to listen on {} with no webhook secret: anyone could write events; set \
                  CALRY_HOOKS_WEBHOOK_SECRETS, or pass --allow-unsigned",
                 config.listen
-            )
+            ))
             .into());
         }
         let from = if config.allow_unsigned {

@@ -524,6 +524,19 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Settings the service cannot run with together, found when it starts: like a value that
+/// cannot be used, the process ends with exit status 2, which the systemd unit does not restart.
+#[derive(Debug)]
+pub struct Unusable(pub String);
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unusable {}
+
 /// A PostgreSQL URL, checked when read, whatever the command; an empty one (a variable set to
 /// nothing, as an `.env` or a compose file may leave it) is refused rather than read as unset,
 /// saying what unsetting it would do.

@@ -15,6 +15,7 @@ async fn main() {
         if let Some(hint) = calry_hooks::error::hint(&*err) {
             eprintln!("calry-hooks: PostgreSQL's hint: {hint}");
         }
-        std::process::exit(1);
+        let unusable = err.is::<calry_hooks::config::Unusable>();
+        std::process::exit(if unusable { 2 } else { 1 });
     }
 }
