@@ -342,11 +342,12 @@ class Check:
 
     def large_font(self, path, what):
         """With the browser's minimum font size at 24 px (a person's setting, which a fresh context
-        cannot take: it is in a profile's Preferences), the page at 1440 px, 1024 px and 390 px is
-        no wider than the window and none of its tables scrolls sideways. At 1440 px the workspace's
-        tables side by side did (its accounts by 184 px), and at 1024 px its accounts' table, one
-        above the other, did (by 34 px; it needs 1008 px): px media queries, and em, do not grow
-        with that setting."""
+        cannot take: it is in a profile's Preferences), the page at 1440 px, 1024 px, 390 px and
+        360 px is no wider than the window and none of its tables scrolls sideways. At 1440 px the
+        workspace's tables side by side did (its accounts by 184 px), and at 1024 px its accounts'
+        table, one above the other, did (by 34 px; it needs 1008 px): px media queries, and em, do
+        not grow with that setting. At 360 px its cards did (by 6 px): one column fits, and the wide
+        cell's span 2 added a second, narrower than a "complete" badge."""
         profile = tempfile.mkdtemp(prefix="calry-hooks-font-")
         try:
             os.makedirs(os.path.join(profile, "Default"))
@@ -361,12 +362,12 @@ class Check:
                 size = page.evaluate("() => getComputedStyle(document.querySelector('#main th')).fontSize")
                 if size != "24px":
                     raise Unusable(f"{what}: the profile's minimum font size did not apply (a header cell is {size})")
-                for width, height in (*WIDTHS.items(), (1024, 768)):
+                for width, height in (*WIDTHS.items(), (1024, 768), (360, 800)):
                     wide, over = self.widths_at(page, width, height)
                     if wide > width + 1 or over:
                         raise Fail(f"{what}, {width} px wide: the page is {wide} px wide, its tables wider than "
                                    f"their panels by {over} px (it scrolls sideways)")
-                log(f"{what}: fits at 1440 px, 1024 px and 390 px, no table scrolling sideways")
+                log(f"{what}: fits at 1440 px, 1024 px, 390 px and 360 px, no table scrolling sideways")
             finally:
                 context.close()
         finally:
