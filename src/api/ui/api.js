@@ -331,7 +331,11 @@ export function p(...segments) {
   return '/' + segments.map(encodeURIComponent).join('/');
 }
 
-/** Whether the primary database no longer holds the event `hookId` (`404`): retention or `prune`
- * removed it. Any other answer, or none, is not taken for a removal. */
+/** Whether the primary database no longer holds the event `hookId`: true (`404`: retention or
+ * `prune` removed it), false (it answered the event). Any other answer, or none, rejects: it
+ * tells neither. */
 export const removedFromStore = (hookId) => api(p('events', hookId), { primary: true })
-  .then(() => false, (e) => e instanceof ApiError && e.status === 404);
+  .then(() => false, (e) => {
+    if (e instanceof ApiError && e.status === 404) return true;
+    throw e;
+  });

@@ -431,16 +431,23 @@ export const SINCE_MISSING = 'This service does not report since when each state
  * A read answered by a replica behind the primary (README "Read replicas") after one the primary
  * answered (a fallback) shows the same absence, of events still stored: so what a read shows
  * removed is taken off only once `confirm(hookId)` resolves true for the latest received of
- * those events (the primary no longer holds it), and `confirmed()` is then called.
+ * those events (the primary no longer holds it), and `confirmed()` is then called. It resolves
+ * false when the primary still holds it: that event is not asked about again while later reads
+ * show no more than they did then (a replica as far behind), until a read holds it.
  */
 export function removals(confirm, confirmed) {
   const seen = new Map(); // hook id → the answer that first held it
   let answers = 0;
   let gone = null; // every event received at or before it is removed, as the primary said
   const asking = new Set(); // the hook ids `confirm` is asked about
+  // hook id → the ids a read showed removed when the primary said it still holds that event
+  const held = new Map();
   const took = (page) => {
     answers++;
-    for (const e of page.items) if (!seen.has(e.hookId)) seen.set(e.hookId, answers);
+    for (const e of page.items) {
+      if (!seen.has(e.hookId)) seen.set(e.hookId, answers);
+      held.delete(e.hookId);
+    }
   };
   const drop = (drawn) => {
     if (!gone) return { items: drawn, removed: 0 };
@@ -448,12 +455,18 @@ export function removals(confirm, confirmed) {
     for (const e of drawn) if (compareTimes(e.receivedAt, gone) <= 0) seen.delete(e.hookId);
     return { items, removed: drawn.length - items.length };
   };
-  const ask = (e) => {
+  const ask = (e, missing) => {
     if ((gone && compareTimes(e.receivedAt, gone) <= 0) || asking.has(e.hookId)) return;
+    const then = held.get(e.hookId);
+    if (then && missing.every((id) => then.has(id))) return;
     asking.add(e.hookId);
     Promise.resolve(confirm(e.hookId)).then((removed) => {
       asking.delete(e.hookId);
-      if (!removed) return;
+      if (!removed) {
+        held.set(e.hookId, new Set(missing));
+        return;
+      }
+      held.clear();
       if (!gone || compareTimes(e.receivedAt, gone) > 0) gone = e.receivedAt;
       confirmed();
     }, () => asking.delete(e.hookId));
@@ -479,12 +492,14 @@ export function removals(confirm, confirmed) {
       for (const e of page.items) if (!firstKept || compareTimes(e.receivedAt, firstKept) < 0) firstKept = e.receivedAt;
       const afterAKept = (e) => firstKept && compareTimes(e.receivedAt, firstKept) >= 0;
       let cut = null;
+      const missing = [];
       for (const e of drawn) {
         if (have.has(e.hookId) || !(seen.get(e.hookId) <= sentAt) || !inSpan(e) || afterAKept(e)) continue;
+        missing.push(e.hookId);
         if (!cut || compareTimes(e.receivedAt, cut.receivedAt) > 0) cut = e;
       }
       took(page);
-      if (cut) ask(cut);
+      if (cut) ask(cut, missing);
       return drop(drawn);
     },
   };
