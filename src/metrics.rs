@@ -263,8 +263,8 @@ impl Default for Metrics {
         r.register(
             "query_reads",
             "Requests of the status, history and accounts routes by the database they read \
-             from (primary or replica; a read the replica failed and the primary answered counts \
-             on both)",
+             from (primary or replica; a read begun on the replica and answered again by the \
+             primary counts on both, one that got no replica connection on the primary only)",
             m.query_reads.clone(),
         );
         r.register(
