@@ -86,11 +86,8 @@ pub(super) fn case_seed(what: u64, i: usize) -> u64 {
 pub(super) fn show(bytes: &[u8]) -> String {
     let text = format!("{:?}", String::from_utf8_lossy(bytes));
     if text.len() > 1500 {
-        format!(
-            "{}… ({} bytes)",
-            &text[..text.floor_char_boundary(1500)],
-            bytes.len()
-        )
+        let cut: String = text.chars().take(1500).collect();
+        format!("{cut}… ({} bytes)", bytes.len())
     } else {
         format!("{text} ({} bytes)", bytes.len())
     }
