@@ -6,8 +6,11 @@ import { fill, h, note, said as words } from './view.js';
 
 const KEY = 'calry-hooks.token';
 const RETRY_SECS = 5;
-// The longest a call waits for its answer: a service that is stopped (or a connection that died
-// without being closed) never answers, and the page would say nothing for ever.
+// The longest a call waits for its answer, and then for each next part of its body: a service
+// that is stopped (or a connection that died without being closed) never answers, and the page
+// would say nothing for ever. A body that keeps coming is read to its end however long it takes:
+// a workspace of 3,000 accounts is 1.5 MB, half a minute at 50 KB/s (a VPN from afar), and a
+// limit on the whole read cut it short at every try, for ever.
 const ANSWER_MS = 10000;
 const NO_ANSWER = `The service has not answered for ${ANSWER_MS / 1000} s`;
 // How often a token dialog asks whether the service still needs a token, and with what call.
@@ -89,22 +92,27 @@ export async function api(path, { primary = false } = {}) {
   for (;;) {
     const used = token.get();
     let res;
-    // The body too. Its timeout is told by the signal, not by the error's name: WebKit (Safari)
-    // rejects a fetch, or the read of its body, cut short by it with an AbortError, not with the
-    // signal's TimeoutError as Chromium and Firefox do.
-    const signal = AbortSignal.timeout(ANSWER_MS);
+    // The body too (see ANSWER_MS). Its timeout is told by the signal, not by the error's name:
+    // WebKit (Safari) rejects a fetch, or the read of its body, cut short by it with an
+    // AbortError, not with a TimeoutError as Chromium and Firefox do.
+    const { signal, wait, done } = silence(ANSWER_MS);
     try {
       res = await fetch(path, { headers: { Accept: 'application/json', ...from, ...authHeaders() }, cache: 'no-store', signal });
     } catch {
+      done();
       await unreachable(signal.aborted ? NO_ANSWER : 'Cannot reach the service');
       continue;
     }
+    wait(); // for the body now
     if (res.status === 401) {
       reachable(); // it answered: the banner goes, whether or not a token is given
-      await tokenRefused(used, (await problemOf(res)).detail);
+      const { detail } = await problemOf(res);
+      done();
+      await tokenRefused(used, detail);
       continue;
     }
     if (res.status === 503) {
+      done();
       await unreachable('The service is unavailable (503)');
       continue;
     }
@@ -113,14 +121,48 @@ export async function api(path, { primary = false } = {}) {
     // What is on screen was read with one token (or none): read with another, it all is again.
     if (readWith !== undefined && used !== readWith) location.reload();
     readWith = used;
-    if (!res.ok) throw new ApiError(res.status, await problemOf(res), path);
+    if (!res.ok) {
+      const problem = await problemOf(res);
+      done();
+      throw new ApiError(res.status, problem, path);
+    }
     try {
-      return await res.json();
+      return await jsonOf(res, wait);
     } catch (e) {
       if (!signal.aborted) throw e;
       await unreachable(NO_ANSWER);
+    } finally {
+      done();
     }
   }
+}
+
+/** A signal that aborts once `ms` pass with no `wait()` since (each `wait()` starts them again),
+ * and `done()` to stop it. */
+function silence(ms) {
+  const abort = new AbortController();
+  let timer = null;
+  const done = () => clearTimeout(timer);
+  const wait = () => {
+    done();
+    timer = setTimeout(() => abort.abort(), ms);
+  };
+  wait();
+  return { signal: abort.signal, wait, done };
+}
+
+/** The JSON of `res`'s body, calling `progress()` at each part of it that arrives. */
+async function jsonOf(res, progress) {
+  if (!res.body) return res.json();
+  const reader = res.body.getReader();
+  const parts = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    progress();
+  }
+  return new Response(new Blob(parts)).json();
 }
 
 export async function problemOf(res) {
