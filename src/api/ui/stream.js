@@ -16,6 +16,11 @@ import { api, authHeaders, onChange, problemOf, reachable, token, tokenRefused, 
 
 const RETRY_MS = 5000;
 const HIDDEN_MS = 5000; // a tab hidden this long has its stream closed
+// A stream sends a comment at least every 15 s (SPEC §10): one read with fetch that brings no
+// byte for this long died without being closed (a VPN that reconnected, a middlebox that forgot
+// the connection), and would say 'live' for ever while nothing comes. It is opened again from
+// its last position. (An EventSource does not show comments: it cannot be watched so.)
+const SILENT_MS = 35000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** An answer that asking again will not change (a 403 or a 404, say): the stream is given up. */
@@ -151,10 +156,20 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
       while (!abort.signal.aborted) {
         const used = token.get();
         let status = null;
+        // This connection's own: aborted by `abort` (stopped) or after SILENT_MS of silence.
+        const conn = new AbortController();
+        const cut = () => conn.abort();
+        abort.signal.addEventListener('abort', cut);
+        let silence = null;
+        const alive = () => {
+          clearTimeout(silence);
+          silence = setTimeout(cut, SILENT_MS);
+        };
+        alive();
         try {
           const headers = { Accept: 'text/event-stream', ...authHeaders() };
           if (lastId) headers['Last-Event-ID'] = lastId;
-          const res = await fetch(path, { headers, signal: abort.signal, cache: 'no-store' });
+          const res = await fetch(path, { headers, signal: conn.signal, cache: 'no-store' });
           status = res.status;
           if (res.status === 401) {
             reachable(); // it answered
@@ -169,7 +184,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
           if (res.ok && res.body) {
             onState('live');
             if (!lastId) onOpen();
-            await read(res.body, deliver);
+            await read(res.body, deliver, alive);
           }
         } catch (e) {
           if (abort.signal.aborted) return;
@@ -177,6 +192,9 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
             giveUp();
             return;
           }
+        } finally {
+          clearTimeout(silence);
+          abort.signal.removeEventListener('abort', cut);
         }
         onState('reconnecting');
         await pause(status);
@@ -238,8 +256,9 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   };
 }
 
-/** Reads server-sent events from `body` until it ends, calling `deliver(type, data, id)`. */
-async function read(body, deliver) {
+/** Reads server-sent events from `body` until it ends, calling `deliver(type, data, id)`, and
+ * `alive()` at each part that arrives (a comment too). */
+async function read(body, deliver, alive) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   let type = '';
@@ -248,6 +267,7 @@ async function read(body, deliver) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    alive();
     buffer += value;
     let end;
     while ((end = buffer.indexOf('\n')) >= 0) {
