@@ -47,7 +47,10 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 if [ "$NO_BUILD" != 1 ]; then
     log "building release binaries into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks --example loadgen)
+    # Two builds: in one, the example's dev-dependencies would add their features (tokio's
+    # `process`, hyper's client) to the service's dependencies, unlike `cargo build --release`.
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin calry-hooks &&
+        CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --example loadgen)
 fi
 
 as_postgres() {
