@@ -68,6 +68,9 @@ virtual environment's python):
    filter pressed while a delivery redraws the page takes the click; the newest event of its
    category that changes no state shows as its account's last event without a read of the
    account, and a late one that moves the account's ``since`` (no status message) is followed.
+16. a workspace page whose stream, opened again (its tab shown after being hidden), is answered 503
+   (page.route) and whose ask of the stream's status then goes unanswered (held, as over a
+   connection that died without being closed) gives that ask up and is live again within 25 s.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -602,6 +605,7 @@ class Check:
         self.timeline_race()
         self.timeline_refresh_race()
         self.stream_refused(pages["workspace"][0])
+        self.status_ask_unanswered(pages["workspace"][0])
         self.seam()
         self.redelivered()
         self.count_race()
@@ -1155,6 +1159,58 @@ class Check:
             raise Fail(f"{what}: once stopped, it asked for its stream {len(asked) - stopped} more time(s) "
                        "in 5 s")
         log(f"{what}: the header says {page.inner_text('#conn')!r} after {stopped} request(s), and no more")
+        page.context.close()
+
+    def status_ask_unanswered(self, path):
+        """A stream refused (a 503: a gateway, an outage) whose ask of the route's status (stream.js
+        answerTo) then goes unanswered, as over a connection that died without being closed, gives
+        that ask up (10 s, as every call) and opens its stream again. It waited for the ask for
+        ever, 'reconnecting…'. The stream is opened again by showing the page after hiding it."""
+        what = "a workspace page whose refused stream's status ask goes unanswered"
+        page = self.page(1440, tolerate=(lambda text, where: "503" in text,))
+        page.context.add_init_script(FAKE_VISIBILITY)
+        routed = {"armed": False, "refused": 0, "held": []}
+
+        def route(r):
+            kind = r.request.resource_type
+            if routed["armed"] and kind == "eventsource" and not routed["refused"]:
+                routed["refused"] += 1
+                r.fulfill(status=503, content_type="application/problem+json",
+                          body=json.dumps({"title": "Service Unavailable", "status": 503}))
+            elif routed["armed"] and kind == "fetch" and routed["refused"] and not routed["held"]:
+                routed["held"].append(r)  # never answered
+            else:
+                r.continue_()
+
+        page.route(lambda url: urllib.parse.urlsplit(url).path.endswith("/stream"), route)  # not stream.js
+        self.open(page, path, what)
+        self.until_live(page)
+        show = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
+        page.evaluate(show, "hidden")
+        page.wait_for_function("() => document.getElementById('conn').textContent.includes('hidden')",
+                               timeout=10000, polling=100)
+        routed["armed"] = True
+        page.evaluate(show, "visible")
+        shown = time.time()
+        deadline = shown + 5
+        while not routed["held"] and time.time() < deadline:
+            page.wait_for_timeout(50)
+        if not routed["held"]:
+            raise Fail(f"{what}: its stream answered 503 {routed['refused']} time(s), and no status ask "
+                       f"followed within 5 s (the header says {page.inner_text('#conn')!r})")
+        try:
+            page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
+                                   timeout=25000, polling=100)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: 25 s after its stream was refused, the header says "
+                       f"{page.inner_text('#conn')!r}: it still waits for the unanswered ask") from None
+        took = time.time() - shown
+        try:
+            routed["held"][0].abort()
+        except PlaywrightError:
+            pass  # the page gave it up: nothing to answer
+        self.clean(page, what)
+        log(f"{what}: live again {took:.1f} s after the 503")
         page.context.close()
 
     def hidden_tab(self, workspace, path):

@@ -11,7 +11,7 @@ const RETRY_SECS = 5;
 // would say nothing for ever. A body that keeps coming is read to its end however long it takes:
 // a workspace of 3,000 accounts is 1.5 MB, half a minute at 50 KB/s (a VPN from afar), and a
 // limit on the whole read cut it short at every try, for ever.
-const ANSWER_MS = 10000;
+export const ANSWER_MS = 10000;
 const NO_ANSWER = `The service has not answered for ${ANSWER_MS / 1000} s`;
 // How often a token dialog asks whether the service still needs a token, and with what call.
 const OPEN_PROBE_MS = 10000;

@@ -12,7 +12,7 @@
 // opened again, without a position, when the tab is shown: the page reads its data again then,
 // as after any opening without a position.
 
-import { api, authHeaders, onChange, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
+import { ANSWER_MS, api, authHeaders, onChange, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
 
 const RETRY_MS = 5000;
 const HIDDEN_MS = 5000; // a tab hidden this long has its stream closed
@@ -31,14 +31,18 @@ const final = (status) => status >= 400 && status < 500 && status !== 401 && sta
 const pause = (status) => (status === null ? unreachable('Cannot reach the service')
   : status === 503 ? unreachable('The service is unavailable (503)') : sleep(RETRY_MS));
 
-/** The status the service answers `path` with now (the body is not read), or null. */
+/** The status the service answers `path` with now (the body is not read), or null: none came, or
+ * none within ANSWER_MS, as for the API's calls (over a connection that died without being closed
+ * the ask never ends, and the stream, waiting for it, was never opened again). */
 async function answerTo(path) {
   const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), ANSWER_MS);
   try {
     return (await fetch(path, { headers: { Accept: 'text/event-stream', ...authHeaders() }, signal: abort.signal, cache: 'no-store' })).status;
   } catch {
     return null;
   } finally {
+    clearTimeout(timer);
     abort.abort();
   }
 }
