@@ -71,6 +71,9 @@ virtual environment's python):
 16. a workspace page whose stream, opened again (its tab shown after being hidden), is answered 503
    (page.route) and whose ask of the stream's status then goes unanswered (held, as over a
    connection that died without being closed) gives that ask up and is live again within 25 s.
+17. the overview, its reads of /workspaces and /accounts refused (page.route: offline) while a
+   status message starts a read and its 15 s refresh comes, makes one read at a time: no two
+   requests for /workspaces within 0.5 s of each other in 24 s (they retry every 5 s together).
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -606,6 +609,7 @@ class Check:
         self.timeline_refresh_race()
         self.stream_refused(pages["workspace"][0])
         self.status_ask_unanswered(pages["workspace"][0])
+        self.overview_one_read()
         self.seam()
         self.redelivered()
         self.count_race()
@@ -1211,6 +1215,40 @@ class Check:
             pass  # the page gave it up: nothing to answer
         self.clean(page, what)
         log(f"{what}: live again {took:.1f} s after the 503")
+        page.context.close()
+
+    def overview_one_read(self):
+        """While its reads cannot reach the service, the overview makes one at a time: a read after
+        a status message (the stream still open) and the 15 s refresh each waited for the service
+        side by side, retrying every 5 s together, and both read everything once it answered."""
+        what = "the overview while its reads cannot reach the service"
+        page = self.page(1440, tolerate=(lambda text, where: "ERR_INTERNET_DISCONNECTED" in text,))
+        routed = {"armed": False, "reads": []}
+
+        def route(r):
+            if not routed["armed"]:
+                return r.continue_()
+            if urllib.parse.urlsplit(r.request.url).path == "/workspaces":
+                routed["reads"].append(time.time())
+            return r.abort("internetdisconnected")
+
+        page.route(lambda url: urllib.parse.urlsplit(url).path in ("/workspaces", "/accounts"), route)
+        self.open(page, "/ui", what)
+        self.until_live(page)
+        routed["armed"] = True
+        self.deliver(f"ci-race-{uuid.uuid4().hex[:8]}", "failing-now", "sync.error")  # a status message
+        page.wait_for_timeout(24000)  # the refresh comes within 15 s
+        reads = routed["reads"]
+        at = [round(t - reads[0], 1) for t in reads]
+        together = [round(b - reads[0], 1) for a, b in zip(reads, reads[1:]) if b - a < 0.5]
+        if len(reads) < 3 or together:
+            raise Fail(f"{what}: /workspaces asked {len(reads)} times in 24 s, at {at} s; "
+                       + (f"a second read at once at {together} s" if together else "fewer than 3 tries"))
+        routed["armed"] = False
+        page.wait_for_function("() => document.getElementById('banner').hidden", timeout=self.timeout,
+                               polling=100)
+        self.clean(page, what)
+        log(f"{what}: one read at a time, /workspaces asked at {at} s")
         page.context.close()
 
     def hidden_tab(self, workspace, path):

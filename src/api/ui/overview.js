@@ -92,19 +92,32 @@ export default function overview(main, { conn }) {
     fill(el, draw());
   };
 
-  // load() is called by the 15 s loop, by the stream's messages and by "Show more", with no
-  // order among them: only the answer of the newest read is drawn (an older one, answered last,
+  // load() is called by the 15 s loop, by the stream's messages and by "Show more". The loop and
+  // the messages start no read while one is under way (the loop waits for it; a message has one
+  // more read made after it): while the service cannot be reached each read waits for it, retrying
+  // every 5 s, and two of them did so side by side, then both read everything again. "Show more"
+  // reads at once: only the answer of the newest read is drawn (an older one, answered last,
   // would draw fewer pages over more, or older data over newer).
   let reads = 0;
   let lastRead = { at: 0, asked: 0 };
-  async function load() {
+  let reading = null; // the newest read, while it is under way
+  let changedMeanwhile = false; // a message came while it was: read once more after it
+  function load() {
     const mine = ++reads;
     const askedBefore = asked;
-    try {
-      return await read(mine);
-    } finally {
+    const r = read(mine);
+    reading = r;
+    const end = () => {
       lastRead = { at: Date.now(), asked: asked - askedBefore };
-    }
+      if (reading !== r) return;
+      reading = null;
+      if (changedMeanwhile) {
+        changedMeanwhile = false;
+        later();
+      }
+    };
+    r.then(end, end);
+    return r;
   }
   async function read(mine) {
     const [ws, fail] = await Promise.allSettled([
@@ -252,7 +265,12 @@ export default function overview(main, { conn }) {
   let soon = null;
   const later = () => {
     const paced = lastRead.at + lastRead.asked * MS_PER_REQUEST - Date.now();
-    soon ??= setTimeout(() => { soon = null; load(); }, Math.max(CHANGE_DELAY_MS, paced));
+    soon ??= setTimeout(() => {
+      soon = null;
+      // The read under way may have begun before the change: one more after it.
+      if (reading) changedMeanwhile = true;
+      else load();
+    }, Math.max(CHANGE_DELAY_MS, paced));
   };
   let opened = false;
   follow(q('/stream', { eventType: KNOWN_TYPES.join(',') }), {
@@ -265,7 +283,7 @@ export default function overview(main, { conn }) {
 
   const loop = async () => {
     try {
-      if (!(await load())) return;
+      if (!(await (reading ?? load()))) return; // the read under way, if any, is this one
     } catch (err) {
       shown.workspaces = ''; // what is drawn there is this note now: the next read draws again
       fill(workspaces, problemNote(err, 'The overview cannot be shown'));
