@@ -315,7 +315,11 @@ fn whole_answer(
             )),
         }
     });
-    let body = futures_util::stream::once(async { Ok(Bytes::from(opening)) }).chain(rest);
+    // Fused: `unfold` panics when polled again after its end, which a body's reader may do (the
+    // gzip encoder of `CompressionLayer` does, to see the end).
+    let body = futures_util::stream::once(async { Ok(Bytes::from(opening)) })
+        .chain(rest)
+        .fuse();
     (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),
