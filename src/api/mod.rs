@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::util::MapRequestLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -168,6 +169,12 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .layer(axum::middleware::from_fn(refuse_large_heads))
+        // Gzip for a client whose `Accept-Encoding` asks for it, once over every route, the pages
+        // and both fallbacks (docs/OPERATIONS.md, "Compression"). Outside `unsent::within_budget`,
+        // which must see an answer's exact size to count it: what a large page holds is its
+        // uncompressed bytes, taken by the encoder only as the client reads. tower-http's default
+        // predicate leaves streams (`text/event-stream`), images and bodies under 32 bytes alone.
+        .layer(CompressionLayer::new())
         // Last, so that it times every route and both fallbacks.
         .layer(axum::middleware::from_fn_with_state(
             metrics,

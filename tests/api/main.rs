@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod compression;
 mod connections;
 mod crash;
 mod feed;
