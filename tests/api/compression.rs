@@ -113,6 +113,28 @@ async fn a_client_that_asks_for_gzip_gets_the_same_answers_compressed_and_others
             assert_eq!(json(&decoded), json(&plain), "{path}");
         }
     }
+    // A delivery's answer is too small to gain anything: sent as it is, whatever is accepted.
+    let answer = app
+        .client
+        .post(format!("{}/webhooks/calry", app.address))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .json(&event(
+            "small",
+            "x",
+            Some("a"),
+            "sync.complete",
+            "2024-06-02T10:00:00Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    assert!(!answer.headers().contains_key("content-encoding"));
+    assert!(!answer.headers().contains_key("vary"));
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["status"], "created");
+
     let whole: Value = serde_json::from_slice(&gunzip(
         &fetch(&app, "/workspaces/w/status", Some("gzip")).await.1,
     ))
