@@ -138,8 +138,8 @@ export async function api(path, { primary = false } = {}) {
 }
 
 /** A signal that aborts once `ms` pass with no `wait()` since (each `wait()` starts them again),
- * and `done()` to stop it. */
-function silence(ms) {
+ * `done()` to stop the wait, and `stop()` to abort at once. */
+export function silence(ms) {
   const abort = new AbortController();
   let timer = null;
   const done = () => clearTimeout(timer);
@@ -147,8 +147,12 @@ function silence(ms) {
     done();
     timer = setTimeout(() => abort.abort(), ms);
   };
+  const stop = () => {
+    done();
+    abort.abort();
+  };
   wait();
-  return { signal: abort.signal, wait, done };
+  return { signal: abort.signal, wait, done, stop };
 }
 
 /** The JSON of `res`'s body, calling `progress()` at each part of it that arrives. */

@@ -12,7 +12,7 @@
 // opened again, without a position, when the tab is shown: the page reads its data again then,
 // as after any opening without a position.
 
-import { ANSWER_MS, api, authHeaders, onChange, problemOf, reachable, token, tokenRefused, unreachable } from './api.js';
+import { ANSWER_MS, api, authHeaders, onChange, problemOf, reachable, silence, token, tokenRefused, unreachable } from './api.js';
 
 const RETRY_MS = 5000;
 const HIDDEN_MS = 5000; // a tab hidden this long has its stream closed
@@ -35,15 +35,13 @@ const pause = (status) => (status === null ? unreachable('Cannot reach the servi
  * none within ANSWER_MS, as for the API's calls (over a connection that died without being closed
  * the ask never ends, and the stream, waiting for it, was never opened again). */
 async function answerTo(path) {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), ANSWER_MS);
+  const { signal, stop } = silence(ANSWER_MS);
   try {
-    return (await fetch(path, { headers: { Accept: 'text/event-stream', ...authHeaders() }, signal: abort.signal, cache: 'no-store' })).status;
+    return (await fetch(path, { headers: { Accept: 'text/event-stream', ...authHeaders() }, signal, cache: 'no-store' })).status;
   } catch {
     return null;
   } finally {
-    clearTimeout(timer);
-    abort.abort();
+    stop();
   }
 }
 
@@ -161,15 +159,8 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
         const used = token.get();
         let status = null;
         // This connection's own: aborted by `abort` (stopped) or after SILENT_MS of silence.
-        const conn = new AbortController();
-        const cut = () => conn.abort();
-        abort.signal.addEventListener('abort', cut);
-        let silence = null;
-        const alive = () => {
-          clearTimeout(silence);
-          silence = setTimeout(cut, SILENT_MS);
-        };
-        alive();
+        const conn = silence(SILENT_MS);
+        abort.signal.addEventListener('abort', conn.stop);
         try {
           const headers = { Accept: 'text/event-stream', ...authHeaders() };
           if (lastId) headers['Last-Event-ID'] = lastId;
@@ -188,7 +179,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
           if (res.ok && res.body) {
             onState('live');
             if (!lastId) onOpen();
-            await read(res.body, deliver, alive);
+            await read(res.body, deliver, conn.wait);
           }
         } catch (e) {
           if (abort.signal.aborted) return;
@@ -197,8 +188,8 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
             return;
           }
         } finally {
-          clearTimeout(silence);
-          abort.signal.removeEventListener('abort', cut);
+          conn.done();
+          abort.signal.removeEventListener('abort', conn.stop);
         }
         onState('reconnecting');
         await pause(status);
