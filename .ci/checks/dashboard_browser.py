@@ -168,6 +168,8 @@ FAKE_VISIBILITY = """(() => {
   Object.defineProperty(Document.prototype, 'visibilityState', { configurable: true, get: () => window.__visibility });
   Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get: () => window.__visibility === 'hidden' });
 })()"""
+# With FAKE_VISIBILITY: page.evaluate(SET_VISIBILITY, "hidden") hides the page, "visible" shows it.
+SET_VISIBILITY = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
 
 
 # Non-text contrast (WCAG 1.4.11), as drawn: each state's dot (a badge's ::before; a badge of every
@@ -1189,12 +1191,11 @@ class Check:
         page.route(lambda url: urllib.parse.urlsplit(url).path.endswith("/stream"), route)  # not stream.js
         self.open(page, path, what)
         self.until_live(page)
-        show = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
-        page.evaluate(show, "hidden")
+        page.evaluate(SET_VISIBILITY, "hidden")
         page.wait_for_function("() => document.getElementById('conn').textContent.includes('hidden')",
                                timeout=10000, polling=100)
         routed["armed"] = True
-        page.evaluate(show, "visible")
+        page.evaluate(SET_VISIBILITY, "visible")
         shown = time.time()
         deadline = shown + 5
         while not routed["held"] and time.time() < deadline:
@@ -1270,15 +1271,14 @@ class Check:
         page.on("requestfinished", count("ended"))
         self.open(page, path, what)
         self.until_live(page)
-        show = "v => { window.__visibility = v; document.dispatchEvent(new Event('visibilitychange')); }"
-        page.evaluate(show, "hidden")  # a quick switch of tabs, 1 s: the stream stays open
+        page.evaluate(SET_VISIBILITY, "hidden")  # a quick switch of tabs, 1 s: the stream stays open
         page.wait_for_timeout(1000)
-        page.evaluate(show, "visible")
+        page.evaluate(SET_VISIBILITY, "visible")
         page.wait_for_timeout(200)
         if streams["ended"] or not page.inner_text("#conn").startswith("live"):
             raise Fail(f"{what}: hidden for 1 s, it closed {streams['ended']} stream(s) (the header says "
                        f"{page.inner_text('#conn')!r}); a quick switch of tabs keeps it (5 s)")
-        page.evaluate(show, "hidden")
+        page.evaluate(SET_VISIBILITY, "hidden")
         try:
             page.wait_for_function("() => document.getElementById('conn').textContent.includes('hidden')",
                                    timeout=10000, polling=100)
@@ -1292,7 +1292,7 @@ class Check:
         account = f"ci-hidden-{uuid.uuid4()}"
         hook_id, _ = self.deliver(workspace, account, "sync.error")
         page.wait_for_timeout(500)
-        page.evaluate(show, "visible")
+        page.evaluate(SET_VISIBILITY, "visible")
         try:
             page.wait_for_function(
                 """([account, hook]) => document.querySelector(`#main tr[data-key="${account}"]`)
