@@ -46,7 +46,8 @@ virtual environment's python):
    go; walking on with "Show older changes", every change of the API is drawn once, in its
    order (SPEC §5, §11);
 9. an account page: a refresh of its newest changes held (page.route, the service's answer read
-   then) until a second change's refresh was drawn, then given: the second change stays drawn;
+   then) while a second change comes: no second refresh is asked for meanwhile (one at a time);
+   given, the older answer is drawn, then the second change, by the one more refresh, and it stays;
 10. a workspace page whose stream answers 404 (page.route), an answer that asking again will not
    change, says it is not live within 5 s and asks for no stream in the 5 s after;
 11. a workspace page whose stream opened (held back until its first read was drawn) reads again,
@@ -74,6 +75,9 @@ virtual environment's python):
 17. the overview, its reads of /workspaces and /accounts refused (page.route: offline) while a
    status message starts a read and its 15 s refresh comes, makes one read at a time: no two
    requests for /workspaces within 0.5 s of each other in 24 s (they retry every 5 s together).
+18. an account page, its reads of the account and its changes refused (page.route: offline) while
+   three status messages come a second apart, makes one such read at a time: no two requests for
+   the account within 0.5 s of each other in 13 s; once they are answered, the last change is drawn.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -612,6 +616,7 @@ class Check:
         self.stream_refused(pages["workspace"][0])
         self.status_ask_unanswered(pages["workspace"][0])
         self.overview_one_read()
+        self.account_one_read()
         self.seam()
         self.redelivered()
         self.count_race()
@@ -1069,9 +1074,10 @@ class Check:
         page.context.close()
 
     def timeline_refresh_race(self):
-        """Two refreshes of an account's newest changes, the first answered last (the service's
-        answer read when it was asked, given after the second was drawn): the second stays drawn."""
-        what = "the account page, an older refresh of its changes answering last"
+        """A change that comes while a refresh of an account's newest changes is under way (held,
+        the service's answer read when it was asked): no second refresh is made meanwhile, and
+        once the first (without the change) is answered, one more draws the change, which stays."""
+        what = "the account page, a change during a refresh of its changes"
         if any(p.endswith("/timeline") for p in self.pending):
             self.warn(f"{what}: not checked (no timeline route yet)")
             return
@@ -1095,16 +1101,21 @@ class Check:
         refresh = held.wait(self.timeout, f"{what}: no refresh of the timeline within "
                                           f"{self.timeout / 1000:.0f} s of a change")
         stale = refresh.fetch()  # the answer as it is now, without the change below
+        asked = []
+        page.on("request", lambda q: "/timeline?" in q.url and "cursor=" not in q.url and asked.append(q.url))
         hook_id, _ = self.deliver(workspace, account, "sync.complete")
-        row = f"#main section[aria-labelledby=timeline-title] tr[data-key$=' {hook_id}']"
-        self.wait(page, what, "the second change", f"() => !!document.querySelector(\"{row}\")")
+        page.wait_for_timeout(1500)
+        if asked:
+            raise Fail(f"{what}: a second refresh was asked for while the first was under way: {asked}")
         refresh.fulfill(response=stale)
+        row = f"#main section[aria-labelledby=timeline-title] tr[data-key$=' {hook_id}']"
+        self.wait(page, what, "the second change, once the first refresh was answered",
+                  f"() => !!document.querySelector(\"{row}\")")
         page.wait_for_timeout(1000)
         if not page.locator(row).count():
-            raise Fail(f"{what}: the change of {hook_id} was drawn, then taken off by the older refresh's "
-                       "answer, which came last")
+            raise Fail(f"{what}: the change of {hook_id} was drawn, then taken off")
         self.clean(page, what)
-        log(f"{what}: the newer refresh's change stays drawn")
+        log(f"{what}: no second refresh while the first was under way; the change drawn after it, and kept")
         page.context.close()
 
     def seam(self):
@@ -1250,6 +1261,51 @@ class Check:
                                polling=100)
         self.clean(page, what)
         log(f"{what}: one read at a time, /workspaces asked at {at} s")
+        page.context.close()
+
+    def account_one_read(self):
+        """While its reads cannot reach the service, an account page reads the account and its
+        changes once at a time after status messages: each message a second apart started a read
+        of its own, and they all waited for the service side by side, retrying every 5 s together;
+        a message during a read has one more made after it."""
+        what = "an account page while its reads cannot reach the service"
+        workspace, account = f"ci-race-{uuid.uuid4().hex[:8]}", "offline"
+        self.deliver(workspace, account, "sync.complete")
+        entry = f"/workspaces/{workspace}/accounts/{account}"
+        page = self.page(1440, tolerate=(lambda text, where: "ERR_INTERNET_DISCONNECTED" in text,))
+        routed = {"armed": False, "reads": []}
+
+        def route(r):
+            if not routed["armed"]:
+                return r.continue_()
+            if urllib.parse.urlsplit(r.request.url).path == entry:
+                routed["reads"].append(time.time())
+            return r.abort("internetdisconnected")
+
+        page.route(lambda url: urllib.parse.urlsplit(url).path in (entry, entry + "/timeline"), route)
+        self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
+        self.until_live(page)
+        routed["armed"] = True
+        last = None
+        for kind in ("sync.error", "sync.complete", "sync.error"):  # three status messages
+            last, _ = self.deliver(workspace, account, kind)
+            page.wait_for_timeout(1000)
+        page.wait_for_timeout(10000)  # two tries more, 5 s apart
+        reads = routed["reads"]
+        at = [round(t - reads[0], 1) for t in reads]
+        together = [round(b - reads[0], 1) for a, b in zip(reads, reads[1:]) if b - a < 0.5]
+        if len(reads) < 3 or together:
+            raise Fail(f"{what}: the account asked {len(reads)} times in 13 s, at {at} s; "
+                       + (f"a second read at once at {together} s" if together else "fewer than 3 tries"))
+        routed["armed"] = False
+        row = f"#main section[aria-labelledby=timeline-title] tr[data-key$=' {last}']"
+        try:  # at the next try, within 5 s
+            page.wait_for_function(f"() => !!document.querySelector(\"{row}\")", timeout=self.timeout, polling=100)
+        except PlaywrightTimeout:
+            raise Fail(f"{what}: the last change ({last}) was not drawn within {self.timeout / 1000:.0f} s "
+                       "of the service answering") from None
+        self.clean(page, what)
+        log(f"{what}: one read at a time, the account asked at {at} s; the last change drawn after")
         page.context.close()
 
     def hidden_tab(self, workspace, path):

@@ -343,11 +343,31 @@ export default function accountPage(main, { conn }, ws, acc) {
 
   // ---- live ----
 
+  // The account and the newest changes are read again soon after a message, one read at a time:
+  // while the service cannot be reached each read waits for it, retrying every 5 s, and a message
+  // every second or so had as many reads doing so side by side, each reading everything again once
+  // it answered. A message that comes during a read has one more read made after it (the read
+  // under way may have been sent before its change was stored).
   let pending = null;
+  let refreshing = false;
+  let changedMeanwhile = false;
   function later() {
     pending ??= setTimeout(async () => {
       pending = null;
-      await Promise.all([loadEntry(), loadTimeline(false)]);
+      if (refreshing) {
+        changedMeanwhile = true;
+        return;
+      }
+      refreshing = true;
+      try {
+        await Promise.all([loadEntry(), loadTimeline(false)]);
+      } finally {
+        refreshing = false;
+        if (changedMeanwhile) {
+          changedMeanwhile = false;
+          later();
+        }
+      }
     }, 300);
   }
 
