@@ -70,9 +70,11 @@ export class ApiError extends Error {
 }
 
 const listeners = new Set();
-/** Calls `fn({auth, offline})` whenever what is known about the token or the service changes. */
+/** Calls `fn({auth, offline})` whenever what is known about the token or the service changes,
+ * until the function returned is called. */
 export function onChange(fn) {
   listeners.add(fn);
+  return () => listeners.delete(fn);
 }
 export const state = { auth: 'unknown', offline: null };
 function changed(patch) {

@@ -227,7 +227,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   // without having been closed (a stopped service, a proxy or a laptop gone to sleep): once the
   // service answers again, it is opened again from its last position (no gap, no duplicate).
   let silentSince = null;
-  onChange(({ offline }) => {
+  const unlisten = onChange(({ offline }) => {
     if (offline) {
       silentSince ??= Date.now();
       return;
@@ -247,6 +247,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
     stopped = true;
     clearTimeout(hiding);
     document.removeEventListener('visibilitychange', visibility);
+    unlisten();
     current?.close();
   };
 }
