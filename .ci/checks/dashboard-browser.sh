@@ -13,7 +13,8 @@
 # shows what came meanwhile; an older answer that comes last (the overview's refresh, an account's
 # older page of changes, an older read of its delivery counts) does not undo a newer one; an
 # account page makes one refresh of its changes at a time, and one more after a change during
-# it, as the overview does, also while the service cannot be reached; a stream answered 404 is given up (the page says it is not live and asks no
+# it, as the overview does, also while the service cannot be reached; events removed from the
+# primary while a replica behind never held them are taken off within 5 minutes; a stream answered 404 is given up (the page says it is not live and asks no
 # more); a page asking for a token when the last token is revoked stops asking and works without
 # one; the rows shown, the sort and the scroll position of the overview and of a workspace page
 # are kept across Back and a reload.

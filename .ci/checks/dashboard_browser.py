@@ -78,6 +78,10 @@ virtual environment's python):
 18. an account page, its reads of the account and its changes refused (page.route: offline) while
    three status messages come a second apart, makes one such read at a time: no two requests for
    the account within 0.5 s of each other in 13 s; once they are answered, the last change is drawn.
+19. an account page whose 15 s reads of its events answer none of them (page.route: a replica
+   behind the primary that never held them) asks the primary about them once (200: still there)
+   and not again in the next minute; once the primary removed them (page.route: 404, as after
+   `prune`), they are taken off, under the note, within 5 min 15 s (Playwright's clock).
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -617,6 +621,7 @@ class Check:
         self.status_ask_unanswered(pages["workspace"][0])
         self.overview_one_read()
         self.account_one_read()
+        self.removed_while_replica_lags()
         self.seam()
         self.redelivered()
         self.count_race()
@@ -1306,6 +1311,68 @@ class Check:
                        "of the service answering") from None
         self.clean(page, what)
         log(f"{what}: one read at a time, the account asked at {at} s; the last change drawn after")
+        page.context.close()
+
+    def removed_while_replica_lags(self):
+        """Events a replica behind the primary never held, then removed on the primary (`prune`)
+        while it still lags: the page's reads show them missing no more than before, so the
+        primary's 200 about them, remembered to ask once rather than every 15 s (4704936), kept
+        them drawn until a reload. That answer is taken for 5 minutes."""
+        what = "an account page whose events the primary removed while a replica lags"
+        workspace, account = f"ci-race-{uuid.uuid4().hex[:8]}", "lag"
+        hooks = [self.deliver(workspace, account, kind)[0] for kind in ("account.created", "sync.complete", "sync.error")]
+        events = f"/workspaces/{workspace}/events"
+        state = {"lagging": False, "removed": False, "asks": []}
+
+        def route(r):
+            path = urllib.parse.urlsplit(r.request.url).path
+            if path == events and state["lagging"]:  # the replica holds none of them
+                return r.fulfill(status=200, content_type="application/json", body='{"items":[],"nextCursor":null}')
+            if path.startswith("/events/"):
+                state["asks"].append(round(page.evaluate("() => Date.now()") / 1000))
+                if state["removed"]:
+                    return r.fulfill(status=404, content_type="application/problem+json",
+                                     body='{"title":"Not Found","status":404,"detail":"no such event"}')
+            return r.continue_()
+
+        page = self.page(1440, tolerate=(lambda text, where: "404" in text and "/events/" in where,))
+        page.clock.install()
+        page.route(lambda url: urllib.parse.urlsplit(url).path == events
+                   or urllib.parse.urlsplit(url).path.startswith("/events/"), route)
+        self.open(page, f"/ui/workspaces/{workspace}/accounts/{account}", what)
+        self.until_live(page)
+        section = "#main section[aria-labelledby=events-title]"
+        drawn = f"() => document.querySelectorAll('{section} tbody tr[data-key^=\"ci-dashboard-\"]').length"
+        if page.evaluate(drawn) != len(hooks):
+            raise Fail(f"{what}: {page.evaluate(drawn)} of its {len(hooks)} events drawn")
+
+        def minutes(n):
+            """The page's clock `n` minutes on, 15 s at a time (a refresh each), each read done."""
+            for _ in range(n * 4):
+                page.clock.fast_forward(15000)
+                page.wait_for_timeout(300)
+
+        state["lagging"] = True
+        minutes(1)
+        if len(state["asks"]) != 1 or page.evaluate(drawn) != len(hooks):
+            raise Fail(f"{what}: with the replica behind, the primary was asked {len(state['asks'])} times "
+                       f"in a minute (once is enough), and {page.evaluate(drawn)} events stay drawn")
+        state["removed"] = True
+        start = page.evaluate("() => Date.now()") / 1000
+        for _ in range(5 * 4 + 1):
+            if not page.evaluate(drawn):
+                break
+            page.clock.fast_forward(15000)
+            page.wait_for_timeout(300)
+        took = page.evaluate("() => Date.now()") / 1000 - start
+        if page.evaluate(drawn):
+            raise Fail(f"{what}: still drawn {took:.0f} s after the primary removed them; the primary was "
+                       f"asked at {[a - state['asks'][0] for a in state['asks']]} s")
+        if "removed from the store" not in page.inner_text(section):
+            raise Fail(f"{what}: taken off with no note saying they were removed")
+        self.clean(page, what)
+        log(f"{what}: the primary asked at {[a - state['asks'][0] for a in state['asks']]} s (page clock); "
+            f"taken off, with the note, {took:.0f} s after their removal")
         page.context.close()
 
     def hidden_tab(self, workspace, path):

@@ -433,14 +433,17 @@ export const SINCE_MISSING = 'This service does not report since when each state
  * removed is taken off only once `confirm(hookId)` resolves true for the latest received of
  * those events (the primary no longer holds it), and `confirmed()` is then called. It resolves
  * false when the primary still holds it: that event is not asked about again while later reads
- * show no more than they did then (a replica as far behind), until a read holds it.
+ * show no more than they did then (a replica as far behind), until a read holds it or HELD_MS
+ * pass: events a replica never held and `prune` then removed show no more missing, and would stay.
  */
+const HELD_MS = 5 * 60 * 1000;
 export function removals(confirm, confirmed) {
   const seen = new Map(); // hook id → the answer that first held it
   let answers = 0;
   let gone = null; // every event received at or before it is removed, as the primary said
   const asking = new Set(); // the hook ids `confirm` is asked about
   // hook id → the ids a read showed removed when the primary said it still holds that event
+  // (`ids`), and when it said so (`at`)
   const held = new Map();
   const took = (page) => {
     answers++;
@@ -458,12 +461,12 @@ export function removals(confirm, confirmed) {
   const ask = (e, missing) => {
     if ((gone && compareTimes(e.receivedAt, gone) <= 0) || asking.has(e.hookId)) return;
     const then = held.get(e.hookId);
-    if (then && missing.every((id) => then.has(id))) return;
+    if (then && Date.now() - then.at < HELD_MS && missing.every((id) => then.ids.has(id))) return;
     asking.add(e.hookId);
     Promise.resolve(confirm(e.hookId)).then((removed) => {
       asking.delete(e.hookId);
       if (!removed) {
-        held.set(e.hookId, new Set(missing));
+        held.set(e.hookId, { ids: new Set(missing), at: Date.now() });
         return;
       }
       held.clear();
