@@ -223,6 +223,12 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
              are accepted {from}, and recorded with signatureVerified: false"
         );
     }
+    if config.read_max_lag_secs.is_some() && config.read_database_url.is_none() {
+        tracing::warn!(
+            "CALRY_HOOKS_READ_MAX_LAG_SECS is set, but no read replica \
+             (CALRY_HOOKS_READ_DATABASE_URL): every read goes to the primary, and it has no effect"
+        );
+    }
     if let Some(open_files) = crate::server::raise_open_file_limit() {
         tracing::debug!(open_files, "open-file limit");
     }

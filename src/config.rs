@@ -292,6 +292,17 @@ pub struct Config {
     )]
     pub read_database_url: Option<Secret>,
 
+    /// With a read replica: the most seconds its replay may be behind the primary; further
+    /// behind, reads go to the primary until it is within again. Unset: no bound.
+    #[arg(
+        long,
+        env = "CALRY_HOOKS_READ_MAX_LAG_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true,
+        help_heading = SERVE
+    )]
+    pub read_max_lag_secs: Option<u64>,
+
     /// Address to listen on.
     #[arg(
         long,
@@ -719,7 +730,7 @@ mod tests {
             .filter(|a| a.get_env().is_some())
             .map(|a| (a.get_id().to_string(), a.get_help_heading()))
             .collect();
-        assert_eq!(settings.len(), 20);
+        assert_eq!(settings.len(), 21);
         for (id, heading) in settings {
             assert!(
                 [Some(DATABASE), Some(LOGS), Some(SERVE)].contains(&heading),
@@ -773,6 +784,7 @@ mod tests {
             ("header-timeout-secs", 1, 86_400),
             ("body-timeout-secs", 1, 86_400),
             ("idle-timeout-secs", 1, 86_400),
+            ("read-max-lag-secs", 1, 86_400),
             ("ingest-writers", 1, 256),
             ("ingest-max-batch", 1, 10_000),
             ("ingest-queue", 1, 1_000_000),

@@ -109,6 +109,7 @@ impl App {
                 config.query_connections as usize,
                 Duration::from_millis(config.query_timeout_ms),
                 metrics.pool_waiting.clone(),
+                config.read_max_lag_secs.map(Duration::from_secs),
             )
         });
         let tokens = Arc::new(auth::TokenCache::default());

@@ -1,9 +1,11 @@
 //! A read replica (SPEC §13): connections to a PostgreSQL streaming replica, the back-off that
 //! sends reads to the primary for a while once it is found unreachable or not a standby of the
-//! primary, and how far its replay is behind the primary. Which routes read from it is the HTTP
-//! layer's business.
+//! primary, how far its replay is behind the primary, and (with `CALRY_HOOKS_READ_MAX_LAG_SECS`)
+//! whether it is further behind than reads may be. Which routes read from it is the HTTP layer's
+//! business.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,6 +38,8 @@ pub struct ReadReplica {
     primary: PgPool,
     primary_id: Arc<OnceCell<i64>>,
     state: Arc<Mutex<State>>,
+    /// `CALRY_HOOKS_READ_MAX_LAG_SECS`: how far behind the replica may be before reads leave it.
+    max_lag: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -45,6 +49,9 @@ struct State {
     /// it did not answer): `/readyz` and `/metrics` then keep checking it.
     unusable: bool,
     checked_at: Option<Instant>,
+    /// Whether the replica was, at its latest measure, more than the bound behind
+    /// ([`keep_within`]): reads then go to the primary.
+    over_max_lag: bool,
 }
 
 /// How far the replica's replay is behind the primary.
@@ -75,15 +82,18 @@ impl ReadReplica {
     }
 
     /// Up to `size` connections to the replica, with statements stopped after
-    /// `statement_timeout`; none is opened before the first read.
+    /// `statement_timeout`; none is opened before the first read. With `max_lag`, a task
+    /// measures the replica each [`CHECK_EVERY`] ([`keep_within`]) for as long as this (or a
+    /// clone) lives, and reads leave it while it is more than that behind.
     pub fn new(
         options: PgConnectOptions,
         primary: PgPool,
         size: usize,
         statement_timeout: Duration,
         waiting: Gauge,
+        max_lag: Option<Duration>,
     ) -> ReadReplica {
-        ReadReplica {
+        let replica = ReadReplica {
             primary,
             primary_id: Arc::default(),
             readers: Pool::with_options(
@@ -95,6 +105,46 @@ impl ReadReplica {
                 waiting,
             ),
             state: Arc::default(),
+            max_lag,
+        };
+        if let Some(max_lag) = max_lag {
+            tokio::spawn(keep_within(replica.downgrade(), max_lag));
+        }
+        replica
+    }
+
+    /// `None` when no bound is set (`CALRY_HOOKS_READ_MAX_LAG_SECS`), else whether reads go to
+    /// the primary because the replica was more than the bound behind at its latest measure.
+    pub fn over_max_lag(&self) -> Option<bool> {
+        self.max_lag.map(|_| self.lock().over_max_lag)
+    }
+
+    /// Records whether the replica is more than the bound behind, saying so when that changes.
+    fn set_over_max_lag(&self, over: bool) {
+        let was = std::mem::replace(&mut self.lock().over_max_lag, over);
+        let max_lag = self.max_lag.unwrap_or_default();
+        match (was, over) {
+            (false, true) => tracing::warn!(
+                ?max_lag,
+                "the read replica is more behind the primary than CALRY_HOOKS_READ_MAX_LAG_SECS \
+                 allows; reading from the primary"
+            ),
+            (true, false) => tracing::info!(
+                ?max_lag,
+                "the read replica is within CALRY_HOOKS_READ_MAX_LAG_SECS again; reading from it"
+            ),
+            _ => {}
+        }
+    }
+
+    /// This, without keeping it alive.
+    fn downgrade(&self) -> WeakReplica {
+        WeakReplica {
+            readers: self.readers.clone(),
+            primary: self.primary.clone(),
+            primary_id: self.primary_id.clone(),
+            state: Arc::downgrade(&self.state),
+            max_lag: self.max_lag,
         }
     }
 
@@ -237,17 +287,24 @@ impl ReadReplica {
     /// `None` when the replica is unreachable; it is then marked failed, as it is when it is not
     /// a standby of the primary.
     pub async fn lag(&self, flushed: &str) -> Option<ReplayLag> {
+        self.measure(flushed).await.map(|(lag, _)| lag)
+    }
+
+    /// [`Self::lag`], and the replica's replay position (`pg_last_wal_replay_lsn()`) when it is a
+    /// standby of the primary that has replayed any.
+    async fn measure(&self, flushed: &str) -> Option<(ReplayLag, Option<u64>)> {
         let mut replica = self.acquire_for_check().await?;
-        let measured: Result<(bool, i64, Option<i64>, Option<f64>), _> = sqlx::query_as(
+        let measured: Result<Measured, _> = sqlx::query_as(
             "select pg_is_in_recovery(),
-                    (select system_identifier from pg_control_system()),
-                    pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn())::bigint,
-                    extract(epoch from now() - pg_last_xact_replay_timestamp())::float8",
+                        (select system_identifier from pg_control_system()),
+                        pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn())::bigint,
+                        extract(epoch from now() - pg_last_xact_replay_timestamp())::float8,
+                        pg_last_wal_replay_lsn()::text",
         )
         .bind(flushed)
         .fetch_one(&mut *replica)
         .await;
-        let (standby, id, bytes, age) = match measured {
+        let (standby, id, bytes, age, replayed) = match measured {
             Ok(measured) => measured,
             Err(err) => {
                 self.readers.discard(replica);
@@ -259,16 +316,17 @@ impl ReadReplica {
         if let Some(why) = self.refusal(standby, id).await {
             self.down(&why, true);
             // Not a standby, or another cluster's, whose WAL positions say nothing of ours.
-            return Some(ReplayLag {
+            let lag = ReplayLag {
                 standby,
                 usable: false,
                 bytes: None,
                 seconds: None,
-            });
+            };
+            return Some((lag, None));
         }
         // The replica may have replayed past what the primary had flushed when asked.
         let bytes = bytes.map(|b| b.max(0) as u64);
-        Some(ReplayLag {
+        let lag = ReplayLag {
             standby,
             usable: true,
             bytes,
@@ -276,10 +334,191 @@ impl ReadReplica {
                 Some(0) => Some(0.0),
                 _ => age.map(|s| s.max(0.0)),
             },
-        })
+        };
+        Some((lag, replayed.as_deref().and_then(lsn)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A [`ReadReplica`] that [`keep_within`] holds without keeping it alive: it ends once the
+/// service has dropped every clone of the replica.
+struct WeakReplica {
+    readers: Pool,
+    primary: PgPool,
+    primary_id: Arc<OnceCell<i64>>,
+    state: Weak<Mutex<State>>,
+    max_lag: Option<Duration>,
+}
+
+impl WeakReplica {
+    fn upgrade(&self) -> Option<ReadReplica> {
+        Some(ReadReplica {
+            readers: self.readers.clone(),
+            primary: self.primary.clone(),
+            primary_id: self.primary_id.clone(),
+            state: self.state.upgrade()?,
+            max_lag: self.max_lag,
+        })
+    }
+}
+
+/// Each [`CHECK_EVERY`], reads the primary's flushed WAL position, then the replica's replay
+/// position, and records whether the replica is more than `max_lag` behind
+/// ([`ReadReplica::over_max_lag`]), which reads then decide on without a query of their own: two
+/// short statements a second in all, one on each server.
+///
+/// "Behind" is measured by WAL positions, not by `pg_last_xact_replay_timestamp()`: the age of
+/// the latest replayed transaction says "an hour" after an hour with no writes although nothing
+/// is missing, and would send every read to the primary after a quiet night. Here the primary's
+/// position is remembered with the instant it was read ([`Marks`]); the replica is more than
+/// `max_lag` behind iff it has not replayed a position the primary had flushed at least `max_lag`
+/// before. That never overstates: each position is stamped with the instant its answer came (it
+/// was flushed by then), and the replica's is read after the stamp it is compared with, so what
+/// it lacks was flushed `max_lag` or more before. It is not understated by more than the
+/// sampling: reads leave a replica within about two [`CHECK_EVERY`]s of its passing the bound,
+/// and come back as soon after it is within it. An idle primary's position does not move, so a
+/// caught-up replica is never behind. The flushed position (`pg_current_wal_flush_lsn()`, not
+/// the written one) is the reference, as WAL not yet flushed cannot have reached the replica.
+///
+/// A primary that does not answer within [`CONNECT_TIMEOUT`] leaves the state as it is (it says
+/// nothing of the replica); a replica that does not is marked failed, as `/readyz` would, and so
+/// is one that is not a standby of the primary; while it cannot be measured the state stays as
+/// last measured.
+async fn keep_within(weak: WeakReplica, max_lag: Duration) {
+    let mut marks = Marks::default();
+    let mut every = tokio::time::interval(CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(replica) = weak.upgrade() else {
+            return;
+        };
+        if replica.primary.is_closed() {
+            return;
+        }
+        let flushed = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut primary = replica.primary.acquire().await?;
+            ReadReplica::flushed(&mut primary).await
+        })
+        .await;
+        let Ok(Ok(flushed)) = flushed else {
+            continue;
+        };
+        let Some(position) = lsn(&flushed) else {
+            continue;
+        };
+        // Stamped once the answer came: the primary had flushed it by then.
+        marks.flushed(Instant::now(), position);
+        // Before the replica is asked: its answer holds what it had replayed by then, or more.
+        let asked = Instant::now();
+        match tokio::time::timeout(CONNECT_TIMEOUT, replica.measure(&flushed)).await {
+            Ok(Some((_, Some(replayed)))) => {
+                replica.set_over_max_lag(marks.behind(replayed, asked, max_lag));
+            }
+            Ok(_) => {} // unreachable or unusable: marked so by `measure`
+            Err(_) => replica.failed(&format_args!("no answer within {CONNECT_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// The primary's flushed WAL positions with the instants they were read, oldest first, each
+/// higher than the one before (a position read again keeps its first instant, which is when it
+/// was known flushed).
+#[derive(Default)]
+struct Marks(VecDeque<(Instant, u64)>);
+
+impl Marks {
+    /// Records that the primary had flushed up to `position` by `at`.
+    fn flushed(&mut self, at: Instant, position: u64) {
+        match self.0.back() {
+            Some(&(_, last)) if position == last => {}
+            // Lower: the primary was replaced by an older copy (restored from a backup); what
+            // was remembered says nothing of it.
+            Some(&(_, last)) if position < last => {
+                self.0.clear();
+                self.0.push_back((at, position));
+            }
+            _ => self.0.push_back((at, position)),
+        }
+    }
+
+    /// Whether a replica that had replayed up to `replayed` at `at` is more than `max_lag`
+    /// behind: whether the primary had flushed past that `max_lag` or more before `at`. Forgets
+    /// the marks older than the one that decides (`at` only grows from one call to the next).
+    fn behind(&mut self, replayed: u64, at: Instant, max_lag: Duration) -> bool {
+        let Some(cut) = at.checked_sub(max_lag) else {
+            return false;
+        };
+        while self.0.get(1).is_some_and(|&(read, _)| read <= cut) {
+            self.0.pop_front();
+        }
+        self.0
+            .front()
+            .is_some_and(|&(read, position)| read <= cut && replayed < position)
+    }
+}
+
+/// What [`ReadReplica::measure`] asks the replica: whether it is in recovery, its system
+/// identifier, how many bytes it is behind a position, the age of its latest replayed
+/// transaction, and its replay position.
+type Measured = (bool, i64, Option<i64>, Option<f64>, Option<String>);
+
+/// A WAL position (`pg_lsn` as text, `16/B374D848`) as a number.
+fn lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    let high = u32::from_str_radix(high, 16).ok()?;
+    let low = u32::from_str_radix(low, 16).ok()?;
+    Some((u64::from(high) << 32) | u64::from(low))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_positions_are_read_as_numbers() {
+        assert_eq!(lsn("0/0"), Some(0));
+        assert_eq!(lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        for bad in ["", "16", "16/", "/1", "x/1", "1/2/3", "100000000/0"] {
+            assert_eq!(lsn(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn behind_means_lacking_what_the_primary_flushed_the_bound_or_more_before() {
+        let max = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut marks = Marks::default();
+        // An idle primary: its position does not move, and a replica that has it is never
+        // behind however long ago it was first read.
+        marks.flushed(at(0), 100);
+        marks.flushed(at(1), 100);
+        assert!(!marks.behind(100, at(60), max));
+        // Writes at 61 s: the replica lacks them, but they are younger than the bound...
+        marks.flushed(at(61), 200);
+        for s in 61..66 {
+            marks.flushed(at(s), 200 + s);
+            assert!(!marks.behind(100, at(s), max), "{s}");
+        }
+        // ...until 5 s later.
+        assert!(marks.behind(100, at(66), max));
+        // Having replayed what was flushed 5 s before, it is within the bound again, though
+        // behind the primary's latest.
+        marks.flushed(at(67), 300);
+        assert!(!marks.behind(262, at(67), max));
+        assert!(marks.behind(261, at(67), max));
+        // Nothing read long enough ago: not known behind.
+        let mut fresh = Marks::default();
+        fresh.flushed(at(0), 100);
+        assert!(!fresh.behind(0, at(4), max));
+        // A primary whose position went back starts anew.
+        marks.flushed(at(68), 10);
+        assert!(!marks.behind(0, at(70), max));
+        assert!(marks.behind(0, at(73), max));
     }
 }

@@ -2621,6 +2621,8 @@ async fn an_unusable_setting_stops_the_binary_with_one_line_naming_it() {
             "not in 1..=86400",
         ),
         ("CALRY_HOOKS_QUERY_CONNECTIONS", "5000", "not in 1..=1024"),
+        ("CALRY_HOOKS_READ_MAX_LAG_SECS", "0", "not in 1..=86400"),
+        ("CALRY_HOOKS_READ_MAX_LAG_SECS", "1.5", "invalid digit"),
         (
             "CALRY_HOOKS_LISTEN",
             "localhost:8080",
