@@ -88,6 +88,7 @@ pub struct Metrics {
     replica_reachable: Gauge,
     replica_lag_bytes: Gauge<f64, std::sync::atomic::AtomicU64>,
     replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    replica_over_max_lag: Gauge,
     /// Requests waiting for a pooled connection, kept by [`crate::store::WriterPool`] and [`crate::store::Pool`].
     pub pool_waiting: Gauge,
     /// Bytes of large answers held until their clients read them, kept by
@@ -138,6 +139,7 @@ impl Default for Metrics {
             replica_reachable: Gauge::default(),
             replica_lag_bytes: Gauge::default(),
             replica_lag_seconds: Gauge::default(),
+            replica_over_max_lag: Gauge::default(),
             disk: None,
         };
         // Every outcome from the start, at 0: an alert on one (`unavailable`) sees a 0, not
@@ -405,6 +407,13 @@ impl Metrics {
              up, else the age of the latest transaction it replayed (NaN when unknown)",
             self.replica_lag_seconds.clone(),
         );
+        r.register(
+            "replica_replay_lag_over_max",
+            "1 while reads go to the primary because the read replica was, at its latest \
+             measure (each second), more behind than CALRY_HOOKS_READ_MAX_LAG_SECS allows, else 0 \
+             (always 0 with no bound)",
+            self.replica_over_max_lag.clone(),
+        );
     }
 
     /// Shows the free and whole bytes of the file system holding `dir` (the private cluster's
@@ -430,9 +439,17 @@ impl Metrics {
         self.disk = Some(disk);
     }
 
-    /// Records a check of the read replica: whether it answered, and its lag when known.
-    pub fn replica_checked(&self, reachable: bool, bytes: Option<u64>, seconds: Option<f64>) {
+    /// Records a check of the read replica: whether it answered, its lag when known, and
+    /// whether reads leave it for being more than the bound behind.
+    pub fn replica_checked(
+        &self,
+        reachable: bool,
+        bytes: Option<u64>,
+        seconds: Option<f64>,
+        over_max_lag: bool,
+    ) {
         self.replica_reachable.set(reachable.into());
+        self.replica_over_max_lag.set(over_max_lag.into());
         self.replica_lag_bytes
             .set(bytes.map_or(f64::NAN, |b| b as f64));
         self.replica_lag_seconds.set(seconds.unwrap_or(f64::NAN));

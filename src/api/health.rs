@@ -43,7 +43,8 @@ async fn healthz() -> Json<Health> {
 /// What `/readyz` answers when ready.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok",
-    "replica": {"status": "ok", "standby": true, "replayLagBytes": 0, "replayLagSeconds": 0.0}}))]
+    "replica": {"status": "ok", "standby": true, "replayLagBytes": 0, "replayLagSeconds": 0.0,
+        "replayLagOverMax": false}}))]
 pub struct Readiness {
     /// Always `ok`.
     pub status: String,
@@ -72,12 +73,18 @@ pub struct ReplicaHealth {
     /// upper bound, measured by the replica's clock). `null` when unknown.
     #[schema(required = true)]
     pub replay_lag_seconds: Option<f64>,
+    /// With a bound (`CALRY_HOOKS_READ_MAX_LAG_SECS`): `true` while reads go to the primary
+    /// because the replica was, at its latest measure (each second), more than the bound behind
+    /// (it lacked WAL the primary had flushed that long before), else `false`. `null` when no
+    /// bound is set.
+    #[schema(required = true)]
+    pub replay_lag_over_max: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicaStatus {
-    /// It answered: reads go to it.
+    /// It answered: reads go to it (unless `replayLagOverMax` is `true`).
     Ok,
     /// It failed lately (refused, silent for 1 s, or a read on it failed less than 5 s ago):
     /// reads go to the primary.
@@ -114,10 +121,12 @@ async fn check_replica(
             None
         }
     };
+    let over_max_lag = replica.over_max_lag();
     app.metrics.replica_checked(
         lag.is_some_and(|l| l.usable),
         lag.and_then(|l| l.bytes),
         lag.and_then(|l| l.seconds),
+        over_max_lag.unwrap_or(false),
     );
     Ok(Some(ReplicaHealth {
         status: match lag {
@@ -128,6 +137,7 @@ async fn check_replica(
         standby: lag.map(|l| l.standby),
         replay_lag_bytes: lag.and_then(|l| l.bytes),
         replay_lag_seconds: lag.and_then(|l| l.seconds),
+        replay_lag_over_max: over_max_lag,
     }))
 }
 

@@ -263,6 +263,9 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     assert_eq!(ready["replica"]["status"], "ok");
     assert_eq!(ready["replica"]["standby"], true);
     assert_eq!(ready["replica"]["replayLagSeconds"], 0.0);
+    // No bound (CALRY_HOOKS_READ_MAX_LAG_SECS unset): the replica is read from however far
+    // behind it is, as below.
+    assert_eq!(ready["replica"]["replayLagOverMax"], Value::Null);
     assert_eq!(app.metric("calry_hooks_replica_reachable").await, 1.0);
 
     // Replay held back: what the primary stores next is not on the replica.
