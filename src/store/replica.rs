@@ -153,10 +153,14 @@ impl ReadReplica {
     /// reading from the primary until that read is [`Self::answered`], so an unreachable replica
     /// delays at most one read in each [`DOWN_FOR`], by at most [`CONNECT_TIMEOUT`]. At most
     /// once in each [`CHECK_EVERY`], a read first checks on its connection that the replica is a
-    /// standby of the primary.
+    /// standby of the primary. `None` too while the replica is more than the bound behind
+    /// ([`Self::over_max_lag`]): decided on what [`keep_within`] last measured, at no cost here.
     pub async fn acquire(&self) -> Option<ReadConnection> {
         let check = {
             let mut state = self.lock();
+            if state.over_max_lag {
+                return None;
+            }
             let now = Instant::now();
             match state.down_until {
                 Some(until) if now < until => return None,

@@ -460,6 +460,133 @@ async fn wait_for_replica_reads(app: &TestApp) {
     }
 }
 
+/// `CALRY_HOOKS_READ_MAX_LAG_SECS` (docs/OPERATIONS.md, "A bound on the lag"): with a bound of
+/// 1 s, a quiet primary does not make a caught-up replica "behind"; a replica whose replay is
+/// paused is still read from just after a delivery it lacks, and left for the primary once it
+/// lacks it for more than the bound; resumed, reads go back to it. Which server answered is told
+/// by the reads counted per database, and by what each holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_leave_a_replica_further_behind_than_the_bound_until_it_catches_up() {
+    let clusters = Clusters::start().await;
+    let pool = store::connect(clusters.primary().connect_options(DATABASE), 4);
+    let mut config = Config::defaults();
+    config.read_database_url = Some(clusters.standby_url().into());
+    config.read_max_lag_secs = Some(1);
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+    let first = event(
+        "h1",
+        "w1",
+        Some("a1"),
+        "sync.complete",
+        "2024-02-09T10:00:00Z",
+    );
+    assert_eq!(app.deliver(&first).await.status(), 201);
+    let ready = wait_until_caught_up(&app).await;
+    assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
+
+    // Twice the bound with nothing written: the latest replayed transaction ages, but the
+    // replica lacks nothing, and reads stay on it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let replica_reads = app.metric(REPLICA_READS).await;
+    assert_eq!(get(&app, "/events/h1", false).await["hookId"], "h1");
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
+    let ready = readyz(&app).await;
+    assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
+    assert_eq!(
+        app.metric("calry_hooks_replica_replay_lag_over_max").await,
+        0.0
+    );
+
+    // Replay paused, then a delivery: read at once, the replica answers, without it.
+    let mut replica = clusters.standby_connection().await;
+    sqlx::query("select pg_wal_replay_pause()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
+        .fetch_one(&mut replica)
+        .await
+        .unwrap()
+        != "paused"
+    {
+        assert!(Instant::now() < deadline, "replay did not pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let late = event("h2", "w1", Some("a1"), "sync.error", "2024-02-09T10:01:00Z");
+    assert_eq!(app.deliver(&late).await.status(), 201);
+    let delivered = Instant::now();
+    let (replica_reads, primary_reads) = (
+        app.metric(REPLICA_READS).await,
+        app.metric(PRIMARY_READS).await,
+    );
+    assert_eq!(app.get("/events/h2").await.status(), 404);
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
+    assert_eq!(app.metric(PRIMARY_READS).await, primary_reads);
+
+    // Once it lacks for more than the bound what the primary had flushed, reads go to the
+    // primary, which has h2: within the bound and two measures (a second each), and not before
+    // the bound.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let (replica_reads, primary_reads) = (
+            app.metric(REPLICA_READS).await,
+            app.metric(PRIMARY_READS).await,
+        );
+        let response = app.get("/events/h2").await;
+        if response.status() == 200 {
+            assert_eq!(app.metric(PRIMARY_READS).await, primary_reads + 1.0);
+            assert_eq!(app.metric(REPLICA_READS).await, replica_reads);
+            break;
+        }
+        assert_eq!(response.status(), 404);
+        assert!(
+            Instant::now() < deadline,
+            "reads stay on a replica paused for {:?}",
+            delivered.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        delivered.elapsed() >= Duration::from_secs(1),
+        "reads left the replica {:?} after the delivery it lacks",
+        delivered.elapsed()
+    );
+    let ready = readyz(&app).await;
+    assert_eq!(ready["status"], "ok");
+    assert_eq!(ready["replica"]["status"], "ok", "{ready}");
+    assert_eq!(ready["replica"]["replayLagOverMax"], true, "{ready}");
+    assert_eq!(
+        app.metric("calry_hooks_replica_replay_lag_over_max").await,
+        1.0
+    );
+    // Every default read goes to the primary meanwhile, and sees h2.
+    let history = get(&app, "/workspaces/w1/events", false).await;
+    assert_eq!(hook_ids(&history), ["h2", "h1"]);
+    let status = get(&app, "/workspaces/w1/status", false).await;
+    assert_eq!(sync_state(&status, "a1"), "error");
+
+    // Replay resumed: reads go back to the replica, which has h2 now.
+    sqlx::query("select pg_wal_replay_resume()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    replica.close().await.unwrap();
+    wait_for_replica_reads(&app).await;
+    let replica_reads = app.metric(REPLICA_READS).await;
+    assert_eq!(get(&app, "/events/h2", false).await["hookId"], "h2");
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
+    let ready = readyz(&app).await;
+    assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
+    assert_eq!(
+        app.metric("calry_hooks_replica_replay_lag_over_max").await,
+        0.0
+    );
+
+    app.stop_keeping_database().await;
+    pool.close().await;
+}
+
 /// What only a standby of the primary may answer: a statement that runs out of time on the
 /// replica is answered again from the primary, not taken for a query too costly, and a replica
 /// that is not (or no longer) a standby of the primary is not read from: the primary itself
