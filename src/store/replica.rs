@@ -297,7 +297,16 @@ impl ReadReplica {
     /// [`Self::lag`], and the replica's replay position (`pg_last_wal_replay_lsn()`) when it is a
     /// standby of the primary that has replayed any.
     async fn measure(&self, flushed: &str) -> Option<(ReplayLag, Option<u64>)> {
-        let mut replica = self.acquire_for_check().await?;
+        let replica = self.acquire_for_check().await?;
+        self.measure_on(replica, flushed).await
+    }
+
+    /// [`Self::measure`] on a connection to the replica.
+    async fn measure_on(
+        &self,
+        mut replica: ReadConnection,
+        flushed: &str,
+    ) -> Option<(ReplayLag, Option<u64>)> {
         let measured: Result<Measured, _> = sqlx::query_as(
             "select pg_is_in_recovery(),
                         (select system_identifier from pg_control_system()),
@@ -388,9 +397,10 @@ impl WeakReplica {
 /// the written one) is the reference, as WAL not yet flushed cannot have reached the replica.
 ///
 /// A primary that does not answer within [`CONNECT_TIMEOUT`] leaves the state as it is (it says
-/// nothing of the replica); a replica that does not is marked failed, as `/readyz` would, and so
-/// is one that is not a standby of the primary; while it cannot be measured the state stays as
-/// last measured.
+/// nothing of the replica), and so does a replica whose connections are all busy with reads for
+/// that long; a replica that refuses a connection, or does not answer the measure within it, is
+/// marked failed, as `/readyz` would, and so is one that is not a standby of the primary; while
+/// it cannot be measured the state stays as last measured.
 async fn keep_within(weak: WeakReplica, max_lag: Duration) {
     let mut marks = Marks::default();
     let mut every = tokio::time::interval(CHECK_EVERY);
@@ -416,13 +426,22 @@ async fn keep_within(weak: WeakReplica, max_lag: Duration) {
         };
         // Stamped once the answer came: the primary had flushed it by then.
         marks.flushed(Instant::now(), position);
+        // No connection within a second (every one busy with reads): no measure this time, and
+        // no failure either (a refused connection is marked failed by `acquire_for_check`).
+        let Ok(Some(connection)) =
+            tokio::time::timeout(CONNECT_TIMEOUT, replica.acquire_for_check()).await
+        else {
+            continue;
+        };
         // Before the replica is asked: its answer holds what it had replayed by then, or more.
         let asked = Instant::now();
-        match tokio::time::timeout(CONNECT_TIMEOUT, replica.measure(&flushed)).await {
+        let measured = replica.measure_on(connection, &flushed);
+        match tokio::time::timeout(CONNECT_TIMEOUT, measured).await {
             Ok(Some((_, Some(replayed)))) => {
                 replica.set_over_max_lag(marks.behind(replayed, asked, max_lag));
             }
-            Ok(_) => {} // unreachable or unusable: marked so by `measure`
+            Ok(_) => {} // unreachable or unusable: marked so by `measure_on`
+            // As `/readyz` does: a replica that does not answer this within a second is failed.
             Err(_) => replica.failed(&format_args!("no answer within {CONNECT_TIMEOUT:?}")),
         }
     }
