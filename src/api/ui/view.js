@@ -260,20 +260,51 @@ function relText(ts, mode) {
   return mode === 'since' ? `for ${duration(ms)}` : duration(ms);
 }
 
+// A time is shown relative to now, the exact UTC time in its title for a mouse; a tap, a click or
+// Enter on it shows that time exact in its place instead, and again relative (SPEC §12: touch
+// screens and the keyboard have no hover). Which times are shown exact is kept for the page, so
+// that a live update or a refresh that draws a row again draws them exact still.
+const shownExact = new Set();
+
+// `2024-02-09 11:33:41.658 UTC`, or `since …` for a time a state holds since; where it wraps, it
+// wraps after the date.
+const exactText = (ts, mode) => `${mode === 'ago' ? '' : 'since '}${utc(ts).replace(/ UTC$/, '\u00a0UTC')}`;
+
+function showTime(t) {
+  const ts = t.getAttribute('datetime');
+  const exact = shownExact.has(ts);
+  t.textContent = exact ? exactText(ts, t.dataset.rel) : relText(ts, t.dataset.rel);
+  t.classList.toggle('ahead', !exact && isAhead(ts));
+  t.classList.toggle('exact', exact);
+}
+
 /**
  * A time shown relative to now (mode 'ago': `3 h 12 min ago`; 'for': `3 h 12 min`; 'since':
- * `for 3 h 12 min`), the exact UTC time in its title and `datetime`; kept current by `tick`.
+ * `for 3 h 12 min`), the exact UTC time in its title and `datetime`; kept current by `tick`. It is
+ * a button that shows the exact time instead (`2024-02-09 11:33:41.658 UTC`, `since …` but in mode
+ * 'ago'), and back.
  */
 export function rel(ts, mode = 'ago') {
   if (!ts) return h('span', { class: 'muted' }, '—');
-  return h('time', { datetime: ts, title: utc(ts), 'data-rel': mode, class: isAhead(ts) ? 'ahead' : null }, relText(ts, mode));
+  const t = h('time', { datetime: ts, title: utc(ts), 'data-rel': mode });
+  const b = h('button', { type: 'button', class: 'when' }, t);
+  showTime(t);
+  b.addEventListener('click', () => {
+    if (shownExact.has(ts)) shownExact.delete(ts);
+    else shownExact.add(ts);
+    // Every place that shows this time shows it the same way.
+    for (const same of document.querySelectorAll(`time[data-rel][datetime="${CSS.escape(ts)}"]`)) showTime(same);
+    showTime(t);
+    // A button's own new label is not read out: the live region says it.
+    announce(t.textContent.replace(/\u00a0/g, ' '));
+  });
+  return b;
 }
 
 /** Brings every relative time on the page up to date. */
 export function tick() {
   for (const t of document.querySelectorAll('time[data-rel]')) {
-    t.textContent = relText(t.getAttribute('datetime'), t.dataset.rel);
-    t.classList.toggle('ahead', isAhead(t.getAttribute('datetime')));
+    if (!shownExact.has(t.getAttribute('datetime'))) showTime(t);
   }
 }
 
@@ -382,21 +413,40 @@ export const KNOWN_TYPES = Object.keys(EVENT_STATE);
 
 // Event types and results come from the sender and may be long (255 characters): the CSS cuts
 // them short with an ellipsis (after 21 and 10 characters in a dense table), the whole text in
-// their title.
+// their title for a mouse. Such a one is a button too: a tap, a click or Enter opens it to its
+// whole text in its place, wrapped, and closes it again.
 const LONG = 20;
+
+// The texts opened, kept for the page as the times shown exact are.
+const opened = new Set();
+
+function opens(el, text) {
+  const b = h('button', { type: 'button', class: 'opens', 'aria-expanded': String(opened.has(text)) }, el);
+  b.addEventListener('click', () => {
+    if (opened.has(text)) opened.delete(text);
+    else opened.add(text);
+    for (const same of document.querySelectorAll('button.opens')) {
+      if (same.firstElementChild?.title === text) same.setAttribute('aria-expanded', String(opened.has(text)));
+    }
+  });
+  return b;
+}
 
 /** An event type, tinted like the state it leads to. Where it may wrap (a narrow screen), it
  * wraps after a dot first (`account.` / `created`), mid-word only when a part is too long. */
 export function eventType(type) {
   const parts = type.split(/(?<=\.)/).flatMap((part, i) => (i ? [h('wbr'), part] : [part]));
   // Read out whole: a screen reader reads `sync.<wbr>complete` as two words.
-  return h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null },
+  const el = h('span', { class: `etype tone-${TONE[EVENT_STATE[type]] || 'none'}`, title: type.length > LONG ? type : null },
     h('span', { class: 'sr-only' }, type), h('span', { 'aria-hidden': 'true' }, parts));
+  return type.length > LONG ? opens(el, type) : el;
 }
 
 /** An event's `result`, or `none` (in muted text) when it has none. */
 export function result(text, none = '—') {
-  return h('span', { class: 'result', title: text && text.length > LONG / 2 ? text : null }, text || none);
+  const long = text && text.length > LONG / 2;
+  const el = h('span', { class: 'result', title: long ? text : null }, text || none);
+  return long ? opens(el, text) : el;
 }
 
 /** One category of an account entry: its state, and since when it holds. */
