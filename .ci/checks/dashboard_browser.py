@@ -82,6 +82,11 @@ virtual environment's python):
    behind the primary that never held them) asks the primary about them once (200: still there)
    and not again in the next minute; once the primary removed them (page.route: 404, as after
    `prune`), they are taken off, under the note, within 5 min 15 s (Playwright's clock).
+20. without a mouse (no hover, so no title), on the account page: on a touch screen made 1024 px
+   wide, a tap on an event's time (relative) shows its exact UTC time in the page, and a tap on its
+   type (255 characters, cut short) the whole type; at 1440 px, Tab reaches that time and then that
+   type, and Enter does the same; the exact time stays while the times tick, and Enter again shows
+   each as before.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -389,8 +394,9 @@ class Check:
         finally:
             shutil.rmtree(profile, ignore_errors=True)
 
-    def touch_targets(self, path, what):
-        """On a touch screen, every button (the filters, Copy, Payload) is 24 px tall at least."""
+    def touch_targets(self, path, what, then=None):
+        """On a touch screen, every button (the filters, Copy, Payload) is 24 px tall at least;
+        then(page) follows on that page when given."""
         context = self.browser.new_context(viewport={"width": 390, "height": WIDTHS[390]},
                                            has_touch=True, is_mobile=True)
         try:
@@ -401,8 +407,87 @@ class Check:
                 .map(b => `${b.textContent.trim()} (${b.getBoundingClientRect().height.toFixed(1)} px)`)""")
             if small:
                 raise Fail(f"{what}: buttons less than 24 px tall, too small to tap: {small[:6]}")
+            if then:
+                then(page)
         finally:
             context.close()
+
+    # The event of a long type on the account page: its time, its type, and what each shows (its
+    # time's text, exact as the page writes it, 2024-02-09 11:33:41.658 UTC; its type's box cut or
+    # not, and its text).
+    @staticmethod
+    def long_event(long_type):
+        row = (f"#main section[aria-labelledby=events-title] tbody tr"
+               f":has(.etype[title=\"{long_type}\"])")
+        when, kind = f"{row} td[data-label=Occurred] time", f"{row} .etype"
+        shown_js = f"""() => {{
+            const t = document.querySelector('{when}'), e = document.querySelector('{kind}');
+            return {{ time: t.textContent, datetime: t.getAttribute('datetime'), title: t.title,
+                      cut: e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1,
+                      type: e.querySelector('[aria-hidden]').textContent }};
+        }}"""
+        return when, kind, shown_js
+
+    def exact_and_whole(self, page, long_type, what, how):
+        """After a tap or Enter on each (see `tapped`, `keyed`), the event's time shows its exact
+        UTC time in the page, and its type the whole type: not in their titles only."""
+        _, _, shown_js = self.long_event(long_type)
+        page.wait_for_timeout(1200)  # a tick of the relative times
+        shown = page.evaluate(shown_js)
+        t = datetime.fromisoformat(shown["datetime"].replace("Z", "+00:00"))
+        exact = t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d} UTC"
+        if shown["time"].replace("\xa0", " ") != exact:
+            raise Fail(f"{what}, {how}: the event's time shows {shown['time']!r}, not its exact time "
+                       f"{exact!r} (in its title only: {shown['title']!r})")
+        if shown["cut"] or shown["type"] != long_type:
+            raise Fail(f"{what}, {how}: the event's type (255 characters) is still cut short "
+                       "(its title only holds it whole)")
+        return exact
+
+    def tapped(self, page, long_type, what):
+        """On a touch screen (the page made 1024 px wide, a tablet, where the events are a table
+        and a long type is cut short), a tap on an event's time shows its exact UTC time and a tap
+        on its type the whole type (a finger has no hover, so no title)."""
+        when, kind, shown_js = self.long_event(long_type)
+        page.set_viewport_size({"width": 1024, "height": 768})
+        page.wait_for_timeout(100)
+        if not page.evaluate(shown_js)["cut"]:
+            raise Fail(f"{what}, 1024 px wide: the long type is not cut short, so this check shows nothing")
+        page.locator(when).tap()
+        page.locator(kind).tap()
+        exact = self.exact_and_whole(page, long_type, what, "two taps")
+        log(f"{what}: a tap shows the event's time exact ({exact}), another its long type whole")
+
+    def keyed(self, page, long_type, what):
+        """From the keyboard, Tab reaches the event's time and then its type, and Enter on each
+        shows the exact time and the whole type; Enter again shows them as before (relative,
+        cut short)."""
+        when, kind, shown_js = self.long_event(long_type)
+        # The focus on what holds `sel` in its cell (not on a row, the page or <body> around it).
+        on = "sel => { const a = document.activeElement, e = document.querySelector(sel); " \
+             "return a.contains(e) && e.closest('td').contains(a); }"
+        page.focus("#main")
+        for presses in range(1, 200):
+            page.keyboard.press("Tab")
+            if page.evaluate(on, when):
+                break
+        else:
+            raise Fail(f"{what}: 199 presses of Tab never reach the time of the event of a long type")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        if not page.evaluate(on, kind):
+            raise Fail(f"{what}: Tab from the event's time does not reach its cut type")
+        page.keyboard.press("Enter")
+        self.exact_and_whole(page, long_type, what, "Tab and Enter")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Enter")
+        shown = page.evaluate(shown_js)
+        if not shown["time"].endswith("ago") or not shown["cut"]:
+            raise Fail(f"{what}: Enter again on the time and the type shows {shown['time']!r} and the type "
+                       f"{'cut short' if shown['cut'] else 'whole'}, not as before")
+        log(f"{what}: Tab ({presses} presses) and Enter show the event's time exact and its long type "
+            f"whole; Enter again, as before ({shown['time']})")
 
     def pending_404(self, text, where):
         """A 404 of a route of SPEC §11 not there yet."""
@@ -573,6 +658,7 @@ class Check:
                     self.tables_fit(page, what)
                 if name == "account" and width == 1440:
                     self.payload(page, what)
+                    self.keyed(page, long_type, what)
                 if name == "overview" and width == 1440:
                     failing = page.eval_on_selector_all(
                         "#main section[aria-labelledby=workspaces-title] tbody td[data-label=Failing]",
@@ -583,7 +669,9 @@ class Check:
                 if name == "workspace" and width == 1440:
                     self.keyboard(page, what, workspace)
                 if name != "overview" and width == 390:
-                    self.touch_targets(path, f"the {name} page on a touch screen 390 px wide")
+                    touch = f"the {name} page on a touch screen"
+                    self.touch_targets(path, f"{touch} 390 px wide",
+                                       (lambda p: self.tapped(p, long_type, touch)) if name == "account" else None)
                 self.clean(page, what)
                 log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
                 page.context.close()
