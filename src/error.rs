@@ -83,6 +83,9 @@ pub enum Error {
         detail: String,
         #[source]
         source: Option<sqlx::Error>,
+        /// Why, for a refusal a delivery can get (`calry_hooks_webhooks_unavailable_total`);
+        /// none for those only other routes give.
+        reason: Option<Refusal>,
     },
 
     #[error("database error")]
@@ -117,18 +120,32 @@ impl Error {
         }
     }
 
-    /// A 503 whose cause was logged where it happened (or needs no log: a full queue).
+    /// A 503 whose cause was logged where it happened, on a route other than deliveries'.
     pub fn unavailable(detail: impl Into<String>) -> Error {
         Error::Unavailable {
             detail: detail.into(),
             source: None,
+            reason: None,
+        }
+    }
+
+    /// A delivery's 503 for `reason`, whose cause was logged where it happened (or needs no
+    /// log: a full queue).
+    pub fn refused(reason: Refusal, detail: impl Into<String>) -> Error {
+        Error::Unavailable {
+            detail: detail.into(),
+            source: None,
+            reason: Some(reason),
         }
     }
 
     /// A `503` for a delivery the service could not take or finish because it is stopping:
     /// nothing was answered 2xx, so Calry sends it again.
     pub fn shutting_down() -> Error {
-        Error::unavailable("the service is shutting down; retry later")
+        Error::refused(
+            Refusal::Stopping,
+            "the service is shutting down; retry later",
+        )
     }
 }
 
@@ -147,9 +164,67 @@ impl From<sqlx::Error> for Error {
             Error::Unavailable {
                 detail: detail.to_owned(),
                 source: Some(err),
+                reason: Some(Refusal::Database),
             }
         } else {
             Error::Database(err)
+        }
+    }
+}
+
+/// Why a delivery was answered `503`, as `calry_hooks_webhooks_unavailable_total` labels it
+/// (docs/OPERATIONS.md, "Metrics"): decided where the refusal is made, each with its own detail
+/// and log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The database could not be used to store it: unreachable, out of resources, read-only,
+    /// its connections ended (after a round on each), or no answer within the writers' deadline.
+    Database,
+    /// Its batch's statement was cancelled (57014): most often the writers' statement timeout,
+    /// waiting for a lock another session holds.
+    Cancelled,
+    /// The ingest queue was full (`CALRY_HOOKS_INGEST_QUEUE`): refused at once.
+    QueueFull,
+    /// It waited in the queue longer than a writer may be waited for (`ingest::QUEUE_WAIT`).
+    QueueWait,
+    /// Its batch met deadlocks or serialization failures in every round.
+    Contended,
+    /// Its hook id was being stored by another transaction in every round.
+    Concurrent,
+    /// No history partition holds its time, and none could be made.
+    NoPartition,
+    /// It came on a connection past `CALRY_HOOKS_MAX_CONNECTIONS` (the overflow's answer).
+    Connections,
+    /// The service stopped without waiting for it (a second SIGTERM).
+    Stopping,
+}
+
+impl Refusal {
+    /// Every reason, each a series from the start.
+    pub const ALL: [Refusal; 9] = [
+        Refusal::Database,
+        Refusal::Cancelled,
+        Refusal::QueueFull,
+        Refusal::QueueWait,
+        Refusal::Contended,
+        Refusal::Concurrent,
+        Refusal::NoPartition,
+        Refusal::Connections,
+        Refusal::Stopping,
+    ];
+
+    /// Its `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Database => "database",
+            Refusal::Cancelled => "cancelled",
+            Refusal::QueueFull => "queue_full",
+            Refusal::QueueWait => "queue_wait",
+            Refusal::Contended => "contended",
+            Refusal::Concurrent => "concurrent",
+            Refusal::NoPartition => "no_partition",
+            Refusal::Connections => "connections",
+            Refusal::Stopping => "stopping",
         }
     }
 }
@@ -330,6 +405,7 @@ impl IntoResponse for Error {
             Error::Unavailable {
                 detail,
                 source: Some(source),
+                ..
             } => {
                 // Said at most once a minute: at a database that is down, every request comes here.
                 static SAID: crate::telemetry::Sometimes = crate::telemetry::Sometimes::new();

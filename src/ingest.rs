@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::envelope::Envelope;
-use crate::error::{Error, is_unavailable};
+use crate::error::{Error, Refusal, is_unavailable};
 use crate::status::KNOWN_TYPES;
 use crate::store::WriterPool;
 use crate::telemetry::Sometimes;
@@ -115,7 +115,7 @@ impl Ingestor {
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    Error::unavailable("the ingest queue is full; retry later")
+                    Error::refused(Refusal::QueueFull, "the ingest queue is full; retry later")
                 }
                 mpsc::error::TrySendError::Closed(_) => Error::shutting_down(),
             })?;
@@ -161,7 +161,10 @@ async fn writer(pool: WriterPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
                 );
             }
             answer_all(late, || {
-                Error::unavailable("no writer was free for the delivery in time; retry later")
+                Error::refused(
+                    Refusal::QueueWait,
+                    "no writer was free for the delivery in time; retry later",
+                )
             });
         }
         if batch.is_empty() {
@@ -227,7 +230,11 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
     let mut created = false;
     let mut rounds = 0;
     // What kept the last round from storing the batch, for the 503 once rounds run out.
-    let mut held_up = "the hook id is being stored concurrently";
+    let concurrent = (
+        Refusal::Concurrent,
+        "the hook id is being stored concurrently",
+    );
+    let mut held_up = concurrent;
     let mut made_nothing = false; // a round met no partition, and none was made then
     while rounds < MAX_ROUNDS {
         match store(pool, &batch).await {
@@ -246,16 +253,22 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                     return created;
                 }
                 batch = unresolved;
-                held_up = "the hook id is being stored concurrently";
+                held_up = concurrent;
             }
             // Before `is_unavailable`, which counts deadlocks and serialization failures too
             // (elsewhere they are a `503`): here the batch simply runs again.
             Err(err) if is_contention(&err) => {
                 tracing::debug!(error = %err, "batch contended; retrying");
-                held_up = "its batch met deadlocks or serialization failures with other writes";
+                held_up = (
+                    Refusal::Contended,
+                    "its batch met deadlocks or serialization failures with other writes",
+                );
             }
             Err(err) if crate::store::partitions::is_missing(&err) => {
-                held_up = "no history partition holds its time, and none could be made";
+                held_up = (
+                    Refusal::NoPartition,
+                    "no history partition holds its time, and none could be made",
+                );
                 // Made now, or perhaps by another instance meanwhile: the next round stores it.
                 // Missing again with nothing made, it stays so (a table of the month's name
                 // apart from `events`, a role that may not make it: `/readyz` says which).
@@ -282,16 +295,18 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                 // `pg_cancel_backend`) most often waited for a lock another session holds on a
                 // row this batch writes; its writer waited with it, and the deliveries queued
                 // behind.
-                let (what, detail) = if crate::error::is_query_canceled(&err) {
+                let (what, reason, detail) = if crate::error::is_query_canceled(&err) {
                     (
                         "ingest statement cancelled (most often its statement timeout, waiting for \
                          a lock another session holds)",
+                        Refusal::Cancelled,
                         "storing it was cancelled by the database, most often at its statement \
                          timeout while waiting for a lock another session holds; retry later",
                     )
                 } else {
                     (
                         "database unavailable",
+                        Refusal::Database,
                         "the database is unavailable; retry later",
                     )
                 };
@@ -307,7 +322,7 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
                         "{what}: deliveries answered 503 for it since this was last said"
                     );
                 }
-                answer_all(batch, || Error::unavailable(detail));
+                answer_all(batch, || Error::refused(reason, detail));
                 return created;
             }
             Err(err) if batch.len() > 1 => {
@@ -327,9 +342,10 @@ async fn write(pool: &WriterPool, mut batch: Vec<Pending>) -> bool {
         }
         rounds += 1; // an ended connection's round (`continue` above) does not count
     }
+    let (reason, held_up) = held_up;
     warn_each(&batch, None, &format!("batch not stored: {held_up}"));
     answer_all(batch, || {
-        Error::unavailable(format!("{held_up}; retry later"))
+        Error::refused(reason, format!("{held_up}; retry later"))
     });
     created
 }

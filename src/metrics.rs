@@ -16,9 +16,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::error::{Error, Refusal};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +75,8 @@ pub struct Metrics {
     /// (`process_…`, no prefix).
     process: Registry,
     webhooks: Family<OutcomeLabel, Counter>,
+    /// The `unavailable` deliveries again, by [`Refusal`].
+    webhooks_unavailable: Family<ReasonLabel, Counter>,
     ingest_seconds: Histogram,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -116,6 +125,7 @@ impl Default for Metrics {
             registry: Registry::with_prefix("calry_hooks"),
             process,
             webhooks: Family::default(),
+            webhooks_unavailable: Family::default(),
             // 0.5 ms to ~4 s.
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             requests: Family::new_with_constructor(request_histogram),
@@ -147,6 +157,11 @@ impl Default for Metrics {
         for outcome in OUTCOMES {
             drop(m.webhooks.get_or_create(&OutcomeLabel { outcome }));
         }
+        for reason in Refusal::ALL {
+            drop(m.webhooks_unavailable.get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            }));
+        }
         drop(m.query_reads.get_or_create(&DatabaseLabel {
             database: "primary",
         }));
@@ -161,6 +176,18 @@ impl Default for Metrics {
             "webhooks",
             "Webhook deliveries answered, by outcome (created, duplicate, conflict, invalid, unauthorized, unavailable, error)",
             m.webhooks.clone(),
+        );
+        r.register(
+            "webhooks_unavailable",
+            "Webhook deliveries answered 503 (outcome unavailable), by reason: database \
+             (unreachable, out of resources, read-only, or no answer in time), cancelled (a \
+             statement cancelled: most often its timeout, waiting for a lock another session \
+             holds), queue_full (the ingest queue full), queue_wait (no writer free in time), \
+             contended (deadlocks or serialization failures in every round), concurrent (the \
+             hook id being stored by another transaction in every round), no_partition (no \
+             history partition for its time, none could be made), connections (past \
+             CALRY_HOOKS_MAX_CONNECTIONS), stopping (the service stopped without waiting)",
+            m.webhooks_unavailable.clone(),
         );
         r.register(
             "ingest_duration_seconds",
@@ -296,9 +323,28 @@ const OUTCOMES: [&str; 7] = [
 ];
 
 impl Metrics {
-    /// Records one answered webhook delivery: its latency, and its outcome by status code.
-    pub fn delivery(&self, status: StatusCode, elapsed: Duration) -> &'static str {
+    /// Records one answered webhook delivery: its latency, its outcome by status code, and for
+    /// a `503` its reason.
+    pub fn delivery(&self, answer: Result<StatusCode, &Error>, elapsed: Duration) -> &'static str {
         self.ingest_seconds.observe(elapsed.as_secs_f64());
+        let status = match answer {
+            Ok(status) => status,
+            Err(err) => err.status(),
+        };
+        if let Err(Error::Unavailable { reason, .. }) = answer {
+            // Every 503 a delivery can get has one, so that the reasons add up to the outcome.
+            debug_assert!(
+                reason.is_some(),
+                "a delivery's 503 with no reason: {answer:?}"
+            );
+            if let Some(reason) = reason {
+                self.webhooks_unavailable
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.label(),
+                    })
+                    .inc();
+            }
+        }
         let outcome = match status {
             StatusCode::CREATED => "created",
             StatusCode::OK => "duplicate",
@@ -712,8 +758,10 @@ mod tests {
     #[test]
     fn the_classic_format_names_counters_by_their_samples() {
         let metrics = Metrics::default();
-        metrics.delivery(StatusCode::CREATED, Duration::from_millis(3));
-        metrics.delivery(StatusCode::CREATED, Duration::from_millis(4));
+        metrics.delivery(Ok(StatusCode::CREATED), Duration::from_millis(3));
+        metrics.delivery(Ok(StatusCode::CREATED), Duration::from_millis(4));
+        let full = Error::refused(Refusal::QueueFull, "the ingest queue is full");
+        metrics.delivery(Err(&full), Duration::from_millis(1));
         let cpu = || {
             let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
             // SAFETY: a struct of getrusage's own type for it to fill.
@@ -738,8 +786,13 @@ mod tests {
             "# HELP calry_hooks_webhooks_total Webhook deliveries answered, by outcome (created, duplicate, conflict, invalid, unauthorized, unavailable, error).",
             "# TYPE calry_hooks_webhooks_total counter",
             "calry_hooks_webhooks_total{outcome=\"created\"} 2",
-            // Every outcome is there from the start.
-            "calry_hooks_webhooks_total{outcome=\"unavailable\"} 0",
+            "calry_hooks_webhooks_total{outcome=\"unavailable\"} 1",
+            // Every outcome, and every reason of an `unavailable`, is there from the start.
+            "calry_hooks_webhooks_total{outcome=\"invalid\"} 0",
+            "# TYPE calry_hooks_webhooks_unavailable_total counter",
+            "calry_hooks_webhooks_unavailable_total{reason=\"queue_full\"} 1",
+            "calry_hooks_webhooks_unavailable_total{reason=\"database\"} 0",
+            "calry_hooks_webhooks_unavailable_total{reason=\"stopping\"} 0",
             "# TYPE calry_hooks_ingest_queue_depth gauge",
             "calry_hooks_ingest_queue_depth 3",
             "# TYPE calry_hooks_ingest_duration_seconds histogram",

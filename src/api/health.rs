@@ -203,6 +203,7 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
                          must own the events table); deliveries fail until one is made"
                     .to_owned(),
                 source: Some(source),
+                reason: None,
             };
             crate::store::partitions::ensure(&mut *db)
                 .await
@@ -236,6 +237,7 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>> {
             return Err(Error::Unavailable {
                 detail: format!("the ingest writers cannot connect: {}", kind_of(&e)),
                 source: Some(e),
+                reason: None,
             });
         }
     }
@@ -299,6 +301,7 @@ fn not_ready(e: sqlx::Error) -> Error {
     Error::Unavailable {
         detail: format!("the database is not ready: {}", kind_of(&e)),
         source: Some(e),
+        reason: None,
     }
 }
 

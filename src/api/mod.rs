@@ -332,13 +332,15 @@ pub fn overflow_router(state: AppState) -> Router {
 }
 
 fn too_many_connections() -> Error {
-    Error::unavailable("too many connections are open; retry later")
+    Error::refused(
+        crate::error::Refusal::Connections,
+        "too many connections are open; retry later",
+    )
 }
 
 async fn refuse_delivery(State(app): State<AppState>) -> Error {
-    app.metrics.delivery(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        std::time::Duration::ZERO,
-    );
-    too_many_connections()
+    let refused = too_many_connections();
+    app.metrics
+        .delivery(Err(&refused), std::time::Duration::ZERO);
+    refused
 }

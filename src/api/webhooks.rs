@@ -101,7 +101,8 @@ async fn receive(
             Ok((status, _)) => *status,
             Err(err) => err.status(),
         };
-        let outcome = app.metrics.delivery(status, started.elapsed());
+        let counted = answer.as_ref().map(|(status, _)| *status);
+        let outcome = app.metrics.delivery(counted, started.elapsed());
         log_delivery(outcome, status, &answer, &headers);
         answer
     };

@@ -299,6 +299,7 @@ async fn deliveries_refused_at_the_connection_cap_are_counted_not_logged_as_erro
         3.0,
         "{text}"
     );
+    crate::helpers::assert_refusals_in(&text, &[("connections", 3.0)]);
     assert_eq!(
         sample(
             "calry_hooks_http_request_duration_seconds_count{route=\"/webhooks/calry\",\

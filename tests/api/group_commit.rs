@@ -327,6 +327,7 @@ async fn a_full_queue_answers_503_at_once_instead_of_waiting() {
     );
     assert_eq!(refused.headers()["retry-after"], "5");
     crate::helpers::problem(refused, 503).await;
+    app.assert_refusals(&[("queue_full", 1.0)]).await;
 
     release_writer(lock).await;
     assert_eq!(first.await.unwrap().0, 201);
@@ -375,7 +376,50 @@ async fn a_delivery_that_waited_too_long_for_a_writer_is_answered_503_unstored()
         .await
         .unwrap();
     assert_eq!(stored, 0);
+    // The first for its statement's timeout, the queued one for its wait.
+    app.assert_refusals(&[("cancelled", 1.0), ("queue_wait", 1.0)])
+        .await;
     assert_eq!(app.deliver(&body).await.status(), 201);
+}
+
+/// Deliveries in flight when the service stops without waiting (a second SIGTERM: its writers
+/// are dropped), one being written and one queued, are answered `503`, stored nowhere, and
+/// counted under `stopping`.
+#[tokio::test]
+async fn deliveries_the_stop_cuts_short_are_counted_under_stopping() {
+    let mut app = single_writer_app().await;
+    // A connection open before the stop, to scrape the metrics once the listener is gone.
+    let scraper = reqwest::Client::new();
+    let metrics = format!("{}/metrics", app.address);
+    assert_eq!(scraper.get(&metrics).send().await.unwrap().status(), 200);
+    let lock = hold_writer(&app).await;
+    let held = send(
+        &app,
+        &event("held", "w", None, "x.y", "2024-01-01T00:00:00Z"),
+    );
+    wait_for_writer_on_lock(&app).await;
+    let queued = send(
+        &app,
+        &event("queued", "w", None, "x.y", "2024-01-01T00:00:00Z"),
+    );
+    wait_for_queue(&app, 1.0).await;
+    app.stop_at_once();
+    for delivery in [held, queued] {
+        let (status, problem) = delivery.await.unwrap();
+        assert_eq!(status, 503, "{problem}");
+        assert_eq!(
+            problem["detail"],
+            "the service is shutting down; retry later"
+        );
+    }
+    release_writer(lock).await;
+    let text = scraper.get(&metrics).send().await.unwrap().text().await;
+    crate::helpers::assert_refusals_in(&text.unwrap(), &[("stopping", 2.0)]);
+    let stored: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
 }
 
 /// Once history was ever removed, ingest decides which events change their account's status
@@ -576,6 +620,7 @@ async fn a_delivery_held_by_a_locked_row_past_the_statement_timeout_is_told_why(
         detail.starts_with("storing it was cancelled by the database, most often at its statement timeout while waiting for a lock"),
         "{detail}"
     );
+    app.assert_refusals(&[("cancelled", 1.0)]).await;
     holder.commit().await.unwrap();
     assert_eq!(app.deliver(&second).await.status(), 201);
 }

@@ -311,6 +311,20 @@ impl TestApp {
         metric_in(&self.get("/metrics").await.text().await.unwrap(), sample)
     }
 
+    /// Checks that the deliveries answered `503` are counted under the `expected` reasons of
+    /// `calry_hooks_webhooks_unavailable_total` and no other: [`assert_refusals_in`].
+    pub async fn assert_refusals(&self, expected: &[(&str, f64)]) {
+        assert_refusals_in(&self.get("/metrics").await.text().await.unwrap(), expected);
+    }
+
+    /// Stops the service as a second SIGTERM does, without waiting: what `serve` holds (the
+    /// ingest writers) is dropped, and requests already on a connection are left to answer.
+    pub fn stop_at_once(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
     /// Connection options of this app's own database.
     pub fn db_options(&self) -> PgConnectOptions {
         self._db
@@ -727,6 +741,47 @@ pub fn metric_in(text: &str, sample: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// The `reason` labels of `calry_hooks_webhooks_unavailable_total`, the why of a delivery's 503.
+pub const REFUSALS: [&str; 9] = [
+    "database",
+    "cancelled",
+    "queue_full",
+    "queue_wait",
+    "contended",
+    "concurrent",
+    "no_partition",
+    "connections",
+    "stopping",
+];
+
+/// Checks a `/metrics` text: every reason of [`REFUSALS`] is a series, those in `expected` at
+/// their count and the others at 0, and together they count every delivery answered 503.
+pub fn assert_refusals_in(text: &str, expected: &[(&str, f64)]) {
+    let mut total = 0.0;
+    for reason in REFUSALS {
+        let sample = format!("calry_hooks_webhooks_unavailable_total{{reason=\"{reason}\"}}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{sample} "))),
+            "no {sample} in\n{text}"
+        );
+        let want = expected
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0.0, |e| e.1);
+        assert_eq!(metric_in(text, &sample), want, "{sample}");
+        total += want;
+    }
+    assert!(
+        expected.iter().all(|(r, _)| REFUSALS.contains(r)),
+        "{expected:?}"
+    );
+    assert_eq!(
+        metric_in(text, "calry_hooks_webhooks_total{outcome=\"unavailable\"}"),
+        total,
+        "every 503 has its reason"
+    );
 }
 
 /// The `next` a feed route (with its query) answers now: of an empty workspace's feed, the

@@ -94,6 +94,7 @@ async fn metrics_count_a_known_sequence_of_deliveries() {
         "calry_hooks_query_reads_total{database=\"primary\"} 0",
         "calry_hooks_connections_over_cap_total{answer=\"closed\"} 0",
         "calry_hooks_webhooks_total{outcome=\"unavailable\"} 0",
+        "calry_hooks_webhooks_unavailable_total{reason=\"database\"} 0",
         concat!(
             "calry_hooks_build_info{version=\"",
             env!("CARGO_PKG_VERSION"),
@@ -273,6 +274,7 @@ async fn deliveries_refused_for_an_unreachable_database_are_counted_unavailable(
             .await,
         1.0
     );
+    app.assert_refusals(&[("database", 1.0)]).await;
 }
 
 #[tokio::test]
@@ -3525,6 +3527,8 @@ async fn a_delivery_with_no_partition_to_be_made_is_refused_with_one_warning() {
         refused["detail"],
         "no history partition holds its time, and none could be made; retry later"
     );
+    let metrics = reqwest::get(format!("{address}/metrics")).await.unwrap();
+    crate::helpers::assert_refusals_in(&metrics.text().await.unwrap(), &[("no_partition", 1.0)]);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
     child.wait().await.unwrap();
