@@ -298,8 +298,9 @@ impl Default for Metrics {
         );
         r.register(
             "unsent_bytes",
-            "Bytes of answers over 64 KiB held until their clients read them (at most 256 MiB, \
-             a quarter of it per client; past that such an answer is a 503)",
+            "Bytes of answers over 64 KiB held until their clients read them, with 320 KiB for \
+             the encoder of one being gzipped (at most 256 MiB, a quarter of it per client; past \
+             that such an answer is a 503)",
             m.unsent_bytes.clone(),
         );
         r.register(

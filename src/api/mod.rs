@@ -173,7 +173,8 @@ pub fn router(state: AppState) -> Router {
         // Gzip for a client whose `Accept-Encoding` asks for it, once over every route, the pages
         // and both fallbacks (docs/OPERATIONS.md, "Compression"). Outside `unsent::within_budget`,
         // which must see an answer's exact size to count it: what a large page holds is its
-        // uncompressed bytes, taken by the encoder only as the client reads.
+        // uncompressed bytes, taken by the encoder only as the client reads (and the encoder,
+        // `unsent::ENCODER_BYTES`, counted when the request asks for gzip).
         .layer(
             CompressionLayer::new()
                 .quality(CompressionLevel::Fastest)

@@ -36,6 +36,13 @@ const CHUNK: usize = 64 * 1024;
 /// Most bytes of answers one client holds at once: a quarter of [`BUDGET`].
 const SHARE: usize = BUDGET / 4;
 
+/// What an answer gzipped for its client (`CompressionLayer`, outside this budget) holds besides
+/// its bytes until the encoder has taken them all: the compressor's state. flate2's
+/// `Compress::new` at gzip's fastest level allocates 319,326 bytes (miniz_oxide 0.9.1, flate2
+/// 1.1.11, counted by a global allocator in a program of its own), rounded up here. The page
+/// itself is counted at its uncompressed size, as the encoder takes it from [`Held`].
+pub const ENCODER_BYTES: usize = 320 * 1024;
+
 /// Who holds a share (of this budget, of the places of streams: `places`): a client, told by its
 /// bearer token (hashed), or without one by its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -142,6 +149,7 @@ impl Drop for Taken {
 /// Middleware: an answer over [`CHUNK`] bytes is held within the budget until it is sent.
 pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next: Next) -> Response {
     let holder = Holder::of(&request);
+    let gzip = asks_for_gzip(request.headers());
     let response = next.run(request).await;
     let Some(len) = response.body().size_hint().exact() else {
         return response; // a stream: it bounds what it holds itself
@@ -149,7 +157,16 @@ pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next:
     if len <= CHUNK as u64 {
         return response;
     }
-    let wanted = usize::try_from(len).unwrap_or(usize::MAX).min(SHARE);
+    use tower_http::compression::Predicate;
+    let encoder = if gzip && super::compressible().should_compress(&response) {
+        ENCODER_BYTES
+    } else {
+        0
+    };
+    // A share's worth at most, so that one answer larger than a share is still answered.
+    let wanted = (usize::try_from(len).unwrap_or(usize::MAX))
+        .saturating_add(encoder)
+        .min(SHARE);
     // No wait: answers built while they waited would be held outside the budget.
     let taken = match unsent.take(holder, wanted) {
         Ok(taken) => taken,
@@ -170,6 +187,28 @@ pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next:
         }
         .into_response(),
     }
+}
+
+/// Whether `CompressionLayer` gzips a compressible answer to a request with these headers: it
+/// names `gzip` (or `x-gzip`) in `Accept-Encoding` with a q-value that is not 0, gzip being the
+/// one encoding the layer has. (One that prefers `identity` to gzip is answered plain, and
+/// counted for an encoder all the same.)
+fn asks_for_gzip(headers: &axum::http::HeaderMap) -> bool {
+    let items = headers.get_all(axum::http::header::ACCEPT_ENCODING).iter();
+    let mut items = items
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    items.any(|item| {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        let q = parts.next().map(|q| q.trim().to_ascii_lowercase());
+        (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip"))
+            && q.is_none_or(|q| {
+                q.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q > 0.0)
+            })
+    })
 }
 
 /// An answer's bytes and its share of the budget, released with the last chunk.
@@ -208,5 +247,43 @@ impl HttpBody for Held {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.bytes.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header::ACCEPT_ENCODING};
+
+    use super::asks_for_gzip;
+
+    /// What `CompressionLayer` answers gzipped, given the one encoding it has.
+    #[test]
+    fn gzip_is_asked_for_by_name_with_a_q_value_over_0() {
+        let asks = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(ACCEPT_ENCODING, HeaderValue::from_static(value));
+            }
+            asks_for_gzip(&headers)
+        };
+        for yes in [
+            &["gzip"][..],
+            &["gzip, deflate, br"],
+            &["br;q=1.0, GZIP;Q=0.5"],
+            &["x-gzip"],
+            &["identity", "gzip;q=0.001"],
+        ] {
+            assert!(asks(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["identity"],
+            &["br, deflate"],
+            &["gzip;q=0"],
+            &["gzip;q=0.000"],
+            &["gzipped"],
+        ] {
+            assert!(!asks(no), "{no:?}");
+        }
     }
 }

@@ -793,6 +793,46 @@ async fn refused_page(address: &str, page: &str, from: IpAddr) -> serde_json::Va
     response.json().await.unwrap()
 }
 
+/// A page gzipped for a client that does not read it holds its encoder too, until the encoder
+/// has taken the whole page: the budget counts it (`unsent::ENCODER_BYTES`) besides the page's
+/// own bytes, as it counts those of a page sent plain.
+#[tokio::test]
+async fn a_page_gzipped_for_a_client_that_does_not_read_counts_its_encoder() {
+    use calry_hooks::api::unsent::ENCODER_BYTES;
+    let app = crate::helpers::spawn_app().await;
+    // Random printable text, which gzip shrinks by a sixth only: the page's compressed bytes
+    // (over 3 MB) overflow what the socket takes, and the encoder stays.
+    let mut rng = crate::helpers::Rng::new(52);
+    let mut events = crate::helpers::padded_events("random", "r", 25, 0);
+    for body in &mut events {
+        let padding: String = (0..200_000)
+            .map(|_| char::from(b' ' + 1 + rng.below(94) as u8))
+            .filter(|c| !matches!(c, '"' | '\\'))
+            .collect();
+        body["data"]["padding"] = serde_json::json!(padding);
+    }
+    let statuses = crate::helpers::deliver_all(&app, events, 4).await;
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
+    let page = "/workspaces/r/events?limit=500";
+    let whole = app.client.get(format!("{}{page}", app.address));
+    let length = whole.send().await.unwrap().bytes().await.unwrap().len();
+    assert!(length > 4_000_000, "{length}");
+
+    let plain = ask_and_read_nothing(&app.address, page, local(1)).await;
+    held(&app, length).await;
+    let gzip = "accept-encoding: gzip\r\n";
+    let mut gzipped = ask_with_and_read_nothing(&app.address, page, local(2), gzip).await;
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(read_some(&mut gzipped, &mut head, 1).await, "the head");
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    held(&app, 2 * length + ENCODER_BYTES).await;
+    drop((plain, gzipped));
+    held(&app, 0).await;
+}
+
 #[tokio::test]
 async fn clients_behind_one_address_have_a_share_each_by_their_token() {
     use calry_hooks::api::unsent::BUDGET;
