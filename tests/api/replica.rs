@@ -184,6 +184,49 @@ async fn readyz(app: &TestApp) -> Value {
     response.json().await.unwrap()
 }
 
+/// Holds back the standby's replay, on `replica` (a connection to it), until it says paused: what
+/// the primary stores next is not on the replica.
+async fn pause_replay(replica: &mut PgConnection) {
+    sqlx::query("select pg_wal_replay_pause()")
+        .execute(&mut *replica)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
+        .fetch_one(&mut *replica)
+        .await
+        .unwrap()
+        != "paused"
+    {
+        assert!(Instant::now() < deadline, "replay did not pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Lets the standby's replay go on, and closes the connection `pause_replay` was given.
+async fn resume_replay(mut replica: PgConnection) {
+    sqlx::query("select pg_wal_replay_resume()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    replica.close().await.unwrap();
+}
+
+/// Reads `hook` (stored) from the replica, and checks that `/readyz` and the gauge say it is
+/// within `CALRY_HOOKS_READ_MAX_LAG_SECS`.
+async fn read_from_the_replica_within_the_bound(app: &TestApp, hook: &str) {
+    let replica_reads = app.metric(REPLICA_READS).await;
+    let path = format!("/events/{hook}");
+    assert_eq!(get(app, &path, false).await["hookId"], hook);
+    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
+    let ready = readyz(app).await;
+    assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
+    assert_eq!(
+        app.metric("calry_hooks_replica_replay_lag_over_max").await,
+        0.0
+    );
+}
+
 /// Waits until `/readyz` says the replica has replayed everything the primary had flushed.
 async fn wait_until_caught_up(app: &TestApp) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -270,20 +313,7 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
 
     // Replay held back: what the primary stores next is not on the replica.
     let mut replica = clusters.standby_connection().await;
-    sqlx::query("select pg_wal_replay_pause()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
-        .fetch_one(&mut replica)
-        .await
-        .unwrap()
-        != "paused"
-    {
-        assert!(Instant::now() < deadline, "replay did not pause");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    pause_replay(&mut replica).await;
     let late = event("h4", "w1", Some("a1"), "sync.error", "2024-02-09T10:03:00Z");
     assert_eq!(app.deliver(&late).await.status(), 201);
     // docs/OPERATIONS.md, §4: the replica's gauges are measured at each scrape, not only by
@@ -374,11 +404,7 @@ async fn query_routes_read_from_the_replica_and_fall_back_to_the_primary_when_it
     assert_eq!(revoked.status(), 401);
 
     // Replay resumed, the replica catches up and answers h4 too.
-    sqlx::query("select pg_wal_replay_resume()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
-    replica.close().await.unwrap();
+    resume_replay(replica).await;
     wait_until_caught_up(&app).await;
     let replica_reads = app.metric(REPLICA_READS).await;
     check_every_replica_route(&app, false).await;
@@ -487,32 +513,11 @@ async fn reads_leave_a_replica_further_behind_than_the_bound_until_it_catches_up
     // Twice the bound with nothing written: the latest replayed transaction ages, but the
     // replica lacks nothing, and reads stay on it.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let replica_reads = app.metric(REPLICA_READS).await;
-    assert_eq!(get(&app, "/events/h1", false).await["hookId"], "h1");
-    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
-    let ready = readyz(&app).await;
-    assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
-    assert_eq!(
-        app.metric("calry_hooks_replica_replay_lag_over_max").await,
-        0.0
-    );
+    read_from_the_replica_within_the_bound(&app, "h1").await;
 
     // Replay paused, then a delivery: read at once, the replica answers, without it.
     let mut replica = clusters.standby_connection().await;
-    sqlx::query("select pg_wal_replay_pause()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
-        .fetch_one(&mut replica)
-        .await
-        .unwrap()
-        != "paused"
-    {
-        assert!(Instant::now() < deadline, "replay did not pause");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    pause_replay(&mut replica).await;
     let late = event("h2", "w1", Some("a1"), "sync.error", "2024-02-09T10:01:00Z");
     assert_eq!(app.deliver(&late).await.status(), 201);
     let delivered = Instant::now();
@@ -567,21 +572,9 @@ async fn reads_leave_a_replica_further_behind_than_the_bound_until_it_catches_up
     assert_eq!(sync_state(&status, "a1"), "error");
 
     // Replay resumed: reads go back to the replica, which has h2 now.
-    sqlx::query("select pg_wal_replay_resume()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
-    replica.close().await.unwrap();
+    resume_replay(replica).await;
     wait_for_replica_reads(&app).await;
-    let replica_reads = app.metric(REPLICA_READS).await;
-    assert_eq!(get(&app, "/events/h2", false).await["hookId"], "h2");
-    assert_eq!(app.metric(REPLICA_READS).await, replica_reads + 1.0);
-    let ready = readyz(&app).await;
-    assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
-    assert_eq!(
-        app.metric("calry_hooks_replica_replay_lag_over_max").await,
-        0.0
-    );
+    read_from_the_replica_within_the_bound(&app, "h2").await;
 
     app.stop_keeping_database().await;
     pool.close().await;
