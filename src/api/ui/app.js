@@ -1,8 +1,9 @@
 // The dashboard's entry: picks the page from the path, and keeps the header (where you are, the
-// connection, the token) and the banner (the service cannot be reached) up to date.
+// connection, exact or relative times, the token) and the banner (the service cannot be reached)
+// up to date.
 
 import { forgetToken, onChange, state } from './api.js';
-import { copyWholeIds, fill, h, id, rel, tick, uiWorkspace } from './view.js';
+import { copyWholeIds, exactTimes, fill, h, id, onExactTimes, rel, setExactTimes, tick, uiWorkspace } from './view.js';
 import overview from './overview.js';
 import workspace from './workspace.js';
 import account from './account.js';
@@ -126,6 +127,15 @@ function scrollBack() {
   for (const m of moves) addEventListener(m, done, { capture: true, passive: true });
   watcher.observe(main, { childList: true, subtree: true });
 }
+
+// One button for the page shows every time on it exact (UTC) or relative, the choice kept across
+// pages and reloads (view.js): a finger and the keyboard have no hover for a time's title.
+const timesButton = document.getElementById('times');
+const showTimes = (on) => timesButton.setAttribute('aria-pressed', String(on));
+timesButton.addEventListener('click', () => setExactTimes(!exactTimes()));
+onExactTimes(showTimes);
+showTimes(exactTimes());
+timesButton.hidden = false;
 
 onChange(showAuth);
 showAuth(state);

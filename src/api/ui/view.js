@@ -260,11 +260,46 @@ function relText(ts, mode) {
   return mode === 'since' ? `for ${duration(ms)}` : duration(ms);
 }
 
-// A time is shown relative to now, the exact UTC time in its title for a mouse; a tap, a click or
-// Enter on it shows that time exact in its place instead, and again relative (SPEC §12: touch
-// screens and the keyboard have no hover). Which times are shown exact is kept for the page, so
-// that a live update or a refresh that draws a row again draws them exact still.
-const shownExact = new Set();
+// Times are shown relative to now ("3 min ago"), the exact UTC time in their title for a mouse.
+// A finger or the keyboard has no hover: the header's "Exact times" button (app.js) shows every
+// time on the page exact instead, and again relative (SPEC §12). The choice is a display
+// preference kept in localStorage, so that it holds across pages and reloads (the token is kept
+// in sessionStorage only: api.js); where storage is refused, it holds for the page.
+const EXACT_KEY = 'calry-hooks.exact-times';
+let exact = (() => {
+  try {
+    return localStorage.getItem(EXACT_KEY) === '1';
+  } catch {
+    return false;
+  }
+})();
+const exactWatchers = [];
+
+/** Whether times are shown exact (the header's "Exact times" pressed). */
+export const exactTimes = () => exact;
+
+/** Shows every time on the page exact (true) or relative (false), and keeps that choice. */
+export function setExactTimes(on, keep = true) {
+  exact = on;
+  if (keep) {
+    try {
+      if (on) localStorage.setItem(EXACT_KEY, '1');
+      else localStorage.removeItem(EXACT_KEY);
+    } catch {
+      // No storage (a browser's setting): the choice holds for this page.
+    }
+  }
+  for (const t of document.querySelectorAll('time[data-rel]')) showTime(t);
+  for (const f of exactWatchers) f(on);
+}
+
+/** Calls `f(on)` when times switch between exact and relative (here or in another tab). */
+export const onExactTimes = (f) => exactWatchers.push(f);
+
+// Another tab of the dashboard switched: this one follows.
+addEventListener('storage', (e) => {
+  if (e.key === EXACT_KEY) setExactTimes(e.newValue === '1', false);
+});
 
 // `2024-02-09 11:33:41.658 UTC`, or `since …` for a time a state holds since; where it wraps, it
 // wraps after the date.
@@ -272,7 +307,6 @@ const exactText = (ts, mode) => `${mode === 'ago' ? '' : 'since '}${utc(ts).repl
 
 function showTime(t) {
   const ts = t.getAttribute('datetime');
-  const exact = shownExact.has(ts);
   t.textContent = exact ? exactText(ts, t.dataset.rel) : relText(ts, t.dataset.rel);
   t.classList.toggle('ahead', !exact && isAhead(ts));
   t.classList.toggle('exact', exact);
@@ -280,32 +314,21 @@ function showTime(t) {
 
 /**
  * A time shown relative to now (mode 'ago': `3 h 12 min ago`; 'for': `3 h 12 min`; 'since':
- * `for 3 h 12 min`), the exact UTC time in its title and `datetime`; kept current by `tick`. It is
- * a button that shows the exact time instead (`2024-02-09 11:33:41.658 UTC`, `since …` but in mode
- * 'ago'), and back.
+ * `for 3 h 12 min`), the exact UTC time in its title and `datetime`; kept current by `tick`. Shown
+ * exact instead while the header's "Exact times" is pressed (`2024-02-09 11:33:41.658 UTC`,
+ * `since …` but in mode 'ago').
  */
 export function rel(ts, mode = 'ago') {
   if (!ts) return h('span', { class: 'muted' }, '—');
   const t = h('time', { datetime: ts, title: utc(ts), 'data-rel': mode });
-  const b = h('button', { type: 'button', class: 'when' }, t);
   showTime(t);
-  b.addEventListener('click', () => {
-    if (shownExact.has(ts)) shownExact.delete(ts);
-    else shownExact.add(ts);
-    // Every place that shows this time shows it the same way.
-    for (const same of document.querySelectorAll(`time[data-rel][datetime="${CSS.escape(ts)}"]`)) showTime(same);
-    showTime(t);
-    // A button's own new label is not read out: the live region says it.
-    announce(t.textContent.replace(/\u00a0/g, ' '));
-  });
-  return b;
+  return t;
 }
 
-/** Brings every relative time on the page up to date. */
+/** Brings every relative time on the page up to date (exact ones need nothing). */
 export function tick() {
-  for (const t of document.querySelectorAll('time[data-rel]')) {
-    if (!shownExact.has(t.getAttribute('datetime'))) showTime(t);
-  }
+  if (exact) return;
+  for (const t of document.querySelectorAll('time[data-rel]')) showTime(t);
 }
 
 // ---- blocks ----------------------------------------------------------------------------------
@@ -417,7 +440,8 @@ export const KNOWN_TYPES = Object.keys(EVENT_STATE);
 // whole text in its place, wrapped, and closes it again.
 const LONG = 20;
 
-// The texts opened, kept for the page as the times shown exact are.
+// The texts opened, kept for the page: a live update or a refresh that draws a row again draws
+// them opened still.
 const opened = new Set();
 
 function opens(el, text) {
