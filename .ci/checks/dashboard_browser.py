@@ -82,11 +82,16 @@ virtual environment's python):
    behind the primary that never held them) asks the primary about them once (200: still there)
    and not again in the next minute; once the primary removed them (page.route: 404, as after
    `prune`), they are taken off, under the note, within 5 min 15 s (Playwright's clock).
-20. without a mouse (no hover, so no title), on the account page: on a touch screen made 1024 px
-   wide, a tap on an event's time (relative) shows its exact UTC time in the page, and a tap on its
-   type (255 characters, cut short) the whole type; at 1440 px, Tab reaches that time and then that
-   type, and Enter does the same; the exact time stays while the times tick, and Enter again shows
-   each as before.
+20. without a mouse (no hover, so no title), on the account page: the header has one control
+   (a button with aria-pressed) that shows every time on the page as its exact UTC time and
+   again relative, and no time is a tab stop of its own. On a touch screen made 1024 px wide, a
+   tap on it shows an event's time exact (2024-02-09 11:33:41.658 UTC) in the page, every other
+   time exact too, and it says it is pressed; after a reload and a tick of the times they still
+   are; a tap again shows them relative; a tap on the event's type (255 characters, cut short)
+   shows it whole; on the workspace page 390 px wide, the times exact, the page does not scroll
+   sideways. At 1440 px, Tab from the skip link reaches the control, Enter shows the
+   times exact (also after a tick) and Space relative again; Tab on through the main content
+   meets no time and reaches the cut type, whose Enter shows it whole and Enter again cut short.
 
 ``--phase resume --handshake DIR`` (the .sh restarts the service in the middle): a workspace page
 and an account page are open and have had no message from their streams when this writes
@@ -412,9 +417,12 @@ class Check:
         finally:
             context.close()
 
-    # The event of a long type on the account page: its time, its type, and what each shows (its
-    # time's text, exact as the page writes it, 2024-02-09 11:33:41.658 UTC; its type's box cut or
-    # not, and its text).
+    # The header's one control that shows every time on the page exact or relative (check 20).
+    TIMES = "header button[aria-pressed]"
+
+    # The event of a long type on the account page: its time, its type, and what the page shows
+    # (its time's text; its type's box cut or not, and its text; the times in #main not shown
+    # exact, as the page writes them, `2024-02-09 11:33:41.658 UTC` or `since …`; the control).
     @staticmethod
     def long_event(long_type):
         row = (f"#main section[aria-labelledby=events-title] tbody tr"
@@ -422,72 +430,132 @@ class Check:
         when, kind = f"{row} td[data-label=Occurred] time", f"{row} .etype"
         shown_js = f"""() => {{
             const t = document.querySelector('{when}'), e = document.querySelector('{kind}');
+            const c = document.querySelectorAll('{Check.TIMES}');
+            const exact = /^(since )?\\d{{4}}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{{3}} UTC$/;
+            const times = [...document.querySelectorAll('#main time[datetime]')];
             return {{ time: t.textContent, datetime: t.getAttribute('datetime'), title: t.title,
                       cut: e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1,
-                      type: e.querySelector('[aria-hidden]').textContent }};
+                      type: e.querySelector('[aria-hidden]').textContent,
+                      times: times.length,
+                      relative: times.map(x => x.textContent.replace(/\\u00a0/g, ' ')).filter(x => !exact.test(x)),
+                      pressed: c[0]?.getAttribute('aria-pressed') }};
         }}"""
         return when, kind, shown_js
 
-    def exact_and_whole(self, page, long_type, what, how):
-        """After a tap or Enter on each (see `tapped`, `keyed`), the event's time shows its exact
-        UTC time in the page, and its type the whole type: not in their titles only."""
-        _, _, shown_js = self.long_event(long_type)
+    def control(self, page, what):
+        """The header's one control for exact times, and its label."""
+        labels = page.eval_on_selector_all(self.TIMES, "cs => cs.map(c => c.textContent.trim())")
+        if len(labels) != 1:
+            raise Fail(f"{what}: the header has {len(labels)} buttons with aria-pressed, not the one control "
+                       "that shows every time exact (a finger and the keyboard have no hover for a title)")
+        return labels[0]
+
+    def times_shown(self, page, long_type, what, how, exact):
+        """After `how`, a tick of the times later, the event's time shows its exact UTC time in the
+        page and so does every time in #main (exact), or the event's shows how long ago (not exact);
+        the control says which (aria-pressed)."""
         page.wait_for_timeout(1200)  # a tick of the relative times
-        shown = page.evaluate(shown_js)
+        shown = page.evaluate(self.long_event(long_type)[2])
         t = datetime.fromisoformat(shown["datetime"].replace("Z", "+00:00"))
-        exact = t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d} UTC"
-        if shown["time"].replace("\xa0", " ") != exact:
+        utc = t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d} UTC"
+        text = shown["time"].replace("\xa0", " ")
+        if exact and text != utc:
             raise Fail(f"{what}, {how}: the event's time shows {shown['time']!r}, not its exact time "
-                       f"{exact!r} (in its title only: {shown['title']!r})")
-        if shown["cut"] or shown["type"] != long_type:
-            raise Fail(f"{what}, {how}: the event's type (255 characters) is still cut short "
-                       "(its title only holds it whole)")
-        return exact
+                       f"{utc!r} (in its title only: {shown['title']!r})")
+        if exact and shown["relative"]:
+            raise Fail(f"{what}, {how}: {len(shown['relative'])} of the page's {shown['times']} times are "
+                       f"not shown exact: {shown['relative'][:3]}")
+        if not exact and not (text.endswith(" ago") or text == "just now"):
+            raise Fail(f"{what}, {how}: the event's time shows {shown['time']!r}, not how long ago")
+        if shown["pressed"] != str(exact).lower():
+            raise Fail(f"{what}, {how}: the times are {'exact' if exact else 'relative'} but the control "
+                       f"says aria-pressed={shown['pressed']!r}")
+        return shown
 
     def tapped(self, page, long_type, what):
         """On a touch screen (the page made 1024 px wide, a tablet, where the events are a table
-        and a long type is cut short), a tap on an event's time shows its exact UTC time and a tap
-        on its type the whole type (a finger has no hover, so no title)."""
+        and a long type is cut short), a tap on the header's control shows the times exact, which
+        a reload and a tick keep, and a tap again relative; a tap on the event's type shows it
+        whole (a finger has no hover, so no title)."""
         when, kind, shown_js = self.long_event(long_type)
         page.set_viewport_size({"width": 1024, "height": 768})
         page.wait_for_timeout(100)
+        label = self.control(page, what)
         if not page.evaluate(shown_js)["cut"]:
             raise Fail(f"{what}, 1024 px wide: the long type is not cut short, so this check shows nothing")
-        page.locator(when).tap()
+        self.times_shown(page, long_type, what, "at first", exact=False)
+        page.locator(self.TIMES).tap()
+        shown = self.times_shown(page, long_type, what, f"a tap on {label!r}", exact=True)
+        page.reload(wait_until="load", timeout=self.timeout)
+        self.rendered(page, f"{what}, reloaded")
+        self.times_shown(page, long_type, what, f"a tap on {label!r}, then a reload", exact=True)
+        page.locator(self.TIMES).tap()
+        self.times_shown(page, long_type, what, f"a tap on {label!r} again", exact=False)
         page.locator(kind).tap()
-        exact = self.exact_and_whole(page, long_type, what, "two taps")
-        log(f"{what}: a tap shows the event's time exact ({exact}), another its long type whole")
+        shown = page.evaluate(shown_js)
+        if shown["cut"] or shown["type"] != long_type:
+            raise Fail(f"{what}: a tap on the event's type (255 characters) leaves it cut short (its title "
+                       "only holds it whole)")
+        log(f"{what}: a tap on {label!r} shows the {shown['times']} times exact (the event's "
+            f"{page.get_attribute(when, 'datetime')}), also after a reload, another relative; a tap on the "
+            "long type shows it whole")
+
+    def exact_fits(self, page, what):
+        """On a touch screen 390 px wide, a tap on the header's control shows the times exact (up to
+        `2024-02-09 11:33:41.658 UTC`, longer than any relative one) and the page does not scroll
+        sideways for them (the workspace's "last event" figure did, by 23 px); a tap again shows
+        them relative."""
+        label = self.control(page, what)
+        page.locator(self.TIMES).tap()
+        page.wait_for_timeout(1200)  # a tick of the relative times
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        page.locator(self.TIMES).tap()
+        if wide > 391:
+            raise Fail(f"{what}: with {label!r} pressed, the page is {wide} px wide (it scrolls sideways)")
+        log(f"{what}: with {label!r} pressed, the page fits (its times exact)")
 
     def keyed(self, page, long_type, what):
-        """From the keyboard, Tab reaches the event's time and then its type, and Enter on each
-        shows the exact time and the whole type; Enter again shows them as before (relative,
-        cut short)."""
+        """From the keyboard, Tab from the skip link reaches the header's control, Enter
+        shows the times exact and Space relative again; Tab on meets no time and reaches the cut
+        type, Enter shows it whole and Enter again cut short."""
         when, kind, shown_js = self.long_event(long_type)
-        # The focus on what holds `sel` in its cell (not on a row, the page or <body> around it).
-        on = "sel => { const a = document.activeElement, e = document.querySelector(sel); " \
-             "return a.contains(e) && e.closest('td').contains(a); }"
-        page.focus("#main")
-        for presses in range(1, 200):
+        label = self.control(page, what)
+        # From the first tab stop of the page, the skip link (blur() would leave Tab's starting
+        # point where the focus was).
+        page.focus("a.skip")
+        for presses in range(1, 30):
             page.keyboard.press("Tab")
-            if page.evaluate(on, when):
+            if page.evaluate(f"() => document.activeElement.matches('{self.TIMES}')"):
                 break
         else:
-            raise Fail(f"{what}: 199 presses of Tab never reach the time of the event of a long type")
+            raise Fail(f"{what}: 29 presses of Tab from the skip link never reach the {label!r} control")
         page.keyboard.press("Enter")
-        page.keyboard.press("Tab")
-        if not page.evaluate(on, kind):
-            raise Fail(f"{what}: Tab from the event's time does not reach its cut type")
-        page.keyboard.press("Enter")
-        self.exact_and_whole(page, long_type, what, "Tab and Enter")
-        page.keyboard.press("Enter")
-        page.keyboard.press("Shift+Tab")
+        self.times_shown(page, long_type, what, f"Tab to {label!r} and Enter", exact=True)
+        page.keyboard.press(" ")
+        self.times_shown(page, long_type, what, f"Space on {label!r}", exact=False)
+        # On through the main content: no time is a tab stop; the cut type is, in its cell.
+        on = "sel => { const a = document.activeElement, e = document.querySelector(sel); " \
+             "return a.contains(e) && e.closest('td').contains(a); }"
+        for stops in range(1, 200):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => { const a = document.activeElement; "
+                             "return a !== document.body && !!a.closest('#main') && !!a.querySelector('time'); }"):
+                raise Fail(f"{what}: Tab stops on a time ({page.evaluate('() => document.activeElement.outerHTML')[:120]}…):"
+                           f" {label!r} shows them exact, a tab stop at every time costs too much")
+            if page.evaluate(on, kind):
+                break
+        else:
+            raise Fail(f"{what}: 199 presses of Tab never reach the cut type of an event")
         page.keyboard.press("Enter")
         shown = page.evaluate(shown_js)
-        if not shown["time"].endswith("ago") or not shown["cut"]:
-            raise Fail(f"{what}: Enter again on the time and the type shows {shown['time']!r} and the type "
-                       f"{'cut short' if shown['cut'] else 'whole'}, not as before")
-        log(f"{what}: Tab ({presses} presses) and Enter show the event's time exact and its long type "
-            f"whole; Enter again, as before ({shown['time']})")
+        if shown["cut"] or shown["type"] != long_type:
+            raise Fail(f"{what}: Enter on the event's type (255 characters) leaves it cut short")
+        page.keyboard.press("Enter")
+        if not page.evaluate(shown_js)["cut"]:
+            raise Fail(f"{what}: Enter again on the event's type leaves it whole, not cut short as before")
+        log(f"{what}: Tab ({presses} presses from the skip link) reaches {label!r}, whose Enter shows the times exact and "
+            f"Space relative; Tab on ({stops} presses, no time) reaches the long type, whose Enter shows "
+            "it whole and again cut short")
 
     def pending_404(self, text, where):
         """A 404 of a route of SPEC §11 not there yet."""
@@ -671,7 +739,8 @@ class Check:
                 if name != "overview" and width == 390:
                     touch = f"the {name} page on a touch screen"
                     self.touch_targets(path, f"{touch} 390 px wide",
-                                       (lambda p: self.tapped(p, long_type, touch)) if name == "account" else None)
+                                       (lambda p: self.tapped(p, long_type, touch)) if name == "account"
+                                       else (lambda p: self.exact_fits(p, f"{touch} 390 px wide")))
                 self.clean(page, what)
                 log(f"{what}: rendered, clean; {self.shot(page, f'{name}-{width}')}")
                 page.context.close()
