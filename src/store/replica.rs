@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{ConnectOptions, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
 use super::{Pool, ReadConnection, StoreError};
@@ -405,20 +405,41 @@ async fn keep_within(weak: WeakReplica, max_lag: Duration) {
     let mut marks = Marks::default();
     let mut every = tokio::time::interval(CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A connection of its own to the primary, not one of the service's pool: `serve` opens that
+    // with one connection, which the hourly upkeep of the history holds for as long as a month's
+    // sealing read or a removal takes, and the bound would go unmeasured all that while (reads
+    // staying on a replica however far behind). Dropped when the pool is closed (the service
+    // stops), so that it ends with the service's own.
+    let closed = weak.primary.close_event();
+    tokio::pin!(closed);
+    let mut primary: Option<PgConnection> = None;
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = &mut closed => return,
+        }
         let Some(replica) = weak.upgrade() else {
             return;
         };
-        if replica.primary.is_closed() {
-            return;
-        }
         let flushed = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            let mut primary = replica.primary.acquire().await?;
-            ReadReplica::flushed(&mut primary).await
+            let primary = match &mut primary {
+                Some(primary) => primary,
+                None => primary.insert(replica.primary.connect_options().connect().await?),
+            };
+            // The primary's identifier, which the measure's check of the replica needs, read
+            // here too: else that check would wait for the pool's connection (once).
+            if replica.primary_id.get().is_none() {
+                let id = sqlx::query_scalar("select system_identifier from pg_control_system()")
+                    .fetch_one(&mut *primary)
+                    .await?;
+                let _ = replica.primary_id.set(id);
+            }
+            ReadReplica::flushed(primary).await
         })
         .await;
         let Ok(Ok(flushed)) = flushed else {
+            // Failed, or cut short in the middle of its statement: a new one next time.
+            primary = None;
             continue;
         };
         let Some(position) = lsn(&flushed) else {

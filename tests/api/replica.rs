@@ -580,6 +580,73 @@ async fn reads_leave_a_replica_further_behind_than_the_bound_until_it_catches_up
     pool.close().await;
 }
 
+/// The bound holds while the service's own pool of the primary is busy. `serve` opens it with
+/// one connection (it migrates and lends its settings), which the hourly upkeep of the history
+/// holds for as long as a month's sealing read or a removal takes: the lag bound's measure must
+/// not wait for it, or reads stay on a replica far behind for all that time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bound_holds_while_the_pool_of_the_primary_is_busy() {
+    let clusters = Clusters::start().await;
+    // As `serve` opens it: one connection.
+    let pool = store::connect(clusters.primary().connect_options(DATABASE), 1);
+    let mut config = Config::defaults();
+    config.read_database_url = Some(clusters.standby_url().into());
+    config.read_max_lag_secs = Some(1);
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+    let first = event(
+        "h1",
+        "w1",
+        Some("a1"),
+        "sync.complete",
+        "2024-02-09T10:00:00Z",
+    );
+    assert_eq!(app.deliver(&first).await.status(), 201);
+    wait_until_caught_up(&app).await;
+    assert_eq!(get(&app, "/events/h1", false).await["hookId"], "h1");
+
+    // The pool's connection held, as the upkeep holds it while it seals a month.
+    let mut upkeep = pool.begin().await.unwrap();
+    sqlx::query("select 1").execute(&mut *upkeep).await.unwrap();
+    let mut replica = clusters.standby_connection().await;
+    sqlx::query("select pg_wal_replay_pause()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
+        .fetch_one(&mut replica)
+        .await
+        .unwrap()
+        != "paused"
+    {
+        assert!(Instant::now() < deadline, "replay did not pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let late = event("h2", "w1", Some("a1"), "sync.error", "2024-02-09T10:01:00Z");
+    assert_eq!(app.deliver(&late).await.status(), 201);
+    let delivered = Instant::now();
+    let deadline = delivered + Duration::from_secs(6);
+    while app.get("/events/h2").await.status() == 404 {
+        assert!(
+            Instant::now() < deadline,
+            "reads stay on a replica paused for {:?} while the pool of the primary is busy",
+            delivered.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = readyz(&app).await;
+    assert_eq!(ready["replica"]["replayLagOverMax"], true, "{ready}");
+
+    upkeep.rollback().await.unwrap();
+    sqlx::query("select pg_wal_replay_resume()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    replica.close().await.unwrap();
+    app.stop_keeping_database().await;
+    pool.close().await;
+}
+
 /// What only a standby of the primary may answer: a statement that runs out of time on the
 /// replica is answered again from the primary, not taken for a query too costly, and a replica
 /// that is not (or no longer) a standby of the primary is not read from: the primary itself
