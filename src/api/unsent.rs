@@ -189,26 +189,57 @@ pub async fn within_budget(State(unsent): State<Unsent>, request: Request, next:
     }
 }
 
-/// Whether `CompressionLayer` gzips a compressible answer to a request with these headers: it
-/// names `gzip` (or `x-gzip`) in `Accept-Encoding` with a q-value that is not 0, gzip being the
-/// one encoding the layer has. (One that prefers `identity` to gzip is answered plain, and
-/// counted for an encoder all the same.)
+/// Whether `CompressionLayer` gzips a compressible answer to a request with these headers, as
+/// tower-http 0.6 decides (`Encoding::from_headers`), gzip being the one encoding the layer has:
+/// of the items naming `gzip`, `x-gzip` or `identity` with a valid q-value (`q=` then 0 or 1 with
+/// at most three decimals; an item with any other is ignored) over 0, the one of the highest
+/// q-value, gzip before identity at equal ones. (So `identity;q=1, gzip;q=0.5` is answered plain,
+/// and so is `gzip;q=0.0001`: neither takes an encoder's room.)
 fn asks_for_gzip(headers: &axum::http::HeaderMap) -> bool {
     let items = headers.get_all(axum::http::header::ACCEPT_ENCODING).iter();
-    let mut items = items
+    let items = items
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','));
-    items.any(|item| {
-        let mut parts = item.split(';');
+    let mut preferred: Option<(u16, bool)> = None; // (q-value in thousandths, gzip)
+    for item in items {
+        let mut parts = item.splitn(2, ';');
         let name = parts.next().unwrap_or_default().trim();
-        let q = parts.next().map(|q| q.trim().to_ascii_lowercase());
-        (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip"))
-            && q.is_none_or(|q| {
-                q.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q > 0.0)
-            })
-    })
+        let gzip = if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            true
+        } else if name.eq_ignore_ascii_case("identity") {
+            false
+        } else {
+            continue; // an encoding the layer does not have
+        };
+        let Some(q) = parts.next().map_or(Some(1000), |q| q_value(q.trim())) else {
+            continue;
+        };
+        if q > 0 && preferred.is_none_or(|best| (q, gzip) >= best) {
+            preferred = Some((q, gzip));
+        }
+    }
+    preferred.is_some_and(|(_, gzip)| gzip)
+}
+
+/// A q-value (`q=0.5`) in thousandths, as tower-http reads one: `q` or `Q`, `=`, `0` or `1`, and
+/// at most three decimals, at most 1.
+fn q_value(text: &str) -> Option<u16> {
+    let rest = text.strip_prefix(['q', 'Q'])?.strip_prefix('=')?;
+    let (whole, decimals) = rest.split_once('.').unwrap_or((rest, ""));
+    let whole = match whole {
+        "0" => 0,
+        "1" => 1000,
+        _ => return None,
+    };
+    if decimals.len() > 3 || !decimals.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fraction = decimals
+        .bytes()
+        .zip([100, 10, 1])
+        .map(|(digit, factor)| u16::from(digit - b'0') * factor)
+        .sum::<u16>();
+    Some(whole + fraction).filter(|&q| q <= 1000)
 }
 
 /// An answer's bytes and its share of the budget, released with the last chunk.
@@ -252,9 +283,59 @@ impl HttpBody for Held {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{HeaderMap, HeaderValue, header::ACCEPT_ENCODING};
+    use axum::body::Body;
+    use axum::http::{HeaderMap, HeaderValue, Request, Response, header::ACCEPT_ENCODING};
+    use tower::{Layer, ServiceExt};
+    use tower_http::compression::{CompressionLayer, CompressionLevel};
 
     use super::asks_for_gzip;
+
+    /// `asks_for_gzip` says what the router's `CompressionLayer` does with a compressible answer,
+    /// for each `Accept-Encoding`: an answer it counts an encoder for is gzipped, and one it
+    /// does not is not.
+    #[tokio::test]
+    async fn gzip_is_asked_for_when_the_compression_layer_gzips() {
+        for value in [
+            "gzip",
+            "x-gzip",
+            "GZIP;Q=0.5",
+            "gzip; q=1.000",
+            "gzip;q=1.",
+            "br, deflate",
+            "identity",
+            "gzip;q=0",
+            "gzip;q=0.000",
+            "gzip;q=0.0001",
+            "gzip;q=1.5",
+            "gzip;q=.5",
+            "gzip;q=1e-3",
+            "gzip;q=inf",
+            "gzip;q= 0.5",
+            "gzip;q=0.5;level=1",
+            "identity;q=1, gzip;q=0.5",
+            "identity;q=0.5, gzip;q=0.5",
+            "gzip;q=0.5, identity;q=0.5",
+            "identity;q=0, gzip;q=0.001",
+            "*",
+            "gzipped",
+        ] {
+            let layer = CompressionLayer::new()
+                .quality(CompressionLevel::Fastest)
+                .compress_when(super::super::compressible());
+            let service = layer.layer(tower::service_fn(|_: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::from("x".repeat(4096))))
+            }));
+            let request = Request::builder()
+                .header(ACCEPT_ENCODING, value)
+                .body(Body::empty())
+                .unwrap();
+            let response = service.oneshot(request).await.unwrap();
+            let gzipped = response.headers().get("content-encoding").is_some();
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static(value));
+            assert_eq!(asks_for_gzip(&headers), gzipped, "Accept-Encoding: {value}");
+        }
+    }
 
     /// What `CompressionLayer` answers gzipped, given the one encoding it has.
     #[test]
@@ -271,7 +352,7 @@ mod tests {
             &["gzip, deflate, br"],
             &["br;q=1.0, GZIP;Q=0.5"],
             &["x-gzip"],
-            &["identity", "gzip;q=0.001"],
+            &["identity;q=0.5", "gzip;q=0.501"],
         ] {
             assert!(asks(yes), "{yes:?}");
         }
@@ -282,6 +363,7 @@ mod tests {
             &["gzip;q=0"],
             &["gzip;q=0.000"],
             &["gzipped"],
+            &["identity", "gzip;q=0.001"],
         ] {
             assert!(!asks(no), "{no:?}");
         }
