@@ -446,7 +446,7 @@ async fn keep_within(weak: WeakReplica, max_lag: Duration) {
             continue;
         };
         // Stamped once the answer came: the primary had flushed it by then.
-        marks.flushed(Instant::now(), position);
+        marks.flushed(Instant::now(), position, max_lag);
         // No connection within a second (every one busy with reads): no measure this time, and
         // no failure either (a refused connection is marked failed by `acquire_for_check`).
         let Ok(Some(connection)) =
@@ -475,8 +475,11 @@ async fn keep_within(weak: WeakReplica, max_lag: Duration) {
 struct Marks(VecDeque<(Instant, u64)>);
 
 impl Marks {
-    /// Records that the primary had flushed up to `position` by `at`.
-    fn flushed(&mut self, at: Instant, position: u64) {
+    /// Records that the primary had flushed up to `position` by `at`, and forgets what can no
+    /// longer decide [`Self::behind`] for `max_lag` (so that the marks stay about `max_lag`
+    /// seconds' worth while the replica cannot be measured).
+    fn flushed(&mut self, at: Instant, position: u64, max_lag: Duration) {
+        self.forget(at, max_lag);
         match self.0.back() {
             Some(&(_, last)) if position == last => {}
             // Lower: the primary was replaced by an older copy (restored from a backup); what
@@ -490,18 +493,26 @@ impl Marks {
     }
 
     /// Whether a replica that had replayed up to `replayed` at `at` is more than `max_lag`
-    /// behind: whether the primary had flushed past that `max_lag` or more before `at`. Forgets
-    /// the marks older than the one that decides (`at` only grows from one call to the next).
+    /// behind: whether the primary had flushed past that `max_lag` or more before `at`.
     fn behind(&mut self, replayed: u64, at: Instant, max_lag: Duration) -> bool {
         let Some(cut) = at.checked_sub(max_lag) else {
             return false;
         };
-        while self.0.get(1).is_some_and(|&(read, _)| read <= cut) {
-            self.0.pop_front();
-        }
+        self.forget(at, max_lag);
         self.0
             .front()
             .is_some_and(|&(read, position)| read <= cut && replayed < position)
+    }
+
+    /// Forgets the marks older than the latest one read `max_lag` or more before `at`: from
+    /// then on (`at` only grows), that one or a later one decides.
+    fn forget(&mut self, at: Instant, max_lag: Duration) {
+        let Some(cut) = at.checked_sub(max_lag) else {
+            return;
+        };
+        while self.0.get(1).is_some_and(|&(read, _)| read <= cut) {
+            self.0.pop_front();
+        }
     }
 }
 
@@ -540,29 +551,37 @@ mod tests {
         let mut marks = Marks::default();
         // An idle primary: its position does not move, and a replica that has it is never
         // behind however long ago it was first read.
-        marks.flushed(at(0), 100);
-        marks.flushed(at(1), 100);
+        marks.flushed(at(0), 100, max);
+        marks.flushed(at(1), 100, max);
         assert!(!marks.behind(100, at(60), max));
         // Writes at 61 s: the replica lacks them, but they are younger than the bound...
-        marks.flushed(at(61), 200);
+        marks.flushed(at(61), 200, max);
         for s in 61..66 {
-            marks.flushed(at(s), 200 + s);
+            marks.flushed(at(s), 200 + s, max);
             assert!(!marks.behind(100, at(s), max), "{s}");
         }
         // ...until 5 s later.
         assert!(marks.behind(100, at(66), max));
         // Having replayed what was flushed 5 s before, it is within the bound again, though
         // behind the primary's latest.
-        marks.flushed(at(67), 300);
+        marks.flushed(at(67), 300, max);
         assert!(!marks.behind(262, at(67), max));
         assert!(marks.behind(261, at(67), max));
         // Nothing read long enough ago: not known behind.
         let mut fresh = Marks::default();
-        fresh.flushed(at(0), 100);
+        fresh.flushed(at(0), 100, max);
         assert!(!fresh.behind(0, at(4), max));
         // A primary whose position went back starts anew.
-        marks.flushed(at(68), 10);
+        marks.flushed(at(68), 10, max);
         assert!(!marks.behind(0, at(70), max));
         assert!(marks.behind(0, at(73), max));
+        // A day of writes while the replica cannot be measured (`behind` never asked): about
+        // the bound's worth of marks is kept, and they still decide.
+        for s in 74..86_474 {
+            marks.flushed(at(s), s, max);
+        }
+        assert!(marks.0.len() <= 7, "{}", marks.0.len());
+        assert!(marks.behind(86_468, at(86_474), max));
+        assert!(!marks.behind(86_469, at(86_474), max));
     }
 }
