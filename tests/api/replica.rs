@@ -11,7 +11,7 @@ use calry_hooks::auth;
 use calry_hooks::config::Config;
 use calry_hooks::store::{self, Cluster, Role};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::helpers::{TestApp, event, hook_ids, problem, serve, spawn_app};
 
@@ -225,6 +225,25 @@ async fn read_from_the_replica_within_the_bound(app: &TestApp, hook: &str) {
         app.metric("calry_hooks_replica_replay_lag_over_max").await,
         0.0
     );
+}
+
+/// The service on `clusters`' primary (a pool of `connections`) and its standby, with
+/// `CALRY_HOOKS_READ_MAX_LAG_SECS=1`, and one event (h1) delivered.
+async fn serve_with_a_bound_of_1s(clusters: &Clusters, connections: u32) -> (PgPool, TestApp) {
+    let pool = store::connect(clusters.primary().connect_options(DATABASE), connections);
+    let mut config = Config::defaults();
+    config.read_database_url = Some(clusters.standby_url().into());
+    config.read_max_lag_secs = Some(1);
+    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
+    let first = event(
+        "h1",
+        "w1",
+        Some("a1"),
+        "sync.complete",
+        "2024-02-09T10:00:00Z",
+    );
+    assert_eq!(app.deliver(&first).await.status(), 201);
+    (pool, app)
 }
 
 /// Waits until `/readyz` says the replica has replayed everything the primary had flushed.
@@ -494,19 +513,7 @@ async fn wait_for_replica_reads(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_leave_a_replica_further_behind_than_the_bound_until_it_catches_up() {
     let clusters = Clusters::start().await;
-    let pool = store::connect(clusters.primary().connect_options(DATABASE), 4);
-    let mut config = Config::defaults();
-    config.read_database_url = Some(clusters.standby_url().into());
-    config.read_max_lag_secs = Some(1);
-    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
-    let first = event(
-        "h1",
-        "w1",
-        Some("a1"),
-        "sync.complete",
-        "2024-02-09T10:00:00Z",
-    );
-    assert_eq!(app.deliver(&first).await.status(), 201);
+    let (pool, app) = serve_with_a_bound_of_1s(&clusters, 4).await;
     let ready = wait_until_caught_up(&app).await;
     assert_eq!(ready["replica"]["replayLagOverMax"], false, "{ready}");
 
@@ -588,19 +595,7 @@ async fn reads_leave_a_replica_further_behind_than_the_bound_until_it_catches_up
 async fn the_bound_holds_while_the_pool_of_the_primary_is_busy() {
     let clusters = Clusters::start().await;
     // As `serve` opens it: one connection.
-    let pool = store::connect(clusters.primary().connect_options(DATABASE), 1);
-    let mut config = Config::defaults();
-    config.read_database_url = Some(clusters.standby_url().into());
-    config.read_max_lag_secs = Some(1);
-    let app = serve(App::new(pool.clone(), config).unwrap(), pool.clone(), None).await;
-    let first = event(
-        "h1",
-        "w1",
-        Some("a1"),
-        "sync.complete",
-        "2024-02-09T10:00:00Z",
-    );
-    assert_eq!(app.deliver(&first).await.status(), 201);
+    let (pool, app) = serve_with_a_bound_of_1s(&clusters, 1).await;
     wait_until_caught_up(&app).await;
     assert_eq!(get(&app, "/events/h1", false).await["hookId"], "h1");
 
@@ -608,20 +603,7 @@ async fn the_bound_holds_while_the_pool_of_the_primary_is_busy() {
     let mut upkeep = pool.begin().await.unwrap();
     sqlx::query("select 1").execute(&mut *upkeep).await.unwrap();
     let mut replica = clusters.standby_connection().await;
-    sqlx::query("select pg_wal_replay_pause()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, String>("select pg_get_wal_replay_pause_state()")
-        .fetch_one(&mut replica)
-        .await
-        .unwrap()
-        != "paused"
-    {
-        assert!(Instant::now() < deadline, "replay did not pause");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    pause_replay(&mut replica).await;
     let late = event("h2", "w1", Some("a1"), "sync.error", "2024-02-09T10:01:00Z");
     assert_eq!(app.deliver(&late).await.status(), 201);
     let delivered = Instant::now();
@@ -638,11 +620,7 @@ async fn the_bound_holds_while_the_pool_of_the_primary_is_busy() {
     assert_eq!(ready["replica"]["replayLagOverMax"], true, "{ready}");
 
     upkeep.rollback().await.unwrap();
-    sqlx::query("select pg_wal_replay_resume()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
-    replica.close().await.unwrap();
+    resume_replay(replica).await;
     app.stop_keeping_database().await;
     pool.close().await;
 }
