@@ -1412,18 +1412,24 @@ class Check:
         routed["armed"] = True
         self.deliver(f"ci-race-{uuid.uuid4().hex[:8]}", "failing-now", "sync.error")  # a status message
         page.wait_for_timeout(24000)  # the refresh comes within 15 s
-        reads = routed["reads"]
-        at = [round(t - reads[0], 1) for t in reads]
-        together = [round(b - reads[0], 1) for a, b in zip(reads, reads[1:]) if b - a < 0.5]
-        if len(reads) < 3 or together:
-            raise Fail(f"{what}: /workspaces asked {len(reads)} times in 24 s, at {at} s; "
-                       + (f"a second read at once at {together} s" if together else "fewer than 3 tries"))
+        at = self.one_at_a_time(routed["reads"], f"{what}: /workspaces", 24)
         routed["armed"] = False
         page.wait_for_function("() => document.getElementById('banner').hidden", timeout=self.timeout,
                                polling=100)
         self.clean(page, what)
         log(f"{what}: one read at a time, /workspaces asked at {at} s")
         page.context.close()
+
+    @staticmethod
+    def one_at_a_time(reads, asked, secs):
+        """The instants (s) of the reads (time.time() each) from the first, checking that
+        there were at least 3 tries and no two within 0.5 s of each other (a second read at once)."""
+        at = [round(t - reads[0], 1) for t in reads]
+        together = [round(b - reads[0], 1) for a, b in zip(reads, reads[1:]) if b - a < 0.5]
+        if len(reads) < 3 or together:
+            raise Fail(f"{asked} asked {len(reads)} times in {secs} s, at {at} s; "
+                       + (f"a second read at once at {together} s" if together else "fewer than 3 tries"))
+        return at
 
     def account_one_read(self):
         """While its reads cannot reach the service, an account page reads the account and its
@@ -1453,12 +1459,7 @@ class Check:
             last, _ = self.deliver(workspace, account, kind)
             page.wait_for_timeout(1000)
         page.wait_for_timeout(10000)  # two tries more, 5 s apart
-        reads = routed["reads"]
-        at = [round(t - reads[0], 1) for t in reads]
-        together = [round(b - reads[0], 1) for a, b in zip(reads, reads[1:]) if b - a < 0.5]
-        if len(reads) < 3 or together:
-            raise Fail(f"{what}: the account asked {len(reads)} times in 13 s, at {at} s; "
-                       + (f"a second read at once at {together} s" if together else "fewer than 3 tries"))
+        at = self.one_at_a_time(routed["reads"], f"{what}: the account", 13)
         routed["armed"] = False
         row = f"#main section[aria-labelledby=timeline-title] tr[data-key$=' {last}']"
         try:  # at the next try, within 5 s
