@@ -26,6 +26,8 @@ const DOWN_FOR: Duration = Duration::from_secs(5);
 /// standby of the primary (promotion ends that).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Which cluster the server is (or is a copy of): asked of the primary, once.
+const SYSTEM_ID: &str = "select system_identifier from pg_control_system()";
 /// Whether the server is in recovery, and which cluster it is a copy of.
 const IDENTITY: &str = "select pg_is_in_recovery(), system_identifier from pg_control_system()";
 
@@ -222,9 +224,7 @@ impl ReadReplica {
         }
         let primary = (self.primary_id)
             .get_or_try_init(|| async {
-                sqlx::query_scalar("select system_identifier from pg_control_system()")
-                    .fetch_one(&self.primary)
-                    .await
+                sqlx::query_scalar(SYSTEM_ID).fetch_one(&self.primary).await
             })
             .await
             .ok()?;
@@ -429,7 +429,7 @@ async fn keep_within(weak: WeakReplica, max_lag: Duration) {
             // The primary's identifier, which the measure's check of the replica needs, read
             // here too: else that check would wait for the pool's connection (once).
             if replica.primary_id.get().is_none() {
-                let id = sqlx::query_scalar("select system_identifier from pg_control_system()")
+                let id = sqlx::query_scalar(SYSTEM_ID)
                     .fetch_one(&mut *primary)
                     .await?;
                 let _ = replica.primary_id.set(id);
