@@ -69,9 +69,9 @@ virtual environment's python):
    filter pressed while a delivery redraws the page takes the click; the newest event of its
    category that changes no state shows as its account's last event without a read of the
    account, and a late one that moves the account's ``since`` (no status message) is followed.
-16. a workspace page whose stream, opened again (its tab shown after being hidden), is answered 503
-   (page.route) and whose ask of the stream's status then goes unanswered (held, as over a
-   connection that died without being closed) gives that ask up and is live again within 25 s.
+16. a workspace page whose stream, opened again (its tab shown after being hidden), is never
+   answered (page.route holds it, as over a connection that died without being closed) gives it
+   up (35 s without a byte) and is live again within 55 s, showing a delivery made meanwhile.
 17. the overview, its reads of /workspaces and /accounts refused (page.route: offline) while a
    status message starts a read and its 15 s refresh comes, makes one read at a time: no two
    requests for /workspaces within 0.5 s of each other in 24 s (they retry every 5 s together).
@@ -751,7 +751,7 @@ class Check:
         # Live: a delivery shows up on an open workspace page.
         page = self.page(1440, tolerate=[self.pending_404])
         self.open(page, pages["workspace"][0], "the workspace page")
-        self.live(page, workspace, "the workspace page (EventSource, no token)")
+        self.live(page, workspace, "the workspace page (no token)")
         self.clean(page, "the live workspace page")
         self.shot(page, "workspace-live-1440")
         page.context.close()
@@ -775,7 +775,7 @@ class Check:
         self.timeline_race()
         self.timeline_refresh_race()
         self.stream_refused(pages["workspace"][0])
-        self.status_ask_unanswered(pages["workspace"][0])
+        self.stream_unanswered(workspace, pages["workspace"][0])
         self.overview_one_read()
         self.account_one_read()
         self.removed_while_replica_lags()
@@ -1340,23 +1340,19 @@ class Check:
         log(f"{what}: the header says {page.inner_text('#conn')!r} after {stopped} request(s), and no more")
         page.context.close()
 
-    def status_ask_unanswered(self, path):
-        """A stream refused (a 503: a gateway, an outage) whose ask of the route's status (stream.js
-        answerTo) then goes unanswered, as over a connection that died without being closed, gives
-        that ask up (10 s, as every call) and opens its stream again. It waited for the ask for
-        ever, 'reconnecting…'. The stream is opened again by showing the page after hiding it."""
-        what = "a workspace page whose refused stream's status ask goes unanswered"
-        page = self.page(1440, tolerate=(lambda text, where: "503" in text,))
+    def stream_unanswered(self, workspace, path):
+        """A stream asked for and never answered, as over a connection that died without being
+        closed (an SSH tunnel that hung), is given up after 35 s without a byte and opened again;
+        a delivery made meanwhile then shows. Without a token: the page read its stream with an
+        EventSource, which waited for the answer for ever, 'reconnecting…'. The stream is asked
+        for again by showing the page after hiding it."""
+        what = "a workspace page whose stream is never answered"
+        page = self.page(1440, tolerate=(lambda text, where: "ERR_FAILED" in text,))
         page.context.add_init_script(FAKE_VISIBILITY)
-        routed = {"armed": False, "refused": 0, "held": []}
+        routed = {"armed": False, "held": []}
 
         def route(r):
-            kind = r.request.resource_type
-            if routed["armed"] and kind == "eventsource" and not routed["refused"]:
-                routed["refused"] += 1
-                r.fulfill(status=503, content_type="application/problem+json",
-                          body=json.dumps({"title": "Service Unavailable", "status": 503}))
-            elif routed["armed"] and kind == "fetch" and routed["refused"] and not routed["held"]:
+            if routed["armed"] and not routed["held"]:
                 routed["held"].append(r)  # never answered
             else:
                 r.continue_()
@@ -1370,25 +1366,28 @@ class Check:
         routed["armed"] = True
         page.evaluate(SET_VISIBILITY, "visible")
         shown = time.time()
-        deadline = shown + 5
-        while not routed["held"] and time.time() < deadline:
+        while not routed["held"] and time.time() < shown + 5:
             page.wait_for_timeout(50)
         if not routed["held"]:
-            raise Fail(f"{what}: its stream answered 503 {routed['refused']} time(s), and no status ask "
-                       f"followed within 5 s (the header says {page.inner_text('#conn')!r})")
+            raise Fail(f"{what}: shown again, it asked for no stream within 5 s "
+                       f"(the header says {page.inner_text('#conn')!r})")
+        hook_id, _ = self.deliver(workspace, f"ci-unanswered-{uuid.uuid4()}", "sync.error")
         try:
-            page.wait_for_function("() => document.getElementById('conn').textContent.startsWith('live')",
-                                   timeout=25000, polling=100)
+            page.wait_for_function(
+                """hook => document.querySelector(`#main tr[data-key="${hook}"]`)
+                     && document.getElementById('conn').textContent.startsWith('live')""",
+                arg=hook_id, timeout=55000, polling=100)
         except PlaywrightTimeout:
-            raise Fail(f"{what}: 25 s after its stream was refused, the header says "
-                       f"{page.inner_text('#conn')!r}: it still waits for the unanswered ask") from None
+            raise Fail(f"{what}: 55 s after its stream was asked for, the header says "
+                       f"{page.inner_text('#conn')!r} and the delivery of {hook_id} is not shown: "
+                       "it still waits for the unanswered stream") from None
         took = time.time() - shown
         try:
             routed["held"][0].abort()
         except PlaywrightError:
             pass  # the page gave it up: nothing to answer
         self.clean(page, what)
-        log(f"{what}: live again {took:.1f} s after the 503")
+        log(f"{what}: live again {took:.1f} s after it was asked for, the delivery made meanwhile shown")
         page.context.close()
 
     def overview_one_read(self):

@@ -1,6 +1,7 @@
-// Following the live stream (SPEC §10). Without a token: the browser's EventSource, which
-// reconnects with Last-Event-ID by itself. With one: fetch and a reader (EventSource cannot send
-// an Authorization header), reconnecting with Last-Event-ID the same way.
+// Following the live stream (SPEC §10), with fetch and a reader, with or without a token (an
+// EventSource cannot send an Authorization header, and does not show the keep-alive comments, so
+// it cannot tell a stream that died without being closed from a quiet one), reconnecting with
+// Last-Event-ID as an EventSource would.
 //
 // A connection opened without a position (the first one, or any before a message arrived) starts
 // live from the moment it opens: what was stored before is not in it. `onOpen` says so each
@@ -12,14 +13,14 @@
 // opened again, without a position, when the tab is shown: the page reads its data again then,
 // as after any opening without a position.
 
-import { ANSWER_MS, api, authHeaders, onChange, problemOf, reachable, silence, token, tokenRefused, unreachable } from './api.js';
+import { authHeaders, onChange, problemOf, reachable, silence, token, tokenRefused, unreachable } from './api.js';
 
 const RETRY_MS = 5000;
 const HIDDEN_MS = 5000; // a tab hidden this long has its stream closed
 // A stream sends a comment at least every 15 s (SPEC §10): one read with fetch that brings no
 // byte for this long died without being closed (a VPN that reconnected, a middlebox that forgot
 // the connection), and would say 'live' for ever while nothing comes. It is opened again from
-// its last position. (An EventSource does not show comments: it cannot be watched so.)
+// its last position.
 const SILENT_MS = 35000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -30,20 +31,6 @@ const final = (status) => status >= 400 && status < 500 && status !== 401 && sta
  * with the banner's countdown (shared with the API's calls). */
 const pause = (status) => (status === null ? unreachable('Cannot reach the service')
   : status === 503 ? unreachable('The service is unavailable (503)') : sleep(RETRY_MS));
-
-/** The status the service answers `path` with now (the body is not read), or null: none came, or
- * none within ANSWER_MS, as for the API's calls (over a connection that died without being closed
- * the ask never ends, and the stream, waiting for it, was never opened again). */
-async function answerTo(path) {
-  const { signal, stop } = silence(ANSWER_MS);
-  try {
-    return (await fetch(path, { headers: { Accept: 'text/event-stream', ...authHeaders() }, signal, cache: 'no-store' })).status;
-  } catch {
-    return null;
-  } finally {
-    stop();
-  }
-}
 
 /**
  * Follows `path` (a stream route, with its query): `onMessage(type, data)` for each `event` and
@@ -56,7 +43,6 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
   let lastId = null;
   let stopped = false;
   let hidden = false; // closed while the tab is hidden
-  let opening = 0; // bumped at each start: a retry of an earlier connection does not start one
   let gaveUp = false; // stopped for an answer that asking again will not change
   let current = null;
   let now = null; // the connection's state
@@ -87,69 +73,7 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
 
   const start = () => {
     if (stopped || hidden) return;
-    opening++;
-    current = token.get() ? viaFetch() : viaEventSource();
-  };
-
-  // EventSource gives up for good on an answer other than 200 and does not say which: ask the
-  // service again. A 401 (once tokens exist) goes through the API, which asks for a token; a
-  // final answer stops following (the page shows why from its own requests); else start again.
-  const refused = async () => {
-    current.close();
-    const mine = opening;
-    onState('reconnecting');
-    const status = await answerTo(path);
-    if (mine !== opening || hidden) return; // closed (tab hidden) or opened again meanwhile
-    if (final(status)) {
-      giveUp();
-      return;
-    }
-    if (status === 401) {
-      onState('token');
-      try {
-        await api('/workspaces?limit=1'); // resolves once a token is given
-      } catch (e) {
-        if (e.status === 401) {
-          giveUp(); // no token was given: the page says so
-          return;
-        }
-      }
-    } else await pause(status);
-    if (mine === opening) start();
-  };
-
-  // While an EventSource reconnects by itself it does not say why it cannot: ask the service, so
-  // that the banner says so when it cannot be reached, until the stream is back.
-  let probing = false;
-  const probe = async () => {
-    if (probing) return;
-    probing = true;
-    await sleep(1000); // a stream back at once needs no banner
-    while (!stopped && now === 'reconnecting') {
-      const status = await answerTo(path);
-      if (status !== null && status !== 503) break; // it answers: the EventSource will too
-      await pause(status);
-    }
-    probing = false;
-  };
-
-  const viaEventSource = () => {
-    const url = new URL(path, location.origin);
-    if (lastId) url.searchParams.set('after', lastId);
-    const es = new EventSource(url.pathname + url.search);
-    es.onopen = () => {
-      onState('live');
-      if (!lastId) onOpen(); // the EventSource reconnects with the last id it was sent: none
-    };
-    es.onerror = () => {
-      if (es.readyState === EventSource.CLOSED) return refused();
-      onState('reconnecting');
-      probe();
-    };
-    for (const type of ['event', 'status']) {
-      es.addEventListener(type, (e) => deliver(type, e.data, e.lastEventId));
-    }
-    return { close: () => es.close() };
+    current = viaFetch();
   };
 
   const viaFetch = () => {
@@ -206,7 +130,6 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
         hiding = null;
         if (stopped || gaveUp || hidden) return;
         hidden = true;
-        opening++; // what was under way for the connection closed stops
         current?.close();
         current = null;
         onState('hidden');
@@ -235,7 +158,6 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
     const since = silentSince;
     silentSince = null;
     if (since === null || stopped || hidden || gaveUp || now !== 'live' || openedAt > since) return;
-    opening++;
     current?.close();
     onState('reconnecting');
     start();
