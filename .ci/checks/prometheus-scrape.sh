@@ -10,8 +10,17 @@
 # `up{job="calry-hooks"}` (must be 1), the request counts by route, method and status class
 # (exactly what was driven, under the route templates, never a raw path), and the docs' p99 per
 # route over `rate(…[1m])` (a finite value for every route driven). Prints what it saw; fails
-# loudly with it. Then `promtool check metrics` reads /metrics in the classic text format. Both
-# processes are stopped and the directory removed on exit.
+# loudly with it. Then `promtool check metrics` reads /metrics in the classic text format.
+#
+# Then the alert rules (deploy/prometheus-rules.yml): `promtool check rules`, their unit tests
+# (`promtool test rules deploy/prometheus-rules.test.yml`), and every metric name an expression
+# uses must be one the running service exports, so that a renamed metric fails here rather than
+# silencing an alert. The replica's gauges exist only with a replica: the service is started
+# again on the same data with one (a socket nobody listens on) for them. Both processes are
+# stopped and the directory removed on exit.
+#
+# Alone: `bash .ci/checks/prometheus-scrape.sh`; SERVICE_PORT and PROM_PORT, when set, name the
+# service's and Prometheus' loopback ports (free ones otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,7 +38,7 @@ source .ci/lib/service.sh
 LOG="$SERVICE_DIR/service.log"
 PROM_DIR="$SERVICE_DIR/prometheus"
 PROM_LOG="$PROM_DIR/prometheus.log"
-PROM_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PROM_PORT=${PROM_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 PROM_URL="http://127.0.0.1:$PROM_PORT"
 PROM_PID=""
 
@@ -233,6 +242,95 @@ if [ "$status" -eq 0 ]; then
         log "promtool check metrics found problems in the classic text format"
         status=1
     fi
+fi
+
+# The alert rules, as operators load them.
+RULES=deploy/prometheus-rules.yml
+if [ "$status" -eq 0 ]; then
+    if promtool check rules "$RULES" && promtool test rules deploy/prometheus-rules.test.yml; then
+        log "promtool: $RULES is valid and its unit tests pass"
+    else
+        log "promtool: $RULES is invalid or its unit tests fail"
+        status=1
+    fi
+fi
+if [ "$status" -eq 0 ]; then
+    exported="$SERVICE_DIR/metrics-exported.txt"
+    cp "$classic" "$exported"
+    service_stop
+    service_start "$LOG" \
+        CALRY_HOOKS_READ_DATABASE_URL="postgres://calry-hooks@localhost/calry_hooks?host=$SERVICE_DIR/no-replica" \
+        || status=$?
+    if [ "$status" -eq 0 ]; then
+        curl -fsS "$SERVICE_URL/metrics" >>"$exported" || status=$?
+    fi
+fi
+if [ "$status" -eq 0 ]; then
+    python3 - "$RULES" "$exported" <<'PY' || status=$?
+import re
+import sys
+
+rules_file, exported_file = sys.argv[1], sys.argv[2]
+
+# The names of the samples /metrics gave (the classic text format: `name{labels} value`).
+exported = set()
+for line in open(exported_file):
+    if line.strip() and not line.startswith("#"):
+        exported.add(re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group(0))
+
+# Each rule's expression: `expr: …` on its line, or a block (`expr: |`) of the lines indented
+# more deeply below it. (No YAML library: CI's machine need not have one.)
+exprs = {}
+lines = open(rules_file).read().splitlines()
+alert = None
+for i, line in enumerate(lines):
+    m = re.match(r"\s*- alert:\s*(\S+)", line)
+    if m:
+        alert = m.group(1)
+    m = re.match(r"(\s*)expr:\s*(.*)$", line)
+    if not m:
+        continue
+    indent, rest = len(m.group(1)), m.group(2).strip()
+    if rest in ("|", ">", "|-", ">-"):
+        body = []
+        for more in lines[i + 1:]:
+            if more.strip() and len(more) - len(more.lstrip()) <= indent:
+                break
+            body.append(more)
+        rest = "\n".join(body)
+    exprs[alert] = rest
+
+KEYWORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "inf", "nan",
+}
+problems = []
+used = set()
+for alert, expr in exprs.items():
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    # label lists of by/without/on/ignoring/group_left/group_right
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = {
+        m.group(1)
+        for m in re.finditer(r"(?<![\w:.])([A-Za-z_:][A-Za-z0-9_:]*)(?![\w:])(?!\s*\()", text)
+        if m.group(1).lower() not in KEYWORDS
+    }
+    if not names:
+        problems.append(f"{alert}: no metric name found in {expr!r}")
+    for name in sorted(names - exported):
+        problems.append(f"{alert}: {name} is not exported by the service")
+    used |= names
+
+print(f"prometheus-scrape: {len(exprs)} rules use {len(used)} metrics: {', '.join(sorted(used))}")
+if len(exprs) != sum(1 for line in lines if re.match(r"\s*- alert:", line)):
+    problems.append(f"an alert without an expression found: {sorted(exprs)}")
+if problems:
+    for problem in problems:
+        print(f"prometheus-scrape: FAILED: {problem}", file=sys.stderr)
+    sys.exit(1)
+PY
 fi
 
 if [ "$status" -ne 0 ]; then
