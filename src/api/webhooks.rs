@@ -96,14 +96,15 @@ async fn receive(
     // still stored, answered and counted: the counters agree with what the store holds.
     let counted = async move {
         let started = Instant::now();
-        let answer = deliver(&app, &uri, &headers, body).await;
+        let mut hook_id = None;
+        let answer = deliver(&app, &uri, &headers, body, &mut hook_id).await;
         let status = match &answer {
             Ok((status, _)) => *status,
             Err(err) => err.status(),
         };
         let counted = answer.as_ref().map(|(status, _)| *status);
         let outcome = app.metrics.delivery(counted, started.elapsed());
-        log_delivery(outcome, status, &answer, &headers);
+        log_delivery(outcome, status, &answer, &headers, hook_id.as_deref());
         answer
     };
     tokio::spawn(counted.instrument(tracing::Span::current()))
@@ -139,14 +140,16 @@ fn unsigned_from_elsewhere(elsewhere: Elsewhere) -> Error {
     ))
 }
 
-/// The one line of a delivery answered (docs/OPERATIONS.md, "Logs"): its hook id once known, the
-/// outcome and status, the delivery count of a redelivery, why it was refused, and for a refused
-/// signature the sender's message id. A `500` is logged as an error where its answer is made.
+/// The one line of a delivery answered (docs/OPERATIONS.md, "Logs"): its hook id once known
+/// (`known`: its envelope was read, so a delivery refused `503` names it too), the outcome and
+/// status, the delivery count of a redelivery, why it was refused, and for a refused signature
+/// the sender's message id. A `500` is logged as an error where its answer is made.
 fn log_delivery(
     outcome: &str,
     status: StatusCode,
     answer: &Result<(StatusCode, Json<Receipt>)>,
     headers: &HeaderMap,
+    known: Option<&str>,
 ) {
     if outcome == "error" {
         return;
@@ -154,7 +157,7 @@ fn log_delivery(
     let (hook_id, delivery_count, error) = match answer {
         Ok((_, Json(receipt))) => (Some(receipt.hook_id.as_str()), receipt.delivery_count, None),
         Err(Error::Conflict { hook_id }) => (Some(hook_id.as_str()), None, None),
-        Err(err) => (None, None, Some(tracing::field::display(err))),
+        Err(err) => (known, None, Some(tracing::field::display(err))),
     };
     let webhook_id = (outcome == "unauthorized")
         .then(|| message_id(headers))
@@ -179,12 +182,14 @@ fn message_id(headers: &HeaderMap) -> Option<&str> {
     Some(id.get(..100).unwrap_or(id))
 }
 
-/// The checks and the store of one delivery, in the order of SPEC §3.
+/// The checks and the store of one delivery, in the order of SPEC §3. Sets `known` to the hook
+/// id once the envelope is read, for the delivery's log line whatever the answer.
 async fn deliver(
     app: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
+    known: &mut Option<String>,
 ) -> Result<(StatusCode, Json<Receipt>)> {
     let limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(app.config.body_timeout_secs);
@@ -217,6 +222,7 @@ async fn deliver(
     let body = String::from_utf8(Vec::from(body)).map_err(|e| not_utf8(e.utf8_error()))?;
     let envelope = Envelope::parse_str(&body)?;
     let hook_id = envelope.hook_id.clone();
+    *known = Some(hook_id.clone());
 
     let outcome = app
         .ingestor

@@ -504,6 +504,56 @@ async fn a_delivery_refused_for_its_body_has_its_line_in_the_log() {
     }
 }
 
+/// A delivery answered `503` names its hook id on its line: its envelope was read. Over a full
+/// disk's episode (docs/OPERATIONS.md, "A full disk") thousands of `unavailable` lines named
+/// none, so the log could not tell which events Calry would have to send again.
+#[tokio::test]
+async fn a_delivery_answered_503_names_its_hook_id_in_the_log() {
+    let service = LoggingService::start("refused-503", &[]).await;
+    // The database refuses writes (25006, as a full disk refuses them with 53100: a `503` for
+    // the database), and the service's sessions, begun before, end so that new ones see it.
+    let owner = service._db.pool().await;
+    sqlx::query(&format!(
+        "alter database {} set default_transaction_read_only = on",
+        service._db.name
+    ))
+    .execute(&owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = $1 and pid <> pg_backend_pid()",
+    )
+    .bind(&service._db.name)
+    .execute(&owner)
+    .await
+    .unwrap();
+    owner.close().await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/webhooks/calry", service.address))
+        .json(&event(
+            "refused-503-h1",
+            WORKSPACE,
+            None,
+            "x.y",
+            "2024-01-01T00:00:00Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let text = service.stop().await;
+    let lines: Vec<&str> = (text.lines())
+        .filter(|l| l.contains(" delivery ") && l.contains("status=503"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains(r#"hook.id="refused-503-h1" outcome="unavailable""#),
+        "{}",
+        lines[0]
+    );
+}
+
 /// A delivery refused for its signature has its line with the sender's message id (`webhook-id`,
 /// Svix's id of the message), so that it can be found on the sender's side; the warning that
 /// deliveries are refused is said once a minute, not once a delivery (any client can send them).
