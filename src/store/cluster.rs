@@ -381,8 +381,15 @@ impl Cluster {
         let started = Instant::now();
         let mut fast = false;
         while started.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = child.try_wait() {
-                tracing::info!("private PostgreSQL cluster stopped");
+            if let Ok(Some(status)) = child.try_wait() {
+                if status.success() {
+                    tracing::info!("private PostgreSQL cluster stopped");
+                } else {
+                    // Its shutdown checkpoint failed (a full disk), say: nothing committed is
+                    // lost, and its next start recovers from the WAL.
+                    let log = self.log_file.display();
+                    tracing::error!(%status, %log, "the private PostgreSQL cluster failed while stopping; its next start recovers from its WAL, and its log says why");
+                }
                 return;
             }
             if !fast && started.elapsed() >= SMART_SHUTDOWN_GRACE {
@@ -1279,8 +1286,9 @@ mod tests {
         fs::remove_dir_all(&base).unwrap();
     }
 
-    /// What the log says of stopping a server: stopped when it was running, and, when it had
-    /// already exited (stopped by another process), that, not "stopped".
+    /// What the log says of stopping a server: stopped when it was running and exited cleanly;
+    /// when it failed while stopping (its shutdown checkpoint on a full disk), that, as an error;
+    /// and, when it had already exited (stopped by another process), that, not "stopped".
     #[tokio::test]
     async fn a_server_that_had_already_exited_is_not_said_to_be_stopped_by_this_process() {
         #[derive(Clone, Default)]
@@ -1302,8 +1310,15 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let dir = scratch("stop");
-        let cluster = |program: &str, arg: &str| Cluster {
-            child: Mutex::new(Some(Command::new(program).arg(arg).spawn().unwrap())),
+        let cluster = |program: &str, args: &[&str]| Cluster {
+            child: Mutex::new(Some(
+                Command::new(program)
+                    .args(args)
+                    .current_dir(&dir)
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )),
             socket_dir: dir.clone(),
             log_file: dir.join("postgres.log"),
             _owner: None,
@@ -1311,15 +1326,36 @@ mod tests {
         };
         let logged = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
 
-        cluster("sleep", "30").stop().await;
-        assert!(
-            logged().contains("private PostgreSQL cluster stopped"),
-            "{}",
-            logged()
-        );
+        // A server that exits with `code` once stopped: 0 when it stopped cleanly, not 0 when its
+        // shutdown failed (a checkpoint on a full disk). Stopped once it is ready for the signal.
+        for code in [0, 1] {
+            captured.0.lock().unwrap().clear();
+            let ready = dir.join("ready");
+            let _ = fs::remove_file(&ready);
+            // `read` (a builtin: no process of its own) waits on a pipe no one writes to.
+            let script = format!("trap 'exit {code}' TERM; touch ready; read line");
+            let server = cluster("sh", &["-c", &script]);
+            while !ready.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            server.stop().await;
+            let said = logged();
+            if code == 0 {
+                assert!(
+                    said.contains("private PostgreSQL cluster stopped"),
+                    "{said}"
+                );
+            } else {
+                assert!(!said.contains("cluster stopped"), "{said}");
+                assert!(
+                    said.contains("ERROR") && said.contains("failed while stopping"),
+                    "{said}"
+                );
+            }
+        }
 
         captured.0.lock().unwrap().clear();
-        let exited = cluster("true", "");
+        let exited = cluster("true", &[]);
         let pid = exited.child.lock().unwrap().as_ref().unwrap().id();
         // Exited, not yet waited for: a zombie, as a server stopped by someone else is until
         // this process looks.
