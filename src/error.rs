@@ -310,12 +310,15 @@ pub struct Problem {
     pub detail: String,
     /// The hook id, for conflicts.
     #[serde(rename = "hookId", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub hook_id: Option<String>,
     /// The path of the offending envelope field, e.g. `hook.id`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
     /// The offending query or path parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub parameter: Option<String>,
 }
 

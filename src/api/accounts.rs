@@ -282,6 +282,31 @@ struct LatestOf {
     row: LatestRow,
 }
 
+/// A category of an account's status: `account`, `link` or `sync`.
+// Documented only, as `CategoryState`: the timeline reads both from the store as text.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Category {
+    Account,
+    Link,
+    Sync,
+}
+
+/// A state of any category (a timeline's `from` and `to`): `active` and `deleted` of account
+/// and link, `complete`, `error` and `paused` of sync, `unknown` of each before its first event.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum CategoryState {
+    Active,
+    Deleted,
+    Complete,
+    Error,
+    Paused,
+    Unknown,
+}
+
 /// One change of state in an account's timeline.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
@@ -292,12 +317,15 @@ pub struct Change {
     #[serde(serialize_with = "rfc3339")]
     #[sqlx(rename = "occurred_at")]
     pub at: DateTime<Utc>,
-    /// `account`, `link` or `sync`.
+    #[schema(value_type = Category)]
     pub category: String,
     /// The state before (`unknown` for the category's first event).
     #[sqlx(rename = "from_state")]
+    #[schema(value_type = CategoryState)]
     pub from: String,
+    /// The state that began.
     #[sqlx(rename = "to_state")]
+    #[schema(value_type = CategoryState)]
     pub to: String,
     /// The event that began the new state.
     pub hook_id: String,

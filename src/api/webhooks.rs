@@ -34,6 +34,7 @@ pub struct Receipt {
     pub status: ReceiptStatus,
     /// How many deliveries of this event have been received, for a duplicate.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub delivery_count: Option<i32>,
 }
 

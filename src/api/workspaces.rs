@@ -168,7 +168,7 @@ pub fn push_workspaces_query<'a>(
     tag = "status",
     params(
         WorkspaceIdParam,
-        ("syncState" = inline(Option<SyncState>), Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
+        ("syncState" = Option<SyncState>, Query, description = "Only accounts whose sync state is this one (totals still cover all)."),
         ("limit" = Option<i64>, Query, description = "Accounts per page, 1–500; without it, every account of the workspace.", minimum = 1, maximum = 500),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page (with `limit`)."),
         ReadFromHeader,

@@ -270,3 +270,115 @@ fn an_integer_field_has_one_format_in_every_schema() {
     }
     assert!(seen.contains_key("deliveryCount"));
 }
+
+/// What a client generator makes of the document (openapi-python-client, openapi-typescript):
+/// every operation has its own `operationId` (the generated method's name); a parameter refers
+/// to a component rather than copy it inline (an inline enum becomes a model of its own, e.g.
+/// `GetWorkspaceStatusSyncState` beside `SyncState`); an object without properties says what
+/// its properties may be (a bare `{"type": "object"}` is typed `Record<string, never>`); and a
+/// field of an answer that the service leaves out is not also nullable (it would be typed
+/// `None | str | Unset` for a value that is never `null`).
+#[test]
+fn the_document_reads_well_through_a_client_generator() {
+    let doc: Value = serde_json::from_str(COMMITTED).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut answers = Vec::new();
+    let mut inputs = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str();
+            let id = id.unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id), "operationId {id} is used twice");
+            for parameter in op["parameters"].as_array().into_iter().flatten() {
+                let schema = &parameter["schema"];
+                for shape in [schema, &schema["items"]] {
+                    if shape["enum"].is_array() {
+                        let copy = schemas.iter().find(|(_, s)| s["enum"] == shape["enum"]);
+                        assert!(
+                            copy.is_none(),
+                            "{method} {path}: parameter {} copies the enum of schema {} inline",
+                            parameter["name"],
+                            copy.unwrap().0
+                        );
+                    }
+                }
+            }
+            inputs.push(&op["requestBody"]);
+            for answer in op["responses"].as_object().unwrap().values() {
+                answers.push(answer);
+            }
+        }
+    }
+    // The schemas that answers use, and those of request bodies (whose optional fields may be
+    // sent as null).
+    fn reached<'a>(
+        schemas: &'a serde_json::Map<String, Value>,
+        from: &'a Value,
+        into: &mut std::collections::BTreeSet<&'a str>,
+    ) {
+        match from {
+            Value::Object(map) => {
+                if let Some(name) = map.get("$ref").and_then(Value::as_str) {
+                    let name = name.trim_start_matches("#/components/schemas/");
+                    if into.insert(name) {
+                        reached(schemas, &schemas[name], into);
+                    }
+                }
+                map.values().for_each(|v| reached(schemas, v, into));
+            }
+            Value::Array(items) => items.iter().for_each(|v| reached(schemas, v, into)),
+            _ => {}
+        }
+    }
+    let (mut answered, mut sent) = Default::default();
+    answers
+        .iter()
+        .for_each(|a| reached(schemas, a, &mut answered));
+    inputs.iter().for_each(|i| reached(schemas, i, &mut sent));
+    assert!(answered.contains("Problem") && sent.contains("CalryWebhook"));
+    fn no_bare_object(at: &str, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                assert!(
+                    map.get("type") != Some(&"object".into())
+                        || map.contains_key("properties")
+                        || map.contains_key("additionalProperties"),
+                    "{at}: an object schema with neither properties nor additionalProperties"
+                );
+                map.iter()
+                    .for_each(|(k, v)| no_bare_object(&format!("{at}/{k}"), v));
+            }
+            Value::Array(items) => items.iter().for_each(|v| no_bare_object(at, v)),
+            _ => {}
+        }
+    }
+    no_bare_object("", &doc["paths"]);
+    no_bare_object("#/components/schemas", &doc["components"]["schemas"]);
+    for (name, schema) in schemas {
+        let parts = std::iter::once(schema).chain(schema["allOf"].as_array().into_iter().flatten());
+        for part in parts {
+            let Some(properties) = part["properties"].as_object() else {
+                continue;
+            };
+            let required = part["required"].as_array();
+            let required = required.unwrap_or_else(|| panic!("{name} has no `required` list"));
+            if !answered.contains(name.as_str()) || sent.contains(name.as_str()) {
+                continue;
+            }
+            for (field, property) in properties {
+                let nullable = property["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&"null".into()))
+                    || property["oneOf"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|s| s["type"] == "null"));
+                assert!(
+                    !nullable || required.contains(&field.as_str().into()),
+                    "{name}.{field} is nullable and may be absent: an answer either leaves it \
+                     out or sends null, not both (`#[schema(nullable = false)]`)"
+                );
+            }
+        }
+    }
+}
