@@ -15,7 +15,7 @@ use super::AppState;
 use super::again::{answer_again, in_time};
 use super::extract::{AccountIdParam, AccountPath, Caller, WorkspaceIdParam};
 use super::paging::{
-    AccountCursor, EventCursor, Order, Page, Params, bad_cursor, push_account_keyset,
+    AccountCursor, EventCursor, Order, Page, PageParams, Params, bad_cursor, push_account_keyset,
     push_event_keyset,
 };
 use super::replica::{ReadFromHeader, Replica};
@@ -189,8 +189,7 @@ fn states(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<Vec<St
         ("accountState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose account state is one of these; repeatable and comma-separated.", style = Form, explode),
         ("linkState" = Option<Vec<LifecycleState>>, Query, description = "Only accounts whose link state is one of these; repeatable and comma-separated.", style = Form, explode),
         ("workspaceId" = Option<String>, Query, description = "Only this workspace's accounts (`403` outside the token's scope).", min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$"),
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        PageParams,
         ReadFromHeader,
     ),
     responses(
@@ -364,8 +363,7 @@ pub struct Timeline {
     params(
         WorkspaceIdParam,
         AccountIdParam,
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        PageParams,
         ReadFromHeader,
     ),
     responses(

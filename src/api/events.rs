@@ -13,7 +13,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::again::{answer_again, in_time};
 use super::extract::{Caller, HookPath, WorkspaceIdParam, WorkspacePath};
-use super::paging::{EventCursor, Order, Page, Params, push_event_after, push_event_order};
+use super::paging::{
+    EventCursor, Order, Page, PageParams, Params, push_event_after, push_event_order,
+};
 use super::replica::{ReadFromHeader, Replica};
 use crate::envelope::id_problem;
 use crate::error::{Error, Problem, Result};
@@ -367,8 +369,7 @@ impl HistoryQuery {
         ("from" = Option<DateTime<Utc>>, Query, description = "occurredAt at or after this time (RFC 3339)."),
         ("to" = Option<DateTime<Utc>>, Query, description = "occurredAt before this time (RFC 3339)."),
         ("order" = inline(Option<crate::openapi::OrderParam>), Query, description = "`desc` (default, newest first) or `asc`."),
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        PageParams,
         ReadFromHeader,
     ),
     responses(

@@ -17,6 +17,19 @@ use crate::feed::FeedEnd;
 /// most (the feed's are its own: `feed::FEED_DEFAULT_LIMIT`).
 const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
+/// `limit` and `cursor` of a keyset-paged listing (SPEC §5), as the OpenAPI document shows them
+/// (documentation only: [`Params`] reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Items per page, 1–500.
+    #[param(minimum = 1, maximum = 500, default = json!(DEFAULT_LIMIT), example = 50)]
+    limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// Longest query string read, in bytes: room for every filter at its longest, percent-encoded.
 const MAX_QUERY_BYTES: usize = 8192;
 

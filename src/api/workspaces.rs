@@ -22,7 +22,7 @@ use super::AppState;
 use super::again::{answer_again, in_time};
 use super::extract::{AccountIdParam, AccountPath, Caller, WorkspaceIdParam, WorkspacePath};
 use super::paging::{
-    MAX_LIMIT, Page, Params, StatusCursor, WorkspaceCursor, push_workspace_keyset,
+    MAX_LIMIT, Page, PageParams, Params, StatusCursor, WorkspaceCursor, push_workspace_keyset,
 };
 use super::places::Place;
 use super::replica::{ReadFromHeader, Replica};
@@ -98,8 +98,7 @@ pub struct WorkspacePage {
     path = "/workspaces",
     tag = "status",
     params(
-        ("limit" = Option<i64>, Query, description = "Items per page, 1–500 (default 50).", minimum = 1, maximum = 500, example = 50),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page."),
+        PageParams,
         ReadFromHeader,
     ),
     responses(
