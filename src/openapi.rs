@@ -27,7 +27,12 @@ use utoipa::{Modify, OpenApi, ToSchema};
     ),
     servers((url = "/", description = "The service this document was read from")),
     paths(openapi_document, docs_page, dashboard, dashboard_workspace, dashboard_account),
-    components(schemas(crate::error::Problem, EventTypeFilter, crate::api::replica::ReadFrom)),
+    components(schemas(
+        crate::error::Problem,
+        EventTypeFilter,
+        crate::api::replica::ReadFrom,
+        crate::api::stream::StatusMessage,
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -38,7 +38,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, QueryBuilder};
 use tokio::sync::{Notify, broadcast};
 use tracing::Instrument;
-use utoipa::{IntoParams, IntoResponses};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
@@ -109,13 +109,16 @@ pub struct Item {
     pub in_store: bool,
 }
 
-/// The `status` message.
-#[derive(Serialize)]
+/// The data of a stream's `event: status` message: an account whose status an event changed.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct StatusMessage<'a> {
+pub struct StatusMessage<'a> {
     workspace_id: &'a str,
     integration_account_id: &'a str,
+    /// The account's entry (SPEC §4) after the change (replayed from the store: may be its
+    /// current one).
     status: &'a AccountStatus,
+    /// The `hookId` of the event that changed it (its `event` message came just before).
     caused_by: &'a str,
 }
 
@@ -1282,9 +1285,9 @@ impl Follow {
 
 /// Every stored event of the token's workspaces, live, as server-sent events.
 ///
-/// Each event is an `event: event` message (the Event with its `position`); when it changes its
-/// account's status, an `event: status` message follows (`workspaceId`, `integrationAccountId`,
-/// `status`, `causedBy`). The `id:` is on the last message of each event: resume with
+/// Each event is an `event: event` message (its data: a `FeedItem`, the Event with its
+/// `position`); when it changes its account's status, an `event: status` message follows (its
+/// data: a `StatusMessage`). The `id:` is on the last message of each event: resume with
 /// `Last-Event-ID` (or `after`) and the stream replays from the store everything after it, then
 /// goes on live. The answer opens with a `: open` comment, at once, and a `: keep-alive` comment
 /// comes at least every 15 s.

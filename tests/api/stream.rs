@@ -164,6 +164,36 @@ async fn a_payload_holding_unicode_line_separators_is_sent_on_one_data_line() {
     assert_eq!(datas, 2, "the event and its status: {text}");
 }
 
+/// The names of `object`'s fields.
+fn fields(object: &Value) -> HashSet<String> {
+    object.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The properties of the OpenAPI document's schema `name`, with those of the schemas it is
+/// made of (`allOf`).
+fn documented(name: &str) -> HashSet<String> {
+    let doc = serde_json::to_value(calry_hooks::api::openapi()).unwrap();
+    fn of(doc: &Value, schema: &Value) -> HashSet<String> {
+        if let Some(name) = schema["$ref"].as_str() {
+            let name = name.trim_start_matches("#/components/schemas/");
+            return of(doc, &doc["components"]["schemas"][name]);
+        }
+        let parts = schema["allOf"].as_array().into_iter().flatten();
+        let mut names: HashSet<String> = parts.flat_map(|part| of(doc, part)).collect();
+        names.extend(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.clone()),
+        );
+        names
+    }
+    let names = of(&doc, &doc["components"]["schemas"][name]);
+    assert!(!names.is_empty(), "no schema {name} in the document");
+    names
+}
+
 #[tokio::test]
 async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
     let app = spawn_app().await;
@@ -183,6 +213,10 @@ async fn a_stream_sends_each_new_event_and_the_status_changes_it_makes() {
     assert_eq!(status.data["integrationAccountId"], "a");
     assert_eq!(status.data["status"]["sync"]["state"], "error");
     assert_eq!(status.id.as_deref(), message.data["position"].as_str());
+    // Their data are what the OpenAPI document says, field for field.
+    assert_eq!(fields(&message.data), documented("FeedItem"));
+    assert_eq!(fields(&status.data), documented("StatusMessage"));
+    assert_eq!(fields(&status.data["status"]), documented("AccountStatus"));
 
     // Older than the account's latest sync event: no change, so no status message.
     let older = event(
