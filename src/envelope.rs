@@ -317,6 +317,23 @@ mod tests {
     }
 
     #[test]
+    fn a_null_timestamp_counts_as_absent() {
+        // A null spelling beside the other: the other is the time.
+        let beside = SEED.replace(
+            "\"timeStamp\": \"2024-02-09T11:33:41.658Z\"",
+            "\"timeStamp\": null, \"timestamp\": \"2024-02-09T11:33:41.658Z\"",
+        );
+        let e = Envelope::parse(beside.as_bytes()).unwrap();
+        assert_eq!(e.occurred_at.timestamp_millis(), 1_707_478_421_658);
+        // Only a null: required, named as the example spells it.
+        let null = SEED.replace(
+            "\"timeStamp\": \"2024-02-09T11:33:41.658Z\"",
+            "\"timestamp\": null",
+        );
+        assert_eq!(field_of(&null), "hook.timeStamp");
+    }
+
+    #[test]
     fn errors_name_the_field_path() {
         assert_eq!(field_of(&SEED.replace("\"id\"", "\"x\"")), "hook.id");
         assert_eq!(
