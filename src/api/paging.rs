@@ -636,7 +636,7 @@ fn id_after(params: &Params, tag: &str) -> Result<Option<String>> {
 
 /// Position after the last account of a `GET /accounts` page: its `sync.since` (none while its
 /// sync is unknown), workspace and account.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct AccountCursor {
     pub since: Option<DateTime<Utc>>,
     pub workspace_id: String,
@@ -795,6 +795,34 @@ mod tests {
         let p = params(&format!("cursor={}", cursor.encode()));
         assert_eq!(EventCursor::parse(&p, Order::Asc).unwrap(), Some(cursor));
         assert_eq!(bad(EventCursor::parse(&p, Order::Desc)), "cursor");
+    }
+
+    #[test]
+    fn an_accounts_cursor_survives_the_round_trip_and_a_crafted_one_is_refused() {
+        let at = DateTime::from_timestamp_micros(1_707_478_421_658_123).unwrap();
+        for since in [None, Some(at)] {
+            let cursor = AccountCursor {
+                since,
+                workspace_id: "wö:1".to_owned(),
+                integration_account_id: "a:ü".to_owned(),
+            };
+            let p = params(&format!("cursor={}", cursor.encode()));
+            assert_eq!(AccountCursor::parse(&p).unwrap(), Some(cursor));
+        }
+        // The workspace id's length past the ids, or inside a character, is refused, never
+        // split; so are a since that is no time of years 0–9999 and another kind of cursor.
+        for text in [
+            "a1:-:9:ab",
+            "a1:-:1:öa",
+            "a1:-:-1:ab",
+            "a1:x:1:ab",
+            "a1:253402300800000000:1:ab",
+            "a1:-:1",
+            "e1:-:1:ab",
+        ] {
+            let p = params(&format!("cursor={}", super::encode(text)));
+            assert_eq!(bad(AccountCursor::parse(&p)), "cursor", "{text}");
+        }
     }
 
     #[test]
