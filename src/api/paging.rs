@@ -768,11 +768,12 @@ mod tests {
 
     #[test]
     fn a_position_is_taken_only_as_it_was_written_out() {
-        let given = FeedPosition { xid: 750, seq: 1 };
-        assert_eq!(
-            FeedPosition::decode("after", &given.encode()).unwrap(),
-            given
-        );
+        for given in [FeedPosition { xid: 750, seq: 1 }, FeedPosition::BEGINNING] {
+            assert_eq!(
+                FeedPosition::decode("after", &given.encode()).unwrap(),
+                given
+            );
+        }
         for text in [
             "p1:+750:1",
             "p1:0750:01",
