@@ -14,7 +14,8 @@
 #
 # Then the alert rules (deploy/prometheus-rules.yml): `promtool check rules`, their unit tests
 # (`promtool test rules deploy/prometheus-rules.test.yml`), and every metric name an expression
-# uses must be one the running service exports, so that a renamed metric fails here rather than
+# uses, and every label value it selects (`outcome="created"`, each of `reason=~"a|b"`), must be
+# one the running service exports, so that a renamed metric or label value fails here rather than
 # silencing an alert. The replica's gauges exist only with a replica: the service is started
 # again on the same data with one (a socket nobody listens on) for them. Both processes are
 # stopped and the directory removed on exit.
@@ -274,9 +275,16 @@ rules_file, exported_file = sys.argv[1], sys.argv[2]
 
 # The names of the samples /metrics gave (the classic text format: `name{labels} value`).
 exported = set()
+# And the values each of their labels took: (name, label) -> values.
+values = {}
+LABEL = r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"'
 for line in open(exported_file):
     if line.strip() and not line.startswith("#"):
-        exported.add(re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group(0))
+        name = re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group(0)
+        exported.add(name)
+        labels = re.match(r"[^{\s]*\{([^}]*)\}", line)
+        for label, _, value in re.findall(LABEL, labels.group(1) if labels else ""):
+            values.setdefault((name, label), set()).add(value)
 
 # Each rule's expression: `expr: …` on its line, or a block (`expr: |`) of the lines indented
 # more deeply below it. (No YAML library: CI's machine need not have one.)
@@ -307,6 +315,18 @@ KEYWORDS = {
 problems = []
 used = set()
 for alert, expr in exprs.items():
+    # Each label value a selector asks for (`outcome="created"`, each alternative of
+    # `outcome=~"created|duplicate"`) must be one the service gives that metric: a renamed one
+    # silences the alert as a renamed metric would.
+    for name, matchers in re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}", expr):
+        for label, op, wanted in re.findall(LABEL, matchers):
+            alternatives = wanted.split("|") if op == "=~" else [wanted] if op == "=" else []
+            for value in alternatives:
+                if not re.fullmatch(r"[A-Za-z0-9_.:-]*", value):
+                    continue  # a pattern, not a value
+                if value not in values.get((name, label), set()):
+                    problems.append(f"{alert}: {name}{{{label}=\"{value}\"}} is not exported by the service "
+                                    f"(it gives {label}: {sorted(values.get((name, label), set()))})")
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
