@@ -285,6 +285,9 @@ for line in open(exported_file):
         labels = re.match(r"[^{\s]*\{([^}]*)\}", line)
         for label, _, value in re.findall(LABEL, labels.group(1) if labels else ""):
             values.setdefault((name, label), set()).add(value)
+# Prometheus' own series of each target it scrapes, under the job name of its config above.
+exported.add("up")
+values[("up", "job")] = {"calry-hooks"}
 
 # Each rule's expression: `expr: …` on its line, or a block (`expr: |`) of the lines indented
 # more deeply below it. (No YAML library: CI's machine need not have one.)
