@@ -812,6 +812,43 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("hunter3"), "{printed}");
         assert!(!printed.contains("whsec_c2VjcmV0"), "{printed}");
+        assert!(printed.contains("Secret(\"[redacted]\")"), "{printed}");
+    }
+
+    /// Only a `CALRY_HOOKS_…` variable can be said to name no setting: `PATH` and the rest of
+    /// the environment are other programs' to set.
+    #[test]
+    fn only_calry_hooks_variables_are_said_to_name_no_setting() {
+        assert!(std::env::var_os("PATH").is_some());
+        let unknown = unknown_variables();
+        assert!(
+            unknown.iter().all(|name| name.starts_with("CALRY_HOOKS_")),
+            "{unknown:?}"
+        );
+    }
+
+    /// The README's default of `CALRY_HOOKS_QUERY_CONNECTIONS`: 2 × CPU cores + 2, at most 64.
+    #[test]
+    fn query_connections_default_to_two_per_core_and_two_more() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            default_query_connections() as usize,
+            (2 * cores + 2).min(64)
+        );
+    }
+
+    /// The private cluster is under the data directory, and only when no `DATABASE_URL` is set.
+    #[test]
+    fn the_private_cluster_is_in_the_data_directory_only_without_a_database_url() {
+        let mut config = Config::defaults();
+        config.database_url = None;
+        config.data_dir = PathBuf::from("/srv/hooks");
+        assert_eq!(
+            config.private_cluster_dir(),
+            Some(PathBuf::from("/srv/hooks/postgres"))
+        );
+        config.database_url = Some("postgres://db/x".to_owned().into());
+        assert_eq!(config.private_cluster_dir(), None);
     }
 
     #[test]
