@@ -2585,10 +2585,17 @@ async fn a_dot_env_is_read_whole_and_only_from_the_working_directory() {
     let fifo = std::ffi::CString::new(planted.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-    let out = run(theirs).await.expect("not waited on").unwrap();
+    let out = run(theirs.clone()).await.expect("not waited on").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
+    // One there that cannot be opened (a link to itself) is refused, not taken for none.
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink(".env", &planted).unwrap();
+    let out = run(theirs).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("calry-hooks: .env: "), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
