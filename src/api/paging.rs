@@ -841,6 +841,15 @@ mod tests {
         assert_eq!(detail(&super::encode("e1:x:1:a")), bad_cursor().to_string());
     }
 
+    /// A query string of 8,192 bytes is read; one a byte longer is refused, naming the query.
+    #[test]
+    fn a_query_string_is_read_up_to_8192_bytes() {
+        let longest = format!("cursor={}", "c".repeat(MAX_QUERY_BYTES - "cursor=".len()));
+        assert_eq!(longest.len(), 8192);
+        assert!(Params::parse(Some(&longest)).is_ok());
+        assert_eq!(bad(Params::parse(Some(&format!("{longest}c")))), "query");
+    }
+
     #[test]
     fn bad_values_name_their_parameter() {
         assert_eq!(bad(params("limit=0").limit()), "limit");
