@@ -876,6 +876,10 @@ mod tests {
             "cursor"
         );
         assert_eq!(
+            bad(StatusCursor::parse(&params("cursor=aGVsbG8"))),
+            "cursor"
+        );
+        assert_eq!(
             bad(Params::parse(Some("integrationAccountId=a%00b"))),
             "integrationAccountId"
         );
