@@ -141,24 +141,24 @@ fn unsigned_from_elsewhere(elsewhere: Elsewhere) -> Error {
     ))
 }
 
-/// The one line of a delivery answered (docs/OPERATIONS.md, "Logs"): its hook id once known
-/// (`known`: its envelope was read, so a delivery refused `503` names it too), the outcome and
-/// status, the delivery count of a redelivery, why it was refused, and for a refused signature
-/// the sender's message id. A `500` is logged as an error where its answer is made.
+/// The one line of a delivery answered (docs/OPERATIONS.md, "Logs"): its hook id once its
+/// envelope was read (whatever the answer: a `503` names it too), the outcome and status, the
+/// delivery count of a redelivery, why it was refused, and for a refused signature the sender's
+/// message id. A `500` is logged as an error where its answer is made.
 fn log_delivery(
     outcome: &str,
     status: StatusCode,
     answer: &Result<(StatusCode, Json<Receipt>)>,
     headers: &HeaderMap,
-    known: Option<&str>,
+    hook_id: Option<&str>,
 ) {
     if outcome == "error" {
         return;
     }
-    let (hook_id, delivery_count, error) = match answer {
-        Ok((_, Json(receipt))) => (Some(receipt.hook_id.as_str()), receipt.delivery_count, None),
-        Err(Error::Conflict { hook_id }) => (Some(hook_id.as_str()), None, None),
-        Err(err) => (known, None, Some(tracing::field::display(err))),
+    let (delivery_count, error) = match answer {
+        Ok((_, Json(receipt))) => (receipt.delivery_count, None),
+        Err(Error::Conflict { .. }) => (None, None),
+        Err(err) => (None, Some(tracing::field::display(err))),
     };
     let webhook_id = (outcome == "unauthorized")
         .then(|| message_id(headers))
