@@ -298,6 +298,19 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// What the server lacks, by the SQLSTATE of its class 53 (insufficient resources), said to
+/// operators (`/readyz`); a delivery's `503` stays generic.
+pub fn short_of(sqlstate: &str) -> Option<&'static str> {
+    Some(match sqlstate {
+        "53100" => "the server's disk is full",
+        "53200" => "the server is out of memory",
+        "53300" => "the server has no connection slot left",
+        "53400" => "the server reached a configured limit",
+        code if code.starts_with("53") => "the server is out of resources",
+        _ => return None,
+    })
+}
+
 /// The RFC 9457 problem details body.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -522,6 +535,24 @@ mod tests {
         fn kind(&self) -> sqlx::error::ErrorKind {
             sqlx::error::ErrorKind::Other
         }
+    }
+
+    /// `/readyz` names what the server lacks: a full disk is not a lack of connection slots.
+    #[test]
+    fn each_shortage_of_the_server_is_named() {
+        assert_eq!(short_of("53100"), Some("the server's disk is full"));
+        assert_eq!(short_of("53200"), Some("the server is out of memory"));
+        assert_eq!(
+            short_of("53300"),
+            Some("the server has no connection slot left")
+        );
+        assert_eq!(
+            short_of("53400"),
+            Some("the server reached a configured limit")
+        );
+        assert_eq!(short_of("53000"), Some("the server is out of resources"));
+        assert_eq!(short_of("57P01"), None);
+        assert_eq!(short_of("42P01"), None);
     }
 
     fn status_of(code: &'static str) -> StatusCode {

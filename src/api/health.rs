@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error, Problem, Result, short_of};
 use crate::store::ReadReplica;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -310,10 +310,10 @@ fn kind_of(err: &sqlx::Error) -> &'static str {
     match err {
         sqlx::Error::PoolTimedOut => "no connection within the acquire timeout",
         sqlx::Error::Io(_) => "connection failed",
-        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("53")) => {
-            "the server is out of connection slots or memory"
-        }
-        sqlx::Error::Database(_) => "query failed",
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| short_of(&code))
+            .unwrap_or("query failed"),
         _ => "unavailable",
     }
 }

@@ -3300,7 +3300,7 @@ async fn readyz_is_503_while_the_ingest_writers_cannot_connect() {
     let ready = problem(app.get("/readyz").await, 503).await;
     assert_eq!(
         ready["detail"],
-        "the ingest writers cannot connect: the server is out of connection slots or memory",
+        "the ingest writers cannot connect: the server has no connection slot left",
         "{ready}"
     );
     // A one-off command says PostgreSQL's reason, where a pool's timeout hid it.
