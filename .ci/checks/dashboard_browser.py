@@ -1344,8 +1344,10 @@ class Check:
         """A stream asked for and never answered, as over a connection that died without being
         closed (an SSH tunnel that hung), is given up after 35 s without a byte and opened again;
         a delivery made meanwhile then shows. Without a token: the page read its stream with an
-        EventSource, which waited for the answer for ever, 'reconnecting…'. The stream is asked
-        for again by showing the page after hiding it."""
+        EventSource, which waited for the answer for ever, 'reconnecting…'. The banner says
+        nothing meanwhile: the page's other calls reach the service (it said "Cannot reach the
+        service" for 5 s after giving the stream up). The stream is asked for again by showing
+        the page after hiding it."""
         what = "a workspace page whose stream is never answered"
         page = self.page(1440, tolerate=(lambda text, where: "ERR_FAILED" in text,))
         page.context.add_init_script(FAKE_VISIBILITY)
@@ -1360,6 +1362,7 @@ class Check:
         page.route(lambda url: urllib.parse.urlsplit(url).path.endswith("/stream"), route)  # not stream.js
         self.open(page, path, what)
         self.until_live(page)
+        page.evaluate(WATCH_BANNER)
         page.evaluate(SET_VISIBILITY, "hidden")
         page.wait_for_function("() => document.getElementById('conn').textContent.includes('hidden')",
                                timeout=10000, polling=100)
@@ -1382,6 +1385,10 @@ class Check:
                        f"{page.inner_text('#conn')!r} and the delivery of {hook_id} is not shown: "
                        "it still waits for the unanswered stream") from None
         took = time.time() - shown
+        shown_banner = page.evaluate("() => window.__banner.shown")
+        if shown_banner:
+            raise Fail(f"{what}: the banner said {shown_banner[0]!r} while the page's other calls "
+                       "reached the service")
         try:
             routed["held"][0].abort()
         except PlaywrightError:

@@ -116,7 +116,10 @@ export function follow(path, { onMessage, onState: told, onOpen = () => {} }) {
           abort.signal.removeEventListener('abort', conn.stop);
         }
         onState('reconnecting');
-        await pause(status);
+        // Given up for its silence: opened again at once, without the banner, which would say
+        // the service cannot be reached while the page's other calls reach it. A service that
+        // really does not answer is told by those calls, and by this one's next silence.
+        if (!conn.signal.aborted) await pause(status);
       }
     })();
     return { close: () => abort.abort() };
