@@ -366,6 +366,46 @@ class Check:
                            f"expected {'cards' if cards else 'a table'} (the switch is between 720 and 721 px)")
         page.set_viewport_size({"width": 1440, "height": WIDTHS[1440]})
 
+    # Times in the page's table cells whose time of day ("13:48:34.719 UTC") is not all on one line.
+    BROKEN_TIMES = """() => [...document.querySelectorAll('#main td time')].flatMap(t => {
+        const chars = [];
+        const walk = document.createTreeWalker(t, NodeFilter.SHOW_TEXT);
+        for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+          for (let i = 0; i < n.data.length; i++) {
+            const r = document.createRange();
+            r.setStart(n, i);
+            r.setEnd(n, i + 1);
+            const box = r.getClientRects()[0];
+            if (box) chars.push([n.data[i], box.top]);
+          }
+        }
+        const text = chars.map((c) => c[0]).join('');
+        const at = text.search(/\\d\\d:\\d\\d:\\d\\d\\.\\d{3}[ \\u00a0]UTC$/);
+        if (at < 0) return [];
+        const tops = chars.slice(at).map((c) => c[1]);
+        return Math.max(...tops) - Math.min(...tops) > 2 ? [text] : [];
+    })"""
+
+    def exact_in_tables(self, page, what):
+        """With the header's "Exact times" pressed, at 1440, 1280, 1120 and 900 px no table scrolls
+        sideways, and at 1440 and 1120 px no time in a table breaks inside its time of day: the
+        workspace's "Last event" column at 1440 px showed `13:48:34.719 UT` over `C`."""
+        page.locator(self.TIMES).click()
+        try:
+            for width in (1440, 1280, 1120, 900):
+                _, over = self.widths_at(page, width, 900)
+                if over:
+                    raise Fail(f"{what}, made {width} px wide, its times exact: a table is wider than its "
+                               f"panel by {over} px (it scrolls sideways)")
+                broken = page.evaluate(self.BROKEN_TIMES) if width in (1440, 1120) else []
+                if broken:
+                    raise Fail(f"{what}, made {width} px wide, its times exact: {len(broken)} time(s) break "
+                               f"inside the time of day, e.g. {broken[0]!r}")
+        finally:
+            page.locator(self.TIMES).click()
+            page.set_viewport_size({"width": 1440, "height": WIDTHS[1440]})
+        log(f"{what}: with exact times, no table scrolls sideways at 1440 to 900 px, and no time of day breaks")
+
     def large_font(self, path, what):
         """With the browser's minimum font size at 24 px (a person's setting, which a fresh context
         cannot take: it is in a profile's Preferences), the page at 1440 px, 1024 px, 390 px and
@@ -736,6 +776,8 @@ class Check:
                                    "sample data has workspaces of different numbers of failing accounts)")
                 if name == "workspace" and width == 1440:
                     self.keyboard(page, what, workspace)
+                if width == 1440:
+                    self.exact_in_tables(page, what)  # last: it leaves the focus on the header's control
                 if name != "overview" and width == 390:
                     touch = f"the {name} page on a touch screen"
                     self.touch_targets(path, f"{touch} 390 px wide",

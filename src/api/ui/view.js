@@ -301,13 +301,23 @@ addEventListener('storage', (e) => {
   if (e.key === EXACT_KEY) setExactTimes(e.newValue === '1', false);
 });
 
-// `2024-02-09 11:33:41.658 UTC`, or `since …` for a time a state holds since; where it wraps, it
-// wraps after the date.
-const exactText = (ts, mode) => `${mode === 'ago' ? '' : 'since '}${utc(ts).replace(/ UTC$/, '\u00a0UTC')}`;
+// `2024-02-09 11:33:41.658 UTC`, or `since …` for a time a state holds since. The date and the
+// time of day with its zone are each a box of their own (style.css), so that where the time
+// wraps, it wraps between them, and inside the time of day only where even it has no room: not
+// `2026-10-` over `28`, nor `…658 UT` over `C`.
+function showExact(t, ts, mode) {
+  const text = utc(ts);
+  const parts = text.match(/^(\S+) (\S+ UTC)$/);
+  const since = mode === 'ago' ? '' : 'since ';
+  if (t.textContent === since + text) return;
+  if (!parts) t.textContent = since + text;
+  else t.replaceChildren(since, h('span', {}, parts[1]), ' ', h('span', { class: 'tod' }, parts[2]));
+}
 
 function showTime(t) {
   const ts = t.getAttribute('datetime');
-  t.textContent = exact ? exactText(ts, t.dataset.rel) : relText(ts, t.dataset.rel);
+  if (exact) showExact(t, ts, t.dataset.rel);
+  else t.textContent = relText(ts, t.dataset.rel);
   t.classList.toggle('ahead', !exact && isAhead(ts));
   t.classList.toggle('exact', exact);
 }
