@@ -1156,3 +1156,43 @@ async fn a_workspace_counts_each_account_of_its_status_once() {
     let listed = app.get_json("/workspaces").await;
     assert_eq!(listed["items"][0]["accounts"], 2, "{listed}");
 }
+
+/// A range that fails is not tried for ever: one whose connection is lost (the process stood
+/// still in it and the server ended its session, `RANGE_IDLE`) is done again, three times at
+/// most; any other error ends the rebuild at once, with that error.
+#[tokio::test]
+async fn a_rebuild_gives_up_on_a_range_that_keeps_failing() {
+    let app = spawn_app().await;
+    let body = event("e", "w", Some("a"), "sync.error", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    for (failure, tries) in [
+        ("raise exception 'broken'", 1),
+        ("perform pg_terminate_backend(pg_backend_pid())", 4),
+    ] {
+        // Each time a range writes the status rows: counted (a sequence is not rolled back),
+        // then the failure.
+        sqlx::raw_sql(&format!(
+            "create sequence if not exists range_tries;
+             select setval('range_tries', 1, false);
+             create or replace function fail_range() returns trigger language plpgsql as
+                 $$ begin perform nextval('range_tries'); {failure}; return null; end $$;
+             create or replace trigger fail_range before insert on latest_events
+                 for each statement execute function fail_range();"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        let rebuilt = tokio::time::timeout(
+            Duration::from_secs(30),
+            calry_hooks::status::rebuild(&app.pool),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{failure}: still trying after 30 s"));
+        assert!(rebuilt.is_err(), "{failure}: {rebuilt:?}");
+        let tried: i64 = sqlx::query_scalar("select last_value from range_tries")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(tried, tries, "{failure}");
+    }
+}
