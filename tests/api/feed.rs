@@ -360,6 +360,61 @@ async fn the_log_names_a_transaction_holding_the_feed_back_once() {
     assert!(named[0]["held_ms"].as_u64().unwrap() >= 1_000, "{text}");
 }
 
+/// A writer that holds the feed back once an older one has ended is named too: each holder is
+/// told for itself (by its id), not taken for the one the looks saw before.
+#[tokio::test]
+async fn the_log_names_each_transaction_that_holds_the_feed_back_in_turn() {
+    let db = TestDb::create().await;
+    let log = crate::helpers::scratch("held-in-turn", ".log");
+    let mut cmd = crate::helpers::binary(Some(&db.name));
+    cmd.env("CALRY_HOOKS_LOG_FORMAT", "json");
+    let (mut child, address) = crate::helpers::start_binary(cmd, &log).await;
+    let pool = db.pool().await;
+    let mut writers = Vec::new();
+    let mut xids = Vec::new();
+    for _ in 0..2 {
+        let mut writer = pool.begin().await.unwrap();
+        crate::helpers::take_writer_lock(&mut writer).await;
+        let xid: String =
+            sqlx::query_scalar("select (pg_current_xact_id()::text::bigint % 4294967296)::text")
+                .fetch_one(&mut *writer)
+                .await
+                .unwrap();
+        writers.push(writer);
+        xids.push(xid);
+    }
+    let client = reqwest::Client::new();
+    let read_for = async |how_long: Duration| {
+        let started = Instant::now();
+        while started.elapsed() < how_long {
+            let answer = client.get(format!("{address}/feed")).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    // The older holds the feed back, then the younger, each for more than a second.
+    read_for(Duration::from_millis(2500)).await;
+    let mut writers = writers.into_iter();
+    writers.next().unwrap().commit().await.unwrap();
+    read_for(Duration::from_millis(2500)).await;
+    writers.next().unwrap().commit().await.unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let named: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is holding the feed and the streams back"))
+        })
+        .map(|l| l["transaction"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(named, xids, "{text}");
+}
+
 #[tokio::test]
 async fn a_long_poll_answers_as_soon_as_an_event_is_stored() {
     let app = spawn_app().await;
