@@ -1400,3 +1400,47 @@ async fn a_batch_that_stored_an_event_is_announced_once_committed() {
         .unwrap();
     assert_eq!(stored, 1);
 }
+
+/// News of stored events is not taken for news of a token (`auth::CHANNEL`): it wakes the
+/// waiters, and the instance neither forgets its tokens for it nor answers it on `auth::HEARD`.
+#[tokio::test]
+async fn news_of_stored_events_is_not_taken_for_a_token_change() {
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([calry_hooks::feed::CHANNEL, auth::HEARD])
+        .await
+        .unwrap();
+    // Once the instance listens.
+    let started = Instant::now();
+    loop {
+        let listening: bool = sqlx::query_scalar(
+            "select exists (select from pg_stat_activity
+                             where datname = current_database() and application_name = $1)",
+        )
+        .bind(calry_hooks::feed::LISTENER_NAME)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if listening {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never listens");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = event("news", "w", None, "x.y", "2024-01-01T00:00:00Z");
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("no notification within 5 s of the 201")
+        .unwrap();
+    assert_eq!(heard.channel(), calry_hooks::feed::CHANNEL);
+    let more = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await;
+    assert!(
+        more.is_err(),
+        "{:?}",
+        more.map(|n| n.map(|n| n.channel().to_owned()))
+    );
+}
