@@ -1100,6 +1100,51 @@ async fn a_stream_ends_when_its_token_stops_counting() {
     );
 }
 
+/// A stream far behind, catching up from the store for a client that reads slowly, ends once its
+/// token's revocation is heard, not once it has caught up: what it had written before is all its
+/// client still reads. (Catching up, it does not wait where the live part listens for token
+/// changes; it asks at each frame.)
+#[tokio::test]
+async fn a_stream_catching_up_ends_when_its_token_is_revoked() {
+    let app = spawn_app().await;
+    let beginning = crate::helpers::feed_next(&app, "/feed").await;
+    let created = auth::create(&app.pool, "", true, &[]).await.unwrap();
+    // 20 MB: more than the sockets between the service and this client hold (2 to 6 MB here).
+    let n = 100;
+    let bodies = padded_events("behind", "w", n, 200_000);
+    let statuses = crate::helpers::deliver_all(&app, bodies, 4).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    // Once the tailer is past them all: the stream reads every one from the store.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let request = reqwest::Client::new()
+        .get(format!("{}/stream?after={beginning}", app.address))
+        .bearer_auth(&created.token);
+    let mut stream = Reader::send(request, "/stream").await;
+    assert!(stream.next(SOON).await.is_some(), "the first event");
+    // The service writes until the sockets are full, then waits for this client.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(auth::revoke(&app.pool, created.id).await.unwrap());
+    // Once the revocation is heard (at once, by LISTEN) and the sockets still hold less than all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut read = 1;
+    let ended = loop {
+        match stream.next_or_end(SOON).await {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => break false,
+            Err(()) => break true,
+        }
+    };
+    assert!(ended, "the stream still runs after {read} events");
+    assert!(
+        read < n,
+        "all {n} events were sent after the token was revoked"
+    );
+    assert_eq!(
+        stream.comments,
+        [": closed: the bearer token is unknown or revoked"]
+    );
+}
+
 /// A token revoked where this instance hears nothing of it (its listener alive but silent: the
 /// notifying trigger disabled) still ends an idle stream: the check made at each keep-alive asks
 /// again once the remembered answer is older than its few seconds.
