@@ -329,7 +329,17 @@ async fn status_is_a_function_of_the_set_of_events_whatever_the_order_and_redeli
     // Rebuilding from history gives back exactly the incrementally maintained tables.
     let before = status_tables(&app).await;
     let rebuilt = calry_hooks::status::rebuild(&app.pool).await.unwrap();
-    assert!(rebuilt.latest_rows > 0);
+    // What `rebuild-status` says it did: each table's rows.
+    let (latest, workspace_rows, accounts, changes) = &before;
+    assert!(!latest.is_empty());
+    assert_eq!(rebuilt.latest_rows, latest.len() as u64, "{rebuilt:?}");
+    assert_eq!(
+        rebuilt.workspaces,
+        workspace_rows.len() as u64,
+        "{rebuilt:?}"
+    );
+    assert_eq!(rebuilt.accounts, accounts.len() as u64, "{rebuilt:?}");
+    assert_eq!(rebuilt.state_changes, changes.len() as u64, "{rebuilt:?}");
     assert_eq!(status_tables(&app).await, before);
     for (workspace, want) in workspaces {
         assert_eq!(status_of(&app, &workspace, "").await, want);
@@ -791,6 +801,9 @@ async fn a_rebuild_splits_a_large_workspace_and_needs_no_workspace_rows() {
         .unwrap();
     assert!(rebuilt.ranges >= 10, "{rebuilt:?}");
     assert_eq!(status_tables(&app).await, ingested);
+    // Said once each, however many ranges a workspace took.
+    assert_eq!(rebuilt.workspaces, ingested.1.len() as u64, "{rebuilt:?}");
+    assert_eq!(rebuilt.latest_rows, ingested.0.len() as u64, "{rebuilt:?}");
 }
 
 /// A rebuild that stands still inside a range (its process stopped, say) holds ingest back for
