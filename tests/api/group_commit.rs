@@ -624,3 +624,100 @@ async fn a_delivery_held_by_a_locked_row_past_the_statement_timeout_is_told_why(
     holder.commit().await.unwrap();
     assert_eq!(app.deliver(&second).await.status(), 201);
 }
+
+/// Makes every round of a delivery whose hook id is `always-<SQLSTATE>` fail with that SQLSTATE,
+/// counting the rounds in the sequence `failing_rounds`.
+async fn fail_every_round_of_each_delivery(app: &TestApp) {
+    sqlx::query("create sequence failing_rounds")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "create function fail_every_round() returns trigger language plpgsql as $$
+         begin
+             if new.hook_id like 'always-%' then
+                 perform nextval('failing_rounds');
+                 raise exception 'failed again' using errcode = split_part(new.hook_id, '-', 2);
+             end if;
+             return new;
+         end $$",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger fail_every_round before insert on events
+         for each row execute function fail_every_round()",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// Delivers `always-<code>` once: its answer's problem, and how many rounds its batch ran.
+async fn refused_after_rounds(app: &TestApp, code: &str) -> (Value, i64) {
+    let body = event(
+        &format!("always-{code}"),
+        "w",
+        Some("a"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(30), app.deliver(&body))
+        .await
+        .expect("answered within 30 s");
+    let problem = crate::helpers::problem(answer, 503).await;
+    let rounds: i64 = sqlx::query_scalar("select last_value from failing_rounds")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("select count(*) from hook_ids where hook_id = $1")
+        .bind(format!("always-{code}"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing stored");
+    (problem, rounds)
+}
+
+/// A batch that meets a deadlock or a serialization failure in every round goes again a bounded
+/// number of times (8 rounds), then is answered `503` saying so, with nothing stored: neither a
+/// writer that loops for ever nor a 2xx.
+#[tokio::test]
+async fn a_batch_contended_in_every_round_is_answered_503_after_eight_rounds() {
+    let app = single_writer_app().await;
+    fail_every_round_of_each_delivery(&app).await;
+    let (problem, rounds) = refused_after_rounds(&app, "40001").await;
+    assert_eq!(rounds, 8);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("its batch met deadlocks or serialization failures"),
+        "{detail}"
+    );
+    app.assert_refusals(&[("contended", 1.0)]).await;
+}
+
+/// A round that finds no partition for its time though none is missing (another instance made it
+/// meanwhile) goes again, and is stored.
+#[tokio::test]
+async fn a_batch_that_met_no_partition_goes_again_when_none_was_missing() {
+    let app = single_writer_app().await;
+    fail_first_round_of_each_delivery(&app).await;
+    each_goes_again(&app, &["23514"]).await;
+}
+
+/// A delivery that finds no partition in a second round either, with none made, is answered
+/// `503` saying so, with nothing stored and no more rounds.
+#[tokio::test]
+async fn a_batch_that_meets_no_partition_twice_with_none_made_is_answered_503() {
+    let app = single_writer_app().await;
+    fail_every_round_of_each_delivery(&app).await;
+    let (problem, rounds) = refused_after_rounds(&app, "23514").await;
+    assert_eq!(rounds, 2);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("no history partition holds its time"),
+        "{detail}"
+    );
+    app.assert_refusals(&[("no_partition", 1.0)]).await;
+}
