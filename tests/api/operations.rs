@@ -2902,6 +2902,7 @@ async fn a_removal_keeps_the_event_received_at_the_cut_and_drops_a_month_ending_
         .await
         .unwrap();
     assert_eq!(removed.partitions, ["events_202608"]);
+    assert_eq!(removed.events_in_partitions, 1, "August's event is counted");
     assert_eq!(removed.events_deleted, 0);
     // A cut inside September, at an event's receivedAt: the event before it goes, that one stays.
     let cut = "2026-09-15T00:00:00Z".parse().unwrap();
@@ -3597,4 +3598,84 @@ async fn readyz_is_503_while_this_month_has_no_partition_it_can_make() {
     drop(app);
     pool.close().await;
     crate::helpers::drop_role(&owner, &role).await;
+}
+
+/// A removal of whole months keeps the latest removed event of each type of each account while
+/// the history it keeps holds events that ingest did not decide a status change for (received
+/// before history was first removed): the month the cut falls inside is kept whole, from its
+/// first day, however late in the month the cut lies. Once the kept history begins after that,
+/// it keeps none (that paced step would be work for nothing).
+#[tokio::test]
+async fn a_removal_of_whole_months_keeps_latest_events_only_while_undecided_ones_stay() {
+    let app = spawn_app().await;
+    deliver_received(&app, &[("dec", "2025-12-10T00:00:00Z")]).await;
+    let body = event(
+        "jan-b",
+        "w",
+        Some("b"),
+        "sync.complete",
+        "2024-01-01T00:00:00Z",
+    );
+    assert_eq!(app.deliver(&body).await.status(), 201);
+    received_at(&app, "2026-01-05T00:00:00Z", &["jan-b"]).await;
+    // History was first removed on 20 January: "jan-b", received before, stays undecided.
+    sqlx::query(
+        "insert into history_removals (received_before, removed_at)
+         values ('2025-01-01', '2026-01-20')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let kept_latest = || async {
+        sqlx::query_scalar::<_, String>("select hook_id from removed_latest order by 1")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+    };
+    // January, where the cut falls, is kept from its first day: before the first removal.
+    let cut = "2026-01-25T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&app.pool, cut, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.partitions, ["events_202512"]);
+    assert_eq!(kept_latest().await, ["dec"]);
+    // What is kept after a cut in June begins months after the first removal.
+    let cut = "2026-06-01T00:00:00Z".parse().unwrap();
+    let removed = store::partitions::remove_before(&app.pool, cut, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.partitions, ["events_202601"]);
+    assert_eq!(kept_latest().await, ["dec"]);
+}
+
+/// A prune that meets an error other than a lock held elsewhere while it deletes the rows before
+/// its cut fails with it, rather than trying again for ever.
+#[tokio::test]
+async fn a_prune_that_fails_deleting_rows_says_so_rather_than_trying_again_for_ever() {
+    let app = spawn_app().await;
+    deliver_received(
+        &app,
+        &[
+            ("early", "2025-01-10T00:00:00Z"),
+            ("late", "2025-01-20T00:00:00Z"),
+        ],
+    )
+    .await;
+    for statement in [
+        "create function refuse_delete() returns trigger language plpgsql as $$
+         begin raise exception 'kept by an operator'; end $$",
+        "create trigger refuse_delete before delete on events
+         for each row execute function refuse_delete()",
+    ] {
+        sqlx::query(statement).execute(&app.pool).await.unwrap();
+    }
+    let cut = "2025-01-15T00:00:00Z".parse().unwrap();
+    let removed = tokio::time::timeout(
+        Duration::from_secs(30),
+        store::partitions::remove_before(&app.pool, cut, true),
+    )
+    .await
+    .expect("the prune ends");
+    assert!(removed.is_err(), "{removed:?}");
+    assert_eq!(app.stored_events().await, 2);
 }
